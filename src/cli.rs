@@ -1,0 +1,201 @@
+//! The command line: one binary, several entry points.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::link::endpoint::Endpoint;
+
+/// Onboard daemon between MCP ground clients (over mTLS MQTT 5) and a MAVLink autopilot.
+#[derive(Debug, Parser)]
+#[command(name = "flight-companion", version = crate::VERSION, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// Configuration file (TOML). Without it, built-in defaults are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Parse a configuration file and report the first problem; exits non-zero if any.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
+    /// Run the simulated autopilot (an ArduCopter or PX4 multicopter seen from outside).
+    Sim(SimArgs),
+    /// Connect to an autopilot, wait for its heartbeat, print its state and link health.
+    Probe(ProbeArgs),
+}
+
+/// Which autopilot the simulator pretends to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimAutopilot {
+    Ardupilot,
+    Px4,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Endpoint(s) the simulator serves; repeat for several (e.g. one for the daemon, one
+    /// for a test harness that injects faults). Default `tcpin:127.0.0.1:5760`.
+    #[arg(long = "link")]
+    pub links: Vec<Endpoint>,
+    /// Firmware personality.
+    #[arg(long, value_enum, default_value = "ardupilot")]
+    pub autopilot: SimAutopilot,
+    /// Home position as LAT,LON,ALT_M (altitude above mean sea level).
+    #[arg(long, default_value = "47.397742,8.545594,488.0", value_parser = parse_home)]
+    pub home: (f64, f64, f64),
+    /// Simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 1.0)]
+    pub speedup: f64,
+    /// Seed of every random choice (sensor noise, wind gusts): same seed, same flight.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// MAVLink system id of the simulated vehicle.
+    #[arg(long, default_value_t = 1)]
+    pub system_id: u8,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Autopilot endpoint, e.g. `serial:/dev/ttyACM0:115200` or `udpin:0.0.0.0:14550`.
+    #[arg(long)]
+    pub link: Endpoint,
+    /// Print the vehicle state as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the heartbeat and then to collect telemetry.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+}
+
+fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [lat, lon, alt] = parts.as_slice() else {
+        return Err(format!(
+            "expected LAT,LON,ALT_M, e.g. 47.397742,8.545594,488.0; got `{text}`"
+        ));
+    };
+    let number = |name: &str, v: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("{name} `{v}` is not a number"))
+    };
+    let (lat, lon, alt) = (
+        number("latitude", lat)?,
+        number("longitude", lon)?,
+        number("altitude", alt)?,
+    );
+    if !(-90.0..=90.0).contains(&lat) {
+        return Err(format!("latitude {lat} is outside -90..=90"));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(format!("longitude {lon} is outside -180..=180"));
+    }
+    if !(-500.0..=9000.0).contains(&alt) {
+        return Err(format!("altitude {alt} m is outside -500..=9000 m"));
+    }
+    Ok((lat, lon, alt))
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match config {
+                Some(path) => match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => Config::default(),
+            };
+            crate::logging::init(&config.logging.filter);
+            run_async(|shutdown| crate::daemon::run(config, shutdown))
+        }
+        Command::Sim(args) => {
+            crate::logging::init("info");
+            run_async(|shutdown| crate::sim::shell::run(args, shutdown))
+        }
+        Command::Probe(args) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::probe::run(args, shutdown))
+        }
+    }
+}
+
+/// Runs an async entry point on a tokio runtime, cancelling it on SIGTERM/SIGINT.
+/// The entry point returns its exit code; an error is printed and exits 1.
+fn run_async<F, Fut>(entry: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        spawn_signal_watch(shutdown.clone());
+        entry(shutdown).await
+    });
+    // Never wait on stuck blocking tasks (serial reads) at exit: shutdown must finish in 2 s.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spawn_signal_watch(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        shutdown.cancel();
+    });
+}

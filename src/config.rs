@@ -1,0 +1,415 @@
+//! One typed configuration, parsed (not merely validated) before anything starts.
+//!
+//! Every field has a default written next to it, units are last in field names, and risky
+//! knobs carry `danger_` in their name.
+//! Errors name the file, the key and what is wrong, because the person reading them is
+//! standing next to an aircraft.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::link::endpoint::Endpoint;
+
+/// The whole daemon configuration (`flight-companion run --config FILE`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The autopilot link and the daemon's MAVLink identity.
+    pub vehicle: VehicleConfig,
+    /// The MQTT 5 broker connection (mutual TLS).
+    pub mqtt: MqttConfig,
+    /// The MCP server exposed over MQTT.
+    pub mcp: McpConfig,
+    /// Logging.
+    pub logging: LoggingConfig,
+}
+
+/// `[vehicle]`: how the daemon reaches the autopilot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VehicleConfig {
+    /// Autopilot endpoint. Default `tcpout:127.0.0.1:5760` (the built-in simulator's default).
+    /// Forms: `serial:/dev/ttyAMA0:921600`, `udpin:0.0.0.0:14550`, `udpout:HOST:PORT`,
+    /// `tcpout:HOST:PORT`, `tcpin:ADDR:PORT`.
+    pub link: Endpoint,
+    /// MAVLink system id the daemon sends as. Default 1 (the vehicle's own system, as companions do).
+    pub system_id: u8,
+    /// MAVLink component id the daemon sends as. Default 191 (`MAV_COMP_ID_ONBOARD_COMPUTER`).
+    pub component_id: u8,
+    /// Interval of the daemon's own HEARTBEAT. Default 1000 ms.
+    pub heartbeat_interval_ms: u64,
+    /// Telemetry rate requested from the autopilot with `SET_MESSAGE_INTERVAL`. Default 10 Hz.
+    pub telemetry_rate_hz: f32,
+    /// A value older than this is reported as stale. Default 3000 ms.
+    pub stale_after_ms: u64,
+    /// How long without an autopilot heartbeat before the link counts as lost. Default 3000 ms.
+    pub heartbeat_timeout_ms: u64,
+    /// Time to wait for a `COMMAND_ACK` before re-sending. Default 1000 ms.
+    pub command_ack_timeout_ms: u64,
+    /// Re-sends of a command (with `confirmation` incremented) before it times out. Default 3.
+    pub command_retries_max: u8,
+    /// Time a command may stay `IN_PROGRESS` without a new ACK. Default 30000 ms.
+    pub command_in_progress_timeout_ms: u64,
+    /// First delay before reopening a lost serial port or TCP connection. Default 100 ms.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the exponential reopen delay. Default 5000 ms.
+    pub reconnect_backoff_ms_max: u64,
+}
+
+impl Default for VehicleConfig {
+    fn default() -> Self {
+        Self {
+            link: Endpoint::default_vehicle(),
+            system_id: 1,
+            component_id: 191,
+            heartbeat_interval_ms: 1000,
+            telemetry_rate_hz: 10.0,
+            stale_after_ms: 3000,
+            heartbeat_timeout_ms: 3000,
+            command_ack_timeout_ms: 1000,
+            command_retries_max: 3,
+            command_in_progress_timeout_ms: 30_000,
+            reconnect_backoff_ms_min: 100,
+            reconnect_backoff_ms_max: 5000,
+        }
+    }
+}
+
+/// `[mqtt]`: the broker connection. Secrets are paths, never inline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Connect to the broker at all. Default false (the foundation runs without the ground).
+    pub enabled: bool,
+    /// Broker host name; also the name verified against the broker's certificate. Default `localhost`.
+    pub host: String,
+    /// Broker port. Default 8883.
+    pub port: u16,
+    /// CA certificate (PEM) that signed the broker's certificate. Default none.
+    pub ca_cert_path: Option<PathBuf>,
+    /// This machine's client certificate (PEM). Default none.
+    pub client_cert_path: Option<PathBuf>,
+    /// This machine's client private key (PEM). Default none.
+    pub client_key_path: Option<PathBuf>,
+    /// MQTT keep-alive; long enough for a lossy radio link. Default 15 s.
+    pub keep_alive_s: u16,
+    /// First reconnect delay. Default 250 ms.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the reconnect delay (jitter is added). Default 10000 ms.
+    pub reconnect_backoff_ms_max: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: "localhost".into(),
+            port: 8883,
+            ca_cert_path: None,
+            client_cert_path: None,
+            client_key_path: None,
+            keep_alive_s: 15,
+            reconnect_backoff_ms_min: 250,
+            reconnect_backoff_ms_max: 10_000,
+        }
+    }
+}
+
+/// `[mcp]`: the MCP server on the broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Server name (hierarchical, `/`-separated, no `+` or `#`). Default `flight-companion/drone`.
+    pub server_name: String,
+    /// Server id, the MQTT client id; unique per process. Default: derived from the host name and process id.
+    pub server_id: Option<String>,
+    /// One-line description in the presence message. Default `flight-companion onboard MCP server`.
+    pub description: String,
+    /// Topic root of server control/presence/capability topics. Default `$mcp-server`.
+    pub server_topic_root: String,
+    /// Topic root of client presence/capability topics. Default `$mcp-client`.
+    pub client_topic_root: String,
+    /// Topic root of RPC topics. Default `$mcp-rpc`.
+    pub rpc_topic_root: String,
+    /// Largest accepted MCP message. Default 262144 bytes.
+    pub message_bytes_max: usize,
+    /// Concurrent tool calls per session. Default 4.
+    pub session_calls_concurrent_max: usize,
+    /// Concurrent tool calls over all sessions. Default 32.
+    pub calls_concurrent_max: usize,
+    /// Concurrent sessions. Default 64.
+    pub sessions_max: usize,
+    /// Rate of `notifications/resources/updated` for `vehicle://status`. Default 2 Hz.
+    pub status_update_rate_hz: f32,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            server_name: "flight-companion/drone".into(),
+            server_id: None,
+            description: "flight-companion onboard MCP server".into(),
+            server_topic_root: "$mcp-server".into(),
+            client_topic_root: "$mcp-client".into(),
+            rpc_topic_root: "$mcp-rpc".into(),
+            message_bytes_max: 256 * 1024,
+            session_calls_concurrent_max: 4,
+            calls_concurrent_max: 32,
+            sessions_max: 64,
+            status_update_rate_hz: 2.0,
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `tracing` filter directive, e.g. `info` or `flight_companion=debug`. Default `info`.
+    /// The `RUST_LOG` environment variable overrides it.
+    pub filter: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// A configuration that could not be used, with the file, the key and the reason.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file that was read.
+    pub path: PathBuf,
+    /// The dotted key that is wrong, when known (e.g. `vehicle.link`).
+    pub key: Option<String>,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(
+                f,
+                "{}: key `{}`: {}",
+                self.path.display(),
+                key,
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses a file; every error names the file, and the key when there is one.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            key: None,
+            message: describe(text, &e),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError {
+                path: path.to_owned(),
+                key: (key != ".").then_some(key),
+                message: describe(text, e.inner()),
+            }
+        })?;
+        config.check().map_err(|(key, message)| ConfigError {
+            path: path.to_owned(),
+            key: Some(key.to_owned()),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Cross-field rules that serde cannot express. Returns the key and the reason.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let v = &self.vehicle;
+        if v.heartbeat_interval_ms == 0 || v.heartbeat_interval_ms > 5000 {
+            return Err((
+                "vehicle.heartbeat_interval_ms",
+                format!("must be 1..=5000 ms, got {}", v.heartbeat_interval_ms),
+            ));
+        }
+        if !(v.telemetry_rate_hz.is_finite() && (0.1..=100.0).contains(&v.telemetry_rate_hz)) {
+            return Err((
+                "vehicle.telemetry_rate_hz",
+                format!("must be 0.1..=100 Hz, got {}", v.telemetry_rate_hz),
+            ));
+        }
+        if v.command_ack_timeout_ms == 0 {
+            return Err(("vehicle.command_ack_timeout_ms", "must be above 0".into()));
+        }
+        if v.reconnect_backoff_ms_min == 0
+            || v.reconnect_backoff_ms_min > v.reconnect_backoff_ms_max
+        {
+            return Err((
+                "vehicle.reconnect_backoff_ms_min",
+                format!(
+                    "must be above 0 and at most vehicle.reconnect_backoff_ms_max ({} ms), got {}",
+                    v.reconnect_backoff_ms_max, v.reconnect_backoff_ms_min
+                ),
+            ));
+        }
+        if v.component_id == 0 {
+            return Err((
+                "vehicle.component_id",
+                "0 is the broadcast id; use 191".into(),
+            ));
+        }
+        if v.system_id == 0 {
+            return Err((
+                "vehicle.system_id",
+                "0 is the broadcast id; use 1..=255".into(),
+            ));
+        }
+        let m = &self.mcp;
+        if m.server_name.is_empty()
+            || m.server_name.starts_with('/')
+            || m.server_name.contains(['+', '#'])
+        {
+            return Err((
+                "mcp.server_name",
+                format!(
+                    "must be non-empty, not start with `/` and contain no `+` or `#`, got `{}`",
+                    m.server_name
+                ),
+            ));
+        }
+        if let Some(id) = &m.server_id {
+            if id.is_empty() || id.contains(['/', '+', '#']) {
+                return Err((
+                    "mcp.server_id",
+                    format!("must be non-empty and contain no `/`, `+` or `#`, got `{id}`"),
+                ));
+            }
+        }
+        if !(m.status_update_rate_hz.is_finite()
+            && m.status_update_rate_hz > 0.0
+            && m.status_update_rate_hz <= 50.0)
+        {
+            return Err((
+                "mcp.status_update_rate_hz",
+                format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
+            ));
+        }
+        if self.mqtt.enabled {
+            for (key, value) in [
+                ("mqtt.ca_cert_path", &self.mqtt.ca_cert_path),
+                ("mqtt.client_cert_path", &self.mqtt.client_cert_path),
+                ("mqtt.client_key_path", &self.mqtt.client_key_path),
+            ] {
+                if value.is_none() {
+                    return Err((
+                        key,
+                        "required when mqtt.enabled = true (mutual TLS is not optional)".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `line L, column C: message`, without the multi-line source excerpt toml prints.
+fn describe(text: &str, error: &toml::de::Error) -> String {
+    let message = error
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.vehicle.link, Endpoint::default_vehicle());
+        assert_eq!(config.vehicle.component_id, 191);
+        assert!(!config.mqtt.enabled);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_problem() {
+        let cases = [
+            (
+                "[vehicle]\nheartbeat_interval_ms = \"fast\"\n",
+                "vehicle.heartbeat_interval_ms",
+                "expected u64",
+            ),
+            (
+                "[vehicle]\nlink = \"serial:/dev/x:123\"\n",
+                "vehicle.link",
+                "baud rate 123",
+            ),
+            (
+                "[vehicle]\nlnk = \"x\"\n",
+                "vehicle.lnk",
+                "unknown field `lnk`",
+            ),
+            (
+                "[vehicle]\ntelemetry_rate_hz = 1000.0\n",
+                "vehicle.telemetry_rate_hz",
+                "0.1..=100",
+            ),
+            (
+                "[vehicle]\nsystem_id = 300\n",
+                "vehicle.system_id",
+                "invalid value",
+            ),
+            ("[mqtt]\nenabled = true\n", "mqtt.ca_cert_path", "required"),
+            ("[mcp]\nserver_name = \"a/+/b\"\n", "mcp.server_name", "`+`"),
+            ("[mcp]\nserver_id = \"a/b\"\n", "mcp.server_id", "`/`"),
+        ];
+        for (text, key, needle) in cases {
+            let error = parse(text).unwrap_err();
+            let shown = error.to_string();
+            assert!(shown.starts_with("test.toml: "), "{shown}");
+            assert_eq!(error.key.as_deref(), Some(key), "{shown}");
+            assert!(shown.contains(needle), "{text:?}: {shown}");
+            assert!(!shown.contains('\n'), "one line: {shown}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let error = parse("[vehicle\nlink = 1\n").unwrap_err();
+        assert!(error.to_string().contains("line 1"), "{error}");
+    }
+}

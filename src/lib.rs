@@ -1,0 +1,18 @@
+//! flight-companion: the one trusted gate between the ground and the autopilot.
+//!
+//! See `ARCHITECTURE.md` for the code map. Cores (`vehicle`, `link::frame`, `link::health`,
+//! `sim::autopilot`, `mcp::session`) are sans-IO state machines that take `now` as an
+//! argument; shells (`link::transport`, `daemon`, `sim::shell`, `mcp::mqtt`) do the IO.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod link;
+pub mod logging;
+pub mod mcp;
+pub mod probe;
+pub mod sim;
+pub mod vehicle;
+
+/// The version and the git commit this binary was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FC_GIT_COMMIT"), ")");

@@ -1,0 +1,10 @@
+//! The simulated autopilot (`flight-companion sim`).
+//!
+//! - `physics`: sans-IO point-mass kinematics (nalgebra), seeded, deterministic.
+//! - `autopilot`: sans-IO ArduCopter/PX4 behaviour seen from the outside (modes, arming,
+//!   commands, telemetry streams, parameters, injected faults).
+//! - `shell`: serves it over real MAVLink bytes on one or more endpoints.
+
+pub mod autopilot;
+pub mod physics;
+pub mod shell;

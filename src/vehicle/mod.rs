@@ -1,0 +1,11 @@
+//! Vehicle state and the command protocol: sans-IO cores.
+//!
+//! - `snapshot`: the plain-data view (serialised by `probe --json` and `get_status`).
+//! - `modes`: ArduPilot and PX4 flight modes, decoded and encoded.
+//! - `state`: `VehicleState`, fed every decoded message with `now`.
+//! - `command`: `CommandProtocol`, COMMAND_LONG/INT with ACK matching, retries and timeouts.
+
+pub mod command;
+pub mod modes;
+pub mod snapshot;
+pub mod state;

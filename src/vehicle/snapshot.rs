@@ -1,0 +1,166 @@
+//! What the daemon knows about the vehicle at one instant, as plain data.
+//!
+//! This is the contract between the vehicle-state core (which fills it), `probe --json`,
+//! and the MCP `get_status` tool (which serialises it). Units are last in every name.
+//! Every group carries `age_ms` and `stale`: a value the vehicle stopped reporting is
+//! shown as stale, never as current.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// Which autopilot firmware family answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutopilotKind {
+    Ardupilot,
+    Px4,
+    Other,
+}
+
+/// The autopilot the daemon found from its heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct AutopilotIdentity {
+    pub system_id: u8,
+    pub component_id: u8,
+    pub autopilot: AutopilotKind,
+    /// `MAV_TYPE` as a name, e.g. `quadrotor`.
+    pub vehicle_type: String,
+    /// Firmware version from `AUTOPILOT_VERSION`, e.g. `4.5.7`, when reported.
+    pub firmware_version: Option<String>,
+    /// True when the vehicle itself says it is simulated (ArduPilot `SIMSTATE`, `SIM_STATE`).
+    pub simulated: bool,
+}
+
+/// A timestamped group of values: how old it is and whether it counts as stale.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
+pub struct Freshness {
+    /// Milliseconds since the vehicle last reported this group; null if never.
+    pub age_ms: Option<u64>,
+    /// True when never reported or older than `vehicle.stale_after_ms`.
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ModeStatus {
+    pub freshness: Freshness,
+    pub armed: bool,
+    /// Decoded flight mode name in the autopilot's own terms (`GUIDED`, `LOITER`, `POSCTL`, ...).
+    pub flight_mode: String,
+    /// `custom_mode` from the heartbeat, raw.
+    pub custom_mode: u32,
+    /// `MAV_LANDED_STATE` as a name: `on_ground`, `in_air`, `takeoff`, `landing`, `undefined`.
+    pub landed_state: String,
+    /// `MAV_STATE` as a name: `standby`, `active`, `critical`, `emergency`, ...
+    pub system_status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct PositionStatus {
+    pub freshness: Freshness,
+    pub latitude_deg: f64,
+    pub longitude_deg: f64,
+    pub altitude_msl_m: f64,
+    /// Altitude above home.
+    pub altitude_relative_m: f64,
+    pub velocity_north_m_s: f64,
+    pub velocity_east_m_s: f64,
+    /// Positive down, as MAVLink reports it.
+    pub velocity_down_m_s: f64,
+    pub ground_speed_m_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct AttitudeStatus {
+    pub freshness: Freshness,
+    pub roll_deg: f64,
+    pub pitch_deg: f64,
+    pub yaw_deg: f64,
+    /// 0..360, clockwise from north.
+    pub heading_deg: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct BatteryStatus {
+    pub freshness: Freshness,
+    pub voltage_v: f64,
+    /// Null when the autopilot does not measure current.
+    pub current_a: Option<f64>,
+    /// Null when the autopilot does not estimate it.
+    pub remaining_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct GpsStatus {
+    pub freshness: Freshness,
+    /// `GPS_FIX_TYPE` as a name: `no_gps`, `no_fix`, `2d_fix`, `3d_fix`, `dgps`, `rtk_float`, `rtk_fixed`.
+    pub fix_type: String,
+    pub satellites_visible: u8,
+    /// Null when unknown (MAVLink's UINT16_MAX).
+    pub hdop: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct EstimatorStatus {
+    pub freshness: Freshness,
+    /// The autopilot trusts its horizontal position (EKF / `ESTIMATOR_STATUS` flags).
+    pub position_valid: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct HomeStatus {
+    pub freshness: Freshness,
+    pub latitude_deg: f64,
+    pub longitude_deg: f64,
+    pub altitude_msl_m: f64,
+}
+
+/// A STATUSTEXT the vehicle sent.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct StatusText {
+    pub age_ms: u64,
+    /// `MAV_SEVERITY` as a name: `emergency` ... `debug`.
+    pub severity: String,
+    pub text: String,
+}
+
+/// Health of the MAVLink link, as counted by the daemon (not by the autopilot).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+pub struct LinkHealthStatus {
+    /// The link is open (serial port open, TCP connected, UDP bound).
+    pub connected: bool,
+    /// Milliseconds since the autopilot's last heartbeat; null if never.
+    pub heartbeat_age_ms: Option<u64>,
+    /// Frames received and decoded.
+    pub frames_received: u64,
+    /// Frames lost, estimated from sequence-number gaps.
+    pub frames_lost: u64,
+    /// Percentage lost over all frames from the autopilot: lost / (received + lost) * 100.
+    pub loss_percent: f64,
+    /// Frames whose checksum was wrong.
+    pub crc_errors: u64,
+    /// Frames that could not be parsed (bad length, bad field values, unknown incompat flags).
+    pub parse_errors: u64,
+    /// Frames of message ids the dialect does not know.
+    pub unknown_messages: u64,
+    /// Bytes skipped while looking for the start of a frame.
+    pub garbage_bytes: u64,
+    /// Times the link was reopened after it was lost.
+    pub reconnects: u64,
+}
+
+/// Everything known about the vehicle at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct VehicleSnapshot {
+    /// Null until the autopilot's first heartbeat.
+    pub autopilot: Option<AutopilotIdentity>,
+    pub mode: ModeStatus,
+    pub position: PositionStatus,
+    pub attitude: AttitudeStatus,
+    pub battery: BatteryStatus,
+    pub gps: GpsStatus,
+    pub estimator: EstimatorStatus,
+    pub home: Option<HomeStatus>,
+    /// Newest last, at most 16.
+    pub status_texts: Vec<StatusText>,
+    pub link: LinkHealthStatus,
+}
