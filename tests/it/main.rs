@@ -1,0 +1,4 @@
+//! Integration tests: real processes and real peers on loopback, one test binary so one
+//! build serves them all. Every process is started on ephemeral ports and killed on drop.
+
+mod support;
