@@ -151,10 +151,12 @@ mod tests {
         MavMessage::SYSTEM_TIME(SYSTEM_TIME_DATA::default())
     }
 
+    /// (name, frames as (system, component, sequence), expected lost, expected duplicates)
+    type GapCase = (&'static str, &'static [(u32, u8, u8)], u64, u64);
+
     #[test]
     fn sequence_gaps_table() {
-        // (frames as (system, component, sequence), expected lost, expected duplicates)
-        let cases: &[(&str, &[(u32, u8, u8)], u64, u64)] = &[
+        let cases: &[GapCase] = &[
             ("in order", &[(1, 1, 0), (1, 1, 1), (1, 1, 2)], 0, 0),
             ("one gap of two", &[(1, 1, 0), (1, 1, 3)], 2, 0),
             (
