@@ -3,4 +3,6 @@
 //! - `mqtt`: the broker connection (TLS, CONNECT options, reconnecting driver), shared with
 //!   the ground bridge.
 
+pub mod errors;
 pub mod mqtt;
+pub mod session;
