@@ -4,4 +4,5 @@
 mod cli;
 mod link_net;
 mod link_pty;
+mod mcp_broker;
 mod support;
