@@ -5,4 +5,5 @@ mod cli;
 mod link_interop;
 mod link_net;
 mod link_pty;
+mod mcp_broker;
 mod support;
