@@ -234,12 +234,32 @@ impl Config {
                 message: describe(text, e.inner()),
             }
         })?;
+        let mut config = config;
+        config.resolve_paths(path);
         config.check().map_err(|(key, message)| ConfigError {
             path: path.to_owned(),
             key: Some(key.to_owned()),
             message,
         })?;
         Ok(config)
+    }
+
+    /// Relative paths in a file are relative to that file's directory, so a configuration
+    /// directory (e.g. the one `dev-setup` writes) can be moved as a whole.
+    fn resolve_paths(&mut self, file: &Path) {
+        let base = file.parent().unwrap_or(Path::new("."));
+        for path in [
+            &mut self.mqtt.ca_cert_path,
+            &mut self.mqtt.client_cert_path,
+            &mut self.mqtt.client_key_path,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
     }
 
     /// Cross-field rules that serde cannot express. Returns the key and the reason.
@@ -405,6 +425,20 @@ mod tests {
             assert!(shown.contains(needle), "{text:?}: {shown}");
             assert!(!shown.contains('\n'), "one line: {shown}");
         }
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let text = "[mqtt]\nca_cert_path = \"certs/ca.pem\"\nclient_key_path = \"/abs/key.pem\"\n";
+        let config = Config::parse(Path::new("/etc/fc/drone.toml"), text).unwrap();
+        assert_eq!(
+            config.mqtt.ca_cert_path.unwrap(),
+            Path::new("/etc/fc/certs/ca.pem")
+        );
+        assert_eq!(
+            config.mqtt.client_key_path.unwrap(),
+            Path::new("/abs/key.pem")
+        );
     }
 
     #[test]
