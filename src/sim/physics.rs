@@ -251,9 +251,10 @@ impl Physics {
         self.target
     }
 
-    /// A new target; a new `Hold` or `Descend` brakes first and then holds where it stopped.
+    /// A new target; a new `Hold` or `Descend` brakes first and then holds where it stopped
+    /// (changing only the descent speed keeps the point).
     pub fn set_target(&mut self, target: Target) {
-        if target != self.target {
+        if std::mem::discriminant(&target) != std::mem::discriminant(&self.target) {
             self.hold_point_ned_m = None;
         }
         self.target = target;
