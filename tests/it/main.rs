@@ -1,4 +1,5 @@
 //! Integration tests: real processes and real peers on loopback, one test binary so one
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
+mod cli;
 mod support;
