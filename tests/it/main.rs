@@ -2,4 +2,5 @@
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
 mod cli;
+mod link_net;
 mod support;
