@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::autopilot::{AUTOPILOT_COMPONENT_ID, PHYSICS_STEP, Personality, SimAutopilot, SimOptions};
+use super::autopilot::{
+    AUTOPILOT_COMPONENT_ID, PHYSICS_STEP, Personality, SimAutopilot, SimOptions,
+};
 use super::physics::GeoPoint;
 use crate::cli::{SimArgs, SimAutopilot as SimAutopilotArg};
 use crate::link::endpoint::Endpoint;
@@ -95,8 +97,7 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
     });
     let start = Instant::now();
     let virtual_now = || start.elapsed().mul_f64(args.speedup);
-    let mut ticker =
-        tokio::time::interval(PHYSICS_STEP.div_f64(args.speedup).max(TICK_PERIOD_MIN));
+    let mut ticker = tokio::time::interval(PHYSICS_STEP.div_f64(args.speedup).max(TICK_PERIOD_MIN));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut send_failures: u64 = 0;
 

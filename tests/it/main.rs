@@ -3,4 +3,5 @@
 
 mod cli;
 mod link_net;
+mod sim_pymavlink;
 mod support;
