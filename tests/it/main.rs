@@ -3,5 +3,7 @@
 
 mod cli;
 mod link_net;
+mod link_pty;
+mod mcp_broker;
 mod sim_pymavlink;
 mod support;
