@@ -7,4 +7,5 @@ mod link_interop;
 mod link_net;
 mod link_pty;
 mod mcp_broker;
+mod sim_pymavlink;
 mod support;
