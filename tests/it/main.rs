@@ -3,6 +3,7 @@
 
 mod autopilot_peer;
 mod cli;
+mod daemon_sim;
 mod link_interop;
 mod link_net;
 mod link_pty;
