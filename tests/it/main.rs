@@ -2,4 +2,6 @@
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
 mod mcp_broker;
+mod mcp_client;
+mod mcp_server;
 mod support;
