@@ -315,9 +315,12 @@ impl Shell {
             client_id: mqtt::user_property(properties, mqtt::PROP_CLIENT_ID),
             component_type: mqtt::user_property(properties, mqtt::PROP_COMPONENT_TYPE),
         };
-        let actions = self
-            .sessions
-            .handle_publish(&topic, &publish.payload, sender);
+        let actions = self.sessions.handle_publish(
+            std::time::Instant::now(),
+            &topic,
+            &publish.payload,
+            sender,
+        );
         self.execute(actions);
     }
 
@@ -493,6 +496,8 @@ pub async fn serve(
                 }
             }
             _ = ticker.tick() => {
+                let actions = shell.sessions.poll_timeouts(std::time::Instant::now());
+                shell.execute(actions);
                 if connected && status_rx.has_changed().unwrap_or(false) {
                     status_rx.borrow_and_update();
                     shell.status_updated(mcp_config.compat_resource_updates_on_rpc);

@@ -405,3 +405,29 @@ async fn mcp_will_clears_presence_when_the_daemon_is_killed() {
     let retained = late.next(Duration::from_millis(500)).await;
     assert!(retained.is_none(), "{retained:?}");
 }
+
+/// Prints the `tools/call get_status` round trip over mTLS Mosquitto (client → broker →
+/// server → broker → client). A figure for the report, not an assertion on wall time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_call_round_trip_figure() {
+    let broker = Broker::start("mcp-latency");
+    let server = InProcessServer::start(&broker, |_| {});
+    let mut client = TestClient::connect(&broker, "ground-l").await;
+    wait_online(&mut client).await;
+    client.initialize("2025-11-25").await;
+    let mut samples_us = Vec::new();
+    for _ in 0..100 {
+        let started = std::time::Instant::now();
+        let (result, _) = client
+            .call("tools/call", json!({"name": "get_status", "arguments": {}}))
+            .await;
+        samples_us.push(started.elapsed().as_micros());
+        assert!(result["result"]["structuredContent"].is_object());
+    }
+    samples_us.sort_unstable();
+    println!(
+        "tools/call get_status round trip over mTLS Mosquitto: p50 {} us, p95 {} us, max {} us (100 calls)",
+        samples_us[50], samples_us[95], samples_us[99]
+    );
+    server.stop().await;
+}
