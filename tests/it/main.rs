@@ -8,5 +8,7 @@ mod link_interop;
 mod link_net;
 mod link_pty;
 mod mcp_broker;
+mod mcp_client;
+mod mcp_server;
 mod sim_pymavlink;
 mod support;
