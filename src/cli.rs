@@ -56,7 +56,7 @@ pub struct SimArgs {
     #[arg(long, value_enum, default_value = "ardupilot")]
     pub autopilot: SimAutopilot,
     /// Home position as LAT,LON,ALT_M (altitude above mean sea level).
-    #[arg(long, default_value = "47.397742,8.545594,488.0", value_parser = parse_home)]
+    #[arg(long, default_value = "47.397742,8.545594,488.0", value_parser = parse_home, allow_hyphen_values = true)]
     pub home: (f64, f64, f64),
     /// Simulated seconds per wall-clock second.
     #[arg(long, default_value_t = 1.0)]

@@ -41,7 +41,7 @@ impl Drop for TempDir {
 }
 
 /// socat joining two ptys, reachable at the stable names `DIR/a` and `DIR/b`.
-fn start_socat(dir: &Path) -> Proc {
+pub(crate) fn start_socat(dir: &Path) -> Proc {
     for name in ["a", "b"] {
         // A name left by an earlier socat would make this one fail.
         let _ = std::fs::remove_file(dir.join(name));

@@ -1,10 +1,15 @@
 //! Integration tests: real processes and real peers on loopback, one test binary so one
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
+mod autopilot_peer;
 mod cli;
 mod link_flow;
+mod daemon_sim;
 mod link_interop;
 mod link_net;
 mod link_pty;
 mod mcp_broker;
+mod mcp_client;
+mod mcp_server;
+mod sim_pymavlink;
 mod support;
