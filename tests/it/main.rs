@@ -3,8 +3,8 @@
 
 mod autopilot_peer;
 mod cli;
-mod link_flow;
 mod daemon_sim;
+mod link_flow;
 mod link_interop;
 mod link_net;
 mod link_pty;
