@@ -37,6 +37,9 @@ pub enum Command {
     /// Write certificates, a Mosquitto config with mTLS and ACLs, drone.toml and ground.toml
     /// for a local trial.
     DevSetup(crate::dev_setup::DevSetupArgs),
+    /// Run the whole chain on this machine (simulator, broker, daemon, ground bridge) and
+    /// drive it as an MCP client would, saying what happens.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Which autopilot the simulator pretends to be.
@@ -147,6 +150,10 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::probe::run(args, shutdown))
+        }
+        Command::Demo(args) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::demo::run(args, shutdown))
         }
         Command::DevSetup(args) => match crate::dev_setup::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
