@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod ground;
 pub mod link;
 pub mod logging;
 pub mod mcp;
