@@ -34,6 +34,9 @@ pub enum Command {
     Sim(SimArgs),
     /// Connect to an autopilot, wait for its heartbeat, print its state and link health.
     Probe(ProbeArgs),
+    /// Write certificates, a Mosquitto config with mTLS and ACLs, drone.toml and ground.toml
+    /// for a local trial.
+    DevSetup(crate::dev_setup::DevSetupArgs),
 }
 
 /// Which autopilot the simulator pretends to be.
@@ -145,6 +148,13 @@ pub fn main() -> ExitCode {
             crate::logging::init("warn");
             run_async(|shutdown| crate::probe::run(args, shutdown))
         }
+        Command::DevSetup(args) => match crate::dev_setup::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

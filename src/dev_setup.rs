@@ -1,0 +1,374 @@
+//! `flight-companion dev-setup DIR`: everything a local trial needs to run the daemon, a
+//! Mosquitto broker with mutual TLS and a ground client on one machine.
+//!
+//! Writes a CA, broker/drone/ground certificates (rcgen), `mosquitto.conf`, `acl`,
+//! `drone.toml` (a daemon `Config`) and `ground.toml` (the ground bridge's file:
+//! `[mqtt]` with the daemon's `MqttConfig` keys, `[ground]` with optional `server_name`
+//! and `client_id`). Keys are 0600 under a 0700 `certs/` directory.
+//!
+//! Identities: the certificate CN is the MQTT user name (`use_identity_as_username`), and
+//! the ACL binds topics to it: only `drone-1` may publish server presence, capability and
+//! the server side of RPC topics for server-id `drone-1`; ground identities publish the
+//! control topic, their own RPC topics and their own presence.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+
+use crate::link::endpoint::Endpoint;
+
+/// The drone's certificate CN, MQTT user name and server-id in the generated files.
+pub const DRONE_IDENTITY: &str = "drone-1";
+/// The ground client's certificate CN and MQTT user name in the generated files.
+pub const GROUND_IDENTITY: &str = "ground-1";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevSetupArgs {
+    /// Directory to write (created if missing; refused if non-empty unless --force).
+    pub dir: PathBuf,
+    /// Port of the broker's mTLS listener (bound to 127.0.0.1 only).
+    #[arg(long, default_value_t = 8883)]
+    pub broker_port: u16,
+    /// Autopilot endpoint written to drone.toml (default: the built-in simulator's).
+    #[arg(long, default_value = "tcpout:127.0.0.1:5760")]
+    pub vehicle_link: Endpoint,
+    /// Overwrite the files of an existing non-empty directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevSetupError {
+    #[error(
+        "{0} exists and is not empty; pass --force to overwrite its files, or choose another directory"
+    )]
+    NotEmpty(PathBuf),
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("certificate generation: {0}")]
+    Certificate(#[from] rcgen::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevSetupError + '_ {
+    move |e| DevSetupError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Runs the subcommand and prints what was written and how to use it.
+pub fn run(args: &DevSetupArgs) -> Result<(), DevSetupError> {
+    let dir = write(args)?;
+    println!("dev-setup: wrote {}", dir.display());
+    println!(
+        "dev-setup: broker: mosquitto -c {}",
+        dir.join("mosquitto.conf").display()
+    );
+    println!(
+        "dev-setup: drone:  flight-companion run --config {}",
+        dir.join("drone.toml").display()
+    );
+    println!(
+        "dev-setup: ground: flight-companion ground --config {}",
+        dir.join("ground.toml").display()
+    );
+    Ok(())
+}
+
+/// Writes every file; returns the absolute directory.
+pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
+    let dir = &args.dir;
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(io(dir))?;
+        if entries.next().is_some() && !args.force {
+            return Err(DevSetupError::NotEmpty(dir.clone()));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(io(&certs))?;
+    set_mode(&certs, 0o700)?;
+
+    // The CA.
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name = name("flight-companion dev CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    write_file(&certs.join("ca.pem"), ca.pem().as_bytes(), 0o644)?;
+
+    // Leaf certificates: the broker (server auth, SAN localhost and 127.0.0.1), the drone
+    // and the ground (client auth, CN = identity).
+    let leaves = [
+        (
+            "broker",
+            "localhost",
+            vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        (
+            "drone",
+            DRONE_IDENTITY,
+            vec![],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+        (
+            "ground",
+            GROUND_IDENTITY,
+            vec![],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    ];
+    for (file, cn, sans, usage) in leaves {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name = name(cn);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca)?;
+        write_file(
+            &certs.join(format!("{file}.pem")),
+            cert.pem().as_bytes(),
+            0o644,
+        )?;
+        write_file(
+            &certs.join(format!("{file}.key")),
+            key.serialize_pem().as_bytes(),
+            0o600,
+        )?;
+    }
+
+    let acl_path = dir.join("acl");
+    write_file(&acl_path, acl().as_bytes(), 0o644)?;
+    let running_as_root = std::fs::metadata(&dir)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    write_file(
+        &dir.join("mosquitto.conf"),
+        mosquitto_conf(&dir, args.broker_port, running_as_root).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &dir.join("drone.toml"),
+        drone_toml(args.broker_port, &args.vehicle_link).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &dir.join("ground.toml"),
+        ground_toml(args.broker_port).as_bytes(),
+        0o644,
+    )?;
+    Ok(dir)
+}
+
+fn name(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), DevSetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), DevSetupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Create with the final mode so a key is never readable by others, even briefly.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(contents).map_err(io(path))?;
+    // An existing file (--force) keeps its old mode through open(): set it explicitly.
+    set_mode(path, mode)
+}
+
+fn mosquitto_conf(dir: &Path, port: u16, running_as_root: bool) -> String {
+    let certs = dir.join("certs");
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Written by `flight-companion dev-setup` for a local trial: mTLS only, loopback only."
+    );
+    let _ = writeln!(
+        s,
+        "# Run: mosquitto -c {}",
+        dir.join("mosquitto.conf").display()
+    );
+    if running_as_root {
+        let _ = writeln!(
+            s,
+            "# dev-setup ran as root: keep root so the broker can read the 0600 keys\n\
+             # (never run a production broker as root).\nuser root"
+        );
+    }
+    let _ = writeln!(s, "per_listener_settings false");
+    let _ = writeln!(s, "allow_anonymous false");
+    let _ = writeln!(s, "persistence false");
+    let _ = writeln!(s, "log_dest stderr");
+    let _ = writeln!(s, "log_type error");
+    let _ = writeln!(s, "log_type warning");
+    let _ = writeln!(s, "log_type notice");
+    let _ = writeln!(s, "log_type information");
+    let _ = writeln!(s, "acl_file {}", dir.join("acl").display());
+    let _ = writeln!(s);
+    let _ = writeln!(s, "listener {port} 127.0.0.1");
+    let _ = writeln!(s, "protocol mqtt");
+    let _ = writeln!(s, "cafile {}", certs.join("ca.pem").display());
+    let _ = writeln!(s, "certfile {}", certs.join("broker.pem").display());
+    let _ = writeln!(s, "keyfile {}", certs.join("broker.key").display());
+    let _ = writeln!(s, "tls_version tlsv1.2");
+    let _ = writeln!(s, "require_certificate true");
+    let _ = writeln!(s, "use_identity_as_username true");
+    let _ = writeln!(
+        s,
+        "# Nagle's algorithm adds ~40 ms to every request/response round trip."
+    );
+    let _ = writeln!(s, "set_tcp_nodelay true");
+    s
+}
+
+fn acl() -> String {
+    let d = DRONE_IDENTITY;
+    let g = GROUND_IDENTITY;
+    format!(
+        "# Written by `flight-companion dev-setup`. User names are certificate CNs.\n\
+         # The drone ({d}, server-id {d}) alone publishes its presence, capability and the\n\
+         # server side of its RPC topics; it reads its control topic, client topics and RPC.\n\
+         user {d}\n\
+         topic write $mcp-server/presence/{d}/#\n\
+         topic write $mcp-server/capability/{d}/#\n\
+         topic readwrite $mcp-rpc/+/{d}/#\n\
+         topic read $mcp-server/{d}/#\n\
+         topic read $mcp-client/presence/#\n\
+         topic read $mcp-client/capability/#\n\
+         \n\
+         # A ground client publishes to the drone's control topic, and reads server presence\n\
+         # and capability.\n\
+         user {g}\n\
+         topic write $mcp-server/{d}/#\n\
+         topic read $mcp-server/presence/#\n\
+         topic read $mcp-server/capability/#\n\
+         \n\
+         # Every client: its own presence and capability, and its own RPC topics (by client id).\n\
+         pattern write $mcp-client/presence/%c\n\
+         pattern write $mcp-client/capability/%c\n\
+         pattern readwrite $mcp-rpc/%c/#\n"
+    )
+}
+
+fn drone_toml(port: u16, link: &Endpoint) -> String {
+    format!(
+        "# Written by `flight-companion dev-setup`. Paths are relative to this file.\n\
+         [vehicle]\n\
+         link = \"{link}\"\n\
+         \n\
+         [mqtt]\n\
+         enabled = true\n\
+         host = \"localhost\"\n\
+         port = {port}\n\
+         ca_cert_path = \"certs/ca.pem\"\n\
+         client_cert_path = \"certs/drone.pem\"\n\
+         client_key_path = \"certs/drone.key\"\n\
+         \n\
+         [mcp]\n\
+         # The broker ACL binds this server-id to the drone's certificate.\n\
+         server_id = \"{DRONE_IDENTITY}\"\n"
+    )
+}
+
+fn ground_toml(port: u16) -> String {
+    format!(
+        "# Written by `flight-companion dev-setup`. Paths are relative to this file.\n\
+         [mqtt]\n\
+         host = \"localhost\"\n\
+         port = {port}\n\
+         ca_cert_path = \"certs/ca.pem\"\n\
+         client_cert_path = \"certs/ground.pem\"\n\
+         client_key_path = \"certs/ground.key\"\n\
+         \n\
+         [ground]\n\
+         # server_name = \"flight-companion/drone\"\n\
+         # client_id = \"{GROUND_IDENTITY}\"\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "fc-devsetup-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn args(dir: &Path, force: bool) -> DevSetupArgs {
+        DevSetupArgs {
+            dir: dir.to_owned(),
+            broker_port: 18883,
+            vehicle_link: Endpoint::default_vehicle(),
+            force,
+        }
+    }
+
+    #[test]
+    fn writes_a_loadable_drone_config_and_private_keys() {
+        let dir = temp_dir("ok");
+        let written = write(&args(&dir, false)).unwrap();
+        let config = Config::load(&written.join("drone.toml")).unwrap();
+        assert!(config.mqtt.enabled);
+        assert_eq!(config.mqtt.port, 18883);
+        assert_eq!(config.mcp.server_id.as_deref(), Some(DRONE_IDENTITY));
+        let key = config.mqtt.client_key_path.clone().unwrap();
+        assert!(key.is_absolute() && key.exists(), "{}", key.display());
+        // The generated files are usable by the MQTT layer.
+        crate::mcp::mqtt::tls_config(&config.mqtt).unwrap();
+
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&written.join("certs")), 0o700);
+        for key in ["broker.key", "drone.key", "ground.key"] {
+            assert_eq!(mode(&written.join("certs").join(key)), 0o600, "{key}");
+        }
+        let conf = std::fs::read_to_string(written.join("mosquitto.conf")).unwrap();
+        for needle in [
+            "listener 18883 127.0.0.1",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "set_tcp_nodelay true",
+            "allow_anonymous false",
+        ] {
+            assert!(conf.contains(needle), "{needle}: {conf}");
+        }
+        let ground = std::fs::read_to_string(written.join("ground.toml")).unwrap();
+        assert!(ground.contains("[ground]") && ground.contains("certs/ground.key"));
+
+        // A second run refuses the non-empty directory, and --force overwrites.
+        let error = write(&args(&dir, false)).unwrap_err().to_string();
+        assert!(error.contains("--force"), "{error}");
+        write(&args(&dir, true)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,322 @@
+//! Every JSON-RPC / MCP error code the server sends is chosen here, and nowhere else.
+//!
+//! Also the first look at an incoming message (pure): size, JSON, batch, envelope, method,
+//! params — so a bad message gets the right error without reaching a session.
+
+use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData};
+use serde_json::{Value, json};
+
+/// Invalid JSON.
+pub const PARSE_ERROR: i32 = -32700;
+/// Not a JSON-RPC 2.0 request/notification (a batch, no `jsonrpc`, a message too large,
+/// no session).
+pub const INVALID_REQUEST: i32 = -32600;
+/// Unknown method.
+pub const METHOD_NOT_FOUND: i32 = -32601;
+/// Known method, wrong params (also an unknown tool or resource, per MCP).
+pub const INVALID_PARAMS: i32 = -32602;
+/// A bug on our side.
+pub const INTERNAL_ERROR: i32 = -32603;
+/// Implementation-defined (JSON-RPC server-error range): a limit is reached; retry later.
+pub const SERVER_BUSY: i32 = -32000;
+
+/// Methods a client may call on this server (MCP 2025-11-25 with the initialize
+/// handshake). Anything else is answered with `METHOD_NOT_FOUND` before a session sees it.
+pub const CLIENT_REQUESTS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "logging/setLevel",
+    "completion/complete",
+];
+
+/// Notifications a client may send on its RPC topic.
+pub const CLIENT_NOTIFICATIONS: &[&str] = &[
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+/// A JSON-RPC error response as a JSON value (`id` is `null` when unknown, as JSON-RPC 2.0
+/// requires).
+pub fn error_response(id: Option<&Value>, code: i32, message: &str, data: Option<Value>) -> Value {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(Value::Null),
+        "error": error,
+    })
+}
+
+/// An MCP error for a handler to return (rmcp's type), with our codes.
+pub fn invalid_params(message: impl Into<String>, data: Option<Value>) -> ErrorData {
+    ErrorData::new(rmcp::model::ErrorCode(INVALID_PARAMS), message.into(), data)
+}
+
+/// An internal error for a handler to return.
+pub fn internal(message: impl Into<String>) -> ErrorData {
+    ErrorData::new(rmcp::model::ErrorCode(INTERNAL_ERROR), message.into(), None)
+}
+
+/// The result of looking at one incoming payload.
+#[derive(Debug)]
+pub enum Checked {
+    /// A well-formed message for the session; `method` is set for requests and
+    /// notifications, `id` for requests.
+    Message {
+        message: Box<ClientJsonRpcMessage>,
+        method: Option<String>,
+        id: Option<Value>,
+        /// `params.requestId` of `notifications/cancelled`.
+        cancels: Option<Value>,
+    },
+    /// Answer with this error response (`reply` is `None` for a bad notification: a
+    /// notification never gets a response, it is dropped and logged).
+    Refused { reply: Option<Value>, log: String },
+}
+
+/// Checks one payload: size (never parsed when over `bytes_max`), JSON, batch, envelope,
+/// method, params.
+pub fn check(payload: &[u8], bytes_max: usize) -> Checked {
+    if payload.len() > bytes_max {
+        let log = format!(
+            "message of {} bytes refused: the limit is {bytes_max} bytes (mcp.message_bytes_max)",
+            payload.len()
+        );
+        return Checked::Refused {
+            reply: Some(error_response(
+                None,
+                INVALID_REQUEST,
+                &log,
+                Some(json!({ "bytes": payload.len(), "bytes_max": bytes_max })),
+            )),
+            log,
+        };
+    }
+    let value: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            let log = format!("invalid JSON: {e}");
+            return Checked::Refused {
+                reply: Some(error_response(None, PARSE_ERROR, &log, None)),
+                log,
+            };
+        }
+    };
+    let Value::Object(object) = &value else {
+        let log = if value.is_array() {
+            "JSON-RPC batches are not supported (removed in MCP 2025-06-18): send one message per PUBLISH".to_string()
+        } else {
+            "a JSON-RPC message must be a JSON object".to_string()
+        };
+        return Checked::Refused {
+            reply: Some(error_response(None, INVALID_REQUEST, &log, None)),
+            log,
+        };
+    };
+    let id = object.get("id").cloned();
+    let method = object
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let refuse = |code: i32, log: String, data: Option<Value>| Checked::Refused {
+        // Only a request (method + id) gets an answer.
+        reply: id
+            .as_ref()
+            .filter(|_| object.contains_key("method"))
+            .map(|id| error_response(Some(id), code, &log, data.clone())),
+        log,
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Checked::Refused {
+            reply: Some(error_response(
+                id.as_ref(),
+                INVALID_REQUEST,
+                "`jsonrpc` must be \"2.0\"",
+                None,
+            )),
+            log: "message without jsonrpc 2.0".into(),
+        };
+    }
+    if let Some(id) = &id
+        && !(id.is_string() || id.is_i64() || id.is_u64())
+    {
+        return Checked::Refused {
+            reply: Some(error_response(
+                None,
+                INVALID_REQUEST,
+                "`id` must be a string or an integer",
+                None,
+            )),
+            log: format!("bad id {id}"),
+        };
+    }
+    if let Some(m) = &method {
+        let known = if id.is_some() {
+            CLIENT_REQUESTS.contains(&m.as_str())
+        } else {
+            CLIENT_NOTIFICATIONS.contains(&m.as_str())
+        };
+        if !known {
+            let allowed = if id.is_some() {
+                CLIENT_REQUESTS
+            } else {
+                CLIENT_NOTIFICATIONS
+            };
+            return refuse(
+                METHOD_NOT_FOUND,
+                format!(
+                    "unknown method `{m}`; this server handles {}",
+                    allowed.join(", ")
+                ),
+                None,
+            );
+        }
+    }
+    let message: ClientJsonRpcMessage = match serde_json::from_value(value.clone()) {
+        Ok(m) => m,
+        Err(e) => {
+            return refuse(
+                INVALID_PARAMS,
+                format!(
+                    "invalid params for `{}`: {e}",
+                    method.as_deref().unwrap_or("?")
+                ),
+                None,
+            );
+        }
+    };
+    // rmcp's unions fall back to "custom" variants when the params of a known method do
+    // not fit: that is wrong params, not an unknown method.
+    let custom = match &message {
+        ClientJsonRpcMessage::Request(r) => matches!(r.request, ClientRequest::CustomRequest(_)),
+        ClientJsonRpcMessage::Notification(n) => {
+            matches!(n.notification, ClientNotification::CustomNotification(_))
+        }
+        _ => false,
+    };
+    if custom {
+        return refuse(
+            INVALID_PARAMS,
+            format!(
+                "invalid params for `{}`: they do not match the method's schema",
+                method.as_deref().unwrap_or("?")
+            ),
+            None,
+        );
+    }
+    let cancels = (method.as_deref() == Some("notifications/cancelled"))
+        .then(|| value.pointer("/params/requestId").cloned())
+        .flatten();
+    Checked::Message {
+        message: Box::new(message),
+        method,
+        id,
+        cancels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(payload: &str) -> (Option<i64>, String) {
+        match check(payload.as_bytes(), 1000) {
+            Checked::Refused { reply, log } => {
+                (reply.map(|r| r["error"]["code"].as_i64().unwrap()), log)
+            }
+            Checked::Message { method, .. } => panic!("accepted {payload}: {method:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_inputs_get_the_right_code() {
+        let cases: &[(&str, Option<i64>, &str)] = &[
+            ("{not json", Some(-32700), "invalid JSON"),
+            (
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+                Some(-32600),
+                "batches",
+            ),
+            (r#"{"id":1,"method":"ping"}"#, Some(-32600), "jsonrpc"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/explode"}"#,
+                Some(-32601),
+                "unknown method",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":5}}"#,
+                Some(-32602),
+                "invalid params",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{}}"#,
+                Some(-32602),
+                "invalid params",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/bogus"}"#,
+                None,
+                "unknown method",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                Some(-32600),
+                "bad id",
+            ),
+        ];
+        for (payload, code, needle) in cases {
+            let (got, log) = refused(payload);
+            assert_eq!(got, *code, "{payload}: {log}");
+            assert!(log.contains(needle), "{payload}: {log}");
+        }
+    }
+
+    #[test]
+    fn oversized_payload_is_refused_without_parsing() {
+        let payload = vec![b'['; 2000];
+        let Checked::Refused { reply, log } = check(&payload, 1000) else {
+            panic!("accepted");
+        };
+        let reply = reply.unwrap();
+        assert_eq!(reply["error"]["code"], INVALID_REQUEST);
+        assert_eq!(reply["id"], Value::Null);
+        assert!(log.contains("2000 bytes") && log.contains("1000"), "{log}");
+    }
+
+    #[test]
+    fn good_messages_pass_with_their_method_and_id() {
+        for (payload, method) in [
+            (r#"{"jsonrpc":"2.0","id":0,"method":"ping"}"#, "ping"),
+            (
+                r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"get_status"}}"#,
+                "tools/call",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#,
+                "notifications/cancelled",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+                "initialize",
+            ),
+        ] {
+            match check(payload.as_bytes(), 1000) {
+                Checked::Message { method: m, .. } => assert_eq!(m.as_deref(), Some(method)),
+                Checked::Refused { log, .. } => panic!("{payload}: {log}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The daemon's status report: what `get_status` returns and `vehicle://status` contains.
+//!
+//! The daemon loop owns the latest value and publishes it through a
+//! `tokio::sync::watch` channel (telemetry policy: skip to latest); the MCP server reads it.
+//! The JSON schema of the tool's output comes from this type, so it and the serialised
+//! value cannot drift apart.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::vehicle::snapshot::{
+    AttitudeStatus, BatteryStatus, EstimatorStatus, Freshness, GpsStatus, LinkHealthStatus,
+    ModeStatus, PositionStatus, VehicleSnapshot,
+};
+
+/// The vehicle as the daemon sees it, plus facts about the daemon itself.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct StatusReport {
+    /// Vehicle state: mode and arming, position (degrees, metres), attitude (degrees),
+    /// battery (volts, amperes, percent), GPS, estimator, home, recent status texts and
+    /// MAVLink link health. Every group has `freshness.age_ms` and `freshness.stale`.
+    pub vehicle: VehicleSnapshot,
+    /// The daemon's version and git commit.
+    pub daemon_version: String,
+    /// True when the autopilot is a simulator (reported by the vehicle itself).
+    pub simulated: bool,
+    /// True once the daemon has heard the autopilot's heartbeat at least once.
+    pub autopilot_seen: bool,
+}
+
+impl StatusReport {
+    /// The report before anything was heard from the autopilot: every group stale.
+    pub fn without_vehicle() -> StatusReport {
+        StatusReport::from_snapshot(empty_snapshot())
+    }
+
+    /// Wraps a vehicle snapshot.
+    pub fn from_snapshot(vehicle: VehicleSnapshot) -> StatusReport {
+        let simulated = vehicle.autopilot.as_ref().is_some_and(|a| a.simulated);
+        let autopilot_seen = vehicle.autopilot.is_some();
+        StatusReport {
+            vehicle,
+            daemon_version: crate::VERSION.to_string(),
+            simulated,
+            autopilot_seen,
+        }
+    }
+}
+
+fn empty_snapshot() -> VehicleSnapshot {
+    let never = Freshness {
+        age_ms: None,
+        stale: true,
+    };
+    VehicleSnapshot {
+        autopilot: None,
+        mode: ModeStatus {
+            freshness: never,
+            armed: false,
+            flight_mode: "unknown".into(),
+            custom_mode: 0,
+            landed_state: "undefined".into(),
+            system_status: "uninit".into(),
+        },
+        position: PositionStatus {
+            freshness: never,
+            latitude_deg: 0.0,
+            longitude_deg: 0.0,
+            altitude_msl_m: 0.0,
+            altitude_relative_m: 0.0,
+            velocity_north_m_s: 0.0,
+            velocity_east_m_s: 0.0,
+            velocity_down_m_s: 0.0,
+            ground_speed_m_s: 0.0,
+        },
+        attitude: AttitudeStatus {
+            freshness: never,
+            roll_deg: 0.0,
+            pitch_deg: 0.0,
+            yaw_deg: 0.0,
+            heading_deg: 0.0,
+        },
+        battery: BatteryStatus {
+            freshness: never,
+            voltage_v: 0.0,
+            current_a: None,
+            remaining_percent: None,
+        },
+        gps: GpsStatus {
+            freshness: never,
+            fix_type: "no_gps".into(),
+            satellites_visible: 0,
+            hdop: None,
+        },
+        estimator: EstimatorStatus {
+            freshness: never,
+            position_valid: false,
+        },
+        home: None,
+        status_texts: Vec::new(),
+        link: LinkHealthStatus::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_serialises_with_the_documented_top_level_fields() {
+        let value = serde_json::to_value(StatusReport::without_vehicle()).unwrap();
+        assert_eq!(value["daemon_version"], crate::VERSION);
+        assert_eq!(value["simulated"], false);
+        assert_eq!(value["vehicle"]["position"]["freshness"]["stale"], true);
+        let schema = serde_json::to_value(schemars::schema_for!(StatusReport)).unwrap();
+        assert_eq!(schema["type"], "object");
+        assert!(schema["properties"]["vehicle"].is_object(), "{schema}");
+    }
+}
