@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, MqttConfig, describe};
+use crate::mcp::mqtt::valid_client_id;
 
 /// The whole bridge configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,6 +79,28 @@ impl GroundConfig {
             message: format!("cannot read the file: {e}"),
         })?;
         Self::parse(path, &text)
+    }
+
+    /// [`GroundConfig::load`], then the command line's `--server-name` and `--client-id`,
+    /// checked by the same rules (the error names the option).
+    pub fn load_with_overrides(
+        path: &Path,
+        server_name: Option<String>,
+        client_id: Option<String>,
+    ) -> Result<GroundConfig, ConfigError> {
+        let mut config = Self::load(path)?;
+        if server_name.is_some() {
+            config.ground.server_name = server_name;
+        }
+        if client_id.is_some() {
+            config.ground.client_id = client_id;
+        }
+        config.check().map_err(|(key, message)| ConfigError {
+            path: path.to_owned(),
+            key: Some(format!("{key} (or its command-line option)")),
+            message,
+        })?;
+        Ok(config)
     }
 
     /// Parses TOML text; `path` is used in messages and to resolve relative paths.
@@ -188,11 +211,6 @@ impl GroundConfig {
             self.mqtt.client_key_path.as_ref()?,
         ))
     }
-}
-
-/// An MQTT client id usable in MCP-over-MQTT topics: non-empty, no `/`, `+` or `#`.
-pub fn valid_client_id(id: &str) -> bool {
-    !id.is_empty() && !id.contains(['/', '+', '#'])
 }
 
 #[cfg(test)]

@@ -21,4 +21,4 @@
 
 pub mod bridge;
 pub mod config;
-// shell: pending
+pub mod shell;
