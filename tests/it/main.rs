@@ -2,6 +2,7 @@
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
 mod cli;
+mod ground_bridge;
 mod link_net;
 mod link_pty;
 mod mcp_broker;

@@ -94,6 +94,7 @@ def main():
         elif method == "tools/call" and msg["params"]["name"] == "get_status":
             result = {"content": [{"type": "text", "text": json.dumps(status)}], "structuredContent": status}
         elif method == "tools/call" and msg["params"]["name"] == "slow":
+            print("fake drone: holding tools/call slow", flush=True)
             return
         elif method == "resources/read":
             result = {"contents": [{"uri": "vehicle://status", "mimeType": "application/json", "text": json.dumps(status)}]}
