@@ -6,7 +6,7 @@ to a bare MQTT publish -> echo -> reply round trip on the same broker.
 Needs a running broker and drone daemon (see BENCHMARKS.md for the exact commands).
 Prints one line per scenario: p50/p99/max in milliseconds and calls per second.
 
-Usage: bench_mcp.py --config DIR/ground.toml [--calls 1000] [--server-name NAME]
+Usage: bench_mcp.py --config DIR/ground.toml [--drone-config DIR/drone.toml] [--calls 1000]
 """
 
 import argparse
@@ -35,6 +35,7 @@ class Settings:
             config = tomllib.load(f)
         base = os.path.dirname(os.path.abspath(path))
         mqtt, ground = config.get("mqtt", {}), config.get("ground", {})
+        self.path = path
         self.host = mqtt.get("host", "localhost")
         self.port = int(mqtt.get("port", 8883))
         self.ca, self.cert, self.key = (
@@ -138,13 +139,14 @@ class McpWorker:
 
 
 class EchoWorker:
-    """Bare MQTT: publish on `ping/X`, the echo client republishes on `pong/X`."""
+    """Bare MQTT on the same topics and ACLs as MCP: publish on the client's RPC topic
+    (`.../bench-ping`), the echo (the drone's certificate) republishes on `.../bench-pong`."""
 
-    def __init__(self, s, prefix):
+    def __init__(self, s, sid):
         self.got = threading.Event()
         self.conn = Conn(s, "mcp-client", lambda t, p: self.got.set())
-        self.topic = f"{prefix}/{self.conn.cid}"
-        self.conn.subscribe(f"{prefix}-pong/{self.conn.cid}")
+        self.topic = f"{s.rpc_root}/{self.conn.cid}/{sid}/bench-ping"
+        self.conn.subscribe(f"{s.rpc_root}/{self.conn.cid}/{sid}/bench-pong", no_local=True)
 
     def run(self, calls, out):
         for _ in range(calls):
@@ -166,6 +168,8 @@ def measure(workers, calls_each):
         t.join()
     elapsed = time.perf_counter() - start
     flat = sorted(x for out in samples for x in out)
+    if len(flat) != calls_each * len(workers):
+        sys.exit(f"bench: only {len(flat)} of {calls_each * len(workers)} round trips completed")
     p = lambda q: flat[min(len(flat) - 1, int(q * len(flat)))] * 1000  # noqa: E731
     return len(flat), statistics.median(flat) * 1000, p(0.99), flat[-1] * 1000, len(flat) / elapsed
 
@@ -173,20 +177,23 @@ def measure(workers, calls_each):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
+    parser.add_argument("--drone-config", help="drone.toml whose certificate the echo uses (default: beside --config)")
     parser.add_argument("--server-name")
     parser.add_argument("--calls", type=int, default=1000, help="calls per scenario (split over the clients)")
     args = parser.parse_args()
     s = Settings(args.config, args.server_name)
+    args.drone_config = args.drone_config or os.path.join(os.path.dirname(os.path.abspath(args.config)), "drone.toml")
     sid, name = discover(s)
     print(f"# drone {name} (server id {sid}) at {s.host}:{s.port}; {platform.node()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, paho-mqtt {paho.__version__ if hasattr(paho, '__version__') else ''}")
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"{'scenario':<34} {'clients':>7} {'calls':>6} {'p50_ms':>8} {'p99_ms':>8} {'max_ms':>8} {'calls_per_s':>11}")
 
-    prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    echo = Conn(s, "mcp-server", None)
-    echo.client.on_message = lambda cl, u, m: echo.publish(
-        m.topic.replace(f"{prefix}/", f"{prefix}-pong/", 1), m.payload)
-    echo.subscribe(f"{prefix}/#")
+    # The echo connects with the drone's certificate (its ACL allows the server side of RPC
+    # topics) under its own client id, so the daemon's connection is left alone.
+    drone = Settings(args.drone_config, None)
+    echo = Conn(drone, "mcp-server", lambda t, p: None)
+    echo.client.on_message = lambda cl, u, m: echo.publish(m.topic[: -len("ping")] + "pong", m.payload)
+    echo.subscribe(f"{s.rpc_root}/+/{sid}/bench-ping", no_local=True)
     time.sleep(0.3)
 
     for clients in (1, 10):
@@ -196,7 +203,7 @@ def main():
         print(f"{'mcp tools/call get_status':<34} {clients:>7} {row[0]:>6} {row[1]:>8.2f} {row[2]:>8.2f} {row[3]:>8.2f} {row[4]:>11.0f}", flush=True)
         for w in workers:
             w.conn.close()
-        workers = [EchoWorker(s, prefix) for _ in range(clients)]
+        workers = [EchoWorker(s, sid) for _ in range(clients)]
         time.sleep(0.3)
         measure(workers, 20)
         row = measure(workers, max(1, args.calls // clients))
