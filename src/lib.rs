@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod probe;
 pub mod sim;
 pub mod status;
+pub mod supervisor;
 pub mod vehicle;
 
 /// The version and the git commit this binary was built from.

@@ -1,8 +1,10 @@
 //! Integration tests: real processes and real peers on loopback, one test binary so one
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
+mod autopilot_peer;
 mod cli;
 mod ground_bridge;
+mod link_interop;
 mod link_net;
 mod link_pty;
 mod mcp_broker;
