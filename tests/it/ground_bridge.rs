@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::support::broker::{Broker, DevDir, s};
 use crate::support::{Proc, binary, free_tcp_port, peer, python};
 
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 fn fake_drone(broker: &Broker) -> Proc {
     let mut command = Command::new(python());
@@ -27,7 +27,7 @@ fn fake_drone(broker: &Broker) -> Proc {
 }
 
 /// The bridge with its stdin and stdout in the test's hands; stderr collected for failures.
-struct Bridge {
+pub(crate) struct Bridge {
     child: Child,
     stdin: ChildStdin,
     stdout: mpsc::Receiver<String>,
@@ -36,7 +36,7 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn start(broker: &Broker, extra: &[&str]) -> Bridge {
+    pub(crate) fn start(broker: &Broker, extra: &[&str]) -> Bridge {
         let mut child = Command::new(binary())
             .args(["ground", "--config", s(&broker.dev.path("ground.toml"))])
             .args(extra)
@@ -69,7 +69,7 @@ impl Bridge {
         }
     }
 
-    fn send(&mut self, message: Value) {
+    pub(crate) fn send(&mut self, message: Value) {
         writeln!(self.stdin, "{message}").unwrap();
         self.stdin.flush().unwrap();
     }
@@ -82,7 +82,7 @@ impl Bridge {
     }
 
     /// The next stdout message satisfying `want`; every stdout line must be JSON-RPC.
-    fn expect(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn expect(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -101,7 +101,7 @@ impl Bridge {
         }
     }
 
-    fn initialize(&mut self) -> Value {
+    pub(crate) fn initialize(&mut self) -> Value {
         self.send(
             json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
             "protocolVersion":"2025-11-25","capabilities":{},

@@ -8,4 +8,5 @@ mod link_interop;
 mod link_net;
 mod link_pty;
 mod mcp_broker;
+mod mcp_interop;
 mod support;
