@@ -1,1 +1,2599 @@
-//! (being written)
+//! The simulated autopilot: an ArduCopter (or PX4) multicopter as seen from outside, sans-IO.
+//!
+//! # Call order
+//!
+//! [`SimAutopilot`] never reads a clock; `now` is virtual time since boot, non-decreasing.
+//!
+//! 1. For every received frame: [`SimAutopilot::handle_message`]`(now, header, msg)`.
+//! 2. Periodically (the shell does it at every physics step): [`SimAutopilot::step`]`(now)`,
+//!    which advances the physics in fixed 20 ms steps up to `now` and queues the telemetry
+//!    that is due.
+//! 3. After either: [`SimAutopilot::poll_transmit`] until `None` (messages for every link), and
+//!    [`SimAutopilot::poll_event`] until `None` (lines for a person or a test to read).
+//!
+//! # What it does, like the firmware
+//!
+//! - HEARTBEAT at 1 Hz with the firmware's `custom_mode` encoding (ArduCopter mode numbers; PX4
+//!   `main_mode << 16 | sub_mode << 24`), `base_mode` with CUSTOM_MODE_ENABLED and
+//!   SAFETY_ARMED, system status STANDBY/ACTIVE (FLIGHT_TERMINATION after PX4 termination).
+//! - Modes by `SET_MODE` and `MAV_CMD_DO_SET_MODE`, refused honestly: position modes need a
+//!   fix, ArduCopter AUTO needs a mission (there is none), PX4 OFFBOARD needs a setpoint in
+//!   the last second.
+//! - Arming refused without a 3D fix (`PreArm: Need 3D Fix`), with a low battery, or in a mode
+//!   that cannot arm; force arm with param2 = 2989 (ArduPilot) or 21196 (PX4). Disarm in the
+//!   air only with param2 = 21196. Disarms by itself 1 s (ArduPilot) / 2 s (PX4) after LAND or
+//!   RTL touches down, and 10 s after arming if it never took off.
+//! - Takeoff (ArduPilot: armed, GUIDED, param7 relative; PX4: armed, param7 AMSL, AUTO.TAKEOFF
+//!   then AUTO.LOITER), position targets (global and local NED, positions and velocities,
+//!   velocities time out after 3 s) in GUIDED/OFFBOARD, DO_REPOSITION, DO_CHANGE_SPEED, LAND,
+//!   RTL (climb to the RTL altitude, fly home, land), BRAKE/LOITER hold, flight termination
+//!   (motors off: it falls), SET_MESSAGE_INTERVAL (0 = default rate, -1 = off),
+//!   GET_MESSAGE_INTERVAL, REQUEST_MESSAGE, and UNSUPPORTED for anything else. Every ACK is
+//!   addressed to the sender.
+//! - Losing position in the air in a position mode lands (ArduCopter's EKF failsafe).
+//! - Telemetry: GLOBAL_POSITION_INT, ATTITUDE, VFR_HUD (4 Hz), SYS_STATUS, BATTERY_STATUS,
+//!   GPS_RAW_INT, EXTENDED_SYS_STATE, EKF_STATUS_REPORT (ArduPilot) / ESTIMATOR_STATUS (PX4),
+//!   SIMSTATE (ArduPilot) / SIM_STATE (PX4) (1 Hz), HOME_POSITION (0.2 Hz); AUTOPILOT_VERSION
+//!   on request. GLOBAL_POSITION_INT is not sent while there is no position (as PX4 does).
+//!
+//! # Parameters and fault injection
+//!
+//! PARAM_REQUEST_LIST, PARAM_REQUEST_READ and PARAM_SET answer with PARAM_VALUE; unknown names
+//! are ignored, as the firmware does. Real parameters: ArduPilot `ARMING_CHECK`,
+//! `DISARM_DELAY`, `FENCE_ENABLE`, `FS_GCS_ENABLE` (stored, not acted on), `LAND_SPEED` (cm/s),
+//! `RTL_ALT` (cm), `WPNAV_SPEED`, `WPNAV_SPEED_UP`, `WPNAV_SPEED_DN` (cm/s), `WPNAV_ACCEL`
+//! (cm/s²); PX4 `COM_DL_LOSS_T` (stored), `COM_DISARM_LAND`, `MIS_TAKEOFF_ALT`,
+//! `MPC_LAND_SPEED`, `MPC_XY_VEL_MAX`, `MPC_Z_VEL_MAX_UP`, `MPC_Z_VEL_MAX_DN`,
+//! `RTL_RETURN_ALT` (SI units; INT32 values encoded bytewise as PX4 does).
+//!
+//! The faults are ArduPilot-SITL-style `SIM_*` parameters, for both personalities, so a test
+//! harness injects them over MAVLink as it would against SITL:
+//!
+//! - `SIM_GPS_DISABLE` = 1: GPS lost: no fix, no position (EKF flags cleared, no
+//!   GLOBAL_POSITION_INT); arming and position modes are refused; in the air it lands.
+//! - `SIM_BATT_VOLTAGE` = V: the battery's resting voltage is V (0, the default, follows the
+//!   discharge model). E.g. 13.2 is an empty 4S pack.
+//! - `SIM_WIND_SPD` (m/s) / `SIM_WIND_DIR` (degrees the wind blows *from*): wind with seeded
+//!   gusts, of which the position controller cancels only half, so the vehicle drifts down-wind
+//!   off its point (by about the uncancelled wind speed × 1 s; more than its top speed carries
+//!   it away).
+//! - `SIM_LINK_DROP_S` = N: after answering this PARAM_SET, the simulator goes silent both ways
+//!   for N simulated seconds (it keeps flying); the parameter reads 0 again afterwards.
+
+// Ground stations and both firmwares still speak SET_MODE, the `*_INT` frames and the
+// superseded request commands; the simulator must answer them as the firmware does.
+#![allow(deprecated)]
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use mavlink::Message;
+use nalgebra::Vector3;
+
+use super::physics::{GeoPoint, Physics, SplitMix64, Target};
+use crate::link::MavHeader;
+use crate::link::dialect::*;
+
+/// Fixed physics step.
+pub const PHYSICS_STEP: Duration = Duration::from_millis(20);
+/// MAV_COMP_ID_ONBOARD_COMPUTER: the companion whose heartbeat is watched.
+pub const COMPANION_COMPONENT_ID: u8 = 191;
+/// Silence after which the companion's heartbeat counts as lost.
+pub const COMPANION_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The vehicle's own component id (MAV_COMP_ID_AUTOPILOT1).
+pub const AUTOPILOT_COMPONENT_ID: u8 = 1;
+
+/// `COMPONENT_ARM_DISARM` param2 that forces a disarm in the air (both firmwares).
+const FORCE_DISARM_MAGIC: f32 = 21196.0;
+/// `COMPONENT_ARM_DISARM` param2 that forces ArduPilot to arm without checks.
+const ARDUPILOT_FORCE_ARM_MAGIC: f32 = 2989.0;
+/// ArduCopter switches to its slow final descent below this height.
+const LAND_FINAL_ALTITUDE_M: f64 = 10.0;
+/// Armed on the ground without taking off: the firmware disarms after this.
+const IDLE_DISARM_DELAY: Duration = Duration::from_secs(10);
+/// Guided velocity targets stop after this without a new one (ArduCopter).
+const VELOCITY_TARGET_TIMEOUT: Duration = Duration::from_secs(3);
+/// PX4 refuses OFFBOARD without a setpoint this recent.
+const OFFBOARD_SETPOINT_MAX_AGE: Duration = Duration::from_secs(1);
+/// Below this resting voltage (3.5 V/cell) the pre-arm check refuses.
+const ARMING_VOLTAGE_MIN_V: f64 = 14.0;
+/// The controller cancels this share of an injected wind (the drift fault).
+const INJECTED_WIND_COMPENSATION: f64 = 0.5;
+
+const MSG_HEARTBEAT: u32 = 0;
+const MSG_SYS_STATUS: u32 = 1;
+const MSG_GPS_RAW_INT: u32 = 24;
+const MSG_ATTITUDE: u32 = 30;
+const MSG_GLOBAL_POSITION_INT: u32 = 33;
+const MSG_VFR_HUD: u32 = 74;
+const MSG_SIM_STATE: u32 = 108;
+const MSG_BATTERY_STATUS: u32 = 147;
+const MSG_AUTOPILOT_VERSION: u32 = 148;
+const MSG_SIMSTATE: u32 = 164;
+const MSG_EKF_STATUS_REPORT: u32 = 193;
+const MSG_ESTIMATOR_STATUS: u32 = 230;
+const MSG_HOME_POSITION: u32 = 242;
+const MSG_EXTENDED_SYS_STATE: u32 = 245;
+
+/// Which firmware the simulator pretends to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    ArduPilot,
+    Px4,
+}
+
+/// How to start a simulated autopilot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimOptions {
+    pub autopilot: Personality,
+    /// Home on the ground (altitude above mean sea level); the vehicle starts there.
+    pub home: GeoPoint,
+    pub seed: u64,
+    pub system_id: u8,
+}
+
+/// Flight modes of both firmwares; `custom_mode` encodes them per personality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlightMode {
+    /// ArduCopter STABILIZE (0) / PX4 MANUAL.
+    Manual,
+    /// ArduCopter ALT_HOLD (2) / PX4 ALTCTL.
+    AltHold,
+    /// ArduCopter POSHOLD (16) / PX4 POSCTL.
+    PosHold,
+    /// ArduCopter AUTO (3) / PX4 AUTO.MISSION.
+    Mission,
+    /// ArduCopter GUIDED (4) / PX4 OFFBOARD.
+    Guided,
+    /// ArduCopter LOITER (5) / PX4 AUTO.LOITER (Hold).
+    Loiter,
+    /// ArduCopter RTL (6) / PX4 AUTO.RTL.
+    Rtl,
+    /// ArduCopter LAND (9) / PX4 AUTO.LAND.
+    Land,
+    /// ArduCopter BRAKE (17); PX4 has none.
+    Brake,
+    /// PX4 AUTO.TAKEOFF; ArduCopter has none (takeoff happens in GUIDED).
+    Takeoff,
+}
+
+const ALL_MODES: [FlightMode; 10] = [
+    FlightMode::Manual,
+    FlightMode::AltHold,
+    FlightMode::PosHold,
+    FlightMode::Mission,
+    FlightMode::Guided,
+    FlightMode::Loiter,
+    FlightMode::Rtl,
+    FlightMode::Land,
+    FlightMode::Brake,
+    FlightMode::Takeoff,
+];
+
+const PX4_MAIN_MANUAL: u32 = 1;
+const PX4_MAIN_ALTCTL: u32 = 2;
+const PX4_MAIN_POSCTL: u32 = 3;
+const PX4_MAIN_AUTO: u32 = 4;
+const PX4_MAIN_OFFBOARD: u32 = 6;
+const PX4_AUTO_TAKEOFF: u32 = 2;
+const PX4_AUTO_LOITER: u32 = 3;
+const PX4_AUTO_MISSION: u32 = 4;
+const PX4_AUTO_RTL: u32 = 5;
+const PX4_AUTO_LAND: u32 = 6;
+
+fn px4_mode(main: u32, sub: u32) -> u32 {
+    (main << 16) | (sub << 24)
+}
+
+impl FlightMode {
+    /// The firmware's `custom_mode`, or `None` if this firmware has no such mode.
+    pub fn custom_mode(self, personality: Personality) -> Option<u32> {
+        use FlightMode::*;
+        match personality {
+            Personality::ArduPilot => Some(match self {
+                Manual => 0,
+                AltHold => 2,
+                Mission => 3,
+                Guided => 4,
+                Loiter => 5,
+                Rtl => 6,
+                Land => 9,
+                PosHold => 16,
+                Brake => 17,
+                Takeoff => return None,
+            }),
+            Personality::Px4 => Some(match self {
+                Manual => px4_mode(PX4_MAIN_MANUAL, 0),
+                AltHold => px4_mode(PX4_MAIN_ALTCTL, 0),
+                PosHold => px4_mode(PX4_MAIN_POSCTL, 0),
+                Mission => px4_mode(PX4_MAIN_AUTO, PX4_AUTO_MISSION),
+                Guided => px4_mode(PX4_MAIN_OFFBOARD, 0),
+                Loiter => px4_mode(PX4_MAIN_AUTO, PX4_AUTO_LOITER),
+                Rtl => px4_mode(PX4_MAIN_AUTO, PX4_AUTO_RTL),
+                Land => px4_mode(PX4_MAIN_AUTO, PX4_AUTO_LAND),
+                Takeoff => px4_mode(PX4_MAIN_AUTO, PX4_AUTO_TAKEOFF),
+                Brake => return None,
+            }),
+        }
+    }
+
+    /// Decodes a `custom_mode`; PX4 sub-modes only count for the AUTO main mode.
+    pub fn from_custom_mode(personality: Personality, custom_mode: u32) -> Option<FlightMode> {
+        let custom_mode = match personality {
+            Personality::ArduPilot => custom_mode,
+            Personality::Px4 => {
+                let main = (custom_mode >> 16) & 0xff;
+                let sub = if main == PX4_MAIN_AUTO {
+                    (custom_mode >> 24) & 0xff
+                } else {
+                    0
+                };
+                px4_mode(main, sub)
+            }
+        };
+        ALL_MODES
+            .into_iter()
+            .find(|m| m.custom_mode(personality) == Some(custom_mode))
+    }
+
+    /// The name the firmware's ground stations show.
+    pub fn name(self, personality: Personality) -> &'static str {
+        use FlightMode::*;
+        match personality {
+            Personality::ArduPilot => match self {
+                Manual => "STABILIZE",
+                AltHold => "ALT_HOLD",
+                Mission => "AUTO",
+                Guided => "GUIDED",
+                Loiter => "LOITER",
+                Rtl => "RTL",
+                Land => "LAND",
+                PosHold => "POSHOLD",
+                Brake => "BRAKE",
+                Takeoff => "TAKEOFF",
+            },
+            Personality::Px4 => match self {
+                Manual => "MANUAL",
+                AltHold => "ALTCTL",
+                PosHold => "POSCTL",
+                Mission => "AUTO.MISSION",
+                Guided => "OFFBOARD",
+                Loiter => "AUTO.LOITER",
+                Rtl => "AUTO.RTL",
+                Land => "AUTO.LAND",
+                Takeoff => "AUTO.TAKEOFF",
+                Brake => "BRAKE",
+            },
+        }
+    }
+
+    fn requires_position(self) -> bool {
+        !matches!(
+            self,
+            FlightMode::Manual | FlightMode::AltHold | FlightMode::Land
+        )
+    }
+}
+
+/// Something a person or a test watching the simulator wants to see, one line each.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimEvent {
+    ModeChanged(&'static str),
+    Armed,
+    Disarmed,
+    /// A COMMAND_LONG or COMMAND_INT addressed to the vehicle, and its result.
+    Command {
+        name: String,
+        from_system: u32,
+        from_component: u8,
+        result: MavResult,
+    },
+    CompanionHeartbeatLost,
+    CompanionHeartbeatBack,
+    /// A STATUSTEXT the vehicle sent.
+    StatusText(String),
+}
+
+impl fmt::Display for SimEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimEvent::ModeChanged(name) => write!(f, "mode {name}"),
+            SimEvent::Armed => write!(f, "armed"),
+            SimEvent::Disarmed => write!(f, "disarmed"),
+            SimEvent::Command {
+                name,
+                from_system,
+                from_component,
+                result,
+            } => write!(
+                f,
+                "command {name} from {from_system}/{from_component} -> {result:?}"
+            ),
+            SimEvent::CompanionHeartbeatLost => write!(f, "companion heartbeat lost"),
+            SimEvent::CompanionHeartbeatBack => write!(f, "companion heartbeat back"),
+            SimEvent::StatusText(text) => write!(f, "statustext {text}"),
+        }
+    }
+}
+
+/// Counters of input that was not acted on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimCounters {
+    /// Messages for another system, or ignored in the present state.
+    pub ignored: u64,
+    /// Malformed or out-of-range content (NaN coordinates, unknown parameters).
+    pub rejected: u64,
+    /// Dropped by an injected link drop.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Param {
+    name: &'static str,
+    value: f32,
+    kind: MavParamType,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    message_id: u32,
+    default_interval: Option<Duration>,
+    interval: Option<Duration>,
+    next_due: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RtlStage {
+    Climb,
+    Return,
+    Descend,
+}
+
+/// A COMMAND_LONG or COMMAND_INT, normalised.
+#[derive(Debug, Clone, Copy)]
+struct Command {
+    command: MavCmd,
+    params: [f32; 4],
+    /// Latitude for position commands: degrees (COMMAND_INT x / 1e7, COMMAND_LONG param5).
+    x: f64,
+    y: f64,
+    z: f32,
+    frame: Option<MavFrame>,
+}
+
+/// The simulated ArduCopter / PX4 multicopter. See the module documentation for the call
+/// order and behaviour.
+#[derive(Debug, Clone)]
+pub struct SimAutopilot {
+    personality: Personality,
+    system_id: u8,
+    home: GeoPoint,
+    physics: Physics,
+    physics_time: Duration,
+    mode: FlightMode,
+    armed: bool,
+    /// Since when the vehicle has been armed on the ground.
+    grounded_since: Option<Duration>,
+    has_flown: bool,
+    takeoff_altitude_m: Option<f64>,
+    rtl_stage: RtlStage,
+    velocity_target_at: Option<Duration>,
+    terminated: bool,
+    gps_disabled: bool,
+    params: Vec<Param>,
+    streams: Vec<Stream>,
+    outbox: VecDeque<MavMessage>,
+    events: VecDeque<SimEvent>,
+    link_drop_until: Option<Duration>,
+    link_drop_pending_s: Option<f64>,
+    companion_heartbeat_at: Option<Duration>,
+    companion_lost: bool,
+    offboard_setpoint_at: Option<Duration>,
+    noise: SplitMix64,
+    counters: SimCounters,
+}
+
+impl SimAutopilot {
+    pub fn new(options: SimOptions) -> Self {
+        let personality = options.autopilot;
+        let mut sim = SimAutopilot {
+            personality,
+            system_id: options.system_id,
+            home: options.home,
+            physics: Physics::new(options.seed),
+            physics_time: Duration::ZERO,
+            mode: match personality {
+                Personality::ArduPilot => FlightMode::Manual,
+                Personality::Px4 => FlightMode::PosHold,
+            },
+            armed: false,
+            grounded_since: None,
+            has_flown: false,
+            takeoff_altitude_m: None,
+            rtl_stage: RtlStage::Climb,
+            velocity_target_at: None,
+            terminated: false,
+            gps_disabled: false,
+            params: default_params(personality),
+            streams: default_streams(personality),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            link_drop_until: None,
+            link_drop_pending_s: None,
+            companion_heartbeat_at: None,
+            companion_lost: false,
+            offboard_setpoint_at: None,
+            // Sensor noise has its own stream so it never changes the flight.
+            noise: SplitMix64::new(options.seed ^ 0x005E_ED0F_5E45_0125),
+            counters: SimCounters::default(),
+        };
+        sim.apply_params();
+        sim
+    }
+
+    // ----- inputs -----
+
+    /// A frame from any link.
+    pub fn handle_message(&mut self, now: Duration, header: &MavHeader, message: &MavMessage) {
+        if self.silent(now) {
+            self.counters.dropped += 1;
+            return;
+        }
+        if let MavMessage::HEARTBEAT(_) = message {
+            if header.component_id == COMPANION_COMPONENT_ID {
+                self.companion_heartbeat_at = Some(now);
+                if self.companion_lost {
+                    self.companion_lost = false;
+                    self.events.push_back(SimEvent::CompanionHeartbeatBack);
+                }
+            }
+            return;
+        }
+        if !self.addressed_to_me(message) {
+            self.counters.ignored += 1;
+            return;
+        }
+        match message {
+            MavMessage::COMMAND_LONG(c) => {
+                let command = Command {
+                    command: c.command,
+                    params: [c.param1, c.param2, c.param3, c.param4],
+                    x: c.param5 as f64,
+                    y: c.param6 as f64,
+                    z: c.param7,
+                    frame: None,
+                };
+                self.handle_command(now, header, command);
+            }
+            MavMessage::COMMAND_INT(c) => {
+                let command = Command {
+                    command: c.command,
+                    params: [c.param1, c.param2, c.param3, c.param4],
+                    x: c.x as f64 / 1e7,
+                    y: c.y as f64 / 1e7,
+                    z: c.z,
+                    frame: Some(c.frame),
+                };
+                self.handle_command(now, header, command);
+            }
+            MavMessage::SET_MODE(m) => {
+                let result = if m
+                    .base_mode
+                    .contains(MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED)
+                {
+                    self.request_mode_number(now, m.custom_mode)
+                } else {
+                    MavResult::MAV_RESULT_DENIED
+                };
+                // Both firmwares answer SET_MODE with an ACK for DO_SET_MODE.
+                self.ack(header, MavCmd::MAV_CMD_DO_SET_MODE, result);
+            }
+            MavMessage::SET_POSITION_TARGET_GLOBAL_INT(t) => self.handle_global_target(now, t),
+            MavMessage::SET_POSITION_TARGET_LOCAL_NED(t) => self.handle_local_target(now, t),
+            MavMessage::PARAM_REQUEST_LIST(_) => {
+                for index in 0..self.params.len() {
+                    self.send_param(index);
+                }
+            }
+            MavMessage::PARAM_REQUEST_READ(r) => {
+                let index = if r.param_index >= 0 {
+                    Some(r.param_index as usize).filter(|i| *i < self.params.len())
+                } else {
+                    self.param_index(&r.param_id)
+                };
+                match index {
+                    Some(i) => self.send_param(i),
+                    None => self.counters.rejected += 1,
+                }
+            }
+            MavMessage::PARAM_SET(p) => self.handle_param_set(p),
+            _ => self.counters.ignored += 1,
+        }
+    }
+
+    /// Advances the simulation to `now` and queues the telemetry that is due.
+    pub fn step(&mut self, now: Duration) {
+        while self.physics_time + PHYSICS_STEP <= now {
+            self.physics.step(PHYSICS_STEP.as_secs_f64());
+            self.physics_time += PHYSICS_STEP;
+            let t = self.physics_time;
+            self.tick_flight(t);
+        }
+        if let Some(seconds) = self.link_drop_pending_s.take() {
+            self.link_drop_until = Some(now + Duration::from_secs_f64(seconds));
+        }
+        if let Some(until) = self.link_drop_until
+            && now >= until
+        {
+            self.link_drop_until = None;
+            self.set_param_value("SIM_LINK_DROP_S", 0.0);
+        }
+        if let Some(at) = self.companion_heartbeat_at
+            && !self.companion_lost
+            && now.saturating_sub(at) > COMPANION_HEARTBEAT_TIMEOUT
+        {
+            self.companion_lost = true;
+            self.events.push_back(SimEvent::CompanionHeartbeatLost);
+        }
+        let silent = self.silent(now);
+        for i in 0..self.streams.len() {
+            let stream = self.streams[i];
+            let Some(interval) = stream.interval else {
+                continue;
+            };
+            if now < stream.next_due {
+                continue;
+            }
+            // Skip missed slots rather than bursting after a pause.
+            let mut next = stream.next_due + interval;
+            if next <= now {
+                next = now + interval;
+            }
+            self.streams[i].next_due = next;
+            if !silent && let Some(message) = self.build(stream.message_id, now) {
+                self.outbox.push_back(message);
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next message to send on every link.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<MavMessage> {
+        if self.silent(now) {
+            self.counters.dropped += self.outbox.len() as u64;
+            self.outbox.clear();
+            return None;
+        }
+        self.outbox.pop_front()
+    }
+
+    /// The next thing worth a line of output.
+    pub fn poll_event(&mut self) -> Option<SimEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- observation (tests, the shell) -----
+
+    pub fn mode(&self) -> FlightMode {
+        self.mode
+    }
+
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    pub fn physics(&self) -> &Physics {
+        &self.physics
+    }
+
+    pub fn counters(&self) -> SimCounters {
+        self.counters
+    }
+
+    /// Height above home.
+    pub fn altitude_m(&self) -> f64 {
+        self.physics.altitude_m()
+    }
+
+    /// Where the vehicle truly is.
+    pub fn position(&self) -> GeoPoint {
+        self.home.offset_by(&self.physics.position_ned_m())
+    }
+
+    // ----- commands -----
+
+    fn handle_command(&mut self, now: Duration, header: &MavHeader, command: Command) {
+        let result = self.execute(now, command);
+        self.ack(header, command.command, result);
+        self.events.push_back(SimEvent::Command {
+            name: format!("{:?}", command.command),
+            from_system: header.system_id,
+            from_component: header.component_id,
+            result,
+        });
+    }
+
+    fn execute(&mut self, now: Duration, c: Command) -> MavResult {
+        let [p1, p2, p3, _p4] = c.params;
+        match c.command {
+            MavCmd::MAV_CMD_COMPONENT_ARM_DISARM => {
+                if p1 > 0.5 {
+                    self.arm(now, p2)
+                } else {
+                    self.disarm_command(p2)
+                }
+            }
+            MavCmd::MAV_CMD_DO_SET_MODE => {
+                if (p1 as u32) & MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED.bits() as u32 == 0 {
+                    return MavResult::MAV_RESULT_DENIED;
+                }
+                let custom_mode = match self.personality {
+                    Personality::ArduPilot => p2 as u32,
+                    Personality::Px4 => px4_mode(p2 as u32, p3 as u32),
+                };
+                self.request_mode_number(now, custom_mode)
+            }
+            MavCmd::MAV_CMD_NAV_TAKEOFF => self.takeoff(c.z),
+            MavCmd::MAV_CMD_NAV_LAND => self.request_mode(now, FlightMode::Land),
+            MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH => self.request_mode(now, FlightMode::Rtl),
+            MavCmd::MAV_CMD_DO_REPOSITION => self.reposition(now, c),
+            MavCmd::MAV_CMD_DO_CHANGE_SPEED => self.change_speed(p1, p2),
+            MavCmd::MAV_CMD_DO_FLIGHTTERMINATION => {
+                if p1 > 0.5 {
+                    self.terminate();
+                }
+                MavResult::MAV_RESULT_ACCEPTED
+            }
+            MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL => self.set_message_interval(now, p1, p2),
+            MavCmd::MAV_CMD_GET_MESSAGE_INTERVAL => {
+                match self.streams.iter().find(|s| s.message_id == p1 as u32) {
+                    Some(stream) => {
+                        let interval_us = stream
+                            .interval
+                            .map_or(-1, |i| i.as_micros().min(i32::MAX as u128) as i32);
+                        self.outbox.push_back(MavMessage::MESSAGE_INTERVAL(
+                            MESSAGE_INTERVAL_DATA {
+                                interval_us,
+                                message_id: p1 as u16,
+                            },
+                        ));
+                        MavResult::MAV_RESULT_ACCEPTED
+                    }
+                    None => MavResult::MAV_RESULT_DENIED,
+                }
+            }
+            MavCmd::MAV_CMD_REQUEST_MESSAGE => self.request_message(now, p1),
+            MavCmd::MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES => {
+                self.request_message(now, MSG_AUTOPILOT_VERSION as f32)
+            }
+            MavCmd::MAV_CMD_GET_HOME_POSITION => {
+                self.request_message(now, MSG_HOME_POSITION as f32)
+            }
+            _ => MavResult::MAV_RESULT_UNSUPPORTED,
+        }
+    }
+
+    fn refusal(&self) -> MavResult {
+        match self.personality {
+            Personality::ArduPilot => MavResult::MAV_RESULT_FAILED,
+            Personality::Px4 => MavResult::MAV_RESULT_DENIED,
+        }
+    }
+
+    fn arm(&mut self, now: Duration, p2: f32) -> MavResult {
+        if self.armed {
+            return MavResult::MAV_RESULT_ACCEPTED;
+        }
+        if self.terminated {
+            self.status_text(
+                MavSeverity::MAV_SEVERITY_CRITICAL,
+                "Arming denied: terminated",
+            );
+            return self.refusal();
+        }
+        let forced = match self.personality {
+            Personality::ArduPilot => p2 == ARDUPILOT_FORCE_ARM_MAGIC,
+            Personality::Px4 => p2 == FORCE_DISARM_MAGIC,
+        };
+        if !forced {
+            let checks = self.personality == Personality::Px4 || self.param("ARMING_CHECK") != 0.0;
+            let reason = if checks && self.gps_disabled {
+                Some(match self.personality {
+                    Personality::ArduPilot => "PreArm: Need 3D Fix",
+                    Personality::Px4 => "Preflight Fail: No valid global position",
+                })
+            } else if checks && self.physics.battery().resting_voltage_v() < ARMING_VOLTAGE_MIN_V {
+                Some(match self.personality {
+                    Personality::ArduPilot => "PreArm: Battery 1 below minimum arming voltage",
+                    Personality::Px4 => "Preflight Fail: low battery",
+                })
+            } else if matches!(
+                self.mode,
+                FlightMode::Rtl | FlightMode::Land | FlightMode::Mission | FlightMode::Brake
+            ) {
+                Some(match self.personality {
+                    Personality::ArduPilot => "Arm: Mode not armable",
+                    Personality::Px4 => "Arming denied: mode not armable",
+                })
+            } else if self.mode.requires_position() && self.gps_disabled {
+                Some(match self.personality {
+                    Personality::ArduPilot => "Arm: Mode requires position",
+                    Personality::Px4 => "Arming denied: mode requires global position",
+                })
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, reason);
+                return self.refusal();
+            }
+        }
+        self.armed = true;
+        self.has_flown = false;
+        self.grounded_since = Some(now);
+        self.physics.set_target(Target::GroundIdle);
+        self.events.push_back(SimEvent::Armed);
+        MavResult::MAV_RESULT_ACCEPTED
+    }
+
+    fn disarm_command(&mut self, p2: f32) -> MavResult {
+        if !self.armed {
+            return MavResult::MAV_RESULT_ACCEPTED;
+        }
+        if !self.physics.on_ground() && p2 != FORCE_DISARM_MAGIC {
+            let text = match self.personality {
+                Personality::ArduPilot => "Disarm: vehicle is flying",
+                Personality::Px4 => "Disarming denied: not landed",
+            };
+            self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, text);
+            return self.refusal();
+        }
+        self.disarm();
+        MavResult::MAV_RESULT_ACCEPTED
+    }
+
+    fn disarm(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.armed = false;
+        self.takeoff_altitude_m = None;
+        self.grounded_since = None;
+        self.physics.set_target(Target::MotorsOff);
+        self.events.push_back(SimEvent::Disarmed);
+    }
+
+    fn terminate(&mut self) {
+        self.terminated = true;
+        self.takeoff_altitude_m = None;
+        self.physics.set_target(Target::MotorsOff);
+        match self.personality {
+            // ArduCopter disarms at once (the motors stop; it falls).
+            Personality::ArduPilot => self.disarm(),
+            // PX4 locks the outputs; it reports armed until it is down.
+            Personality::Px4 => self.status_text(
+                MavSeverity::MAV_SEVERITY_EMERGENCY,
+                "Flight termination active",
+            ),
+        }
+    }
+
+    fn takeoff(&mut self, param7: f32) -> MavResult {
+        let altitude_m = match self.personality {
+            Personality::ArduPilot => {
+                if self.mode != FlightMode::Guided || !self.armed || !self.physics.on_ground() {
+                    return MavResult::MAV_RESULT_FAILED;
+                }
+                if !param7.is_finite() || param7 <= 0.0 {
+                    return MavResult::MAV_RESULT_FAILED;
+                }
+                param7 as f64
+            }
+            Personality::Px4 => {
+                if !self.armed || !self.physics.on_ground() || self.gps_disabled {
+                    self.status_text(
+                        MavSeverity::MAV_SEVERITY_CRITICAL,
+                        "Takeoff denied: not armed on the ground with a position",
+                    );
+                    return MavResult::MAV_RESULT_DENIED;
+                }
+                let default_m = self.param("MIS_TAKEOFF_ALT") as f64;
+                if param7.is_finite() {
+                    (param7 as f64 - self.home.alt_amsl_m).max(default_m)
+                } else {
+                    default_m
+                }
+            }
+        };
+        if self.personality == Personality::Px4 {
+            self.set_mode(FlightMode::Takeoff);
+        }
+        let here = self.physics.position_ned_m();
+        self.takeoff_altitude_m = Some(altitude_m);
+        self.has_flown = true;
+        self.physics.set_target(Target::Position {
+            ned_m: Vector3::new(here.x, here.y, -altitude_m),
+        });
+        MavResult::MAV_RESULT_ACCEPTED
+    }
+
+    fn reposition(&mut self, now: Duration, c: Command) -> MavResult {
+        if !self.armed || self.physics.on_ground() || self.gps_disabled {
+            return self.refusal();
+        }
+        let here = self.position();
+        let lat_deg = if c.x.is_finite() && c.x != 0.0 {
+            c.x
+        } else {
+            here.lat_deg
+        };
+        let lon_deg = if c.y.is_finite() && c.y != 0.0 {
+            c.y
+        } else {
+            here.lon_deg
+        };
+        let alt_amsl_m = if c.z.is_finite() {
+            match c.frame {
+                Some(
+                    MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+                    | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                ) => self.home.alt_amsl_m + c.z as f64,
+                _ => c.z as f64,
+            }
+        } else {
+            here.alt_amsl_m
+        };
+        if !(-90.0..=90.0).contains(&lat_deg) || !(-180.0..=180.0).contains(&lon_deg) {
+            self.counters.rejected += 1;
+            return MavResult::MAV_RESULT_DENIED;
+        }
+        match self.personality {
+            Personality::ArduPilot => {
+                let change_mode = (c.params[1] as u32) & 1 == 1;
+                if self.mode != FlightMode::Guided {
+                    if !change_mode {
+                        return MavResult::MAV_RESULT_FAILED;
+                    }
+                    let result = self.request_mode(now, FlightMode::Guided);
+                    if result != MavResult::MAV_RESULT_ACCEPTED {
+                        return result;
+                    }
+                }
+            }
+            // PX4 flies there in Hold.
+            Personality::Px4 => self.set_mode(FlightMode::Loiter),
+        }
+        if c.params[0] > 0.0 {
+            self.physics.limits_mut().speed_horizontal_m_s_max = (c.params[0] as f64).min(20.0);
+        }
+        let goal = self.home.ned_to(&GeoPoint {
+            lat_deg,
+            lon_deg,
+            alt_amsl_m,
+        });
+        self.physics.set_target(Target::Position { ned_m: goal });
+        MavResult::MAV_RESULT_ACCEPTED
+    }
+
+    fn change_speed(&mut self, speed_type: f32, speed_m_s: f32) -> MavResult {
+        if !speed_m_s.is_finite() || speed_m_s < 0.0 {
+            // -1 and -2 mean "no change".
+            return MavResult::MAV_RESULT_ACCEPTED;
+        }
+        let speed = (speed_m_s as f64).clamp(0.1, 20.0);
+        let limits = self.physics.limits_mut();
+        match speed_type as u32 {
+            0 | 1 => limits.speed_horizontal_m_s_max = speed,
+            2 => limits.speed_up_m_s_max = speed,
+            3 => limits.speed_down_m_s_max = speed,
+            _ => return MavResult::MAV_RESULT_DENIED,
+        }
+        MavResult::MAV_RESULT_ACCEPTED
+    }
+
+    fn set_message_interval(
+        &mut self,
+        now: Duration,
+        message_id: f32,
+        interval_us: f32,
+    ) -> MavResult {
+        let id = message_id as u32;
+        if self.build(id, now).is_none() && id != MSG_GLOBAL_POSITION_INT {
+            return MavResult::MAV_RESULT_DENIED;
+        }
+        let index = match self.streams.iter().position(|s| s.message_id == id) {
+            Some(i) => i,
+            None => {
+                self.streams.push(Stream {
+                    message_id: id,
+                    default_interval: None,
+                    interval: None,
+                    next_due: now,
+                });
+                self.streams.len() - 1
+            }
+        };
+        let stream = &mut self.streams[index];
+        stream.interval = if interval_us == 0.0 {
+            stream.default_interval
+        } else if interval_us < 0.0 || !interval_us.is_finite() {
+            None
+        } else {
+            // At most 50 Hz: the physics steps no faster.
+            Some(Duration::from_micros(interval_us as u64).max(PHYSICS_STEP))
+        };
+        stream.next_due = now;
+        MavResult::MAV_RESULT_ACCEPTED
+    }
+
+    fn request_message(&mut self, now: Duration, message_id: f32) -> MavResult {
+        match self.build(message_id as u32, now) {
+            Some(message) => {
+                self.outbox.push_back(message);
+                MavResult::MAV_RESULT_ACCEPTED
+            }
+            None => MavResult::MAV_RESULT_DENIED,
+        }
+    }
+
+    fn ack(&mut self, header: &MavHeader, command: MavCmd, result: MavResult) {
+        self.outbox
+            .push_back(MavMessage::COMMAND_ACK(COMMAND_ACK_DATA {
+                command,
+                result,
+                progress: 0,
+                result_param2: 0,
+                target_system: u8::try_from(header.system_id).unwrap_or(0),
+                target_component: header.component_id,
+            }));
+    }
+
+    fn status_text(&mut self, severity: MavSeverity, text: &str) {
+        self.outbox
+            .push_back(MavMessage::STATUSTEXT(STATUSTEXT_DATA {
+                severity,
+                text: text.into(),
+                id: 0,
+                chunk_seq: 0,
+            }));
+        self.events.push_back(SimEvent::StatusText(text.to_owned()));
+    }
+
+    fn addressed_to_me(&self, message: &MavMessage) -> bool {
+        let system_ok = message
+            .target_system_id()
+            .is_none_or(|s| s == 0 || s == self.system_id);
+        let component_ok = message
+            .target_component_id()
+            .is_none_or(|c| c == 0 || c == AUTOPILOT_COMPONENT_ID);
+        system_ok && component_ok
+    }
+
+    // ----- modes -----
+
+    fn request_mode_number(&mut self, now: Duration, custom_mode: u32) -> MavResult {
+        match FlightMode::from_custom_mode(self.personality, custom_mode) {
+            Some(mode) => self.request_mode(now, mode),
+            None => {
+                self.counters.rejected += 1;
+                self.mode_refusal(&format!("Unknown mode {custom_mode}"))
+            }
+        }
+    }
+
+    fn mode_refusal(&mut self, reason: &str) -> MavResult {
+        self.status_text(MavSeverity::MAV_SEVERITY_WARNING, reason);
+        match self.personality {
+            Personality::ArduPilot => MavResult::MAV_RESULT_FAILED,
+            Personality::Px4 => MavResult::MAV_RESULT_TEMPORARILY_REJECTED,
+        }
+    }
+
+    /// A mode change asked from outside, with the firmware's refusals.
+    fn request_mode(&mut self, now: Duration, mode: FlightMode) -> MavResult {
+        if mode.custom_mode(self.personality).is_none() {
+            return self.mode_refusal("Unknown mode");
+        }
+        if mode == self.mode {
+            return MavResult::MAV_RESULT_ACCEPTED;
+        }
+        let name = mode.name(self.personality);
+        let reason = if mode.requires_position() && self.gps_disabled {
+            Some("requires position")
+        } else if mode == FlightMode::Mission {
+            Some("no mission")
+        } else if self.personality == Personality::Px4
+            && mode == FlightMode::Guided
+            && self
+                .offboard_setpoint_at
+                .is_none_or(|at| now.saturating_sub(at) > OFFBOARD_SETPOINT_MAX_AGE)
+        {
+            Some("no offboard setpoints")
+        } else if self.personality == Personality::Px4 && mode == FlightMode::Takeoff && !self.armed
+        {
+            Some("not armed")
+        } else if self.terminated {
+            Some("terminated")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let text = match self.personality {
+                Personality::ArduPilot => format!("Mode change to {name} failed: {reason}"),
+                Personality::Px4 => format!("Switching to {name} is not possible: {reason}"),
+            };
+            return self.mode_refusal(&text);
+        }
+        self.set_mode(mode);
+        MavResult::MAV_RESULT_ACCEPTED
+    }
+
+    /// Enters a mode (no checks) and sets what the airframe does in it.
+    fn set_mode(&mut self, mode: FlightMode) {
+        if mode != self.mode {
+            self.mode = mode;
+            self.events
+                .push_back(SimEvent::ModeChanged(mode.name(self.personality)));
+        }
+        self.takeoff_altitude_m = None;
+        self.velocity_target_at = None;
+        self.rtl_stage = RtlStage::Climb;
+        if !self.armed || self.terminated {
+            return;
+        }
+        if self.physics.on_ground() {
+            self.physics.set_target(Target::GroundIdle);
+            return;
+        }
+        self.physics.set_target(match mode {
+            FlightMode::Land | FlightMode::Rtl => Target::Descend {
+                speed_m_s: self.land_speed_m_s(),
+            },
+            _ => Target::Hold,
+        });
+    }
+
+    fn land_speed_m_s(&self) -> f64 {
+        if self.physics.altitude_m() > LAND_FINAL_ALTITUDE_M {
+            self.physics.limits().speed_down_m_s_max
+        } else {
+            match self.personality {
+                Personality::ArduPilot => self.param("LAND_SPEED") as f64 / 100.0,
+                Personality::Px4 => self.param("MPC_LAND_SPEED") as f64,
+            }
+        }
+    }
+
+    fn rtl_altitude_m(&self) -> f64 {
+        match self.personality {
+            Personality::ArduPilot => self.param("RTL_ALT") as f64 / 100.0,
+            Personality::Px4 => self.param("RTL_RETURN_ALT") as f64,
+        }
+    }
+
+    /// What the firmware decides at every physics step.
+    fn tick_flight(&mut self, now: Duration) {
+        if let Some(speed) = self.physics.take_touchdown_speed_m_s()
+            && speed > 3.0
+        {
+            self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, "Crash: hit the ground");
+        }
+        if self.terminated {
+            if self.armed && self.physics.on_ground() {
+                self.disarm();
+            }
+            return;
+        }
+        if !self.armed {
+            return;
+        }
+        let on_ground = self.physics.on_ground();
+        if on_ground {
+            if self.grounded_since.is_none() {
+                self.grounded_since = Some(now);
+            }
+        } else {
+            self.grounded_since = None;
+            self.has_flown = true;
+        }
+
+        // Losing position in the air in a position mode: land (EKF failsafe).
+        if self.gps_disabled && !on_ground && self.mode.requires_position() {
+            let text = match self.personality {
+                Personality::ArduPilot => "EKF Failsafe: changed to LAND Mode",
+                Personality::Px4 => "Failsafe: no global position, landing",
+            };
+            self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, text);
+            self.set_mode(FlightMode::Land);
+        }
+
+        if let Some(target_m) = self.takeoff_altitude_m
+            && self.physics.altitude_m() >= target_m - 0.1
+        {
+            self.takeoff_altitude_m = None;
+            if self.personality == Personality::Px4 {
+                self.set_mode(FlightMode::Loiter);
+            }
+        }
+
+        if let Some(at) = self.velocity_target_at
+            && now.saturating_sub(at) > VELOCITY_TARGET_TIMEOUT
+        {
+            self.velocity_target_at = None;
+            self.physics.set_target(Target::Hold);
+        }
+
+        match self.mode {
+            FlightMode::Land if !on_ground => self.physics.set_target(Target::Descend {
+                speed_m_s: self.land_speed_m_s(),
+            }),
+            FlightMode::Rtl if !on_ground || self.rtl_stage != RtlStage::Descend => self.tick_rtl(),
+            _ => {}
+        }
+
+        let landing = matches!(self.mode, FlightMode::Land | FlightMode::Rtl);
+        if let Some(since) = self.grounded_since
+            && self.takeoff_altitude_m.is_none()
+        {
+            let on_ground_for = now.saturating_sub(since);
+            let disarm_after = if landing || self.has_flown {
+                match self.personality {
+                    Personality::ArduPilot => Duration::from_secs(1),
+                    Personality::Px4 => {
+                        Duration::from_secs_f64(self.param("COM_DISARM_LAND").max(0.0) as f64)
+                    }
+                }
+            } else {
+                match self.personality {
+                    Personality::ArduPilot => {
+                        Duration::from_secs_f64(self.param("DISARM_DELAY").max(0.0) as f64)
+                    }
+                    Personality::Px4 => IDLE_DISARM_DELAY,
+                }
+            };
+            let disabled = !landing && !self.has_flown && disarm_after.is_zero();
+            if !disabled && on_ground_for >= disarm_after {
+                self.disarm();
+            }
+        }
+    }
+
+    fn tick_rtl(&mut self) {
+        let here = self.physics.position_ned_m();
+        let rtl_altitude_m = self.rtl_altitude_m();
+        let home = Vector3::zeros();
+        match self.rtl_stage {
+            RtlStage::Climb => {
+                let cruise_m = rtl_altitude_m.max(self.physics.altitude_m());
+                if self.physics.altitude_m() >= rtl_altitude_m - 0.2 {
+                    self.rtl_stage = RtlStage::Return;
+                    self.physics.set_target(Target::Position {
+                        ned_m: Vector3::new(home.x, home.y, -cruise_m),
+                    });
+                } else {
+                    self.physics.set_target(Target::Position {
+                        ned_m: Vector3::new(here.x, here.y, -cruise_m),
+                    });
+                }
+            }
+            RtlStage::Return => {
+                if self.physics.horizontal_distance_m(&home) < 0.5
+                    && self.physics.velocity_ned_m_s().xy().norm() < 0.3
+                {
+                    self.rtl_stage = RtlStage::Descend;
+                }
+            }
+            RtlStage::Descend => self.physics.set_target(Target::Descend {
+                speed_m_s: self.land_speed_m_s(),
+            }),
+        }
+    }
+
+    // ----- position targets -----
+
+    fn guided_and_flying(&self) -> bool {
+        self.mode == FlightMode::Guided
+            && self.armed
+            && !self.terminated
+            && self.takeoff_altitude_m.is_none()
+            && !self.physics.on_ground()
+            && !self.gps_disabled
+    }
+
+    fn handle_global_target(&mut self, now: Duration, t: &SET_POSITION_TARGET_GLOBAL_INT_DATA) {
+        self.offboard_setpoint_at = Some(now);
+        if !self.guided_and_flying() {
+            self.counters.ignored += 1;
+            return;
+        }
+        let mask = t.type_mask;
+        if !mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_X_IGNORE) {
+            let alt_amsl_m = match t.coordinate_frame {
+                MavFrame::MAV_FRAME_GLOBAL | MavFrame::MAV_FRAME_GLOBAL_INT => t.alt as f64,
+                MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+                | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
+                | MavFrame::MAV_FRAME_GLOBAL_TERRAIN_ALT
+                | MavFrame::MAV_FRAME_GLOBAL_TERRAIN_ALT_INT => self.home.alt_amsl_m + t.alt as f64,
+                _ => {
+                    self.counters.rejected += 1;
+                    return;
+                }
+            };
+            let lat_deg = t.lat_int as f64 / 1e7;
+            let lon_deg = t.lon_int as f64 / 1e7;
+            if !alt_amsl_m.is_finite()
+                || !(-90.0..=90.0).contains(&lat_deg)
+                || !(-180.0..=180.0).contains(&lon_deg)
+            {
+                self.counters.rejected += 1;
+                return;
+            }
+            let goal = self.home.ned_to(&GeoPoint {
+                lat_deg,
+                lon_deg,
+                alt_amsl_m,
+            });
+            self.velocity_target_at = None;
+            self.physics.set_target(Target::Position { ned_m: goal });
+        } else if !mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VX_IGNORE) {
+            self.set_velocity_target(now, Vector3::new(t.vx, t.vy, t.vz), false);
+        } else {
+            self.counters.rejected += 1;
+            return;
+        }
+        self.apply_yaw(mask, t.yaw);
+    }
+
+    fn handle_local_target(&mut self, now: Duration, t: &SET_POSITION_TARGET_LOCAL_NED_DATA) {
+        self.offboard_setpoint_at = Some(now);
+        if !self.guided_and_flying() {
+            self.counters.ignored += 1;
+            return;
+        }
+        let mask = t.type_mask;
+        let body = matches!(
+            t.coordinate_frame,
+            MavFrame::MAV_FRAME_BODY_NED | MavFrame::MAV_FRAME_BODY_OFFSET_NED
+        );
+        if !mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_X_IGNORE) {
+            let offset = Vector3::new(t.x as f64, t.y as f64, t.z as f64);
+            if !(offset.x.is_finite() && offset.y.is_finite() && offset.z.is_finite()) {
+                self.counters.rejected += 1;
+                return;
+            }
+            let here = self.physics.position_ned_m();
+            let goal = match t.coordinate_frame {
+                MavFrame::MAV_FRAME_LOCAL_NED => offset,
+                MavFrame::MAV_FRAME_LOCAL_OFFSET_NED => here + offset,
+                MavFrame::MAV_FRAME_BODY_NED | MavFrame::MAV_FRAME_BODY_OFFSET_NED => {
+                    here + self.body_to_ned(offset)
+                }
+                _ => {
+                    self.counters.rejected += 1;
+                    return;
+                }
+            };
+            self.velocity_target_at = None;
+            self.physics.set_target(Target::Position { ned_m: goal });
+        } else if !mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VX_IGNORE) {
+            self.set_velocity_target(now, Vector3::new(t.vx, t.vy, t.vz), body);
+        } else {
+            self.counters.rejected += 1;
+            return;
+        }
+        self.apply_yaw(mask, t.yaw);
+    }
+
+    fn set_velocity_target(&mut self, now: Duration, v: Vector3<f32>, body: bool) {
+        let v = v.cast::<f64>();
+        if !(v.x.is_finite() && v.y.is_finite() && v.z.is_finite()) {
+            self.counters.rejected += 1;
+            return;
+        }
+        let v = if body { self.body_to_ned(v) } else { v };
+        self.velocity_target_at = Some(now);
+        self.physics.set_target(Target::Velocity { ned_m_s: v });
+    }
+
+    fn apply_yaw(&mut self, mask: PositionTargetTypemask, yaw_rad: f32) {
+        if !mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_YAW_IGNORE)
+            && yaw_rad.is_finite()
+        {
+            self.physics.set_yaw_target(Some(yaw_rad as f64));
+        } else {
+            self.physics.set_yaw_target(None);
+        }
+    }
+
+    fn body_to_ned(&self, v: Vector3<f64>) -> Vector3<f64> {
+        let (sin, cos) = self.physics.yaw_rad().sin_cos();
+        Vector3::new(v.x * cos - v.y * sin, v.x * sin + v.y * cos, v.z)
+    }
+
+    // ----- parameters -----
+
+    fn param_index(&self, id: &[u8; 16]) -> Option<usize> {
+        let end = id.iter().position(|b| *b == 0).unwrap_or(id.len());
+        let name = std::str::from_utf8(id.get(..end)?).ok()?;
+        self.params.iter().position(|p| p.name == name)
+    }
+
+    fn param(&self, name: &str) -> f32 {
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(0.0, |p| p.value)
+    }
+
+    fn set_param_value(&mut self, name: &str, value: f32) {
+        if let Some(p) = self.params.iter_mut().find(|p| p.name == name) {
+            p.value = value;
+        }
+    }
+
+    /// PX4 sends integers bytewise in the float field; ArduPilot casts them.
+    fn encode_param(&self, param: &Param) -> f32 {
+        match (self.personality, param.kind) {
+            (Personality::Px4, MavParamType::MAV_PARAM_TYPE_INT32) => {
+                f32::from_bits(param.value as i32 as u32)
+            }
+            _ => param.value,
+        }
+    }
+
+    fn decode_param(&self, kind: MavParamType, wire: f32) -> f32 {
+        match (self.personality, kind) {
+            (Personality::Px4, MavParamType::MAV_PARAM_TYPE_INT32) => wire.to_bits() as i32 as f32,
+            _ => wire,
+        }
+    }
+
+    fn send_param(&mut self, index: usize) {
+        let Some(param) = self.params.get(index).copied() else {
+            return;
+        };
+        self.outbox
+            .push_back(MavMessage::PARAM_VALUE(PARAM_VALUE_DATA {
+                param_value: self.encode_param(&param),
+                param_count: self.params.len() as u16,
+                param_index: index as u16,
+                param_id: param.name.into(),
+                param_type: param.kind,
+            }));
+    }
+
+    fn handle_param_set(&mut self, p: &PARAM_SET_DATA) {
+        let Some(index) = self.param_index(&p.param_id) else {
+            self.counters.rejected += 1;
+            return;
+        };
+        let Some(kind) = self.params.get(index).map(|p| p.kind) else {
+            return;
+        };
+        let value = self.decode_param(kind, p.param_value);
+        if !value.is_finite() {
+            self.counters.rejected += 1;
+            return;
+        }
+        if let Some(param) = self.params.get_mut(index) {
+            param.value = value;
+        }
+        self.send_param(index);
+        if self
+            .params
+            .get(index)
+            .is_some_and(|p| p.name == "SIM_LINK_DROP_S")
+            && value > 0.0
+        {
+            // Go silent after this answer has gone out (at the next step).
+            self.link_drop_pending_s = Some(value.min(3600.0) as f64);
+        }
+        self.apply_params();
+    }
+
+    /// Pushes parameter values into the simulation.
+    fn apply_params(&mut self) {
+        let (speed_h, speed_up, speed_down) = match self.personality {
+            Personality::ArduPilot => (
+                self.param("WPNAV_SPEED") / 100.0,
+                self.param("WPNAV_SPEED_UP") / 100.0,
+                self.param("WPNAV_SPEED_DN") / 100.0,
+            ),
+            Personality::Px4 => (
+                self.param("MPC_XY_VEL_MAX"),
+                self.param("MPC_Z_VEL_MAX_UP"),
+                self.param("MPC_Z_VEL_MAX_DN"),
+            ),
+        };
+        let accel = match self.personality {
+            Personality::ArduPilot => self.param("WPNAV_ACCEL") / 100.0,
+            Personality::Px4 => 3.0,
+        };
+        let limits = self.physics.limits_mut();
+        limits.speed_horizontal_m_s_max = (speed_h as f64).clamp(0.1, 30.0);
+        limits.speed_up_m_s_max = (speed_up as f64).clamp(0.1, 10.0);
+        limits.speed_down_m_s_max = (speed_down as f64).clamp(0.1, 10.0);
+        limits.accel_horizontal_m_s2_max = (accel as f64).clamp(0.5, 10.0);
+
+        self.gps_disabled = self.param("SIM_GPS_DISABLE") >= 0.5;
+        let voltage = self.param("SIM_BATT_VOLTAGE") as f64;
+        self.physics
+            .set_battery_voltage_override((voltage > 0.0).then_some(voltage));
+        let wind_m_s = self.param("SIM_WIND_SPD") as f64;
+        self.physics
+            .set_wind(wind_m_s, self.param("SIM_WIND_DIR") as f64);
+        self.physics.set_wind_compensation(if wind_m_s > 0.0 {
+            INJECTED_WIND_COMPENSATION
+        } else {
+            1.0
+        });
+    }
+
+    fn silent(&self, now: Duration) -> bool {
+        self.link_drop_until.is_some_and(|until| now < until)
+    }
+
+    // ----- telemetry -----
+
+    fn landed_state(&self) -> MavLandedState {
+        if !self.armed || self.physics.on_ground() {
+            MavLandedState::MAV_LANDED_STATE_ON_GROUND
+        } else if self.takeoff_altitude_m.is_some() {
+            MavLandedState::MAV_LANDED_STATE_TAKEOFF
+        } else if self.mode == FlightMode::Land
+            || (self.mode == FlightMode::Rtl && self.rtl_stage == RtlStage::Descend)
+        {
+            MavLandedState::MAV_LANDED_STATE_LANDING
+        } else {
+            MavLandedState::MAV_LANDED_STATE_IN_AIR
+        }
+    }
+
+    fn heartbeat(&self) -> HEARTBEAT_DATA {
+        let mut base_mode = MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED
+            | MavModeFlag::MAV_MODE_FLAG_STABILIZE_ENABLED;
+        if self.personality == Personality::ArduPilot {
+            base_mode |= MavModeFlag::MAV_MODE_FLAG_MANUAL_INPUT_ENABLED;
+        }
+        if !matches!(self.mode, FlightMode::Manual | FlightMode::AltHold) {
+            base_mode |= MavModeFlag::MAV_MODE_FLAG_GUIDED_ENABLED;
+        }
+        if self.armed {
+            base_mode |= MavModeFlag::MAV_MODE_FLAG_SAFETY_ARMED;
+        }
+        let system_status = if self.terminated && self.personality == Personality::Px4 {
+            MavState::MAV_STATE_FLIGHT_TERMINATION
+        } else if self.armed {
+            MavState::MAV_STATE_ACTIVE
+        } else {
+            MavState::MAV_STATE_STANDBY
+        };
+        HEARTBEAT_DATA {
+            custom_mode: self.mode.custom_mode(self.personality).unwrap_or(0),
+            mavtype: MavType::MAV_TYPE_QUADROTOR,
+            autopilot: match self.personality {
+                Personality::ArduPilot => MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA,
+                Personality::Px4 => MavAutopilot::MAV_AUTOPILOT_PX4,
+            },
+            base_mode,
+            system_status,
+            mavlink_version: 3,
+        }
+    }
+
+    /// Builds one telemetry message, or `None` if this vehicle does not send it now.
+    fn build(&mut self, message_id: u32, now: Duration) -> Option<MavMessage> {
+        let time_boot_ms = now.as_millis().min(u32::MAX as u128) as u32;
+        let time_usec = now.as_micros().min(u64::MAX as u128) as u64;
+        let position = self.position();
+        let ned = self.physics.position_ned_m();
+        let velocity = self.physics.velocity_ned_m_s();
+        let yaw_rad = self.physics.yaw_rad();
+        let (roll_rad, pitch_rad) = self.physics.roll_pitch_rad();
+        let heading_deg = yaw_rad.to_degrees().rem_euclid(360.0);
+        let battery = self.physics.battery().clone();
+        let ardupilot = self.personality == Personality::ArduPilot;
+        let deg_e7 = |deg: f64| (deg * 1e7).round() as i32;
+        Some(match message_id {
+            MSG_HEARTBEAT => MavMessage::HEARTBEAT(self.heartbeat()),
+            MSG_GLOBAL_POSITION_INT => {
+                if self.gps_disabled {
+                    return None;
+                }
+                MavMessage::GLOBAL_POSITION_INT(GLOBAL_POSITION_INT_DATA {
+                    time_boot_ms,
+                    lat: deg_e7(position.lat_deg),
+                    lon: deg_e7(position.lon_deg),
+                    alt: (position.alt_amsl_m * 1000.0).round() as i32,
+                    relative_alt: (-ned.z * 1000.0).round() as i32,
+                    vx: (velocity.x * 100.0).round() as i16,
+                    vy: (velocity.y * 100.0).round() as i16,
+                    vz: (velocity.z * 100.0).round() as i16,
+                    hdg: ((heading_deg * 100.0).round() as u16) % 36000,
+                })
+            }
+            MSG_ATTITUDE => MavMessage::ATTITUDE(ATTITUDE_DATA {
+                time_boot_ms,
+                roll: roll_rad as f32,
+                pitch: pitch_rad as f32,
+                yaw: yaw_rad as f32,
+                rollspeed: 0.0,
+                pitchspeed: 0.0,
+                yawspeed: self.physics.yaw_rate_rad_s() as f32,
+            }),
+            MSG_VFR_HUD => MavMessage::VFR_HUD(VFR_HUD_DATA {
+                airspeed: velocity.xy().norm() as f32,
+                groundspeed: velocity.xy().norm() as f32,
+                alt: position.alt_amsl_m as f32,
+                climb: -velocity.z as f32,
+                heading: heading_deg.round() as i16 % 360,
+                throttle: if self.physics.on_ground() {
+                    0
+                } else {
+                    let a = self.physics.accel_ned_m_s2();
+                    ((1.0 - a.z / 9.80665) * 50.0).clamp(0.0, 100.0) as u16
+                },
+            }),
+            MSG_SYS_STATUS => {
+                let sensors = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_GYRO
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_ACCEL
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_MAG
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ABSOLUTE_PRESSURE
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ANGULAR_RATE_CONTROL
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ATTITUDE_STABILIZATION
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_YAW_POSITION
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_Z_ALTITUDE_CONTROL
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_XY_POSITION_CONTROL
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_MOTOR_OUTPUTS
+                    | MavSysStatusSensor::MAV_SYS_STATUS_AHRS
+                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
+                    | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
+                let mut health = sensors;
+                if self.gps_disabled {
+                    health.remove(
+                        MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
+                            | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
+                    );
+                }
+                if battery.resting_voltage_v() < ARMING_VOLTAGE_MIN_V {
+                    health.remove(
+                        MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
+                            | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
+                    );
+                }
+                MavMessage::SYS_STATUS(SYS_STATUS_DATA {
+                    onboard_control_sensors_present: sensors,
+                    onboard_control_sensors_enabled: sensors,
+                    onboard_control_sensors_health: health,
+                    load: 250,
+                    voltage_battery: (battery.voltage_v() * 1000.0).round() as u16,
+                    current_battery: (battery.current_a * 100.0).round() as i16,
+                    drop_rate_comm: 0,
+                    errors_comm: 0,
+                    errors_count1: 0,
+                    errors_count2: 0,
+                    errors_count3: 0,
+                    errors_count4: 0,
+                    battery_remaining: battery.remaining_pct().round() as i8,
+                    onboard_control_sensors_present_extended: MavSysStatusSensorExtended::empty(),
+                    onboard_control_sensors_enabled_extended: MavSysStatusSensorExtended::empty(),
+                    onboard_control_sensors_health_extended: MavSysStatusSensorExtended::empty(),
+                })
+            }
+            MSG_BATTERY_STATUS => {
+                let mut voltages = [u16::MAX; 10];
+                voltages[0] = (battery.voltage_v() * 1000.0).round().min(65534.0) as u16;
+                let per_cell_v = battery.resting_voltage_v() / 4.0;
+                let charge_state = if per_cell_v < 3.4 {
+                    MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL
+                } else if per_cell_v < 3.6 {
+                    MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW
+                } else {
+                    MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK
+                };
+                MavMessage::BATTERY_STATUS(BATTERY_STATUS_DATA {
+                    current_consumed: battery.consumed_mah.round() as i32,
+                    energy_consumed: -1,
+                    temperature: i16::MAX,
+                    voltages,
+                    current_battery: (battery.current_a * 100.0).round() as i16,
+                    id: 0,
+                    battery_function: MavBatteryFunction::MAV_BATTERY_FUNCTION_ALL,
+                    mavtype: MavBatteryType::MAV_BATTERY_TYPE_LIPO,
+                    battery_remaining: battery.remaining_pct().round() as i8,
+                    time_remaining: 0,
+                    charge_state,
+                    voltages_ext: [0; 4],
+                    mode: MavBatteryMode::MAV_BATTERY_MODE_UNKNOWN,
+                    fault_bitmask: MavBatteryFault::empty(),
+                })
+            }
+            MSG_GPS_RAW_INT => {
+                let fix = !self.gps_disabled;
+                let noise_m = 0.3;
+                let noisy = self.home.offset_by(&Vector3::new(
+                    ned.x + self.noise.next_gaussian() * noise_m,
+                    ned.y + self.noise.next_gaussian() * noise_m,
+                    ned.z + self.noise.next_gaussian() * noise_m,
+                ));
+                let speed = velocity.xy().norm();
+                MavMessage::GPS_RAW_INT(GPS_RAW_INT_DATA {
+                    time_usec,
+                    lat: if fix { deg_e7(noisy.lat_deg) } else { 0 },
+                    lon: if fix { deg_e7(noisy.lon_deg) } else { 0 },
+                    alt: if fix {
+                        (noisy.alt_amsl_m * 1000.0).round() as i32
+                    } else {
+                        0
+                    },
+                    eph: if fix { 80 } else { u16::MAX },
+                    epv: if fix { 120 } else { u16::MAX },
+                    vel: if fix {
+                        (speed * 100.0).round() as u16
+                    } else {
+                        u16::MAX
+                    },
+                    cog: if fix && speed > 0.2 {
+                        ((velocity.y.atan2(velocity.x).to_degrees().rem_euclid(360.0) * 100.0)
+                            as u16)
+                            % 36000
+                    } else {
+                        u16::MAX
+                    },
+                    fix_type: if fix {
+                        GpsFixType::GPS_FIX_TYPE_3D_FIX
+                    } else {
+                        GpsFixType::GPS_FIX_TYPE_NO_FIX
+                    },
+                    satellites_visible: if fix { 12 } else { 0 },
+                    alt_ellipsoid: 0,
+                    h_acc: if fix { 500 } else { 0 },
+                    v_acc: if fix { 800 } else { 0 },
+                    vel_acc: if fix { 200 } else { 0 },
+                    hdg_acc: 0,
+                    yaw: 0,
+                })
+            }
+            MSG_EXTENDED_SYS_STATE => MavMessage::EXTENDED_SYS_STATE(EXTENDED_SYS_STATE_DATA {
+                vtol_state: MavVtolState::MAV_VTOL_STATE_UNDEFINED,
+                landed_state: self.landed_state(),
+            }),
+            MSG_HOME_POSITION => MavMessage::HOME_POSITION(HOME_POSITION_DATA {
+                latitude: deg_e7(self.home.lat_deg),
+                longitude: deg_e7(self.home.lon_deg),
+                altitude: (self.home.alt_amsl_m * 1000.0).round() as i32,
+                x: 0.0,
+                y: 0.0,
+                z: 0.0,
+                q: [1.0, 0.0, 0.0, 0.0],
+                approach_x: 0.0,
+                approach_y: 0.0,
+                approach_z: 0.0,
+                time_usec,
+            }),
+            MSG_EKF_STATUS_REPORT if ardupilot => {
+                let flags = if self.gps_disabled {
+                    EkfStatusFlags::EKF_ATTITUDE
+                        | EkfStatusFlags::EKF_VELOCITY_VERT
+                        | EkfStatusFlags::EKF_POS_VERT_ABS
+                        | EkfStatusFlags::EKF_CONST_POS_MODE
+                } else {
+                    EkfStatusFlags::EKF_ATTITUDE
+                        | EkfStatusFlags::EKF_VELOCITY_HORIZ
+                        | EkfStatusFlags::EKF_VELOCITY_VERT
+                        | EkfStatusFlags::EKF_POS_HORIZ_REL
+                        | EkfStatusFlags::EKF_POS_HORIZ_ABS
+                        | EkfStatusFlags::EKF_POS_VERT_ABS
+                        | EkfStatusFlags::EKF_PRED_POS_HORIZ_REL
+                        | EkfStatusFlags::EKF_PRED_POS_HORIZ_ABS
+                };
+                let variance = if self.gps_disabled { 1.2 } else { 0.05 };
+                MavMessage::EKF_STATUS_REPORT(EKF_STATUS_REPORT_DATA {
+                    velocity_variance: variance,
+                    pos_horiz_variance: variance,
+                    pos_vert_variance: 0.05,
+                    compass_variance: 0.02,
+                    terrain_alt_variance: 0.0,
+                    flags,
+                    airspeed_variance: 0.0,
+                })
+            }
+            MSG_ESTIMATOR_STATUS if !ardupilot => {
+                let flags = if self.gps_disabled {
+                    EstimatorStatusFlags::ESTIMATOR_ATTITUDE
+                        | EstimatorStatusFlags::ESTIMATOR_VELOCITY_VERT
+                        | EstimatorStatusFlags::ESTIMATOR_POS_VERT_ABS
+                        | EstimatorStatusFlags::ESTIMATOR_CONST_POS_MODE
+                } else {
+                    EstimatorStatusFlags::ESTIMATOR_ATTITUDE
+                        | EstimatorStatusFlags::ESTIMATOR_VELOCITY_HORIZ
+                        | EstimatorStatusFlags::ESTIMATOR_VELOCITY_VERT
+                        | EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_REL
+                        | EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_ABS
+                        | EstimatorStatusFlags::ESTIMATOR_POS_VERT_ABS
+                        | EstimatorStatusFlags::ESTIMATOR_PRED_POS_HORIZ_REL
+                        | EstimatorStatusFlags::ESTIMATOR_PRED_POS_HORIZ_ABS
+                };
+                MavMessage::ESTIMATOR_STATUS(ESTIMATOR_STATUS_DATA {
+                    time_usec,
+                    vel_ratio: 0.1,
+                    pos_horiz_ratio: if self.gps_disabled { 1.5 } else { 0.1 },
+                    pos_vert_ratio: 0.1,
+                    mag_ratio: 0.05,
+                    hagl_ratio: 0.0,
+                    tas_ratio: 0.0,
+                    pos_horiz_accuracy: if self.gps_disabled { 50.0 } else { 0.5 },
+                    pos_vert_accuracy: 0.8,
+                    flags,
+                })
+            }
+            MSG_SIMSTATE if ardupilot => {
+                let a = self.physics.accel_ned_m_s2();
+                MavMessage::SIMSTATE(SIMSTATE_DATA {
+                    roll: roll_rad as f32,
+                    pitch: pitch_rad as f32,
+                    yaw: yaw_rad as f32,
+                    xacc: a.x as f32,
+                    yacc: a.y as f32,
+                    zacc: (a.z - 9.80665) as f32,
+                    xgyro: 0.0,
+                    ygyro: 0.0,
+                    zgyro: self.physics.yaw_rate_rad_s() as f32,
+                    lat: deg_e7(position.lat_deg),
+                    lng: deg_e7(position.lon_deg),
+                })
+            }
+            MSG_SIM_STATE if !ardupilot => {
+                let a = self.physics.accel_ned_m_s2();
+                let q = nalgebra::UnitQuaternion::from_euler_angles(roll_rad, pitch_rad, yaw_rad);
+                MavMessage::SIM_STATE(SIM_STATE_DATA {
+                    q1: q.w as f32,
+                    q2: q.i as f32,
+                    q3: q.j as f32,
+                    q4: q.k as f32,
+                    roll: roll_rad as f32,
+                    pitch: pitch_rad as f32,
+                    yaw: yaw_rad as f32,
+                    xacc: a.x as f32,
+                    yacc: a.y as f32,
+                    zacc: (a.z - 9.80665) as f32,
+                    xgyro: 0.0,
+                    ygyro: 0.0,
+                    zgyro: self.physics.yaw_rate_rad_s() as f32,
+                    lat: position.lat_deg as f32,
+                    lon: position.lon_deg as f32,
+                    alt: position.alt_amsl_m as f32,
+                    std_dev_horz: 0.0,
+                    std_dev_vert: 0.0,
+                    vn: velocity.x as f32,
+                    ve: velocity.y as f32,
+                    vd: velocity.z as f32,
+                    lat_int: deg_e7(position.lat_deg),
+                    lon_int: deg_e7(position.lon_deg),
+                })
+            }
+            MSG_AUTOPILOT_VERSION => {
+                let mut capabilities = MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_MAVLINK2
+                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_MISSION_INT
+                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_COMMAND_INT
+                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_SET_POSITION_TARGET_LOCAL_NED
+                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_SET_POSITION_TARGET_GLOBAL_INT
+                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_FLIGHT_TERMINATION;
+                capabilities |= if ardupilot {
+                    MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_C_CAST
+                } else {
+                    MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_BYTEWISE
+                };
+                // major.minor.patch and FIRMWARE_VERSION_TYPE_OFFICIAL (255).
+                let flight_sw_version = if ardupilot {
+                    (4 << 24) | (5 << 16) | (7 << 8) | 255
+                } else {
+                    (1 << 24) | (15 << 16) | 255
+                };
+                MavMessage::AUTOPILOT_VERSION(AUTOPILOT_VERSION_DATA {
+                    capabilities,
+                    uid: 0x5349_4D00_0000_0000 | self.system_id as u64,
+                    flight_sw_version,
+                    middleware_sw_version: 0,
+                    os_sw_version: 0,
+                    board_version: 0,
+                    vendor_id: 0,
+                    product_id: 0,
+                    flight_custom_version: *b"fcsim\0\0\0",
+                    middleware_custom_version: [0; 8],
+                    os_custom_version: [0; 8],
+                    uid2: [0; 18],
+                })
+            }
+            _ => return None,
+        })
+    }
+}
+
+fn default_params(personality: Personality) -> Vec<Param> {
+    use MavParamType::*;
+    let p = |name, value, kind| Param { name, value, kind };
+    let mut params = match personality {
+        Personality::ArduPilot => vec![
+            p("ARMING_CHECK", 1.0, MAV_PARAM_TYPE_INT32),
+            p("DISARM_DELAY", 10.0, MAV_PARAM_TYPE_INT8),
+            p("FENCE_ENABLE", 0.0, MAV_PARAM_TYPE_INT8),
+            p("FS_GCS_ENABLE", 0.0, MAV_PARAM_TYPE_INT8),
+            p("LAND_SPEED", 50.0, MAV_PARAM_TYPE_INT16),
+            p("RTL_ALT", 1500.0, MAV_PARAM_TYPE_INT32),
+            p("WPNAV_ACCEL", 250.0, MAV_PARAM_TYPE_REAL32),
+            p("WPNAV_SPEED", 1000.0, MAV_PARAM_TYPE_REAL32),
+            p("WPNAV_SPEED_DN", 150.0, MAV_PARAM_TYPE_REAL32),
+            p("WPNAV_SPEED_UP", 250.0, MAV_PARAM_TYPE_REAL32),
+        ],
+        Personality::Px4 => vec![
+            p("COM_DISARM_LAND", 2.0, MAV_PARAM_TYPE_REAL32),
+            p("COM_DL_LOSS_T", 10.0, MAV_PARAM_TYPE_INT32),
+            p("MIS_TAKEOFF_ALT", 2.5, MAV_PARAM_TYPE_REAL32),
+            p("MPC_LAND_SPEED", 0.7, MAV_PARAM_TYPE_REAL32),
+            p("MPC_XY_VEL_MAX", 12.0, MAV_PARAM_TYPE_REAL32),
+            p("MPC_Z_VEL_MAX_DN", 1.5, MAV_PARAM_TYPE_REAL32),
+            p("MPC_Z_VEL_MAX_UP", 3.0, MAV_PARAM_TYPE_REAL32),
+            p("RTL_RETURN_ALT", 60.0, MAV_PARAM_TYPE_REAL32),
+        ],
+    };
+    params.extend([
+        p("SIM_BATT_VOLTAGE", 0.0, MAV_PARAM_TYPE_REAL32),
+        p("SIM_GPS_DISABLE", 0.0, MAV_PARAM_TYPE_INT8),
+        p("SIM_LINK_DROP_S", 0.0, MAV_PARAM_TYPE_REAL32),
+        p("SIM_WIND_DIR", 180.0, MAV_PARAM_TYPE_REAL32),
+        p("SIM_WIND_SPD", 0.0, MAV_PARAM_TYPE_REAL32),
+    ]);
+    params
+}
+
+fn default_streams(personality: Personality) -> Vec<Stream> {
+    let hz = |rate: f64| Some(Duration::from_secs_f64(1.0 / rate));
+    let (estimator, sim_state) = match personality {
+        Personality::ArduPilot => (MSG_EKF_STATUS_REPORT, MSG_SIMSTATE),
+        Personality::Px4 => (MSG_ESTIMATOR_STATUS, MSG_SIM_STATE),
+    };
+    [
+        (MSG_HEARTBEAT, hz(1.0)),
+        (MSG_GLOBAL_POSITION_INT, hz(4.0)),
+        (MSG_ATTITUDE, hz(4.0)),
+        (MSG_VFR_HUD, hz(4.0)),
+        (MSG_SYS_STATUS, hz(1.0)),
+        (MSG_BATTERY_STATUS, hz(1.0)),
+        (MSG_GPS_RAW_INT, hz(1.0)),
+        (MSG_EXTENDED_SYS_STATE, hz(1.0)),
+        (estimator, hz(1.0)),
+        (sim_state, hz(1.0)),
+        (MSG_HOME_POSITION, hz(0.2)),
+    ]
+    .into_iter()
+    .map(|(message_id, interval)| Stream {
+        message_id,
+        default_interval: interval,
+        interval,
+        next_due: Duration::ZERO,
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GCS: MavHeader = MavHeader {
+        system_id: 255,
+        component_id: 190,
+        sequence: 0,
+    };
+
+    /// A simulated vehicle driven on virtual time, with everything it sent.
+    struct Harness {
+        sim: SimAutopilot,
+        now: Duration,
+        sent: Vec<(Duration, MavMessage)>,
+        events: Vec<SimEvent>,
+    }
+
+    impl Harness {
+        fn new(personality: Personality) -> Self {
+            Self::with_seed(personality, 1)
+        }
+
+        fn with_seed(personality: Personality, seed: u64) -> Self {
+            Harness {
+                sim: SimAutopilot::new(SimOptions {
+                    autopilot: personality,
+                    home: GeoPoint {
+                        lat_deg: 47.397742,
+                        lon_deg: 8.545594,
+                        alt_amsl_m: 488.0,
+                    },
+                    seed,
+                    system_id: 1,
+                }),
+                now: Duration::ZERO,
+                sent: Vec::new(),
+                events: Vec::new(),
+            }
+        }
+
+        fn drain(&mut self) {
+            while let Some(m) = self.sim.poll_transmit(self.now) {
+                self.sent.push((self.now, m));
+            }
+            while let Some(e) = self.sim.poll_event() {
+                self.events.push(e);
+            }
+        }
+
+        fn send_from(&mut self, header: MavHeader, message: MavMessage) {
+            self.sim.handle_message(self.now, &header, &message);
+            self.drain();
+        }
+
+        fn send(&mut self, message: MavMessage) {
+            self.send_from(GCS, message);
+        }
+
+        fn run(&mut self, seconds: f64) {
+            let end = self.now + Duration::from_secs_f64(seconds);
+            while self.now < end {
+                self.now += PHYSICS_STEP;
+                self.sim.step(self.now);
+                self.drain();
+            }
+        }
+
+        /// Runs until `done` or `seconds` pass; returns the virtual time it took.
+        fn run_until(&mut self, seconds: f64, done: impl Fn(&SimAutopilot) -> bool) -> f64 {
+            let start = self.now;
+            let end = self.now + Duration::from_secs_f64(seconds);
+            while self.now < end {
+                if done(&self.sim) {
+                    return (self.now - start).as_secs_f64();
+                }
+                self.now += PHYSICS_STEP;
+                self.sim.step(self.now);
+                self.drain();
+            }
+            panic!(
+                "not done within {seconds} s: mode {:?} armed {} alt {:.2} events {:?}",
+                self.sim.mode(),
+                self.sim.armed(),
+                self.sim.altitude_m(),
+                self.events
+            );
+        }
+
+        fn command(&mut self, command: MavCmd, params: [f32; 7]) -> MavResult {
+            self.send(MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+                param1: params[0],
+                param2: params[1],
+                param3: params[2],
+                param4: params[3],
+                param5: params[4],
+                param6: params[5],
+                param7: params[6],
+                command,
+                target_system: 1,
+                target_component: 1,
+                confirmation: 0,
+            }));
+            self.last_ack(command)
+        }
+
+        fn last_ack(&self, command: MavCmd) -> MavResult {
+            self.sent
+                .iter()
+                .rev()
+                .find_map(|(_, m)| match m {
+                    MavMessage::COMMAND_ACK(a) if a.command == command => Some(a.result),
+                    _ => None,
+                })
+                .expect("an ACK")
+        }
+
+        fn set_param(&mut self, name: &str, value: f32) {
+            self.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+                param_value: value,
+                target_system: 1,
+                target_component: 1,
+                param_id: name.into(),
+                param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+            }));
+        }
+
+        fn status_texts(&self) -> Vec<String> {
+            self.sent
+                .iter()
+                .filter_map(|(_, m)| match m {
+                    MavMessage::STATUSTEXT(t) => Some(t.text.to_str().unwrap_or("").to_owned()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn count(&self, name: &str, from: Duration, to: Duration) -> usize {
+            self.sent
+                .iter()
+                .filter(|(t, m)| *t > from && *t <= to && m.message_name() == name)
+                .count()
+        }
+
+        fn last_heartbeat(&self) -> HEARTBEAT_DATA {
+            self.sent
+                .iter()
+                .rev()
+                .find_map(|(_, m)| match m {
+                    MavMessage::HEARTBEAT(h) => Some(h.clone()),
+                    _ => None,
+                })
+                .expect("a heartbeat")
+        }
+
+        fn set_mode_ardupilot(&mut self, custom_mode: f32) -> MavResult {
+            self.command(
+                MavCmd::MAV_CMD_DO_SET_MODE,
+                [1.0, custom_mode, 0.0, 0.0, 0.0, 0.0, 0.0],
+            )
+        }
+
+        fn arm(&mut self) -> MavResult {
+            self.command(
+                MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            )
+        }
+
+        /// ArduCopter: GUIDED, arm, take off to `altitude_m` and wait until there.
+        fn ardupilot_airborne(&mut self, altitude_m: f32) {
+            self.run(1.0);
+            assert_eq!(self.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_ACCEPTED);
+            assert_eq!(self.arm(), MavResult::MAV_RESULT_ACCEPTED);
+            let ack = self.command(
+                MavCmd::MAV_CMD_NAV_TAKEOFF,
+                [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, altitude_m],
+            );
+            assert_eq!(ack, MavResult::MAV_RESULT_ACCEPTED);
+            let target = altitude_m as f64;
+            self.run_until(30.0, |s| s.altitude_m() > target - 0.1);
+        }
+    }
+
+    #[test]
+    fn arming_without_a_fix_is_refused_with_the_reason() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(1.0);
+        h.set_param("SIM_GPS_DISABLE", 1.0);
+        h.run(1.0);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
+        assert!(!h.sim.armed());
+        assert!(h.status_texts().iter().any(|t| t == "PreArm: Need 3D Fix"));
+        // And the GPS reports it: no fix, no position stream.
+        let fix = h.sent.iter().rev().find_map(|(_, m)| match m {
+            MavMessage::GPS_RAW_INT(g) => Some(g.fix_type),
+            _ => None,
+        });
+        assert_eq!(fix, Some(GpsFixType::GPS_FIX_TYPE_NO_FIX));
+        let after = h.now;
+        h.run(2.0);
+        assert_eq!(h.count("GLOBAL_POSITION_INT", after, h.now), 0);
+        // GUIDED needs a position too.
+        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_FAILED);
+
+        // PX4 denies it with its own words.
+        let mut h = Harness::new(Personality::Px4);
+        h.set_param("SIM_GPS_DISABLE", 1.0);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_DENIED);
+        assert!(!h.sim.armed());
+
+        // With the fix back, arming works and the ACK goes to the sender.
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(1.0);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+        let ack = h.sent.iter().rev().find_map(|(_, m)| match m {
+            MavMessage::COMMAND_ACK(a) => Some(a.clone()),
+            _ => None,
+        });
+        let ack = ack.unwrap();
+        assert_eq!((ack.target_system, ack.target_component), (255, 190));
+        assert!(h.events.contains(&SimEvent::Armed));
+        assert!(
+            h.last_heartbeat()
+                .base_mode
+                .contains(MavModeFlag::MAV_MODE_FLAG_SAFETY_ARMED)
+                || {
+                    h.run(1.1);
+                    h.last_heartbeat()
+                        .base_mode
+                        .contains(MavModeFlag::MAV_MODE_FLAG_SAFETY_ARMED)
+                }
+        );
+    }
+
+    #[test]
+    fn ardupilot_takeoff_reaches_altitude_in_the_expected_time() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(1.0);
+        // Not in GUIDED: refused.
+        h.arm();
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_NAV_TAKEOFF,
+                [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 10.0]
+            ),
+            MavResult::MAV_RESULT_FAILED
+        );
+        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_ACCEPTED);
+        assert!(h.events.contains(&SimEvent::ModeChanged("GUIDED")));
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_NAV_TAKEOFF,
+                [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 10.0]
+            ),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        // 10 m at 2.5 m/s with 2.5 m/s² ramps: a little over 4 s, well under 8 s.
+        let took_s = h.run_until(20.0, |s| s.altitude_m() > 9.9);
+        assert!((4.0..8.0).contains(&took_s), "took {took_s} s");
+        h.run(5.0);
+        assert!((h.sim.altitude_m() - 10.0).abs() < 0.1);
+        let relative_alt_mm = h.sent.iter().rev().find_map(|(_, m)| match m {
+            MavMessage::GLOBAL_POSITION_INT(p) => Some(p.relative_alt),
+            _ => None,
+        });
+        assert!((relative_alt_mm.unwrap() - 10_000).abs() < 100);
+        let landed = h.sent.iter().rev().find_map(|(_, m)| match m {
+            MavMessage::EXTENDED_SYS_STATE(s) => Some(s.landed_state),
+            _ => None,
+        });
+        assert_eq!(landed, Some(MavLandedState::MAV_LANDED_STATE_IN_AIR));
+    }
+
+    #[test]
+    fn goto_by_global_and_local_targets_arrives() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(10.0);
+        let goal = h.sim.home.offset_by(&Vector3::new(60.0, -30.0, -15.0));
+        h.send(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(
+            SET_POSITION_TARGET_GLOBAL_INT_DATA {
+                time_boot_ms: 0,
+                lat_int: (goal.lat_deg * 1e7) as i32,
+                lon_int: (goal.lon_deg * 1e7) as i32,
+                alt: 15.0,
+                type_mask: PositionTargetTypemask::from_bits_truncate(0b0000_1111_1111_1000),
+                target_system: 1,
+                target_component: 1,
+                coordinate_frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                ..SET_POSITION_TARGET_GLOBAL_INT_DATA::DEFAULT
+            },
+        ));
+        let target = Vector3::new(60.0, -30.0, -15.0);
+        h.run_until(40.0, |s| {
+            (s.physics().position_ned_m() - target).norm() < 0.3
+        });
+        // A local offset from there.
+        h.send(MavMessage::SET_POSITION_TARGET_LOCAL_NED(
+            SET_POSITION_TARGET_LOCAL_NED_DATA {
+                x: -10.0,
+                y: 0.0,
+                z: 0.0,
+                type_mask: PositionTargetTypemask::from_bits_truncate(0b0000_1111_1111_1000),
+                target_system: 1,
+                target_component: 1,
+                coordinate_frame: MavFrame::MAV_FRAME_LOCAL_OFFSET_NED,
+                ..SET_POSITION_TARGET_LOCAL_NED_DATA::DEFAULT
+            },
+        ));
+        let target = Vector3::new(50.0, -30.0, -15.0);
+        h.run_until(20.0, |s| {
+            (s.physics().position_ned_m() - target).norm() < 0.3
+        });
+        // BRAKE holds where it is.
+        assert_eq!(h.set_mode_ardupilot(17.0), MavResult::MAV_RESULT_ACCEPTED);
+        h.run(5.0);
+        assert!((h.sim.physics().position_ned_m() - target).norm() < 0.5);
+    }
+
+    #[test]
+    fn land_touches_down_and_disarms() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(5.0);
+        // Disarming in the air is refused unless forced.
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+                [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_FAILED
+        );
+        assert!(h.sim.armed());
+        assert_eq!(
+            h.command(MavCmd::MAV_CMD_NAV_LAND, [0.0; 7]),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        assert_eq!(h.sim.mode(), FlightMode::Land);
+        // 5 m at 0.5 m/s: about 10 s, then disarm about a second after touchdown.
+        let took_s = h.run_until(30.0, |s| !s.armed());
+        assert!((10.0..14.0).contains(&took_s), "took {took_s} s");
+        assert!(h.sim.physics().on_ground());
+        assert!(h.events.contains(&SimEvent::Disarmed));
+        assert!(h.events.iter().any(|e| matches!(
+            e,
+            SimEvent::Command { name, result: MavResult::MAV_RESULT_ACCEPTED, from_system: 255, from_component: 190 }
+                if name == "MAV_CMD_NAV_LAND"
+        )));
+    }
+
+    #[test]
+    fn rtl_climbs_returns_home_and_lands() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(5.0);
+        h.send(MavMessage::SET_POSITION_TARGET_LOCAL_NED(
+            SET_POSITION_TARGET_LOCAL_NED_DATA {
+                x: 80.0,
+                y: 40.0,
+                z: -5.0,
+                type_mask: PositionTargetTypemask::from_bits_truncate(0b0000_1111_1111_1000),
+                target_system: 1,
+                target_component: 1,
+                coordinate_frame: MavFrame::MAV_FRAME_LOCAL_NED,
+                ..SET_POSITION_TARGET_LOCAL_NED_DATA::DEFAULT
+            },
+        ));
+        h.run(25.0);
+        assert!(h.sim.physics().horizontal_distance_m(&Vector3::zeros()) > 80.0);
+        assert_eq!(
+            h.command(MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH, [0.0; 7]),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        // It climbs to RTL_ALT (15 m) before going home.
+        h.run_until(20.0, |s| s.altitude_m() > 14.8);
+        assert!(h.sim.physics().horizontal_distance_m(&Vector3::zeros()) > 80.0);
+        h.run_until(120.0, |s| !s.armed());
+        assert!(h.sim.physics().horizontal_distance_m(&Vector3::zeros()) < 1.0);
+        assert!(h.sim.physics().on_ground());
+    }
+
+    #[test]
+    fn mode_encodings_of_both_personalities() {
+        let ap = Personality::ArduPilot;
+        let px4 = Personality::Px4;
+        let expected_ap = [
+            (FlightMode::Manual, 0),
+            (FlightMode::AltHold, 2),
+            (FlightMode::Mission, 3),
+            (FlightMode::Guided, 4),
+            (FlightMode::Loiter, 5),
+            (FlightMode::Rtl, 6),
+            (FlightMode::Land, 9),
+            (FlightMode::PosHold, 16),
+            (FlightMode::Brake, 17),
+        ];
+        for (mode, number) in expected_ap {
+            assert_eq!(mode.custom_mode(ap), Some(number), "{mode:?}");
+            assert_eq!(FlightMode::from_custom_mode(ap, number), Some(mode));
+        }
+        assert_eq!(FlightMode::Takeoff.custom_mode(ap), None);
+        let expected_px4 = [
+            (FlightMode::PosHold, 3 << 16),
+            (FlightMode::Guided, 6 << 16),
+            (FlightMode::Takeoff, (4 << 16) | (2 << 24)),
+            (FlightMode::Loiter, (4 << 16) | (3 << 24)),
+            (FlightMode::Mission, (4 << 16) | (4 << 24)),
+            (FlightMode::Rtl, (4 << 16) | (5 << 24)),
+            (FlightMode::Land, (4 << 16) | (6 << 24)),
+        ];
+        for (mode, number) in expected_px4 {
+            assert_eq!(mode.custom_mode(px4), Some(number), "{mode:?}");
+            assert_eq!(FlightMode::from_custom_mode(px4, number), Some(mode));
+        }
+        assert_eq!(FlightMode::Brake.custom_mode(px4), None);
+        assert_eq!(FlightMode::from_custom_mode(ap, 99), None);
+
+        // The heartbeats say who is talking.
+        let mut h = Harness::new(Personality::Px4);
+        h.run(1.5);
+        let hb = h.last_heartbeat();
+        assert_eq!(hb.autopilot, MavAutopilot::MAV_AUTOPILOT_PX4);
+        assert_eq!(hb.mavtype, MavType::MAV_TYPE_QUADROTOR);
+        assert_eq!(hb.custom_mode, 3 << 16);
+        assert_eq!(hb.system_status, MavState::MAV_STATE_STANDBY);
+        assert!(
+            hb.base_mode
+                .contains(MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED)
+        );
+        assert!(h.count("SIM_STATE", Duration::ZERO, h.now) >= 1);
+        assert!(h.count("ESTIMATOR_STATUS", Duration::ZERO, h.now) >= 1);
+        assert_eq!(h.count("SIMSTATE", Duration::ZERO, h.now), 0);
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(1.5);
+        let hb = h.last_heartbeat();
+        assert_eq!(hb.autopilot, MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA);
+        assert_eq!(hb.custom_mode, 0);
+        assert!(h.count("SIMSTATE", Duration::ZERO, h.now) >= 1);
+        assert!(h.count("EKF_STATUS_REPORT", Duration::ZERO, h.now) >= 1);
+    }
+
+    #[test]
+    fn px4_takeoff_goes_through_auto_takeoff_to_loiter_and_lands() {
+        let mut h = Harness::new(Personality::Px4);
+        h.run(1.0);
+        // OFFBOARD without setpoints is refused.
+        let offboard = h.command(
+            MavCmd::MAV_CMD_DO_SET_MODE,
+            [1.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        );
+        assert_eq!(offboard, MavResult::MAV_RESULT_TEMPORARILY_REJECTED);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+        // param7 is AMSL: home is 488 m.
+        let ack = h.command(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [0.0, 0.0, 0.0, 0.0, f32::NAN, f32::NAN, 498.0],
+        );
+        assert_eq!(ack, MavResult::MAV_RESULT_ACCEPTED);
+        assert_eq!(h.sim.mode(), FlightMode::Takeoff);
+        h.run(1.1);
+        assert_eq!(h.last_heartbeat().custom_mode, (4 << 16) | (2 << 24));
+        h.run_until(20.0, |s| s.mode() == FlightMode::Loiter);
+        assert!((h.sim.altitude_m() - 10.0).abs() < 0.15);
+        assert!(h.events.contains(&SimEvent::ModeChanged("AUTO.LOITER")));
+        assert_eq!(
+            h.command(MavCmd::MAV_CMD_NAV_LAND, [0.0; 7]),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        assert!(h.events.contains(&SimEvent::ModeChanged("AUTO.LAND")));
+        h.run_until(40.0, |s| !s.armed());
+    }
+
+    #[test]
+    fn set_message_interval_changes_rates() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(2.0);
+        let t0 = h.now;
+        h.run(10.0);
+        assert!((39..=41).contains(&h.count("GLOBAL_POSITION_INT", t0, h.now)));
+        assert!((9..=11).contains(&h.count("HEARTBEAT", t0, h.now)));
+        // 20 Hz.
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
+                [33.0, 50_000.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        let t1 = h.now;
+        h.run(10.0);
+        assert!((199..=201).contains(&h.count("GLOBAL_POSITION_INT", t1, h.now)));
+        // -1 stops it.
+        h.command(
+            MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
+            [33.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        );
+        let t2 = h.now;
+        h.run(5.0);
+        assert_eq!(h.count("GLOBAL_POSITION_INT", t2, h.now), 0);
+        // 0 restores the default.
+        h.command(
+            MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
+            [33.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        );
+        let t3 = h.now;
+        h.run(10.0);
+        assert!((39..=41).contains(&h.count("GLOBAL_POSITION_INT", t3, h.now)));
+        // A message it cannot stream is denied; an unknown command unsupported.
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
+                [999.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_DENIED
+        );
+        assert_eq!(
+            h.command(MavCmd::MAV_CMD_DO_MOTOR_TEST, [0.0; 7]),
+            MavResult::MAV_RESULT_UNSUPPORTED
+        );
+        // REQUEST_MESSAGE answers once.
+        let t4 = h.now;
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_REQUEST_MESSAGE,
+                [148.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        assert_eq!(
+            h.sent
+                .iter()
+                .filter(|(t, m)| *t >= t4 && m.message_name() == "AUTOPILOT_VERSION")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn same_seed_and_inputs_give_identical_telemetry() {
+        let fly = |seed: u64| {
+            let mut h = Harness::with_seed(Personality::ArduPilot, seed);
+            h.set_param("SIM_WIND_SPD", 7.0);
+            h.ardupilot_airborne(10.0);
+            h.run(20.0);
+            h.sent
+        };
+        let a = fly(5);
+        assert_eq!(a, fly(5));
+        assert_ne!(a, fly(6));
+    }
+
+    #[test]
+    fn injected_wind_drifts_the_vehicle_off_its_point() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(10.0);
+        assert_eq!(h.set_mode_ardupilot(5.0), MavResult::MAV_RESULT_ACCEPTED);
+        h.run(3.0);
+        let before = h.sim.physics().position_ned_m();
+        h.set_param("SIM_WIND_DIR", 0.0); // from the north: pushes south
+        h.set_param("SIM_WIND_SPD", 10.0);
+        h.run(30.0);
+        let drift = h.sim.physics().position_ned_m() - before;
+        assert!(drift.x < -2.0, "{drift:?}");
+    }
+
+    #[test]
+    fn force_disarm_and_termination_drop_the_vehicle() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(20.0);
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+                [0.0, 21196.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        assert!(!h.sim.armed());
+        h.run_until(5.0, |s| s.physics().on_ground());
+        assert!(h.status_texts().iter().any(|t| t.starts_with("Crash")));
+
+        let mut h = Harness::new(Personality::Px4);
+        h.run(1.0);
+        h.arm();
+        h.command(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 508.0],
+        );
+        h.run_until(20.0, |s| s.mode() == FlightMode::Loiter);
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_DO_FLIGHTTERMINATION,
+                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        h.run(1.1);
+        assert_eq!(
+            h.last_heartbeat().system_status,
+            MavState::MAV_STATE_FLIGHT_TERMINATION
+        );
+        h.run_until(5.0, |s| !s.armed());
+        assert!(h.sim.physics().on_ground());
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_DENIED);
+    }
+
+    #[test]
+    fn companion_heartbeat_loss_and_return_are_reported() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        let companion = MavHeader {
+            system_id: 1,
+            component_id: COMPANION_COMPONENT_ID,
+            sequence: 0,
+        };
+        let beat = MavMessage::HEARTBEAT(HEARTBEAT_DATA::DEFAULT);
+        for _ in 0..5 {
+            h.send_from(companion, beat.clone());
+            h.run(1.0);
+        }
+        // Ground station heartbeats do not count.
+        h.send(beat.clone());
+        h.run(3.5);
+        assert_eq!(
+            h.events
+                .iter()
+                .filter(|e| **e == SimEvent::CompanionHeartbeatLost)
+                .count(),
+            1
+        );
+        h.run(5.0);
+        assert_eq!(
+            h.events
+                .iter()
+                .filter(|e| **e == SimEvent::CompanionHeartbeatLost)
+                .count(),
+            1
+        );
+        h.send_from(companion, beat);
+        assert_eq!(h.events.last(), Some(&SimEvent::CompanionHeartbeatBack));
+        assert_eq!(
+            SimEvent::CompanionHeartbeatLost.to_string(),
+            "companion heartbeat lost"
+        );
+    }
+
+    #[test]
+    fn link_drop_silences_both_ways_then_recovers() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(1.0);
+        h.set_param("SIM_LINK_DROP_S", 5.0);
+        // The answer to the PARAM_SET still goes out.
+        assert!(matches!(
+            h.sent.last(),
+            Some((_, MavMessage::PARAM_VALUE(_)))
+        ));
+        let t0 = h.now;
+        h.run(0.1);
+        let before = h.sent.len();
+        h.send(MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+            param1: 1.0,
+            command: MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+            target_system: 1,
+            target_component: 1,
+            ..COMMAND_LONG_DATA::DEFAULT
+        }));
+        h.run(4.0);
+        assert_eq!(
+            h.sent.len(),
+            before,
+            "nothing goes out while the link is down"
+        );
+        assert!(!h.sim.armed(), "nothing comes in either");
+        h.run(2.0);
+        assert!(h.count("HEARTBEAT", t0 + Duration::from_secs(5), h.now) >= 1);
+        assert_eq!(h.sim.param("SIM_LINK_DROP_S"), 0.0);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+    }
+
+    #[test]
+    fn parameters_read_and_write_with_the_firmware_encoding() {
+        let mut h = Harness::new(Personality::Px4);
+        h.send(MavMessage::PARAM_REQUEST_LIST(PARAM_REQUEST_LIST_DATA {
+            target_system: 1,
+            target_component: 1,
+        }));
+        let values: Vec<PARAM_VALUE_DATA> = h
+            .sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                MavMessage::PARAM_VALUE(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(values.len(), values[0].param_count as usize);
+        let loss = values
+            .iter()
+            .find(|p| p.param_id.to_str() == Ok("COM_DL_LOSS_T"))
+            .unwrap();
+        // INT32 travels bytewise on PX4.
+        assert_eq!(loss.param_value.to_bits(), 10);
+        h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+            param_value: f32::from_bits(5),
+            target_system: 1,
+            target_component: 1,
+            param_id: "COM_DL_LOSS_T".into(),
+            param_type: MavParamType::MAV_PARAM_TYPE_INT32,
+        }));
+        assert_eq!(h.sim.param("COM_DL_LOSS_T"), 5.0);
+        // An unknown name is ignored, as the firmware does, and counted.
+        let before = h.sent.len();
+        h.set_param("NO_SUCH_PARAM", 1.0);
+        assert_eq!(h.sent.len(), before);
+        assert_eq!(h.sim.counters().rejected, 1);
+        // Messages for another system are not for us.
+        h.send(MavMessage::PARAM_REQUEST_LIST(PARAM_REQUEST_LIST_DATA {
+            target_system: 7,
+            target_component: 1,
+        }));
+        assert_eq!(h.sent.len(), before);
+    }
+}

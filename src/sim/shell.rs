@@ -1,11 +1,176 @@
-//! Serves the simulated autopilot over real MAVLink bytes. (being written)
+//! Serves the simulated autopilot over real MAVLink bytes (`flight-companion sim`).
+//!
+//! One [`SimAutopilot`] behind one or more links (default `tcpin:127.0.0.1:5760`, where the
+//! daemon's default connects). Every message the vehicle sends goes to every link, from
+//! component 1; frames from any link reach the same vehicle.
+//!
+//! Virtual time runs `--speedup` times faster than the wall clock; the core steps its physics
+//! at a fixed 50 Hz of virtual time whatever the speedup.
+//!
+//! Lines on stdout (flushed one by one; tests wait for them):
+//! - `sim: serving ENDPOINT` once per link after it is bound, with the real port
+//!   (`sim: serving tcpin:127.0.0.1:41234` when started on port 0);
+//! - `sim: mode MODE`, `sim: armed`, `sim: disarmed`;
+//! - `sim: command NAME from SYS/COMP -> RESULT` for each COMMAND_LONG/COMMAND_INT;
+//! - `sim: companion heartbeat lost` / `sim: companion heartbeat back` (component 191 silent
+//!   for more than 3 s of virtual time, and back);
+//! - `sim: statustext TEXT` for each STATUSTEXT the vehicle sends.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::SimArgs;
+use super::autopilot::{
+    AUTOPILOT_COMPONENT_ID, PHYSICS_STEP, Personality, SimAutopilot, SimOptions,
+};
+use super::physics::GeoPoint;
+use crate::cli::{SimArgs, SimAutopilot as SimAutopilotArg};
+use crate::link::endpoint::Endpoint;
+use crate::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions, SendError};
 
-pub async fn run(_args: SimArgs, _shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the simulator is not written yet")
+/// Frames from all links, merged. Overflow policy: each link's forwarder awaits capacity, so
+/// a busy simulator pushes back on the link's own bounded channel (and then its socket).
+const MERGED_EVENT_CAPACITY: usize = 256;
+/// The timer never fires faster than this, whatever the speedup; the core catches up with
+/// several physics steps per wake-up instead.
+const TICK_PERIOD_MIN: Duration = Duration::from_millis(2);
+/// A speedup beyond this makes no sense on a 2-core machine and is refused.
+const SPEEDUP_MAX: f64 = 1000.0;
+
+/// Runs the simulator until `shutdown`; exit code 0 on a clean stop.
+pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    if !(args.speedup.is_finite() && args.speedup > 0.0 && args.speedup <= SPEEDUP_MAX) {
+        anyhow::bail!(
+            "--speedup {} is outside (0, {SPEEDUP_MAX}]; 1 is real time",
+            args.speedup
+        );
+    }
+    let endpoints = if args.links.is_empty() {
+        vec![Endpoint::default_sim()]
+    } else {
+        args.links.clone()
+    };
+    let options = LinkOptions {
+        system_id: args.system_id,
+        component_id: AUTOPILOT_COMPONENT_ID,
+        reconnect_backoff_min: Duration::from_millis(100),
+        reconnect_backoff_max: Duration::from_secs(2),
+    };
+    let (merged_tx, mut merged) = mpsc::channel::<LinkEvent>(MERGED_EVENT_CAPACITY);
+    let mut links: Vec<(String, LinkHandle)> = Vec::new();
+    for endpoint in &endpoints {
+        let (handle, mut events) = Link::open(endpoint, options.clone(), shutdown.clone())
+            .await
+            .with_context(|| format!("cannot serve {endpoint}"))?;
+        let shown = shown_endpoint(endpoint, &handle);
+        say(&format!("serving {shown}"));
+        let tx = merged_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+        links.push((shown, handle));
+    }
+    drop(merged_tx);
+
+    let (lat_deg, lon_deg, alt_amsl_m) = args.home;
+    let mut sim = SimAutopilot::new(SimOptions {
+        autopilot: match args.autopilot {
+            SimAutopilotArg::Ardupilot => Personality::ArduPilot,
+            SimAutopilotArg::Px4 => Personality::Px4,
+        },
+        home: GeoPoint {
+            lat_deg,
+            lon_deg,
+            alt_amsl_m,
+        },
+        seed: args.seed,
+        system_id: args.system_id,
+    });
+    let start = Instant::now();
+    let virtual_now = || start.elapsed().mul_f64(args.speedup);
+    let mut ticker = tokio::time::interval(PHYSICS_STEP.div_f64(args.speedup).max(TICK_PERIOD_MIN));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut send_failures: u64 = 0;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            event = merged.recv() => match event {
+                Some(LinkEvent::Frame { header, message, .. }) => {
+                    let now = virtual_now();
+                    sim.handle_message(now, &header, &message);
+                    send_failures += flush(&mut sim, now, &links);
+                }
+                Some(LinkEvent::Connected { peer }) => tracing::info!(%peer, "peer connected"),
+                Some(LinkEvent::Disconnected { reason }) => {
+                    tracing::info!(%reason, "peer disconnected");
+                }
+                // Every link ended: only shutdown does that.
+                None => break,
+            },
+            _ = ticker.tick() => {
+                let now = virtual_now();
+                sim.step(now);
+                send_failures += flush(&mut sim, now, &links);
+            }
+        }
+    }
+    let counters = sim.counters();
+    tracing::info!(
+        ignored = counters.ignored,
+        rejected = counters.rejected,
+        dropped = counters.dropped,
+        send_failures,
+        "simulator stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends what the vehicle has to say to every link and prints its events; returns how many
+/// sends failed because a link's queue was full (a lagging peer loses telemetry, as over a
+/// real radio).
+fn flush(sim: &mut SimAutopilot, now: Duration, links: &[(String, LinkHandle)]) -> u64 {
+    let mut failures = 0;
+    while let Some(message) = sim.poll_transmit(now) {
+        for (name, handle) in links {
+            match handle.send(&message) {
+                Ok(()) | Err(SendError::NotConnected) => {}
+                Err(SendError::Full) => {
+                    failures += 1;
+                    tracing::debug!(link = %name, "send queue full; message dropped");
+                }
+            }
+        }
+    }
+    while let Some(event) = sim.poll_event() {
+        say(&event.to_string());
+    }
+    failures
+}
+
+/// The endpoint as served: a listener on port 0 shows the port it got.
+fn shown_endpoint(endpoint: &Endpoint, handle: &LinkHandle) -> String {
+    match (endpoint, handle.local_addr()) {
+        (Endpoint::TcpIn { .. }, Some(addr)) => format!("tcpin:{addr}"),
+        (Endpoint::UdpIn { .. }, Some(addr)) => format!("udpin:{addr}"),
+        _ => endpoint.to_string(),
+    }
+}
+
+/// One line on stdout, flushed at once: tests and people wait for these lines.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (the reader went away) must not stop the vehicle.
+    let _ = writeln!(out, "sim: {line}");
+    let _ = out.flush();
 }

@@ -9,4 +9,5 @@ mod link_net;
 mod link_pty;
 mod mcp_broker;
 mod mcp_interop;
+mod sim_pymavlink;
 mod support;
