@@ -3,8 +3,8 @@
 //! official MCP SDK through `flight-companion ground`, and the bridge's offline/online
 //! handling when the daemon is killed and restarted.
 //!
-//! The autopilot is the pymavlink peer (`tests/peers/autopilot_peer.py`) on an ephemeral
-//! port, so the daemon's `get_status` reports a live vehicle.
+//! The autopilot is `flight-companion sim` on an ephemeral port, so the daemon's `get_status`
+//! reports a live vehicle.
 
 use std::process::Command;
 use std::time::Duration;
@@ -15,20 +15,16 @@ use crate::ground_bridge::{Bridge, WAIT};
 use crate::support::broker::{Broker, s};
 use crate::support::{Proc, binary, flight_companion, peer, python};
 
-/// The pymavlink autopilot, serving for `seconds`; returns it and its port.
-fn autopilot(seconds: u32) -> (Proc, u16) {
-    let mut command = Command::new(python());
-    command
-        .arg(peer("autopilot_peer.py"))
-        .args(["--seconds", &seconds.to_string()]);
-    let mut proc = Proc::spawn("autopilot_peer.py", command);
-    let line = proc.wait_for_line("peer: listening on", WAIT);
+/// `flight-companion sim` on an ephemeral port; returns it and the port it printed.
+fn autopilot() -> (Proc, u16) {
+    let mut sim = flight_companion("sim", &["sim", "--link", "tcpin:127.0.0.1:0"]);
+    let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);
     let port = line
-        .rsplit(' ')
+        .rsplit(':')
         .next()
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (proc, port)
+    (sim, port)
 }
 
 /// dev-setup's drone.toml with the vehicle link pointed at `port` (same directory, so the
@@ -68,7 +64,7 @@ fn run_peer(name: &str, args: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn mcp_interop_spec_client_checks_every_answer_of_the_daemon() {
     let broker = Broker::start("interop-spec");
-    let (_autopilot, port) = autopilot(120);
+    let (_autopilot, port) = autopilot();
     let mut daemon = daemon(&drone_config(&broker, port));
     let (code, output) = run_peer(
         "mcp_spec_client.py",
@@ -100,7 +96,7 @@ fn mcp_interop_spec_client_checks_every_answer_of_the_daemon() {
 #[test]
 fn mcp_interop_official_sdk_through_the_bridge_to_the_daemon() {
     let broker = Broker::start("interop-sdk");
-    let (_autopilot, port) = autopilot(120);
+    let (_autopilot, port) = autopilot();
     let mut daemon = daemon(&drone_config(&broker, port));
     let (code, output) = run_peer(
         "mcp_sdk_client.py",
@@ -118,7 +114,7 @@ fn mcp_interop_official_sdk_through_the_bridge_to_the_daemon() {
 #[test]
 fn mcp_interop_bridge_reports_the_daemon_killed_and_restarted() {
     let broker = Broker::start("interop-offline");
-    let (_autopilot, port) = autopilot(120);
+    let (_autopilot, port) = autopilot();
     let config = drone_config(&broker, port);
     let first = daemon(&config);
     let mut bridge = Bridge::start(&broker, &[]);
