@@ -40,6 +40,22 @@ pub enum Command {
     /// Run the whole chain on this machine (simulator, broker, daemon, ground bridge) and
     /// drive it as an MCP client would, saying what happens.
     Demo(crate::demo::DemoArgs),
+    /// On the ground: a stdio MCP server forwarding to one drone over mTLS MQTT 5.
+    /// Only MCP JSON-RPC is written to stdout; logs go to stderr.
+    Ground(GroundArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GroundArgs {
+    /// Bridge configuration (TOML: `[mqtt]` as in the daemon's file, `[ground]`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Server name of the drone; overrides `ground.server_name`.
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// MQTT client id (mcp-client-id); overrides `ground.client_id`. Default: unique per process.
+    #[arg(long)]
+    pub client_id: Option<String>,
 }
 
 /// Which autopilot the simulator pretends to be.
@@ -146,6 +162,21 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => {
             crate::logging::init("info");
             run_async(|shutdown| crate::sim::shell::run(args, shutdown))
+        }
+        Command::Ground(args) => {
+            let config = match crate::ground::config::GroundConfig::load_with_overrides(
+                &args.config,
+                args.server_name,
+                args.client_id,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            crate::logging::init("info");
+            run_async(|shutdown| crate::ground::shell::run(config, shutdown))
         }
         Command::Probe(args) => {
             crate::logging::init("warn");

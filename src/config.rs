@@ -357,7 +357,7 @@ impl Config {
 }
 
 /// `line L, column C: message`, without the multi-line source excerpt toml prints.
-fn describe(text: &str, error: &toml::de::Error) -> String {
+pub(crate) fn describe(text: &str, error: &toml::de::Error) -> String {
     let message = error
         .message()
         .split_whitespace()

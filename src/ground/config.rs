@@ -1,0 +1,300 @@
+//! `ground.toml`: the bridge's configuration (`flight-companion ground --config FILE`).
+//!
+//! `[mqtt]` has exactly the keys of the daemon's [`MqttConfig`] so one `dev-setup` writer
+//! serves both; `[ground]` holds what only the bridge needs. Parsed before anything starts;
+//! errors name the file and the key like [`crate::config::Config`].
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, MqttConfig, describe};
+use crate::mcp::mqtt::valid_client_id;
+
+/// The whole bridge configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroundConfig {
+    /// The broker connection (mutual TLS; the three certificate paths are required).
+    /// `mqtt.enabled` is accepted for symmetry with the daemon's file and ignored.
+    pub mqtt: MqttConfig,
+    /// The bridge itself.
+    pub ground: GroundSection,
+}
+
+/// `[ground]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroundSection {
+    /// Server name of the drone to talk to. Default none: the only drone online; with several
+    /// online and none named the bridge refuses and lists them.
+    pub server_name: Option<String>,
+    /// The bridge's MQTT client id (= mcp-client-id). Default: generated, unique per process,
+    /// because two processes sharing a client id take over each other's session.
+    pub client_id: Option<String>,
+    /// Topic root of server control/presence/capability topics. Default `$mcp-server`.
+    pub server_topic_root: String,
+    /// Topic root of client presence/capability topics. Default `$mcp-client`.
+    pub client_topic_root: String,
+    /// Topic root of RPC topics. Default `$mcp-rpc`.
+    pub rpc_topic_root: String,
+    /// How long the stdio client's `initialize` may wait for a drone to appear. Default 10000 ms.
+    pub discovery_timeout_ms: u64,
+    /// After the presence subscription is acknowledged, how long to collect retained presence
+    /// before choosing a drone (so "several online" is noticed). Default 300 ms.
+    pub presence_settle_ms: u64,
+    /// Timeout of `tools/call` answered by the bridge if the drone stays silent. Default 60000 ms
+    /// (the transport spec's recommendation).
+    pub call_timeout_ms: u64,
+    /// Timeout of every other request (`*/list`, `resources/read`, `ping`, ...). Default 30000 ms.
+    pub request_timeout_ms: u64,
+    /// Largest message accepted from either side; larger ones are refused with an error.
+    /// Default 262144 bytes (the drone's default `mcp.message_bytes_max`).
+    pub message_bytes_max: usize,
+}
+
+impl Default for GroundSection {
+    fn default() -> Self {
+        Self {
+            server_name: None,
+            client_id: None,
+            server_topic_root: "$mcp-server".into(),
+            client_topic_root: "$mcp-client".into(),
+            rpc_topic_root: "$mcp-rpc".into(),
+            discovery_timeout_ms: 10_000,
+            presence_settle_ms: 300,
+            call_timeout_ms: 60_000,
+            request_timeout_ms: 30_000,
+            message_bytes_max: 256 * 1024,
+        }
+    }
+}
+
+impl GroundConfig {
+    /// Reads and parses a file; every error names the file, and the key when there is one.
+    pub fn load(path: &Path) -> Result<GroundConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// [`GroundConfig::load`], then the command line's `--server-name` and `--client-id`,
+    /// checked by the same rules (the error names the option).
+    pub fn load_with_overrides(
+        path: &Path,
+        server_name: Option<String>,
+        client_id: Option<String>,
+    ) -> Result<GroundConfig, ConfigError> {
+        let mut config = Self::load(path)?;
+        if server_name.is_some() {
+            config.ground.server_name = server_name;
+        }
+        if client_id.is_some() {
+            config.ground.client_id = client_id;
+        }
+        config.check().map_err(|(key, message)| ConfigError {
+            path: path.to_owned(),
+            key: Some(format!("{key} (or its command-line option)")),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `path` is used in messages and to resolve relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<GroundConfig, ConfigError> {
+        let error = |key: Option<String>, message: String| ConfigError {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| error(None, describe(text, &e)))?;
+        let mut config: GroundConfig =
+            serde_path_to_error::deserialize(deserializer).map_err(|e| {
+                let key = e.path().to_string();
+                error((key != ".").then_some(key), describe(text, e.inner()))
+            })?;
+        // Relative to the file's directory, as in the daemon's file, so a dev-setup directory
+        // can be moved as a whole.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.mqtt.ca_cert_path,
+            &mut config.mqtt.client_cert_path,
+            &mut config.mqtt.client_key_path,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config
+            .check()
+            .map_err(|(key, message)| error(Some(key.to_owned()), message))?;
+        Ok(config)
+    }
+
+    /// Cross-field rules serde cannot express. Returns the key and the reason.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, value) in [
+            ("mqtt.ca_cert_path", &self.mqtt.ca_cert_path),
+            ("mqtt.client_cert_path", &self.mqtt.client_cert_path),
+            ("mqtt.client_key_path", &self.mqtt.client_key_path),
+        ] {
+            if value.is_none() {
+                return Err((
+                    key,
+                    "required: the bridge only speaks mutual TLS to the broker".into(),
+                ));
+            }
+        }
+        let g = &self.ground;
+        if let Some(name) = &g.server_name {
+            if name.is_empty() || name.starts_with('/') || name.contains(['+', '#']) {
+                return Err((
+                    "ground.server_name",
+                    format!(
+                        "must be non-empty, not start with `/` and contain no `+` or `#`, got `{name}`"
+                    ),
+                ));
+            }
+        }
+        if let Some(id) = &g.client_id {
+            if !valid_client_id(id) {
+                return Err((
+                    "ground.client_id",
+                    format!("must be non-empty and contain no `/`, `+` or `#`, got `{id}`"),
+                ));
+            }
+        }
+        for (key, root) in [
+            ("ground.server_topic_root", &g.server_topic_root),
+            ("ground.client_topic_root", &g.client_topic_root),
+            ("ground.rpc_topic_root", &g.rpc_topic_root),
+        ] {
+            if root.is_empty() || root.ends_with('/') || root.contains(['+', '#']) {
+                return Err((
+                    key,
+                    format!(
+                        "must be non-empty, not end with `/` and contain no `+` or `#`, got `{root}`"
+                    ),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("ground.discovery_timeout_ms", g.discovery_timeout_ms),
+            ("ground.call_timeout_ms", g.call_timeout_ms),
+            ("ground.request_timeout_ms", g.request_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err((key, "must be above 0".into()));
+            }
+        }
+        if g.message_bytes_max < 1024 {
+            return Err((
+                "ground.message_bytes_max",
+                format!("must be at least 1024 bytes, got {}", g.message_bytes_max),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The certificate paths, known to be present after [`GroundConfig::parse`].
+    pub fn tls_paths(&self) -> Option<(&PathBuf, &PathBuf, &PathBuf)> {
+        Some((
+            self.mqtt.ca_cert_path.as_ref()?,
+            self.mqtt.client_cert_path.as_ref()?,
+            self.mqtt.client_key_path.as_ref()?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERTS: &str = "[mqtt]\nca_cert_path = \"certs/ca.pem\"\nclient_cert_path = \"certs/ground.pem\"\nclient_key_path = \"/abs/ground.key\"\n";
+
+    fn parse(text: &str) -> Result<GroundConfig, ConfigError> {
+        GroundConfig::parse(Path::new("/etc/fc/ground.toml"), text)
+    }
+
+    #[test]
+    fn certificates_only_gives_the_defaults_with_paths_relative_to_the_file() {
+        let config = parse(CERTS).unwrap();
+        assert_eq!(
+            config.mqtt.ca_cert_path.as_deref(),
+            Some(Path::new("/etc/fc/certs/ca.pem"))
+        );
+        assert_eq!(
+            config.mqtt.client_key_path.as_deref(),
+            Some(Path::new("/abs/ground.key"))
+        );
+        assert_eq!(config.ground.server_name, None);
+        assert_eq!(config.ground.rpc_topic_root, "$mcp-rpc");
+        assert!(config.tls_paths().is_some());
+    }
+
+    #[test]
+    fn the_daemon_mqtt_keys_are_accepted() {
+        let text = format!(
+            "{CERTS}host = \"broker.local\"\nport = 18883\nkeep_alive_s = 5\nenabled = true\n[ground]\nserver_name = \"drone/alpha\"\nclient_id = \"gcs-1\"\n"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.mqtt.host, "broker.local");
+        assert_eq!(config.mqtt.port, 18883);
+        assert_eq!(config.ground.server_name.as_deref(), Some("drone/alpha"));
+        assert_eq!(config.ground.client_id.as_deref(), Some("gcs-1"));
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_problem() {
+        let cases = [
+            ("", "mqtt.ca_cert_path", "mutual TLS"),
+            ("[ground]\nclient_id = \"a/b\"\n", "ground.client_id", "`/`"),
+            ("[ground]\nclient_id = \"a#\"\n", "ground.client_id", "`#`"),
+            (
+                "[ground]\nserver_name = \"x/+\"\n",
+                "ground.server_name",
+                "`+`",
+            ),
+            (
+                "[ground]\nrpc_topic_root = \"r/\"\n",
+                "ground.rpc_topic_root",
+                "end with `/`",
+            ),
+            (
+                "[ground]\ncall_timeout_ms = 0\n",
+                "ground.call_timeout_ms",
+                "above 0",
+            ),
+            (
+                "[ground]\nsever_name = \"x\"\n",
+                "ground.sever_name",
+                "unknown field",
+            ),
+            (
+                "[ground]\ndiscovery_timeout_ms = \"1s\"\n",
+                "ground.discovery_timeout_ms",
+                "expected u64",
+            ),
+        ];
+        for (extra, key, needle) in cases {
+            let text = if key == "mqtt.ca_cert_path" {
+                extra.to_owned()
+            } else {
+                format!("{CERTS}{extra}")
+            };
+            let error = parse(&text).unwrap_err();
+            let shown = error.to_string();
+            assert!(shown.starts_with("/etc/fc/ground.toml: "), "{shown}");
+            assert_eq!(error.key.as_deref(), Some(key), "{shown}");
+            assert!(shown.contains(needle), "{text:?}: {shown}");
+            assert!(!shown.contains('\n'), "one line: {shown}");
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The bridge's async shell: stdin/stdout, the MQTT connection (`crate::mcp::mqtt`), timers.
+//! It decides nothing; [`crate::ground::bridge::Bridge`] does.
+//!
+//! stdout carries only the JSON-RPC lines the core emits; every log line goes to stderr.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rumqttc::v5::ClientError;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Filter;
+use serde_json::json;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ground::bridge::{Action, Bridge, BridgeSettings};
+use crate::ground::config::GroundConfig;
+use crate::mcp::mqtt::{
+    self, ComponentType, ConnectionSpec, MqttEvent, PROP_SERVER_NAME_FILTERS, Will,
+};
+
+/// Capacity of the stdin line channel. Policy when full: the reader waits, i.e. stdin is not
+/// read until the loop catches up (back-pressure to the client; nothing is dropped).
+const STDIN_LINES_CAPACITY: usize = 64;
+/// Capacity of the MQTT event channel. Policy when full: the driver waits (see
+/// `mqtt::spawn_driver`); the broker queues for us.
+const MQTT_EVENTS_CAPACITY: usize = 256;
+/// Capacity of rumqttc's request channel. Policy when full: the publish is refused by
+/// `try_publish` and counted; the core answers the affected request by its timeout.
+const MQTT_REQUESTS_CAPACITY: usize = 256;
+
+/// A line read from stdin, or a line refused for its size (its content is discarded while it
+/// is read, so an endless line cannot exhaust memory).
+#[derive(Debug, PartialEq, Eq)]
+enum StdinLine {
+    Line(String),
+    Oversize(usize),
+}
+
+/// Runs the bridge until stdin closes or `shutdown` is cancelled.
+pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let client_id = config
+        .ground
+        .client_id
+        .clone()
+        .unwrap_or_else(generated_client_id);
+    let presence_topic = format!("{}/presence/{client_id}", config.ground.client_topic_root);
+    let disconnected =
+        json!({"jsonrpc": "2.0", "method": "notifications/disconnected"}).to_string();
+    let spec = ConnectionSpec {
+        client_id: client_id.clone(),
+        component_type: ComponentType::Client,
+        meta: json!({
+            "implementation": "flight-companion ground",
+            "version": crate::VERSION,
+        }),
+        will: Some(Will {
+            topic: presence_topic.clone(),
+            payload: disconnected.clone().into_bytes(),
+            retain: false,
+        }),
+        // Above the message limit, so an oversize message arrives and is refused by the core
+        // with a reason instead of being dropped silently by the broker.
+        packet_bytes_max: u32::try_from(config.ground.message_bytes_max)
+            .unwrap_or(u32::MAX)
+            .saturating_add(64 * 1024),
+        request_capacity: MQTT_REQUESTS_CAPACITY,
+    };
+    let (client, eventloop) =
+        mqtt::connect(&config.mqtt, &spec).context("cannot set up the MQTT connection")?;
+    let (events_tx, mut events) = mpsc::channel(MQTT_EVENTS_CAPACITY);
+    let stop_driver = shutdown.child_token();
+    let driver = mqtt::spawn_driver(eventloop, &config.mqtt, events_tx, stop_driver.clone());
+    tracing::info!(
+        "ground bridge: connecting to {}:{} as mcp-client-id {client_id}",
+        config.mqtt.host,
+        config.mqtt.port
+    );
+
+    let (lines_tx, mut lines) = mpsc::channel(STDIN_LINES_CAPACITY);
+    let max = config.ground.message_bytes_max;
+    tokio::spawn(read_stdin(
+        BufReader::new(tokio::io::stdin()),
+        max,
+        lines_tx,
+    ));
+
+    let mut bridge = Bridge::new(BridgeSettings::from_config(
+        &config.ground,
+        client_id.clone(),
+    ));
+    let mut stdout = tokio::io::stdout();
+    let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
+    let mut publish_failures: u64 = 0;
+    let mut was_connected = false;
+    loop {
+        let timeout = bridge.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            line = lines.recv() => match line {
+                Some(StdinLine::Line(line)) => bridge.handle_stdin_line(Instant::now(), &line),
+                Some(StdinLine::Oversize(bytes)) => {
+                    let refusal = json!({"jsonrpc": "2.0", "id": null, "error": {
+                        "code": crate::ground::bridge::code::INVALID_REQUEST,
+                        "message": format!("message of {bytes} bytes exceeds the bridge's limit of {max} bytes (ground.message_bytes_max)"),
+                    }});
+                    tracing::warn!("refused a stdin line of {bytes} bytes");
+                    write_line(&mut stdout, &refusal.to_string()).await?;
+                }
+                None => {
+                    tracing::info!("stdin closed: the MCP client is gone; shutting down");
+                    break;
+                }
+            },
+            event = events.recv() => match event {
+                Some(MqttEvent::Connected(connack)) => {
+                    let filters = connack
+                        .properties
+                        .as_ref()
+                        .and_then(|p| mqtt::user_property(&p.user_properties, PROP_SERVER_NAME_FILTERS))
+                        .and_then(|text| match serde_json::from_str::<Vec<String>>(text) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                tracing::warn!("ignoring {PROP_SERVER_NAME_FILTERS} `{text}` from the broker: {e}");
+                                None
+                            }
+                        });
+                    tracing::info!("connected to the broker{}", filters.as_ref().map(|f| format!("; server name filters {f:?}")).unwrap_or_default());
+                    was_connected = true;
+                    bridge.handle_connected(Instant::now(), filters);
+                }
+                Some(MqttEvent::Publish(publish)) => match std::str::from_utf8(&publish.topic) {
+                    Ok(topic) => bridge.handle_mqtt_message(Instant::now(), topic, &publish.payload),
+                    Err(_) => tracing::warn!("dropped a PUBLISH whose topic is not UTF-8"),
+                },
+                Some(MqttEvent::Disconnected { error, retry_in }) => {
+                    if was_connected {
+                        tracing::warn!("lost the broker connection: {error}; retrying in {} ms", retry_in.as_millis());
+                    } else {
+                        tracing::warn!("cannot connect to the broker: {error}; retrying in {} ms", retry_in.as_millis());
+                    }
+                    was_connected = false;
+                    bridge.handle_disconnected(Instant::now());
+                }
+                Some(MqttEvent::SubAck(suback)) => {
+                    if suback.return_codes.iter().any(|c| !matches!(c, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_))) {
+                        tracing::warn!("the broker refused a subscription: {:?} (check its ACLs for this certificate)", suback.return_codes);
+                    }
+                }
+                Some(MqttEvent::SubscribeSent(_)) => {}
+                None => anyhow::bail!("the MQTT driver stopped unexpectedly"),
+            },
+            _ = sleep_until(timeout) => bridge.handle_timeout(Instant::now()),
+        }
+        while let Some(action) = bridge.poll_action() {
+            let sent = match action {
+                Action::Stdout(line) => {
+                    write_line(&mut stdout, &line).await?;
+                    Ok(())
+                }
+                Action::Subscribe { topic, no_local } => {
+                    let mut filter = Filter::new(topic, QoS::AtLeastOnce);
+                    filter.nolocal = no_local;
+                    client.try_subscribe_many([filter])
+                }
+                Action::Unsubscribe { topic } => client.try_unsubscribe(topic),
+                Action::Publish { topic, payload } => client.try_publish_with_properties(
+                    topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                    publish_properties.clone(),
+                ),
+            };
+            if let Err(e) = sent {
+                publish_failures += 1;
+                log_send_failure(&e);
+            }
+        }
+    }
+
+    // A graceful DISCONNECT discards the Will, so announce the departure explicitly.
+    let _ = client.try_publish_with_properties(
+        presence_topic,
+        QoS::AtLeastOnce,
+        false,
+        disconnected,
+        publish_properties,
+    );
+    let _ = client.try_disconnect();
+    if tokio::time::timeout(Duration::from_millis(1000), driver)
+        .await
+        .is_err()
+    {
+        stop_driver.cancel();
+    }
+    let c = bridge.counters();
+    tracing::info!(
+        "ground bridge stopped: {} stdin messages refused, {} MQTT messages dropped, {} requests timed out, {} failed while offline, {} MQTT sends failed",
+        c.stdin_refused,
+        c.mqtt_dropped,
+        c.requests_timed_out,
+        c.requests_failed_offline,
+        publish_failures
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_send_failure(error: &ClientError) {
+    tracing::warn!("cannot hand a message to the MQTT client (queue full or closed): {error}");
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_line(stdout: &mut tokio::io::Stdout, line: &str) -> anyhow::Result<()> {
+    stdout
+        .write_all(line.as_bytes())
+        .await
+        .and(stdout.write_all(b"\n").await)
+        .and(stdout.flush().await)
+        .context("cannot write to stdout (the MCP client is gone)")
+}
+
+/// A client id unique per process: two bridges with one id would take over each other's
+/// session every time they reconnect.
+fn generated_client_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("fc-ground-{}-{nanos:08x}", std::process::id())
+}
+
+/// Reads newline-delimited lines of at most `max` bytes; longer ones are skipped to their end
+/// and reported by size. Ends at EOF, on a read error, or when the receiver is gone.
+async fn read_stdin<R: AsyncBufRead + Unpin>(
+    mut reader: R,
+    max: usize,
+    lines: mpsc::Sender<StdinLine>,
+) {
+    let mut line: Vec<u8> = Vec::new();
+    let mut skipped: usize = 0;
+    loop {
+        let buffer = match reader.fill_buf().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot read stdin: {e}");
+                return;
+            }
+        };
+        if buffer.is_empty() {
+            return;
+        }
+        let (chunk, end) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buffer[..i], Some(i + 1)),
+            None => (buffer, None),
+        };
+        let taken = end.unwrap_or(chunk.len());
+        if skipped > 0 || line.len() + chunk.len() > max {
+            skipped += line.len() + chunk.len();
+            line.clear();
+        } else {
+            line.extend_from_slice(chunk);
+        }
+        reader.consume(taken);
+        if end.is_some() {
+            let item = if skipped > 0 {
+                StdinLine::Oversize(std::mem::take(&mut skipped))
+            } else {
+                StdinLine::Line(String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned())
+            };
+            if lines.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stdin_lines_are_split_and_oversize_ones_skipped_to_their_end() {
+        let input = format!("{{\"a\":1}}\n{}\n{{\"b\":2}}\nlast", "x".repeat(100));
+        // A tiny buffer forces lines across several reads.
+        let reader = tokio::io::BufReader::with_capacity(7, input.as_bytes());
+        let (tx, mut rx) = mpsc::channel(8);
+        read_stdin(reader, 50, tx).await;
+        let mut got = Vec::new();
+        while let Some(l) = rx.recv().await {
+            got.push(l);
+        }
+        assert_eq!(
+            got,
+            vec![
+                StdinLine::Line("{\"a\":1}".into()),
+                StdinLine::Oversize(100),
+                StdinLine::Line("{\"b\":2}".into()),
+            ],
+            "an unterminated last line is not a message"
+        );
+    }
+}

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""An independent MCP-over-MQTT client, written only from the EMQX transport specification
+with paho-mqtt (MQTT 5, mutual TLS, TCP_NODELAY), that checks the drone's MCP server.
+
+It discovers the drone from retained presence, initializes, lists tools, calls get_status,
+reads and subscribes vehicle://status, pings, and sends bad inputs, checking each answer.
+Every message the daemon sends is validated against the official MCP schema types of the
+`mcp` package (pydantic models); any mismatch fails the run.
+
+Prints one line per check ("ok: ..."); exits 1 on the first failure with details.
+
+Usage: mcp_spec_client.py --config DIR/ground.toml [--server-name NAME] [--timeout S]
+"""
+
+import argparse
+import json
+import os
+import queue
+import socket
+import ssl
+import sys
+import time
+import tomllib
+import uuid
+
+import mcp.types as mt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+
+PROTOCOL_VERSION = "2025-11-25"
+
+
+class Failure(Exception):
+    pass
+
+
+def fail(message):
+    raise Failure(message)
+
+
+def ok(message):
+    print(f"ok: {message}", flush=True)
+
+
+def user_props(props):
+    return dict(getattr(props, "UserProperty", None) or [])
+
+
+class SpecClient:
+    def __init__(self, config_path, server_name, timeout_s):
+        with open(config_path, "rb") as f:
+            config = tomllib.load(f)
+        base = os.path.dirname(os.path.abspath(config_path))
+        mqtt = config.get("mqtt", {})
+        ground = config.get("ground", {})
+        path = lambda key: os.path.join(base, mqtt[key])  # noqa: E731 (absolute paths join as is)
+        self.host = mqtt.get("host", "localhost")
+        self.port = int(mqtt.get("port", 8883))
+        self.server_root = ground.get("server_topic_root", "$mcp-server")
+        self.client_root = ground.get("client_topic_root", "$mcp-client")
+        self.rpc_root = ground.get("rpc_topic_root", "$mcp-rpc")
+        self.server_name = server_name or ground.get("server_name")
+        self.timeout_s = timeout_s
+        self.cid = f"spec-{uuid.uuid4().hex[:12]}"
+        self.inbox = queue.Queue()
+        self.validation_errors = []
+        self.next_id = 0
+        self.pending_kinds = {}  # request id -> result model
+        self.connack = None
+
+        c = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=self.cid,
+            protocol=paho.MQTTv5,
+        )
+        c.tls_set(
+            ca_certs=path("ca_cert_path"),
+            certfile=path("client_cert_path"),
+            keyfile=path("client_key_path"),
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        # Nagle would add ~40 ms to every request/response round trip.
+        c.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        c.will_set(
+            f"{self.client_root}/presence/{self.cid}",
+            json.dumps({"jsonrpc": "2.0", "method": "notifications/disconnected"}),
+            qos=1,
+            retain=False,
+            properties=will_props,
+        )
+        self.client = c
+
+    # --- MQTT plumbing ---
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.connack = (reason_code, properties)
+
+    def _on_message(self, client, userdata, message):
+        self.inbox.put((message.topic, bytes(message.payload), user_props(message.properties)))
+
+    def connect(self):
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        props.UserProperty = [
+            ("MCP-COMPONENT-TYPE", "mcp-client"),
+            ("MCP-META", json.dumps({"implementation": "mcp_spec_client.py", "version": "1"})),
+        ]
+        self.client.connect(self.host, self.port, keepalive=30, clean_start=True, properties=props)
+        self.client.loop_start()
+        deadline = time.monotonic() + self.timeout_s
+        while self.connack is None:
+            if time.monotonic() > deadline:
+                fail(f"no CONNACK from {self.host}:{self.port} within {self.timeout_s} s")
+            time.sleep(0.01)
+        code, props = self.connack
+        if code.is_failure:
+            fail(f"broker refused the connection: {code}")
+        filters = user_props(props).get("MCP-SERVER-NAME-FILTERS")
+        self.name_filters = json.loads(filters) if filters else [self.server_name or "#"]
+        ok(f"connected with mTLS as {self.cid} (MQTT 5, clean start, session expiry 0)")
+
+    def subscribe(self, topic, no_local=False):
+        options = paho.SubscribeOptions(qos=1, noLocal=no_local)
+        result, _ = self.client.subscribe([(topic, options)])
+        if result != paho.MQTT_ERR_SUCCESS:
+            fail(f"cannot subscribe {topic}: {result}")
+
+    def publish(self, topic, payload, client_id=None):
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [
+            ("MCP-COMPONENT-TYPE", "mcp-client"),
+            ("MCP-MQTT-CLIENT-ID", client_id or self.cid),
+        ]
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload)
+        info = self.client.publish(topic, payload, qos=1, retain=False, properties=props)
+        info.wait_for_publish(self.timeout_s)
+
+    # --- validation of everything the daemon sends ---
+
+    def validate(self, topic, obj):
+        """Validates one message from the daemon; records mismatches."""
+        try:
+            mt.JSONRPCMessage.model_validate(obj)
+            if "method" in obj and "id" not in obj:
+                if obj["method"] != "notifications/disconnected":
+                    mt.ServerNotification.model_validate(
+                        {"method": obj["method"], "params": obj.get("params")}
+                    )
+            elif "result" in obj:
+                model = self.pending_kinds.get(json.dumps(obj["id"]))
+                if model is not None:
+                    model.model_validate(obj["result"])
+            elif "method" in obj:
+                mt.ServerRequest.model_validate({"method": obj["method"], "params": obj.get("params")})
+        except ValidationError as e:
+            self.validation_errors.append(f"{topic}: {json.dumps(obj)[:300]}: {e}")
+
+    def receive(self, timeout_s, want):
+        """Receives until `want(topic, obj)` is true; validates everything on the way."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                topic, payload, props = self.inbox.get(timeout=left)
+            except queue.Empty:
+                return None
+            if topic.startswith(f"{self.server_root}/presence/"):
+                self.check_presence(topic, payload)
+                obj = None if not payload else json.loads(payload)
+            else:
+                if props.get("MCP-COMPONENT-TYPE") != "mcp-server":
+                    self.validation_errors.append(
+                        f"{topic}: PUBLISH without MCP-COMPONENT-TYPE=mcp-server: {props}"
+                    )
+                if not props.get("MCP-MQTT-CLIENT-ID"):
+                    self.validation_errors.append(f"{topic}: PUBLISH without MCP-MQTT-CLIENT-ID")
+                try:
+                    obj = json.loads(payload)
+                except ValueError:
+                    self.validation_errors.append(f"{topic}: not JSON: {payload[:200]!r}")
+                    continue
+                self.validate(topic, obj)
+            if self.validation_errors:
+                fail("the daemon sent a message that is not valid MCP:\n  " + "\n  ".join(self.validation_errors))
+            if want(topic, obj):
+                return topic, obj
+
+    def check_presence(self, topic, payload):
+        if not payload:
+            return
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self.validation_errors.append(f"{topic}: presence is not JSON")
+            return
+        p = obj.get("params") or {}
+        if not (
+            obj.get("jsonrpc") == "2.0"
+            and obj.get("method") == "notifications/server/online"
+            and isinstance(p.get("server_name"), str)
+            and isinstance(p.get("description"), str)
+            and isinstance(p.get("meta"), dict)
+        ):
+            self.validation_errors.append(
+                f"{topic}: presence must be notifications/server/online with params.server_name, "
+                f"description (strings) and meta (object): {obj}"
+            )
+
+    # --- MCP helpers ---
+
+    def rpc_topic(self, cid=None):
+        return f"{self.rpc_root}/{cid or self.cid}/{self.sid}/{self.name}"
+
+    def request(self, method, params=None, model=None, topic=None, raw=None):
+        self.next_id += 1
+        rid = self.next_id
+        msg = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            msg["params"] = params
+        if model is not None:
+            self.pending_kinds[json.dumps(rid)] = model
+        self.publish(topic or self.rpc_topic(), raw if raw is not None else msg)
+        return rid
+
+    def answer(self, rid, timeout_s=None):
+        got = self.receive(
+            timeout_s or self.timeout_s,
+            lambda t, o: t == self.rpc_topic() and o is not None and o.get("id") == rid and "method" not in o,
+        )
+        if got is None:
+            fail(f"no answer to request {rid} within {timeout_s or self.timeout_s} s")
+        return got[1]
+
+    def expect_error(self, what, rid, code):
+        obj = self.answer(rid)
+        if "error" not in obj:
+            fail(f"{what}: expected error {code}, got {obj}")
+        if obj["error"].get("code") != code:
+            fail(f"{what}: expected error code {code}, got {obj['error']}")
+        ok(f"{what} -> {code} ({obj['error'].get('message')})")
+
+    def expect_null_id_error(self, what, codes):
+        got = self.receive(
+            self.timeout_s,
+            lambda t, o: t == self.rpc_topic() and o is not None and "error" in o and o.get("id") is None,
+        )
+        if got is None:
+            fail(f"{what}: no error answer (id null) within {self.timeout_s} s")
+        err = got[1]["error"]
+        if err.get("code") not in codes:
+            fail(f"{what}: expected error code in {codes}, got {err}")
+        ok(f"{what} -> {err.get('code')} ({err.get('message')})")
+
+    def still_alive(self, after):
+        rid = self.request("ping", model=mt.EmptyResult)
+        obj = self.answer(rid)
+        if obj.get("result") != {}:
+            fail(f"ping after {after}: expected result {{}}, got {obj}")
+
+    # --- the run ---
+
+    def run(self):
+        self.connect()
+        for f in self.name_filters:
+            self.subscribe(f"{self.server_root}/presence/+/{f}")
+        got = self.receive(
+            self.timeout_s,
+            lambda t, o: o is not None and t.startswith(f"{self.server_root}/presence/"),
+        )
+        if got is None:
+            fail(f"no drone presence under {self.server_root}/presence/+/{self.name_filters} within {self.timeout_s} s")
+        rest = got[0][len(f"{self.server_root}/presence/"):]
+        self.sid, self.name = rest.split("/", 1)
+        ok(f"discovered drone {self.name} (server id {self.sid}) from retained presence")
+
+        self.subscribe(self.rpc_topic(), no_local=True)
+        self.subscribe(f"{self.server_root}/capability/{self.sid}/{self.name}")
+        control = f"{self.server_root}/{self.sid}/{self.name}"
+
+        # A tool call before initialize: never a success.
+        self.next_id += 1
+        early = self.next_id
+        self.publish(control, {"jsonrpc": "2.0", "id": early, "method": "tools/call",
+                               "params": {"name": "get_status", "arguments": {}}})
+        got = self.receive(2.0, lambda t, o: o is not None and o.get("id") == early)
+        if got is not None and "error" not in got[1]:
+            fail(f"tools/call before initialize was answered with a result: {got[1]}")
+        ok("tools/call before initialize -> " + ("error " + str(got[1]["error"].get("code")) if got else "ignored"))
+
+        rid = self.request("initialize", {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "mcp_spec_client", "version": "1"},
+        }, model=mt.InitializeResult, topic=control)
+        init = self.answer(rid)
+        if "result" not in init:
+            fail(f"initialize failed: {init}")
+        if init["result"].get("protocolVersion") != PROTOCOL_VERSION:
+            fail(f"initialize: expected protocolVersion {PROTOCOL_VERSION}, got {init['result']}")
+        self.publish(self.rpc_topic(), {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        info = init["result"].get("serverInfo", {})
+        ok(f"initialize on the control topic -> {info.get('name')} {info.get('version')}, protocol {PROTOCOL_VERSION}")
+
+        tools = self.answer(self.request("tools/list", {}, model=mt.ListToolsResult))
+        names = [t["name"] for t in tools.get("result", {}).get("tools", [])]
+        if "get_status" not in names:
+            fail(f"tools/list has no get_status: {tools}")
+        ok(f"tools/list -> {len(names)} tools: {', '.join(names)}")
+
+        status = self.answer(self.request("tools/call", {"name": "get_status", "arguments": {}},
+                                          model=mt.CallToolResult))
+        result = status.get("result")
+        if not result or result.get("isError"):
+            fail(f"get_status failed: {status}")
+        ok("tools/call get_status -> " + ("structuredContent" if "structuredContent" in result else "content"))
+
+        read = self.answer(self.request("resources/read", {"uri": "vehicle://status"},
+                                        model=mt.ReadResourceResult))
+        if "result" not in read or not read["result"].get("contents"):
+            fail(f"resources/read vehicle://status failed: {read}")
+        ok("resources/read vehicle://status")
+
+        sub = self.answer(self.request("resources/subscribe", {"uri": "vehicle://status"},
+                                       model=mt.EmptyResult))
+        if "result" not in sub:
+            fail(f"resources/subscribe failed: {sub}")
+        cap = f"{self.server_root}/capability/{self.sid}/{self.name}"
+        got = self.receive(self.timeout_s, lambda t, o: t == cap and o is not None
+                           and o.get("method") == "notifications/resources/updated"
+                           and (o.get("params") or {}).get("uri") == "vehicle://status")
+        if got is None:
+            fail(f"no notifications/resources/updated for vehicle://status on {cap} within {self.timeout_s} s")
+        ok("resources/subscribe vehicle://status -> notifications/resources/updated on the capability topic")
+
+        started = time.monotonic()
+        self.still_alive("subscribe")
+        ok(f"ping -> {{}} in {(time.monotonic() - started) * 1000:.1f} ms")
+
+        # Bad inputs.
+        self.publish(self.rpc_topic(), b"{this is not json")
+        self.expect_null_id_error("invalid JSON", (-32700,))
+        self.still_alive("invalid JSON")
+
+        self.publish(self.rpc_topic(), [{"jsonrpc": "2.0", "id": 900, "method": "ping"}])
+        self.expect_null_id_error("a JSON-RPC batch", (-32600,))
+        self.still_alive("a batch")
+
+        self.expect_error("unknown method", self.request("no/such_method", {}), -32601)
+        self.expect_error("tools/call with wrong params", self.request("tools/call", {"name": 5}), -32602)
+        self.expect_error("tools/call of an unknown tool",
+                          self.request("tools/call", {"name": "no_such_tool", "arguments": {}}), -32602)
+
+        self.next_id += 1
+        big_id = self.next_id
+        big = {"jsonrpc": "2.0", "id": big_id, "method": "tools/call",
+               "params": {"name": "get_status", "arguments": {}, "_meta": {"pad": "x" * 300_000}}}
+        self.publish(self.rpc_topic(), big)
+        got = self.receive(self.timeout_s, lambda t, o: t == self.rpc_topic() and o is not None
+                           and o.get("id") in (big_id, None) and "method" not in o)
+        if got is None or "error" not in got[1]:
+            fail(f"oversize payload (300 kB): expected an error answer, got {got}")
+        ok(f"oversize payload (300 kB) -> {got[1]['error'].get('code')} ({got[1]['error'].get('message')})")
+        self.still_alive("an oversize payload")
+
+        stranger = f"stranger-{uuid.uuid4().hex[:8]}"
+        self.subscribe(self.rpc_topic(stranger), no_local=True)
+        self.publish(self.rpc_topic(stranger), {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                     client_id=stranger)
+        got = self.receive(1.5, lambda t, o: t == self.rpc_topic(stranger))
+        if got is not None:
+            fail(f"a message on an unknown session's RPC topic was answered: {got}")
+        self.still_alive("a message to an unknown session")
+        ok("a message on an unknown session's RPC topic -> ignored")
+
+        for bad in ("bad/id", "bad+id", "bad#id"):
+            self.next_id += 1
+            self.publish(control, {"jsonrpc": "2.0", "id": self.next_id, "method": "initialize",
+                                   "params": {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                                              "clientInfo": {"name": "bad", "version": "1"}}},
+                         client_id=bad)
+            self.still_alive(f"an initialize from client id {bad!r}")
+        ok("initialize from client ids with '/', '+', '#' -> refused, server still answers")
+
+        self.publish(f"{self.client_root}/presence/{self.cid}",
+                     {"jsonrpc": "2.0", "method": "notifications/disconnected"})
+        self.client.disconnect()
+        self.client.loop_stop()
+        ok(f"all checks passed; every message from the daemon validated against mcp {mcp_version()} types")
+
+
+def mcp_version():
+    try:
+        from importlib.metadata import version
+        return version("mcp")
+    except Exception:  # noqa: BLE001 (only for the printout)
+        return "?"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="ground.toml (mqtt keys and topic roots)")
+    parser.add_argument("--server-name")
+    parser.add_argument("--timeout", type=float, default=10.0)
+    args = parser.parse_args()
+    client = SpecClient(args.config, args.server_name, args.timeout)
+    try:
+        client.run()
+    except Failure as e:
+        print(f"FAIL: {e}", flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
