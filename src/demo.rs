@@ -105,7 +105,10 @@ async fn script(
     // Keep echoing what the vehicle does, in its own words.
     tokio::spawn(async move {
         while let Ok(Some(line)) = sim_lines.next_line().await {
-            if !line.starts_with("sim: command MAV_CMD_SET_MESSAGE_INTERVAL") {
+            // Telemetry set-up chatter is not news to a person watching.
+            if !line.starts_with("sim: command MAV_CMD_SET_MESSAGE_INTERVAL")
+                && !line.starts_with("sim: command MAV_CMD_REQUEST_MESSAGE")
+            {
                 println!("  vehicle | {}", line.trim_start_matches("sim: "));
             }
         }
@@ -207,11 +210,21 @@ async fn script(
         );
     }
 
-    let status = client
-        .request("tools/call", json!({"name": "get_status", "arguments": {}}))
-        .await?;
-    let report = &status["structuredContent"];
-    say(&format!("status: {}", describe_status(report)));
+    // The daemon may still be waiting for the autopilot's first heartbeat: ask until it has one.
+    let report = timeout("the autopilot's first heartbeat", async {
+        loop {
+            let status = client
+                .request("tools/call", json!({"name": "get_status", "arguments": {}}))
+                .await?;
+            let report = status["structuredContent"].clone();
+            if report["autopilot_seen"] == true {
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await?;
+    say(&format!("status: {}", describe_status(&report)));
 
     client
         .request("resources/subscribe", json!({"uri": "vehicle://status"}))

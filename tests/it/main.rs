@@ -4,14 +4,15 @@
 mod autopilot_peer;
 mod cli;
 mod daemon_sim;
-mod link_flow;
 mod ground_bridge;
+mod link_flow;
 mod link_interop;
 mod link_net;
 mod link_pty;
 mod mcp_broker;
 mod mcp_client;
-mod mcp_server;
 mod mcp_interop;
+mod mcp_server;
 mod sim_pymavlink;
 mod support;
+mod demo;
