@@ -14,6 +14,7 @@ pub mod link;
 pub mod logging;
 pub mod mcp;
 pub mod probe;
+pub mod role;
 pub mod sim;
 pub mod status;
 pub mod supervisor;

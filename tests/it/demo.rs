@@ -7,7 +7,10 @@ use std::process::Command;
 use crate::support::binary;
 
 fn port_after(output: &str, marker: &str) -> u16 {
-    let line = output.lines().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("{marker}: {output}"));
+    let line = output
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker}: {output}"));
     let rest = line.split_once(marker).unwrap().1;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().unwrap()
@@ -17,7 +20,13 @@ fn port_after(output: &str, marker: &str) -> u16 {
 fn demo_runs_the_chain_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(binary())
-        .args(["demo", "--updates", "2", "--dir", dir.path().join("demo").to_str().unwrap()])
+        .args([
+            "demo",
+            "--updates",
+            "2",
+            "--dir",
+            dir.path().join("demo").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -4,6 +4,7 @@
 mod autopilot_peer;
 mod cli;
 mod daemon_sim;
+mod demo;
 mod ground_bridge;
 mod link_flow;
 mod link_interop;
@@ -15,4 +16,3 @@ mod mcp_interop;
 mod mcp_server;
 mod sim_pymavlink;
 mod support;
-mod demo;
