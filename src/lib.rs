@@ -4,6 +4,8 @@
 //! `sim::autopilot`, `mcp::session`) are sans-IO state machines that take `now` as an
 //! argument; shells (`link::transport`, `daemon`, `sim::shell`, `mcp::mqtt`) do the IO.
 
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;
