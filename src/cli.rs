@@ -43,6 +43,72 @@ pub enum Command {
     /// On the ground: a stdio MCP server forwarding to one drone over mTLS MQTT 5.
     /// Only MCP JSON-RPC is written to stdout; logs go to stderr.
     Ground(GroundArgs),
+    /// Keys and tokens for ground clients (dev and small deployments).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read and check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a key pair: `DIR/<kid>.key` (PKCS#8, mode 0600) and `DIR/<kid>.pub`.
+    /// Prints the two paths and the `[[auth.keys]]` entry for drone.toml.
+    Keygen {
+        #[arg(long, value_enum, default_value = "eddsa")]
+        alg: TokenAlg,
+        #[arg(long)]
+        out: PathBuf,
+        /// Key id; default `ground-key`.
+        #[arg(long, default_value = "ground-key")]
+        kid: String,
+    },
+    /// Sign a token; prints it on stdout (one line, nothing else).
+    Issue {
+        /// Private key (PKCS#8 PEM, Ed25519 or P-256).
+        #[arg(long)]
+        key: PathBuf,
+        /// PUBLIC, READ_ONLY, OPERATOR or ADMIN.
+        #[arg(long)]
+        role: String,
+        /// The person or agent (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// The drone's server name or its fleet (`aud`).
+        #[arg(long)]
+        audience: String,
+        /// Lifetime: 90s, 15m, 8h, 30d.
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+        /// Key id; default the key file's name without extension.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Token id (`jti`, for revocation); default random.
+        #[arg(long)]
+        jti: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenAlg {
+    Eddsa,
+    Es256,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every record and the hash chain; exit 1 naming the first bad record.
+    Verify { dir: PathBuf },
+    /// Print the last records.
+    Tail {
+        dir: PathBuf,
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -186,6 +252,31 @@ pub fn main() -> ExitCode {
             crate::logging::init("warn");
             run_async(|shutdown| crate::demo::run(args, shutdown))
         }
+        Command::Token(command) => token_command(command),
+        Command::Audit(AuditCommand::Verify { dir }) => match crate::audit::verify_command(&dir) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Audit(AuditCommand::Tail { dir, n, json }) => {
+            match crate::audit::tail_command(&dir, n, json) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::DevSetup(args) => match crate::dev_setup::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -193,6 +284,61 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn token_command(command: TokenCommand) -> ExitCode {
+    use crate::auth::shell;
+    use crate::auth::token::KeyAlg;
+    let result = match command {
+        TokenCommand::Keygen { alg, out, kid } => {
+            let alg = match alg {
+                TokenAlg::Eddsa => KeyAlg::EdDsa,
+                TokenAlg::Es256 => KeyAlg::Es256,
+            };
+            shell::keygen_to(&out, alg, &kid).map(|(key, public)| {
+                println!("private key: {}", key.display());
+                println!("public key: {}", public.display());
+                println!(
+                    "drone.toml:\n[[auth.keys]]\nkid = \"{kid}\"\nalg = \"{}\"\npublic_key_path = \"{}\"",
+                    alg.name(),
+                    public.display()
+                );
+            })
+        }
+        TokenCommand::Issue {
+            key,
+            role,
+            subject,
+            audience,
+            ttl,
+            kid,
+            jti,
+        } => (|| {
+            let role = crate::role::Role::from_name(&role).ok_or_else(|| {
+                format!("unknown role `{role}`; one of PUBLIC, READ_ONLY, OPERATOR, ADMIN")
+            })?;
+            let ttl = shell::parse_duration(&ttl)?;
+            let token = shell::issue_from_file(&shell::IssueRequest {
+                key_path: &key,
+                kid: kid.as_deref(),
+                role,
+                subject: &subject,
+                audience: &audience,
+                ttl,
+                jti,
+                now_unix_s: shell::unix_s_now(),
+            })?;
+            println!("{token}");
+            Ok(())
+        })(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

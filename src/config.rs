@@ -24,6 +24,10 @@ pub struct Config {
     pub mcp: McpConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// Who may do what: token keys, revocation, control lease, rate limits.
+    pub auth: AuthConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
 }
 
 /// `[vehicle]`: how the daemon reaches the autopilot.
@@ -185,6 +189,95 @@ impl Default for LoggingConfig {
     }
 }
 
+/// `[[auth.keys]]`: one trusted public key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthKeyConfig {
+    /// The `kid` tokens name to select this key. Required.
+    pub kid: String,
+    /// The only algorithm accepted with this key: `EdDSA` or `ES256`. Required.
+    pub alg: crate::auth::token::KeyAlg,
+    /// PEM public key (SubjectPublicKeyInfo). Required.
+    pub public_key_path: PathBuf,
+}
+
+/// `[auth]`: ground clients present a JWT in `initialize` (see `auth`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Trusted keys; several for rotation. Default none (every token is refused).
+    pub keys: Vec<AuthKeyConfig>,
+    /// Fleet name also accepted as `aud`, besides `mcp.server_name`. Default none.
+    pub fleet: Option<String>,
+    /// Tolerated clock difference for `exp`, `nbf`, `iat`. Default 30 s.
+    pub clock_skew_s: u64,
+    /// Revoked token ids. Default none.
+    pub revoked_jtis: Vec<String>,
+    /// Revoked subjects. Default none.
+    pub revoked_subjects: Vec<String>,
+    /// Where ADMIN revocations are persisted (JSON). Default none: kept in memory only.
+    pub revocation_path: Option<PathBuf>,
+    /// The control lease ends after this long without a call from its holder. Default 10000 ms.
+    pub control_lease_timeout_ms: u64,
+    /// Calls per second per session, sustained. Default 10.
+    pub calls_per_s: f64,
+    /// Burst of calls per session. Default 20.
+    pub calls_burst: u32,
+    /// Motion commands per second per session, sustained. Default 1.
+    pub motion_calls_per_s: f64,
+    /// Burst of motion commands per session. Default 5.
+    pub motion_calls_burst: u32,
+    /// Sessions without a token get READ_ONLY. Default false. Never on a flying vehicle.
+    pub danger_allow_anonymous: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            fleet: None,
+            clock_skew_s: 30,
+            revoked_jtis: Vec::new(),
+            revoked_subjects: Vec::new(),
+            revocation_path: None,
+            control_lease_timeout_ms: 10_000,
+            calls_per_s: 10.0,
+            calls_burst: 20,
+            motion_calls_per_s: 1.0,
+            motion_calls_burst: 5,
+            danger_allow_anonymous: false,
+        }
+    }
+}
+
+/// `[audit]`: the tamper-evident log (see `audit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Directory of the log files. Default none: no audit log (a warning at start).
+    pub dir: Option<PathBuf>,
+    /// `always` (fdatasync per record), `interval` or `never`. Default `always`.
+    pub fsync: crate::audit::FsyncPolicy,
+    /// Sync period with `fsync = "interval"`. Default 1000 ms.
+    pub fsync_interval_ms: u64,
+    /// A file is closed and the next started past this size. Default 16 MiB.
+    pub file_bytes_max: u64,
+    /// Records waiting for the writer; beyond it they are dropped and counted. Default 4096.
+    pub queue_len: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            fsync: crate::audit::FsyncPolicy::Always,
+            fsync_interval_ms: 1000,
+            file_bytes_max: 16 * 1024 * 1024,
+            queue_len: 4096,
+        }
+    }
+}
+
 /// A configuration that could not be used, with the file, the key and the reason.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -257,9 +350,12 @@ impl Config {
             &mut self.mqtt.ca_cert_path,
             &mut self.mqtt.client_cert_path,
             &mut self.mqtt.client_key_path,
+            &mut self.auth.revocation_path,
+            &mut self.audit.dir,
         ]
         .into_iter()
         .flatten()
+        .chain(self.auth.keys.iter_mut().map(|k| &mut k.public_key_path))
         {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -336,6 +432,48 @@ impl Config {
             return Err((
                 "mcp.status_update_rate_hz",
                 format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
+            ));
+        }
+        let a = &self.auth;
+        for (key, rate, burst) in [
+            ("auth.calls_per_s", a.calls_per_s, a.calls_burst),
+            (
+                "auth.motion_calls_per_s",
+                a.motion_calls_per_s,
+                a.motion_calls_burst,
+            ),
+        ] {
+            if !(rate.is_finite() && rate > 0.0 && burst >= 1) {
+                return Err((
+                    key,
+                    format!(
+                        "must be above 0 with a burst of at least 1, got {rate}/s burst {burst}"
+                    ),
+                ));
+            }
+        }
+        if a.control_lease_timeout_ms < 500 {
+            return Err((
+                "auth.control_lease_timeout_ms",
+                format!(
+                    "must be at least 500 ms, got {}",
+                    a.control_lease_timeout_ms
+                ),
+            ));
+        }
+        let mut kids = std::collections::HashSet::new();
+        for k in &a.keys {
+            if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
+                return Err((
+                    "auth.keys",
+                    format!("every key needs a unique non-empty kid; `{}` is not", k.kid),
+                ));
+            }
+        }
+        if self.audit.queue_len == 0 || self.audit.file_bytes_max < 4096 {
+            return Err((
+                "audit.queue_len",
+                "queue_len must be at least 1 and file_bytes_max at least 4096".into(),
             ));
         }
         if self.mqtt.enabled {

@@ -18,6 +18,7 @@ pub mod permissions;
 pub mod rate;
 pub mod revocation;
 pub mod security;
+pub mod shell;
 pub mod token;
 
 use std::collections::HashMap;
@@ -244,10 +245,10 @@ impl Gate {
         let Some(s) = self.sessions.get_mut(session) else {
             return Ok(());
         };
-        let result =
-            s.calls
-                .take(now)
-                .and_then(|()| if motion { s.motion.take(now) } else { Ok(()) });
+        let result = s
+            .calls
+            .take(now)
+            .and_then(|()| if motion { s.motion.take(now) } else { Ok(()) });
         match result {
             Ok(()) => Ok(()),
             Err(wait) => {
