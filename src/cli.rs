@@ -122,6 +122,9 @@ pub struct GroundArgs {
     /// MQTT client id (mcp-client-id); overrides `ground.client_id`. Default: unique per process.
     #[arg(long)]
     pub client_id: Option<String>,
+    /// File holding the JWT to present; overrides `ground.token_path`.
+    #[arg(long)]
+    pub token: Option<PathBuf>,
 }
 
 /// Which autopilot the simulator pretends to be.
@@ -235,7 +238,12 @@ pub fn main() -> ExitCode {
                 args.server_name,
                 args.client_id,
             ) {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    if args.token.is_some() {
+                        c.ground.token_path = args.token;
+                    }
+                    c
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);

@@ -51,6 +51,8 @@ pub enum DevSetupError {
     Io { path: PathBuf, message: String },
     #[error("certificate generation: {0}")]
     Certificate(#[from] rcgen::Error),
+    #[error("{0}")]
+    Other(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevSetupError + '_ {
@@ -159,6 +161,7 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
         mosquitto_conf(&dir, args.broker_port, running_as_root).as_bytes(),
         0o644,
     )?;
+    write_tokens(&dir)?;
     write_file(
         &dir.join("drone.toml"),
         drone_toml(args.broker_port, &args.vehicle_link).as_bytes(),
@@ -170,6 +173,47 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
         0o644,
     )?;
     Ok(dir)
+}
+
+/// The roles a ground client may hold, each with a dev token `tokens/<role>.jwt`.
+pub const TOKEN_ROLES: [crate::role::Role; 4] = [
+    crate::role::Role::Public,
+    crate::role::Role::ReadOnly,
+    crate::role::Role::Operator,
+    crate::role::Role::Admin,
+];
+/// Key id of the dev signing key (`keys/ground-key.key`, `keys/ground-key.pub`).
+pub const DEV_KID: &str = "ground-key";
+/// Lifetime of the dev tokens.
+pub const DEV_TOKEN_TTL_S: u64 = 30 * 86_400;
+
+/// An Ed25519 signing key and one 30-day token per ground role, for the default server name.
+fn write_tokens(dir: &Path) -> Result<(), DevSetupError> {
+    use crate::auth::shell;
+    let keys = dir.join("keys");
+    let tokens = dir.join("tokens");
+    for d in [&keys, &tokens, &dir.join("state")] {
+        std::fs::create_dir_all(d).map_err(io(d))?;
+    }
+    let (key, _) = shell::keygen_to(&keys, crate::auth::token::KeyAlg::EdDsa, DEV_KID)
+        .map_err(|e| DevSetupError::Other(format!("dev key: {e}")))?;
+    let audience = crate::config::McpConfig::default().server_name;
+    for role in TOKEN_ROLES {
+        let name = role.name().to_lowercase();
+        let token = shell::issue_from_file(&shell::IssueRequest {
+            key_path: &key,
+            kid: Some(DEV_KID),
+            role,
+            subject: &format!("dev-{name}"),
+            audience: &audience,
+            ttl: std::time::Duration::from_secs(DEV_TOKEN_TTL_S),
+            jti: Some(format!("dev-{name}")),
+            now_unix_s: shell::unix_s_now(),
+        })
+        .map_err(|e| DevSetupError::Other(format!("dev token: {e}")))?;
+        write_file(&tokens.join(format!("{name}.jwt")), token.as_bytes(), 0o600)?;
+    }
+    Ok(())
 }
 
 fn name(cn: &str) -> DistinguishedName {
@@ -289,7 +333,19 @@ fn drone_toml(port: u16, link: &Endpoint) -> String {
          \n\
          [mcp]\n\
          # The broker ACL binds this server-id to the drone's certificate.\n\
-         server_id = \"{DRONE_IDENTITY}\"\n"
+         server_id = \"{DRONE_IDENTITY}\"\n\
+         \n\
+         [auth]\n\
+         # Tokens are in tokens/<role>.jwt; `flight-companion token issue --key keys/{DEV_KID}.key` makes more.\n\
+         revocation_path = \"state/revoked.json\"\n\
+         \n\
+         [[auth.keys]]\n\
+         kid = \"{DEV_KID}\"\n\
+         alg = \"EdDSA\"\n\
+         public_key_path = \"keys/{DEV_KID}.pub\"\n\
+         \n\
+         [audit]\n\
+         dir = \"state/audit\"\n"
     )
 }
 
@@ -304,6 +360,7 @@ fn ground_toml(port: u16) -> String {
          client_key_path = \"certs/ground.key\"\n\
          \n\
          [ground]\n\
+         token_path = \"tokens/operator.jwt\"\n\
          # server_name = \"flight-companion/drone\"\n\
          # client_id = \"{GROUND_IDENTITY}\"\n"
     )

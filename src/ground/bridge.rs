@@ -68,6 +68,9 @@ pub struct BridgeSettings {
     pub call_timeout: Duration,
     pub request_timeout: Duration,
     pub message_bytes_max: usize,
+    /// The JWT sent in every `initialize` (first and re-initializations) at
+    /// `params._meta["flight-companion/token"]`; it replaces any token the client sent.
+    pub token: Option<String>,
 }
 
 impl BridgeSettings {
@@ -84,6 +87,7 @@ impl BridgeSettings {
             call_timeout: Duration::from_millis(ground.call_timeout_ms),
             request_timeout: Duration::from_millis(ground.request_timeout_ms),
             message_bytes_max: ground.message_bytes_max,
+            token: None,
         }
     }
 }
@@ -672,7 +676,23 @@ impl Bridge {
             return;
         };
         let first = client.pending_id.is_some();
-        let params = client.params.clone();
+        let mut params = client.params.clone();
+        if let Some(token) = &self.settings.token
+            && let Value::Object(p) = &mut params
+        {
+            let meta = p
+                .entry("_meta")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !meta.is_object() {
+                *meta = Value::Object(Default::default());
+            }
+            if let Value::Object(m) = meta {
+                m.insert(
+                    crate::auth::TOKEN_META_KEY.into(),
+                    Value::String(token.clone()),
+                );
+            }
+        }
         let wanted = self
             .settings
             .server_name

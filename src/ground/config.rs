@@ -51,6 +51,9 @@ pub struct GroundSection {
     /// Largest message accepted from either side; larger ones are refused with an error.
     /// Default 262144 bytes (the drone's default `mcp.message_bytes_max`).
     pub message_bytes_max: usize,
+    /// File holding this client's JWT, sent in `initialize` as
+    /// `params._meta["flight-companion/token"]`. Default none. `--token FILE` overrides it.
+    pub token_path: Option<PathBuf>,
 }
 
 impl Default for GroundSection {
@@ -66,6 +69,7 @@ impl Default for GroundSection {
             call_timeout_ms: 60_000,
             request_timeout_ms: 30_000,
             message_bytes_max: 256 * 1024,
+            token_path: None,
         }
     }
 }
@@ -124,6 +128,7 @@ impl GroundConfig {
             &mut config.mqtt.ca_cert_path,
             &mut config.mqtt.client_cert_path,
             &mut config.mqtt.client_key_path,
+            &mut config.ground.token_path,
         ]
         .into_iter()
         .flatten()

@@ -87,10 +87,15 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         lines_tx,
     ));
 
-    let mut bridge = Bridge::new(BridgeSettings::from_config(
-        &config.ground,
-        client_id.clone(),
-    ));
+    let mut settings = BridgeSettings::from_config(&config.ground, client_id.clone());
+    if let Some(path) = &config.ground.token_path {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("ground.token_path {}: {e}", path.display()))?;
+        settings.token = Some(token.trim().to_owned());
+    } else {
+        tracing::warn!("no ground.token_path or --token: the drone will refuse this session");
+    }
+    let mut bridge = Bridge::new(settings);
     let mut stdout = tokio::io::stdout();
     let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
     let mut publish_failures: u64 = 0;
