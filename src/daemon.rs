@@ -50,13 +50,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reconnects,
     )));
 
+    // The audit log records the daemon's start (with what recovery found) and its stop.
+    let audit = crate::mcp::shell::open_audit(&config)?;
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
         // Its own task: MQTT never blocks this loop (and so never the heartbeat).
         let mcp_config = config.clone();
         let token = mcp_shutdown.clone();
+        let audit = audit.clone();
         Some(tokio::spawn(async move {
-            crate::mcp::serve(&mcp_config, status_rx, token).await
+            crate::mcp::shell::serve_with_audit(&mcp_config, status_rx, audit, token).await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
@@ -110,6 +113,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Ok(Err(error)) => warn!("MCP server task failed: {error}"),
             Err(_) => warn!("MCP server did not stop within {MCP_SHUTDOWN_GRACE:?}"),
         }
+    }
+    let stopped = crate::audit::Event::DaemonStop {
+        reason: "shutdown requested".into(),
+    };
+    if audit.enabled() && !audit.record_acked(stopped, Duration::from_secs(1)).await {
+        warn!("the audit record of the stop was not confirmed");
     }
     info!("stopped");
     Ok(ExitCode::SUCCESS)

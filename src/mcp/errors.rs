@@ -19,6 +19,13 @@ pub const INVALID_PARAMS: i32 = -32602;
 pub const INTERNAL_ERROR: i32 = -32603;
 /// Implementation-defined (JSON-RPC server-error range): a limit is reached; retry later.
 pub const SERVER_BUSY: i32 = -32000;
+/// No valid identity: missing, bad, expired or revoked token (initialize again with a
+/// valid one). `data.kind` says which.
+pub const UNAUTHENTICATED: i32 = -32001;
+/// Authenticated but not allowed: role too low, no control lease. `data.kind` says which.
+pub const FORBIDDEN: i32 = -32003;
+/// Over the session's rate limit; `data.retry_after_ms` says when to retry.
+pub const RATE_LIMITED: i32 = -32029;
 
 /// Methods a client may call on this server (MCP 2025-11-25 with the initialize
 /// handshake). Anything else is answered with `METHOD_NOT_FOUND` before a session sees it.

@@ -9,6 +9,7 @@
 //! - `shell`: the IO: MQTT in and out, one rmcp service per session, status updates.
 
 pub mod errors;
+pub mod guard;
 pub mod mqtt;
 pub mod server;
 pub mod session;

@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, JsonObject, ListResourcesResult, ListToolsResult, LoggingLevel,
-    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, SetLevelRequestParams,
-    SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams,
+    InitializeRequestParams, InitializeResult, JsonObject, ListResourcesResult, ListToolsResult,
+    LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
+    SetLevelRequestParams, SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams,
 };
 use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -33,10 +33,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::errors;
+use super::guard::Guard;
 use crate::status::StatusReport;
 
 /// URI of the status resource.
 pub const STATUS_URI: &str = "vehicle://status";
+/// URI of the security summary (READ_ONLY).
+pub const SECURITY_URI: &str = "audit://security";
+/// URI of the recent audit records (ADMIN).
+pub const AUDIT_RECENT_URI: &str = "audit://recent";
 
 /// The versions served over this transport (all with the initialize handshake).
 pub const SUPPORTED_VERSIONS: &[ProtocolVersion] = &[
@@ -168,7 +173,64 @@ pub fn tools() -> &'static [ToolEntry] {
             idempotent: true,
             run: wait_for_mode_change,
         },
+        ToolEntry {
+            name: "request_control",
+            title: "Take the controls",
+            description: "Asks for the control lease: only one session at a time may command \
+                motion (arm, takeoff, goto, land...). Granted if nobody holds it; an ADMIN \
+                takes it over from an OPERATOR (who is told). The lease ends with \
+                release_control, when the session ends, or after a few seconds without any \
+                call from the holder. Needs OPERATOR. Takes no arguments.",
+            input_schema: no_arguments,
+            output_schema: any_object,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: handled_by_the_server,
+        },
+        ToolEntry {
+            name: "release_control",
+            title: "Give the controls back",
+            description: "Releases the control lease held by this session. Takes no arguments.",
+            input_schema: no_arguments,
+            output_schema: any_object,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: handled_by_the_server,
+        },
+        ToolEntry {
+            name: "revoke_token",
+            title: "Revoke a token or a subject",
+            description: "Adds a token id (`jti`) and/or a subject to the denylist, persisted on \
+                the drone; matching sessions end at once. Needs ADMIN.",
+            input_schema: revoke_schema,
+            output_schema: any_object,
+            read_only: false,
+            destructive: true,
+            idempotent: true,
+            run: handled_by_the_server,
+        },
     ]
+}
+
+fn any_object() -> Value {
+    json!({"type": "object"})
+}
+
+fn revoke_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "jti": {"type": "string", "minLength": 1, "maxLength": 128},
+            "subject": {"type": "string", "minLength": 1, "maxLength": 128},
+        },
+        "additionalProperties": false,
+    })
+}
+
+fn handled_by_the_server(_call: ToolCall) -> ToolFuture {
+    Box::pin(async { tool_error("internal error: this tool is handled by the server".into()) })
 }
 
 fn get_status(call: ToolCall) -> ToolFuture {
@@ -281,6 +343,10 @@ pub struct SessionShared {
 #[derive(Clone)]
 pub struct DroneServer {
     status: watch::Receiver<StatusReport>,
+    /// Authorization and audit, shared by all sessions.
+    guard: Arc<Guard>,
+    /// The MQTT client id of this session's client.
+    session_id: String,
     shared: Arc<SessionShared>,
     /// Lowest level sent as `notifications/message`; none until `logging/setLevel`.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
@@ -305,9 +371,13 @@ impl DroneServer {
         status: watch::Receiver<StatusReport>,
         shared: Arc<SessionShared>,
         description: &str,
+        guard: Arc<Guard>,
+        session_id: String,
     ) -> DroneServer {
         DroneServer {
             status,
+            guard,
+            session_id,
             shared,
             log_level: Arc::new(Mutex::new(None)),
             instructions: format!(
@@ -351,13 +421,44 @@ impl ServerHandler for DroneServer {
         Cow::Borrowed(SUPPORTED_VERSIONS)
     }
 
+    /// Verifies the token at `params._meta["flight-companion/token"]` before answering.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let key = crate::auth::TOKEN_META_KEY;
+        let from = |v: Option<Value>| {
+            v.and_then(|m| m.get(key).and_then(Value::as_str).map(str::to_owned))
+        };
+        let token = from(
+            request
+                .meta
+                .as_ref()
+                .and_then(|m| serde_json::to_value(m).ok()),
+        )
+        .or_else(|| from(serde_json::to_value(&context.meta).ok()));
+        self.guard
+            .initialize(&self.session_id, token.as_deref(), context.peer.clone())?;
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        let caller = self
+            .guard
+            .authorize_method(&self.session_id, "tools/list")?;
+        // Only what this caller may call.
         Ok(ListToolsResult::with_all_items(
-            tools().iter().map(ToolEntry::to_tool).collect(),
+            tools()
+                .iter()
+                .filter(|t| crate::auth::permissions::tool(t.name).role <= caller.role)
+                .map(ToolEntry::to_tool)
+                .collect(),
         ))
     }
 
@@ -373,6 +474,7 @@ impl ServerHandler for DroneServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let started = std::time::Instant::now();
         let Some(entry) = tools().iter().find(|t| t.name == request.name) else {
             let names: Vec<&str> = tools().iter().map(|t| t.name).collect();
             return Err(errors::invalid_params(
@@ -384,6 +486,7 @@ impl ServerHandler for DroneServer {
                 None,
             ));
         };
+        let caller = self.guard.authorize_tool(&self.session_id, entry.name)?;
         self.log(
             &context.peer,
             LoggingLevel::Debug,
@@ -397,13 +500,52 @@ impl ServerHandler for DroneServer {
                 .map(|t| (context.peer.clone(), t)),
             sent: Arc::new(AtomicU64::new(0)),
         };
-        let call = ToolCall {
-            arguments: request.arguments.unwrap_or_default(),
-            status: self.status.clone(),
-            progress,
-            cancel: context.ct.clone(),
+        let arguments = request.arguments.unwrap_or_default();
+        let args_json = Value::Object(arguments.clone());
+        let result = match entry.name {
+            "request_control" | "release_control" if !arguments.is_empty() => tool_error(format!(
+                "{} takes no arguments; call it with {{}}",
+                entry.name
+            )),
+            "request_control" => self.guard.control(&caller, true).await?,
+            "release_control" => self.guard.control(&caller, false).await?,
+            "revoke_token" => self.guard.revoke(&caller, &args_json).await,
+            _ => {
+                let call = ToolCall {
+                    arguments,
+                    status: self.status.clone(),
+                    progress,
+                    cancel: context.ct.clone(),
+                };
+                (entry.run)(call).await
+            }
         };
-        Ok((entry.run)(call).await.into())
+        let outcome = if result.is_error == Some(true) {
+            let text = result
+                .content
+                .first()
+                .and_then(|c| c.as_text().map(|t| t.text.clone()))
+                .unwrap_or_default();
+            format!("tool_error: {}", text.chars().take(200).collect::<String>())
+        } else {
+            "ok".to_string()
+        };
+        // The answer leaves only once its audit record is on disk (the e-stop never waits).
+        let wait = crate::auth::permissions::tool(entry.name).class
+            != crate::auth::permissions::Class::EmergencyStop;
+        let request_id = serde_json::to_string(&context.id).unwrap_or_default();
+        self.guard
+            .record_call(
+                &caller,
+                &format!("tools/call:{}", entry.name),
+                request_id,
+                &args_json,
+                outcome,
+                started,
+                wait,
+            )
+            .await;
+        Ok(result.into())
     }
 
     async fn list_resources(
@@ -411,6 +553,9 @@ impl ServerHandler for DroneServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
+        let caller = self
+            .guard
+            .authorize_method(&self.session_id, "resources/list")?;
         let mut resource = Resource::new(STATUS_URI, "vehicle-status")
             .with_title("Vehicle status")
             .with_description(
@@ -418,7 +563,29 @@ impl ServerHandler for DroneServer {
                  notifications/resources/updated when it changes.",
             );
         resource.mime_type = Some("application/json".into());
-        Ok(ListResourcesResult::with_all_items(vec![resource]))
+        let mut security = Resource::new(SECURITY_URI, "security-summary")
+            .with_title("Security summary")
+            .with_description(
+                "Security events (bad or expired tokens, denied roles, rate limits, takeovers) \
+                 counted by kind over the last hour and since start, the control lease, and \
+                 the audit log's health.",
+            );
+        security.mime_type = Some("application/json".into());
+        let mut recent = Resource::new(AUDIT_RECENT_URI, "audit-recent")
+            .with_title("Recent audit records")
+            .with_description("The last 100 audit records, oldest first. ADMIN only.");
+        recent.mime_type = Some("application/json".into());
+        let all = [
+            (STATUS_URI, resource),
+            (SECURITY_URI, security),
+            (AUDIT_RECENT_URI, recent),
+        ];
+        Ok(ListResourcesResult::with_all_items(
+            all.into_iter()
+                .filter(|(uri, _)| crate::auth::permissions::resource(uri) <= caller.role)
+                .map(|(_, r)| r)
+                .collect(),
+        ))
     }
 
     async fn read_resource(
@@ -426,11 +593,16 @@ impl ServerHandler for DroneServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        if request.uri != STATUS_URI {
-            return Err(unknown_resource(&request.uri));
-        }
-        let contents = ResourceContents::text(self.status_json()?, STATUS_URI)
-            .with_mime_type("application/json");
+        self.guard
+            .authorize_resource(&self.session_id, &request.uri)?;
+        let text = match request.uri.as_str() {
+            STATUS_URI => self.status_json()?,
+            SECURITY_URI => self.guard.security_json().to_string(),
+            AUDIT_RECENT_URI => Value::Array(self.guard.audit.recent(100)).to_string(),
+            _ => return Err(unknown_resource(&request.uri)),
+        };
+        let contents =
+            ResourceContents::text(text, request.uri.clone()).with_mime_type("application/json");
         Ok(ReadResourceResult::new(vec![contents]).into())
     }
 
@@ -440,6 +612,8 @@ impl ServerHandler for DroneServer {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.guard
+            .authorize_resource(&self.session_id, &request.uri)?;
         if request.uri != STATUS_URI {
             return Err(unknown_resource(&request.uri));
         }
@@ -471,6 +645,8 @@ impl ServerHandler for DroneServer {
         request: SetLevelRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.guard
+            .authorize_method(&self.session_id, "logging/setLevel")?;
         if let Ok(mut level) = self.log_level.lock() {
             *level = Some(request.level);
         }

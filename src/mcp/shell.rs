@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::errors;
+use super::guard::Guard;
 use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
 use super::server::{DroneServer, STATUS_URI, SessionShared};
 use super::session::{Action, Limits, Sender, Sessions, Topics};
@@ -112,6 +113,7 @@ struct Shell {
     status: watch::Receiver<StatusReport>,
     description: String,
     publish_failures: u64,
+    guard: Arc<Guard>,
 }
 
 impl Shell {
@@ -203,6 +205,7 @@ impl Shell {
                         && let Some(handle) = self.handles.remove(&client_id)
                     {
                         handle.stop.cancel();
+                        self.guard.session_ended(&client_id);
                         tracing::info!(client_id, "MCP session ended");
                     }
                 }
@@ -239,7 +242,13 @@ impl Shell {
             client_id: client_id.clone(),
             generation,
         };
-        let server = DroneServer::new(self.status.clone(), shared.clone(), &self.description);
+        let server = DroneServer::new(
+            self.status.clone(),
+            shared.clone(),
+            &self.description,
+            self.guard.clone(),
+            client_id.clone(),
+        );
         let ct = stop.clone();
         let cid = client_id.clone();
         tokio::spawn(async move {
@@ -359,6 +368,58 @@ pub async fn serve(
     status: watch::Receiver<StatusReport>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let audit = open_audit(config)?;
+    serve_with_audit(config, status, audit, shutdown).await
+}
+
+/// Opens `[audit] dir` (recovering a torn tail) and starts its writer; a disabled handle
+/// without a directory.
+pub fn open_audit(config: &Config) -> anyhow::Result<crate::audit::AuditHandle> {
+    let Some(dir) = &config.audit.dir else {
+        tracing::warn!("no [audit] dir: calls and security events are NOT recorded");
+        return Ok(crate::audit::AuditHandle::disabled());
+    };
+    let options = crate::audit::AuditOptions {
+        dir: dir.clone(),
+        fsync: config.audit.fsync,
+        fsync_interval: Duration::from_millis(config.audit.fsync_interval_ms),
+        file_bytes_max: config.audit.file_bytes_max,
+        queue_len: config.audit.queue_len,
+    };
+    let (audit, recovery) = crate::audit::start(&options)
+        .map_err(|e| anyhow::anyhow!("audit.dir {}: {e}", dir.display()))?;
+    if recovery.damaged.is_some() {
+        tracing::error!(dir = %dir.display(), "audit log: {recovery}");
+    } else {
+        tracing::info!(dir = %dir.display(), "audit log: {recovery}");
+    }
+    audit.record(crate::audit::Event::DaemonStart {
+        version: crate::VERSION.into(),
+        recovered: recovery.to_string(),
+    });
+    Ok(audit)
+}
+
+/// [`serve`] with an audit log the caller owns (the daemon records its start and stop).
+pub async fn serve_with_audit(
+    config: &Config,
+    status: watch::Receiver<StatusReport>,
+    audit: crate::audit::AuditHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let gate_config =
+        crate::auth::shell::gate_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if gate_config.verifier.keys.is_empty() && !gate_config.allow_anonymous {
+        tracing::warn!("no [[auth.keys]]: every session will be refused");
+    }
+    if gate_config.allow_anonymous {
+        tracing::warn!("auth.danger_allow_anonymous: sessions without a token get READ_ONLY");
+    }
+    let guard = Arc::new(Guard::new(
+        crate::auth::Gate::new(gate_config),
+        audit,
+        config.auth.revocation_path.clone(),
+    ));
     let mcp_config = &config.mcp;
     let server_id = mcp_config
         .server_id
@@ -417,6 +478,7 @@ pub async fn serve(
         status: status.clone(),
         description: mcp_config.description.clone(),
         publish_failures: 0,
+        guard: guard.clone(),
     };
     let period = Duration::from_secs_f64(1.0 / f64::from(mcp_config.status_update_rate_hz));
     let mut ticker = tokio::time::interval(period);
@@ -498,6 +560,9 @@ pub async fn serve(
             _ = ticker.tick() => {
                 let actions = shell.sessions.poll_timeouts(std::time::Instant::now());
                 shell.execute(actions);
+                // Lease expiry may notify a session: never await its outgoing queue here.
+                let g = guard.clone();
+                tokio::spawn(async move { g.poll().await });
                 if connected && status_rx.has_changed().unwrap_or(false) {
                     status_rx.borrow_and_update();
                     shell.status_updated(mcp_config.compat_resource_updates_on_rpc);

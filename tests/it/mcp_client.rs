@@ -35,6 +35,8 @@ pub struct TestClient {
     next_id: i64,
     /// Messages received while waiting for something else.
     pub backlog: Vec<Seen>,
+    /// The token `initialize` presents (the dev-setup OPERATOR token by default).
+    pub token: Option<String>,
 }
 
 pub fn ground_config(broker: &Broker) -> MqttConfig {
@@ -75,6 +77,9 @@ impl TestClient {
             stop,
             next_id: 0,
             backlog: Vec::new(),
+            token: std::fs::read_to_string(broker.dev.path("tokens/operator.jwt"))
+                .ok()
+                .map(|t| t.trim().to_owned()),
         };
         me.wait_event(|e| matches!(e, MqttEvent::Connected(_)), "CONNACK")
             .await;
@@ -238,11 +243,18 @@ impl TestClient {
         (found.payload.unwrap(), skipped)
     }
 
-    /// `initialize` on the control topic, then `notifications/initialized`.
+    /// `initialize` on the control topic with the dev-setup OPERATOR token, then
+    /// `notifications/initialized`.
     pub async fn initialize(&mut self, version: &str) -> Value {
+        let token = self.token.clone();
+        self.initialize_with(version, token.as_deref()).await
+    }
+
+    /// `initialize` presenting `token` (None: no `_meta` at all).
+    pub async fn initialize_with(&mut self, version: &str, token: Option<&str>) -> Value {
         self.next_id += 1;
         let id = json!(self.next_id);
-        let message = json!({
+        let mut message = json!({
             "jsonrpc": "2.0", "id": id, "method": "initialize",
             "params": {
                 "protocolVersion": version,
@@ -250,6 +262,9 @@ impl TestClient {
                 "clientInfo": {"name": "fc-test", "version": "1"},
             },
         });
+        if let Some(token) = token {
+            message["params"]["_meta"] = json!({ flight_companion::auth::TOKEN_META_KEY: token });
+        }
         let cid = self.cid.clone();
         self.publish_raw(
             &Self::control_topic(),
@@ -258,8 +273,10 @@ impl TestClient {
         )
         .await;
         let (response, _) = self.response(&id).await;
-        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await;
+        if response.get("result").is_some() {
+            self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+                .await;
+        }
         response
     }
 

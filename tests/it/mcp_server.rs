@@ -411,7 +411,11 @@ async fn mcp_will_clears_presence_when_the_daemon_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_call_round_trip_figure() {
     let broker = Broker::start("mcp-latency");
-    let server = InProcessServer::start(&broker, |_| {});
+    // 100 calls back to back: above the default per-session rate limit.
+    let server = InProcessServer::start(&broker, |c| {
+        c.auth.calls_per_s = 1000.0;
+        c.auth.calls_burst = 1000;
+    });
     let mut client = TestClient::connect(&broker, "ground-l").await;
     wait_online(&mut client).await;
     client.initialize("2025-11-25").await;

@@ -62,6 +62,11 @@ class SpecClient:
         self.client_root = ground.get("client_topic_root", "$mcp-client")
         self.rpc_root = ground.get("rpc_topic_root", "$mcp-rpc")
         self.server_name = server_name or ground.get("server_name")
+        # The drone's auth: a JWT in params._meta["flight-companion/token"] of initialize.
+        self.token = None
+        if ground.get("token_path"):
+            with open(os.path.join(base, ground["token_path"])) as f:
+                self.token = f.read().strip()
         self.timeout_s = timeout_s
         self.cid = f"spec-{uuid.uuid4().hex[:12]}"
         self.inbox = queue.Queue()
@@ -297,11 +302,14 @@ class SpecClient:
             fail(f"tools/call before initialize was answered with a result: {got[1]}")
         ok("tools/call before initialize -> " + ("error " + str(got[1]["error"].get("code")) if got else "ignored"))
 
-        rid = self.request("initialize", {
+        params = {
             "protocolVersion": PROTOCOL_VERSION,
             "capabilities": {},
             "clientInfo": {"name": "mcp_spec_client", "version": "1"},
-        }, model=mt.InitializeResult, topic=control)
+        }
+        if self.token:
+            params["_meta"] = {"flight-companion/token": self.token}
+        rid = self.request("initialize", params, model=mt.InitializeResult, topic=control)
         init = self.answer(rid)
         if "result" not in init:
             fail(f"initialize failed: {init}")
