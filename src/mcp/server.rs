@@ -475,6 +475,15 @@ impl ServerHandler for DroneServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let started = std::time::Instant::now();
+        // A reserved name (a tool another issue adds) is authorized before "unknown tool",
+        // so a READ_ONLY client asking for `arm` learns it lacks the role either way.
+        if !tools().iter().any(|t| t.name == request.name)
+            && crate::auth::permissions::TOOLS
+                .iter()
+                .any(|p| p.name == request.name)
+        {
+            self.guard.authorize_tool(&self.session_id, &request.name)?;
+        }
         let Some(entry) = tools().iter().find(|t| t.name == request.name) else {
             let names: Vec<&str> = tools().iter().map(|t| t.name).collect();
             return Err(errors::invalid_params(

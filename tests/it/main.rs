@@ -1,6 +1,7 @@
 //! Integration tests: real processes and real peers on loopback, one test binary so one
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
+mod auth;
 mod autopilot_peer;
 mod cli;
 mod daemon_sim;
