@@ -465,3 +465,101 @@ async fn auth_flood_is_rate_limited_with_retry_time() {
     assert!(limited >= 1, "{ok} allowed, {limited} limited");
     server.stop().await;
 }
+
+/// kill -9 the daemon at random moments under call traffic, many times: every time the log
+/// verifies and every acknowledged call is in it. Then one flipped byte is named by
+/// `audit verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_audit_survives_kill_9_and_names_a_flipped_byte() {
+    const KILLS: usize = 50;
+    let broker = Broker::start("auth-kill");
+    let seed = fastrand::u64(..);
+    println!("auth_audit kill -9 seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // No autopilot is needed: the log is written by the MCP side. Calls are not limited.
+    let text = std::fs::read_to_string(broker.dev.path("drone.toml")).unwrap();
+    let text = text.replace(
+        "revocation_path = ",
+        "calls_per_s = 100000.0\ncalls_burst = 100000\nrevocation_path = ",
+    );
+    let config = broker.dev.path("drone-kill.toml");
+    std::fs::write(&config, text).unwrap();
+    let audit_dir = broker.dev.path("state/audit");
+    let started = std::time::Instant::now();
+    let mut acknowledged_total = 0;
+    for round in 0..KILLS {
+        let mut daemon = crate::support::flight_companion(
+            "daemon",
+            &["run", "--config", config.to_str().unwrap()],
+        );
+        daemon.wait_for_line("MCP server online", Duration::from_secs(10));
+        let cid = format!("ground-k{round}");
+        let mut client = TestClient::connect(&broker, &cid).await;
+        let init = client.initialize("2025-11-25").await;
+        assert!(init.get("result").is_some(), "round {round}: {init}");
+        let traffic_ms = rng.u64(20..300);
+        let until = std::time::Instant::now() + Duration::from_millis(traffic_ms);
+        let mut acknowledged = Vec::new();
+        while std::time::Instant::now() < until {
+            let (r, _) = client
+                .call("tools/call", json!({"name": "get_status", "arguments": {}}))
+                .await;
+            assert!(r.get("result").is_some(), "round {round}: {r}");
+            acknowledged.push(r["id"].to_string());
+        }
+        // One more in flight when the process dies.
+        client
+            .request("tools/call", json!({"name": "get_status", "arguments": {}}))
+            .await;
+        tokio::time::sleep(Duration::from_micros(rng.u64(0..3000))).await;
+        daemon.signal("KILL");
+        daemon.wait_exit(Duration::from_secs(5));
+        drop(client);
+
+        let verify = std::process::Command::new(crate::support::binary())
+            .args(["audit", "verify", audit_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&verify.stdout).into_owned();
+        assert!(
+            verify.status.success(),
+            "round {round} (seed {seed}): {said}"
+        );
+        let records = flight_companion::audit::tail_command(&audit_dir, usize::MAX, true).unwrap();
+        let logged: std::collections::HashSet<String> = records
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["event"]["Call"]["session"] == cid.as_str())
+            .filter_map(|r| r["event"]["Call"]["request_id"].as_str().map(str::to_owned))
+            .collect();
+        for id in &acknowledged {
+            assert!(
+                logged.contains(id),
+                "round {round} (seed {seed}): acknowledged call id {id} is not in the audit log"
+            );
+        }
+        acknowledged_total += acknowledged.len();
+    }
+    println!(
+        "auth_audit: {KILLS} kill -9 rounds, {acknowledged_total} acknowledged calls all logged, in {:?}",
+        started.elapsed()
+    );
+
+    // Flip one byte in the middle of the first file: verify fails and names the record.
+    let files = flight_companion::audit::log::list_files(&audit_dir).unwrap();
+    let first = &files[0].1;
+    let mut bytes = std::fs::read(first).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(first, &bytes).unwrap();
+    let verify = std::process::Command::new(crate::support::binary())
+        .args(["audit", "verify", audit_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert_eq!(verify.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("record #") && said.contains("TAMPERED"),
+        "{said}"
+    );
+}
