@@ -1171,6 +1171,48 @@ mod tests {
     }
 
     #[test]
+    fn the_token_goes_in_every_initialize_replacing_the_clients() {
+        let mut s = settings();
+        s.token = Some("header.claims.sig".into());
+        let mut h = Harness::new(s);
+        h.bridge.handle_connected(h.now, None);
+        h.online("sid1", "drone/a");
+        h.advance(300);
+        h.actions();
+        h.stdin(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"_meta":{"flight-companion/token":"forged","other":1},"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}));
+        let sent = |h: &mut Harness| {
+            let actions = h.actions();
+            let pubs = Harness::publishes(&actions);
+            let (_, init) = pubs
+                .iter()
+                .find(|(_, m)| m["method"] == "initialize")
+                .unwrap();
+            init.clone()
+        };
+        let first = sent(&mut h);
+        assert_eq!(
+            first["params"]["_meta"]["flight-companion/token"],
+            "header.claims.sig"
+        );
+        assert_eq!(
+            first["params"]["_meta"]["other"], 1,
+            "the client's other _meta stays"
+        );
+        let id = first["id"].as_str().unwrap().to_owned();
+        h.drone_says("sid1", "drone/a", json!({"jsonrpc":"2.0","id":id,"result":{"protocolVersion":"2025-11-25","capabilities":{}}}));
+        h.actions();
+        // The daemon restarts: the re-initialize carries the token too.
+        h.offline("sid1", "drone/a");
+        h.actions();
+        h.online("sid2", "drone/a");
+        let again = sent(&mut h);
+        assert_eq!(
+            again["params"]["_meta"]["flight-companion/token"],
+            "header.claims.sig"
+        );
+    }
+
+    #[test]
     fn offline_answers_pending_requests_warns_and_reinitializes_on_return() {
         let mut h = Harness::ready("sid1", "drone/a");
         h.stdin(json!({"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"vehicle://status"}}));
