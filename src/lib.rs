@@ -6,9 +6,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
+pub mod flight;
 pub mod ground;
 pub mod link;
 pub mod logging;
