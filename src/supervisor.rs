@@ -16,11 +16,14 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::control::Caller;
+use crate::flight::{Action, Executor, ExecutorEvent, ExecutorOptions, JobId, Outcome};
 use crate::link::dialect::{self, MavAutopilot, MavModeFlag, MavState, MavType};
 use crate::link::frame::FrameCounters;
 use crate::link::health::LinkHealth;
 use crate::link::transport::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
+use crate::role::Role;
 use crate::vehicle::command::{
     AbortReason, CommandEvent, CommandOptions, CommandOutcome, CommandProtocol, CommandRequest,
     telemetry_requests,
@@ -94,6 +97,9 @@ pub struct Supervisor {
     telemetry_refused: usize,
     autopilot_present: bool,
     notices: VecDeque<Notice>,
+    executor: Executor,
+    /// Why the link is down, while it is; requests are refused at once meanwhile.
+    link_down: Option<String>,
 }
 
 /// At most this many notices wait for the shell; older ones are dropped (they are logs).
@@ -125,7 +131,58 @@ impl Supervisor {
             telemetry_refused: 0,
             autopilot_present: false,
             notices: VecDeque::new(),
+            executor: Executor::new(ExecutorOptions::default()),
+            link_down: None,
         }
+    }
+
+    /// A flight request from a client. `Ok` is the job whose progress and end come out of
+    /// `poll_job_event`; `Err` is a refusal, before anything was sent, that says why and
+    /// what would be allowed.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        action: Action,
+        caller: &Caller,
+    ) -> Result<JobId, String> {
+        if caller.role < Role::Operator {
+            return Err(format!(
+                "{} needs the OPERATOR role; {} has {}",
+                action.name(),
+                caller.identity,
+                caller.role
+            ));
+        }
+        self.track_autopilot(now);
+        if let Some(reason) = &self.link_down {
+            return Err(format!(
+                "the autopilot link is down ({reason}); nothing can be sent until it is back"
+            ));
+        }
+        if !self.autopilot_present {
+            return Err(
+                "the autopilot is not heard (no heartbeat); nothing can be commanded until it is back"
+                    .into(),
+            );
+        }
+        let plan = self.executor.plan(now, action, &self.vehicle)?;
+        Ok(self.executor.start(now, plan, &mut self.commands))
+    }
+
+    /// Cancels a job (MCP `notifications/cancelled`); a cancelled motion holds position.
+    pub fn cancel_job(&mut self, now: Instant, job: JobId) {
+        self.executor
+            .cancel(now, job, &self.vehicle, &mut self.commands);
+    }
+
+    /// Progress and ends of jobs.
+    pub fn poll_job_event(&mut self) -> Option<ExecutorEvent> {
+        self.executor.poll_event()
+    }
+
+    /// The action being flown, if any.
+    pub fn active_action(&self) -> Option<Action> {
+        self.executor.current().map(|(_, action)| action)
     }
 
     /// Feeds one event from the link shell.
@@ -133,10 +190,20 @@ impl Supervisor {
         match event {
             LinkEvent::Connected { peer } => {
                 self.health.handle_connected();
+                self.link_down = None;
                 self.notice(Notice::LinkUp { peer: peer.clone() });
             }
             LinkEvent::Disconnected { reason } => {
                 self.health.handle_disconnected();
+                self.link_down = Some(reason.clone());
+                self.executor.abort_all(
+                    Outcome::LinkLost,
+                    &format!(
+                        "the autopilot link was lost ({reason}); the action ended and nothing \
+                         more is sent for it; the autopilot's own failsafes apply"
+                    ),
+                    &mut self.commands,
+                );
                 // Nothing is queued to fly later: pending commands end now.
                 self.commands.abort_all(AbortReason::LinkLost);
                 self.forget_telemetry_requests();
@@ -155,6 +222,7 @@ impl Supervisor {
         self.health.handle_frame(now, header, message);
         self.vehicle.handle_message(now, header, message);
         self.commands.handle_message(now, header, message);
+        self.executor.handle_message(now, header, message);
         self.drain_command_events(now);
         self.track_autopilot(now);
     }
@@ -168,6 +236,10 @@ impl Supervisor {
             self.next_heartbeat_at = now + self.options.heartbeat_interval;
             return Some(self.heartbeat());
         }
+        self.executor.poll(now, &self.vehicle, &mut self.commands);
+        if let Some(message) = self.executor.poll_transmit() {
+            return Some(message);
+        }
         let message = self.commands.poll_transmit(now);
         self.drain_command_events(now);
         message
@@ -178,6 +250,9 @@ impl Supervisor {
         let mut at = self.next_heartbeat_at;
         if let Some(command_at) = self.commands.poll_timeout() {
             at = at.min(command_at);
+        }
+        if let Some(job_at) = self.executor.poll_timeout() {
+            at = at.min(job_at);
         }
         at
     }
@@ -252,6 +327,15 @@ impl Supervisor {
             (Some(_), false) if self.autopilot_present => {
                 self.autopilot_present = false;
                 let silent_for = self.vehicle.heartbeat_age(now).unwrap_or_default();
+                self.executor.abort_all(
+                    Outcome::LinkLost,
+                    &format!(
+                        "the autopilot went silent (no heartbeat for {:.1} s); the action ended \
+                         and nothing more is sent for it; the autopilot's own failsafes apply",
+                        silent_for.as_secs_f64()
+                    ),
+                    &mut self.commands,
+                );
                 self.forget_telemetry_requests();
                 self.notice(Notice::AutopilotLost { silent_for });
             }
@@ -288,6 +372,7 @@ impl Supervisor {
 
     fn drain_command_events(&mut self, now: Instant) {
         while let Some(event) = self.commands.poll_event() {
+            self.executor.handle_command_event(&event);
             if let CommandEvent::Finished { id, outcome, .. } = &event {
                 let id = *id;
                 if self.telemetry_outstanding == Some(id) {

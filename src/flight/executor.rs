@@ -128,7 +128,7 @@ enum Step {
     Arm,
     Disarm,
     Command(CommandRequest),
-    Send(MavMessage),
+    Send(Box<MavMessage>),
     Until(Condition),
 }
 
@@ -170,6 +170,7 @@ enum Running {
     },
     Until {
         condition: Condition,
+        started_at: Instant,
         deadline: Instant,
         next_progress_at: Instant,
     },
@@ -186,6 +187,9 @@ struct Job {
     modes_expected: Vec<FlightMode>,
     /// The last mode seen while this job ran, to tell a change from a stale heartbeat.
     mode_seen: Option<FlightMode>,
+    /// The setpoint this job sent, re-sent with each progress report while it waits:
+    /// setpoints have no ACK, so one lost frame must not strand the job.
+    setpoint: Option<MavMessage>,
 }
 
 impl Job {
@@ -451,7 +455,9 @@ impl Executor {
                             None,
                             vec![
                                 Step::Mode(FlightMode::Guided),
-                                Step::Send(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(target)),
+                                Step::Send(Box::new(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(
+                                    target,
+                                ))),
                                 until,
                             ],
                             vec![FlightMode::Guided],
@@ -555,6 +561,7 @@ impl Executor {
             running: Running::Next,
             modes_expected: plan.modes_expected,
             mode_seen: None,
+            setpoint: None,
         };
         if plan.action.is_motion() {
             if let Some(old) = self.main.take() {
@@ -885,7 +892,8 @@ impl Executor {
                         }
                     }
                     Step::Send(message) => {
-                        let message = address(message, system, component);
+                        let message = address(*message, system, component);
+                        job.setpoint = Some(message.clone());
                         self.transmit.push_back(message);
                         StepResult::Again
                     }
@@ -893,6 +901,7 @@ impl Executor {
                         let deadline = now + self.wait_budget(&condition, vehicle);
                         job.running = Running::Until {
                             condition,
+                            started_at: now,
                             deadline,
                             next_progress_at: now,
                         };
@@ -946,10 +955,12 @@ impl Executor {
             }
             Running::Until {
                 condition,
+                started_at,
                 deadline,
                 next_progress_at,
             } => {
                 let condition = *condition;
+                let first = *started_at == now;
                 if self.condition_met(&condition, vehicle) {
                     job.running = Running::Next;
                     return StepResult::Again;
@@ -977,6 +988,9 @@ impl Executor {
                 }
                 if now >= *next_progress_at {
                     *next_progress_at = now + self.options.progress_interval;
+                    if !first && let Some(setpoint) = &job.setpoint {
+                        self.transmit.push_back(setpoint.clone());
+                    }
                     let update = self.remaining(&condition, vehicle);
                     self.push_event(ExecutorEvent::Progress {
                         job: job.id,
