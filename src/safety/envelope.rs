@@ -904,10 +904,25 @@ impl Envelope {
             return segment_circle_entry(a, b, c.center, c.radius_m + required).unwrap_or(0.0);
         }
         let steps = (a.distance(b).ceil() as usize).clamp(1, 2000);
-        (0..=steps)
-            .map(|i| i as f64 / steps as f64)
-            .find(|t| z.clearance(a.lerp(b, *t)) < required)
-            .unwrap_or(0.0)
+        let Some(i) =
+            (0..=steps).find(|i| z.clearance(a.lerp(b, *i as f64 / steps as f64)) < required)
+        else {
+            return 0.0;
+        };
+        // Refine between the last sample that was clear and the first that was not.
+        let (mut lo, mut hi) = (
+            i.saturating_sub(1) as f64 / steps as f64,
+            i as f64 / steps as f64,
+        );
+        for _ in 0..30 {
+            let mid = (lo + hi) / 2.0;
+            if z.clearance(a.lerp(b, mid)) < required {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
     }
 
     /// Checks a non-goal action.
