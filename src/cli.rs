@@ -37,6 +37,9 @@ pub enum Command {
     /// Write certificates, a Mosquitto config with mTLS and ACLs, drone.toml and ground.toml
     /// for a local trial.
     DevSetup(crate::dev_setup::DevSetupArgs),
+    /// Run the whole chain on this machine (simulator, broker, daemon, ground bridge) and
+    /// drive it as an MCP client would, saying what happens.
+    Demo(crate::demo::DemoArgs),
     /// On the ground: a stdio MCP server forwarding to one drone over mTLS MQTT 5.
     /// Only MCP JSON-RPC is written to stdout; logs go to stderr.
     Ground(GroundArgs),
@@ -72,7 +75,7 @@ pub struct SimArgs {
     #[arg(long, value_enum, default_value = "ardupilot")]
     pub autopilot: SimAutopilot,
     /// Home position as LAT,LON,ALT_M (altitude above mean sea level).
-    #[arg(long, default_value = "47.397742,8.545594,488.0", value_parser = parse_home)]
+    #[arg(long, default_value = "47.397742,8.545594,488.0", value_parser = parse_home, allow_hyphen_values = true)]
     pub home: (f64, f64, f64),
     /// Simulated seconds per wall-clock second.
     #[arg(long, default_value_t = 1.0)]
@@ -178,6 +181,10 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::probe::run(args, shutdown))
+        }
+        Command::Demo(args) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::demo::run(args, shutdown))
         }
         Command::DevSetup(args) => match crate::dev_setup::run(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -143,6 +143,10 @@ pub struct McpConfig {
     pub sessions_max: usize,
     /// Rate of `notifications/resources/updated` for `vehicle://status`. Default 2 Hz.
     pub status_update_rate_hz: f32,
+    /// Also send `notifications/resources/updated` on each subscribed session's RPC topic,
+    /// for clients that miss it on the capability topic (the EMQX Python SDK). A deviation
+    /// from the transport spec. Default false.
+    pub compat_resource_updates_on_rpc: bool,
 }
 
 impl Default for McpConfig {
@@ -159,6 +163,7 @@ impl Default for McpConfig {
             calls_concurrent_max: 32,
             sessions_max: 64,
             status_update_rate_hz: 2.0,
+            compat_resource_updates_on_rpc: false,
         }
     }
 }

@@ -52,9 +52,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
-        // FIXME(mcp merge): spawn crate::mcp::serve(&config, status_rx, token) here.
-        drop((status_rx, mcp_shutdown.clone()));
-        anyhow::bail!("the MCP server is not in this build yet: set mqtt.enabled = false")
+        // Its own task: MQTT never blocks this loop (and so never the heartbeat).
+        let mcp_config = config.clone();
+        let token = mcp_shutdown.clone();
+        Some(tokio::spawn(async move {
+            crate::mcp::serve(&mcp_config, status_rx, token).await
+        }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
         None

@@ -7,12 +7,14 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod dev_setup;
 pub mod ground;
 pub mod link;
 pub mod logging;
 pub mod mcp;
 pub mod probe;
+pub mod role;
 pub mod sim;
 pub mod status;
 pub mod supervisor;

@@ -16,8 +16,11 @@ use crate::link::transport::{Link, LinkOptions};
 use crate::supervisor::{Supervisor, SupervisorOptions};
 use crate::vehicle::snapshot::VehicleSnapshot;
 
-/// After the heartbeat, how long to wait for the requested telemetry to arrive.
+/// After the heartbeat, how long at most to wait for the requested telemetry to arrive.
 const COLLECT_FOR: Duration = Duration::from_millis(2500);
+/// After the heartbeat, how long at least to listen: 1 Hz messages (SIMSTATE,
+/// EXTENDED_SYS_STATE on some firmwares) need a full period to show up.
+const COLLECT_AT_LEAST: Duration = Duration::from_millis(1200);
 
 pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
@@ -52,10 +55,14 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             Some(at) => at + COLLECT_FOR,
             None => started + wait_for_heartbeat,
         };
-        if now >= deadline || (found_at.is_some() && telemetry_complete(&supervisor, now)) {
+        let listened_enough = found_at.is_some_and(|at| now >= at + COLLECT_AT_LEAST);
+        if now >= deadline || (listened_enough && telemetry_complete(&supervisor, now)) {
             break;
         }
-        let wake = supervisor.poll_timeout().min(deadline);
+        let wake = supervisor
+            .poll_timeout()
+            .min(deadline)
+            .min(found_at.map_or(deadline, |at| at + COLLECT_AT_LEAST));
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(ExitCode::from(130)),
             event = events.recv() => match event {

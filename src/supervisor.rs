@@ -314,3 +314,179 @@ impl Supervisor {
         self.notices.push_back(notice);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::dialect::{COMMAND_ACK_DATA, MavCmd, MavResult};
+
+    fn options() -> SupervisorOptions {
+        SupervisorOptions::from_config(&crate::config::VehicleConfig::default())
+    }
+
+    fn autopilot_heartbeat() -> (MavHeader, MavMessage) {
+        let header = MavHeader {
+            system_id: 1,
+            component_id: 1,
+            sequence: 0,
+        };
+        let message = MavMessage::HEARTBEAT(dialect::HEARTBEAT_DATA {
+            custom_mode: 0,
+            mavtype: MavType::MAV_TYPE_QUADROTOR,
+            autopilot: MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA,
+            base_mode: MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED,
+            system_status: MavState::MAV_STATE_STANDBY,
+            mavlink_version: 3,
+        });
+        (header, message)
+    }
+
+    fn ack(command: MavCmd) -> (MavHeader, MavMessage) {
+        let header = MavHeader {
+            system_id: 1,
+            component_id: 1,
+            sequence: 1,
+        };
+        let message = MavMessage::COMMAND_ACK(COMMAND_ACK_DATA {
+            command,
+            result: MavResult::MAV_RESULT_ACCEPTED,
+            progress: 0,
+            result_param2: 0,
+            target_system: 1,
+            target_component: 191,
+        });
+        (header, message)
+    }
+
+    fn drain(s: &mut Supervisor, now: Instant) -> Vec<MavMessage> {
+        std::iter::from_fn(|| s.poll_transmit(now)).collect()
+    }
+
+    fn count_heartbeats(messages: &[MavMessage]) -> usize {
+        messages
+            .iter()
+            .filter(|m| matches!(m, MavMessage::HEARTBEAT(_)))
+            .count()
+    }
+
+    #[test]
+    fn heartbeats_at_the_interval_and_never_bursts_after_a_stall() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(options(), t0);
+        let first = drain(&mut s, t0);
+        assert_eq!(count_heartbeats(&first), 1);
+        let MavMessage::HEARTBEAT(hb) = &first[0] else {
+            panic!("heartbeat first")
+        };
+        assert_eq!(hb.mavtype, MavType::MAV_TYPE_ONBOARD_CONTROLLER);
+        assert_eq!(hb.autopilot, MavAutopilot::MAV_AUTOPILOT_INVALID);
+        assert_eq!(
+            count_heartbeats(&drain(&mut s, t0 + Duration::from_millis(999))),
+            0
+        );
+        assert_eq!(
+            count_heartbeats(&drain(&mut s, t0 + Duration::from_millis(1000))),
+            1
+        );
+        // A 10 s stall: one heartbeat when the loop runs again, not ten.
+        let after_stall = t0 + Duration::from_secs(11);
+        assert_eq!(count_heartbeats(&drain(&mut s, after_stall)), 1);
+        assert_eq!(s.poll_timeout(), after_stall + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn telemetry_is_requested_one_command_at_a_time_once_the_autopilot_is_found() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(options(), t0);
+        drain(&mut s, t0);
+        let (h, m) = autopilot_heartbeat();
+        s.handle_message(t0, &h, &m);
+        let sent = drain(&mut s, t0);
+        let commands: Vec<_> = sent
+            .iter()
+            .filter_map(|m| match m {
+                MavMessage::COMMAND_LONG(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(commands.len(), 1, "one at a time: {sent:?}");
+        assert_eq!(commands[0].command, MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL);
+        assert_eq!(
+            (commands[0].target_system, commands[0].target_component),
+            (1, 1)
+        );
+
+        let mut requested = 1;
+        for _ in 0..64 {
+            let (h, m) = ack(MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL);
+            s.handle_message(t0, &h, &m);
+            let (h, m) = ack(MavCmd::MAV_CMD_REQUEST_MESSAGE);
+            s.handle_message(t0, &h, &m);
+            let next = drain(&mut s, t0);
+            if next.is_empty() {
+                break;
+            }
+            requested += next.len();
+        }
+        assert!(
+            requested >= 8,
+            "the state's telemetry was requested: {requested}"
+        );
+        let notices: Vec<_> = std::iter::from_fn(|| s.poll_notice()).collect();
+        assert!(
+            notices
+                .iter()
+                .any(|n| matches!(n, Notice::AutopilotFound { .. })),
+            "{notices:?}"
+        );
+        assert!(
+            notices
+                .iter()
+                .any(|n| matches!(n, Notice::TelemetryRequested { refused: 0, .. })),
+            "{notices:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_link_abandons_requests_and_a_returning_autopilot_is_asked_again() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(options(), t0);
+        let (h, m) = autopilot_heartbeat();
+        s.handle_message(t0, &h, &m);
+        drain(&mut s, t0);
+        s.handle_link_event(
+            t0,
+            &LinkEvent::Disconnected {
+                reason: "cable pulled".into(),
+            },
+        );
+        // Nothing queued is sent later: only heartbeats come out while the link is down.
+        let later = t0 + Duration::from_secs(5);
+        let sent = drain(&mut s, later);
+        assert!(
+            sent.iter().all(|m| matches!(m, MavMessage::HEARTBEAT(_))),
+            "{sent:?}"
+        );
+        s.handle_link_event(later, &LinkEvent::Connected { peer: "pty".into() });
+        s.handle_message(later, &h, &m);
+        let sent = drain(&mut s, later);
+        assert!(
+            sent.iter().any(|m| matches!(m, MavMessage::COMMAND_LONG(c) if c.command == MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL)),
+            "asked again after the link came back: {sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_autopilot_is_reported_lost() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(options(), t0);
+        let (h, m) = autopilot_heartbeat();
+        s.handle_message(t0, &h, &m);
+        drain(&mut s, t0 + Duration::from_secs(4));
+        let notices: Vec<_> = std::iter::from_fn(|| s.poll_notice()).collect();
+        assert!(
+            notices.iter().any(|n| matches!(n, Notice::AutopilotLost { silent_for } if *silent_for >= Duration::from_secs(3))),
+            "{notices:?}"
+        );
+    }
+}

@@ -2,7 +2,16 @@
 //!
 //! - `mqtt`: the broker connection (TLS, CONNECT options, reconnecting driver), shared with
 //!   the ground bridge.
+//! - `session`: sans-IO session bookkeeping (which sessions exist, subscriptions, routing,
+//!   limits).
+//! - `errors`: every JSON-RPC/MCP error code, and the first check of incoming messages.
+//! - `server`: one session's MCP handler (rmcp): the tool table, resources, logging.
+//! - `shell`: the IO: MQTT in and out, one rmcp service per session, status updates.
 
 pub mod errors;
 pub mod mqtt;
+pub mod server;
 pub mod session;
+pub mod shell;
+
+pub use shell::serve;

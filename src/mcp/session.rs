@@ -12,9 +12,11 @@
 //! 3. `handle_suback(client_id, ok)` when the SUBACK of an [`Action::Subscribe`] arrives.
 //! 4. `handle_outgoing(client_id, generation, message)` for every message a session sends,
 //!    before publishing it (ends the call-concurrency accounting of responses).
-//! 5. `handle_shutdown()` once, before the graceful DISCONNECT.
+//! 5. `poll_timeouts(now)` periodically: drops sessions whose SUBACK never came.
+//! 6. `handle_shutdown()` once, before the graceful DISCONNECT.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rmcp::model::ClientJsonRpcMessage;
 use serde_json::{Value, json};
@@ -168,9 +170,15 @@ struct Session {
     generation: u64,
     /// SUBACK not yet received: the `initialize` waits here.
     pending_initialize: Option<Box<ClientJsonRpcMessage>>,
+    /// When the SUBSCRIBE was asked for.
+    pending_since: Instant,
     /// Ids (as JSON text) of `tools/call` requests still running.
     calls: HashSet<String>,
 }
+
+/// How long a session may wait for its SUBACK before it is dropped (the client's own
+/// `initialize` timeout is 30 s by the transport spec).
+pub const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The session table (see the module documentation for the call order).
 #[derive(Debug)]
@@ -255,7 +263,13 @@ impl Sessions {
     }
 
     /// An incoming PUBLISH.
-    pub fn handle_publish(&mut self, topic: &str, payload: &[u8], sender: Sender) -> Vec<Action> {
+    pub fn handle_publish(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        payload: &[u8],
+        sender: Sender,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         match self.topics.classify(topic) {
             TopicKind::ClientPresence(cid) => {
@@ -269,7 +283,7 @@ impl Sessions {
                 }
             }
             TopicKind::ClientCapability(_) => {}
-            TopicKind::Control => self.control(payload, sender, &mut actions),
+            TopicKind::Control => self.control(now, payload, sender, &mut actions),
             TopicKind::Rpc(cid) => self.rpc(&cid, payload, sender, &mut actions),
             TopicKind::Other => {
                 self.refuse(&mut actions, format!("message on unexpected topic {topic}"))
@@ -278,7 +292,7 @@ impl Sessions {
         actions
     }
 
-    fn control(&mut self, payload: &[u8], sender: Sender, actions: &mut Vec<Action>) {
+    fn control(&mut self, now: Instant, payload: &[u8], sender: Sender, actions: &mut Vec<Action>) {
         let Some(cid) = sender.client_id.filter(|c| valid_client_id(c)) else {
             self.refuse(
                 actions,
@@ -357,6 +371,7 @@ impl Sessions {
             Session {
                 generation,
                 pending_initialize: Some(message),
+                pending_since: now,
                 calls: HashSet::new(),
             },
         );
@@ -523,6 +538,31 @@ impl Sessions {
         });
     }
 
+    /// Drops sessions whose SUBACK did not arrive within [`SUBACK_TIMEOUT`].
+    pub fn poll_timeouts(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let expired: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.pending_initialize.is_some()
+                    && now.saturating_duration_since(s.pending_since) >= SUBACK_TIMEOUT
+            })
+            .map(|(cid, _)| cid.clone())
+            .collect();
+        for cid in expired {
+            self.sessions.remove(&cid);
+            actions.push(Action::Unsubscribe {
+                topics: self.client_topics(&cid),
+            });
+            self.refuse(
+                &mut actions,
+                format!("no SUBACK for client {cid} within {SUBACK_TIMEOUT:?}: initialize dropped"),
+            );
+        }
+        actions
+    }
+
     /// A message a session is about to send (responses end a call).
     pub fn handle_outgoing(&mut self, cid: &str, generation: u64, message: &Value) -> bool {
         let Some(session) = self.sessions.get_mut(cid) else {
@@ -580,6 +620,39 @@ mod tests {
         )
     }
 
+    fn t0() -> Instant {
+        // One fixed instant per test run; timeouts are tested with offsets from it.
+        use std::sync::OnceLock;
+        static T0: OnceLock<Instant> = OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    #[test]
+    fn a_session_without_suback_expires() {
+        let mut s = sessions(1, 4, 8);
+        s.handle_publish(
+            t0(),
+            "$mcp-server/sid/fc/drone",
+            INIT.as_bytes(),
+            client("c1"),
+        );
+        assert!(s.poll_timeouts(t0() + SUBACK_TIMEOUT / 2).is_empty());
+        let a = s.poll_timeouts(t0() + SUBACK_TIMEOUT);
+        assert!(
+            a.iter().any(|a| matches!(a, Action::Unsubscribe { .. })),
+            "{a:?}"
+        );
+        // The slot is free again and a late SUBACK does nothing.
+        assert!(s.handle_suback("c1", true).is_empty());
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-server/sid/fc/drone",
+            INIT.as_bytes(),
+            client("c2"),
+        );
+        assert!(matches!(&a[..], [Action::Subscribe { .. }]), "{a:?}");
+    }
+
     const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
     fn client(cid: &str) -> Sender<'_> {
@@ -591,7 +664,12 @@ mod tests {
 
     /// initialize + SUBACK ok: the session runs.
     fn open(s: &mut Sessions, cid: &str) -> u64 {
-        let a = s.handle_publish("$mcp-server/sid/fc/drone", INIT.as_bytes(), client(cid));
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-server/sid/fc/drone",
+            INIT.as_bytes(),
+            client(cid),
+        );
         assert!(matches!(&a[..], [Action::Subscribe { .. }]), "{a:?}");
         let a = s.handle_suback(cid, true);
         match &a[..] {
@@ -639,7 +717,12 @@ mod tests {
     #[test]
     fn initialize_subscribes_three_topics_then_starts_after_suback() {
         let mut s = sessions(4, 4, 8);
-        let a = s.handle_publish("$mcp-server/sid/fc/drone", INIT.as_bytes(), client("c1"));
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-server/sid/fc/drone",
+            INIT.as_bytes(),
+            client("c1"),
+        );
         let [Action::Subscribe { client_id, filters }] = &a[..] else {
             panic!("{a:?}")
         };
@@ -653,7 +736,12 @@ mod tests {
             ]
         );
         // Before the SUBACK, RPC messages are not delivered.
-        let a = s.handle_publish("$mcp-rpc/c1/sid/fc/drone", call(1).as_bytes(), client("c1"));
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-rpc/c1/sid/fc/drone",
+            call(1).as_bytes(),
+            client("c1"),
+        );
         assert!(!a.iter().any(|a| matches!(a, Action::Deliver { .. })));
         assert!(matches!(
             &s.handle_suback("c1", true)[..],
@@ -672,7 +760,7 @@ mod tests {
             client("#"),
             client(""),
         ] {
-            let a = s.handle_publish("$mcp-server/sid/fc/drone", INIT.as_bytes(), sender);
+            let a = s.handle_publish(t0(), "$mcp-server/sid/fc/drone", INIT.as_bytes(), sender);
             assert!(a.iter().all(|a| matches!(a, Action::Log { .. })), "{a:?}");
         }
         assert_eq!(s.refused_count, 5);
@@ -682,7 +770,12 @@ mod tests {
     fn reinitialize_resets_and_presence_ends_the_session() {
         let mut s = sessions(4, 4, 8);
         let g1 = open(&mut s, "c1");
-        let a = s.handle_publish("$mcp-server/sid/fc/drone", INIT.as_bytes(), client("c1"));
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-server/sid/fc/drone",
+            INIT.as_bytes(),
+            client("c1"),
+        );
         assert!(
             matches!(&a[..], [Action::EndSession { generation, .. }, Action::Subscribe { .. }] if *generation == g1),
             "{a:?}"
@@ -695,7 +788,7 @@ mod tests {
         // Old-generation output is ignored.
         assert!(!s.handle_outgoing("c1", g1, &json!({"id": 1, "result": {}})));
         // Empty payload on the presence topic (a Will): session gone, topics unsubscribed.
-        let a = s.handle_publish("$mcp-client/presence/c1", b"", client("c1"));
+        let a = s.handle_publish(t0(), "$mcp-client/presence/c1", b"", client("c1"));
         assert!(
             a.iter().any(|a| matches!(a, Action::EndSession { .. }))
                 && a.iter()
@@ -709,24 +802,29 @@ mod tests {
     fn limits_on_sessions_and_concurrent_calls() {
         let mut s = sessions(1, 2, 3);
         let g = open(&mut s, "c1");
-        let a = s.handle_publish("$mcp-server/sid/fc/drone", INIT.as_bytes(), client("c2"));
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-server/sid/fc/drone",
+            INIT.as_bytes(),
+            client("c2"),
+        );
         assert_eq!(error_code(&a), Some(errors::SERVER_BUSY as i64), "{a:?}");
 
         let rpc = "$mcp-rpc/c1/sid/fc/drone";
         for id in [1, 2] {
-            let a = s.handle_publish(rpc, call(id).as_bytes(), client("c1"));
+            let a = s.handle_publish(t0(), rpc, call(id).as_bytes(), client("c1"));
             assert!(matches!(&a[..], [Action::Deliver { .. }]), "{a:?}");
         }
-        let a = s.handle_publish(rpc, call(3).as_bytes(), client("c1"));
+        let a = s.handle_publish(t0(), rpc, call(3).as_bytes(), client("c1"));
         assert_eq!(error_code(&a), Some(errors::SERVER_BUSY as i64));
         // A response frees a slot, a cancellation too.
         assert!(s.handle_outgoing("c1", g, &json!({"jsonrpc":"2.0","id":1,"result":{}})));
-        let a = s.handle_publish(rpc, call(4).as_bytes(), client("c1"));
+        let a = s.handle_publish(t0(), rpc, call(4).as_bytes(), client("c1"));
         assert!(matches!(&a[..], [Action::Deliver { .. }]), "{a:?}");
         let cancel =
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#;
-        s.handle_publish(rpc, cancel.as_bytes(), client("c1"));
-        let a = s.handle_publish(rpc, call(5).as_bytes(), client("c1"));
+        s.handle_publish(t0(), rpc, cancel.as_bytes(), client("c1"));
+        let a = s.handle_publish(t0(), rpc, call(5).as_bytes(), client("c1"));
         assert!(matches!(&a[..], [Action::Deliver { .. }]), "{a:?}");
     }
 
@@ -751,30 +849,43 @@ mod tests {
             (INIT.as_bytes(), Some(-32600)),
         ];
         for (payload, code) in cases {
-            let a = s.handle_publish(rpc, payload, client("c1"));
+            let a = s.handle_publish(t0(), rpc, payload, client("c1"));
             assert_eq!(error_code(&a), code, "{}", String::from_utf8_lossy(payload));
         }
         let echo = Sender {
             client_id: Some("sid"),
             component_type: Some("mcp-server"),
         };
-        assert!(s.handle_publish(rpc, call(9).as_bytes(), echo).is_empty());
+        assert!(
+            s.handle_publish(t0(), rpc, call(9).as_bytes(), echo)
+                .is_empty()
+        );
         // Client-side de-initialize on the RPC topic.
         let bye = br#"{"jsonrpc":"2.0","method":"notifications/disconnected"}"#;
-        let a = s.handle_publish(rpc, bye, client("c1"));
+        let a = s.handle_publish(t0(), rpc, bye, client("c1"));
         assert!(
             a.iter().any(|a| matches!(a, Action::Unsubscribe { .. })),
             "{a:?}"
         );
         assert_eq!(s.active().count(), 0);
         // Unknown session: dropped and logged.
-        let a = s.handle_publish("$mcp-rpc/c9/sid/fc/drone", call(1).as_bytes(), client("c9"));
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-rpc/c9/sid/fc/drone",
+            call(1).as_bytes(),
+            client("c9"),
+        );
         assert!(
             matches!(&a[..], [Action::Log { warning: true, .. }]),
             "{a:?}"
         );
         // A call before initialize on the control topic is answered.
-        let a = s.handle_publish("$mcp-server/sid/fc/drone", call(1).as_bytes(), client("c9"));
+        let a = s.handle_publish(
+            t0(),
+            "$mcp-server/sid/fc/drone",
+            call(1).as_bytes(),
+            client("c9"),
+        );
         assert_eq!(error_code(&a), Some(-32600));
     }
 

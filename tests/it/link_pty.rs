@@ -41,7 +41,7 @@ impl Drop for TempDir {
 }
 
 /// socat joining two ptys, reachable at the stable names `DIR/a` and `DIR/b`.
-fn start_socat(dir: &Path) -> Proc {
+pub(crate) fn start_socat(dir: &Path) -> Proc {
     for name in ["a", "b"] {
         // A name left by an earlier socat would make this one fail.
         let _ = std::fs::remove_file(dir.join(name));
@@ -181,6 +181,38 @@ async fn link_pty_counts_garbage_and_survives_a_pulled_cable() {
         (frame.header.system_id, frame.header.component_id),
         (1, 191)
     );
+
+    shutdown.cancel();
+    drop(cable);
+    stop_socat(socat);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_pty_waits_for_a_device_that_is_not_there_yet() {
+    let dir = TempDir::new("pty-late");
+    let shutdown = CancellationToken::new();
+    let endpoint = format!("serial:{}:57600", dir.0.join("a").display());
+    // The adapter is not plugged in: opening still succeeds, the link reports it down.
+    let (link, mut events) = Link::open(&endpoint.parse().unwrap(), options(), shutdown.clone())
+        .await
+        .unwrap();
+    let reason = expect_disconnected(&mut events).await;
+    assert!(reason.contains("cannot open serial"), "{reason}");
+    assert_eq!(link.send(&heartbeat(0)), Err(SendError::NotConnected));
+
+    // Plugged in later: the retries (one Disconnected, not one per attempt) find it.
+    let socat = start_socat(&dir.0);
+    expect_connected(&mut events).await;
+    assert_eq!(
+        link.counters().1,
+        0,
+        "a first connection is not a reconnect"
+    );
+    let mut cable = far_end(&dir.0);
+    cable
+        .write_all(&FrameEncoder::new(1, 1).encode(&heartbeat(8)))
+        .unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(8));
 
     shutdown.cancel();
     drop(cable);

@@ -3,11 +3,16 @@
 
 mod autopilot_peer;
 mod cli;
+mod daemon_sim;
+mod demo;
 mod ground_bridge;
+mod link_flow;
 mod link_interop;
 mod link_net;
 mod link_pty;
 mod mcp_broker;
+mod mcp_client;
 mod mcp_interop;
+mod mcp_server;
 mod sim_pymavlink;
 mod support;

@@ -1,0 +1,420 @@
+//! `flight-companion demo`: the whole chain on one machine, no hardware.
+//!
+//! It starts the simulated autopilot, a Mosquitto broker with a fresh `dev-setup`
+//! directory (mutual TLS, on a free loopback port), the daemon, and the ground bridge;
+//! then it acts as an ordinary MCP client on the bridge's stdio — exactly where a desktop
+//! app or an agent framework would sit — and says in plain words what happens.
+//! Every process it starts is stopped before it exits, whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::SimAutopilot;
+use crate::dev_setup::DevSetupArgs;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Where to write the dev certificates, configs and logs (default: a new temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Which autopilot the simulator plays.
+    #[arg(long, value_enum, default_value = "ardupilot")]
+    pub autopilot: SimAutopilot,
+    /// How many `vehicle://status` updates to watch before finishing.
+    #[arg(long, default_value_t = 3)]
+    pub updates: u32,
+}
+
+/// Time allowed for each step; the demo fails with a clear message rather than hang.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find this program's own path")?;
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("flight-companion-demo-{}", std::process::id())),
+    };
+    let mut children = Children::default();
+    let result = tokio::select! {
+        result = script(&exe, &dir, &args, &mut children) => result,
+        _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
+    children.stop_all().await;
+    match result {
+        Ok(()) => {
+            say(&format!(
+                "done; certificates, configs and logs are in {}",
+                dir.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("demo: failed: {error:#}");
+            eprintln!("demo: the logs of each part are in {}", dir.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn script(
+    exe: &Path,
+    dir: &Path,
+    args: &DemoArgs,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    // 1. The simulated autopilot, on a free port.
+    let autopilot = match args.autopilot {
+        SimAutopilot::Ardupilot => "ardupilot",
+        SimAutopilot::Px4 => "px4",
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut sim = Command::new(exe);
+    sim.args([
+        "sim",
+        "--autopilot",
+        autopilot,
+        "--link",
+        "tcpin:127.0.0.1:0",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(log_file(dir, "sim.log")?);
+    let mut sim = children.spawn("simulator", sim)?;
+    let sim_out = sim.stdout.take().context("simulator stdout")?;
+    let mut sim_lines = BufReader::new(sim_out).lines();
+    let serving = timeout("the simulator to start", async {
+        while let Some(line) = sim_lines.next_line().await? {
+            if let Some(endpoint) = line.strip_prefix("sim: serving ") {
+                return Ok(endpoint.to_owned());
+            }
+        }
+        bail!("the simulator exited")
+    })
+    .await?;
+    children.keep(sim);
+    let vehicle_link = serving.replacen("tcpin:", "tcpout:", 1);
+    say(&format!(
+        "simulated {autopilot} multicopter listening on {serving}"
+    ));
+    // Keep echoing what the vehicle does, in its own words.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = sim_lines.next_line().await {
+            // Telemetry set-up chatter is not news to a person watching.
+            if !line.starts_with("sim: command MAV_CMD_SET_MESSAGE_INTERVAL")
+                && !line.starts_with("sim: command MAV_CMD_REQUEST_MESSAGE")
+            {
+                println!("  vehicle | {}", line.trim_start_matches("sim: "));
+            }
+        }
+    });
+
+    // 2. Dev certificates and configs, and the broker.
+    let broker_port = free_port()?;
+    crate::dev_setup::write(&DevSetupArgs {
+        dir: dir.to_owned(),
+        broker_port,
+        vehicle_link: vehicle_link.parse()?,
+        force: true,
+    })?;
+    say(&format!(
+        "wrote a dev CA, certificates and configs to {}",
+        dir.display()
+    ));
+    let mut broker = Command::new(mosquitto_path());
+    broker
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "mosquitto.log")?);
+    let broker = children.spawn("mosquitto", broker)?;
+    children.keep(broker);
+    timeout("the broker to accept connections", async {
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", broker_port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?;
+    say(&format!(
+        "Mosquitto broker up on 127.0.0.1:{broker_port}, mutual TLS required"
+    ));
+
+    // 3. The daemon, and the ground bridge in front of it.
+    let mut daemon = Command::new(exe);
+    daemon
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("drone.toml"))
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "daemon.log")?);
+    let daemon = children.spawn("daemon", daemon)?;
+    children.keep(daemon);
+    say("flight-companion daemon started (log: daemon.log)");
+    let mut ground = Command::new(exe);
+    ground
+        .arg("ground")
+        .arg("--config")
+        .arg(dir.join("ground.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log_file(dir, "ground.log")?);
+    let mut ground = children.spawn("ground bridge", ground)?;
+    let mut client = McpClient {
+        stdin: ground.stdin.take().context("bridge stdin")?,
+        stdout: BufReader::new(ground.stdout.take().context("bridge stdout")?).lines(),
+        next_id: 1,
+    };
+    children.keep(ground);
+
+    // 4. An ordinary MCP client on the bridge's stdio.
+    let init = client
+        .request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "flight-companion demo", "version": crate::VERSION}
+            }),
+        )
+        .await?;
+    client
+        .notify("notifications/initialized", json!({}))
+        .await?;
+    say(&format!(
+        "connected to drone `{}` over mTLS MQTT (MCP {})",
+        init["serverInfo"]["name"].as_str().unwrap_or("?"),
+        init["protocolVersion"].as_str().unwrap_or("?")
+    ));
+
+    let tools = client.request("tools/list", json!({})).await?;
+    let tools = tools["tools"].as_array().cloned().unwrap_or_default();
+    say(&format!("the drone offers {} tools:", tools.len()));
+    for tool in &tools {
+        let description = tool["description"].as_str().unwrap_or("");
+        let first_sentence = description.split(". ").next().unwrap_or(description);
+        println!(
+            "  - {}: {}",
+            tool["name"].as_str().unwrap_or("?"),
+            first_sentence.trim_end_matches('.')
+        );
+    }
+
+    // The daemon may still be waiting for the autopilot's first heartbeat: ask until it has one.
+    let report = timeout("the autopilot's first heartbeat", async {
+        loop {
+            let status = client
+                .request("tools/call", json!({"name": "get_status", "arguments": {}}))
+                .await?;
+            let report = status["structuredContent"].clone();
+            if report["autopilot_seen"] == true {
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await?;
+    say(&format!("status: {}", describe_status(&report)));
+
+    client
+        .request("resources/subscribe", json!({"uri": "vehicle://status"}))
+        .await?;
+    say(&format!(
+        "subscribed to vehicle://status; watching {} updates",
+        args.updates
+    ));
+    let mut seen = 0;
+    timeout("status updates", async {
+        while seen < args.updates {
+            let message = client.next_message().await?;
+            if message["method"] == "notifications/resources/updated" {
+                seen += 1;
+                let read = client
+                    .request("resources/read", json!({"uri": "vehicle://status"}))
+                    .await?;
+                let text = read["contents"][0]["text"].as_str().unwrap_or("{}");
+                let report: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                say(&format!("update {seen}: {}", describe_status(&report)));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// One line about the vehicle from a `StatusReport`.
+fn describe_status(report: &Value) -> String {
+    let v = &report["vehicle"];
+    let autopilot = match v["autopilot"]["autopilot"].as_str() {
+        Some("ardupilot") => "ArduPilot",
+        Some("px4") => "PX4",
+        Some(_) => "an autopilot",
+        None => return "no autopilot heard yet".into(),
+    };
+    format!(
+        "{autopilot}{} in {} ({}), {:.6}, {:.6} at {:.1} m above home, battery {:.1} V, GPS {} with {} satellites",
+        if report["simulated"] == true {
+            " (simulated)"
+        } else {
+            ""
+        },
+        v["mode"]["flight_mode"].as_str().unwrap_or("?"),
+        if v["mode"]["armed"] == true {
+            "armed"
+        } else {
+            "disarmed"
+        },
+        v["position"]["latitude_deg"].as_f64().unwrap_or(f64::NAN),
+        v["position"]["longitude_deg"].as_f64().unwrap_or(f64::NAN),
+        v["position"]["altitude_relative_m"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        v["battery"]["voltage_v"].as_f64().unwrap_or(f64::NAN),
+        v["gps"]["fix_type"].as_str().unwrap_or("?"),
+        v["gps"]["satellites_visible"].as_u64().unwrap_or(0),
+    )
+}
+
+fn say(text: &str) {
+    println!("demo: {text}");
+}
+
+async fn timeout<T>(
+    what: &str,
+    future: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "timed out after {} s waiting for {what}",
+                STEP_TIMEOUT.as_secs()
+            )
+        })?
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(name);
+    std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
+fn mosquitto_path() -> PathBuf {
+    let in_sbin = PathBuf::from("/usr/sbin/mosquitto");
+    if in_sbin.exists() {
+        in_sbin
+    } else {
+        PathBuf::from("mosquitto")
+    }
+}
+
+/// A line-delimited JSON-RPC client, as an MCP host speaks to a stdio server.
+struct McpClient {
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    next_id: u64,
+}
+
+impl McpClient {
+    async fn send(&mut self, message: Value) -> anyhow::Result<()> {
+        let mut line = message.to_string();
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .context("the bridge closed its stdin")?;
+        Ok(())
+    }
+
+    async fn notify(&mut self, method: &str, params: Value) -> anyhow::Result<()> {
+        self.send(json!({"jsonrpc": "2.0", "method": method, "params": params}))
+            .await
+    }
+
+    async fn next_message(&mut self) -> anyhow::Result<Value> {
+        let line = self
+            .stdout
+            .next_line()
+            .await?
+            .context("the bridge exited (see ground.log)")?;
+        serde_json::from_str(&line)
+            .with_context(|| format!("the bridge wrote something that is not JSON: {line}"))
+    }
+
+    /// Sends a request and waits for its response; notifications in between are skipped.
+    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await?;
+        timeout(method, async {
+            loop {
+                let message = self.next_message().await?;
+                if message["id"] == id {
+                    if let Some(error) = message.get("error") {
+                        bail!(
+                            "{method} failed: {}",
+                            error["message"].as_str().unwrap_or("?")
+                        );
+                    }
+                    return Ok(message["result"].clone());
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Every process the demo started; stopped in reverse order, gracefully first.
+#[derive(Default)]
+struct Children {
+    running: Vec<Child>,
+}
+
+impl Children {
+    fn spawn(&mut self, name: &str, mut command: Command) -> anyhow::Result<Child> {
+        command.kill_on_drop(true);
+        command.spawn().with_context(|| match name {
+            "mosquitto" => "cannot start mosquitto: install it with `bash tests/setup` (Debian package mosquitto)".to_string(),
+            _ => format!("cannot start the {name}"),
+        })
+    }
+
+    fn keep(&mut self, child: Child) {
+        self.running.push(child);
+    }
+
+    async fn stop_all(&mut self) {
+        while let Some(mut child) = self.running.pop() {
+            if let Some(pid) = child.id() {
+                // SIGTERM first so the daemon clears its presence and the broker closes cleanly.
+                // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(3), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The IO shell of the MCP server: MQTT in and out, one rmcp service per session, the
+//! status-update ticker. Decisions are made by [`Sessions`]; this file carries them out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::service::RoleServer;
+use rumqttc::v5::AsyncClient;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Publish, SubscribeReasonCode};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::errors;
+use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
+use super::server::{DroneServer, STATUS_URI, SessionShared};
+use super::session::{Action, Limits, Sender, Sessions, Topics};
+use crate::config::Config;
+use crate::status::StatusReport;
+
+/// Messages one session's rmcp service sends, tagged with the session.
+type Outgoing = (String, u64, ServerJsonRpcMessage);
+
+/// Capacity of one session's inbound queue. Overflow policy: a request that does not fit
+/// is answered with a busy error; a notification is dropped and logged.
+const SESSION_INBOX: usize = 64;
+/// Capacity of the queue of messages all sessions send. Sessions wait for room
+/// (back-pressure on the handlers; nothing is dropped).
+const OUTGOING_QUEUE: usize = 256;
+/// Capacity of the MQTT driver's event queue (the driver waits for room).
+const MQTT_EVENTS: usize = 256;
+/// Capacity of rumqttc's request queue. Overflow policy: a publish that does not fit is
+/// dropped and logged (the loop never blocks on MQTT).
+const MQTT_REQUESTS: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the session's message loop has stopped")]
+pub struct SessionClosed;
+
+/// rmcp transport over two channels: messages in from the shell, out to the shell.
+struct ChannelTransport {
+    inbox: mpsc::Receiver<ClientJsonRpcMessage>,
+    out: mpsc::Sender<Outgoing>,
+    client_id: String,
+    generation: u64,
+}
+
+impl rmcp::transport::Transport<RoleServer> for ChannelTransport {
+    type Error = SessionClosed;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), SessionClosed>> + Send + 'static {
+        // Queue now, in call order, so progress notifications and responses leave in the
+        // order the handler produced them; wait only when the queue is full.
+        let tagged = (self.client_id.clone(), self.generation, item);
+        let out = self.out.clone();
+        let queued = self.out.try_send(tagged);
+        async move {
+            match queued {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(tagged)) => {
+                    out.send(tagged).await.map_err(|_| SessionClosed)
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(SessionClosed),
+            }
+        }
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<ClientJsonRpcMessage>> + Send {
+        self.inbox.recv()
+    }
+
+    async fn close(&mut self) -> Result<(), SessionClosed> {
+        self.inbox.close();
+        Ok(())
+    }
+}
+
+struct SessionHandle {
+    generation: u64,
+    inbox: mpsc::Sender<ClientJsonRpcMessage>,
+    shared: Arc<SessionShared>,
+    stop: CancellationToken,
+}
+
+/// What a SUBSCRIBE was for.
+#[derive(Debug, Clone)]
+enum SubscribePurpose {
+    Control,
+    Client(String),
+}
+
+/// A server-id unique to this process: no `/`, `+`, `#`.
+fn generated_server_id() -> String {
+    format!("fc-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+struct Shell {
+    client: AsyncClient,
+    server_id: String,
+    sessions: Sessions,
+    handles: HashMap<String, SessionHandle>,
+    subscribes: VecDeque<SubscribePurpose>,
+    in_flight_subscribes: HashMap<u16, SubscribePurpose>,
+    outgoing_tx: mpsc::Sender<Outgoing>,
+    status: watch::Receiver<StatusReport>,
+    description: String,
+    publish_failures: u64,
+}
+
+impl Shell {
+    fn publish(&mut self, topic: &str, message: &Value, retain: bool) {
+        let payload = message.to_string();
+        self.publish_raw(topic, payload.into_bytes(), retain);
+    }
+
+    fn publish_raw(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
+        let properties = mqtt::publish_properties(ComponentType::Server, &self.server_id);
+        if let Err(e) = self.client.try_publish_with_properties(
+            topic,
+            QoS::AtLeastOnce,
+            retain,
+            payload,
+            properties,
+        ) {
+            self.publish_failures += 1;
+            tracing::warn!(topic, error = %e, failures = self.publish_failures, "MQTT publish dropped");
+        }
+    }
+
+    fn presence_message(&self) -> Value {
+        json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/server/online",
+            "params": {
+                "server_name": self.sessions.topics().server_name,
+                "description": self.description,
+                "meta": {
+                    "version": crate::VERSION,
+                    "implementation": "flight-companion",
+                    "server_id": self.server_id,
+                },
+            },
+        })
+    }
+
+    fn subscribe(&mut self, filters: Vec<Filter>, purpose: SubscribePurpose) -> bool {
+        match self.client.try_subscribe_many(filters) {
+            Ok(()) => {
+                self.subscribes.push_back(purpose);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?purpose, "MQTT subscribe could not be queued");
+                false
+            }
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Subscribe { client_id, filters } => {
+                    let filters = filters
+                        .into_iter()
+                        .map(|(path, no_local)| {
+                            let mut f = Filter::new(path, QoS::AtLeastOnce);
+                            f.nolocal = no_local;
+                            f
+                        })
+                        .collect();
+                    if !self.subscribe(filters, SubscribePurpose::Client(client_id.clone())) {
+                        queue.extend(self.sessions.handle_suback(&client_id, false));
+                    }
+                }
+                Action::Unsubscribe { topics } => {
+                    for topic in topics {
+                        if let Err(e) = self.client.try_unsubscribe(topic.clone()) {
+                            tracing::warn!(topic, error = %e, "MQTT unsubscribe dropped");
+                        }
+                    }
+                }
+                Action::StartSession {
+                    client_id,
+                    generation,
+                    initialize,
+                } => self.start_session(client_id, generation, *initialize),
+                Action::EndSession {
+                    client_id,
+                    generation,
+                } => {
+                    if self
+                        .handles
+                        .get(&client_id)
+                        .is_some_and(|h| h.generation == generation)
+                        && let Some(handle) = self.handles.remove(&client_id)
+                    {
+                        handle.stop.cancel();
+                        tracing::info!(client_id, "MCP session ended");
+                    }
+                }
+                Action::Deliver {
+                    client_id,
+                    generation,
+                    message,
+                } => self.deliver(&client_id, generation, *message),
+                Action::Publish { topic, message } => self.publish(&topic, &message, false),
+                Action::Log {
+                    warning: true,
+                    text,
+                } => tracing::warn!("{text}"),
+                Action::Log {
+                    warning: false,
+                    text,
+                } => tracing::info!("{text}"),
+            }
+        }
+    }
+
+    fn start_session(
+        &mut self,
+        client_id: String,
+        generation: u64,
+        initialize: ClientJsonRpcMessage,
+    ) {
+        let (inbox_tx, inbox_rx) = mpsc::channel(SESSION_INBOX);
+        let shared = Arc::new(SessionShared::default());
+        let stop = CancellationToken::new();
+        let transport = ChannelTransport {
+            inbox: inbox_rx,
+            out: self.outgoing_tx.clone(),
+            client_id: client_id.clone(),
+            generation,
+        };
+        let server = DroneServer::new(self.status.clone(), shared.clone(), &self.description);
+        let ct = stop.clone();
+        let cid = client_id.clone();
+        tokio::spawn(async move {
+            match rmcp::service::serve_server_with_ct(server, transport, ct).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(e) => {
+                    tracing::warn!(client_id = cid, error = %e, "MCP session failed to start")
+                }
+            }
+        });
+        // The inbox is empty: the initialize always fits.
+        let _ = inbox_tx.try_send(initialize);
+        tracing::info!(client_id, generation, "MCP session started");
+        self.handles.insert(
+            client_id,
+            SessionHandle {
+                generation,
+                inbox: inbox_tx,
+                shared,
+                stop,
+            },
+        );
+    }
+
+    fn deliver(&mut self, client_id: &str, generation: u64, message: ClientJsonRpcMessage) {
+        let Some(handle) = self
+            .handles
+            .get(client_id)
+            .filter(|h| h.generation == generation)
+        else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(message)) = handle.inbox.try_send(message) {
+            let topic = self.sessions.topics().rpc(client_id);
+            if let ClientJsonRpcMessage::Request(request) = &message {
+                let id = serde_json::to_value(&request.id).ok();
+                let reply = errors::error_response(
+                    id.as_ref(),
+                    errors::SERVER_BUSY,
+                    "this session has too many messages waiting; retry shortly",
+                    None,
+                );
+                self.publish(&topic, &reply, false);
+            }
+            tracing::warn!(client_id, "session inbox full: message refused");
+        }
+    }
+
+    fn handle_outgoing(&mut self, (client_id, generation, message): Outgoing) {
+        let Ok(value) = serde_json::to_value(&message) else {
+            tracing::error!(client_id, "cannot serialise an outgoing MCP message");
+            return;
+        };
+        if self
+            .sessions
+            .handle_outgoing(&client_id, generation, &value)
+        {
+            let topic = self.sessions.topics().rpc(&client_id);
+            self.publish(&topic, &value, false);
+        }
+    }
+
+    fn handle_publish(&mut self, publish: Publish) {
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        let properties = publish
+            .properties
+            .as_ref()
+            .map(|p| p.user_properties.as_slice())
+            .unwrap_or(&[]);
+        let sender = Sender {
+            client_id: mqtt::user_property(properties, mqtt::PROP_CLIENT_ID),
+            component_type: mqtt::user_property(properties, mqtt::PROP_COMPONENT_TYPE),
+        };
+        let actions = self.sessions.handle_publish(
+            std::time::Instant::now(),
+            &topic,
+            &publish.payload,
+            sender,
+        );
+        self.execute(actions);
+    }
+
+    fn status_updated(&mut self, compat_on_rpc: bool) {
+        let subscribed: Vec<String> = self
+            .handles
+            .iter()
+            .filter(|(_, h)| h.shared.status_subscribed.load(Ordering::SeqCst))
+            .map(|(cid, _)| cid.clone())
+            .collect();
+        if subscribed.is_empty() {
+            return;
+        }
+        let note = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/resources/updated",
+            "params": {"uri": STATUS_URI},
+        });
+        // The transport spec: one message per server on the capability topic.
+        let capability = self.sessions.topics().capability();
+        self.publish(&capability, &note, false);
+        if compat_on_rpc {
+            for cid in subscribed {
+                let topic = self.sessions.topics().rpc(&cid);
+                self.publish(&topic, &note, false);
+            }
+        }
+    }
+}
+
+/// Runs the MCP server on the broker until `shutdown` is cancelled: presence, sessions,
+/// status updates. Never blocks the caller's loop (spawn it). Returns an error only when
+/// the connection cannot even be attempted (missing or invalid certificate files).
+pub async fn serve(
+    config: &Config,
+    status: watch::Receiver<StatusReport>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mcp_config = &config.mcp;
+    let server_id = mcp_config
+        .server_id
+        .clone()
+        .unwrap_or_else(generated_server_id);
+    let mut topics = Topics {
+        server_root: mcp_config.server_topic_root.clone(),
+        client_root: mcp_config.client_topic_root.clone(),
+        rpc_root: mcp_config.rpc_topic_root.clone(),
+        server_id: server_id.clone(),
+        server_name: mcp_config.server_name.clone(),
+    };
+    let limits = Limits {
+        sessions_max: mcp_config.sessions_max,
+        session_calls_concurrent_max: mcp_config.session_calls_concurrent_max,
+        calls_concurrent_max: mcp_config.calls_concurrent_max,
+        message_bytes_max: mcp_config.message_bytes_max,
+    };
+    // Accept packets well above the MCP limit so an oversized message arrives and is
+    // refused with an error instead of being dropped silently by the broker.
+    let packet_bytes_max = u32::try_from(mcp_config.message_bytes_max.saturating_mul(4))
+        .unwrap_or(u32::MAX)
+        .clamp(64 * 1024, 256 * 1024 * 1024);
+    let spec = ConnectionSpec {
+        client_id: server_id.clone(),
+        component_type: ComponentType::Server,
+        meta: json!({"version": crate::VERSION, "implementation": "flight-companion"}),
+        will: Some(Will {
+            topic: topics.presence(),
+            payload: Vec::new(),
+            retain: true,
+        }),
+        packet_bytes_max,
+        request_capacity: MQTT_REQUESTS,
+    };
+    let (client, eventloop) = mqtt::connect(&config.mqtt, &spec)?;
+    let (events_tx, mut events) = mpsc::channel(MQTT_EVENTS);
+    let driver_stop = CancellationToken::new();
+    let driver = mqtt::spawn_driver(eventloop, &config.mqtt, events_tx, driver_stop.clone());
+    let (outgoing_tx, mut outgoing) = mpsc::channel(OUTGOING_QUEUE);
+    tracing::info!(
+        server_id,
+        server_name = topics.server_name,
+        host = config.mqtt.host,
+        port = config.mqtt.port,
+        "MCP server connecting to the broker"
+    );
+    let mut shell = Shell {
+        client,
+        server_id: server_id.clone(),
+        sessions: Sessions::new(topics.clone(), limits),
+        handles: HashMap::new(),
+        subscribes: VecDeque::new(),
+        in_flight_subscribes: HashMap::new(),
+        outgoing_tx,
+        status: status.clone(),
+        description: mcp_config.description.clone(),
+        publish_failures: 0,
+    };
+    let period = Duration::from_secs_f64(1.0 / f64::from(mcp_config.status_update_rate_hz));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut status_rx = status;
+    let mut connected = false;
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    MqttEvent::Connected(connack) => {
+                        connected = true;
+                        let suggested = connack
+                            .properties
+                            .as_ref()
+                            .and_then(|p| mqtt::user_property(&p.user_properties, mqtt::PROP_SERVER_NAME))
+                            .filter(|n| !n.is_empty() && !n.contains(['+', '#']))
+                            .map(str::to_owned);
+                        if let Some(name) = suggested
+                            && name != topics.server_name
+                        {
+                            // The Will keeps the configured name; the broker cleans it up.
+                            tracing::info!(name, "broker suggested MCP-SERVER-NAME; using it");
+                            topics.server_name = name;
+                            shell.sessions = Sessions::new(topics.clone(), limits);
+                        }
+                        let actions = shell.sessions.handle_connected();
+                        shell.execute(actions);
+                        shell.subscribes.clear();
+                        shell.in_flight_subscribes.clear();
+                        tracing::info!(control = topics.control(), "connected to the broker");
+                        let control = Filter::new(topics.control(), QoS::AtLeastOnce);
+                        shell.subscribe(vec![control], SubscribePurpose::Control);
+                    }
+                    MqttEvent::SubscribeSent(pkid) => {
+                        if let Some(purpose) = shell.subscribes.pop_front() {
+                            shell.in_flight_subscribes.insert(pkid, purpose);
+                        }
+                    }
+                    MqttEvent::SubAck(suback) => {
+                        let ok = suback.return_codes.iter().all(|c| matches!(
+                            c,
+                            SubscribeReasonCode::Success(_)
+                        ));
+                        match shell.in_flight_subscribes.remove(&suback.pkid) {
+                            Some(SubscribePurpose::Control) if ok => {
+                                let presence = shell.presence_message();
+                                shell.publish(&topics.presence(), &presence, true);
+                                tracing::info!(presence = topics.presence(), "MCP server online");
+                            }
+                            Some(SubscribePurpose::Control) => {
+                                tracing::error!(codes = ?suback.return_codes, "the broker refused the control topic subscription (check the ACL); staying offline");
+                            }
+                            Some(SubscribePurpose::Client(cid)) => {
+                                let actions = shell.sessions.handle_suback(&cid, ok);
+                                shell.execute(actions);
+                            }
+                            None => {}
+                        }
+                    }
+                    MqttEvent::Publish(publish) => shell.handle_publish(publish),
+                    MqttEvent::Disconnected { error, retry_in } => {
+                        if connected {
+                            tracing::warn!(error, "MQTT connection lost; reconnecting");
+                        }
+                        connected = false;
+                        tracing::debug!(error, ?retry_in, "MQTT reconnect scheduled");
+                    }
+                }
+            }
+            message = outgoing.recv() => {
+                if let Some(message) = message {
+                    shell.handle_outgoing(message);
+                }
+            }
+            _ = ticker.tick() => {
+                let actions = shell.sessions.poll_timeouts(std::time::Instant::now());
+                shell.execute(actions);
+                if connected && status_rx.has_changed().unwrap_or(false) {
+                    status_rx.borrow_and_update();
+                    shell.status_updated(mcp_config.compat_resource_updates_on_rpc);
+                }
+            }
+        }
+    }
+
+    // Graceful shutdown: tell every client, clear presence (a normal DISCONNECT discards
+    // the Will), then disconnect.
+    let actions = shell.sessions.handle_shutdown();
+    shell.execute(actions);
+    if connected {
+        shell.publish_raw(&topics.presence(), Vec::new(), true);
+    }
+    let _ = shell.client.try_disconnect();
+    // Keep draining events so the driver can reach the DISCONNECT; it then ends and the
+    // channel closes. Bounded: shutdown finishes within 1 s even with a dead broker (the daemon waits 1.5 s).
+    let drained = tokio::time::timeout(Duration::from_secs(1), async {
+        while events.recv().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        driver_stop.cancel();
+    }
+    let _ = driver.await;
+    tracing::info!("MCP server stopped");
+    Ok(())
+}

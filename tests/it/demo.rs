@@ -1,0 +1,53 @@
+//! The README's first command: the demo runs the whole chain, says what happens, exits 0
+//! and leaves nothing running.
+
+use std::net::TcpStream;
+use std::process::Command;
+
+use crate::support::binary;
+
+fn port_after(output: &str, marker: &str) -> u16 {
+    let line = output
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker}: {output}"));
+    let rest = line.split_once(marker).unwrap().1;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn demo_runs_the_chain_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(binary())
+        .args([
+            "demo",
+            "--updates",
+            "2",
+            "--dir",
+            dir.path().join("demo").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for needle in [
+        "Mosquitto broker up on 127.0.0.1:",
+        "connected to drone",
+        "get_status:",
+        "status: ArduPilot (simulated) in STABILIZE (disarmed)",
+        "update 2:",
+        "demo: done",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    let broker_port = port_after(&stdout, "Mosquitto broker up on 127.0.0.1:");
+    let sim_port = port_after(&stdout, "listening on tcpin:127.0.0.1:");
+    for port in [broker_port, sim_port] {
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "something still listens on {port} after the demo exited"
+        );
+    }
+}
