@@ -11,7 +11,7 @@
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::flight::{Action, Outcome, ProgressUpdate};
@@ -121,16 +121,28 @@ pub enum SubmitError {
     Closed,
 }
 
+/// The envelope in force as `get_envelope` shows it, or why there is none.
+pub type EnvelopeView = Result<crate::safety::EnvelopeSummary, String>;
+
 /// The tools' side of the channel. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlClient {
     tx: mpsc::Sender<ControlRequest>,
+    /// Published by the loop (skip to latest).
+    envelope: watch::Receiver<EnvelopeView>,
 }
 
-/// The channel: the client for the MCP server, the receiver for the loop.
-pub fn channel() -> (ControlClient, mpsc::Receiver<ControlRequest>) {
+/// The channel: the client for the MCP server, the receiver for the loop, and the sender
+/// of the envelope view.
+pub fn channel() -> (
+    ControlClient,
+    mpsc::Receiver<ControlRequest>,
+    watch::Sender<EnvelopeView>,
+) {
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
-    (ControlClient { tx }, rx)
+    let (envelope_tx, envelope) =
+        watch::channel(Err("the daemon has not built its envelope yet".to_string()));
+    (ControlClient { tx, envelope }, rx, envelope_tx)
 }
 
 /// A submitted request: the reply to wait for and its progress.
@@ -141,6 +153,11 @@ pub struct Pending {
 }
 
 impl ControlClient {
+    /// The envelope in force (or why there is none).
+    pub fn envelope(&self) -> EnvelopeView {
+        self.envelope.borrow().clone()
+    }
+
     /// Offers a request without waiting: a full queue is refused at once.
     pub fn submit(
         &self,
@@ -178,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_at_once_and_nothing_is_queued_beyond_it() {
-        let (client, mut rx) = channel();
+        let (client, mut rx, _envelope) = channel();
         let mut accepted = Vec::new();
         for _ in 0..CONTROL_QUEUE {
             accepted.push(
