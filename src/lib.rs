@@ -15,6 +15,7 @@ pub mod logging;
 pub mod mcp;
 pub mod probe;
 pub mod role;
+pub mod safety;
 pub mod sim;
 pub mod status;
 pub mod supervisor;
