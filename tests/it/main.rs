@@ -5,6 +5,8 @@ mod autopilot_peer;
 mod cli;
 mod daemon_sim;
 mod demo;
+mod flight_mcp;
+mod flight_rig;
 mod ground_bridge;
 mod link_flow;
 mod link_interop;
