@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::link::transport::{Link, LinkOptions, SendError};
+use crate::notify::State;
 use crate::status::StatusReport;
 use crate::supervisor::{Notice, Supervisor, SupervisorOptions};
 
@@ -38,6 +39,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await
     .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
+    // systemd: READY once the configuration is loaded and the link is open (see notify.rs
+    // for why not "autopilot heard"); WATCHDOG from this loop only.
+    let (mut notifier, mut watchdog) = crate::notify::from_process(Instant::now());
 
     let mut supervisor = Supervisor::new(
         SupervisorOptions::from_config(&config.vehicle),
@@ -64,10 +68,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     info!(link = %config.vehicle.link, version = crate::VERSION, "flight-companion ready");
+    notifier.notify(&[
+        State::Ready,
+        State::Status(format!("autopilot link {} open", config.vehicle.link)),
+    ]);
     let mut status_tick = tokio::time::interval(STATUS_PUBLISH_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let wake = tokio::time::Instant::from_std(supervisor.poll_timeout());
+        let wake = supervisor.poll_timeout();
+        let wake = watchdog.poll_timeout().map_or(wake, |w| w.min(wake));
+        let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -84,6 +94,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
         let now = Instant::now();
+        if watchdog.poll_ping(now) && !notifier.notify(&[State::Watchdog]) {
+            debug!("WATCHDOG=1 not sent ({} failures)", notifier.send_errors);
+        }
         while let Some(message) = supervisor.poll_transmit(now) {
             match link.send(&message) {
                 Ok(()) => {}
@@ -100,6 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     info!("shutting down: no more commands will be sent to the autopilot");
+    notifier.notify(&[State::Stopping]);
     // Stop the link first: from here on nothing reaches the autopilot.
     link_shutdown.cancel();
     mcp_shutdown.cancel();

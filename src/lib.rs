@@ -13,6 +13,7 @@ pub mod ground;
 pub mod link;
 pub mod logging;
 pub mod mcp;
+pub mod notify;
 pub mod probe;
 pub mod role;
 pub mod sim;
