@@ -224,8 +224,19 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Parses TOML text; `path` is only used in messages.
+    /// Parses TOML text; `path` is only used in messages. `credential:NAME` paths resolve
+    /// in this process's `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Self::parse_with_credentials(path, text, credentials.as_deref())
+    }
+
+    /// [`Config::parse`] with the credentials directory given (`None`: not under systemd).
+    pub fn parse_with_credentials(
+        path: &Path,
+        text: &str,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError {
             path: path.to_owned(),
             key: None,
@@ -240,7 +251,13 @@ impl Config {
             }
         })?;
         let mut config = config;
-        config.resolve_paths(path);
+        config
+            .resolve_paths(path, credentials_dir)
+            .map_err(|(key, message)| ConfigError {
+                path: path.to_owned(),
+                key: Some(key.to_owned()),
+                message,
+            })?;
         config.check().map_err(|(key, message)| ConfigError {
             path: path.to_owned(),
             key: Some(key.to_owned()),
@@ -251,20 +268,23 @@ impl Config {
 
     /// Relative paths in a file are relative to that file's directory, so a configuration
     /// directory (e.g. the one `dev-setup` writes) can be moved as a whole.
-    fn resolve_paths(&mut self, file: &Path) {
+    /// `credential:NAME` names a systemd credential (see [`resolve_secret_path`]).
+    fn resolve_paths(
+        &mut self,
+        file: &Path,
+        credentials_dir: Option<&Path>,
+    ) -> Result<(), (&'static str, String)> {
         let base = file.parent().unwrap_or(Path::new("."));
-        for path in [
-            &mut self.mqtt.ca_cert_path,
-            &mut self.mqtt.client_cert_path,
-            &mut self.mqtt.client_key_path,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if path.is_relative() {
-                *path = base.join(&*path);
+        for (key, path) in [
+            ("mqtt.ca_cert_path", &mut self.mqtt.ca_cert_path),
+            ("mqtt.client_cert_path", &mut self.mqtt.client_cert_path),
+            ("mqtt.client_key_path", &mut self.mqtt.client_key_path),
+        ] {
+            if let Some(path) = path {
+                *path = resolve_secret_path(path, base, credentials_dir).map_err(|m| (key, m))?;
             }
         }
+        Ok(())
     }
 
     /// Cross-field rules that serde cannot express. Returns the key and the reason.
@@ -356,6 +376,46 @@ impl Config {
     }
 }
 
+/// The prefix of a path that names a systemd credential instead of a file.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
+
+/// Resolves a path from a configuration file:
+/// - `credential:NAME` → `$CREDENTIALS_DIRECTORY/NAME`, the private copy systemd makes for
+///   `LoadCredential=NAME:/root-only/file` (or `LoadCredentialEncrypted=`), readable by this
+///   service alone and never on a disk the service user can write;
+/// - a relative path → relative to the configuration file's directory `base`;
+/// - an absolute path → itself.
+pub fn resolve_secret_path(
+    path: &Path,
+    base: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let Some(name) = path
+        .to_str()
+        .and_then(|p| p.strip_prefix(CREDENTIAL_PREFIX))
+    else {
+        return Ok(if path.is_relative() {
+            base.join(path)
+        } else {
+            path.to_owned()
+        });
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "`{}` must name one credential, e.g. `credential:mqtt-client-key.pem`",
+            path.display()
+        ));
+    }
+    match credentials_dir {
+        Some(dir) => Ok(dir.join(name)),
+        None => Err(format!(
+            "`{}` needs $CREDENTIALS_DIRECTORY, which systemd sets for a service with \
+             `LoadCredential={name}:/path/to/file`; outside systemd give the file's path instead",
+            path.display()
+        )),
+    }
+}
+
 /// `line L, column C: message`, without the multi-line source excerpt toml prints.
 pub(crate) fn describe(text: &str, error: &toml::de::Error) -> String {
     let message = error
@@ -444,6 +504,34 @@ mod tests {
             config.mqtt.client_key_path.unwrap(),
             Path::new("/abs/key.pem")
         );
+    }
+
+    #[test]
+    fn credential_paths_resolve_in_the_credentials_directory_or_say_what_is_missing() {
+        let text = "[mqtt]\nclient_key_path = \"credential:mqtt-client-key.pem\"\n";
+        let file = Path::new("/etc/flight-companion/flight-companion.toml");
+        let config = Config::parse_with_credentials(
+            file,
+            text,
+            Some(Path::new("/run/credentials/flight-companion.service")),
+        )
+        .unwrap();
+        assert_eq!(
+            config.mqtt.client_key_path.unwrap(),
+            Path::new("/run/credentials/flight-companion.service/mqtt-client-key.pem")
+        );
+        let error = Config::parse_with_credentials(file, text, None).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("mqtt.client_key_path"));
+        let shown = error.to_string();
+        assert!(shown.contains("CREDENTIALS_DIRECTORY"), "{shown}");
+        assert!(
+            shown.contains("LoadCredential=mqtt-client-key.pem:"),
+            "{shown}"
+        );
+        let escape = "[mqtt]\nclient_key_path = \"credential:../../etc/shadow\"\n";
+        let error =
+            Config::parse_with_credentials(file, escape, Some(Path::new("/run/c"))).unwrap_err();
+        assert!(error.to_string().contains("one credential"), "{error}");
     }
 
     #[test]
