@@ -24,6 +24,10 @@ pub struct Config {
     pub mcp: McpConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// Prometheus metrics (off unless `listen` is set).
+    pub metrics: MetricsConfig,
+    /// Health summary and alert thresholds.
+    pub health: HealthConfig,
 }
 
 /// `[vehicle]`: how the daemon reaches the autopilot.
@@ -182,6 +186,109 @@ impl Default for LoggingConfig {
         Self {
             filter: "info".into(),
         }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint (`GET /metrics`, `GET /health`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve metrics on, e.g. `127.0.0.1:9464`. Default none: no endpoint.
+    /// Plain HTTP without authentication: keep it on loopback or a trusted interface.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[health]`: thresholds of the health summary and its alerts (see `health.rs`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Battery remaining at or below which `battery_low` is raised (degraded). Default 30 %.
+    pub battery_low_percent: f64,
+    /// Battery remaining at or below which health is failed. Default 15 %.
+    pub battery_critical_percent: f64,
+    /// How far above the threshold the battery must recover to clear the alert. Default 5 %.
+    pub battery_hysteresis_percent: f64,
+    /// MAVLink loss at or above which `link_degraded` is raised. Default 10 %.
+    pub link_loss_percent_max: f64,
+    /// How far below the maximum the loss must fall to clear it. Default 5 %.
+    pub link_loss_hysteresis_percent: f64,
+    /// Autopilot heartbeat age above which the autopilot counts as lost (failed). Default 3000 ms.
+    pub autopilot_heartbeat_age_ms_max: u64,
+    /// CPU temperature at or above which `cpu_hot` is raised (a Pi 4 throttles at 80-85 °C). Default 75 °C.
+    pub cpu_temperature_c_hot: f64,
+    /// How far below it the CPU must cool to clear the alert. Default 5 °C.
+    pub cpu_temperature_hysteresis_c: f64,
+    /// The CPU temperature sensor (millidegrees). Default `/sys/class/thermal/thermal_zone0/temp`.
+    pub cpu_temperature_path: std::path::PathBuf,
+    /// How often it is read. Default 2000 ms.
+    pub cpu_temperature_interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            battery_low_percent: 30.0,
+            battery_critical_percent: 15.0,
+            battery_hysteresis_percent: 5.0,
+            link_loss_percent_max: 10.0,
+            link_loss_hysteresis_percent: 5.0,
+            autopilot_heartbeat_age_ms_max: 3000,
+            cpu_temperature_c_hot: 75.0,
+            cpu_temperature_hysteresis_c: 5.0,
+            cpu_temperature_path: "/sys/class/thermal/thermal_zone0/temp".into(),
+            cpu_temperature_interval_ms: 2000,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Cross-field rules; returns the key and the reason.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let finite = [
+            ("health.battery_low_percent", self.battery_low_percent),
+            (
+                "health.battery_critical_percent",
+                self.battery_critical_percent,
+            ),
+            (
+                "health.battery_hysteresis_percent",
+                self.battery_hysteresis_percent,
+            ),
+            ("health.link_loss_percent_max", self.link_loss_percent_max),
+            (
+                "health.link_loss_hysteresis_percent",
+                self.link_loss_hysteresis_percent,
+            ),
+            ("health.cpu_temperature_c_hot", self.cpu_temperature_c_hot),
+            (
+                "health.cpu_temperature_hysteresis_c",
+                self.cpu_temperature_hysteresis_c,
+            ),
+        ];
+        for (key, value) in finite {
+            if !value.is_finite() || value < 0.0 {
+                return Err((key, format!("must be a number of at least 0, got {value}")));
+            }
+        }
+        if self.battery_critical_percent > self.battery_low_percent {
+            return Err((
+                "health.battery_critical_percent",
+                format!(
+                    "must be at most health.battery_low_percent ({}), got {}",
+                    self.battery_low_percent, self.battery_critical_percent
+                ),
+            ));
+        }
+        if self.cpu_temperature_interval_ms < 100 {
+            return Err((
+                "health.cpu_temperature_interval_ms",
+                format!(
+                    "must be at least 100 ms, got {}",
+                    self.cpu_temperature_interval_ms
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -358,6 +465,7 @@ impl Config {
                 format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
             ));
         }
+        self.health.check()?;
         if self.mqtt.enabled {
             for (key, value) in [
                 ("mqtt.ca_cert_path", &self.mqtt.ca_cert_path),

@@ -54,6 +54,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reconnects,
     )));
 
+    // Metrics and health: the listener is bound before READY so a wrong address fails the
+    // start; the endpoint and the temperature sampler are tasks of their own.
+    let mut health = crate::health::HealthMonitor::new(config.health.clone());
+    let side_tasks = tokio_util::task::TaskTracker::new();
+    if let Some(listen) = config.metrics.listen {
+        let listener = crate::metrics::bind(listen).await?;
+        info!(
+            "metrics on http://{}/metrics",
+            listener.local_addr().unwrap_or(listen)
+        );
+        side_tasks.spawn(crate::metrics::serve(
+            listener,
+            status_rx.clone(),
+            link_shutdown.clone(),
+        ));
+    }
+    side_tasks.spawn(crate::metrics::sample_cpu_temperature(
+        config.health.cpu_temperature_path.clone(),
+        Duration::from_millis(config.health.cpu_temperature_interval_ms),
+        link_shutdown.clone(),
+    ));
+    side_tasks.close();
+
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
         // Its own task: MQTT never blocks this loop (and so never the heartbeat).
@@ -72,6 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         State::Ready,
         State::Status(format!("autopilot link {} open", config.vehicle.link)),
     ]);
+    let mut alerts_logged = 0;
     let mut status_tick = tokio::time::interval(STATUS_PUBLISH_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -88,14 +112,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ = tokio::time::sleep_until(wake) => {}
             _ = status_tick.tick() => {
                 let (counters, reconnects) = link.counters();
-                let report = StatusReport::from_snapshot(supervisor.snapshot(Instant::now(), counters, reconnects));
+                let mut report = StatusReport::from_snapshot(supervisor.snapshot(Instant::now(), counters, reconnects));
+                let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
+                report.health = health.assess(&report, cpu_temperature);
+                // Each raised alert once in the journal (MCP clients get them as notifications).
+                for alert in &report.health.recent_alerts {
+                    if alert.sequence > alerts_logged {
+                        warn!(alert = %alert.alert, "alert: {}", alert.message);
+                        alerts_logged = alert.sequence;
+                    }
+                }
                 // A watch keeps only the latest value: slow readers skip to the newest status.
                 status_tx.send_replace(report);
             }
         }
         let now = Instant::now();
-        if watchdog.poll_ping(now) && !notifier.notify(&[State::Watchdog]) {
-            debug!("WATCHDOG=1 not sent ({} failures)", notifier.send_errors);
+        if watchdog.poll_ping(now) {
+            if notifier.notify(&[State::Watchdog]) {
+                crate::metrics::global().record_watchdog_ping();
+            } else {
+                debug!("WATCHDOG=1 not sent ({} failures)", notifier.send_errors);
+            }
         }
         while let Some(message) = supervisor.poll_transmit(now) {
             match link.send(&message) {
@@ -125,6 +162,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(_) => warn!("MCP server did not stop within {MCP_SHUTDOWN_GRACE:?}"),
         }
     }
+    let _ = tokio::time::timeout(Duration::from_millis(200), side_tasks.wait()).await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
