@@ -321,7 +321,7 @@ mod tests {
         }
         r.vehicle.battery.remaining_percent = Some(35.5);
         let s = m.assess(&r, None);
-        assert_eq!(s.alerts["battery_low"], false, "cleared above 30 + 5 %");
+        assert!(!s.alerts["battery_low"], "cleared above 30 + 5 %");
         assert_eq!(raised(&s), vec![(1, "battery_low")]);
         r.vehicle.battery.remaining_percent = Some(29.0);
         let s = m.assess(&r, None);
