@@ -455,7 +455,9 @@ impl ServerHandler for DroneServer {
             cancel: context.ct.clone(),
         };
         let started = std::time::Instant::now();
-        let result = (entry.run)(call).await;
+        // The journal gets TOOL and CORRELATION_ID (the JSON-RPC id) on every event of the call.
+        let span = tracing::info_span!("tool", tool = entry.name, correlation_id = %context.id);
+        let result = tracing::Instrument::instrument((entry.run)(call), span).await;
         let outcome = if context.ct.is_cancelled() {
             ToolOutcome::Cancelled
         } else if result.is_error == Some(true) {

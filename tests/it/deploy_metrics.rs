@@ -221,5 +221,9 @@ fn metrics_endpoint_parses_with_prometheus_client_and_follows_the_naming_convent
     assert_eq!(daemon.wait_exit(Duration::from_secs(3)), Some(0));
     let output = daemon.output();
     // Once in the journal, on the rising edge only.
-    assert_eq!(output.matches("alert: CPU hot: 81.2 °C").count(), 1, "{output}");
+    assert_eq!(
+        output.matches("alert: CPU hot: 81.2 °C").count(),
+        1,
+        "{output}"
+    );
 }
