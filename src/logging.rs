@@ -131,7 +131,7 @@ pub fn journal_name(name: &str) -> String {
         })
         .collect();
     if out.is_empty() || out.starts_with(['_', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
-        out.insert_str(0, "F");
+        out.insert(0, 'F');
     }
     out.truncate(64);
     out
