@@ -6,9 +6,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
+pub mod flight;
 pub mod ground;
 pub mod health;
 pub mod link;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod role;
+pub mod safety;
 pub mod sim;
 pub mod status;
 pub mod supervisor;

@@ -30,6 +30,11 @@ pub struct StatusReport {
     /// Health: `healthy`, `degraded` or `failed` with reasons, the alerts that are active
     /// and the last ones raised. Also the `health://summary` resource.
     pub health: HealthSummary,
+    /// The envelope's warning while the vehicle is near a margin (e.g. "2.1 m from the
+    /// keep-in edge, margin 5 m"); null otherwise.
+    pub envelope_warning: Option<String>,
+    /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
+    pub active_action: Option<String>,
 }
 
 impl StatusReport {
@@ -48,6 +53,8 @@ impl StatusReport {
             simulated,
             autopilot_seen,
             health: HealthSummary::default(),
+            envelope_warning: None,
+            active_action: None,
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).
