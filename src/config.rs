@@ -486,13 +486,20 @@ impl Config {
         credentials_dir: Option<&Path>,
     ) -> Result<(), (&'static str, String)> {
         let base = file.parent().unwrap_or(Path::new("."));
+        // The MQTT files are only needed when MQTT is on: the packaged configuration names
+        // its key by credential and must still start before the credential is set up.
+        let mqtt_enabled = self.mqtt.enabled;
         for (key, path) in [
             ("mqtt.ca_cert_path", &mut self.mqtt.ca_cert_path),
             ("mqtt.client_cert_path", &mut self.mqtt.client_cert_path),
             ("mqtt.client_key_path", &mut self.mqtt.client_key_path),
         ] {
             if let Some(path) = path {
-                *path = resolve_secret_path(path, base, credentials_dir).map_err(|m| (key, m))?;
+                match resolve_secret_path(path, base, credentials_dir) {
+                    Ok(resolved) => *path = resolved,
+                    Err(message) if mqtt_enabled => return Err((key, message)),
+                    Err(_) => {}
+                }
             }
         }
         Ok(())
@@ -722,6 +729,10 @@ mod tests {
     #[test]
     fn credential_paths_resolve_in_the_credentials_directory_or_say_what_is_missing() {
         let text = "[mqtt]\nclient_key_path = \"credential:mqtt-client-key.pem\"\n";
+        // MQTT off: the credential is not needed, so its absence is no error.
+        assert!(Config::parse_with_credentials(Path::new("a.toml"), text, None).is_ok());
+        let text = "[mqtt]\nenabled = true\nca_cert_path = \"ca.pem\"\nclient_cert_path = \"c.pem\"\n\
+                    client_key_path = \"credential:mqtt-client-key.pem\"\n";
         let file = Path::new("/etc/flight-companion/flight-companion.toml");
         let config = Config::parse_with_credentials(
             file,
@@ -741,9 +752,9 @@ mod tests {
             shown.contains("LoadCredential=mqtt-client-key.pem:"),
             "{shown}"
         );
-        let escape = "[mqtt]\nclient_key_path = \"credential:../../etc/shadow\"\n";
+        let escape = text.replace("mqtt-client-key.pem", "../../etc/shadow");
         let error =
-            Config::parse_with_credentials(file, escape, Some(Path::new("/run/c"))).unwrap_err();
+            Config::parse_with_credentials(file, &escape, Some(Path::new("/run/c"))).unwrap_err();
         assert!(error.to_string().contains("one credential"), "{error}");
     }
 

@@ -97,3 +97,34 @@ fn daemon_notifies_ready_and_watchdog_from_its_loop_and_pings_stop_while_it_is_s
     );
     assert!(!output.contains("panicked"), "{output}");
 }
+
+#[test]
+fn unit_passes_systemd_analyze_verify_and_its_exposure_stays_low() {
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v systemd-analyze"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "systemd-analyze is missing: run `bash tests/setup` (it installs Debian's systemd package)"
+    );
+    let output = Command::new("bash")
+        .arg(crate::support::repo_root().join("systemd/verify.sh"))
+        .arg(binary())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("systemd-analyze verify: ok"), "{stdout}");
+    // "→ Overall exposure level for flight-companion.service: 1.5 OK 🙂"
+    let score: f64 = stdout
+        .split("flight-companion.service: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in {stdout}"));
+    assert!(score <= 2.0, "exposure {score} (was 1.5): {stdout}");
+}
