@@ -5,6 +5,7 @@ mod autopilot_peer;
 mod cli;
 mod daemon_sim;
 mod demo;
+mod deploy_alerts;
 mod deploy_metrics;
 mod deploy_systemd;
 mod ground_bridge;
