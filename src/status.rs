@@ -26,6 +26,8 @@ pub struct StatusReport {
     pub simulated: bool,
     /// True once the daemon has heard the autopilot's heartbeat at least once.
     pub autopilot_seen: bool,
+    /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
+    pub bridge: crate::bridge::BridgeStatus,
 }
 
 impl StatusReport {
@@ -43,6 +45,7 @@ impl StatusReport {
             daemon_version: crate::VERSION.to_string(),
             simulated,
             autopilot_seen,
+            bridge: crate::bridge::BridgeStatus::disabled(),
         }
     }
 }

@@ -272,6 +272,11 @@ impl Mcu {
         self.hello_ok
     }
 
+    /// The armed state in the companion's last heartbeat.
+    pub fn companion_armed(&self) -> bool {
+        self.armed
+    }
+
     /// Undecodable frames received so far.
     pub fn frame_errors(&self) -> u32 {
         self.frame_errors
