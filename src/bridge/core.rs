@@ -172,13 +172,14 @@ impl BridgeLink {
                 kind: AckedKind::Hello,
                 result: AckResult::Refused(RefuseReason::VersionMismatch),
                 ..
-            }) => {
-                if self.mcu_hello.is_none() {
-                    self.mismatch(format!(
-                        "bridge protocol mismatch: the bridge refused the daemon's protocol v{PROTOCOL_VERSION} \
-                         (schema {SCHEMA_HASH:#010x}); update the bridge firmware or the daemon so both match"
-                    ));
-                }
+            }) if self.mcu_hello.is_none() => {
+                // No event yet: its hello, which names its version, follows and raises it. The
+                // status says this much meanwhile.
+                self.state = BridgeState::VersionMismatch;
+                self.message = Some(format!(
+                    "bridge protocol mismatch: the bridge refused the daemon's protocol v{PROTOCOL_VERSION} \
+                     (schema {SCHEMA_HASH:#010x}); update the bridge firmware or the daemon so both match"
+                ));
             }
             _ if self.state == BridgeState::VersionMismatch => {}
             Message::McuHeartbeat(heartbeat) => {
@@ -188,11 +189,14 @@ impl BridgeLink {
                     self.state = BridgeState::Healthy;
                     self.message = None;
                 }
-                if previous.is_some_and(|p| p != heartbeat.output) || previous.is_none() {
-                    let asserted = heartbeat.output == fwbridge_protocol::OutputState::Asserted;
-                    if previous.is_some() || asserted {
-                        self.push_event(BridgeEvent::OutputChanged { asserted });
-                    }
+                let asserted = heartbeat.output == fwbridge_protocol::OutputState::Asserted;
+                let changed = match previous {
+                    Some(previous) => previous != heartbeat.output,
+                    // The first heartbeat reports only an output already acting.
+                    None => asserted,
+                };
+                if changed {
+                    self.push_event(BridgeEvent::OutputChanged { asserted });
                 }
             }
             Message::EstopAsserted { seq, source } => {
@@ -259,7 +263,7 @@ impl BridgeLink {
     }
 
     fn mismatch(&mut self, message: String) {
-        if self.state != BridgeState::VersionMismatch {
+        if self.message.as_ref() != Some(&message) {
             self.state = BridgeState::VersionMismatch;
             self.message = Some(message.clone());
             self.push_event(BridgeEvent::VersionMismatch { message });

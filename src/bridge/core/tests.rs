@@ -198,3 +198,25 @@ fn a_closed_port_is_reported_and_nothing_is_queued_for_later() {
         "only a fresh hello: {sent:?}"
     );
 }
+
+#[test]
+fn a_refusal_before_the_bridge_hello_still_ends_with_both_versions_named() {
+    let t0 = Instant::now();
+    let mut link = BridgeLink::new(options(), t0);
+    link.handle_connected(t0);
+    drain(&mut link, t0);
+    link.handle_message(
+        t0,
+        &Message::Ack(Ack {
+            seq: 0,
+            kind: AckedKind::Hello,
+            result: AckResult::Refused(RefuseReason::VersionMismatch),
+        }),
+    );
+    assert_eq!(link.status(t0).state, BridgeState::VersionMismatch);
+    link.handle_message(t0, &mcu_hello(7));
+    let [BridgeEvent::VersionMismatch { message }] = &events(&mut link)[..] else {
+        panic!("no mismatch event")
+    };
+    assert!(message.contains("speaks protocol v7"), "{message}");
+}
