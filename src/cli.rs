@@ -43,6 +43,9 @@ pub enum Command {
     /// On the ground: a stdio MCP server forwarding to one drone over mTLS MQTT 5.
     /// Only MCP JSON-RPC is written to stdout; logs go to stderr.
     Ground(GroundArgs),
+    /// Simulate the safety microcontroller (firmware bridge) on a serial device or pty;
+    /// stdin commands `press`, `release`, `silence`, `resume`; prints `bridge-sim: ...` lines.
+    BridgeSim(crate::bridge::sim::BridgeSimArgs),
     /// Keys and tokens for ground clients (dev and small deployments).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -284,6 +287,10 @@ pub fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::BridgeSim(args) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::bridge::sim::run(args, shutdown))
         }
         Command::DevSetup(args) => match crate::dev_setup::run(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -169,6 +169,11 @@ impl ControlLease {
         })
     }
 
+    /// The session holding the lease, live or not yet expired by `poll_expired`.
+    pub fn holder_session_any(&self) -> Option<&str> {
+        self.holder.as_ref().map(|h| h.session.as_str())
+    }
+
     /// The session holding the lease now, if any.
     pub fn holder_session(&self, now: Instant) -> Option<&str> {
         self.live(now).map(|h| h.session.as_str())

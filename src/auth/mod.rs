@@ -111,6 +111,8 @@ pub struct Gate {
     sessions: HashMap<String, SessionAuth>,
     lease: ControlLease,
     events: SecurityEvents,
+    /// Tool calls in progress per session: a holder waiting on a long `goto` is not silent.
+    in_flight: HashMap<String, u32>,
 }
 
 impl Gate {
@@ -120,6 +122,7 @@ impl Gate {
             config,
             sessions: HashMap::new(),
             events: SecurityEvents::default(),
+            in_flight: HashMap::new(),
         }
     }
 
@@ -299,6 +302,7 @@ impl Gate {
             return Err(self.deny(now, Denial::new("no_control_lease", why)));
         }
         self.take_call(now, session, p.class == Class::Motion)?;
+        *self.in_flight.entry(session.to_owned()).or_default() += 1;
         Ok(caller)
     }
 
@@ -367,14 +371,33 @@ impl Gate {
         }
     }
 
+    /// A tool call that `authorize_tool` allowed has finished (answered or failed).
+    pub fn handle_call_finished(&mut self, now: Instant, session: &str) {
+        if let Some(n) = self.in_flight.get_mut(session) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_flight.remove(session);
+            }
+        }
+        self.lease.handle_activity(now, session);
+    }
+
     /// The session ended (closed, timed out, replaced).
     pub fn handle_session_end(&mut self, session: &str) {
+        self.in_flight.remove(session);
         self.sessions.remove(session);
         self.lease.handle_session_end(session);
     }
 
     /// Ends a lease whose holder went silent: (session, subject).
     pub fn poll_expired(&mut self, now: Instant) -> Option<(String, String)> {
+        // A holder with a call in progress is waiting on the vehicle, not silent.
+        if let Some(holder) = self.lease.holder_session_any().map(str::to_owned)
+            && self.in_flight.get(&holder).is_some_and(|n| *n > 0)
+        {
+            self.lease.handle_activity(now, &holder);
+            return None;
+        }
         let expired = self.lease.poll_expired(now);
         if expired.is_some() {
             self.events.handle_event(now, "control_expired");
@@ -509,6 +532,11 @@ mod tests {
         assert!(d.retry_after_ms.is_some());
         // ... while the e-stop from the same session still passes.
         assert!(g.authorize_tool(t0, NOW, "a", "emergency_stop").is_ok());
+        // Every allowed call is answered (the e-stops and the ones above).
+        for _ in 0..110 {
+            g.handle_call_finished(t0, "a");
+            g.handle_call_finished(t0, "ro");
+        }
         // Silence: the lease expires.
         let late = t0 + Duration::from_secs(6);
         assert_eq!(g.poll_expired(late), Some(("a".into(), "alice".into())));
@@ -549,6 +577,30 @@ mod tests {
                 .kind,
             "revoked_token"
         );
+    }
+
+    #[test]
+    fn a_holder_waiting_on_a_long_call_keeps_the_lease() {
+        let (mut g, mint) = gate();
+        let t0 = Instant::now();
+        g.handle_initialize(t0, NOW, "a", Some(&mint("OPERATOR", "alice")))
+            .unwrap();
+        let a = g.authorize_tool(t0, NOW, "a", "request_control").unwrap();
+        g.handle_control(t0, &a, true);
+        g.handle_call_finished(t0, "a");
+        g.authorize_tool(t0, NOW, "a", "goto").unwrap();
+        // 30 s of flying, polled every second: never expires.
+        for s in 1..=30 {
+            assert_eq!(g.poll_expired(t0 + Duration::from_secs(s)), None);
+        }
+        g.handle_call_finished(t0 + Duration::from_secs(30), "a");
+        assert!(
+            g.authorize_tool(t0 + Duration::from_secs(31), NOW, "a", "land")
+                .is_ok()
+        );
+        g.handle_call_finished(t0 + Duration::from_secs(31), "a");
+        // Then silence does expire it.
+        assert!(g.poll_expired(t0 + Duration::from_secs(37)).is_some());
     }
 
     #[test]

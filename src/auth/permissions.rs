@@ -61,6 +61,9 @@ pub const TOOLS: &[Permission] = &[
     p("hold", Role::Operator, Class::Motion),
     p("set_velocity", Role::Operator, Class::Motion),
     p("set_yaw", Role::Operator, Class::Motion),
+    p("move_relative", Role::Operator, Class::Motion),
+    p("set_heading", Role::Operator, Class::Motion),
+    p("set_speed", Role::Operator, Class::Motion),
     p("upload_mission", Role::Operator, Class::Motion),
     p("start_mission", Role::Operator, Class::Motion),
     p("pause_mission", Role::Operator, Class::Motion),
@@ -77,6 +80,7 @@ pub const UNKNOWN_TOOL: Permission = p("", Role::Admin, Class::Motion);
 /// Resources by URI, with their least role.
 pub const RESOURCES: &[(&str, Role)] = &[
     ("vehicle://status", Role::ReadOnly),
+    ("health://summary", Role::ReadOnly),
     ("audit://security", Role::ReadOnly),
     ("audit://recent", Role::Admin),
 ];

@@ -164,6 +164,8 @@ impl Guard {
         started: Instant,
         wait: bool,
     ) {
+        let finished = Instant::now();
+        self.with_gate(|g| g.handle_call_finished(finished, &caller.session));
         let (args_sha256, args) = Call::args_of(&args.to_string());
         let event = Event::Call(Call {
             session: caller.session.clone(),

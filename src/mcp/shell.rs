@@ -21,6 +21,7 @@ use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
 use super::server::{DroneServer, STATUS_URI, SessionShared};
 use super::session::{Action, Limits, Sender, Sessions, Topics};
 use crate::config::Config;
+use crate::control::ControlClient;
 use crate::status::StatusReport;
 
 /// Messages one session's rmcp service sends, tagged with the session.
@@ -111,6 +112,8 @@ struct Shell {
     in_flight_subscribes: HashMap<u16, SubscribePurpose>,
     outgoing_tx: mpsc::Sender<Outgoing>,
     status: watch::Receiver<StatusReport>,
+    /// The decision loop's request channel; `None` when served without a vehicle (tests).
+    control: Option<ControlClient>,
     description: String,
     publish_failures: u64,
     guard: Arc<Guard>,
@@ -248,7 +251,8 @@ impl Shell {
             &self.description,
             self.guard.clone(),
             client_id.clone(),
-        );
+        )
+        .with_control(self.control.clone(), &client_id);
         let ct = stop.clone();
         let cid = client_id.clone();
         tokio::spawn(async move {
@@ -366,10 +370,11 @@ impl Shell {
 pub async fn serve(
     config: &Config,
     status: watch::Receiver<StatusReport>,
+    control: Option<ControlClient>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let audit = open_audit(config)?;
-    serve_with_audit(config, status, audit, shutdown).await
+    serve_with_audit(config, status, control, audit, shutdown).await
 }
 
 /// Opens `[audit] dir` (recovering a torn tail) and starts its writer; a disabled handle
@@ -404,6 +409,7 @@ pub fn open_audit(config: &Config) -> anyhow::Result<crate::audit::AuditHandle> 
 pub async fn serve_with_audit(
     config: &Config,
     status: watch::Receiver<StatusReport>,
+    control: Option<ControlClient>,
     audit: crate::audit::AuditHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -476,6 +482,7 @@ pub async fn serve_with_audit(
         in_flight_subscribes: HashMap::new(),
         outgoing_tx,
         status: status.clone(),
+        control,
         description: mcp_config.description.clone(),
         publish_failures: 0,
         guard: guard.clone(),
@@ -485,6 +492,8 @@ pub async fn serve_with_audit(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_rx = status;
     let mut connected = false;
+    // Every CONNACK after the first is a reconnect (the metrics count them).
+    let mut ever_connected = false;
 
     loop {
         tokio::select! {
@@ -494,6 +503,10 @@ pub async fn serve_with_audit(
                 match event {
                     MqttEvent::Connected(connack) => {
                         connected = true;
+                        if ever_connected {
+                            crate::metrics::global().record_mqtt_reconnect();
+                        }
+                        ever_connected = true;
                         let suggested = connack
                             .properties
                             .as_ref()

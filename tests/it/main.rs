@@ -3,9 +3,15 @@
 
 mod auth;
 mod autopilot_peer;
+mod bridge_e2e;
 mod cli;
 mod daemon_sim;
 mod demo;
+mod deploy_alerts;
+mod deploy_metrics;
+mod deploy_systemd;
+mod flight_mcp;
+mod flight_rig;
 mod ground_bridge;
 mod link_flow;
 mod link_interop;
