@@ -837,7 +837,8 @@ impl DroneServer {
             shared,
             log_level: Arc::new(Mutex::new(None)),
             instructions: format!(
-                "{description}. Call get_status first; subscribe to {STATUS_URI} for updates."
+                "{description}. Call get_status first; subscribe to {STATUS_URI} for updates. \
+                 Motion tools need the controls: call request_control first (one pilot at a time)."
             ),
         }
     }
