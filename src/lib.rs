@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
+pub mod estop;
 pub mod ground;
 pub mod link;
 pub mod logging;
