@@ -6,10 +6,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
 pub mod estop;
+pub mod flight;
 pub mod ground;
 pub mod link;
 pub mod logging;
