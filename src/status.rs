@@ -31,6 +31,9 @@ pub struct StatusReport {
     pub envelope_warning: Option<String>,
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
+    /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
+    /// and the last events (triggers, escalations, resets).
+    pub emergency_stop: crate::estop::StopStatus,
 }
 
 impl StatusReport {
@@ -50,6 +53,7 @@ impl StatusReport {
             autopilot_seen,
             envelope_warning: None,
             active_action: None,
+            emergency_stop: crate::estop::StopStatus::default(),
         }
     }
 }

@@ -400,7 +400,7 @@ pub struct StopEventRecord {
 }
 
 /// The `emergency_stop` field of the status report.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct StopStatus {
     /// True while the stop is latched: every motion tool is refused.
     pub latched: bool,

@@ -13,6 +13,7 @@
 //! control queue, a rate limit, the control lease, the disk, MQTT or the camera.
 
 pub mod core;
+pub mod driver;
 pub mod local;
 pub mod wire;
 

@@ -5,6 +5,7 @@ mod autopilot_peer;
 mod cli;
 mod daemon_sim;
 mod demo;
+mod estop;
 mod ground_bridge;
 mod link_flow;
 mod link_interop;
