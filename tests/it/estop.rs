@@ -118,3 +118,77 @@ fn a_stopped_daemon_stops_heartbeating_and_the_simulator_sees_it() {
     daemon.signal("CONT");
     sim.wait_for_line("sim: companion heartbeat back", Duration::from_secs(10));
 }
+
+#[test]
+fn broker_killed_in_flight_holds_then_returns_and_the_panic_topic_stops() {
+    use crate::support::broker::Broker;
+    let broker_dir_tag = "estop";
+    let mut broker = Broker::start(broker_dir_tag);
+    let (mut sim, first, harness) = start_sim_two_links();
+    let text = std::fs::read_to_string(broker.dev.path("drone.toml")).unwrap();
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("link = ") {
+                format!("link = \"{}\"", first.replace("tcpin", "tcpout"))
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    let socket = broker.dev.path("estop.sock");
+    let config = broker.dev.path("drone-estop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[estop]\nsocket_path = \"{}\"\n[failsafe]\nground_link_timeout_s = 1.0\nground_loss_hold_s = 1.0\n",
+            text.join("\n"),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = flight_companion("daemon", &["run", "--config", config.to_str().unwrap()]);
+    daemon.wait_for_line("e-stop panic topic subscribed", Duration::from_secs(15));
+    take_off(&harness);
+
+    // The broker dies in flight: hold after 1 s, return home after 1 s more.
+    broker.kill();
+    daemon.wait_for_line("FAILSAFE ground link lost", Duration::from_secs(10));
+    sim.wait_for_line("sim: mode BRAKE", Duration::from_secs(5));
+    sim.wait_for_line("sim: mode RTL", Duration::from_secs(10));
+
+    // The broker is back: nothing resumes; a panic button publish is another trigger.
+    broker.restart();
+    daemon.wait_for_line("e-stop panic topic subscribed", Duration::from_secs(20));
+    let ground = (
+        broker.dev.certs("ground.pem"),
+        broker.dev.certs("ground.key"),
+    );
+    let output = Command::new("mosquitto_pub")
+        .args(broker.tls_args(Some((&ground.0, &ground.1))))
+        .args([
+            "-i",
+            "panic-button",
+            "-q",
+            "1",
+            "-t",
+            "$mcp-server/drone-1/estop",
+            "-m",
+            r#"{"reason": "panic button"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    daemon.wait_for_line(
+        "another trigger by MQTT panic topic",
+        Duration::from_secs(5),
+    );
+    let (code, out) = estop(&["--socket", socket.to_str().unwrap(), "--status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"rung\":\"return_home\""), "{out}");
+    assert!(out.contains("panic button"), "{out}");
+}
