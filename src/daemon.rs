@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::control::{ControlReply, ControlRequest, VehicleSummary};
 use crate::flight::{ExecutorEvent, JobId, ProgressUpdate};
 use crate::link::transport::{Link, LinkOptions, SendError};
+use crate::notify::State;
 use crate::status::StatusReport;
 use crate::supervisor::{Notice, Supervisor, SupervisorOptions};
 
@@ -44,6 +45,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await
     .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
+    // systemd: READY once the configuration is loaded and the link is open (see notify.rs
+    // for why not "autopilot heard"); WATCHDOG from this loop only.
+    let (mut notifier, mut watchdog) = crate::notify::from_process(Instant::now());
 
     let mut supervisor = Supervisor::new(
         SupervisorOptions {
@@ -104,6 +108,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reconnects,
     )));
 
+    // Metrics and health: the listener is bound before READY so a wrong address fails the
+    // start; the endpoint and the temperature sampler are tasks of their own.
+    let mut health = crate::health::HealthMonitor::new(config.health.clone());
+    let side_tasks = tokio_util::task::TaskTracker::new();
+    if let Some(listen) = config.metrics.listen {
+        let listener = crate::metrics::bind(listen).await?;
+        info!(
+            "metrics on http://{}/metrics",
+            listener.local_addr().unwrap_or(listen)
+        );
+        side_tasks.spawn(crate::metrics::serve(
+            listener,
+            status_rx.clone(),
+            link_shutdown.clone(),
+        ));
+    }
+    side_tasks.spawn(crate::metrics::sample_cpu_temperature(
+        config.health.cpu_temperature_path.clone(),
+        Duration::from_millis(config.health.cpu_temperature_interval_ms),
+        link_shutdown.clone(),
+    ));
+    side_tasks.close();
+
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
         // Its own task: MQTT never blocks this loop (and so never the heartbeat).
@@ -122,6 +149,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     info!(link = %config.vehicle.link, version = crate::VERSION, "flight-companion ready");
+    notifier.notify(&[
+        State::Ready,
+        State::Status(format!("autopilot link {} open", config.vehicle.link)),
+    ]);
+    let mut alerts_logged = 0;
     // The loop turns at least this often: the envelope monitor and cancellations.
     let mut monitor_tick = tokio::time::interval(Duration::from_secs_f64(
         config.envelope.check_interval_s.clamp(0.005, 0.04),
@@ -130,11 +162,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut status_tick = tokio::time::interval(STATUS_PUBLISH_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let mut wake_at = supervisor.poll_timeout();
-        if let Some(at) = stop.poll_timeout() {
-            wake_at = wake_at.min(at);
-        }
-        let wake = tokio::time::Instant::from_std(wake_at);
+        let wake = supervisor.poll_timeout();
+        let wake = watchdog.poll_timeout().map_or(wake, |w| w.min(wake));
+        let wake = stop.poll_timeout().map_or(wake, |w| w.min(wake));
+        let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -166,6 +197,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 let (counters, reconnects) = link.counters();
                 let mut report = status_of(&supervisor, Instant::now(), counters, reconnects);
                 report.emergency_stop = stop.status();
+                let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
+                report.health = health.assess(&report, cpu_temperature);
+                // Each raised alert once in the journal (MCP clients get them as notifications).
+                for alert in &report.health.recent_alerts {
+                    if alert.sequence > alerts_logged {
+                        warn!(alert = %alert.alert, "alert: {}", alert.message);
+                        alerts_logged = alert.sequence;
+                    }
+                }
                 let view = match (supervisor.envelope(), supervisor.envelope_missing()) {
                     (Some(envelope), _) => Ok(envelope.summary()),
                     (None, reason) => Err(reason.unwrap_or("no envelope").to_string()),
@@ -180,6 +220,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let now = Instant::now();
         // The stop's ladder before everything the supervisor sends.
         stop.turn(now, &mut supervisor, &link);
+        if watchdog.poll_ping(now) {
+            if notifier.notify(&[State::Watchdog]) {
+                crate::metrics::global().record_watchdog_ping();
+            } else {
+                debug!("WATCHDOG=1 not sent ({} failures)", notifier.send_errors);
+            }
+        }
         // Cancelled calls (notifications/cancelled, or the caller went away) hold position.
         let cancelled: Vec<JobId> = waiting
             .iter()
@@ -238,6 +285,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     info!("shutting down: no more commands will be sent to the autopilot");
+    notifier.notify(&[State::Stopping]);
     // Stop the link first: from here on nothing reaches the autopilot.
     link_shutdown.cancel();
     mcp_shutdown.cancel();
@@ -253,6 +301,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(_) => warn!("MCP server did not stop within {MCP_SHUTDOWN_GRACE:?}"),
         }
     }
+    let _ = tokio::time::timeout(Duration::from_millis(200), side_tasks.wait()).await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -296,6 +345,9 @@ fn accept(
         }
         Err(reason) => {
             info!("refused {action}: {reason}");
+            for label in crate::metrics::refusal_reasons(&reason) {
+                crate::metrics::global().record_envelope_refusal(label);
+            }
             let status = status_of(supervisor, now, counters, reconnects);
             let _ = reply.send(ControlReply::refused(
                 &action,
