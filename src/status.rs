@@ -37,6 +37,9 @@ pub struct StatusReport {
     pub active_action: Option<String>,
     /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
     pub bridge: crate::bridge::BridgeStatus,
+    /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
+    /// and the last events (triggers, escalations, resets).
+    pub emergency_stop: crate::estop::StopStatus,
 }
 
 impl StatusReport {
@@ -58,6 +61,7 @@ impl StatusReport {
             envelope_warning: None,
             active_action: None,
             bridge: crate::bridge::BridgeStatus::disabled(),
+            emergency_stop: crate::estop::StopStatus::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).
