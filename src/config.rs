@@ -24,6 +24,10 @@ pub struct Config {
     pub mcp: McpConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// Prometheus metrics (off unless `listen` is set).
+    pub metrics: MetricsConfig,
+    /// Health summary and alert thresholds.
+    pub health: HealthConfig,
     /// The safety envelope every motion command is checked against.
     pub envelope: EnvelopeConfig,
 }
@@ -187,6 +191,58 @@ impl Default for LoggingConfig {
     }
 }
 
+/// `[metrics]`: the Prometheus endpoint (`GET /metrics`, `GET /health`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve metrics on, e.g. `127.0.0.1:9464`. Default none: no endpoint.
+    /// Plain HTTP without authentication: keep it on loopback or a trusted interface.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[health]`: thresholds of the health summary and its alerts (see `health.rs`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Battery remaining at or below which `battery_low` is raised (degraded). Default 30 %.
+    pub battery_low_percent: f64,
+    /// Battery remaining at or below which health is failed. Default 15 %.
+    pub battery_critical_percent: f64,
+    /// How far above the threshold the battery must recover to clear the alert. Default 5 %.
+    pub battery_hysteresis_percent: f64,
+    /// MAVLink loss at or above which `link_degraded` is raised. Default 10 %.
+    pub link_loss_percent_max: f64,
+    /// How far below the maximum the loss must fall to clear it. Default 5 %.
+    pub link_loss_hysteresis_percent: f64,
+    /// Autopilot heartbeat age above which the autopilot counts as lost (failed). Default 3000 ms.
+    pub autopilot_heartbeat_age_ms_max: u64,
+    /// CPU temperature at or above which `cpu_hot` is raised (a Pi 4 throttles at 80-85 °C). Default 75 °C.
+    pub cpu_temperature_c_hot: f64,
+    /// How far below it the CPU must cool to clear the alert. Default 5 °C.
+    pub cpu_temperature_hysteresis_c: f64,
+    /// The CPU temperature sensor (millidegrees). Default `/sys/class/thermal/thermal_zone0/temp`.
+    pub cpu_temperature_path: std::path::PathBuf,
+    /// How often it is read. Default 2000 ms.
+    pub cpu_temperature_interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            battery_low_percent: 30.0,
+            battery_critical_percent: 15.0,
+            battery_hysteresis_percent: 5.0,
+            link_loss_percent_max: 10.0,
+            link_loss_hysteresis_percent: 5.0,
+            autopilot_heartbeat_age_ms_max: 3000,
+            cpu_temperature_c_hot: 75.0,
+            cpu_temperature_hysteresis_c: 5.0,
+            cpu_temperature_path: "/sys/class/thermal/thermal_zone0/temp".into(),
+            cpu_temperature_interval_ms: 2000,
+        }
+    }
+}
+
 /// `[envelope]`: the safety envelope (see `safety::envelope` for the semantics).
 ///
 /// Altitudes are metres relative to home. The defaults give a home cylinder of 300 m and a
@@ -262,6 +318,57 @@ impl Default for EnvelopeConfig {
     }
 }
 
+impl HealthConfig {
+    /// Cross-field rules; returns the key and the reason.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let finite = [
+            ("health.battery_low_percent", self.battery_low_percent),
+            (
+                "health.battery_critical_percent",
+                self.battery_critical_percent,
+            ),
+            (
+                "health.battery_hysteresis_percent",
+                self.battery_hysteresis_percent,
+            ),
+            ("health.link_loss_percent_max", self.link_loss_percent_max),
+            (
+                "health.link_loss_hysteresis_percent",
+                self.link_loss_hysteresis_percent,
+            ),
+            ("health.cpu_temperature_c_hot", self.cpu_temperature_c_hot),
+            (
+                "health.cpu_temperature_hysteresis_c",
+                self.cpu_temperature_hysteresis_c,
+            ),
+        ];
+        for (key, value) in finite {
+            if !value.is_finite() || value < 0.0 {
+                return Err((key, format!("must be a number of at least 0, got {value}")));
+            }
+        }
+        if self.battery_critical_percent > self.battery_low_percent {
+            return Err((
+                "health.battery_critical_percent",
+                format!(
+                    "must be at most health.battery_low_percent ({}), got {}",
+                    self.battery_low_percent, self.battery_critical_percent
+                ),
+            ));
+        }
+        if self.cpu_temperature_interval_ms < 100 {
+            return Err((
+                "health.cpu_temperature_interval_ms",
+                format!(
+                    "must be at least 100 ms, got {}",
+                    self.cpu_temperature_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The action after a breach (after holding for `breach_hold_s`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
@@ -328,8 +435,19 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Parses TOML text; `path` is only used in messages.
+    /// Parses TOML text; `path` is only used in messages. `credential:NAME` paths resolve
+    /// in this process's `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Self::parse_with_credentials(path, text, credentials.as_deref())
+    }
+
+    /// [`Config::parse`] with the credentials directory given (`None`: not under systemd).
+    pub fn parse_with_credentials(
+        path: &Path,
+        text: &str,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError {
             path: path.to_owned(),
             key: None,
@@ -344,7 +462,13 @@ impl Config {
             }
         })?;
         let mut config = config;
-        config.resolve_paths(path);
+        config
+            .resolve_paths(path, credentials_dir)
+            .map_err(|(key, message)| ConfigError {
+                path: path.to_owned(),
+                key: Some(key.to_owned()),
+                message,
+            })?;
         config.check().map_err(|(key, message)| ConfigError {
             path: path.to_owned(),
             key: Some(key.to_owned()),
@@ -355,20 +479,30 @@ impl Config {
 
     /// Relative paths in a file are relative to that file's directory, so a configuration
     /// directory (e.g. the one `dev-setup` writes) can be moved as a whole.
-    fn resolve_paths(&mut self, file: &Path) {
+    /// `credential:NAME` names a systemd credential (see [`resolve_secret_path`]).
+    fn resolve_paths(
+        &mut self,
+        file: &Path,
+        credentials_dir: Option<&Path>,
+    ) -> Result<(), (&'static str, String)> {
         let base = file.parent().unwrap_or(Path::new("."));
-        for path in [
-            &mut self.mqtt.ca_cert_path,
-            &mut self.mqtt.client_cert_path,
-            &mut self.mqtt.client_key_path,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if path.is_relative() {
-                *path = base.join(&*path);
+        // The MQTT files are only needed when MQTT is on: the packaged configuration names
+        // its key by credential and must still start before the credential is set up.
+        let mqtt_enabled = self.mqtt.enabled;
+        for (key, path) in [
+            ("mqtt.ca_cert_path", &mut self.mqtt.ca_cert_path),
+            ("mqtt.client_cert_path", &mut self.mqtt.client_cert_path),
+            ("mqtt.client_key_path", &mut self.mqtt.client_key_path),
+        ] {
+            if let Some(path) = path {
+                match resolve_secret_path(path, base, credentials_dir) {
+                    Ok(resolved) => *path = resolved,
+                    Err(message) if mqtt_enabled => return Err((key, message)),
+                    Err(_) => {}
+                }
             }
         }
+        Ok(())
     }
 
     /// Cross-field rules that serde cannot express. Returns the key and the reason.
@@ -442,6 +576,7 @@ impl Config {
                 format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
             ));
         }
+        self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
         if self.mqtt.enabled {
             for (key, value) in [
@@ -458,6 +593,46 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// The prefix of a path that names a systemd credential instead of a file.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
+
+/// Resolves a path from a configuration file:
+/// - `credential:NAME` → `$CREDENTIALS_DIRECTORY/NAME`, the private copy systemd makes for
+///   `LoadCredential=NAME:/root-only/file` (or `LoadCredentialEncrypted=`), readable by this
+///   service alone and never on a disk the service user can write;
+/// - a relative path → relative to the configuration file's directory `base`;
+/// - an absolute path → itself.
+pub fn resolve_secret_path(
+    path: &Path,
+    base: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let Some(name) = path
+        .to_str()
+        .and_then(|p| p.strip_prefix(CREDENTIAL_PREFIX))
+    else {
+        return Ok(if path.is_relative() {
+            base.join(path)
+        } else {
+            path.to_owned()
+        });
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "`{}` must name one credential, e.g. `credential:mqtt-client-key.pem`",
+            path.display()
+        ));
+    }
+    match credentials_dir {
+        Some(dir) => Ok(dir.join(name)),
+        None => Err(format!(
+            "`{}` needs $CREDENTIALS_DIRECTORY, which systemd sets for a service with \
+             `LoadCredential={name}:/path/to/file`; outside systemd give the file's path instead",
+            path.display()
+        )),
     }
 }
 
@@ -549,6 +724,38 @@ mod tests {
             config.mqtt.client_key_path.unwrap(),
             Path::new("/abs/key.pem")
         );
+    }
+
+    #[test]
+    fn credential_paths_resolve_in_the_credentials_directory_or_say_what_is_missing() {
+        let text = "[mqtt]\nclient_key_path = \"credential:mqtt-client-key.pem\"\n";
+        // MQTT off: the credential is not needed, so its absence is no error.
+        assert!(Config::parse_with_credentials(Path::new("a.toml"), text, None).is_ok());
+        let text = "[mqtt]\nenabled = true\nca_cert_path = \"ca.pem\"\nclient_cert_path = \"c.pem\"\n\
+                    client_key_path = \"credential:mqtt-client-key.pem\"\n";
+        let file = Path::new("/etc/flight-companion/flight-companion.toml");
+        let config = Config::parse_with_credentials(
+            file,
+            text,
+            Some(Path::new("/run/credentials/flight-companion.service")),
+        )
+        .unwrap();
+        assert_eq!(
+            config.mqtt.client_key_path.unwrap(),
+            Path::new("/run/credentials/flight-companion.service/mqtt-client-key.pem")
+        );
+        let error = Config::parse_with_credentials(file, text, None).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("mqtt.client_key_path"));
+        let shown = error.to_string();
+        assert!(shown.contains("CREDENTIALS_DIRECTORY"), "{shown}");
+        assert!(
+            shown.contains("LoadCredential=mqtt-client-key.pem:"),
+            "{shown}"
+        );
+        let escape = text.replace("mqtt-client-key.pem", "../../etc/shadow");
+        let error =
+            Config::parse_with_credentials(file, &escape, Some(Path::new("/run/c"))).unwrap_err();
+        assert!(error.to_string().contains("one credential"), "{error}");
     }
 
     #[test]

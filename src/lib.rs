@@ -6,13 +6,18 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
+pub mod flight;
 pub mod ground;
+pub mod health;
 pub mod link;
 pub mod logging;
 pub mod mcp;
+pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod role;
 pub mod safety;
