@@ -433,7 +433,13 @@ impl Whitelist {
         let mut best: (u8, String) = (0, String::new());
         for rule in rows {
             let (rank, reason) = if role < rule.role_min {
-                (1, format!("needs role {} or above, the caller is {role}", rule.role_min))
+                (
+                    1,
+                    format!(
+                        "needs role {} or above, the caller is {role}",
+                        rule.role_min
+                    ),
+                )
             } else if !rule.when.allows(state) {
                 (
                     2,
@@ -452,6 +458,9 @@ impl Whitelist {
             };
             if rank > best.0 {
                 best = (rank, reason);
+            } else if rank == best.0 && rank == 2 {
+                // Several rows for one command (arm, disarm): name every state allowed.
+                best.1 = format!("{} or {}", best.1, reason);
             }
         }
         let last = best.1;
