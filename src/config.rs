@@ -26,6 +26,12 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The safety microcontroller (firmware bridge).
     pub bridge: BridgeConfig,
+    /// Prometheus metrics (off unless `listen` is set).
+    pub metrics: MetricsConfig,
+    /// Health summary and alert thresholds.
+    pub health: HealthConfig,
+    /// The safety envelope every motion command is checked against.
+    pub envelope: EnvelopeConfig,
 }
 
 /// `[bridge]`: the safety microcontroller with the hardware e-stop and the companion
@@ -230,6 +236,211 @@ impl Default for LoggingConfig {
     }
 }
 
+/// `[metrics]`: the Prometheus endpoint (`GET /metrics`, `GET /health`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve metrics on, e.g. `127.0.0.1:9464`. Default none: no endpoint.
+    /// Plain HTTP without authentication: keep it on loopback or a trusted interface.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[health]`: thresholds of the health summary and its alerts (see `health.rs`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Battery remaining at or below which `battery_low` is raised (degraded). Default 30 %.
+    pub battery_low_percent: f64,
+    /// Battery remaining at or below which health is failed. Default 15 %.
+    pub battery_critical_percent: f64,
+    /// How far above the threshold the battery must recover to clear the alert. Default 5 %.
+    pub battery_hysteresis_percent: f64,
+    /// MAVLink loss at or above which `link_degraded` is raised. Default 10 %.
+    pub link_loss_percent_max: f64,
+    /// How far below the maximum the loss must fall to clear it. Default 5 %.
+    pub link_loss_hysteresis_percent: f64,
+    /// Autopilot heartbeat age above which the autopilot counts as lost (failed). Default 3000 ms.
+    pub autopilot_heartbeat_age_ms_max: u64,
+    /// CPU temperature at or above which `cpu_hot` is raised (a Pi 4 throttles at 80-85 °C). Default 75 °C.
+    pub cpu_temperature_c_hot: f64,
+    /// How far below it the CPU must cool to clear the alert. Default 5 °C.
+    pub cpu_temperature_hysteresis_c: f64,
+    /// The CPU temperature sensor (millidegrees). Default `/sys/class/thermal/thermal_zone0/temp`.
+    pub cpu_temperature_path: std::path::PathBuf,
+    /// How often it is read. Default 2000 ms.
+    pub cpu_temperature_interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            battery_low_percent: 30.0,
+            battery_critical_percent: 15.0,
+            battery_hysteresis_percent: 5.0,
+            link_loss_percent_max: 10.0,
+            link_loss_hysteresis_percent: 5.0,
+            autopilot_heartbeat_age_ms_max: 3000,
+            cpu_temperature_c_hot: 75.0,
+            cpu_temperature_hysteresis_c: 5.0,
+            cpu_temperature_path: "/sys/class/thermal/thermal_zone0/temp".into(),
+            cpu_temperature_interval_ms: 2000,
+        }
+    }
+}
+
+/// `[envelope]`: the safety envelope (see `safety::envelope` for the semantics).
+///
+/// Altitudes are metres relative to home. The defaults give a home cylinder of 300 m and a
+/// 120 m ceiling even without any polygon, so the daemon never flies without an envelope.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvelopeConfig {
+    /// Altitude floor above home for goal targets. Default 0 m (the margin lifts it).
+    pub altitude_m_min: f64,
+    /// Altitude ceiling above home. Default 120 m.
+    pub altitude_m_max: f64,
+    /// Horizontal margin kept from every keep-in and keep-out boundary and from the home
+    /// cylinder. Refused when smaller than the stopping distance (see below). Default 10 m.
+    pub margin_horizontal_m: f64,
+    /// Vertical margin kept from the floor and the ceiling. Default 5 m.
+    pub margin_vertical_m: f64,
+    /// Fastest horizontal speed a goal may ask for. Default 5 m/s.
+    pub speed_horizontal_m_s_max: f64,
+    /// Fastest climb or descent rate. Default 2.5 m/s.
+    pub speed_vertical_m_s_max: f64,
+    /// Home cylinder radius: no target farther from home. Default 300 m.
+    pub distance_from_home_m_max: f64,
+    /// Below this battery percentage no new goal is accepted, only land and return. Default 30 %.
+    /// 0 also accepts goals when the autopilot does not report the remaining charge.
+    pub battery_reserve_percent: f64,
+    /// Least GPS fix for any motion: `2d_fix`, `3d_fix`, `dgps`, `rtk_float`, `rtk_fixed`. Default `3d_fix`.
+    pub gps_fix_type_min: String,
+    /// Fewest satellites for any motion. Default 6.
+    pub gps_satellites_min: u8,
+    /// Largest horizontal dilution of precision for any motion. Default 2.5.
+    pub gps_hdop_max: f64,
+    /// Period of the daemon's envelope monitor (`t_check` of the stopping distance). Default 0.04 s (25 Hz).
+    pub check_interval_s: f64,
+    /// Worst delay from a decision to the autopilot acting on it (`t_link`). Default 0.2 s.
+    pub link_latency_s: f64,
+    /// Braking deceleration the vehicle can be relied on for (`a_brake`). Default 2.5 m/s².
+    pub braking_deceleration_m_s2: f64,
+    /// Position uncertainty added to the required margin (e.g. 2 σ of the GPS). Default 2 m.
+    pub position_uncertainty_m: f64,
+    /// What the daemon does after a breach, once it has held: `land` or `return_home`. Default `land`.
+    pub breach_action: BreachAction,
+    /// How long the vehicle holds after a breach before the breach action. Default 2 s.
+    pub breach_hold_s: f64,
+    /// Keep-in zones: the vehicle stays inside every one of them.
+    pub keep_in: Vec<ZoneConfig>,
+    /// Keep-out zones: the vehicle stays outside all of them.
+    pub keep_out: Vec<ZoneConfig>,
+}
+
+impl Default for EnvelopeConfig {
+    fn default() -> Self {
+        Self {
+            altitude_m_min: 0.0,
+            altitude_m_max: 120.0,
+            margin_horizontal_m: 10.0,
+            margin_vertical_m: 5.0,
+            speed_horizontal_m_s_max: 5.0,
+            speed_vertical_m_s_max: 2.5,
+            distance_from_home_m_max: 300.0,
+            battery_reserve_percent: 30.0,
+            gps_fix_type_min: "3d_fix".into(),
+            gps_satellites_min: 6,
+            gps_hdop_max: 2.5,
+            check_interval_s: 0.04,
+            link_latency_s: 0.2,
+            braking_deceleration_m_s2: 2.5,
+            position_uncertainty_m: 2.0,
+            breach_action: BreachAction::Land,
+            breach_hold_s: 2.0,
+            keep_in: Vec::new(),
+            keep_out: Vec::new(),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Cross-field rules; returns the key and the reason.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let finite = [
+            ("health.battery_low_percent", self.battery_low_percent),
+            (
+                "health.battery_critical_percent",
+                self.battery_critical_percent,
+            ),
+            (
+                "health.battery_hysteresis_percent",
+                self.battery_hysteresis_percent,
+            ),
+            ("health.link_loss_percent_max", self.link_loss_percent_max),
+            (
+                "health.link_loss_hysteresis_percent",
+                self.link_loss_hysteresis_percent,
+            ),
+            ("health.cpu_temperature_c_hot", self.cpu_temperature_c_hot),
+            (
+                "health.cpu_temperature_hysteresis_c",
+                self.cpu_temperature_hysteresis_c,
+            ),
+        ];
+        for (key, value) in finite {
+            if !value.is_finite() || value < 0.0 {
+                return Err((key, format!("must be a number of at least 0, got {value}")));
+            }
+        }
+        if self.battery_critical_percent > self.battery_low_percent {
+            return Err((
+                "health.battery_critical_percent",
+                format!(
+                    "must be at most health.battery_low_percent ({}), got {}",
+                    self.battery_low_percent, self.battery_critical_percent
+                ),
+            ));
+        }
+        if self.cpu_temperature_interval_ms < 100 {
+            return Err((
+                "health.cpu_temperature_interval_ms",
+                format!(
+                    "must be at least 100 ms, got {}",
+                    self.cpu_temperature_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The action after a breach (after holding for `breach_hold_s`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachAction {
+    Land,
+    ReturnHome,
+}
+
+/// One zone: a polygon (`polygon_lat_lon_deg`) or a circle (`center_lat_lon_deg` + `radius_m`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// Shown in refusals ("keep-out `school`").
+    pub name: String,
+    /// Vertices as `[latitude_deg, longitude_deg]`, in order around the boundary, first not repeated.
+    #[serde(default)]
+    pub polygon_lat_lon_deg: Option<Vec<[f64; 2]>>,
+    /// Circle centre as `[latitude_deg, longitude_deg]`.
+    #[serde(default)]
+    pub center_lat_lon_deg: Option<[f64; 2]>,
+    /// Circle radius.
+    #[serde(default)]
+    pub radius_m: Option<f64>,
+}
+
 /// A configuration that could not be used, with the file, the key and the reason.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -269,8 +480,19 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Parses TOML text; `path` is only used in messages.
+    /// Parses TOML text; `path` is only used in messages. `credential:NAME` paths resolve
+    /// in this process's `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Self::parse_with_credentials(path, text, credentials.as_deref())
+    }
+
+    /// [`Config::parse`] with the credentials directory given (`None`: not under systemd).
+    pub fn parse_with_credentials(
+        path: &Path,
+        text: &str,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError {
             path: path.to_owned(),
             key: None,
@@ -285,7 +507,13 @@ impl Config {
             }
         })?;
         let mut config = config;
-        config.resolve_paths(path);
+        config
+            .resolve_paths(path, credentials_dir)
+            .map_err(|(key, message)| ConfigError {
+                path: path.to_owned(),
+                key: Some(key.to_owned()),
+                message,
+            })?;
         config.check().map_err(|(key, message)| ConfigError {
             path: path.to_owned(),
             key: Some(key.to_owned()),
@@ -296,20 +524,30 @@ impl Config {
 
     /// Relative paths in a file are relative to that file's directory, so a configuration
     /// directory (e.g. the one `dev-setup` writes) can be moved as a whole.
-    fn resolve_paths(&mut self, file: &Path) {
+    /// `credential:NAME` names a systemd credential (see [`resolve_secret_path`]).
+    fn resolve_paths(
+        &mut self,
+        file: &Path,
+        credentials_dir: Option<&Path>,
+    ) -> Result<(), (&'static str, String)> {
         let base = file.parent().unwrap_or(Path::new("."));
-        for path in [
-            &mut self.mqtt.ca_cert_path,
-            &mut self.mqtt.client_cert_path,
-            &mut self.mqtt.client_key_path,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if path.is_relative() {
-                *path = base.join(&*path);
+        // The MQTT files are only needed when MQTT is on: the packaged configuration names
+        // its key by credential and must still start before the credential is set up.
+        let mqtt_enabled = self.mqtt.enabled;
+        for (key, path) in [
+            ("mqtt.ca_cert_path", &mut self.mqtt.ca_cert_path),
+            ("mqtt.client_cert_path", &mut self.mqtt.client_cert_path),
+            ("mqtt.client_key_path", &mut self.mqtt.client_key_path),
+        ] {
+            if let Some(path) = path {
+                match resolve_secret_path(path, base, credentials_dir) {
+                    Ok(resolved) => *path = resolved,
+                    Err(message) if mqtt_enabled => return Err((key, message)),
+                    Err(_) => {}
+                }
             }
         }
+        Ok(())
     }
 
     /// Cross-field rules that serde cannot express. Returns the key and the reason.
@@ -404,6 +642,8 @@ impl Config {
                 format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
             ));
         }
+        self.health.check()?;
+        crate::safety::envelope::check_config(&self.envelope)?;
         if self.mqtt.enabled {
             for (key, value) in [
                 ("mqtt.ca_cert_path", &self.mqtt.ca_cert_path),
@@ -419,6 +659,46 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// The prefix of a path that names a systemd credential instead of a file.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
+
+/// Resolves a path from a configuration file:
+/// - `credential:NAME` → `$CREDENTIALS_DIRECTORY/NAME`, the private copy systemd makes for
+///   `LoadCredential=NAME:/root-only/file` (or `LoadCredentialEncrypted=`), readable by this
+///   service alone and never on a disk the service user can write;
+/// - a relative path → relative to the configuration file's directory `base`;
+/// - an absolute path → itself.
+pub fn resolve_secret_path(
+    path: &Path,
+    base: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let Some(name) = path
+        .to_str()
+        .and_then(|p| p.strip_prefix(CREDENTIAL_PREFIX))
+    else {
+        return Ok(if path.is_relative() {
+            base.join(path)
+        } else {
+            path.to_owned()
+        });
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "`{}` must name one credential, e.g. `credential:mqtt-client-key.pem`",
+            path.display()
+        ));
+    }
+    match credentials_dir {
+        Some(dir) => Ok(dir.join(name)),
+        None => Err(format!(
+            "`{}` needs $CREDENTIALS_DIRECTORY, which systemd sets for a service with \
+             `LoadCredential={name}:/path/to/file`; outside systemd give the file's path instead",
+            path.display()
+        )),
     }
 }
 
@@ -510,6 +790,38 @@ mod tests {
             config.mqtt.client_key_path.unwrap(),
             Path::new("/abs/key.pem")
         );
+    }
+
+    #[test]
+    fn credential_paths_resolve_in_the_credentials_directory_or_say_what_is_missing() {
+        let text = "[mqtt]\nclient_key_path = \"credential:mqtt-client-key.pem\"\n";
+        // MQTT off: the credential is not needed, so its absence is no error.
+        assert!(Config::parse_with_credentials(Path::new("a.toml"), text, None).is_ok());
+        let text = "[mqtt]\nenabled = true\nca_cert_path = \"ca.pem\"\nclient_cert_path = \"c.pem\"\n\
+                    client_key_path = \"credential:mqtt-client-key.pem\"\n";
+        let file = Path::new("/etc/flight-companion/flight-companion.toml");
+        let config = Config::parse_with_credentials(
+            file,
+            text,
+            Some(Path::new("/run/credentials/flight-companion.service")),
+        )
+        .unwrap();
+        assert_eq!(
+            config.mqtt.client_key_path.unwrap(),
+            Path::new("/run/credentials/flight-companion.service/mqtt-client-key.pem")
+        );
+        let error = Config::parse_with_credentials(file, text, None).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("mqtt.client_key_path"));
+        let shown = error.to_string();
+        assert!(shown.contains("CREDENTIALS_DIRECTORY"), "{shown}");
+        assert!(
+            shown.contains("LoadCredential=mqtt-client-key.pem:"),
+            "{shown}"
+        );
+        let escape = text.replace("mqtt-client-key.pem", "../../etc/shadow");
+        let error =
+            Config::parse_with_credentials(file, &escape, Some(Path::new("/run/c"))).unwrap_err();
+        assert!(error.to_string().contains("one credential"), "{error}");
     }
 
     #[test]

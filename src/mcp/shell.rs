@@ -20,6 +20,7 @@ use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
 use super::server::{DroneServer, STATUS_URI, SessionShared};
 use super::session::{Action, Limits, Sender, Sessions, Topics};
 use crate::config::Config;
+use crate::control::ControlClient;
 use crate::status::StatusReport;
 
 /// Messages one session's rmcp service sends, tagged with the session.
@@ -110,6 +111,8 @@ struct Shell {
     in_flight_subscribes: HashMap<u16, SubscribePurpose>,
     outgoing_tx: mpsc::Sender<Outgoing>,
     status: watch::Receiver<StatusReport>,
+    /// The decision loop's request channel; `None` when served without a vehicle (tests).
+    control: Option<ControlClient>,
     description: String,
     publish_failures: u64,
 }
@@ -239,7 +242,8 @@ impl Shell {
             client_id: client_id.clone(),
             generation,
         };
-        let server = DroneServer::new(self.status.clone(), shared.clone(), &self.description);
+        let server = DroneServer::new(self.status.clone(), shared.clone(), &self.description)
+            .with_control(self.control.clone(), &client_id);
         let ct = stop.clone();
         let cid = client_id.clone();
         tokio::spawn(async move {
@@ -357,6 +361,7 @@ impl Shell {
 pub async fn serve(
     config: &Config,
     status: watch::Receiver<StatusReport>,
+    control: Option<ControlClient>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mcp_config = &config.mcp;
@@ -415,6 +420,7 @@ pub async fn serve(
         in_flight_subscribes: HashMap::new(),
         outgoing_tx,
         status: status.clone(),
+        control,
         description: mcp_config.description.clone(),
         publish_failures: 0,
     };
@@ -423,6 +429,8 @@ pub async fn serve(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_rx = status;
     let mut connected = false;
+    // Every CONNACK after the first is a reconnect (the metrics count them).
+    let mut ever_connected = false;
 
     loop {
         tokio::select! {
@@ -432,6 +440,10 @@ pub async fn serve(
                 match event {
                     MqttEvent::Connected(connack) => {
                         connected = true;
+                        if ever_connected {
+                            crate::metrics::global().record_mqtt_reconnect();
+                        }
+                        ever_connected = true;
                         let suggested = connack
                             .properties
                             .as_ref()
