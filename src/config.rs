@@ -24,14 +24,14 @@ pub struct Config {
     pub mcp: McpConfig,
     /// Logging.
     pub logging: LoggingConfig,
-    /// The safety microcontroller (firmware bridge).
-    pub bridge: BridgeConfig,
     /// Prometheus metrics (off unless `listen` is set).
     pub metrics: MetricsConfig,
     /// Health summary and alert thresholds.
     pub health: HealthConfig,
     /// The safety envelope every motion command is checked against.
     pub envelope: EnvelopeConfig,
+    /// The safety microcontroller (firmware bridge).
+    pub bridge: BridgeConfig,
 }
 
 /// `[bridge]`: the safety microcontroller with the hardware e-stop and the companion

@@ -126,8 +126,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut status_tick = tokio::time::interval(STATUS_PUBLISH_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let wake = supervisor.poll_timeout();
-        let mut wake = watchdog.poll_timeout().map_or(wake, |w| w.min(wake));
+        let mut wake = supervisor.poll_timeout();
+        if let Some(w) = watchdog.poll_timeout() {
+            wake = wake.min(w);
+        }
         if let Some(bridge) = &bridge {
             wake = wake.min(bridge.core.poll_timeout());
         }
@@ -266,7 +268,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
-    bridge_shutdown.cancel();
     for (_, w) in waiting.drain() {
         let _ = w.reply.send(ControlReply {
             action: w.action.into(),
@@ -275,6 +276,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             vehicle: None,
         });
     }
+    bridge_shutdown.cancel();
 
     info!("shutting down: no more commands will be sent to the autopilot");
     notifier.notify(&[State::Stopping]);
@@ -292,6 +294,73 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = tokio::time::timeout(Duration::from_millis(200), side_tasks.wait()).await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A request being flown.
+struct Waiter {
+    action: &'static str,
+    reply: oneshot::Sender<ControlReply>,
+    progress: mpsc::Sender<ProgressUpdate>,
+    cancel: CancellationToken,
+}
+
+/// Hands a request to the supervisor; a refusal is answered at once.
+fn accept(
+    supervisor: &mut Supervisor,
+    request: ControlRequest,
+    waiting: &mut HashMap<JobId, Waiter>,
+    counters: crate::link::frame::FrameCounters,
+    reconnects: u64,
+) {
+    let now = Instant::now();
+    let ControlRequest {
+        action,
+        caller,
+        reply,
+        progress,
+        cancel,
+    } = request;
+    info!(caller = %caller.identity, role = %caller.role, "request: {action}");
+    match supervisor.handle_request(now, action, &caller) {
+        Ok(job) => {
+            waiting.insert(
+                job,
+                Waiter {
+                    action: action.name(),
+                    reply,
+                    progress,
+                    cancel,
+                },
+            );
+        }
+        Err(reason) => {
+            info!("refused {action}: {reason}");
+            for label in crate::metrics::refusal_reasons(&reason) {
+                crate::metrics::global().record_envelope_refusal(label);
+            }
+            let status = status_of(supervisor, now, counters, reconnects);
+            let _ = reply.send(ControlReply::refused(
+                &action,
+                reason,
+                status
+                    .autopilot_seen
+                    .then(|| VehicleSummary::from_status(&status)),
+            ));
+        }
+    }
+}
+
+/// The status report with the daemon's own fields filled in.
+fn status_of(
+    supervisor: &Supervisor,
+    now: Instant,
+    counters: crate::link::frame::FrameCounters,
+    reconnects: u64,
+) -> StatusReport {
+    let mut report = StatusReport::from_snapshot(supervisor.snapshot(now, counters, reconnects));
+    report.envelope_warning = supervisor.envelope_warning().map(str::to_owned);
+    report.active_action = supervisor.active_action().map(|a| a.to_string());
+    report
 }
 
 /// The bridge's pieces in the daemon: the sans-IO core, the writer, the inputs.
@@ -394,73 +463,6 @@ fn on_bridge_event(event: &BridgeEvent, required: bool) -> Option<String> {
         BridgeEvent::ReleaseAnswered { result } => info!("bridge release request: {result:?}"),
     }
     None
-}
-
-/// A request being flown.
-struct Waiter {
-    action: &'static str,
-    reply: oneshot::Sender<ControlReply>,
-    progress: mpsc::Sender<ProgressUpdate>,
-    cancel: CancellationToken,
-}
-
-/// Hands a request to the supervisor; a refusal is answered at once.
-fn accept(
-    supervisor: &mut Supervisor,
-    request: ControlRequest,
-    waiting: &mut HashMap<JobId, Waiter>,
-    counters: crate::link::frame::FrameCounters,
-    reconnects: u64,
-) {
-    let now = Instant::now();
-    let ControlRequest {
-        action,
-        caller,
-        reply,
-        progress,
-        cancel,
-    } = request;
-    info!(caller = %caller.identity, role = %caller.role, "request: {action}");
-    match supervisor.handle_request(now, action, &caller) {
-        Ok(job) => {
-            waiting.insert(
-                job,
-                Waiter {
-                    action: action.name(),
-                    reply,
-                    progress,
-                    cancel,
-                },
-            );
-        }
-        Err(reason) => {
-            info!("refused {action}: {reason}");
-            for label in crate::metrics::refusal_reasons(&reason) {
-                crate::metrics::global().record_envelope_refusal(label);
-            }
-            let status = status_of(supervisor, now, counters, reconnects);
-            let _ = reply.send(ControlReply::refused(
-                &action,
-                reason,
-                status
-                    .autopilot_seen
-                    .then(|| VehicleSummary::from_status(&status)),
-            ));
-        }
-    }
-}
-
-/// The status report with the daemon's own fields filled in.
-fn status_of(
-    supervisor: &Supervisor,
-    now: Instant,
-    counters: crate::link::frame::FrameCounters,
-    reconnects: u64,
-) -> StatusReport {
-    let mut report = StatusReport::from_snapshot(supervisor.snapshot(now, counters, reconnects));
-    report.envelope_warning = supervisor.envelope_warning().map(str::to_owned);
-    report.active_action = supervisor.active_action().map(|a| a.to_string());
-    report
 }
 
 fn message_name(message: &crate::link::MavMessage) -> &'static str {

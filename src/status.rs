@@ -27,8 +27,6 @@ pub struct StatusReport {
     pub simulated: bool,
     /// True once the daemon has heard the autopilot's heartbeat at least once.
     pub autopilot_seen: bool,
-    /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
-    pub bridge: crate::bridge::BridgeStatus,
     /// Health: `healthy`, `degraded` or `failed` with reasons, the alerts that are active
     /// and the last ones raised. Also the `health://summary` resource.
     pub health: HealthSummary,
@@ -37,6 +35,8 @@ pub struct StatusReport {
     pub envelope_warning: Option<String>,
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
+    /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
+    pub bridge: crate::bridge::BridgeStatus,
 }
 
 impl StatusReport {
@@ -54,10 +54,10 @@ impl StatusReport {
             daemon_version: crate::VERSION.to_string(),
             simulated,
             autopilot_seen,
-            bridge: crate::bridge::BridgeStatus::disabled(),
             health: HealthSummary::default(),
             envelope_warning: None,
             active_action: None,
+            bridge: crate::bridge::BridgeStatus::disabled(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).
