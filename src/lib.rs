@@ -4,12 +4,14 @@
 //! `sim::autopilot`, `mcp::session`) are sans-IO state machines that take `now` as an
 //! argument; shells (`link::transport`, `daemon`, `sim::shell`, `mcp::mqtt`) do the IO.
 
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
+pub mod estop;
 pub mod flight;
 pub mod ground;
 pub mod health;

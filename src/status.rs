@@ -35,6 +35,11 @@ pub struct StatusReport {
     pub envelope_warning: Option<String>,
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
+    /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
+    pub bridge: crate::bridge::BridgeStatus,
+    /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
+    /// and the last events (triggers, escalations, resets).
+    pub emergency_stop: crate::estop::StopStatus,
 }
 
 impl StatusReport {
@@ -55,6 +60,8 @@ impl StatusReport {
             health: HealthSummary::default(),
             envelope_warning: None,
             active_action: None,
+            bridge: crate::bridge::BridgeStatus::disabled(),
+            emergency_stop: crate::estop::StopStatus::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

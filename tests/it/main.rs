@@ -2,14 +2,16 @@
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
 mod autopilot_peer;
+mod bridge_e2e;
 mod cli;
 mod daemon_sim;
 mod demo;
-mod flight_mcp;
-mod flight_rig;
 mod deploy_alerts;
 mod deploy_metrics;
 mod deploy_systemd;
+mod estop;
+mod flight_mcp;
+mod flight_rig;
 mod ground_bridge;
 mod link_flow;
 mod link_interop;
