@@ -50,13 +50,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reconnects,
     )));
 
+    // The camera runs in its own task and on blocking threads, never on this loop; it reads
+    // the vehicle status through the same `watch` (skip to latest) to tag its frames.
+    let camera_shutdown = CancellationToken::new();
+    let (camera, camera_task) = if config.camera.enabled {
+        let (handle, task) = crate::camera::spawn(
+            config.camera.clone(),
+            status_rx.clone(),
+            camera_shutdown.clone(),
+        );
+        (Some(handle), Some(task))
+    } else {
+        (None, None)
+    };
+
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
         // Its own task: MQTT never blocks this loop (and so never the heartbeat).
         let mcp_config = config.clone();
         let token = mcp_shutdown.clone();
         Some(tokio::spawn(async move {
-            crate::mcp::serve(&mcp_config, status_rx, token).await
+            crate::mcp::serve(&mcp_config, status_rx, camera, token).await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
@@ -103,6 +117,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Stop the link first: from here on nothing reaches the autopilot.
     link_shutdown.cancel();
     mcp_shutdown.cancel();
+    camera_shutdown.cancel();
+    if let Some(task) = camera_task {
+        let _ = tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await;
+    }
     if let Some(task) = mcp_task {
         match tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await {
             Ok(Ok(Ok(()))) => {}

@@ -305,7 +305,9 @@ impl InProcessServer {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task =
-            tokio::spawn(async move { flight_companion::mcp::serve(&config, rx, token).await });
+            tokio::spawn(
+                async move { flight_companion::mcp::serve(&config, rx, None, token).await },
+            );
         InProcessServer {
             status,
             shutdown,
