@@ -13,7 +13,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+
 use crate::config::Config;
+use crate::control::{ControlReply, ControlRequest, VehicleSummary};
+use crate::flight::{ExecutorEvent, JobId, ProgressUpdate};
 use crate::link::transport::{Link, LinkOptions, SendError};
 use crate::status::StatusReport;
 use crate::supervisor::{Notice, Supervisor, SupervisorOptions};
@@ -40,9 +46,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
 
     let mut supervisor = Supervisor::new(
-        SupervisorOptions::from_config(&config.vehicle),
+        SupervisorOptions {
+            envelope: config.envelope.clone(),
+            ..SupervisorOptions::from_config(&config.vehicle)
+        },
         Instant::now(),
     );
+    let (control, mut control_rx, envelope_tx) = crate::control::channel();
+    // Requests being flown: their reply, progress and cancellation, by job.
+    let mut waiting: HashMap<JobId, Waiter> = HashMap::new();
     let (counters, reconnects) = link.counters();
     let (status_tx, status_rx) = watch::channel(StatusReport::from_snapshot(supervisor.snapshot(
         Instant::now(),
@@ -70,7 +82,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let mcp_config = config.clone();
         let token = mcp_shutdown.clone();
         Some(tokio::spawn(async move {
-            crate::mcp::serve(&mcp_config, status_rx, camera, token).await
+            crate::mcp::serve(&mcp_config, status_rx, Some(control), camera, token).await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
@@ -78,6 +90,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     info!(link = %config.vehicle.link, version = crate::VERSION, "flight-companion ready");
+    // The loop turns at least this often: the envelope monitor and cancellations.
+    let mut monitor_tick = tokio::time::interval(Duration::from_secs_f64(
+        config.envelope.check_interval_s.clamp(0.005, 0.04),
+    ));
+    monitor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_tick = tokio::time::interval(STATUS_PUBLISH_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -89,15 +106,39 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 Some(event) => supervisor.handle_link_event(Instant::now(), &event),
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
+            // The e-stop (issue 5) gets its own channel, above this one.
+            request = control_rx.recv() => {
+                if let Some(request) = request {
+                    let (counters, reconnects) = link.counters();
+                    accept(&mut supervisor, request, &mut waiting, counters, reconnects);
+                }
+            }
             _ = tokio::time::sleep_until(wake) => {}
+            _ = monitor_tick.tick() => {}
             _ = status_tick.tick() => {
                 let (counters, reconnects) = link.counters();
-                let report = StatusReport::from_snapshot(supervisor.snapshot(Instant::now(), counters, reconnects));
+                let report = status_of(&supervisor, Instant::now(), counters, reconnects);
+                let view = match (supervisor.envelope(), supervisor.envelope_missing()) {
+                    (Some(envelope), _) => Ok(envelope.summary()),
+                    (None, reason) => Err(reason.unwrap_or("no envelope").to_string()),
+                };
+                if *envelope_tx.borrow() != view {
+                    let _ = envelope_tx.send_replace(view);
+                }
                 // A watch keeps only the latest value: slow readers skip to the newest status.
                 status_tx.send_replace(report);
             }
         }
         let now = Instant::now();
+        // Cancelled calls (notifications/cancelled, or the caller went away) hold position.
+        let cancelled: Vec<JobId> = waiting
+            .iter()
+            .filter(|(_, w)| w.cancel.is_cancelled() || w.reply.is_closed())
+            .map(|(job, _)| *job)
+            .collect();
+        for job in cancelled {
+            supervisor.cancel_job(now, job);
+        }
         while let Some(message) = supervisor.poll_transmit(now) {
             match link.send(&message) {
                 Ok(()) => {}
@@ -108,9 +149,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 Err(error) => warn!("not sent: {}: {error}", message_name(&message)),
             }
         }
+        while let Some(event) = supervisor.poll_job_event() {
+            match event {
+                ExecutorEvent::Progress { job, update } => {
+                    if let Some(w) = waiting.get(&job) {
+                        // Full: this report is dropped; the next one is fresher anyway.
+                        let _ = w.progress.try_send(update);
+                    }
+                }
+                ExecutorEvent::Finished { job, end } => {
+                    info!("job {job:?} ended: {:?}: {}", end.outcome, end.message);
+                    if let Some(w) = waiting.remove(&job) {
+                        let (counters, reconnects) = link.counters();
+                        let status = status_of(&supervisor, now, counters, reconnects);
+                        let _ = w.reply.send(ControlReply {
+                            action: w.action.into(),
+                            outcome: end.outcome,
+                            message: end.message,
+                            vehicle: status
+                                .autopilot_seen
+                                .then(|| VehicleSummary::from_status(&status)),
+                        });
+                    }
+                }
+            }
+        }
         while let Some(notice) = supervisor.poll_notice() {
             log_notice(&notice);
         }
+    }
+    for (_, w) in waiting.drain() {
+        let _ = w.reply.send(ControlReply {
+            action: w.action.into(),
+            outcome: crate::flight::Outcome::Preempted,
+            message: "the daemon is shutting down; nothing more is sent for this action".into(),
+            vehicle: None,
+        });
     }
 
     info!("shutting down: no more commands will be sent to the autopilot");
@@ -133,6 +207,70 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// A request being flown.
+struct Waiter {
+    action: &'static str,
+    reply: oneshot::Sender<ControlReply>,
+    progress: mpsc::Sender<ProgressUpdate>,
+    cancel: CancellationToken,
+}
+
+/// Hands a request to the supervisor; a refusal is answered at once.
+fn accept(
+    supervisor: &mut Supervisor,
+    request: ControlRequest,
+    waiting: &mut HashMap<JobId, Waiter>,
+    counters: crate::link::frame::FrameCounters,
+    reconnects: u64,
+) {
+    let now = Instant::now();
+    let ControlRequest {
+        action,
+        caller,
+        reply,
+        progress,
+        cancel,
+    } = request;
+    info!(caller = %caller.identity, role = %caller.role, "request: {action}");
+    match supervisor.handle_request(now, action, &caller) {
+        Ok(job) => {
+            waiting.insert(
+                job,
+                Waiter {
+                    action: action.name(),
+                    reply,
+                    progress,
+                    cancel,
+                },
+            );
+        }
+        Err(reason) => {
+            info!("refused {action}: {reason}");
+            let status = status_of(supervisor, now, counters, reconnects);
+            let _ = reply.send(ControlReply::refused(
+                &action,
+                reason,
+                status
+                    .autopilot_seen
+                    .then(|| VehicleSummary::from_status(&status)),
+            ));
+        }
+    }
+}
+
+/// The status report with the daemon's own fields filled in.
+fn status_of(
+    supervisor: &Supervisor,
+    now: Instant,
+    counters: crate::link::frame::FrameCounters,
+    reconnects: u64,
+) -> StatusReport {
+    let mut report = StatusReport::from_snapshot(supervisor.snapshot(now, counters, reconnects));
+    report.envelope_warning = supervisor.envelope_warning().map(str::to_owned);
+    report.active_action = supervisor.active_action().map(|a| a.to_string());
+    report
+}
+
 fn message_name(message: &crate::link::MavMessage) -> &'static str {
     use mavlink::Message;
     message.message_name()
@@ -153,5 +291,14 @@ fn log_notice(notice: &Notice) {
             info!("telemetry requested: {accepted} streams accepted, {refused} refused")
         }
         Notice::CommandFinished { description } => info!("command finished: {description}"),
+        Notice::EnvelopeInvalid { reason } => warn!("{reason}"),
+        Notice::EnvelopeWarning { warning: Some(w) } => warn!("{w}"),
+        Notice::EnvelopeWarning { warning: None } => info!("back inside the envelope's margins"),
+        Notice::EnvelopeBreach { what } => {
+            warn!("envelope breach ({what}): holding now, then the configured breach action")
+        }
+        Notice::WhitelistViolation { description } => {
+            tracing::error!("whitelist violation, not transmitted: {description}")
+        }
     }
 }

@@ -26,6 +26,11 @@ pub struct StatusReport {
     pub simulated: bool,
     /// True once the daemon has heard the autopilot's heartbeat at least once.
     pub autopilot_seen: bool,
+    /// The envelope's warning while the vehicle is near a margin (e.g. "2.1 m from the
+    /// keep-in edge, margin 5 m"); null otherwise.
+    pub envelope_warning: Option<String>,
+    /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
+    pub active_action: Option<String>,
 }
 
 impl StatusReport {
@@ -43,6 +48,8 @@ impl StatusReport {
             daemon_version: crate::VERSION.to_string(),
             simulated,
             autopilot_seen,
+            envelope_warning: None,
+            active_action: None,
         }
     }
 }

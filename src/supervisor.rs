@@ -16,11 +16,20 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::config::{BreachAction, EnvelopeConfig};
+use crate::control::Caller;
+use crate::flight::{Action, Executor, ExecutorEvent, ExecutorOptions, JobId, Outcome};
 use crate::link::dialect::{self, MavAutopilot, MavModeFlag, MavState, MavType};
 use crate::link::frame::FrameCounters;
 use crate::link::health::LinkHealth;
 use crate::link::transport::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
+use crate::role::Role;
+use crate::safety::whitelist::{FlightState, Landed};
+use crate::safety::{
+    ActionKind, Envelope, GeoPosition, GoalRequest, MonitorVerdict, VehicleFacts, Verdict,
+    Whitelist,
+};
 use crate::vehicle::command::{
     AbortReason, CommandEvent, CommandOptions, CommandOutcome, CommandProtocol, CommandRequest,
     telemetry_requests,
@@ -42,6 +51,8 @@ pub struct SupervisorOptions {
     pub command_ack_timeout: Duration,
     pub command_retries_max: u8,
     pub command_in_progress_timeout: Duration,
+    /// The safety envelope (`[envelope]`); built once home is known.
+    pub envelope: EnvelopeConfig,
 }
 
 impl SupervisorOptions {
@@ -60,6 +71,7 @@ impl SupervisorOptions {
             command_in_progress_timeout: Duration::from_millis(
                 vehicle.command_in_progress_timeout_ms,
             ),
+            envelope: EnvelopeConfig::default(),
         }
     }
 }
@@ -67,12 +79,41 @@ impl SupervisorOptions {
 /// Something worth telling a person, produced by the core and logged by the shell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
-    LinkUp { peer: String },
-    LinkDown { reason: String },
-    AutopilotFound { description: String },
-    AutopilotLost { silent_for: Duration },
-    TelemetryRequested { accepted: usize, refused: usize },
-    CommandFinished { description: String },
+    LinkUp {
+        peer: String,
+    },
+    LinkDown {
+        reason: String,
+    },
+    AutopilotFound {
+        description: String,
+    },
+    AutopilotLost {
+        silent_for: Duration,
+    },
+    TelemetryRequested {
+        accepted: usize,
+        refused: usize,
+    },
+    CommandFinished {
+        description: String,
+    },
+    /// The envelope could not be built (home unusable, or home outside a keep-in).
+    EnvelopeInvalid {
+        reason: String,
+    },
+    /// The vehicle came within a margin (or moved away again: `warning` is `None`).
+    EnvelopeWarning {
+        warning: Option<String>,
+    },
+    /// The vehicle left the envelope; the hold was started in the same monitor turn.
+    EnvelopeBreach {
+        what: String,
+    },
+    /// A message the whitelist refused: never transmitted.
+    WhitelistViolation {
+        description: String,
+    },
 }
 
 /// The supervisor state machine. See the module doc for the call order.
@@ -94,6 +135,26 @@ pub struct Supervisor {
     telemetry_refused: usize,
     autopilot_present: bool,
     notices: VecDeque<Notice>,
+    executor: Executor,
+    /// Why the link is down, while it is; requests are refused at once meanwhile.
+    link_down: Option<String>,
+    envelope: Option<Envelope>,
+    /// Why there is no envelope (shown in refusals).
+    envelope_missing: String,
+    whitelist: Whitelist,
+    whitelist_violations: u64,
+    next_monitor_at: Instant,
+    envelope_warning: Option<String>,
+    breach: Option<BreachResponse>,
+    /// The role whose request produced the commands now being sent (the whitelist keys on it).
+    command_role: Role,
+}
+
+/// The daemon's own answer to a breach: hold now, then the configured action.
+#[derive(Debug, Clone)]
+struct BreachResponse {
+    what: String,
+    escalate_at: Option<Instant>,
 }
 
 /// At most this many notices wait for the shell; older ones are dropped (they are logs).
@@ -113,7 +174,6 @@ impl Supervisor {
             source_component: options.component_id,
         });
         Self {
-            options,
             vehicle,
             health: LinkHealth::new(),
             commands,
@@ -125,7 +185,288 @@ impl Supervisor {
             telemetry_refused: 0,
             autopilot_present: false,
             notices: VecDeque::new(),
+            whitelist: Whitelist::new(&options.envelope),
+            executor: Executor::new(ExecutorOptions::default()),
+            link_down: None,
+            envelope: None,
+            envelope_missing: "the autopilot has not reported its home position yet".into(),
+            whitelist_violations: 0,
+            next_monitor_at: now,
+            envelope_warning: None,
+            breach: None,
+            command_role: Role::System,
+            options,
         }
+    }
+
+    /// A flight request from a client. `Ok` is the job whose progress and end come out of
+    /// `poll_job_event`; `Err` is a refusal, before anything was sent, that says why and
+    /// what would be allowed.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        action: Action,
+        caller: &Caller,
+    ) -> Result<JobId, String> {
+        if caller.role < Role::Operator {
+            return Err(format!(
+                "{} needs the OPERATOR role; {} has {}",
+                action.name(),
+                caller.identity,
+                caller.role
+            ));
+        }
+        self.track_autopilot(now);
+        if let Some(reason) = &self.link_down {
+            return Err(format!(
+                "the autopilot link is down ({reason}); nothing can be sent until it is back"
+            ));
+        }
+        if !self.autopilot_present {
+            return Err(
+                "the autopilot is not heard (no heartbeat); nothing can be commanded until it is back"
+                    .into(),
+            );
+        }
+        let plan = self.executor.plan(now, action, &self.vehicle)?;
+        if let Verdict::Refused { reason } = self.check_envelope(now, &plan) {
+            return Err(reason);
+        }
+        if self.breach.is_some() && !action.is_recovery() {
+            return Err(
+                "the vehicle breached the envelope and the daemon's breach action is running; \
+                 only hold, land and return_home are accepted until it is back inside"
+                    .into(),
+            );
+        }
+        self.command_role = caller.role;
+        Ok(self.executor.start(now, plan, &mut self.commands))
+    }
+
+    /// The envelope's verdict on a plan, before anything is sent.
+    fn check_envelope(&self, now: Instant, plan: &crate::flight::Plan) -> Verdict {
+        let action = plan.action();
+        let Some(envelope) = &self.envelope else {
+            return if action.is_recovery() || action == Action::Disarm {
+                Verdict::Allowed
+            } else {
+                Verdict::Refused {
+                    reason: format!(
+                        "no safety envelope is in force ({}); only hold, land, return_home and \
+                         disarm are accepted",
+                        self.envelope_missing
+                    ),
+                }
+            };
+        };
+        let facts = VehicleFacts::from_snapshot(&self.vehicle.snapshot(now));
+        let kind = match action {
+            Action::Goto { .. } | Action::MoveRelative { .. } => {
+                let Some(goal) = plan.goal() else {
+                    return Verdict::Refused {
+                        reason: "internal error: a motion plan without a goal".into(),
+                    };
+                };
+                return envelope.check_goal(
+                    &GoalRequest {
+                        from: GeoPosition {
+                            latitude_deg: goal.from_latitude_deg,
+                            longitude_deg: goal.from_longitude_deg,
+                            altitude_m: goal.from_altitude_m,
+                        },
+                        to: GeoPosition {
+                            latitude_deg: goal.to_latitude_deg,
+                            longitude_deg: goal.to_longitude_deg,
+                            altitude_m: goal.to_altitude_m,
+                        },
+                        speed_m_s: goal.speed_m_s,
+                    },
+                    &facts,
+                );
+            }
+            Action::Arm => ActionKind::Arm,
+            Action::Disarm => ActionKind::Disarm,
+            Action::Takeoff { altitude_m } => ActionKind::Takeoff { altitude_m },
+            Action::Hold => ActionKind::Hold,
+            Action::Land => ActionKind::Land,
+            Action::ReturnHome => ActionKind::ReturnHome,
+            Action::SetSpeed { speed_m_s } => ActionKind::SetSpeed { speed_m_s },
+            Action::SetHeading { heading_deg } => ActionKind::SetHeading { heading_deg },
+        };
+        envelope.check_action(kind, &facts)
+    }
+
+    /// The envelope in force, if any.
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.envelope.as_ref()
+    }
+
+    /// Why there is no envelope, when there is none.
+    pub fn envelope_missing(&self) -> Option<&str> {
+        self.envelope
+            .is_none()
+            .then_some(self.envelope_missing.as_str())
+    }
+
+    /// The monitor's warning while the vehicle is near a margin.
+    pub fn envelope_warning(&self) -> Option<&str> {
+        self.envelope_warning.as_deref()
+    }
+
+    /// Messages the whitelist stopped (never transmitted).
+    pub fn whitelist_violations(&self) -> u64 {
+        self.whitelist_violations
+    }
+
+    /// (Re)builds the envelope when home appears or moves.
+    fn track_envelope(&mut self) {
+        let Some(home) = self.vehicle.home() else {
+            return;
+        };
+        let home = GeoPosition {
+            latitude_deg: home.latitude_deg,
+            longitude_deg: home.longitude_deg,
+            altitude_m: 0.0,
+        };
+        if let Some(current) = &self.envelope {
+            let h = current.home();
+            if crate::flight::geo::distance_m(
+                h.latitude_deg,
+                h.longitude_deg,
+                home.latitude_deg,
+                home.longitude_deg,
+            ) < 0.5
+            {
+                return;
+            }
+        }
+        let position = self.vehicle.position().map(|p| GeoPosition {
+            latitude_deg: p.latitude_deg,
+            longitude_deg: p.longitude_deg,
+            altitude_m: p.altitude_relative_m,
+        });
+        match Envelope::new(&self.options.envelope, home, position) {
+            Ok(envelope) => self.envelope = Some(envelope),
+            Err(error) => {
+                let reason = format!("the configured envelope is refused: {error}");
+                if self.envelope_missing != reason {
+                    self.envelope_missing = reason.clone();
+                    self.notice(Notice::EnvelopeInvalid { reason });
+                }
+                self.envelope = None;
+            }
+        }
+    }
+
+    /// The live monitor: at `check_interval_s`, warn near a margin, act on a breach.
+    fn monitor(&mut self, now: Instant) {
+        if now < self.next_monitor_at {
+            return;
+        }
+        let interval =
+            Duration::from_secs_f64(self.options.envelope.check_interval_s.clamp(0.005, 0.04));
+        self.next_monitor_at = now + interval;
+        self.track_envelope();
+        let Some(envelope) = &self.envelope else {
+            return;
+        };
+        if !(self.vehicle.is_armed() && self.vehicle.in_air()) {
+            self.breach = None;
+            self.set_warning(None);
+            return;
+        }
+        let facts = VehicleFacts::from_snapshot(&self.vehicle.snapshot(now));
+        match envelope.monitor(&facts) {
+            MonitorVerdict::Inside | MonitorVerdict::NoPosition => {
+                self.set_warning(None);
+            }
+            MonitorVerdict::NearMargin { what, distance_m } => {
+                self.set_warning(Some(format!(
+                    "near the envelope: {distance_m:.1} m from {what}"
+                )));
+            }
+            MonitorVerdict::Breach { what } => {
+                self.set_warning(Some(format!("envelope breach: {what}")));
+                if self.breach.is_none() {
+                    self.start_breach_response(now, what);
+                }
+            }
+        }
+        self.escalate_breach(now);
+    }
+
+    fn set_warning(&mut self, warning: Option<String>) {
+        // Notices on changes of kind only, not on every distance update.
+        let kind = |w: &Option<String>| {
+            w.as_ref()
+                .map(|w| w.split(':').next().unwrap_or("").to_string())
+        };
+        if kind(&warning) != kind(&self.envelope_warning) {
+            self.notice(Notice::EnvelopeWarning {
+                warning: warning.clone(),
+            });
+        }
+        self.envelope_warning = warning;
+    }
+
+    /// Hold at once, without waiting for the ground; the configured action follows.
+    fn start_breach_response(&mut self, now: Instant, what: String) {
+        self.executor.abort_all(
+            Outcome::Preempted,
+            &format!(
+                "the vehicle left the envelope ({what}); the daemon's breach action took over"
+            ),
+            &mut self.commands,
+        );
+        self.command_role = Role::System;
+        if let Ok(plan) = self.executor.plan(now, Action::Hold, &self.vehicle) {
+            self.executor.start(now, plan, &mut self.commands);
+        }
+        let hold = Duration::from_secs_f64(self.options.envelope.breach_hold_s.clamp(0.0, 60.0));
+        self.notice(Notice::EnvelopeBreach { what: what.clone() });
+        self.breach = Some(BreachResponse {
+            what,
+            escalate_at: Some(now + hold),
+        });
+    }
+
+    fn escalate_breach(&mut self, now: Instant) {
+        let Some(breach) = &mut self.breach else {
+            return;
+        };
+        if breach.escalate_at.is_none_or(|at| now < at) {
+            return;
+        }
+        breach.escalate_at = None;
+        let action = match self.options.envelope.breach_action {
+            BreachAction::Land => Action::Land,
+            BreachAction::ReturnHome => Action::ReturnHome,
+        };
+        self.command_role = Role::System;
+        if let Ok(plan) = self.executor.plan(now, action, &self.vehicle) {
+            self.executor.start(now, plan, &mut self.commands);
+        }
+    }
+
+    /// True while the daemon's own breach action runs.
+    pub fn breach_active(&self) -> Option<&str> {
+        self.breach.as_ref().map(|b| b.what.as_str())
+    }
+
+    /// Cancels a job (MCP `notifications/cancelled`); a cancelled motion holds position.
+    pub fn cancel_job(&mut self, now: Instant, job: JobId) {
+        self.executor
+            .cancel(now, job, &self.vehicle, &mut self.commands);
+    }
+
+    /// Progress and ends of jobs.
+    pub fn poll_job_event(&mut self) -> Option<ExecutorEvent> {
+        self.executor.poll_event()
+    }
+
+    /// The action being flown, if any.
+    pub fn active_action(&self) -> Option<Action> {
+        self.executor.current().map(|(_, action)| action)
     }
 
     /// Feeds one event from the link shell.
@@ -133,10 +474,20 @@ impl Supervisor {
         match event {
             LinkEvent::Connected { peer } => {
                 self.health.handle_connected();
+                self.link_down = None;
                 self.notice(Notice::LinkUp { peer: peer.clone() });
             }
             LinkEvent::Disconnected { reason } => {
                 self.health.handle_disconnected();
+                self.link_down = Some(reason.clone());
+                self.executor.abort_all(
+                    Outcome::LinkLost,
+                    &format!(
+                        "the autopilot link was lost ({reason}); the action ended and nothing \
+                         more is sent for it; the autopilot's own failsafes apply"
+                    ),
+                    &mut self.commands,
+                );
                 // Nothing is queued to fly later: pending commands end now.
                 self.commands.abort_all(AbortReason::LinkLost);
                 self.forget_telemetry_requests();
@@ -155,22 +506,82 @@ impl Supervisor {
         self.health.handle_frame(now, header, message);
         self.vehicle.handle_message(now, header, message);
         self.commands.handle_message(now, header, message);
+        self.executor.handle_message(now, header, message);
         self.drain_command_events(now);
         self.track_autopilot(now);
     }
 
     /// The next message to send, if any: the companion heartbeat when due, then commands.
+    ///
+    /// This is the single point where messages leave the core: every one passes
+    /// `Whitelist::check` here; a refused one is counted, reported and never returned.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<MavMessage> {
+        loop {
+            let (message, role) = self.next_message(now)?;
+            match self.whitelist.check(&message, &self.flight_state(), role) {
+                Ok(()) => return Some(message),
+                Err(violation) => {
+                    self.whitelist_violations += 1;
+                    let description = violation.to_string();
+                    // The job that produced it must not wait for an ACK that cannot come.
+                    if role != Role::System || self.executor.current().is_some() {
+                        self.executor.abort_all(
+                            Outcome::Failed,
+                            &format!(
+                                "the daemon's command whitelist refused to send it ({description}); \
+                                 nothing was sent. This is an internal error: please report it"
+                            ),
+                            &mut self.commands,
+                        );
+                    }
+                    self.notice(Notice::WhitelistViolation { description });
+                }
+            }
+        }
+    }
+
+    fn next_message(&mut self, now: Instant) -> Option<(MavMessage, Role)> {
         self.track_autopilot(now);
+        self.monitor(now);
         if now >= self.next_heartbeat_at {
             // Schedule from `now`, not from the missed deadline: after a stall the daemon
             // heartbeats once and resumes its rhythm instead of bursting to catch up.
             self.next_heartbeat_at = now + self.options.heartbeat_interval;
-            return Some(self.heartbeat());
+            return Some((self.heartbeat(), Role::System));
+        }
+        self.executor.poll(now, &self.vehicle, &mut self.commands);
+        if let Some(message) = self.executor.poll_transmit() {
+            return Some((message, self.command_role));
         }
         let message = self.commands.poll_transmit(now);
         self.drain_command_events(now);
-        message
+        let message = message?;
+        // Telemetry requests are the daemon's own; flight commands carry their caller's role.
+        let role = match &message {
+            MavMessage::COMMAND_LONG(c)
+                if matches!(
+                    c.command,
+                    dialect::MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL
+                        | dialect::MavCmd::MAV_CMD_REQUEST_MESSAGE
+                ) =>
+            {
+                Role::System
+            }
+            _ => self.command_role,
+        };
+        Some((message, role))
+    }
+
+    fn flight_state(&self) -> FlightState {
+        FlightState {
+            armed: self.vehicle.is_armed(),
+            landed: match self.vehicle.landed_state() {
+                None | Some(dialect::MavLandedState::MAV_LANDED_STATE_UNDEFINED) => Landed::Unknown,
+                Some(_) if self.vehicle.in_air() => Landed::InAir,
+                Some(_) => Landed::OnGround,
+            },
+            autopilot: self.vehicle.autopilot().map(|a| a.autopilot),
+        }
     }
 
     /// The earliest instant at which `poll_transmit` or the timeouts need a turn.
@@ -178,6 +589,12 @@ impl Supervisor {
         let mut at = self.next_heartbeat_at;
         if let Some(command_at) = self.commands.poll_timeout() {
             at = at.min(command_at);
+        }
+        if let Some(job_at) = self.executor.poll_timeout() {
+            at = at.min(job_at);
+        }
+        if self.vehicle.is_armed() {
+            at = at.min(self.next_monitor_at);
         }
         at
     }
@@ -252,6 +669,15 @@ impl Supervisor {
             (Some(_), false) if self.autopilot_present => {
                 self.autopilot_present = false;
                 let silent_for = self.vehicle.heartbeat_age(now).unwrap_or_default();
+                self.executor.abort_all(
+                    Outcome::LinkLost,
+                    &format!(
+                        "the autopilot went silent (no heartbeat for {:.1} s); the action ended \
+                         and nothing more is sent for it; the autopilot's own failsafes apply",
+                        silent_for.as_secs_f64()
+                    ),
+                    &mut self.commands,
+                );
                 self.forget_telemetry_requests();
                 self.notice(Notice::AutopilotLost { silent_for });
             }
@@ -288,6 +714,7 @@ impl Supervisor {
 
     fn drain_command_events(&mut self, now: Instant) {
         while let Some(event) = self.commands.poll_event() {
+            self.executor.handle_command_event(&event);
             if let CommandEvent::Finished { id, outcome, .. } = &event {
                 let id = *id;
                 if self.telemetry_outstanding == Some(id) {

@@ -56,7 +56,8 @@ pub struct CaptureRequest {
 pub struct CaptureMeta {
     /// When the frame was received, UTC, ISO 8601.
     pub time: String,
-    /// Age of the frame when the image was produced.
+    /// Age of the frame when it was chosen as the newest fresh one (before re-encoding);
+    /// never above `camera.frame_age_ms_max`.
     pub age_ms: u64,
     pub latitude_deg: f64,
     pub longitude_deg: f64,
@@ -139,9 +140,10 @@ impl CameraHandle {
     /// The newest fresh frame, downscaled and re-encoded under `camera.image_bytes_max`;
     /// with `save`, the full frame is also stored with EXIF.
     pub async fn capture(&self, request: CaptureRequest) -> Result<Captured, CaptureError> {
+        let chosen_at = Instant::now();
         let candidates = {
             let core = self.core();
-            let fresh = core.fresh_frames(Instant::now());
+            let fresh = core.fresh_frames(chosen_at);
             if fresh.is_empty() {
                 return Err(CaptureError::NoFrame(
                     core.latest(Instant::now()).err().unwrap_or(NoFrame::Never {
@@ -170,7 +172,7 @@ impl CameraHandle {
                         } else {
                             None
                         };
-                        let meta = this.meta(&frame, &image, saved);
+                        let meta = this.meta(&frame, chosen_at, &image, saved);
                         return Ok(Captured {
                             jpeg: image.jpeg,
                             meta,
@@ -191,11 +193,17 @@ impl CameraHandle {
         .map_err(|e| CaptureError::Worker(e.to_string()))?
     }
 
-    fn meta(&self, frame: &Frame, image: &Encoded, saved: Option<CaptureInfo>) -> CaptureMeta {
+    fn meta(
+        &self,
+        frame: &Frame,
+        chosen_at: Instant,
+        image: &Encoded,
+        saved: Option<CaptureInfo>,
+    ) -> CaptureMeta {
         let v = &frame.vehicle;
         CaptureMeta {
             time: Utc::from_unix_ms(frame.received_unix_ms).iso8601(),
-            age_ms: Instant::now()
+            age_ms: chosen_at
                 .saturating_duration_since(frame.received)
                 .as_millis() as u64,
             latitude_deg: v.latitude_deg,

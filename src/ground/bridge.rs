@@ -151,6 +151,8 @@ pub struct Bridge {
     pending: BTreeMap<String, Pending>,
     /// Resource URIs the stdio client subscribed to.
     subscribed_uris: BTreeSet<String>,
+    /// The `params` of the stdio client's last `logging/setLevel`, replayed after a re-init.
+    log_level: Option<Value>,
     /// Ids of the bridge's own requests whose answers are swallowed.
     internal_ids: BTreeSet<String>,
     next_internal_id: u64,
@@ -171,6 +173,7 @@ impl Bridge {
             client: None,
             pending: BTreeMap::new(),
             subscribed_uris: BTreeSet::new(),
+            log_level: None,
             internal_ids: BTreeSet::new(),
             next_internal_id: 0,
             last_drone_name: None,
@@ -445,6 +448,7 @@ impl Bridge {
                     self.subscribed_uris.remove(&uri);
                 }
             }
+            "logging/setLevel" => self.log_level = message.get("params").cloned(),
             _ => {}
         }
         let deadline = now + self.timeout_of(&method);
@@ -544,7 +548,9 @@ impl Bridge {
                     self.drone_initialized(message);
                 } else if id.as_str().is_some_and(|s| self.internal_ids.remove(s)) {
                     if let Some(error) = message.get("error") {
-                        tracing::warn!("the drone refused a re-subscription: {error}");
+                        tracing::warn!(
+                            "the drone refused a request replayed after re-initializing: {error}"
+                        );
                     }
                 } else if self.pending.remove(&key).is_some() {
                     self.emit(&message);
@@ -615,6 +621,13 @@ impl Bridge {
                 self.reply(id, result);
             }
             None => {
+                // A new session starts from the drone's defaults: restore what the client set.
+                if let Some(params) = self.log_level.clone() {
+                    let id = self.internal_id("setlevel");
+                    self.publish_rpc(json!({
+                        "jsonrpc": "2.0", "id": id, "method": "logging/setLevel", "params": params,
+                    }));
+                }
                 let uris: Vec<String> = self.subscribed_uris.iter().cloned().collect();
                 for uri in uris {
                     let id = self.internal_id("resubscribe");
@@ -626,7 +639,7 @@ impl Bridge {
                 self.notify(
                     "info",
                     format!(
-                        "drone {} is back online (server id {}); the bridge re-initialized the session and renewed resource subscriptions",
+                        "drone {} is back online (server id {}); the bridge re-initialized the session and renewed resource subscriptions and the log level",
                         drone.name, drone.id
                     ),
                 );

@@ -35,6 +35,9 @@ use tokio_util::sync::CancellationToken;
 use super::camera_tools::{self, CAMERA_URI};
 use super::errors;
 use crate::camera::CameraHandle;
+use crate::control::{Caller, ControlClient, ControlReply};
+use crate::flight::{Action, Outcome};
+use crate::role::Role;
 use crate::status::StatusReport;
 
 /// URI of the status resource.
@@ -78,6 +81,10 @@ pub struct ToolCall {
     pub cancel: CancellationToken,
     /// The camera, when one is configured.
     pub camera: Option<CameraHandle>,
+    /// The decision loop; `None` when the server runs without a vehicle (tests).
+    pub control: Option<ControlClient>,
+    /// Who calls. Until identity (issue 6) every MCP caller is an `Operator`.
+    pub caller: Caller,
 }
 
 pub type ToolFuture = Pin<Box<dyn Future<Output = CallToolResult> + Send>>;
@@ -233,7 +240,445 @@ pub fn tools() -> &'static [ToolEntry] {
             idempotent: true,
             run: camera_tools::get_capture,
         },
+        ToolEntry {
+            name: "arm",
+            title: "Arm the motors",
+            description: "Arms the motors on the ground (the propellers start to spin at idle). \
+                The autopilot runs its own pre-arm checks and may refuse (the reason is returned). \
+                ArduPilot and PX4 disarm again by themselves after about 10 s without a takeoff, \
+                so prefer `takeoff`, which arms as needed. Takes no arguments. Ends with the \
+                vehicle's state.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: arm,
+        },
+        ToolEntry {
+            name: "disarm",
+            title: "Disarm the motors",
+            description: "Stops the motors, on the ground only: refused while the vehicle is in \
+                the air (use `land` or `return_home`; they disarm on touchdown). Takes no \
+                arguments. Ends with the vehicle's state.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: disarm,
+        },
+        ToolEntry {
+            name: "takeoff",
+            title: "Take off",
+            description: "Arms if needed and climbs straight up to `altitude_m` metres above \
+                home, then holds there. Checked against the safety envelope first (ceiling, \
+                battery reserve, GPS). Long-running: sends progress (altitude) and returns when \
+                the vehicle reports the altitude reached. Cancelling holds position.",
+            input_schema: schema_of::<TakeoffArgs>,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            run: takeoff,
+        },
+        ToolEntry {
+            name: "goto",
+            title: "Fly to a position",
+            description: "Flies in a straight line to `latitude_deg`, `longitude_deg` (WGS-84 \
+                degrees) at `altitude_m` metres above home, optionally at `speed_m_s`. Refused \
+                with the reason, before anything is sent, if the target or the path leaves the \
+                keep-in zones (minus the margin), enters a keep-out zone (plus the margin), is \
+                outside the altitude band, too far from home or too fast (call get_envelope to \
+                see the limits). Long-running: progress gives the distance remaining; returns \
+                when the vehicle reports arrival. A new motion command supersedes it; \
+                cancelling holds position.",
+            input_schema: schema_of::<GotoArgs>,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            run: goto,
+        },
+        ToolEntry {
+            name: "move_relative",
+            title: "Move relative to the vehicle",
+            description: "Moves `forward_m` metres ahead, `right_m` metres to the right and \
+                `up_m` metres up (negative values go back, left, down), in the vehicle's own \
+                frame from its current heading: \"move right 50 cm\" is right_m 0.5. Checked \
+                against the envelope like goto; returns when the vehicle reports arrival.",
+            input_schema: schema_of::<MoveRelativeArgs>,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            run: move_relative,
+        },
+        ToolEntry {
+            name: "set_heading",
+            title: "Turn to a heading",
+            description: "Turns in place to face `heading_deg` (0 north, 90 east, clockwise), \
+                keeping position. Returns when the vehicle reports the heading.",
+            input_schema: schema_of::<HeadingArgs>,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: set_heading,
+        },
+        ToolEntry {
+            name: "set_speed",
+            title: "Set the horizontal speed",
+            description: "Sets the horizontal ground speed for the current and later moves to \
+                `speed_m_s` (bounded by the envelope's speed limit). Does not interrupt a \
+                running goto. Returns when the autopilot acknowledges it.",
+            input_schema: schema_of::<SpeedArgs>,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: set_speed,
+        },
+        ToolEntry {
+            name: "hold",
+            title: "Hold position",
+            description: "Stops and holds the current position (ArduPilot BRAKE, PX4 Hold). \
+                Always accepted, even outside the envelope or below the battery reserve. \
+                Supersedes any running move. Takes no arguments.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: hold,
+        },
+        ToolEntry {
+            name: "land",
+            title: "Land here",
+            description: "Descends and lands where the vehicle is, then disarms. Always \
+                accepted. Long-running: progress gives the altitude; returns when the vehicle \
+                reports it is on the ground and disarmed. Cancelling holds position.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: land,
+        },
+        ToolEntry {
+            name: "return_home",
+            title: "Return home and land",
+            description: "Climbs to the autopilot's return altitude, flies straight home and \
+                lands, then disarms (ArduPilot RTL, PX4 Return). Always accepted. Long-running: \
+                progress gives the distance from home and the altitude. Cancelling holds.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: return_home,
+        },
+        ToolEntry {
+            name: "get_envelope",
+            title: "Safety envelope",
+            description: "Returns the safety envelope every motion command is checked against: \
+                keep-in and keep-out zones, altitude floor and ceiling (metres above home) and \
+                the highest and lowest targets allowed after the margins, speed limits, maximum \
+                distance from home, battery reserve, GPS requirements and the breach action. \
+                Read-only; takes no arguments.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<crate::safety::EnvelopeSummary>,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: get_envelope,
+        },
+        ToolEntry {
+            name: "set_envelope",
+            title: "Change the safety envelope",
+            description: "Replaces the safety envelope (ADMIN only; while armed it may only be \
+                tightened). Not available yet: it needs the ADMIN role, which arrives with \
+                identity.",
+            input_schema: set_envelope_schema,
+            output_schema: schema_of::<ControlReply>,
+            read_only: false,
+            destructive: true,
+            idempotent: false,
+            run: set_envelope,
+        },
     ]
+}
+
+/// Arguments of `takeoff`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TakeoffArgs {
+    /// Altitude above home to climb to, in metres (1 to 1000; the envelope's ceiling minus
+    /// its margin is the real limit).
+    #[schemars(range(min = 1, max = 1000))]
+    altitude_m: f64,
+}
+
+/// Arguments of `goto`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GotoArgs {
+    /// Target latitude, WGS-84 degrees (-90 to 90).
+    #[schemars(range(min = -90, max = 90))]
+    latitude_deg: f64,
+    /// Target longitude, WGS-84 degrees (-180 to 180).
+    #[schemars(range(min = -180, max = 180))]
+    longitude_deg: f64,
+    /// Target altitude above home, metres (0 to 1000; the envelope narrows it).
+    #[schemars(range(min = 0, max = 1000))]
+    altitude_m: f64,
+    /// Horizontal speed, m/s (0.1 to 30; the envelope narrows it). Default: the autopilot's.
+    #[schemars(range(min = 0.1, max = 30))]
+    #[serde(default)]
+    speed_m_s: Option<f64>,
+}
+
+/// Arguments of `move_relative`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MoveRelativeArgs {
+    /// Metres ahead along the current heading (negative: back), -1000 to 1000.
+    #[schemars(range(min = -1000, max = 1000))]
+    #[serde(default)]
+    forward_m: f64,
+    /// Metres to the right (negative: left), -1000 to 1000.
+    #[schemars(range(min = -1000, max = 1000))]
+    #[serde(default)]
+    right_m: f64,
+    /// Metres up (negative: down), -1000 to 1000.
+    #[schemars(range(min = -1000, max = 1000))]
+    #[serde(default)]
+    up_m: f64,
+}
+
+/// Arguments of `set_heading`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HeadingArgs {
+    /// Heading to face, degrees clockwise from north (0 to 360).
+    #[schemars(range(min = 0, max = 360))]
+    heading_deg: f64,
+}
+
+/// Arguments of `set_speed`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SpeedArgs {
+    /// Horizontal ground speed, m/s (0.1 to 30; the envelope narrows it).
+    #[schemars(range(min = 0.1, max = 30))]
+    speed_m_s: f64,
+}
+
+fn set_envelope_schema() -> Value {
+    json!({"type": "object", "description": "The new [envelope] section as JSON (same keys as the configuration file).", "additionalProperties": true})
+}
+
+/// Parses arguments; a bad argument is a tool error that says what is expected.
+fn parse<T: serde::de::DeserializeOwned>(
+    call: &ToolCall,
+    tool: &str,
+    expected: &str,
+) -> Result<T, CallToolResult> {
+    serde_json::from_value(Value::Object(call.arguments.clone())).map_err(|e| {
+        tool_error(format!(
+            "invalid arguments for {tool}: {e}. Expected {expected}."
+        ))
+    })
+}
+
+fn no_args(call: &ToolCall, tool: &str) -> Result<(), CallToolResult> {
+    if call.arguments.is_empty() {
+        Ok(())
+    } else {
+        let names: Vec<&String> = call.arguments.keys().collect();
+        Err(tool_error(format!(
+            "{tool} takes no arguments; got {names:?}. Call it with {{}}."
+        )))
+    }
+}
+
+/// How long a call waits for the loop's answer after it was cancelled.
+const CANCEL_REPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// Hands an action to the decision loop, forwards its progress, returns its end with the
+/// vehicle's resulting state. Anything but `completed` is a tool error (`isError: true`)
+/// whose text says why.
+async fn fly(call: ToolCall, action: Result<Action, CallToolResult>) -> CallToolResult {
+    let action = match action {
+        Ok(a) => a,
+        Err(result) => return result,
+    };
+    if let Err(reason) = action.validate() {
+        return tool_error(format!("{}: {reason}", action.name()));
+    }
+    let Some(control) = &call.control else {
+        return tool_error("this server has no vehicle attached; nothing was sent".into());
+    };
+    let mut pending = match control.submit(action, call.caller.clone(), call.cancel.clone()) {
+        Ok(p) => p,
+        Err(e) => return tool_error(e.to_string()),
+    };
+    let reply = loop {
+        tokio::select! {
+            reply = &mut pending.reply => break reply.ok(),
+            Some(update) = pending.progress.recv() => {
+                call.progress.report(None, update.message).await;
+            }
+            _ = call.cancel.cancelled() => {
+                // The loop sees the token on its next turn and answers with the hold.
+                break tokio::time::timeout(CANCEL_REPLY_WAIT, &mut pending.reply)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+        }
+    };
+    let Some(reply) = reply else {
+        return tool_error(format!(
+            "{}: the daemon stopped before answering; check get_status",
+            action.name()
+        ));
+    };
+    match serde_json::to_value(&reply) {
+        Ok(v) if reply.outcome == Outcome::Completed => CallToolResult::structured(v),
+        Ok(v) => CallToolResult::structured_error(v),
+        Err(e) => tool_error(format!("internal error serialising the result: {e}")),
+    }
+}
+
+fn arm(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = no_args(&call, "arm").map(|_| Action::Arm);
+        fly(call, a).await
+    })
+}
+
+fn disarm(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = no_args(&call, "disarm").map(|_| Action::Disarm);
+        fly(call, a).await
+    })
+}
+
+fn hold(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = no_args(&call, "hold").map(|_| Action::Hold);
+        fly(call, a).await
+    })
+}
+
+fn land(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = no_args(&call, "land").map(|_| Action::Land);
+        fly(call, a).await
+    })
+}
+
+fn return_home(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = no_args(&call, "return_home").map(|_| Action::ReturnHome);
+        fly(call, a).await
+    })
+}
+
+fn takeoff(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = parse::<TakeoffArgs>(&call, "takeoff", "{\"altitude_m\": metres above home}").map(
+            |a| Action::Takeoff {
+                altitude_m: a.altitude_m,
+            },
+        );
+        fly(call, a).await
+    })
+}
+
+fn goto(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = parse::<GotoArgs>(
+            &call,
+            "goto",
+            "{\"latitude_deg\", \"longitude_deg\", \"altitude_m\" above home, optional \"speed_m_s\"}",
+        )
+        .map(|a| Action::Goto {
+            latitude_deg: a.latitude_deg,
+            longitude_deg: a.longitude_deg,
+            altitude_m: a.altitude_m,
+            speed_m_s: a.speed_m_s,
+        });
+        fly(call, a).await
+    })
+}
+
+fn move_relative(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = parse::<MoveRelativeArgs>(
+            &call,
+            "move_relative",
+            "{\"forward_m\", \"right_m\", \"up_m\"} in metres",
+        )
+        .map(|a| Action::MoveRelative {
+            forward_m: a.forward_m,
+            right_m: a.right_m,
+            up_m: a.up_m,
+        });
+        fly(call, a).await
+    })
+}
+
+fn set_heading(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a =
+            parse::<HeadingArgs>(&call, "set_heading", "{\"heading_deg\": 0 to 360}").map(|a| {
+                Action::SetHeading {
+                    heading_deg: a.heading_deg,
+                }
+            });
+        fly(call, a).await
+    })
+}
+
+fn set_speed(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        let a = parse::<SpeedArgs>(&call, "set_speed", "{\"speed_m_s\": 0.1 to 30}").map(|a| {
+            Action::SetSpeed {
+                speed_m_s: a.speed_m_s,
+            }
+        });
+        fly(call, a).await
+    })
+}
+
+fn get_envelope(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        if let Err(result) = no_args(&call, "get_envelope") {
+            return result;
+        }
+        let Some(control) = &call.control else {
+            return tool_error("this server has no vehicle attached".into());
+        };
+        match control.envelope() {
+            Ok(summary) => structured(&summary),
+            Err(reason) => tool_error(format!(
+                "no envelope is in force: {reason}; until there is one only hold, land, \
+                 return_home and disarm are accepted"
+            )),
+        }
+    })
+}
+
+fn set_envelope(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        tool_error(format!(
+            "set_envelope needs the ADMIN role, which arrives with identity (issue 6); you are \
+             {}. Nothing was changed; get_envelope shows the envelope in force.",
+            call.caller.role
+        ))
+    })
 }
 
 fn get_status(call: ToolCall) -> ToolFuture {
@@ -348,6 +793,8 @@ pub struct SessionShared {
 #[derive(Clone)]
 pub struct DroneServer {
     status: watch::Receiver<StatusReport>,
+    control: Option<ControlClient>,
+    caller: Caller,
     shared: Arc<SessionShared>,
     /// Lowest level sent as `notifications/message`; none until `logging/setLevel`.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
@@ -376,6 +823,11 @@ impl DroneServer {
     ) -> DroneServer {
         DroneServer {
             status,
+            control: None,
+            caller: Caller {
+                role: Role::Operator,
+                identity: "unknown".into(),
+            },
             shared,
             log_level: Arc::new(Mutex::new(None)),
             instructions: format!(
@@ -388,6 +840,17 @@ impl DroneServer {
     /// Serves the camera tools and `camera://latest` from `camera`.
     pub fn with_camera(mut self, camera: Option<CameraHandle>) -> DroneServer {
         self.camera = camera;
+        self
+    }
+
+    /// Attaches the decision loop; `client_id` names the caller. Until identity (issue 6)
+    /// every MCP caller is an `Operator`.
+    pub fn with_control(mut self, control: Option<ControlClient>, client_id: &str) -> DroneServer {
+        self.control = control;
+        self.caller = Caller {
+            role: Role::Operator,
+            identity: client_id.to_string(),
+        };
         self
     }
 
@@ -478,6 +941,8 @@ impl ServerHandler for DroneServer {
             progress,
             cancel: context.ct.clone(),
             camera: self.camera.clone(),
+            control: self.control.clone(),
+            caller: self.caller.clone(),
         };
         Ok((entry.run)(call).await.into())
     }

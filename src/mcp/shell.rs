@@ -20,6 +20,7 @@ use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
 use super::server::{DroneServer, STATUS_URI, SessionShared};
 use super::session::{Action, Limits, Sender, Sessions, Topics};
 use crate::config::Config;
+use crate::control::ControlClient;
 use crate::status::StatusReport;
 
 /// Messages one session's rmcp service sends, tagged with the session.
@@ -110,6 +111,8 @@ struct Shell {
     in_flight_subscribes: HashMap<u16, SubscribePurpose>,
     outgoing_tx: mpsc::Sender<Outgoing>,
     status: watch::Receiver<StatusReport>,
+    /// The decision loop's request channel; `None` when served without a vehicle (tests).
+    control: Option<ControlClient>,
     description: String,
     publish_failures: u64,
     camera: Option<crate::camera::CameraHandle>,
@@ -241,7 +244,8 @@ impl Shell {
             generation,
         };
         let server = DroneServer::new(self.status.clone(), shared.clone(), &self.description)
-            .with_camera(self.camera.clone());
+            .with_camera(self.camera.clone())
+            .with_control(self.control.clone(), &client_id);
         let ct = stop.clone();
         let cid = client_id.clone();
         tokio::spawn(async move {
@@ -368,6 +372,7 @@ impl Shell {
 pub async fn serve(
     config: &Config,
     status: watch::Receiver<StatusReport>,
+    control: Option<ControlClient>,
     camera: Option<crate::camera::CameraHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -427,6 +432,7 @@ pub async fn serve(
         in_flight_subscribes: HashMap::new(),
         outgoing_tx,
         status: status.clone(),
+        control,
         description: mcp_config.description.clone(),
         publish_failures: 0,
         camera: camera.clone(),

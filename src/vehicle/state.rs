@@ -466,6 +466,13 @@ impl VehicleState {
         }
     }
 
+    /// Heading in degrees (0..360, clockwise from north): from `GLOBAL_POSITION_INT.hdg` or
+    /// `VFR_HUD.heading`, else the attitude's yaw; `None` before either came.
+    pub fn heading_deg(&self) -> Option<f64> {
+        self.heading_deg
+            .or_else(|| self.attitude.map(|a| a.value.yaw_deg.rem_euclid(360.0)))
+    }
+
     /// The last trusted position, with its receive time.
     pub fn position(&self) -> Option<&Position> {
         self.position.as_ref()

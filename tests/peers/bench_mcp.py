@@ -16,6 +16,7 @@ import platform
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -180,21 +181,26 @@ def main():
     parser.add_argument("--drone-config", help="drone.toml whose certificate the echo uses (default: beside --config)")
     parser.add_argument("--server-name")
     parser.add_argument("--calls", type=int, default=1000, help="calls per scenario (split over the clients)")
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sid", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    s = Settings(args.config, args.server_name)
     args.drone_config = args.drone_config or os.path.join(os.path.dirname(os.path.abspath(args.config)), "drone.toml")
+    if args.echo:
+        run_echo(args)
+        return
+    s = Settings(args.config, args.server_name)
     sid, name = discover(s)
     print(f"# drone {name} (server id {sid}) at {s.host}:{s.port}; {platform.node()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"{'scenario':<34} {'clients':>7} {'calls':>6} {'p50_ms':>8} {'p99_ms':>8} {'max_ms':>8} {'calls_per_s':>11}")
 
-    # The echo connects with the drone's certificate (its ACL allows the server side of RPC
-    # topics) under its own client id, so the daemon's connection is left alone.
-    drone = Settings(args.drone_config, None)
-    echo = Conn(drone, "mcp-server", lambda t, p: None)
-    echo.client.on_message = lambda cl, u, m: echo.publish(m.topic[: -len("ping")] + "pong", m.payload)
-    echo.subscribe(f"{s.rpc_root}/+/{sid}/bench-ping", no_local=True)
-    time.sleep(0.3)
+    # The echo runs in its own process, as the daemon does, so it does not share the
+    # measuring process's interpreter lock.
+    echo = subprocess.Popen(
+        [sys.executable, __file__, "--echo", "--config", args.config, "--drone-config", args.drone_config, "--sid", sid],
+        stdout=subprocess.PIPE, text=True)
+    if echo.stdout.readline().strip() != "echo: ready":
+        sys.exit("bench: the echo process did not start")
 
     for clients in (1, 10):
         workers = [McpWorker(s, sid, name) for _ in range(clients)]
@@ -210,7 +216,22 @@ def main():
         print(f"{'bare mqtt publish->echo->reply':<34} {clients:>7} {row[0]:>6} {row[1]:>8.2f} {row[2]:>8.2f} {row[3]:>8.2f} {row[4]:>11.0f}", flush=True)
         for w in workers:
             w.conn.close()
-    echo.close()
+    echo.terminate()
+    echo.wait()
+
+
+def run_echo(args):
+    """The bare-MQTT echo: the drone's certificate (its ACL allows the server side of RPC
+    topics) under its own client id, so the daemon's connection is left alone."""
+    s = Settings(args.config, None)
+    drone = Settings(args.drone_config, None)
+    echo = Conn(drone, "mcp-server", lambda t, p: None)
+    echo.client.on_message = lambda cl, u, m: echo.publish(m.topic[: -len("ping")] + "pong", m.payload)
+    echo.subscribe(f"{s.rpc_root}/+/{args.sid}/bench-ping", no_local=True)
+    time.sleep(0.3)
+    print("echo: ready", flush=True)
+    while True:
+        time.sleep(1)
 
 
 if __name__ == "__main__":

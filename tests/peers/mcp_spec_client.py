@@ -148,6 +148,14 @@ class SpecClient:
     def validate(self, topic, obj):
         """Validates one message from the daemon; records mismatches."""
         try:
+            if "error" in obj and obj.get("id") is None:
+                # JSON-RPC 2.0 section 5 answers a message whose id cannot be read (invalid
+                # JSON, a batch) with `"id": null`; mcp 1.30's JSONRPCError requires a str or
+                # int id, so such errors are checked by hand plus the ErrorData model.
+                if obj.get("jsonrpc") != "2.0" or set(obj) - {"jsonrpc", "id", "error"}:
+                    raise ValueError(f"malformed JSON-RPC error envelope: {obj}")
+                mt.ErrorData.model_validate(obj["error"])
+                return
             mt.JSONRPCMessage.model_validate(obj)
             if "method" in obj and "id" not in obj:
                 if obj["method"] != "notifications/disconnected":
@@ -160,7 +168,7 @@ class SpecClient:
                     model.model_validate(obj["result"])
             elif "method" in obj:
                 mt.ServerRequest.model_validate({"method": obj["method"], "params": obj.get("params")})
-        except ValidationError as e:
+        except (ValidationError, ValueError) as e:
             self.validation_errors.append(f"{topic}: {json.dumps(obj)[:300]}: {e}")
 
     def receive(self, timeout_s, want):

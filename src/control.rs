@@ -1,0 +1,225 @@
+//! The control path between the MCP tools and the daemon's decision loop.
+//!
+//! A tool handler builds a [`ControlRequest`] and offers it with [`ControlClient::submit`].
+//! The channel is bounded ([`CONTROL_QUEUE`]): when it is full the call is refused at once
+//! with "busy, retry in …" — a command is never dropped silently and never queued to fly
+//! later. The loop answers on the request's oneshot, reports progress on its bounded
+//! progress channel, and watches its cancellation token.
+//!
+//! The emergency stop (issue 5) gets its own channel and the first `biased` branch of the
+//! loop; nothing here can delay it.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::flight::{Action, Outcome, ProgressUpdate};
+use crate::role::Role;
+use crate::status::StatusReport;
+
+/// Requests waiting for the loop. Overflow policy: refused at once with "busy" (never
+/// dropped, never queued to fly later). The loop drains it on every turn (at least 25 Hz),
+/// so a full queue means a burst, not a stall.
+pub const CONTROL_QUEUE: usize = 8;
+/// Progress reports waiting for one tool call. Overflow policy: the newest report is dropped
+/// (progress is telemetry; the next one carries the same information, fresher).
+pub const PROGRESS_QUEUE: usize = 16;
+/// The retry hint of a busy refusal: several loop turns.
+pub const BUSY_RETRY_MS: u64 = 200;
+
+/// Who asks. Until identity (issue 6) lands every MCP caller is an `Operator`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    /// The MCP client id (or the local source) for logs and, later, audit.
+    pub identity: String,
+}
+
+/// One request to the decision loop.
+#[derive(Debug)]
+pub struct ControlRequest {
+    pub action: Action,
+    pub caller: Caller,
+    pub reply: oneshot::Sender<ControlReply>,
+    pub progress: mpsc::Sender<ProgressUpdate>,
+    /// Set by MCP `notifications/cancelled`; the loop checks it on every turn.
+    pub cancel: CancellationToken,
+}
+
+/// The vehicle's state at the end of an action: the status fields that matter to the caller.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct VehicleSummary {
+    pub armed: bool,
+    /// In the autopilot's own terms (`GUIDED`, `BRAKE`, `AUTO.LOITER`, ...).
+    pub flight_mode: String,
+    /// `on_ground`, `in_air`, `takeoff`, `landing`, `undefined`.
+    pub landed_state: String,
+    pub latitude_deg: f64,
+    pub longitude_deg: f64,
+    /// Above home.
+    pub altitude_m: f64,
+    pub heading_deg: f64,
+    pub ground_speed_m_s: f64,
+    pub battery_voltage_v: f64,
+    pub battery_remaining_percent: Option<f64>,
+    /// The envelope's warning when the vehicle is near a margin; null otherwise.
+    pub envelope_warning: Option<String>,
+}
+
+impl VehicleSummary {
+    pub fn from_status(status: &StatusReport) -> VehicleSummary {
+        let v = &status.vehicle;
+        VehicleSummary {
+            armed: v.mode.armed,
+            flight_mode: v.mode.flight_mode.clone(),
+            landed_state: v.mode.landed_state.clone(),
+            latitude_deg: v.position.latitude_deg,
+            longitude_deg: v.position.longitude_deg,
+            altitude_m: v.position.altitude_relative_m,
+            heading_deg: v.attitude.heading_deg,
+            ground_speed_m_s: v.position.ground_speed_m_s,
+            battery_voltage_v: v.battery.voltage_v,
+            battery_remaining_percent: v.battery.remaining_percent,
+            envelope_warning: status.envelope_warning.clone(),
+        }
+    }
+}
+
+/// How a request ended, for the tool's structured result.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ControlReply {
+    /// The tool name.
+    pub action: String,
+    pub outcome: Outcome,
+    /// One sentence a person or a model can act on.
+    pub message: String,
+    /// The vehicle after the action (null when the autopilot was never heard).
+    pub vehicle: Option<VehicleSummary>,
+}
+
+impl ControlReply {
+    pub fn refused(action: &Action, message: String, vehicle: Option<VehicleSummary>) -> Self {
+        ControlReply {
+            action: action.name().into(),
+            outcome: Outcome::Refused,
+            message,
+            vehicle,
+        }
+    }
+}
+
+/// Why a request could not even be handed to the loop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error(
+        "busy: {CONTROL_QUEUE} requests are already waiting for the vehicle; retry in \
+         {BUSY_RETRY_MS} ms (nothing was sent)"
+    )]
+    Busy,
+    #[error("the daemon is shutting down; nothing was sent")]
+    Closed,
+}
+
+/// The envelope in force as `get_envelope` shows it, or why there is none.
+pub type EnvelopeView = Result<crate::safety::EnvelopeSummary, String>;
+
+/// The tools' side of the channel. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    tx: mpsc::Sender<ControlRequest>,
+    /// Published by the loop (skip to latest).
+    envelope: watch::Receiver<EnvelopeView>,
+}
+
+/// The channel: the client for the MCP server, the receiver for the loop, and the sender
+/// of the envelope view.
+pub fn channel() -> (
+    ControlClient,
+    mpsc::Receiver<ControlRequest>,
+    watch::Sender<EnvelopeView>,
+) {
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    let (envelope_tx, envelope) =
+        watch::channel(Err("the daemon has not built its envelope yet".to_string()));
+    (ControlClient { tx, envelope }, rx, envelope_tx)
+}
+
+/// A submitted request: the reply to wait for and its progress.
+#[derive(Debug)]
+pub struct Pending {
+    pub reply: oneshot::Receiver<ControlReply>,
+    pub progress: mpsc::Receiver<ProgressUpdate>,
+}
+
+impl ControlClient {
+    /// The envelope in force (or why there is none).
+    pub fn envelope(&self) -> EnvelopeView {
+        self.envelope.borrow().clone()
+    }
+
+    /// Offers a request without waiting: a full queue is refused at once.
+    pub fn submit(
+        &self,
+        action: Action,
+        caller: Caller,
+        cancel: CancellationToken,
+    ) -> Result<Pending, SubmitError> {
+        let (reply_tx, reply) = oneshot::channel();
+        let (progress_tx, progress) = mpsc::channel(PROGRESS_QUEUE);
+        let request = ControlRequest {
+            action,
+            caller,
+            reply: reply_tx,
+            progress: progress_tx,
+            cancel,
+        };
+        match self.tx.try_send(request) {
+            Ok(()) => Ok(Pending { reply, progress }),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator() -> Caller {
+        Caller {
+            role: Role::Operator,
+            identity: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_nothing_is_queued_beyond_it() {
+        let (client, mut rx, _envelope) = channel();
+        let mut accepted = Vec::new();
+        for _ in 0..CONTROL_QUEUE {
+            accepted.push(
+                client
+                    .submit(Action::Hold, operator(), CancellationToken::new())
+                    .unwrap(),
+            );
+        }
+        let err = client
+            .submit(Action::Land, operator(), CancellationToken::new())
+            .unwrap_err();
+        assert_eq!(err, SubmitError::Busy);
+        assert!(err.to_string().contains("retry in 200 ms"), "{err}");
+        // Exactly the accepted ones are there, in order; the refused one is not.
+        for _ in 0..CONTROL_QUEUE {
+            assert_eq!(rx.try_recv().unwrap().action, Action::Hold);
+        }
+        assert!(rx.try_recv().is_err());
+        drop(rx);
+        assert_eq!(
+            client
+                .submit(Action::Hold, operator(), CancellationToken::new())
+                .unwrap_err(),
+            SubmitError::Closed
+        );
+    }
+}

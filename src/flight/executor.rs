@@ -1,0 +1,1265 @@
+//! The executor: turns one [`Action`] into MAVLink, confirms each step by what the vehicle
+//! reports, and reports progress and the end. Sans-IO.
+//!
+//! An action becomes a [`Plan`]: a short list of steps (ensure a mode, arm, send a command
+//! and wait for its ACK, send a setpoint, wait until the vehicle reports a condition).
+//! A step is done only when the vehicle says so: a mode by the heartbeat, arming by the
+//! heartbeat's armed flag, a command by its `COMMAND_ACK`, an arrival by the position.
+//!
+//! One motion job runs at a time; a new motion job supersedes it (the old one ends
+//! `Superseded`, its outstanding command is withdrawn). `set_speed` runs beside it.
+//! A switch to a manual mode that no job asked for ends the running job (`TakenOver`): the
+//! pilot always wins. A link loss ends everything at once (`LinkLost`).
+//!
+//! Call order (the supervisor does this on each turn):
+//! 1. `plan(now, action, vehicle)` then, after the envelope allowed its goal,
+//!    `start(now, plan, commands)`; `cancel(now, job, vehicle, commands)`;
+//!    `abort_all(outcome, message)`;
+//! 2. `handle_message(now, header, msg)` for every message from the link (after the vehicle
+//!    state took it), `handle_command_event(event)` for every command-protocol event;
+//! 3. `poll(now, vehicle, commands)`, then `poll_transmit()` until `None` (setpoints that
+//!    have no ACK), then drain `poll_event()`;
+//! 4. wake up at `poll_timeout()` at the latest.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::link::dialect::{
+    MavCmd, MavFrame, PositionTargetTypemask, SET_POSITION_TARGET_GLOBAL_INT_DATA,
+};
+use crate::link::{MavHeader, MavMessage};
+use crate::vehicle::command::{
+    CommandEvent, CommandId, CommandProtocol, CommandRequest, ModeChange, ModeChangeOutcome,
+};
+use crate::vehicle::modes::FlightMode;
+use crate::vehicle::snapshot::AutopilotKind;
+use crate::vehicle::state::VehicleState;
+
+use super::action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
+use super::geo;
+
+/// `MAV_DO_REPOSITION_FLAGS_CHANGE_MODE`: ArduPilot switches to GUIDED to fly there.
+const REPOSITION_CHANGE_MODE: f32 = 1.0;
+/// Side jobs (`set_speed`) at once; an older one is ended when more arrive.
+const SIDE_JOBS_MAX: usize = 4;
+/// Events waiting for the supervisor; the oldest progress is dropped first.
+const EVENTS_MAX: usize = 64;
+
+/// Tolerances and timeouts of the executor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExecutorOptions {
+    /// A mode change must show in the heartbeat within this.
+    pub mode_change_timeout: Duration,
+    /// Arming or disarming must show in the heartbeat within this.
+    pub arm_timeout: Duration,
+    /// Arrived: horizontally within this of the target...
+    pub arrival_m_tolerance: f64,
+    /// ...vertically within this...
+    pub altitude_m_tolerance: f64,
+    /// ...and moving slower than this.
+    pub arrival_speed_m_s_max: f64,
+    /// A heading within this of the target counts as reached.
+    pub heading_deg_tolerance: f64,
+    /// Progress of long actions at most this often.
+    pub progress_interval: Duration,
+    /// Slowest horizontal and vertical speeds assumed when sizing a wait's deadline.
+    pub speed_m_s_assumed: f64,
+    /// Added to every wait's deadline.
+    pub wait_slack: Duration,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        Self {
+            mode_change_timeout: Duration::from_secs(5),
+            arm_timeout: Duration::from_secs(5),
+            arrival_m_tolerance: 1.5,
+            altitude_m_tolerance: 0.7,
+            arrival_speed_m_s_max: 0.5,
+            heading_deg_tolerance: 5.0,
+            progress_interval: Duration::from_secs(1),
+            speed_m_s_assumed: 0.5,
+            wait_slack: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Identifies one job in events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub u64);
+
+/// What the executor reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorEvent {
+    Progress {
+        job: JobId,
+        update: ProgressUpdate,
+    },
+    /// The job ended; it produces no further event.
+    Finished {
+        job: JobId,
+        end: JobEnd,
+    },
+}
+
+/// What a plan waits for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Condition {
+    Altitude {
+        altitude_m: f64,
+    },
+    Arrived {
+        latitude_deg: f64,
+        longitude_deg: f64,
+        altitude_m: f64,
+    },
+    Heading {
+        heading_deg: f64,
+    },
+    /// On the ground and disarmed; progress toward `home` when given (return home).
+    LandedDisarmed {
+        home: Option<(f64, f64)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Mode(FlightMode),
+    Arm,
+    Disarm,
+    Command(CommandRequest),
+    Send(Box<MavMessage>),
+    Until(Condition),
+}
+
+/// An action turned into steps, with the goal the envelope must allow first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    action: Action,
+    goal: Option<Goal>,
+    steps: Vec<Step>,
+    /// Modes the vehicle may switch to while this plan waits without it being interrupted.
+    modes_expected: Vec<FlightMode>,
+}
+
+impl Plan {
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// Where the vehicle would go; `None` for actions that go nowhere new (arm, disarm,
+    /// hold, land, return home, heading, speed).
+    pub fn goal(&self) -> Option<&Goal> {
+        self.goal.as_ref()
+    }
+}
+
+#[derive(Debug)]
+enum Running {
+    /// Start the next step.
+    Next,
+    Mode(ModeChange),
+    Ack {
+        id: CommandId,
+        command: MavCmd,
+    },
+    Arming {
+        want_armed: bool,
+        id: Option<CommandId>,
+        deadline: Instant,
+    },
+    Until {
+        condition: Condition,
+        started_at: Instant,
+        deadline: Instant,
+        next_progress_at: Instant,
+    },
+    /// The autopilot refused a command; `poll` ends the job with this.
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Job {
+    id: JobId,
+    action: Action,
+    steps: VecDeque<Step>,
+    running: Running,
+    modes_expected: Vec<FlightMode>,
+    /// The last mode seen while this job ran, to tell a change from a stale heartbeat.
+    mode_seen: Option<FlightMode>,
+    /// The setpoint this job sent, re-sent with each progress report while it waits:
+    /// setpoints have no ACK, so one lost frame must not strand the job.
+    setpoint: Option<MavMessage>,
+}
+
+impl Job {
+    fn command_id(&self) -> Option<CommandId> {
+        match &self.running {
+            Running::Ack { id, .. } => Some(*id),
+            Running::Arming { id, .. } => *id,
+            _ => None,
+        }
+    }
+}
+
+/// The executor. See the module doc for the call order.
+#[derive(Debug)]
+pub struct Executor {
+    options: ExecutorOptions,
+    next_id: u64,
+    main: Option<Job>,
+    side: Vec<Job>,
+    transmit: VecDeque<MavMessage>,
+    events: VecDeque<ExecutorEvent>,
+    /// Mode changes in flight, by job; they watch heartbeats.
+    mode_changes_watched: u64,
+}
+
+impl Executor {
+    pub fn new(options: ExecutorOptions) -> Self {
+        Self {
+            options,
+            next_id: 1,
+            main: None,
+            side: Vec::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            mode_changes_watched: 0,
+        }
+    }
+
+    /// The running motion job, if any.
+    pub fn current(&self) -> Option<(JobId, Action)> {
+        self.main.as_ref().map(|j| (j.id, j.action))
+    }
+
+    /// Turns `action` into a plan for this vehicle as it is now, or says why it cannot be
+    /// done (before anything is sent).
+    pub fn plan(
+        &self,
+        now: Instant,
+        action: Action,
+        vehicle: &VehicleState,
+    ) -> Result<Plan, String> {
+        action.validate()?;
+        let Some(autopilot) = vehicle.autopilot() else {
+            return Err("no autopilot has been heard yet; nothing can be commanded".into());
+        };
+        if vehicle.heartbeat_lost(now) {
+            return Err(
+                "the autopilot's heartbeat is lost; nothing can be commanded until it is back"
+                    .into(),
+            );
+        }
+        let kind = autopilot.autopilot;
+        if kind == AutopilotKind::Other {
+            return Err(
+                "this autopilot is neither ArduPilot nor PX4; the daemon does not know its modes"
+                    .into(),
+            );
+        }
+        let armed = vehicle.is_armed();
+        let in_air = vehicle.in_air();
+        let altitude_now = vehicle.position().map(|p| p.altitude_relative_m);
+        let needs_position = || -> Result<crate::vehicle::state::Position, String> {
+            if !vehicle.position_valid(now) {
+                return Err(format!(
+                    "{} needs a trusted position and the autopilot does not report one \
+                     (GPS fix or estimator not good); hold, land or return_home are still possible",
+                    action.name()
+                ));
+            }
+            vehicle
+                .position()
+                .copied()
+                .ok_or_else(|| "no position has been reported yet".to_string())
+        };
+        let flying = |name: &str| -> Result<(), String> {
+            if armed && in_air {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} needs the vehicle in the air and it is on the ground{}; take off first",
+                    if armed { "" } else { " and disarmed" }
+                ))
+            }
+        };
+        let hold_mode = match kind {
+            AutopilotKind::Px4 => FlightMode::Loiter,
+            _ => FlightMode::Brake,
+        };
+        let plan = |goal, steps, modes_expected| Plan {
+            action,
+            goal,
+            steps,
+            modes_expected,
+        };
+        Ok(match action {
+            Action::Arm => {
+                if armed {
+                    return Err("the vehicle is already armed".into());
+                }
+                plan(None, vec![Step::Arm], vec![])
+            }
+            Action::Disarm => {
+                if in_air {
+                    return Err(format!(
+                        "refused: the vehicle is flying{}; disarming in the air stops the motors \
+                         and it falls. Use land or return_home; it disarms by itself on the ground",
+                        altitude_now.map_or(String::new(), |a| format!(" at {a:.1} m above home"))
+                    ));
+                }
+                if !armed {
+                    return Err("the vehicle is already disarmed".into());
+                }
+                plan(None, vec![Step::Disarm], vec![])
+            }
+            Action::Takeoff { altitude_m } => {
+                if armed && in_air {
+                    return Err(format!(
+                        "the vehicle is already flying{}; use goto or move_relative to change altitude",
+                        altitude_now.map_or(String::new(), |a| format!(" at {a:.1} m"))
+                    ));
+                }
+                let here = needs_position()?;
+                let goal = Goal {
+                    from_latitude_deg: here.latitude_deg,
+                    from_longitude_deg: here.longitude_deg,
+                    from_altitude_m: here.altitude_relative_m,
+                    to_latitude_deg: here.latitude_deg,
+                    to_longitude_deg: here.longitude_deg,
+                    to_altitude_m: altitude_m,
+                    speed_m_s: None,
+                };
+                let until = Step::Until(Condition::Altitude { altitude_m });
+                match kind {
+                    AutopilotKind::Px4 => {
+                        // PX4 takes the takeoff altitude above mean sea level.
+                        let Some(home) = vehicle.home() else {
+                            return Err("the autopilot has not reported its home position yet; \
+                                        PX4 takes off to an altitude above sea level, so wait for it"
+                                .into());
+                        };
+                        let amsl = home.altitude_msl_m + altitude_m;
+                        plan(
+                            Some(goal),
+                            vec![
+                                Step::Arm,
+                                Step::Command(CommandRequest::Long {
+                                    command: MavCmd::MAV_CMD_NAV_TAKEOFF,
+                                    params: [
+                                        -1.0,
+                                        0.0,
+                                        0.0,
+                                        f32::NAN,
+                                        f32::NAN,
+                                        f32::NAN,
+                                        amsl as f32,
+                                    ],
+                                }),
+                                until,
+                            ],
+                            vec![FlightMode::Takeoff, FlightMode::Loiter],
+                        )
+                    }
+                    _ => plan(
+                        Some(goal),
+                        vec![
+                            Step::Mode(FlightMode::Guided),
+                            Step::Arm,
+                            Step::Command(CommandRequest::Long {
+                                command: MavCmd::MAV_CMD_NAV_TAKEOFF,
+                                params: [0.0, 0.0, 0.0, f32::NAN, 0.0, 0.0, altitude_m as f32],
+                            }),
+                            until,
+                        ],
+                        vec![FlightMode::Guided],
+                    ),
+                }
+            }
+            Action::Goto {
+                latitude_deg,
+                longitude_deg,
+                altitude_m,
+                speed_m_s,
+            } => {
+                flying("goto")?;
+                let here = needs_position()?;
+                self.reposition_plan(
+                    action,
+                    &here,
+                    latitude_deg,
+                    longitude_deg,
+                    altitude_m,
+                    speed_m_s,
+                )
+            }
+            Action::MoveRelative {
+                forward_m,
+                right_m,
+                up_m,
+            } => {
+                flying("move_relative")?;
+                let here = needs_position()?;
+                let Some(heading_deg) = vehicle.heading_deg() else {
+                    return Err(
+                        "the vehicle has not reported its heading; move_relative needs it \
+                                to tell forward from right. Use goto instead"
+                            .into(),
+                    );
+                };
+                let (north_m, east_m) = geo::body_to_north_east(forward_m, right_m, heading_deg);
+                let (latitude_deg, longitude_deg) =
+                    geo::offset_deg(here.latitude_deg, here.longitude_deg, north_m, east_m);
+                let altitude_m = here.altitude_relative_m + up_m;
+                self.reposition_plan(action, &here, latitude_deg, longitude_deg, altitude_m, None)
+            }
+            Action::SetHeading { heading_deg } => {
+                flying("set_heading")?;
+                let here = needs_position()?;
+                let heading_deg = heading_deg % 360.0;
+                let until = Step::Until(Condition::Heading { heading_deg });
+                match kind {
+                    AutopilotKind::Px4 => plan(
+                        None,
+                        vec![
+                            Step::Command(reposition(
+                                here.latitude_deg,
+                                here.longitude_deg,
+                                here.altitude_relative_m,
+                                None,
+                                Some(heading_deg),
+                            )),
+                            until,
+                        ],
+                        vec![FlightMode::Loiter],
+                    ),
+                    _ => {
+                        // ArduCopter turns to a yaw given with a position target in GUIDED.
+                        let target = SET_POSITION_TARGET_GLOBAL_INT_DATA {
+                            coordinate_frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                            type_mask: PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VX_IGNORE
+                                | PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VY_IGNORE
+                                | PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VZ_IGNORE
+                                | PositionTargetTypemask::POSITION_TARGET_TYPEMASK_AX_IGNORE
+                                | PositionTargetTypemask::POSITION_TARGET_TYPEMASK_AY_IGNORE
+                                | PositionTargetTypemask::POSITION_TARGET_TYPEMASK_AZ_IGNORE
+                                | PositionTargetTypemask::POSITION_TARGET_TYPEMASK_YAW_RATE_IGNORE,
+                            lat_int: degrees_e7(here.latitude_deg),
+                            lon_int: degrees_e7(here.longitude_deg),
+                            alt: here.altitude_relative_m as f32,
+                            yaw: (heading_deg as f32).to_radians(),
+                            ..SET_POSITION_TARGET_GLOBAL_INT_DATA::DEFAULT
+                        };
+                        plan(
+                            None,
+                            vec![
+                                Step::Mode(FlightMode::Guided),
+                                Step::Send(Box::new(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(
+                                    target,
+                                ))),
+                                until,
+                            ],
+                            vec![FlightMode::Guided],
+                        )
+                    }
+                }
+            }
+            Action::SetSpeed { speed_m_s } => plan(
+                Some(Goal {
+                    speed_m_s: Some(speed_m_s),
+                    ..stationary_goal(vehicle)
+                }),
+                vec![Step::Command(change_speed(speed_m_s))],
+                vec![],
+            ),
+            Action::Hold => plan(None, vec![Step::Mode(hold_mode)], vec![]),
+            Action::Land => {
+                if !armed && !in_air {
+                    return Err("the vehicle is already on the ground and disarmed".into());
+                }
+                plan(
+                    None,
+                    vec![
+                        Step::Mode(FlightMode::Land),
+                        Step::Until(Condition::LandedDisarmed { home: None }),
+                    ],
+                    vec![FlightMode::Land],
+                )
+            }
+            Action::ReturnHome => {
+                if !armed && !in_air {
+                    return Err(
+                        "the vehicle is on the ground and disarmed; nothing to return".into(),
+                    );
+                }
+                let home = vehicle.home().map(|h| (h.latitude_deg, h.longitude_deg));
+                plan(
+                    None,
+                    vec![
+                        Step::Mode(FlightMode::Rtl),
+                        Step::Until(Condition::LandedDisarmed { home }),
+                    ],
+                    vec![FlightMode::Rtl, FlightMode::Land],
+                )
+            }
+        })
+    }
+
+    fn reposition_plan(
+        &self,
+        action: Action,
+        here: &crate::vehicle::state::Position,
+        latitude_deg: f64,
+        longitude_deg: f64,
+        altitude_m: f64,
+        speed_m_s: Option<f64>,
+    ) -> Plan {
+        let mut steps = Vec::new();
+        if let Some(speed) = speed_m_s {
+            steps.push(Step::Command(change_speed(speed)));
+        }
+        // DO_REPOSITION as COMMAND_INT: acknowledged (unlike a setpoint), understood by
+        // both firmwares (ArduPilot flies it in GUIDED, PX4 in Hold), latitude/longitude
+        // as 1e-7° integers.
+        steps.push(Step::Command(reposition(
+            latitude_deg,
+            longitude_deg,
+            altitude_m,
+            speed_m_s,
+            None,
+        )));
+        steps.push(Step::Until(Condition::Arrived {
+            latitude_deg,
+            longitude_deg,
+            altitude_m,
+        }));
+        Plan {
+            action,
+            goal: Some(Goal {
+                from_latitude_deg: here.latitude_deg,
+                from_longitude_deg: here.longitude_deg,
+                from_altitude_m: here.altitude_relative_m,
+                to_latitude_deg: latitude_deg,
+                to_longitude_deg: longitude_deg,
+                to_altitude_m: altitude_m,
+                speed_m_s,
+            }),
+            steps,
+            modes_expected: vec![FlightMode::Guided, FlightMode::Loiter],
+        }
+    }
+
+    /// Starts a planned job. A motion job supersedes the running one.
+    pub fn start(&mut self, _now: Instant, plan: Plan, commands: &mut CommandProtocol) -> JobId {
+        let id = JobId(self.next_id);
+        self.next_id += 1;
+        let job = Job {
+            id,
+            action: plan.action,
+            steps: plan.steps.into(),
+            running: Running::Next,
+            modes_expected: plan.modes_expected,
+            mode_seen: None,
+            setpoint: None,
+        };
+        if plan.action.is_motion() {
+            if let Some(old) = self.main.take() {
+                let message = format!("superseded by {}", plan.action);
+                self.end(old, Outcome::Superseded, message, commands);
+            }
+            self.main = Some(job);
+        } else {
+            if self.side.len() >= SIDE_JOBS_MAX {
+                let old = self.side.remove(0);
+                let message = format!("superseded by {}", plan.action);
+                self.end(old, Outcome::Superseded, message, commands);
+            }
+            self.side.push(job);
+        }
+        id
+    }
+
+    /// Cancels a job. A cancelled motion job is followed by a hold when the vehicle flies;
+    /// returns the hold's job id then. Unknown or finished jobs are ignored.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        vehicle: &VehicleState,
+        commands: &mut CommandProtocol,
+    ) -> Option<JobId> {
+        if let Some(index) = self.side.iter().position(|j| j.id == job) {
+            let old = self.side.remove(index);
+            self.end(old, Outcome::Cancelled, "cancelled".into(), commands);
+            return None;
+        }
+        if self.main.as_ref().is_none_or(|j| j.id != job) {
+            return None;
+        }
+        let old = self.main.take()?;
+        let flying = vehicle.is_armed() && vehicle.in_air();
+        let hold = if flying && old.action != Action::Hold {
+            self.plan(now, Action::Hold, vehicle).ok()
+        } else {
+            None
+        };
+        let message = if hold.is_some() {
+            format!("cancelled {}; the vehicle holds position", old.action)
+        } else {
+            format!("cancelled {}", old.action)
+        };
+        self.end(old, Outcome::Cancelled, message, commands);
+        hold.map(|plan| self.start(now, plan, commands))
+    }
+
+    /// Ends every job at once with `outcome` (link lost, e-stop, breach action).
+    pub fn abort_all(&mut self, outcome: Outcome, message: &str, commands: &mut CommandProtocol) {
+        if let Some(job) = self.main.take() {
+            self.end(job, outcome, message.to_string(), commands);
+        }
+        for job in std::mem::take(&mut self.side) {
+            self.end(job, outcome, message.to_string(), commands);
+        }
+    }
+
+    /// Feeds heartbeats to the mode changes in flight.
+    pub fn handle_message(&mut self, now: Instant, header: &MavHeader, msg: &MavMessage) {
+        if self.mode_changes_watched == 0 || !matches!(msg, MavMessage::HEARTBEAT(_)) {
+            return;
+        }
+        for job in self.main.iter_mut().chain(self.side.iter_mut()) {
+            if let Running::Mode(change) = &mut job.running {
+                change.handle_message(now, header, msg);
+            }
+        }
+    }
+
+    /// Takes the command protocol's events (ACKs, refusals, timeouts).
+    pub fn handle_command_event(&mut self, event: &CommandEvent) {
+        let CommandEvent::Finished { id, outcome, .. } = event else {
+            return;
+        };
+        for job in self.main.iter_mut().chain(self.side.iter_mut()) {
+            match &mut job.running {
+                Running::Mode(change) => change.handle_command_event(event),
+                Running::Ack {
+                    id: waiting,
+                    command,
+                } if waiting == id => {
+                    job.running = if outcome.is_accepted() {
+                        Running::Next
+                    } else {
+                        Running::Failed(outcome.describe(*command))
+                    };
+                }
+                Running::Arming {
+                    id: waiting @ Some(_),
+                    ..
+                } if *waiting == Some(*id) => {
+                    if outcome.is_accepted() {
+                        // Accepted; the heartbeat's armed flag completes the step.
+                        *waiting = None;
+                    } else {
+                        job.running =
+                            Running::Failed(outcome.describe(MavCmd::MAV_CMD_COMPONENT_ARM_DISARM));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Advances every job: starts steps, checks waits against the vehicle, ends jobs.
+    pub fn poll(&mut self, now: Instant, vehicle: &VehicleState, commands: &mut CommandProtocol) {
+        if let Some(job) = self.main.take() {
+            self.main = self.advance(now, job, vehicle, commands, true);
+        }
+        for job in std::mem::take(&mut self.side) {
+            if let Some(job) = self.advance(now, job, vehicle, commands, false) {
+                self.side.push(job);
+            }
+        }
+        self.mode_changes_watched = self
+            .main
+            .iter()
+            .chain(self.side.iter())
+            .filter(|j| matches!(j.running, Running::Mode(_)))
+            .count() as u64;
+    }
+
+    /// Setpoints to send (they have no ACK; the command protocol sends the rest).
+    pub fn poll_transmit(&mut self) -> Option<MavMessage> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ExecutorEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `poll` needs to run again at the latest (deadlines and progress).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.main
+            .iter()
+            .chain(self.side.iter())
+            .filter_map(|j| match &j.running {
+                Running::Next => None,
+                Running::Mode(change) => change.poll_timeout(),
+                Running::Ack { .. } | Running::Failed(_) => None,
+                Running::Arming { deadline, .. } => Some(*deadline),
+                Running::Until {
+                    deadline,
+                    next_progress_at,
+                    ..
+                } => Some((*deadline).min(*next_progress_at)),
+            })
+            .min()
+    }
+
+    fn advance(
+        &mut self,
+        now: Instant,
+        mut job: Job,
+        vehicle: &VehicleState,
+        commands: &mut CommandProtocol,
+        motion: bool,
+    ) -> Option<Job> {
+        let kind = vehicle
+            .autopilot()
+            .map_or(AutopilotKind::Other, |a| a.autopilot);
+        if motion && let Some(end) = self.watch_mode(&mut job, vehicle, kind) {
+            self.end(job, end.outcome, end.message, commands);
+            return None;
+        }
+        // A handful of steps may complete in one turn (mode already set, then a send...).
+        for _ in 0..8 {
+            match self.step(now, &mut job, vehicle, commands, kind) {
+                StepResult::Wait => return Some(job),
+                StepResult::Again => continue,
+                StepResult::End(outcome, message) => {
+                    self.end(job, outcome, message, commands);
+                    return None;
+                }
+            }
+        }
+        Some(job)
+    }
+
+    /// Pilot takeover and unexpected mode changes while a motion job runs.
+    fn watch_mode(
+        &self,
+        job: &mut Job,
+        vehicle: &VehicleState,
+        kind: AutopilotKind,
+    ) -> Option<JobEnd> {
+        let mode = vehicle.flight_mode();
+        if mode == job.mode_seen {
+            return None;
+        }
+        let first_look = job.mode_seen.is_none();
+        job.mode_seen = mode;
+        let mode = mode?;
+        if first_look {
+            return None;
+        }
+        let requested = job.modes_expected.contains(&mode)
+            || matches!(&job.running, Running::Mode(c) if c.mode() == mode);
+        if requested {
+            return None;
+        }
+        if FlightMode::is_manual(kind, mode) {
+            return Some(JobEnd {
+                outcome: Outcome::TakenOver,
+                message: format!(
+                    "the pilot took over: the vehicle switched to {} (a manual mode) during {}; \
+                     the daemon stopped and will not fight the pilot",
+                    mode.name(kind),
+                    job.action
+                ),
+            });
+        }
+        if matches!(job.running, Running::Until { .. }) {
+            return Some(JobEnd {
+                outcome: Outcome::Failed,
+                message: format!(
+                    "{} was interrupted: the vehicle switched to {} (the autopilot's own \
+                     failsafe or fence, or another ground station)",
+                    job.action,
+                    mode.name(kind)
+                ),
+            });
+        }
+        None
+    }
+
+    fn step(
+        &mut self,
+        now: Instant,
+        job: &mut Job,
+        vehicle: &VehicleState,
+        commands: &mut CommandProtocol,
+        kind: AutopilotKind,
+    ) -> StepResult {
+        let target = vehicle.autopilot().map(|a| (a.system_id, a.component_id));
+        match &mut job.running {
+            Running::Next => {
+                let Some(step) = job.steps.pop_front() else {
+                    return StepResult::End(Outcome::Completed, completion(job.action, vehicle));
+                };
+                let Some((system, component)) = target else {
+                    return StepResult::End(
+                        Outcome::Failed,
+                        "the autopilot is no longer known".into(),
+                    );
+                };
+                match step {
+                    Step::Mode(mode) => {
+                        if vehicle.flight_mode() == Some(mode) {
+                            return StepResult::Again;
+                        }
+                        let Some((mut change, request)) = ModeChange::new(
+                            now,
+                            kind,
+                            system,
+                            component,
+                            mode,
+                            self.options.mode_change_timeout,
+                        ) else {
+                            return StepResult::End(
+                                Outcome::Failed,
+                                format!("this autopilot has no {mode:?} mode"),
+                            );
+                        };
+                        match commands.submit(now, system, component, request) {
+                            Ok(id) => change.set_command(id),
+                            Err(busy) => return StepResult::End(Outcome::Failed, busy.to_string()),
+                        }
+                        self.progress(
+                            job.id,
+                            format!("switching to {}", mode.name(kind)),
+                            vehicle,
+                            None,
+                        );
+                        job.running = Running::Mode(change);
+                        StepResult::Wait
+                    }
+                    Step::Arm | Step::Disarm => {
+                        let want_armed = step == Step::Arm;
+                        if vehicle.is_armed() == want_armed {
+                            return StepResult::Again;
+                        }
+                        let request = CommandRequest::Long {
+                            command: MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+                            // param2 0: never the force magic; the autopilot's own checks stand.
+                            params: [
+                                if want_armed { 1.0 } else { 0.0 },
+                                0.0,
+                                0.0,
+                                0.0,
+                                0.0,
+                                0.0,
+                                0.0,
+                            ],
+                        };
+                        match commands.submit(now, system, component, request) {
+                            Ok(id) => {
+                                self.progress(
+                                    job.id,
+                                    if want_armed { "arming" } else { "disarming" }.into(),
+                                    vehicle,
+                                    None,
+                                );
+                                job.running = Running::Arming {
+                                    want_armed,
+                                    id: Some(id),
+                                    deadline: now + self.options.arm_timeout,
+                                };
+                                StepResult::Wait
+                            }
+                            Err(busy) => StepResult::End(Outcome::Failed, busy.to_string()),
+                        }
+                    }
+                    Step::Command(request) => {
+                        match commands.submit(now, system, component, request) {
+                            Ok(id) => {
+                                job.running = Running::Ack {
+                                    id,
+                                    command: request.command(),
+                                };
+                                StepResult::Wait
+                            }
+                            Err(busy) => StepResult::End(Outcome::Failed, busy.to_string()),
+                        }
+                    }
+                    Step::Send(message) => {
+                        let message = address(*message, system, component);
+                        job.setpoint = Some(message.clone());
+                        self.transmit.push_back(message);
+                        StepResult::Again
+                    }
+                    Step::Until(condition) => {
+                        let deadline = now + self.wait_budget(&condition, vehicle);
+                        job.running = Running::Until {
+                            condition,
+                            started_at: now,
+                            deadline,
+                            next_progress_at: now,
+                        };
+                        StepResult::Again
+                    }
+                }
+            }
+            Running::Mode(change) => {
+                change.handle_timeout(now);
+                match change.outcome() {
+                    None => StepResult::Wait,
+                    Some(ModeChangeOutcome::Confirmed) => {
+                        job.running = Running::Next;
+                        StepResult::Again
+                    }
+                    Some(_) => {
+                        let message = change.describe().unwrap_or_default();
+                        StepResult::End(Outcome::Failed, with_status_text(message, vehicle, now))
+                    }
+                }
+            }
+            Running::Failed(message) => {
+                let message = std::mem::take(message);
+                StepResult::End(Outcome::Failed, with_status_text(message, vehicle, now))
+            }
+            Running::Ack { .. } => StepResult::Wait,
+            Running::Arming {
+                want_armed,
+                id,
+                deadline,
+            } => {
+                if id.is_none() && vehicle.is_armed() == *want_armed {
+                    job.running = Running::Next;
+                    return StepResult::Again;
+                }
+                if now >= *deadline {
+                    let what = if *want_armed { "armed" } else { "disarmed" };
+                    return StepResult::End(
+                        Outcome::Failed,
+                        with_status_text(
+                            format!(
+                                "the vehicle did not report {what} within {:.0} s",
+                                self.options.arm_timeout.as_secs_f64()
+                            ),
+                            vehicle,
+                            now,
+                        ),
+                    );
+                }
+                StepResult::Wait
+            }
+            Running::Until {
+                condition,
+                started_at,
+                deadline,
+                next_progress_at,
+            } => {
+                let condition = *condition;
+                let first = *started_at == now;
+                if self.condition_met(&condition, vehicle) {
+                    job.running = Running::Next;
+                    return StepResult::Again;
+                }
+                if !matches!(condition, Condition::LandedDisarmed { .. }) && !vehicle.is_armed() {
+                    return StepResult::End(
+                        Outcome::Failed,
+                        with_status_text(
+                            format!("the vehicle disarmed during {}", job.action),
+                            vehicle,
+                            now,
+                        ),
+                    );
+                }
+                if now >= *deadline {
+                    return StepResult::End(
+                        Outcome::Failed,
+                        format!(
+                            "{} did not complete in time: {}. The autopilot may still be \
+                             carrying it out; call hold to stop it",
+                            job.action,
+                            self.remaining(&condition, vehicle).message
+                        ),
+                    );
+                }
+                if now >= *next_progress_at {
+                    *next_progress_at = now + self.options.progress_interval;
+                    if !first && let Some(setpoint) = &job.setpoint {
+                        self.transmit.push_back(setpoint.clone());
+                    }
+                    let update = self.remaining(&condition, vehicle);
+                    self.push_event(ExecutorEvent::Progress {
+                        job: job.id,
+                        update,
+                    });
+                }
+                StepResult::Wait
+            }
+        }
+    }
+
+    fn condition_met(&self, condition: &Condition, vehicle: &VehicleState) -> bool {
+        let o = &self.options;
+        match *condition {
+            Condition::LandedDisarmed { .. } => !vehicle.is_armed() && !vehicle.in_air(),
+            Condition::Heading { heading_deg } => vehicle
+                .heading_deg()
+                .is_some_and(|h| geo::heading_error_deg(h, heading_deg) <= o.heading_deg_tolerance),
+            Condition::Altitude { altitude_m } => vehicle.position().is_some_and(|p| {
+                (p.altitude_relative_m - altitude_m).abs() <= o.altitude_m_tolerance
+            }),
+            Condition::Arrived {
+                latitude_deg,
+                longitude_deg,
+                altitude_m,
+            } => vehicle.position().is_some_and(|p| {
+                let distance =
+                    geo::distance_m(p.latitude_deg, p.longitude_deg, latitude_deg, longitude_deg);
+                let speed = p.velocity_north_m_s.hypot(p.velocity_east_m_s);
+                distance <= o.arrival_m_tolerance
+                    && (p.altitude_relative_m - altitude_m).abs() <= o.altitude_m_tolerance
+                    && speed <= o.arrival_speed_m_s_max
+            }),
+        }
+    }
+
+    fn remaining(&self, condition: &Condition, vehicle: &VehicleState) -> ProgressUpdate {
+        let position = vehicle.position();
+        let altitude_m = position.map(|p| p.altitude_relative_m);
+        let distance_to = |lat: f64, lon: f64| {
+            position.map(|p| geo::distance_m(p.latitude_deg, p.longitude_deg, lat, lon))
+        };
+        let (distance_m_remaining, message) = match *condition {
+            Condition::Altitude { altitude_m: target } => (
+                None,
+                format!(
+                    "climbing: {} of {target:.1} m",
+                    altitude_m.map_or("unknown".into(), |a| format!("{a:.1}"))
+                ),
+            ),
+            Condition::Arrived {
+                latitude_deg,
+                longitude_deg,
+                altitude_m: target,
+            } => {
+                let d = distance_to(latitude_deg, longitude_deg);
+                (
+                    d,
+                    format!(
+                        "{} m to go, altitude {} m (target {target:.1} m)",
+                        d.map_or("unknown".into(), |d| format!("{d:.1}")),
+                        altitude_m.map_or("unknown".into(), |a| format!("{a:.1}"))
+                    ),
+                )
+            }
+            Condition::Heading { heading_deg } => (
+                None,
+                format!(
+                    "turning: heading {} of {heading_deg:.0}°",
+                    vehicle
+                        .heading_deg()
+                        .map_or("unknown".into(), |h| format!("{h:.0}°"))
+                ),
+            ),
+            Condition::LandedDisarmed { home } => {
+                let d = home.and_then(|(lat, lon)| distance_to(lat, lon));
+                (
+                    d,
+                    format!(
+                        "{}altitude {} m, {}",
+                        d.map_or(String::new(), |d| format!("{d:.1} m from home, ")),
+                        altitude_m.map_or("unknown".into(), |a| format!("{a:.1}")),
+                        if vehicle.in_air() {
+                            "descending"
+                        } else {
+                            "on the ground, waiting for disarm"
+                        }
+                    ),
+                )
+            }
+        };
+        ProgressUpdate {
+            message,
+            distance_m_remaining,
+            altitude_m,
+        }
+    }
+
+    /// How long a wait may take: its distance at a slow assumed speed, plus slack.
+    fn wait_budget(&self, condition: &Condition, vehicle: &VehicleState) -> Duration {
+        let position = vehicle.position();
+        let metres = match *condition {
+            Condition::Altitude { altitude_m } => {
+                position.map_or(altitude_m, |p| (p.altitude_relative_m - altitude_m).abs())
+            }
+            Condition::Arrived {
+                latitude_deg,
+                longitude_deg,
+                altitude_m,
+            } => position.map_or(0.0, |p| {
+                geo::distance_m(p.latitude_deg, p.longitude_deg, latitude_deg, longitude_deg)
+                    + (p.altitude_relative_m - altitude_m).abs()
+            }),
+            Condition::Heading { .. } => 0.0,
+            Condition::LandedDisarmed { home } => position.map_or(0.0, |p| {
+                p.altitude_relative_m.abs() * 2.0
+                    + home.map_or(0.0, |(lat, lon)| {
+                        geo::distance_m(p.latitude_deg, p.longitude_deg, lat, lon)
+                    })
+            }),
+        };
+        let seconds = if metres.is_finite() {
+            (metres / self.options.speed_m_s_assumed).min(3600.0)
+        } else {
+            0.0
+        };
+        Duration::from_secs_f64(seconds) + self.options.wait_slack
+    }
+
+    fn progress(
+        &mut self,
+        job: JobId,
+        message: String,
+        vehicle: &VehicleState,
+        distance: Option<f64>,
+    ) {
+        self.push_event(ExecutorEvent::Progress {
+            job,
+            update: ProgressUpdate {
+                message,
+                distance_m_remaining: distance,
+                altitude_m: vehicle.position().map(|p| p.altitude_relative_m),
+            },
+        });
+    }
+
+    fn push_event(&mut self, event: ExecutorEvent) {
+        if self.events.len() >= EVENTS_MAX
+            && let Some(index) = self
+                .events
+                .iter()
+                .position(|e| matches!(e, ExecutorEvent::Progress { .. }))
+        {
+            self.events.remove(index);
+        }
+        self.events.push_back(event);
+    }
+
+    fn end(&mut self, job: Job, outcome: Outcome, message: String, commands: &mut CommandProtocol) {
+        // Nothing of an ended job is sent later: its outstanding command is withdrawn.
+        if let Some(id) = job.command_id() {
+            commands.cancel(id);
+        }
+        self.events
+            .retain(|e| !matches!(e, ExecutorEvent::Progress { job: j, .. } if *j == job.id));
+        self.events.push_back(ExecutorEvent::Finished {
+            job: job.id,
+            end: JobEnd { outcome, message },
+        });
+    }
+}
+
+enum StepResult {
+    Wait,
+    Again,
+    End(Outcome, String),
+}
+
+fn degrees_e7(degrees: f64) -> i32 {
+    // Validated to ±180° before, so this never saturates in practice.
+    (degrees * 1e7).round() as i32
+}
+
+fn reposition(
+    latitude_deg: f64,
+    longitude_deg: f64,
+    altitude_m: f64,
+    speed_m_s: Option<f64>,
+    yaw_deg: Option<f64>,
+) -> CommandRequest {
+    CommandRequest::Int {
+        command: MavCmd::MAV_CMD_DO_REPOSITION,
+        frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+        params: [
+            speed_m_s.map_or(-1.0, |s| s as f32),
+            REPOSITION_CHANGE_MODE,
+            0.0,
+            yaw_deg.map_or(f32::NAN, |y| y as f32),
+        ],
+        x: degrees_e7(latitude_deg),
+        y: degrees_e7(longitude_deg),
+        z: altitude_m as f32,
+    }
+}
+
+fn change_speed(speed_m_s: f64) -> CommandRequest {
+    CommandRequest::Long {
+        command: MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+        // param1 1: ground speed; param3 -1: throttle unchanged.
+        params: [1.0, speed_m_s as f32, -1.0, 0.0, 0.0, 0.0, 0.0],
+    }
+}
+
+/// A goal that goes nowhere (speed changes): from and to where the vehicle is.
+fn stationary_goal(vehicle: &VehicleState) -> Goal {
+    let (lat, lon, alt) = vehicle.position().map_or((0.0, 0.0, 0.0), |p| {
+        (p.latitude_deg, p.longitude_deg, p.altitude_relative_m)
+    });
+    Goal {
+        from_latitude_deg: lat,
+        from_longitude_deg: lon,
+        from_altitude_m: alt,
+        to_latitude_deg: lat,
+        to_longitude_deg: lon,
+        to_altitude_m: alt,
+        speed_m_s: None,
+    }
+}
+
+fn address(message: MavMessage, system: u8, component: u8) -> MavMessage {
+    match message {
+        MavMessage::SET_POSITION_TARGET_GLOBAL_INT(mut t) => {
+            t.target_system = system;
+            t.target_component = component;
+            MavMessage::SET_POSITION_TARGET_GLOBAL_INT(t)
+        }
+        other => other,
+    }
+}
+
+fn completion(action: Action, vehicle: &VehicleState) -> String {
+    let at = vehicle.position().map_or(String::new(), |p| {
+        format!(
+            " at {:.7}, {:.7}, {:.1} m above home",
+            p.latitude_deg, p.longitude_deg, p.altitude_relative_m
+        )
+    });
+    match action {
+        Action::Arm => "the vehicle reports armed".into(),
+        Action::Disarm => "the vehicle reports disarmed".into(),
+        Action::Takeoff { altitude_m } => {
+            format!("took off to {altitude_m} m; the vehicle holds{at}")
+        }
+        Action::Goto { .. } | Action::MoveRelative { .. } => format!("arrived{at}"),
+        Action::SetHeading { heading_deg } => format!("the vehicle faces {heading_deg:.0}°"),
+        Action::SetSpeed { speed_m_s } => {
+            format!("the autopilot accepted the speed of {speed_m_s} m/s")
+        }
+        Action::Hold => format!("the vehicle holds position{at}"),
+        Action::Land => "landed and disarmed".into(),
+        Action::ReturnHome => format!("returned home, landed and disarmed{at}"),
+    }
+}
+
+/// Appends the autopilot's latest warning, which usually says why it refused.
+fn with_status_text(message: String, vehicle: &VehicleState, now: Instant) -> String {
+    let snapshot = vehicle.snapshot(now);
+    match snapshot.status_texts.last() {
+        Some(t) if t.age_ms <= 5000 => format!("{message}; the autopilot said: \"{}\"", t.text),
+        _ => message,
+    }
+}

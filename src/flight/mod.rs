@@ -1,0 +1,17 @@
+//! Flight actions and the executor that carries them out (sans-IO).
+//!
+//! - `action.rs`: what a client may ask (`Action`), its bounds, the `Goal` the envelope
+//!   checks, and how an action ends (`Outcome`, `JobEnd`, `ProgressUpdate`).
+//! - `executor.rs`: `Executor`, which turns an action into MAVLink for ArduPilot or PX4
+//!   and confirms every step by what the vehicle reports.
+//! - `geo.rs`: flat-earth geometry around the vehicle.
+
+pub mod action;
+pub mod executor;
+pub mod geo;
+
+pub use action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
+pub use executor::{Executor, ExecutorEvent, ExecutorOptions, JobId, Plan};
+
+#[cfg(test)]
+mod tests;

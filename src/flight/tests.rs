@@ -1,0 +1,465 @@
+//! The executor inside the supervisor against the simulated autopilot, in process, on
+//! virtual time: whole flights as a pure function of time and inputs, no sockets, no sleeps.
+
+use std::time::{Duration, Instant};
+
+use crate::control::Caller;
+use crate::flight::{Action, ExecutorEvent, JobEnd, JobId, Outcome};
+use crate::link::dialect::{COMMAND_LONG_DATA, MavCmd, MavParamType, PARAM_SET_DATA};
+use crate::link::{MavHeader, MavMessage};
+use crate::role::Role;
+use crate::sim::autopilot::{PHYSICS_STEP, Personality, SimAutopilot, SimEvent, SimOptions};
+use crate::sim::physics::GeoPoint;
+use crate::supervisor::{Supervisor, SupervisorOptions};
+
+const HOME: GeoPoint = GeoPoint {
+    lat_deg: -35.363261,
+    lon_deg: 149.165230,
+    alt_amsl_m: 584.0,
+};
+
+struct Rig {
+    sim: SimAutopilot,
+    sup: Supervisor,
+    t0: Instant,
+    now: Duration,
+    companion: MavHeader,
+    /// Everything the supervisor sent, with the virtual time.
+    sent: Vec<(Duration, MavMessage)>,
+    sim_events: Vec<(Duration, SimEvent)>,
+    ends: Vec<(JobId, JobEnd)>,
+    progress: Vec<(JobId, String)>,
+}
+
+fn operator() -> Caller {
+    Caller {
+        role: Role::Operator,
+        identity: "test".into(),
+    }
+}
+
+impl Rig {
+    fn new(personality: Personality) -> Rig {
+        let options = SupervisorOptions::from_config(&crate::config::VehicleConfig::default());
+        let companion = MavHeader {
+            system_id: options.system_id.into(),
+            component_id: options.component_id,
+            sequence: 0,
+        };
+        let t0 = Instant::now();
+        let mut rig = Rig {
+            sim: SimAutopilot::new(SimOptions {
+                autopilot: personality,
+                home: HOME,
+                seed: 7,
+                system_id: 1,
+            }),
+            sup: Supervisor::new(options, t0),
+            t0,
+            now: Duration::ZERO,
+            companion,
+            sent: Vec::new(),
+            sim_events: Vec::new(),
+            ends: Vec::new(),
+            progress: Vec::new(),
+        };
+        // Heartbeats, telemetry requests, a position and home.
+        rig.run(6.0);
+        assert!(
+            rig.sup.vehicle().position_valid(rig.instant()),
+            "the rig has a position"
+        );
+        rig
+    }
+
+    fn instant(&self) -> Instant {
+        self.t0 + self.now
+    }
+
+    fn exchange(&mut self) {
+        let now = self.instant();
+        let header = MavHeader {
+            system_id: 1,
+            component_id: 1,
+            sequence: 0,
+        };
+        while let Some(m) = self.sim.poll_transmit(self.now) {
+            self.sup.handle_message(now, &header, &m);
+        }
+        while let Some(m) = self.sup.poll_transmit(now) {
+            self.sent.push((self.now, m.clone()));
+            self.sim.handle_message(self.now, &self.companion, &m);
+        }
+        while let Some(e) = self.sim.poll_event() {
+            self.sim_events.push((self.now, e));
+        }
+        while let Some(e) = self.sup.poll_job_event() {
+            match e {
+                ExecutorEvent::Finished { job, end } => self.ends.push((job, end)),
+                ExecutorEvent::Progress { job, update } => {
+                    self.progress.push((job, update.message))
+                }
+            }
+        }
+        while self.sup.poll_notice().is_some() {}
+    }
+
+    fn run(&mut self, seconds: f64) {
+        let end = self.now + Duration::from_secs_f64(seconds);
+        while self.now < end {
+            self.now += PHYSICS_STEP;
+            self.sim.step(self.now);
+            self.exchange();
+        }
+    }
+
+    fn request(&mut self, action: Action) -> Result<JobId, String> {
+        let r = self.sup.handle_request(self.instant(), action, &operator());
+        self.exchange();
+        r
+    }
+
+    fn end_of(&self, job: JobId) -> Option<&JobEnd> {
+        self.ends.iter().find(|(j, _)| *j == job).map(|(_, e)| e)
+    }
+
+    /// Runs until `job` ends (at most `seconds`); returns its end.
+    fn finish(&mut self, job: JobId, seconds: f64) -> JobEnd {
+        let end = self.now + Duration::from_secs_f64(seconds);
+        while self.now < end {
+            if let Some(e) = self.end_of(job) {
+                return e.clone();
+            }
+            self.now += PHYSICS_STEP;
+            self.sim.step(self.now);
+            self.exchange();
+        }
+        panic!(
+            "job {job:?} did not end within {seconds} s; sim mode {:?} armed {} alt {:.1}; \
+             progress {:?}; sim events {:?}",
+            self.sim.mode(),
+            self.sim.armed(),
+            self.sim.altitude_m(),
+            self.progress.iter().rev().take(3).collect::<Vec<_>>(),
+            self.sim_events.iter().rev().take(10).collect::<Vec<_>>()
+        );
+    }
+
+    fn fly(&mut self, action: Action, seconds: f64) -> JobEnd {
+        let job = self
+            .request(action)
+            .unwrap_or_else(|e| panic!("{action} refused: {e}"));
+        self.finish(job, seconds)
+    }
+
+    fn set_param(&mut self, name: &str, value: f32) {
+        let gcs = MavHeader {
+            system_id: 255,
+            component_id: 190,
+            sequence: 0,
+        };
+        self.sim.handle_message(
+            self.now,
+            &gcs,
+            &MavMessage::PARAM_SET(PARAM_SET_DATA {
+                param_value: value,
+                target_system: 1,
+                target_component: 1,
+                param_id: name.into(),
+                param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+            }),
+        );
+        self.exchange();
+    }
+
+    /// A mode switch that did not come from the daemon (the pilot's RC, another GCS).
+    fn pilot_mode(&mut self, custom_mode: f32) {
+        let gcs = MavHeader {
+            system_id: 255,
+            component_id: 190,
+            sequence: 0,
+        };
+        self.sim.handle_message(
+            self.now,
+            &gcs,
+            &MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+                param1: 1.0,
+                param2: custom_mode,
+                command: MavCmd::MAV_CMD_DO_SET_MODE,
+                target_system: 1,
+                target_component: 1,
+                ..COMMAND_LONG_DATA::DEFAULT
+            }),
+        );
+        self.exchange();
+    }
+
+    fn commands_sent_since(&self, since: Duration) -> Vec<MavCmd> {
+        self.sent
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .filter_map(|(_, m)| match m {
+                MavMessage::COMMAND_LONG(c) => Some(c.command),
+                MavMessage::COMMAND_INT(c) => Some(c.command),
+                _ => None,
+            })
+            .filter(|c| {
+                *c != MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL && *c != MavCmd::MAV_CMD_REQUEST_MESSAGE
+            })
+            .collect()
+    }
+
+    fn distance_to(&self, north_m: f64, east_m: f64) -> f64 {
+        let here = self.sim.position();
+        let (n, e) = crate::flight::geo::north_east_m(
+            HOME.lat_deg,
+            HOME.lon_deg,
+            here.lat_deg,
+            here.lon_deg,
+        );
+        (n - north_m).hypot(e - east_m)
+    }
+}
+
+fn goto_offset(north_m: f64, east_m: f64, altitude_m: f64) -> Action {
+    let (latitude_deg, longitude_deg) =
+        crate::flight::geo::offset_deg(HOME.lat_deg, HOME.lon_deg, north_m, east_m);
+    Action::Goto {
+        latitude_deg,
+        longitude_deg,
+        altitude_m,
+        speed_m_s: None,
+    }
+}
+
+#[test]
+fn ardupilot_takes_off_flies_to_a_point_and_lands() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    let end = rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(
+        (rig.sim.altitude_m() - 10.0).abs() < 0.8,
+        "{}",
+        rig.sim.altitude_m()
+    );
+    assert!(
+        rig.sim_events
+            .iter()
+            .any(|(_, e)| *e == SimEvent::ModeChanged("GUIDED"))
+    );
+    assert!(
+        rig.progress.iter().any(|(_, p)| p.contains("climbing")),
+        "{:?}",
+        rig.progress
+    );
+
+    let end = rig.fly(goto_offset(40.0, -20.0, 15.0), 120.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(
+        rig.distance_to(40.0, -20.0) < 1.5,
+        "{}",
+        rig.distance_to(40.0, -20.0)
+    );
+    assert!((rig.sim.altitude_m() - 15.0).abs() < 0.8);
+    assert!(
+        rig.progress.iter().any(|(_, p)| p.contains("m to go")),
+        "{:?}",
+        rig.progress
+    );
+
+    let end = rig.fly(Action::Land, 120.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(!rig.sim.armed() && rig.sim.altitude_m() < 0.2);
+}
+
+#[test]
+fn px4_takeoff_is_stopped_by_the_whitelist_before_it_reaches_the_autopilot() {
+    // FIXME: PX4's NAV_TAKEOFF takes param7 above mean sea level, and the whitelist bounds
+    // param7 by the ceiling relative to home, so a PX4 takeoff is refused (and never sent)
+    // until the whitelist learns the home altitude. This asserts today's behaviour.
+    let mut rig = Rig::new(Personality::Px4);
+    let end = rig.fly(Action::Takeoff { altitude_m: 8.0 }, 60.0);
+    assert_eq!(end.outcome, Outcome::Failed, "{end:?}");
+    assert!(end.message.contains("whitelist"), "{}", end.message);
+    assert!(rig.sup.whitelist_violations() >= 1);
+    assert!(
+        !rig.sent.iter().any(|(_, m)| matches!(m, MavMessage::COMMAND_LONG(c) if c.command == MavCmd::MAV_CMD_NAV_TAKEOFF)),
+        "nothing refused reaches the autopilot"
+    );
+    // FIXME: the whitelist decodes PX4's DO_SET_MODE (main mode in param2, sub mode in
+    // param3) as an ArduPilot mode number, so PX4 mode changes are refused too.
+    let end = rig.fly(Action::Land, 30.0);
+    assert_eq!(end.outcome, Outcome::Failed, "{end:?}");
+    assert!(end.message.contains("DO_SET_MODE"), "{}", end.message);
+}
+
+#[test]
+fn disarm_in_the_air_is_refused_and_nothing_is_sent() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 5.0 }, 60.0);
+    let before = rig.now;
+    let refusal = rig.request(Action::Disarm).unwrap_err();
+    assert!(
+        refusal.contains("flying") && refusal.contains("land"),
+        "{refusal}"
+    );
+    rig.run(1.0);
+    assert!(
+        rig.commands_sent_since(before).is_empty(),
+        "{:?}",
+        rig.commands_sent_since(before)
+    );
+    assert!(rig.sim.armed());
+    // On the ground it is allowed and confirmed by the heartbeat.
+    let mut ground = Rig::new(Personality::ArduPilot);
+    assert_eq!(ground.fly(Action::Arm, 10.0).outcome, Outcome::Completed);
+    assert_eq!(ground.fly(Action::Disarm, 10.0).outcome, Outcome::Completed);
+    assert!(!ground.sim.armed());
+}
+
+#[test]
+fn cancelling_a_goto_holds_position_and_a_new_goto_supersedes_the_old() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    let far = rig.request(goto_offset(200.0, 0.0, 10.0)).unwrap();
+    rig.run(3.0);
+    let near = rig.request(goto_offset(0.0, 15.0, 10.0)).unwrap();
+    let old = rig.end_of(far).cloned().expect("superseded at once");
+    assert_eq!(old.outcome, Outcome::Superseded);
+    assert!(
+        old.message.contains("superseded by goto"),
+        "{}",
+        old.message
+    );
+    let end = rig.finish(near, 120.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(rig.distance_to(0.0, 15.0) < 1.5);
+
+    let far = rig.request(goto_offset(200.0, 0.0, 10.0)).unwrap();
+    rig.run(3.0);
+    let now = rig.instant();
+    rig.sup.cancel_job(now, far);
+    rig.exchange();
+    let end = rig.end_of(far).cloned().unwrap();
+    assert_eq!(end.outcome, Outcome::Cancelled);
+    assert!(end.message.contains("holds position"), "{}", end.message);
+    rig.run(5.0);
+    assert!(
+        rig.sim_events
+            .iter()
+            .any(|(_, e)| *e == SimEvent::ModeChanged("BRAKE"))
+    );
+    let speed = rig.sim.physics().velocity_ned_m_s().xy().norm();
+    assert!(speed < 0.3, "stopped after the cancel: {speed} m/s");
+}
+
+#[test]
+fn a_pilot_switching_to_a_manual_mode_ends_the_action() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    let job = rig.request(goto_offset(150.0, 0.0, 10.0)).unwrap();
+    rig.run(2.0);
+    rig.pilot_mode(16.0); // POSHOLD, a manual mode
+    let end = rig.finish(job, 5.0);
+    assert_eq!(end.outcome, Outcome::TakenOver, "{end:?}");
+    assert!(end.message.contains("POSHOLD"), "{}", end.message);
+}
+
+#[test]
+fn below_the_battery_reserve_only_land_and_return_are_accepted() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    rig.set_param("SIM_BATT_VOLTAGE", 13.2);
+    rig.run(3.0);
+    let before = rig.now;
+    let refusal = rig.request(goto_offset(20.0, 0.0, 10.0)).unwrap_err();
+    assert!(refusal.contains("reserve"), "{refusal}");
+    rig.run(1.0);
+    assert!(rig.commands_sent_since(before).is_empty());
+    let end = rig.fly(Action::Land, 120.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    let refusal = rig.request(Action::Arm).unwrap_err();
+    assert!(refusal.contains("reserve"), "{refusal}");
+}
+
+#[test]
+fn a_lost_link_ends_the_action_and_refuses_new_ones_at_once() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    let job = rig.request(goto_offset(100.0, 0.0, 10.0)).unwrap();
+    rig.run(1.0);
+    let now = rig.instant();
+    rig.sup.handle_link_event(
+        now,
+        &crate::link::transport::LinkEvent::Disconnected {
+            reason: "cable pulled".into(),
+        },
+    );
+    rig.exchange();
+    let end = rig.end_of(job).cloned().unwrap();
+    assert_eq!(end.outcome, Outcome::LinkLost);
+    assert!(end.message.contains("cable pulled"), "{}", end.message);
+    let refusal = rig.request(Action::Hold).unwrap_err();
+    assert!(refusal.contains("link is down"), "{refusal}");
+}
+
+#[test]
+fn move_relative_is_in_the_body_frame_and_set_heading_turns() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 6.0 }, 60.0);
+    let end = rig.fly(Action::SetHeading { heading_deg: 90.0 }, 30.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    // Facing east: forward is east, right is south.
+    let end = rig.fly(
+        Action::MoveRelative {
+            forward_m: 10.0,
+            right_m: 4.0,
+            up_m: 2.0,
+        },
+        60.0,
+    );
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(
+        rig.distance_to(-4.0, 10.0) < 1.5,
+        "{}",
+        rig.distance_to(-4.0, 10.0)
+    );
+    assert!((rig.sim.altitude_m() - 8.0).abs() < 0.8);
+}
+
+#[test]
+fn set_speed_runs_beside_a_goto_without_superseding_it() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    let goto = rig.request(goto_offset(60.0, 0.0, 10.0)).unwrap();
+    rig.run(1.0);
+    let speed = rig.request(Action::SetSpeed { speed_m_s: 3.0 }).unwrap();
+    let end = rig.finish(speed, 5.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(rig.end_of(goto).is_none(), "the goto still runs");
+    rig.run(5.0);
+    let v = rig.sim.physics().velocity_ned_m_s().xy().norm();
+    assert!(v <= 3.2, "the new speed applies: {v}");
+    assert_eq!(rig.finish(goto, 120.0).outcome, Outcome::Completed);
+}
+
+#[test]
+fn motion_without_a_position_is_refused_and_a_read_only_caller_is_refused() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.set_param("SIM_GPS_DISABLE", 1.0);
+    rig.run(3.0);
+    let refusal = rig
+        .request(Action::Takeoff { altitude_m: 5.0 })
+        .unwrap_err();
+    assert!(refusal.contains("trusted position"), "{refusal}");
+    let now = rig.instant();
+    let reader = Caller {
+        role: Role::ReadOnly,
+        identity: "viewer".into(),
+    };
+    let refusal = rig
+        .sup
+        .handle_request(now, Action::Land, &reader)
+        .unwrap_err();
+    assert!(refusal.contains("OPERATOR"), "{refusal}");
+}

@@ -1,0 +1,17 @@
+//! Onboard safety: the envelope every motion command is checked against, and the whitelist
+//! every MAVLink message passes before it reaches the autopilot. Both are sans-IO cores.
+//!
+//! - `geo`: the local plane around home, polygons, circles, distances (PolyCARP semantics).
+//! - `envelope`: `Envelope::new`, `check_goal`, `check_action`, `monitor`, `tighten`, `summary`.
+//! - `whitelist`: `Whitelist::check`, deny by default.
+
+pub mod envelope;
+pub mod geo;
+pub mod whitelist;
+
+pub use envelope::{
+    ActionKind, Envelope, EnvelopeError, EnvelopeSummary, GoalRequest, GpsFix, MonitorVerdict,
+    VehicleFacts, Verdict, tighten,
+};
+pub use geo::{GeoPoint, GeoPosition};
+pub use whitelist::{FlightState, Landed, Violation, Whitelist};

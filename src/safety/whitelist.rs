@@ -1,0 +1,733 @@
+//! The command whitelist: every MAVLink message and `MAV_CMD` the daemon may ever emit, deny
+//! by default (sans-IO).
+//!
+//! # API
+//! [`Whitelist::new`]`(&EnvelopeConfig)` then [`Whitelist::check`]`(&msg, &FlightState, role)`
+//! just before a message is handed to the link writer. `Err(Violation)` means the message
+//! must not be sent: it is an internal error to log and count, never transmitted.
+//! Nothing here keeps state, reads a clock or does IO.
+//!
+//! # The table
+//! [`RULES`] lists each allowed message or command with the least [`Role`] that may cause it,
+//! the flight states it is allowed in, and a parameter check ([`Bounds`]). Anything not in
+//! the table is refused, and [`NEVER`] names the dangerous commands explicitly so their
+//! refusal says why. The daemon's own heartbeat and telemetry requests are `Role::System`.
+//! There is no raw passthrough: a ground client can only reach this through a flight tool.
+
+use std::fmt;
+
+use crate::link::dialect::{MavAutopilot, MavCmd, MavFrame, MavMessage, PositionTargetTypemask};
+use mavlink::Message;
+
+use crate::config::EnvelopeConfig;
+use crate::role::Role;
+use crate::vehicle::modes::FlightMode;
+use crate::vehicle::snapshot::{AutopilotKind, VehicleSnapshot};
+
+/// Where the vehicle is, as far as the whitelist cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    OnGround,
+    InAir,
+    /// Not reported: treated as possibly in the air for ground-only commands and as possibly
+    /// on the ground for air-only ones, i.e. both kinds are refused.
+    Unknown,
+}
+
+/// The vehicle state a message is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlightState {
+    pub armed: bool,
+    pub landed: Landed,
+    /// The autopilot family, to decode `DO_SET_MODE`; `None` before the first heartbeat.
+    pub autopilot: Option<AutopilotKind>,
+}
+
+impl FlightState {
+    pub fn from_snapshot(s: &VehicleSnapshot) -> FlightState {
+        FlightState {
+            armed: s.mode.armed,
+            landed: match s.mode.landed_state.as_str() {
+                _ if s.mode.freshness.stale => Landed::Unknown,
+                "on_ground" => Landed::OnGround,
+                "in_air" | "takeoff" | "landing" => Landed::InAir,
+                _ => Landed::Unknown,
+            },
+            autopilot: s.autopilot.as_ref().map(|a| a.autopilot),
+        }
+    }
+}
+
+/// In which flight states a rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// Disarmed and known to be on the ground.
+    DisarmedOnGround,
+    /// Armed and known to be on the ground.
+    ArmedOnGround,
+    /// Armed and known to be in the air.
+    ArmedInAir,
+    /// Armed, wherever it is.
+    Armed,
+    /// Disarmed.
+    Disarmed,
+}
+
+impl When {
+    fn allows(self, s: &FlightState) -> bool {
+        match self {
+            When::Always => true,
+            When::DisarmedOnGround => !s.armed && s.landed == Landed::OnGround,
+            When::ArmedOnGround => s.armed && s.landed == Landed::OnGround,
+            When::ArmedInAir => s.armed && s.landed == Landed::InAir,
+            When::Armed => s.armed,
+            When::Disarmed => !s.armed,
+        }
+    }
+    fn describe(self) -> &'static str {
+        match self {
+            When::Always => "in any state",
+            When::DisarmedOnGround => "only disarmed on the ground",
+            When::ArmedOnGround => "only armed on the ground",
+            When::ArmedInAir => "only armed in the air",
+            When::Armed => "only while armed",
+            When::Disarmed => "only while disarmed",
+        }
+    }
+}
+
+/// The parameter check of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    None,
+    Heartbeat,
+    /// `SET_MESSAGE_INTERVAL`: interval ≥ 10 ms, or -1 (stop) / 0 (default).
+    MessageInterval,
+    /// `COMPONENT_ARM_DISARM` to arm: param1 = 1, no force (param2 = 0).
+    Arm,
+    /// `COMPONENT_ARM_DISARM` to disarm: param1 = 0, no force.
+    Disarm,
+    /// `NAV_TAKEOFF`: altitude (param7) in (0, ceiling].
+    Takeoff,
+    /// `DO_SET_MODE`: only guided, hold, brake, land, return modes.
+    SafeMode,
+    /// `DO_CHANGE_SPEED`: speed within the envelope's limit.
+    Speed,
+    /// `DO_REPOSITION`: speed within limit, altitude ≤ ceiling, a real position.
+    Reposition,
+    /// `CONDITION_YAW`: heading 0..360, relative/absolute flag 0/1, rate ≤ 90°/s.
+    Yaw,
+    /// `DO_FENCE_ENABLE`: only 1 (enable).
+    FenceEnableOnly,
+    /// `SET_POSITION_TARGET_*`: velocities within limits, altitude ≤ ceiling, safe frames.
+    PositionTarget,
+    /// `PARAM_SET`: only [`PARAM_ALLOWLIST`], within each entry's bounds.
+    ParamSet,
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Key {
+    /// A message id other than `COMMAND_LONG`/`COMMAND_INT`.
+    Message(u32),
+    /// A command, sent as `COMMAND_LONG` or `COMMAND_INT`.
+    Command(MavCmd),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    pub key: Key,
+    pub role_min: Role,
+    pub when: When,
+    pub bounds: Bounds,
+}
+
+const fn msg(id: u32, role_min: Role, when: When, bounds: Bounds) -> Rule {
+    Rule {
+        key: Key::Message(id),
+        role_min,
+        when,
+        bounds,
+    }
+}
+
+const fn cmd(c: MavCmd, role_min: Role, when: When, bounds: Bounds) -> Rule {
+    Rule {
+        key: Key::Command(c),
+        role_min,
+        when,
+        bounds,
+    }
+}
+
+/// Everything the daemon may emit.
+pub const RULES: &[Rule] = &[
+    msg(0, Role::System, When::Always, Bounds::Heartbeat), // HEARTBEAT
+    msg(20, Role::ReadOnly, When::Always, Bounds::None),   // PARAM_REQUEST_READ
+    msg(21, Role::ReadOnly, When::Always, Bounds::None),   // PARAM_REQUEST_LIST
+    msg(23, Role::Admin, When::DisarmedOnGround, Bounds::ParamSet), // PARAM_SET
+    msg(84, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_LOCAL_NED
+    msg(86, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_GLOBAL_INT
+    cmd(
+        MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
+        Role::System,
+        When::Always,
+        Bounds::MessageInterval,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_REQUEST_MESSAGE,
+        Role::System,
+        When::Always,
+        Bounds::None,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+        Role::Operator,
+        When::DisarmedOnGround,
+        Bounds::Arm,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+        Role::Operator,
+        When::ArmedOnGround,
+        Bounds::Disarm,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_NAV_TAKEOFF,
+        Role::Operator,
+        When::ArmedOnGround,
+        Bounds::Takeoff,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_NAV_LAND,
+        Role::Operator,
+        When::Armed,
+        Bounds::None,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH,
+        Role::Operator,
+        When::Armed,
+        Bounds::None,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_DO_SET_MODE,
+        Role::Operator,
+        When::Always,
+        Bounds::SafeMode,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+        Role::Operator,
+        When::Armed,
+        Bounds::Speed,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_DO_REPOSITION,
+        Role::Operator,
+        When::ArmedInAir,
+        Bounds::Reposition,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_CONDITION_YAW,
+        Role::Operator,
+        When::ArmedInAir,
+        Bounds::Yaw,
+    ),
+    cmd(
+        MavCmd::MAV_CMD_DO_FENCE_ENABLE,
+        Role::Admin,
+        When::Always,
+        Bounds::FenceEnableOnly,
+    ),
+];
+
+/// Commands that are never sent, with the reason shown in the violation.
+pub const NEVER: &[(MavCmd, &str)] = &[
+    (
+        MavCmd::MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN,
+        "reboot/shutdown can drop a flying vehicle",
+    ),
+    (
+        MavCmd::MAV_CMD_PREFLIGHT_CALIBRATION,
+        "calibration is done on the bench, not over the air",
+    ),
+    (
+        MavCmd::MAV_CMD_PREFLIGHT_STORAGE,
+        "storage reset wipes the autopilot's parameters",
+    ),
+    (
+        MavCmd::MAV_CMD_DO_MOTOR_TEST,
+        "motor tests spin the propellers",
+    ),
+    (
+        MavCmd::MAV_CMD_DO_FLIGHTTERMINATION,
+        "flight termination drops the vehicle",
+    ),
+    (
+        MavCmd::MAV_CMD_DO_PARACHUTE,
+        "the parachute is a local decision",
+    ),
+    (
+        MavCmd::MAV_CMD_DO_SET_HOME,
+        "moving home moves the return point and the fence",
+    ),
+    (
+        MavCmd::MAV_CMD_DO_SET_SERVO,
+        "raw actuator control bypasses the autopilot",
+    ),
+    (
+        MavCmd::MAV_CMD_DO_SET_ACTUATOR,
+        "raw actuator control bypasses the autopilot",
+    ),
+    (
+        MavCmd::MAV_CMD_MISSION_START,
+        "missions are not uploaded through the daemon",
+    ),
+];
+
+/// Message ids never sent, with the reason.
+pub const NEVER_MESSAGES: &[(u32, &str)] = &[
+    (45, "MISSION_CLEAR_ALL would clear the fence or mission"),
+    (69, "MANUAL_CONTROL injects stick input"),
+    (70, "RC_CHANNELS_OVERRIDE injects stick input"),
+    (82, "SET_ATTITUDE_TARGET bypasses position control"),
+    (
+        110,
+        "FILE_TRANSFER_PROTOCOL can write the autopilot's files",
+    ),
+    (126, "SERIAL_CONTROL is a shell on the autopilot"),
+    (121, "LOG_ERASE deletes the flight logs"),
+    (232, "GPS_INPUT spoofs the position"),
+    (256, "SETUP_SIGNING changes the link key"),
+];
+
+/// Parameter writes the ground may make (disarmed only), with the accepted value range as a
+/// function of the envelope: (name, unit scale to SI, which limit bounds it).
+pub const PARAM_ALLOWLIST: &[(&str, f64, ParamLimit)] = &[
+    ("WPNAV_SPEED", 0.01, ParamLimit::HorizontalSpeed),
+    ("WPNAV_SPEED_UP", 0.01, ParamLimit::VerticalSpeed),
+    ("WPNAV_SPEED_DN", 0.01, ParamLimit::VerticalSpeed),
+    ("LAND_SPEED", 0.01, ParamLimit::VerticalSpeed),
+    ("RTL_ALT", 0.01, ParamLimit::Ceiling),
+    ("RTL_SPEED", 0.01, ParamLimit::HorizontalSpeed),
+    ("MPC_XY_CRUISE", 1.0, ParamLimit::HorizontalSpeed),
+    ("MPC_Z_V_AUTO_UP", 1.0, ParamLimit::VerticalSpeed),
+    ("MPC_Z_V_AUTO_DN", 1.0, ParamLimit::VerticalSpeed),
+    ("MPC_LAND_SPEED", 1.0, ParamLimit::VerticalSpeed),
+    ("RTL_RETURN_ALT", 1.0, ParamLimit::Ceiling),
+];
+
+/// Parameter families never writable from the ground, even if someone adds them to the
+/// allowlist by mistake: fence, failsafe, arming checks, signing, circuit breakers.
+pub const PARAM_FORBIDDEN_PREFIXES: &[&str] = &[
+    "FENCE_",
+    "GF_",
+    "FS_",
+    "BATT_FS",
+    "BATT_LOW",
+    "BATT_CRT",
+    "ARMING_",
+    "CBRK_",
+    "COM_",
+    "NAV_DLL",
+    "NAV_RCL",
+    "MAV_SIGN",
+    "SIGNING",
+    "BRD_SAFETY",
+    "AVOID_",
+    "SYSID_",
+    "SCR_",
+    "SERIAL",
+];
+
+/// Which envelope limit bounds an allowlisted parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamLimit {
+    HorizontalSpeed,
+    VerticalSpeed,
+    Ceiling,
+}
+
+/// Why a message may not be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// `COMMAND_LONG`, `PARAM_SET`, ...
+    pub message: &'static str,
+    /// The command, for `COMMAND_LONG`/`COMMAND_INT`.
+    pub command: Option<MavCmd>,
+    pub reason: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.command {
+            Some(c) => write!(f, "{} {:?} refused: {}", self.message, c, self.reason),
+            None => write!(f, "{} refused: {}", self.message, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// The whitelist with the envelope limits its bounds refer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Whitelist {
+    speed_horizontal_m_s_max: f64,
+    speed_vertical_m_s_max: f64,
+    altitude_m_max: f64,
+}
+
+/// Largest yaw rate accepted in `CONDITION_YAW`.
+pub const YAW_RATE_DEG_S_MAX: f32 = 90.0;
+/// Shortest telemetry interval accepted in `SET_MESSAGE_INTERVAL` (100 Hz).
+pub const MESSAGE_INTERVAL_US_MIN: f32 = 10_000.0;
+
+impl Whitelist {
+    pub fn new(envelope: &EnvelopeConfig) -> Whitelist {
+        Whitelist {
+            speed_horizontal_m_s_max: envelope.speed_horizontal_m_s_max,
+            speed_vertical_m_s_max: envelope.speed_vertical_m_s_max,
+            altitude_m_max: envelope.altitude_m_max,
+        }
+    }
+
+    /// May `role` cause `msg` to be sent in `state`? Deny by default.
+    pub fn check(
+        &self,
+        msg: &MavMessage,
+        state: &FlightState,
+        role: Role,
+    ) -> Result<(), Violation> {
+        let name = msg.message_name();
+        let (key, command) = match msg {
+            MavMessage::COMMAND_LONG(c) => (Key::Command(c.command), Some(c.command)),
+            MavMessage::COMMAND_INT(c) => (Key::Command(c.command), Some(c.command)),
+            other => (Key::Message(other.message_id()), None),
+        };
+        let violation = |reason: String| Violation {
+            message: name,
+            command,
+            reason,
+        };
+        if let Some(c) = command {
+            if let Some((_, why)) = NEVER.iter().find(|(n, _)| *n == c) {
+                return Err(violation(format!("never sent: {why}")));
+            }
+        } else if let Some((_, why)) = NEVER_MESSAGES
+            .iter()
+            .find(|(id, _)| Key::Message(*id) == key)
+        {
+            return Err(violation(format!("never sent: {why}")));
+        }
+        let rows: Vec<&Rule> = RULES.iter().filter(|r| r.key == key).collect();
+        if rows.is_empty() {
+            return Err(violation(
+                "not in the whitelist; the daemon never sends it".into(),
+            ));
+        }
+        let mut last = String::new();
+        for rule in rows {
+            if role < rule.role_min {
+                last = format!(
+                    "needs role {} or above, the caller is {role}",
+                    rule.role_min
+                );
+                continue;
+            }
+            if !rule.when.allows(state) {
+                last = format!(
+                    "allowed {} (armed: {}, landed: {:?})",
+                    rule.when.describe(),
+                    state.armed,
+                    state.landed
+                );
+                continue;
+            }
+            match self.bounds(rule.bounds, msg, state) {
+                Ok(()) => return Ok(()),
+                Err(reason) => last = reason,
+            }
+        }
+        Err(violation(last))
+    }
+
+    // The deprecated frame names are still what ArduPilot and PX4 accept for body offsets and
+    // relative altitude; they must stay recognised.
+    #[allow(deprecated)]
+    fn bounds(&self, bounds: Bounds, msg: &MavMessage, state: &FlightState) -> Result<(), String> {
+        // COMMAND_LONG and COMMAND_INT share the first four params; the rest differ in type.
+        let (p, x_y_z) = match msg {
+            MavMessage::COMMAND_LONG(c) => (
+                [
+                    c.param1, c.param2, c.param3, c.param4, c.param5, c.param6, c.param7,
+                ],
+                None,
+            ),
+            MavMessage::COMMAND_INT(c) => (
+                [c.param1, c.param2, c.param3, c.param4, 0.0, 0.0, c.z],
+                Some((c.x, c.y, c.z, c.frame)),
+            ),
+            _ => ([0.0; 7], None),
+        };
+        let vmax = self.speed_horizontal_m_s_max as f32;
+        let vzmax = self.speed_vertical_m_s_max as f32;
+        let ceiling = self.altitude_m_max as f32;
+        match bounds {
+            Bounds::None => Ok(()),
+            Bounds::Heartbeat => match msg {
+                // The companion's heartbeat must never claim to be an autopilot.
+                MavMessage::HEARTBEAT(h) if h.autopilot == MavAutopilot::MAV_AUTOPILOT_INVALID => {
+                    Ok(())
+                }
+                _ => Err("the daemon's heartbeat must say MAV_AUTOPILOT_INVALID".into()),
+            },
+            Bounds::MessageInterval => {
+                let interval = p[1];
+                if interval == -1.0 || interval == 0.0 || interval >= MESSAGE_INTERVAL_US_MIN {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "interval {interval} µs is faster than {MESSAGE_INTERVAL_US_MIN} µs"
+                    ))
+                }
+            }
+            Bounds::Arm => {
+                if p[0] == 1.0 && p[1] == 0.0 {
+                    Ok(())
+                } else {
+                    Err("only a plain arm (param1 = 1, param2 = 0: no forced arming) is sent while disarmed".into())
+                }
+            }
+            Bounds::Disarm => {
+                if p[0] == 0.0 && p[1] == 0.0 {
+                    Ok(())
+                } else {
+                    Err("only a plain disarm (param1 = 0, param2 = 0: never forced) is sent while armed on the ground".into())
+                }
+            }
+            Bounds::Takeoff => {
+                let alt = p[6];
+                if alt.is_finite() && alt > 0.0 && alt <= ceiling {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "takeoff altitude {alt} m must be above 0 and at most the ceiling, {ceiling} m"
+                    ))
+                }
+            }
+            Bounds::SafeMode => {
+                let Some(kind) = state.autopilot else {
+                    return Err(
+                        "the autopilot is not known yet, so the mode cannot be decoded".into(),
+                    );
+                };
+                if !(p[0].is_finite() && p[1].is_finite() && p[0] >= 0.0 && p[1] >= 0.0) {
+                    return Err("mode parameters must be non-negative numbers".into());
+                }
+                let mode = FlightMode::decode(kind, p[0] as u8, p[1] as u32);
+                if matches!(
+                    mode,
+                    FlightMode::Guided
+                        | FlightMode::Loiter
+                        | FlightMode::Brake
+                        | FlightMode::Land
+                        | FlightMode::Rtl
+                        | FlightMode::SmartRtl
+                        | FlightMode::Takeoff
+                ) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "mode {mode:?} is not one the daemon uses (guided, hold, brake, land, return, takeoff)"
+                    ))
+                }
+            }
+            Bounds::Speed => {
+                let (kind, speed) = (p[0], p[1]);
+                let limit = if kind == 2.0 || kind == 3.0 {
+                    vzmax
+                } else {
+                    vmax
+                };
+                if !(0.0..=3.0).contains(&kind) || kind.fract() != 0.0 {
+                    Err(format!("speed type {kind} is not 0..=3"))
+                } else if speed == -1.0 || (speed > 0.0 && speed <= limit) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "speed {speed} m/s must be above 0 and at most {limit} m/s"
+                    ))
+                }
+            }
+            Bounds::Reposition => {
+                let speed = p[0];
+                if !(speed == -1.0 || (speed > 0.0 && speed <= vmax)) {
+                    return Err(format!(
+                        "speed {speed} m/s must be -1 (default) or within 0..{vmax} m/s"
+                    ));
+                }
+                match x_y_z {
+                    Some((x, y, z, frame))
+                        if matches!(
+                            frame,
+                            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+                                | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
+                        ) && x.unsigned_abs() <= 900_000_000
+                            && y.unsigned_abs() <= 1_800_000_000
+                            && z.is_finite()
+                            && z <= ceiling =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(format!(
+                        "DO_REPOSITION is sent only as COMMAND_INT in a relative-altitude frame, with a real position and an altitude at most {ceiling} m"
+                    )),
+                }
+            }
+            Bounds::Yaw => {
+                if (0.0..=360.0).contains(&p[0])
+                    && (0.0..=YAW_RATE_DEG_S_MAX).contains(&p[1])
+                    && (-1.0..=1.0).contains(&p[2])
+                    && (p[3] == 0.0 || p[3] == 1.0)
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "heading must be 0..360°, rate 0..{YAW_RATE_DEG_S_MAX}°/s, direction -1..1, relative 0 or 1"
+                    ))
+                }
+            }
+            Bounds::FenceEnableOnly => {
+                if p[0] == 1.0 {
+                    Ok(())
+                } else {
+                    Err("DO_FENCE_ENABLE is only ever sent to enable the fence (param1 = 1)".into())
+                }
+            }
+            Bounds::PositionTarget => self.position_target(msg),
+            Bounds::ParamSet => self.param_set(msg),
+        }
+    }
+
+    #[allow(deprecated)]
+    fn position_target(&self, msg: &MavMessage) -> Result<(), String> {
+        let (vx, vy, vz, z_up, frame, mask) = match msg {
+            MavMessage::SET_POSITION_TARGET_LOCAL_NED(t) => {
+                (t.vx, t.vy, t.vz, -t.z, t.coordinate_frame, t.type_mask)
+            }
+            MavMessage::SET_POSITION_TARGET_GLOBAL_INT(t) => {
+                if t.lat_int.unsigned_abs() > 900_000_000
+                    || t.lon_int.unsigned_abs() > 1_800_000_000
+                {
+                    return Err("the target is not a position".into());
+                }
+                (t.vx, t.vy, t.vz, t.alt, t.coordinate_frame, t.type_mask)
+            }
+            _ => return Err("not a position target".into()),
+        };
+        let ignore_pos = mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_X_IGNORE)
+            && mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_Y_IGNORE)
+            && mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_Z_IGNORE);
+        let ignore_vel = mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VX_IGNORE)
+            && mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VY_IGNORE)
+            && mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VZ_IGNORE);
+        let accel = !(mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_AX_IGNORE)
+            && mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_AY_IGNORE)
+            && mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_AZ_IGNORE));
+        if accel {
+            return Err("acceleration targets are never sent".into());
+        }
+        let frame_ok = match msg {
+            MavMessage::SET_POSITION_TARGET_LOCAL_NED(_) => matches!(
+                frame,
+                MavFrame::MAV_FRAME_LOCAL_NED
+                    | MavFrame::MAV_FRAME_LOCAL_OFFSET_NED
+                    | MavFrame::MAV_FRAME_BODY_OFFSET_NED
+                    | MavFrame::MAV_FRAME_BODY_NED
+            ),
+            _ => matches!(
+                frame,
+                MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
+                    | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+            ),
+        };
+        if !frame_ok {
+            return Err(format!("frame {frame:?} is not used by the daemon"));
+        }
+        if !ignore_vel {
+            let vh = vx.hypot(vy);
+            if !(vh.is_finite() && vz.is_finite())
+                || vh > self.speed_horizontal_m_s_max as f32
+                || vz.abs() > self.speed_vertical_m_s_max as f32
+            {
+                return Err(format!(
+                    "velocity {vh:.2} m/s horizontal / {:.2} m/s vertical exceeds {} / {} m/s",
+                    vz.abs(),
+                    self.speed_horizontal_m_s_max,
+                    self.speed_vertical_m_s_max
+                ));
+            }
+        }
+        if !ignore_pos {
+            let absolute_alt = !matches!(
+                frame,
+                MavFrame::MAV_FRAME_LOCAL_OFFSET_NED
+                    | MavFrame::MAV_FRAME_BODY_OFFSET_NED
+                    | MavFrame::MAV_FRAME_BODY_NED
+            );
+            if !z_up.is_finite() || (absolute_alt && z_up > self.altitude_m_max as f32) {
+                return Err(format!(
+                    "altitude {z_up} m is above the ceiling, {} m",
+                    self.altitude_m_max
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn param_set(&self, msg: &MavMessage) -> Result<(), String> {
+        let MavMessage::PARAM_SET(p) = msg else {
+            return Err("not a parameter write".into());
+        };
+        let Ok(id) = p.param_id.to_str() else {
+            return Err("the parameter name is not text".into());
+        };
+        let id = id.trim_end_matches('\0');
+        if PARAM_FORBIDDEN_PREFIXES.iter().any(|f| id.starts_with(f)) {
+            return Err(format!(
+                "`{id}` is a fence, failsafe, arming-check or signing parameter: never writable from the ground"
+            ));
+        }
+        let Some((_, scale, limit)) = PARAM_ALLOWLIST.iter().find(|(n, _, _)| *n == id) else {
+            return Err(format!(
+                "`{id}` is not in the parameter allowlist ({})",
+                PARAM_ALLOWLIST
+                    .iter()
+                    .map(|(n, _, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let max = match limit {
+            ParamLimit::HorizontalSpeed => self.speed_horizontal_m_s_max,
+            ParamLimit::VerticalSpeed => self.speed_vertical_m_s_max,
+            ParamLimit::Ceiling => self.altitude_m_max,
+        };
+        let si = f64::from(p.param_value) * scale;
+        if si.is_finite() && si > 0.0 && si <= max + 1e-9 {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{id}` = {} is {si} in SI units; it must be above 0 and at most {max}",
+                p.param_value
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "whitelist_tests.rs"]
+mod tests;
