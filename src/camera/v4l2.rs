@@ -94,3 +94,27 @@ pub fn capture(
         device.display()
     )));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_device_is_reported_with_its_path() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let stop = AtomicBool::new(false);
+        capture(
+            Path::new("/dev/video-does-not-exist"),
+            640,
+            480,
+            5.0,
+            &tx,
+            &stop,
+        );
+        let message = rx.try_recv().unwrap().unwrap_err();
+        assert!(
+            message.starts_with("/dev/video-does-not-exist: "),
+            "{message}"
+        );
+    }
+}

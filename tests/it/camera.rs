@@ -553,3 +553,93 @@ async fn camera_bad_stream_is_skipped_and_counted() {
     drop(daemon);
     let _ = server.join();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_http_mjpeg_stream_as_ip_cameras_send_it() {
+    let broker = Broker::start("camera-http");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_server = stop.clone();
+    // An mjpg-streamer-like server: HTTP response, then parts without Content-Length.
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let n = std::io::Read::read(&mut socket, &mut request).unwrap();
+        let request = String::from_utf8_lossy(&request[..n]).into_owned();
+        let head = "HTTP/1.0 200 OK\r\nServer: test\r\nContent-Type: multipart/x-mixed-replace;boundary=boundarydonotcross\r\n\r\n";
+        if socket.write_all(head.as_bytes()).is_err() {
+            return request;
+        }
+        let frame = test_jpeg(400, 300);
+        while !stop_server.load(Ordering::SeqCst) {
+            let mut part =
+                b"--boundarydonotcross\r\nContent-Type: image/jpeg\r\nX-Timestamp: 1.0\r\n\r\n"
+                    .to_vec();
+            part.extend(&frame);
+            part.extend(b"\r\n");
+            if socket.write_all(&part).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        request
+    });
+    let (_sim, ports) = autopilot(1);
+    let config = drone_config(
+        &broker,
+        &format!("tcpout:127.0.0.1:{}", ports[0]),
+        &format!("source = \"http://127.0.0.1:{port}/?action=stream\"\n"),
+    );
+    let daemon = daemon(&config);
+    let mut client = client(&broker).await;
+    let result = capture_when_fresh(&mut client, json!({"max_width_px": 200})).await;
+    assert_eq!(image_of(&result).0.dimensions(), (200, 150));
+    let camera = tool(&mut client, "camera_status", json!({})).await["structuredContent"].clone();
+    assert_eq!(
+        camera["source"],
+        format!("http://127.0.0.1:{port}/?action=stream")
+    );
+    assert_eq!(camera["width_px"], 400, "{camera}");
+    stop.store(true, Ordering::SeqCst);
+    drop(daemon);
+    let request = server.join().unwrap();
+    assert!(
+        request.starts_with("GET /?action=stream HTTP/1.1\r\n"),
+        "{request}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_v4l2_device_when_present() {
+    let devices: Vec<String> = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("video"))
+                .map(|n| format!("/dev/{n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(device) = devices.first() else {
+        // Said out loud, never a silent pass: this machine cannot exercise the V4L2 source.
+        println!(
+            "SKIPPED camera_v4l2_device_when_present: no /dev/video* device on this machine \
+             (the V4L2 source is only exercised where a camera or v4l2loopback is present)"
+        );
+        eprintln!("SKIPPED camera_v4l2_device_when_present: no /dev/video* device");
+        return;
+    };
+    let broker = Broker::start("camera-v4l2");
+    let (_sim, ports) = autopilot(1);
+    let config = drone_config(
+        &broker,
+        &format!("tcpout:127.0.0.1:{}", ports[0]),
+        &format!("source = \"v4l2:{device}\"\n"),
+    );
+    let _daemon = daemon(&config);
+    let mut client = client(&broker).await;
+    let result = capture_when_fresh(&mut client, json!({})).await;
+    let (image, bytes) = image_of(&result);
+    assert!(image.width() > 0 && bytes <= IMAGE_BYTES_MAX);
+}

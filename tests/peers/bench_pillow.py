@@ -1,57 +1,51 @@
 #!/usr/bin/env python3
-"""The camera benchmark's reference: the same work as `cargo bench --bench camera` done by
-Pillow: decode a JPEG frame, downscale it to 640 px wide, encode it at quality 80.
+"""The camera benchmark's reference: the same work as `cargo bench --bench camera`, done by
+Pillow on the same frames: decode the JPEG, downscale to 640 px wide, encode at quality 80.
 
-Usage: bench_pillow.py WIDTH HEIGHT ITERATIONS
-Frames are made the same way as the Rust benchmark's (a gradient with detail, encoded at
-quality 90 by the same library as the rest of this run). Prints one line per variant:
-  pillow WIDTHxHEIGHT -> 640: MEAN ms per frame (N runs)
+Usage: bench_pillow.py FRAME.jpg [RUNS]
+(`cargo bench --bench camera` writes target/camera-bench/frame-1920x1080.jpg and
+frame-3840x2160.jpg.) Prints one line per variant:
+  pillow WxH -> 640: mean M ms, p50 P ms, min N ms (R runs)
 """
 import io
+import statistics
 import sys
 import time
 
 from PIL import Image
 
 
-def make_frame(width, height):
-    image = Image.new("RGB", (width, height))
-    pixels = bytes(
-        b
-        for y in range(height)
-        for x in range(width)
-        for b in (x * 255 // width, y * 255 // height, (x ^ y) & 0xFF)
-    )
-    image.frombytes(pixels)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
 def once(frame, draft):
     image = Image.open(io.BytesIO(frame))
     if draft:
-        # Pillow's shortcut: let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling).
+        # Pillow's shortcut: libjpeg decodes at 1/2, 1/4 or 1/8 scale (DCT scaling).
         image.draft("RGB", (640, 640 * image.height // image.width))
     image = image.convert("RGB")
     height = image.height * 640 // image.width
-    small = image.resize((640, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    small = image.resize((640, height), Image.Resampling.BILINEAR)
     out = io.BytesIO()
     small.save(out, "JPEG", quality=80)
-    return len(out.getvalue())
+    return image.size
 
 
 def main():
-    width, height, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    frame = make_frame(width, height)
+    path = sys.argv[1]
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    with open(path, "rb") as f:
+        frame = f.read()
     for draft in (False, True):
         once(frame, draft)
-        start = time.perf_counter()
+        samples = []
         for _ in range(runs):
+            start = time.perf_counter()
             once(frame, draft)
-        mean_ms = (time.perf_counter() - start) / runs * 1000.0
+            samples.append((time.perf_counter() - start) * 1000.0)
+        width, height = Image.open(io.BytesIO(frame)).size
         label = "pillow+draft" if draft else "pillow"
-        print(f"{label} {width}x{height} -> 640: {mean_ms:.1f} ms per frame ({runs} runs)")
+        print(
+            f"{label} {width}x{height} -> 640: mean {statistics.mean(samples):.1f} ms, "
+            f"p50 {statistics.median(samples):.1f} ms, min {min(samples):.1f} ms ({runs} runs)"
+        )
 
 
 if __name__ == "__main__":
