@@ -75,6 +75,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     } else {
         (None, None)
     };
+    let camera_status = camera.clone();
 
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
@@ -117,7 +118,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ = monitor_tick.tick() => {}
             _ = status_tick.tick() => {
                 let (counters, reconnects) = link.counters();
-                let report = status_of(&supervisor, Instant::now(), counters, reconnects);
+                let mut report = status_of(&supervisor, Instant::now(), counters, reconnects);
+                // Never waits for the camera: when its core is busy, the last health stands.
+                report.camera = camera_status
+                    .as_ref()
+                    .and_then(|c| c.try_status())
+                    .or_else(|| status_tx.borrow().camera.clone());
                 let view = match (supervisor.envelope(), supervisor.envelope_missing()) {
                     (Some(envelope), _) => Ok(envelope.summary()),
                     (None, reason) => Err(reason.unwrap_or("no envelope").to_string()),

@@ -31,6 +31,8 @@ pub struct StatusReport {
     pub envelope_warning: Option<String>,
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
+    /// The camera's health (source state, last frame age, errors); null without a camera.
+    pub camera: Option<crate::camera::core::CameraStatus>,
 }
 
 impl StatusReport {
@@ -50,6 +52,7 @@ impl StatusReport {
             autopilot_seen,
             envelope_warning: None,
             active_action: None,
+            camera: None,
         }
     }
 }

@@ -122,6 +122,18 @@ impl CameraHandle {
         self.core().status(Instant::now())
     }
 
+    /// The status if the core is not busy this instant (for the decision loop, which must
+    /// never wait on the camera).
+    pub fn try_status(&self) -> Option<CameraStatus> {
+        match self.inner.core.try_lock() {
+            Ok(core) => Some(core.status(Instant::now())),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                Some(p.into_inner().status(Instant::now()))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Changes whenever a new frame arrives.
     pub fn frames(&self) -> watch::Receiver<u64> {
         self.inner.newest.subscribe()

@@ -316,6 +316,14 @@ async fn camera_gstreamer_pipeline_fresh_stale_and_back_with_exif() {
         "{camera}"
     );
     assert!(camera["frame_rate_hz"].as_f64().unwrap() > 3.0, "{camera}");
+    // The camera's health is in the vehicle status too.
+    let status = tool(&mut client, "get_status", json!({})).await["structuredContent"].clone();
+    assert_eq!(
+        status["camera"]["source"],
+        format!("tcp:127.0.0.1:{gst_port}"),
+        "{status}"
+    );
+    assert_eq!(status["camera"]["state"], "streaming", "{status}");
     let _ = daemon.output();
 }
 
