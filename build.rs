@@ -1,4 +1,8 @@
 //! Records the git commit the binary is built from, for `--version`.
+//!
+//! In order: `FC_GIT_COMMIT` from the environment (a packager who knows it), `git` in a
+//! checkout, the `GIT_COMMIT` file that `git archive` fills in for a source tarball
+//! (`export-subst` in `.gitattributes`), and `unknown` when none of them knows.
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
@@ -12,8 +16,23 @@ fn git(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The commit `git archive` wrote into `GIT_COMMIT`; in a checkout the file still holds the
+/// unexpanded placeholder, which is not a commit.
+fn archived_commit() -> Option<String> {
+    let text = std::fs::read_to_string("GIT_COMMIT").ok()?;
+    let commit = text.trim();
+    (!commit.is_empty() && commit.chars().all(|c| c.is_ascii_hexdigit())).then(|| commit.to_owned())
+}
+
 fn main() {
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rerun-if-env-changed=FC_GIT_COMMIT");
+    println!("cargo:rerun-if-changed=GIT_COMMIT");
+    let commit = std::env::var("FC_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .or_else(archived_commit)
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=FC_GIT_COMMIT={commit}");
     // Rebuild the version string when HEAD moves (a commit, a checkout), not on every edit.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {

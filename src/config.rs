@@ -26,8 +26,57 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The onboard camera.
     pub camera: CameraConfig,
+    /// Prometheus metrics (off unless `listen` is set).
+    pub metrics: MetricsConfig,
+    /// Health summary and alert thresholds.
+    pub health: HealthConfig,
     /// The safety envelope every motion command is checked against.
     pub envelope: EnvelopeConfig,
+    /// The safety microcontroller (firmware bridge).
+    pub bridge: BridgeConfig,
+}
+
+/// `[bridge]`: the safety microcontroller with the hardware e-stop and the companion
+/// watchdog (`firmware-bridge/README.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Talk to a bridge at all. Default false.
+    pub enabled: bool,
+    /// Serial device of the bridge. Default `/dev/ttyACM0`.
+    pub serial: String,
+    /// Baud rate. Default 115200 (the firmware's).
+    pub baud: u32,
+    /// Refuse to run without a healthy bridge: the daemon exits if no compatible bridge says
+    /// hello within `startup_timeout_ms`, or on a version mismatch. Default false (a missing
+    /// bridge is reported in `get_status`, not fatal).
+    pub required: bool,
+    /// How long a required bridge has to say hello at startup. Default 5000 ms.
+    pub startup_timeout_ms: u64,
+    /// Period of the companion heartbeat to the bridge. Default 100 ms.
+    pub heartbeat_interval_ms: u64,
+    /// No message from the bridge for this long: reported lost. Default 1000 ms.
+    pub timeout_ms: u64,
+    /// First delay before reopening the port. Default 100 ms.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the exponential reopen delay. Default 5000 ms.
+    pub reconnect_backoff_ms_max: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            serial: "/dev/ttyACM0".into(),
+            baud: 115_200,
+            required: false,
+            startup_timeout_ms: 5000,
+            heartbeat_interval_ms: 100,
+            timeout_ms: 1000,
+            reconnect_backoff_ms_min: 100,
+            reconnect_backoff_ms_max: 5000,
+        }
+    }
 }
 
 /// `[vehicle]`: how the daemon reaches the autopilot.
@@ -351,6 +400,58 @@ impl Default for CameraConfig {
     }
 }
 
+/// `[metrics]`: the Prometheus endpoint (`GET /metrics`, `GET /health`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve metrics on, e.g. `127.0.0.1:9464`. Default none: no endpoint.
+    /// Plain HTTP without authentication: keep it on loopback or a trusted interface.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[health]`: thresholds of the health summary and its alerts (see `health.rs`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Battery remaining at or below which `battery_low` is raised (degraded). Default 30 %.
+    pub battery_low_percent: f64,
+    /// Battery remaining at or below which health is failed. Default 15 %.
+    pub battery_critical_percent: f64,
+    /// How far above the threshold the battery must recover to clear the alert. Default 5 %.
+    pub battery_hysteresis_percent: f64,
+    /// MAVLink loss at or above which `link_degraded` is raised. Default 10 %.
+    pub link_loss_percent_max: f64,
+    /// How far below the maximum the loss must fall to clear it. Default 5 %.
+    pub link_loss_hysteresis_percent: f64,
+    /// Autopilot heartbeat age above which the autopilot counts as lost (failed). Default 3000 ms.
+    pub autopilot_heartbeat_age_ms_max: u64,
+    /// CPU temperature at or above which `cpu_hot` is raised (a Pi 4 throttles at 80-85 °C). Default 75 °C.
+    pub cpu_temperature_c_hot: f64,
+    /// How far below it the CPU must cool to clear the alert. Default 5 °C.
+    pub cpu_temperature_hysteresis_c: f64,
+    /// The CPU temperature sensor (millidegrees). Default `/sys/class/thermal/thermal_zone0/temp`.
+    pub cpu_temperature_path: std::path::PathBuf,
+    /// How often it is read. Default 2000 ms.
+    pub cpu_temperature_interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            battery_low_percent: 30.0,
+            battery_critical_percent: 15.0,
+            battery_hysteresis_percent: 5.0,
+            link_loss_percent_max: 10.0,
+            link_loss_hysteresis_percent: 5.0,
+            autopilot_heartbeat_age_ms_max: 3000,
+            cpu_temperature_c_hot: 75.0,
+            cpu_temperature_hysteresis_c: 5.0,
+            cpu_temperature_path: "/sys/class/thermal/thermal_zone0/temp".into(),
+            cpu_temperature_interval_ms: 2000,
+        }
+    }
+}
+
 /// `[envelope]`: the safety envelope (see `safety::envelope` for the semantics).
 ///
 /// Altitudes are metres relative to home. The defaults give a home cylinder of 300 m and a
@@ -437,6 +538,57 @@ impl CameraConfig {
 /// Room left in an MCP message for everything but the base64 image.
 pub const CAMERA_MESSAGE_OVERHEAD_BYTES: usize = 8 * 1024;
 
+impl HealthConfig {
+    /// Cross-field rules; returns the key and the reason.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let finite = [
+            ("health.battery_low_percent", self.battery_low_percent),
+            (
+                "health.battery_critical_percent",
+                self.battery_critical_percent,
+            ),
+            (
+                "health.battery_hysteresis_percent",
+                self.battery_hysteresis_percent,
+            ),
+            ("health.link_loss_percent_max", self.link_loss_percent_max),
+            (
+                "health.link_loss_hysteresis_percent",
+                self.link_loss_hysteresis_percent,
+            ),
+            ("health.cpu_temperature_c_hot", self.cpu_temperature_c_hot),
+            (
+                "health.cpu_temperature_hysteresis_c",
+                self.cpu_temperature_hysteresis_c,
+            ),
+        ];
+        for (key, value) in finite {
+            if !value.is_finite() || value < 0.0 {
+                return Err((key, format!("must be a number of at least 0, got {value}")));
+            }
+        }
+        if self.battery_critical_percent > self.battery_low_percent {
+            return Err((
+                "health.battery_critical_percent",
+                format!(
+                    "must be at most health.battery_low_percent ({}), got {}",
+                    self.battery_low_percent, self.battery_critical_percent
+                ),
+            ));
+        }
+        if self.cpu_temperature_interval_ms < 100 {
+            return Err((
+                "health.cpu_temperature_interval_ms",
+                format!(
+                    "must be at least 100 ms, got {}",
+                    self.cpu_temperature_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The action after a breach (after holding for `breach_hold_s`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
@@ -503,8 +655,19 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Parses TOML text; `path` is only used in messages.
+    /// Parses TOML text; `path` is only used in messages. `credential:NAME` paths resolve
+    /// in this process's `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Self::parse_with_credentials(path, text, credentials.as_deref())
+    }
+
+    /// [`Config::parse`] with the credentials directory given (`None`: not under systemd).
+    pub fn parse_with_credentials(
+        path: &Path,
+        text: &str,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError {
             path: path.to_owned(),
             key: None,
@@ -519,7 +682,13 @@ impl Config {
             }
         })?;
         let mut config = config;
-        config.resolve_paths(path);
+        config
+            .resolve_paths(path, credentials_dir)
+            .map_err(|(key, message)| ConfigError {
+                path: path.to_owned(),
+                key: Some(key.to_owned()),
+                message,
+            })?;
         config.check().map_err(|(key, message)| ConfigError {
             path: path.to_owned(),
             key: Some(key.to_owned()),
@@ -530,27 +699,58 @@ impl Config {
 
     /// Relative paths in a file are relative to that file's directory, so a configuration
     /// directory (e.g. the one `dev-setup` writes) can be moved as a whole.
-    fn resolve_paths(&mut self, file: &Path) {
+    /// `credential:NAME` names a systemd credential (see [`resolve_secret_path`]).
+    fn resolve_paths(
+        &mut self,
+        file: &Path,
+        credentials_dir: Option<&Path>,
+    ) -> Result<(), (&'static str, String)> {
         let base = file.parent().unwrap_or(Path::new("."));
-        for path in [
-            &mut self.mqtt.ca_cert_path,
-            &mut self.mqtt.client_cert_path,
-            &mut self.mqtt.client_key_path,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if path.is_relative() {
-                *path = base.join(&*path);
+        // The MQTT files are only needed when MQTT is on: the packaged configuration names
+        // its key by credential and must still start before the credential is set up.
+        let mqtt_enabled = self.mqtt.enabled;
+        for (key, path) in [
+            ("mqtt.ca_cert_path", &mut self.mqtt.ca_cert_path),
+            ("mqtt.client_cert_path", &mut self.mqtt.client_cert_path),
+            ("mqtt.client_key_path", &mut self.mqtt.client_key_path),
+        ] {
+            if let Some(path) = path {
+                match resolve_secret_path(path, base, credentials_dir) {
+                    Ok(resolved) => *path = resolved,
+                    Err(message) if mqtt_enabled => return Err((key, message)),
+                    Err(_) => {}
+                }
             }
         }
         if self.camera.captures_dir.is_relative() {
             self.camera.captures_dir = base.join(&self.camera.captures_dir);
         }
+        Ok(())
     }
 
     /// Cross-field rules that serde cannot express. Returns the key and the reason.
     fn check(&self) -> Result<(), (&'static str, String)> {
+        let b = &self.bridge;
+        if b.heartbeat_interval_ms == 0 || b.heartbeat_interval_ms >= b.timeout_ms {
+            return Err((
+                "bridge.heartbeat_interval_ms",
+                format!(
+                    "must be above 0 and below bridge.timeout_ms ({} ms), got {}",
+                    b.timeout_ms, b.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if b.reconnect_backoff_ms_min == 0
+            || b.reconnect_backoff_ms_min > b.reconnect_backoff_ms_max
+        {
+            return Err((
+                "bridge.reconnect_backoff_ms_min",
+                format!(
+                    "must be above 0 and at most bridge.reconnect_backoff_ms_max ({} ms), got {}",
+                    b.reconnect_backoff_ms_max, b.reconnect_backoff_ms_min
+                ),
+            ));
+        }
         let v = &self.vehicle;
         if v.heartbeat_interval_ms == 0 || v.heartbeat_interval_ms > 5000 {
             return Err((
@@ -621,6 +821,7 @@ impl Config {
             ));
         }
         self.check_camera()?;
+        self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
         if self.mqtt.enabled {
             for (key, value) in [
@@ -735,6 +936,46 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// The prefix of a path that names a systemd credential instead of a file.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
+
+/// Resolves a path from a configuration file:
+/// - `credential:NAME` → `$CREDENTIALS_DIRECTORY/NAME`, the private copy systemd makes for
+///   `LoadCredential=NAME:/root-only/file` (or `LoadCredentialEncrypted=`), readable by this
+///   service alone and never on a disk the service user can write;
+/// - a relative path → relative to the configuration file's directory `base`;
+/// - an absolute path → itself.
+pub fn resolve_secret_path(
+    path: &Path,
+    base: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let Some(name) = path
+        .to_str()
+        .and_then(|p| p.strip_prefix(CREDENTIAL_PREFIX))
+    else {
+        return Ok(if path.is_relative() {
+            base.join(path)
+        } else {
+            path.to_owned()
+        });
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "`{}` must name one credential, e.g. `credential:mqtt-client-key.pem`",
+            path.display()
+        ));
+    }
+    match credentials_dir {
+        Some(dir) => Ok(dir.join(name)),
+        None => Err(format!(
+            "`{}` needs $CREDENTIALS_DIRECTORY, which systemd sets for a service with \
+             `LoadCredential={name}:/path/to/file`; outside systemd give the file's path instead",
+            path.display()
+        )),
     }
 }
 
@@ -869,6 +1110,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.camera.captures_dir, Path::new("/etc/fc/c"));
+    }
+
+    #[test]
+    fn credential_paths_resolve_in_the_credentials_directory_or_say_what_is_missing() {
+        let text = "[mqtt]\nclient_key_path = \"credential:mqtt-client-key.pem\"\n";
+        // MQTT off: the credential is not needed, so its absence is no error.
+        assert!(Config::parse_with_credentials(Path::new("a.toml"), text, None).is_ok());
+        let text = "[mqtt]\nenabled = true\nca_cert_path = \"ca.pem\"\nclient_cert_path = \"c.pem\"\n\
+                    client_key_path = \"credential:mqtt-client-key.pem\"\n";
+        let file = Path::new("/etc/flight-companion/flight-companion.toml");
+        let config = Config::parse_with_credentials(
+            file,
+            text,
+            Some(Path::new("/run/credentials/flight-companion.service")),
+        )
+        .unwrap();
+        assert_eq!(
+            config.mqtt.client_key_path.unwrap(),
+            Path::new("/run/credentials/flight-companion.service/mqtt-client-key.pem")
+        );
+        let error = Config::parse_with_credentials(file, text, None).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("mqtt.client_key_path"));
+        let shown = error.to_string();
+        assert!(shown.contains("CREDENTIALS_DIRECTORY"), "{shown}");
+        assert!(
+            shown.contains("LoadCredential=mqtt-client-key.pem:"),
+            "{shown}"
+        );
+        let escape = text.replace("mqtt-client-key.pem", "../../etc/shadow");
+        let error =
+            Config::parse_with_credentials(file, &escape, Some(Path::new("/run/c"))).unwrap_err();
+        assert!(error.to_string().contains("one credential"), "{error}");
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use crate::bridge::shell::{BridgeInput, BridgeShellOptions, BridgeWriter};
+use crate::bridge::{BridgeEvent, BridgeLink, BridgeLinkOptions, BridgeState};
 
 use std::collections::HashMap;
 
@@ -21,6 +24,7 @@ use crate::config::Config;
 use crate::control::{ControlReply, ControlRequest, VehicleSummary};
 use crate::flight::{ExecutorEvent, JobId, ProgressUpdate};
 use crate::link::transport::{Link, LinkOptions, SendError};
+use crate::notify::State;
 use crate::status::StatusReport;
 use crate::supervisor::{Notice, Supervisor, SupervisorOptions};
 
@@ -44,6 +48,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await
     .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
+    // systemd: READY once the configuration is loaded and the link is open (see notify.rs
+    // for why not "autopilot heard"); WATCHDOG from this loop only.
+    let (mut notifier, mut watchdog) = crate::notify::from_process(Instant::now());
 
     let mut supervisor = Supervisor::new(
         SupervisorOptions {
@@ -76,6 +83,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         (None, None)
     };
     let camera_status = camera.clone();
+    // Metrics and health: the listener is bound before READY so a wrong address fails the
+    // start; the endpoint and the temperature sampler are tasks of their own.
+    let mut health = crate::health::HealthMonitor::new(config.health.clone());
+    let side_tasks = tokio_util::task::TaskTracker::new();
+    if let Some(listen) = config.metrics.listen {
+        let listener = crate::metrics::bind(listen).await?;
+        info!(
+            "metrics on http://{}/metrics",
+            listener.local_addr().unwrap_or(listen)
+        );
+        side_tasks.spawn(crate::metrics::serve(
+            listener,
+            status_rx.clone(),
+            link_shutdown.clone(),
+        ));
+    }
+    side_tasks.spawn(crate::metrics::sample_cpu_temperature(
+        config.health.cpu_temperature_path.clone(),
+        Duration::from_millis(config.health.cpu_temperature_interval_ms),
+        link_shutdown.clone(),
+    ));
+    side_tasks.close();
 
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
@@ -90,7 +119,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None
     };
 
+    let bridge_shutdown = shutdown.child_token();
+    let mut bridge = config
+        .bridge
+        .enabled
+        .then(|| Bridge::open(&config.bridge, bridge_shutdown.clone()));
+    let bridge_deadline = Instant::now() + Duration::from_millis(config.bridge.startup_timeout_ms);
+
     info!(link = %config.vehicle.link, version = crate::VERSION, "flight-companion ready");
+    notifier.notify(&[
+        State::Ready,
+        State::Status(format!("autopilot link {} open", config.vehicle.link)),
+    ]);
+    let mut alerts_logged = 0;
     // The loop turns at least this often: the envelope monitor and cancellations.
     let mut monitor_tick = tokio::time::interval(Duration::from_secs_f64(
         config.envelope.check_interval_s.clamp(0.005, 0.04),
@@ -99,10 +140,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut status_tick = tokio::time::interval(STATUS_PUBLISH_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let wake = tokio::time::Instant::from_std(supervisor.poll_timeout());
+        let mut wake = supervisor.poll_timeout();
+        if let Some(w) = watchdog.poll_timeout() {
+            wake = wake.min(w);
+        }
+        if let Some(bridge) = &bridge {
+            wake = wake.min(bridge.core.poll_timeout());
+        }
+        let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
+            Some(input) = next_bridge_input(&mut bridge) => {
+                if let Some(bridge) = &mut bridge {
+                    bridge.handle_input(Instant::now(), input);
+                }
+            }
             event = events.recv() => match event {
                 Some(event) => supervisor.handle_link_event(Instant::now(), &event),
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
@@ -124,6 +178,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     .as_ref()
                     .and_then(|c| c.try_status())
                     .or_else(|| status_tx.borrow().camera.clone());
+                if let Some(bridge) = &bridge {
+                    report.bridge = bridge.status(Instant::now());
+                }
+                let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
+                report.health = health.assess(&report, cpu_temperature);
+                // Each raised alert once in the journal (MCP clients get them as notifications).
+                for alert in &report.health.recent_alerts {
+                    if alert.sequence > alerts_logged {
+                        warn!(alert = %alert.alert, "alert: {}", alert.message);
+                        alerts_logged = alert.sequence;
+                    }
+                }
                 let view = match (supervisor.envelope(), supervisor.envelope_missing()) {
                     (Some(envelope), _) => Ok(envelope.summary()),
                     (None, reason) => Err(reason.unwrap_or("no envelope").to_string()),
@@ -136,6 +202,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
         let now = Instant::now();
+        if watchdog.poll_ping(now) {
+            if notifier.notify(&[State::Watchdog]) {
+                crate::metrics::global().record_watchdog_ping();
+            } else {
+                debug!("WATCHDOG=1 not sent ({} failures)", notifier.send_errors);
+            }
+        }
         // Cancelled calls (notifications/cancelled, or the caller went away) hold position.
         let cancelled: Vec<JobId> = waiting
             .iter()
@@ -183,6 +256,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         while let Some(notice) = supervisor.poll_notice() {
             log_notice(&notice);
         }
+        if let Some(bridge) = &mut bridge {
+            bridge.core.set_armed(supervisor.vehicle().is_armed());
+            while let Some(message) = bridge.core.poll_transmit(now) {
+                // Never blocks; a full queue drops and counts (see bridge::shell).
+                bridge.writer.send(&message);
+            }
+            while let Some(event) = bridge.core.poll_event() {
+                if let Some(fatal) = on_bridge_event(&event, config.bridge.required) {
+                    bridge_shutdown.cancel();
+                    anyhow::bail!("{fatal}");
+                }
+            }
+            if config.bridge.required
+                && bridge.core.status(now).state != BridgeState::Healthy
+                && now >= bridge_deadline
+                && !bridge.seen_healthy
+            {
+                let why = bridge
+                    .core
+                    .status(now)
+                    .message
+                    .unwrap_or_else(|| "no hello from it".into());
+                bridge_shutdown.cancel();
+                anyhow::bail!(
+                    "bridge.required = true but no compatible bridge on {} within {} ms: {why}",
+                    config.bridge.serial,
+                    config.bridge.startup_timeout_ms
+                );
+            }
+        }
     }
     for (_, w) in waiting.drain() {
         let _ = w.reply.send(ControlReply {
@@ -192,8 +295,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             vehicle: None,
         });
     }
+    bridge_shutdown.cancel();
 
     info!("shutting down: no more commands will be sent to the autopilot");
+    notifier.notify(&[State::Stopping]);
     // Stop the link first: from here on nothing reaches the autopilot.
     link_shutdown.cancel();
     mcp_shutdown.cancel();
@@ -209,6 +314,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(_) => warn!("MCP server did not stop within {MCP_SHUTDOWN_GRACE:?}"),
         }
     }
+    let _ = tokio::time::timeout(Duration::from_millis(200), side_tasks.wait()).await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -252,6 +358,9 @@ fn accept(
         }
         Err(reason) => {
             info!("refused {action}: {reason}");
+            for label in crate::metrics::refusal_reasons(&reason) {
+                crate::metrics::global().record_envelope_refusal(label);
+            }
             let status = status_of(supervisor, now, counters, reconnects);
             let _ = reply.send(ControlReply::refused(
                 &action,
@@ -275,6 +384,108 @@ fn status_of(
     report.envelope_warning = supervisor.envelope_warning().map(str::to_owned);
     report.active_action = supervisor.active_action().map(|a| a.to_string());
     report
+}
+
+/// The bridge's pieces in the daemon: the sans-IO core, the writer, the inputs.
+struct Bridge {
+    core: BridgeLink,
+    writer: BridgeWriter,
+    inputs: tokio::sync::mpsc::Receiver<BridgeInput>,
+    seen_healthy: bool,
+}
+
+impl Bridge {
+    fn open(config: &crate::config::BridgeConfig, shutdown: CancellationToken) -> Bridge {
+        let (writer, inputs) = crate::bridge::shell::spawn(
+            BridgeShellOptions {
+                path: config.serial.clone(),
+                baud: config.baud,
+                backoff_min: Duration::from_millis(config.reconnect_backoff_ms_min),
+                backoff_max: Duration::from_millis(config.reconnect_backoff_ms_max),
+            },
+            shutdown,
+        );
+        let core = BridgeLink::new(
+            BridgeLinkOptions {
+                heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+                timeout: Duration::from_millis(config.timeout_ms),
+                hello_interval: Duration::from_secs(1),
+                required: config.required,
+                software_version: crate::bridge::software_version(),
+            },
+            Instant::now(),
+        );
+        Bridge {
+            core,
+            writer,
+            inputs,
+            seen_healthy: false,
+        }
+    }
+
+    fn handle_input(&mut self, now: Instant, input: BridgeInput) {
+        match input {
+            BridgeInput::Connected => {
+                info!("bridge port open; waiting for the bridge's hello");
+                self.core.handle_connected(now);
+            }
+            BridgeInput::Disconnected(reason) => {
+                warn!("bridge not connected: {reason}");
+                self.core.handle_disconnected(now, &reason);
+            }
+            BridgeInput::Message(message) => self.core.handle_message(now, &message),
+            BridgeInput::FrameError(error) => {
+                debug!("bridge frame dropped: {error}");
+                self.core.handle_frame_error(error);
+            }
+        }
+        if self.core.status(now).state == BridgeState::Healthy {
+            self.seen_healthy = true;
+        }
+    }
+
+    fn status(&self, now: Instant) -> crate::bridge::BridgeStatus {
+        let mut status = self.core.status(now);
+        status.tx_dropped += self.writer.dropped();
+        status
+    }
+}
+
+async fn next_bridge_input(bridge: &mut Option<Bridge>) -> Option<BridgeInput> {
+    match bridge {
+        Some(bridge) => bridge.inputs.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Acts on a bridge event; returns a reason to stop the daemon when it must.
+///
+/// The e-stop hook: issue 5 connects its e-stop trigger to `EstopAsserted` here, in the
+/// decision loop, so the bridge path has no queue or task between the frame and the stop.
+fn on_bridge_event(event: &BridgeEvent, required: bool) -> Option<String> {
+    match event {
+        BridgeEvent::EstopAsserted { source, seq } => {
+            warn!("bridge e-stop asserted: source={source} seq={seq}")
+        }
+        BridgeEvent::EstopReleased { source } => info!("bridge e-stop released (was {source})"),
+        BridgeEvent::Connected {
+            mcu_version,
+            watchdog_ms,
+        } => info!("bridge connected: firmware {mcu_version}, companion watchdog {watchdog_ms} ms"),
+        BridgeEvent::VersionMismatch { message } => {
+            error!("{message}");
+            if required {
+                return Some(format!("{message} (bridge.required = true)"));
+            }
+        }
+        BridgeEvent::Lost { reason } => warn!("bridge lost: {reason}"),
+        BridgeEvent::OutputChanged { asserted: true } => {
+            warn!("bridge safety output asserted")
+        }
+        BridgeEvent::OutputChanged { asserted: false } => info!("bridge safety output released"),
+        BridgeEvent::ReleaseAnswered { result } => info!("bridge release request: {result:?}"),
+    }
+    None
 }
 
 fn message_name(message: &crate::link::MavMessage) -> &'static str {

@@ -4,6 +4,7 @@
 //! `sim::autopilot`, `mcp::session`) are sans-IO state machines that take `now` as an
 //! argument; shells (`link::transport`, `daemon`, `sim::shell`, `mcp::mqtt`) do the IO.
 
+pub mod bridge;
 pub mod camera;
 pub mod cli;
 pub mod config;
@@ -13,9 +14,12 @@ pub mod demo;
 pub mod dev_setup;
 pub mod flight;
 pub mod ground;
+pub mod health;
 pub mod link;
 pub mod logging;
 pub mod mcp;
+pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod role;
 pub mod safety;

@@ -8,6 +8,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::health::{HealthConfig, HealthMonitor, HealthSummary};
 use crate::vehicle::snapshot::{
     AttitudeStatus, BatteryStatus, EstimatorStatus, Freshness, GpsStatus, LinkHealthStatus,
     ModeStatus, PositionStatus, VehicleSnapshot,
@@ -26,6 +27,9 @@ pub struct StatusReport {
     pub simulated: bool,
     /// True once the daemon has heard the autopilot's heartbeat at least once.
     pub autopilot_seen: bool,
+    /// Health: `healthy`, `degraded` or `failed` with reasons, the alerts that are active
+    /// and the last ones raised. Also the `health://summary` resource.
+    pub health: HealthSummary,
     /// The envelope's warning while the vehicle is near a margin (e.g. "2.1 m from the
     /// keep-in edge, margin 5 m"); null otherwise.
     pub envelope_warning: Option<String>,
@@ -33,6 +37,8 @@ pub struct StatusReport {
     pub active_action: Option<String>,
     /// The camera's health (source state, last frame age, errors); null without a camera.
     pub camera: Option<crate::camera::core::CameraStatus>,
+    /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
+    pub bridge: crate::bridge::BridgeStatus,
 }
 
 impl StatusReport {
@@ -45,15 +51,21 @@ impl StatusReport {
     pub fn from_snapshot(vehicle: VehicleSnapshot) -> StatusReport {
         let simulated = vehicle.autopilot.as_ref().is_some_and(|a| a.simulated);
         let autopilot_seen = vehicle.autopilot.is_some();
-        StatusReport {
+        let mut report = StatusReport {
             vehicle,
             daemon_version: crate::VERSION.to_string(),
             simulated,
             autopilot_seen,
+            health: HealthSummary::default(),
             envelope_warning: None,
             active_action: None,
             camera: None,
-        }
+            bridge: crate::bridge::BridgeStatus::disabled(),
+        };
+        // Default thresholds and no history: the daemon loop replaces this with its
+        // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).
+        report.health = HealthMonitor::new(HealthConfig::default()).assess(&report, None);
+        report
     }
 }
 

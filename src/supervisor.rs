@@ -509,6 +509,11 @@ impl Supervisor {
         self.executor.handle_message(now, header, message);
         self.drain_command_events(now);
         self.track_autopilot(now);
+        // A new position is checked on the next `poll_transmit`, not at the next tick: the
+        // breach action then starts within a loop turn of the report that shows the breach.
+        if matches!(message, MavMessage::GLOBAL_POSITION_INT(_)) {
+            self.next_monitor_at = self.next_monitor_at.min(now);
+        }
     }
 
     /// The next message to send, if any: the companion heartbeat when due, then commands.

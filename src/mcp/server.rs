@@ -37,11 +37,15 @@ use super::errors;
 use crate::camera::CameraHandle;
 use crate::control::{Caller, ControlClient, ControlReply};
 use crate::flight::{Action, Outcome};
+use crate::health::RaisedAlert;
+use crate::metrics::ToolOutcome;
 use crate::role::Role;
 use crate::status::StatusReport;
 
 /// URI of the status resource.
 pub const STATUS_URI: &str = "vehicle://status";
+/// URI of the health summary resource (the `health` part of the status).
+pub const HEALTH_URI: &str = "health://summary";
 
 /// The versions served over this transport (all with the initialize handshake).
 pub const SUPPORTED_VERSIONS: &[ProtocolVersion] = &[
@@ -864,6 +868,48 @@ impl DroneServer {
         }
     }
 
+    /// Sends every alert raised after the session started as `notifications/message`
+    /// (level `warning`, logger `flight-companion.alerts`) unless the client asked only for
+    /// `error` or above; ends when the session's transport closes or the daemon stops.
+    async fn forward_alerts(self, peer: Peer<RoleServer>) {
+        let mut status = self.status.clone();
+        // Alerts raised before this session began are history (health://summary has them).
+        let mut sent = status
+            .borrow_and_update()
+            .health
+            .recent_alerts
+            .last()
+            .map_or(0, |a| a.sequence);
+        while status.changed().await.is_ok() {
+            if peer.is_transport_closed() {
+                return;
+            }
+            let fresh: Vec<RaisedAlert> = status
+                .borrow_and_update()
+                .health
+                .recent_alerts
+                .iter()
+                .filter(|a| a.sequence > sent)
+                .cloned()
+                .collect();
+            for alert in fresh {
+                sent = alert.sequence;
+                let wanted = self.log_level.lock().map(|l| *l).unwrap_or(None);
+                if wanted.is_some_and(|w| level_rank(w) > level_rank(LoggingLevel::Warning)) {
+                    continue;
+                }
+                let mut param = LoggingMessageNotificationParam::new(
+                    LoggingLevel::Warning,
+                    json!({"event": "alert", "alert": alert.alert, "message": alert.message, "sequence": alert.sequence}),
+                );
+                param.logger = Some("flight-companion.alerts".into());
+                if peer.notify_logging_message(param).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     fn status_json(&self) -> Result<String, ErrorData> {
         serde_json::to_string(&*self.status.borrow())
             .map_err(|e| errors::internal(format!("status serialisation: {e}")))
@@ -883,6 +929,11 @@ impl ServerHandler for DroneServer {
         info.server_info = Implementation::new("flight-companion", crate::VERSION);
         info.instructions = Some(self.instructions.clone());
         info
+    }
+
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        // Its own task: a slow client never delays the session's requests.
+        tokio::spawn(self.clone().forward_alerts(context.peer));
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -944,7 +995,19 @@ impl ServerHandler for DroneServer {
             control: self.control.clone(),
             caller: self.caller.clone(),
         };
-        Ok((entry.run)(call).await.into())
+        let started = std::time::Instant::now();
+        // The journal gets TOOL and CORRELATION_ID (the JSON-RPC id) on every event of the call.
+        let span = tracing::info_span!("tool", tool = entry.name, correlation_id = %context.id);
+        let result = tracing::Instrument::instrument((entry.run)(call), span).await;
+        let outcome = if context.ct.is_cancelled() {
+            ToolOutcome::Cancelled
+        } else if result.is_error == Some(true) {
+            ToolOutcome::Error
+        } else {
+            ToolOutcome::Ok
+        };
+        crate::metrics::global().record_tool_call(entry.name, outcome, started.elapsed());
+        Ok(result.into())
     }
 
     async fn list_resources(
@@ -970,6 +1033,15 @@ impl ServerHandler for DroneServer {
             camera.mime_type = Some("image/jpeg".into());
             resources.push(camera);
         }
+        let mut health = Resource::new(HEALTH_URI, "health-summary")
+            .with_title("Health summary")
+            .with_description(
+                "healthy, degraded or failed, with the reasons, the alerts active now \
+                 (battery_low, link_degraded, gps_lost, cpu_hot) and the last ones raised. \
+                 Raised alerts are also sent as notifications/message (level warning).",
+            );
+        health.mime_type = Some("application/json".into());
+        resources.push(health);
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
@@ -988,6 +1060,13 @@ impl ServerHandler for DroneServer {
             use base64::Engine as _;
             let blob = base64::engine::general_purpose::STANDARD.encode(&captured.jpeg);
             let contents = ResourceContents::blob(blob, CAMERA_URI).with_mime_type("image/jpeg");
+            return Ok(ReadResourceResult::new(vec![contents]).into());
+        }
+        if request.uri == HEALTH_URI {
+            let text = serde_json::to_string(&self.status.borrow().health)
+                .map_err(|e| errors::internal(format!("health serialisation: {e}")))?;
+            let contents =
+                ResourceContents::text(text, HEALTH_URI).with_mime_type("application/json");
             return Ok(ReadResourceResult::new(vec![contents]).into());
         }
         if request.uri != STATUS_URI {
@@ -1058,7 +1137,7 @@ impl ServerHandler for DroneServer {
 
 fn unknown_resource(uri: &str) -> ErrorData {
     errors::invalid_params(
-        format!("unknown resource `{uri}`; available: {STATUS_URI}"),
+        format!("unknown resource `{uri}`; available: {STATUS_URI}, {HEALTH_URI}"),
         Some(json!({"uri": uri})),
     )
 }

@@ -449,6 +449,8 @@ pub async fn serve(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_rx = status;
     let mut connected = false;
+    // Every CONNACK after the first is a reconnect (the metrics count them).
+    let mut ever_connected = false;
 
     loop {
         tokio::select! {
@@ -458,6 +460,10 @@ pub async fn serve(
                 match event {
                     MqttEvent::Connected(connack) => {
                         connected = true;
+                        if ever_connected {
+                            crate::metrics::global().record_mqtt_reconnect();
+                        }
+                        ever_connected = true;
                         let suggested = connack
                             .properties
                             .as_ref()

@@ -15,6 +15,10 @@
 //! - `sim: companion heartbeat lost` / `sim: companion heartbeat back` (component 191 silent
 //!   for more than 3 s of virtual time, and back);
 //! - `sim: statustext TEXT` for each STATUSTEXT the vehicle sends.
+//!
+//! Every line but `serving` ends with ` (t=SECONDS s)`, the simulated time of the event with
+//! millisecond resolution, the same clock as `time_boot_ms` in the vehicle's telemetry: a test
+//! can measure how long after a reported position the daemon's command arrived.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -153,7 +157,7 @@ fn flush(sim: &mut SimAutopilot, now: Duration, links: &[(String, LinkHandle)]) 
         }
     }
     while let Some(event) = sim.poll_event() {
-        say(&event.to_string());
+        say(&format!("{event} (t={:.3} s)", now.as_secs_f64()));
     }
     failures
 }

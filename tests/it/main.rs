@@ -2,10 +2,16 @@
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
 mod autopilot_peer;
+mod bridge_e2e;
 mod camera;
 mod cli;
 mod daemon_sim;
 mod demo;
+mod deploy_alerts;
+mod deploy_metrics;
+mod deploy_systemd;
+mod flight_mcp;
+mod flight_rig;
 mod ground_bridge;
 mod link_flow;
 mod link_interop;

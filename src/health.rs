@@ -1,0 +1,402 @@
+//! Health: a summary (healthy / degraded / failed, with reasons) and alerts, computed from
+//! the status report (sans-IO: no clock, no files; the CPU temperature is an argument).
+//!
+//! Alerts are rising-edge with hysteresis: `battery_low` is raised when the battery falls
+//! to `battery_low_percent` and cleared only above `battery_low_percent +
+//! battery_hysteresis_percent`, so a voltage sagging around the threshold under load raises
+//! one alert, not one per telemetry sample. Raised alerts are kept, numbered, in a short
+//! log inside the summary; the MCP server sends each one once to every session as a
+//! `notifications/message`.
+//!
+//! Call order: [`HealthMonitor::assess`] once per status publication (the daemon loop does
+//! it at 10 Hz), then publish the returned summary with the report.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+pub use crate::config::HealthConfig;
+
+use crate::status::StatusReport;
+
+/// How many raised alerts the summary keeps (older ones are dropped: the journal has them).
+pub const RECENT_ALERTS_MAX: usize = 16;
+
+/// The overall state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Everything the daemon watches is fine.
+    #[default]
+    Healthy,
+    /// It works, with at least one active alert.
+    Degraded,
+    /// It cannot do its job: no autopilot, or the battery is critical.
+    Failed,
+}
+
+impl HealthState {
+    /// `healthy`, `degraded` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Healthy => "healthy",
+            HealthState::Degraded => "degraded",
+            HealthState::Failed => "failed",
+        }
+    }
+}
+
+/// An alert that was raised (its rising edge).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RaisedAlert {
+    /// 1, 2, 3... in the order raised, for this daemon process.
+    pub sequence: u64,
+    /// `battery_low`, `link_degraded`, `gps_lost` or `cpu_hot`.
+    pub alert: String,
+    /// What was seen, in words.
+    pub message: String,
+}
+
+/// The health summary: in `get_status`, `health://summary` and `/health`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+pub struct HealthSummary {
+    /// `healthy`, `degraded` or `failed`.
+    pub state: HealthState,
+    /// Why the state is not healthy, one sentence each (empty when healthy).
+    pub reasons: Vec<String>,
+    /// Every alert and whether it is active now (after hysteresis).
+    pub alerts: BTreeMap<String, bool>,
+    /// The last raised alerts, oldest first (at most 16).
+    pub recent_alerts: Vec<RaisedAlert>,
+}
+
+/// The alert names, in the order they are reported.
+pub const ALERTS: [&str; 4] = ["battery_low", "link_degraded", "gps_lost", "cpu_hot"];
+
+fn gps_has_fix(fix_type: &str) -> bool {
+    matches!(fix_type, "3d_fix" | "dgps" | "rtk_float" | "rtk_fixed")
+}
+
+/// Alert state with hysteresis, and the log of raised alerts.
+#[derive(Debug, Clone, Default)]
+pub struct HealthMonitor {
+    config: HealthConfig,
+    active: BTreeMap<&'static str, bool>,
+    /// GPS can only be "lost" after it was had: a vehicle flying without GPS indoors does
+    /// not raise the alert at start.
+    gps_had_fix: bool,
+    sequence: u64,
+    recent: VecDeque<RaisedAlert>,
+}
+
+impl HealthMonitor {
+    pub fn new(config: HealthConfig) -> HealthMonitor {
+        HealthMonitor {
+            config,
+            ..HealthMonitor::default()
+        }
+    }
+
+    /// Updates the alerts from the report and returns the summary.
+    pub fn assess(
+        &mut self,
+        report: &StatusReport,
+        cpu_temperature_c: Option<f64>,
+    ) -> HealthSummary {
+        let c = self.config.clone();
+        let v = &report.vehicle;
+        let mut reasons = Vec::new();
+        let mut failed = false;
+
+        // The autopilot itself.
+        let heartbeat_age_ms = v.link.heartbeat_age_ms;
+        let autopilot_lost = report.autopilot_seen
+            && (!v.link.connected
+                || heartbeat_age_ms.is_none_or(|age| age > c.autopilot_heartbeat_age_ms_max));
+        if !report.autopilot_seen {
+            failed = true;
+            reasons.push(
+                "no autopilot heard yet: check the link endpoint, cable and baud rate".to_owned(),
+            );
+        } else if autopilot_lost {
+            failed = true;
+            reasons.push(match heartbeat_age_ms {
+                Some(age) => format!(
+                    "autopilot lost: no heartbeat for {:.1} s",
+                    age as f64 / 1000.0
+                ),
+                None => "autopilot lost: the link is down".to_owned(),
+            });
+        }
+
+        // Battery.
+        let battery = (!v.battery.freshness.stale)
+            .then_some(v.battery.remaining_percent)
+            .flatten();
+        let battery_low = self.edge(
+            "battery_low",
+            battery.is_some_and(|p| p <= c.battery_low_percent),
+            battery.is_some_and(|p| p > c.battery_low_percent + c.battery_hysteresis_percent),
+            || {
+                format!(
+                    "battery low: {:.0} % remaining (alert at {:.0} %)",
+                    battery.unwrap_or(0.0),
+                    c.battery_low_percent
+                )
+            },
+        );
+        if let Some(percent) = battery.filter(|p| *p <= c.battery_critical_percent) {
+            failed = true;
+            reasons.push(format!(
+                "battery critical: {percent:.0} % remaining (at most {:.0} %)",
+                c.battery_critical_percent
+            ));
+        } else if battery_low {
+            reasons.push(format!(
+                "battery low: {:.0} % remaining",
+                battery.unwrap_or(0.0)
+            ));
+        }
+
+        // The MAVLink link's quality (only meaningful once the autopilot was heard).
+        let loss = v.link.loss_percent;
+        let link_bad = report.autopilot_seen && (autopilot_lost || loss >= c.link_loss_percent_max);
+        let link_good = !autopilot_lost
+            && loss < (c.link_loss_percent_max - c.link_loss_hysteresis_percent).max(0.0);
+        let link_degraded = self.edge("link_degraded", link_bad, link_good, || {
+            if autopilot_lost {
+                "autopilot link degraded: heartbeat lost".to_owned()
+            } else {
+                format!("autopilot link degraded: {loss:.1} % of MAVLink frames lost (alert at {:.0} %)", c.link_loss_percent_max)
+            }
+        });
+        if link_degraded && !autopilot_lost {
+            reasons.push(format!("MAVLink loss {loss:.1} %"));
+        }
+
+        // GPS.
+        let gps_fix = !v.gps.freshness.stale && gps_has_fix(&v.gps.fix_type);
+        self.gps_had_fix |= gps_fix;
+        let gps_lost = self.edge(
+            "gps_lost",
+            self.gps_had_fix && report.autopilot_seen && !gps_fix,
+            gps_fix,
+            || {
+                format!(
+                    "GPS lost: fix `{}`, {} satellites",
+                    v.gps.fix_type, v.gps.satellites_visible
+                )
+            },
+        );
+        if gps_lost {
+            reasons.push(format!("GPS lost: fix `{}`", v.gps.fix_type));
+        }
+
+        // CPU temperature.
+        let cpu_hot = self.edge(
+            "cpu_hot",
+            cpu_temperature_c.is_some_and(|t| t >= c.cpu_temperature_c_hot),
+            cpu_temperature_c
+                .is_none_or(|t| t < c.cpu_temperature_c_hot - c.cpu_temperature_hysteresis_c),
+            || {
+                format!(
+                    "CPU hot: {:.1} °C (alert at {:.0} °C)",
+                    cpu_temperature_c.unwrap_or(0.0),
+                    c.cpu_temperature_c_hot
+                )
+            },
+        );
+        if cpu_hot {
+            reasons.push(format!("CPU at {:.1} °C", cpu_temperature_c.unwrap_or(0.0)));
+        }
+
+        let any_alert = self.active.values().any(|a| *a);
+        HealthSummary {
+            state: if failed {
+                HealthState::Failed
+            } else if any_alert || !reasons.is_empty() {
+                HealthState::Degraded
+            } else {
+                HealthState::Healthy
+            },
+            reasons,
+            alerts: ALERTS
+                .iter()
+                .map(|a| {
+                    (
+                        (*a).to_owned(),
+                        self.active.get(a).copied().unwrap_or(false),
+                    )
+                })
+                .collect(),
+            recent_alerts: self.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// Hysteresis: raise on `bad` (logging the rising edge), clear only on `good`; returns
+    /// whether the alert is active.
+    fn edge(
+        &mut self,
+        name: &'static str,
+        bad: bool,
+        good: bool,
+        message: impl FnOnce() -> String,
+    ) -> bool {
+        let was = self.active.get(name).copied().unwrap_or(false);
+        let now = if was { !good } else { bad };
+        if now && !was {
+            self.sequence += 1;
+            if self.recent.len() == RECENT_ALERTS_MAX {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(RaisedAlert {
+                sequence: self.sequence,
+                alert: name.to_owned(),
+                message: message(),
+            });
+        }
+        self.active.insert(name, now);
+        now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vehicle::snapshot::Freshness;
+
+    fn fresh() -> Freshness {
+        Freshness {
+            age_ms: Some(100),
+            stale: false,
+        }
+    }
+
+    /// A report of a vehicle heard, with a good link, a 3D fix and a full battery.
+    fn good() -> StatusReport {
+        let mut r = StatusReport::without_vehicle();
+        r.autopilot_seen = true;
+        r.vehicle.link.connected = true;
+        r.vehicle.link.heartbeat_age_ms = Some(200);
+        r.vehicle.battery.freshness = fresh();
+        r.vehicle.battery.remaining_percent = Some(90.0);
+        r.vehicle.gps.freshness = fresh();
+        r.vehicle.gps.fix_type = "3d_fix".into();
+        r
+    }
+
+    fn raised(summary: &HealthSummary) -> Vec<(u64, &str)> {
+        summary
+            .recent_alerts
+            .iter()
+            .map(|a| (a.sequence, a.alert.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn healthy_vehicle_then_no_autopilot_is_failed_with_a_reason() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let s = m.assess(&good(), Some(50.0));
+        assert_eq!(s.state, HealthState::Healthy, "{s:?}");
+        assert!(s.reasons.is_empty());
+        assert_eq!(s.alerts.len(), 4);
+        let s = HealthMonitor::new(HealthConfig::default())
+            .assess(&StatusReport::without_vehicle(), None);
+        assert_eq!(s.state, HealthState::Failed);
+        assert!(s.reasons[0].contains("no autopilot heard"), "{s:?}");
+        assert!(
+            s.recent_alerts.is_empty(),
+            "nothing to alert about before the vehicle is heard"
+        );
+    }
+
+    #[test]
+    fn battery_alert_rises_once_while_the_voltage_sags_around_the_threshold() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut r = good();
+        for percent in [31.0, 30.0, 31.0, 29.0, 33.0, 30.0, 34.9] {
+            r.vehicle.battery.remaining_percent = Some(percent);
+            m.assess(&r, None);
+        }
+        r.vehicle.battery.remaining_percent = Some(35.5);
+        let s = m.assess(&r, None);
+        assert!(!s.alerts["battery_low"], "cleared above 30 + 5 %");
+        assert_eq!(raised(&s), vec![(1, "battery_low")]);
+        r.vehicle.battery.remaining_percent = Some(29.0);
+        let s = m.assess(&r, None);
+        assert_eq!(raised(&s), vec![(1, "battery_low"), (2, "battery_low")]);
+        assert_eq!(s.state, HealthState::Degraded);
+        r.vehicle.battery.remaining_percent = Some(12.0);
+        let s = m.assess(&r, None);
+        assert_eq!(s.state, HealthState::Failed);
+        assert!(
+            s.reasons.iter().any(|x| x.contains("battery critical")),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn link_gps_and_cpu_alerts_rise_and_clear_with_hysteresis() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut r = good();
+        m.assess(&r, Some(70.0));
+        r.vehicle.link.loss_percent = 12.0;
+        r.vehicle.gps.fix_type = "no_fix".into();
+        let s = m.assess(&r, Some(76.0));
+        assert_eq!(
+            raised(&s),
+            vec![(1, "link_degraded"), (2, "gps_lost"), (3, "cpu_hot")]
+        );
+        assert_eq!(s.state, HealthState::Degraded);
+        assert_eq!(s.reasons.len(), 3, "{s:?}");
+        // Inside the hysteresis bands: still active, nothing new raised.
+        r.vehicle.link.loss_percent = 7.0;
+        let s = m.assess(&r, Some(72.0));
+        assert!(s.alerts["link_degraded"] && s.alerts["cpu_hot"] && s.alerts["gps_lost"]);
+        assert_eq!(s.recent_alerts.len(), 3);
+        r.vehicle.link.loss_percent = 4.0;
+        r.vehicle.gps.fix_type = "rtk_fixed".into();
+        let s = m.assess(&r, Some(69.0));
+        assert_eq!(s.state, HealthState::Healthy, "{s:?}");
+        // The heartbeat stops: failed, and the link alert rises again.
+        r.vehicle.link.heartbeat_age_ms = Some(5000);
+        let s = m.assess(&r, Some(69.0));
+        assert_eq!(s.state, HealthState::Failed);
+        assert_eq!(
+            s.recent_alerts.last().map(|a| a.alert.as_str()),
+            Some("link_degraded")
+        );
+        assert!(s.reasons[0].contains("no heartbeat for 5.0 s"), "{s:?}");
+    }
+
+    #[test]
+    fn gps_is_not_lost_before_it_was_had_and_the_log_is_bounded() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut r = good();
+        r.vehicle.gps.fix_type = "no_gps".into();
+        assert_eq!(m.assess(&r, None).state, HealthState::Healthy);
+        for i in 0..40 {
+            let t = if i % 2 == 0 { 90.0 } else { 60.0 };
+            m.assess(&r, Some(t));
+        }
+        let s = m.assess(&r, None);
+        assert_eq!(s.recent_alerts.len(), RECENT_ALERTS_MAX);
+        assert_eq!(s.recent_alerts.last().map(|a| a.sequence), Some(20));
+    }
+
+    #[test]
+    fn config_rules() {
+        assert!(HealthConfig::default().check().is_ok());
+        let c = HealthConfig {
+            battery_critical_percent: 40.0,
+            ..HealthConfig::default()
+        };
+        assert_eq!(c.check().unwrap_err().0, "health.battery_critical_percent");
+        let c = HealthConfig {
+            cpu_temperature_c_hot: f64::NAN,
+            ..HealthConfig::default()
+        };
+        assert_eq!(c.check().unwrap_err().0, "health.cpu_temperature_c_hot");
+    }
+}
