@@ -24,6 +24,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// The onboard camera.
+    pub camera: CameraConfig,
     /// Prometheus metrics (off unless `listen` is set).
     pub metrics: MetricsConfig,
     /// Health summary and alert thresholds.
@@ -240,6 +242,168 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Where the camera's frames come from (`camera.source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraSource {
+    /// `synthetic`: a rendered top-down view of textured ground at the vehicle's reported
+    /// position, altitude and heading (for the simulator).
+    Synthetic,
+    /// `tcp:HOST:PORT`: a bare multipart MJPEG stream, e.g. GStreamer
+    /// `... ! jpegenc ! multipartmux ! tcpserversink`.
+    Tcp { host: String, port: u16 },
+    /// `http://HOST:PORT/PATH`: an MJPEG HTTP stream (ustreamer, mjpg-streamer, IP cameras).
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+    },
+    /// `v4l2:/dev/videoN`: a V4L2 capture device delivering MJPEG (USB cameras, the Pi camera).
+    V4l2 { device: PathBuf },
+}
+
+impl fmt::Display for CameraSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CameraSource::Synthetic => write!(f, "synthetic"),
+            CameraSource::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            CameraSource::Http { host, port, path } => write!(f, "http://{host}:{port}{path}"),
+            CameraSource::V4l2 { device } => write!(f, "v4l2:{}", device.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for CameraSource {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let host_port = |hp: &str| -> Result<(String, u16), String> {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{hp}` needs HOST:PORT"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("`{port}` is not a port number"))?;
+            if host.is_empty() || port == 0 {
+                return Err(format!("`{hp}` needs a host and a port above 0"));
+            }
+            Ok((host.trim_matches(['[', ']']).to_owned(), port))
+        };
+        if text == "synthetic" {
+            Ok(CameraSource::Synthetic)
+        } else if let Some(rest) = text.strip_prefix("tcp:") {
+            let (host, port) = host_port(rest)?;
+            Ok(CameraSource::Tcp { host, port })
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let (host, port) = if authority.contains(':') {
+                host_port(authority)?
+            } else {
+                (authority.to_owned(), 80)
+            };
+            Ok(CameraSource::Http {
+                host,
+                port,
+                path: path.to_owned(),
+            })
+        } else if let Some(device) = text.strip_prefix("v4l2:") {
+            if device.is_empty() {
+                return Err("v4l2: needs a device path, e.g. v4l2:/dev/video0".into());
+            }
+            Ok(CameraSource::V4l2 {
+                device: PathBuf::from(device),
+            })
+        } else {
+            Err(format!(
+                "unknown camera source `{text}`; use `synthetic`, `tcp:HOST:PORT`, \
+                 `http://HOST:PORT/PATH` or `v4l2:/dev/videoN`"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CameraSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[camera]`: the onboard camera and the images served to the ground.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Run the camera pipeline at all. Default false.
+    pub enabled: bool,
+    /// `synthetic`, `tcp:HOST:PORT`, `http://HOST:PORT/PATH` or `v4l2:/dev/videoN`. Default `synthetic`.
+    pub source: CameraSource,
+    /// Frame size rendered by the synthetic source and requested from a V4L2 device. Default 640.
+    pub width_px: u32,
+    /// Default 480.
+    pub height_px: u32,
+    /// Frame rate of the synthetic source and requested from a V4L2 device. Default 2 Hz.
+    pub frame_rate_hz: f32,
+    /// A frame older than this is never served as current. Default 2000 ms.
+    pub frame_age_ms_max: u64,
+    /// Frames kept (the oldest is dropped). Default 4.
+    pub frames_buffered_max: usize,
+    /// No frame for this long and the source is reopened. Default 3000 ms.
+    pub stall_timeout_ms: u64,
+    /// First delay before reopening a lost source. Default 200 ms.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the exponential reopen delay. Default 5000 ms.
+    pub reconnect_backoff_ms_max: u64,
+    /// Largest encoded frame accepted from a source; larger parts are skipped unread. Default 8 MiB.
+    pub frame_bytes_max: usize,
+    /// Largest frame (width x height) accepted; checked from the JPEG header before
+    /// decoding. Default 24 000 000 (24 MP).
+    pub frame_pixels_max: u64,
+    /// Largest JPEG sent to the ground; images are downscaled and re-encoded to fit.
+    /// Must leave room for base64 and JSON within `mcp.message_bytes_max`. Default 163840.
+    pub image_bytes_max: usize,
+    /// Width of images sent when the caller gives no `max_width_px`. Default 640.
+    pub image_width_px_default: u32,
+    /// JPEG quality when the caller gives no `jpeg_quality`. Default 80.
+    pub jpeg_quality_default: u8,
+    /// Decode/encode jobs running at once (each on a blocking thread). Default 1.
+    pub encoders_concurrent_max: usize,
+    /// Rate of `notifications/resources/updated` for `camera://latest`. Default 0.2 Hz.
+    pub resource_update_rate_hz: f32,
+    /// Where saved captures go (relative paths are relative to the configuration file).
+    /// Default `/var/lib/flight-companion/captures`.
+    pub captures_dir: PathBuf,
+    /// Total size of saved captures; the oldest are deleted beyond it. Default 1 GiB.
+    pub captures_bytes_max: u64,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            source: CameraSource::Synthetic,
+            width_px: 640,
+            height_px: 480,
+            frame_rate_hz: 2.0,
+            frame_age_ms_max: 2000,
+            frames_buffered_max: 4,
+            stall_timeout_ms: 3000,
+            reconnect_backoff_ms_min: 200,
+            reconnect_backoff_ms_max: 5000,
+            frame_bytes_max: 8 << 20,
+            frame_pixels_max: 24_000_000,
+            image_bytes_max: 160 * 1024,
+            image_width_px_default: 640,
+            jpeg_quality_default: 80,
+            encoders_concurrent_max: 1,
+            resource_update_rate_hz: 0.2,
+            captures_dir: PathBuf::from("/var/lib/flight-companion/captures"),
+            captures_bytes_max: 1 << 30,
+        }
+    }
+}
+
 /// `[metrics]`: the Prometheus endpoint (`GET /metrics`, `GET /health`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -366,6 +530,17 @@ impl Default for EnvelopeConfig {
         }
     }
 }
+
+impl CameraConfig {
+    /// Bytes an image of `image_bytes` takes in an MCP tool result: base64 (4/3) plus the
+    /// JSON envelope and metadata (structured content and its text copy).
+    pub fn message_bytes_for_image(image_bytes: usize) -> usize {
+        image_bytes.div_ceil(3) * 4 + CAMERA_MESSAGE_OVERHEAD_BYTES
+    }
+}
+
+/// Room left in an MCP message for everything but the base64 image.
+pub const CAMERA_MESSAGE_OVERHEAD_BYTES: usize = 8 * 1024;
 
 impl HealthConfig {
     /// Cross-field rules; returns the key and the reason.
@@ -722,6 +897,9 @@ impl Config {
                 }
             }
         }
+        if self.camera.captures_dir.is_relative() {
+            self.camera.captures_dir = base.join(&self.camera.captures_dir);
+        }
         Ok(())
     }
 
@@ -817,6 +995,7 @@ impl Config {
                 format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
             ));
         }
+        self.check_camera()?;
         self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
         self.check_estop()?;
@@ -833,6 +1012,104 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_camera(&self) -> Result<(), (&'static str, String)> {
+        let c = &self.camera;
+        if !c.enabled {
+            return Ok(());
+        }
+        let needed = CameraConfig::message_bytes_for_image(c.image_bytes_max);
+        if c.image_bytes_max < 1024 || needed > self.mcp.message_bytes_max {
+            let most = (self
+                .mcp
+                .message_bytes_max
+                .saturating_sub(CAMERA_MESSAGE_OVERHEAD_BYTES))
+                / 4
+                * 3;
+            return Err((
+                "camera.image_bytes_max",
+                format!(
+                    "must be 1024..={most} so that the image, base64-encoded ({needed} bytes with \
+                     the JSON around it), fits in mcp.message_bytes_max ({})",
+                    self.mcp.message_bytes_max
+                ),
+            ));
+        }
+        if c.width_px == 0 || c.height_px == 0 || c.width_px > 8192 || c.height_px > 8192 {
+            return Err((
+                "camera.width_px",
+                format!(
+                    "width and height must be 1..=8192, got {}x{}",
+                    c.width_px, c.height_px
+                ),
+            ));
+        }
+        if !(c.frame_rate_hz.is_finite() && c.frame_rate_hz > 0.0 && c.frame_rate_hz <= 60.0) {
+            return Err((
+                "camera.frame_rate_hz",
+                format!("must be in (0, 60] Hz, got {}", c.frame_rate_hz),
+            ));
+        }
+        if !(c.resource_update_rate_hz.is_finite()
+            && c.resource_update_rate_hz > 0.0
+            && c.resource_update_rate_hz <= 5.0)
+        {
+            return Err((
+                "camera.resource_update_rate_hz",
+                format!("must be in (0, 5] Hz, got {}", c.resource_update_rate_hz),
+            ));
+        }
+        if c.frame_age_ms_max == 0 || c.stall_timeout_ms == 0 {
+            return Err((
+                "camera.frame_age_ms_max",
+                "frame_age_ms_max and stall_timeout_ms must be above 0".into(),
+            ));
+        }
+        if c.frames_buffered_max == 0 || c.frames_buffered_max > 64 {
+            return Err((
+                "camera.frames_buffered_max",
+                format!("must be 1..=64, got {}", c.frames_buffered_max),
+            ));
+        }
+        if c.encoders_concurrent_max == 0 || c.encoders_concurrent_max > 8 {
+            return Err((
+                "camera.encoders_concurrent_max",
+                format!("must be 1..=8, got {}", c.encoders_concurrent_max),
+            ));
+        }
+        if !(1..=100).contains(&c.jpeg_quality_default) {
+            return Err((
+                "camera.jpeg_quality_default",
+                format!("must be 1..=100, got {}", c.jpeg_quality_default),
+            ));
+        }
+        if c.image_width_px_default < 16 {
+            return Err((
+                "camera.image_width_px_default",
+                format!("must be at least 16, got {}", c.image_width_px_default),
+            ));
+        }
+        if c.reconnect_backoff_ms_min == 0
+            || c.reconnect_backoff_ms_min > c.reconnect_backoff_ms_max
+        {
+            return Err((
+                "camera.reconnect_backoff_ms_min",
+                format!(
+                    "must be above 0 and at most camera.reconnect_backoff_ms_max ({} ms), got {}",
+                    c.reconnect_backoff_ms_max, c.reconnect_backoff_ms_min
+                ),
+            ));
+        }
+        if c.frame_bytes_max < 1024 || c.frame_pixels_max == 0 {
+            return Err((
+                "camera.frame_bytes_max",
+                "frame_bytes_max must be at least 1024 and frame_pixels_max above 0".into(),
+            ));
         }
         Ok(())
     }
@@ -963,6 +1240,21 @@ mod tests {
                 "failsafe.ground_loss_action",
                 "unknown variant",
             ),
+            (
+                "[camera]\nsource = \"rtsp://x\"\n",
+                "camera.source",
+                "unknown camera source",
+            ),
+            (
+                "[camera]\nenabled = true\nimage_bytes_max = 250000\n",
+                "camera.image_bytes_max",
+                "fits in mcp.message_bytes_max (262144)",
+            ),
+            (
+                "[mcp]\nmessage_bytes_max = 65536\n[camera]\nenabled = true\n",
+                "camera.image_bytes_max",
+                "must be 1024..=43008",
+            ),
         ];
         for (text, key, needle) in cases {
             let error = parse(text).unwrap_err();
@@ -986,6 +1278,34 @@ mod tests {
             config.mqtt.client_key_path.unwrap(),
             Path::new("/abs/key.pem")
         );
+    }
+
+    #[test]
+    fn camera_sources_parse_and_print_back() {
+        for text in [
+            "synthetic",
+            "tcp:127.0.0.1:5000",
+            "http://cam.local:8080/stream",
+            "v4l2:/dev/video0",
+        ] {
+            let source: CameraSource = text.parse().unwrap();
+            assert_eq!(source.to_string(), text);
+        }
+        assert_eq!(
+            "http://cam".parse::<CameraSource>().unwrap(),
+            CameraSource::Http {
+                host: "cam".into(),
+                port: 80,
+                path: "/".into()
+            }
+        );
+        assert!("tcp:host".parse::<CameraSource>().is_err());
+        let config = Config::parse(
+            Path::new("/etc/fc/drone.toml"),
+            "[camera]\ncaptures_dir = \"c\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.camera.captures_dir, Path::new("/etc/fc/c"));
     }
 
     #[test]

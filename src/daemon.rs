@@ -111,6 +111,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reconnects,
     )));
 
+    // The camera runs in its own task and on blocking threads, never on this loop; it reads
+    // the vehicle status through the same `watch` (skip to latest) to tag its frames.
+    let camera_shutdown = CancellationToken::new();
+    let (camera, camera_task) = if config.camera.enabled {
+        let (handle, task) = crate::camera::spawn(
+            config.camera.clone(),
+            status_rx.clone(),
+            camera_shutdown.clone(),
+        );
+        (Some(handle), Some(task))
+    } else {
+        (None, None)
+    };
+    let camera_status = camera.clone();
     // Metrics and health: the listener is bound before READY so a wrong address fails the
     // start; the endpoint and the temperature sampler are tasks of their own.
     let mut health = crate::health::HealthMonitor::new(config.health.clone());
@@ -144,7 +158,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 client: stop_client,
                 ground: ground_tx,
             };
-            crate::mcp::serve(&mcp_config, status_rx, Some(control), Some(estop), token).await
+            crate::mcp::serve(&mcp_config, status_rx, Some(control), Some(estop), camera, token).await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
@@ -219,6 +233,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ = status_tick.tick() => {
                 let (counters, reconnects) = link.counters();
                 let mut report = status_of(&supervisor, Instant::now(), counters, reconnects);
+                // Never waits for the camera: when its core is busy, the last health stands.
+                report.camera = camera_status
+                    .as_ref()
+                    .and_then(|c| c.try_status())
+                    .or_else(|| status_tx.borrow().camera.clone());
                 if let Some(bridge) = &bridge {
                     report.bridge = bridge.status(Instant::now());
                 }
@@ -362,6 +381,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     local_shutdown.cancel();
     if let Some(task) = local_task {
         let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+    }
+    camera_shutdown.cancel();
+    if let Some(task) = camera_task {
+        // Frames in flight are dropped; the camera never delays the stop.
+        let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
     }
     if let Some(task) = mcp_task {
         match tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await {

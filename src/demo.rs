@@ -126,6 +126,7 @@ async fn script(
         "wrote a dev CA, certificates and configs to {}",
         dir.display()
     ));
+    enable_synthetic_camera(dir)?;
     let mut broker = Command::new(mosquitto_path());
     broker
         .arg("-c")
@@ -226,6 +227,45 @@ async fn script(
     .await?;
     say(&format!("status: {}", describe_status(&report)));
 
+    // A picture from the drone's camera: the synthetic camera renders the ground below the
+    // vehicle's reported position; `save: true` keeps the full frame onboard with EXIF GPS.
+    // First wait for a frame taken with a known position, then keep one.
+    let picture = timeout("a camera picture", async {
+        let mut save = false;
+        loop {
+            let result = client
+                .request(
+                    "tools/call",
+                    json!({"name": "capture_image", "arguments": {"save": save}}),
+                )
+                .await?;
+            let meta = &result["structuredContent"];
+            if result["isError"] != true && meta["position_stale"] == false {
+                if save {
+                    return Ok(meta.clone());
+                }
+                save = true;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await?;
+    say(&format!(
+        "took a picture: {}x{} JPEG of {} bytes at {:.6}, {:.6}, {:.1} m above home, heading {:.0} deg",
+        picture["width_px"],
+        picture["height_px"],
+        picture["bytes"],
+        picture["latitude_deg"].as_f64().unwrap_or(f64::NAN),
+        picture["longitude_deg"].as_f64().unwrap_or(f64::NAN),
+        picture["altitude_relative_m"].as_f64().unwrap_or(f64::NAN),
+        picture["heading_deg"].as_f64().unwrap_or(f64::NAN),
+    ));
+    say(&format!(
+        "picture saved at full resolution with EXIF GPS tags: {}",
+        picture["saved"]["path"].as_str().unwrap_or("?")
+    ));
+
     client
         .request("resources/subscribe", json!({"uri": "vehicle://status"}))
         .await?;
@@ -251,6 +291,21 @@ async fn script(
     })
     .await?;
     Ok(())
+}
+
+/// Turns on the synthetic camera in the demo's `drone.toml`, saving captures in `DIR/captures`.
+fn enable_synthetic_camera(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("drone.toml");
+    let mut text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    text.push_str(
+        "\n[camera]\n\
+         # The demo's camera renders the ground below the simulated vehicle.\n\
+         enabled = true\n\
+         source = \"synthetic\"\n\
+         captures_dir = \"captures\"\n",
+    );
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// One line about the vehicle from a `StatusReport`.

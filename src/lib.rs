@@ -5,6 +5,7 @@
 //! argument; shells (`link::transport`, `daemon`, `sim::shell`, `mcp::mqtt`) do the IO.
 
 pub mod bridge;
+pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -35,6 +35,8 @@ pub struct StatusReport {
     pub envelope_warning: Option<String>,
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
+    /// The camera's health (source state, last frame age, errors); null without a camera.
+    pub camera: Option<crate::camera::core::CameraStatus>,
     /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
     pub bridge: crate::bridge::BridgeStatus,
     /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
@@ -60,6 +62,7 @@ impl StatusReport {
             health: HealthSummary::default(),
             envelope_warning: None,
             active_action: None,
+            camera: None,
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
         };

@@ -32,7 +32,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::camera_tools::{self, CAMERA_URI};
 use super::errors;
+use crate::camera::CameraHandle;
 use crate::control::{Caller, ControlClient, ControlReply};
 use crate::flight::{Action, Outcome};
 use crate::health::RaisedAlert;
@@ -81,6 +83,8 @@ pub struct ToolCall {
     pub status: watch::Receiver<StatusReport>,
     pub progress: Progress,
     pub cancel: CancellationToken,
+    /// The camera, when one is configured.
+    pub camera: Option<CameraHandle>,
     /// The decision loop; `None` when the server runs without a vehicle (tests).
     pub control: Option<ControlClient>,
     /// Who calls. Until identity (issue 6) every MCP caller is an `Operator`.
@@ -180,6 +184,67 @@ pub fn tools() -> &'static [ToolEntry] {
             destructive: false,
             idempotent: true,
             run: wait_for_mode_change,
+        },
+        ToolEntry {
+            name: "capture_image",
+            title: "Take a picture",
+            description: "Returns the newest camera frame as a JPEG image (MCP image content) \
+                with metadata: capture time (UTC), age_ms, the vehicle's latitude_deg, \
+                longitude_deg, altitude_m (above mean sea level), altitude_relative_m, \
+                heading_deg, roll/pitch at capture, and the image's width_px, height_px and \
+                bytes. The image is downscaled to max_width_px (default 640) and re-encoded to \
+                stay under the link's size limit. If the newest frame is older than the \
+                configured limit the call fails and says how old it is; it never returns a \
+                stale picture as current. With save: true the full-resolution frame is also \
+                kept onboard with EXIF GPS tags (see list_captures, get_capture).",
+            input_schema: camera_tools::capture_input_schema,
+            output_schema: camera_tools::capture_output_schema,
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            run: camera_tools::capture_image,
+        },
+        ToolEntry {
+            name: "camera_status",
+            title: "Camera status",
+            description: "Reports the camera: source, state (connecting, streaming, \
+                reconnecting), whether the newest frame is fresh, last_frame_age_ms, \
+                resolution, frame_rate_hz, frames received, reconnections and error counters \
+                (corrupt, zero-sized, oversized frames, stream errors). Takes no arguments; \
+                read-only.",
+            input_schema: no_arguments,
+            output_schema: camera_tools::status_output_schema,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: camera_tools::camera_status,
+        },
+        ToolEntry {
+            name: "list_captures",
+            title: "List saved pictures",
+            description: "Lists the pictures kept onboard by capture_image with save: true, \
+                newest first (limit 1 to 200, default 50): id, time, file path on the vehicle, \
+                bytes, resolution and the position, altitude and heading at capture. The oldest \
+                are deleted automatically when the storage limit is reached. Read-only.",
+            input_schema: camera_tools::list_input_schema,
+            output_schema: camera_tools::list_output_schema,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: camera_tools::list_captures,
+        },
+        ToolEntry {
+            name: "get_capture",
+            title: "Get a saved picture",
+            description: "Returns a picture kept onboard (id from list_captures or from \
+                capture_image's saved.id) as a JPEG downscaled to max_width_px (default 640), \
+                with its metadata. Read-only.",
+            input_schema: camera_tools::get_input_schema,
+            output_schema: camera_tools::get_output_schema,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: camera_tools::get_capture,
         },
         ToolEntry {
             name: "arm",
@@ -849,6 +914,8 @@ fn reset_emergency_stop(call: ToolCall) -> ToolFuture {
 pub struct SessionShared {
     /// The client called `resources/subscribe` for `vehicle://status`.
     pub status_subscribed: AtomicBool,
+    /// The client called `resources/subscribe` for `camera://latest`.
+    pub camera_subscribed: AtomicBool,
 }
 
 /// The handler of one session.
@@ -862,6 +929,7 @@ pub struct DroneServer {
     /// Lowest level sent as `notifications/message`; none until `logging/setLevel`.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     instructions: String,
+    camera: Option<CameraHandle>,
 }
 
 fn level_rank(level: LoggingLevel) -> u8 {
@@ -896,7 +964,14 @@ impl DroneServer {
             instructions: format!(
                 "{description}. Call get_status first; subscribe to {STATUS_URI} for updates."
             ),
+            camera: None,
         }
+    }
+
+    /// Serves the camera tools and `camera://latest` from `camera`.
+    pub fn with_camera(mut self, camera: Option<CameraHandle>) -> DroneServer {
+        self.camera = camera;
+        self
     }
 
     /// Attaches the decision loop; `client_id` names the caller. Until identity (issue 6)
@@ -1049,6 +1124,7 @@ impl ServerHandler for DroneServer {
             status: self.status.clone(),
             progress,
             cancel: context.ct.clone(),
+            camera: self.camera.clone(),
             control: self.control.clone(),
             caller: self.caller.clone(),
             estop: self.estop.clone(),
@@ -1080,6 +1156,17 @@ impl ServerHandler for DroneServer {
                  notifications/resources/updated when it changes.",
             );
         resource.mime_type = Some("application/json".into());
+        let mut resources = vec![resource];
+        if self.camera.is_some() {
+            let mut camera = Resource::new(CAMERA_URI, "camera-latest")
+                .with_title("Latest camera image")
+                .with_description(
+                    "The newest fresh camera frame as a downscaled JPEG (base64 blob). \
+                     Subscribe to be told, at a low configured rate, when a newer one exists.",
+                );
+            camera.mime_type = Some("image/jpeg".into());
+            resources.push(camera);
+        }
         let mut health = Resource::new(HEALTH_URI, "health-summary")
             .with_title("Health summary")
             .with_description(
@@ -1088,7 +1175,8 @@ impl ServerHandler for DroneServer {
                  Raised alerts are also sent as notifications/message (level warning).",
             );
         health.mime_type = Some("application/json".into());
-        Ok(ListResourcesResult::with_all_items(vec![resource, health]))
+        resources.push(health);
+        Ok(ListResourcesResult::with_all_items(resources))
     }
 
     async fn read_resource(
@@ -1096,6 +1184,18 @@ impl ServerHandler for DroneServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri == CAMERA_URI
+            && let Some(camera) = &self.camera
+        {
+            let captured = camera
+                .capture(crate::camera::CaptureRequest::default())
+                .await
+                .map_err(|e| errors::internal(e.to_string()))?;
+            use base64::Engine as _;
+            let blob = base64::engine::general_purpose::STANDARD.encode(&captured.jpeg);
+            let contents = ResourceContents::blob(blob, CAMERA_URI).with_mime_type("image/jpeg");
+            return Ok(ReadResourceResult::new(vec![contents]).into());
+        }
         if request.uri == HEALTH_URI {
             let text = serde_json::to_string(&self.status.borrow().health)
                 .map_err(|e| errors::internal(format!("health serialisation: {e}")))?;
@@ -1117,6 +1217,10 @@ impl ServerHandler for DroneServer {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if request.uri == CAMERA_URI && self.camera.is_some() {
+            self.shared.camera_subscribed.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         if request.uri != STATUS_URI {
             return Err(unknown_resource(&request.uri));
         }
@@ -1136,6 +1240,10 @@ impl ServerHandler for DroneServer {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if request.uri == CAMERA_URI && self.camera.is_some() {
+            self.shared.camera_subscribed.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
         if request.uri != STATUS_URI {
             return Err(unknown_resource(&request.uri));
         }

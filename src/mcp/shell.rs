@@ -130,6 +130,7 @@ struct Shell {
     panic_topic: String,
     /// The newest e-stop event already announced to clients.
     stop_seq_announced: u64,
+    camera: Option<crate::camera::CameraHandle>,
 }
 
 impl Shell {
@@ -258,6 +259,7 @@ impl Shell {
             generation,
         };
         let server = DroneServer::new(self.status.clone(), shared.clone(), &self.description)
+            .with_camera(self.camera.clone())
             .with_control(self.control.clone(), &client_id)
             .with_estop(self.estop.as_ref().map(|e| e.client.clone()));
         let ct = stop.clone();
@@ -476,10 +478,19 @@ impl Shell {
     }
 
     fn status_updated(&mut self, compat_on_rpc: bool) {
+        self.resource_updated(STATUS_URI, compat_on_rpc, |s| &s.status_subscribed);
+    }
+
+    fn resource_updated(
+        &mut self,
+        uri: &str,
+        compat_on_rpc: bool,
+        flag: fn(&SessionShared) -> &std::sync::atomic::AtomicBool,
+    ) {
         let subscribed: Vec<String> = self
             .handles
             .iter()
-            .filter(|(_, h)| h.shared.status_subscribed.load(Ordering::SeqCst))
+            .filter(|(_, h)| flag(&h.shared).load(Ordering::SeqCst))
             .map(|(cid, _)| cid.clone())
             .collect();
         if subscribed.is_empty() {
@@ -488,7 +499,7 @@ impl Shell {
         let note = json!({
             "jsonrpc": "2.0",
             "method": "notifications/resources/updated",
-            "params": {"uri": STATUS_URI},
+            "params": {"uri": uri},
         });
         // The transport spec: one message per server on the capability topic.
         let capability = self.sessions.topics().capability();
@@ -510,6 +521,7 @@ pub async fn serve(
     status: watch::Receiver<StatusReport>,
     control: Option<ControlClient>,
     estop: Option<EstopLink>,
+    camera: Option<crate::camera::CameraHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mcp_config = &config.mcp;
@@ -577,8 +589,16 @@ pub async fn serve(
             .and_then(|e| e.client.status().borrow().history.last().map(|r| r.seq))
             .unwrap_or(0),
         estop,
+        camera: camera.clone(),
     };
     let mut stop_status = shell.estop.as_ref().map(|e| e.client.status());
+    // `camera://latest` updates: at most at the configured low rate, only when a new frame
+    // arrived since the last one (images are large; subscribers fetch them when told).
+    let camera_period =
+        Duration::from_secs_f64(1.0 / f64::from(config.camera.resource_update_rate_hz.max(0.01)));
+    let mut camera_ticker = tokio::time::interval(camera_period);
+    camera_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut camera_frames = camera.as_ref().map(|c| c.frames());
     let period = Duration::from_secs_f64(1.0 / f64::from(mcp_config.status_update_rate_hz));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -694,6 +714,19 @@ pub async fn serve(
                 if connected && status_rx.has_changed().unwrap_or(false) {
                     status_rx.borrow_and_update();
                     shell.status_updated(mcp_config.compat_resource_updates_on_rpc);
+                }
+            }
+            _ = camera_ticker.tick(), if camera_frames.is_some() => {
+                if connected
+                    && let Some(frames) = camera_frames.as_mut()
+                    && frames.has_changed().unwrap_or(false)
+                {
+                    frames.borrow_and_update();
+                    shell.resource_updated(
+                        super::camera_tools::CAMERA_URI,
+                        mcp_config.compat_resource_updates_on_rpc,
+                        |s| &s.camera_subscribed,
+                    );
                 }
             }
         }

@@ -38,10 +38,18 @@ fn demo_runs_the_chain_and_leaves_nothing_running() {
         "get_status:",
         "status: ArduPilot (simulated) in STABILIZE (disarmed)",
         "update 2:",
+        "demo: took a picture: 640x480 JPEG",
         "demo: done",
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
+    // The picture is where the demo says, a full-resolution JPEG.
+    let marker = "picture saved at full resolution with EXIF GPS tags: ";
+    let line = stdout.lines().find(|l| l.contains(marker)).unwrap();
+    let path = line.split_once(marker).unwrap().1.trim();
+    assert!(path.starts_with(dir.path().to_str().unwrap()), "{path}");
+    let picture = std::fs::read(path).unwrap();
+    assert!(picture.starts_with(&[0xFF, 0xD8]), "{path} is not a JPEG");
     let broker_port = port_after(&stdout, "Mosquitto broker up on 127.0.0.1:");
     let sim_port = port_after(&stdout, "listening on tcpin:127.0.0.1:");
     for port in [broker_port, sim_port] {

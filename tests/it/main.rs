@@ -3,6 +3,7 @@
 
 mod autopilot_peer;
 mod bridge_e2e;
+mod camera;
 mod cli;
 mod daemon_sim;
 mod demo;
