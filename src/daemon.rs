@@ -158,7 +158,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 client: stop_client,
                 ground: ground_tx,
             };
-            crate::mcp::serve(&mcp_config, status_rx, Some(control), Some(estop), camera, token).await
+            crate::mcp::serve(
+                &mcp_config,
+                status_rx,
+                Some(control),
+                Some(estop),
+                camera,
+                token,
+            )
+            .await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
