@@ -586,6 +586,7 @@ impl Supervisor {
                 Some(_) => Landed::OnGround,
             },
             autopilot: self.vehicle.autopilot().map(|a| a.autopilot),
+            home_altitude_msl_m: self.vehicle.home().map(|h| h.altitude_msl_m),
         }
     }
 

@@ -210,3 +210,34 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
         "{refusal}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_mcp_px4_takes_off_flies_to_a_point_and_lands() {
+    let mut rig = Rig::start("flight-px4", true, 5.0, &field_envelope()).await;
+    let result = rig.fly("takeoff", json!({"altitude_m": 8.0})).await;
+    assert!(
+        (result["vehicle"]["altitude_m"].as_f64().unwrap() - 8.0).abs() < 1.0,
+        "{result}"
+    );
+    let takeoff = rig.sim.output().lines().any(|l| {
+        l.starts_with("sim: command MAV_CMD_NAV_TAKEOFF from 1/191 -> MAV_RESULT_ACCEPTED")
+    });
+    assert!(
+        takeoff,
+        "PX4 accepted the takeoff (altitude above sea level)"
+    );
+    rig.fly("goto", goto(-25.0, 30.0, 12.0)).await;
+    assert!(
+        distance(&rig.position(), -25.0, 30.0) < 2.0,
+        "{:?}",
+        rig.position()
+    );
+    let result = rig.fly("land", json!({})).await;
+    assert_eq!(result["vehicle"]["armed"], false, "{result}");
+    assert!(rig.sim.output().contains("sim: mode AUTO.LAND"));
+    assert!(
+        !rig.daemon.output().contains("whitelist violation"),
+        "{}",
+        rig.daemon.output()
+    );
+}
