@@ -35,6 +35,10 @@ pub struct StatusReport {
     pub envelope_warning: Option<String>,
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
+    /// The last envelope warnings (near a margin) and errors (breach, breach action), oldest
+    /// first, at most 16; each is also sent once to every MCP session as
+    /// `notifications/message`.
+    pub envelope_events: Vec<crate::supervisor::EnvelopeEvent>,
 }
 
 impl StatusReport {
@@ -55,6 +59,7 @@ impl StatusReport {
             health: HealthSummary::default(),
             envelope_warning: None,
             active_action: None,
+            envelope_events: Vec::new(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).
