@@ -43,6 +43,9 @@ pub enum Command {
     /// On the ground: a stdio MCP server forwarding to one drone over mTLS MQTT 5.
     /// Only MCP JSON-RPC is written to stdout; logs go to stderr.
     Ground(GroundArgs),
+    /// Simulate the safety microcontroller (firmware bridge) on a serial device or pty;
+    /// stdin commands `press`, `release`, `silence`, `resume`; prints `bridge-sim: ...` lines.
+    BridgeSim(crate::bridge::sim::BridgeSimArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -185,6 +188,10 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::demo::run(args, shutdown))
+        }
+        Command::BridgeSim(args) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::bridge::sim::run(args, shutdown))
         }
         Command::DevSetup(args) => match crate::dev_setup::run(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,51 @@ pub struct Config {
     pub health: HealthConfig,
     /// The safety envelope every motion command is checked against.
     pub envelope: EnvelopeConfig,
+    /// The safety microcontroller (firmware bridge).
+    pub bridge: BridgeConfig,
+}
+
+/// `[bridge]`: the safety microcontroller with the hardware e-stop and the companion
+/// watchdog (`firmware-bridge/README.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Talk to a bridge at all. Default false.
+    pub enabled: bool,
+    /// Serial device of the bridge. Default `/dev/ttyACM0`.
+    pub serial: String,
+    /// Baud rate. Default 115200 (the firmware's).
+    pub baud: u32,
+    /// Refuse to run without a healthy bridge: the daemon exits if no compatible bridge says
+    /// hello within `startup_timeout_ms`, or on a version mismatch. Default false (a missing
+    /// bridge is reported in `get_status`, not fatal).
+    pub required: bool,
+    /// How long a required bridge has to say hello at startup. Default 5000 ms.
+    pub startup_timeout_ms: u64,
+    /// Period of the companion heartbeat to the bridge. Default 100 ms.
+    pub heartbeat_interval_ms: u64,
+    /// No message from the bridge for this long: reported lost. Default 1000 ms.
+    pub timeout_ms: u64,
+    /// First delay before reopening the port. Default 100 ms.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the exponential reopen delay. Default 5000 ms.
+    pub reconnect_backoff_ms_max: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            serial: "/dev/ttyACM0".into(),
+            baud: 115_200,
+            required: false,
+            startup_timeout_ms: 5000,
+            heartbeat_interval_ms: 100,
+            timeout_ms: 1000,
+            reconnect_backoff_ms_min: 100,
+            reconnect_backoff_ms_max: 5000,
+        }
+    }
 }
 
 /// `[vehicle]`: how the daemon reaches the autopilot.
@@ -507,6 +552,27 @@ impl Config {
 
     /// Cross-field rules that serde cannot express. Returns the key and the reason.
     fn check(&self) -> Result<(), (&'static str, String)> {
+        let b = &self.bridge;
+        if b.heartbeat_interval_ms == 0 || b.heartbeat_interval_ms >= b.timeout_ms {
+            return Err((
+                "bridge.heartbeat_interval_ms",
+                format!(
+                    "must be above 0 and below bridge.timeout_ms ({} ms), got {}",
+                    b.timeout_ms, b.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if b.reconnect_backoff_ms_min == 0
+            || b.reconnect_backoff_ms_min > b.reconnect_backoff_ms_max
+        {
+            return Err((
+                "bridge.reconnect_backoff_ms_min",
+                format!(
+                    "must be above 0 and at most bridge.reconnect_backoff_ms_max ({} ms), got {}",
+                    b.reconnect_backoff_ms_max, b.reconnect_backoff_ms_min
+                ),
+            ));
+        }
         let v = &self.vehicle;
         if v.heartbeat_interval_ms == 0 || v.heartbeat_interval_ms > 5000 {
             return Err((

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use crate::bridge::shell::{BridgeInput, BridgeShellOptions, BridgeWriter};
+use crate::bridge::{BridgeEvent, BridgeLink, BridgeLinkOptions, BridgeState};
 
 use std::collections::HashMap;
 
@@ -102,6 +105,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None
     };
 
+    let bridge_shutdown = shutdown.child_token();
+    let mut bridge = config
+        .bridge
+        .enabled
+        .then(|| Bridge::open(&config.bridge, bridge_shutdown.clone()));
+    let bridge_deadline = Instant::now() + Duration::from_millis(config.bridge.startup_timeout_ms);
+
     info!(link = %config.vehicle.link, version = crate::VERSION, "flight-companion ready");
     notifier.notify(&[
         State::Ready,
@@ -116,12 +126,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut status_tick = tokio::time::interval(STATUS_PUBLISH_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let wake = supervisor.poll_timeout();
-        let wake = watchdog.poll_timeout().map_or(wake, |w| w.min(wake));
+        let mut wake = supervisor.poll_timeout();
+        if let Some(w) = watchdog.poll_timeout() {
+            wake = wake.min(w);
+        }
+        if let Some(bridge) = &bridge {
+            wake = wake.min(bridge.core.poll_timeout());
+        }
         let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
+            Some(input) = next_bridge_input(&mut bridge) => {
+                if let Some(bridge) = &mut bridge {
+                    bridge.handle_input(Instant::now(), input);
+                }
+            }
             event = events.recv() => match event {
                 Some(event) => supervisor.handle_link_event(Instant::now(), &event),
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
@@ -138,6 +159,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ = status_tick.tick() => {
                 let (counters, reconnects) = link.counters();
                 let mut report = status_of(&supervisor, Instant::now(), counters, reconnects);
+                if let Some(bridge) = &bridge {
+                    report.bridge = bridge.status(Instant::now());
+                }
                 let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
                 report.health = health.assess(&report, cpu_temperature);
                 // Each raised alert once in the journal (MCP clients get them as notifications).
@@ -213,6 +237,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         while let Some(notice) = supervisor.poll_notice() {
             log_notice(&notice);
         }
+        if let Some(bridge) = &mut bridge {
+            bridge.core.set_armed(supervisor.vehicle().is_armed());
+            while let Some(message) = bridge.core.poll_transmit(now) {
+                // Never blocks; a full queue drops and counts (see bridge::shell).
+                bridge.writer.send(&message);
+            }
+            while let Some(event) = bridge.core.poll_event() {
+                if let Some(fatal) = on_bridge_event(&event, config.bridge.required) {
+                    bridge_shutdown.cancel();
+                    anyhow::bail!("{fatal}");
+                }
+            }
+            if config.bridge.required
+                && bridge.core.status(now).state != BridgeState::Healthy
+                && now >= bridge_deadline
+                && !bridge.seen_healthy
+            {
+                let why = bridge
+                    .core
+                    .status(now)
+                    .message
+                    .unwrap_or_else(|| "no hello from it".into());
+                bridge_shutdown.cancel();
+                anyhow::bail!(
+                    "bridge.required = true but no compatible bridge on {} within {} ms: {why}",
+                    config.bridge.serial,
+                    config.bridge.startup_timeout_ms
+                );
+            }
+        }
     }
     for (_, w) in waiting.drain() {
         let _ = w.reply.send(ControlReply {
@@ -222,6 +276,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             vehicle: None,
         });
     }
+    bridge_shutdown.cancel();
 
     info!("shutting down: no more commands will be sent to the autopilot");
     notifier.notify(&[State::Stopping]);
@@ -307,6 +362,108 @@ fn status_of(
     report.active_action = supervisor.active_action().map(|a| a.to_string());
     report.envelope_events = supervisor.envelope_events().cloned().collect();
     report
+}
+
+/// The bridge's pieces in the daemon: the sans-IO core, the writer, the inputs.
+struct Bridge {
+    core: BridgeLink,
+    writer: BridgeWriter,
+    inputs: tokio::sync::mpsc::Receiver<BridgeInput>,
+    seen_healthy: bool,
+}
+
+impl Bridge {
+    fn open(config: &crate::config::BridgeConfig, shutdown: CancellationToken) -> Bridge {
+        let (writer, inputs) = crate::bridge::shell::spawn(
+            BridgeShellOptions {
+                path: config.serial.clone(),
+                baud: config.baud,
+                backoff_min: Duration::from_millis(config.reconnect_backoff_ms_min),
+                backoff_max: Duration::from_millis(config.reconnect_backoff_ms_max),
+            },
+            shutdown,
+        );
+        let core = BridgeLink::new(
+            BridgeLinkOptions {
+                heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+                timeout: Duration::from_millis(config.timeout_ms),
+                hello_interval: Duration::from_secs(1),
+                required: config.required,
+                software_version: crate::bridge::software_version(),
+            },
+            Instant::now(),
+        );
+        Bridge {
+            core,
+            writer,
+            inputs,
+            seen_healthy: false,
+        }
+    }
+
+    fn handle_input(&mut self, now: Instant, input: BridgeInput) {
+        match input {
+            BridgeInput::Connected => {
+                info!("bridge port open; waiting for the bridge's hello");
+                self.core.handle_connected(now);
+            }
+            BridgeInput::Disconnected(reason) => {
+                warn!("bridge not connected: {reason}");
+                self.core.handle_disconnected(now, &reason);
+            }
+            BridgeInput::Message(message) => self.core.handle_message(now, &message),
+            BridgeInput::FrameError(error) => {
+                debug!("bridge frame dropped: {error}");
+                self.core.handle_frame_error(error);
+            }
+        }
+        if self.core.status(now).state == BridgeState::Healthy {
+            self.seen_healthy = true;
+        }
+    }
+
+    fn status(&self, now: Instant) -> crate::bridge::BridgeStatus {
+        let mut status = self.core.status(now);
+        status.tx_dropped += self.writer.dropped();
+        status
+    }
+}
+
+async fn next_bridge_input(bridge: &mut Option<Bridge>) -> Option<BridgeInput> {
+    match bridge {
+        Some(bridge) => bridge.inputs.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Acts on a bridge event; returns a reason to stop the daemon when it must.
+///
+/// The e-stop hook: issue 5 connects its e-stop trigger to `EstopAsserted` here, in the
+/// decision loop, so the bridge path has no queue or task between the frame and the stop.
+fn on_bridge_event(event: &BridgeEvent, required: bool) -> Option<String> {
+    match event {
+        BridgeEvent::EstopAsserted { source, seq } => {
+            warn!("bridge e-stop asserted: source={source} seq={seq}")
+        }
+        BridgeEvent::EstopReleased { source } => info!("bridge e-stop released (was {source})"),
+        BridgeEvent::Connected {
+            mcu_version,
+            watchdog_ms,
+        } => info!("bridge connected: firmware {mcu_version}, companion watchdog {watchdog_ms} ms"),
+        BridgeEvent::VersionMismatch { message } => {
+            error!("{message}");
+            if required {
+                return Some(format!("{message} (bridge.required = true)"));
+            }
+        }
+        BridgeEvent::Lost { reason } => warn!("bridge lost: {reason}"),
+        BridgeEvent::OutputChanged { asserted: true } => {
+            warn!("bridge safety output asserted")
+        }
+        BridgeEvent::OutputChanged { asserted: false } => info!("bridge safety output released"),
+        BridgeEvent::ReleaseAnswered { result } => info!("bridge release request: {result:?}"),
+    }
+    None
 }
 
 fn message_name(message: &crate::link::MavMessage) -> &'static str {

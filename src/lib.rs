@@ -4,6 +4,7 @@
 //! `sim::autopilot`, `mcp::session`) are sans-IO state machines that take `now` as an
 //! argument; shells (`link::transport`, `daemon`, `sim::shell`, `mcp::mqtt`) do the IO.
 
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod control;

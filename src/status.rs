@@ -39,6 +39,8 @@ pub struct StatusReport {
     /// first, at most 16; each is also sent once to every MCP session as
     /// `notifications/message`.
     pub envelope_events: Vec<crate::supervisor::EnvelopeEvent>,
+    /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
+    pub bridge: crate::bridge::BridgeStatus,
 }
 
 impl StatusReport {
@@ -60,6 +62,7 @@ impl StatusReport {
             envelope_warning: None,
             active_action: None,
             envelope_events: Vec::new(),
+            bridge: crate::bridge::BridgeStatus::disabled(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

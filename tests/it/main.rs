@@ -2,6 +2,7 @@
 //! build serves them all. Every process is started on ephemeral ports and killed on drop.
 
 mod autopilot_peer;
+mod bridge_e2e;
 mod cli;
 mod daemon_sim;
 mod demo;

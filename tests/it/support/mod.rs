@@ -71,10 +71,18 @@ pub struct Proc {
 impl Proc {
     /// Starts `command` with stdout and stderr piped into the line collector.
     pub fn spawn(name: &str, mut command: Command) -> Proc {
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
+        command.stdin(Stdio::null());
+        Proc::spawn_keeping_stdin(name, command)
+    }
+
+    /// Like [`Proc::spawn`], with stdin piped: write to `proc.child.stdin`.
+    pub fn spawn_with_stdin(name: &str, mut command: Command) -> Proc {
+        command.stdin(Stdio::piped());
+        Proc::spawn_keeping_stdin(name, command)
+    }
+
+    fn spawn_keeping_stdin(name: &str, mut command: Command) -> Proc {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));

@@ -1,0 +1,222 @@
+use std::time::{Duration, Instant};
+
+use fwbridge_protocol::*;
+
+use super::*;
+
+fn options() -> BridgeLinkOptions {
+    BridgeLinkOptions {
+        heartbeat_interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(1000),
+        hello_interval: Duration::from_secs(1),
+        required: false,
+        software_version: [0, 1, 0],
+    }
+}
+
+fn mcu_hello(protocol_version: u16) -> Message {
+    let mut hello = Hello::this_build(Role::Mcu, [2, 3, 4], 500);
+    hello.protocol_version = protocol_version;
+    Message::Hello(hello)
+}
+
+fn drain(link: &mut BridgeLink, now: Instant) -> Vec<Message> {
+    std::iter::from_fn(|| link.poll_transmit(now)).collect()
+}
+
+fn events(link: &mut BridgeLink) -> Vec<BridgeEvent> {
+    std::iter::from_fn(|| link.poll_event()).collect()
+}
+
+fn connected(t0: Instant) -> BridgeLink {
+    let mut link = BridgeLink::new(options(), t0);
+    link.handle_connected(t0);
+    link.handle_message(t0, &mcu_hello(PROTOCOL_VERSION));
+    drain(&mut link, t0);
+    events(&mut link);
+    link
+}
+
+#[test]
+fn hello_then_heartbeats_carrying_the_armed_state() {
+    let t0 = Instant::now();
+    let mut link = BridgeLink::new(options(), t0);
+    assert!(
+        drain(&mut link, t0).is_empty(),
+        "nothing before the port opens"
+    );
+    link.handle_connected(t0);
+    let sent = drain(&mut link, t0);
+    assert!(
+        matches!(sent[..], [Message::Hello(h)] if h.role == Role::Companion && h.is_compatible()),
+        "{sent:?}"
+    );
+    link.handle_message(t0, &mcu_hello(PROTOCOL_VERSION));
+    assert_eq!(
+        events(&mut link),
+        [BridgeEvent::Connected {
+            mcu_version: "2.3.4".into(),
+            watchdog_ms: 500
+        }]
+    );
+    link.set_armed(true);
+    let sent = drain(&mut link, t0);
+    assert!(
+        matches!(
+            sent[..],
+            [
+                Message::Hello(_),
+                Message::CompanionHeartbeat(CompanionHeartbeat { armed: true, .. })
+            ]
+        ),
+        "{sent:?}"
+    );
+    assert!(drain(&mut link, t0 + Duration::from_millis(50)).is_empty());
+    assert_eq!(drain(&mut link, t0 + Duration::from_millis(100)).len(), 1);
+    assert_eq!(link.status(t0).state, BridgeState::Healthy);
+}
+
+#[test]
+fn a_version_mismatch_is_refused_naming_both_versions_and_nothing_more_is_sent() {
+    let t0 = Instant::now();
+    let mut link = BridgeLink::new(options(), t0);
+    link.handle_connected(t0);
+    drain(&mut link, t0);
+    link.handle_message(t0, &mcu_hello(PROTOCOL_VERSION + 1));
+    let [BridgeEvent::VersionMismatch { message }] = &events(&mut link)[..] else {
+        panic!("no mismatch event")
+    };
+    assert!(
+        message.contains(&format!("daemon speaks protocol v{PROTOCOL_VERSION}")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("speaks protocol v{}", PROTOCOL_VERSION + 1)),
+        "{message}"
+    );
+    assert!(message.contains("2.3.4"), "{message}");
+    assert!(drain(&mut link, t0 + Duration::from_secs(5)).is_empty());
+    let status = link.status(t0);
+    assert_eq!(status.state, BridgeState::VersionMismatch);
+    assert_eq!(status.message.as_deref(), Some(message.as_str()));
+}
+
+#[test]
+fn an_estop_is_reported_once_and_every_copy_acknowledged() {
+    let t0 = Instant::now();
+    let mut link = connected(t0);
+    let estop = Message::EstopAsserted {
+        seq: 4,
+        source: EstopSource::Switch,
+    };
+    link.handle_message(t0, &estop);
+    link.handle_message(t0, &estop);
+    assert_eq!(
+        events(&mut link),
+        [BridgeEvent::EstopAsserted {
+            source: EstopSource::Switch,
+            seq: 4
+        }]
+    );
+    let acks = drain(&mut link, t0)
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Message::Ack(Ack {
+                    seq: 4,
+                    kind: AckedKind::EstopAsserted,
+                    result: AckResult::Accepted
+                })
+            )
+        })
+        .count();
+    assert_eq!(acks, 2);
+    assert_eq!(link.status(t0).estop_events, 1);
+}
+
+#[test]
+fn silence_from_the_bridge_is_reported_lost_and_recovers() {
+    let t0 = Instant::now();
+    let mut link = connected(t0);
+    let later = t0 + Duration::from_millis(999);
+    drain(&mut link, later);
+    assert!(events(&mut link).is_empty());
+    let lost = t0 + Duration::from_millis(1000);
+    drain(&mut link, lost);
+    assert!(matches!(&events(&mut link)[..], [BridgeEvent::Lost { .. }]));
+    assert_eq!(link.status(lost).state, BridgeState::Lost);
+    let heartbeat = Message::McuHeartbeat(McuHeartbeat {
+        seq: 1,
+        uptime_ms: 1,
+        switch: SwitchState::Closed,
+        output: OutputState::Released,
+        latched: None,
+        companion: CompanionLink::Healthy,
+    });
+    link.handle_message(lost, &heartbeat);
+    assert_eq!(link.status(lost).state, BridgeState::Healthy);
+}
+
+#[test]
+fn release_requests_and_their_answers() {
+    let t0 = Instant::now();
+    let mut link = connected(t0);
+    link.request_release();
+    let sent = drain(&mut link, t0);
+    assert!(
+        sent.contains(&Message::ReleaseRequest { seq: 1 }),
+        "{sent:?}"
+    );
+    let refused = AckResult::Refused(RefuseReason::SwitchOpen);
+    link.handle_message(
+        t0,
+        &Message::Ack(Ack {
+            seq: 1,
+            kind: AckedKind::ReleaseRequest,
+            result: refused,
+        }),
+    );
+    assert_eq!(
+        events(&mut link),
+        [BridgeEvent::ReleaseAnswered { result: refused }]
+    );
+}
+
+#[test]
+fn a_closed_port_is_reported_and_nothing_is_queued_for_later() {
+    let t0 = Instant::now();
+    let mut link = connected(t0);
+    link.request_release();
+    link.handle_disconnected(t0, "/dev/ttyACM0: closed");
+    assert!(matches!(&events(&mut link)[..], [BridgeEvent::Lost { .. }]));
+    assert!(drain(&mut link, t0).is_empty());
+    link.handle_connected(t0);
+    let sent = drain(&mut link, t0);
+    assert!(
+        matches!(sent[..], [Message::Hello(_)]),
+        "only a fresh hello: {sent:?}"
+    );
+}
+
+#[test]
+fn a_refusal_before_the_bridge_hello_still_ends_with_both_versions_named() {
+    let t0 = Instant::now();
+    let mut link = BridgeLink::new(options(), t0);
+    link.handle_connected(t0);
+    drain(&mut link, t0);
+    link.handle_message(
+        t0,
+        &Message::Ack(Ack {
+            seq: 0,
+            kind: AckedKind::Hello,
+            result: AckResult::Refused(RefuseReason::VersionMismatch),
+        }),
+    );
+    assert_eq!(link.status(t0).state, BridgeState::VersionMismatch);
+    link.handle_message(t0, &mcu_hello(7));
+    let [BridgeEvent::VersionMismatch { message }] = &events(&mut link)[..] else {
+        panic!("no mismatch event")
+    };
+    assert!(message.contains("speaks protocol v7"), "{message}");
+}
