@@ -400,6 +400,11 @@ impl Supervisor {
             MonitorVerdict::Inside | MonitorVerdict::NoPosition => {
                 self.set_warning(None);
             }
+            // Every takeoff and landing passes through the floor's margin, and the floor is
+            // never a breach (see `safety::envelope`): not worth a warning to every client.
+            MonitorVerdict::NearMargin { what, .. } if what.starts_with("floor ") => {
+                self.set_warning(None);
+            }
             MonitorVerdict::NearMargin { what, distance_m } => {
                 self.set_warning(Some(format!(
                     "near the envelope: {distance_m:.1} m from {what}"
