@@ -60,6 +60,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Instant::now(),
     );
     let (control, mut control_rx, envelope_tx) = crate::control::channel();
+    // The e-stop: its own bounded channel, read by the loop's first branch.
+    let stop_core = crate::estop::EmergencyStop::new(
+        config.stop_options(),
+        Instant::now(),
+        // Without MQTT there is no ground link to lose: the ground failsafes never fire.
+        !config.mqtt.enabled,
+    );
+    let (stop_client, stop_loop) = crate::estop::channel(stop_core.status());
+    let crate::estop::StopLoop {
+        requests: mut stop_rx,
+        status: stop_status_tx,
+    } = stop_loop;
+    let mut stop = crate::estop::driver::StopDriver::new(
+        stop_core,
+        crate::safety::Whitelist::new(&config.envelope),
+        stop_status_tx,
+    );
+    // The MCP shell's view of the broker connection (skip to latest).
+    let (ground_tx, mut ground_rx) = watch::channel(crate::estop::driver::GroundState::default());
+    let local_shutdown = CancellationToken::new();
+    let local_task = match config.estop.socket_path() {
+        None => {
+            warn!("estop.socket_path is empty: no local e-stop socket");
+            None
+        }
+        Some(path) => match crate::estop::local::bind(&path) {
+            Ok(listener) => {
+                info!(socket = %path.display(), "local e-stop socket ready (flight-companion estop)");
+                Some(tokio::spawn(crate::estop::local::serve(
+                    listener,
+                    path,
+                    stop_client.clone(),
+                    local_shutdown.clone(),
+                )))
+            }
+            Err(e) => {
+                // The other triggers still work; say loudly that this one does not.
+                tracing::error!("no local e-stop: {e:#}");
+                None
+            }
+        },
+    };
     // Requests being flown: their reply, progress and cancellation, by job.
     let mut waiting: HashMap<JobId, Waiter> = HashMap::new();
     let (counters, reconnects) = link.counters();
@@ -98,7 +140,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let mcp_config = config.clone();
         let token = mcp_shutdown.clone();
         Some(tokio::spawn(async move {
-            crate::mcp::serve(&mcp_config, status_rx, Some(control), token).await
+            let estop = crate::mcp::EstopLink {
+                client: stop_client,
+                ground: ground_tx,
+            };
+            crate::mcp::serve(&mcp_config, status_rx, Some(control), Some(estop), token).await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
@@ -133,9 +179,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if let Some(bridge) = &bridge {
             wake = wake.min(bridge.core.poll_timeout());
         }
+        if let Some(w) = stop.poll_timeout() {
+            wake = wake.min(w);
+        }
         let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             biased;
+            // First: the e-stop. Decided and sent before anything else in this turn.
+            Some(request) = stop_rx.recv() => {
+                stop.handle_request(Instant::now(), request, &mut supervisor, &link);
+            }
             _ = shutdown.cancelled() => break,
             // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
             Some(input) = next_bridge_input(&mut bridge) => {
@@ -144,10 +197,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
             }
             event = events.recv() => match event {
-                Some(event) => supervisor.handle_link_event(Instant::now(), &event),
+                Some(event) => {
+                    let now = Instant::now();
+                    supervisor.handle_link_event(now, &event);
+                    stop.handle_link_event(now, &event, &supervisor);
+                }
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
-            // The e-stop (issue 5) gets its own channel, above this one.
+            Ok(()) = ground_rx.changed() => {
+                let ground = *ground_rx.borrow_and_update();
+                stop.handle_ground(Instant::now(), ground);
+            }
             request = control_rx.recv() => {
                 if let Some(request) = request {
                     let (counters, reconnects) = link.counters();
@@ -162,6 +222,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if let Some(bridge) = &bridge {
                     report.bridge = bridge.status(Instant::now());
                 }
+                report.emergency_stop = stop.status();
                 let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
                 report.health = health.assess(&report, cpu_temperature);
                 // Each raised alert once in the journal (MCP clients get them as notifications).
@@ -183,6 +244,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
         let now = Instant::now();
+        // The stop's ladder before everything the supervisor sends.
+        stop.turn(now, &mut supervisor, &link);
         if watchdog.poll_ping(now) {
             if notifier.notify(&[State::Watchdog]) {
                 crate::metrics::global().record_watchdog_ping();
@@ -283,6 +346,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Stop the link first: from here on nothing reaches the autopilot.
     link_shutdown.cancel();
     mcp_shutdown.cancel();
+    local_shutdown.cancel();
+    if let Some(task) = local_task {
+        let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+    }
     if let Some(task) = mcp_task {
         match tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await {
             Ok(Ok(Ok(()))) => {}

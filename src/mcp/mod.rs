@@ -14,4 +14,4 @@ pub mod server;
 pub mod session;
 pub mod shell;
 
-pub use shell::serve;
+pub use shell::{EstopLink, serve};

@@ -173,7 +173,9 @@ fn bridge_missing_is_reported_not_fatal_unless_required() {
         "the daemon must keep running"
     );
     daemon.signal("TERM");
-    assert_eq!(daemon.wait_exit(WAIT), Some(0));
+    let code = daemon.wait_exit(WAIT);
+    let output = daemon.output();
+    assert_eq!(code, Some(0), "{output}");
 
     let mut required = self::daemon(&dir.0, "udpin:127.0.0.1:0", true);
     let code = required.wait_exit(WAIT);
