@@ -84,7 +84,9 @@ async fn flight_mcp_goto_inside_arrives_and_refused_gotos_leave_the_vehicle_stil
     );
 
     // Below the battery reserve: no new goal, but the way down is open.
-    rig.set_param("SIM_BATT_VOLTAGE", 13.2);
+    // 13.9 V on 4S is about 20 %: below the 30 % reserve, above the 10 % critical level at
+    // which the daemon's own failsafe would land the vehicle.
+    rig.set_param("SIM_BATT_VOLTAGE", 13.9);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let reserve = loop {
         let (result, _) = rig.tool("goto", goto(20.0, 0.0, 15.0)).await;
