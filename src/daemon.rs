@@ -307,6 +307,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 bridge.writer.send(&message);
             }
             while let Some(event) = bridge.core.poll_event() {
+                if let BridgeEvent::EstopAsserted { source, seq } = &event {
+                    // The hardware switch stops the vehicle in this very turn: no queue, no task.
+                    let trigger = crate::estop::Trigger {
+                        source: crate::estop::Source::Hardware,
+                        identity: "bridge".into(),
+                        reason: format!("hardware e-stop ({source}, press {seq})"),
+                    };
+                    let request = crate::estop::StopRequest {
+                        ask: crate::estop::StopAsk::Stop(trigger),
+                        reply: None,
+                    };
+                    stop.handle_request(now, request, &mut supervisor, &link);
+                }
                 if let Some(fatal) = on_bridge_event(&event, config.bridge.required) {
                     bridge_shutdown.cancel();
                     anyhow::bail!("{fatal}");
@@ -505,8 +518,8 @@ async fn next_bridge_input(bridge: &mut Option<Bridge>) -> Option<BridgeInput> {
 
 /// Acts on a bridge event; returns a reason to stop the daemon when it must.
 ///
-/// The e-stop hook: issue 5 connects its e-stop trigger to `EstopAsserted` here, in the
-/// decision loop, so the bridge path has no queue or task between the frame and the stop.
+/// Logs each bridge event; `EstopAsserted` has already triggered the emergency stop in the
+/// decision loop by then, so the bridge path has no queue or task between frame and stop.
 fn on_bridge_event(event: &BridgeEvent, required: bool) -> Option<String> {
     match event {
         BridgeEvent::EstopAsserted { source, seq } => {

@@ -8,7 +8,7 @@ use crate::daemon_sim::start_sim;
 use crate::support::{self, Proc, flight_companion};
 
 /// The simulator with two links (daemon, harness) at `--speedup 4`; returns it and both.
-fn start_sim_two_links() -> (Proc, String, String) {
+pub(crate) fn start_sim_two_links() -> (Proc, String, String) {
     let (mut sim, first) = start_sim(&[
         "--link",
         "tcpin:127.0.0.1:0",
@@ -61,7 +61,7 @@ fn estop(args: &[&str]) -> (i32, String) {
     )
 }
 
-fn take_off(harness: &str) {
+pub(crate) fn take_off(harness: &str) {
     let port = harness.rsplit(':').next().unwrap();
     let mut command = Command::new(support::python());
     command
