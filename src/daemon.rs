@@ -472,6 +472,7 @@ fn status_of(
     let mut report = StatusReport::from_snapshot(supervisor.snapshot(now, counters, reconnects));
     report.envelope_warning = supervisor.envelope_warning().map(str::to_owned);
     report.active_action = supervisor.active_action().map(|a| a.to_string());
+    report.envelope_events = supervisor.envelope_events().cloned().collect();
     report
 }
 

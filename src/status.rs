@@ -37,6 +37,10 @@ pub struct StatusReport {
     pub active_action: Option<String>,
     /// The camera's health (source state, last frame age, errors); null without a camera.
     pub camera: Option<crate::camera::core::CameraStatus>,
+    /// The last envelope warnings (near a margin) and errors (breach, breach action), oldest
+    /// first, at most 16; each is also sent once to every MCP session as
+    /// `notifications/message`.
+    pub envelope_events: Vec<crate::supervisor::EnvelopeEvent>,
     /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
     pub bridge: crate::bridge::BridgeStatus,
     /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
@@ -63,6 +67,7 @@ impl StatusReport {
             envelope_warning: None,
             active_action: None,
             camera: None,
+            envelope_events: Vec::new(),
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
         };

@@ -41,6 +41,7 @@ use crate::health::RaisedAlert;
 use crate::metrics::ToolOutcome;
 use crate::role::Role;
 use crate::status::StatusReport;
+use crate::supervisor::EnvelopeEvent;
 
 /// URI of the status resource.
 pub const STATUS_URI: &str = "vehicle://status";
@@ -1003,7 +1004,9 @@ impl DroneServer {
 
     /// Sends every alert raised after the session started as `notifications/message`
     /// (level `warning`, logger `flight-companion.alerts`) unless the client asked only for
-    /// `error` or above; ends when the session's transport closes or the daemon stops.
+    /// `error` or above, and every envelope event (logger `flight-companion.envelope`, level
+    /// `warning` near a margin, `error` for a breach and the breach action); ends when the
+    /// session's transport closes or the daemon stops.
     async fn forward_alerts(self, peer: Peer<RoleServer>) {
         let mut status = self.status.clone();
         // Alerts raised before this session began are history (health://summary has them).
@@ -1013,9 +1016,44 @@ impl DroneServer {
             .recent_alerts
             .last()
             .map_or(0, |a| a.sequence);
+        let mut envelope_sent = status
+            .borrow()
+            .envelope_events
+            .last()
+            .map_or(0, |e| e.sequence);
         while status.changed().await.is_ok() {
             if peer.is_transport_closed() {
                 return;
+            }
+            // Envelope warnings and breaches, at their own level, to every session.
+            let envelope: Vec<EnvelopeEvent> = status
+                .borrow()
+                .envelope_events
+                .iter()
+                .filter(|e| e.sequence > envelope_sent)
+                .cloned()
+                .collect();
+            for event in envelope {
+                envelope_sent = event.sequence;
+                let level = if event.level == "error" {
+                    LoggingLevel::Error
+                } else {
+                    LoggingLevel::Warning
+                };
+                // Sent unless the client asked only for more severe messages: a client that
+                // never called logging/setLevel still hears about its vehicle.
+                let wanted = self.log_level.lock().map(|l| *l).unwrap_or(None);
+                if wanted.is_some_and(|w| level_rank(w) > level_rank(level)) {
+                    continue;
+                }
+                let mut param = LoggingMessageNotificationParam::new(
+                    level,
+                    json!({"event": "envelope", "message": event.message, "sequence": event.sequence}),
+                );
+                param.logger = Some("flight-companion.envelope".into());
+                if peer.notify_logging_message(param).await.is_err() {
+                    return;
+                }
             }
             let fresh: Vec<RaisedAlert> = status
                 .borrow_and_update()

@@ -14,16 +14,19 @@ const GROUND: FlightState = FlightState {
     armed: false,
     landed: Landed::OnGround,
     autopilot: Some(AutopilotKind::Ardupilot),
+    home_altitude_msl_m: None,
 };
 const ARMED_GROUND: FlightState = FlightState {
     armed: true,
     landed: Landed::OnGround,
     autopilot: Some(AutopilotKind::Ardupilot),
+    home_altitude_msl_m: None,
 };
 const AIR: FlightState = FlightState {
     armed: true,
     landed: Landed::InAir,
     autopilot: Some(AutopilotKind::Ardupilot),
+    home_altitude_msl_m: None,
 };
 
 fn long(command: MavCmd, params: [f32; 7]) -> MavMessage {
@@ -680,6 +683,7 @@ fn any_state() -> impl Strategy<Value = FlightState> {
             armed,
             landed,
             autopilot: Some(AutopilotKind::Ardupilot),
+            home_altitude_msl_m: None,
         })
 }
 
