@@ -34,6 +34,10 @@ pub struct Config {
     pub envelope: EnvelopeConfig,
     /// The safety microcontroller (firmware bridge).
     pub bridge: BridgeConfig,
+    /// The emergency stop: its ladder and its local socket.
+    pub estop: EstopConfig,
+    /// The daemon's own failsafes (ground link, battery).
+    pub failsafe: FailsafeConfig,
 }
 
 /// `[bridge]`: the safety microcontroller with the hardware e-stop and the companion
@@ -616,6 +620,177 @@ pub struct ZoneConfig {
     pub radius_m: Option<f64>,
 }
 
+/// `[estop]`: the emergency stop (see `estop::core` for the ladder).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstopConfig {
+    /// Unix socket of `flight-companion estop` (mode 0660). Default
+    /// `$RUNTIME_DIRECTORY/estop.sock` under systemd, else `/run/flight-companion/estop.sock`.
+    /// An empty string disables the local socket.
+    pub socket_path: Option<PathBuf>,
+    /// ArduCopter hold mode of the first rung: `brake` (stop hard) or `loiter`. PX4 always
+    /// holds in `AUTO.LOITER`. Default `brake`.
+    pub hold_mode: crate::estop::HoldMode,
+    /// A hold not shown by the vehicle's heartbeat within this time escalates to land. Default 1500 ms.
+    pub hold_confirm_timeout_ms: u64,
+    /// Stop commands are re-sent this often until the heartbeat confirms them. Default 250 ms.
+    pub resend_interval_ms: u64,
+    /// What a confirmed two-step kill does in the air: `none`, `force_disarm` (motors stop,
+    /// the vehicle falls) or `terminate` (flight termination, irreversible until power
+    /// cycle). Default `none`: the kill is refused.
+    pub danger_kill_action: crate::estop::KillAction,
+    /// The second step of a kill must come within this time of the first. Default 10000 ms.
+    pub danger_kill_confirm_window_ms: u64,
+}
+
+impl Default for EstopConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: None,
+            hold_mode: crate::estop::HoldMode::Brake,
+            hold_confirm_timeout_ms: 1500,
+            resend_interval_ms: 250,
+            danger_kill_action: crate::estop::KillAction::None,
+            danger_kill_confirm_window_ms: 10_000,
+        }
+    }
+}
+
+impl EstopConfig {
+    /// The socket path in force; `None` when disabled.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        match &self.socket_path {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(match std::env::var_os("RUNTIME_DIRECTORY") {
+                // systemd may list several directories separated by `:`; the first is ours.
+                Some(dirs) => PathBuf::from(
+                    dirs.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("/run/flight-companion"),
+                )
+                .join("estop.sock"),
+                None => PathBuf::from("/run/flight-companion/estop.sock"),
+            }),
+        }
+    }
+}
+
+/// `[failsafe]`: what the daemon does by itself when the ground or the battery fails.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailsafeConfig {
+    /// No broker connection for this long while in the air → hold, then
+    /// `ground_loss_action`. 0 disables it. Default 5 s (ArduPilot `FS_GCS_TIMEOUT`).
+    pub ground_link_timeout_s: f64,
+    /// Connected, but no authenticated ground message (any MCP request, notification or
+    /// ping) for this long while in the air → the same. 0 disables it. Default 0: MCP
+    /// clients do not heartbeat, and an agent may think for a minute between calls; set it
+    /// (e.g. 10 s, PX4's `COM_DL_LOSS_T`) when the ground client pings.
+    pub ground_activity_timeout_s: f64,
+    /// How long the ground-loss failsafe holds before its action. Default 5 s (PX4 `COM_FAIL_ACT_T`).
+    pub ground_loss_hold_s: f64,
+    /// After the hold: `return_home` or `land`. Default `return_home` (ArduPilot `FS_GCS_ENABLE = 1`).
+    pub ground_loss_action: crate::estop::GroundLossAction,
+    /// At or below this battery percentage in the air: land. 0 disables it. Default 10 %
+    /// (below the autopilot's own critical level, so its failsafe normally acts first).
+    pub battery_critical_percent: f64,
+}
+
+impl Default for FailsafeConfig {
+    fn default() -> Self {
+        Self {
+            ground_link_timeout_s: 5.0,
+            ground_activity_timeout_s: 0.0,
+            ground_loss_hold_s: 5.0,
+            ground_loss_action: crate::estop::GroundLossAction::ReturnHome,
+            battery_critical_percent: 10.0,
+        }
+    }
+}
+
+impl Config {
+    /// The stop machine's options from `[estop]` and `[failsafe]`.
+    pub fn stop_options(&self) -> crate::estop::StopOptions {
+        use std::time::Duration;
+        let e = &self.estop;
+        let f = &self.failsafe;
+        let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
+        crate::estop::StopOptions {
+            hold_mode: e.hold_mode,
+            hold_confirm_timeout: Duration::from_millis(e.hold_confirm_timeout_ms),
+            resend_interval: Duration::from_millis(e.resend_interval_ms),
+            kill_action: e.danger_kill_action,
+            kill_confirm_window: Duration::from_millis(e.danger_kill_confirm_window_ms),
+            ground_link_timeout: seconds(f.ground_link_timeout_s),
+            ground_activity_timeout: seconds(f.ground_activity_timeout_s),
+            ground_loss_hold: Duration::from_secs_f64(f.ground_loss_hold_s),
+            ground_loss_action: f.ground_loss_action,
+            battery_critical_percent: (f.battery_critical_percent > 0.0)
+                .then_some(f.battery_critical_percent),
+        }
+    }
+
+    fn check_estop(&self) -> Result<(), (&'static str, String)> {
+        let e = &self.estop;
+        if !(50..=2000).contains(&e.resend_interval_ms) {
+            return Err((
+                "estop.resend_interval_ms",
+                format!("must be 50..=2000 ms, got {}", e.resend_interval_ms),
+            ));
+        }
+        if !(200..=10_000).contains(&e.hold_confirm_timeout_ms) {
+            return Err((
+                "estop.hold_confirm_timeout_ms",
+                format!("must be 200..=10000 ms, got {}", e.hold_confirm_timeout_ms),
+            ));
+        }
+        if !(1000..=60_000).contains(&e.danger_kill_confirm_window_ms) {
+            return Err((
+                "estop.danger_kill_confirm_window_ms",
+                format!(
+                    "must be 1000..=60000 ms, got {}",
+                    e.danger_kill_confirm_window_ms
+                ),
+            ));
+        }
+        let f = &self.failsafe;
+        for (key, value, max) in [
+            (
+                "failsafe.ground_link_timeout_s",
+                f.ground_link_timeout_s,
+                300.0,
+            ),
+            (
+                "failsafe.ground_activity_timeout_s",
+                f.ground_activity_timeout_s,
+                3600.0,
+            ),
+            ("failsafe.ground_loss_hold_s", f.ground_loss_hold_s, 120.0),
+            (
+                "failsafe.battery_critical_percent",
+                f.battery_critical_percent,
+                50.0,
+            ),
+        ] {
+            if !(value.is_finite() && (0.0..=max).contains(&value)) {
+                return Err((key, format!("must be 0..={max}, got {value}")));
+            }
+        }
+        if f.ground_link_timeout_s > 0.0 && f.ground_link_timeout_s < 1.0 {
+            return Err((
+                "failsafe.ground_link_timeout_s",
+                format!(
+                    "{} s would fire on a normal reconnect; use at least 1 s, or 0 to disable",
+                    f.ground_link_timeout_s
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that could not be used, with the file, the key and the reason.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -823,6 +998,7 @@ impl Config {
         self.check_camera()?;
         self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
+        self.check_estop()?;
         if self.mqtt.enabled {
             for (key, value) in [
                 ("mqtt.ca_cert_path", &self.mqtt.ca_cert_path),
@@ -1058,6 +1234,26 @@ mod tests {
                 "[mcp]\nmessage_bytes_max = 65536\n[camera]\nenabled = true\n",
                 "camera.image_bytes_max",
                 "must be 1024..=43008",
+            ),
+            (
+                "[estop]\ndanger_kill_action = \"explode\"\n",
+                "estop.danger_kill_action",
+                "unknown variant",
+            ),
+            (
+                "[estop]\nresend_interval_ms = 10\n",
+                "estop.resend_interval_ms",
+                "50..=2000",
+            ),
+            (
+                "[failsafe]\nground_link_timeout_s = 0.2\n",
+                "failsafe.ground_link_timeout_s",
+                "at least 1 s",
+            ),
+            (
+                "[failsafe]\nground_loss_action = \"hover\"\n",
+                "failsafe.ground_loss_action",
+                "unknown variant",
             ),
         ];
         for (text, key, needle) in cases {

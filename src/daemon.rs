@@ -60,6 +60,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Instant::now(),
     );
     let (control, mut control_rx, envelope_tx) = crate::control::channel();
+    // The e-stop: its own bounded channel, read by the loop's first branch.
+    let stop_core = crate::estop::EmergencyStop::new(
+        config.stop_options(),
+        Instant::now(),
+        // Without MQTT there is no ground link to lose: the ground failsafes never fire.
+        !config.mqtt.enabled,
+    );
+    let (stop_client, stop_loop) = crate::estop::channel(stop_core.status());
+    let crate::estop::StopLoop {
+        requests: mut stop_rx,
+        status: stop_status_tx,
+    } = stop_loop;
+    let mut stop = crate::estop::driver::StopDriver::new(
+        stop_core,
+        crate::safety::Whitelist::new(&config.envelope),
+        stop_status_tx,
+    );
+    // The MCP shell's view of the broker connection (skip to latest).
+    let (ground_tx, mut ground_rx) = watch::channel(crate::estop::driver::GroundState::default());
+    let local_shutdown = CancellationToken::new();
+    let local_task = match config.estop.socket_path() {
+        None => {
+            warn!("estop.socket_path is empty: no local e-stop socket");
+            None
+        }
+        Some(path) => match crate::estop::local::bind(&path) {
+            Ok(listener) => {
+                info!(socket = %path.display(), "local e-stop socket ready (flight-companion estop)");
+                Some(tokio::spawn(crate::estop::local::serve(
+                    listener,
+                    path,
+                    stop_client.clone(),
+                    local_shutdown.clone(),
+                )))
+            }
+            Err(e) => {
+                // The other triggers still work; say loudly that this one does not.
+                tracing::error!("no local e-stop: {e:#}");
+                None
+            }
+        },
+    };
     // Requests being flown: their reply, progress and cancellation, by job.
     let mut waiting: HashMap<JobId, Waiter> = HashMap::new();
     let (counters, reconnects) = link.counters();
@@ -112,7 +154,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let mcp_config = config.clone();
         let token = mcp_shutdown.clone();
         Some(tokio::spawn(async move {
-            crate::mcp::serve(&mcp_config, status_rx, Some(control), camera, token).await
+            let estop = crate::mcp::EstopLink {
+                client: stop_client,
+                ground: ground_tx,
+            };
+            crate::mcp::serve(
+                &mcp_config,
+                status_rx,
+                Some(control),
+                Some(estop),
+                camera,
+                token,
+            )
+            .await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
@@ -147,9 +201,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if let Some(bridge) = &bridge {
             wake = wake.min(bridge.core.poll_timeout());
         }
+        if let Some(w) = stop.poll_timeout() {
+            wake = wake.min(w);
+        }
         let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             biased;
+            // First: the e-stop. Decided and sent before anything else in this turn.
+            Some(request) = stop_rx.recv() => {
+                stop.handle_request(Instant::now(), request, &mut supervisor, &link);
+            }
             _ = shutdown.cancelled() => break,
             // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
             Some(input) = next_bridge_input(&mut bridge) => {
@@ -158,10 +219,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
             }
             event = events.recv() => match event {
-                Some(event) => supervisor.handle_link_event(Instant::now(), &event),
+                Some(event) => {
+                    let now = Instant::now();
+                    supervisor.handle_link_event(now, &event);
+                    stop.handle_link_event(now, &event, &supervisor);
+                }
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
-            // The e-stop (issue 5) gets its own channel, above this one.
+            Ok(()) = ground_rx.changed() => {
+                let ground = *ground_rx.borrow_and_update();
+                stop.handle_ground(Instant::now(), ground);
+            }
             request = control_rx.recv() => {
                 if let Some(request) = request {
                     let (counters, reconnects) = link.counters();
@@ -181,6 +249,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if let Some(bridge) = &bridge {
                     report.bridge = bridge.status(Instant::now());
                 }
+                report.emergency_stop = stop.status();
                 let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
                 report.health = health.assess(&report, cpu_temperature);
                 // Each raised alert once in the journal (MCP clients get them as notifications).
@@ -202,6 +271,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
         let now = Instant::now();
+        // The stop's ladder before everything the supervisor sends.
+        stop.turn(now, &mut supervisor, &link);
         if watchdog.poll_ping(now) {
             if notifier.notify(&[State::Watchdog]) {
                 crate::metrics::global().record_watchdog_ping();
@@ -263,6 +334,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 bridge.writer.send(&message);
             }
             while let Some(event) = bridge.core.poll_event() {
+                if let BridgeEvent::EstopAsserted { source, seq } = &event {
+                    // The hardware switch stops the vehicle in this very turn: no queue, no task.
+                    let trigger = crate::estop::Trigger {
+                        source: crate::estop::Source::Hardware,
+                        identity: "bridge".into(),
+                        reason: format!("hardware e-stop ({source}, press {seq})"),
+                    };
+                    let request = crate::estop::StopRequest {
+                        ask: crate::estop::StopAsk::Stop(trigger),
+                        reply: None,
+                    };
+                    stop.handle_request(now, request, &mut supervisor, &link);
+                }
                 if let Some(fatal) = on_bridge_event(&event, config.bridge.required) {
                     bridge_shutdown.cancel();
                     anyhow::bail!("{fatal}");
@@ -305,6 +389,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     camera_shutdown.cancel();
     if let Some(task) = camera_task {
         let _ = tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await;
+    }
+    local_shutdown.cancel();
+    if let Some(task) = local_task {
+        let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
     }
     if let Some(task) = mcp_task {
         match tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await {
@@ -460,8 +548,8 @@ async fn next_bridge_input(bridge: &mut Option<Bridge>) -> Option<BridgeInput> {
 
 /// Acts on a bridge event; returns a reason to stop the daemon when it must.
 ///
-/// The e-stop hook: issue 5 connects its e-stop trigger to `EstopAsserted` here, in the
-/// decision loop, so the bridge path has no queue or task between the frame and the stop.
+/// Logs each bridge event; `EstopAsserted` has already triggered the emergency stop in the
+/// decision loop by then, so the bridge path has no queue or task between frame and stop.
 fn on_bridge_event(event: &BridgeEvent, required: bool) -> Option<String> {
     match event {
         BridgeEvent::EstopAsserted { source, seq } => {

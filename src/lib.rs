@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
+pub mod estop;
 pub mod flight;
 pub mod ground;
 pub mod health;

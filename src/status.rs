@@ -39,6 +39,9 @@ pub struct StatusReport {
     pub camera: Option<crate::camera::core::CameraStatus>,
     /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
     pub bridge: crate::bridge::BridgeStatus,
+    /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
+    /// and the last events (triggers, escalations, resets).
+    pub emergency_stop: crate::estop::StopStatus,
 }
 
 impl StatusReport {
@@ -61,6 +64,7 @@ impl StatusReport {
             active_action: None,
             camera: None,
             bridge: crate::bridge::BridgeStatus::disabled(),
+            emergency_stop: crate::estop::StopStatus::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

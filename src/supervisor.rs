@@ -148,6 +148,9 @@ pub struct Supervisor {
     breach: Option<BreachResponse>,
     /// The role whose request produced the commands now being sent (the whitelist keys on it).
     command_role: Role,
+    /// Set while the emergency stop is latched (its refusal text): the e-stop's ladder
+    /// commands the vehicle, so no job runs and the breach response stays out of its way.
+    stop_refusal: Option<String>,
 }
 
 /// The daemon's own answer to a breach: hold now, then the configured action.
@@ -195,8 +198,25 @@ impl Supervisor {
             envelope_warning: None,
             breach: None,
             command_role: Role::System,
+            stop_refusal: None,
             options,
         }
+    }
+
+    /// The emergency stop's latch, from the e-stop driver on every turn. Latching ends the
+    /// running job at once (nothing more is sent for it) and cancels the breach response.
+    pub fn set_stop(&mut self, _now: Instant, refusal: Option<String>) {
+        if self.stop_refusal.is_none()
+            && let Some(reason) = &refusal
+        {
+            self.executor.abort_all(
+                Outcome::Preempted,
+                &format!("the emergency stop took over: {reason}"),
+                &mut self.commands,
+            );
+            self.breach = None;
+        }
+        self.stop_refusal = refusal;
     }
 
     /// A flight request from a client. `Ok` is the job whose progress and end come out of
@@ -214,6 +234,14 @@ impl Supervisor {
                 action.name(),
                 caller.identity,
                 caller.role
+            ));
+        }
+        if let Some(reason) = &self.stop_refusal
+            && action != Action::Disarm
+        {
+            return Err(format!(
+                "{}: {reason}; only disarm (on the ground) is accepted while stopped",
+                action.name()
             ));
         }
         self.track_autopilot(now);
@@ -387,7 +415,7 @@ impl Supervisor {
             }
             MonitorVerdict::Breach { what } => {
                 self.set_warning(Some(format!("envelope breach: {what}")));
-                if self.breach.is_none() {
+                if self.breach.is_none() && self.stop_refusal.is_none() {
                     self.start_breach_response(now, what);
                 }
             }

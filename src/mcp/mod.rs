@@ -16,4 +16,4 @@ pub mod server;
 pub mod session;
 pub mod shell;
 
-pub use shell::serve;
+pub use shell::{EstopLink, serve};

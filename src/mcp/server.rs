@@ -89,6 +89,8 @@ pub struct ToolCall {
     pub control: Option<ControlClient>,
     /// Who calls. Until identity (issue 6) every MCP caller is an `Operator`.
     pub caller: Caller,
+    /// The e-stop channel (not the control channel); `None` without a vehicle (tests).
+    pub estop: Option<crate::estop::StopClient>,
 }
 
 pub type ToolFuture = Pin<Box<dyn Future<Output = CallToolResult> + Send>>;
@@ -409,6 +411,39 @@ pub fn tools() -> &'static [ToolEntry] {
             destructive: true,
             idempotent: false,
             run: set_envelope,
+        },
+        ToolEntry {
+            name: "emergency_stop",
+            title: "EMERGENCY STOP",
+            description: "Stops the drone now, whatever it is doing: it switches to a position \
+                hold at once (ArduCopter BRAKE, PX4 AUTO.LOITER), lands if the hold is not \
+                confirmed within 1.5 s or position is lost or the battery is critical, and \
+                disarms once on the ground. The stop stays latched: every motion tool is \
+                refused until reset_emergency_stop. Any client may call it; it never waits \
+                behind other tools. Argument: `reason` (text, optional). Returns whether the \
+                stop is latched and what is being commanded.",
+            input_schema: schema_of::<StopArgs>,
+            output_schema: schema_of::<StopResult>,
+            read_only: false,
+            destructive: true,
+            idempotent: true,
+            run: emergency_stop,
+        },
+        ToolEntry {
+            name: "reset_emergency_stop",
+            title: "Reset the emergency stop",
+            description: "Clears a latched emergency stop so motion tools are accepted again. \
+                The vehicle stays in the mode the stop left it in (hold, landing, or disarmed) \
+                until commanded. Refused while a failsafe condition lasts (e.g. battery \
+                critical) and after flight termination. Any authenticated client may reset \
+                until identity and roles are enforced; then it needs the ADMIN role. Takes no \
+                arguments.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<StopResult>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: reset_emergency_stop,
         },
     ]
 }
@@ -784,6 +819,96 @@ fn wait_for_mode_change(call: ToolCall) -> ToolFuture {
     })
 }
 
+/// Arguments of `emergency_stop`.
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopArgs {
+    /// Why (shown to every client and logged). Optional.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Result of `emergency_stop` and `reset_emergency_stop`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StopResult {
+    /// The request was carried out.
+    pub ok: bool,
+    /// One sentence about what happened.
+    pub message: String,
+    /// The emergency stop after the request.
+    pub emergency_stop: crate::estop::StopStatus,
+}
+
+/// The `emergency_stop` tool's work, shared with the MQTT shell's fast path (which calls it
+/// without going through the session's queues).
+pub async fn emergency_stop_result(
+    estop: Option<&crate::estop::StopClient>,
+    arguments: JsonObject,
+    identity: &str,
+) -> CallToolResult {
+    let args: StopArgs = match serde_json::from_value(Value::Object(arguments)) {
+        Ok(a) => a,
+        // A malformed stop request still stops: the arguments are only the reason.
+        Err(e) => StopArgs {
+            reason: Some(format!("(arguments not understood: {e})")),
+        },
+    };
+    let Some(estop) = estop else {
+        return tool_error("this server has no vehicle attached; nothing to stop".into());
+    };
+    let ask = crate::estop::StopAsk::Stop(crate::estop::Trigger {
+        source: crate::estop::Source::McpTool,
+        identity: identity.to_owned(),
+        reason: args.reason.unwrap_or_default(),
+    });
+    stop_reply(estop, ask).await
+}
+
+async fn stop_reply(
+    estop: &crate::estop::StopClient,
+    ask: crate::estop::StopAsk,
+) -> CallToolResult {
+    match estop.request(ask).await {
+        Ok(ack) => {
+            let result = StopResult {
+                ok: ack.ok,
+                message: ack.message,
+                emergency_stop: ack.status,
+            };
+            if result.ok {
+                structured(&result)
+            } else {
+                let mut r = structured(&result);
+                r.is_error = Some(true);
+                r
+            }
+        }
+        Err(e) => tool_error(e.to_string()),
+    }
+}
+
+fn emergency_stop(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        emergency_stop_result(call.estop.as_ref(), call.arguments, &call.caller.identity).await
+    })
+}
+
+fn reset_emergency_stop(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        if !call.arguments.is_empty() {
+            return tool_error("reset_emergency_stop takes no arguments; call it with {}.".into());
+        }
+        let Some(estop) = &call.estop else {
+            return tool_error("this server has no vehicle attached; nothing to reset".into());
+        };
+        let ask = crate::estop::StopAsk::Reset {
+            identity: call.caller.identity.clone(),
+            role: call.caller.role,
+        };
+        stop_reply(estop, ask).await
+    })
+}
+
 /// State one session shares with the shell.
 #[derive(Debug, Default)]
 pub struct SessionShared {
@@ -799,6 +924,7 @@ pub struct DroneServer {
     status: watch::Receiver<StatusReport>,
     control: Option<ControlClient>,
     caller: Caller,
+    estop: Option<crate::estop::StopClient>,
     shared: Arc<SessionShared>,
     /// Lowest level sent as `notifications/message`; none until `logging/setLevel`.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
@@ -828,6 +954,7 @@ impl DroneServer {
         DroneServer {
             status,
             control: None,
+            estop: None,
             caller: Caller {
                 role: Role::Operator,
                 identity: "unknown".into(),
@@ -855,6 +982,12 @@ impl DroneServer {
             role: Role::Operator,
             identity: client_id.to_string(),
         };
+        self
+    }
+
+    /// Attaches the e-stop channel.
+    pub fn with_estop(mut self, estop: Option<crate::estop::StopClient>) -> DroneServer {
+        self.estop = estop;
         self
     }
 
@@ -994,6 +1127,7 @@ impl ServerHandler for DroneServer {
             camera: self.camera.clone(),
             control: self.control.clone(),
             caller: self.caller.clone(),
+            estop: self.estop.clone(),
         };
         let started = std::time::Instant::now();
         // The journal gets TOOL and CORRELATION_ID (the JSON-RPC id) on every event of the call.

@@ -428,29 +428,42 @@ impl Whitelist {
                 "not in the whitelist; the daemon never sends it".into(),
             ));
         }
-        let mut last = String::new();
+        // Of the rows for this key, report the one that got furthest: a failed parameter
+        // bound says more than a wrong state, which says more than a missing role.
+        let mut best: (u8, String) = (0, String::new());
         for rule in rows {
-            if role < rule.role_min {
-                last = format!(
-                    "needs role {} or above, the caller is {role}",
-                    rule.role_min
-                );
-                continue;
-            }
-            if !rule.when.allows(state) {
-                last = format!(
-                    "allowed {} (armed: {}, landed: {:?})",
-                    rule.when.describe(),
-                    state.armed,
-                    state.landed
-                );
-                continue;
-            }
-            match self.bounds(rule.bounds, msg, state) {
-                Ok(()) => return Ok(()),
-                Err(reason) => last = reason,
+            let (rank, reason) = if role < rule.role_min {
+                (
+                    1,
+                    format!(
+                        "needs role {} or above, the caller is {role}",
+                        rule.role_min
+                    ),
+                )
+            } else if !rule.when.allows(state) {
+                (
+                    2,
+                    format!(
+                        "allowed {} (armed: {}, landed: {:?})",
+                        rule.when.describe(),
+                        state.armed,
+                        state.landed
+                    ),
+                )
+            } else {
+                match self.bounds(rule.bounds, msg, state) {
+                    Ok(()) => return Ok(()),
+                    Err(reason) => (3, reason),
+                }
+            };
+            if rank > best.0 {
+                best = (rank, reason);
+            } else if rank == best.0 && rank == 2 {
+                // Several rows for one command (arm, disarm): name every state allowed.
+                best.1 = format!("{} or {}", best.1, reason);
             }
         }
+        let last = best.1;
         Err(violation(last))
     }
 

@@ -10,6 +10,7 @@ mod demo;
 mod deploy_alerts;
 mod deploy_metrics;
 mod deploy_systemd;
+mod estop;
 mod flight_mcp;
 mod flight_rig;
 mod ground_bridge;

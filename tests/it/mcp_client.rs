@@ -305,7 +305,7 @@ impl InProcessServer {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            flight_companion::mcp::serve(&config, rx, None, None, token).await
+            flight_companion::mcp::serve(&config, rx, None, None, None, token).await
         });
         InProcessServer {
             status,
