@@ -40,6 +40,10 @@ pub enum Command {
     /// Run the whole chain on this machine (simulator, broker, daemon, ground bridge) and
     /// drive it as an MCP client would, saying what happens.
     Demo(crate::demo::DemoArgs),
+    /// EMERGENCY STOP through the running daemon's local socket: hold now, then land.
+    /// Prints the daemon's answer (`OK ...` or `ERR ...`); exits 0 only when the stop is
+    /// latched.
+    Estop(EstopArgs),
     /// On the ground: a stdio MCP server forwarding to one drone over mTLS MQTT 5.
     /// Only MCP JSON-RPC is written to stdout; logs go to stderr.
     Ground(GroundArgs),
@@ -112,6 +116,22 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EstopArgs {
+    /// Why (logged and shown to every ground client).
+    #[arg(long, default_value = "local estop command")]
+    pub reason: String,
+    /// The daemon's configuration, to find `estop.socket_path`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The socket; overrides the configuration.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Print the e-stop status (JSON) instead of stopping.
+    #[arg(long)]
+    pub status: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -259,6 +279,7 @@ pub fn main() -> ExitCode {
             crate::logging::init("warn");
             run_async(|shutdown| crate::probe::run(args, shutdown))
         }
+        Command::Estop(args) => estop(args),
         Command::Demo(args) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::demo::run(args, shutdown))
@@ -353,6 +374,54 @@ fn token_command(command: TokenCommand) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn estop(args: EstopArgs) -> ExitCode {
+    let path = match (&args.socket, &args.config) {
+        (Some(socket), _) => Some(socket.clone()),
+        (None, Some(file)) => match Config::load(file) {
+            Ok(c) => c.estop.socket_path(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => Config::default().estop.socket_path(),
+    };
+    let Some(path) = path else {
+        eprintln!("error: the local e-stop socket is disabled (estop.socket_path = \"\")");
+        return ExitCode::from(2);
+    };
+    let line = if args.status {
+        "STATUS".to_string()
+    } else {
+        // One line: the reason cannot smuggle a second request.
+        format!("STOP {}", args.reason.replace(['\n', '\r'], " "))
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::estop::local::request(&path, &line)) {
+        Ok(reply) => {
+            println!("{reply}");
+            if reply.starts_with("OK") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// The onboard camera.
+    pub camera: CameraConfig,
     /// Prometheus metrics (off unless `listen` is set).
     pub metrics: MetricsConfig,
     /// Health summary and alert thresholds.
@@ -36,6 +38,10 @@ pub struct Config {
     pub envelope: EnvelopeConfig,
     /// The safety microcontroller (firmware bridge).
     pub bridge: BridgeConfig,
+    /// The emergency stop: its ladder and its local socket.
+    pub estop: EstopConfig,
+    /// The daemon's own failsafes (ground link, battery).
+    pub failsafe: FailsafeConfig,
 }
 
 /// `[bridge]`: the safety microcontroller with the hardware e-stop and the companion
@@ -301,6 +307,36 @@ impl Default for AuthConfig {
     }
 }
 
+/// Where the camera's frames come from (`camera.source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraSource {
+    /// `synthetic`: a rendered top-down view of textured ground at the vehicle's reported
+    /// position, altitude and heading (for the simulator).
+    Synthetic,
+    /// `tcp:HOST:PORT`: a bare multipart MJPEG stream, e.g. GStreamer
+    /// `... ! jpegenc ! multipartmux ! tcpserversink`.
+    Tcp { host: String, port: u16 },
+    /// `http://HOST:PORT/PATH`: an MJPEG HTTP stream (ustreamer, mjpg-streamer, IP cameras).
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+    },
+    /// `v4l2:/dev/videoN`: a V4L2 capture device delivering MJPEG (USB cameras, the Pi camera).
+    V4l2 { device: PathBuf },
+}
+
+impl fmt::Display for CameraSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CameraSource::Synthetic => write!(f, "synthetic"),
+            CameraSource::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            CameraSource::Http { host, port, path } => write!(f, "http://{host}:{port}{path}"),
+            CameraSource::V4l2 { device } => write!(f, "v4l2:{}", device.display()),
+        }
+    }
+}
+
 /// `[audit]`: the tamper-evident log (see `audit`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -325,6 +361,138 @@ impl Default for AuditConfig {
             fsync_interval_ms: 1000,
             file_bytes_max: 16 * 1024 * 1024,
             queue_len: 4096,
+        }
+    }
+}
+
+impl std::str::FromStr for CameraSource {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let host_port = |hp: &str| -> Result<(String, u16), String> {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{hp}` needs HOST:PORT"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("`{port}` is not a port number"))?;
+            if host.is_empty() || port == 0 {
+                return Err(format!("`{hp}` needs a host and a port above 0"));
+            }
+            Ok((host.trim_matches(['[', ']']).to_owned(), port))
+        };
+        if text == "synthetic" {
+            Ok(CameraSource::Synthetic)
+        } else if let Some(rest) = text.strip_prefix("tcp:") {
+            let (host, port) = host_port(rest)?;
+            Ok(CameraSource::Tcp { host, port })
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let (host, port) = if authority.contains(':') {
+                host_port(authority)?
+            } else {
+                (authority.to_owned(), 80)
+            };
+            Ok(CameraSource::Http {
+                host,
+                port,
+                path: path.to_owned(),
+            })
+        } else if let Some(device) = text.strip_prefix("v4l2:") {
+            if device.is_empty() {
+                return Err("v4l2: needs a device path, e.g. v4l2:/dev/video0".into());
+            }
+            Ok(CameraSource::V4l2 {
+                device: PathBuf::from(device),
+            })
+        } else {
+            Err(format!(
+                "unknown camera source `{text}`; use `synthetic`, `tcp:HOST:PORT`, \
+                 `http://HOST:PORT/PATH` or `v4l2:/dev/videoN`"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CameraSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[camera]`: the onboard camera and the images served to the ground.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Run the camera pipeline at all. Default false.
+    pub enabled: bool,
+    /// `synthetic`, `tcp:HOST:PORT`, `http://HOST:PORT/PATH` or `v4l2:/dev/videoN`. Default `synthetic`.
+    pub source: CameraSource,
+    /// Frame size rendered by the synthetic source and requested from a V4L2 device. Default 640.
+    pub width_px: u32,
+    /// Default 480.
+    pub height_px: u32,
+    /// Frame rate of the synthetic source and requested from a V4L2 device. Default 2 Hz.
+    pub frame_rate_hz: f32,
+    /// A frame older than this is never served as current. Default 2000 ms.
+    pub frame_age_ms_max: u64,
+    /// Frames kept (the oldest is dropped). Default 4.
+    pub frames_buffered_max: usize,
+    /// No frame for this long and the source is reopened. Default 3000 ms.
+    pub stall_timeout_ms: u64,
+    /// First delay before reopening a lost source. Default 200 ms.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the exponential reopen delay. Default 5000 ms.
+    pub reconnect_backoff_ms_max: u64,
+    /// Largest encoded frame accepted from a source; larger parts are skipped unread. Default 8 MiB.
+    pub frame_bytes_max: usize,
+    /// Largest frame (width x height) accepted; checked from the JPEG header before
+    /// decoding. Default 24 000 000 (24 MP).
+    pub frame_pixels_max: u64,
+    /// Largest JPEG sent to the ground; images are downscaled and re-encoded to fit.
+    /// Must leave room for base64 and JSON within `mcp.message_bytes_max`. Default 163840.
+    pub image_bytes_max: usize,
+    /// Width of images sent when the caller gives no `max_width_px`. Default 640.
+    pub image_width_px_default: u32,
+    /// JPEG quality when the caller gives no `jpeg_quality`. Default 80.
+    pub jpeg_quality_default: u8,
+    /// Decode/encode jobs running at once (each on a blocking thread). Default 1.
+    pub encoders_concurrent_max: usize,
+    /// Rate of `notifications/resources/updated` for `camera://latest`. Default 0.2 Hz.
+    pub resource_update_rate_hz: f32,
+    /// Where saved captures go (relative paths are relative to the configuration file).
+    /// Default `/var/lib/flight-companion/captures`.
+    pub captures_dir: PathBuf,
+    /// Total size of saved captures; the oldest are deleted beyond it. Default 1 GiB.
+    pub captures_bytes_max: u64,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            source: CameraSource::Synthetic,
+            width_px: 640,
+            height_px: 480,
+            frame_rate_hz: 2.0,
+            frame_age_ms_max: 2000,
+            frames_buffered_max: 4,
+            stall_timeout_ms: 3000,
+            reconnect_backoff_ms_min: 200,
+            reconnect_backoff_ms_max: 5000,
+            frame_bytes_max: 8 << 20,
+            frame_pixels_max: 24_000_000,
+            image_bytes_max: 160 * 1024,
+            image_width_px_default: 640,
+            jpeg_quality_default: 80,
+            encoders_concurrent_max: 1,
+            resource_update_rate_hz: 0.2,
+            captures_dir: PathBuf::from("/var/lib/flight-companion/captures"),
+            captures_bytes_max: 1 << 30,
         }
     }
 }
@@ -456,6 +624,17 @@ impl Default for EnvelopeConfig {
     }
 }
 
+impl CameraConfig {
+    /// Bytes an image of `image_bytes` takes in an MCP tool result: base64 (4/3) plus the
+    /// JSON envelope and metadata (structured content and its text copy).
+    pub fn message_bytes_for_image(image_bytes: usize) -> usize {
+        image_bytes.div_ceil(3) * 4 + CAMERA_MESSAGE_OVERHEAD_BYTES
+    }
+}
+
+/// Room left in an MCP message for everything but the base64 image.
+pub const CAMERA_MESSAGE_OVERHEAD_BYTES: usize = 8 * 1024;
+
 impl HealthConfig {
     /// Cross-field rules; returns the key and the reason.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
@@ -532,6 +711,177 @@ pub struct ZoneConfig {
     /// Circle radius.
     #[serde(default)]
     pub radius_m: Option<f64>,
+}
+
+/// `[estop]`: the emergency stop (see `estop::core` for the ladder).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstopConfig {
+    /// Unix socket of `flight-companion estop` (mode 0660). Default
+    /// `$RUNTIME_DIRECTORY/estop.sock` under systemd, else `/run/flight-companion/estop.sock`.
+    /// An empty string disables the local socket.
+    pub socket_path: Option<PathBuf>,
+    /// ArduCopter hold mode of the first rung: `brake` (stop hard) or `loiter`. PX4 always
+    /// holds in `AUTO.LOITER`. Default `brake`.
+    pub hold_mode: crate::estop::HoldMode,
+    /// A hold not shown by the vehicle's heartbeat within this time escalates to land. Default 1500 ms.
+    pub hold_confirm_timeout_ms: u64,
+    /// Stop commands are re-sent this often until the heartbeat confirms them. Default 250 ms.
+    pub resend_interval_ms: u64,
+    /// What a confirmed two-step kill does in the air: `none`, `force_disarm` (motors stop,
+    /// the vehicle falls) or `terminate` (flight termination, irreversible until power
+    /// cycle). Default `none`: the kill is refused.
+    pub danger_kill_action: crate::estop::KillAction,
+    /// The second step of a kill must come within this time of the first. Default 10000 ms.
+    pub danger_kill_confirm_window_ms: u64,
+}
+
+impl Default for EstopConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: None,
+            hold_mode: crate::estop::HoldMode::Brake,
+            hold_confirm_timeout_ms: 1500,
+            resend_interval_ms: 250,
+            danger_kill_action: crate::estop::KillAction::None,
+            danger_kill_confirm_window_ms: 10_000,
+        }
+    }
+}
+
+impl EstopConfig {
+    /// The socket path in force; `None` when disabled.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        match &self.socket_path {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(match std::env::var_os("RUNTIME_DIRECTORY") {
+                // systemd may list several directories separated by `:`; the first is ours.
+                Some(dirs) => PathBuf::from(
+                    dirs.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("/run/flight-companion"),
+                )
+                .join("estop.sock"),
+                None => PathBuf::from("/run/flight-companion/estop.sock"),
+            }),
+        }
+    }
+}
+
+/// `[failsafe]`: what the daemon does by itself when the ground or the battery fails.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailsafeConfig {
+    /// No broker connection for this long while in the air → hold, then
+    /// `ground_loss_action`. 0 disables it. Default 5 s (ArduPilot `FS_GCS_TIMEOUT`).
+    pub ground_link_timeout_s: f64,
+    /// Connected, but no authenticated ground message (any MCP request, notification or
+    /// ping) for this long while in the air → the same. 0 disables it. Default 0: MCP
+    /// clients do not heartbeat, and an agent may think for a minute between calls; set it
+    /// (e.g. 10 s, PX4's `COM_DL_LOSS_T`) when the ground client pings.
+    pub ground_activity_timeout_s: f64,
+    /// How long the ground-loss failsafe holds before its action. Default 5 s (PX4 `COM_FAIL_ACT_T`).
+    pub ground_loss_hold_s: f64,
+    /// After the hold: `return_home` or `land`. Default `return_home` (ArduPilot `FS_GCS_ENABLE = 1`).
+    pub ground_loss_action: crate::estop::GroundLossAction,
+    /// At or below this battery percentage in the air: land. 0 disables it. Default 10 %
+    /// (below the autopilot's own critical level, so its failsafe normally acts first).
+    pub battery_critical_percent: f64,
+}
+
+impl Default for FailsafeConfig {
+    fn default() -> Self {
+        Self {
+            ground_link_timeout_s: 5.0,
+            ground_activity_timeout_s: 0.0,
+            ground_loss_hold_s: 5.0,
+            ground_loss_action: crate::estop::GroundLossAction::ReturnHome,
+            battery_critical_percent: 10.0,
+        }
+    }
+}
+
+impl Config {
+    /// The stop machine's options from `[estop]` and `[failsafe]`.
+    pub fn stop_options(&self) -> crate::estop::StopOptions {
+        use std::time::Duration;
+        let e = &self.estop;
+        let f = &self.failsafe;
+        let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
+        crate::estop::StopOptions {
+            hold_mode: e.hold_mode,
+            hold_confirm_timeout: Duration::from_millis(e.hold_confirm_timeout_ms),
+            resend_interval: Duration::from_millis(e.resend_interval_ms),
+            kill_action: e.danger_kill_action,
+            kill_confirm_window: Duration::from_millis(e.danger_kill_confirm_window_ms),
+            ground_link_timeout: seconds(f.ground_link_timeout_s),
+            ground_activity_timeout: seconds(f.ground_activity_timeout_s),
+            ground_loss_hold: Duration::from_secs_f64(f.ground_loss_hold_s),
+            ground_loss_action: f.ground_loss_action,
+            battery_critical_percent: (f.battery_critical_percent > 0.0)
+                .then_some(f.battery_critical_percent),
+        }
+    }
+
+    fn check_estop(&self) -> Result<(), (&'static str, String)> {
+        let e = &self.estop;
+        if !(50..=2000).contains(&e.resend_interval_ms) {
+            return Err((
+                "estop.resend_interval_ms",
+                format!("must be 50..=2000 ms, got {}", e.resend_interval_ms),
+            ));
+        }
+        if !(200..=10_000).contains(&e.hold_confirm_timeout_ms) {
+            return Err((
+                "estop.hold_confirm_timeout_ms",
+                format!("must be 200..=10000 ms, got {}", e.hold_confirm_timeout_ms),
+            ));
+        }
+        if !(1000..=60_000).contains(&e.danger_kill_confirm_window_ms) {
+            return Err((
+                "estop.danger_kill_confirm_window_ms",
+                format!(
+                    "must be 1000..=60000 ms, got {}",
+                    e.danger_kill_confirm_window_ms
+                ),
+            ));
+        }
+        let f = &self.failsafe;
+        for (key, value, max) in [
+            (
+                "failsafe.ground_link_timeout_s",
+                f.ground_link_timeout_s,
+                300.0,
+            ),
+            (
+                "failsafe.ground_activity_timeout_s",
+                f.ground_activity_timeout_s,
+                3600.0,
+            ),
+            ("failsafe.ground_loss_hold_s", f.ground_loss_hold_s, 120.0),
+            (
+                "failsafe.battery_critical_percent",
+                f.battery_critical_percent,
+                50.0,
+            ),
+        ] {
+            if !(value.is_finite() && (0.0..=max).contains(&value)) {
+                return Err((key, format!("must be 0..={max}, got {value}")));
+            }
+        }
+        if f.ground_link_timeout_s > 0.0 && f.ground_link_timeout_s < 1.0 {
+            return Err((
+                "failsafe.ground_link_timeout_s",
+                format!(
+                    "{} s would fire on a normal reconnect; use at least 1 s, or 0 to disable",
+                    f.ground_link_timeout_s
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A configuration that could not be used, with the file, the key and the reason.
@@ -648,6 +998,9 @@ impl Config {
             if path.is_relative() {
                 *path = base.join(&*path);
             }
+        }
+        if self.camera.captures_dir.is_relative() {
+            self.camera.captures_dir = base.join(&self.camera.captures_dir);
         }
         Ok(())
     }
@@ -786,8 +1139,10 @@ impl Config {
                 "queue_len must be at least 1 and file_bytes_max at least 4096".into(),
             ));
         }
+        self.check_camera()?;
         self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
+        self.check_estop()?;
         if self.mqtt.enabled {
             for (key, value) in [
                 ("mqtt.ca_cert_path", &self.mqtt.ca_cert_path),
@@ -801,6 +1156,104 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_camera(&self) -> Result<(), (&'static str, String)> {
+        let c = &self.camera;
+        if !c.enabled {
+            return Ok(());
+        }
+        let needed = CameraConfig::message_bytes_for_image(c.image_bytes_max);
+        if c.image_bytes_max < 1024 || needed > self.mcp.message_bytes_max {
+            let most = (self
+                .mcp
+                .message_bytes_max
+                .saturating_sub(CAMERA_MESSAGE_OVERHEAD_BYTES))
+                / 4
+                * 3;
+            return Err((
+                "camera.image_bytes_max",
+                format!(
+                    "must be 1024..={most} so that the image, base64-encoded ({needed} bytes with \
+                     the JSON around it), fits in mcp.message_bytes_max ({})",
+                    self.mcp.message_bytes_max
+                ),
+            ));
+        }
+        if c.width_px == 0 || c.height_px == 0 || c.width_px > 8192 || c.height_px > 8192 {
+            return Err((
+                "camera.width_px",
+                format!(
+                    "width and height must be 1..=8192, got {}x{}",
+                    c.width_px, c.height_px
+                ),
+            ));
+        }
+        if !(c.frame_rate_hz.is_finite() && c.frame_rate_hz > 0.0 && c.frame_rate_hz <= 60.0) {
+            return Err((
+                "camera.frame_rate_hz",
+                format!("must be in (0, 60] Hz, got {}", c.frame_rate_hz),
+            ));
+        }
+        if !(c.resource_update_rate_hz.is_finite()
+            && c.resource_update_rate_hz > 0.0
+            && c.resource_update_rate_hz <= 5.0)
+        {
+            return Err((
+                "camera.resource_update_rate_hz",
+                format!("must be in (0, 5] Hz, got {}", c.resource_update_rate_hz),
+            ));
+        }
+        if c.frame_age_ms_max == 0 || c.stall_timeout_ms == 0 {
+            return Err((
+                "camera.frame_age_ms_max",
+                "frame_age_ms_max and stall_timeout_ms must be above 0".into(),
+            ));
+        }
+        if c.frames_buffered_max == 0 || c.frames_buffered_max > 64 {
+            return Err((
+                "camera.frames_buffered_max",
+                format!("must be 1..=64, got {}", c.frames_buffered_max),
+            ));
+        }
+        if c.encoders_concurrent_max == 0 || c.encoders_concurrent_max > 8 {
+            return Err((
+                "camera.encoders_concurrent_max",
+                format!("must be 1..=8, got {}", c.encoders_concurrent_max),
+            ));
+        }
+        if !(1..=100).contains(&c.jpeg_quality_default) {
+            return Err((
+                "camera.jpeg_quality_default",
+                format!("must be 1..=100, got {}", c.jpeg_quality_default),
+            ));
+        }
+        if c.image_width_px_default < 16 {
+            return Err((
+                "camera.image_width_px_default",
+                format!("must be at least 16, got {}", c.image_width_px_default),
+            ));
+        }
+        if c.reconnect_backoff_ms_min == 0
+            || c.reconnect_backoff_ms_min > c.reconnect_backoff_ms_max
+        {
+            return Err((
+                "camera.reconnect_backoff_ms_min",
+                format!(
+                    "must be above 0 and at most camera.reconnect_backoff_ms_max ({} ms), got {}",
+                    c.reconnect_backoff_ms_max, c.reconnect_backoff_ms_min
+                ),
+            ));
+        }
+        if c.frame_bytes_max < 1024 || c.frame_pixels_max == 0 {
+            return Err((
+                "camera.frame_bytes_max",
+                "frame_bytes_max must be at least 1024 and frame_pixels_max above 0".into(),
+            ));
         }
         Ok(())
     }
@@ -911,6 +1364,41 @@ mod tests {
             ("[mqtt]\nenabled = true\n", "mqtt.ca_cert_path", "required"),
             ("[mcp]\nserver_name = \"a/+/b\"\n", "mcp.server_name", "`+`"),
             ("[mcp]\nserver_id = \"a/b\"\n", "mcp.server_id", "`/`"),
+            (
+                "[estop]\ndanger_kill_action = \"explode\"\n",
+                "estop.danger_kill_action",
+                "unknown variant",
+            ),
+            (
+                "[estop]\nresend_interval_ms = 10\n",
+                "estop.resend_interval_ms",
+                "50..=2000",
+            ),
+            (
+                "[failsafe]\nground_link_timeout_s = 0.2\n",
+                "failsafe.ground_link_timeout_s",
+                "at least 1 s",
+            ),
+            (
+                "[failsafe]\nground_loss_action = \"hover\"\n",
+                "failsafe.ground_loss_action",
+                "unknown variant",
+            ),
+            (
+                "[camera]\nsource = \"rtsp://x\"\n",
+                "camera.source",
+                "unknown camera source",
+            ),
+            (
+                "[camera]\nenabled = true\nimage_bytes_max = 250000\n",
+                "camera.image_bytes_max",
+                "fits in mcp.message_bytes_max (262144)",
+            ),
+            (
+                "[mcp]\nmessage_bytes_max = 65536\n[camera]\nenabled = true\n",
+                "camera.image_bytes_max",
+                "must be 1024..=43008",
+            ),
         ];
         for (text, key, needle) in cases {
             let error = parse(text).unwrap_err();
@@ -934,6 +1422,34 @@ mod tests {
             config.mqtt.client_key_path.unwrap(),
             Path::new("/abs/key.pem")
         );
+    }
+
+    #[test]
+    fn camera_sources_parse_and_print_back() {
+        for text in [
+            "synthetic",
+            "tcp:127.0.0.1:5000",
+            "http://cam.local:8080/stream",
+            "v4l2:/dev/video0",
+        ] {
+            let source: CameraSource = text.parse().unwrap();
+            assert_eq!(source.to_string(), text);
+        }
+        assert_eq!(
+            "http://cam".parse::<CameraSource>().unwrap(),
+            CameraSource::Http {
+                host: "cam".into(),
+                port: 80,
+                path: "/".into()
+            }
+        );
+        assert!("tcp:host".parse::<CameraSource>().is_err());
+        let config = Config::parse(
+            Path::new("/etc/fc/drone.toml"),
+            "[camera]\ncaptures_dir = \"c\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.camera.captures_dir, Path::new("/etc/fc/c"));
     }
 
     #[test]

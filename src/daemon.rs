@@ -60,6 +60,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Instant::now(),
     );
     let (control, mut control_rx, envelope_tx) = crate::control::channel();
+    // The e-stop: its own bounded channel, read by the loop's first branch.
+    let stop_core = crate::estop::EmergencyStop::new(
+        config.stop_options(),
+        Instant::now(),
+        // Without MQTT there is no ground link to lose: the ground failsafes never fire.
+        !config.mqtt.enabled,
+    );
+    let (stop_client, stop_loop) = crate::estop::channel(stop_core.status());
+    let crate::estop::StopLoop {
+        requests: mut stop_rx,
+        status: stop_status_tx,
+    } = stop_loop;
+    let mut stop = crate::estop::driver::StopDriver::new(
+        stop_core,
+        crate::safety::Whitelist::new(&config.envelope),
+        stop_status_tx,
+    );
+    // The MCP shell's view of the broker connection (skip to latest).
+    let (ground_tx, mut ground_rx) = watch::channel(crate::estop::driver::GroundState::default());
+    let local_shutdown = CancellationToken::new();
+    let local_task = match config.estop.socket_path() {
+        None => {
+            warn!("estop.socket_path is empty: no local e-stop socket");
+            None
+        }
+        Some(path) => match crate::estop::local::bind(&path) {
+            Ok(listener) => {
+                info!(socket = %path.display(), "local e-stop socket ready (flight-companion estop)");
+                Some(tokio::spawn(crate::estop::local::serve(
+                    listener,
+                    path,
+                    stop_client.clone(),
+                    local_shutdown.clone(),
+                )))
+            }
+            Err(e) => {
+                // The other triggers still work; say loudly that this one does not.
+                tracing::error!("no local e-stop: {e:#}");
+                None
+            }
+        },
+    };
     // Requests being flown: their reply, progress and cancellation, by job.
     let mut waiting: HashMap<JobId, Waiter> = HashMap::new();
     let (counters, reconnects) = link.counters();
@@ -71,6 +113,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // The audit log records the daemon's start (with what recovery found) and its stop.
     let audit = crate::mcp::shell::open_audit(&config)?;
+    // The camera runs in its own task and on blocking threads, never on this loop; it reads
+    // the vehicle status through the same `watch` (skip to latest) to tag its frames.
+    let camera_shutdown = CancellationToken::new();
+    let (camera, camera_task) = if config.camera.enabled {
+        let (handle, task) = crate::camera::spawn(
+            config.camera.clone(),
+            status_rx.clone(),
+            camera_shutdown.clone(),
+        );
+        (Some(handle), Some(task))
+    } else {
+        (None, None)
+    };
+    let camera_status = camera.clone();
     // Metrics and health: the listener is bound before READY so a wrong address fails the
     // start; the endpoint and the temperature sampler are tasks of their own.
     let mut health = crate::health::HealthMonitor::new(config.health.clone());
@@ -101,8 +157,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let token = mcp_shutdown.clone();
         let audit = audit.clone();
         Some(tokio::spawn(async move {
-            crate::mcp::shell::serve_with_audit(&mcp_config, status_rx, Some(control), audit, token)
-                .await
+            let estop = crate::mcp::EstopLink {
+                client: stop_client,
+                ground: ground_tx,
+            };
+            crate::mcp::shell::serve_with_audit(
+                &mcp_config,
+                status_rx,
+                Some(control),
+                Some(estop),
+                camera,
+                audit,
+                token,
+            )
+            .await
         }))
     } else {
         info!("MQTT is disabled in the configuration: no ground clients can connect");
@@ -137,9 +205,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if let Some(bridge) = &bridge {
             wake = wake.min(bridge.core.poll_timeout());
         }
+        if let Some(w) = stop.poll_timeout() {
+            wake = wake.min(w);
+        }
         let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             biased;
+            // First: the e-stop. Decided and sent before anything else in this turn.
+            Some(request) = stop_rx.recv() => {
+                stop.handle_request(Instant::now(), request, &mut supervisor, &link);
+            }
             _ = shutdown.cancelled() => break,
             // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
             Some(input) = next_bridge_input(&mut bridge) => {
@@ -148,10 +223,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
             }
             event = events.recv() => match event {
-                Some(event) => supervisor.handle_link_event(Instant::now(), &event),
+                Some(event) => {
+                    let now = Instant::now();
+                    supervisor.handle_link_event(now, &event);
+                    stop.handle_link_event(now, &event, &supervisor);
+                }
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
-            // The e-stop (issue 5) gets its own channel, above this one.
+            Ok(()) = ground_rx.changed() => {
+                let ground = *ground_rx.borrow_and_update();
+                stop.handle_ground(Instant::now(), ground);
+            }
             request = control_rx.recv() => {
                 if let Some(request) = request {
                     let (counters, reconnects) = link.counters();
@@ -163,9 +245,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ = status_tick.tick() => {
                 let (counters, reconnects) = link.counters();
                 let mut report = status_of(&supervisor, Instant::now(), counters, reconnects);
+                // Never waits for the camera: when its core is busy, the last health stands.
+                report.camera = camera_status
+                    .as_ref()
+                    .and_then(|c| c.try_status())
+                    .or_else(|| status_tx.borrow().camera.clone());
                 if let Some(bridge) = &bridge {
                     report.bridge = bridge.status(Instant::now());
                 }
+                report.emergency_stop = stop.status();
                 let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
                 report.health = health.assess(&report, cpu_temperature);
                 // Each raised alert once in the journal (MCP clients get them as notifications).
@@ -187,6 +275,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
         let now = Instant::now();
+        // The stop's ladder before everything the supervisor sends.
+        stop.turn(now, &mut supervisor, &link);
         if watchdog.poll_ping(now) {
             if notifier.notify(&[State::Watchdog]) {
                 crate::metrics::global().record_watchdog_ping();
@@ -248,6 +338,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 bridge.writer.send(&message);
             }
             while let Some(event) = bridge.core.poll_event() {
+                if let BridgeEvent::EstopAsserted { source, seq } = &event {
+                    // The hardware switch stops the vehicle in this very turn: no queue, no task.
+                    let trigger = crate::estop::Trigger {
+                        source: crate::estop::Source::Hardware,
+                        identity: "bridge".into(),
+                        reason: format!("hardware e-stop ({source}, press {seq})"),
+                    };
+                    let request = crate::estop::StopRequest {
+                        ask: crate::estop::StopAsk::Stop(trigger),
+                        reply: None,
+                    };
+                    stop.handle_request(now, request, &mut supervisor, &link);
+                }
                 if let Some(fatal) = on_bridge_event(&event, config.bridge.required) {
                     bridge_shutdown.cancel();
                     anyhow::bail!("{fatal}");
@@ -287,6 +390,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Stop the link first: from here on nothing reaches the autopilot.
     link_shutdown.cancel();
     mcp_shutdown.cancel();
+    local_shutdown.cancel();
+    if let Some(task) = local_task {
+        let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+    }
+    camera_shutdown.cancel();
+    if let Some(task) = camera_task {
+        // Frames in flight are dropped; the camera never delays the stop.
+        let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
+    }
     if let Some(task) = mcp_task {
         match tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await {
             Ok(Ok(Ok(()))) => {}
@@ -370,6 +482,7 @@ fn status_of(
     let mut report = StatusReport::from_snapshot(supervisor.snapshot(now, counters, reconnects));
     report.envelope_warning = supervisor.envelope_warning().map(str::to_owned);
     report.active_action = supervisor.active_action().map(|a| a.to_string());
+    report.envelope_events = supervisor.envelope_events().cloned().collect();
     report
 }
 
@@ -447,8 +560,8 @@ async fn next_bridge_input(bridge: &mut Option<Bridge>) -> Option<BridgeInput> {
 
 /// Acts on a bridge event; returns a reason to stop the daemon when it must.
 ///
-/// The e-stop hook: issue 5 connects its e-stop trigger to `EstopAsserted` here, in the
-/// decision loop, so the bridge path has no queue or task between the frame and the stop.
+/// Logs each bridge event; `EstopAsserted` has already triggered the emergency stop in the
+/// decision loop by then, so the bridge path has no queue or task between frame and stop.
 fn on_bridge_event(event: &BridgeEvent, required: bool) -> Option<String> {
     match event {
         BridgeEvent::EstopAsserted { source, seq } => {

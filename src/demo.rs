@@ -27,10 +27,17 @@ pub struct DemoArgs {
     /// Which autopilot the simulator plays.
     #[arg(long, value_enum, default_value = "ardupilot")]
     pub autopilot: SimAutopilot,
-    /// How many `vehicle://status` updates to watch before finishing.
+    /// How many `vehicle://status` updates to watch before flying.
     #[arg(long, default_value_t = 3)]
     pub updates: u32,
+    /// Simulated seconds per wall-clock second (the flight takes about a minute of
+    /// simulated time).
+    #[arg(long, default_value_t = 2.0)]
+    pub speedup: f64,
 }
+
+/// Time allowed for one flight tool (takeoff, goto, land) in wall-clock time.
+const FLIGHT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Time allowed for each step; the demo fails with a clear message rather than hang.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -82,6 +89,8 @@ async fn script(
         autopilot,
         "--link",
         "tcpin:127.0.0.1:0",
+        "--speedup",
+        &args.speedup.to_string(),
     ])
     .stdout(Stdio::piped())
     .stderr(log_file(dir, "sim.log")?);
@@ -98,6 +107,13 @@ async fn script(
     })
     .await?;
     children.keep(sim);
+    if args.speedup > 2.5 {
+        say(&format!(
+            "at {}x the daemon's 1 Hz heartbeat is more than 3 simulated seconds apart, so the \
+             simulator will report it lost and back: expected at this speed",
+            args.speedup
+        ));
+    }
     let vehicle_link = serving.replacen("tcpin:", "tcpout:", 1);
     say(&format!(
         "simulated {autopilot} multicopter listening on {serving}"
@@ -109,7 +125,10 @@ async fn script(
             if !line.starts_with("sim: command MAV_CMD_SET_MESSAGE_INTERVAL")
                 && !line.starts_with("sim: command MAV_CMD_REQUEST_MESSAGE")
             {
-                println!("  vehicle | {}", line.trim_start_matches("sim: "));
+                // The simulated time is for tests; a person watching does not need it.
+                let line = line.trim_start_matches("sim: ");
+                let line = line.rsplit_once(" (t=").map_or(line, |(text, _)| text);
+                println!("  vehicle | {line}");
             }
         }
     });
@@ -126,6 +145,7 @@ async fn script(
         "wrote a dev CA, certificates and configs to {}",
         dir.display()
     ));
+    enable_synthetic_camera(dir)?;
     let mut broker = Command::new(mosquitto_path());
     broker
         .arg("-c")
@@ -250,7 +270,188 @@ async fn script(
         Ok(())
     })
     .await?;
+    fly(&mut client).await
+}
+
+/// A picture from the drone's camera: the synthetic camera renders the ground below the
+/// vehicle's reported position; `save: true` keeps the full frame onboard with EXIF GPS.
+async fn take_picture(client: &mut McpClient) -> anyhow::Result<()> {
+    // First wait for a frame taken with a known position, then keep one.
+    let picture = timeout("a camera picture", async {
+        let mut save = false;
+        loop {
+            let result = client
+                .request(
+                    "tools/call",
+                    json!({"name": "capture_image", "arguments": {"save": save}}),
+                )
+                .await?;
+            let meta = &result["structuredContent"];
+            if result["isError"] != true && meta["position_stale"] == false {
+                if save {
+                    return Ok(meta.clone());
+                }
+                save = true;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await?;
+    say(&format!(
+        "took a picture: {}x{} JPEG of {} bytes at {:.6}, {:.6}, {:.1} m above home, heading {:.0} deg",
+        picture["width_px"],
+        picture["height_px"],
+        picture["bytes"],
+        picture["latitude_deg"].as_f64().unwrap_or(f64::NAN),
+        picture["longitude_deg"].as_f64().unwrap_or(f64::NAN),
+        picture["altitude_relative_m"].as_f64().unwrap_or(f64::NAN),
+        picture["heading_deg"].as_f64().unwrap_or(f64::NAN),
+    ));
+    say(&format!(
+        "picture saved at full resolution with EXIF GPS tags: {}",
+        picture["saved"]["path"].as_str().unwrap_or("?")
+    ));
+
     Ok(())
+}
+
+/// Takes off, flies to a point inside the envelope, tries one outside the fence (which the
+/// daemon refuses), lands; says what happens at each step.
+async fn fly(client: &mut McpClient) -> anyhow::Result<()> {
+    let envelope = client
+        .request(
+            "tools/call",
+            json!({"name": "get_envelope", "arguments": {}}),
+        )
+        .await?;
+    if envelope["isError"] == true {
+        bail!("the daemon has no envelope: {}", text_of(&envelope));
+    }
+    let e = &envelope["structuredContent"];
+    let zones: Vec<String> = ["keep_in", "keep_out"]
+        .iter()
+        .flat_map(|kind| e[*kind].as_array().cloned().unwrap_or_default())
+        .map(|z| {
+            format!(
+                "{} `{}`",
+                z["kind"].as_str().unwrap_or("zone").replace('_', "-"),
+                z["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    say(&format!(
+        "the onboard envelope: {}, ceiling {} m, at most {} m from home; every motion is \
+         checked against it before anything is sent",
+        if zones.is_empty() {
+            "no zones".to_string()
+        } else {
+            zones.join(", ")
+        },
+        e["altitude_m_max"],
+        e["distance_from_home_m_max"]
+    ));
+    let (home_lat, home_lon) = (
+        crate::dev_setup::SIM_HOME_LAT_DEG,
+        crate::dev_setup::SIM_HOME_LON_DEG,
+    );
+
+    // One pilot in command: motion tools need the control lease.
+    let control = client.call_tool("request_control", json!({})).await?;
+    say(&format!(
+        "took the controls: {}",
+        control["structuredContent"]["message"]
+            .as_str()
+            .unwrap_or("granted")
+    ));
+
+    say("takeoff to 10 m");
+    let result = client
+        .call_tool("takeoff", json!({"altitude_m": 10.0}))
+        .await?;
+    expect_completed("takeoff", &result)?;
+
+    let (lat, lon) = crate::flight::geo::offset_deg(home_lat, home_lon, 40.0, -30.0);
+    say(&format!(
+        "goto {lat:.6}, {lon:.6} at 15 m (40 m north, 30 m west of home, inside the field)"
+    ));
+    let result = client
+        .call_tool(
+            "goto",
+            json!({"latitude_deg": lat, "longitude_deg": lon, "altitude_m": 15.0}),
+        )
+        .await?;
+    expect_completed("goto", &result)?;
+    take_picture(client).await?;
+
+    let (lat, lon) = crate::flight::geo::offset_deg(home_lat, home_lon, 400.0, 0.0);
+    say(&format!(
+        "goto {lat:.6}, {lon:.6} (400 m north: outside the fence), which must be refused"
+    ));
+    let result = client
+        .call_tool(
+            "goto",
+            json!({"latitude_deg": lat, "longitude_deg": lon, "altitude_m": 15.0}),
+        )
+        .await?;
+    if result["structuredContent"]["outcome"] != "refused" {
+        bail!(
+            "the goto outside the fence was not refused: {}",
+            text_of(&result)
+        );
+    }
+    say(&format!(
+        "refused by the daemon, nothing was sent to the vehicle: {}",
+        result["structuredContent"]["message"]
+            .as_str()
+            .unwrap_or("?")
+    ));
+
+    say("land");
+    let result = client.call_tool("land", json!({})).await?;
+    expect_completed("land", &result)?;
+    let vehicle = &result["structuredContent"]["vehicle"];
+    if vehicle["armed"] != false {
+        bail!("the vehicle is still armed after landing: {vehicle}");
+    }
+    say("on the ground and disarmed");
+    Ok(())
+}
+
+/// Turns on the synthetic camera in the demo's `drone.toml`, saving captures in `DIR/captures`.
+fn enable_synthetic_camera(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("drone.toml");
+    let mut text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    text.push_str(
+        "\n[camera]\n\
+         # The demo's camera renders the ground below the simulated vehicle.\n\
+         enabled = true\n\
+         source = \"synthetic\"\n\
+         captures_dir = \"captures\"\n",
+    );
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn expect_completed(tool: &str, result: &Value) -> anyhow::Result<()> {
+    let outcome = &result["structuredContent"]["outcome"];
+    if outcome != "completed" {
+        bail!("{tool} did not complete: {}", text_of(result));
+    }
+    say(&format!(
+        "{tool}: {}",
+        result["structuredContent"]["message"]
+            .as_str()
+            .unwrap_or("done")
+    ));
+    Ok(())
+}
+
+/// The text a tool result carries (its first content block).
+fn text_of(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .map_or_else(|| result.to_string(), str::to_owned)
 }
 
 /// One line about the vehicle from a `StatusReport`.
@@ -355,6 +556,49 @@ impl McpClient {
             .context("the bridge exited (see ground.log)")?;
         serde_json::from_str(&line)
             .with_context(|| format!("the bridge wrote something that is not JSON: {line}"))
+    }
+
+    /// Calls a tool with a progress token, printing its progress and the daemon's envelope
+    /// warnings as they come, and returns its result (tool errors included: the caller
+    /// decides whether a refusal is expected).
+    async fn call_tool(&mut self, name: &str, arguments: Value) -> anyhow::Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments, "_meta": {"progressToken": id}},
+        }))
+        .await?;
+        tokio::time::timeout(FLIGHT_TIMEOUT, async {
+            loop {
+                let message = self.next_message().await?;
+                if message["id"] == id {
+                    if let Some(error) = message.get("error") {
+                        bail!(
+                            "{name} failed: {}",
+                            error["message"].as_str().unwrap_or("?")
+                        );
+                    }
+                    return Ok(message["result"].clone());
+                }
+                match message["method"].as_str() {
+                    Some("notifications/progress") => {
+                        if let Some(text) = message["params"]["message"].as_str() {
+                            println!("  {name} | {text}");
+                        }
+                    }
+                    Some("notifications/message") => {
+                        let p = &message["params"];
+                        if let Some(text) = p["data"]["message"].as_str() {
+                            println!("  {} | {text}", p["level"].as_str().unwrap_or("log"));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("{name} did not finish within {FLIGHT_TIMEOUT:?}"))?
     }
 
     /// Sends a request and waits for its response; notifications in between are skipped.

@@ -26,6 +26,18 @@ pub const DRONE_IDENTITY: &str = "drone-1";
 /// The ground client's certificate CN and MQTT user name in the generated files.
 pub const GROUND_IDENTITY: &str = "ground-1";
 
+/// The simulator's default home (`flight-companion sim --home`), around which the dev
+/// envelope is drawn.
+pub const SIM_HOME_LAT_DEG: f64 = 47.397742;
+pub const SIM_HOME_LON_DEG: f64 = 8.545594;
+/// Half the side of the dev keep-in square around home.
+pub const FIELD_HALF_SIDE_M: f64 = 150.0;
+/// The dev keep-out circle ("tower"): its centre east of home and its radius.
+pub const TOWER_EAST_M: f64 = 60.0;
+pub const TOWER_RADIUS_M: f64 = 15.0;
+/// The dev ceiling above home.
+pub const CEILING_M: f64 = 60.0;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevSetupArgs {
     /// Directory to write (created if missing; refused if non-empty unless --force).
@@ -345,7 +357,45 @@ fn drone_toml(port: u16, link: &Endpoint) -> String {
          public_key_path = \"keys/{DEV_KID}.pub\"\n\
          \n\
          [audit]\n\
-         dir = \"state/audit\"\n"
+         dir = \"state/audit\"\n\
+         \n\
+         {}",
+        dev_envelope()
+    )
+}
+
+/// A small field around the simulator's home: a 300 m square keep-in, a keep-out circle
+/// 60 m east of home, a 60 m ceiling. Around any other home the envelope is refused when the
+/// daemon builds it (home outside the keep-in), so only hold, land and return are accepted
+/// until a real envelope is written: the dev default never lets a real vehicle fly.
+fn dev_envelope() -> String {
+    let at = |north_m: f64, east_m: f64| {
+        let (lat, lon) =
+            crate::flight::geo::offset_deg(SIM_HOME_LAT_DEG, SIM_HOME_LON_DEG, north_m, east_m);
+        format!("[{lat:.7}, {lon:.7}]")
+    };
+    let h = FIELD_HALF_SIDE_M;
+    format!(
+        "[envelope]\n\
+         # Drawn around the simulator's default home ({SIM_HOME_LAT_DEG}, {SIM_HOME_LON_DEG}).\n\
+         # Replace the zones with your own field before flying anything real.\n\
+         altitude_m_max = {CEILING_M:.1}\n\
+         distance_from_home_m_max = 250.0\n\
+         breach_action = \"land\"\n\
+         \n\
+         [[envelope.keep_in]]\n\
+         name = \"field\"\n\
+         polygon_lat_lon_deg = [{}, {}, {}, {}]\n\
+         \n\
+         [[envelope.keep_out]]\n\
+         name = \"tower\"\n\
+         center_lat_lon_deg = {}\n\
+         radius_m = {TOWER_RADIUS_M:.1}\n",
+        at(-h, -h),
+        at(-h, h),
+        at(h, h),
+        at(h, -h),
+        at(0.0, TOWER_EAST_M),
     )
 }
 
@@ -399,6 +449,24 @@ mod tests {
         assert!(config.mqtt.enabled);
         assert_eq!(config.mqtt.port, 18883);
         assert_eq!(config.mcp.server_id.as_deref(), Some(DRONE_IDENTITY));
+        // A real envelope around the simulator's home, valid as the daemon builds it.
+        assert_eq!(config.envelope.keep_in.len(), 1);
+        assert_eq!(config.envelope.keep_out.len(), 1);
+        let home = crate::safety::GeoPosition {
+            latitude_deg: SIM_HOME_LAT_DEG,
+            longitude_deg: SIM_HOME_LON_DEG,
+            altitude_m: 0.0,
+        };
+        let envelope = crate::safety::Envelope::new(&config.envelope, home, Some(home)).unwrap();
+        assert!((envelope.target_altitude_m_max() - (CEILING_M - 5.0)).abs() < 1e-9);
+        // Elsewhere it is refused: the dev field never lets a real vehicle fly.
+        let elsewhere = crate::safety::GeoPosition {
+            latitude_deg: 52.0,
+            ..home
+        };
+        assert!(
+            crate::safety::Envelope::new(&config.envelope, elsewhere, Some(elsewhere)).is_err()
+        );
         let key = config.mqtt.client_key_path.clone().unwrap();
         assert!(key.is_absolute() && key.exists(), "{}", key.display());
         // The generated files are usable by the MQTT layer.

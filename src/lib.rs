@@ -7,12 +7,14 @@
 pub mod audit;
 pub mod auth;
 pub mod bridge;
+pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev_setup;
+pub mod estop;
 pub mod flight;
 pub mod ground;
 pub mod health;

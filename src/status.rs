@@ -35,8 +35,17 @@ pub struct StatusReport {
     pub envelope_warning: Option<String>,
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
+    /// The camera's health (source state, last frame age, errors); null without a camera.
+    pub camera: Option<crate::camera::core::CameraStatus>,
+    /// The last envelope warnings (near a margin) and errors (breach, breach action), oldest
+    /// first, at most 16; each is also sent once to every MCP session as
+    /// `notifications/message`.
+    pub envelope_events: Vec<crate::supervisor::EnvelopeEvent>,
     /// The safety microcontroller (firmware bridge): link state, e-stop switch, output.
     pub bridge: crate::bridge::BridgeStatus,
+    /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
+    /// and the last events (triggers, escalations, resets).
+    pub emergency_stop: crate::estop::StopStatus,
 }
 
 impl StatusReport {
@@ -57,7 +66,10 @@ impl StatusReport {
             health: HealthSummary::default(),
             envelope_warning: None,
             active_action: None,
+            camera: None,
+            envelope_events: Vec::new(),
             bridge: crate::bridge::BridgeStatus::disabled(),
+            emergency_stop: crate::estop::StopStatus::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

@@ -116,6 +116,22 @@ pub enum Notice {
     },
 }
 
+/// An envelope event for the clients (MCP `notifications/message`): approaching a margin is
+/// a warning, a breach and the daemon's breach action are errors.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct EnvelopeEvent {
+    /// 1, 2, 3... in order, for this daemon process: a reader sends each one once.
+    pub sequence: u64,
+    /// `warning` or `error` (MCP logging levels).
+    pub level: String,
+    /// What happened and what the daemon does about it, in words.
+    pub message: String,
+}
+
+/// Envelope events kept for readers; older ones are dropped (a reader that missed them
+/// still has `envelope_warning` in the status and the daemon's log).
+pub const ENVELOPE_EVENTS_MAX: usize = 16;
+
 /// The supervisor state machine. See the module doc for the call order.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -148,6 +164,11 @@ pub struct Supervisor {
     breach: Option<BreachResponse>,
     /// The role whose request produced the commands now being sent (the whitelist keys on it).
     command_role: Role,
+    envelope_events: VecDeque<EnvelopeEvent>,
+    envelope_event_sequence: u64,
+    /// Set while the emergency stop is latched (its refusal text): the e-stop's ladder
+    /// commands the vehicle, so no job runs and the breach response stays out of its way.
+    stop_refusal: Option<String>,
 }
 
 /// The daemon's own answer to a breach: hold now, then the configured action.
@@ -195,8 +216,27 @@ impl Supervisor {
             envelope_warning: None,
             breach: None,
             command_role: Role::System,
+            envelope_events: VecDeque::new(),
+            envelope_event_sequence: 0,
+            stop_refusal: None,
             options,
         }
+    }
+
+    /// The emergency stop's latch, from the e-stop driver on every turn. Latching ends the
+    /// running job at once (nothing more is sent for it) and cancels the breach response.
+    pub fn set_stop(&mut self, _now: Instant, refusal: Option<String>) {
+        if self.stop_refusal.is_none()
+            && let Some(reason) = &refusal
+        {
+            self.executor.abort_all(
+                Outcome::Preempted,
+                &format!("the emergency stop took over: {reason}"),
+                &mut self.commands,
+            );
+            self.breach = None;
+        }
+        self.stop_refusal = refusal;
     }
 
     /// A flight request from a client. `Ok` is the job whose progress and end come out of
@@ -214,6 +254,14 @@ impl Supervisor {
                 action.name(),
                 caller.identity,
                 caller.role
+            ));
+        }
+        if let Some(reason) = &self.stop_refusal
+            && action != Action::Disarm
+        {
+            return Err(format!(
+                "{}: {reason}; only disarm (on the ground) is accepted while stopped",
+                action.name()
             ));
         }
         self.track_autopilot(now);
@@ -380,6 +428,11 @@ impl Supervisor {
             MonitorVerdict::Inside | MonitorVerdict::NoPosition => {
                 self.set_warning(None);
             }
+            // Every takeoff and landing passes through the floor's margin, and the floor is
+            // never a breach (see `safety::envelope`): not worth a warning to every client.
+            MonitorVerdict::NearMargin { what, .. } if what.starts_with("floor ") => {
+                self.set_warning(None);
+            }
             MonitorVerdict::NearMargin { what, distance_m } => {
                 self.set_warning(Some(format!(
                     "near the envelope: {distance_m:.1} m from {what}"
@@ -387,7 +440,7 @@ impl Supervisor {
             }
             MonitorVerdict::Breach { what } => {
                 self.set_warning(Some(format!("envelope breach: {what}")));
-                if self.breach.is_none() {
+                if self.breach.is_none() && self.stop_refusal.is_none() {
                     self.start_breach_response(now, what);
                 }
             }
@@ -405,6 +458,16 @@ impl Supervisor {
             self.notice(Notice::EnvelopeWarning {
                 warning: warning.clone(),
             });
+            // Breaches are reported by the breach response, with the action taken.
+            if let Some(w) = warning
+                .as_ref()
+                .filter(|w| !w.starts_with("envelope breach"))
+            {
+                self.envelope_event(
+                    "warning",
+                    format!("{w}; the daemon acts if the vehicle leaves the envelope"),
+                );
+            }
         }
         self.envelope_warning = warning;
     }
@@ -424,6 +487,15 @@ impl Supervisor {
         }
         let hold = Duration::from_secs_f64(self.options.envelope.breach_hold_s.clamp(0.0, 60.0));
         self.notice(Notice::EnvelopeBreach { what: what.clone() });
+        self.envelope_event(
+            "error",
+            format!(
+                "envelope breach ({what}): the daemon holds position now and will {} after {:.1} s; \
+                 only hold, land and return_home are accepted",
+                self.breach_action_words(),
+                hold.as_secs_f64()
+            ),
+        );
         self.breach = Some(BreachResponse {
             what,
             escalate_at: Some(now + hold),
@@ -443,9 +515,39 @@ impl Supervisor {
             BreachAction::ReturnHome => Action::ReturnHome,
         };
         self.command_role = Role::System;
+        let what = breach.what.clone();
         if let Ok(plan) = self.executor.plan(now, action, &self.vehicle) {
             self.executor.start(now, plan, &mut self.commands);
         }
+        let words = self.breach_action_words();
+        self.envelope_event(
+            "error",
+            format!("breach action ({what}): the daemon is commanding the vehicle to {words}"),
+        );
+    }
+
+    fn breach_action_words(&self) -> &'static str {
+        match self.options.envelope.breach_action {
+            BreachAction::Land => "land",
+            BreachAction::ReturnHome => "return home",
+        }
+    }
+
+    fn envelope_event(&mut self, level: &str, message: String) {
+        self.envelope_event_sequence += 1;
+        if self.envelope_events.len() == ENVELOPE_EVENTS_MAX {
+            self.envelope_events.pop_front();
+        }
+        self.envelope_events.push_back(EnvelopeEvent {
+            sequence: self.envelope_event_sequence,
+            level: level.into(),
+            message,
+        });
+    }
+
+    /// The last envelope events, oldest first (at most [`ENVELOPE_EVENTS_MAX`]).
+    pub fn envelope_events(&self) -> impl Iterator<Item = &EnvelopeEvent> {
+        self.envelope_events.iter()
     }
 
     /// True while the daemon's own breach action runs.
@@ -586,6 +688,7 @@ impl Supervisor {
                 Some(_) => Landed::OnGround,
             },
             autopilot: self.vehicle.autopilot().map(|a| a.autopilot),
+            home_altitude_msl_m: self.vehicle.home().map(|h| h.altitude_msl_m),
         }
     }
 

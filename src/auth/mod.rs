@@ -320,6 +320,16 @@ impl Gate {
         Ok(caller)
     }
 
+    /// The verified identity of a session, if it is authenticated and not expired.
+    pub fn identity(&self, now_unix_s: u64, session: &str) -> Option<&Identity> {
+        let skew = self.config.verifier.clock_skew_s;
+        self.sessions
+            .get(session)
+            .map(|s| &s.identity)
+            .filter(|id| id.expires_unix_s.saturating_add(skew) > now_unix_s)
+            .filter(|id| self.config.denylist.check(id).is_none())
+    }
+
     /// The role of a session, for filtering lists (None: not authenticated).
     pub fn role(&self, session: &str) -> Option<Role> {
         self.sessions.get(session).map(|s| s.identity.role)

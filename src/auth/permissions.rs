@@ -47,6 +47,11 @@ pub const TOOLS: &[Permission] = &[
     p("get_envelope", Role::ReadOnly, Class::Read),
     p("get_mission", Role::ReadOnly, Class::Read),
     p("get_camera_image", Role::ReadOnly, Class::Read),
+    p("camera_status", Role::ReadOnly, Class::Read),
+    p("list_captures", Role::ReadOnly, Class::Read),
+    p("get_capture", Role::ReadOnly, Class::Read),
+    // Writes a file on the drone's storage, but moves nothing.
+    p("capture_image", Role::Operator, Class::Read),
     p("request_control", Role::Operator, Class::Control),
     p("release_control", Role::Operator, Class::Control),
     p("arm", Role::Operator, Class::Motion),
@@ -81,6 +86,7 @@ pub const UNKNOWN_TOOL: Permission = p("", Role::Admin, Class::Motion);
 pub const RESOURCES: &[(&str, Role)] = &[
     ("vehicle://status", Role::ReadOnly),
     ("health://summary", Role::ReadOnly),
+    ("camera://latest", Role::ReadOnly),
     ("audit://security", Role::ReadOnly),
     ("audit://recent", Role::Admin),
 ];

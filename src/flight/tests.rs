@@ -273,24 +273,41 @@ fn ardupilot_takes_off_flies_to_a_point_and_lands() {
 }
 
 #[test]
-fn px4_takeoff_is_stopped_by_the_whitelist_before_it_reaches_the_autopilot() {
-    // FIXME: PX4's NAV_TAKEOFF takes param7 above mean sea level, and the whitelist bounds
-    // param7 by the ceiling relative to home, so a PX4 takeoff is refused (and never sent)
-    // until the whitelist learns the home altitude. This asserts today's behaviour.
+fn px4_takes_off_above_sea_level_flies_to_a_point_and_lands() {
     let mut rig = Rig::new(Personality::Px4);
     let end = rig.fly(Action::Takeoff { altitude_m: 8.0 }, 60.0);
-    assert_eq!(end.outcome, Outcome::Failed, "{end:?}");
-    assert!(end.message.contains("whitelist"), "{}", end.message);
-    assert!(rig.sup.whitelist_violations() >= 1);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
     assert!(
-        !rig.sent.iter().any(|(_, m)| matches!(m, MavMessage::COMMAND_LONG(c) if c.command == MavCmd::MAV_CMD_NAV_TAKEOFF)),
-        "nothing refused reaches the autopilot"
+        (rig.sim.altitude_m() - 8.0).abs() < 0.8,
+        "{}",
+        rig.sim.altitude_m()
     );
-    // FIXME: the whitelist decodes PX4's DO_SET_MODE (main mode in param2, sub mode in
-    // param3) as an ArduPilot mode number, so PX4 mode changes are refused too.
-    let end = rig.fly(Action::Land, 30.0);
-    assert_eq!(end.outcome, Outcome::Failed, "{end:?}");
-    assert!(end.message.contains("DO_SET_MODE"), "{}", end.message);
+    // PX4's NAV_TAKEOFF names the altitude above sea level: home's plus the 8 m asked.
+    let takeoff = rig.sent.iter().find_map(|(_, m)| match m {
+        MavMessage::COMMAND_LONG(c) if c.command == MavCmd::MAV_CMD_NAV_TAKEOFF => Some(c.param7),
+        _ => None,
+    });
+    assert_eq!(takeoff, Some((HOME.alt_amsl_m + 8.0) as f32));
+
+    let end = rig.fly(goto_offset(-25.0, 30.0, 12.0), 120.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(
+        rig.distance_to(-25.0, 30.0) < 1.5,
+        "{}",
+        rig.distance_to(-25.0, 30.0)
+    );
+    assert!((rig.sim.altitude_m() - 12.0).abs() < 0.8);
+
+    // The mode change to AUTO.LAND (main mode 4, sub mode 6) passes the whitelist.
+    let end = rig.fly(Action::Land, 120.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    assert!(!rig.sim.armed() && rig.sim.altitude_m() < 0.2);
+    assert!(
+        rig.sim_events
+            .iter()
+            .any(|(_, e)| *e == SimEvent::ModeChanged("AUTO.LAND"))
+    );
+    assert_eq!(rig.sup.whitelist_violations(), 0);
 }
 
 #[test]

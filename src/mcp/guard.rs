@@ -198,6 +198,42 @@ impl Guard {
         }
     }
 
+    /// The `emergency_stop` fast path (the MQTT shell, before any session queue): a stop is
+    /// never refused, not even to an unauthenticated client (stopping is always safe, and
+    /// the panic topic accepts any client of the broker anyway); it is recorded with the
+    /// identity if there is one, and without one as a security event. Never waits.
+    pub fn record_emergency_stop(&self, session: &str, request_id: &Value, args: &Value) {
+        let identity = self
+            .with_gate(|g| g.identity(unix_s_now(), session).cloned())
+            .flatten();
+        let (subject, role) = match &identity {
+            Some(id) => (id.subject.clone(), id.role.name().to_owned()),
+            None => {
+                self.security(
+                    "unauthenticated_estop",
+                    session,
+                    "",
+                    "emergency_stop from a session without a valid token: carried out".into(),
+                );
+                (String::new(), "NONE".to_owned())
+            }
+        };
+        let (args_sha256, args) = Call::args_of(&args.to_string());
+        self.audit.record(Event::Call(Call {
+            session: session.into(),
+            subject,
+            role,
+            target: "tools/call:emergency_stop".into(),
+            request_id: request_id.to_string(),
+            args_sha256,
+            args,
+            decision: "allow".into(),
+            reason: "emergency stop: never refused, never limited".into(),
+            outcome: "sent to the e-stop channel".into(),
+            latency_us: 0,
+        }));
+    }
+
     /// `request_control` / `release_control`.
     pub async fn control(
         &self,

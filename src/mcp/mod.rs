@@ -6,8 +6,10 @@
 //!   limits).
 //! - `errors`: every JSON-RPC/MCP error code, and the first check of incoming messages.
 //! - `server`: one session's MCP handler (rmcp): the tool table, resources, logging.
+//! - `camera_tools`: the camera's tools and `camera://latest`.
 //! - `shell`: the IO: MQTT in and out, one rmcp service per session, status updates.
 
+pub mod camera_tools;
 pub mod errors;
 pub mod guard;
 pub mod mqtt;
@@ -15,4 +17,4 @@ pub mod server;
 pub mod session;
 pub mod shell;
 
-pub use shell::serve;
+pub use shell::{EstopLink, serve};

@@ -32,14 +32,17 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::camera_tools::{self, CAMERA_URI};
 use super::errors;
 use super::guard::Guard;
+use crate::camera::CameraHandle;
 use crate::control::{Caller, ControlClient, ControlReply};
 use crate::flight::{Action, Outcome};
 use crate::health::RaisedAlert;
 use crate::metrics::ToolOutcome;
 use crate::role::Role;
 use crate::status::StatusReport;
+use crate::supervisor::EnvelopeEvent;
 
 /// URI of the status resource.
 pub const STATUS_URI: &str = "vehicle://status";
@@ -86,10 +89,14 @@ pub struct ToolCall {
     pub status: watch::Receiver<StatusReport>,
     pub progress: Progress,
     pub cancel: CancellationToken,
+    /// The camera, when one is configured.
+    pub camera: Option<CameraHandle>,
     /// The decision loop; `None` when the server runs without a vehicle (tests).
     pub control: Option<ControlClient>,
     /// Who calls. Until identity (issue 6) every MCP caller is an `Operator`.
     pub caller: Caller,
+    /// The e-stop channel (not the control channel); `None` without a vehicle (tests).
+    pub estop: Option<crate::estop::StopClient>,
 }
 
 pub type ToolFuture = Pin<Box<dyn Future<Output = CallToolResult> + Send>>;
@@ -183,6 +190,67 @@ pub fn tools() -> &'static [ToolEntry] {
             destructive: false,
             idempotent: true,
             run: wait_for_mode_change,
+        },
+        ToolEntry {
+            name: "capture_image",
+            title: "Take a picture",
+            description: "Returns the newest camera frame as a JPEG image (MCP image content) \
+                with metadata: capture time (UTC), age_ms, the vehicle's latitude_deg, \
+                longitude_deg, altitude_m (above mean sea level), altitude_relative_m, \
+                heading_deg, roll/pitch at capture, and the image's width_px, height_px and \
+                bytes. The image is downscaled to max_width_px (default 640) and re-encoded to \
+                stay under the link's size limit. If the newest frame is older than the \
+                configured limit the call fails and says how old it is; it never returns a \
+                stale picture as current. With save: true the full-resolution frame is also \
+                kept onboard with EXIF GPS tags (see list_captures, get_capture).",
+            input_schema: camera_tools::capture_input_schema,
+            output_schema: camera_tools::capture_output_schema,
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            run: camera_tools::capture_image,
+        },
+        ToolEntry {
+            name: "camera_status",
+            title: "Camera status",
+            description: "Reports the camera: source, state (connecting, streaming, \
+                reconnecting), whether the newest frame is fresh, last_frame_age_ms, \
+                resolution, frame_rate_hz, frames received, reconnections and error counters \
+                (corrupt, zero-sized, oversized frames, stream errors). Takes no arguments; \
+                read-only.",
+            input_schema: no_arguments,
+            output_schema: camera_tools::status_output_schema,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: camera_tools::camera_status,
+        },
+        ToolEntry {
+            name: "list_captures",
+            title: "List saved pictures",
+            description: "Lists the pictures kept onboard by capture_image with save: true, \
+                newest first (limit 1 to 200, default 50): id, time, file path on the vehicle, \
+                bytes, resolution and the position, altitude and heading at capture. The oldest \
+                are deleted automatically when the storage limit is reached. Read-only.",
+            input_schema: camera_tools::list_input_schema,
+            output_schema: camera_tools::list_output_schema,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: camera_tools::list_captures,
+        },
+        ToolEntry {
+            name: "get_capture",
+            title: "Get a saved picture",
+            description: "Returns a picture kept onboard (id from list_captures or from \
+                capture_image's saved.id) as a JPEG downscaled to max_width_px (default 640), \
+                with its metadata. Read-only.",
+            input_schema: camera_tools::get_input_schema,
+            output_schema: camera_tools::get_output_schema,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: camera_tools::get_capture,
         },
         ToolEntry {
             name: "arm",
@@ -349,6 +417,39 @@ pub fn tools() -> &'static [ToolEntry] {
             destructive: true,
             idempotent: false,
             run: set_envelope,
+        },
+        ToolEntry {
+            name: "emergency_stop",
+            title: "EMERGENCY STOP",
+            description: "Stops the drone now, whatever it is doing: it switches to a position \
+                hold at once (ArduCopter BRAKE, PX4 AUTO.LOITER), lands if the hold is not \
+                confirmed within 1.5 s or position is lost or the battery is critical, and \
+                disarms once on the ground. The stop stays latched: every motion tool is \
+                refused until reset_emergency_stop. Any client may call it; it never waits \
+                behind other tools. Argument: `reason` (text, optional). Returns whether the \
+                stop is latched and what is being commanded.",
+            input_schema: schema_of::<StopArgs>,
+            output_schema: schema_of::<StopResult>,
+            read_only: false,
+            destructive: true,
+            idempotent: true,
+            run: emergency_stop,
+        },
+        ToolEntry {
+            name: "reset_emergency_stop",
+            title: "Reset the emergency stop",
+            description: "Clears a latched emergency stop so motion tools are accepted again. \
+                The vehicle stays in the mode the stop left it in (hold, landing, or disarmed) \
+                until commanded. Refused while a failsafe condition lasts (e.g. battery \
+                critical) and after flight termination. Any authenticated client may reset \
+                until identity and roles are enforced; then it needs the ADMIN role. Takes no \
+                arguments.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<StopResult>,
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            run: reset_emergency_stop,
         },
         ToolEntry {
             name: "request_control",
@@ -781,11 +882,103 @@ fn wait_for_mode_change(call: ToolCall) -> ToolFuture {
     })
 }
 
+/// Arguments of `emergency_stop`.
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopArgs {
+    /// Why (shown to every client and logged). Optional.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Result of `emergency_stop` and `reset_emergency_stop`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StopResult {
+    /// The request was carried out.
+    pub ok: bool,
+    /// One sentence about what happened.
+    pub message: String,
+    /// The emergency stop after the request.
+    pub emergency_stop: crate::estop::StopStatus,
+}
+
+/// The `emergency_stop` tool's work, shared with the MQTT shell's fast path (which calls it
+/// without going through the session's queues).
+pub async fn emergency_stop_result(
+    estop: Option<&crate::estop::StopClient>,
+    arguments: JsonObject,
+    identity: &str,
+) -> CallToolResult {
+    let args: StopArgs = match serde_json::from_value(Value::Object(arguments)) {
+        Ok(a) => a,
+        // A malformed stop request still stops: the arguments are only the reason.
+        Err(e) => StopArgs {
+            reason: Some(format!("(arguments not understood: {e})")),
+        },
+    };
+    let Some(estop) = estop else {
+        return tool_error("this server has no vehicle attached; nothing to stop".into());
+    };
+    let ask = crate::estop::StopAsk::Stop(crate::estop::Trigger {
+        source: crate::estop::Source::McpTool,
+        identity: identity.to_owned(),
+        reason: args.reason.unwrap_or_default(),
+    });
+    stop_reply(estop, ask).await
+}
+
+async fn stop_reply(
+    estop: &crate::estop::StopClient,
+    ask: crate::estop::StopAsk,
+) -> CallToolResult {
+    match estop.request(ask).await {
+        Ok(ack) => {
+            let result = StopResult {
+                ok: ack.ok,
+                message: ack.message,
+                emergency_stop: ack.status,
+            };
+            if result.ok {
+                structured(&result)
+            } else {
+                let mut r = structured(&result);
+                r.is_error = Some(true);
+                r
+            }
+        }
+        Err(e) => tool_error(e.to_string()),
+    }
+}
+
+fn emergency_stop(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        emergency_stop_result(call.estop.as_ref(), call.arguments, &call.caller.identity).await
+    })
+}
+
+fn reset_emergency_stop(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        if !call.arguments.is_empty() {
+            return tool_error("reset_emergency_stop takes no arguments; call it with {}.".into());
+        }
+        let Some(estop) = &call.estop else {
+            return tool_error("this server has no vehicle attached; nothing to reset".into());
+        };
+        let ask = crate::estop::StopAsk::Reset {
+            identity: call.caller.identity.clone(),
+            role: call.caller.role,
+        };
+        stop_reply(estop, ask).await
+    })
+}
+
 /// State one session shares with the shell.
 #[derive(Debug, Default)]
 pub struct SessionShared {
     /// The client called `resources/subscribe` for `vehicle://status`.
     pub status_subscribed: AtomicBool,
+    /// The client called `resources/subscribe` for `camera://latest`.
+    pub camera_subscribed: AtomicBool,
 }
 
 /// The handler of one session.
@@ -794,6 +987,7 @@ pub struct DroneServer {
     status: watch::Receiver<StatusReport>,
     control: Option<ControlClient>,
     caller: Caller,
+    estop: Option<crate::estop::StopClient>,
     /// Authorization and audit, shared by all sessions.
     guard: Arc<Guard>,
     /// The MQTT client id of this session's client.
@@ -802,6 +996,7 @@ pub struct DroneServer {
     /// Lowest level sent as `notifications/message`; none until `logging/setLevel`.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     instructions: String,
+    camera: Option<CameraHandle>,
 }
 
 fn level_rank(level: LoggingLevel) -> u8 {
@@ -830,6 +1025,7 @@ impl DroneServer {
             guard,
             session_id,
             control: None,
+            estop: None,
             caller: Caller {
                 role: Role::Operator,
                 identity: "unknown".into(),
@@ -840,7 +1036,14 @@ impl DroneServer {
                 "{description}. Call get_status first; subscribe to {STATUS_URI} for updates. \
                  Motion tools need the controls: call request_control first (one pilot at a time)."
             ),
+            camera: None,
         }
+    }
+
+    /// Serves the camera tools and `camera://latest` from `camera`.
+    pub fn with_camera(mut self, camera: Option<CameraHandle>) -> DroneServer {
+        self.camera = camera;
+        self
     }
 
     /// Attaches the decision loop. The caller given to tools is replaced on every call by
@@ -851,6 +1054,12 @@ impl DroneServer {
             role: Role::Operator,
             identity: client_id.to_string(),
         };
+        self
+    }
+
+    /// Attaches the e-stop channel.
+    pub fn with_estop(mut self, estop: Option<crate::estop::StopClient>) -> DroneServer {
+        self.estop = estop;
         self
     }
 
@@ -866,7 +1075,9 @@ impl DroneServer {
 
     /// Sends every alert raised after the session started as `notifications/message`
     /// (level `warning`, logger `flight-companion.alerts`) unless the client asked only for
-    /// `error` or above; ends when the session's transport closes or the daemon stops.
+    /// `error` or above, and every envelope event (logger `flight-companion.envelope`, level
+    /// `warning` near a margin, `error` for a breach and the breach action); ends when the
+    /// session's transport closes or the daemon stops.
     async fn forward_alerts(self, peer: Peer<RoleServer>) {
         let mut status = self.status.clone();
         // Alerts raised before this session began are history (health://summary has them).
@@ -876,9 +1087,44 @@ impl DroneServer {
             .recent_alerts
             .last()
             .map_or(0, |a| a.sequence);
+        let mut envelope_sent = status
+            .borrow()
+            .envelope_events
+            .last()
+            .map_or(0, |e| e.sequence);
         while status.changed().await.is_ok() {
             if peer.is_transport_closed() {
                 return;
+            }
+            // Envelope warnings and breaches, at their own level, to every session.
+            let envelope: Vec<EnvelopeEvent> = status
+                .borrow()
+                .envelope_events
+                .iter()
+                .filter(|e| e.sequence > envelope_sent)
+                .cloned()
+                .collect();
+            for event in envelope {
+                envelope_sent = event.sequence;
+                let level = if event.level == "error" {
+                    LoggingLevel::Error
+                } else {
+                    LoggingLevel::Warning
+                };
+                // Sent unless the client asked only for more severe messages: a client that
+                // never called logging/setLevel still hears about its vehicle.
+                let wanted = self.log_level.lock().map(|l| *l).unwrap_or(None);
+                if wanted.is_some_and(|w| level_rank(w) > level_rank(level)) {
+                    continue;
+                }
+                let mut param = LoggingMessageNotificationParam::new(
+                    level,
+                    json!({"event": "envelope", "message": event.message, "sequence": event.sequence}),
+                );
+                param.logger = Some("flight-companion.envelope".into());
+                if peer.notify_logging_message(param).await.is_err() {
+                    return;
+                }
             }
             let fresh: Vec<RaisedAlert> = status
                 .borrow_and_update()
@@ -1042,12 +1288,14 @@ impl ServerHandler for DroneServer {
                     status: self.status.clone(),
                     progress,
                     cancel: context.ct.clone(),
+                    camera: self.camera.clone(),
                     control: self.control.clone(),
                     // The verified identity: its role is what the decision loop checks.
                     caller: Caller {
                         role: caller.role,
                         identity: format!("{}@{}", caller.subject, caller.session),
                     },
+                    estop: self.estop.clone(),
                 };
                 tracing::Instrument::instrument((entry.run)(call), span).await
             }
@@ -1103,6 +1351,17 @@ impl ServerHandler for DroneServer {
                  notifications/resources/updated when it changes.",
             );
         resource.mime_type = Some("application/json".into());
+        let mut resources = vec![resource];
+        if self.camera.is_some() {
+            let mut camera = Resource::new(CAMERA_URI, "camera-latest")
+                .with_title("Latest camera image")
+                .with_description(
+                    "The newest fresh camera frame as a downscaled JPEG (base64 blob). \
+                     Subscribe to be told, at a low configured rate, when a newer one exists.",
+                );
+            camera.mime_type = Some("image/jpeg".into());
+            resources.push(camera);
+        }
         let mut health = Resource::new(HEALTH_URI, "health-summary")
             .with_title("Health summary")
             .with_description(
@@ -1111,6 +1370,7 @@ impl ServerHandler for DroneServer {
                  Raised alerts are also sent as notifications/message (level warning).",
             );
         health.mime_type = Some("application/json".into());
+        resources.push(health);
         let mut security = Resource::new(SECURITY_URI, "security-summary")
             .with_title("Security summary")
             .with_description(
@@ -1119,22 +1379,15 @@ impl ServerHandler for DroneServer {
                  the audit log's health.",
             );
         security.mime_type = Some("application/json".into());
+        resources.push(security);
         let mut recent = Resource::new(AUDIT_RECENT_URI, "audit-recent")
             .with_title("Recent audit records")
             .with_description("The last 100 audit records, oldest first. ADMIN only.");
         recent.mime_type = Some("application/json".into());
-        let all = [
-            (STATUS_URI, resource),
-            (HEALTH_URI, health),
-            (SECURITY_URI, security),
-            (AUDIT_RECENT_URI, recent),
-        ];
-        Ok(ListResourcesResult::with_all_items(
-            all.into_iter()
-                .filter(|(uri, _)| crate::auth::permissions::resource(uri) <= caller.role)
-                .map(|(_, r)| r)
-                .collect(),
-        ))
+        resources.push(recent);
+        // Only what this caller may read.
+        resources.retain(|r| crate::auth::permissions::resource(&r.uri) <= caller.role);
+        Ok(ListResourcesResult::with_all_items(resources))
     }
 
     async fn read_resource(
@@ -1152,6 +1405,18 @@ impl ServerHandler for DroneServer {
             };
             let contents = ResourceContents::text(text, request.uri.clone())
                 .with_mime_type("application/json");
+            return Ok(ReadResourceResult::new(vec![contents]).into());
+        }
+        if request.uri == CAMERA_URI
+            && let Some(camera) = &self.camera
+        {
+            let captured = camera
+                .capture(crate::camera::CaptureRequest::default())
+                .await
+                .map_err(|e| errors::internal(e.to_string()))?;
+            use base64::Engine as _;
+            let blob = base64::engine::general_purpose::STANDARD.encode(&captured.jpeg);
+            let contents = ResourceContents::blob(blob, CAMERA_URI).with_mime_type("image/jpeg");
             return Ok(ReadResourceResult::new(vec![contents]).into());
         }
         if request.uri == HEALTH_URI {
@@ -1177,6 +1442,10 @@ impl ServerHandler for DroneServer {
     ) -> Result<(), ErrorData> {
         self.guard
             .authorize_resource(&self.session_id, &request.uri)?;
+        if request.uri == CAMERA_URI && self.camera.is_some() {
+            self.shared.camera_subscribed.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         if request.uri != STATUS_URI {
             return Err(unknown_resource(&request.uri));
         }
@@ -1196,6 +1465,10 @@ impl ServerHandler for DroneServer {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if request.uri == CAMERA_URI && self.camera.is_some() {
+            self.shared.camera_subscribed.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
         if request.uri != STATUS_URI {
             return Err(unknown_resource(&request.uri));
         }
@@ -1225,9 +1498,7 @@ impl ServerHandler for DroneServer {
 
 fn unknown_resource(uri: &str) -> ErrorData {
     errors::invalid_params(
-        format!(
-            "unknown resource `{uri}`; available: {STATUS_URI}, {HEALTH_URI}, {SECURITY_URI}, {AUDIT_RECENT_URI}"
-        ),
+        format!("unknown resource `{uri}`; available: {STATUS_URI}, {HEALTH_URI}"),
         Some(json!({"uri": uri})),
     )
 }

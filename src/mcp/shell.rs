@@ -24,6 +24,15 @@ use crate::config::Config;
 use crate::control::ControlClient;
 use crate::status::StatusReport;
 
+/// The e-stop's ends in the MCP shell: the channel into the decision loop (for the panic
+/// topic and the `emergency_stop` fast path) and the broker connection's state (for the
+/// ground-link failsafe).
+pub struct EstopLink {
+    pub client: crate::estop::StopClient,
+    /// Skip to latest: the loop only needs the newest connection state and activity count.
+    pub ground: watch::Sender<crate::estop::driver::GroundState>,
+}
+
 /// Messages one session's rmcp service sends, tagged with the session.
 type Outgoing = (String, u64, ServerJsonRpcMessage);
 
@@ -95,6 +104,7 @@ struct SessionHandle {
 #[derive(Debug, Clone)]
 enum SubscribePurpose {
     Control,
+    Panic,
     Client(String),
 }
 
@@ -117,6 +127,12 @@ struct Shell {
     description: String,
     publish_failures: u64,
     guard: Arc<Guard>,
+    estop: Option<EstopLink>,
+    /// `{server_topic_root}/{server_id}/estop`.
+    panic_topic: String,
+    /// The newest e-stop event already announced to clients.
+    stop_seq_announced: u64,
+    camera: Option<crate::camera::CameraHandle>,
 }
 
 impl Shell {
@@ -252,7 +268,9 @@ impl Shell {
             self.guard.clone(),
             client_id.clone(),
         )
-        .with_control(self.control.clone(), &client_id);
+        .with_camera(self.camera.clone())
+        .with_control(self.control.clone(), &client_id)
+        .with_estop(self.estop.as_ref().map(|e| e.client.clone()));
         let ct = stop.clone();
         let cid = client_id.clone();
         tokio::spawn(async move {
@@ -328,6 +346,23 @@ impl Shell {
             client_id: mqtt::user_property(properties, mqtt::PROP_CLIENT_ID),
             component_type: mqtt::user_property(properties, mqtt::PROP_COMPONENT_TYPE),
         };
+        // Everything that reaches us came through the broker's mTLS and ACL: ground activity.
+        if let Some(estop) = &self.estop {
+            estop
+                .ground
+                .send_modify(|g| g.activity = g.activity.wrapping_add(1));
+        }
+        if topic == self.panic_topic {
+            self.handle_panic(&publish.payload, sender.client_id);
+            return;
+        }
+        if let Some(cid) = sender.client_id
+            && self.handles.contains_key(cid)
+            && topic == self.sessions.topics().rpc(cid)
+            && self.emergency_stop_fast_path(cid, &publish.payload)
+        {
+            return;
+        }
         let actions = self.sessions.handle_publish(
             std::time::Instant::now(),
             &topic,
@@ -337,11 +372,136 @@ impl Shell {
         self.execute(actions);
     }
 
+    /// The panic topic: stop now, without the session machinery. Acknowledged in the log
+    /// and to every client through the e-stop's notifications.
+    fn handle_panic(&mut self, payload: &[u8], client_id: Option<&str>) {
+        let Some(estop) = &self.estop else {
+            tracing::warn!("panic topic message, but no vehicle is attached");
+            return;
+        };
+        let reason = crate::estop::panic_reason(payload);
+        let ask = crate::estop::StopAsk::Stop(crate::estop::Trigger {
+            source: crate::estop::Source::MqttPanic,
+            identity: client_id.unwrap_or("unnamed MQTT client").to_owned(),
+            reason,
+        });
+        if let Err(e) = estop.client.send(ask) {
+            tracing::error!("panic topic: the stop could not be queued: {e}");
+        }
+    }
+
+    /// `tools/call` of `emergency_stop` bypasses the session's queue and call limits: it
+    /// goes on the e-stop channel from here and its answer is published from a task.
+    /// Returns false when the message is anything else (it then takes the normal path).
+    fn emergency_stop_fast_path(&mut self, client_id: &str, payload: &[u8]) -> bool {
+        let Some(estop) = &self.estop else {
+            return false;
+        };
+        if payload.len() > 64 * 1024 {
+            return false;
+        }
+        let Ok(Value::Object(message)) = serde_json::from_slice::<Value>(payload) else {
+            return false;
+        };
+        if message.get("method").and_then(Value::as_str) != Some("tools/call") {
+            return false;
+        }
+        let Some(params) = message.get("params").and_then(Value::as_object) else {
+            return false;
+        };
+        if params.get("name").and_then(Value::as_str) != Some("emergency_stop") {
+            return false;
+        }
+        let Some(id) = message.get("id").cloned() else {
+            return false;
+        };
+        let arguments = match params.get("arguments") {
+            Some(Value::Object(a)) => a.clone(),
+            _ => serde_json::Map::new(),
+        };
+        self.guard
+            .record_emergency_stop(client_id, &id, &Value::Object(arguments.clone()));
+        let client = estop.client.clone();
+        let mqtt_client = self.client.clone();
+        let topic = self.sessions.topics().rpc(client_id);
+        let properties = mqtt::publish_properties(ComponentType::Server, &self.server_id);
+        let identity = client_id.to_owned();
+        tokio::spawn(async move {
+            let result =
+                super::server::emergency_stop_result(Some(&client), arguments, &identity).await;
+            let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
+            if let Err(e) = mqtt_client.try_publish_with_properties(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                reply.to_string().into_bytes(),
+                properties,
+            ) {
+                tracing::warn!("emergency_stop reply not published: {e}");
+            }
+        });
+        true
+    }
+
+    /// Every new e-stop event goes to every session as `notifications/message` (level
+    /// `alert` for triggers, `notice` otherwise), whatever logging level it asked for: an
+    /// emergency stop is not a debug message.
+    fn announce_stop(&mut self, status: &crate::estop::StopStatus) {
+        let new: Vec<_> = status
+            .history
+            .iter()
+            .filter(|r| r.seq > self.stop_seq_announced)
+            .cloned()
+            .collect();
+        let Some(last) = new.last() else {
+            return;
+        };
+        self.stop_seq_announced = last.seq;
+        let clients: Vec<String> = self.handles.keys().cloned().collect();
+        for record in new {
+            let level = match record.event {
+                crate::estop::StopEvent::Triggered { .. }
+                | crate::estop::StopEvent::FailsafeTriggered { .. }
+                | crate::estop::StopEvent::PilotTookOver { .. } => "alert",
+                crate::estop::StopEvent::RungRefused { .. }
+                | crate::estop::StopEvent::AutopilotLinkLost => "warning",
+                _ => "notice",
+            };
+            let note = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/message",
+                "params": {
+                    "level": level,
+                    "logger": "flight-companion/emergency-stop",
+                    "data": {
+                        "text": record.text,
+                        "seq": record.seq,
+                        "event": record.event,
+                        "latched": status.latched,
+                    },
+                },
+            });
+            for cid in &clients {
+                let topic = self.sessions.topics().rpc(cid);
+                self.publish(&topic, &note, false);
+            }
+        }
+    }
+
     fn status_updated(&mut self, compat_on_rpc: bool) {
+        self.resource_updated(STATUS_URI, compat_on_rpc, |s| &s.status_subscribed);
+    }
+
+    fn resource_updated(
+        &mut self,
+        uri: &str,
+        compat_on_rpc: bool,
+        flag: fn(&SessionShared) -> &std::sync::atomic::AtomicBool,
+    ) {
         let subscribed: Vec<String> = self
             .handles
             .iter()
-            .filter(|(_, h)| h.shared.status_subscribed.load(Ordering::SeqCst))
+            .filter(|(_, h)| flag(&h.shared).load(Ordering::SeqCst))
             .map(|(cid, _)| cid.clone())
             .collect();
         if subscribed.is_empty() {
@@ -350,7 +510,7 @@ impl Shell {
         let note = json!({
             "jsonrpc": "2.0",
             "method": "notifications/resources/updated",
-            "params": {"uri": STATUS_URI},
+            "params": {"uri": uri},
         });
         // The transport spec: one message per server on the capability topic.
         let capability = self.sessions.topics().capability();
@@ -371,10 +531,12 @@ pub async fn serve(
     config: &Config,
     status: watch::Receiver<StatusReport>,
     control: Option<ControlClient>,
+    estop: Option<EstopLink>,
+    camera: Option<crate::camera::CameraHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let audit = open_audit(config)?;
-    serve_with_audit(config, status, control, audit, shutdown).await
+    serve_with_audit(config, status, control, estop, camera, audit, shutdown).await
 }
 
 /// Opens `[audit] dir` (recovering a torn tail) and starts its writer; a disabled handle
@@ -410,6 +572,8 @@ pub async fn serve_with_audit(
     config: &Config,
     status: watch::Receiver<StatusReport>,
     control: Option<ControlClient>,
+    estop: Option<EstopLink>,
+    camera: Option<crate::camera::CameraHandle>,
     audit: crate::audit::AuditHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -486,7 +650,22 @@ pub async fn serve_with_audit(
         description: mcp_config.description.clone(),
         publish_failures: 0,
         guard: guard.clone(),
+        panic_topic: crate::estop::panic_topic(&topics.server_root, &server_id),
+        stop_seq_announced: estop
+            .as_ref()
+            .and_then(|e| e.client.status().borrow().history.last().map(|r| r.seq))
+            .unwrap_or(0),
+        estop,
+        camera: camera.clone(),
     };
+    let mut stop_status = shell.estop.as_ref().map(|e| e.client.status());
+    // `camera://latest` updates: at most at the configured low rate, only when a new frame
+    // arrived since the last one (images are large; subscribers fetch them when told).
+    let camera_period =
+        Duration::from_secs_f64(1.0 / f64::from(config.camera.resource_update_rate_hz.max(0.01)));
+    let mut camera_ticker = tokio::time::interval(camera_period);
+    camera_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut camera_frames = camera.as_ref().map(|c| c.frames());
     let period = Duration::from_secs_f64(1.0 / f64::from(mcp_config.status_update_rate_hz));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -528,6 +707,12 @@ pub async fn serve_with_audit(
                         tracing::info!(control = topics.control(), "connected to the broker");
                         let control = Filter::new(topics.control(), QoS::AtLeastOnce);
                         shell.subscribe(vec![control], SubscribePurpose::Control);
+                        if let Some(estop) = &shell.estop {
+                            estop.ground.send_modify(|g| g.connected = true);
+                            // QoS 1 subscription: panic buttons may publish at QoS 0 or 1.
+                            let panic = Filter::new(shell.panic_topic.clone(), QoS::AtLeastOnce);
+                            shell.subscribe(vec![panic], SubscribePurpose::Panic);
+                        }
                     }
                     MqttEvent::SubscribeSent(pkid) => {
                         if let Some(purpose) = shell.subscribes.pop_front() {
@@ -548,6 +733,12 @@ pub async fn serve_with_audit(
                             Some(SubscribePurpose::Control) => {
                                 tracing::error!(codes = ?suback.return_codes, "the broker refused the control topic subscription (check the ACL); staying offline");
                             }
+                            Some(SubscribePurpose::Panic) if ok => {
+                                tracing::info!(topic = shell.panic_topic, "e-stop panic topic subscribed");
+                            }
+                            Some(SubscribePurpose::Panic) => {
+                                tracing::error!(topic = shell.panic_topic, codes = ?suback.return_codes, "the broker refused the e-stop panic topic (check the ACL): that trigger does not work");
+                            }
                             Some(SubscribePurpose::Client(cid)) => {
                                 let actions = shell.sessions.handle_suback(&cid, ok);
                                 shell.execute(actions);
@@ -561,8 +752,22 @@ pub async fn serve_with_audit(
                             tracing::warn!(error, "MQTT connection lost; reconnecting");
                         }
                         connected = false;
+                        if let Some(estop) = &shell.estop {
+                            estop.ground.send_modify(|g| g.connected = false);
+                        }
                         tracing::debug!(error, ?retry_in, "MQTT reconnect scheduled");
                     }
+                }
+            }
+            Some(Ok(())) = async {
+                match stop_status.as_mut() {
+                    Some(rx) => Some(rx.changed().await),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(rx) = stop_status.as_mut() {
+                    let status = rx.borrow_and_update().clone();
+                    shell.announce_stop(&status);
                 }
             }
             message = outgoing.recv() => {
@@ -579,6 +784,19 @@ pub async fn serve_with_audit(
                 if connected && status_rx.has_changed().unwrap_or(false) {
                     status_rx.borrow_and_update();
                     shell.status_updated(mcp_config.compat_resource_updates_on_rpc);
+                }
+            }
+            _ = camera_ticker.tick(), if camera_frames.is_some() => {
+                if connected
+                    && let Some(frames) = camera_frames.as_mut()
+                    && frames.has_changed().unwrap_or(false)
+                {
+                    frames.borrow_and_update();
+                    shell.resource_updated(
+                        super::camera_tools::CAMERA_URI,
+                        mcp_config.compat_resource_updates_on_rpc,
+                        |s| &s.camera_subscribed,
+                    );
                 }
             }
         }

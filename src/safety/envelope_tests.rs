@@ -282,11 +282,20 @@ fn margins_smaller_than_the_stopping_distance_are_refused() {
     assert_eq!(check_config(&EnvelopeConfig::default()), Ok(()));
 }
 
+/// (label, target, speed, facts, None = allowed or Some(words of the refusal))
+type GoalCase = (
+    &'static str,
+    GeoPosition,
+    Option<f64>,
+    VehicleFacts,
+    Option<&'static str>,
+);
+
 #[test]
 fn goal_verdicts_say_what_would_be_allowed() {
     let env = Envelope::new(&config(), HOME, None).unwrap();
     let here = at(0.0, 0.0, 10.0);
-    let cases: Vec<(&str, GeoPosition, Option<f64>, VehicleFacts, Option<&str>)> = vec![
+    let cases: Vec<GoalCase> = vec![
         (
             "inside",
             at(-100.0, 50.0, 30.0),

@@ -35,12 +35,15 @@ pub enum Landed {
 }
 
 /// The vehicle state a message is checked against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FlightState {
     pub armed: bool,
     pub landed: Landed,
     /// The autopilot family, to decode `DO_SET_MODE`; `None` before the first heartbeat.
     pub autopilot: Option<AutopilotKind>,
+    /// Home's altitude above mean sea level, once reported: PX4's `NAV_TAKEOFF` names its
+    /// altitude above sea level, so the ceiling (relative to home) is checked against it.
+    pub home_altitude_msl_m: Option<f64>,
 }
 
 impl FlightState {
@@ -54,6 +57,7 @@ impl FlightState {
                 _ => Landed::Unknown,
             },
             autopilot: s.autopilot.as_ref().map(|a| a.autopilot),
+            home_altitude_msl_m: s.home.as_ref().map(|h| h.altitude_msl_m),
         }
     }
 }
@@ -108,7 +112,8 @@ pub enum Bounds {
     Arm,
     /// `COMPONENT_ARM_DISARM` to disarm: param1 = 0, no force.
     Disarm,
-    /// `NAV_TAKEOFF`: altitude (param7) in (0, ceiling].
+    /// `NAV_TAKEOFF`: altitude (param7) in (0, ceiling] above home; PX4's param7 is above
+    /// mean sea level, so it needs home's altitude.
     Takeoff,
     /// `DO_SET_MODE`: only guided, hold, brake, land, return modes.
     SafeMode,
@@ -428,29 +433,42 @@ impl Whitelist {
                 "not in the whitelist; the daemon never sends it".into(),
             ));
         }
-        let mut last = String::new();
+        // Of the rows for this key, report the one that got furthest: a failed parameter
+        // bound says more than a wrong state, which says more than a missing role.
+        let mut best: (u8, String) = (0, String::new());
         for rule in rows {
-            if role < rule.role_min {
-                last = format!(
-                    "needs role {} or above, the caller is {role}",
-                    rule.role_min
-                );
-                continue;
-            }
-            if !rule.when.allows(state) {
-                last = format!(
-                    "allowed {} (armed: {}, landed: {:?})",
-                    rule.when.describe(),
-                    state.armed,
-                    state.landed
-                );
-                continue;
-            }
-            match self.bounds(rule.bounds, msg, state) {
-                Ok(()) => return Ok(()),
-                Err(reason) => last = reason,
+            let (rank, reason) = if role < rule.role_min {
+                (
+                    1,
+                    format!(
+                        "needs role {} or above, the caller is {role}",
+                        rule.role_min
+                    ),
+                )
+            } else if !rule.when.allows(state) {
+                (
+                    2,
+                    format!(
+                        "allowed {} (armed: {}, landed: {:?})",
+                        rule.when.describe(),
+                        state.armed,
+                        state.landed
+                    ),
+                )
+            } else {
+                match self.bounds(rule.bounds, msg, state) {
+                    Ok(()) => return Ok(()),
+                    Err(reason) => (3, reason),
+                }
+            };
+            if rank > best.0 {
+                best = (rank, reason);
+            } else if rank == best.0 && rank == 2 {
+                // Several rows for one command (arm, disarm): name every state allowed.
+                best.1 = format!("{} or {}", best.1, reason);
             }
         }
+        let last = best.1;
         Err(violation(last))
     }
 
@@ -509,12 +527,24 @@ impl Whitelist {
                 }
             }
             Bounds::Takeoff => {
-                let alt = p[6];
-                if alt.is_finite() && alt > 0.0 && alt <= ceiling {
+                let (alt, datum) = match state.autopilot {
+                    Some(AutopilotKind::Px4) => {
+                        let Some(home) = state.home_altitude_msl_m else {
+                            return Err("PX4 takes off to an altitude above sea level and home's \
+                                        altitude is not known yet"
+                                .into());
+                        };
+                        // f64: an f32 AMSL altitude keeps only centimetres, enough here.
+                        (f64::from(p[6]) - home, " (param7 minus home's altitude)")
+                    }
+                    _ => (f64::from(p[6]), ""),
+                };
+                if alt.is_finite() && alt > 0.0 && alt <= f64::from(ceiling) {
                     Ok(())
                 } else {
                     Err(format!(
-                        "takeoff altitude {alt} m must be above 0 and at most the ceiling, {ceiling} m"
+                        "takeoff altitude {alt:.1} m above home{datum} must be above 0 and at \
+                         most the ceiling, {ceiling} m"
                     ))
                 }
             }
@@ -524,10 +554,20 @@ impl Whitelist {
                         "the autopilot is not known yet, so the mode cannot be decoded".into(),
                     );
                 };
-                if !(p[0].is_finite() && p[1].is_finite() && p[0] >= 0.0 && p[1] >= 0.0) {
+                let byte = |v: f32| v.is_finite() && (0.0..=255.0).contains(&v);
+                let numbers_ok = match kind {
+                    AutopilotKind::Px4 => byte(p[0]) && byte(p[1]) && byte(p[2]),
+                    _ => byte(p[0]) && p[1].is_finite() && p[1] >= 0.0,
+                };
+                if !numbers_ok {
                     return Err("mode parameters must be non-negative numbers".into());
                 }
-                let mode = FlightMode::decode(kind, p[0] as u8, p[1] as u32);
+                let custom_mode = match kind {
+                    // PX4: main mode in param2, sub mode in param3 (its custom_mode bytes).
+                    AutopilotKind::Px4 => ((p[1] as u32) << 16) | ((p[2] as u32) << 24),
+                    _ => p[1] as u32,
+                };
+                let mode = FlightMode::decode(kind, p[0] as u8, custom_mode);
                 if matches!(
                     mode,
                     FlightMode::Guided
@@ -731,3 +771,109 @@ impl Whitelist {
 #[cfg(test)]
 #[path = "whitelist_tests.rs"]
 mod tests;
+
+/// PX4's own parameter conventions (the shared table above is written in ArduPilot's).
+#[cfg(test)]
+mod px4_tests {
+    use super::*;
+    use crate::link::dialect::COMMAND_LONG_DATA;
+
+    fn px4(armed: bool, landed: Landed, home_altitude_msl_m: Option<f64>) -> FlightState {
+        FlightState {
+            armed,
+            landed,
+            autopilot: Some(AutopilotKind::Px4),
+            home_altitude_msl_m,
+        }
+    }
+
+    fn long(command: MavCmd, params: [f32; 7]) -> MavMessage {
+        let [param1, param2, param3, param4, param5, param6, param7] = params;
+        MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+            param1,
+            param2,
+            param3,
+            param4,
+            param5,
+            param6,
+            param7,
+            command,
+            target_system: 1,
+            target_component: 1,
+            confirmation: 0,
+        })
+    }
+
+    fn takeoff(param7: f32) -> MavMessage {
+        long(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [-1.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, param7],
+        )
+    }
+
+    #[test]
+    fn px4_takeoff_altitude_is_above_sea_level_and_capped_relative_to_home() {
+        let w = Whitelist::new(&EnvelopeConfig::default()); // ceiling 120 m
+        let on_ground = px4(true, Landed::OnGround, Some(488.0));
+        assert_eq!(w.check(&takeoff(498.0), &on_ground, Role::Operator), Ok(()));
+        let e = w
+            .check(&takeoff(650.0), &on_ground, Role::Operator)
+            .unwrap_err();
+        assert!(e.reason.contains("162.0 m above home"), "{e}");
+        // Below home (e.g. a relative altitude sent by mistake) is refused, not flown.
+        assert!(w.check(&takeoff(10.0), &on_ground, Role::Operator).is_err());
+        let e = w
+            .check(
+                &takeoff(498.0),
+                &px4(true, Landed::OnGround, None),
+                Role::Operator,
+            )
+            .unwrap_err();
+        assert!(e.reason.contains("home's altitude"), "{e}");
+        // ArduPilot's param7 stays relative to home.
+        let ardupilot = FlightState {
+            autopilot: Some(AutopilotKind::Ardupilot),
+            ..on_ground
+        };
+        assert_eq!(w.check(&takeoff(10.0), &ardupilot, Role::Operator), Ok(()));
+        assert!(
+            w.check(&takeoff(498.0), &ardupilot, Role::Operator)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn px4_set_mode_reads_main_mode_in_param2_and_sub_mode_in_param3() {
+        let w = Whitelist::new(&EnvelopeConfig::default());
+        let flying = px4(true, Landed::InAir, Some(488.0));
+        let mode = |main: f32, sub: f32| {
+            long(
+                MavCmd::MAV_CMD_DO_SET_MODE,
+                [1.0, main, sub, 0.0, 0.0, 0.0, 0.0],
+            )
+        };
+        for (main, sub, name) in [
+            (4.0, 3.0, "AUTO.LOITER"),
+            (4.0, 5.0, "AUTO.RTL"),
+            (4.0, 6.0, "AUTO.LAND"),
+            (4.0, 2.0, "AUTO.TAKEOFF"),
+        ] {
+            assert_eq!(
+                w.check(&mode(main, sub), &flying, Role::Operator),
+                Ok(()),
+                "{name}"
+            );
+        }
+        // MANUAL (1), ALTCTL (2), ACRO (5) and AUTO.MISSION (4/4) are refused.
+        for (main, sub) in [(1.0, 0.0), (2.0, 0.0), (5.0, 0.0), (4.0, 4.0)] {
+            assert!(
+                w.check(&mode(main, sub), &flying, Role::Operator).is_err(),
+                "{main}/{sub}"
+            );
+        }
+        assert!(
+            w.check(&mode(4.0, f32::NAN), &flying, Role::Operator)
+                .is_err()
+        );
+    }
+}

@@ -419,9 +419,9 @@ async fn auth_control_lease_race_expiry_and_takeover() {
     server.stop().await;
 }
 
-/// A flood of calls is throttled with a time to retry. (The e-stop's exemption is asserted
-/// on the gate itself, `auth::tests::roles_lease_and_limits_together`, until issue 5's
-/// `emergency_stop` tool exists; the end-to-end half belongs to that work.)
+/// A flood of calls is throttled with a time to retry while `emergency_stop` from the same
+/// client still passes the gate. (That the stop reaches the autopilot is issue 5's test;
+/// the gate's exemption is also asserted on the core, `auth::tests`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_flood_is_rate_limited_with_retry_time() {
     let broker = Broker::start("auth-flood");
@@ -463,6 +463,21 @@ async fn auth_flood_is_rate_limited_with_retry_time() {
         started.elapsed()
     );
     assert!(limited >= 1, "{ok} allowed, {limited} limited");
+    // Still over the limit: a plain call is refused, the emergency stop goes through the gate
+    // (this in-process server has no vehicle, so its answer says there is nothing to stop).
+    let (r, _) = client
+        .call("tools/call", json!({"name": "get_status", "arguments": {}}))
+        .await;
+    assert_eq!(r["error"]["code"], -32029, "{r}");
+    for _ in 0..5 {
+        let (r, _) = client
+            .call(
+                "tools/call",
+                json!({"name": "emergency_stop", "arguments": {"reason": "flood test"}}),
+            )
+            .await;
+        assert!(r.get("result").is_some(), "the e-stop was refused: {r}");
+    }
     server.stop().await;
 }
 

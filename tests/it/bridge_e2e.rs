@@ -173,7 +173,9 @@ fn bridge_missing_is_reported_not_fatal_unless_required() {
         "the daemon must keep running"
     );
     daemon.signal("TERM");
-    assert_eq!(daemon.wait_exit(WAIT), Some(0));
+    let code = daemon.wait_exit(WAIT);
+    let output = daemon.output();
+    assert_eq!(code, Some(0), "{output}");
 
     let mut required = self::daemon(&dir.0, "udpin:127.0.0.1:0", true);
     let code = required.wait_exit(WAIT);
@@ -183,4 +185,24 @@ fn bridge_missing_is_reported_not_fatal_unless_required() {
         output.contains("bridge.required = true but no compatible bridge"),
         "{output}"
     );
+}
+
+#[test]
+fn bridge_switch_press_brakes_a_flying_vehicle() {
+    let dir = Dir::new("press-flying");
+    let _socat = start_socat(&dir.0);
+    let mut switch = bridge_sim(&dir.0, &[]);
+    let (mut autopilot, first, harness) = crate::estop::start_sim_two_links();
+    let mut daemon = daemon(&dir.0, &first.replace("tcpin", "tcpout"), false);
+    daemon.wait_for_line("bridge connected: firmware", WAIT);
+    daemon.wait_for_line("autopilot found: Ardupilot", WAIT);
+    crate::estop::take_off(&harness);
+
+    tell(&mut switch, "press");
+    switch.wait_for_line("bridge-sim: sending estop-asserted source=switch", WAIT);
+    // The stop reaches the autopilot on the wire, and the heartbeat confirms the hold.
+    autopilot.wait_for_line("sim: mode BRAKE", WAIT);
+    daemon.wait_for_line("hold confirmed", WAIT);
+    let output = daemon.output();
+    assert!(output.contains("hardware e-stop"), "{output}");
 }

@@ -1,5 +1,5 @@
-//! The README's first command: the demo runs the whole chain, says what happens, exits 0
-//! and leaves nothing running.
+//! The README's first command: the demo runs the whole chain, flies (takeoff, goto, a goto
+//! outside the fence refused, land), says what happens, exits 0 and leaves nothing running.
 
 use std::net::TcpStream;
 use std::process::Command;
@@ -24,6 +24,8 @@ fn demo_runs_the_chain_and_leaves_nothing_running() {
             "demo",
             "--updates",
             "2",
+            "--speedup",
+            "4",
             "--dir",
             dir.path().join("demo").to_str().unwrap(),
         ])
@@ -38,10 +40,38 @@ fn demo_runs_the_chain_and_leaves_nothing_running() {
         "get_status:",
         "status: ArduPilot (simulated) in STABILIZE (disarmed)",
         "update 2:",
+        "demo: took a picture: 640x480 JPEG",
+        "the onboard envelope: keep-in `field`, keep-out `tower`",
+        "demo: takeoff: took off to 10 m",
+        "takeoff | climbing",
+        "demo: goto: arrived at",
+        "goto | ",
+        "demo: refused by the daemon, nothing was sent to the vehicle: ",
+        "outside keep-in `field`",
+        "demo: land: landed and disarmed",
+        "demo: on the ground and disarmed",
         "demo: done",
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
+    // The picture is where the demo says, a full-resolution JPEG.
+    let marker = "picture saved at full resolution with EXIF GPS tags: ";
+    let line = stdout.lines().find(|l| l.contains(marker)).unwrap();
+    let path = line.split_once(marker).unwrap().1.trim();
+    assert!(path.starts_with(dir.path().to_str().unwrap()), "{path}");
+    let picture = std::fs::read(path).unwrap();
+    assert!(picture.starts_with(&[0xFF, 0xD8]), "{path} is not a JPEG");
+    // The refusal came from the daemon before anything was sent: one DO_REPOSITION (the
+    // goto inside), none for the goto outside.
+    assert_eq!(
+        stdout.matches("command MAV_CMD_DO_REPOSITION").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("near the envelope"),
+        "no warnings on a flight inside: {stdout}"
+    );
     let broker_port = port_after(&stdout, "Mosquitto broker up on 127.0.0.1:");
     let sim_port = port_after(&stdout, "listening on tcpin:127.0.0.1:");
     for port in [broker_port, sim_port] {

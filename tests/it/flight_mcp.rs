@@ -84,7 +84,9 @@ async fn flight_mcp_goto_inside_arrives_and_refused_gotos_leave_the_vehicle_stil
     );
 
     // Below the battery reserve: no new goal, but the way down is open.
-    rig.set_param("SIM_BATT_VOLTAGE", 13.2);
+    // 13.9 V on 4S is about 20 %: below the 30 % reserve, above the 10 % critical level at
+    // which the daemon's own failsafe would land the vehicle.
+    rig.set_param("SIM_BATT_VOLTAGE", 13.9);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let reserve = loop {
         let (result, _) = rig.tool("goto", goto(20.0, 0.0, 15.0)).await;
@@ -194,13 +196,44 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
         latency_s * 1000.0,
         rig.daemon.output()
     );
+    // The client heard it: a warning near the margin, then the breach with the action.
+    let level_is = |m: &crate::mcp_client::Seen, level: &str| {
+        m.payload.as_ref().is_some_and(|p| {
+            p["method"] == "notifications/message"
+                && p["params"]["level"] == level
+                && p["params"]["logger"] == "flight-companion.envelope"
+        })
+    };
+    let mut earlier = Vec::new();
+    let breach_note = rig
+        .client
+        .wait_for(
+            |m| level_is(m, "error"),
+            Duration::from_secs(10),
+            &mut earlier,
+        )
+        .await
+        .unwrap_or_else(|| panic!("no breach notification; saw {earlier:?}"));
+    let text = breach_note.payload.unwrap()["params"]["data"]["message"].to_string();
+    assert!(
+        text.contains("`pen`") && text.contains("holds position") && text.contains("land"),
+        "{text}"
+    );
+    let warning = earlier
+        .iter()
+        .find(|m| level_is(m, "warning"))
+        .unwrap_or_else(|| panic!("no warning before the breach: {earlier:?}"));
+    let text = warning.payload.as_ref().unwrap()["params"]["data"]["message"].to_string();
+    assert!(text.contains("keep-in `pen`"), "{text}");
+
     // Then the configured action, without the ground.
     let land = rig
         .sim
         .wait_for_line("sim: mode LAND", Duration::from_secs(30));
-    let held_s = sim_time_s(&land) - t_command;
+    // breach_hold_s is the daemon's (wall-clock) time: 2 s are 4 s of simulated time here.
+    let held_s = (sim_time_s(&land) - t_command) / 2.0;
     assert!(
-        (1.9..4.0).contains(&held_s),
+        (1.9..3.5).contains(&held_s),
         "held {held_s} s before landing"
     );
     // Only recovery is accepted meanwhile.
@@ -208,5 +241,36 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
     assert!(
         refusal.contains("hold") && refusal.contains("land"),
         "{refusal}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_mcp_px4_takes_off_flies_to_a_point_and_lands() {
+    let mut rig = Rig::start("flight-px4", true, 5.0, &field_envelope()).await;
+    let result = rig.fly("takeoff", json!({"altitude_m": 8.0})).await;
+    assert!(
+        (result["vehicle"]["altitude_m"].as_f64().unwrap() - 8.0).abs() < 1.0,
+        "{result}"
+    );
+    let takeoff = rig.sim.output().lines().any(|l| {
+        l.starts_with("sim: command MAV_CMD_NAV_TAKEOFF from 1/191 -> MAV_RESULT_ACCEPTED")
+    });
+    assert!(
+        takeoff,
+        "PX4 accepted the takeoff (altitude above sea level)"
+    );
+    rig.fly("goto", goto(-25.0, 30.0, 12.0)).await;
+    assert!(
+        distance(&rig.position(), -25.0, 30.0) < 2.0,
+        "{:?}",
+        rig.position()
+    );
+    let result = rig.fly("land", json!({})).await;
+    assert_eq!(result["vehicle"]["armed"], false, "{result}");
+    assert!(rig.sim.output().contains("sim: mode AUTO.LAND"));
+    assert!(
+        !rig.daemon.output().contains("whitelist violation"),
+        "{}",
+        rig.daemon.output()
     );
 }

@@ -4,12 +4,14 @@
 mod auth;
 mod autopilot_peer;
 mod bridge_e2e;
+mod camera;
 mod cli;
 mod daemon_sim;
 mod demo;
 mod deploy_alerts;
 mod deploy_metrics;
 mod deploy_systemd;
+mod estop;
 mod flight_mcp;
 mod flight_rig;
 mod ground_bridge;

@@ -321,10 +321,9 @@ impl InProcessServer {
         let (status, rx) = watch::channel(StatusReport::without_vehicle());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let task =
-            tokio::spawn(
-                async move { flight_companion::mcp::serve(&config, rx, None, token).await },
-            );
+        let task = tokio::spawn(async move {
+            flight_companion::mcp::serve(&config, rx, None, None, None, token).await
+        });
         InProcessServer {
             status,
             shutdown,

@@ -1,0 +1,220 @@
+//! The local e-stop: a Unix stream socket on the companion (`flight-companion estop`).
+//!
+//! Protocol, one line each way (UTF-8, `\n`-terminated, at most [`LINE_BYTES_MAX`] bytes):
+//! - `STOP <reason>` → `OK <what happened>` once the decision loop has acted on it, or
+//!   `ERR <why>`;
+//! - `STATUS` → `OK <status as one JSON object>`.
+//!
+//! Access is by file permissions: the socket is created with mode 0660 (owner and group of
+//! the daemon), in the runtime directory. The caller's uid and pid (`SO_PEERCRED`) are its
+//! identity in the log and in every client's notification.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use super::{Source, StopAsk, StopClient, Trigger};
+
+/// Longest request line; longer ones are refused.
+pub const LINE_BYTES_MAX: usize = 1024;
+/// A client that does not finish its line within this time is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once; more wait in the kernel's backlog.
+const CONNECTIONS_MAX: usize = 16;
+
+/// Binds the socket (replacing a stale one) with mode 0660. The error names the path.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    use anyhow::Context;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only ever remove a socket: a mistyped path must not delete someone's file.
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        } else {
+            anyhow::bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the e-stop socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the socket until `shutdown`; removes it on the way out.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    client: StopClient,
+    shutdown: CancellationToken,
+) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("e-stop socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = handle(stream, client).await {
+                tracing::debug!("e-stop socket: {e}");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn handle(stream: UnixStream, client: StopClient) -> std::io::Result<()> {
+    let identity = match stream.peer_cred() {
+        Ok(cred) => format!(
+            "local uid {} pid {}",
+            cred.uid(),
+            cred.pid().map_or("?".into(), |p| p.to_string())
+        ),
+        Err(_) => "local".into(),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read).take(LINE_BYTES_MAX as u64 + 1);
+    let mut line = String::new();
+    let reply = match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => "ERR no request line within 2 s".to_string(),
+        Ok(Err(e)) => format!("ERR unreadable request: {e}"),
+        Ok(Ok(_)) if line.len() > LINE_BYTES_MAX => {
+            format!("ERR request longer than {LINE_BYTES_MAX} bytes")
+        }
+        Ok(Ok(_)) => answer(line.trim_end_matches(['\r', '\n']), &identity, &client).await,
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.write_all(b"\n").await?;
+    write.shutdown().await
+}
+
+async fn answer(line: &str, identity: &str, client: &StopClient) -> String {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "STOP" => {
+            let ask = StopAsk::Stop(Trigger {
+                source: Source::Local,
+                identity: identity.to_owned(),
+                reason: rest.to_owned(),
+            });
+            match client.request(ask).await {
+                Ok(ack) if ack.ok => format!("OK {}", ack.message),
+                Ok(ack) => format!("ERR {}", ack.message),
+                Err(e) => format!("ERR {e}"),
+            }
+        }
+        "STATUS" => {
+            let status = client.status().borrow().clone();
+            match serde_json::to_string(&status) {
+                Ok(json) => format!("OK {json}"),
+                Err(e) => format!("ERR cannot serialise the status: {e}"),
+            }
+        }
+        _ => "ERR unknown request; send `STOP <reason>` or `STATUS`".to_string(),
+    }
+}
+
+/// The client side: sends one line, returns the reply line.
+pub async fn request(path: &Path, line: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let exchange = async {
+        let mut stream = UnixStream::connect(path).await.with_context(|| {
+            format!(
+                "cannot connect to the e-stop socket {} (is the daemon running, and may this \
+                 user open it? it is mode 0660)",
+                path.display()
+            )
+        })?;
+        stream.write_all(line.as_bytes()).await?;
+        stream.write_all(b"\n").await?;
+        let mut reply = String::new();
+        BufReader::new(stream)
+            .take(64 * 1024)
+            .read_line(&mut reply)
+            .await?;
+        anyhow::Ok(reply.trim_end().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .context("the daemon did not answer on the e-stop socket within 3 s")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estop::{EmergencyStop, StopAck, StopOptions};
+
+    #[tokio::test]
+    async fn stop_and_status_over_the_socket_with_mode_0660() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("estop.sock");
+        // A stale socket from a previous run is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+
+        let stop = EmergencyStop::new(StopOptions::default(), std::time::Instant::now(), true);
+        let (client, mut loop_side) = crate::estop::channel(stop.status());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, path.clone(), client, shutdown.clone()));
+        // A stand-in for the loop: acknowledges with the reason it got.
+        tokio::spawn(async move {
+            while let Some(request) = loop_side.requests.recv().await {
+                if let (StopAsk::Stop(trigger), Some(reply)) = (request.ask, request.reply) {
+                    assert_eq!(trigger.source, Source::Local);
+                    assert!(
+                        trigger.identity.starts_with("local uid "),
+                        "{}",
+                        trigger.identity
+                    );
+                    let _ = reply.send(StopAck {
+                        ok: true,
+                        message: format!("latched: {}", trigger.reason),
+                        status: stop.status(),
+                    });
+                }
+            }
+        });
+        let reply = request(&path, "STOP bird strike").await.unwrap();
+        assert_eq!(reply, "OK latched: bird strike");
+        let reply = request(&path, "STATUS").await.unwrap();
+        assert!(reply.starts_with("OK {\"latched\":false"), "{reply}");
+        let reply = request(&path, "JUMP").await.unwrap();
+        assert!(reply.starts_with("ERR unknown request"), "{reply}");
+        let long = format!("STOP {}", "x".repeat(2000));
+        let reply = request(&path, &long).await.unwrap();
+        assert!(reply.contains("longer than 1024"), "{reply}");
+
+        // A regular file is never replaced.
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, b"keep").unwrap();
+        assert!(bind(&file).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+
+        shutdown.cancel();
+        server.await.unwrap();
+        assert!(!path.exists(), "the socket is removed on shutdown");
+    }
+}

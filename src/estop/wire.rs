@@ -1,0 +1,164 @@
+//! Stop commands as MAVLink, and the vehicle as the stop machine sees it (pure functions).
+//!
+//! Stop commands are built here and handed straight to the link writer by the e-stop branch
+//! of the daemon loop: they do not go through the command protocol's one-per-kind queue
+//! (a pending `DO_SET_MODE` of a tool must not delay a stop), and their re-sending is the
+//! stop machine's (until the heartbeat shows the mode), not the protocol's.
+
+use std::time::Instant;
+
+use crate::link::MavMessage;
+use crate::link::dialect::{COMMAND_LONG_DATA, MavCmd, MavLandedState};
+use crate::vehicle::modes::FlightMode;
+use crate::vehicle::snapshot::AutopilotKind;
+use crate::vehicle::state::VehicleState;
+
+use super::core::{Landed, StopCommand, VehicleObservation};
+
+/// `COMPONENT_ARM_DISARM` param2 that forces a disarm in the air (both firmwares).
+pub const FORCE_DISARM_MAGIC: f32 = 21196.0;
+
+/// The message for `command` to the autopilot `(system, component)`; `None` when the
+/// autopilot has no such mode (an unknown firmware).
+pub fn to_message(
+    command: StopCommand,
+    autopilot: AutopilotKind,
+    target_system: u8,
+    target_component: u8,
+) -> Option<MavMessage> {
+    let mut params = [0.0f32; 7];
+    let command_id = match command {
+        StopCommand::SetMode(mode) => {
+            let (base_mode, custom_mode) = FlightMode::encode(autopilot, mode)?;
+            params[0] = f32::from(base_mode);
+            match autopilot {
+                // PX4 takes main and sub mode as separate parameters.
+                AutopilotKind::Px4 => {
+                    params[1] = ((custom_mode >> 16) & 0xff) as f32;
+                    params[2] = ((custom_mode >> 24) & 0xff) as f32;
+                }
+                _ => params[1] = custom_mode as f32,
+            }
+            MavCmd::MAV_CMD_DO_SET_MODE
+        }
+        StopCommand::Disarm => MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+        StopCommand::ForceDisarm => {
+            params[1] = FORCE_DISARM_MAGIC;
+            MavCmd::MAV_CMD_COMPONENT_ARM_DISARM
+        }
+        StopCommand::Terminate => {
+            params[0] = 1.0;
+            MavCmd::MAV_CMD_DO_FLIGHTTERMINATION
+        }
+    };
+    let [param1, param2, param3, param4, param5, param6, param7] = params;
+    Some(MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+        param1,
+        param2,
+        param3,
+        param4,
+        param5,
+        param6,
+        param7,
+        command: command_id,
+        target_system,
+        target_component,
+        confirmation: 0,
+    }))
+}
+
+/// True for the `COMMAND_ACK`s that answer stop commands.
+pub fn is_stop_ack(command: MavCmd) -> bool {
+    matches!(
+        command,
+        MavCmd::MAV_CMD_DO_SET_MODE
+            | MavCmd::MAV_CMD_COMPONENT_ARM_DISARM
+            | MavCmd::MAV_CMD_DO_FLIGHTTERMINATION
+    )
+}
+
+/// The vehicle as the stop machine needs it.
+pub fn observe(vehicle: &VehicleState, now: Instant) -> VehicleObservation {
+    let autopilot = vehicle.autopilot().map(|a| a.autopilot);
+    let landed = match vehicle.landed_state() {
+        Some(MavLandedState::MAV_LANDED_STATE_ON_GROUND) => Landed::OnGround,
+        Some(
+            MavLandedState::MAV_LANDED_STATE_IN_AIR
+            | MavLandedState::MAV_LANDED_STATE_TAKEOFF
+            | MavLandedState::MAV_LANDED_STATE_LANDING,
+        ) => Landed::InAir,
+        // No EXTENDED_SYS_STATE: a disarmed vehicle is on the ground; an armed one may fly.
+        _ if !vehicle.is_armed() && autopilot.is_some() => Landed::OnGround,
+        _ => Landed::Unknown,
+    };
+    let snapshot = vehicle.snapshot(now);
+    VehicleObservation {
+        autopilot,
+        heartbeat_fresh: !vehicle.heartbeat_lost(now),
+        armed: vehicle.is_armed(),
+        landed,
+        mode: vehicle.flight_mode(),
+        position_valid: vehicle.position_valid(now),
+        battery_percent: (!snapshot.battery.freshness.stale)
+            .then_some(snapshot.battery.remaining_percent)
+            .flatten(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long(m: Option<MavMessage>) -> COMMAND_LONG_DATA {
+        match m {
+            Some(MavMessage::COMMAND_LONG(c)) => c,
+            other => panic!("not a COMMAND_LONG: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stop_commands_encode_for_each_autopilot() {
+        let brake = long(to_message(
+            StopCommand::SetMode(FlightMode::Brake),
+            AutopilotKind::Ardupilot,
+            1,
+            1,
+        ));
+        assert_eq!(brake.command, MavCmd::MAV_CMD_DO_SET_MODE);
+        assert_eq!((brake.param1, brake.param2), (1.0, 17.0));
+        let hold = long(to_message(
+            StopCommand::SetMode(FlightMode::Loiter),
+            AutopilotKind::Px4,
+            1,
+            1,
+        ));
+        assert_eq!((hold.param1, hold.param2, hold.param3), (1.0, 4.0, 3.0));
+        // PX4 has no BRAKE: nothing rather than a wrong mode.
+        assert!(
+            to_message(
+                StopCommand::SetMode(FlightMode::Brake),
+                AutopilotKind::Px4,
+                1,
+                1
+            )
+            .is_none()
+        );
+        let disarm = long(to_message(
+            StopCommand::Disarm,
+            AutopilotKind::Ardupilot,
+            1,
+            1,
+        ));
+        assert_eq!((disarm.param1, disarm.param2), (0.0, 0.0));
+        let force = long(to_message(
+            StopCommand::ForceDisarm,
+            AutopilotKind::Ardupilot,
+            1,
+            1,
+        ));
+        assert_eq!(force.param2, FORCE_DISARM_MAGIC);
+        let term = long(to_message(StopCommand::Terminate, AutopilotKind::Px4, 1, 1));
+        assert_eq!(term.command, MavCmd::MAV_CMD_DO_FLIGHTTERMINATION);
+        assert_eq!(term.param1, 1.0);
+    }
+}

@@ -1,0 +1,194 @@
+//! The emergency stop and the failsafes through real processes: the simulator, the daemon,
+//! `flight-companion estop` on its local socket, pymavlink putting the vehicle in the air.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::daemon_sim::start_sim;
+use crate::support::{self, Proc, flight_companion};
+
+/// The simulator with two links (daemon, harness) at `--speedup 4`; returns it and both.
+pub(crate) fn start_sim_two_links() -> (Proc, String, String) {
+    let (mut sim, first) = start_sim(&[
+        "--link",
+        "tcpin:127.0.0.1:0",
+        "--link",
+        "tcpin:127.0.0.1:0",
+        "--speedup",
+        "4",
+    ]);
+    let line = sim.wait_for_line("sim: serving ", Duration::from_secs(10));
+    let second = line
+        .split_once("sim: serving ")
+        .unwrap()
+        .1
+        .trim()
+        .to_owned();
+    (sim, first, second)
+}
+
+fn start_daemon(dir: &std::path::Path, endpoint: &str) -> (Proc, std::path::PathBuf) {
+    let socket = dir.join("estop.sock");
+    let config = dir.join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[vehicle]\nlink = \"{}\"\n[estop]\nsocket_path = \"{}\"\n",
+            endpoint.replace("tcpin", "tcpout"),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = flight_companion("daemon", &["run", "--config", config.to_str().unwrap()]);
+    daemon.wait_for_line("local e-stop socket ready", Duration::from_secs(10));
+    daemon.wait_for_line("autopilot found: Ardupilot", Duration::from_secs(10));
+    (daemon, socket)
+}
+
+fn estop(args: &[&str]) -> (i32, String) {
+    let output = Command::new(support::binary())
+        .arg("estop")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+pub(crate) fn take_off(harness: &str) {
+    let port = harness.rsplit(':').next().unwrap();
+    let mut command = Command::new(support::python());
+    command
+        .arg(support::peer("estop_takeoff.py"))
+        .args(["--port", port, "--timeout", "40"]);
+    let mut peer = Proc::spawn("estop_takeoff", command);
+    let code = peer.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "take-off failed:\n{}", peer.output());
+}
+
+#[test]
+fn estop_local_command_brakes_a_flying_vehicle_and_latches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, first, harness) = start_sim_two_links();
+    let (mut daemon, socket) = start_daemon(dir.path(), &first);
+    take_off(&harness);
+
+    let socket = socket.to_str().unwrap();
+    let (code, out) = estop(&["--socket", socket, "--reason", "integration test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("OK emergency stop latched: commanding hold"),
+        "{out}"
+    );
+    // The stop reached the autopilot and the heartbeat shows it.
+    sim.wait_for_line("sim: mode BRAKE", Duration::from_secs(5));
+    daemon.wait_for_line("hold confirmed", Duration::from_secs(5));
+    let (code, out) = estop(&["--socket", socket, "--status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"latched\":true"), "{out}");
+    assert!(out.contains("integration test"), "{out}");
+    assert!(out.contains("\"rung\":\"hold\""), "{out}");
+    // A second trigger is recorded, changes nothing.
+    let (code, out) = estop(&["--socket", socket]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already latched"), "{out}");
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(3)), Some(0));
+    assert!(!std::path::Path::new(socket).exists(), "socket removed");
+    let (code, out) = estop(&["--socket", socket]);
+    assert_ne!(code, 0);
+    assert!(out.contains("cannot connect to the e-stop socket"), "{out}");
+}
+
+#[test]
+fn a_stopped_daemon_stops_heartbeating_and_the_simulator_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, first, _harness) = start_sim_two_links();
+    let (daemon, _socket) = start_daemon(dir.path(), &first);
+    // SIGSTOP freezes the decision loop, which is the only source of the heartbeat.
+    daemon.signal("STOP");
+    sim.wait_for_line("sim: companion heartbeat lost", Duration::from_secs(10));
+    daemon.signal("CONT");
+    sim.wait_for_line("sim: companion heartbeat back", Duration::from_secs(10));
+}
+
+#[test]
+fn broker_killed_in_flight_holds_then_returns_and_the_panic_topic_stops() {
+    use crate::support::broker::Broker;
+    let broker_dir_tag = "estop";
+    let mut broker = Broker::start(broker_dir_tag);
+    let (mut sim, first, harness) = start_sim_two_links();
+    let text = std::fs::read_to_string(broker.dev.path("drone.toml")).unwrap();
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("link = ") {
+                format!("link = \"{}\"", first.replace("tcpin", "tcpout"))
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    let socket = broker.dev.path("estop.sock");
+    let config = broker.dev.path("drone-estop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[estop]\nsocket_path = \"{}\"\n[failsafe]\nground_link_timeout_s = 1.0\nground_loss_hold_s = 1.0\n",
+            text.join("\n"),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = flight_companion("daemon", &["run", "--config", config.to_str().unwrap()]);
+    daemon.wait_for_line("e-stop panic topic subscribed", Duration::from_secs(15));
+    take_off(&harness);
+
+    // The broker dies in flight: hold after 1 s, return home after 1 s more.
+    broker.kill();
+    daemon.wait_for_line("FAILSAFE ground link lost", Duration::from_secs(10));
+    sim.wait_for_line("sim: mode BRAKE", Duration::from_secs(5));
+    sim.wait_for_line("sim: mode RTL", Duration::from_secs(10));
+
+    // The broker is back: nothing resumes; a panic button publish is another trigger.
+    broker.restart();
+    daemon.wait_for_line("e-stop panic topic subscribed", Duration::from_secs(20));
+    let ground = (
+        broker.dev.certs("ground.pem"),
+        broker.dev.certs("ground.key"),
+    );
+    let output = Command::new("mosquitto_pub")
+        .args(broker.tls_args(Some((&ground.0, &ground.1))))
+        .args([
+            "-i",
+            "panic-button",
+            "-q",
+            "1",
+            "-t",
+            "$mcp-server/drone-1/estop",
+            "-m",
+            r#"{"reason": "panic button"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    daemon.wait_for_line(
+        "another trigger by MQTT panic topic",
+        Duration::from_secs(5),
+    );
+    let (code, out) = estop(&["--socket", socket.to_str().unwrap(), "--status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"rung\":\"return_home\""), "{out}");
+    assert!(out.contains("panic button"), "{out}");
+}
