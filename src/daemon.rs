@@ -228,6 +228,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     supervisor.handle_link_event(now, &event);
                     stop.handle_link_event(now, &event, &supervisor);
                 }
+                // Cancelling `shutdown` cancels its children (the link) before it marks
+                // itself cancelled: a link that ended because we are stopping is no error.
+                None if link_shutdown.is_cancelled() => break,
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
             Ok(()) = ground_rx.changed() => {

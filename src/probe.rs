@@ -27,6 +27,7 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
         anyhow::bail!("--seconds must be in (0, 3600], got {}", args.seconds);
     }
     let wait_for_heartbeat = Duration::from_secs_f64(args.seconds);
+    let link_stopped = shutdown.child_token();
     let (link, mut events) = Link::open(
         &args.link,
         LinkOptions {
@@ -35,7 +36,7 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_millis(1000),
         },
-        shutdown.child_token(),
+        link_stopped.clone(),
     )
     .await
     .with_context(|| format!("cannot open {}", args.link))?;
@@ -67,6 +68,8 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             _ = shutdown.cancelled() => return Ok(ExitCode::from(130)),
             event = events.recv() => match event {
                 Some(event) => supervisor.handle_link_event(Instant::now(), &event),
+                // The link's token is a child of `shutdown`: it ends first when we stop.
+                None if shutdown.is_cancelled() || link_stopped.is_cancelled() => return Ok(ExitCode::from(130)),
                 None => anyhow::bail!("the link task ended unexpectedly"),
             },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
