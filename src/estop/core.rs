@@ -45,10 +45,10 @@ use crate::role::Role;
 use crate::vehicle::modes::FlightMode;
 use crate::vehicle::snapshot::AutopilotKind;
 
-/// Least role that may reset the stop. Any authenticated caller for now: identity and roles
-/// from tokens (issue 6) are not on main yet, so every MCP caller is an `Operator`. When
-/// they land this becomes `Role::Admin`.
-pub const RESET_ROLE_MIN: Role = Role::Operator;
+/// Least role that may reset the stop: an ADMIN (or the companion itself), never the
+/// operator who is flying, so a second person confirms it is safe to fly again.
+/// The MCP permission table says the same (`auth::permissions`); the core checks it again.
+pub const RESET_ROLE_MIN: Role = Role::Admin;
 
 /// Events kept for the status report (newest last).
 pub const HISTORY_MAX: usize = 16;

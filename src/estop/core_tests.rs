@@ -459,7 +459,7 @@ fn reset_cases() {
                 (100, fly(Brake), vec![]),
                 (
                     5000,
-                    In::Reset(Role::Operator),
+                    In::Reset(Role::Admin),
                     vec![
                         Want::Latched(false),
                         Want::Rung(None),
@@ -476,16 +476,13 @@ fn reset_cases() {
             ],
         ),
         case(
-            "a role below the reset role is refused and says which role is needed",
+            "the operator flying cannot reset: it needs an ADMIN, and says so",
             vec![
                 (0, In::Trigger(Source::Local), vec![]),
                 (
                     10,
-                    In::Reset(Role::ReadOnly),
-                    vec![
-                        Want::Latched(true),
-                        Want::Refused("needs the OPERATOR role"),
-                    ],
+                    In::Reset(Role::Operator),
+                    vec![Want::Latched(true), Want::Refused("needs the ADMIN role")],
                 ),
             ],
         ),
@@ -585,11 +582,7 @@ fn failsafe_cases() {
                         Want::Sends(vec![]),
                     ],
                 ),
-                (
-                    12_100,
-                    In::Reset(Role::Operator),
-                    vec![Want::Latched(false)],
-                ),
+                (12_100, In::Reset(Role::Admin), vec![Want::Latched(false)]),
             ],
         ),
         case(
