@@ -48,6 +48,9 @@ use crate::safety::geo::{
 };
 use crate::vehicle::snapshot::VehicleSnapshot;
 
+/// A path this close to a polygon boundary is treated as touching it (see `path_clearance`).
+const BOUNDARY_CONTACT_M: f64 = 1e-6;
+
 /// Paths may not get closer to a boundary than the vehicle already is, give or take this
 /// much (floating point; far below any margin).
 const PATH_TOLERANCE_M: f64 = 0.01;
@@ -336,7 +339,29 @@ impl Zone {
             return ends;
         }
         match (&self.shape, self.kind) {
-            (Shape::Polygon(poly), _) => poly.segment_boundary_distance(a, b),
+            (Shape::Polygon(poly), _) => {
+                let distance = poly.segment_boundary_distance(a, b);
+                if distance > BOUNDARY_CONTACT_M {
+                    return distance;
+                }
+                // The segment reaches the boundary: it may cross to the forbidden side and
+                // come back (both ends allowed), which the unsigned distance (0) cannot
+                // tell from a graze. A vehicle starting a few millimetres from the edge
+                // would then be allowed straight through the zone. So split the segment
+                // where it meets the edges; between two meeting points the segment is
+                // wholly on one side, which its midpoint tells exactly.
+                let mut cuts = vec![0.0, 1.0];
+                let vertices = poly.vertices();
+                for (i, &p) in vertices.iter().enumerate() {
+                    let q = vertices[(i + 1) % vertices.len()];
+                    cuts.extend(segment_edge_parameters(a, b, p, q));
+                }
+                cuts.sort_by(f64::total_cmp);
+                cuts.windows(2)
+                    .filter(|w| w[1] - w[0] > 1e-12)
+                    .map(|w| self.clearance(a.lerp(b, (w[0] + w[1]) / 2.0)))
+                    .fold(0.0, f64::min)
+            }
             // Distance from the centre is convex along a segment: the ends decide.
             (Shape::Circle(_), ZoneKind::KeepIn) => ends,
             (Shape::Circle(c), ZoneKind::KeepOut) => {
@@ -1295,3 +1320,34 @@ fn fmt_m(v: f64) -> String {
 #[cfg(test)]
 #[path = "envelope_tests.rs"]
 mod tests;
+
+/// Parameters `t` in [0, 1] where segment `a`–`b` meets edge `p`–`q` (both ends of the
+/// overlap when they are collinear).
+fn segment_edge_parameters(a: LocalPoint, b: LocalPoint, p: LocalPoint, q: LocalPoint) -> Vec<f64> {
+    let (dx, dy) = (b.east_m - a.east_m, b.north_m - a.north_m);
+    let (ex, ey) = (q.east_m - p.east_m, q.north_m - p.north_m);
+    let (fx, fy) = (p.east_m - a.east_m, p.north_m - a.north_m);
+    let denominator = dx * ey - dy * ex;
+    let length_squared = dx * dx + dy * dy;
+    if length_squared == 0.0 {
+        return Vec::new();
+    }
+    if denominator.abs() <= 1e-12 * length_squared.sqrt() * (ex * ex + ey * ey).sqrt() {
+        // Parallel: only a collinear overlap meets; its ends are where the sides may change.
+        if (fx * dy - fy * dx).abs() > 1e-9 * length_squared.sqrt() {
+            return Vec::new();
+        }
+        let project = |x: f64, y: f64| (x * dx + y * dy) / length_squared;
+        return [project(fx, fy), project(fx + ex, fy + ey)]
+            .into_iter()
+            .filter(|t| (0.0..=1.0).contains(t))
+            .collect();
+    }
+    let t = (fx * ey - fy * ex) / denominator;
+    let u = (fx * dy - fy * dx) / denominator;
+    if (0.0..=1.0).contains(&t) && (-1e-12..=1.0 + 1e-12).contains(&u) {
+        vec![t]
+    } else {
+        Vec::new()
+    }
+}

@@ -505,6 +505,40 @@ fn a_vehicle_in_the_margin_may_fly_back_in_but_not_further_out() {
     }
 }
 
+/// Found by the property test (shrunk case): a vehicle a few millimetres outside a keep-out
+/// polygon, in its margin band, was allowed straight through it, because the distance from
+/// the path to the boundary is 0 both for a graze and for a crossing.
+#[test]
+fn a_vehicle_touching_a_keep_out_polygon_may_not_fly_through_it() {
+    let mut config = config();
+    config.keep_out = vec![polygon(
+        "hangar",
+        &[
+            (-50.0, -50.0),
+            (-30.0, -50.0),
+            (-30.0, -30.0),
+            (-50.0, -30.0),
+        ],
+    )];
+    let env = Envelope::new(&config, HOME, None).unwrap();
+    let touching = at(-50.002, -40.0, 20.0);
+    let facts = good_facts(touching);
+    let through = GoalRequest {
+        from: touching,
+        to: at(0.0, -40.0, 20.0),
+        speed_m_s: None,
+    };
+    let r = reason(env.check_goal(&through, &facts));
+    assert!(r.contains("the path crosses keep-out `hangar`"), "{r}");
+    // Away from it, or along its edge without entering, is still allowed.
+    let away = GoalRequest {
+        from: touching,
+        to: at(-100.0, -40.0, 20.0),
+        speed_m_s: None,
+    };
+    assert_eq!(env.check_goal(&away, &facts), Verdict::Allowed);
+}
+
 #[test]
 fn polygon_keep_out_path_and_concave_keep_in() {
     // A U-shaped keep-in: the straight path between the arms crosses the gap.
