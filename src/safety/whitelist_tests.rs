@@ -708,3 +708,86 @@ proptest! {
         }
     }
 }
+
+// PX4 encodes takeoff altitude above sea level and modes as main/sub mode in param2/param3.
+fn px4(armed: bool, landed: Landed, home_altitude_msl_m: Option<f64>) -> FlightState {
+    FlightState {
+        armed,
+        landed,
+        autopilot: Some(AutopilotKind::Px4),
+        home_altitude_msl_m,
+    }
+}
+
+fn takeoff(param7: f32) -> MavMessage {
+    long(
+        MavCmd::MAV_CMD_NAV_TAKEOFF,
+        [-1.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, param7],
+    )
+}
+
+#[test]
+fn px4_takeoff_altitude_is_above_sea_level_and_capped_relative_to_home() {
+    let w = Whitelist::new(&EnvelopeConfig::default()); // ceiling 120 m
+    let on_ground = px4(true, Landed::OnGround, Some(488.0));
+    assert_eq!(w.check(&takeoff(498.0), &on_ground, Role::Operator), Ok(()));
+    let e = w
+        .check(&takeoff(650.0), &on_ground, Role::Operator)
+        .unwrap_err();
+    assert!(e.reason.contains("162.0 m above home"), "{e}");
+    // Below home (e.g. a relative altitude sent by mistake) is refused, not flown.
+    assert!(w.check(&takeoff(10.0), &on_ground, Role::Operator).is_err());
+    let e = w
+        .check(
+            &takeoff(498.0),
+            &px4(true, Landed::OnGround, None),
+            Role::Operator,
+        )
+        .unwrap_err();
+    assert!(e.reason.contains("home's altitude"), "{e}");
+    // ArduPilot's param7 stays relative to home.
+    let ardupilot = FlightState {
+        autopilot: Some(AutopilotKind::Ardupilot),
+        ..on_ground
+    };
+    assert_eq!(w.check(&takeoff(10.0), &ardupilot, Role::Operator), Ok(()));
+    assert!(
+        w.check(&takeoff(498.0), &ardupilot, Role::Operator)
+            .is_err()
+    );
+}
+
+#[test]
+fn px4_set_mode_reads_main_mode_in_param2_and_sub_mode_in_param3() {
+    let w = Whitelist::new(&EnvelopeConfig::default());
+    let flying = px4(true, Landed::InAir, Some(488.0));
+    let mode = |main: f32, sub: f32| {
+        long(
+            MavCmd::MAV_CMD_DO_SET_MODE,
+            [1.0, main, sub, 0.0, 0.0, 0.0, 0.0],
+        )
+    };
+    for (main, sub, name) in [
+        (4.0, 3.0, "AUTO.LOITER"),
+        (4.0, 5.0, "AUTO.RTL"),
+        (4.0, 6.0, "AUTO.LAND"),
+        (4.0, 2.0, "AUTO.TAKEOFF"),
+    ] {
+        assert_eq!(
+            w.check(&mode(main, sub), &flying, Role::Operator),
+            Ok(()),
+            "{name}"
+        );
+    }
+    // MANUAL (1), ALTCTL (2), ACRO (5) and AUTO.MISSION (4/4) are refused.
+    for (main, sub) in [(1.0, 0.0), (2.0, 0.0), (5.0, 0.0), (4.0, 4.0)] {
+        assert!(
+            w.check(&mode(main, sub), &flying, Role::Operator).is_err(),
+            "{main}/{sub}"
+        );
+    }
+    assert!(
+        w.check(&mode(4.0, f32::NAN), &flying, Role::Operator)
+            .is_err()
+    );
+}
