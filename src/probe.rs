@@ -69,7 +69,7 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             event = events.recv() => match event {
                 Some(event) => supervisor.handle_link_event(Instant::now(), &event),
                 // The link's token is a child of `shutdown`: it ends first when we stop.
-                None if shutdown.is_cancelled() || link_stopped.is_cancelled() => return Ok(ExitCode::from(130)),
+                None if link_stopped.is_cancelled() => return Ok(ExitCode::from(130)),
                 None => anyhow::bail!("the link task ended unexpectedly"),
             },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
