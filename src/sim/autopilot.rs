@@ -289,6 +289,8 @@ pub enum SimEvent {
         from_component: u8,
         result: MavResult,
     },
+    /// The first heartbeat from the companion component since the simulator started.
+    CompanionHeartbeatSeen,
     CompanionHeartbeatLost,
     CompanionHeartbeatBack,
     /// A STATUSTEXT the vehicle sent.
@@ -310,6 +312,7 @@ impl fmt::Display for SimEvent {
                 f,
                 "command {name} from {from_system}/{from_component} -> {result:?}"
             ),
+            SimEvent::CompanionHeartbeatSeen => write!(f, "companion heartbeat seen"),
             SimEvent::CompanionHeartbeatLost => write!(f, "companion heartbeat lost"),
             SimEvent::CompanionHeartbeatBack => write!(f, "companion heartbeat back"),
             SimEvent::StatusText(text) => write!(f, "statustext {text}"),
@@ -442,6 +445,9 @@ impl SimAutopilot {
         }
         if let MavMessage::HEARTBEAT(_) = message {
             if header.component_id == COMPANION_COMPONENT_ID {
+                if self.companion_heartbeat_at.is_none() {
+                    self.events.push_back(SimEvent::CompanionHeartbeatSeen);
+                }
                 self.companion_heartbeat_at = Some(now);
                 if self.companion_lost {
                     self.companion_lost = false;
@@ -2495,6 +2501,14 @@ mod tests {
             h.send_from(companion, beat.clone());
             h.run(1.0);
         }
+        // Only the first heartbeat is announced.
+        assert_eq!(
+            h.events
+                .iter()
+                .filter(|e| **e == SimEvent::CompanionHeartbeatSeen)
+                .count(),
+            1
+        );
         // Ground station heartbeats do not count.
         h.send(beat.clone());
         h.run(3.5);

@@ -12,8 +12,9 @@
 //!   (`sim: serving tcpin:127.0.0.1:41234` when started on port 0);
 //! - `sim: mode MODE`, `sim: armed`, `sim: disarmed`;
 //! - `sim: command NAME from SYS/COMP -> RESULT` for each COMMAND_LONG/COMMAND_INT;
-//! - `sim: companion heartbeat lost` / `sim: companion heartbeat back` (component 191 silent
-//!   for more than 3 s of virtual time, and back);
+//! - `sim: companion heartbeat seen` on the first heartbeat from component 191, then
+//!   `sim: companion heartbeat lost` / `sim: companion heartbeat back` (silent for more than
+//!   3 s of virtual time, and back);
 //! - `sim: statustext TEXT` for each STATUSTEXT the vehicle sends.
 //!
 //! Every line but `serving` ends with ` (t=SECONDS s)`, the simulated time of the event with

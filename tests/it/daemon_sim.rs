@@ -90,6 +90,8 @@ fn daemon_over_a_pty_reconnects_when_the_cable_is_pulled_and_stops_on_sigterm() 
     let mut daemon = flight_companion("daemon", &["run", "--config", config.to_str().unwrap()]);
     daemon.wait_for_line("autopilot found: Ardupilot", Duration::from_secs(10));
     daemon.wait_for_line("telemetry requested", Duration::from_secs(10));
+    // "Lost" below needs the simulator to have heard the companion first.
+    sim.wait_for_line("sim: companion heartbeat seen", Duration::from_secs(10));
 
     // Pull the cable mid-stream: both ends of the pty pair vanish.
     socat.signal("KILL");

@@ -112,6 +112,8 @@ fn a_stopped_daemon_stops_heartbeating_and_the_simulator_sees_it() {
     let dir = tempfile::tempdir().unwrap();
     let (mut sim, first, _harness) = start_sim_two_links();
     let (daemon, _socket) = start_daemon(dir.path(), &first);
+    // "Lost" needs a heartbeat first; the daemon may find the autopilot before its first beat.
+    sim.wait_for_line("sim: companion heartbeat seen", Duration::from_secs(10));
     // SIGSTOP freezes the decision loop, which is the only source of the heartbeat.
     daemon.signal("STOP");
     sim.wait_for_line("sim: companion heartbeat lost", Duration::from_secs(10));
