@@ -386,6 +386,7 @@ impl Executor {
                 flying("goto")?;
                 let here = needs_position()?;
                 self.reposition_plan(
+                    kind,
                     action,
                     &here,
                     latitude_deg,
@@ -412,7 +413,15 @@ impl Executor {
                 let (latitude_deg, longitude_deg) =
                     geo::offset_deg(here.latitude_deg, here.longitude_deg, north_m, east_m);
                 let altitude_m = here.altitude_relative_m + up_m;
-                self.reposition_plan(action, &here, latitude_deg, longitude_deg, altitude_m, None)
+                self.reposition_plan(
+                    kind,
+                    action,
+                    &here,
+                    latitude_deg,
+                    longitude_deg,
+                    altitude_m,
+                    None,
+                )
             }
             Action::SetHeading { heading_deg } => {
                 flying("set_heading")?;
@@ -506,8 +515,10 @@ impl Executor {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn reposition_plan(
         &self,
+        kind: AutopilotKind,
         action: Action,
         here: &crate::vehicle::state::Position,
         latitude_deg: f64,
@@ -546,7 +557,14 @@ impl Executor {
                 speed_m_s,
             }),
             steps,
-            modes_expected: vec![FlightMode::Guided, FlightMode::Loiter],
+            // PX4 flies DO_REPOSITION in Hold (AUTO.LOITER); ArduCopter flies it in GUIDED,
+            // and a switch to LOITER there is someone else's doing (the pilot's, usually),
+            // which must end the job rather than leave it waiting for an arrival that the
+            // loitering vehicle will never make.
+            modes_expected: match kind {
+                AutopilotKind::Px4 => vec![FlightMode::Guided, FlightMode::Loiter],
+                _ => vec![FlightMode::Guided],
+            },
         }
     }
 

@@ -383,6 +383,21 @@ fn a_pilot_switching_to_a_manual_mode_ends_the_action() {
 }
 
 #[test]
+fn an_arducopter_goto_switched_to_loiter_by_someone_else_ends_instead_of_waiting() {
+    // Found by the HIL rig (hil/scenarios/11): LOITER was expected for every goto because PX4
+    // flies DO_REPOSITION in it, so an ArduCopter goto switched to LOITER from the RC waited
+    // for an arrival the loitering vehicle never makes.
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    let job = rig.request(goto_offset(150.0, 0.0, 10.0)).unwrap();
+    rig.run(2.0);
+    rig.pilot_mode(5.0); // LOITER
+    let end = rig.finish(job, 5.0);
+    assert_eq!(end.outcome, Outcome::Failed, "{end:?}");
+    assert!(end.message.contains("LOITER"), "{}", end.message);
+}
+
+#[test]
 fn below_the_battery_reserve_only_land_and_return_are_accepted() {
     let mut rig = Rig::new(Personality::ArduPilot);
     rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);

@@ -607,11 +607,32 @@ impl Rig {
             .await
             .context("the daemon did not find the autopilot")?;
         let session = self.session("read_only").await?;
-        let answer = session.call("get_status", json!({}), limit).await;
-        if !answer.ok {
-            bail!("the daemon does not answer get_status: {}", answer.text);
+        // Ready to fly means an envelope in force, which needs the autopilot's home position:
+        // until then the daemon refuses motion, rightly, and a scenario would fail for it.
+        let deadline = Instant::now() + limit;
+        loop {
+            let answer = session.call("get_status", json!({}), limit).await;
+            if !answer.ok {
+                bail!("the daemon does not answer get_status: {}", answer.text);
+            }
+            let status: serde_json::Value =
+                serde_json::from_str(&answer.text).unwrap_or_default();
+            if status
+                .pointer("/vehicle/home")
+                .is_some_and(serde_json::Value::is_object)
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the daemon has no home position after {:.0} s: {}",
+                    limit.as_secs_f64(),
+                    answer.text.chars().take(300).collect::<String>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.say("rig ready: the daemon found the autopilot and answers MCP".into());
+        self.say("rig ready: the daemon found the autopilot, knows home and answers MCP".into());
         Ok(())
     }
 
@@ -982,10 +1003,12 @@ impl Rig {
                 Err(detail) => (false, detail, None),
             };
             if let Some(value_ms) = figure {
-                self.figures.push(Figure {
-                    name: description.clone(),
-                    value_ms,
-                });
+                // The limit is not part of what was measured.
+                let name = description
+                    .rsplit_once(" within ")
+                    .map_or(description.as_str(), |(what, _)| what)
+                    .to_owned();
+                self.figures.push(Figure { name, value_ms });
             }
             if !passed && self.failure_at.is_none() {
                 self.failure_at = check.after.as_ref().and_then(|a| self.marks.get(a).copied());
