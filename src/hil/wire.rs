@@ -857,14 +857,14 @@ mod tests {
         assert!(lines[2].ends_with("[dropped]"), "{}", lines[2]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_waiter_wakes_on_the_frame_it_waits_for() {
         let log = WireLog::new(100);
         let writer = log.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             writer.record_frame(frame_at(1, Direction::ToCompanion, heartbeat()));
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             writer.record_frame(frame_at(2, Direction::ToAutopilot, set_mode()));
         });
         let found = log
@@ -875,7 +875,7 @@ mod tests {
             .unwrap();
         assert_eq!(found.at, Duration::from_millis(2));
         let none = log
-            .wait_for(Duration::ZERO, Duration::from_secs(1), |f| f.injected)
+            .wait_for(Duration::ZERO, Duration::from_millis(100), |f| f.injected)
             .await;
         assert!(none.is_none());
     }
