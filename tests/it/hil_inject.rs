@@ -729,6 +729,27 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
     assert_eq!(proxy.counters().connections_accepted, accepted);
     assert_eq!(proxy.counters().connections_reset, 0);
 
+    // Delay: each way takes at least the delay (without it, loopback takes milliseconds).
+    const DELAY_MS: u64 = 500;
+    let delay = Duration::from_millis(DELAY_MS);
+    proxy.set_fault(NetFault::Delay { delay_ms: DELAY_MS });
+    let sent = Instant::now();
+    publish_through(&mut publisher, "up-delayed");
+    wait_line(&mut up, "up-delayed");
+    let lag_up = sent.elapsed();
+    let sent = Instant::now();
+    publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/down", "down-delayed");
+    wait_line(&mut down, "down-delayed");
+    let lag_down = sent.elapsed();
+    assert!(
+        lag_up >= delay && lag_down >= delay,
+        "{lag_up:?} {lag_down:?}"
+    );
+    println!(
+        "proxy delay {DELAY_MS} ms: measured {lag_up:?} towards the broker, {lag_down:?} towards the client"
+    );
+    proxy.set_fault(NetFault::None);
+
     // Drop: open connections are reset, new ones refused.
     let mut idle = tokio::net::TcpStream::connect(proxy.local_addr())
         .await
@@ -787,6 +808,8 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
         faults,
         [
             "mqtt link: partition",
+            "mqtt link: none (link restored)",
+            "mqtt link: delay 500 ms",
             "mqtt link: none (link restored)",
             "mqtt link: drop (connections reset, new ones refused)",
             "mqtt link: none (link restored)"
