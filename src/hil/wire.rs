@@ -399,6 +399,17 @@ impl WireLog {
         self.lock().dropped
     }
 
+    /// Entries recorded since `cursor` (a count of entries ever recorded; start at 0), and
+    /// the cursor to pass next time. Entries already dropped from a full log are skipped.
+    /// Unlike a time, a cursor never repeats or misses entries stamped at the same instant.
+    pub fn events_from(&self, cursor: u64) -> (Vec<WireEvent>, u64) {
+        let inner = self.lock();
+        let first_kept = inner.dropped;
+        let next = first_kept + inner.entries.len() as u64;
+        let skip = cursor.saturating_sub(first_kept) as usize;
+        (inner.entries.iter().skip(skip).cloned().collect(), next)
+    }
+
     /// Frames stamped at or after `at`, oldest first.
     pub fn frames_since(&self, at: Duration) -> Vec<WireFrame> {
         self.lock()

@@ -16,6 +16,7 @@ mod flight_mcp;
 mod flight_rig;
 mod ground_bridge;
 mod hil_inject;
+mod hil_runner;
 mod link_flow;
 mod link_interop;
 mod link_net;
