@@ -98,6 +98,9 @@ impl WireFrame {
 }
 
 /// An entry of the wire log.
+// Almost every entry is a frame, so boxing it would add an allocation per frame only to make
+// the rare fault and note events smaller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WireEvent {
     Frame(WireFrame),
@@ -137,6 +140,9 @@ pub struct SplitFrame {
 
 /// A piece of the stream, in order. Concatenating every piece returned gives back every
 /// byte pushed, except the tail still waiting to complete a frame.
+// Most pieces are frames (unframed bytes are noise), so boxing them would only add an
+// allocation per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     /// Bytes that are not part of a valid frame (noise, boot chatter, a broken frame).

@@ -27,6 +27,8 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 const QUIET: Duration = Duration::from_millis(1500);
 
 /// What the daemon-side reader saw, in order.
+// Nearly every entry is a frame; boxing it would only allocate per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Seen {
     Connected,
