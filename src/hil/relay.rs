@@ -1053,15 +1053,14 @@ async fn serve_udp(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return End::Stopped,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, from)) => {
+            received = socket.recv_from(&mut buf) => {
+                // An error here is ICMP "port unreachable" from a peer not up yet: keep going.
+                if let Ok((n, from)) = received {
                     if learn {
                         peer = Some(from);
                     }
                     inlet.handle(buf.get(..n).unwrap_or_default());
                 }
-                // ICMP "port unreachable" from a peer not up yet shows here: keep going.
-                Err(_) => {}
             },
             bytes = outgoing.recv() => match bytes {
                 None => return End::Stopped,
