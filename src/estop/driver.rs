@@ -54,6 +54,10 @@ impl StopDriver {
         self.stop.status()
     }
 
+    pub fn is_latched(&self) -> bool {
+        self.stop.is_latched()
+    }
+
     /// A request from the e-stop channel: decide, send, answer, in that order.
     pub fn handle_request(
         &mut self,
