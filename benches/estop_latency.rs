@@ -3,7 +3,7 @@
 //! telemetry streaming and another MCP client calling `get_status` in a loop; next to a bare
 //! MQTT round trip on the same broker.
 //!
-//! `cargo bench --bench estop_latency -- [--trials 1000] [--cli-trials 300] [--bridge-trials 200] [--keep]`
+//! `cargo bench --bench estop_latency -- [--trials 1000] [--cli-trials 300] [--bridge-trials 200] [--keep] [--samples FILE] [--no-load]`
 //!
 //! It starts everything itself in a temporary directory, as BENCHMARKS.md's commands do by
 //! hand: `dev-setup`, Mosquitto (mTLS), `sim --stamp-monotonic` with two links (the daemon's,
@@ -503,6 +503,13 @@ async fn main() -> anyhow::Result<()> {
     let cli_trials: usize = arg(&args, "--cli-trials", 300)?;
     let bridge_trials: usize = arg(&args, "--bridge-trials", 200)?;
     let keep = args.iter().any(|a| a == "--keep");
+    // One line per trial (scenario, microseconds), for plots and for finding the slow ones.
+    let samples_path: Option<PathBuf> = arg(&args, "--samples", String::new())
+        .map(|p| (!p.is_empty()).then(|| PathBuf::from(p)))?;
+    let mut samples_out = match &samples_path {
+        Some(p) => Some(std::fs::File::create(p)?),
+        None => None,
+    };
     let temp = tempfile::Builder::new().prefix("fc-estop-bench-").tempdir()?;
     let dir = temp.path().to_path_buf();
     let stop = CancellationToken::new();
@@ -592,14 +599,25 @@ async fn main() -> anyhow::Result<()> {
         sid.clone(),
         stop.clone(),
     ));
+    // The busy client runs on its own thread and runtime: its JSON parsing must not delay
+    // this harness's trigger tasks (that would be the harness's latency, not the daemon's).
     let load_stop = stop.child_token();
-    let load = tokio::spawn(load_client(
-        ground.clone(),
-        sid.clone(),
-        name.clone(),
-        token("operator")?,
-        load_stop.clone(),
-    ));
+    let no_load = args.iter().any(|a| a == "--no-load");
+    let load = (!no_load).then(|| {
+        let (ground, sid, name, token, load_stop) = (
+            ground.clone(),
+            sid.clone(),
+            name.clone(),
+            token("operator"),
+            load_stop.clone(),
+        );
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(load_client(ground, sid, name, token?, load_stop))
+        })
+    });
 
     // In the air.
     let station = Station::open(&harness_link, stop.clone()).await?;
@@ -617,7 +635,8 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "# drone {name} (server id {sid}); simulator at speedup 1, daemon telemetry 50 Hz, \
-         heartbeat 50 Hz, one more client calling get_status in a loop"
+         heartbeat 50 Hz, {}",
+        if no_load { "no other client (--no-load)" } else { "one more client calling get_status in a loop" }
     );
     println!(
         "{:<42} {:>6} {:>5} {:>8} {:>8} {:>8}",
@@ -650,11 +669,20 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        if let Some(out) = &mut samples_out {
+            for (i, d) in samples.iter().enumerate() {
+                writeln!(out, "{trigger:?} {i} {}", d.as_micros())?;
+            }
+        }
         print_row(trigger.label(), &mut samples, lost);
     }
     load_stop.cancel();
-    let load_calls = load.await??;
-    println!("# the load client made {load_calls} get_status calls meanwhile");
+    if let Some(load) = load {
+        let load_calls = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load client panicked"))??;
+        println!("# the load client made {load_calls} get_status calls meanwhile");
+    }
     stop.cancel();
     let _ = echo.await;
     drop(rig);

@@ -18,6 +18,7 @@ use crate::estop::{
     EmergencyStop, Source, StopAsk, StopOptions, StopRequest, StopStatus, Trigger,
 };
 use crate::link::transport::{LinkEvent, SendError};
+use crate::sim::autopilot::FlightMode as SimMode;
 use crate::vehicle::modes::FlightMode;
 
 /// Records what the driver sends; the rig hands it to the simulator in the same turn.
@@ -132,7 +133,7 @@ struct Case {
     /// a mode at least as severe as a hold).
     commanded: Option<FlightMode>,
     /// The simulator's mode 3 s later.
-    mode_after: FlightMode,
+    mode_after: SimMode,
 }
 
 /// A gate with tight budgets and one OPERATOR session ("s") that holds the controls.
@@ -250,6 +251,13 @@ fn run(case: &Case) {
     let at = rig.now;
     let reason = format!("row {}", case.name);
     rig.trigger(case.source, &caller.subject, &reason);
+    // Accepted while the same session stays limited for everything else.
+    if let Some(tool) = refused_tool {
+        let d = gate
+            .authorize_tool(now, NOW, "s", tool)
+            .expect_err("still limited");
+        assert_eq!(d.kind, "rate_limited", "{}", case.name);
+    }
 
     // In the trigger's own turn: the tool ended with the reason, the hold left.
     if let Some(job) = job {
@@ -292,18 +300,11 @@ fn run(case: &Case) {
         "{}: {refusal}",
         case.name
     );
-    // The rate limit is untouched by the stop: the limited tool is still refused.
-    if let Some(tool) = refused_tool {
-        let d = gate
-            .authorize_tool(rig.instant(), NOW, "s", tool)
-            .expect_err("still limited");
-        assert_eq!(d.kind, "rate_limited", "{}", case.name);
-    }
 }
 
 #[test]
 fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
-    use FlightMode::{Brake, Land, Rtl};
+    use FlightMode::Brake;
     let cases = [
         Case {
             name: "takeoff climbing, MCP tool",
@@ -313,7 +314,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::McpTool,
             job_ends: Some(Outcome::Preempted),
             commanded: Some(Brake),
-            mode_after: Brake,
+            mode_after: SimMode::Brake,
         },
         Case {
             name: "goto under way, caller over its motion budget",
@@ -323,7 +324,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::McpTool,
             job_ends: Some(Outcome::Preempted),
             commanded: Some(Brake),
-            mode_after: Brake,
+            mode_after: SimMode::Brake,
         },
         Case {
             name: "goto under way, caller over its call budget",
@@ -333,7 +334,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::McpTool,
             job_ends: Some(Outcome::Preempted),
             commanded: Some(Brake),
-            mode_after: Brake,
+            mode_after: SimMode::Brake,
         },
         Case {
             name: "move_relative under way, panic topic",
@@ -343,7 +344,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::MqttPanic,
             job_ends: Some(Outcome::Preempted),
             commanded: Some(Brake),
-            mode_after: Brake,
+            mode_after: SimMode::Brake,
         },
         Case {
             name: "set_heading turning, hardware switch",
@@ -353,7 +354,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::Hardware,
             job_ends: Some(Outcome::Preempted),
             commanded: Some(Brake),
-            mode_after: Brake,
+            mode_after: SimMode::Brake,
         },
         Case {
             name: "hovering, no tool, caller over its motion budget, local command",
@@ -363,7 +364,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::Local,
             job_ends: None,
             commanded: Some(Brake),
-            mode_after: Brake,
+            mode_after: SimMode::Brake,
         },
         // RTL and LAND are at least as severe as a hold (PX4's ordering, see estop::core):
         // the heartbeat already confirms the stop, so nothing is sent and the vehicle keeps
@@ -376,7 +377,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::McpTool,
             job_ends: Some(Outcome::Preempted),
             commanded: None,
-            mode_after: Rtl,
+            mode_after: SimMode::Rtl,
         },
         Case {
             name: "land under way, caller over its call budget",
@@ -386,7 +387,7 @@ fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
             source: Source::McpTool,
             job_ends: Some(Outcome::Preempted),
             commanded: None,
-            mode_after: Land,
+            mode_after: SimMode::Land,
         },
     ];
     for case in &cases {
