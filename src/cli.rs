@@ -56,6 +56,16 @@ pub enum Command {
     /// Read and check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Hardware-in-the-loop rig: scripted scenarios with injected faults against the
+    /// simulator, SITL or a bench autopilot; a summary and JUnit XML.
+    #[command(subcommand)]
+    Hil(HilCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HilCommand {
+    /// Run scenarios (default: every file in hil/scenarios). Exits 0 only when none failed.
+    Run(crate::hil::cmd::HilRunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +322,10 @@ pub fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Hil(HilCommand::Run(args)) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::hil::cmd::run(args, shutdown))
         }
         Command::BridgeSim(args) => {
             crate::logging::init("warn");

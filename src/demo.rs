@@ -510,13 +510,13 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
     Ok(listener.local_addr()?.port())
 }
 
 /// Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
-fn mosquitto_path() -> PathBuf {
+pub(crate) fn mosquitto_path() -> PathBuf {
     let in_sbin = PathBuf::from("/usr/sbin/mosquitto");
     if in_sbin.exists() {
         in_sbin

@@ -19,6 +19,7 @@ pub mod estop;
 pub mod flight;
 pub mod ground;
 pub mod health;
+pub mod hil;
 pub mod link;
 pub mod logging;
 pub mod mcp;

@@ -15,6 +15,7 @@ mod estop;
 mod flight_mcp;
 mod flight_rig;
 mod ground_bridge;
+mod hil_runner;
 mod link_flow;
 mod link_interop;
 mod link_net;

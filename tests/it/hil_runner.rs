@@ -1,0 +1,119 @@
+//! `flight-companion hil run` as a user runs it: a scenario that passes, one that fails
+//! (reported with its seed, the failing step and the wire log), one the target cannot run
+//! (skipped with the reason, never passed), and a scenario file with a mistake (refused
+//! before anything starts). The starter suite itself runs in `tests/run`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support;
+
+fn hil(out: &Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(support::binary())
+        .current_dir(support::repo_root())
+        .args(["hil", "run", "--out"])
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run flight-companion hil");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn hil_runner_reports_pass_fail_and_skip_with_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let pass = write(
+        dir.path(),
+        "a-pass.toml",
+        "name = \"hovering on the ground\"\nneeds = [\"flight\"]\n\
+         [[steps]]\ncall = \"get_status\"\nas = \"read_only\"\n\
+         [[steps]]\nid = \"look\"\nwait = { armed = false, landed = true }\n\
+         [[checks]]\nwhitelist_conformance = true\n\
+         [[checks]]\ndaemon_log = \"autopilot found\"\n",
+    );
+    // The vehicle never arms by itself: this wait must fail, with the wire log.
+    let fail = write(
+        dir.path(),
+        "b-fail.toml",
+        "name = \"waits for what never happens\"\n\
+         [[steps]]\nwait = { armed = true }\nwithin_s = 1.5\n",
+    );
+    let skip = write(
+        dir.path(),
+        "c-skip.toml",
+        "name = \"needs the simulator\"\nneeds = [\"sim_faults\"]\n\
+         [[steps]]\nfault = \"gps_loss\"\n",
+    );
+    let (code, text) = hil(&out, &["--target", "sim", "--seed", "42", &pass, &fail]);
+    assert_eq!(code, 1, "a failed scenario fails the run:\n{text}");
+    assert!(text.contains("PASS  hovering on the ground"), "{text}");
+    assert!(text.contains("FAIL  waits for what never happens"), "{text}");
+    assert!(text.contains("not reached within 1.5 s"), "{text}");
+    assert!(
+        text.contains(&format!("--seed 42 {fail}")),
+        "the failure says how to reproduce it:\n{text}"
+    );
+    // The wire excerpt names frames both ways.
+    assert!(text.contains("HEARTBEAT"), "{text}");
+    assert!(text.contains("1 passed, 1 failed, 0 skipped"), "{text}");
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\""),
+        "{junit}"
+    );
+    assert!(junit.contains("<failure message=\"step 1 (wait for armed)"), "{junit}");
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(summary.contains("FAILED: waits for what never happens"), "{summary}");
+    // Every process of the rig has its log.
+    for log in ["daemon.log", "sim.log", "mosquitto.log"] {
+        assert!(
+            out.join("scenarios/a-pass").join(log).exists(),
+            "{log} of the passing scenario"
+        );
+    }
+
+    // A bench autopilot has no simulator: skipped with the reason, and the run still fails
+    // nothing (there is no device here, and none is opened for a skipped scenario).
+    let (code, text) = hil(
+        &out,
+        &["--target", "serial:/dev/nonexistent-autopilot:115200", &skip],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("SKIP  needs the simulator"), "{text}");
+    assert!(text.contains("a real autopilot has none"), "{text}");
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains("<skipped message=\"needs simulator faults"), "{junit}");
+}
+
+#[test]
+fn hil_runner_refuses_a_scenario_with_a_mistake_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "name = \"typo\"\n[[steps]]\ncall = \"takeoff\"\nargs = { altitude_m = 10.0 }\n\
+         [[steps]]\nfault = \"line_drop\"\n",
+    );
+    let (code, text) = hil(&dir.path().join("out"), &[&bad]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("bad.toml: step 2 (fault line_drop): fault line_drop needs probability"),
+        "{text}"
+    );
+    assert!(!dir.path().join("out/scenarios").exists(), "nothing started");
+    let (code, text) = hil(&dir.path().join("out"), &["--target", "moon", &bad]);
+    assert_ne!(code, 0);
+    assert!(text.contains("expected sim, sitl:ENDPOINT"), "{text}");
+}
