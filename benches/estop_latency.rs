@@ -510,7 +510,9 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => Some(std::fs::File::create(p)?),
         None => None,
     };
-    let temp = tempfile::Builder::new().prefix("fc-estop-bench-").tempdir()?;
+    let temp = tempfile::Builder::new()
+        .prefix("fc-estop-bench-")
+        .tempdir()?;
     let dir = temp.path().to_path_buf();
     let stop = CancellationToken::new();
 
@@ -575,7 +577,9 @@ async fn main() -> anyhow::Result<()> {
     let mut daemon_command = Command::new(BINARY);
     daemon_command.args(["run", "--config"]).arg(&config);
     let mut daemon = Proc::spawn("daemon", &dir, daemon_command)?;
-    daemon.wait_for("flight-companion ready", START_WAIT).await?;
+    daemon
+        .wait_for("flight-companion ready", START_WAIT)
+        .await?;
     bridge
         .wait_for("bridge-sim: companion hello", START_WAIT)
         .await?;
@@ -585,14 +589,15 @@ async fn main() -> anyhow::Result<()> {
     let drone = Config::load(&config)?;
     let (sid, name) = discover(&ground, &stop).await?;
     let token = |role: &str| -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(dev.join("tokens").join(format!("{role}.jwt")))?
-            .trim()
-            .to_owned())
+        Ok(
+            std::fs::read_to_string(dev.join("tokens").join(format!("{role}.jwt")))?
+                .trim()
+                .to_owned(),
+        )
     };
     let admin = Session::open(&ground, &sid, &name, Some(&token("admin")?), &stop).await?;
     let panic = Conn::open(&ground.mqtt, ComponentType::Client, &stop).await?;
-    let panic_topic =
-        flight_companion::estop::panic_topic(&ground.ground.server_topic_root, &sid);
+    let panic_topic = flight_companion::estop::panic_topic(&ground.ground.server_topic_root, &sid);
     let echo = tokio::spawn(serve_echo(
         drone.mqtt.clone(),
         ground.ground.rpc_topic_root.clone(),
@@ -636,7 +641,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "# drone {name} (server id {sid}); simulator at speedup 1, daemon telemetry 50 Hz, \
          heartbeat 50 Hz, {}",
-        if no_load { "no other client (--no-load)" } else { "one more client calling get_status in a loop" }
+        if no_load {
+            "no other client (--no-load)"
+        } else {
+            "one more client calling get_status in a loop"
+        }
     );
     println!(
         "{:<42} {:>6} {:>5} {:>8} {:>8} {:>8}",
@@ -660,7 +669,10 @@ async fn main() -> anyhow::Result<()> {
                     lost += 1;
                     eprintln!("{trigger:?}: trial failed: {e:#}");
                     if lost > 5 {
-                        bail!("{trigger:?}: too many failed trials; logs in {}", dir.display());
+                        bail!(
+                            "{trigger:?}: too many failed trials; logs in {}",
+                            dir.display()
+                        );
                     }
                     // Leave the failed trial's state behind before the next one.
                     let _ = rig.admin.call_tool("reset_emergency_stop", json!({})).await;

@@ -43,11 +43,13 @@ impl MonotonicStamp {
     /// `at` in nanoseconds of `CLOCK_MONOTONIC`.
     pub fn ns(&self, at: Instant) -> u64 {
         if at >= self.anchor {
-            self.anchor_ns
-                .saturating_add(u64::try_from(at.duration_since(self.anchor).as_nanos()).unwrap_or(u64::MAX))
+            self.anchor_ns.saturating_add(
+                u64::try_from(at.duration_since(self.anchor).as_nanos()).unwrap_or(u64::MAX),
+            )
         } else {
-            self.anchor_ns
-                .saturating_sub(u64::try_from(self.anchor.duration_since(at).as_nanos()).unwrap_or(u64::MAX))
+            self.anchor_ns.saturating_sub(
+                u64::try_from(self.anchor.duration_since(at).as_nanos()).unwrap_or(u64::MAX),
+            )
         }
     }
 }
@@ -70,7 +72,10 @@ mod tests {
         let after = monotonic_ns();
         let ns = stamp.ns(at);
         // The anchor pair is read back to back; allow a little scheduling slack.
-        assert!(ns + 1_000_000 >= before && ns <= after + 1_000_000, "{before} {ns} {after}");
+        assert!(
+            ns + 1_000_000 >= before && ns <= after + 1_000_000,
+            "{before} {ns} {after}"
+        );
         let earlier = stamp.ns(at - std::time::Duration::from_millis(5));
         assert_eq!(ns - earlier, 5_000_000);
     }

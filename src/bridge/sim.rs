@@ -136,7 +136,9 @@ pub async fn run(
             let written_ns = crate::clock::monotonic_ns();
             writer.write_all(&frame).await?;
             if let (Message::EstopAsserted { seq, .. }, true) = (&message, args.stamp_monotonic) {
-                say(&format!("sent estop-asserted seq={seq} mono_ns={written_ns}"));
+                say(&format!(
+                    "sent estop-asserted seq={seq} mono_ns={written_ns}"
+                ));
             }
         }
         if mcu.latched() != last_latched {

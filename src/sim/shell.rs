@@ -109,9 +109,7 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
     let mut ticker = tokio::time::interval(PHYSICS_STEP.div_f64(args.speedup).max(TICK_PERIOD_MIN));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut send_failures: u64 = 0;
-    let stamp = args
-        .stamp_monotonic
-        .then(crate::clock::MonotonicStamp::new);
+    let stamp = args.stamp_monotonic.then(crate::clock::MonotonicStamp::new);
 
     loop {
         tokio::select! {

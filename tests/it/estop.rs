@@ -287,10 +287,7 @@ async fn autopilot_link_cut_is_reported_to_a_connected_ground_client() {
     let result = &takeoff["result"];
     assert_eq!(result["isError"], true, "{takeoff}");
     let message = result["structuredContent"]["message"].to_string();
-    assert!(
-        message.contains("the autopilot link is down"),
-        "{takeoff}"
-    );
+    assert!(message.contains("the autopilot link is down"), "{takeoff}");
 
     // Plugged back: the daemon reconnects by itself; nothing refused above is sent later.
     let from_line = sim.output().lines().count();

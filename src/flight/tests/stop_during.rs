@@ -14,9 +14,7 @@ use crate::auth::token::tests::{NOW, claims, fixture};
 use crate::auth::token::{Claims, KeyAlg, issue};
 use crate::auth::{Gate, GateConfig, RateLimits};
 use crate::estop::driver::{CommandSink, StopDriver};
-use crate::estop::{
-    EmergencyStop, Source, StopAsk, StopOptions, StopRequest, StopStatus, Trigger,
-};
+use crate::estop::{EmergencyStop, Source, StopAsk, StopOptions, StopRequest, StopStatus, Trigger};
 use crate::link::transport::{LinkEvent, SendError};
 use crate::sim::autopilot::FlightMode as SimMode;
 use crate::vehicle::modes::FlightMode;
@@ -163,7 +161,9 @@ fn gate(now: Instant) -> Gate {
     )
     .unwrap();
     gate.handle_initialize(now, NOW, "s", Some(&token)).unwrap();
-    let caller = gate.authorize_tool(now, NOW, "s", "request_control").unwrap();
+    let caller = gate
+        .authorize_tool(now, NOW, "s", "request_control")
+        .unwrap();
     assert_eq!(
         gate.handle_control(now, &caller, true),
         crate::auth::ControlResult::Granted
@@ -280,7 +280,11 @@ fn run(case: &Case) {
         .filter_map(|(_, m)| stop_mode_of(m))
         .collect();
     let expected: Vec<u32> = case.commanded.map(custom_mode).into_iter().collect();
-    assert_eq!(first, expected, "{}: commanded in the trigger's turn", case.name);
+    assert_eq!(
+        first, expected,
+        "{}: commanded in the trigger's turn",
+        case.name
+    );
 
     rig.run(3.0);
     assert_eq!(rig.sim.mode(), case.mode_after, "{}", case.name);
