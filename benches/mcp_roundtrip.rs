@@ -12,128 +12,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flight_companion::config::{Config, MqttConfig};
+use flight_companion::config::Config;
 use flight_companion::ground::config::GroundConfig;
-use flight_companion::mcp::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent};
-use rumqttc::v5::AsyncClient;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Filter;
+use flight_companion::mcp::bench_client::{
+    Conn, Session, TIMEOUT, discover, id_of, percentiles, serve_echo,
+};
+use flight_companion::mcp::mqtt::ComponentType;
 use serde_json::{Value, json};
-use tokio::sync::{Barrier, mpsc};
+use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-const WARMUP_CALLS: usize = 20;
-
-struct Conn {
-    client: AsyncClient,
-    events: mpsc::Receiver<MqttEvent>,
-    id: String,
-    component: ComponentType,
-}
-
-impl Conn {
-    async fn open(
-        mqtt: &MqttConfig,
-        component: ComponentType,
-        stop: &CancellationToken,
-    ) -> anyhow::Result<Conn> {
-        let id = format!("bench-rs-{}-{:x}", std::process::id(), fastrand::u64(..));
-        let spec = ConnectionSpec {
-            client_id: id.clone(),
-            component_type: component,
-            meta: json!({"implementation": "mcp_roundtrip bench"}),
-            will: None,
-            packet_bytes_max: 1 << 20,
-            request_capacity: 64,
-        };
-        let (client, eventloop) = mqtt::connect(mqtt, &spec)?;
-        // Bounded; the driver waits when full (each connection is read by one task).
-        let (tx, mut events) = mpsc::channel(256);
-        mqtt::spawn_driver(eventloop, mqtt, tx, stop.clone());
-        match tokio::time::timeout(TIMEOUT, events.recv()).await {
-            Ok(Some(MqttEvent::Connected(_))) => {}
-            other => bail!("no CONNACK from {}:{}: {other:?}", mqtt.host, mqtt.port),
-        }
-        Ok(Conn {
-            client,
-            events,
-            id,
-            component,
+/// The ground token named by `ground.token_path`, if any (the daemon refuses sessions
+/// without one when `[auth]` has keys, as dev-setup's configuration does).
+fn token_of(ground: &GroundConfig) -> anyhow::Result<Option<String>> {
+    ground
+        .ground
+        .token_path
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| t.trim().to_owned())
+                .with_context(|| format!("ground.token_path {}", p.display()))
         })
-    }
-
-    async fn subscribe(&mut self, topic: String, no_local: bool) -> anyhow::Result<()> {
-        let mut filter = Filter::new(topic, QoS::AtLeastOnce);
-        filter.nolocal = no_local;
-        self.client.subscribe_many([filter]).await?;
-        loop {
-            match tokio::time::timeout(TIMEOUT, self.events.recv()).await {
-                Ok(Some(MqttEvent::SubAck(_))) => return Ok(()),
-                Ok(Some(_)) => {}
-                other => bail!("no SUBACK: {other:?}"),
-            }
-        }
-    }
-
-    async fn publish(&self, topic: String, payload: Vec<u8>) -> anyhow::Result<()> {
-        let properties = mqtt::publish_properties(self.component, &self.id);
-        self.client
-            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
-            .await?;
-        Ok(())
-    }
-
-    /// The next PUBLISH (topic, payload) satisfying `want`.
-    async fn receive(
-        &mut self,
-        want: impl Fn(&str, &[u8]) -> bool,
-    ) -> anyhow::Result<(String, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(MqttEvent::Publish(p))) => {
-                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    if want(&topic, &p.payload) {
-                        return Ok((topic, p.payload.to_vec()));
-                    }
-                }
-                Ok(Some(MqttEvent::Disconnected { error, .. })) => bail!("disconnected: {error}"),
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("driver stopped"),
-                Err(_) => bail!("no answer within {TIMEOUT:?}"),
-            }
-        }
-    }
+        .transpose()
 }
 
-fn id_of(payload: &[u8]) -> Option<u64> {
-    let v: Value = serde_json::from_slice(payload).ok()?;
-    if v.get("method").is_some() {
-        return None;
-    }
-    v.get("id")?.as_u64()
-}
-
-async fn discover(
-    ground: &GroundConfig,
-    stop: &CancellationToken,
-) -> anyhow::Result<(String, String)> {
-    let mut conn = Conn::open(&ground.mqtt, ComponentType::Client, stop).await?;
-    let root = &ground.ground.server_topic_root;
-    let filter = ground.ground.server_name.clone().unwrap_or("#".into());
-    conn.subscribe(format!("{root}/presence/+/{filter}"), false)
-        .await?;
-    let prefix = format!("{root}/presence/");
-    let (topic, _) = conn
-        .receive(|topic, payload| !payload.is_empty() && topic.starts_with(&prefix))
-        .await
-        .context("no drone presence; is the daemon running?")?;
-    let (sid, name) = topic[prefix.len()..]
-        .split_once('/')
-        .context("presence topic without a name")?;
-    Ok((sid.to_owned(), name.to_owned()))
-}
+const WARMUP_CALLS: usize = 20;
 
 /// One initialized MCP session calling `get_status` sequentially.
 async fn mcp_worker(
@@ -144,27 +48,9 @@ async fn mcp_worker(
     start: Arc<Barrier>,
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<Duration>> {
-    let g = &ground.ground;
-    let mut conn = Conn::open(&ground.mqtt, ComponentType::Client, &stop).await?;
-    let rpc = format!("{}/{}/{sid}/{name}", g.rpc_topic_root, conn.id);
-    conn.subscribe(rpc.clone(), true).await?;
-    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
-        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}});
-    conn.publish(
-        format!("{}/{sid}/{name}", g.server_topic_root),
-        init.to_string().into_bytes(),
-    )
-    .await?;
-    conn.receive(|_, p| id_of(p) == Some(0))
-        .await
-        .context("initialize")?;
-    conn.publish(
-        rpc.clone(),
-        json!({"jsonrpc":"2.0","method":"notifications/initialized"})
-            .to_string()
-            .into_bytes(),
-    )
-    .await?;
+    let token = token_of(&ground)?;
+    let session = Session::open(&ground, &sid, &name, token.as_deref(), &stop).await?;
+    let (mut conn, rpc) = (session.conn, session.rpc);
     let mut samples = Vec::with_capacity(calls + WARMUP_CALLS);
     for id in 1..=(calls + WARMUP_CALLS) as u64 {
         if id == WARMUP_CALLS as u64 + 1 {
@@ -212,41 +98,17 @@ async fn echo_worker(
     Ok(samples.split_off(WARMUP_CALLS))
 }
 
-async fn run_echo(
-    drone: MqttConfig,
-    rpc_root: String,
-    sid: String,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut conn = Conn::open(&drone, ComponentType::Server, &stop).await?;
-    conn.subscribe(format!("{rpc_root}/+/{sid}/bench-ping"), true)
-        .await?;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            event = conn.events.recv() => match event {
-                Some(MqttEvent::Publish(p)) => {
-                    let topic = String::from_utf8_lossy(&p.topic);
-                    let Some(base) = topic.strip_suffix("/bench-ping") else { continue };
-                    conn.publish(format!("{base}/bench-pong"), p.payload.to_vec()).await?;
-                }
-                Some(_) => {}
-                None => return Ok(()),
-            },
-        }
-    }
-}
-
 fn row(name: &str, clients: usize, samples: &mut [Duration], wall: Duration) {
-    samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let Some((p50, p99, max)) = percentiles(samples) else {
+        return;
+    };
     println!(
         "{name:<34} {clients:>7} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>11.0}",
         samples.len(),
-        ms(at(0.5)),
-        ms(at(0.99)),
-        ms(samples[samples.len() - 1]),
+        ms(p50),
+        ms(p99),
+        ms(max),
         samples.len() as f64 / wall.as_secs_f64()
     );
 }
@@ -286,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         "{:<34} {:>7} {:>6} {:>8} {:>8} {:>8} {:>11}",
         "scenario", "clients", "calls", "p50_ms", "p99_ms", "max_ms", "calls_per_s"
     );
-    let echo = tokio::spawn(run_echo(
+    let echo = tokio::spawn(serve_echo(
         drone,
         ground.ground.rpc_topic_root.clone(),
         sid.clone(),

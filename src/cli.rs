@@ -188,6 +188,10 @@ pub struct SimArgs {
     /// MAVLink system id of the simulated vehicle.
     #[arg(long, default_value_t = 1)]
     pub system_id: u8,
+    /// Add `mono_ns=N` to each `sim: command` line: the `CLOCK_MONOTONIC` nanoseconds at which
+    /// the command's bytes were read from the link (for latency benchmarks across processes).
+    #[arg(long)]
+    pub stamp_monotonic: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

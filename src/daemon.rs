@@ -209,6 +209,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             wake = wake.min(w);
         }
         let wake = tokio::time::Instant::from_std(wake);
+        let was_latched = stop.is_latched();
         tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -336,6 +337,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         if let Some(bridge) = &mut bridge {
             bridge.core.set_armed(supervisor.vehicle().is_armed());
+            if was_latched && !stop.is_latched() {
+                // The stop was reset: the MCU keeps its latch (and would ignore the next
+                // press) until the companion asks; it refuses while the switch is still open.
+                info!("e-stop reset: asking the bridge to release its latch");
+                bridge.core.request_release();
+            }
             while let Some(message) = bridge.core.poll_transmit(now) {
                 // Never blocks; a full queue drops and counts (see bridge::shell).
                 bridge.writer.send(&message);

@@ -164,8 +164,15 @@ impl HealthMonitor {
         let link_bad = report.autopilot_seen && (autopilot_lost || loss >= c.link_loss_percent_max);
         let link_good = !autopilot_lost
             && loss < (c.link_loss_percent_max - c.link_loss_hysteresis_percent).max(0.0);
+        let link_connected = v.link.connected;
         let link_degraded = self.edge("link_degraded", link_bad, link_good, || {
-            if autopilot_lost {
+            if !link_connected {
+                // A cut cable or a closed port: say so, not "heartbeat lost", so the operator
+                // looks at the wiring rather than the autopilot.
+                "autopilot link down (port closed or cable cut): nothing can be sent to the \
+                 autopilot; its own failsafes apply"
+                    .to_owned()
+            } else if autopilot_lost {
                 "autopilot link degraded: heartbeat lost".to_owned()
             } else {
                 format!("autopilot link degraded: {loss:.1} % of MAVLink frames lost (alert at {:.0} %)", c.link_loss_percent_max)

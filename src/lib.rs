@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bridge;
 pub mod camera;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;

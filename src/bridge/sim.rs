@@ -5,7 +5,9 @@
 //! Commands on stdin, one per line: `press` / `release` (the e-stop switch: the circuit
 //! opens / closes), `cut` (same as `press`: a cut wire opens the circuit), `silence` /
 //! `resume` (stop / restart sending anything). Events are printed on stdout as
-//! `bridge-sim: ...` lines.
+//! `bridge-sim: ...` lines. With `--stamp-monotonic`, every e-stop frame written is followed
+//! by `bridge-sim: sent estop-asserted seq=N mono_ns=T`, `T` being the `CLOCK_MONOTONIC`
+//! nanoseconds just before the write (for latency benchmarks across processes).
 
 use std::time::Duration;
 
@@ -35,6 +37,9 @@ pub struct BridgeSimArgs {
     /// Pretend to be a firmware of this protocol version (to test the daemon's refusal).
     #[arg(long)]
     pub protocol_version: Option<u16>,
+    /// Print the `CLOCK_MONOTONIC` time at which each e-stop frame was written.
+    #[arg(long)]
+    pub stamp_monotonic: bool,
 }
 
 /// How often the simulated MCU samples its input and runs its logic (the firmware: 1 ms).
@@ -63,6 +68,7 @@ pub async fn run(
     let mut silent = false;
     let mut last_output = OutputState::Released;
     let mut last_armed = false;
+    let mut last_latched = None;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut buf = [0u8; 256];
@@ -127,7 +133,20 @@ pub async fn run(
             }
             let frame = fwbridge_protocol::encode(&message)
                 .map_err(|_| anyhow::anyhow!("cannot encode {message:?}"))?;
+            let written_ns = crate::clock::monotonic_ns();
             writer.write_all(&frame).await?;
+            if let (Message::EstopAsserted { seq, .. }, true) = (&message, args.stamp_monotonic) {
+                say(&format!(
+                    "sent estop-asserted seq={seq} mono_ns={written_ns}"
+                ));
+            }
+        }
+        if mcu.latched() != last_latched {
+            last_latched = mcu.latched();
+            match last_latched {
+                Some(source) => say(&format!("latched ({source})")),
+                None => say("latch released"),
+            }
         }
         let armed = mcu_armed(&mcu);
         if armed != last_armed {

@@ -14,9 +14,21 @@ use tracing::{error, info, warn};
 use super::core::{EmergencyStop, KillReply, StopCommand, StopEvent, StopStatus};
 use super::{StopAck, StopAsk, StopRequest, wire};
 use crate::link::MavMessage;
-use crate::link::transport::{LinkEvent, LinkHandle};
+use crate::link::transport::{LinkEvent, LinkHandle, SendError};
 use crate::safety::{FlightState, Whitelist};
 use crate::supervisor::Supervisor;
+
+/// Where stop commands go: the link writer in the daemon; a recorder in the tests that fly
+/// the driver against the simulated autopilot in process. Must never block.
+pub trait CommandSink {
+    fn send_now(&self, message: &MavMessage) -> Result<(), SendError>;
+}
+
+impl CommandSink for LinkHandle {
+    fn send_now(&self, message: &MavMessage) -> Result<(), SendError> {
+        self.send(message)
+    }
+}
 
 /// The broker connection as the MCP shell sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,13 +66,17 @@ impl StopDriver {
         self.stop.status()
     }
 
+    pub fn is_latched(&self) -> bool {
+        self.stop.is_latched()
+    }
+
     /// A request from the e-stop channel: decide, send, answer, in that order.
     pub fn handle_request(
         &mut self,
         now: Instant,
         request: StopRequest,
         supervisor: &mut Supervisor,
-        link: &LinkHandle,
+        link: &impl CommandSink,
     ) {
         let (ok, message) = match request.ask {
             StopAsk::Stop(trigger) => {
@@ -155,7 +171,7 @@ impl StopDriver {
     }
 
     /// Every turn: observe the vehicle, send what is due, report events.
-    pub fn turn(&mut self, now: Instant, supervisor: &mut Supervisor, link: &LinkHandle) {
+    pub fn turn(&mut self, now: Instant, supervisor: &mut Supervisor, link: &impl CommandSink) {
         self.sync(now, supervisor, link);
     }
 
@@ -164,7 +180,7 @@ impl StopDriver {
         self.stop.poll_timeout()
     }
 
-    fn sync(&mut self, now: Instant, supervisor: &mut Supervisor, link: &LinkHandle) {
+    fn sync(&mut self, now: Instant, supervisor: &mut Supervisor, link: &impl CommandSink) {
         self.stop
             .handle_vehicle(now, wire::observe(supervisor.vehicle(), now));
         while let Some(command) = self.stop.poll_transmit(now) {
@@ -181,7 +197,7 @@ impl StopDriver {
         }
     }
 
-    fn send(&mut self, command: StopCommand, supervisor: &Supervisor, link: &LinkHandle) {
+    fn send(&mut self, command: StopCommand, supervisor: &Supervisor, link: &impl CommandSink) {
         let Some(autopilot) = supervisor.vehicle().autopilot() else {
             return;
         };
@@ -211,7 +227,7 @@ impl StopDriver {
                 return;
             }
         }
-        if let Err(e) = link.send(&message) {
+        if let Err(e) = link.send_now(&message) {
             self.not_sent += 1;
             warn!("e-stop: {command:?} not sent ({e}); re-sent on the next interval");
         }

@@ -29,6 +29,8 @@ struct Rig {
     sim_events: Vec<(Duration, SimEvent)>,
     ends: Vec<(JobId, JobEnd)>,
     progress: Vec<(JobId, String)>,
+    /// The e-stop's driver beside the supervisor, as the daemon loop runs it (`stop_during`).
+    stop: Option<stop_during::StopSide>,
 }
 
 fn operator() -> Caller {
@@ -62,6 +64,7 @@ impl Rig {
             sim_events: Vec::new(),
             ends: Vec::new(),
             progress: Vec::new(),
+            stop: None,
         };
         // Heartbeats, telemetry requests, a position and home.
         rig.run(6.0);
@@ -85,6 +88,16 @@ impl Rig {
         };
         while let Some(m) = self.sim.poll_transmit(self.now) {
             self.sup.handle_message(now, &header, &m);
+            if let Some(stop) = &mut self.stop {
+                stop.handle_message(now, header, m, &self.sup);
+            }
+        }
+        // The daemon loop's order: the stop's ladder before anything the supervisor sends.
+        if let Some(stop) = &mut self.stop {
+            for m in stop.turn(now, &mut self.sup) {
+                self.sent.push((self.now, m.clone()));
+                self.sim.handle_message(self.now, &self.companion, &m);
+            }
         }
         while let Some(m) = self.sup.poll_transmit(now) {
             self.sent.push((self.now, m.clone()));
@@ -495,3 +508,5 @@ fn motion_without_a_position_is_refused_and_a_read_only_caller_is_refused() {
         .unwrap_err();
     assert!(refusal.contains("OPERATOR"), "{refusal}");
 }
+
+mod stop_during;

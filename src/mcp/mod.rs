@@ -8,7 +8,9 @@
 //! - `server`: one session's MCP handler (rmcp): the tool table, resources, logging.
 //! - `camera_tools`: the camera's tools and `camera://latest`.
 //! - `shell`: the IO: MQTT in and out, one rmcp service per session, status updates.
+//! - `bench_client`: a raw JSON-RPC client on the same connection, for the benchmark harnesses.
 
+pub mod bench_client;
 pub mod camera_tools;
 pub mod errors;
 pub mod guard;

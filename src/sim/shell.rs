@@ -17,6 +17,10 @@
 //!   3 s of virtual time, and back);
 //! - `sim: statustext TEXT` for each STATUSTEXT the vehicle sends.
 //!
+//! With `--stamp-monotonic`, a `command` line also carries `mono_ns=N` before its time: the
+//! `CLOCK_MONOTONIC` nanoseconds at which the link read the bytes of that command (taken at
+//! the read, not at the print), which a benchmark compares with its own stamp of the trigger.
+//!
 //! Every line but `serving` ends with ` (t=SECONDS s)`, the simulated time of the event with
 //! millisecond resolution, the same clock as `time_boot_ms` in the vehicle's telemetry: a test
 //! can measure how long after a reported position the daemon's command arrived.
@@ -31,7 +35,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::autopilot::{
-    AUTOPILOT_COMPONENT_ID, PHYSICS_STEP, Personality, SimAutopilot, SimOptions,
+    AUTOPILOT_COMPONENT_ID, PHYSICS_STEP, Personality, SimAutopilot, SimEvent, SimOptions,
 };
 use super::physics::GeoPoint;
 use crate::cli::{SimArgs, SimAutopilot as SimAutopilotArg};
@@ -105,16 +109,18 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
     let mut ticker = tokio::time::interval(PHYSICS_STEP.div_f64(args.speedup).max(TICK_PERIOD_MIN));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut send_failures: u64 = 0;
+    let stamp = args.stamp_monotonic.then(crate::clock::MonotonicStamp::new);
 
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             event = merged.recv() => match event {
-                Some(LinkEvent::Frame { header, message, .. }) => {
+                Some(LinkEvent::Frame { header, message, received_at }) => {
                     let now = virtual_now();
                     sim.handle_message(now, &header, &message);
-                    send_failures += flush(&mut sim, now, &links);
+                    let read_ns = stamp.map(|s| s.ns(received_at));
+                    send_failures += flush(&mut sim, now, &links, read_ns);
                 }
                 Some(LinkEvent::Connected { peer }) => tracing::info!(%peer, "peer connected"),
                 Some(LinkEvent::Disconnected { reason }) => {
@@ -126,7 +132,7 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
             _ = ticker.tick() => {
                 let now = virtual_now();
                 sim.step(now);
-                send_failures += flush(&mut sim, now, &links);
+                send_failures += flush(&mut sim, now, &links, None);
             }
         }
     }
@@ -143,8 +149,14 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
 
 /// Sends what the vehicle has to say to every link and prints its events; returns how many
 /// sends failed because a link's queue was full (a lagging peer loses telemetry, as over a
-/// real radio).
-fn flush(sim: &mut SimAutopilot, now: Duration, links: &[(String, LinkHandle)]) -> u64 {
+/// real radio). `read_ns`: when the frame just handled was read (`--stamp-monotonic`), put
+/// on the command lines it caused.
+fn flush(
+    sim: &mut SimAutopilot,
+    now: Duration,
+    links: &[(String, LinkHandle)],
+    read_ns: Option<u64>,
+) -> u64 {
     let mut failures = 0;
     while let Some(message) = sim.poll_transmit(now) {
         for (name, handle) in links {
@@ -158,7 +170,11 @@ fn flush(sim: &mut SimAutopilot, now: Duration, links: &[(String, LinkHandle)]) 
         }
     }
     while let Some(event) = sim.poll_event() {
-        say(&format!("{event} (t={:.3} s)", now.as_secs_f64()));
+        let stamp = match (&event, read_ns) {
+            (SimEvent::Command { .. }, Some(ns)) => format!(" mono_ns={ns}"),
+            _ => String::new(),
+        };
+        say(&format!("{event}{stamp} (t={:.3} s)", now.as_secs_f64()));
     }
     failures
 }

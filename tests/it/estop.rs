@@ -194,3 +194,112 @@ fn broker_killed_in_flight_holds_then_returns_and_the_panic_topic_stops() {
     assert!(out.contains("\"rung\":\"return_home\""), "{out}");
     assert!(out.contains("panic button"), "{out}");
 }
+
+/// The autopilot link cut (socat killed: both ptys vanish) while a ground MCP client is
+/// connected through Mosquitto: the client is told at once (a `link_degraded` alert as
+/// `notifications/message`), `get_status` says the link is down, and a motion tool is refused
+/// with the reason instead of being queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autopilot_link_cut_is_reported_to_a_connected_ground_client() {
+    use crate::mcp_client::{TestClient, wait_online};
+    use crate::support::broker::{Broker, s};
+    use serde_json::json;
+
+    let broker = Broker::start("linkcut");
+    let mut socat = crate::link_pty::start_socat(&broker.dev.dir);
+    let (a, b) = (broker.dev.path("a"), broker.dev.path("b"));
+    let (mut sim, _) = start_sim(&["--link", &format!("serial:{}:115200", a.display())]);
+    let text = std::fs::read_to_string(broker.dev.path("drone.toml")).unwrap();
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("link = ") {
+                format!(
+                    "link = \"serial:{}:115200\"\nreconnect_backoff_ms_min = 50\nreconnect_backoff_ms_max = 200",
+                    b.display()
+                )
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    let config = broker.dev.path("drone-linkcut.toml");
+    std::fs::write(&config, text.join("\n")).unwrap();
+    let mut daemon = flight_companion("daemon", &["run", "--config", s(&config)]);
+    daemon.wait_for_line("autopilot found: Ardupilot", Duration::from_secs(15));
+    sim.wait_for_line("sim: companion heartbeat seen", Duration::from_secs(10));
+
+    let mut client = TestClient::connect(&broker, "ground-linkcut").await;
+    wait_online(&mut client).await;
+    let init = client.initialize("2025-11-25").await;
+    assert!(init.get("result").is_some(), "{init}");
+    let (control, _) = client
+        .call(
+            "tools/call",
+            json!({"name": "request_control", "arguments": {}}),
+        )
+        .await;
+    assert!(control.get("result").is_some(), "{control}");
+    let (status, _) = client
+        .call("tools/call", json!({"name": "get_status", "arguments": {}}))
+        .await;
+    let status = &status["result"]["structuredContent"];
+    assert_eq!(status["vehicle"]["link"]["connected"], true, "{status}");
+
+    // Pull the cable.
+    socat.signal("KILL");
+    let _ = socat.wait_exit(Duration::from_secs(2));
+    daemon.wait_for_line("autopilot link down", Duration::from_secs(5));
+
+    // The client hears it without asking.
+    let rpc = client.rpc_topic();
+    let mut skipped = Vec::new();
+    let alert = client
+        .wait_for(
+            |m| {
+                m.topic == rpc
+                    && m.payload.as_ref().is_some_and(|p| {
+                        p["method"] == "notifications/message"
+                            && p["params"]["data"]["alert"] == "link_degraded"
+                    })
+            },
+            Duration::from_secs(5),
+            &mut skipped,
+        )
+        .await
+        .unwrap_or_else(|| panic!("no link alert; saw {skipped:?}"));
+    let text = alert.payload.unwrap()["params"]["data"]["message"].to_string();
+    assert!(text.contains("autopilot link down"), "{text}");
+
+    // The status says so, and motion is refused with the reason, nothing queued.
+    let (status, _) = client
+        .call("tools/call", json!({"name": "get_status", "arguments": {}}))
+        .await;
+    let status = &status["result"]["structuredContent"];
+    assert_eq!(status["vehicle"]["link"]["connected"], false, "{status}");
+    assert_eq!(status["health"]["state"], "failed", "{status}");
+    let (takeoff, _) = client
+        .call(
+            "tools/call",
+            json!({"name": "takeoff", "arguments": {"altitude_m": 10.0}}),
+        )
+        .await;
+    let result = &takeoff["result"];
+    assert_eq!(result["isError"], true, "{takeoff}");
+    let message = result["structuredContent"]["message"].to_string();
+    assert!(message.contains("the autopilot link is down"), "{takeoff}");
+
+    // Plugged back: the daemon reconnects by itself; nothing refused above is sent later.
+    let from_line = sim.output().lines().count();
+    let _socat = crate::link_pty::start_socat(&broker.dev.dir);
+    daemon.wait_for_line("autopilot link up", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1000));
+    let late: Vec<String> = sim
+        .output()
+        .lines()
+        .skip(from_line)
+        .filter(|l| l.contains("MAV_CMD_NAV_TAKEOFF") || l.contains("sim: armed"))
+        .map(str::to_owned)
+        .collect();
+    assert!(late.is_empty(), "sent after the link came back: {late:?}");
+}

@@ -1,0 +1,400 @@
+//! Table-driven: an emergency stop arriving while a tool is running and while its caller is
+//! rate-limited, on virtual time. The e-stop's real driver (`estop::driver::StopDriver`, the
+//! machine, the whitelist) runs beside the supervisor in the daemon loop's order, against the
+//! simulated autopilot in process; the caller's session is a real `auth::Gate` whose budget
+//! is used up first. Each row: what runs, who is limited, which trigger → how the tool ends,
+//! what the autopilot is told in the trigger's own turn, where the vehicle ends up.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::auth::revocation::Denylist;
+use crate::auth::token::tests::{NOW, claims, fixture};
+use crate::auth::token::{Claims, KeyAlg, issue};
+use crate::auth::{Gate, GateConfig, RateLimits};
+use crate::estop::driver::{CommandSink, StopDriver};
+use crate::estop::{EmergencyStop, Source, StopAsk, StopOptions, StopRequest, StopStatus, Trigger};
+use crate::link::transport::{LinkEvent, SendError};
+use crate::sim::autopilot::FlightMode as SimMode;
+use crate::vehicle::modes::FlightMode;
+
+/// Records what the driver sends; the rig hands it to the simulator in the same turn.
+#[derive(Default)]
+struct Recorder(RefCell<Vec<MavMessage>>);
+
+impl CommandSink for Recorder {
+    fn send_now(&self, message: &MavMessage) -> Result<(), SendError> {
+        self.0.borrow_mut().push(message.clone());
+        Ok(())
+    }
+}
+
+/// The daemon loop's e-stop side inside the flight rig.
+pub(super) struct StopSide {
+    driver: StopDriver,
+    sink: Recorder,
+    /// Keeps the status channel open, as the MCP side does.
+    _status: tokio::sync::watch::Receiver<StopStatus>,
+}
+
+impl StopSide {
+    fn new(t0: Instant) -> StopSide {
+        let stop = EmergencyStop::new(StopOptions::default(), t0, true);
+        let (status_tx, status) = tokio::sync::watch::channel(stop.status());
+        let whitelist = crate::safety::Whitelist::new(&crate::config::EnvelopeConfig::default());
+        StopSide {
+            driver: StopDriver::new(stop, whitelist, status_tx),
+            sink: Recorder::default(),
+            _status: status,
+        }
+    }
+
+    pub(super) fn handle_message(
+        &mut self,
+        now: Instant,
+        header: MavHeader,
+        message: MavMessage,
+        sup: &Supervisor,
+    ) {
+        let event = LinkEvent::Frame {
+            header,
+            message,
+            received_at: now,
+        };
+        self.driver.handle_link_event(now, &event, sup);
+    }
+
+    /// One turn of the loop's stop side; returns what it sent.
+    pub(super) fn turn(&mut self, now: Instant, sup: &mut Supervisor) -> Vec<MavMessage> {
+        self.driver.turn(now, sup, &self.sink);
+        self.sink.0.take()
+    }
+}
+
+impl Rig {
+    /// A trigger in the loop's first branch: decided and sent in this very turn.
+    fn trigger(&mut self, source: Source, identity: &str, reason: &str) {
+        let now = self.instant();
+        let side = self.stop.as_mut().expect("the rig has a stop side");
+        let request = StopRequest {
+            ask: StopAsk::Stop(Trigger {
+                source,
+                identity: identity.into(),
+                reason: reason.into(),
+            }),
+            reply: None,
+        };
+        side.driver
+            .handle_request(now, request, &mut self.sup, &side.sink);
+        for m in side.sink.0.take() {
+            self.sent.push((self.now, m.clone()));
+            self.sim.handle_message(self.now, &self.companion, &m);
+        }
+        self.exchange();
+    }
+}
+
+/// Which budget of the caller's session is used up before the trigger.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Limited {
+    No,
+    /// Every call refused (`calls_per_s`).
+    Calls,
+    /// Motion calls refused (`motion_calls_per_s`).
+    Motion,
+}
+
+/// What runs when the stop arrives.
+#[derive(Debug, Clone, Copy)]
+enum Running {
+    Nothing,
+    /// From the ground (the takeoff is the running tool).
+    Takeoff,
+    Goto,
+    MoveRelative,
+    SetHeading,
+    ReturnHome,
+    Land,
+}
+
+struct Case {
+    name: &'static str,
+    running: Running,
+    /// Virtual seconds the tool runs before the trigger.
+    after_s: f64,
+    limited: Limited,
+    source: Source,
+    /// The job ends, in the trigger's turn, with this outcome.
+    job_ends: Option<Outcome>,
+    /// The mode commanded in the trigger's turn; `None`: nothing (the vehicle already flies
+    /// a mode at least as severe as a hold).
+    commanded: Option<FlightMode>,
+    /// The simulator's mode 3 s later.
+    mode_after: SimMode,
+}
+
+/// A gate with tight budgets and one OPERATOR session ("s") that holds the controls.
+fn gate(now: Instant) -> Gate {
+    let f = fixture();
+    let mut gate = Gate::new(GateConfig {
+        verifier: f.config.clone(),
+        denylist: Denylist::default(),
+        allow_anonymous: false,
+        lease_timeout: Duration::from_secs(60),
+        limits: RateLimits {
+            calls_per_s: 0.1,
+            calls_burst: 3,
+            motion_calls_per_s: 0.1,
+            motion_calls_burst: 1,
+        },
+    });
+    let token = issue(
+        f.ed_private.as_bytes(),
+        KeyAlg::EdDsa,
+        "ed1",
+        &Claims {
+            sub: "pilot".into(),
+            jti: Some("jti-pilot".into()),
+            ..claims("OPERATOR")
+        },
+    )
+    .unwrap();
+    gate.handle_initialize(now, NOW, "s", Some(&token)).unwrap();
+    let caller = gate
+        .authorize_tool(now, NOW, "s", "request_control")
+        .unwrap();
+    assert_eq!(
+        gate.handle_control(now, &caller, true),
+        crate::auth::ControlResult::Granted
+    );
+    gate.handle_call_finished(now, "s");
+    gate
+}
+
+/// Uses up `limited`; returns the tool the session is now refused.
+fn exhaust(gate: &mut Gate, now: Instant, limited: Limited) -> Option<&'static str> {
+    let tool = match limited {
+        Limited::No => return None,
+        Limited::Calls => "get_status",
+        Limited::Motion => "goto",
+    };
+    for _ in 0..10 {
+        match gate.authorize_tool(now, NOW, "s", tool) {
+            Ok(_) => gate.handle_call_finished(now, "s"),
+            Err(d) => {
+                assert_eq!(d.kind, "rate_limited", "{d:?}");
+                return Some(tool);
+            }
+        }
+    }
+    panic!("{tool} was never rate-limited");
+}
+
+fn stop_mode_of(m: &MavMessage) -> Option<u32> {
+    match m {
+        MavMessage::COMMAND_LONG(c) if c.command == MavCmd::MAV_CMD_DO_SET_MODE => {
+            Some(c.param2 as u32)
+        }
+        _ => None,
+    }
+}
+
+fn custom_mode(mode: FlightMode) -> u32 {
+    FlightMode::encode(crate::vehicle::snapshot::AutopilotKind::Ardupilot, mode)
+        .unwrap()
+        .1
+}
+
+fn run(case: &Case) {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.stop = Some(StopSide::new(rig.t0));
+    let mut gate = gate(rig.instant());
+    if !matches!(case.running, Running::Takeoff) {
+        let end = rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+        assert_eq!(end.outcome, Outcome::Completed, "{}: {end:?}", case.name);
+    }
+    let action = match case.running {
+        Running::Nothing => None,
+        Running::Takeoff => Some(Action::Takeoff { altitude_m: 20.0 }),
+        Running::Goto => Some(goto_offset(60.0, 0.0, 10.0)),
+        Running::MoveRelative => Some(Action::MoveRelative {
+            forward_m: 0.0,
+            right_m: 40.0,
+            up_m: 0.0,
+        }),
+        Running::SetHeading => Some(Action::SetHeading { heading_deg: 180.0 }),
+        Running::ReturnHome => Some(Action::ReturnHome),
+        Running::Land => Some(Action::Land),
+    };
+    let job = action.map(|a| {
+        rig.request(a)
+            .unwrap_or_else(|e| panic!("{}: {a} refused: {e}", case.name))
+    });
+    rig.run(case.after_s);
+    if let Some(job) = job {
+        assert!(
+            rig.end_of(job).is_none(),
+            "{}: the tool ended before the trigger: {:?}",
+            case.name,
+            rig.end_of(job)
+        );
+    }
+
+    // The caller's session is over its budget: that tool is refused, the stop is not.
+    let now = rig.instant();
+    let refused_tool = exhaust(&mut gate, now, case.limited);
+    let caller = gate
+        .authorize_tool(now, NOW, "s", "emergency_stop")
+        .unwrap_or_else(|d| panic!("{}: the stop was refused: {d:?}", case.name));
+
+    let at = rig.now;
+    let reason = format!("row {}", case.name);
+    rig.trigger(case.source, &caller.subject, &reason);
+    // Accepted while the same session stays limited for everything else.
+    if let Some(tool) = refused_tool {
+        let d = gate
+            .authorize_tool(now, NOW, "s", tool)
+            .expect_err("still limited");
+        assert_eq!(d.kind, "rate_limited", "{}", case.name);
+    }
+
+    // In the trigger's own turn: the tool ended with the reason, the hold left.
+    if let Some(job) = job {
+        let end = rig
+            .end_of(job)
+            .unwrap_or_else(|| panic!("{}: the tool still runs after the stop", case.name))
+            .clone();
+        assert_eq!(Some(end.outcome), case.job_ends, "{}: {end:?}", case.name);
+        assert!(
+            end.message.contains("the emergency stop took over") && end.message.contains(&reason),
+            "{}: {}",
+            case.name,
+            end.message
+        );
+    }
+    let first: Vec<u32> = rig
+        .sent
+        .iter()
+        .filter(|(t, _)| *t == at)
+        .filter_map(|(_, m)| stop_mode_of(m))
+        .collect();
+    let expected: Vec<u32> = case.commanded.map(custom_mode).into_iter().collect();
+    assert_eq!(
+        first, expected,
+        "{}: commanded in the trigger's turn",
+        case.name
+    );
+
+    rig.run(3.0);
+    assert_eq!(rig.sim.mode(), case.mode_after, "{}", case.name);
+    // Nothing but stop commands after the trigger: no step of the tool went out.
+    let after: Vec<MavCmd> = rig.commands_sent_since(at);
+    assert!(
+        after.iter().all(|c| *c == MavCmd::MAV_CMD_DO_SET_MODE),
+        "{}: {after:?}",
+        case.name
+    );
+    // Latched: motion is refused with the stop's reason.
+    let refusal = rig
+        .request(goto_offset(0.0, 30.0, 10.0))
+        .expect_err("motion is refused while stopped");
+    assert!(
+        refusal.contains("emergency stop is latched") && refusal.contains(&reason),
+        "{}: {refusal}",
+        case.name
+    );
+}
+
+#[test]
+fn a_stop_during_a_running_tool_or_a_rate_limit_ends_the_tool_and_holds() {
+    use FlightMode::Brake;
+    let cases = [
+        Case {
+            name: "takeoff climbing, MCP tool",
+            running: Running::Takeoff,
+            after_s: 4.0,
+            limited: Limited::No,
+            source: Source::McpTool,
+            job_ends: Some(Outcome::Preempted),
+            commanded: Some(Brake),
+            mode_after: SimMode::Brake,
+        },
+        Case {
+            name: "goto under way, caller over its motion budget",
+            running: Running::Goto,
+            after_s: 3.0,
+            limited: Limited::Motion,
+            source: Source::McpTool,
+            job_ends: Some(Outcome::Preempted),
+            commanded: Some(Brake),
+            mode_after: SimMode::Brake,
+        },
+        Case {
+            name: "goto under way, caller over its call budget",
+            running: Running::Goto,
+            after_s: 3.0,
+            limited: Limited::Calls,
+            source: Source::McpTool,
+            job_ends: Some(Outcome::Preempted),
+            commanded: Some(Brake),
+            mode_after: SimMode::Brake,
+        },
+        Case {
+            name: "move_relative under way, panic topic",
+            running: Running::MoveRelative,
+            after_s: 2.0,
+            limited: Limited::No,
+            source: Source::MqttPanic,
+            job_ends: Some(Outcome::Preempted),
+            commanded: Some(Brake),
+            mode_after: SimMode::Brake,
+        },
+        Case {
+            name: "set_heading turning, hardware switch",
+            running: Running::SetHeading,
+            after_s: 0.5,
+            limited: Limited::Motion,
+            source: Source::Hardware,
+            job_ends: Some(Outcome::Preempted),
+            commanded: Some(Brake),
+            mode_after: SimMode::Brake,
+        },
+        Case {
+            name: "hovering, no tool, caller over its motion budget, local command",
+            running: Running::Nothing,
+            after_s: 1.0,
+            limited: Limited::Motion,
+            source: Source::Local,
+            job_ends: None,
+            commanded: Some(Brake),
+            mode_after: SimMode::Brake,
+        },
+        // RTL and LAND are at least as severe as a hold (PX4's ordering, see estop::core):
+        // the heartbeat already confirms the stop, so nothing is sent and the vehicle keeps
+        // returning or landing; the tool still ends, and motion is refused.
+        Case {
+            name: "return_home under way",
+            running: Running::ReturnHome,
+            after_s: 2.0,
+            limited: Limited::No,
+            source: Source::McpTool,
+            job_ends: Some(Outcome::Preempted),
+            commanded: None,
+            mode_after: SimMode::Rtl,
+        },
+        Case {
+            name: "land under way, caller over its call budget",
+            running: Running::Land,
+            after_s: 1.0,
+            limited: Limited::Calls,
+            source: Source::McpTool,
+            job_ends: Some(Outcome::Preempted),
+            commanded: None,
+            mode_after: SimMode::Land,
+        },
+    ];
+    for case in &cases {
+        run(case);
+    }
+}
