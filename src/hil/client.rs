@@ -159,7 +159,9 @@ impl Session {
             })
             .await
             .map_err(|_| anyhow::anyhow!("the session has ended"))?;
-        result.await.map_err(|_| anyhow::anyhow!("the session has ended"))?
+        result
+            .await
+            .map_err(|_| anyhow::anyhow!("the session has ended"))?
     }
 }
 
@@ -248,7 +250,10 @@ impl Actor {
         let request = json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
             "params":{"name":tool,"arguments":args}});
         match self
-            .publish(self.drone.rpc_topic(&self.client_id), request.to_string().into_bytes())
+            .publish(
+                self.drone.rpc_topic(&self.client_id),
+                request.to_string().into_bytes(),
+            )
             .await
         {
             Ok(()) => {
@@ -365,7 +370,10 @@ fn outcome_of(v: &Value) -> CallOutcome {
     let result = v.get("result").cloned().unwrap_or(Value::Null);
     // Flight tools put their one-sentence answer in `structuredContent.message`; the text
     // content is the whole structure as JSON.
-    if let Some(message) = result.pointer("/structuredContent/message").and_then(Value::as_str) {
+    if let Some(message) = result
+        .pointer("/structuredContent/message")
+        .and_then(Value::as_str)
+    {
         return CallOutcome {
             ok: result.get("isError") != Some(&Value::Bool(true)),
             text: message.to_owned(),

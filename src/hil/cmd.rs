@@ -109,11 +109,9 @@ pub async fn run(args: HilRunArgs, shutdown: CancellationToken) -> anyhow::Resul
         junit_path.display()
     );
     let totals = report::totals(&results);
-    Ok(
-        if totals.failed == 0 && results.len() == scenarios.len() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    Ok(if totals.failed == 0 && results.len() == scenarios.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

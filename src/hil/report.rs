@@ -8,9 +8,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Passed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// The target lacks something the scenario needs; never counted as passed.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 /// One line of what happened, in order.
@@ -308,13 +312,19 @@ mod tests {
             ),
         ];
         let x = junit("sitl:tcp:127.0.0.1:5760", &results);
-        assert!(x.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""), "{x}");
+        assert!(
+            x.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""),
+            "{x}"
+        );
         assert!(x.contains("name=\"a&amp;b\""), "{x}");
         assert!(x.contains("message=\"x &lt; y &quot;quoted&quot;\""), "{x}");
         assert!(x.contains("<skipped message=\"no bridge\"/>"), "{x}");
         assert!(x.contains("never &lt;reached&gt;"), "{x}");
         assert!(x.contains("classname=\"hil.sitl\""), "{x}");
         // Every element opened is closed.
-        assert_eq!(x.matches("<testcase ").count(), x.matches("</testcase>").count());
+        assert_eq!(
+            x.matches("<testcase ").count(),
+            x.matches("</testcase>").count()
+        );
     }
 }

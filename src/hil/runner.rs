@@ -36,9 +36,7 @@ use crate::hil::scenario::{
 };
 use crate::hil::truth::Truth;
 use crate::hil::wire::{Direction, WireEvent, WireFrame, WireLog};
-use crate::link::dialect::{
-    COMMAND_LONG_DATA, MavCmd, MavMessage, MavParamType, PARAM_SET_DATA,
-};
+use crate::link::dialect::{COMMAND_LONG_DATA, MavCmd, MavMessage, MavParamType, PARAM_SET_DATA};
 use crate::role::Role;
 use crate::vehicle::modes::FlightMode;
 
@@ -97,9 +95,9 @@ impl Target {
     /// Why the target cannot run a scenario needing `need`, if it cannot.
     fn lacks(&self, need: Need, allow_flight: bool) -> Option<String> {
         match (self, need) {
-            (Target::Serial(_), Need::SimFaults) => Some(
-                "needs simulator faults (SIM_* parameters); a real autopilot has none".into(),
-            ),
+            (Target::Serial(_), Need::SimFaults) => {
+                Some("needs simulator faults (SIM_* parameters); a real autopilot has none".into())
+            }
             (Target::Serial(_), Need::Flight) if !allow_flight => Some(
                 "would arm and fly; on a bench autopilot that needs --allow-flight (propellers \
                  off, see hil/README.md)"
@@ -135,7 +133,11 @@ pub struct RunOptions {
 }
 
 /// Runs one scenario; never panics on what the rig or the daemon does.
-pub async fn run_scenario(file: &Path, scenario: &Scenario, options: &RunOptions) -> ScenarioResult {
+pub async fn run_scenario(
+    file: &Path,
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> ScenarioResult {
     let started = Instant::now();
     let mut result = ScenarioResult {
         name: scenario.name.clone(),
@@ -283,7 +285,12 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(dir: PathBuf, options: &RunOptions, scenario: &Scenario, stop: CancellationToken) -> Rig {
+    fn new(
+        dir: PathBuf,
+        options: &RunOptions,
+        scenario: &Scenario,
+        stop: CancellationToken,
+    ) -> Rig {
         Rig {
             estop_socket: dir.join("estop.sock"),
             daemon_config: dir.join("dev/drone-hil.toml"),
@@ -460,7 +467,10 @@ impl Rig {
         self.broker = Some(child);
         let port = self.broker_port;
         tokio::time::timeout(Duration::from_secs(10), async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -615,8 +625,7 @@ impl Rig {
             if !answer.ok {
                 bail!("the daemon does not answer get_status: {}", answer.text);
             }
-            let status: serde_json::Value =
-                serde_json::from_str(&answer.text).unwrap_or_default();
+            let status: serde_json::Value = serde_json::from_str(&answer.text).unwrap_or_default();
             if status
                 .pointer("/vehicle/home")
                 .is_some_and(serde_json::Value::is_object)
@@ -636,7 +645,12 @@ impl Rig {
         Ok(())
     }
 
-    async fn wait_log(&self, needle: &str, since: Duration, limit: Duration) -> anyhow::Result<Duration> {
+    async fn wait_log(
+        &self,
+        needle: &str,
+        since: Duration,
+        limit: Duration,
+    ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(at) = self.daemon_log.find(since, needle) {
@@ -657,8 +671,8 @@ impl Rig {
         if let Some(s) = self.sessions.get(principal) {
             return Ok(s.clone());
         }
-        let (role, person) = crate::hil::scenario::parse_principal(principal)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let (role, person) =
+            crate::hil::scenario::parse_principal(principal).map_err(|e| anyhow::anyhow!(e))?;
         let drone = self.drone.clone().context("no drone address")?;
         let key = self
             .dir
@@ -675,7 +689,10 @@ impl Rig {
             now_unix_s: crate::auth::shell::unix_s_now(),
         })
         .map_err(|e| anyhow::anyhow!("token for {principal}: {e}"))?;
-        let mqtt = self.ground_mqtt.clone().context("no ground MQTT settings")?;
+        let mqtt = self
+            .ground_mqtt
+            .clone()
+            .context("no ground MQTT settings")?;
         let session = Session::open(&mqtt, drone, principal, token, self.stop.clone()).await?;
         self.sessions.insert(principal.to_owned(), session.clone());
         Ok(session)
@@ -710,9 +727,10 @@ impl Rig {
                     let id = step.id.clone().unwrap_or_default();
                     let flight_limit = Duration::from_secs(600);
                     let tool_name = tool.clone();
-                    let task = tokio::spawn(async move {
-                        session.call(&tool_name, args, flight_limit).await
-                    });
+                    let task =
+                        tokio::spawn(
+                            async move { session.call(&tool_name, args, flight_limit).await },
+                        );
                     self.background.insert(id, (tool.clone(), task));
                     self.say(format!("{} started", step.describe()));
                     return Ok(());
@@ -726,11 +744,12 @@ impl Rig {
                     .background
                     .remove(&id)
                     .with_context(|| format!("no background call \"{id}\" (awaited twice?)"))?;
-                let outcome = tokio::time::timeout(limit, task)
-                    .await
-                    .with_context(|| {
-                        format!("{tool} ({id}) did not answer within {:.1} s", limit.as_secs_f64())
-                    })??;
+                let outcome = tokio::time::timeout(limit, task).await.with_context(|| {
+                    format!(
+                        "{tool} ({id}) did not answer within {:.1} s",
+                        limit.as_secs_f64()
+                    )
+                })??;
                 self.expect(step, &tool, &outcome)
             }
             StepKind::Wait => {
@@ -745,7 +764,11 @@ impl Rig {
                         .as_deref()
                         .is_none_or(|n| self.daemon_log.find(Duration::ZERO, n).is_some());
                     if truth.satisfies(&wait) && log_ok {
-                        self.say(format!("{}: reached ({})", step.describe(), truth.describe()));
+                        self.say(format!(
+                            "{}: reached ({})",
+                            step.describe(),
+                            truth.describe()
+                        ));
                         return Ok(());
                     }
                     if Instant::now() >= deadline {
@@ -759,8 +782,7 @@ impl Rig {
                 }
             }
             StepKind::Sleep => {
-                tokio::time::sleep(Duration::from_secs_f64(step.sleep_s.unwrap_or_default()))
-                    .await;
+                tokio::time::sleep(Duration::from_secs_f64(step.sleep_s.unwrap_or_default())).await;
                 Ok(())
             }
             StepKind::Fault => self.fault(step).await,
@@ -797,7 +819,10 @@ impl Rig {
                 let calls = step.calls.unwrap_or(100);
                 let clients = step.clients.unwrap_or(4);
                 for c in 0..clients {
-                    let who = format!("{}:flood-{c}", principal.split(':').next().unwrap_or("operator"));
+                    let who = format!(
+                        "{}:flood-{c}",
+                        principal.split(':').next().unwrap_or("operator")
+                    );
                     let session = self.session(&who).await?;
                     let share = calls / clients + u32::from(c < calls % clients);
                     let tool = tool.clone();
@@ -822,13 +847,19 @@ impl Rig {
     fn expect(&self, step: &Step, tool: &str, outcome: &CallOutcome) -> anyhow::Result<()> {
         let verdict = if outcome.ok { "ok" } else { "refused" };
         let first_line = outcome.text.lines().next().unwrap_or_default();
-        self.say(format!("{tool} as {}: {verdict}: {first_line}", step.principal.as_deref().unwrap_or("operator")));
+        self.say(format!(
+            "{tool} as {}: {verdict}: {first_line}",
+            step.principal.as_deref().unwrap_or("operator")
+        ));
         match step.expect {
             Expect::Any => Ok(()),
             Expect::Ok if outcome.ok => Ok(()),
             Expect::Ok => bail!("{tool} was refused: {}", outcome.text),
             Expect::Refused if outcome.ok => {
-                bail!("{tool} was expected to be refused but succeeded: {}", outcome.text)
+                bail!(
+                    "{tool} was expected to be refused but succeeded: {}",
+                    outcome.text
+                )
             }
             Expect::Refused => match &step.reason_contains {
                 Some(needle) if !outcome.text.contains(needle.as_str()) => bail!(
@@ -959,9 +990,17 @@ impl Rig {
                 let session = self.session(principal).await?;
                 mark(self);
                 let outcome = session
-                    .call("emergency_stop", json!({"reason": reason}), self.within(step.within_s))
+                    .call(
+                        "emergency_stop",
+                        json!({"reason": reason}),
+                        self.within(step.within_s),
+                    )
                     .await;
-                self.say(format!("{}: {}", step.describe(), outcome.text.lines().next().unwrap_or_default()));
+                self.say(format!(
+                    "{}: {}",
+                    step.describe(),
+                    outcome.text.lines().next().unwrap_or_default()
+                ));
                 if !outcome.ok {
                     bail!("emergency_stop was refused: {}", outcome.text);
                 }
@@ -1011,7 +1050,10 @@ impl Rig {
                 self.figures.push(Figure { name, value_ms });
             }
             if !passed && self.failure_at.is_none() {
-                self.failure_at = check.after.as_ref().and_then(|a| self.marks.get(a).copied());
+                self.failure_at = check
+                    .after
+                    .as_ref()
+                    .and_then(|a| self.marks.get(a).copied());
             }
             self.checks.push(CheckResult {
                 description,
@@ -1022,19 +1064,26 @@ impl Rig {
     }
 
     /// `Ok((detail, figure in ms))` or `Err(why it failed)`.
-    fn judge_one(&self, check: &Check, frames: &[WireFrame]) -> Result<(String, Option<f64>), String> {
+    fn judge_one(
+        &self,
+        check: &Check,
+        frames: &[WireFrame],
+    ) -> Result<(String, Option<f64>), String> {
         let kind = check.kind()?;
-        let from = check
-            .after
-            .as_ref()
-            .map_or(Duration::ZERO, |a| self.marks.get(a).copied().unwrap_or_default());
+        let from = check.after.as_ref().map_or(Duration::ZERO, |a| {
+            self.marks.get(a).copied().unwrap_or_default()
+        });
         let limit = check
             .within_s
             .map(|w| Duration::from_secs_f64(w * self.allowance));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         match kind {
             CheckKind::ModeReached => {
-                let names = check.mode_reached.as_ref().map(|m| m.items()).unwrap_or_default();
+                let names = check
+                    .mode_reached
+                    .as_ref()
+                    .map(|m| m.items())
+                    .unwrap_or_default();
                 let mut truth = Truth::default();
                 for f in frames {
                     truth.observe(f);
@@ -1066,7 +1115,10 @@ impl Rig {
                                 ms(took),
                                 ms(l)
                             )),
-                            _ => Ok((format!("on the wire after {:.2} ms", ms(took)), Some(ms(took)))),
+                            _ => Ok((
+                                format!("on the wire after {:.2} ms", ms(took)),
+                                Some(ms(took)),
+                            )),
                         }
                     }
                     None => Err(format!("the companion never sent {name} after the mark")),
@@ -1105,9 +1157,7 @@ impl Rig {
                 if high_m == f64::MIN {
                     return Err("no position was seen on the wire".into());
                 }
-                let detail = format!(
-                    "at most {far_m:.1} m from home and {high_m:.1} m above it"
-                );
+                let detail = format!("at most {far_m:.1} m from home and {high_m:.1} m above it");
                 if far_m > region.radius_m || high_m > region.altitude_m_max {
                     Err(detail)
                 } else {
@@ -1116,7 +1166,10 @@ impl Rig {
             }
             CheckKind::AuditContains => {
                 let needle = check.audit_contains.as_deref().unwrap_or_default();
-                let dir = self.audit_dir.as_ref().ok_or("the daemon keeps no audit log")?;
+                let dir = self
+                    .audit_dir
+                    .as_ref()
+                    .ok_or("the daemon keeps no audit log")?;
                 // Read with the daemon's own reader: the records are hash-chained binary.
                 let records = crate::audit::tail_command(dir, usize::MAX, false)?;
                 match records.iter().find(|r| r.contains(needle)) {
@@ -1137,7 +1190,9 @@ impl Rig {
                         && let Some(message) = &f.message
                     {
                         checked += 1;
-                        if let Err(v) = whitelist.check(message, &truth.flight_state(), Role::System) {
+                        if let Err(v) =
+                            whitelist.check(message, &truth.flight_state(), Role::System)
+                        {
                             violations.push(format!(
                                 "+{:.3} s {}: {v}",
                                 f.at.as_secs_f64(),
@@ -1153,17 +1208,19 @@ impl Rig {
                     Err(format!(
                         "{} of {checked} frames outside the whitelist: {}",
                         violations.len(),
-                        violations.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+                        violations
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ))
                 }
             }
             CheckKind::DaemonLog => {
                 let needle = check.daemon_log.as_deref().unwrap_or_default();
                 match self.daemon_log.find(from, needle) {
-                    Some(at) => Ok((
-                        format!("logged at +{:.3} s", at.as_secs_f64()),
-                        None,
-                    )),
+                    Some(at) => Ok((format!("logged at +{:.3} s", at.as_secs_f64()), None)),
                     None => Err("no such line".into()),
                 }
             }
@@ -1335,7 +1392,12 @@ mod tests {
         assert!(Target::parse("real").unwrap_err().contains("expected sim"));
         let bench = Target::Serial("/dev/ttyACM0:115200".into());
         assert!(bench.lacks(Need::SimFaults, true).is_some());
-        assert!(bench.lacks(Need::Flight, false).unwrap().contains("--allow-flight"));
+        assert!(
+            bench
+                .lacks(Need::Flight, false)
+                .unwrap()
+                .contains("--allow-flight")
+        );
         assert!(bench.lacks(Need::Flight, true).is_none());
         assert!(Target::Sim.lacks(Need::Bridge, false).is_none());
     }
@@ -1350,6 +1412,9 @@ mod tests {
         assert_eq!(base["mqtt"]["host"].as_str(), Some("a"));
         assert_eq!(base["mqtt"]["port"].as_integer(), Some(2));
         assert_eq!(base["vehicle"]["link"].as_str(), Some("x"));
-        assert_eq!(base["failsafe"]["ground_link_timeout_s"].as_float(), Some(1.0));
+        assert_eq!(
+            base["failsafe"]["ground_link_timeout_s"].as_float(),
+            Some(1.0)
+        );
     }
 }

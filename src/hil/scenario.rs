@@ -400,13 +400,18 @@ impl Step {
         let found: Vec<_> = present.iter().filter(|(p, _, _)| *p).collect();
         match found.as_slice() {
             [(_, kind, _)] => Ok(*kind),
-            [] => Err("has no action: give one of call, await_call, wait, sleep_s, fault, \
+            [] => Err(
+                "has no action: give one of call, await_call, wait, sleep_s, fault, \
                  estop, bridge, pilot_mode, flood"
-                .into()),
+                    .into(),
+            ),
             many => Err(format!(
                 "has {} actions ({}); a step does one thing",
                 many.len(),
-                many.iter().map(|(_, _, n)| *n).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|(_, _, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
     }
@@ -418,24 +423,22 @@ impl Step {
             Ok(StepKind::Call) => format!(
                 "call {}{} as {who}",
                 self.call.as_deref().unwrap_or_default(),
-                if self.background {
-                    " (background)"
-                } else {
-                    ""
-                }
+                if self.background { " (background)" } else { "" }
             ),
             Ok(StepKind::AwaitCall) => {
                 format!("await {}", self.await_call.as_deref().unwrap_or_default())
             }
             Ok(StepKind::Wait) => format!(
                 "wait for {}",
-                self.wait.as_ref().map(|w| w.to_string()).unwrap_or_default()
+                self.wait
+                    .as_ref()
+                    .map(|w| w.to_string())
+                    .unwrap_or_default()
             ),
             Ok(StepKind::Sleep) => format!("sleep {} s", self.sleep_s.unwrap_or_default()),
-            Ok(StepKind::Fault) => format!(
-                "fault {}",
-                self.fault.map(Fault::name).unwrap_or_default()
-            ),
+            Ok(StepKind::Fault) => {
+                format!("fault {}", self.fault.map(Fault::name).unwrap_or_default())
+            }
             Ok(StepKind::Estop) => format!("emergency stop from {:?}", self.estop.unwrap()),
             Ok(StepKind::Bridge) => format!("bridge {:?}", self.bridge.unwrap()),
             Ok(StepKind::PilotMode) => format!(
@@ -470,7 +473,10 @@ impl Check {
         let present = [
             (self.mode_reached.is_some(), CheckKind::ModeReached),
             (self.command_on_wire.is_some(), CheckKind::CommandOnWire),
-            (self.no_command_on_wire.is_some(), CheckKind::NoCommandOnWire),
+            (
+                self.no_command_on_wire.is_some(),
+                CheckKind::NoCommandOnWire,
+            ),
             (self.stayed_inside.is_some(), CheckKind::StayedInside),
             (self.audit_contains.is_some(), CheckKind::AuditContains),
             (
@@ -482,10 +488,12 @@ impl Check {
         let found: Vec<_> = present.iter().filter(|(p, _)| *p).collect();
         match found.as_slice() {
             [(_, kind)] => Ok(*kind),
-            [] => Err("judges nothing: give one of mode_reached, command_on_wire, \
+            [] => Err(
+                "judges nothing: give one of mode_reached, command_on_wire, \
                  no_command_on_wire, stayed_inside, audit_contains, whitelist_conformance, \
                  daemon_log"
-                .into()),
+                    .into(),
+            ),
             _ => Err("judges several things; a check judges one".into()),
         }
     }
@@ -566,9 +574,9 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 
 fn positive(value: Option<f64>, what: &str) -> Result<(), String> {
     match value {
-        Some(v) if !(v.is_finite() && v > 0.0) => {
-            Err(format!("{what} must be a positive number of seconds, not {v}"))
-        }
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(format!(
+            "{what} must be a positive number of seconds, not {v}"
+        )),
         _ => Ok(()),
     }
 }
@@ -671,8 +679,7 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                 }
             }
             StepKind::Estop | StepKind::Bridge => {
-                let bridge =
-                    step.estop == Some(EstopSource::Bridge) || kind == StepKind::Bridge;
+                let bridge = step.estop == Some(EstopSource::Bridge) || kind == StepKind::Bridge;
                 if bridge && !s.needs.contains(&Need::Bridge) {
                     return Err(at(
                         "the bridge switch needs `needs = [\"bridge\"]` so that targets \
@@ -723,7 +730,10 @@ pub fn parse_principal(text: &str) -> Result<(crate::role::Role, String), String
         .ok_or_else(|| {
             format!("`as = \"{text}\"`: the role must be public, read_only, operator or admin")
         })?;
-    if person.is_empty() || !person.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    if person.is_empty()
+        || !person
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
         return Err(format!(
             "`as = \"{text}\"`: the person after ':' must be letters, digits, '-', '_' or '.'"
@@ -752,13 +762,19 @@ mod tests {
     #[test]
     fn mistakes_are_named_with_the_file_and_step() {
         let cases = [
-            ("name = \"n\"\n[[steps]]\nslep_s = 1\n", "unknown field `slep_s`"),
+            (
+                "name = \"n\"\n[[steps]]\nslep_s = 1\n",
+                "unknown field `slep_s`",
+            ),
             ("name = \"n\"\n[[steps]]\n", "step 1: has no action"),
             (
                 "name = \"n\"\n[[steps]]\nsleep_s = 1\ncall = \"hold\"\n",
                 "step 1: has 2 actions (call, sleep_s)",
             ),
-            ("name = \"n\"\n[[steps]]\nsleep_s = -1\n", "sleep_s must be a positive"),
+            (
+                "name = \"n\"\n[[steps]]\nsleep_s = -1\n",
+                "sleep_s must be a positive",
+            ),
             (
                 "name = \"n\"\n[[steps]]\ncall = \"goto\"\nbackground = true\n",
                 "needs an id",
@@ -795,7 +811,10 @@ mod tests {
                 "name = \"n\"\n[[steps]]\nsleep_s = 1\n[[checks]]\ndaemon_log = \"x\"\nafter = \"nope\"\n",
                 "names no step id",
             ),
-            ("name = \"n\"\n[[steps]]\nfault = \"line_melt\"\n", "unknown variant `line_melt`"),
+            (
+                "name = \"n\"\n[[steps]]\nfault = \"line_melt\"\n",
+                "unknown variant `line_melt`",
+            ),
             ("name = \"n\"\n[[steps]]\nwait = {}\n", "waits for nothing"),
         ];
         for (text, want) in cases {

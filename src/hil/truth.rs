@@ -82,7 +82,8 @@ impl Truth {
             MavMessage::HOME_POSITION(h) => {
                 if !self.home_reported {
                     self.home_reported = true;
-                    self.home_deg = Some((f64::from(h.latitude) / 1e7, f64::from(h.longitude) / 1e7));
+                    self.home_deg =
+                        Some((f64::from(h.latitude) / 1e7, f64::from(h.longitude) / 1e7));
                 }
                 self.home_altitude_msl_m = Some(f64::from(h.altitude) / 1000.0);
             }
@@ -100,7 +101,9 @@ impl Truth {
     /// The mode as the autopilot names it, or `?` before the first heartbeat.
     pub fn mode_name(&self) -> String {
         match (self.autopilot, self.mode) {
-            (Some(kind), Some(FlightMode::Other(n))) => format!("{}({n})", FlightMode::Other(n).name(kind)),
+            (Some(kind), Some(FlightMode::Other(n))) => {
+                format!("{}({n})", FlightMode::Other(n).name(kind))
+            }
             (Some(kind), Some(mode)) => mode.name(kind).to_owned(),
             _ => "?".into(),
         }
@@ -130,9 +133,7 @@ impl Truth {
 
     /// Whether the vehicle part of `wait` holds (the daemon-log part is the runner's).
     pub fn satisfies(&self, wait: &WaitFor) -> bool {
-        wait.mode
-            .as_ref()
-            .is_none_or(|m| self.mode_is(&m.items()))
+        wait.mode.as_ref().is_none_or(|m| self.mode_is(&m.items()))
             && wait.armed.is_none_or(|a| self.armed == Some(a))
             && wait
                 .altitude_m_min
@@ -167,8 +168,7 @@ impl Truth {
                 Some(false) => "disarmed",
                 None => "?",
             },
-            self.altitude_m
-                .map_or("?".into(), |a| format!("{a:.1} m")),
+            self.altitude_m.map_or("?".into(), |a| format!("{a:.1} m")),
             self.distance_from_home_m()
                 .map_or(String::new(), |d| format!("{d:.1} m from home")),
         )

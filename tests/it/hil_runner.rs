@@ -59,7 +59,10 @@ fn hil_runner_reports_pass_fail_and_skip_with_junit() {
     let (code, text) = hil(&out, &["--target", "sim", "--seed", "42", &pass, &fail]);
     assert_eq!(code, 1, "a failed scenario fails the run:\n{text}");
     assert!(text.contains("PASS  hovering on the ground"), "{text}");
-    assert!(text.contains("FAIL  waits for what never happens"), "{text}");
+    assert!(
+        text.contains("FAIL  waits for what never happens"),
+        "{text}"
+    );
     assert!(text.contains("not reached within 1.5 s"), "{text}");
     assert!(
         text.contains(&format!("--seed 42 {fail}")),
@@ -73,9 +76,15 @@ fn hil_runner_reports_pass_fail_and_skip_with_junit() {
         junit.contains("tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\""),
         "{junit}"
     );
-    assert!(junit.contains("<failure message=\"step 1 (wait for armed)"), "{junit}");
+    assert!(
+        junit.contains("<failure message=\"step 1 (wait for armed)"),
+        "{junit}"
+    );
     let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
-    assert!(summary.contains("FAILED: waits for what never happens"), "{summary}");
+    assert!(
+        summary.contains("FAILED: waits for what never happens"),
+        "{summary}"
+    );
     // Every process of the rig has its log.
     for log in ["daemon.log", "sim.log", "mosquitto.log"] {
         assert!(
@@ -88,13 +97,20 @@ fn hil_runner_reports_pass_fail_and_skip_with_junit() {
     // nothing (there is no device here, and none is opened for a skipped scenario).
     let (code, text) = hil(
         &out,
-        &["--target", "serial:/dev/nonexistent-autopilot:115200", &skip],
+        &[
+            "--target",
+            "serial:/dev/nonexistent-autopilot:115200",
+            &skip,
+        ],
     );
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("SKIP  needs the simulator"), "{text}");
     assert!(text.contains("a real autopilot has none"), "{text}");
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
-    assert!(junit.contains("<skipped message=\"needs simulator faults"), "{junit}");
+    assert!(
+        junit.contains("<skipped message=\"needs simulator faults"),
+        "{junit}"
+    );
 }
 
 #[test]
@@ -112,7 +128,10 @@ fn hil_runner_refuses_a_scenario_with_a_mistake_before_starting_anything() {
         text.contains("bad.toml: step 2 (fault line_drop): fault line_drop needs probability"),
         "{text}"
     );
-    assert!(!dir.path().join("out/scenarios").exists(), "nothing started");
+    assert!(
+        !dir.path().join("out/scenarios").exists(),
+        "nothing started"
+    );
     let (code, text) = hil(&dir.path().join("out"), &["--target", "moon", &bad]);
     assert_ne!(code, 0);
     assert!(text.contains("expected sim, sitl:ENDPOINT"), "{text}");
