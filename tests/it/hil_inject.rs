@@ -462,9 +462,11 @@ async fn hil_relay_drop_and_corrupt_are_counted_on_both_sides() {
     rig.reader
         .wait_for_frame(from, "a heartbeat after the drop", is_autopilot_heartbeat)
         .await;
+    // The reader's window opens before the relay's counters are read, so that every frame
+    // the relay counts below reached the reader inside the window (frames come in bursts).
+    let corrupt_from = Instant::now();
     let before_reader = rig.reader.link.counters().0;
     let before_relay = rig.relay.counters();
-    let corrupt_from = Instant::now();
     rig.relay
         .set_fault(LineFault::Corrupt { probability: 0.5 })
         .unwrap();
@@ -482,6 +484,16 @@ async fn hil_relay_drop_and_corrupt_are_counted_on_both_sides() {
         .await;
     let after_reader = rig.reader.link.counters().0;
     let after_relay = rig.relay.counters();
+    // And it closes only once a heartbeat read after those counters has arrived: every frame
+    // they count is then through the pty.
+    let counted = Instant::now();
+    rig.reader
+        .wait_for_frame(
+            counted,
+            "a heartbeat after the counters were read",
+            is_autopilot_heartbeat,
+        )
+        .await;
     let corrupted = after_relay.to_companion.shaped.corrupted_frames
         - before_relay.to_companion.shaped.corrupted_frames;
     let seen = after_relay.to_companion.shaped.frames - before_relay.to_companion.shaped.frames;
@@ -498,7 +510,12 @@ async fn hil_relay_drop_and_corrupt_are_counted_on_both_sides() {
         rejected >= corrupted,
         "the reader rejected {rejected} candidates for {corrupted} corrupted frames"
     );
-    assert!(rig.reader.frames_since(corrupt_from).len() as u64 >= seen - corrupted - 1);
+    let intact_received = rig.reader.frames_since(corrupt_from).len() as u64;
+    assert!(
+        intact_received >= seen - corrupted - 1,
+        "the reader decoded {intact_received} frames of the {} the relay passed intact",
+        seen - corrupted
+    );
     assert!(
         after_relay.to_autopilot.shaped.corrupted_frames
             > before_relay.to_autopilot.shaped.corrupted_frames
