@@ -759,10 +759,15 @@ impl Rig {
                     let truth = self.truth();
                     // A log line counts from the start of the scenario: the event it reports
                     // may well come while an earlier step was still running.
+                    let since = wait
+                        .since
+                        .as_ref()
+                        .and_then(|id| self.marks.get(id).copied())
+                        .unwrap_or_default();
                     let log_ok = wait
                         .daemon_log
                         .as_deref()
-                        .is_none_or(|n| self.daemon_log.find(Duration::ZERO, n).is_some());
+                        .is_none_or(|n| self.daemon_log.find(since, n).is_some());
                     if truth.satisfies(&wait) && log_ok {
                         self.say(format!(
                             "{}: reached ({})",

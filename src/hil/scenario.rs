@@ -194,8 +194,11 @@ pub struct WaitFor {
     pub altitude_m_max: Option<f64>,
     /// From `EXTENDED_SYS_STATE`: true on the ground, false in the air.
     pub landed: Option<bool>,
-    /// A line of the daemon's log containing this text.
+    /// A line of the daemon's log containing this text, logged since the scenario started or,
+    /// with `since`, since the start of that step.
     pub daemon_log: Option<String>,
+    /// A step id: `daemon_log` counts lines from that step's start.
+    pub since: Option<String>,
 }
 
 impl WaitFor {
@@ -637,8 +640,17 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                 }
             }
             StepKind::Wait => {
-                if step.wait.as_ref().is_some_and(WaitFor::is_empty) {
+                let wait = step.wait.as_ref();
+                if wait.is_some_and(WaitFor::is_empty) {
                     return Err(at("wait = {} waits for nothing".into()));
+                }
+                if let Some(since) = wait.and_then(|w| w.since.as_deref()) {
+                    if wait.is_some_and(|w| w.daemon_log.is_none()) {
+                        return Err(at("`since` applies to `daemon_log` only".into()));
+                    }
+                    if !ids.contains(&since) {
+                        return Err(at(format!("since = \"{since}\" names no earlier step id")));
+                    }
                 }
             }
             StepKind::Sleep => positive(step.sleep_s, "sleep_s").map_err(at)?,
@@ -816,6 +828,10 @@ mod tests {
                 "unknown variant `line_melt`",
             ),
             ("name = \"n\"\n[[steps]]\nwait = {}\n", "waits for nothing"),
+            (
+                "name = \"n\"\n[[steps]]\nwait = { daemon_log = \"x\", since = \"later\" }\n[[steps]]\nid = \"later\"\nsleep_s = 1\n",
+                "names no earlier step id",
+            ),
         ];
         for (text, want) in cases {
             let got = parse_str(text).expect_err(text);

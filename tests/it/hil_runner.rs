@@ -1,4 +1,5 @@
-//! `flight-companion hil run` as a user runs it: a scenario that passes, one that fails
+//! `flight-companion hil run` as a user runs it: a scenario that passes (through a simulator
+//! fault injected by the relay and a daemon killed and restarted), one that fails
 //! (reported with its seed, the failing step and the wire log), one the target cannot run
 //! (skipped with the reason, never passed), and a scenario file with a mistake (refused
 //! before anything starts). The starter suite itself runs in `tests/run`.
@@ -37,13 +38,23 @@ fn hil_runner_reports_pass_fail_and_skip_with_junit() {
     let pass = write(
         dir.path(),
         "a-pass.toml",
-        "name = \"hovering on the ground\"\nneeds = [\"flight\"]\n\
+        "name = \"hovering on the ground\"\nneeds = [\"flight\", \"sim_faults\"]\n\
          [[steps]]\ncall = \"get_status\"\nas = \"read_only\"\n\
          [[steps]]\nid = \"look\"\nwait = { armed = false, landed = true }\n\
+         [[steps]]\nfault = \"gps_loss\"\n\
+         [[steps]]\nsleep_s = 1.5\n\
+         [[steps]]\ncall = \"request_control\"\n\
+         [[steps]]\ncall = \"arm\"\nexpect = \"refused\"\nreason_contains = \"GPS is not good enough\"\n\
+         [[steps]]\nfault = \"gps_restore\"\n\
+         [[steps]]\nid = \"restart\"\nfault = \"daemon_restart\"\n\
+         [[steps]]\nwait = { daemon_log = \"autopilot found\", since = \"restart\" }\nwithin_s = 20\n\
+         [[steps]]\ncall = \"get_status\"\nas = \"read_only\"\nwithin_s = 20\n\
          [[checks]]\nwhitelist_conformance = true\n\
-         [[checks]]\ndaemon_log = \"autopilot found\"\n",
+         [[checks]]\ndaemon_log = \"autopilot found\"\nafter = \"restart\"\n",
     );
-    // The vehicle never arms by itself: this wait must fail, with the wire log.
+    // The simulator fault reaches the autopilot through the relay (the daemon refuses to arm
+    // without GPS), and a killed and restarted daemon answers the same session again.
+    // The vehicle never arms by itself: the second scenario's wait must fail, with the wire log.
     let fail = write(
         dir.path(),
         "b-fail.toml",
