@@ -16,8 +16,8 @@
 //! it writes the press frame; the simulator stamps the moment its link read the bytes of the
 //! command (`mono_ns=` on its `sim: command` line). The latency is the difference.
 //!
-//! Each trial: the vehicle hovers in GUIDED, the stop is not latched and the daemon's status
-//! shows both → stamp, trigger → the first `MAV_CMD_DO_SET_MODE` from the daemon (1/191)
+//! Each trial: the simulator flies GUIDED, the stop is not latched and the daemon's status
+//! (published every 100 ms) shows both → stamp, trigger → the first `MAV_CMD_DO_SET_MODE` from the daemon (1/191)
 //! read by the simulator (the hold: BRAKE) → `reset_emergency_stop` with the ADMIN token →
 //! GUIDED again from the harness's link. GUIDED matters: a trigger while the vehicle already
 //! holds (BRAKE) sends nothing, since the heartbeat already confirms the hold.
@@ -454,6 +454,13 @@ impl Rig {
                 .await?;
         }
         self.station.guided()?;
+        // The next trial starts in GUIDED as the simulator flies it, not as the daemon's
+        // status (published every 100 ms) last showed it: the daemon may not have heard the
+        // switch yet, which is the race a stop must not lose (estop::core's confirmation).
+        self.sim
+            .wait_for("sim: mode GUIDED", COMMAND_WAIT)
+            .await
+            .context("the simulator did not switch back to GUIDED")?;
         Ok(Duration::from_nanos(read_ns.saturating_sub(sent_ns)))
     }
 }

@@ -233,6 +233,9 @@ pub struct VehicleObservation {
     pub autopilot: Option<AutopilotKind>,
     /// Its heartbeat is recent.
     pub heartbeat_fresh: bool,
+    /// When its newest heartbeat arrived (`None` before the first). A heartbeat older than a
+    /// rung says what the vehicle flew before the stop, not whether it obeyed it.
+    pub heartbeat_at: Option<Instant>,
     pub armed: bool,
     pub landed: Landed,
     pub mode: Option<FlightMode>,
@@ -246,6 +249,7 @@ impl VehicleObservation {
         Self {
             autopilot: None,
             heartbeat_fresh: false,
+            heartbeat_at: None,
             armed: false,
             landed: Landed::Unknown,
             mode: None,
@@ -878,10 +882,17 @@ impl EmergencyStop {
         if self.pilot_in_control && !self.terminated {
             return;
         }
-        // Confirmation from the heartbeat.
+        // Confirmation from the heartbeat: one newer than the rung, or one showing a more
+        // severe mode. A heartbeat from before the trigger showing the rung's own mode may
+        // be up to one heartbeat period stale (the vehicle may have left the hold since), and
+        // the rung's own command costs nothing to a vehicle already flying it, so it is sent.
+        // A more severe mode (the autopilot's own failsafe) is trusted rather than
+        // downgraded; if it was left, the next heartbeat asserts the rung again (below).
         if let Some(active) = &mut self.active
             && !active.confirmed
             && confirms(active.rung, &v)
+            && (v.heartbeat_at.is_some_and(|at| at > active.started_at)
+                || mode_severity(&v).is_some_and(|s| s > active.rung))
         {
             active.confirmed = true;
             let rung = active.rung;

@@ -23,10 +23,12 @@ enum V {
 }
 
 impl V {
-    fn observation(self) -> VehicleObservation {
+    /// The vehicle as a heartbeat arriving at `now` reports it.
+    fn observation(self, now: Instant) -> VehicleObservation {
         let air = |autopilot, mode| VehicleObservation {
             autopilot: Some(autopilot),
             heartbeat_fresh: true,
+            heartbeat_at: Some(now),
             armed: true,
             landed: Landed::InAir,
             mode: Some(mode),
@@ -126,7 +128,7 @@ fn run(case: &Case) {
         };
         match input {
             In::Trigger(source) => stop.handle_trigger(now, trigger(*source)),
-            In::Vehicle(v) => stop.handle_vehicle(now, v.observation()),
+            In::Vehicle(v) => stop.handle_vehicle(now, v.observation(now)),
             In::Tick => {}
             In::Reset(role) => match stop.handle_reset(now, "tester", *role) {
                 Ok(_) => last_refusal.clear(),
@@ -429,6 +431,55 @@ fn ladder_cases() {
             ],
         ),
         case(
+            "a hold shown by a heartbeat older than the trigger is commanded anyway: the vehicle \
+             may have left it since (the benchmark's 5-20 ms tail)",
+            vec![
+                (0, fly(Brake), vec![]),
+                // Someone switches to GUIDED at 2 ms; the next heartbeat comes at 20 ms.
+                (
+                    5,
+                    In::Trigger(Source::MqttPanic),
+                    vec![Want::Sends(vec![SetMode(Brake)]), Want::Confirmed(false)],
+                ),
+                (
+                    20,
+                    fly(Guided),
+                    vec![Want::Confirmed(false), Want::Sends(vec![])],
+                ),
+                (40, fly(Brake), vec![Want::Confirmed(true)]),
+            ],
+        ),
+        case(
+            "a hold shown by a heartbeat newer than the trigger confirms it",
+            vec![
+                (0, fly(Guided), vec![]),
+                (
+                    5,
+                    In::Trigger(Source::Local),
+                    vec![Want::Sends(vec![SetMode(Brake)])],
+                ),
+                (20, fly(Loiter), vec![Want::Confirmed(true)]),
+                (300, In::Tick, vec![Want::Sends(vec![])]),
+            ],
+        ),
+        case(
+            "a more severe mode shown before the trigger is not downgraded to the hold",
+            vec![
+                (0, fly(Rtl), vec![]),
+                (
+                    5,
+                    In::Trigger(Source::Local),
+                    vec![Want::Sends(vec![]), Want::Confirmed(true)],
+                ),
+                // It was left just before the trigger: asserted on the next heartbeat.
+                (
+                    20,
+                    fly(Guided),
+                    vec![Want::Confirmed(false), Want::Sends(vec![SetMode(Brake)])],
+                ),
+            ],
+        ),
+        case(
             "a silent autopilot does not confirm; the ladder escalates on time",
             vec![
                 (0, fly(Guided), vec![]),
@@ -468,11 +519,18 @@ fn reset_cases() {
                 ),
                 // The vehicle stays in BRAKE; nothing is sent, nothing escalates.
                 (9000, In::Tick, vec![Want::Sends(vec![])]),
+                // The last heartbeat (100 ms) predates the trigger: the hold is sent again,
+                // and the next heartbeat confirms it.
                 (
                     9100,
                     In::Trigger(Source::Local),
-                    vec![Want::Latched(true), Want::Confirmed(true)],
+                    vec![
+                        Want::Latched(true),
+                        Want::Sends(vec![SetMode(Brake)]),
+                        Want::Confirmed(false),
+                    ],
                 ),
+                (9120, fly(Brake), vec![Want::Confirmed(true)]),
             ],
         ),
         case(
@@ -661,7 +719,8 @@ fn arbitration_cases() {
             vec![
                 (0, fly(Guided), vec![]),
                 (0, In::Ground(false), vec![]),
-                (5000, fly(Brake), vec![]),
+                (5000, In::Tick, vec![Want::Rung(Some(Rung::Hold))]),
+                (5100, fly(Brake), vec![Want::Confirmed(true)]),
                 (10_000, In::Tick, vec![Want::Rung(Some(Rung::ReturnHome))]),
                 (
                     10_100,
@@ -678,7 +737,8 @@ fn arbitration_cases() {
             vec![
                 (0, fly(Guided), vec![]),
                 (0, In::Ground(false), vec![]),
-                (5000, fly(Brake), vec![]),
+                (5000, In::Tick, vec![Want::Rung(Some(Rung::Hold))]),
+                (5100, fly(Brake), vec![Want::Confirmed(true)]),
                 (10_000, fly(Rtl), vec![Want::Rung(Some(Rung::ReturnHome))]),
                 (
                     10_100,

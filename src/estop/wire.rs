@@ -95,6 +95,7 @@ pub fn observe(vehicle: &VehicleState, now: Instant) -> VehicleObservation {
     VehicleObservation {
         autopilot,
         heartbeat_fresh: !vehicle.heartbeat_lost(now),
+        heartbeat_at: vehicle.heartbeat_at(),
         armed: vehicle.is_armed(),
         landed,
         mode: vehicle.flight_mode(),

@@ -426,6 +426,11 @@ impl VehicleState {
             .map(|hb| now.saturating_duration_since(hb.at))
     }
 
+    /// When the autopilot's last heartbeat arrived; `None` before the first.
+    pub fn heartbeat_at(&self) -> Option<Instant> {
+        self.heartbeat.map(|hb| hb.at)
+    }
+
     /// True when no autopilot heartbeat arrived within `heartbeat_timeout` (or ever).
     pub fn heartbeat_lost(&self, now: Instant) -> bool {
         self.heartbeat_age(now)
