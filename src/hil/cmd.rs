@@ -59,9 +59,13 @@ pub async fn run(args: HilRunArgs, shutdown: CancellationToken) -> anyhow::Resul
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(1..1_000_000));
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // Absolute, because the generated configuration resolves its relative paths against
+    // its own directory and the children run from wherever they are started.
+    let out = std::path::absolute(&args.out)
+        .with_context(|| format!("cannot resolve {}", args.out.display()))?;
     let options = RunOptions {
         target: target.clone(),
-        work_dir: args.out.join("scenarios"),
+        work_dir: out.join("scenarios"),
         seed,
         allow_flight: args.allow_flight,
         sim_speedup: args.sim_speedup,
@@ -71,7 +75,7 @@ pub async fn run(args: HilRunArgs, shutdown: CancellationToken) -> anyhow::Resul
         "hil: {} scenarios against {} (seed {seed}), logs in {}",
         scenarios.len(),
         target.label(),
-        args.out.display()
+        out.display()
     );
     let mut results: Vec<ScenarioResult> = Vec::new();
     for (file, s) in &scenarios {
@@ -96,8 +100,8 @@ pub async fn run(args: HilRunArgs, shutdown: CancellationToken) -> anyhow::Resul
     }
     let summary = report::summary(&target.label(), &results);
     let junit = report::junit(&target.label(), &results);
-    let summary_path = args.out.join("summary.txt");
-    let junit_path = args.out.join("junit.xml");
+    let summary_path = out.join("summary.txt");
+    let junit_path = out.join("junit.xml");
     std::fs::write(&summary_path, &summary)
         .with_context(|| format!("cannot write {}", summary_path.display()))?;
     std::fs::write(&junit_path, &junit)

@@ -531,12 +531,8 @@ impl Rig {
         let config = crate::config::Config::parse(&self.daemon_config, &text)
             .map_err(|e| anyhow::anyhow!("the scenario's daemon settings: {e}"))?;
         self.envelope = config.envelope.clone();
-        // Relative paths in a configuration file are relative to the file.
-        self.audit_dir = config.audit.dir.as_ref().map(|d| {
-            self.daemon_config
-                .parent()
-                .map_or_else(|| d.clone(), |base| base.join(d))
-        });
+        // `Config::parse` has already resolved it against the file's directory.
+        self.audit_dir = config.audit.dir.clone();
         self.drone = Some(DroneAddress {
             server_topic_root: config.mcp.server_topic_root.clone(),
             rpc_topic_root: config.mcp.rpc_topic_root.clone(),

@@ -9,11 +9,13 @@ use std::process::Command;
 
 use crate::support;
 
+/// Runs `hil run` from `out`'s parent with `--out` relative to it, as a user in a checkout
+/// would (`--out target/hil`): every path the rig writes must still resolve.
 fn hil(out: &Path, args: &[&str]) -> (i32, String) {
     let output = Command::new(support::binary())
-        .current_dir(support::repo_root())
+        .current_dir(out.parent().unwrap())
         .args(["hil", "run", "--out"])
-        .arg(out)
+        .arg(out.file_name().unwrap())
         .args(args)
         .output()
         .expect("run flight-companion hil");
@@ -50,6 +52,7 @@ fn hil_runner_reports_pass_fail_and_skip_with_junit() {
          [[steps]]\nwait = { daemon_log = \"autopilot found\", since = \"restart\" }\nwithin_s = 20\n\
          [[steps]]\ncall = \"get_status\"\nas = \"read_only\"\nwithin_s = 20\n\
          [[checks]]\nwhitelist_conformance = true\n\
+         [[checks]]\naudit_contains = \"request_control\"\n\
          [[checks]]\ndaemon_log = \"autopilot found\"\nafter = \"restart\"\n",
     );
     // The simulator fault reaches the autopilot through the relay (the daemon refuses to arm
