@@ -191,7 +191,7 @@ pub async fn run_scenario(
     }
     if matches!(result.outcome, Outcome::Failed { .. }) {
         let around = rig.failure_at.unwrap_or(failed_at);
-        result.wire_excerpt = Some(quiet(&rig.wire.excerpt(around, Duration::from_secs(2))));
+        result.wire_excerpt = Some(quiet_excerpt(&rig.wire, around));
     }
     rig.teardown().await;
     stop.cancel();
@@ -1287,24 +1287,18 @@ const ROUTINE_TELEMETRY: &[&str] = &[
     "HOME_POSITION",
 ];
 
-fn quiet(excerpt: &str) -> String {
-    let mut kept: Vec<&str> = Vec::new();
-    let mut hidden = 0usize;
-    for line in excerpt.lines() {
-        let routine = line.contains("-> companion")
-            && ROUTINE_TELEMETRY
-                .iter()
-                .any(|name| line.split_whitespace().any(|w| w == *name));
-        if routine {
-            hidden += 1;
-        } else {
-            kept.push(line);
-        }
-    }
-    let mut out = kept.join("\n");
+/// Two seconds of the wire either side of `around`, without the routine telemetry.
+fn quiet_excerpt(wire: &WireLog, around: Duration) -> String {
+    let routine = |f: &WireFrame| {
+        f.direction == Direction::ToCompanion
+            && f.message
+                .as_ref()
+                .is_some_and(|m| ROUTINE_TELEMETRY.contains(&mavlink::Message::message_name(m)))
+    };
+    let (mut out, hidden) = wire.excerpt_where(around, Duration::from_secs(2), |f| !routine(f));
     if hidden > 0 {
         out.push_str(&format!(
-            "\n({hidden} routine telemetry frames not shown: {})",
+            "({hidden} routine telemetry frames not shown: {})\n",
             ROUTINE_TELEMETRY.join(", ")
         ));
     }

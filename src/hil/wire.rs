@@ -484,8 +484,20 @@ impl WireLog {
     /// Human lines for the entries within `window` either side of `around`, for failure
     /// reports, e.g. `+12.345 s -> autopilot 1/191 COMMAND_LONG(MAV_CMD_DO_SET_MODE ...)`.
     pub fn excerpt(&self, around: Duration, window: Duration) -> String {
+        self.excerpt_where(around, window, |_| true).0
+    }
+
+    /// [`excerpt`](Self::excerpt) of the frames for which `keep` holds (faults and notes are
+    /// always kept), and how many frames of the window were left out.
+    pub fn excerpt_where(
+        &self,
+        around: Duration,
+        window: Duration,
+        keep: impl Fn(&WireFrame) -> bool,
+    ) -> (String, usize) {
         let from = around.saturating_sub(window);
         let to = around.saturating_add(window);
+        let mut left_out = 0;
         let inner = self.lock();
         let mut out = String::new();
         if inner.dropped > 0 && inner.entries.front().is_some_and(|e| e.at() > from) {
@@ -500,9 +512,15 @@ impl WireLog {
             .iter()
             .filter(|e| (from..=to).contains(&e.at()))
         {
+            if let WireEvent::Frame(f) = event
+                && !keep(f)
+            {
+                left_out += 1;
+                continue;
+            }
             let _ = writeln!(out, "{}", describe_event(event));
         }
-        out
+        (out, left_out)
     }
 }
 
@@ -872,6 +890,14 @@ mod tests {
         );
         assert!(lines[2].contains("armed"), "{}", lines[2]);
         assert!(lines[2].ends_with("[dropped]"), "{}", lines[2]);
+        // Leaving frames out keeps the faults and counts what was left out.
+        let (text, left_out) =
+            log.excerpt_where(Duration::from_millis(12_400), Duration::from_secs(1), |f| {
+                f.direction == Direction::ToAutopilot
+            });
+        assert_eq!(left_out, 1, "{text}");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("fault: serial line: cut"), "{text}");
     }
 
     #[tokio::test]
