@@ -146,8 +146,10 @@ pub struct EstopArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GroundArgs {
-    /// Bridge configuration (TOML: `[mqtt]` as in the daemon's file, `[ground]`).
-    #[arg(long)]
+    /// Bridge configuration (TOML: `[mqtt]` as in the daemon's file, `[ground]`). Also read
+    /// from FLIGHT_COMPANION_GROUND_CONFIG, for hosts that keep `--config` for themselves
+    /// (the MCP Inspector); the option wins when both are given.
+    #[arg(long, env = "FLIGHT_COMPANION_GROUND_CONFIG")]
     pub config: PathBuf,
     /// Server name of the drone; overrides `ground.server_name`.
     #[arg(long)]

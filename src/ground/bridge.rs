@@ -17,6 +17,15 @@
 //! client, this bridge, so they cannot collide with anyone else's). The bridge's own requests
 //! (`initialize`, re-subscriptions after a reconnect) use string ids starting with
 //! [`INTERNAL_ID_PREFIX`], and their answers are never shown to the stdio client.
+//!
+//! Timeouts are idle timeouts: a request fails at the bridge only after
+//! `call_idle_timeout` (`tools/call`) or `request_timeout` (the rest) without any sign of life
+//! from the drone about it, where progress notifications count. A `tools/call` without a
+//! `progressToken` gets one of the bridge's own (prefix [`INTERNAL_ID_PREFIX`]), so its
+//! progress keeps it alive too; that progress is not shown to the client, which did not ask
+//! for it. A timeout sends nothing to the drone: cancelling a flight tool makes the vehicle
+//! hold, and a slow answer is no reason to stop a vehicle mid-flight. The drone's late answer
+//! is reported to the client as a `notifications/message` (the request already got its error).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -40,6 +49,12 @@ pub mod code {
     /// The drone is offline, did not answer in time, or none could be chosen.
     pub const DRONE_UNAVAILABLE: i64 = -32000;
 }
+
+/// Requests timed out at the bridge whose late answers are still recognised (oldest
+/// forgotten first).
+const ABANDONED_MAX: usize = 64;
+/// Characters of a late answer's text repeated in the notice about it.
+const LATE_TEXT_CHARS: usize = 300;
 
 /// Something the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +80,9 @@ pub struct BridgeSettings {
     pub rpc_topic_root: String,
     pub discovery_timeout: Duration,
     pub presence_settle: Duration,
-    pub call_timeout: Duration,
+    /// Longest silence about a `tools/call` (no answer, no progress) before the bridge gives up.
+    pub call_idle_timeout: Duration,
+    /// The same for every other request.
     pub request_timeout: Duration,
     pub message_bytes_max: usize,
     /// The JWT sent in every `initialize` (first and re-initializations) at
@@ -84,7 +101,7 @@ impl BridgeSettings {
             rpc_topic_root: ground.rpc_topic_root.clone(),
             discovery_timeout: Duration::from_millis(ground.discovery_timeout_ms),
             presence_settle: Duration::from_millis(ground.presence_settle_ms),
-            call_timeout: Duration::from_millis(ground.call_timeout_ms),
+            call_idle_timeout: Duration::from_millis(ground.call_idle_timeout_ms),
             request_timeout: Duration::from_millis(ground.request_timeout_ms),
             message_bytes_max: ground.message_bytes_max,
             token: None,
@@ -135,8 +152,23 @@ struct ClientInit {
 #[derive(Debug)]
 struct Pending {
     id: Value,
-    method: String,
+    /// The method, and the tool's name for `tools/call` (`tools/call goto`).
+    what: String,
+    /// Canonical key of the progress token this request's progress comes with.
+    progress_token: Option<String>,
+    /// The token is the bridge's own: the progress is a sign of life, not shown.
+    token_is_ours: bool,
+    /// Longest silence allowed; the deadline moves with every sign of life.
+    idle: Duration,
     deadline: Instant,
+}
+
+/// A request the bridge stopped waiting for, still perhaps running on the drone.
+#[derive(Debug)]
+struct Abandoned {
+    id: Value,
+    what: String,
+    progress_token: Option<String>,
 }
 
 /// The bridge core. See the module documentation for the call order.
@@ -153,6 +185,12 @@ pub struct Bridge {
     client: Option<ClientInit>,
     /// The stdio client's requests in flight at the drone, by canonical id.
     pending: BTreeMap<String, Pending>,
+    /// Requests timed out at the bridge, by canonical id, oldest first in `abandoned_order`.
+    abandoned: BTreeMap<String, Abandoned>,
+    abandoned_order: VecDeque<String>,
+    /// Another connection took this bridge's client id over: the bridge no longer talks to
+    /// the broker and answers every request with why.
+    taken_over: bool,
     /// Resource URIs the stdio client subscribed to.
     subscribed_uris: BTreeSet<String>,
     /// The `params` of the stdio client's last `logging/setLevel`, replayed after a re-init.
@@ -176,6 +214,9 @@ impl Bridge {
             session: Session::None,
             client: None,
             pending: BTreeMap::new(),
+            abandoned: BTreeMap::new(),
+            abandoned_order: VecDeque::new(),
+            taken_over: false,
             subscribed_uris: BTreeSet::new(),
             log_level: None,
             internal_ids: BTreeSet::new(),
@@ -231,6 +272,36 @@ impl Bridge {
             });
         }
         self.settle_until = Some(now + self.settings.presence_settle);
+    }
+
+    /// The broker closed the connection because another client connected with this bridge's
+    /// client id (MQTT 5 "session taken over"). The shell stops reconnecting: a reconnect
+    /// would take the id back, and two bridges would take turns forever, each seeing the drone
+    /// vanish. Everything in flight and everything after is answered with the reason.
+    pub fn handle_taken_over(&mut self, now: Instant) {
+        self.taken_over = true;
+        self.connected = false;
+        self.settle_until = None;
+        self.drones.clear();
+        let message = self.taken_over_message();
+        tracing::error!("{message}");
+        if let Some(client) = &self.client
+            && client.pending_id.is_some()
+        {
+            self.answer_client_init_error(message.clone());
+        }
+        let initialized = self.client.as_ref().is_some_and(|c| c.pending_id.is_none());
+        self.session = Session::None;
+        for (_, p) in std::mem::take(&mut self.pending) {
+            self.counters.requests_failed_offline += 1;
+            self.reply_error(p.id, code::DRONE_UNAVAILABLE, message.clone());
+        }
+        self.forget_abandoned();
+        self.internal_ids.clear();
+        if initialized {
+            self.notify("error", message);
+        }
+        let _ = now;
     }
 
     /// The broker connection was lost (Session Expiry 0: every subscription is gone).
@@ -366,31 +437,49 @@ impl Bridge {
                 continue;
             };
             self.counters.requests_timed_out += 1;
-            let (name, timeout) = match &self.session {
-                Session::Ready { drone } => (drone.name.clone(), self.timeout_of(&p.method)),
-                _ => ("?".into(), self.timeout_of(&p.method)),
+            let name = match &self.session {
+                Session::Ready { drone } => drone.name.clone(),
+                _ => "?".into(),
             };
-            // Tell the drone to stop working on it; its late answer is dropped.
-            self.publish_rpc(json!({
-                "jsonrpc": "2.0",
-                "method": "notifications/cancelled",
-                "params": {"requestId": p.id, "reason": "timed out at the ground bridge"},
-            }));
-            self.reply_error(
-                p.id,
-                code::DRONE_UNAVAILABLE,
+            // Nothing goes to the drone: a cancel would make a flying vehicle hold, and a
+            // silent link is no reason to stop it. The request is remembered so its late
+            // answer is reported, not mistaken for noise.
+            let message = if p.what.starts_with("tools/call") {
+                format!(
+                    "drone {name} did not answer `{}` and sent no progress for it for {} ms \
+                     (ground.call_idle_timeout_ms); the bridge stopped waiting. Nothing was \
+                     sent to the drone: the call may still be running there (check \
+                     get_status; hold stops a motion). Its outcome is reported as a \
+                     notifications/message if it arrives",
+                    p.what,
+                    p.idle.as_millis()
+                )
+            } else {
                 format!(
                     "drone {name} did not answer `{}` within {} ms",
-                    p.method,
-                    timeout.as_millis()
-                ),
-            );
+                    p.what,
+                    p.idle.as_millis()
+                )
+            };
+            tracing::warn!("{message}");
+            self.abandon(key, &p);
+            self.reply_error(p.id, code::DRONE_UNAVAILABLE, message);
         }
     }
 
     // --- stdio client side ---
 
-    fn client_request(&mut self, now: Instant, id: Value, method: String, message: Value) {
+    fn client_request(&mut self, now: Instant, id: Value, method: String, mut message: Value) {
+        if self.taken_over {
+            if method == "ping" {
+                // The bridge itself is alive, and says why it talks to no drone otherwise.
+                self.reply(id, json!({}));
+            } else {
+                let text = self.taken_over_message();
+                self.reply_error(id, code::DRONE_UNAVAILABLE, text);
+            }
+            return;
+        }
         if method == "initialize" {
             if self.client.is_some() {
                 self.refuse(
@@ -441,6 +530,14 @@ impl Bridge {
             );
             return;
         }
+        if self.abandoned.contains_key(&key) {
+            self.refuse(
+                id,
+                code::INVALID_REQUEST,
+                "a request with this id timed out at the bridge and may still be running on the drone; use a new id".into(),
+            );
+            return;
+        }
         match method.as_str() {
             "resources/subscribe" => {
                 if let Some(uri) = uri_of(&message) {
@@ -455,13 +552,40 @@ impl Bridge {
             "logging/setLevel" => self.log_level = message.get("params").cloned(),
             _ => {}
         }
-        let deadline = now + self.timeout_of(&method);
+        let mut token_is_ours = false;
+        if method == "tools/call"
+            && message.pointer("/params/_meta/progressToken").is_none()
+            && let Some(Value::Object(params)) = message.get_mut("params")
+        {
+            // A token of our own: the drone's progress then keeps the call alive here too.
+            self.next_internal_id += 1;
+            let token = format!("{INTERNAL_ID_PREFIX}progress:{}", self.next_internal_id);
+            let meta = params
+                .entry("_meta")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Value::Object(meta) = meta {
+                meta.insert("progressToken".into(), Value::String(token));
+                token_is_ours = true;
+            }
+        }
+        let progress_token = message
+            .pointer("/params/_meta/progressToken")
+            .filter(|t| t.is_string() || t.is_i64() || t.is_u64())
+            .map(id_key);
+        let what = match message.pointer("/params/name").and_then(Value::as_str) {
+            Some(tool) if method == "tools/call" => format!("tools/call {tool}"),
+            _ => method.clone(),
+        };
+        let idle = self.timeout_of(&method);
         self.pending.insert(
             key,
             Pending {
                 id,
-                method,
-                deadline,
+                what,
+                progress_token,
+                token_is_ours,
+                idle,
+                deadline: now + idle,
             },
         );
         self.publish_rpc(message);
@@ -474,7 +598,11 @@ impl Bridge {
             "notifications/cancelled" => {
                 if let Some(request_id) = message.pointer("/params/requestId") {
                     // The drone sends no answer to a cancelled request; nor does the bridge.
-                    self.pending.remove(&id_key(request_id));
+                    let key = id_key(request_id);
+                    self.pending.remove(&key);
+                    if self.abandoned.remove(&key).is_some() {
+                        self.abandoned_order.retain(|k| k != &key);
+                    }
                 }
             }
             _ => {}
@@ -558,10 +686,16 @@ impl Bridge {
                     }
                 } else if self.pending.remove(&key).is_some() {
                     self.emit(&message);
+                } else if let Some(late) = self.abandoned.remove(&key) {
+                    self.abandoned_order.retain(|k| k != &key);
+                    self.late_answer(late, &message);
                 } else {
-                    // Late answer to a request already answered (timeout) or cancelled.
+                    // Late answer to a request already answered or cancelled.
                     self.drop_mqtt("rpc", "answer to no request in flight");
                 }
+            }
+            Kind::Notification { method } if method == "notifications/progress" => {
+                self.drone_progress(now, message);
             }
             Kind::Notification { method } if method == "notifications/disconnected" => {
                 self.drone_lost(now, "it ended the session");
@@ -667,6 +801,8 @@ impl Bridge {
             self.reply_error(p.id, code::DRONE_UNAVAILABLE, message.clone());
         }
         self.internal_ids.clear();
+        // A new session will never answer them.
+        self.forget_abandoned();
         let initialized = self.client.as_ref().is_some_and(|c| c.pending_id.is_none());
         if initialized {
             self.notify(
@@ -813,10 +949,112 @@ impl Bridge {
     fn timeout_of(&self, method: &str) -> Duration {
         match method {
             "tools/call" | "sampling/createMessage" | "completion/complete" => {
-                self.settings.call_timeout
+                self.settings.call_idle_timeout
             }
             _ => self.settings.request_timeout,
         }
+    }
+
+    /// `notifications/progress` from the drone: a sign of life for the request it belongs to
+    /// (its idle deadline moves), shown to the client unless the token is the bridge's own or
+    /// the request is no longer in flight.
+    fn drone_progress(&mut self, now: Instant, message: Value) {
+        if !matches!(self.session, Session::Ready { .. }) {
+            return;
+        }
+        let token = message.pointer("/params/progressToken").map(id_key);
+        let owner = token.as_ref().and_then(|t| {
+            self.pending
+                .values_mut()
+                .find(|p| p.progress_token.as_ref() == Some(t))
+        });
+        match owner {
+            Some(p) => {
+                p.deadline = now + p.idle;
+                if !p.token_is_ours {
+                    self.emit(&message);
+                }
+            }
+            None => {
+                let stale = token.as_ref().is_some_and(|t| {
+                    t.starts_with(&format!("\"{INTERNAL_ID_PREFIX}"))
+                        || self
+                            .abandoned
+                            .values()
+                            .any(|a| a.progress_token.as_ref() == Some(t))
+                });
+                if stale {
+                    tracing::debug!("progress for a request no longer in flight: not shown");
+                } else {
+                    self.emit(&message);
+                }
+            }
+        }
+    }
+
+    /// Remembers a request the bridge stopped waiting for (at most [`ABANDONED_MAX`]).
+    fn abandon(&mut self, key: String, p: &Pending) {
+        self.abandoned.insert(
+            key.clone(),
+            Abandoned {
+                id: p.id.clone(),
+                what: p.what.clone(),
+                progress_token: p.progress_token.clone(),
+            },
+        );
+        self.abandoned_order.push_back(key);
+        while self.abandoned_order.len() > ABANDONED_MAX {
+            if let Some(oldest) = self.abandoned_order.pop_front() {
+                self.abandoned.remove(&oldest);
+            }
+        }
+    }
+
+    fn forget_abandoned(&mut self) {
+        self.abandoned.clear();
+        self.abandoned_order.clear();
+    }
+
+    /// The drone answered a request the client was already told had timed out: the answer
+    /// cannot be sent as a response (the id is answered), so it is told as a notice.
+    fn late_answer(&mut self, late: Abandoned, message: &Value) {
+        let (level, outcome) = if let Some(error) = message.get("error") {
+            let text = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
+            ("warning", format!("failed: {text}"))
+        } else {
+            let result = message.get("result").cloned().unwrap_or(Value::Null);
+            let text = result
+                .pointer("/content/0/text")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let text: String = text.chars().take(LATE_TEXT_CHARS).collect();
+            if result.get("isError").and_then(Value::as_bool) == Some(true) {
+                ("warning", format!("ended with an error: {text}"))
+            } else {
+                ("info", format!("completed: {text}"))
+            }
+        };
+        self.notify(
+            level,
+            format!(
+                "`{}` (request id {}), which the bridge had stopped waiting for, has ended on the drone: {outcome}",
+                late.what, late.id
+            ),
+        );
+    }
+
+    fn taken_over_message(&self) -> String {
+        format!(
+            "another MQTT client connected to the broker with this bridge's client id `{}`, so \
+             the broker closed this bridge's connection; two bridges with one client id take \
+             the session from each other, so this one stopped. Give each bridge its own \
+             ground.client_id (--client-id), or leave it unset for a unique generated one, \
+             and restart this bridge",
+            self.settings.client_id
+        )
     }
 
     fn internal_id(&mut self, what: &str) -> String {
@@ -1396,25 +1634,147 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_drone_times_out_requests_with_the_method_and_the_limit() {
+    fn a_silent_drone_times_out_requests_with_the_method_and_the_limit_and_nothing_is_sent() {
+        // Issue 14: a timeout used to send notifications/cancelled, which made a flying
+        // vehicle hold; now it answers the client and commands nothing.
         let mut h = Harness::ready("sid1", "drone/a");
         h.stdin(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}));
         h.stdin(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));
         h.actions();
         h.advance(30_000);
         let actions = h.actions();
-        let pubs = Harness::publishes(&actions);
-        assert_eq!(pubs[0].1["method"], "notifications/cancelled");
-        assert_eq!(pubs[0].1["params"]["requestId"], 2);
+        assert!(Harness::publishes(&actions).is_empty(), "{actions:?}");
         let text = format!("{actions:?}");
         assert!(
             text.contains("did not answer `tools/list` within 30000 ms"),
             "{text}"
         );
         h.advance(30_000);
-        let out = h.stdout();
+        let actions = h.actions();
+        assert!(Harness::publishes(&actions).is_empty(), "{actions:?}");
+        let out: Vec<Value> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stdout(s) => serde_json::from_str(s).ok(),
+                _ => None,
+            })
+            .collect();
         assert_eq!(out[0]["id"], 1);
+        let message = out[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`tools/call x` and sent no progress for it for 60000 ms"),
+            "{message}"
+        );
+        assert!(message.contains("Nothing was sent to the drone"), "{message}");
         assert_eq!(h.bridge.counters().requests_timed_out, 2);
+    }
+
+    #[test]
+    fn progress_keeps_a_call_alive_however_long_it_runs() {
+        let mut h = Harness::ready("sid1", "drone/a");
+        // No progressToken from the client: the bridge adds its own and hides that progress.
+        h.stdin(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"goto","arguments":{}}}));
+        let pubs = Harness::publishes(&h.actions());
+        let token = pubs[0].1["params"]["_meta"]["progressToken"].clone();
+        assert!(
+            token.as_str().unwrap().starts_with(INTERNAL_ID_PREFIX),
+            "{pubs:?}"
+        );
+        assert_eq!(pubs[0].1["params"]["name"], "goto");
+        // The client's own token: its progress is shown, and keeps the call alive too.
+        h.stdin(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"land","_meta":{"progressToken":7}}}));
+        let pubs = Harness::publishes(&h.actions());
+        assert_eq!(pubs[0].1["params"]["_meta"], json!({"progressToken": 7}));
+        // Five minutes, progress every 50 s (under the 60 s idle limit): nothing times out.
+        for n in 1..=6 {
+            h.advance(50_000);
+            h.drone_says("sid1", "drone/a", json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":token,"progress":n}}));
+            let mine = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":n}});
+            h.drone_says("sid1", "drone/a", mine.clone());
+            assert_eq!(h.stdout(), vec![mine], "only the client's own progress is shown");
+        }
+        assert_eq!(h.bridge.counters().requests_timed_out, 0);
+        let done = json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"arrived"}]}});
+        h.drone_says("sid1", "drone/a", done.clone());
+        assert_eq!(h.stdout(), vec![done]);
+        // Progress stops: the call to `land` fails 60 s after its last sign of life.
+        h.advance(59_000);
+        assert!(h.stdout().is_empty());
+        h.advance(1_000);
+        let out = h.stdout();
+        assert_eq!(out[0]["id"], 2, "{out:?}");
+        assert_eq!(h.bridge.counters().requests_timed_out, 1);
+    }
+
+    #[test]
+    fn a_late_answer_is_reported_as_a_notice_and_its_id_stays_reserved() {
+        let mut h = Harness::ready("sid1", "drone/a");
+        h.stdin(json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"goto","arguments":{}}}));
+        let pubs = Harness::publishes(&h.actions());
+        let token = pubs[0].1["params"]["_meta"]["progressToken"].clone();
+        h.advance(60_000);
+        let out = h.stdout();
+        assert_eq!(out[0]["id"], 5);
+        assert!(out[0]["error"].is_object());
+        // The id still runs on the drone: reusing it is refused, not forwarded.
+        h.stdin(json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}));
+        let actions = h.actions();
+        assert!(Harness::publishes(&actions).is_empty());
+        assert!(format!("{actions:?}").contains("may still be running on the drone"));
+        // Its progress is not shown (the request is over for the client).
+        h.drone_says("sid1", "drone/a", json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":token,"progress":9}}));
+        assert!(h.stdout().is_empty());
+        h.drone_says("sid1", "drone/a", json!({"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"arrived at 47.1, 8.5"}]}}));
+        let out = h.stdout();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["method"], "notifications/message");
+        assert_eq!(out[0]["params"]["level"], "info");
+        let text = out[0]["params"]["data"].as_str().unwrap();
+        assert!(
+            text.contains("`tools/call goto` (request id 5)") && text.contains("arrived at 47.1"),
+            "{text}"
+        );
+        // Answered once: a duplicate is noise, and the id is free again.
+        h.drone_says("sid1", "drone/a", json!({"jsonrpc":"2.0","id":5,"result":{}}));
+        assert!(h.stdout().is_empty());
+        h.stdin(json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}));
+        assert_eq!(Harness::publishes(&h.actions()).len(), 1);
+    }
+
+    #[test]
+    fn a_session_taken_over_by_the_same_client_id_is_a_clear_error_not_no_drone() {
+        let mut h = Harness::ready("sid1", "drone/a");
+        h.stdin(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"goto"}}));
+        h.actions();
+        h.bridge.handle_taken_over(h.now);
+        let out = h.stdout();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0]["id"], 1);
+        let message = out[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("another MQTT client connected to the broker with this bridge's client id `gcs`"),
+            "{message}"
+        );
+        assert!(message.contains("--client-id"), "{message}");
+        assert_eq!(out[1]["method"], "notifications/message");
+        assert_eq!(out[1]["params"]["level"], "error");
+        // Everything after gets the same reason, at once; ping still says the bridge lives.
+        h.stdin(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));
+        h.stdin(json!({"jsonrpc":"2.0","id":3,"method":"ping"}));
+        let actions = h.actions();
+        assert!(Harness::publishes(&actions).is_empty());
+        let text = format!("{actions:?}");
+        assert!(text.contains("client id `gcs`") && !text.contains("no drone is online"), "{text}");
+        assert!(text.contains(r#"\"id\":3,\"jsonrpc\":\"2.0\",\"result\":{}"#), "{text}");
+        // Before initialize: the initialize itself gets the reason.
+        let mut h = Harness::new(settings());
+        h.bridge.handle_connected(h.now, None);
+        h.stdin(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}));
+        h.bridge.handle_taken_over(h.now);
+        h.advance(10_000);
+        let out = h.stdout();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0]["error"]["message"].as_str().unwrap().contains("client id `gcs`"));
     }
 
     #[test]

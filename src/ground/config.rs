@@ -43,10 +43,18 @@ pub struct GroundSection {
     /// After the presence subscription is acknowledged, how long to collect retained presence
     /// before choosing a drone (so "several online" is noticed). Default 300 ms.
     pub presence_settle_ms: u64,
-    /// Timeout of `tools/call` answered by the bridge if the drone stays silent. Default 60000 ms
-    /// (the transport spec's recommendation).
-    pub call_timeout_ms: u64,
-    /// Timeout of every other request (`*/list`, `resources/read`, `ping`, ...). Default 30000 ms.
+    /// How long a `tools/call` may go without any sign of life from the drone (its answer, or
+    /// a progress notification for it) before the bridge answers the stdio client with an
+    /// error. Measured from the last sign of life, not from the start: a call that reports
+    /// progress (every flight tool does, at least every few seconds) is never cut, however
+    /// long it runs; its own bounds are the drone's (the flight executor sizes each wait from
+    /// the distance and the speed). A timeout sends nothing to the drone: its job goes on.
+    /// Default 60000 ms (the transport spec's recommended `tools/call` timeout). The old name
+    /// `call_timeout_ms` is accepted.
+    #[serde(alias = "call_timeout_ms")]
+    pub call_idle_timeout_ms: u64,
+    /// The same for every other request (`*/list`, `resources/read`, `ping`, ...). Default
+    /// 30000 ms.
     pub request_timeout_ms: u64,
     /// Largest message accepted from either side; larger ones are refused with an error.
     /// Default 262144 bytes (the drone's default `mcp.message_bytes_max`).
@@ -66,7 +74,7 @@ impl Default for GroundSection {
             rpc_topic_root: "$mcp-rpc".into(),
             discovery_timeout_ms: 10_000,
             presence_settle_ms: 300,
-            call_timeout_ms: 60_000,
+            call_idle_timeout_ms: 60_000,
             request_timeout_ms: 30_000,
             message_bytes_max: 256 * 1024,
             token_path: None,
@@ -192,7 +200,7 @@ impl GroundConfig {
         }
         for (key, value) in [
             ("ground.discovery_timeout_ms", g.discovery_timeout_ms),
-            ("ground.call_timeout_ms", g.call_timeout_ms),
+            ("ground.call_idle_timeout_ms", g.call_idle_timeout_ms),
             ("ground.request_timeout_ms", g.request_timeout_ms),
         ] {
             if value == 0 {
@@ -273,8 +281,13 @@ mod tests {
                 "end with `/`",
             ),
             (
+                "[ground]\ncall_idle_timeout_ms = 0\n",
+                "ground.call_idle_timeout_ms",
+                "above 0",
+            ),
+            (
                 "[ground]\ncall_timeout_ms = 0\n",
-                "ground.call_timeout_ms",
+                "ground.call_idle_timeout_ms",
                 "above 0",
             ),
             (

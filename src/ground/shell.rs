@@ -100,6 +100,8 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
     let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
     let mut publish_failures: u64 = 0;
     let mut was_connected = false;
+    // False once the connection was taken over: the driver is stopped for good.
+    let mut mqtt_alive = true;
     loop {
         let timeout = bridge.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -119,7 +121,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                     break;
                 }
             },
-            event = events.recv() => match event {
+            event = events.recv(), if mqtt_alive => match event {
                 Some(MqttEvent::Connected(connack)) => {
                     let filters = connack
                         .properties
@@ -155,6 +157,14 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                     }
                 }
                 Some(MqttEvent::SubscribeSent(_)) => {}
+                Some(MqttEvent::TakenOver { .. }) => {
+                    // No reconnect: it would take the id back from the other bridge, and the
+                    // two would take turns forever. The core answers everything with why.
+                    stop_driver.cancel();
+                    mqtt_alive = false;
+                    was_connected = false;
+                    bridge.handle_taken_over(Instant::now());
+                }
                 None => anyhow::bail!("the MQTT driver stopped unexpectedly"),
             },
             _ = sleep_until(timeout) => bridge.handle_timeout(Instant::now()),

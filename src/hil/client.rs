@@ -283,7 +283,7 @@ impl Actor {
                 let presence = Filter::new(self.drone.presence_topic(), QoS::AtLeastOnce);
                 self.client.subscribe_many([rpc, presence]).await?;
             }
-            MqttEvent::Disconnected { .. } => {
+            MqttEvent::Disconnected { .. } | MqttEvent::TakenOver { .. } => {
                 self.initialized = false;
                 self.init_id = None;
                 self.fail_pending("the MQTT connection was lost before the answer");

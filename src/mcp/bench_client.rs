@@ -106,6 +106,9 @@ impl Conn {
                     }
                 }
                 Ok(Some(MqttEvent::Disconnected { error, .. })) => bail!("disconnected: {error}"),
+                Ok(Some(MqttEvent::TakenOver { .. })) => {
+                    bail!("another client connected with this client id")
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => bail!("driver stopped"),
                 Err(_) => bail!("no answer within {TIMEOUT:?}"),

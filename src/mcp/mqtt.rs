@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnAck, ConnectProperties, LastWill, Packet, Publish, PublishProperties, SubAck,
+    ConnAck, ConnectProperties, DisconnectReasonCode, LastWill, LastWillProperties, Packet,
+    Publish, PublishProperties, SubAck,
 };
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
@@ -195,8 +196,9 @@ pub fn valid_client_id(id: &str) -> bool {
 
 /// The rumqttc options of one MCP connection: TLS from [`tls_config`], MQTT 5 CONNECT with
 /// Clean Start, Session Expiry 0, `MCP-COMPONENT-TYPE` and `MCP-META` user properties, the
-/// Will of `spec`, keep-alive from config and `TCP_NODELAY` (Nagle adds ~40 ms per round
-/// trip on a request/response protocol).
+/// Will of `spec` (with the user properties of every PUBLISH, since the broker publishes it
+/// for us), keep-alive from config and `TCP_NODELAY` (Nagle adds ~40 ms per round trip on a
+/// request/response protocol).
 pub fn mqtt_options(
     config: &MqttConfig,
     spec: &ConnectionSpec,
@@ -223,12 +225,24 @@ pub fn mqtt_options(
     ];
     options.set_connect_properties(properties);
     if let Some(will) = &spec.will {
+        // The transport: every PUBLISH carries MCP-COMPONENT-TYPE and MCP-MQTT-CLIENT-ID; the
+        // Will is a PUBLISH the broker makes on our behalf, so it carries them too.
+        let properties = LastWillProperties {
+            delay_interval: None,
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: publish_properties(spec.component_type, &spec.client_id)
+                .user_properties,
+        };
         options.set_last_will(LastWill::new(
             will.topic.clone(),
             will.payload.clone(),
             QoS::AtLeastOnce,
             will.retain,
-            None,
+            Some(properties),
         ));
     }
     let mut network = NetworkOptions::new();
@@ -306,6 +320,23 @@ pub enum MqttEvent {
     SubscribeSent(u16),
     /// The connection was lost or refused; the driver retries after `retry_in`.
     Disconnected { error: String, retry_in: Duration },
+    /// The broker closed the connection because another client connected with the same
+    /// client id (MQTT 5 DISCONNECT reason 0x8E, "session taken over"). The driver retries
+    /// after `retry_in` like [`MqttEvent::Disconnected`] unless the consumer stops it; a
+    /// retry takes the session back from the other client, and the two take turns forever.
+    TakenOver { retry_in: Duration },
+}
+
+/// True when `error` is the broker's DISCONNECT for a session taken over by another
+/// connection with the same client id.
+fn taken_over(error: &rumqttc::v5::ConnectionError) -> bool {
+    matches!(
+        error,
+        rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+            reason_code: DisconnectReasonCode::SessionTakenOver,
+            ..
+        })
+    )
 }
 
 /// Spawns the task that polls `eventloop`, forwarding events to `events` until `stop` is
@@ -343,12 +374,15 @@ pub fn spawn_driver(
                 Ok(_) => continue,
                 Err(error) => {
                     let retry_in = backoff.next_delay(fastrand::f64());
-                    let _ = events
-                        .send(MqttEvent::Disconnected {
+                    let event = if taken_over(&error) {
+                        MqttEvent::TakenOver { retry_in }
+                    } else {
+                        MqttEvent::Disconnected {
                             error: error.to_string(),
                             retry_in,
-                        })
-                        .await;
+                        }
+                    };
+                    let _ = events.send(event).await;
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(retry_in) => {}

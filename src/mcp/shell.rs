@@ -679,6 +679,15 @@ pub async fn serve_with_audit(
             _ = shutdown.cancelled() => break,
             event = events.recv() => {
                 let Some(event) = event else { break };
+                let event = match event {
+                    // Not fatal for the drone: it takes its server id back (a ground
+                    // certificate must not be able to silence a drone that way).
+                    MqttEvent::TakenOver { retry_in } => {
+                        tracing::error!(server_id = shell.server_id, "the broker closed the connection: another client connected with this server id (mcp.server_id must be unique per drone); reconnecting");
+                        MqttEvent::Disconnected { error: "session taken over".into(), retry_in }
+                    }
+                    other => other,
+                };
                 match event {
                     MqttEvent::Connected(connack) => {
                         connected = true;
@@ -757,6 +766,7 @@ pub async fn serve_with_audit(
                         }
                         tracing::debug!(error, ?retry_in, "MQTT reconnect scheduled");
                     }
+                    MqttEvent::TakenOver { .. } => {}
                 }
             }
             Some(Ok(())) = async {
