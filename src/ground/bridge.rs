@@ -1665,7 +1665,10 @@ mod tests {
             message.contains("`tools/call x` and sent no progress for it for 60000 ms"),
             "{message}"
         );
-        assert!(message.contains("Nothing was sent to the drone"), "{message}");
+        assert!(
+            message.contains("Nothing was sent to the drone"),
+            "{message}"
+        );
         assert_eq!(h.bridge.counters().requests_timed_out, 2);
     }
 
@@ -1691,10 +1694,15 @@ mod tests {
             h.drone_says("sid1", "drone/a", json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":token,"progress":n}}));
             let mine = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":n}});
             h.drone_says("sid1", "drone/a", mine.clone());
-            assert_eq!(h.stdout(), vec![mine], "only the client's own progress is shown");
+            assert_eq!(
+                h.stdout(),
+                vec![mine],
+                "only the client's own progress is shown"
+            );
         }
         assert_eq!(h.bridge.counters().requests_timed_out, 0);
-        let done = json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"arrived"}]}});
+        let done =
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"arrived"}]}});
         h.drone_says("sid1", "drone/a", done.clone());
         assert_eq!(h.stdout(), vec![done]);
         // Progress stops: the call to `land` fails 60 s after its last sign of life.
@@ -1735,7 +1743,11 @@ mod tests {
             "{text}"
         );
         // Answered once: a duplicate is noise, and the id is free again.
-        h.drone_says("sid1", "drone/a", json!({"jsonrpc":"2.0","id":5,"result":{}}));
+        h.drone_says(
+            "sid1",
+            "drone/a",
+            json!({"jsonrpc":"2.0","id":5,"result":{}}),
+        );
         assert!(h.stdout().is_empty());
         h.stdin(json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}));
         assert_eq!(Harness::publishes(&h.actions()).len(), 1);
@@ -1752,7 +1764,9 @@ mod tests {
         assert_eq!(out[0]["id"], 1);
         let message = out[0]["error"]["message"].as_str().unwrap();
         assert!(
-            message.contains("another MQTT client connected to the broker with this bridge's client id `gcs`"),
+            message.contains(
+                "another MQTT client connected to the broker with this bridge's client id `gcs`"
+            ),
             "{message}"
         );
         assert!(message.contains("--client-id"), "{message}");
@@ -1764,8 +1778,14 @@ mod tests {
         let actions = h.actions();
         assert!(Harness::publishes(&actions).is_empty());
         let text = format!("{actions:?}");
-        assert!(text.contains("client id `gcs`") && !text.contains("no drone is online"), "{text}");
-        assert!(text.contains(r#"\"id\":3,\"jsonrpc\":\"2.0\",\"result\":{}"#), "{text}");
+        assert!(
+            text.contains("client id `gcs`") && !text.contains("no drone is online"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"\"id\":3,\"jsonrpc\":\"2.0\",\"result\":{}"#),
+            "{text}"
+        );
         // Before initialize: the initialize itself gets the reason.
         let mut h = Harness::new(settings());
         h.bridge.handle_connected(h.now, None);
@@ -1774,7 +1794,12 @@ mod tests {
         h.advance(10_000);
         let out = h.stdout();
         assert_eq!(out.len(), 1, "{out:?}");
-        assert!(out[0]["error"]["message"].as_str().unwrap().contains("client id `gcs`"));
+        assert!(
+            out[0]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("client id `gcs`")
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::schema;
 use super::server::{ToolCall, ToolFuture, tool_error};
 use crate::camera::CaptureRequest;
 use crate::camera::core::CameraStatus;
@@ -68,36 +69,31 @@ pub struct CaptureList {
 }
 
 pub fn capture_output_schema() -> Value {
-    schema_value::<CaptureMeta>()
+    schema::output::<CaptureMeta>()
 }
 
 pub fn capture_input_schema() -> Value {
-    schema_value::<CaptureArgs>()
+    schema::input::<CaptureArgs>()
 }
 
 pub fn status_output_schema() -> Value {
-    schema_value::<CameraStatus>()
+    schema::output::<CameraStatus>()
 }
 
 pub fn list_input_schema() -> Value {
-    schema_value::<ListArgs>()
+    schema::input::<ListArgs>()
 }
 
 pub fn list_output_schema() -> Value {
-    schema_value::<CaptureList>()
+    schema::output::<CaptureList>()
 }
 
 pub fn get_input_schema() -> Value {
-    schema_value::<GetCaptureArgs>()
+    schema::input::<GetCaptureArgs>()
 }
 
 pub fn get_output_schema() -> Value {
-    schema_value::<CaptureInfo>()
-}
-
-fn schema_value<T: schemars::JsonSchema>() -> Value {
-    serde_json::to_value(schemars::schema_for!(T))
-        .unwrap_or_else(|_| serde_json::json!({"type": "object"}))
+    schema::output::<CaptureInfo>()
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(

@@ -13,10 +13,13 @@ pub const PARSE_ERROR: i32 = -32700;
 pub const INVALID_REQUEST: i32 = -32600;
 /// Unknown method.
 pub const METHOD_NOT_FOUND: i32 = -32601;
-/// Known method, wrong params (also an unknown tool or resource, per MCP).
+/// Known method, wrong params (also an unknown tool, per MCP).
 pub const INVALID_PARAMS: i32 = -32602;
 /// A bug on our side.
 pub const INTERNAL_ERROR: i32 = -32603;
+/// MCP: a `resources/*` request for a URI the server does not serve (`data.uri` names it).
+/// MCP 2026-07-28 replaces it with -32602; this transport serves up to 2025-11-25.
+pub const RESOURCE_NOT_FOUND: i32 = -32002;
 /// Implementation-defined (JSON-RPC server-error range): a limit is reached; retry later.
 pub const SERVER_BUSY: i32 = -32000;
 /// No valid identity: missing, bad, expired or revoked token (initialize again with a
@@ -70,6 +73,15 @@ pub fn error_response(id: Option<&Value>, code: i32, message: &str, data: Option
 /// An MCP error for a handler to return (rmcp's type), with our codes.
 pub fn invalid_params(message: impl Into<String>, data: Option<Value>) -> ErrorData {
     ErrorData::new(rmcp::model::ErrorCode(INVALID_PARAMS), message.into(), data)
+}
+
+/// The error for an unknown resource URI (MCP `-32002`, `data.uri`).
+pub fn resource_not_found(message: impl Into<String>, uri: &str) -> ErrorData {
+    ErrorData::new(
+        rmcp::model::ErrorCode(RESOURCE_NOT_FOUND),
+        message.into(),
+        Some(json!({ "uri": uri })),
+    )
 }
 
 /// An internal error for a handler to return.

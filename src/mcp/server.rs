@@ -35,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 use super::camera_tools::{self, CAMERA_URI};
 use super::errors;
 use super::guard::Guard;
+use super::schema;
+use super::version::Features;
 use crate::camera::CameraHandle;
 use crate::control::{Caller, ControlClient, ControlReply};
 use crate::flight::{Action, Outcome};
@@ -65,21 +67,87 @@ pub const SUPPORTED_VERSIONS: &[ProtocolVersion] = &[
 /// client reorders nothing else.
 #[derive(Clone)]
 pub struct Progress {
-    target: Option<(Peer<RoleServer>, ProgressToken)>,
+    target: Option<ProgressTarget>,
     sent: Arc<AtomicU64>,
+    /// The session's negotiated version: `message` exists from 2025-03-26.
+    features: Features,
 }
+
+/// Where a call's progress goes.
+#[derive(Clone)]
+enum ProgressTarget {
+    /// The session's client, with the request's `progressToken`.
+    Peer(Peer<RoleServer>, ProgressToken),
+    /// A channel, for the tests of this module.
+    #[cfg(test)]
+    Channel(tokio::sync::mpsc::UnboundedSender<ProgressNotificationParam>),
+}
+
+/// A call with a `progressToken` that has reported nothing for this long reports that it is
+/// still running: a client (or the ground bridge) that times out on silence then keeps a
+/// long call alive however long it runs, and a silent call means a stuck daemon.
+pub const PROGRESS_KEEPALIVE: Duration = Duration::from_secs(5);
 
 impl Progress {
     /// Sends the next progress notification (no-op without a `progressToken`).
     pub async fn report(&self, total: Option<f64>, message: String) {
-        let Some((peer, token)) = &self.target else {
+        let Some(target) = &self.target else {
             return;
         };
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut param = ProgressNotificationParam::new(token.clone(), n as f64);
+        let token = match target {
+            ProgressTarget::Peer(_, token) => token.clone(),
+            #[cfg(test)]
+            ProgressTarget::Channel(_) => ProgressToken(rmcp::model::NumberOrString::Number(0)),
+        };
+        let mut param = ProgressNotificationParam::new(token, n as f64);
         param.total = total;
-        param.message = Some(message);
-        let _ = peer.notify_progress(param).await;
+        if self.features.progress_message() {
+            param.message = Some(message);
+        }
+        match target {
+            ProgressTarget::Peer(peer, _) => {
+                let _ = peer.notify_progress(param).await;
+            }
+            #[cfg(test)]
+            ProgressTarget::Channel(tx) => {
+                let _ = tx.send(param);
+            }
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs a tool's future; while it runs, reports "still running" whenever `period`
+/// ([`PROGRESS_KEEPALIVE`]) went by without any other progress (only with a `progressToken`).
+async fn with_keepalive(
+    run: ToolFuture,
+    progress: &Progress,
+    tool: &str,
+    period: Duration,
+) -> CallToolResult {
+    if progress.target.is_none() {
+        return run.await;
+    }
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval_at(started + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = progress.count();
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            _ = tick.tick() => {
+                if progress.count() == seen {
+                    let running_s = started.elapsed().as_secs();
+                    progress.report(None, format!("{tool}: still running ({running_s} s)")).await;
+                }
+                seen = progress.count();
+            }
+        }
     }
 }
 
@@ -111,6 +179,10 @@ pub struct ToolEntry {
     pub read_only: bool,
     pub destructive: bool,
     pub idempotent: bool,
+    /// Acts on the physical world beyond the daemon (the vehicle's motion).
+    pub open_world: bool,
+    /// Served only when a camera is configured.
+    pub needs_camera: bool,
     pub run: fn(ToolCall) -> ToolFuture,
 }
 
@@ -120,22 +192,26 @@ impl ToolEntry {
             Value::Object(o) => o,
             _ => JsonObject::new(),
         };
+        let mut annotations = ToolAnnotations::new()
+            .read_only(self.read_only)
+            .destructive(self.destructive)
+            .idempotent(self.idempotent)
+            .open_world(self.open_world);
+        // The display name of 2025-03-26 clients, which have no `Tool.title`.
+        annotations.title = Some(self.title.into());
         Tool::new(self.name, self.description, object((self.input_schema)()))
             .with_title(self.title)
             .with_raw_output_schema(Arc::new(object((self.output_schema)())))
-            .with_annotations(
-                ToolAnnotations::new()
-                    .read_only(self.read_only)
-                    .destructive(self.destructive)
-                    .idempotent(self.idempotent)
-                    .open_world(false),
-            )
+            .with_annotations(annotations)
     }
 }
 
-/// A JSON schema as a JSON value (draft 2020-12, schemars' default).
-fn schema_of<T: schemars::JsonSchema>() -> Value {
-    serde_json::to_value(schemars::schema_for!(T)).unwrap_or_else(|_| json!({"type": "object"}))
+/// The tools served to a caller of `role`: the table less the camera's tools without a
+/// camera, less what the role may not call.
+pub fn served_tools(role: Role, camera: bool) -> impl Iterator<Item = &'static ToolEntry> {
+    tools().iter().filter(move |t| {
+        (camera || !t.needs_camera) && crate::auth::permissions::tool(t.name).role <= role
+    })
 }
 
 fn no_arguments() -> Value {
@@ -169,10 +245,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 texts and MAVLink link health. Every group has `freshness.age_ms` and \
                 `freshness.stale`: treat stale values as unknown. Takes no arguments; read-only.",
             input_schema: no_arguments,
-            output_schema: schema_of::<StatusReport>,
+            output_schema: schema::output::<StatusReport>,
             read_only: true,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: get_status,
         },
         ToolEntry {
@@ -184,11 +262,13 @@ pub fn tools() -> &'static [ToolEntry] {
                 stops when cancelled. Returns `changed` (false on timeout), `waited_s` and the \
                 status at the end. Use it to wait for a takeoff, landing or mode switch to take \
                 effect instead of polling get_status. Read-only.",
-            input_schema: schema_of::<WaitArgs>,
-            output_schema: schema_of::<WaitResult>,
+            input_schema: schema::input::<WaitArgs>,
+            output_schema: schema::output::<WaitResult>,
             read_only: true,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: wait_for_mode_change,
         },
         ToolEntry {
@@ -208,6 +288,8 @@ pub fn tools() -> &'static [ToolEntry] {
             read_only: false,
             destructive: false,
             idempotent: false,
+            open_world: false,
+            needs_camera: true,
             run: camera_tools::capture_image,
         },
         ToolEntry {
@@ -223,6 +305,8 @@ pub fn tools() -> &'static [ToolEntry] {
             read_only: true,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: true,
             run: camera_tools::camera_status,
         },
         ToolEntry {
@@ -237,6 +321,8 @@ pub fn tools() -> &'static [ToolEntry] {
             read_only: true,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: true,
             run: camera_tools::list_captures,
         },
         ToolEntry {
@@ -250,6 +336,8 @@ pub fn tools() -> &'static [ToolEntry] {
             read_only: true,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: true,
             run: camera_tools::get_capture,
         },
         ToolEntry {
@@ -261,10 +349,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 so prefer `takeoff`, which arms as needed. Takes no arguments. Ends with the \
                 vehicle's state.",
             input_schema: no_arguments,
-            output_schema: schema_of::<ControlReply>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: arm,
         },
         ToolEntry {
@@ -274,10 +364,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 the air (use `land` or `return_home`; they disarm on touchdown). Takes no \
                 arguments. Ends with the vehicle's state.",
             input_schema: no_arguments,
-            output_schema: schema_of::<ControlReply>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: disarm,
         },
         ToolEntry {
@@ -287,11 +379,13 @@ pub fn tools() -> &'static [ToolEntry] {
                 home, then holds there. Checked against the safety envelope first (ceiling, \
                 battery reserve, GPS). Long-running: sends progress (altitude) and returns when \
                 the vehicle reports the altitude reached. Cancelling holds position.",
-            input_schema: schema_of::<TakeoffArgs>,
-            output_schema: schema_of::<ControlReply>,
+            input_schema: schema::input::<TakeoffArgs>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: false,
+            open_world: true,
+            needs_camera: false,
             run: takeoff,
         },
         ToolEntry {
@@ -305,11 +399,13 @@ pub fn tools() -> &'static [ToolEntry] {
                 see the limits). Long-running: progress gives the distance remaining; returns \
                 when the vehicle reports arrival. A new motion command supersedes it; \
                 cancelling holds position.",
-            input_schema: schema_of::<GotoArgs>,
-            output_schema: schema_of::<ControlReply>,
+            input_schema: schema::input::<GotoArgs>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
-            idempotent: false,
+            destructive: true,
+            idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: goto,
         },
         ToolEntry {
@@ -319,11 +415,13 @@ pub fn tools() -> &'static [ToolEntry] {
                 `up_m` metres up (negative values go back, left, down), in the vehicle's own \
                 frame from its current heading: \"move right 50 cm\" is right_m 0.5. Checked \
                 against the envelope like goto; returns when the vehicle reports arrival.",
-            input_schema: schema_of::<MoveRelativeArgs>,
-            output_schema: schema_of::<ControlReply>,
+            input_schema: schema::input::<MoveRelativeArgs>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: false,
+            open_world: true,
+            needs_camera: false,
             run: move_relative,
         },
         ToolEntry {
@@ -331,11 +429,13 @@ pub fn tools() -> &'static [ToolEntry] {
             title: "Turn to a heading",
             description: "Turns in place to face `heading_deg` (0 north, 90 east, clockwise), \
                 keeping position. Returns when the vehicle reports the heading.",
-            input_schema: schema_of::<HeadingArgs>,
-            output_schema: schema_of::<ControlReply>,
+            input_schema: schema::input::<HeadingArgs>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: set_heading,
         },
         ToolEntry {
@@ -344,11 +444,13 @@ pub fn tools() -> &'static [ToolEntry] {
             description: "Sets the horizontal ground speed for the current and later moves to \
                 `speed_m_s` (bounded by the envelope's speed limit). Does not interrupt a \
                 running goto. Returns when the autopilot acknowledges it.",
-            input_schema: schema_of::<SpeedArgs>,
-            output_schema: schema_of::<ControlReply>,
+            input_schema: schema::input::<SpeedArgs>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: set_speed,
         },
         ToolEntry {
@@ -358,10 +460,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 Always accepted, even outside the envelope or below the battery reserve. \
                 Supersedes any running move. Takes no arguments.",
             input_schema: no_arguments,
-            output_schema: schema_of::<ControlReply>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: hold,
         },
         ToolEntry {
@@ -371,10 +475,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 accepted. Long-running: progress gives the altitude; returns when the vehicle \
                 reports it is on the ground and disarmed. Cancelling holds position.",
             input_schema: no_arguments,
-            output_schema: schema_of::<ControlReply>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: land,
         },
         ToolEntry {
@@ -384,10 +490,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 lands, then disarms (ArduPilot RTL, PX4 Return). Always accepted. Long-running: \
                 progress gives the distance from home and the altitude. Cancelling holds.",
             input_schema: no_arguments,
-            output_schema: schema_of::<ControlReply>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
-            destructive: false,
+            destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: return_home,
         },
         ToolEntry {
@@ -399,10 +507,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 distance from home, battery reserve, GPS requirements and the breach action. \
                 Read-only; takes no arguments.",
             input_schema: no_arguments,
-            output_schema: schema_of::<crate::safety::EnvelopeSummary>,
+            output_schema: schema::output::<crate::safety::EnvelopeSummary>,
             read_only: true,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: get_envelope,
         },
         ToolEntry {
@@ -412,10 +522,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 tightened). Not available yet: it needs the ADMIN role, which arrives with \
                 identity.",
             input_schema: set_envelope_schema,
-            output_schema: schema_of::<ControlReply>,
+            output_schema: schema::output::<ControlReply>,
             read_only: false,
             destructive: true,
-            idempotent: false,
+            idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: set_envelope,
         },
         ToolEntry {
@@ -428,11 +540,13 @@ pub fn tools() -> &'static [ToolEntry] {
                 refused until reset_emergency_stop. Any client may call it; it never waits \
                 behind other tools. Argument: `reason` (text, optional). Returns whether the \
                 stop is latched and what is being commanded.",
-            input_schema: schema_of::<StopArgs>,
-            output_schema: schema_of::<StopResult>,
+            input_schema: schema::input::<StopArgs>,
+            output_schema: schema::output::<StopResult>,
             read_only: false,
             destructive: true,
             idempotent: true,
+            open_world: true,
+            needs_camera: false,
             run: emergency_stop,
         },
         ToolEntry {
@@ -445,10 +559,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 until identity and roles are enforced; then it needs the ADMIN role. Takes no \
                 arguments.",
             input_schema: no_arguments,
-            output_schema: schema_of::<StopResult>,
+            output_schema: schema::output::<StopResult>,
             read_only: false,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: reset_emergency_stop,
         },
         ToolEntry {
@@ -460,10 +576,12 @@ pub fn tools() -> &'static [ToolEntry] {
                 release_control, when the session ends, or after a few seconds without any \
                 call from the holder. Needs OPERATOR. Takes no arguments.",
             input_schema: no_arguments,
-            output_schema: any_object,
+            output_schema: control_lease_schema,
             read_only: false,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: handled_by_the_server,
         },
         ToolEntry {
@@ -471,10 +589,12 @@ pub fn tools() -> &'static [ToolEntry] {
             title: "Give the controls back",
             description: "Releases the control lease held by this session. Takes no arguments.",
             input_schema: no_arguments,
-            output_schema: any_object,
+            output_schema: control_lease_schema,
             read_only: false,
             destructive: false,
             idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: handled_by_the_server,
         },
         ToolEntry {
@@ -483,10 +603,12 @@ pub fn tools() -> &'static [ToolEntry] {
             description: "Adds a token id (`jti`) and/or a subject to the denylist, persisted on \
                 the drone; matching sessions end at once. Needs ADMIN.",
             input_schema: revoke_schema,
-            output_schema: any_object,
+            output_schema: revoke_result_schema,
             read_only: false,
             destructive: true,
             idempotent: true,
+            open_world: false,
+            needs_camera: false,
             run: handled_by_the_server,
         },
     ]
@@ -764,8 +886,37 @@ fn set_envelope(call: ToolCall) -> ToolFuture {
     })
 }
 
-fn any_object() -> Value {
-    json!({"type": "object"})
+/// Result of `request_control` and `release_control` (written by `Guard::control`).
+fn control_lease_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "message": {"type": "string", "description": "What happened to the lease."},
+            "holder": {
+                "description": "Who holds the controls now; null when nobody does.",
+                "type": ["object", "null"],
+                "properties": {
+                    "holder_subject": {"type": "string"},
+                    "holder_role": {"type": "string"},
+                    "expires_in_ms": {"type": "integer", "minimum": 0}
+                }
+            }
+        },
+        "required": ["message", "holder"]
+    })
+}
+
+/// Result of `revoke_token` (written by `Guard::revoke`).
+fn revoke_result_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "revoked_jtis": {"type": "integer", "minimum": 0, "description": "Token ids on the denylist now."},
+            "revoked_subjects": {"type": "integer", "minimum": 0, "description": "Subjects on the denylist now."},
+            "persisted": {"type": "boolean", "description": "Written to auth.revocation_path."}
+        },
+        "required": ["revoked_jtis", "revoked_subjects", "persisted"]
+    })
 }
 
 fn revoke_schema() -> Value {
@@ -812,7 +963,17 @@ struct WaitResult {
     /// Seconds waited.
     waited_s: f64,
     /// The status when the wait ended.
+    #[schemars(schema_with = "same_as_get_status")]
     status: StatusReport,
+}
+
+/// The status inside another result: described, not repeated (get_status's output schema
+/// has it in full; repeating it would double the largest schema of `tools/list`).
+fn same_as_get_status(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "The vehicle's status, the same object get_status returns (see its outputSchema)."
+    })
 }
 
 /// The part of the status whose change `wait_for_mode_change` waits for.
@@ -899,7 +1060,18 @@ pub struct StopResult {
     /// One sentence about what happened.
     pub message: String,
     /// The emergency stop after the request.
+    #[schemars(schema_with = "same_as_status_emergency_stop")]
     pub emergency_stop: crate::estop::StopStatus,
+}
+
+/// The e-stop's status inside a stop's result: described, not repeated (get_status's
+/// output schema has it in full under `emergency_stop`).
+fn same_as_status_emergency_stop(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "The emergency stop after the request, the same object as get_status's `emergency_stop` (see its outputSchema): latched, reason, source, rung, rung_confirmed, failsafes_active, history.",
+        "required": ["latched"]
+    })
 }
 
 /// The `emergency_stop` tool's work, shared with the MQTT shell's fast path (which calls it
@@ -979,6 +1151,19 @@ pub struct SessionShared {
     pub status_subscribed: AtomicBool,
     /// The client called `resources/subscribe` for `camera://latest`.
     pub camera_subscribed: AtomicBool,
+    /// The version `initialize` negotiated; `None` before (answers then use the newest).
+    pub protocol_version: Mutex<Option<ProtocolVersion>>,
+}
+
+impl SessionShared {
+    /// What the session's negotiated version may carry.
+    pub fn features(&self) -> Features {
+        self.protocol_version
+            .lock()
+            .ok()
+            .and_then(|v| v.as_ref().map(Features::of))
+            .unwrap_or(Features::LATEST)
+    }
 }
 
 /// The handler of one session.
@@ -1061,6 +1246,127 @@ impl DroneServer {
     pub fn with_estop(mut self, estop: Option<crate::estop::StopClient>) -> DroneServer {
         self.estop = estop;
         self
+    }
+
+    /// The resources served to a caller of `role` (the camera's only with a camera).
+    fn resources_for(&self, role: Role) -> Vec<Resource> {
+        let mut resource = Resource::new(STATUS_URI, "vehicle-status")
+            .with_title("Vehicle status")
+            .with_description(
+                "The same JSON as the get_status tool. Subscribe to receive \
+                 notifications/resources/updated when it changes.",
+            );
+        resource.mime_type = Some("application/json".into());
+        let mut resources = vec![resource];
+        if self.camera.is_some() {
+            let mut camera = Resource::new(CAMERA_URI, "camera-latest")
+                .with_title("Latest camera image")
+                .with_description(
+                    "The newest fresh camera frame as a downscaled JPEG (base64 blob). \
+                     Subscribe to be told, at a low configured rate, when a newer one exists.",
+                );
+            camera.mime_type = Some("image/jpeg".into());
+            resources.push(camera);
+        }
+        let mut health = Resource::new(HEALTH_URI, "health-summary")
+            .with_title("Health summary")
+            .with_description(
+                "healthy, degraded or failed, with the reasons, the alerts active now \
+                 (battery_low, link_degraded, gps_lost, cpu_hot) and the last ones raised. \
+                 Raised alerts are also sent as notifications/message (level warning).",
+            );
+        health.mime_type = Some("application/json".into());
+        resources.push(health);
+        let mut security = Resource::new(SECURITY_URI, "security-summary")
+            .with_title("Security summary")
+            .with_description(
+                "Security events (bad or expired tokens, denied roles, rate limits, takeovers) \
+                 counted by kind over the last hour and since start, the control lease, and \
+                 the audit log's health.",
+            );
+        security.mime_type = Some("application/json".into());
+        resources.push(security);
+        let mut recent = Resource::new(AUDIT_RECENT_URI, "audit-recent")
+            .with_title("Recent audit records")
+            .with_description("The last 100 audit records, oldest first. ADMIN only.");
+        recent.mime_type = Some("application/json".into());
+        resources.push(recent);
+        // Only what this caller may read.
+        resources.retain(|r| crate::auth::permissions::resource(&r.uri) <= role);
+        resources
+    }
+
+    /// True when `uri` is a resource of this server (the camera's only with a camera).
+    fn serves(&self, uri: &str) -> bool {
+        [STATUS_URI, HEALTH_URI, SECURITY_URI, AUDIT_RECENT_URI].contains(&uri)
+            || (uri == CAMERA_URI && self.camera.is_some())
+    }
+
+    /// A served resource that sends no `notifications/resources/updated`.
+    fn not_subscribable(&self, uri: &str) -> ErrorData {
+        let mut subscribable = vec![STATUS_URI];
+        if self.camera.is_some() {
+            subscribable.push(CAMERA_URI);
+        }
+        errors::invalid_params(
+            format!(
+                "resource `{uri}` sends no update notifications; read it with resources/read. \
+                 Subscribable: {}",
+                subscribable.join(", ")
+            ),
+            Some(json!({"uri": uri})),
+        )
+    }
+
+    /// The URIs a caller of `role` may read, for error messages.
+    fn readable_uris(&self, role: Role) -> String {
+        let uris: Vec<String> = self
+            .resources_for(role)
+            .into_iter()
+            .map(|r| r.uri)
+            .collect();
+        if uris.is_empty() {
+            "none for your role".into()
+        } else {
+            uris.join(", ")
+        }
+    }
+
+    /// The error of a `resources/*` request for a URI this server does not serve (`-32002`,
+    /// with the URI), listing what the caller may read. Only an authenticated caller is told
+    /// the list.
+    fn unknown_resource(&self, uri: &str) -> ErrorData {
+        let role = self.guard.role(&self.session_id).unwrap_or(Role::Public);
+        errors::resource_not_found(
+            format!(
+                "resource `{uri}` not found; resources you may read: {}",
+                self.readable_uris(role)
+            ),
+            uri,
+        )
+    }
+
+    /// The error of a `tools/call` for a tool this caller cannot see (`-32602`), listing the
+    /// tools it may call: a READ_ONLY caller is not shown the flight tools, and no caller is
+    /// shown the camera's tools on a drone without a camera.
+    fn unknown_tool(&self, name: &str) -> ErrorData {
+        let role = self.guard.role(&self.session_id).unwrap_or(Role::Public);
+        let names: Vec<&str> = served_tools(role, self.camera.is_some())
+            .map(|t| t.name)
+            .collect();
+        let why =
+            if self.camera.is_none() && tools().iter().any(|t| t.name == name && t.needs_camera) {
+                " (this drone has no camera configured)"
+            } else {
+                ""
+            };
+        errors::invalid_params(
+            format!(
+                "unknown tool `{name}`{why}; tools you may call: {}",
+                names.join(", ")
+            ),
+            Some(json!({"tool": name})),
+        )
     }
 
     /// Sends `notifications/message` if the client asked for this level or above.
@@ -1202,7 +1508,12 @@ impl ServerHandler for DroneServer {
         self.guard
             .initialize(&self.session_id, token.as_deref(), context.peer.clone())?;
         context.peer.set_peer_info(request.clone());
-        self.negotiate_initialize(&request)
+        let mut result = self.negotiate_initialize(&request)?;
+        if let Ok(mut version) = self.shared.protocol_version.lock() {
+            *version = Some(result.protocol_version.clone());
+        }
+        Features::of(&result.protocol_version).initialize(&mut result);
+        Ok(result)
     }
 
     async fn list_tools(
@@ -1213,12 +1524,15 @@ impl ServerHandler for DroneServer {
         let caller = self
             .guard
             .authorize_method(&self.session_id, "tools/list")?;
-        // Only what this caller may call.
+        // Only what this caller may call, in the fields its version defines.
+        let features = self.shared.features();
         Ok(ListToolsResult::with_all_items(
-            tools()
-                .iter()
-                .filter(|t| crate::auth::permissions::tool(t.name).role <= caller.role)
-                .map(ToolEntry::to_tool)
+            served_tools(caller.role, self.camera.is_some())
+                .map(|t| {
+                    let mut tool = t.to_tool();
+                    features.tool(&mut tool);
+                    tool
+                })
                 .collect(),
         ))
     }
@@ -1226,7 +1540,7 @@ impl ServerHandler for DroneServer {
     fn get_tool(&self, name: &str) -> Option<Tool> {
         tools()
             .iter()
-            .find(|t| t.name == name)
+            .find(|t| t.name == name && (self.camera.is_some() || !t.needs_camera))
             .map(ToolEntry::to_tool)
     }
 
@@ -1245,16 +1559,11 @@ impl ServerHandler for DroneServer {
         {
             self.guard.authorize_tool(&self.session_id, &request.name)?;
         }
-        let Some(entry) = tools().iter().find(|t| t.name == request.name) else {
-            let names: Vec<&str> = tools().iter().map(|t| t.name).collect();
-            return Err(errors::invalid_params(
-                format!(
-                    "unknown tool `{}`; available tools: {}",
-                    request.name,
-                    names.join(", ")
-                ),
-                None,
-            ));
+        let served = tools()
+            .iter()
+            .find(|t| t.name == request.name && (self.camera.is_some() || !t.needs_camera));
+        let Some(entry) = served else {
+            return Err(self.unknown_tool(&request.name));
         };
         let caller = self.guard.authorize_tool(&self.session_id, entry.name)?;
         self.log(
@@ -1263,18 +1572,20 @@ impl ServerHandler for DroneServer {
             json!({"event": "tools/call", "tool": entry.name}),
         )
         .await;
+        let features = self.shared.features();
         let progress = Progress {
             target: context
                 .meta
                 .get_progress_token()
-                .map(|t| (context.peer.clone(), t)),
+                .map(|t| ProgressTarget::Peer(context.peer.clone(), t)),
             sent: Arc::new(AtomicU64::new(0)),
+            features,
         };
         let arguments = request.arguments.unwrap_or_default();
         let args_json = Value::Object(arguments.clone());
         // The journal gets TOOL and CORRELATION_ID (the JSON-RPC id) on every event of the call.
         let span = tracing::info_span!("tool", tool = entry.name, correlation_id = %context.id);
-        let result = match entry.name {
+        let mut result = match entry.name {
             "request_control" | "release_control" if !arguments.is_empty() => tool_error(format!(
                 "{} takes no arguments; call it with {{}}",
                 entry.name
@@ -1286,7 +1597,7 @@ impl ServerHandler for DroneServer {
                 let call = ToolCall {
                     arguments,
                     status: self.status.clone(),
-                    progress,
+                    progress: progress.clone(),
                     cancel: context.ct.clone(),
                     camera: self.camera.clone(),
                     control: self.control.clone(),
@@ -1297,7 +1608,9 @@ impl ServerHandler for DroneServer {
                     },
                     estop: self.estop.clone(),
                 };
-                tracing::Instrument::instrument((entry.run)(call), span).await
+                let run =
+                    with_keepalive((entry.run)(call), &progress, entry.name, PROGRESS_KEEPALIVE);
+                tracing::Instrument::instrument(run, span).await
             }
         };
         let audit_outcome = if result.is_error == Some(true) {
@@ -1333,6 +1646,7 @@ impl ServerHandler for DroneServer {
             ToolOutcome::Ok
         };
         crate::metrics::global().record_tool_call(entry.name, outcome, started.elapsed());
+        features.call_result(&mut result);
         Ok(result.into())
     }
 
@@ -1344,49 +1658,11 @@ impl ServerHandler for DroneServer {
         let caller = self
             .guard
             .authorize_method(&self.session_id, "resources/list")?;
-        let mut resource = Resource::new(STATUS_URI, "vehicle-status")
-            .with_title("Vehicle status")
-            .with_description(
-                "The same JSON as the get_status tool. Subscribe to receive \
-                 notifications/resources/updated when it changes.",
-            );
-        resource.mime_type = Some("application/json".into());
-        let mut resources = vec![resource];
-        if self.camera.is_some() {
-            let mut camera = Resource::new(CAMERA_URI, "camera-latest")
-                .with_title("Latest camera image")
-                .with_description(
-                    "The newest fresh camera frame as a downscaled JPEG (base64 blob). \
-                     Subscribe to be told, at a low configured rate, when a newer one exists.",
-                );
-            camera.mime_type = Some("image/jpeg".into());
-            resources.push(camera);
+        let features = self.shared.features();
+        let mut resources = self.resources_for(caller.role);
+        for resource in &mut resources {
+            features.resource(resource);
         }
-        let mut health = Resource::new(HEALTH_URI, "health-summary")
-            .with_title("Health summary")
-            .with_description(
-                "healthy, degraded or failed, with the reasons, the alerts active now \
-                 (battery_low, link_degraded, gps_lost, cpu_hot) and the last ones raised. \
-                 Raised alerts are also sent as notifications/message (level warning).",
-            );
-        health.mime_type = Some("application/json".into());
-        resources.push(health);
-        let mut security = Resource::new(SECURITY_URI, "security-summary")
-            .with_title("Security summary")
-            .with_description(
-                "Security events (bad or expired tokens, denied roles, rate limits, takeovers) \
-                 counted by kind over the last hour and since start, the control lease, and \
-                 the audit log's health.",
-            );
-        security.mime_type = Some("application/json".into());
-        resources.push(security);
-        let mut recent = Resource::new(AUDIT_RECENT_URI, "audit-recent")
-            .with_title("Recent audit records")
-            .with_description("The last 100 audit records, oldest first. ADMIN only.");
-        recent.mime_type = Some("application/json".into());
-        resources.push(recent);
-        // Only what this caller may read.
-        resources.retain(|r| crate::auth::permissions::resource(&r.uri) <= caller.role);
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
@@ -1395,6 +1671,11 @@ impl ServerHandler for DroneServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if !self.serves(&request.uri) {
+            self.guard
+                .authorize_method(&self.session_id, "resources/read")?;
+            return Err(self.unknown_resource(&request.uri));
+        }
         self.guard
             .authorize_resource(&self.session_id, &request.uri)?;
         if request.uri == SECURITY_URI || request.uri == AUDIT_RECENT_URI {
@@ -1427,7 +1708,7 @@ impl ServerHandler for DroneServer {
             return Ok(ReadResourceResult::new(vec![contents]).into());
         }
         if request.uri != STATUS_URI {
-            return Err(unknown_resource(&request.uri));
+            return Err(self.unknown_resource(&request.uri));
         }
         let contents = ResourceContents::text(self.status_json()?, STATUS_URI)
             .with_mime_type("application/json");
@@ -1440,6 +1721,11 @@ impl ServerHandler for DroneServer {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if !self.serves(&request.uri) {
+            self.guard
+                .authorize_method(&self.session_id, "resources/subscribe")?;
+            return Err(self.unknown_resource(&request.uri));
+        }
         self.guard
             .authorize_resource(&self.session_id, &request.uri)?;
         if request.uri == CAMERA_URI && self.camera.is_some() {
@@ -1447,7 +1733,7 @@ impl ServerHandler for DroneServer {
             return Ok(());
         }
         if request.uri != STATUS_URI {
-            return Err(unknown_resource(&request.uri));
+            return Err(self.not_subscribable(&request.uri));
         }
         self.shared.status_subscribed.store(true, Ordering::SeqCst);
         self.log(
@@ -1469,8 +1755,11 @@ impl ServerHandler for DroneServer {
             self.shared.camera_subscribed.store(false, Ordering::SeqCst);
             return Ok(());
         }
+        if !self.serves(&request.uri) {
+            return Err(self.unknown_resource(&request.uri));
+        }
         if request.uri != STATUS_URI {
-            return Err(unknown_resource(&request.uri));
+            return Err(self.not_subscribable(&request.uri));
         }
         self.shared.status_subscribed.store(false, Ordering::SeqCst);
         Ok(())
@@ -1496,9 +1785,167 @@ impl ServerHandler for DroneServer {
     }
 }
 
-fn unknown_resource(uri: &str) -> ErrorData {
-    errors::invalid_params(
-        format!("unknown resource `{uri}`; available: {STATUS_URI}, {HEALTH_URI}"),
-        Some(json!({"uri": uri})),
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::permissions::{self, Class};
+
+    /// `tools/list` as an ADMIN sees it on a drone with a camera (the longest list).
+    fn longest_list() -> Value {
+        let tools: Vec<Tool> = served_tools(Role::Admin, true)
+            .map(ToolEntry::to_tool)
+            .collect();
+        serde_json::to_value(ListToolsResult::with_all_items(tools)).unwrap()
+    }
+
+    /// Bound on the longest `tools/list` (compact JSON, as sent). It was 118 KB, 101 KB of
+    /// it output schemas (get_status's 23 KB status schema twice, the e-stop status three
+    /// times, schemars' formats and titles everywhere); it is about 73 KB now. The bound
+    /// leaves room for a few more tools, and fails if a copy of get_status's 20 KB status
+    /// schema comes back into another tool's outputSchema. `mcp_conformance.py` checks the
+    /// list an OPERATOR gets over the wire against its own bound.
+    const TOOLS_LIST_BYTES_MAX: usize = 80_000;
+
+    #[test]
+    fn tools_list_is_standard_json_schema_and_compact() {
+        let list = longest_list();
+        let bytes = list.to_string().len();
+        assert!(bytes < TOOLS_LIST_BYTES_MAX, "tools/list is {bytes} bytes");
+        for tool in list["tools"].as_array().unwrap() {
+            for key in ["inputSchema", "outputSchema"] {
+                let schema = &tool[key];
+                assert!(schema.is_object(), "{}: {key}", tool["name"]);
+                let formats = schema::formats(schema);
+                assert!(
+                    formats.is_empty(),
+                    "{} {key}: formats {formats:?}",
+                    tool["name"]
+                );
+                let text = schema.to_string();
+                assert!(
+                    !text.contains("\"$schema\"") && !text.contains("\"title\""),
+                    "{} {key}: {text}",
+                    tool["name"]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn motion_is_destructive_and_open_world_reads_are_read_only() {
+        for entry in tools() {
+            let a = entry.to_tool().annotations.unwrap();
+            let class = permissions::tool(entry.name).class;
+            let name = entry.name;
+            match class {
+                Class::Motion | Class::EmergencyStop => {
+                    assert_eq!(a.destructive_hint, Some(true), "{name}");
+                    assert_eq!(a.open_world_hint, Some(true), "{name}");
+                    assert_eq!(a.read_only_hint, Some(false), "{name}");
+                }
+                Class::Read if name != "capture_image" => {
+                    assert_eq!(a.read_only_hint, Some(true), "{name}");
+                    assert_eq!(a.open_world_hint, Some(false), "{name}");
+                }
+                _ => {
+                    assert_eq!(a.read_only_hint, Some(false), "{name}");
+                    assert_eq!(a.open_world_hint, Some(false), "{name}");
+                }
+            }
+            assert_eq!(a.title.as_deref(), Some(entry.title), "{name}");
+        }
+    }
+
+    #[test]
+    fn camera_tools_are_served_only_with_a_camera() {
+        let with: Vec<&str> = served_tools(Role::Admin, true).map(|t| t.name).collect();
+        let without: Vec<&str> = served_tools(Role::Admin, false).map(|t| t.name).collect();
+        for camera in [
+            "capture_image",
+            "camera_status",
+            "list_captures",
+            "get_capture",
+        ] {
+            assert!(
+                with.contains(&camera) && !without.contains(&camera),
+                "{camera}"
+            );
+        }
+        assert_eq!(with.len(), without.len() + 4);
+        let public: Vec<&str> = served_tools(Role::Public, true).map(|t| t.name).collect();
+        assert_eq!(public, vec!["emergency_stop"]);
+    }
+
+    fn channel_progress() -> (
+        Progress,
+        tokio::sync::mpsc::UnboundedReceiver<ProgressNotificationParam>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let progress = Progress {
+            target: Some(ProgressTarget::Channel(tx)),
+            sent: Arc::new(AtomicU64::new(0)),
+            features: Features::LATEST,
+        };
+        (progress, rx)
+    }
+
+    #[tokio::test]
+    async fn a_silent_call_reports_that_it_still_runs_a_talking_one_is_left_alone() {
+        let period = Duration::from_millis(40);
+        let (progress, mut rx) = channel_progress();
+        let silent: ToolFuture = Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(190)).await;
+            tool_error("done".into())
+        });
+        let started = std::time::Instant::now();
+        with_keepalive(silent, &progress, "goto", period).await;
+        let periods = (started.elapsed().as_millis() / period.as_millis()) as usize;
+        let mut got = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            got.push(p);
+        }
+        // One per period of silence (4 unless the machine stalled the sleep).
+        assert!(
+            got.len() >= 3 && got.len() <= periods,
+            "{} keepalives in {periods} periods",
+            got.len()
+        );
+        assert!(
+            got[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with("goto: still running")
+        );
+        let numbers: Vec<f64> = got.iter().map(|p| p.progress).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[1] > w[0]),
+            "increasing: {numbers:?}"
+        );
+        // A call that reports more often than the period gets no keepalive in between.
+        let period = Duration::from_millis(100);
+        let (progress, mut rx) = channel_progress();
+        let own = progress.clone();
+        let talking: ToolFuture = Box::pin(async move {
+            for i in 0..8 {
+                own.report(None, format!("step {i}")).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tool_error("done".into())
+        });
+        with_keepalive(talking, &progress, "goto", period).await;
+        let mut messages = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            messages.push(p.message.unwrap());
+        }
+        assert!(
+            messages.iter().all(|m| m.starts_with("step")),
+            "{messages:?}"
+        );
+        // A 2024-11-05 session gets progress without `message`.
+        let (mut progress, mut rx) = channel_progress();
+        progress.features = Features::of_str("2024-11-05");
+        progress.report(None, "climbing".into()).await;
+        assert_eq!(rx.try_recv().unwrap().message, None);
+    }
 }

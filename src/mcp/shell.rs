@@ -426,9 +426,16 @@ impl Shell {
         let topic = self.sessions.topics().rpc(client_id);
         let properties = mqtt::publish_properties(ComponentType::Server, &self.server_id);
         let identity = client_id.to_owned();
+        // Answered in the fields of the session's negotiated version, as the session would.
+        let features = self
+            .handles
+            .get(client_id)
+            .map(|h| h.shared.features())
+            .unwrap_or(super::version::Features::LATEST);
         tokio::spawn(async move {
-            let result =
+            let mut result =
                 super::server::emergency_stop_result(Some(&client), arguments, &identity).await;
+            features.call_result(&mut result);
             let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
             if let Err(e) = mqtt_client.try_publish_with_properties(
                 topic,
