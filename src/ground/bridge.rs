@@ -55,6 +55,12 @@ pub mod code {
 const ABANDONED_MAX: usize = 64;
 /// Characters of a late answer's text repeated in the notice about it.
 const LATE_TEXT_CHARS: usize = 300;
+/// A connection the broker closes sooner than this after accepting it counts as a quick drop.
+const QUICK_DROP: Duration = Duration::from_secs(2);
+/// Drops in a row, all but the first quick, after which the bridge stops reconnecting: the
+/// pattern of two clients with one client id on a broker that does not say "session taken
+/// over" (Mosquitto before 2.0.18 closes the older connection without a DISCONNECT).
+const QUICK_DROPS_MAX: u32 = 3;
 
 /// Something the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +74,8 @@ pub enum Action {
     Publish { topic: String, payload: String },
     /// One JSON-RPC message for the stdio client (the shell adds the newline).
     Stdout(String),
+    /// Stop the MQTT connection for good: no reconnect (see [`Bridge::handle_taken_over`]).
+    StopConnection,
 }
 
 /// What the core needs from the configuration, plus the client id chosen by the shell.
@@ -188,9 +196,13 @@ pub struct Bridge {
     /// Requests timed out at the bridge, by canonical id, oldest first in `abandoned_order`.
     abandoned: BTreeMap<String, Abandoned>,
     abandoned_order: VecDeque<String>,
-    /// Another connection took this bridge's client id over: the bridge no longer talks to
-    /// the broker and answers every request with why.
-    taken_over: bool,
+    /// Another connection took this bridge's client id over (the reason): the bridge no
+    /// longer talks to the broker and answers every request with it.
+    taken_over: Option<String>,
+    /// When the current connection was accepted (CONNACK).
+    connected_at: Option<Instant>,
+    /// Connections lost in a row, all but the first within [`QUICK_DROP`] of their CONNACK.
+    drops_in_a_row: u32,
     /// Resource URIs the stdio client subscribed to.
     subscribed_uris: BTreeSet<String>,
     /// The `params` of the stdio client's last `logging/setLevel`, replayed after a re-init.
@@ -216,7 +228,9 @@ impl Bridge {
             pending: BTreeMap::new(),
             abandoned: BTreeMap::new(),
             abandoned_order: VecDeque::new(),
-            taken_over: false,
+            taken_over: None,
+            connected_at: None,
+            drops_in_a_row: 0,
             subscribed_uris: BTreeSet::new(),
             log_level: None,
             internal_ids: BTreeSet::new(),
@@ -259,7 +273,11 @@ impl Bridge {
     /// CONNACK received. `server_name_filters` is the broker's `MCP-SERVER-NAME-FILTERS`
     /// (already parsed from JSON), which the spec says a client MUST use when present.
     pub fn handle_connected(&mut self, now: Instant, server_name_filters: Option<Vec<String>>) {
+        if self.taken_over.is_some() {
+            return;
+        }
         self.connected = true;
+        self.connected_at = Some(now);
         self.drones.clear();
         let filters = match server_name_filters {
             Some(f) if !f.is_empty() => f,
@@ -275,16 +293,32 @@ impl Bridge {
     }
 
     /// The broker closed the connection because another client connected with this bridge's
-    /// client id (MQTT 5 "session taken over"). The shell stops reconnecting: a reconnect
-    /// would take the id back, and two bridges would take turns forever, each seeing the drone
-    /// vanish. Everything in flight and everything after is answered with the reason.
+    /// client id (MQTT 5 "session taken over"). The bridge stops reconnecting
+    /// ([`Action::StopConnection`]): a reconnect would take the id back, the broker would end
+    /// the other client's session (and the drone its calls in flight), and the two would take
+    /// turns forever, each seeing the drone vanish. Everything in flight and everything after
+    /// is answered with the reason.
     pub fn handle_taken_over(&mut self, now: Instant) {
-        self.taken_over = true;
+        let message = format!(
+            "another MQTT client connected to the broker with this bridge's client id `{}` \
+             (the broker said \"session taken over\"), so this bridge stopped: two bridges \
+             with one client id take the session from each other. Give each bridge its own \
+             ground.client_id (--client-id), or leave it unset for a unique generated one, \
+             and restart this bridge",
+            self.settings.client_id
+        );
+        self.give_up(now, message);
+    }
+
+    fn give_up(&mut self, now: Instant, message: String) {
+        let _ = now;
+        tracing::error!("{message}");
+        self.actions.push_back(Action::StopConnection);
+        self.taken_over = Some(message.clone());
         self.connected = false;
+        self.connected_at = None;
         self.settle_until = None;
         self.drones.clear();
-        let message = self.taken_over_message();
-        tracing::error!("{message}");
         if let Some(client) = &self.client
             && client.pending_id.is_some()
         {
@@ -301,11 +335,37 @@ impl Bridge {
         if initialized {
             self.notify("error", message);
         }
-        let _ = now;
     }
 
     /// The broker connection was lost (Session Expiry 0: every subscription is gone).
+    ///
+    /// A broker that does not say "session taken over" (Mosquitto before 2.0.18) just closes
+    /// the older of two connections with one client id; the two then reconnect and close
+    /// each other at once, over and over. [`QUICK_DROPS_MAX`] drops in a row, each but the
+    /// first within [`QUICK_DROP`] of its CONNACK, are taken for that, and the bridge stops
+    /// as in [`Bridge::handle_taken_over`], naming both possible causes.
     pub fn handle_disconnected(&mut self, now: Instant) {
+        if let Some(at) = self.connected_at.take() {
+            let quick = now.saturating_duration_since(at) < QUICK_DROP;
+            self.drops_in_a_row = if quick { self.drops_in_a_row + 1 } else { 1 };
+            if self.drops_in_a_row >= QUICK_DROPS_MAX {
+                let message = format!(
+                    "the broker closed this bridge's connection {} times in a row, each time \
+                     right after accepting it: most likely another MQTT client uses this \
+                     bridge's client id `{}` (the two take the session from each other), or \
+                     the broker refuses something this bridge does (see its log and its ACL \
+                     for this certificate). The bridge stopped reconnecting. Give each bridge \
+                     its own ground.client_id (--client-id), or leave it unset for a unique \
+                     generated one, and restart this bridge",
+                    self.drops_in_a_row, self.settings.client_id
+                );
+                self.give_up(now, message);
+                return;
+            }
+        }
+        if self.taken_over.is_some() {
+            return;
+        }
         self.connected = false;
         self.settle_until = None;
         self.drones.clear();
@@ -470,12 +530,11 @@ impl Bridge {
     // --- stdio client side ---
 
     fn client_request(&mut self, now: Instant, id: Value, method: String, mut message: Value) {
-        if self.taken_over {
+        if let Some(text) = self.taken_over.clone() {
             if method == "ping" {
                 // The bridge itself is alive, and says why it talks to no drone otherwise.
                 self.reply(id, json!({}));
             } else {
-                let text = self.taken_over_message();
                 self.reply_error(id, code::DRONE_UNAVAILABLE, text);
             }
             return;
@@ -1044,17 +1103,6 @@ impl Bridge {
                 late.what, late.id
             ),
         );
-    }
-
-    fn taken_over_message(&self) -> String {
-        format!(
-            "another MQTT client connected to the broker with this bridge's client id `{}`, so \
-             the broker closed this bridge's connection; two bridges with one client id take \
-             the session from each other, so this one stopped. Give each bridge its own \
-             ground.client_id (--client-id), or leave it unset for a unique generated one, \
-             and restart this bridge",
-            self.settings.client_id
-        )
     }
 
     fn internal_id(&mut self, what: &str) -> String {
@@ -1759,7 +1807,15 @@ mod tests {
         h.stdin(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"goto"}}));
         h.actions();
         h.bridge.handle_taken_over(h.now);
-        let out = h.stdout();
+        let actions = h.actions();
+        assert!(actions.contains(&Action::StopConnection), "{actions:?}");
+        let out: Vec<Value> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stdout(s) => serde_json::from_str(s).ok(),
+                _ => None,
+            })
+            .collect();
         assert_eq!(out.len(), 2, "{out:?}");
         assert_eq!(out[0]["id"], 1);
         let message = out[0]["error"]["message"].as_str().unwrap();
@@ -1800,6 +1856,64 @@ mod tests {
                 .unwrap()
                 .contains("client id `gcs`")
         );
+    }
+
+    #[test]
+    fn two_clients_with_one_id_on_a_broker_that_does_not_say_so_are_recognised() {
+        let mut h = Harness::ready("sid1", "drone/a");
+        h.advance(10_000);
+        // The other bridge connects: ours is closed after a long, stable connection.
+        h.bridge.handle_disconnected(h.now);
+        let first = format!("{:?}", h.actions());
+        assert!(
+            first.contains("connection to the broker was lost"),
+            "{first}"
+        );
+        // Ours takes the id back and is closed at once, twice: that is the pattern.
+        for _ in 0..2 {
+            h.advance(200);
+            h.bridge.handle_connected(h.now, None);
+            h.actions();
+            h.advance(150);
+            h.bridge.handle_disconnected(h.now);
+        }
+        let actions = h.actions();
+        assert!(actions.contains(&Action::StopConnection), "{actions:?}");
+        let text = format!("{actions:?}");
+        assert!(
+            text.contains("3 times in a row") && text.contains("client id `gcs`"),
+            "{text}"
+        );
+        // Stopped for good: a late CONNACK changes nothing, requests get the reason.
+        h.bridge.handle_connected(h.now, None);
+        assert!(h.actions().is_empty());
+        h.stdin(json!({"jsonrpc":"2.0","id":9,"method":"tools/list"}));
+        let out = h.stdout();
+        assert!(
+            out[0]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("3 times in a row")
+        );
+    }
+
+    #[test]
+    fn a_link_that_drops_after_working_a_while_keeps_reconnecting() {
+        let mut h = Harness::ready("sid1", "drone/a");
+        for _ in 0..6 {
+            h.advance(5_000);
+            h.bridge.handle_disconnected(h.now);
+            h.advance(500);
+            h.bridge.handle_connected(h.now, None);
+            h.online("sid1", "drone/a");
+            h.advance(300);
+        }
+        let actions = h.actions();
+        assert!(!actions.contains(&Action::StopConnection), "{actions:?}");
+        // One drop right after a reconnect is not the pattern either.
+        h.advance(100);
+        h.bridge.handle_disconnected(h.now);
+        assert!(!h.actions().contains(&Action::StopConnection));
     }
 
     #[test]

@@ -157,14 +157,8 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                     }
                 }
                 Some(MqttEvent::SubscribeSent(_)) => {}
-                Some(MqttEvent::TakenOver { .. }) => {
-                    // No reconnect: it would take the id back from the other bridge, and the
-                    // two would take turns forever. The core answers everything with why.
-                    stop_driver.cancel();
-                    mqtt_alive = false;
-                    was_connected = false;
-                    bridge.handle_taken_over(Instant::now());
-                }
+                // The core stops the connection (Action::StopConnection) and says why.
+                Some(MqttEvent::TakenOver { .. }) => bridge.handle_taken_over(Instant::now()),
                 None => anyhow::bail!("the MQTT driver stopped unexpectedly"),
             },
             _ = sleep_until(timeout) => bridge.handle_timeout(Instant::now()),
@@ -181,6 +175,14 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                     client.try_subscribe_many([filter])
                 }
                 Action::Unsubscribe { topic } => client.try_unsubscribe(topic),
+                Action::StopConnection => {
+                    // No reconnect: it would take the client id back from the other client,
+                    // and the two would take turns forever.
+                    stop_driver.cancel();
+                    mqtt_alive = false;
+                    was_connected = false;
+                    Ok(())
+                }
                 Action::Publish { topic, payload } => client.try_publish_with_properties(
                     topic,
                     QoS::AtLeastOnce,

@@ -434,6 +434,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_session_taken_over_disconnect_is_a_takeover() {
+        use rumqttc::v5::{ConnectionError, StateError};
+        let disconnect = |reason_code| {
+            ConnectionError::MqttState(StateError::ServerDisconnect {
+                reason_code,
+                reason_string: None,
+            })
+        };
+        assert!(taken_over(&disconnect(
+            DisconnectReasonCode::SessionTakenOver
+        )));
+        assert!(!taken_over(&disconnect(
+            DisconnectReasonCode::ServerShuttingDown
+        )));
+        assert!(!taken_over(&ConnectionError::MqttState(
+            StateError::ConnectionAborted
+        )));
+    }
+
+    #[test]
     fn client_ids_with_topic_characters_are_refused() {
         for (id, ok) in [
             ("drone-1", true),

@@ -35,11 +35,30 @@ pub(crate) struct Bridge {
     seen: Vec<String>,
 }
 
+/// dev-setup's ground.toml with `lines` added to its `[ground]` section, written beside it
+/// as `name` (so its relative paths still hold).
+pub(crate) fn ground_config_with(broker: &Broker, name: &str, lines: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(broker.dev.path("ground.toml")).unwrap();
+    assert!(text.contains("\n[ground]\n"), "{text}");
+    let text = text.replace("\n[ground]\n", &format!("\n[ground]\n{lines}\n"));
+    let path = broker.dev.path(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 impl Bridge {
     pub(crate) fn start(broker: &Broker, extra: &[&str]) -> Bridge {
+        let config = broker.dev.path("ground.toml");
+        Bridge::start_with(&["--config", s(&config)], &[], extra)
+    }
+
+    /// The bridge with the given configuration arguments and environment.
+    pub(crate) fn start_with(config: &[&str], env: &[(&str, &str)], extra: &[&str]) -> Bridge {
         let mut child = Command::new(binary())
-            .args(["ground", "--config", s(&broker.dev.path("ground.toml"))])
+            .arg("ground")
+            .args(config)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -74,7 +93,7 @@ impl Bridge {
         self.stdin.flush().unwrap();
     }
 
-    fn logs(&mut self) -> String {
+    pub(crate) fn logs(&mut self) -> String {
         while let Ok(l) = self.stderr.try_recv() {
             self.seen.push(l);
         }
@@ -99,6 +118,15 @@ impl Bridge {
                 return message;
             }
         }
+    }
+
+    /// The next stdout message within `timeout`, if any.
+    pub(crate) fn poll(&mut self, timeout: Duration) -> Option<Value> {
+        let line = self.stdout.recv_timeout(timeout).ok()?;
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}")),
+        )
     }
 
     pub(crate) fn initialize(&mut self) -> Value {
@@ -233,4 +261,129 @@ fn ground_refuses_a_bad_command_line_before_connecting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ground.client_id"), "{stderr}");
     assert!(output.stdout.is_empty(), "nothing but JSON-RPC on stdout");
+}
+
+#[test]
+fn ground_a_timeout_answers_the_client_and_sends_the_drone_nothing() {
+    let broker = Broker::start("ground-idle");
+    let mut drone = fake_drone(&broker);
+    let config = ground_config_with(&broker, "ground-idle.toml", "call_idle_timeout_ms = 1000");
+    let mut bridge = Bridge::start_with(&["--config", s(&config)], &[], &[]);
+    bridge.initialize();
+    // `slow` never answers and sends no progress: after 1 s of silence the bridge answers.
+    bridge.send(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{}}}));
+    drone.wait_for_line("holding tools/call slow", WAIT);
+    let failed = bridge.expect("the timeout error", |m| m["id"] == 1);
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("sent no progress for it for 1000 ms")
+            && message.contains("Nothing was sent to the drone"),
+        "{failed}"
+    );
+    // The drone heard nothing after the call: no cancel, which would make a vehicle hold.
+    bridge.send(json!({"jsonrpc":"2.0","id":2,"method":"ping"}));
+    bridge.expect("ping after the timeout", |m| m["id"] == 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let heard = drone.output();
+    assert!(
+        heard.contains("fake drone: notification notifications/initialized"),
+        "the fake drone prints the notifications it gets:\n{heard}"
+    );
+    assert!(!heard.contains("notifications/cancelled"), "{heard}");
+}
+
+#[test]
+fn ground_two_bridges_with_one_client_id_get_a_clear_error_and_the_config_comes_from_the_environment()
+ {
+    let broker = Broker::start("ground-twins");
+    let _drone = fake_drone(&broker);
+    let mut first = Bridge::start(&broker, &["--client-id", "twin"]);
+    first.initialize();
+    // The second one takes its configuration from the environment, as under the MCP
+    // Inspector, whose own --config would swallow ours.
+    let config = broker.dev.path("ground.toml");
+    let mut second = Bridge::start_with(
+        &[],
+        &[("FLIGHT_COMPANION_GROUND_CONFIG", s(&config))],
+        &["--client-id", "twin"],
+    );
+    second.send(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}));
+    // One of them stops with the reason: the older one when the broker says "session taken
+    // over" (MQTT 5 DISCONNECT 0x8E, Mosquitto >= 2.0.18, EMQX), otherwise the one that
+    // first sees the pattern of quick drops (Debian's Mosquitto 2.0.11 closes silently).
+    let deadline = Instant::now() + WAIT;
+    let mut second_init = None;
+    let first_lost = loop {
+        assert!(
+            Instant::now() < deadline,
+            "neither bridge reported the shared client id:\n--- first:\n{}\n--- second:\n{}",
+            first.logs(),
+            second.logs()
+        );
+        if let Some(m) = first.poll(Duration::from_millis(50))
+            && m["method"] == "notifications/message"
+            && m["params"]["level"] == "error"
+        {
+            break true;
+        }
+        if let Some(m) = second.poll(Duration::from_millis(50))
+            && m["id"] == 0
+        {
+            if m.get("error").is_some() {
+                second_init = Some(m);
+                break false;
+            }
+            second_init = Some(m);
+        }
+    };
+    eprintln!(
+        "the {} bridge stopped",
+        if first_lost {
+            "first (older)"
+        } else {
+            "second (newer)"
+        }
+    );
+    let (loser, winner) = if first_lost {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    loser.send(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+    let refused = loser.expect("the refusal after the takeover", |m| m["id"] == 1);
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("client id `twin`")
+            && message.contains("--client-id")
+            && !message.contains("no drone is online"),
+        "{refused}"
+    );
+    if !first_lost {
+        let init = second_init.unwrap();
+        assert!(
+            init["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("client id `twin`"),
+            "{init}"
+        );
+    } else if second_init.is_none() {
+        let init = winner.expect("the second bridge's initialize", |m| m["id"] == 0);
+        assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    }
+    // The other one works: the loser no longer takes the id back.
+    let deadline = Instant::now() + WAIT;
+    let mut id = 10;
+    loop {
+        id += 1;
+        winner.send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"get_status","arguments":{}}}));
+        let answer = winner.expect("get_status on the other bridge", |m| m["id"] == id);
+        if answer["result"]["structuredContent"].is_object() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}\n{}", winner.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(loser.logs().contains("client id `twin`"));
 }

@@ -7,7 +7,8 @@ It publishes retained presence (Will: empty retained presence), answers `initial
 control topic, `tools/list`, `tools/call get_status`, `resources/read`/`subscribe` of
 vehicle://status (then `notifications/resources/updated` on its capability topic every
 0.2 s), and `ping`. `tools/call slow` never answers (to test what the bridge does with
-requests in flight when the drone goes away). Prints `fake drone: online` once ready.
+requests in flight when the drone goes away or stays silent). Prints `fake drone: online`
+once ready, and `fake drone: notification METHOD PARAMS` for every notification it receives.
 
 Usage: mcp_fake_drone.py --config DIR/drone.toml [--server-id ID] [--server-name NAME]
 """
@@ -84,6 +85,10 @@ def main():
                 "serverInfo": {"name": "fake-drone", "version": "0"}}})
             return
         rpc = m.topic
+        if rid is None and method is not None:
+            # Printed so the tests can tell what the bridge sent on its own (e.g. a cancel).
+            print(f"fake drone: notification {method} {json.dumps(msg.get('params'))}", flush=True)
+            return
         if rid is None or method is None:
             return
         if method == "tools/list":
