@@ -11,13 +11,20 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::ground_bridge::{Bridge, WAIT};
+use crate::ground_bridge::{Bridge, WAIT, ground_config_with};
 use crate::support::broker::{Broker, s};
 use crate::support::{Proc, binary, flight_companion, peer, python};
 
 /// `flight-companion sim` on an ephemeral port; returns it and the port it printed.
 fn autopilot() -> (Proc, u16) {
-    let mut sim = flight_companion("sim", &["sim", "--link", "tcpin:127.0.0.1:0"]);
+    autopilot_with(&[])
+}
+
+/// The same with more simulator options (`--speedup N`).
+fn autopilot_with(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["sim", "--link", "tcpin:127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut sim = flight_companion("sim", &args);
     let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);
     let port = line
         .rsplit(':')
@@ -145,4 +152,118 @@ fn mcp_interop_bridge_reports_the_daemon_killed_and_restarted() {
     bridge.send(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_status","arguments":{}}}));
     let status = bridge.expect("get_status after the restart", |m| m["id"] == 2);
     assert!(status["result"].is_object(), "{status}");
+}
+
+/// Issue 14's acceptance: through the ground bridge, a 90 s goto with progress completes.
+/// The bridge used to cut every call at a fixed 60 s and then cancel it (the vehicle held).
+/// Here the bridge's limit is 3 s of silence (`call_idle_timeout_ms`), and the simulator
+/// runs 5 times faster than the wall clock, so the 108 m goto at 1.2 m/s (90 s simulated)
+/// lasts about 18 s of wall time: six times the bridge's limit, kept alive by the progress
+/// the daemon reports every second.
+#[test]
+fn mcp_interop_a_long_goto_through_the_bridge_outlives_its_idle_timeout_and_completes() {
+    const IDLE_MS: u64 = 3_000;
+    let broker = Broker::start("interop-long-goto");
+    let (mut sim, port) = autopilot_with(&["--speedup", "5"]);
+    let mut daemon = daemon(&drone_config(&broker, port));
+    let config = ground_config_with(
+        &broker,
+        "ground-short-idle.toml",
+        &format!("call_idle_timeout_ms = {IDLE_MS}"),
+    );
+    let mut bridge = Bridge::start_with(&["--config", s(&config)], &[], &[]);
+    bridge.initialize();
+    let mut call = |bridge: &mut Bridge, id: u64, name: &str, arguments: serde_json::Value| {
+        bridge.send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+            "params":{"name":name,"arguments":arguments}}));
+        bridge.expect(name, |m| m["id"] == id)
+    };
+    let control = call(&mut bridge, 1, "request_control", json!({}));
+    assert!(control["result"].is_object(), "{control}");
+    // The daemon builds its envelope once the vehicle has a home: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut id = 10;
+    loop {
+        id += 1;
+        let envelope = call(&mut bridge, id, "get_envelope", json!({}));
+        if envelope["result"]["isError"] != true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{envelope}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let takeoff = call(&mut bridge, 2, "takeoff", json!({"altitude_m": 5.0}));
+    assert_eq!(
+        takeoff["result"]["structuredContent"]["outcome"],
+        "completed",
+        "{takeoff}\n--- daemon:\n{}",
+        daemon.output()
+    );
+    let home = &takeoff["result"]["structuredContent"]["vehicle"];
+    let (lat, lon) = (
+        home["latitude_deg"].as_f64().unwrap(),
+        home["longitude_deg"].as_f64().unwrap(),
+    );
+    // 108 m north (1 degree of latitude is 111.2 km).
+    let target_lat = lat + 108.0 / 111_195.0;
+    let started = std::time::Instant::now();
+    bridge.send(json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{
+        "name":"goto",
+        "arguments":{"latitude_deg":target_lat,"longitude_deg":lon,"altitude_m":5.0,"speed_m_s":1.2},
+        "_meta":{"progressToken":"long-goto"}}}));
+    let mut progress = Vec::new();
+    let answer = loop {
+        let Some(m) = bridge.poll(Duration::from_secs(60)) else {
+            panic!(
+                "no answer to the goto within 60 s of silence\n--- bridge:\n{}\n--- daemon:\n{}",
+                bridge.logs(),
+                daemon.output()
+            );
+        };
+        if m["method"] == "notifications/progress" && m["params"]["progressToken"] == "long-goto" {
+            progress.push((started.elapsed(), m["params"]["message"].clone()));
+        } else if m["id"] == 3 {
+            break m;
+        }
+    };
+    let elapsed = started.elapsed();
+    let result = &answer["result"]["structuredContent"];
+    assert_eq!(
+        result["outcome"],
+        "completed",
+        "{answer}\n--- bridge:\n{}\n--- daemon:\n{}",
+        bridge.logs(),
+        daemon.output()
+    );
+    let arrived = result["vehicle"]["latitude_deg"].as_f64().unwrap();
+    assert!(
+        ((arrived - lat) * 111_195.0 - 108.0).abs() < 2.0,
+        "arrived 108 m north: {answer}"
+    );
+    assert!(
+        elapsed > Duration::from_millis(4 * IDLE_MS),
+        "the call must outlast the bridge's idle limit several times: {elapsed:?}"
+    );
+    // Progress flowed the whole time: no gap near the limit.
+    let mut last = Duration::ZERO;
+    for (at, _) in &progress {
+        assert!(
+            *at - last < Duration::from_millis(IDLE_MS),
+            "a progress gap of {:?}",
+            *at - last
+        );
+        last = *at;
+    }
+    assert!(
+        progress.len() as u64 >= elapsed.as_secs() / 2,
+        "{progress:?}"
+    );
+    eprintln!(
+        "goto of 108 m at 1.2 m/s: {elapsed:?} of wall time, {} progress notifications, idle limit {IDLE_MS} ms",
+        progress.len()
+    );
+    // The simulator never saw a hold: nothing cancelled the goto.
+    let flown = sim.output();
+    assert!(flown.contains("sim: mode GUIDED"), "{flown}");
+    assert!(!flown.contains("sim: mode BRAKE"), "{flown}");
 }
