@@ -25,6 +25,8 @@ pub struct Seen {
     pub topic: String,
     pub payload: Option<Value>,
     pub raw: Vec<u8>,
+    /// The PUBLISH's user properties, as they came over the wire.
+    pub user_properties: Vec<(String, String)>,
 }
 
 pub struct TestClient {
@@ -301,6 +303,11 @@ fn seen(p: &rumqttc::v5::mqttbytes::v5::Publish) -> Seen {
             serde_json::from_slice(&p.payload).ok()
         },
         raw: p.payload.to_vec(),
+        user_properties: p
+            .properties
+            .as_ref()
+            .map(|p| p.user_properties.clone())
+            .unwrap_or_default(),
     }
 }
 

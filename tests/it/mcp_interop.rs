@@ -94,6 +94,14 @@ fn mcp_interop_spec_client_checks_every_answer_of_the_daemon() {
         "ok: tools/call with wrong params -> -32602",
         "ok: oversize payload",
         "ok: a message on an unknown session's RPC topic -> ignored",
+        "ok: no camera tools without a camera",
+        "ok: annotations: 11 motion tools destructive and open-world",
+        "ok: unknown resource -> -32002",
+        "ok: unknown tool -> -32602, listing only the tools this caller may call",
+        "ok: 2024-11-05: initialize, tools/list",
+        "ok: 2025-03-26: initialize, tools/list",
+        "ok: 2025-06-18: initialize, tools/list",
+        "ok: 2025-11-25: initialize, tools/list",
         "ok: all checks passed",
     ] {
         assert!(output.contains(check), "missing {check:?} in:\n{output}");
@@ -266,4 +274,41 @@ fn mcp_interop_a_long_goto_through_the_bridge_outlives_its_idle_timeout_and_comp
     let flown = sim.output();
     assert!(flown.contains("sim: mode GUIDED"), "{flown}");
     assert!(!flown.contains("sim: mode BRAKE"), "{flown}");
+}
+
+/// Every tool through the official MCP Python SDK and the bridge, as an OPERATOR and as an
+/// ADMIN, on a drone with a (synthetic) camera: each schema a valid JSON Schema 2020-12 with
+/// standard formats only, each structured result valid against its tool's outputSchema
+/// (`tests/peers/mcp_conformance.py`, with `jsonschema`).
+#[test]
+fn mcp_interop_every_tool_result_validates_against_its_output_schema() {
+    let broker = Broker::start("interop-schemas");
+    let (_autopilot, port) = autopilot_with(&["--speedup", "4"]);
+    let config = drone_config(&broker, port);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[camera]\nenabled = true\nsource = \"synthetic\"\nimage_bytes_max = 120000\n\
+         captures_dir = \"captures\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = daemon(&config);
+    let (code, output) = run_peer(
+        "mcp_conformance.py",
+        &[s(&binary()), s(&broker.dev.path("ground.toml")), "--camera"],
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "conformance run failed:\n{output}\n--- daemon:\n{}",
+        daemon.output()
+    );
+    for check in [
+        "camera tools listed",
+        "ok: goto -> error (structuredContent valid)",
+        "ok: emergency_stop -> ok (structuredContent valid)",
+        "ok: every listed tool called",
+        "ok: all checks passed",
+    ] {
+        assert!(output.contains(check), "missing {check:?} in:\n{output}");
+    }
 }

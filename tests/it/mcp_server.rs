@@ -400,6 +400,20 @@ async fn mcp_will_clears_presence_when_the_daemon_is_killed() {
         cleared.is_some(),
         "the Will must clear presence; saw {skipped:?}"
     );
+    // The Will is a PUBLISH of the transport like any other: it carries the user properties.
+    let will = cleared.unwrap();
+    for (name, value) in [
+        ("MCP-COMPONENT-TYPE", "mcp-server"),
+        ("MCP-MQTT-CLIENT-ID", "drone-1"),
+    ] {
+        assert!(
+            will.user_properties
+                .iter()
+                .any(|(k, v)| k == name && v == value),
+            "the Will lacks {name}={value}: {:?}",
+            will.user_properties
+        );
+    }
     // A late subscriber sees no retained presence any more.
     let mut late = TestClient::connect(&broker, "ground-late").await;
     let retained = late.next(Duration::from_millis(500)).await;

@@ -7,6 +7,13 @@ reads and subscribes vehicle://status, pings, and sends bad inputs, checking eac
 Every message the daemon sends is validated against the official MCP schema types of the
 `mcp` package (pydantic models); any mismatch fails the run.
 
+Then the conformance points of issue 14, on the wire: the size of `tools/list`, the tools'
+annotations, no camera tools without a camera, -32002 for an unknown resource, an unknown
+tool's error listing only what this caller (an OPERATOR) may call, and, for each protocol
+version from 2024-11-05 to 2025-11-25, that every answer carries only the fields that
+version defines (the table below, written from `schema/<version>/schema.ts` of the
+specification).
+
 Prints one line per check ("ok: ..."); exits 1 on the first failure with details.
 
 Usage: mcp_spec_client.py --config DIR/ground.toml [--server-name NAME] [--timeout S]
@@ -30,6 +37,62 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 PROTOCOL_VERSION = "2025-11-25"
+VERSIONS = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
+
+# The fields each version defines (schema/<version>/schema.ts of the MCP specification).
+_TOOL = {"name", "description", "inputSchema"}
+_RESOURCE = {"uri", "name", "description", "mimeType", "size", "annotations"}
+_CAPS = {"experimental", "logging", "prompts", "resources", "tools"}
+FIELDS = {
+    "2024-11-05": {
+        "Tool": _TOOL,
+        "CallToolResult": {"content", "isError", "_meta"},
+        "content": {"text", "image", "resource"},
+        "TextContent": {"type", "text", "annotations"},
+        "Progress": {"progressToken", "progress", "total"},
+        "Resource": _RESOURCE,
+        "Implementation": {"name", "version"},
+        "ServerCapabilities": _CAPS,
+    },
+    "2025-03-26": {
+        "Tool": _TOOL | {"annotations"},
+        "CallToolResult": {"content", "isError", "_meta"},
+        "content": {"text", "image", "audio", "resource"},
+        "TextContent": {"type", "text", "annotations"},
+        "Progress": {"progressToken", "progress", "total", "message"},
+        "Resource": _RESOURCE,
+        "Implementation": {"name", "version"},
+        "ServerCapabilities": _CAPS | {"completions"},
+    },
+    "2025-06-18": {
+        "Tool": _TOOL | {"annotations", "title", "outputSchema", "_meta"},
+        "CallToolResult": {"content", "isError", "_meta", "structuredContent"},
+        "content": {"text", "image", "audio", "resource", "resource_link"},
+        "TextContent": {"type", "text", "annotations", "_meta"},
+        "Progress": {"progressToken", "progress", "total", "message", "_meta"},
+        "Resource": _RESOURCE | {"title", "_meta"},
+        "Implementation": {"name", "version", "title"},
+        "ServerCapabilities": _CAPS | {"completions"},
+    },
+}
+FIELDS["2025-11-25"] = {
+    **FIELDS["2025-06-18"],
+    "Tool": FIELDS["2025-06-18"]["Tool"] | {"icons", "execution"},
+    "Resource": FIELDS["2025-06-18"]["Resource"] | {"icons"},
+    "Implementation": FIELDS["2025-06-18"]["Implementation"] | {"description", "icons", "websiteUrl"},
+    "ServerCapabilities": FIELDS["2025-06-18"]["ServerCapabilities"] | {"tasks"},
+}
+ANNOTATIONS = {"title", "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"}
+MOTION_TOOLS = {"arm", "disarm", "takeoff", "goto", "move_relative", "set_heading", "set_speed",
+                "hold", "land", "return_home", "emergency_stop"}
+READ_TOOLS = {"get_status", "wait_for_mode_change", "get_envelope"}
+CAMERA_TOOLS = {"capture_image", "camera_status", "list_captures", "get_capture"}
+ADMIN_TOOLS = {"reset_emergency_stop", "revoke_token", "set_envelope"}
+# Bound on `tools/list` as an OPERATOR sees it without a camera (bytes on the wire). It was
+# about 100 KB (output schemas repeating get_status's 23 KB status and the e-stop's status,
+# non-standard formats, titles); it is about 57 KB now. The bound leaves room for a few more
+# tools and fails if a copy of the status schema comes back into another tool's outputSchema.
+TOOLS_LIST_BYTES_MAX = 64_000
 
 
 class Failure(Exception):
@@ -187,6 +250,7 @@ class SpecClient:
                 topic, payload, props = self.inbox.get(timeout=left)
             except queue.Empty:
                 return None
+            self.last_payload_bytes = len(payload)
             if topic.startswith(f"{self.server_root}/presence/"):
                 self.check_presence(topic, payload)
                 obj = None if not payload else json.loads(payload)
@@ -407,11 +471,117 @@ class SpecClient:
             self.still_alive(f"an initialize from client id {bad!r}")
         ok("initialize from client ids with '/', '+', '#' -> refused, server still answers")
 
+        self.conformance(control, params)
+
         self.publish(f"{self.client_root}/presence/{self.cid}",
                      {"jsonrpc": "2.0", "method": "notifications/disconnected"})
         self.client.disconnect()
         self.client.loop_stop()
         ok(f"all checks passed; every message from the daemon validated against mcp {mcp_version()} types")
+
+
+    # --- issue 14's conformance points ---
+
+    def only(self, what, obj, allowed, version):
+        extra = set(obj) - allowed
+        if extra:
+            fail(f"{version}: {what} carries {sorted(extra)}, which MCP {version} does not define: "
+                 f"{json.dumps(obj)[:300]}")
+
+    def conformance(self, control, params):
+        rid = self.request("tools/list", {}, model=mt.ListToolsResult)
+        listed = self.answer(rid)
+        size = self.last_payload_bytes
+        tools = {t["name"]: t for t in listed["result"]["tools"]}
+        if size > TOOLS_LIST_BYTES_MAX:
+            fail(f"tools/list is {size} bytes; the bound is {TOOLS_LIST_BYTES_MAX}")
+        ok(f"tools/list is {size} bytes on the wire (bound {TOOLS_LIST_BYTES_MAX})")
+        if CAMERA_TOOLS & set(tools) or ADMIN_TOOLS & set(tools):
+            fail(f"an OPERATOR without a camera is listed {sorted((CAMERA_TOOLS | ADMIN_TOOLS) & set(tools))}")
+        ok("no camera tools without a camera, no ADMIN tools for an OPERATOR")
+        for name in MOTION_TOOLS:
+            a = tools[name].get("annotations", {})
+            if a.get("destructiveHint") is not True or a.get("openWorldHint") is not True \
+                    or a.get("readOnlyHint") is not False:
+                fail(f"{name}: a motion tool must be destructiveHint and openWorldHint: {a}")
+        for name in READ_TOOLS:
+            if tools[name].get("annotations", {}).get("readOnlyHint") is not True:
+                fail(f"{name}: readOnlyHint must be true: {tools[name].get('annotations')}")
+        ok(f"annotations: {len(MOTION_TOOLS)} motion tools destructive and open-world, "
+           f"{len(READ_TOOLS)} reads read-only")
+
+        err = self.answer(self.request("resources/read", {"uri": "vehicle://nowhere"}))
+        e = err.get("error") or {}
+        if e.get("code") != -32002 or (e.get("data") or {}).get("uri") != "vehicle://nowhere":
+            fail(f"unknown resource: expected -32002 with data.uri, got {err}")
+        if "vehicle://status" not in e.get("message", "") or "audit://recent" in e.get("message", ""):
+            fail(f"unknown resource: the message must list what an OPERATOR may read: {e}")
+        ok(f"unknown resource -> -32002 ({e.get('message')})")
+        err = self.answer(self.request("tools/call", {"name": "fly_to_moon", "arguments": {}}))
+        e = err.get("error") or {}
+        message = e.get("message", "")
+        hidden = [n for n in ADMIN_TOOLS | CAMERA_TOOLS if n in message]
+        if e.get("code") != -32602 or "get_status" not in message or hidden:
+            fail(f"unknown tool: expected -32602 listing the OPERATOR's tools only, got {err}")
+        ok("unknown tool -> -32602, listing only the tools this caller may call")
+
+        for version in VERSIONS:
+            self.check_version(control, params, version)
+
+    def check_version(self, control, params, version):
+        fields = FIELDS[version]
+        p = dict(params, protocolVersion=version)
+        init = self.answer(self.request("initialize", p, model=mt.InitializeResult, topic=control))
+        result = init.get("result") or fail(f"initialize {version}: {init}")
+        if result.get("protocolVersion") != version:
+            fail(f"initialize {version}: negotiated {result.get('protocolVersion')}")
+        self.publish(self.rpc_topic(), {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.only("serverInfo", result["serverInfo"], fields["Implementation"], version)
+        self.only("capabilities", result["capabilities"], fields["ServerCapabilities"], version)
+
+        tools = self.answer(self.request("tools/list", {}, model=mt.ListToolsResult))["result"]["tools"]
+        for tool in tools:
+            self.only(f"tool {tool['name']}", tool, fields["Tool"], version)
+            if "annotations" in tool:
+                self.only(f"tool {tool['name']} annotations", tool["annotations"], ANNOTATIONS, version)
+        with_output = version >= "2025-06-18"
+        if with_output != all("outputSchema" in t for t in tools):
+            fail(f"{version}: outputSchema {'missing' if with_output else 'present'}")
+
+        called = self.answer(self.request("tools/call", {"name": "get_status", "arguments": {}},
+                                          model=mt.CallToolResult))["result"]
+        self.only("get_status result", called, fields["CallToolResult"], version)
+        for block in called["content"]:
+            if block.get("type") not in fields["content"]:
+                fail(f"{version}: content of type {block.get('type')}")
+            if block.get("type") == "text":
+                self.only("text content", block, fields["TextContent"], version)
+        if with_output != ("structuredContent" in called):
+            fail(f"{version}: structuredContent {'missing' if with_output else 'present'}")
+        if json.loads(called["content"][0]["text"]).get("vehicle") is None:
+            fail(f"{version}: the status must stay readable as text: {called['content'][0]}")
+
+        resources = self.answer(self.request("resources/list", {}, model=mt.ListResourcesResult))
+        for r in resources["result"]["resources"]:
+            self.only(f"resource {r['uri']}", r, fields["Resource"], version)
+
+        # Progress: a short wait reports once a second.
+        rid = self.request("tools/call", {"name": "wait_for_mode_change", "arguments": {"timeout_s": 1.5},
+                                          "_meta": {"progressToken": f"v{version}"}})
+        progress = []
+        got = self.receive(self.timeout_s, lambda t, o: t == self.rpc_topic() and o is not None and (
+            o.get("id") == rid or (o.get("method") == "notifications/progress" and progress.append(o))))
+        if got is None:
+            fail(f"{version}: no answer to wait_for_mode_change")
+        if not progress:
+            fail(f"{version}: no progress during a 1.5 s wait")
+        for note in progress:
+            self.only("progress", note["params"], fields["Progress"], version)
+        if (version >= "2025-03-26") != ("message" in progress[0]["params"]):
+            fail(f"{version}: progress message {progress[0]['params']}")
+        ok(f"{version}: initialize, tools/list ({len(tools)} tools), tools/call, resources/list and "
+           f"progress carry only the fields MCP {version} defines"
+           + (" (outputSchema and structuredContent included)" if with_output else ""))
 
 
 def mcp_version():
