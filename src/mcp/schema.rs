@@ -15,10 +15,16 @@
 //! - in outputs, `default`s go (they describe inputs), so does the root's description (the
 //!   tool's description says what it returns), and a `oneOf` of objects tagged by one
 //!   constant property (a Rust enum with data, e.g. the e-stop's events) becomes one object
-//!   whose tag is an `enum` of the variants and whose properties are the variants' (a
-//!   property the variants disagree on is left unconstrained): every value still validates,
-//!   at a third of the size;
-//! - `$defs` nobody refers to any more go.
+//!   whose tag is an `enum` of the variants and whose properties are the variants' (the
+//!   `anyOf` of a property's schemas where the variants disagree): every value still
+//!   validates, at a third of the size;
+//! - `$defs` nobody refers to any more go;
+//! - the root's description goes (the tool's description is what a model reads);
+//! - nullable types are spelled portably: `type: ["number", "null"]` is legal but a client
+//!   that maps schemas onto a single-`type` dialect (Gemini's function declarations, OpenAPI
+//!   3.0) may drop the tool or the constraint (the MCP Inspector's `--strict` portability
+//!   check warns about each). An optional argument (`Option<T>`, not required) is simply `T`
+//!   (absent means the default); a nullable result field is `anyOf: [T, null]`.
 //!
 //! Shared types stay shared definitions (`$defs` + `$ref`) inside one schema; across tools a
 //! big result is not repeated (see `server::WaitResult`).
@@ -97,9 +103,7 @@ pub fn compact(schema: Value, output: bool) -> Value {
         return schema;
     };
     root.remove("$schema");
-    if output {
-        root.remove("description");
-    }
+    root.remove("description");
     let mut root = Value::Object(root);
     walk(&mut root, output);
     drop_unused_defs(&mut root);
@@ -145,20 +149,125 @@ fn walk(schema: &mut Value, output: bool) {
     fold_string_constants(object);
     if output {
         merge_tagged_objects(object);
+        split_nullable(object);
+    } else {
+        optional_without_null(object);
+    }
+}
+
+/// `type: [T, "null"]` → `anyOf: [{type: T, ...constraints}, {type: "null"}]`.
+fn split_nullable(object: &mut Map<String, Value>) {
+    let Some(Value::Array(types)) = object.get("type") else {
+        return;
+    };
+    let others: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+    if others.len() != 1 || others.len() == types.len() {
+        return;
+    }
+    object.remove("type");
+    let mut branch = Map::new();
+    branch.insert("type".into(), others[0].clone());
+    // The value's constraints belong to the non-null branch; annotations stay outside.
+    for key in [
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "enum",
+        "items",
+        "minItems",
+        "maxItems",
+        "properties",
+        "required",
+        "additionalProperties",
+    ] {
+        if let Some(v) = object.remove(key) {
+            branch.insert(key.into(), v);
+        }
+    }
+    object.insert(
+        "anyOf".into(),
+        json!([Value::Object(branch), {"type": "null"}]),
+    );
+}
+
+/// In arguments, a property that is not required and may be null is just optional: absent
+/// means the default, so `null` (and `default: null`) add nothing but a second type.
+fn optional_without_null(object: &mut Map<String, Value>) {
+    let required: Vec<String> = object
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(Value::Object(properties)) = object.get_mut("properties") else {
+        return;
+    };
+    for (name, property) in properties.iter_mut() {
+        if required.contains(name) {
+            continue;
+        }
+        let Value::Object(p) = property else {
+            continue;
+        };
+        if p.get("default") == Some(&Value::Null) {
+            p.remove("default");
+        }
+        if let Some(Value::Array(types)) = p.get("type") {
+            let others: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+            if others.len() == 1 && others.len() < types.len() {
+                p.insert("type".into(), others[0].clone());
+            }
+        }
+        // `Option<Enum>`: anyOf [{$ref}, {type: null}] → the $ref's branch alone.
+        if let Some(Value::Array(branches)) = p.get("anyOf") {
+            let non_null: Vec<Value> = branches
+                .iter()
+                .filter(|b| b.get("type") != Some(&json!("null")))
+                .cloned()
+                .collect();
+            if non_null.len() == 1 && non_null.len() < branches.len() {
+                p.remove("anyOf");
+                if let Value::Object(branch) = &non_null[0] {
+                    for (k, v) in branch {
+                        p.entry(k.clone()).or_insert(v.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// True when some schema in `schema` has a `type` array (for the tests).
+pub fn has_type_arrays(schema: &Value) -> bool {
+    match schema {
+        Value::Object(o) => {
+            matches!(o.get("type"), Some(Value::Array(_))) || o.values().any(has_type_arrays)
+        }
+        Value::Array(a) => a.iter().any(has_type_arrays),
+        _ => false,
     }
 }
 
 /// `oneOf` of object branches that share one property holding a string `const` (the tag)
 /// → one object: the tag's `enum`, the union of the branches' properties, `required` what
-/// every branch requires. A property whose schemas differ between branches is left open.
+/// every branch requires. A property the branches give different schemas is their `anyOf`.
 fn merge_tagged_objects(object: &mut Map<String, Value>) {
     let Some(Value::Array(branches)) = object.get("oneOf") else {
         return;
     };
     let mut tag: Option<String> = None;
     let mut tags = Vec::new();
-    let mut properties: Map<String, Value> = Map::new();
-    let mut open: Vec<String> = Vec::new();
+    // Per property, the distinct schemas the variants give it (descriptions aside).
+    let mut variants: Vec<(String, Vec<Value>)> = Vec::new();
     let mut required: Option<Vec<Value>> = None;
     for branch in branches {
         let Some(props) = branch.get("properties").and_then(Value::as_object) else {
@@ -186,18 +295,22 @@ fn merge_tagged_objects(object: &mut Map<String, Value>) {
         }
         tags.push(Value::String(value));
         for (prop, schema) in props {
-            if *prop == name || open.contains(prop) {
+            if *prop == name {
                 continue;
             }
-            match properties.get(prop) {
-                Some(existing) if existing != schema => {
-                    properties.insert(prop.clone(), json!({}));
-                    open.push(prop.clone());
-                }
-                Some(_) => {}
+            let index = match variants.iter().position(|(p, _)| p == prop) {
+                Some(i) => i,
                 None => {
-                    properties.insert(prop.clone(), schema.clone());
+                    variants.push((prop.clone(), Vec::new()));
+                    variants.len() - 1
                 }
+            };
+            let seen = &mut variants[index].1;
+            if !seen
+                .iter()
+                .any(|s| without_description(s) == without_description(schema))
+            {
+                seen.push(schema.clone());
             }
         }
         let this_required: Vec<Value> = branch
@@ -212,6 +325,15 @@ fn merge_tagged_objects(object: &mut Map<String, Value>) {
                 .filter(|x| this_required.contains(x))
                 .collect(),
         });
+    }
+    let mut properties = Map::new();
+    for (prop, mut schemas) in variants {
+        let merged = if schemas.len() == 1 {
+            schemas.remove(0)
+        } else {
+            json!({"anyOf": schemas})
+        };
+        properties.insert(prop, merged);
     }
     let Some(tag) = tag else {
         return;
@@ -280,6 +402,14 @@ fn fold_string_constants(object: &mut Map<String, Value>) {
 }
 
 /// Removes `$defs` entries no `$ref` reaches any more (repeated until none is left over).
+fn without_description(schema: &Value) -> Value {
+    let mut s = schema.clone();
+    if let Value::Object(o) = &mut s {
+        o.remove("description");
+    }
+    s
+}
+
 fn drop_unused_defs(root: &mut Value) {
     loop {
         let Some(Value::Object(defs)) = root.get("$defs") else {
@@ -385,6 +515,20 @@ mod tests {
         assert!(after.get("$schema").is_none() && after.get("title").is_none());
         let p = &after["properties"];
         assert_eq!(p["count"], json!({"type": "integer", "minimum": 0}));
+        assert_eq!(
+            p["maybe"],
+            json!({"anyOf": [{"type": "string"}, {"type": "null"}]}),
+            "a nullable result is spelled portably"
+        );
+        assert!(!has_type_arrays(&after), "{after}");
+        let input = input::<Sample>();
+        assert_eq!(
+            input["properties"]["maybe"],
+            json!({"type": "string"}),
+            "{input}"
+        );
+        assert!(!has_type_arrays(&input), "{input}");
+        assert!(input.get("description").is_none() && after.get("description").is_none());
         assert_eq!(p["small"]["minimum"], 0, "{after}");
         assert_eq!(p["signed"], json!({"type": "integer"}));
         assert_eq!(p["altitude_m"]["description"], "Metres.");
@@ -426,8 +570,8 @@ mod tests {
         assert_eq!(out["properties"]["by"], json!({"type": "string"}));
         assert_eq!(
             out["properties"]["first"],
-            json!({}),
-            "the variants disagree: open"
+            json!({"anyOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0, "maximum": 255}]}),
+            "the variants disagree: either"
         );
         assert_eq!(out["required"], json!(["kind"]), "{out}");
         let input = input::<Event>();

@@ -888,7 +888,7 @@ fn set_envelope(call: ToolCall) -> ToolFuture {
 
 /// Result of `request_control` and `release_control` (written by `Guard::control`).
 fn control_lease_schema() -> Value {
-    json!({
+    let written = json!({
         "type": "object",
         "properties": {
             "message": {"type": "string", "description": "What happened to the lease."},
@@ -903,7 +903,8 @@ fn control_lease_schema() -> Value {
             }
         },
         "required": ["message", "holder"]
-    })
+    });
+    schema::compact(written, true)
 }
 
 /// Result of `revoke_token` (written by `Guard::revoke`).
@@ -1819,6 +1820,11 @@ mod tests {
                 assert!(
                     formats.is_empty(),
                     "{} {key}: formats {formats:?}",
+                    tool["name"]
+                );
+                assert!(
+                    !schema::has_type_arrays(schema),
+                    "{} {key}: a `type` array is not portable: {schema}",
                     tool["name"]
                 );
                 let text = schema.to_string();

@@ -7,7 +7,8 @@ Two stdio sessions through two bridges: an OPERATOR (ground.toml's token) and an
 tool added later is checked too (the run fails if a listed tool was never called):
 - every inputSchema and outputSchema is a valid JSON Schema 2020-12 (Draft202012Validator
   .check_schema) using only the formats JSON Schema defines (the official TypeScript SDK warns
-  about each other one);
+  about each other one), and no `type` array (the MCP Inspector's portability check warns
+  about each: single-type dialects such as Gemini's function declarations drop them);
 - every result with structuredContent, errors included (a refused goto), validates against
   the tool's outputSchema (jsonschema, with format checking);
 - with --camera the camera's four tools are listed and called; without, none is listed.
@@ -62,6 +63,19 @@ def formats_in(schema):
     return found
 
 
+def type_arrays_in(schema, path="#"):
+    found = []
+    if isinstance(schema, dict):
+        if isinstance(schema.get("type"), list):
+            found.append(path)
+        for k, v in schema.items():
+            found += type_arrays_in(v, f"{path}/{k}")
+    elif isinstance(schema, list):
+        for i, v in enumerate(schema):
+            found += type_arrays_in(v, f"{path}/{i}")
+    return found
+
+
 class Checker:
     def __init__(self):
         self.schemas = {}  # tool -> outputSchema
@@ -82,6 +96,9 @@ class Checker:
                 odd = formats_in(schema) - STANDARD_FORMATS
                 if odd:
                     raise Failure(f"{tool.name} {key} uses formats JSON Schema does not define: {sorted(odd)}")
+                if type_arrays_in(schema):
+                    raise Failure(f"{tool.name} {key} has a `type` array (not portable to "
+                                  f"single-type dialects): {type_arrays_in(schema)[:3]}")
             self.schemas[tool.name] = tool.outputSchema
 
     def check_result(self, name, result):
