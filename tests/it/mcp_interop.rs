@@ -181,7 +181,7 @@ fn mcp_interop_a_long_goto_through_the_bridge_outlives_its_idle_timeout_and_comp
     );
     let mut bridge = Bridge::start_with(&["--config", s(&config)], &[], &[]);
     bridge.initialize();
-    let mut call = |bridge: &mut Bridge, id: u64, name: &str, arguments: serde_json::Value| {
+    let call = |bridge: &mut Bridge, id: u64, name: &str, arguments: serde_json::Value| {
         bridge.send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
             "params":{"name":name,"arguments":arguments}}));
         bridge.expect(name, |m| m["id"] == id)
