@@ -7,11 +7,13 @@
 //! Call order:
 //! 1. [`Bridge::new`].
 //! 2. On every CONNACK: [`Bridge::handle_connected`]; on every lost broker connection:
-//!    [`Bridge::handle_disconnected`].
+//!    [`Bridge::handle_disconnected`]; when the broker says another client took the session
+//!    over: [`Bridge::handle_taken_over`].
 //! 3. For every stdin line: [`Bridge::handle_stdin_line`]; for every MQTT PUBLISH received:
 //!    [`Bridge::handle_mqtt_message`].
 //! 4. When `now` reaches [`Bridge::poll_timeout`]: [`Bridge::handle_timeout`].
-//! 5. After each of the above, drain [`Bridge::poll_action`] until it returns `None`.
+//! 5. After each of the above, drain [`Bridge::poll_action`] until it returns `None`
+//!    ([`Action::StopConnection`]: stop the MQTT connection for good).
 //!
 //! Ids: the stdio client's JSON-RPC ids go to the drone unchanged (the MQTT session has one
 //! client, this bridge, so they cannot collide with anyone else's). The bridge's own requests
@@ -298,7 +300,7 @@ impl Bridge {
     /// the other client's session (and the drone its calls in flight), and the two would take
     /// turns forever, each seeing the drone vanish. Everything in flight and everything after
     /// is answered with the reason.
-    pub fn handle_taken_over(&mut self, now: Instant) {
+    pub fn handle_taken_over(&mut self) {
         let message = format!(
             "another MQTT client connected to the broker with this bridge's client id `{}` \
              (the broker said \"session taken over\"), so this bridge stopped: two bridges \
@@ -307,11 +309,10 @@ impl Bridge {
              and restart this bridge",
             self.settings.client_id
         );
-        self.give_up(now, message);
+        self.give_up(message);
     }
 
-    fn give_up(&mut self, now: Instant, message: String) {
-        let _ = now;
+    fn give_up(&mut self, message: String) {
         tracing::error!("{message}");
         self.actions.push_back(Action::StopConnection);
         self.taken_over = Some(message.clone());
@@ -359,7 +360,7 @@ impl Bridge {
                      generated one, and restart this bridge",
                     self.drops_in_a_row, self.settings.client_id
                 );
-                self.give_up(now, message);
+                self.give_up(message);
                 return;
             }
         }
@@ -1806,7 +1807,7 @@ mod tests {
         let mut h = Harness::ready("sid1", "drone/a");
         h.stdin(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"goto"}}));
         h.actions();
-        h.bridge.handle_taken_over(h.now);
+        h.bridge.handle_taken_over();
         let actions = h.actions();
         assert!(actions.contains(&Action::StopConnection), "{actions:?}");
         let out: Vec<Value> = actions
@@ -1846,7 +1847,7 @@ mod tests {
         let mut h = Harness::new(settings());
         h.bridge.handle_connected(h.now, None);
         h.stdin(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}));
-        h.bridge.handle_taken_over(h.now);
+        h.bridge.handle_taken_over();
         h.advance(10_000);
         let out = h.stdout();
         assert_eq!(out.len(), 1, "{out:?}");

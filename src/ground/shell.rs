@@ -158,7 +158,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                 }
                 Some(MqttEvent::SubscribeSent(_)) => {}
                 // The core stops the connection (Action::StopConnection) and says why.
-                Some(MqttEvent::TakenOver { .. }) => bridge.handle_taken_over(Instant::now()),
+                Some(MqttEvent::TakenOver { .. }) => bridge.handle_taken_over(),
                 None => anyhow::bail!("the MQTT driver stopped unexpectedly"),
             },
             _ = sleep_until(timeout) => bridge.handle_timeout(Instant::now()),
