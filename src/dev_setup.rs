@@ -174,6 +174,7 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
         0o644,
     )?;
     write_tokens(&dir)?;
+    write_audit_key(&dir)?;
     write_file(
         &dir.join("drone.toml"),
         drone_toml(args.broker_port, &args.vehicle_link).as_bytes(),
@@ -226,6 +227,26 @@ fn write_tokens(dir: &Path) -> Result<(), DevSetupError> {
         write_file(&tokens.join(format!("{name}.jwt")), token.as_bytes(), 0o600)?;
     }
     Ok(())
+}
+
+/// The drone's audit signing key (`keys/audit-signing-key.pem`, 0600: in production a
+/// systemd credential) and its verifier key for the ground's witness (`keys/audit.vkey`).
+pub const AUDIT_KEY: &str = "keys/audit-signing-key.pem";
+pub const AUDIT_VKEY: &str = "keys/audit.vkey";
+
+fn write_audit_key(dir: &Path) -> Result<(), DevSetupError> {
+    let path = dir.join(AUDIT_KEY);
+    if path.exists() {
+        std::fs::remove_file(&path).map_err(io(&path))?;
+    }
+    let key =
+        crate::audit::checkpoint::generate_signing_key(&path).map_err(DevSetupError::Other)?;
+    let config = crate::config::Config::default();
+    let origin = config.audit.resolved_origin(&config.mcp.server_name);
+    let vkey = crate::audit::checkpoint::AuditKey::new(key, &origin)
+        .map_err(DevSetupError::Other)?
+        .verifier_key();
+    write_file(&dir.join(AUDIT_VKEY), format!("{vkey}\n").as_bytes(), 0o644)
 }
 
 fn name(cn: &str) -> DistinguishedName {
@@ -314,6 +335,8 @@ fn acl() -> String {
          topic read $mcp-server/{d}/#\n\
          topic read $mcp-client/presence/#\n\
          topic read $mcp-client/capability/#\n\
+         # Its audit checkpoints (outside the MCP transport's namespaces), retained.\n\
+         topic write {audit_topic}\n\
          \n\
          # A ground client publishes to the drone's control topic, and reads server presence\n\
          # and capability.\n\
@@ -321,11 +344,16 @@ fn acl() -> String {
          topic write $mcp-server/{d}/#\n\
          topic read $mcp-server/presence/#\n\
          topic read $mcp-server/capability/#\n\
+         # The drones' audit checkpoints, for `flight-companion audit witness`.\n\
+         topic read {audit_root}/#\n\
          \n\
          # Every client: its own presence and capability, and its own RPC topics (by client id).\n\
          pattern write $mcp-client/presence/%c\n\
          pattern write $mcp-client/capability/%c\n\
-         pattern readwrite $mcp-rpc/%c/#\n"
+         pattern readwrite $mcp-rpc/%c/#\n",
+        audit_topic = crate::config::AuditConfig::default()
+            .resolved_topic(&crate::config::McpConfig::default().server_name),
+        audit_root = crate::audit::witness::TOPIC_ROOT,
     )
 }
 
@@ -358,6 +386,8 @@ fn drone_toml(port: u16, link: &Endpoint) -> String {
          \n\
          [audit]\n\
          dir = \"state/audit\"\n\
+         # Signs the log's checkpoints; the ground's witness trusts keys/audit.vkey.\n\
+         signing_key_path = \"{AUDIT_KEY}\"\n\
          \n\
          {}",
         dev_envelope()

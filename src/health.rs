@@ -72,7 +72,13 @@ pub struct HealthSummary {
 }
 
 /// The alert names, in the order they are reported.
-pub const ALERTS: [&str; 4] = ["battery_low", "link_degraded", "gps_lost", "cpu_hot"];
+pub const ALERTS: [&str; 5] = [
+    "battery_low",
+    "link_degraded",
+    "gps_lost",
+    "cpu_hot",
+    "audit_damaged",
+];
 
 fn gps_has_fix(fix_type: &str) -> bool {
     matches!(fix_type, "3d_fix" | "dgps" | "rtk_float" | "rtk_fixed")
@@ -216,6 +222,22 @@ impl HealthMonitor {
         );
         if cpu_hot {
             reasons.push(format!("CPU at {:.1} °C", cpu_temperature_c.unwrap_or(0.0)));
+        }
+
+        // The audit log: damage kept as evidence, or records it could not write.
+        let audit = &report.audit;
+        let audit_bad = !audit.damage.is_empty() || audit.failed > 0;
+        let audit_damaged = self.edge("audit_damaged", audit_bad, !audit_bad, || {
+            match audit.damage.first() {
+                Some(d) => format!("audit log damaged: {d}; kept as evidence, the log continues"),
+                None => format!("audit log: {} records could not be written", audit.failed),
+            }
+        });
+        if audit_damaged {
+            reasons.push("the audit log is damaged or failing".to_owned());
+        }
+        if let Some(why) = &audit.disabled_reason {
+            reasons.push(why.clone());
         }
 
         let any_alert = self.active.values().any(|a| *a);
