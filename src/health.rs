@@ -324,12 +324,32 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_or_disabled_audit_log_is_said() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut report = good();
+        report.audit.damage = vec!["audit-00000003.log byte 812: checksum mismatch".into()];
+        let s = m.assess(&report, Some(50.0));
+        assert_eq!(s.state, HealthState::Degraded, "{s:?}");
+        assert_eq!(s.alerts["audit_damaged"], true);
+        assert!(s.recent_alerts[0].message.contains("byte 812"), "{s:?}");
+        let mut report = good();
+        report.audit.disabled_reason = Some("audit.danger_disabled = true".into());
+        let s = HealthMonitor::new(HealthConfig::default()).assess(&report, Some(50.0));
+        assert_eq!(s.state, HealthState::Degraded, "{s:?}");
+        assert!(
+            s.reasons.iter().any(|r| r.contains("danger_disabled")),
+            "{s:?}"
+        );
+    }
+
+    #[test]
     fn healthy_vehicle_then_no_autopilot_is_failed_with_a_reason() {
         let mut m = HealthMonitor::new(HealthConfig::default());
         let s = m.assess(&good(), Some(50.0));
         assert_eq!(s.state, HealthState::Healthy, "{s:?}");
         assert!(s.reasons.is_empty());
-        assert_eq!(s.alerts.len(), 4);
+        // The four of issue 7 and `audit_damaged` (issue 15).
+        assert_eq!(s.alerts.len(), 5);
         let s = HealthMonitor::new(HealthConfig::default())
             .assess(&StatusReport::without_vehicle(), None);
         assert_eq!(s.state, HealthState::Failed);
