@@ -97,7 +97,8 @@ impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let label = match self.severity {
             Severity::Note => "note",
-            Severity::Damaged => "DAMAGED",
+            // A checksum cannot tell bit rot from an edit.
+            Severity::Damaged => "TAMPERED OR DAMAGED",
             Severity::Tampered => "TAMPERED",
         };
         match self.file {

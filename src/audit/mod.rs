@@ -715,7 +715,7 @@ pub fn verify_command(dir: &Path, options: &VerifyOptions) -> Result<Vec<String>
     }
     let verdict = match worst {
         Some(log::Severity::Tampered) => "TAMPERED",
-        Some(log::Severity::Damaged) => "DAMAGED",
+        Some(log::Severity::Damaged) => "TAMPERED OR DAMAGED",
         _ => "ok",
     };
     let mut out = vec![format!("{summary}: {verdict}")];

@@ -383,7 +383,7 @@ fn a_torn_tail_and_damage_are_kept_and_what_follows_stays_readable() {
     assert_eq!(std::fs::read(&newest).unwrap(), bytes, "evidence kept");
     let tail = tail_command(dir.path(), 10, false).unwrap();
     let text = tail.join("\n");
-    assert!(text.contains("!! DAMAGED"), "{text}");
+    assert!(text.contains("!! TAMPERED OR DAMAGED"), "{text}");
     assert!(
         text.contains("n100"),
         "the record after the damage is shown: {text}"
