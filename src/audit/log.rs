@@ -740,12 +740,61 @@ struct Scan {
     problem: Option<Gap>,
 }
 
+/// Reads a file's frames one at a time through a small buffer: start-up memory does not
+/// depend on the size of the newest file either.
+struct FrameReader {
+    reader: std::io::BufReader<File>,
+    offset: u64,
+    len: u64,
+}
+
+impl FrameReader {
+    fn open(path: &Path) -> std::io::Result<FrameReader> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(FrameReader {
+            reader: std::io::BufReader::with_capacity(64 * 1024, file),
+            offset: 0,
+            len,
+        })
+    }
+
+    /// The next frame and where it starts; `None` at the end of the file.
+    fn next(&mut self) -> std::io::Result<Option<(u64, Result<record::Decoded, FrameError>)>> {
+        let at = self.offset;
+        if at >= self.len {
+            return Ok(None);
+        }
+        let mut len = [0u8; 4];
+        if self.len - at < 4 {
+            return Ok(Some((at, Err(FrameError::Truncated))));
+        }
+        self.reader.read_exact(&mut len)?;
+        let n = u32::from_le_bytes(len) as usize;
+        if n == 0 || n > record::PAYLOAD_BYTES_MAX {
+            return Ok(Some((at, Err(FrameError::BadLength(n)))));
+        }
+        let total = 4 + n + record::FRAME_OVERHEAD - 4;
+        if self.len - at < total as u64 {
+            return Ok(Some((at, Err(FrameError::Truncated))));
+        }
+        let mut frame = vec![0u8; total];
+        frame[..4].copy_from_slice(&len);
+        self.reader.read_exact(&mut frame[4..])?;
+        let decoded = record::decode_full(&frame);
+        if let Ok(d) = &decoded {
+            self.offset += d.used as u64;
+        }
+        Ok(Some((at, decoded)))
+    }
+}
+
 fn scan_file(
     number: u32,
-    bytes: &[u8],
+    path: &Path,
     start: Option<(u64, Hash, Frontier)>,
     keep_leaves_from: u64,
-) -> Scan {
+) -> std::io::Result<Scan> {
     let mut scan = Scan {
         next_seq: 0,
         last_hash: [0; 32],
@@ -763,16 +812,15 @@ fn scan_file(
         scan.frontier = frontier;
         started = true;
     }
-    let mut offset = 0usize;
-    while offset < bytes.len() {
-        let at = offset as u64;
+    let mut frames = FrameReader::open(path)?;
+    while let Some((at, decoded)) = frames.next()? {
         let gap = |kind: &str, detail: String| Gap {
             file: number,
             offset: at,
             kind: kind.into(),
             detail,
         };
-        match record::decode_full(&bytes[offset..]) {
+        match decoded {
             Ok(d) => {
                 let rec = &d.record;
                 if !started {
@@ -786,7 +834,7 @@ fn scan_file(
                             "damaged",
                             "the file's first record is not a usable segment header".into(),
                         ));
-                        return scan;
+                        return Ok(scan);
                     };
                     scan.next_seq = rec.seq;
                     scan.last_hash = rec.prev;
@@ -801,7 +849,7 @@ fn scan_file(
                             rec.seq, scan.next_seq
                         ),
                     ));
-                    return scan;
+                    return Ok(scan);
                 }
                 if rec.seq == keep_leaves_from {
                     scan.snapshot = Some(scan.frontier.clone());
@@ -813,23 +861,22 @@ fn scan_file(
                 scan.last_hash = d.hash;
                 scan.next_seq += 1;
                 scan.last_is_stop = matches!(rec.event, Event::DaemonStop { .. });
-                offset += d.used;
-                scan.end = offset as u64;
+                scan.end = at + d.used as u64;
             }
             Err(FrameError::Truncated) => {
                 scan.problem = Some(gap(
                     "torn",
-                    format!("{} bytes end inside a record", bytes.len() - offset),
+                    format!("{} bytes end inside a record", frames.len - at),
                 ));
-                return scan;
+                return Ok(scan);
             }
             Err(e) => {
                 scan.problem = Some(gap("damaged", e.to_string()));
-                return scan;
+                return Ok(scan);
             }
         }
     }
-    scan
+    Ok(scan)
 }
 
 /// Reads the first frame of a file (its segment header), cheaply.
@@ -866,20 +913,20 @@ impl LogWriter {
             Some((last, path)) => {
                 // An empty newest file (a stop right after a rotation): resume from the one
                 // before it and write the segment into the empty one.
-                let bytes = std::fs::read(path)?;
+                let empty = std::fs::metadata(path)?.len() == 0;
                 let keep_from = own.as_ref().map_or(u64::MAX, |c| c.size);
-                if bytes.is_empty() && files.len() >= 2 {
+                if empty && files.len() >= 2 {
                     let (before, before_path) = &files[files.len() - 2];
-                    let earlier = std::fs::read(before_path)?;
-                    let scan = scan_or_replay(&dir, *before, &earlier, keep_from, &mut recovery)?;
+                    let scan =
+                        scan_or_replay(&dir, *before, before_path, keep_from, &mut recovery)?;
                     start_new_file = Some(("rotation".into(), scan.problem.clone()));
                     (*last - 1, Some(scan))
-                } else if bytes.is_empty() {
+                } else if empty {
                     start_new_file = Some(("new log".into(), None));
                     std::fs::remove_file(path)?;
                     (0, None)
                 } else {
-                    let scan = scan_or_replay(&dir, *last, &bytes, keep_from, &mut recovery)?;
+                    let scan = scan_or_replay(&dir, *last, path, keep_from, &mut recovery)?;
                     if let Some(problem) = &scan.problem {
                         start_new_file = Some((
                             if problem.kind == "torn" {
@@ -1227,24 +1274,24 @@ impl LogWriter {
 fn scan_or_replay(
     dir: &Path,
     number: u32,
-    bytes: &[u8],
+    path: &Path,
     keep_leaves_from: u64,
     recovery: &mut Recovery,
 ) -> std::io::Result<Scan> {
-    let starts_with_segment = record::decode(bytes)
-        .ok()
-        .is_some_and(|(r, _, _)| matches!(r.event, Event::Segment(_)) || r.seq == 0);
-    if starts_with_segment {
-        return Ok(scan_file(number, bytes, None, keep_leaves_from));
+    // A first record that does not decode is damage (reported by the scan); only a readable
+    // first record that is not a segment header means an older format.
+    let legacy =
+        first_record(path).is_some_and(|r| !matches!(r.event, Event::Segment(_)) && r.seq != 0);
+    if !legacy {
+        return scan_file(number, path, None, keep_leaves_from);
     }
     // An older log without segment headers: read it all once to rebuild the state.
     recovery.replayed = true;
     let mut state: Option<(u64, Hash, Frontier)> = None;
     let files = list_files(dir)?;
     let mut last = None;
-    for (n, path) in files {
-        let bytes = std::fs::read(&path)?;
-        let scan = scan_file(n, &bytes, state.take(), keep_leaves_from);
+    for (n, file) in files {
+        let scan = scan_file(n, &file, state.take(), keep_leaves_from)?;
         let stop = scan.problem.is_some();
         state = Some((scan.next_seq, scan.last_hash, scan.frontier.clone()));
         last = Some(scan);
@@ -1252,7 +1299,10 @@ fn scan_or_replay(
             break;
         }
     }
-    Ok(last.unwrap_or_else(|| scan_file(number, bytes, None, keep_leaves_from)))
+    match last {
+        Some(scan) => Ok(scan),
+        None => scan_file(number, path, None, keep_leaves_from),
+    }
 }
 
 /// The drone's own last checkpoint (`DIR/checkpoint`), parsed without a key check: the
