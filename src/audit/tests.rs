@@ -474,3 +474,34 @@ async fn writer_acknowledges_checkpoints_and_commands_read_back() {
     let report = log::walk(dir.path(), &anchors, &mut |_| {}).unwrap();
     assert_eq!(report.worst(), Some(Severity::Tampered));
 }
+
+#[test]
+fn running_without_an_audit_log_takes_a_danger_setting_and_says_so() {
+    let mut config = crate::config::Config::default();
+    assert!(
+        config.audit.resolved_dir().is_some(),
+        "the built-in defaults keep an audit log"
+    );
+    config.audit.danger_disabled = true;
+    assert!(config.audit.resolved_dir().is_none());
+    let audit = open(&config).unwrap();
+    assert!(!audit.enabled());
+    let status = audit.status();
+    assert!(!status.enabled);
+    assert!(
+        status
+            .disabled_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("danger_disabled")),
+        "{status:?}"
+    );
+    // And through the configuration file.
+    let parsed = crate::config::Config::parse(
+        Path::new("x.toml"),
+        "[audit]\ndanger_disabled = true\n",
+    )
+    .unwrap();
+    assert!(parsed.audit.resolved_dir().is_none());
+    let refused = crate::config::Config::parse(Path::new("x.toml"), "[audit]\nenabled = false\n");
+    assert!(refused.is_err(), "there is no quiet way to turn it off");
+}
