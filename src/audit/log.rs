@@ -169,7 +169,8 @@ struct Walker<'a> {
     report: Report,
     /// State known: the next record must continue it.
     continuous: bool,
-    anchors: Vec<&'a Anchor>,
+    /// The anchors by size (a witness may hold thousands; a log, millions of records).
+    anchors: std::collections::BTreeMap<u64, Vec<&'a Anchor>>,
     /// The damage that broke the state, if any, and where.
     broken_at: Option<(u32, u64, u64)>,
     /// A torn record at the end of a file that is not the last: (file, offset).
@@ -203,7 +204,10 @@ impl Walker<'_> {
         let size = self.report.frontier.size();
         let root = self.report.frontier.root();
         let mut findings = Vec::new();
-        for anchor in self.anchors.iter().filter(|a| a.checkpoint.size == size) {
+        let Some(at_size) = self.anchors.get(&size) else {
+            return;
+        };
+        for anchor in at_size {
             if anchor.checkpoint.root == root {
                 self.report.anchored.push(size);
             } else {
@@ -513,7 +517,13 @@ pub fn walk(dir: &Path, anchors: &[Anchor], sink: &mut dyn FnMut(Item)) -> std::
             ..Report::default()
         },
         continuous: false,
-        anchors: anchors.iter().collect(),
+        anchors: {
+            let mut by_size: std::collections::BTreeMap<u64, Vec<&Anchor>> = Default::default();
+            for a in anchors {
+                by_size.entry(a.checkpoint.size).or_default().push(a);
+            }
+            by_size
+        },
         broken_at: None,
         pending_torn: None,
         pruned: Vec::new(),
@@ -877,6 +887,15 @@ fn scan_file(
         }
     }
     Ok(scan)
+}
+
+/// The segment header of the newest file: the log's origin and signing key, cheaply.
+pub fn newest_segment(dir: &Path) -> Option<Segment> {
+    let files = list_files(dir).ok()?;
+    files.iter().rev().find_map(|(_, path)| match first_record(path)?.event {
+        Event::Segment(s) => Some(s),
+        _ => None,
+    })
 }
 
 /// Reads the first frame of a file (its segment header), cheaply.

@@ -624,23 +624,38 @@ pub fn verify_command(dir: &Path, options: &VerifyOptions) -> Result<Vec<String>
             notes.push((bytes, format!("witness {name}")));
         }
     }
+    let segment = log::newest_segment(dir);
     let mut key_source = "the key you gave";
     if keys.is_empty() && !notes.is_empty() {
         // The log names its own key: enough to read the checkpoints, not to trust them more
         // than the log itself. Said in the verdict.
-        let mut own = Vec::new();
-        let _ = log::walk(dir, &[], &mut |_| {}).map(|r| own = r.verifier_keys);
-        keys = own;
+        keys.extend(segment.as_ref().map(|s| s.verifier_key.clone()));
         key_source =
             "the key the log itself names (pass --key or --witness for an independent one)";
     }
+    let origin = segment.as_ref().map(|s| s.origin.clone());
+    let from_witness = |source: &str| source.starts_with("witness ");
     let mut anchors = Vec::new();
+    let mut skipped = 0usize;
     for (bytes, source) in &notes {
         match checkpoint::open(bytes, &keys) {
+            Ok(v) if origin.as_ref().is_some_and(|o| *o != v.checkpoint.origin) => {
+                // A witness keeps every drone's checkpoints: only this log's count.
+                skipped += 1;
+                if !from_witness(source) {
+                    return Err(fail(format!(
+                        "checkpoint {source} is of the log `{}`; this log is `{}`",
+                        escape(&v.checkpoint.origin),
+                        escape(origin.as_deref().unwrap_or_default())
+                    )));
+                }
+            }
             Ok(v) => anchors.push(log::Anchor {
                 checkpoint: v.checkpoint,
                 source: source.clone(),
             }),
+            // A witness may hold other drones' checkpoints, signed by keys it also trusts.
+            Err(_) if from_witness(source) => skipped += 1,
             Err(e) => {
                 return Err(fail(format!("checkpoint {source}: {e}")));
             }
@@ -662,6 +677,11 @@ pub fn verify_command(dir: &Path, options: &VerifyOptions) -> Result<Vec<String>
     );
     let anchored_max = report.anchored.iter().max().copied();
     let mut caveats = Vec::new();
+    if skipped > 0 {
+        caveats.push(format!(
+            "{skipped} checkpoint(s) of the witness are of other logs or keys: not used"
+        ));
+    }
     if first > 0 && worst < Some(log::Severity::Tampered) {
         caveats.push(format!(
             "records #0..#{} were removed by retention, as the log's signed retention record says",
