@@ -134,7 +134,9 @@ fn checkpoints(base: &Path) {
         std::hint::black_box(k.sign(&cp).unwrap());
     }
     let sign = (thread_cpu_ns() - cpu0) as f64 / n as f64 / 1000.0;
-    println!("checkpoint note signing (Ed25519, signed_note): {sign:.1} us CPU per note ({n} notes)");
+    println!(
+        "checkpoint note signing (Ed25519, signed_note): {sign:.1} us CPU per note ({n} notes)"
+    );
     // The whole checkpoint: sync, RFC 9162 consistency proof over 1000 new records, sign,
     // write `checkpoint` (rename), every 1000 records.
     let dir = base.join("checkpoints");
@@ -170,7 +172,13 @@ fn make_log(dir: &Path, records: u64) {
         w.append(i, call(i)).unwrap();
         let _ = w.take_pending();
     }
-    w.append(records, Event::DaemonStop { reason: "bench".into() }).unwrap();
+    w.append(
+        records,
+        Event::DaemonStop {
+            reason: "bench".into(),
+        },
+    )
+    .unwrap();
     w.checkpoint().unwrap();
     w.sync().unwrap();
 }
@@ -247,9 +255,9 @@ fn main() {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
-    let base = arg("--dir")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("fc-bench-audit-{}", std::process::id())));
+    let base = arg("--dir").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("fc-bench-audit-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&base).unwrap();
     appends(&base);
     checkpoints(&base);
@@ -257,7 +265,9 @@ fn main() {
         println!("(pass --daemon target/release/flight-companion for start-up and idle memory)");
         return;
     };
-    let records: u64 = arg("--records").and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
+    let records: u64 = arg("--records")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1_000_000);
     let key_path = base.join("key.pem");
     let _ = std::fs::remove_file(&key_path);
     std::fs::write(
@@ -281,7 +291,9 @@ fn main() {
     println!(
         "made a log of {records} records ({:.0} MiB in {} files) in {:.1} s",
         bytes as f64 / 1048576.0,
-        flight_companion::audit::log::list_files(&full).unwrap().len(),
+        flight_companion::audit::log::list_files(&full)
+            .unwrap()
+            .len(),
         t.elapsed().as_secs_f64()
     );
     make_log(&empty, 0);
@@ -290,7 +302,10 @@ fn main() {
     let mut sums = [(0.0, 0.0, 0u64), (0.0, 0.0, 0u64)];
     let runs = 3;
     for run in 1..=runs {
-        for (i, (name, dir)) in [("empty", &empty), ("10^6 records", &full)].iter().enumerate() {
+        for (i, (name, dir)) in [("empty", &empty), ("10^6 records", &full)]
+            .iter()
+            .enumerate()
+        {
             let s = start_daemon(&daemon, &base, dir);
             println!(
                 "| {name} | {run} | {:.1} | {:.1} | {} | {} |",

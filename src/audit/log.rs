@@ -726,6 +726,8 @@ pub struct LogWriter {
     last_hash: Hash,
     next_seq: u64,
     frontier: Frontier,
+    /// Where the newest record starts in the current file.
+    last_record_offset: u64,
     key: Option<AuditKey>,
     /// The last checkpoint's tree and the leaves appended since (for the next proof).
     base: Option<Frontier>,
@@ -759,12 +761,14 @@ struct FrameReader {
 }
 
 impl FrameReader {
-    fn open(path: &Path) -> std::io::Result<FrameReader> {
-        let file = File::open(path)?;
+    fn open_at(path: &Path, offset: u64) -> std::io::Result<FrameReader> {
+        use std::io::Seek as _;
+        let mut file = File::open(path)?;
         let len = file.metadata()?.len();
+        file.seek(std::io::SeekFrom::Start(offset))?;
         Ok(FrameReader {
             reader: std::io::BufReader::with_capacity(64 * 1024, file),
-            offset: 0,
+            offset,
             len,
         })
     }
@@ -804,12 +808,13 @@ fn scan_file(
     path: &Path,
     start: Option<(u64, Hash, Frontier)>,
     keep_leaves_from: u64,
+    from: u64,
 ) -> std::io::Result<Scan> {
     let mut scan = Scan {
         next_seq: 0,
         last_hash: [0; 32],
         frontier: Frontier::new(),
-        end: 0,
+        end: from,
         last_is_stop: false,
         leaves: Vec::new(),
         snapshot: None,
@@ -822,7 +827,7 @@ fn scan_file(
         scan.frontier = frontier;
         started = true;
     }
-    let mut frames = FrameReader::open(path)?;
+    let mut frames = FrameReader::open_at(path, from)?;
     while let Some((at, decoded)) = frames.next()? {
         let gap = |kind: &str, detail: String| Gap {
             file: number,
@@ -892,10 +897,13 @@ fn scan_file(
 /// The segment header of the newest file: the log's origin and signing key, cheaply.
 pub fn newest_segment(dir: &Path) -> Option<Segment> {
     let files = list_files(dir).ok()?;
-    files.iter().rev().find_map(|(_, path)| match first_record(path)?.event {
-        Event::Segment(s) => Some(s),
-        _ => None,
-    })
+    files
+        .iter()
+        .rev()
+        .find_map(|(_, path)| match first_record(path)?.event {
+            Event::Segment(s) => Some(s),
+            _ => None,
+        })
 }
 
 /// Reads the first frame of a file (its segment header), cheaply.
@@ -924,41 +932,68 @@ impl LogWriter {
         let own = options.key.as_ref().and_then(|_| read_own_checkpoint(&dir));
         let mut recovery = Recovery::default();
         let mut start_new_file: Option<(String, Option<Gap>)> = None;
-        let (mut number, scan) = match files.last() {
-            None => {
-                start_new_file = Some(("new log".into(), None));
-                (0, None)
+        // The fast path: the tail state saved with the drone's own last checkpoint says where
+        // the log ended then; only the records after it are read (none after a clean stop).
+        let fast = own
+            .as_ref()
+            .and_then(|own| resume_from_tail_state(&dir, &files, own).transpose())
+            .transpose()?;
+        let (mut number, scan) = if let Some((number, scan)) = fast {
+            if scan.problem.is_none() && std::fs::metadata(dir.join(file_name(number)))?.len() == 0
+            {
+                // A stop right after a rotation: the new file still needs its segment.
+                start_new_file = Some(("rotation".into(), None));
+                (number - 1, Some(scan))
+            } else {
+                if let Some(problem) = &scan.problem {
+                    start_new_file = Some((
+                        if problem.kind == "torn" {
+                            "after a torn record".into()
+                        } else {
+                            "after damage".into()
+                        },
+                        Some(problem.clone()),
+                    ));
+                }
+                (number, Some(scan))
             }
-            Some((last, path)) => {
-                // An empty newest file (a stop right after a rotation): resume from the one
-                // before it and write the segment into the empty one.
-                let empty = std::fs::metadata(path)?.len() == 0;
-                let keep_from = own.as_ref().map_or(u64::MAX, |c| c.size);
-                if empty && files.len() >= 2 {
-                    let (before, before_path) = &files[files.len() - 2];
-                    let scan =
-                        scan_or_replay(&dir, *before, before_path, keep_from, &mut recovery)?;
-                    start_new_file = Some(("rotation".into(), scan.problem.clone()));
-                    (*last - 1, Some(scan))
-                } else if empty {
+        } else {
+            match files.last() {
+                None => {
                     start_new_file = Some(("new log".into(), None));
-                    std::fs::remove_file(path)?;
                     (0, None)
-                } else {
-                    let scan = scan_or_replay(&dir, *last, path, keep_from, &mut recovery)?;
-                    if let Some(problem) = &scan.problem {
-                        start_new_file = Some((
-                            if problem.kind == "torn" {
-                                "after a torn record".into()
-                            } else {
-                                "after damage".into()
-                            },
-                            Some(problem.clone()),
-                        ));
-                    } else if recovery.replayed {
-                        start_new_file = Some(("after a replay".into(), None));
+                }
+                Some((last, path)) => {
+                    // An empty newest file (a stop right after a rotation): resume from the one
+                    // before it and write the segment into the empty one.
+                    let empty = std::fs::metadata(path)?.len() == 0;
+                    let keep_from = own.as_ref().map_or(u64::MAX, |c| c.size);
+                    if empty && files.len() >= 2 {
+                        let (before, before_path) = &files[files.len() - 2];
+                        let scan =
+                            scan_or_replay(&dir, *before, before_path, keep_from, &mut recovery)?;
+                        start_new_file = Some(("rotation".into(), scan.problem.clone()));
+                        (*last - 1, Some(scan))
+                    } else if empty {
+                        start_new_file = Some(("new log".into(), None));
+                        std::fs::remove_file(path)?;
+                        (0, None)
+                    } else {
+                        let scan = scan_or_replay(&dir, *last, path, keep_from, &mut recovery)?;
+                        if let Some(problem) = &scan.problem {
+                            start_new_file = Some((
+                                if problem.kind == "torn" {
+                                    "after a torn record".into()
+                                } else {
+                                    "after damage".into()
+                                },
+                                Some(problem.clone()),
+                            ));
+                        } else if recovery.replayed {
+                            start_new_file = Some(("after a replay".into(), None));
+                        }
+                        (*last, Some(scan))
                     }
-                    (*last, Some(scan))
                 }
             }
         };
@@ -1045,6 +1080,7 @@ impl LogWriter {
             last_hash,
             next_seq,
             frontier,
+            last_record_offset: 0,
             key: options.key,
             base,
             since_base,
@@ -1079,6 +1115,7 @@ impl LogWriter {
     }
 
     fn write_record(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
+        self.last_record_offset = self.file_bytes;
         let record = Record {
             seq: self.next_seq,
             time_unix_ms,
@@ -1183,6 +1220,16 @@ impl LogWriter {
         }
         .encode();
         write_atomically(&self.dir.join(CHECKPOINT_FILE), note.as_bytes())?;
+        // Where the log ends, for the next start (a hint, checked against the note's root).
+        let state = TailState {
+            file: self.file_number,
+            offset: self.file_bytes,
+            last_record_offset: self.last_record_offset,
+            size: self.next_seq,
+            last_hash: self.last_hash,
+            frontier: self.frontier.nodes().to_vec(),
+        };
+        write_atomically(&self.dir.join(TAIL_STATE_FILE), state.encode().as_bytes())?;
         self.base = Some(self.frontier.clone());
         self.since_base.clear();
         let signed = Signed {
@@ -1302,7 +1349,7 @@ fn scan_or_replay(
     let legacy =
         first_record(path).is_some_and(|r| !matches!(r.event, Event::Segment(_)) && r.seq != 0);
     if !legacy {
-        return scan_file(number, path, None, keep_leaves_from);
+        return scan_file(number, path, None, keep_leaves_from, 0);
     }
     // An older log without segment headers: read it all once to rebuild the state.
     recovery.replayed = true;
@@ -1310,7 +1357,7 @@ fn scan_or_replay(
     let files = list_files(dir)?;
     let mut last = None;
     for (n, file) in files {
-        let scan = scan_file(n, &file, state.take(), keep_leaves_from)?;
+        let scan = scan_file(n, &file, state.take(), keep_leaves_from, 0)?;
         let stop = scan.problem.is_some();
         state = Some((scan.next_seq, scan.last_hash, scan.frontier.clone()));
         last = Some(scan);
@@ -1320,8 +1367,131 @@ fn scan_or_replay(
     }
     match last {
         Some(scan) => Ok(scan),
-        None => scan_file(number, path, None, keep_leaves_from),
+        None => scan_file(number, path, None, keep_leaves_from, 0),
     }
+}
+
+/// Where the log ended at the drone's own last checkpoint.
+pub const TAIL_STATE_FILE: &str = "checkpoint.state";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TailState {
+    file: u32,
+    offset: u64,
+    last_record_offset: u64,
+    size: u64,
+    last_hash: Hash,
+    frontier: Vec<Hash>,
+}
+
+impl TailState {
+    fn encode(&self) -> String {
+        let frontier: Vec<String> = self.frontier.iter().map(|h| record::hex(h)).collect();
+        format!(
+            "file {}\noffset {}\nlast {}\nsize {}\nhash {}\nfrontier {}\n",
+            self.file,
+            self.offset,
+            self.last_record_offset,
+            self.size,
+            record::hex(&self.last_hash),
+            frontier.join(" ")
+        )
+    }
+
+    fn decode(text: &str) -> Option<TailState> {
+        let mut fields = std::collections::HashMap::new();
+        for line in text.lines() {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            fields.insert(k, v);
+        }
+        let hash = |h: &str| -> Option<Hash> {
+            if h.len() != 64 {
+                return None;
+            }
+            let mut out = [0u8; 32];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(out)
+        };
+        Some(TailState {
+            file: fields.get("file")?.parse().ok()?,
+            offset: fields.get("offset")?.parse().ok()?,
+            last_record_offset: fields.get("last")?.parse().ok()?,
+            size: fields.get("size")?.parse().ok()?,
+            last_hash: hash(fields.get("hash")?)?,
+            frontier: fields
+                .get("frontier")?
+                .split_whitespace()
+                .map(hash)
+                .collect::<Option<Vec<_>>>()?,
+        })
+    }
+}
+
+/// Resumes from the tail state when it matches the drone's own checkpoint and the record
+/// where it says the log ended: reads only what came after. `None`: use the segments.
+fn resume_from_tail_state(
+    dir: &Path,
+    files: &[(u32, PathBuf)],
+    own: &Checkpoint,
+) -> std::io::Result<Option<(u32, Scan)>> {
+    let Some(state) = std::fs::read_to_string(dir.join(TAIL_STATE_FILE))
+        .ok()
+        .and_then(|t| TailState::decode(&t))
+    else {
+        return Ok(None);
+    };
+    let Some(frontier) = Frontier::from_parts(state.size, state.frontier.clone()) else {
+        return Ok(None);
+    };
+    if state.size != own.size || frontier.root() != own.root || state.size == 0 {
+        return Ok(None);
+    }
+    let Some((_, path)) = files.iter().find(|(n, _)| *n == state.file) else {
+        return Ok(None);
+    };
+    // The record the state names must be there, end where it says, and hash as it says.
+    let mut reader = FrameReader::open_at(path, state.last_record_offset)?;
+    let last_is_stop = match reader.next()? {
+        Some((_, Ok(d)))
+            if d.record.seq + 1 == state.size
+                && d.hash == state.last_hash
+                && state.last_record_offset + d.used as u64 == state.offset =>
+        {
+            matches!(d.record.event, Event::DaemonStop { .. })
+        }
+        _ => return Ok(None),
+    };
+    let mut start = Some((state.size, state.last_hash, frontier.clone()));
+    let mut merged: Option<Scan> = None;
+    let mut number = state.file;
+    for (n, path) in files.iter().filter(|(n, _)| *n >= state.file) {
+        let from = if *n == state.file { state.offset } else { 0 };
+        let mut scan = scan_file(*n, path, start.take(), state.size, from)?;
+        number = *n;
+        if let Some(previous) = merged.take() {
+            let mut leaves = previous.leaves;
+            leaves.append(&mut scan.leaves);
+            scan.leaves = leaves;
+            if scan.next_seq == previous.next_seq {
+                scan.last_is_stop = previous.last_is_stop;
+            }
+        } else if scan.next_seq == state.size {
+            scan.last_is_stop = last_is_stop;
+        }
+        start = Some((scan.next_seq, scan.last_hash, scan.frontier.clone()));
+        let stop = scan.problem.is_some();
+        merged = Some(scan);
+        if stop {
+            break;
+        }
+    }
+    Ok(merged.map(|mut scan| {
+        // The frontier at the checkpoint is where the scan started.
+        scan.snapshot = Some(frontier);
+        (number, scan)
+    }))
 }
 
 /// The drone's own last checkpoint (`DIR/checkpoint`), parsed without a key check: the

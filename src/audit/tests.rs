@@ -496,12 +496,53 @@ fn running_without_an_audit_log_takes_a_danger_setting_and_says_so() {
         "{status:?}"
     );
     // And through the configuration file.
-    let parsed = crate::config::Config::parse(
-        Path::new("x.toml"),
-        "[audit]\ndanger_disabled = true\n",
-    )
-    .unwrap();
+    let parsed =
+        crate::config::Config::parse(Path::new("x.toml"), "[audit]\ndanger_disabled = true\n")
+            .unwrap();
     assert!(parsed.audit.resolved_dir().is_none());
     let refused = crate::config::Config::parse(Path::new("x.toml"), "[audit]\nenabled = false\n");
     assert!(refused.is_err(), "there is no quiet way to turn it off");
+}
+
+#[test]
+fn after_a_clean_stop_start_up_reads_only_the_record_the_tail_state_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, _) = LogWriter::open(options(dir.path(), 1 << 20)).unwrap();
+    for i in 0..500 {
+        w.append(i, notice(i)).unwrap();
+    }
+    w.append(
+        500,
+        Event::DaemonStop {
+            reason: "test".into(),
+        },
+    )
+    .unwrap();
+    let signed = w.checkpoint().unwrap().unwrap();
+    drop(w);
+    // A byte of the first record changes: a start that read the file would find it (the
+    // segment-based resume reports it); the tail-state resume reads only the last record.
+    let path = list_files(dir.path()).unwrap()[0].1.clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let (mut w, rec) = LogWriter::open(options(dir.path(), 1 << 20)).unwrap();
+    assert!(
+        rec.damaged.is_none() && !rec.unclean_stop && rec.records == 502,
+        "{rec}"
+    );
+    w.append(600, notice(600)).unwrap();
+    let next = w.checkpoint().unwrap().unwrap();
+    drop(w);
+    // Consistent with the checkpoint before (the proof starts there)...
+    let mut witness = witness::Witness::new(vec![key().verifier_key()]);
+    witness.handle(signed.message.as_bytes());
+    let (v, _) = witness.handle(next.message.as_bytes());
+    assert!(
+        matches!(v, witness::Verdict::Kept { ref how, .. } if how.contains("consistent")),
+        "{v:?}"
+    );
+    // ...and `verify` is where the old damage is found.
+    let (ok, said) = verify(dir.path(), Some(&next.note));
+    assert!(!ok && said.contains("record #0"), "{said}");
 }
