@@ -330,7 +330,7 @@ mod tests {
         report.audit.damage = vec!["audit-00000003.log byte 812: checksum mismatch".into()];
         let s = m.assess(&report, Some(50.0));
         assert_eq!(s.state, HealthState::Degraded, "{s:?}");
-        assert_eq!(s.alerts["audit_damaged"], true);
+        assert!(s.alerts["audit_damaged"]);
         assert!(s.recent_alerts[0].message.contains("byte 812"), "{s:?}");
         let mut report = good();
         report.audit.disabled_reason = Some("audit.danger_disabled = true".into());

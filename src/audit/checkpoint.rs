@@ -368,7 +368,7 @@ mod tests {
         .unwrap();
         assert!(open(note.as_bytes(), &[other.verifier_key()]).is_err());
         let forged = note.replacen("\n42\n", "\n43\n", 1);
-        assert!(open(forged.as_bytes(), &[vkey.clone()]).is_err());
+        assert!(open(forged.as_bytes(), std::slice::from_ref(&vkey)).is_err());
         // A checkpoint whose origin differs from the signing key's name.
         let foreign = Checkpoint {
             origin: "someone-else".into(),

@@ -146,7 +146,8 @@ pub struct AuditStatus {
 enum Msg {
     Record {
         time_unix_ms: u64,
-        event: Event,
+        // Boxed: records vary in size, the channel holds `queue_len` of them.
+        event: Box<Event>,
         ack: Option<tokio::sync::oneshot::Sender<bool>>,
     },
     /// A final checkpoint and sync; the writer accepts nothing after it.
@@ -197,7 +198,7 @@ impl AuditHandle {
         let Some(tx) = &self.tx else { return false };
         let msg = Msg::Record {
             time_unix_ms: unix_ms_now(),
-            event,
+            event: Box::new(event),
             ack,
         };
         match tx.try_send(msg) {
@@ -404,7 +405,7 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                     }) => {
                         let json_event = serde_json::to_value(&event).unwrap_or(Value::Null);
                         let seq = writer.next_seq();
-                        let ok = match writer.append(time_unix_ms, event) {
+                        let ok = match writer.append(time_unix_ms, *event) {
                             Ok(_) => true,
                             Err(e) => {
                                 let n = failed.fetch_add(1, Ordering::Relaxed) + 1;

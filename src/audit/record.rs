@@ -221,8 +221,11 @@ fn check(len: [u8; 4], payload: &[u8]) -> [u8; 8] {
     out
 }
 
+/// A frame, its payload's chain hash and its Merkle leaf hash.
+pub type Encoded = (Vec<u8>, [u8; 32], [u8; 32]);
+
 /// Encodes a record as one frame; returns (frame, payload hash, Merkle leaf hash).
-pub fn encode_with_leaf(record: &Record) -> Result<(Vec<u8>, [u8; 32], [u8; 32]), String> {
+pub fn encode_with_leaf(record: &Record) -> Result<Encoded, String> {
     let (frame, hash) = encode(record)?;
     let leaf = super::merkle::leaf_hash(frame.get(4..frame.len() - 8).unwrap_or_default());
     Ok((frame, hash, leaf))
