@@ -519,6 +519,27 @@ mod tests {
         }
         let ground = std::fs::read_to_string(written.join("ground.toml")).unwrap();
         assert!(ground.contains("[ground]") && ground.contains("certs/ground.key"));
+        // The audit signing key (private) and the verifier key the ground's witness trusts,
+        // matching the key drone.toml names; the ACL lets each side use the checkpoint topic.
+        assert_eq!(mode(&written.join(AUDIT_KEY)), 0o600);
+        let signing = config.audit.signing_key_path.clone().unwrap();
+        assert_eq!(signing, written.join(AUDIT_KEY));
+        let key = crate::audit::checkpoint::load_signing_key(&signing).unwrap();
+        let origin = config.audit.resolved_origin(&config.mcp.server_name);
+        let vkey = std::fs::read_to_string(written.join(AUDIT_VKEY)).unwrap();
+        assert_eq!(
+            crate::audit::checkpoint::parse_verifier_keys(&vkey).unwrap(),
+            [crate::audit::checkpoint::AuditKey::new(key, &origin)
+                .unwrap()
+                .verifier_key()]
+        );
+        let acl = std::fs::read_to_string(written.join("acl")).unwrap();
+        let topic = config.audit.resolved_topic(&config.mcp.server_name);
+        assert!(acl.contains(&format!("topic write {topic}\n")), "{acl}");
+        assert!(
+            acl.contains("topic read flight-companion/audit/#\n"),
+            "{acl}"
+        );
 
         // A second run refuses the non-empty directory, and --force overwrites.
         let error = write(&args(&dir, false)).unwrap_err().to_string();
