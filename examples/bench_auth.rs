@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use flight_companion::audit::log::{FsyncPolicy, LogWriter};
+use flight_companion::audit::log::{FsyncPolicy, LogWriter, WriterOptions};
 use flight_companion::audit::{Call, Event};
 use flight_companion::auth::token::{self, Claims, KeyAlg, TrustedKey, VerifierConfig};
 
@@ -51,8 +51,16 @@ fn main() {
     ] {
         let dir = base.join(format!("fc-bench-audit-{}-{policy:?}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (mut log, _) =
-            LogWriter::open(&dir, 16 << 20, policy, Duration::from_millis(1000)).unwrap();
+        let (mut log, _) = LogWriter::open(WriterOptions {
+            dir: dir.clone(),
+            file_bytes_max: 16 << 20,
+            fsync: policy,
+            fsync_interval: Duration::from_millis(1000),
+            key: None,
+            retention_bytes_max: u64::MAX,
+            retention_age_max: None,
+        })
+        .unwrap();
         let (args_sha256, args) =
             Call::args_of(r#"{"latitude_deg":47.3977,"longitude_deg":8.5456,"altitude_m":30.0}"#);
         let event = Event::Call(Call {

@@ -115,8 +115,38 @@ pub enum TokenAlg {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check every record and the hash chain; exit 1 naming the first bad record.
-    Verify { dir: PathBuf },
+    /// Check every record, the hash chain and the Merkle tree, against checkpoints signed by
+    /// the drone when given; exit 1 naming what is damaged or tampered with, and where.
+    /// Without a checkpoint it says what it cannot prove.
+    Verify {
+        dir: PathBuf,
+        /// A checkpoint (signed note) to check the log against; repeatable.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
+        /// A witness directory (`audit witness --out DIR`): every checkpoint it kept.
+        #[arg(long)]
+        witness: Option<PathBuf>,
+        /// Verifier keys to trust (files of `name+id+key` lines). Default: the witness's,
+        /// else the key the log names (said in the verdict).
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+    },
+    /// On the ground: subscribe to the drones' checkpoints and keep every one that verifies.
+    Witness(crate::audit::witness::WitnessArgs),
+    /// Write a new checkpoint signing key (PKCS#8 PEM, mode 0600; refuses to overwrite).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the verifier key (what the witness trusts) of the daemon's signing key.
+    Vkey {
+        /// The daemon's configuration (its `[audit]` key and origin); default built-ins.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The key file; overrides the configuration's.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
     /// Print the last records.
     Tail {
         dir: PathBuf,
@@ -301,16 +331,49 @@ pub fn main() -> ExitCode {
             run_async(|shutdown| crate::demo::run(args, shutdown))
         }
         Command::Token(command) => token_command(command),
-        Command::Audit(AuditCommand::Verify { dir }) => match crate::audit::verify_command(&dir) {
-            Ok(line) => {
-                println!("{line}");
-                ExitCode::SUCCESS
+        Command::Audit(AuditCommand::Verify {
+            dir,
+            checkpoints,
+            witness,
+            keys,
+        }) => {
+            let options = crate::audit::VerifyOptions {
+                checkpoints,
+                witness,
+                keys,
+            };
+            match crate::audit::verify_command(&dir, &options) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                println!("{e}");
-                ExitCode::FAILURE
+        }
+        Command::Audit(AuditCommand::Witness(args)) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::audit::witness::run(args, shutdown))
+        }
+        Command::Audit(AuditCommand::Keygen { out }) => {
+            match crate::audit::checkpoint::generate_signing_key(&out) {
+                Ok(_) => {
+                    println!("{}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
+        Command::Audit(AuditCommand::Vkey { config, key }) => audit_vkey(config, key),
         Command::Audit(AuditCommand::Tail { dir, n, json }) => {
             match crate::audit::tail_command(&dir, n, json) {
                 Ok(lines) => {
@@ -496,4 +559,35 @@ fn spawn_signal_watch(shutdown: CancellationToken) {
         }
         shutdown.cancel();
     });
+}
+
+/// `audit vkey`: the verifier key of the configured (or given) signing key.
+fn audit_vkey(config: Option<PathBuf>, key: Option<PathBuf>) -> ExitCode {
+    let config = match config {
+        Some(path) => match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let Some(path) = key.or_else(|| config.audit.resolved_signing_key().map(|(p, _)| p)) else {
+        eprintln!("error: the audit log is disabled (audit.danger_disabled): no key");
+        return ExitCode::from(2);
+    };
+    let origin = config.audit.resolved_origin(&config.mcp.server_name);
+    match crate::audit::checkpoint::load_signing_key(&path)
+        .and_then(|k| crate::audit::checkpoint::AuditKey::new(k, &origin))
+    {
+        Ok(k) => {
+            println!("{}", k.verifier_key());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

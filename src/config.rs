@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sha2::Digest as _;
 
 use crate::link::endpoint::Endpoint;
 
@@ -42,6 +43,16 @@ pub struct Config {
     pub estop: EstopConfig,
     /// The daemon's own failsafes (ground link, battery).
     pub failsafe: FailsafeConfig,
+    /// Where this configuration came from (not a key: set by `parse`), for the audit log.
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// The file a configuration was read from, and the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub sha256: String,
 }
 
 /// `[bridge]`: the safety microcontroller with the hardware e-stop and the companion
@@ -337,31 +348,134 @@ impl fmt::Display for CameraSource {
     }
 }
 
-/// `[audit]`: the tamper-evident log (see `audit`).
+/// `[audit]`: the tamper-evident log (see `audit`). On by default: running without it needs
+/// `danger_disabled = true`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
-    /// Directory of the log files. Default none: no audit log (a warning at start).
+    /// Directory of the log files. Default: `audit` in the service's state directory
+    /// (`$STATE_DIRECTORY` under systemd, `/var/lib/flight-companion` for root, else
+    /// `$XDG_STATE_HOME/flight-companion` or `~/.local/state/flight-companion`).
     pub dir: Option<PathBuf>,
+    /// Run with no audit log at all: nothing the daemon decides can be proven afterwards.
+    /// Said at start, in every status and in the health reasons. Default false.
+    pub danger_disabled: bool,
     /// `always` (fdatasync per record), `interval` or `never`. Default `always`.
     pub fsync: crate::audit::FsyncPolicy,
     /// Sync period with `fsync = "interval"`. Default 1000 ms.
     pub fsync_interval_ms: u64,
-    /// A file is closed and the next started past this size. Default 16 MiB.
+    /// A file is closed and the next started past this size; start-up reads at most one
+    /// file, so this bounds start-up time. Default 4 MiB (at most 64 MiB).
     pub file_bytes_max: u64,
     /// Records waiting for the writer; beyond it they are dropped and counted. Default 4096.
     pub queue_len: usize,
+    /// The Ed25519 key (PKCS#8 PEM) that signs checkpoints; `credential:NAME` for a systemd
+    /// credential. Default: the credential `audit-signing-key.pem` when systemd passes it,
+    /// else `audit-signing-key.pem` beside the log directory, created on first start.
+    pub signing_key_path: Option<PathBuf>,
+    /// The checkpoints' origin line and key name. Default `{mcp.server_name}/audit`.
+    pub origin: Option<String>,
+    /// A checkpoint is signed at least this often while records arrive. Default 10 s.
+    pub checkpoint_interval_s: f64,
+    /// ...and after at most this many records. Default 1000.
+    pub checkpoint_records_max: u64,
+    /// MQTT topic of the retained checkpoints. Default
+    /// `flight-companion/audit/{mcp.server_name}` (outside the MCP transport's `$mcp-*`
+    /// namespaces); `flight-companion audit witness` subscribes to `flight-companion/audit/#`.
+    pub checkpoint_topic: Option<String>,
+    /// Retention: the oldest files are removed (with a signed record of what went) beyond
+    /// this many bytes. Default 256 MiB.
+    pub retention_bytes_max: u64,
+    /// ...or when their newest record is older than this many days; 0 keeps them. Default 0.
+    pub retention_age_days_max: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             dir: None,
+            danger_disabled: false,
             fsync: crate::audit::FsyncPolicy::Always,
             fsync_interval_ms: 1000,
-            file_bytes_max: 16 * 1024 * 1024,
+            file_bytes_max: 4 * 1024 * 1024,
             queue_len: 4096,
+            signing_key_path: None,
+            origin: None,
+            checkpoint_interval_s: 10.0,
+            checkpoint_records_max: 1000,
+            checkpoint_topic: None,
+            retention_bytes_max: 256 * 1024 * 1024,
+            retention_age_days_max: 0,
         }
+    }
+}
+
+/// The name of the audit signing key as a systemd credential and as a file.
+pub const AUDIT_KEY_NAME: &str = "audit-signing-key.pem";
+
+impl AuditConfig {
+    /// The log directory in force; `None` only with `danger_disabled`.
+    pub fn resolved_dir(&self) -> Option<PathBuf> {
+        if self.danger_disabled {
+            return None;
+        }
+        Some(
+            self.dir
+                .clone()
+                .unwrap_or_else(|| state_directory().join("audit")),
+        )
+    }
+
+    /// The signing key's path, and whether the daemon may create it when it is missing.
+    pub fn resolved_signing_key(&self) -> Option<(PathBuf, bool)> {
+        if let Some(path) = &self.signing_key_path {
+            return Some((path.clone(), false));
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let credential = PathBuf::from(dir).join(AUDIT_KEY_NAME);
+            if credential.exists() {
+                return Some((credential, false));
+            }
+        }
+        let dir = self.resolved_dir()?;
+        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        Some((parent.join(AUDIT_KEY_NAME), true))
+    }
+
+    /// The checkpoints' origin for a server name.
+    pub fn resolved_origin(&self, server_name: &str) -> String {
+        self.origin
+            .clone()
+            .unwrap_or_else(|| format!("{server_name}/audit"))
+    }
+
+    /// The checkpoint topic for a server name.
+    pub fn resolved_topic(&self, server_name: &str) -> String {
+        self.checkpoint_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}/{server_name}", crate::audit::witness::TOPIC_ROOT))
+    }
+}
+
+/// The service's state directory: `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
+/// `/var/lib/flight-companion` for root, else the user's XDG state directory.
+pub fn state_directory() -> PathBuf {
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY")
+        && let Some(first) = dirs.to_string_lossy().split(':').next()
+        && !first.is_empty()
+    {
+        return PathBuf::from(first);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/flight-companion");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(xdg).join("flight-companion");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/flight-companion"),
+        None => PathBuf::from("/var/lib/flight-companion"),
     }
 }
 
@@ -950,6 +1064,10 @@ impl Config {
             }
         })?;
         let mut config = config;
+        config.source = Some(ConfigSource {
+            path: path.to_owned(),
+            sha256: crate::audit::record::hex(&sha2::Sha256::digest(text.as_bytes())),
+        });
         config
             .resolve_paths(path, credentials_dir)
             .map_err(|(key, message)| ConfigError {
@@ -963,6 +1081,72 @@ impl Config {
             message,
         })?;
         Ok(config)
+    }
+
+    fn check_audit(&self) -> Result<(), (&'static str, String)> {
+        let a = &self.audit;
+        if a.queue_len == 0 {
+            return Err(("audit.queue_len", "must be at least 1".into()));
+        }
+        if !(4096..=64 * 1024 * 1024).contains(&a.file_bytes_max) {
+            return Err((
+                "audit.file_bytes_max",
+                format!(
+                    "must be between 4096 and 67108864 (64 MiB: start-up reads one file), got {}",
+                    a.file_bytes_max
+                ),
+            ));
+        }
+        if !(a.checkpoint_interval_s.is_finite()
+            && (0.1..=3600.0).contains(&a.checkpoint_interval_s))
+        {
+            return Err((
+                "audit.checkpoint_interval_s",
+                format!(
+                    "must be between 0.1 and 3600 s, got {}",
+                    a.checkpoint_interval_s
+                ),
+            ));
+        }
+        if a.checkpoint_records_max == 0 || a.checkpoint_records_max > 1_000_000 {
+            return Err((
+                "audit.checkpoint_records_max",
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        if a.retention_bytes_max < 4 * a.file_bytes_max {
+            return Err((
+                "audit.retention_bytes_max",
+                format!(
+                    "must be at least four files (4 × audit.file_bytes_max = {} bytes), got {}",
+                    4 * a.file_bytes_max,
+                    a.retention_bytes_max
+                ),
+            ));
+        }
+        let origin = a.resolved_origin(&self.mcp.server_name);
+        if !crate::audit::checkpoint::origin_is_valid(&origin) {
+            return Err((
+                "audit.origin",
+                format!(
+                    "`{}` cannot be a checkpoint origin (no spaces, `+` or control characters); \
+                     set audit.origin",
+                    crate::audit::escape(&origin)
+                ),
+            ));
+        }
+        let topic = a.resolved_topic(&self.mcp.server_name);
+        if topic.is_empty() || topic.contains(['+', '#']) || topic.starts_with("$mcp") {
+            return Err((
+                "audit.checkpoint_topic",
+                format!(
+                    "`{}` must be a topic without wildcards, outside the MCP transport's `$mcp-*` \
+                     namespaces",
+                    crate::audit::escape(&topic)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Relative paths in a file are relative to that file's directory, so a configuration
@@ -989,6 +1173,10 @@ impl Config {
                     Err(_) => {}
                 }
             }
+        }
+        if let Some(key) = &mut self.audit.signing_key_path {
+            *key = resolve_secret_path(key, base, credentials_dir)
+                .map_err(|m| ("audit.signing_key_path", m))?;
         }
         for path in [&mut self.auth.revocation_path, &mut self.audit.dir]
             .into_iter()
@@ -1133,12 +1321,7 @@ impl Config {
                 ));
             }
         }
-        if self.audit.queue_len == 0 || self.audit.file_bytes_max < 4096 {
-            return Err((
-                "audit.queue_len",
-                "queue_len must be at least 1 and file_bytes_max at least 4096".into(),
-            ));
-        }
+        self.check_audit()?;
         self.check_camera()?;
         self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;

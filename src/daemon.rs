@@ -33,8 +33,30 @@ const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// How long shutdown waits for the MCP side to say goodbye (presence, disconnects).
 const MCP_SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
+/// How long shutdown waits for the audit writer's last checkpoint.
+const AUDIT_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    // The audit log first: the daemon's start, its configuration and what recovery found are
+    // its first records, and a start that fails is recorded too.
+    let audit = crate::audit::open(&config)?;
+    let result = run_with_audit(config, shutdown, audit.clone()).await;
+    if let Err(error) = &result {
+        let stopped = crate::audit::Event::DaemonStop {
+            reason: format!("failed: {error:#}"),
+        };
+        let _ = audit.record_acked(stopped, Duration::from_secs(1)).await;
+        let _ = audit.close(AUDIT_CLOSE_GRACE).await;
+    }
+    result
+}
+
+async fn run_with_audit(
+    config: Config,
+    shutdown: CancellationToken,
+    audit: crate::audit::AuditHandle,
+) -> anyhow::Result<ExitCode> {
     let link_shutdown = shutdown.child_token();
     let (link, mut events) = Link::open(
         &config.vehicle.link,
@@ -76,7 +98,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         stop_core,
         crate::safety::Whitelist::new(&config.envelope),
         stop_status_tx,
-    );
+    )
+    .with_audit(audit.clone());
     // The MCP shell's view of the broker connection (skip to latest).
     let (ground_tx, mut ground_rx) = watch::channel(crate::estop::driver::GroundState::default());
     let local_shutdown = CancellationToken::new();
@@ -111,8 +134,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reconnects,
     )));
 
-    // The audit log records the daemon's start (with what recovery found) and its stop.
-    let audit = crate::mcp::shell::open_audit(&config)?;
     // The camera runs in its own task and on blocking threads, never on this loop; it reads
     // the vehicle status through the same `watch` (skip to latest) to tag its frames.
     let camera_shutdown = CancellationToken::new();
@@ -190,6 +211,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         State::Status(format!("autopilot link {} open", config.vehicle.link)),
     ]);
     let mut alerts_logged = 0;
+    let mut ground_connected = false;
     // The loop turns at least this often: the envelope monitor and cancellations.
     let mut monitor_tick = tokio::time::interval(Duration::from_secs_f64(
         config.envelope.check_interval_s.clamp(0.005, 0.04),
@@ -236,6 +258,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             },
             Ok(()) = ground_rx.changed() => {
                 let ground = *ground_rx.borrow_and_update();
+                if ground.connected != ground_connected {
+                    ground_connected = ground.connected;
+                    audit.record(crate::audit::events::ground_link(ground.connected));
+                }
                 stop.handle_ground(Instant::now(), ground);
             }
             request = control_rx.recv() => {
@@ -258,6 +284,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     report.bridge = bridge.status(Instant::now());
                 }
                 report.emergency_stop = stop.status();
+                report.audit = audit.status();
                 let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
                 report.health = health.assess(&report, cpu_temperature);
                 // Each raised alert once in the journal (MCP clients get them as notifications).
@@ -272,6 +299,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     (None, reason) => Err(reason.unwrap_or("no envelope").to_string()),
                 };
                 if *envelope_tx.borrow() != view {
+                    audit.record(crate::audit::Event::Safety {
+                        kind: "envelope_in_force".into(),
+                        detail: match &view {
+                            Ok(summary) => serde_json::to_string(summary).unwrap_or_default(),
+                            Err(reason) => format!("no envelope: {reason}"),
+                        },
+                    });
                     let _ = envelope_tx.send_replace(view);
                 }
                 // A watch keeps only the latest value: slow readers skip to the newest status.
@@ -317,6 +351,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
                 ExecutorEvent::Finished { job, end } => {
                     info!("job {job:?} ended: {:?}: {}", end.outcome, end.message);
+                    audit.record_some(crate::audit::events::job_end(&end));
                     if let Some(w) = waiting.remove(&job) {
                         let (counters, reconnects) = link.counters();
                         let status = status_of(&supervisor, now, counters, reconnects);
@@ -334,6 +369,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         while let Some(notice) = supervisor.poll_notice() {
             log_notice(&notice);
+            audit.record_some(crate::audit::events::notice(&notice));
         }
         if let Some(bridge) = &mut bridge {
             bridge.core.set_armed(supervisor.vehicle().is_armed());
@@ -348,6 +384,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 bridge.writer.send(&message);
             }
             while let Some(event) = bridge.core.poll_event() {
+                audit.record_some(crate::audit::events::bridge(&event));
                 if let BridgeEvent::EstopAsserted { source, seq } = &event {
                     // The hardware switch stops the vehicle in this very turn: no queue, no task.
                     let trigger = crate::estop::Trigger {
@@ -399,7 +436,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     notifier.notify(&[State::Stopping]);
     // Stop the link first: from here on nothing reaches the autopilot.
     link_shutdown.cancel();
-    mcp_shutdown.cancel();
     local_shutdown.cancel();
     if let Some(task) = local_task {
         let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
@@ -409,6 +445,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         // Frames in flight are dropped; the camera never delays the stop.
         let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
     }
+    // The stop record, then a last checkpoint while the MQTT shell still runs to publish it.
+    let stopped = crate::audit::Event::DaemonStop {
+        reason: "shutdown requested".into(),
+    };
+    if audit.enabled() && !audit.record_acked(stopped, Duration::from_secs(1)).await {
+        warn!("the audit record of the stop was not confirmed");
+    }
+    if audit.enabled() && !audit.close(AUDIT_CLOSE_GRACE).await {
+        warn!("the audit log's last checkpoint was not confirmed");
+    }
+    mcp_shutdown.cancel();
     if let Some(task) = mcp_task {
         match tokio::time::timeout(MCP_SHUTDOWN_GRACE, task).await {
             Ok(Ok(Ok(()))) => {}
@@ -416,12 +463,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Ok(Err(error)) => warn!("MCP server task failed: {error}"),
             Err(_) => warn!("MCP server did not stop within {MCP_SHUTDOWN_GRACE:?}"),
         }
-    }
-    let stopped = crate::audit::Event::DaemonStop {
-        reason: "shutdown requested".into(),
-    };
-    if audit.enabled() && !audit.record_acked(stopped, Duration::from_secs(1)).await {
-        warn!("the audit record of the stop was not confirmed");
     }
     let _ = tokio::time::timeout(Duration::from_millis(200), side_tasks.wait()).await;
     info!("stopped");

@@ -174,6 +174,7 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
         0o644,
     )?;
     write_tokens(&dir)?;
+    write_audit_key(&dir)?;
     write_file(
         &dir.join("drone.toml"),
         drone_toml(args.broker_port, &args.vehicle_link).as_bytes(),
@@ -226,6 +227,26 @@ fn write_tokens(dir: &Path) -> Result<(), DevSetupError> {
         write_file(&tokens.join(format!("{name}.jwt")), token.as_bytes(), 0o600)?;
     }
     Ok(())
+}
+
+/// The drone's audit signing key (`keys/audit-signing-key.pem`, 0600: in production a
+/// systemd credential) and its verifier key for the ground's witness (`keys/audit.vkey`).
+pub const AUDIT_KEY: &str = "keys/audit-signing-key.pem";
+pub const AUDIT_VKEY: &str = "keys/audit.vkey";
+
+fn write_audit_key(dir: &Path) -> Result<(), DevSetupError> {
+    let path = dir.join(AUDIT_KEY);
+    if path.exists() {
+        std::fs::remove_file(&path).map_err(io(&path))?;
+    }
+    let key =
+        crate::audit::checkpoint::generate_signing_key(&path).map_err(DevSetupError::Other)?;
+    let config = crate::config::Config::default();
+    let origin = config.audit.resolved_origin(&config.mcp.server_name);
+    let vkey = crate::audit::checkpoint::AuditKey::new(key, &origin)
+        .map_err(DevSetupError::Other)?
+        .verifier_key();
+    write_file(&dir.join(AUDIT_VKEY), format!("{vkey}\n").as_bytes(), 0o644)
 }
 
 fn name(cn: &str) -> DistinguishedName {
@@ -314,6 +335,8 @@ fn acl() -> String {
          topic read $mcp-server/{d}/#\n\
          topic read $mcp-client/presence/#\n\
          topic read $mcp-client/capability/#\n\
+         # Its audit checkpoints (outside the MCP transport's namespaces), retained.\n\
+         topic write {audit_topic}\n\
          \n\
          # A ground client publishes to the drone's control topic, and reads server presence\n\
          # and capability.\n\
@@ -321,11 +344,16 @@ fn acl() -> String {
          topic write $mcp-server/{d}/#\n\
          topic read $mcp-server/presence/#\n\
          topic read $mcp-server/capability/#\n\
+         # The drones' audit checkpoints, for `flight-companion audit witness`.\n\
+         topic read {audit_root}/#\n\
          \n\
          # Every client: its own presence and capability, and its own RPC topics (by client id).\n\
          pattern write $mcp-client/presence/%c\n\
          pattern write $mcp-client/capability/%c\n\
-         pattern readwrite $mcp-rpc/%c/#\n"
+         pattern readwrite $mcp-rpc/%c/#\n",
+        audit_topic = crate::config::AuditConfig::default()
+            .resolved_topic(&crate::config::McpConfig::default().server_name),
+        audit_root = crate::audit::witness::TOPIC_ROOT,
     )
 }
 
@@ -358,6 +386,8 @@ fn drone_toml(port: u16, link: &Endpoint) -> String {
          \n\
          [audit]\n\
          dir = \"state/audit\"\n\
+         # Signs the log's checkpoints; the ground's witness trusts keys/audit.vkey.\n\
+         signing_key_path = \"{AUDIT_KEY}\"\n\
          \n\
          {}",
         dev_envelope()
@@ -489,6 +519,27 @@ mod tests {
         }
         let ground = std::fs::read_to_string(written.join("ground.toml")).unwrap();
         assert!(ground.contains("[ground]") && ground.contains("certs/ground.key"));
+        // The audit signing key (private) and the verifier key the ground's witness trusts,
+        // matching the key drone.toml names; the ACL lets each side use the checkpoint topic.
+        assert_eq!(mode(&written.join(AUDIT_KEY)), 0o600);
+        let signing = config.audit.signing_key_path.clone().unwrap();
+        assert_eq!(signing, written.join(AUDIT_KEY));
+        let key = crate::audit::checkpoint::load_signing_key(&signing).unwrap();
+        let origin = config.audit.resolved_origin(&config.mcp.server_name);
+        let vkey = std::fs::read_to_string(written.join(AUDIT_VKEY)).unwrap();
+        assert_eq!(
+            crate::audit::checkpoint::parse_verifier_keys(&vkey).unwrap(),
+            [crate::audit::checkpoint::AuditKey::new(key, &origin)
+                .unwrap()
+                .verifier_key()]
+        );
+        let acl = std::fs::read_to_string(written.join("acl")).unwrap();
+        let topic = config.audit.resolved_topic(&config.mcp.server_name);
+        assert!(acl.contains(&format!("topic write {topic}\n")), "{acl}");
+        assert!(
+            acl.contains("topic read flight-companion/audit/#\n"),
+            "{acl}"
+        );
 
         // A second run refuses the non-empty directory, and --force overwrites.
         let error = write(&args(&dir, false)).unwrap_err().to_string();

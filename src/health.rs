@@ -72,7 +72,13 @@ pub struct HealthSummary {
 }
 
 /// The alert names, in the order they are reported.
-pub const ALERTS: [&str; 4] = ["battery_low", "link_degraded", "gps_lost", "cpu_hot"];
+pub const ALERTS: [&str; 5] = [
+    "battery_low",
+    "link_degraded",
+    "gps_lost",
+    "cpu_hot",
+    "audit_damaged",
+];
 
 fn gps_has_fix(fix_type: &str) -> bool {
     matches!(fix_type, "3d_fix" | "dgps" | "rtk_float" | "rtk_fixed")
@@ -218,6 +224,22 @@ impl HealthMonitor {
             reasons.push(format!("CPU at {:.1} °C", cpu_temperature_c.unwrap_or(0.0)));
         }
 
+        // The audit log: damage kept as evidence, or records it could not write.
+        let audit = &report.audit;
+        let audit_bad = !audit.damage.is_empty() || audit.failed > 0;
+        let audit_damaged = self.edge("audit_damaged", audit_bad, !audit_bad, || {
+            match audit.damage.first() {
+                Some(d) => format!("audit log damaged: {d}; kept as evidence, the log continues"),
+                None => format!("audit log: {} records could not be written", audit.failed),
+            }
+        });
+        if audit_damaged {
+            reasons.push("the audit log is damaged or failing".to_owned());
+        }
+        if let Some(why) = &audit.disabled_reason {
+            reasons.push(why.clone());
+        }
+
         let any_alert = self.active.values().any(|a| *a);
         HealthSummary {
             state: if failed {
@@ -302,12 +324,32 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_or_disabled_audit_log_is_said() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut report = good();
+        report.audit.damage = vec!["audit-00000003.log byte 812: checksum mismatch".into()];
+        let s = m.assess(&report, Some(50.0));
+        assert_eq!(s.state, HealthState::Degraded, "{s:?}");
+        assert!(s.alerts["audit_damaged"]);
+        assert!(s.recent_alerts[0].message.contains("byte 812"), "{s:?}");
+        let mut report = good();
+        report.audit.disabled_reason = Some("audit.danger_disabled = true".into());
+        let s = HealthMonitor::new(HealthConfig::default()).assess(&report, Some(50.0));
+        assert_eq!(s.state, HealthState::Degraded, "{s:?}");
+        assert!(
+            s.reasons.iter().any(|r| r.contains("danger_disabled")),
+            "{s:?}"
+        );
+    }
+
+    #[test]
     fn healthy_vehicle_then_no_autopilot_is_failed_with_a_reason() {
         let mut m = HealthMonitor::new(HealthConfig::default());
         let s = m.assess(&good(), Some(50.0));
         assert_eq!(s.state, HealthState::Healthy, "{s:?}");
         assert!(s.reasons.is_empty());
-        assert_eq!(s.alerts.len(), 4);
+        // The four of issue 7 and `audit_damaged` (issue 15).
+        assert_eq!(s.alerts.len(), 5);
         let s = HealthMonitor::new(HealthConfig::default())
             .assess(&StatusReport::without_vehicle(), None);
         assert_eq!(s.state, HealthState::Failed);

@@ -58,12 +58,36 @@ pub fn init(filter: &str) {
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(env_filter())
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never into pipes, files or tests.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| EscapingWriter(std::io::stderr()))
+        // No colour codes: every control character of a line is escaped (below), so a value
+        // from the ground cannot forge or reorder log lines, and escape codes would be too.
+        .with_ansi(false)
         .with_target(false)
         .compact()
         .try_init();
+}
+
+/// Writes each formatted event with its control and bidirectional characters escaped
+/// (`audit::escape`), keeping only the newline that ends it. The fmt layer writes one event
+/// per `write` call.
+pub struct EscapingWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, newline) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (text.as_ref(), ""),
+        };
+        let escaped = crate::audit::escape(body);
+        self.0.write_all(escaped.as_bytes())?;
+        self.0.write_all(newline.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// One log event, ready for the journal.
@@ -204,10 +228,16 @@ where
             tracing::Level::DEBUG => log::Level::Debug,
             tracing::Level::TRACE => log::Level::Trace,
         };
+        // A journal entry is one MESSAGE: a newline or a bidirectional control from the ground
+        // must not show as a line of its own (or reorder one) in `journalctl`.
+        let fields = fields
+            .into_iter()
+            .map(|(k, v)| (k, crate::audit::escape(&v).into_owned()))
+            .collect();
         (self.sink)(&Entry {
             level,
             target: target.to_owned(),
-            message: collect.message,
+            message: crate::audit::escape(&collect.message).into_owned(),
             fields,
         });
     }

@@ -429,7 +429,7 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
     out.family(
         &format!("{p}_alert_active"),
         "gauge",
-        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot).",
+        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged).",
     );
     for (alert, active) in &health.alerts {
         out.sample(
@@ -628,6 +628,47 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
         "counter",
         "WATCHDOG=1 notifications sent to systemd from the decision loop.",
         metrics.watchdog_pings.load(Ordering::Relaxed) as f64,
+    );
+
+    // The audit log.
+    let audit = &status.audit;
+    out.one(
+        &format!("{p}_audit_enabled"),
+        "gauge",
+        "1 while the audit log is written (0 only with audit.danger_disabled).",
+        flag(audit.enabled),
+    );
+    out.one(
+        &format!("{p}_audit_damaged"),
+        "gauge",
+        "1 when damage was found in the audit log (kept as evidence; the log continues).",
+        flag(!audit.damage.is_empty()),
+    );
+    out.one(
+        &format!("{p}_audit_records"),
+        "gauge",
+        "Records in the audit log.",
+        audit.records as f64,
+    );
+    if let Some(size) = audit.checkpoint_size {
+        out.one(
+            &format!("{p}_audit_checkpoint_records"),
+            "gauge",
+            "Records covered by the newest signed checkpoint.",
+            size as f64,
+        );
+    }
+    out.one(
+        &format!("{p}_audit_dropped_total"),
+        "counter",
+        "Audit records dropped because the writer's queue was full.",
+        audit.dropped as f64,
+    );
+    out.one(
+        &format!("{p}_audit_failed_total"),
+        "counter",
+        "Audit records the writer could not write (disk errors).",
+        audit.failed as f64,
     );
 
     // The machine.

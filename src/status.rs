@@ -46,6 +46,9 @@ pub struct StatusReport {
     /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
     /// and the last events (triggers, escalations, resets).
     pub emergency_stop: crate::estop::StopStatus,
+    /// The audit log: on or off (and why), records, the newest signed checkpoint, the
+    /// verifier key, damage found, dropped and failed records.
+    pub audit: crate::audit::AuditStatus,
 }
 
 impl StatusReport {
@@ -70,6 +73,7 @@ impl StatusReport {
             envelope_events: Vec::new(),
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
+            audit: crate::audit::AuditStatus::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

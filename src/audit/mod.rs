@@ -1,27 +1,40 @@
-//! The audit log: append-only, tamper-evident, survives kill -9 and power cuts.
+//! The audit log: append-only, tamper-evident, anchored off-board, bounded, on by default.
 //!
-//! - `record.rs`: the format (postcard payload, length prefix, checksum, SHA-256 chain).
-//! - `log.rs`: files in `[audit] dir`, recovery of a torn tail on start, size rotation,
-//!   fsync policy, verification.
-//! - this module: the writer thread and [`AuditHandle`], and the `audit verify` / `audit
-//!   tail` commands.
+//! - `record.rs`: the format (postcard payload, length prefix, checksum, SHA-256 chain) and
+//!   the closed set of record kinds ([`Event`]).
+//! - `events.rs`: the one place that decides what is recorded of each source (e-stop
+//!   events, supervisor notices, bridge events, ...), by exhaustive matches.
+//! - `merkle.rs`: RFC 9162 Merkle tree hashes and consistency proofs in bounded memory.
+//! - `checkpoint.rs`: C2SP signed-note checkpoints, the drone's key, the witness message.
+//! - `log.rs`: files, segments, resume without replay, rotation, retention, verification.
+//! - `witness.rs`: `flight-companion audit witness`, the ground's keeper of checkpoints.
+//! - this module: the writer thread and [`AuditHandle`] (the one recorder every source goes
+//!   through), the status, and the `audit verify` / `audit tail` commands.
 //!
-//! **Architecture Invariant:** nothing that decides waits on the disk. Records go through
-//! a bounded channel (`[audit] queue_len`) to one writer thread; when it is full the record
-//! is dropped and counted (`dropped()`, reported in the status) instead of blocking. Tool
-//! calls wait for their own record to be written (with a time limit) before they answer,
-//! so an acknowledged call is in the log; the emergency stop never waits.
+//! **Architecture Invariant:** nothing that decides waits on the disk. Records go through a
+//! bounded channel (`[audit] queue_len`) to one writer thread; when it is full the record is
+//! dropped and counted (`dropped()`, reported in the status) instead of blocking. Tool calls
+//! wait for their own record to be written (with a time limit) before they answer, so an
+//! acknowledged call is in the log; the emergency stop never waits. Checkpoints are signed
+//! on the writer thread and handed to the MQTT shell through a `watch` (skip to latest).
 
+pub mod checkpoint;
+pub mod events;
 pub mod log;
+pub mod merkle;
 pub mod record;
+pub mod witness;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use log::{FsyncPolicy, Recovery};
@@ -38,6 +51,43 @@ pub fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a character must not reach a terminal or a log line as itself: control
+/// characters (newline, carriage return, escape...), line and paragraph separators, and the
+/// Unicode bidirectional controls that reorder what a reader sees (U+202E and friends,
+/// "Trojan Source", CVE-2021-42574).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// Text with every [`is_unsafe_char`] written as `\u{...}` (`\n`, `\r`, `\t` as such), so
+/// a value from the ground can neither forge a line nor reorder one.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// How the writer is set up (from `[audit]`).
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
@@ -46,34 +96,97 @@ pub struct AuditOptions {
     pub fsync_interval: Duration,
     pub file_bytes_max: u64,
     pub queue_len: usize,
+    /// The private key that signs checkpoints; `None`: no checkpoints (tests only).
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
+    /// The checkpoints' origin (and key name).
+    pub origin: String,
+    /// A checkpoint at least this often while records arrive...
+    pub checkpoint_interval: Duration,
+    /// ...and after at most this many records.
+    pub checkpoint_records_max: u64,
+    pub retention_bytes_max: u64,
+    pub retention_age_max: Option<Duration>,
+}
+
+/// A checkpoint for the ground, as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub size: u64,
+    /// The C2SP tlog-witness `add-checkpoint` body (proof + signed note).
+    pub message: String,
+}
+
+/// The `audit` field of the status report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+pub struct AuditStatus {
+    /// Records are being written.
+    pub enabled: bool,
+    /// Why not (`audit.danger_disabled`), said in every status.
+    pub disabled_reason: Option<String>,
+    pub dir: Option<String>,
+    /// Records in the log.
+    pub records: u64,
+    /// The newest signed checkpoint's size (null before the first).
+    pub checkpoint_size: Option<u64>,
+    /// When it was signed, milliseconds since the Unix epoch.
+    pub checkpoint_unix_ms: Option<u64>,
+    /// The key the ground trusts for this log (a C2SP verifier key).
+    pub verifier_key: Option<String>,
+    /// Damage found (in the log or against its last checkpoint), kept as evidence: where and
+    /// what. Empty when the log is sound.
+    pub damage: Vec<String>,
+    /// What opening the log found (crash, torn record).
+    pub recovery: Option<String>,
+    /// Records dropped because the writer's queue was full.
+    pub dropped: u64,
+    /// Records the writer could not write (disk errors).
+    pub failed: u64,
 }
 
 enum Msg {
     Record {
         time_unix_ms: u64,
-        event: Event,
+        // Boxed: records vary in size, the channel holds `queue_len` of them.
+        event: Box<Event>,
         ack: Option<tokio::sync::oneshot::Sender<bool>>,
+    },
+    /// A final checkpoint and sync; the writer accepts nothing after it.
+    Close {
+        ack: tokio::sync::oneshot::Sender<bool>,
     },
 }
 
-/// Sends records to the writer thread. Cheap to clone. A disabled handle (no `[audit] dir`)
-/// drops everything and says so in `enabled()`.
+/// The one recorder every source goes through. Cheap to clone. A disabled handle (audit
+/// turned off with `danger_disabled`, or tests) drops everything and says so in `enabled()`.
 #[derive(Clone)]
 pub struct AuditHandle {
     tx: Option<SyncSender<Msg>>,
     dropped: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     recent: Arc<Mutex<VecDeque<Value>>>,
+    status: Arc<Mutex<AuditStatus>>,
+    checkpoints: tokio::sync::watch::Receiver<Option<Arc<Published>>>,
 }
 
 impl AuditHandle {
     /// A handle that writes nothing.
     pub fn disabled() -> AuditHandle {
+        AuditHandle::disabled_because(None)
+    }
+
+    /// A handle that writes nothing, with the reason for the status.
+    pub fn disabled_because(reason: Option<String>) -> AuditHandle {
+        let (_, checkpoints) = tokio::sync::watch::channel(None);
         AuditHandle {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicU64::new(0)),
             recent: Arc::new(Mutex::new(VecDeque::new())),
+            status: Arc::new(Mutex::new(AuditStatus {
+                disabled_reason: reason,
+                ..AuditStatus::default()
+            })),
+            checkpoints,
         }
     }
 
@@ -85,7 +198,7 @@ impl AuditHandle {
         let Some(tx) = &self.tx else { return false };
         let msg = Msg::Record {
             time_unix_ms: unix_ms_now(),
-            event,
+            event: Box::new(event),
             ack,
         };
         match tx.try_send(msg) {
@@ -104,9 +217,16 @@ impl AuditHandle {
         }
     }
 
-    /// Queues a record without waiting.
+    /// Queues a record without waiting (never blocks: the decision loop calls this).
     pub fn record(&self, event: Event) {
         self.send(event, None);
+    }
+
+    /// Queues a record if there is one (for the `events` mappings that return `Option`).
+    pub fn record_some(&self, event: Option<Event>) {
+        if let Some(event) = event {
+            self.record(event);
+        }
     }
 
     /// Queues a record and waits until it is written (and synced per the policy), at most
@@ -114,6 +234,17 @@ impl AuditHandle {
     pub async fn record_acked(&self, event: Event, timeout: Duration) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if !self.send(event, Some(tx)) {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(true)))
+    }
+
+    /// Signs a last checkpoint, syncs and stops the writer, waiting at most `timeout`.
+    /// Records sent afterwards are dropped.
+    pub async fn close(&self, timeout: Duration) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        let (ack, rx) = tokio::sync::oneshot::channel();
+        if tx.try_send(Msg::Close { ack }).is_err() {
             return false;
         }
         matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(true)))
@@ -127,6 +258,25 @@ impl AuditHandle {
     /// Records the writer could not write (disk errors).
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The status (never waits on the writer: a busy lock returns the counters only).
+    pub fn status(&self) -> AuditStatus {
+        let mut status = match self.status.try_lock() {
+            Ok(s) => s.clone(),
+            Err(_) => AuditStatus {
+                enabled: self.enabled(),
+                ..AuditStatus::default()
+            },
+        };
+        status.dropped = self.dropped();
+        status.failed = self.failed();
+        status
+    }
+
+    /// The newest checkpoint to publish (skip to latest).
+    pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<Option<Arc<Published>>> {
+        self.checkpoints.clone()
     }
 
     /// The last `n` records written, newest last, as JSON.
@@ -147,33 +297,107 @@ pub fn to_json(record: &Record) -> Value {
     })
 }
 
-/// Opens the log (recovering a torn tail) and starts the writer thread. The thread ends
-/// when every handle is dropped, after a final sync.
+/// Opens the log (resuming from its newest file) and starts the writer thread. The thread
+/// ends on [`AuditHandle::close`] or when every handle is dropped, after a last checkpoint.
 pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)> {
-    let (mut writer, recovery) = log::LogWriter::open(
-        &options.dir,
-        options.file_bytes_max,
-        options.fsync,
-        options.fsync_interval,
-    )?;
+    let key = match &options.signing_key {
+        Some(k) => Some(
+            checkpoint::AuditKey::new(k.clone(), &options.origin).map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let (mut writer, recovery) = log::LogWriter::open(log::WriterOptions {
+        dir: options.dir.clone(),
+        file_bytes_max: options.file_bytes_max,
+        fsync: options.fsync,
+        fsync_interval: options.fsync_interval,
+        key,
+        retention_bytes_max: options.retention_bytes_max,
+        retention_age_max: options.retention_age_max,
+    })?;
     // Bounded: overflow drops the record and counts it (see `AuditHandle::send`).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(options.queue_len.max(1));
+    let (checkpoint_tx, checkpoints) = tokio::sync::watch::channel(None);
+    let mut damage = Vec::new();
+    if let Some(g) = &recovery.damaged {
+        damage.push(format!(
+            "{} byte {}: {}",
+            log::file_name(g.file),
+            g.offset,
+            escape(&g.detail)
+        ));
+    }
     let handle = AuditHandle {
         tx: Some(tx),
+        checkpoints,
+        status: Arc::new(Mutex::new(AuditStatus {
+            enabled: true,
+            dir: Some(options.dir.display().to_string()),
+            records: writer.next_seq(),
+            verifier_key: writer.verifier_key(),
+            damage,
+            recovery: Some(recovery.to_string()),
+            ..AuditStatus::default()
+        })),
         ..AuditHandle::disabled()
     };
     let recent = handle.recent.clone();
     let failed = handle.failed.clone();
-    let tick = if options.fsync == FsyncPolicy::Interval {
+    let status = handle.status.clone();
+    let options = options.clone();
+    let fsync_tick = if options.fsync == FsyncPolicy::Interval {
         options.fsync_interval.max(Duration::from_millis(10))
     } else {
         Duration::from_secs(3600)
     };
+    let checkpoint_interval = options.checkpoint_interval.max(Duration::from_millis(100));
     std::thread::Builder::new()
         .name("audit-writer".into())
         .spawn(move || {
+            let mut last_checkpoint = Instant::now();
+            let publish = |signed: log::Signed, status: &Mutex<AuditStatus>| {
+                if let Ok(mut s) = status.lock() {
+                    s.checkpoint_size = Some(signed.checkpoint.size);
+                    s.checkpoint_unix_ms = Some(unix_ms_now());
+                }
+                checkpoint_tx.send_replace(Some(Arc::new(Published {
+                    size: signed.checkpoint.size,
+                    message: signed.message,
+                })));
+            };
+            let checkpoint =
+                |writer: &mut log::LogWriter, last: &mut Instant, status: &Mutex<AuditStatus>| {
+                    *last = Instant::now();
+                    match writer.checkpoint() {
+                        Ok(Some(signed)) => publish(signed, status),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
+                    }
+                    match writer.prune(SystemTime::now()) {
+                        Ok(Some(pruned)) => {
+                            tracing::info!(
+                                files = pruned.files.len(),
+                                "audit retention removed old files: {}",
+                                pruned.reason
+                            );
+                            if let Ok(Some(signed)) = writer.checkpoint() {
+                                publish(signed, status);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                    }
+                };
+            // The log as found is anchored at once (and the drone's own checkpoint
+            // published again for a witness that missed it).
+            checkpoint(&mut writer, &mut last_checkpoint, &status);
             loop {
-                match rx.recv_timeout(tick) {
+                let due = if writer.unanchored() > 0 {
+                    checkpoint_interval.saturating_sub(last_checkpoint.elapsed())
+                } else {
+                    checkpoint_interval
+                };
+                match rx.recv_timeout(fsync_tick.min(due)) {
                     Ok(Msg::Record {
                         time_unix_ms,
                         event,
@@ -181,7 +405,7 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                     }) => {
                         let json_event = serde_json::to_value(&event).unwrap_or(Value::Null);
                         let seq = writer.next_seq();
-                        let ok = match writer.append(time_unix_ms, event) {
+                        let ok = match writer.append(time_unix_ms, *event) {
                             Ok(_) => true,
                             Err(e) => {
                                 let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -197,14 +421,38 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                             }
                             r.push_back(json!({"seq": seq, "time_unix_ms": time_unix_ms, "event": json_event}));
                         }
+                        if let Ok(mut s) = status.lock() {
+                            s.records = writer.next_seq();
+                        }
                         if let Some(ack) = ack {
                             let _ = ack.send(ok);
                         }
+                        if let Some(signed) = writer.take_pending() {
+                            publish(signed, &status);
+                            last_checkpoint = Instant::now();
+                        }
+                        if writer.unanchored() >= options.checkpoint_records_max.max(1) {
+                            checkpoint(&mut writer, &mut last_checkpoint, &status);
+                        }
+                    }
+                    Ok(Msg::Close { ack }) => {
+                        checkpoint(&mut writer, &mut last_checkpoint, &status);
+                        let ok = writer.sync().is_ok();
+                        if let Ok(mut s) = status.lock() {
+                            s.enabled = false;
+                        }
+                        let _ = ack.send(ok);
+                        return;
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         let _ = writer.sync();
+                        if writer.unanchored() > 0 && last_checkpoint.elapsed() >= checkpoint_interval
+                        {
+                            checkpoint(&mut writer, &mut last_checkpoint, &status);
+                        }
                     }
                     Err(RecvTimeoutError::Disconnected) => {
+                        checkpoint(&mut writer, &mut last_checkpoint, &status);
                         let _ = writer.sync();
                         return;
                     }
@@ -214,57 +462,328 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
     Ok((handle, recovery))
 }
 
-/// `flight-companion audit verify DIR`: prints one line; Err names the first bad record.
-pub fn verify_command(dir: &Path) -> Result<String, String> {
-    let walk = log::walk(dir, false).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if walk.files == 0 {
-        return Err(format!("{}: no audit files (audit-*.log)", dir.display()));
-    }
-    if let Some(bad) = walk.first_bad {
-        return Err(format!(
-            "{}: TAMPERED or damaged: {bad}; {} records before it verify",
-            dir.display(),
-            bad.seq
-        ));
-    }
-    let mut line = format!(
-        "{}: ok: {} records in {} files, chain verified",
-        dir.display(),
-        walk.next_seq,
-        walk.files
-    );
-    if let Some((file, offset)) = walk.torn_tail {
-        line.push_str(&format!(
-            "; torn last record at {} byte {offset} (cut off when the daemon starts)",
-            file.display()
-        ));
-    }
-    Ok(line)
-}
-
-/// `flight-companion audit tail DIR`: the last `n` records, one per line.
-pub fn tail_command(dir: &Path, n: usize, json_lines: bool) -> Result<Vec<String>, String> {
-    let walk = log::walk(dir, true).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let skip = walk.records.len().saturating_sub(n);
-    let mut lines: Vec<String> = walk
-        .records
-        .iter()
-        .skip(skip)
-        .map(|r| {
-            if json_lines {
-                to_json(r).to_string()
-            } else {
-                format!("#{} {} {}", r.seq, r.time_unix_ms, describe(&r.event))
+/// Opens the audit log `config` asks for and starts its writer, recording the daemon's
+/// start, its configuration (with its hash) and what opening the log found. A disabled
+/// handle only with `audit.danger_disabled`, said loudly; a log that cannot be opened stops
+/// the start with the reason.
+pub fn open(config: &crate::config::Config) -> anyhow::Result<AuditHandle> {
+    let a = &config.audit;
+    let Some(dir) = a.resolved_dir() else {
+        let reason = "audit.danger_disabled = true: NOTHING the daemon decides is recorded; \
+                      no call, stop or failsafe can be proven afterwards"
+            .to_string();
+        tracing::error!("{reason}");
+        return Ok(AuditHandle::disabled_because(Some(reason)));
+    };
+    let hint = "set [audit] dir to a writable directory (or run as the systemd service, whose \
+                StateDirectory= is used), or audit.danger_disabled = true to run without an \
+                audit log";
+    let signing_key = match a.resolved_signing_key() {
+        Some((path, may_create)) => match checkpoint::load_signing_key(&path) {
+            Ok(key) => Some(key),
+            Err(_) if may_create && !path.exists() => {
+                let key = checkpoint::generate_signing_key(&path).map_err(|e| {
+                    anyhow::anyhow!("audit.signing_key_path: cannot create {e}; {hint}")
+                })?;
+                let origin = a.resolved_origin(&config.mcp.server_name);
+                let vkey = checkpoint::AuditKey::new(key.clone(), &origin)
+                    .map(|k| k.verifier_key())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    key = %path.display(),
+                    "created a new audit signing key; give its verifier key to the witness: {vkey}"
+                );
+                Some(key)
             }
-        })
-        .collect();
-    if let Some(bad) = walk.first_bad {
-        lines.push(format!("warning: the log stops verifying at {bad}"));
+            Err(e) => anyhow::bail!("audit.signing_key_path: {e}"),
+        },
+        None => None,
+    };
+    let options = AuditOptions {
+        dir: dir.clone(),
+        fsync: a.fsync,
+        fsync_interval: Duration::from_millis(a.fsync_interval_ms),
+        file_bytes_max: a.file_bytes_max,
+        queue_len: a.queue_len,
+        signing_key,
+        origin: a.resolved_origin(&config.mcp.server_name),
+        checkpoint_interval: Duration::from_secs_f64(a.checkpoint_interval_s),
+        checkpoint_records_max: a.checkpoint_records_max,
+        retention_bytes_max: a.retention_bytes_max,
+        retention_age_max: (a.retention_age_days_max > 0)
+            .then(|| Duration::from_secs(a.retention_age_days_max * 86_400)),
+    };
+    let (audit, recovery) =
+        start(&options).map_err(|e| anyhow::anyhow!("audit.dir {}: {e}; {hint}", dir.display()))?;
+    if recovery.damaged.is_some() {
+        tracing::error!(dir = %dir.display(), "audit log: {recovery}");
+    } else if recovery.unclean_stop || recovery.torn.is_some() {
+        tracing::warn!(dir = %dir.display(), "audit log: {recovery}");
+    } else {
+        tracing::info!(dir = %dir.display(), "audit log: {recovery}");
     }
-    Ok(lines)
+    audit.record(Event::DaemonStart {
+        version: crate::VERSION.into(),
+        recovered: recovery.to_string(),
+    });
+    audit.record(match &config.source {
+        Some(source) => Event::Config {
+            source: source.path.display().to_string(),
+            sha256: source.sha256.clone(),
+        },
+        None => Event::Config {
+            source: "built-in defaults".into(),
+            sha256: String::new(),
+        },
+    });
+    let mut found = Vec::new();
+    if recovery.unclean_stop {
+        found.push((
+            "unclean_stop",
+            "the previous run ended without recording its stop: a crash, kill -9 or power loss"
+                .to_string(),
+        ));
+    }
+    if let Some(g) = &recovery.torn {
+        found.push((
+            "torn_tail",
+            format!(
+                "{} ends inside a record at byte {} ({}); kept as evidence",
+                log::file_name(g.file),
+                g.offset,
+                g.detail
+            ),
+        ));
+    }
+    if let Some(g) = &recovery.damaged {
+        found.push((
+            "damaged",
+            format!(
+                "{} byte {}: {}; kept as evidence, the log continues in a new file",
+                log::file_name(g.file),
+                g.offset,
+                g.detail
+            ),
+        ));
+    }
+    if recovery.replayed {
+        found.push((
+            "replayed",
+            "files without segment headers: read once".to_string(),
+        ));
+    }
+    for (kind, detail) in found {
+        audit.record(Event::Recovery {
+            kind: kind.into(),
+            detail,
+        });
+    }
+    Ok(audit)
 }
 
-fn describe(event: &Event) -> String {
+/// Where `audit verify` gets its checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Checkpoint files (signed notes), e.g. copied from the witness.
+    pub checkpoints: Vec<PathBuf>,
+    /// A witness directory (`audit witness --out DIR`): its keys and every checkpoint kept.
+    pub witness: Option<PathBuf>,
+    /// Verifier keys (files of `name+id+key` lines); default: the witness's, else the log's own.
+    pub keys: Vec<PathBuf>,
+}
+
+/// `flight-companion audit verify DIR`: the verdict as lines; `Err` when the log is damaged
+/// or tampered with (the lines say where), or cannot be read.
+pub fn verify_command(dir: &Path, options: &VerifyOptions) -> Result<Vec<String>, Vec<String>> {
+    let fail = |e: String| vec![format!("{}: {e}", dir.display())];
+    let files = log::list_files(dir).map_err(|e| fail(e.to_string()))?;
+    if files.is_empty() {
+        return Err(fail("no audit files (audit-*.log)".into()));
+    }
+    let mut lines = Vec::new();
+    // Trusted keys: given, or the witness's, or (said plainly) the log's own.
+    let mut keys = Vec::new();
+    for path in &options.keys {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        keys.extend(
+            checkpoint::parse_verifier_keys(&text)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?,
+        );
+    }
+    let mut notes: Vec<(Vec<u8>, String)> = Vec::new();
+    for path in &options.checkpoints {
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        notes.push((bytes, path.display().to_string()));
+    }
+    if let Some(w) = &options.witness {
+        let kept = witness::read_dir(w).map_err(|e| fail(format!("{}: {e}", w.display())))?;
+        if keys.is_empty() {
+            keys.extend(kept.keys);
+        }
+        for (bytes, name) in kept.checkpoints {
+            notes.push((bytes, format!("witness {name}")));
+        }
+    }
+    let segment = log::newest_segment(dir);
+    let mut key_source = "the key you gave";
+    if keys.is_empty() && !notes.is_empty() {
+        // The log names its own key: enough to read the checkpoints, not to trust them more
+        // than the log itself. Said in the verdict.
+        keys.extend(segment.as_ref().map(|s| s.verifier_key.clone()));
+        key_source =
+            "the key the log itself names (pass --key or --witness for an independent one)";
+    }
+    let origin = segment.as_ref().map(|s| s.origin.clone());
+    let from_witness = |source: &str| source.starts_with("witness ");
+    let mut anchors = Vec::new();
+    let mut skipped = 0usize;
+    for (bytes, source) in &notes {
+        match checkpoint::open(bytes, &keys) {
+            Ok(v) if origin.as_ref().is_some_and(|o| *o != v.checkpoint.origin) => {
+                // A witness keeps every drone's checkpoints: only this log's count.
+                skipped += 1;
+                if !from_witness(source) {
+                    return Err(fail(format!(
+                        "checkpoint {source} is of the log `{}`; this log is `{}`",
+                        escape(&v.checkpoint.origin),
+                        escape(origin.as_deref().unwrap_or_default())
+                    )));
+                }
+            }
+            Ok(v) => anchors.push(log::Anchor {
+                checkpoint: v.checkpoint,
+                source: source.clone(),
+            }),
+            // A witness may hold other drones' checkpoints, signed by keys it also trusts.
+            Err(_) if from_witness(source) => skipped += 1,
+            Err(e) => {
+                return Err(fail(format!("checkpoint {source}: {e}")));
+            }
+        }
+    }
+    anchors.sort_by_key(|a| a.checkpoint.size);
+    let report = log::walk(dir, &anchors, &mut |_| {}).map_err(|e| fail(e.to_string()))?;
+    for finding in &report.findings {
+        lines.push(escape(&finding.to_string()).into_owned());
+    }
+    let worst = report.worst();
+    let first = report.first_seq.unwrap_or(0);
+    let summary = format!(
+        "{}: {} records (#{first}..#{}) in {} files",
+        dir.display(),
+        report.records_verified,
+        report.next_seq.saturating_sub(1),
+        report.files
+    );
+    let anchored_max = report.anchored.iter().max().copied();
+    let mut caveats = Vec::new();
+    if skipped > 0 {
+        caveats.push(format!(
+            "{skipped} checkpoint(s) of the witness are of other logs or keys: not used"
+        ));
+    }
+    if first > 0 && worst < Some(log::Severity::Tampered) {
+        caveats.push(format!(
+            "records #0..#{} were removed by retention, as the log's signed retention record says",
+            first - 1
+        ));
+    }
+    for (size, why) in &report.unchecked {
+        caveats.push(format!(
+            "the checkpoint at {size} records was not checked: {why}"
+        ));
+    }
+    match anchored_max {
+        Some(size) => {
+            caveats.push(format!(
+                "anchored: the log reproduces the Merkle root of {} checkpoint(s) signed by {key_source}, the newest at {size} records",
+                report.anchored.len()
+            ));
+            if report.next_seq > size {
+                caveats.push(format!(
+                    "records #{size}..#{} came after the newest checkpoint: chained, not yet anchored",
+                    report.next_seq - 1
+                ));
+            }
+        }
+        None if anchors.is_empty() => caveats.push(
+            "NOT PROVEN without a checkpoint from outside the drone (--checkpoint FILE or \
+             --witness DIR): that no records were removed from the end, and that the log was \
+             not rewritten and re-chained as a whole by someone with access to the drone. \
+             What is proven: every record is intact and in order, and nothing is missing \
+             between the first and the last."
+                .into(),
+        ),
+        None => {}
+    }
+    if let Some((file, offset)) = report.torn_tail
+        && !report
+            .findings
+            .iter()
+            .any(|f| f.severity == log::Severity::Tampered)
+    {
+        caveats.push(format!(
+            "{} ends inside a record at byte {offset}: a write cut by a crash or a power loss{} \
+             (the daemon leaves it in place and continues in a new file)",
+            log::file_name(file),
+            if anchors.is_empty() {
+                ", or a truncation: only a checkpoint can tell"
+            } else {
+                "; no checkpoint covers it"
+            }
+        ));
+    }
+    let verdict = match worst {
+        Some(log::Severity::Tampered) => "TAMPERED",
+        Some(log::Severity::Damaged) => "TAMPERED OR DAMAGED",
+        _ => "ok",
+    };
+    let mut out = vec![format!("{summary}: {verdict}")];
+    out.extend(lines);
+    out.extend(caveats.into_iter().map(|c| format!("  {c}")));
+    match worst {
+        Some(log::Severity::Tampered) | Some(log::Severity::Damaged) => Err(out),
+        _ => Ok(out),
+    }
+}
+
+/// `flight-companion audit tail DIR`: the last `n` records, one per line, with damage shown
+/// where it is. Memory: `n` lines.
+pub fn tail_command(dir: &Path, n: usize, json_lines: bool) -> Result<Vec<String>, String> {
+    let mut lines: VecDeque<String> = VecDeque::new();
+    let mut push = |line: String| {
+        if n == 0 {
+            return;
+        }
+        if lines.len() == n {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    };
+    log::walk(dir, &[], &mut |item| match item {
+        log::Item::Record { record, .. } => push(if json_lines {
+            to_json(record).to_string()
+        } else {
+            format!(
+                "#{} {} {}",
+                record.seq,
+                record.time_unix_ms,
+                escape(&describe(&record.event))
+            )
+        }),
+        log::Item::Finding(f) => push(if json_lines {
+            json!({"finding": f.to_string()}).to_string()
+        } else {
+            format!("!! {}", escape(&f.to_string()))
+        }),
+    })
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(lines.into())
+}
+
+/// One line for people (`audit tail`); the caller escapes it.
+pub fn describe(event: &Event) -> String {
     match event {
         Event::DaemonStart { version, recovered } => format!("START {version} ({recovered})"),
         Event::DaemonStop { reason } => format!("STOP {reason}"),
@@ -289,45 +808,63 @@ fn describe(event: &Event) -> String {
             detail,
         } => format!("SECURITY {kind} {session} {subject}: {detail}"),
         Event::Notice { kind, detail } => format!("NOTICE {kind}: {detail}"),
+        Event::Segment(s) => format!(
+            "SEGMENT file {} ({}){}",
+            s.file,
+            s.reason,
+            s.after
+                .as_ref()
+                .map(|g| format!(
+                    "; left {} at {} byte {}: {}",
+                    g.kind,
+                    log::file_name(g.file),
+                    g.offset,
+                    g.detail
+                ))
+                .unwrap_or_default()
+        ),
+        Event::Stop {
+            kind,
+            source,
+            identity,
+            detail,
+        } => {
+            if source.is_empty() {
+                format!("ESTOP {kind}: {detail}")
+            } else {
+                format!("ESTOP {kind} by {source} ({identity}): {detail}")
+            }
+        }
+        Event::Failsafe {
+            failsafe,
+            raised,
+            detail,
+        } => format!(
+            "FAILSAFE {failsafe} {}: {detail}",
+            if *raised { "raised" } else { "cleared" }
+        ),
+        Event::Link { link, up, detail } => {
+            format!("LINK {link} {}: {detail}", if *up { "up" } else { "down" })
+        }
+        Event::Config { source, sha256 } => format!("CONFIG {source} sha256={sha256}"),
+        Event::Safety { kind, detail } => format!("SAFETY {kind}: {detail}"),
+        Event::Lease {
+            change,
+            session,
+            subject,
+            detail,
+        } => format!("LEASE {change} {subject} ({session}): {detail}"),
+        Event::Pruned(p) => format!(
+            "PRUNED {} files ({} records) by {}; the log now starts at #{} in {}",
+            p.files.len(),
+            p.files.iter().map(|f| f.records).sum::<u64>(),
+            p.reason,
+            p.first_kept_seq,
+            log::file_name(p.first_kept_file)
+        ),
+        Event::Recovery { kind, detail } => format!("RECOVERY {kind}: {detail}"),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn writer_acknowledges_and_commands_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = AuditOptions {
-            dir: dir.path().to_owned(),
-            fsync: FsyncPolicy::Interval,
-            fsync_interval: Duration::from_millis(50),
-            file_bytes_max: 4096,
-            queue_len: 64,
-        };
-        let (audit, recovery) = start(&options).unwrap();
-        assert_eq!(recovery.records, 0);
-        for i in 0..50 {
-            let ok = audit
-                .record_acked(
-                    Event::Notice {
-                        kind: "t".into(),
-                        detail: format!("{i}"),
-                    },
-                    Duration::from_secs(5),
-                )
-                .await;
-            assert!(ok);
-        }
-        assert_eq!(audit.recent(3).len(), 3);
-        drop(audit);
-        let line = verify_command(dir.path()).unwrap();
-        assert!(line.contains("50 records"), "{line}");
-        let tail = tail_command(dir.path(), 2, true).unwrap();
-        assert_eq!(tail.len(), 2);
-        let last: Value = serde_json::from_str(&tail[1]).unwrap();
-        assert_eq!(last["seq"], 49);
-        assert!(verify_command(&dir.path().join("nope")).is_err());
-    }
-}
+mod tests;

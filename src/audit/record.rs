@@ -45,11 +45,117 @@ pub enum Event {
         subject: String,
         detail: String,
     },
-    /// Something the operator should know later (lease expired, e-stop, failsafe).
+    /// Something the operator should know later that has no kind of its own below.
     Notice {
         kind: String,
         detail: String,
     },
+    // Issue 15. New kinds are appended: postcard encodes the variant's index, so the order
+    // above is the on-disk format of older logs and never changes.
+    /// The first record of every file: where the log stands, so a reader can begin at any
+    /// file (after retention or damage) and the writer resumes without a replay.
+    Segment(Segment),
+    /// The emergency stop: a trigger (with its source and identity), a rung of the ladder,
+    /// the pilot taking over, a reset, a refused reset.
+    Stop {
+        /// `triggered`, `rung_started`, `rung_confirmed`, `rung_refused`, `pilot_took_over`,
+        /// `stopped`, `reset`, `reset_refused`, `kill_confirmation_required`, ...
+        kind: String,
+        /// `mcp_tool`, `mqtt_panic`, `local`, `hardware`, `failsafe`; empty when not a trigger.
+        source: String,
+        /// Who: the client, `local uid N`, `bridge`; empty when not a trigger.
+        identity: String,
+        detail: String,
+    },
+    /// A failsafe raised or cleared: `ground_link_lost`, `ground_inactive`,
+    /// `battery_critical`, `autopilot_link_lost`, `pilot_takeover`, `companion_stall`.
+    Failsafe {
+        failsafe: String,
+        raised: bool,
+        detail: String,
+    },
+    /// A link up or down: `autopilot` (MAVLink), `ground` (the broker), `bridge` (the MCU).
+    Link {
+        link: String,
+        up: bool,
+        detail: String,
+    },
+    /// The configuration the daemon runs with.
+    Config {
+        /// The file, or `built-in defaults`.
+        source: String,
+        /// Hex SHA-256 of the file's bytes (empty for the defaults).
+        sha256: String,
+    },
+    /// The envelope in force, a breach, a whitelist refusal.
+    Safety {
+        kind: String,
+        detail: String,
+    },
+    /// The control lease: `granted`, `released`, `taken_over`, `expired`, `refused`.
+    Lease {
+        change: String,
+        session: String,
+        subject: String,
+        detail: String,
+    },
+    /// Files removed by retention: what they held, so the log that remains still verifies.
+    Pruned(Pruned),
+    /// What the daemon found when it opened the log: an unclean stop, a torn record, damage.
+    Recovery {
+        /// `unclean_stop`, `torn_tail`, `damaged`, `replayed`.
+        kind: String,
+        detail: String,
+    },
+}
+
+/// The first record of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// This file's number (a file renamed or swapped is named by it).
+    pub file: u32,
+    /// The Merkle frontier over the `seq` records before this one (RFC 9162, see `merkle`).
+    pub frontier: Vec<[u8; 32]>,
+    /// The log's checkpoint origin and the key that signs its checkpoints (a C2SP vkey).
+    pub origin: String,
+    pub verifier_key: String,
+    /// `new log`, `rotation`, `after a torn record`, `after damage`, `after a replay`.
+    pub reason: String,
+    /// What the writer left behind in an earlier file, kept as evidence.
+    pub after: Option<Gap>,
+}
+
+/// Bytes the writer did not continue from: a torn last record or damage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub file: u32,
+    /// Where the first unusable byte is.
+    pub offset: u64,
+    /// `torn` or `damaged`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    pub files: Vec<PrunedFile>,
+    /// The oldest record and file that remain.
+    pub first_kept_seq: u64,
+    pub first_kept_file: u32,
+    /// `size` or `age`, with the limit.
+    pub reason: String,
+}
+
+/// One removed file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunedFile {
+    pub file: u32,
+    pub first_seq: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Hex SHA-256 of the file as it was removed.
+    pub sha256: String,
 }
 
 /// A request and what became of it.
@@ -95,6 +201,16 @@ pub fn hash(payload: &[u8]) -> [u8; 32] {
     Sha256::digest(payload).into()
 }
 
+/// A decoded frame: the record, its chain hash (SHA-256 of the payload), its Merkle leaf
+/// hash (RFC 9162: SHA-256(0x00 || payload)) and the frame's length.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub record: Record,
+    pub hash: [u8; 32],
+    pub leaf: [u8; 32],
+    pub used: usize,
+}
+
 fn check(len: [u8; 4], payload: &[u8]) -> [u8; 8] {
     let mut h = Sha256::new();
     h.update(len);
@@ -103,6 +219,28 @@ fn check(len: [u8; 4], payload: &[u8]) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&d[..8]);
     out
+}
+
+/// A frame, its payload's chain hash and its Merkle leaf hash.
+pub type Encoded = (Vec<u8>, [u8; 32], [u8; 32]);
+
+/// Encodes a record as one frame; returns (frame, payload hash, Merkle leaf hash).
+pub fn encode_with_leaf(record: &Record) -> Result<Encoded, String> {
+    let (frame, hash) = encode(record)?;
+    let leaf = super::merkle::leaf_hash(frame.get(4..frame.len() - 8).unwrap_or_default());
+    Ok((frame, hash, leaf))
+}
+
+/// Decodes like [`decode`], with the Merkle leaf hash.
+pub fn decode_full(bytes: &[u8]) -> Result<Decoded, FrameError> {
+    let (record, hash, used) = decode(bytes)?;
+    let payload = bytes.get(4..used - 8).unwrap_or_default();
+    Ok(Decoded {
+        record,
+        hash,
+        leaf: super::merkle::leaf_hash(payload),
+        used,
+    })
 }
 
 /// Encodes a record as one frame; returns (frame, payload hash).

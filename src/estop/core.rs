@@ -296,6 +296,10 @@ pub enum StopEvent {
         failsafe: Failsafe,
         detail: String,
     },
+    /// The condition of a failsafe no longer holds (the latch it set stays until a reset).
+    FailsafeCleared {
+        failsafe: Failsafe,
+    },
     RungStarted {
         rung: Rung,
         why: String,
@@ -349,6 +353,10 @@ impl fmt::Display for StopEvent {
             StopEvent::FailsafeTriggered { failsafe, detail } => {
                 write!(f, "FAILSAFE {failsafe}: {detail}")
             }
+            StopEvent::FailsafeCleared { failsafe } => write!(
+                f,
+                "failsafe condition cleared: {failsafe} (the stop stays latched until reset)"
+            ),
             StopEvent::RungStarted { rung, why } => write!(f, "stop: {rung} ({why})"),
             StopEvent::RungConfirmed { rung, mode } => {
                 write!(f, "stop: {rung} confirmed, the vehicle reports {mode}")
@@ -524,7 +532,8 @@ impl EmergencyStop {
         let first = self.latch.is_none();
         self.event(StopEvent::Triggered {
             source: trigger.source,
-            identity: trigger.identity,
+            // From the ground (a client id): shown in every status and notification.
+            identity: crate::audit::escape(&trigger.identity).into_owned(),
             reason: reason.clone(),
             first,
         });
@@ -1031,7 +1040,16 @@ impl EmergencyStop {
             .copied()
             .filter(|f| !self.failsafes.contains(f))
             .collect();
+        let cleared: Vec<Failsafe> = self
+            .failsafes
+            .iter()
+            .copied()
+            .filter(|f| !active.contains(f))
+            .collect();
         self.failsafes = active;
+        for failsafe in cleared {
+            self.event(StopEvent::FailsafeCleared { failsafe });
+        }
         for failsafe in new {
             let detail = match failsafe {
                 Failsafe::GroundLinkLost => format!(
@@ -1139,14 +1157,20 @@ fn mode_name(v: &VehicleObservation) -> String {
     }
 }
 
-/// At most [`REASON_CHARS_MAX`] characters, control characters replaced: a reason ends up
-/// in logs and in every client's notification.
+/// At most [`REASON_CHARS_MAX`] characters, control and bidirectional characters replaced: a
+/// reason ends up in logs, the status and every client's notification.
 pub fn clip(reason: &str) -> String {
     let reason = reason.trim();
     let mut out: String = reason
         .chars()
         .take(REASON_CHARS_MAX)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if crate::audit::is_unsafe_char(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if reason.chars().count() > REASON_CHARS_MAX {
         out.push('…');

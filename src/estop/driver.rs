@@ -45,6 +45,8 @@ pub struct StopDriver {
     last_activity: u64,
     /// Stop commands the link could not take (down, or its writer full).
     pub not_sent: u64,
+    /// Every event the machine reports is recorded here, in the turn it is drained.
+    audit: crate::audit::AuditHandle,
 }
 
 impl StopDriver {
@@ -59,7 +61,14 @@ impl StopDriver {
             status,
             last_activity: 0,
             not_sent: 0,
+            audit: crate::audit::AuditHandle::disabled(),
         }
+    }
+
+    /// Records every stop event, reset and refused reset (never waits: see `audit`).
+    pub fn with_audit(mut self, audit: crate::audit::AuditHandle) -> Self {
+        self.audit = audit;
+        self
     }
 
     pub fn status(&self) -> StopStatus {
@@ -101,7 +110,11 @@ impl StopDriver {
             StopAsk::Reset { identity, role } => match self.stop.handle_reset(now, &identity, role)
             {
                 Ok(text) => (true, text),
-                Err(text) => (false, text),
+                Err(text) => {
+                    self.audit
+                        .record(crate::audit::events::reset_refused(&identity, &text));
+                    (false, text)
+                }
             },
             StopAsk::Kill { trigger, code } => {
                 let reply = self.stop.handle_kill(now, trigger, code, fastrand::u32(..));
@@ -191,6 +204,7 @@ impl StopDriver {
         while let Some(event) = self.stop.poll_event() {
             changed = true;
             log_event(&event);
+            self.audit.record(crate::audit::events::stop(&event));
         }
         if changed || self.status.borrow().rung_confirmed != self.stop.status().rung_confirmed {
             self.status.send_replace(self.stop.status());
@@ -235,13 +249,15 @@ impl StopDriver {
 }
 
 fn log_event(event: &StopEvent) {
+    // Reasons and identities come from the ground: escaped so they cannot forge log lines.
+    let text = crate::audit::escape(&event.to_string()).into_owned();
     match event {
         StopEvent::Triggered { .. }
         | StopEvent::FailsafeTriggered { .. }
         | StopEvent::RungRefused { .. }
         | StopEvent::PilotTookOver { .. }
         | StopEvent::AutopilotLinkLost
-        | StopEvent::KillConfirmationRequired { .. } => warn!("{event}"),
-        _ => info!("{event}"),
+        | StopEvent::KillConfirmationRequired { .. } => warn!("{text}"),
+        _ => info!("{text}"),
     }
 }

@@ -104,7 +104,12 @@ impl Guard {
                 Ok(())
             }
             Err(d) => {
-                tracing::warn!(session, kind = d.kind, "initialize refused: {}", d.message);
+                tracing::warn!(
+                    session = %crate::audit::escape(session),
+                    kind = d.kind,
+                    "initialize refused: {}",
+                    crate::audit::escape(&d.message)
+                );
                 self.security(
                     d.kind,
                     session,
@@ -244,11 +249,21 @@ impl Guard {
         let result = self
             .with_gate(|g| g.handle_control(now, caller, request))
             .ok_or_else(|| errors::internal("authorization unavailable"))?;
+        let lease = |change: &str, detail: String| Event::Lease {
+            change: change.into(),
+            session: caller.session.clone(),
+            subject: caller.subject.clone(),
+            detail,
+        };
         let text = match result {
-            ControlResult::Granted => format!(
-                "control granted to {}: motion tools are yours; any call keeps the lease alive",
-                caller.subject
-            ),
+            ControlResult::Granted => {
+                self.audit
+                    .record(lease("granted", format!("role {}", caller.role.name())));
+                format!(
+                    "control granted to {}: motion tools are yours; any call keeps the lease alive",
+                    caller.subject
+                )
+            }
             ControlResult::TakenOver {
                 previous_session,
                 previous_subject,
@@ -259,14 +274,22 @@ impl Guard {
                     &caller.subject,
                     format!("took control from {previous_subject} ({previous_session})"),
                 );
+                self.audit.record(lease(
+                    "taken_over",
+                    format!("from {previous_subject} ({previous_session})"),
+                ));
                 self.notify(&previous_session, json!({"event": "control_taken_over", "by": caller.subject, "role": caller.role})).await;
                 format!("control taken over from {previous_subject}, who has been told")
             }
             ControlResult::Refused(d) => {
                 self.security(d.kind, &caller.session, &caller.subject, d.message.clone());
+                self.audit.record(lease("refused", d.message.clone()));
                 return Err(error_of(&d));
             }
-            ControlResult::Released => "control released".into(),
+            ControlResult::Released => {
+                self.audit.record(lease("released", String::new()));
+                "control released".into()
+            }
             ControlResult::NotHeld => {
                 "this session did not hold control; nothing to release".into()
             }
@@ -343,7 +366,7 @@ impl Guard {
         json!({
             "summary": summary,
             "control": self.lease_view(),
-            "audit": {"enabled": self.audit.enabled(), "dropped": self.audit.dropped(), "failed": self.audit.failed()},
+            "audit": self.audit.status(),
         })
     }
 
@@ -351,9 +374,11 @@ impl Guard {
     pub async fn poll(&self) {
         let now = Instant::now();
         if let Some((session, subject)) = self.with_gate(|g| g.poll_expired(now)).flatten() {
-            self.audit.record(Event::Notice {
-                kind: "control_expired".into(),
-                detail: format!("{subject} ({session}) went silent; control is free"),
+            self.audit.record(Event::Lease {
+                change: "expired".into(),
+                session: session.clone(),
+                subject: subject.clone(),
+                detail: "the holder went silent; control is free".into(),
             });
             self.notify(&session, json!({"event": "control_expired"}))
                 .await;

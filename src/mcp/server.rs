@@ -1670,15 +1670,29 @@ impl ServerHandler for DroneServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         if !self.serves(&request.uri) {
             self.guard
                 .authorize_method(&self.session_id, "resources/read")?;
             return Err(self.unknown_resource(&request.uri));
         }
-        self.guard
+        let started = std::time::Instant::now();
+        let caller = self
+            .guard
             .authorize_resource(&self.session_id, &request.uri)?;
+        // Every read is recorded (without waiting: a read changes nothing).
+        self.guard
+            .record_call(
+                &caller,
+                &format!("resources/read:{}", request.uri),
+                serde_json::to_string(&context.id).unwrap_or_default(),
+                &Value::Null,
+                "ok".into(),
+                started,
+                false,
+            )
+            .await;
         if request.uri == SECURITY_URI || request.uri == AUDIT_RECENT_URI {
             let text = if request.uri == SECURITY_URI {
                 self.guard.security_json().to_string()
@@ -1727,8 +1741,21 @@ impl ServerHandler for DroneServer {
                 .authorize_method(&self.session_id, "resources/subscribe")?;
             return Err(self.unknown_resource(&request.uri));
         }
-        self.guard
+        let started = std::time::Instant::now();
+        let caller = self
+            .guard
             .authorize_resource(&self.session_id, &request.uri)?;
+        self.guard
+            .record_call(
+                &caller,
+                &format!("resources/subscribe:{}", request.uri),
+                serde_json::to_string(&context.id).unwrap_or_default(),
+                &Value::Null,
+                "ok".into(),
+                started,
+                false,
+            )
+            .await;
         if request.uri == CAMERA_URI && self.camera.is_some() {
             self.shared.camera_subscribed.store(true, Ordering::SeqCst);
             return Ok(());

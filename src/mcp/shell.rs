@@ -155,6 +155,22 @@ impl Shell {
         }
     }
 
+    /// A signed audit checkpoint, retained: a witness that connects later gets the newest.
+    fn publish_checkpoint(&mut self, topic: &str, checkpoint: &crate::audit::Published) {
+        match self.client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
+            true,
+            checkpoint.message.clone().into_bytes(),
+        ) {
+            Ok(()) => tracing::debug!(topic, size = checkpoint.size, "audit checkpoint published"),
+            Err(e) => {
+                self.publish_failures += 1;
+                tracing::warn!(topic, error = %e, "audit checkpoint not published (the next one will be)");
+            }
+        }
+    }
+
     fn presence_message(&self) -> Value {
         json!({
             "jsonrpc": "2.0",
@@ -546,32 +562,9 @@ pub async fn serve(
     serve_with_audit(config, status, control, estop, camera, audit, shutdown).await
 }
 
-/// Opens `[audit] dir` (recovering a torn tail) and starts its writer; a disabled handle
-/// without a directory.
+/// Opens the audit log of `config` (see [`crate::audit::open`]).
 pub fn open_audit(config: &Config) -> anyhow::Result<crate::audit::AuditHandle> {
-    let Some(dir) = &config.audit.dir else {
-        tracing::warn!("no [audit] dir: calls and security events are NOT recorded");
-        return Ok(crate::audit::AuditHandle::disabled());
-    };
-    let options = crate::audit::AuditOptions {
-        dir: dir.clone(),
-        fsync: config.audit.fsync,
-        fsync_interval: Duration::from_millis(config.audit.fsync_interval_ms),
-        file_bytes_max: config.audit.file_bytes_max,
-        queue_len: config.audit.queue_len,
-    };
-    let (audit, recovery) = crate::audit::start(&options)
-        .map_err(|e| anyhow::anyhow!("audit.dir {}: {e}", dir.display()))?;
-    if recovery.damaged.is_some() {
-        tracing::error!(dir = %dir.display(), "audit log: {recovery}");
-    } else {
-        tracing::info!(dir = %dir.display(), "audit log: {recovery}");
-    }
-    audit.record(crate::audit::Event::DaemonStart {
-        version: crate::VERSION.into(),
-        recovered: recovery.to_string(),
-    });
-    Ok(audit)
+    crate::audit::open(config)
 }
 
 /// [`serve`] with an audit log the caller owns (the daemon records its start and stop).
@@ -677,6 +670,9 @@ pub async fn serve_with_audit(
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_rx = status;
+    // The audit log's checkpoints, retained on their own topic for the ground's witness.
+    let mut checkpoints = guard.audit.checkpoints();
+    let checkpoint_topic = config.audit.resolved_topic(&config.mcp.server_name);
     let mut connected = false;
     // Every CONNACK after the first is a reconnect (the metrics count them).
     let mut ever_connected = false;
@@ -723,6 +719,10 @@ pub async fn serve_with_audit(
                         tracing::info!(control = topics.control(), "connected to the broker");
                         let control = Filter::new(topics.control(), QoS::AtLeastOnce);
                         shell.subscribe(vec![control], SubscribePurpose::Control);
+                        let latest = checkpoints.borrow_and_update().clone();
+                        if let Some(checkpoint) = latest {
+                            shell.publish_checkpoint(&checkpoint_topic, &checkpoint);
+                        }
                         if let Some(estop) = &shell.estop {
                             estop.ground.send_modify(|g| g.connected = true);
                             // QoS 1 subscription: panic buttons may publish at QoS 0 or 1.
@@ -792,6 +792,12 @@ pub async fn serve_with_audit(
                     shell.handle_outgoing(message);
                 }
             }
+            Ok(()) = checkpoints.changed() => {
+                let latest = checkpoints.borrow_and_update().clone();
+                if connected && let Some(checkpoint) = latest {
+                    shell.publish_checkpoint(&checkpoint_topic, &checkpoint);
+                }
+            }
             _ = ticker.tick() => {
                 let actions = shell.sessions.poll_timeouts(std::time::Instant::now());
                 shell.execute(actions);
@@ -824,6 +830,13 @@ pub async fn serve_with_audit(
     let actions = shell.sessions.handle_shutdown();
     shell.execute(actions);
     if connected {
+        // The daemon's last checkpoint (signed at shutdown), before the DISCONNECT.
+        if checkpoints.has_changed().unwrap_or(false) {
+            let latest = checkpoints.borrow_and_update().clone();
+            if let Some(checkpoint) = latest {
+                shell.publish_checkpoint(&checkpoint_topic, &checkpoint);
+            }
+        }
         shell.publish_raw(&topics.presence(), Vec::new(), true);
     }
     let _ = shell.client.try_disconnect();

@@ -482,11 +482,15 @@ async fn auth_flood_is_rate_limited_with_retry_time() {
 }
 
 /// kill -9 the daemon at random moments under call traffic, many times: every time the log
-/// verifies and every acknowledged call is in it. Then one flipped byte is named by
-/// `audit verify`.
+/// verifies against every checkpoint the ground's witness kept (published over the broker
+/// before the kill), and every acknowledged call is in it. Then one flipped byte is named by
+/// `audit verify`. `FC_KILLS=500` runs a longer campaign (BENCHMARKS.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_audit_survives_kill_9_and_names_a_flipped_byte() {
-    const KILLS: usize = 50;
+    let kills: usize = std::env::var("FC_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let broker = Broker::start("auth-kill");
     let seed = fastrand::u64(..);
     println!("auth_audit kill -9 seed {seed}");
@@ -497,12 +501,30 @@ async fn auth_audit_survives_kill_9_and_names_a_flipped_byte() {
         "revocation_path = ",
         "calls_per_s = 100000.0\ncalls_burst = 100000\nrevocation_path = ",
     );
+    // Checkpoints every 25 records, so kills land between and right after them.
+    let text = text.replace("[audit]\n", "[audit]\ncheckpoint_records_max = 25\n");
     let config = broker.dev.path("drone-kill.toml");
     std::fs::write(&config, text).unwrap();
     let audit_dir = broker.dev.path("state/audit");
+    // The ground's witness, through the same broker, for the whole campaign.
+    let witness_dir = broker.dev.path("witness");
+    let mut witness = crate::support::flight_companion(
+        "witness",
+        &[
+            "audit",
+            "witness",
+            "--config",
+            broker.dev.path("ground.toml").to_str().unwrap(),
+            "--out",
+            witness_dir.to_str().unwrap(),
+            "--key",
+            broker.dev.path("keys/audit.vkey").to_str().unwrap(),
+        ],
+    );
+    witness.wait_for_line("witness: connected", Duration::from_secs(10));
     let started = std::time::Instant::now();
     let mut acknowledged_total = 0;
-    for round in 0..KILLS {
+    for round in 0..kills {
         let mut daemon = crate::support::flight_companion(
             "daemon",
             &["run", "--config", config.to_str().unwrap()],
@@ -532,12 +554,18 @@ async fn auth_audit_survives_kill_9_and_names_a_flipped_byte() {
         drop(client);
 
         let verify = std::process::Command::new(crate::support::binary())
-            .args(["audit", "verify", audit_dir.to_str().unwrap()])
+            .args(["audit", "verify", audit_dir.to_str().unwrap(), "--witness"])
+            .arg(&witness_dir)
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&verify.stdout).into_owned();
         assert!(
             verify.status.success(),
+            "round {round} (seed {seed}): {said}\n{}",
+            witness.output()
+        );
+        assert!(
+            round == 0 || said.contains("anchored"),
             "round {round} (seed {seed}): {said}"
         );
         let records = flight_companion::audit::tail_command(&audit_dir, usize::MAX, true).unwrap();
@@ -555,8 +583,18 @@ async fn auth_audit_survives_kill_9_and_names_a_flipped_byte() {
         }
         acknowledged_total += acknowledged.len();
     }
+    let kept = flight_companion::audit::witness::read_dir(&witness_dir)
+        .unwrap()
+        .checkpoints
+        .len();
+    assert!(kept > kills / 2, "the witness kept {kept} checkpoints");
+    assert!(
+        !witness.output().contains("REJECTED"),
+        "{}",
+        witness.output()
+    );
     println!(
-        "auth_audit: {KILLS} kill -9 rounds, {acknowledged_total} acknowledged calls all logged, in {:?}",
+        "auth_audit: {kills} kill -9 rounds, {acknowledged_total} acknowledged calls all logged, {kept} checkpoints witnessed, in {:?}",
         started.elapsed()
     );
 

@@ -61,6 +61,7 @@ fn daemon_notifies_ready_and_watchdog_from_its_loop_and_pings_stop_while_it_is_s
     command
         .args(["run", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info")
+        .env("STATE_DIRECTORY", dir.path().join("state"))
         .env("NOTIFY_SOCKET", &socket_path)
         // WatchdogSec=0.4: a ping every 200 ms.
         .env("WATCHDOG_USEC", "400000")
@@ -127,4 +128,138 @@ fn unit_passes_systemd_analyze_verify_and_its_exposure_stays_low() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in {stdout}"));
     assert!(score <= 2.0, "exposure {score} (was 1.5): {stdout}");
+}
+
+/// A unit directive's values (`Key=value` lines).
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Issue 15: the packaged configuration passes `check-config` as it is, and, installed as the
+/// README says (the unit's StateDirectory= and LoadCredential=, the key the package's postinst
+/// makes), the daemon writes an audit log into the state directory with signed checkpoints.
+/// Paths the test cannot use on this machine are redirected: the Pi's UART becomes a UDP
+/// socket, the metrics port an ephemeral one, and /var/lib, /run and /etc temporary
+/// directories, passed the way systemd passes them.
+#[test]
+fn the_packaged_configuration_checks_and_writes_a_signed_audit_log_when_installed() {
+    let root = crate::support::repo_root();
+    let packaged = root.join("config/flight-companion.toml");
+    let check = Command::new(binary())
+        .args(["check-config", packaged.to_str().unwrap()])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // What the unit and the postinst say, so the test installs it the same way.
+    let unit = std::fs::read_to_string(root.join("systemd/flight-companion.service")).unwrap();
+    assert_eq!(unit_values(&unit, "StateDirectory"), ["flight-companion"]);
+    let credential = unit_values(&unit, "LoadCredential")
+        .into_iter()
+        .find(|v| v.starts_with("audit-signing-key.pem:"))
+        .expect("the unit loads the audit signing key as a credential");
+    let key_source = credential.split_once(':').unwrap().1.to_owned();
+    let postinst = std::fs::read_to_string(root.join("systemd/debian/postinst")).unwrap();
+    assert!(
+        postinst.contains(&format!("audit keygen --out {key_source}")),
+        "the postinst makes the key the unit loads: {postinst}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (etc, private, state, runtime, credentials) = (
+        dir.path().join("etc"),
+        dir.path().join("private"),
+        dir.path().join("var-lib/flight-companion"),
+        dir.path().join("run/flight-companion"),
+        dir.path().join("credentials"),
+    );
+    for d in [&etc, &private, &state, &runtime, &credentials] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // postinst: the key, once.
+    let key = private.join("audit-signing-key.pem");
+    let keygen = Command::new(binary())
+        .args(["audit", "keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    // systemd: the credential's private copy.
+    std::fs::copy(&key, credentials.join("audit-signing-key.pem")).unwrap();
+    let text = std::fs::read_to_string(&packaged).unwrap();
+    assert!(text.contains("link = \"serial:/dev/ttyAMA0:921600\""));
+    let installed = text
+        .replace("serial:/dev/ttyAMA0:921600", "udpin:127.0.0.1:0")
+        .replace("127.0.0.1:9464", "127.0.0.1:0");
+    let config = etc.join("flight-companion.toml");
+    std::fs::write(&config, &installed).unwrap();
+
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut command = Command::new(binary());
+    command
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("STATE_DIRECTORY", &state)
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .env_remove("WATCHDOG_USEC");
+    let mut daemon = Proc::spawn("daemon", command);
+    wait_for(&socket, "READY=1", Duration::from_secs(10));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(0));
+    let output = daemon.output();
+
+    let audit = state.join("audit");
+    let files = flight_companion::audit::log::list_files(&audit).unwrap();
+    assert_eq!(files.len(), 1, "{output}");
+    // The key in use is the credential's, not one the daemon made for itself.
+    assert!(!state.join("audit-signing-key.pem").exists(), "{output}");
+    let vkey = Command::new(binary())
+        .args([
+            "audit",
+            "vkey",
+            "--config",
+            config.to_str().unwrap(),
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(vkey.status.success(), "{vkey:?}");
+    let vkey_file = dir.path().join("drone.vkey");
+    std::fs::write(&vkey_file, &vkey.stdout).unwrap();
+    let verify = Command::new(binary())
+        .args(["audit", "verify", audit.to_str().unwrap(), "--checkpoint"])
+        .arg(audit.join("checkpoint"))
+        .arg("--key")
+        .arg(&vkey_file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert!(
+        verify.status.success() && said.contains("anchored"),
+        "{said}\n{output}"
+    );
+    let records = flight_companion::audit::tail_command(&audit, usize::MAX, false).unwrap();
+    let all = records.join("\n");
+    let sha = {
+        use sha2::Digest as _;
+        flight_companion::audit::record::hex(&sha2::Sha256::digest(installed.as_bytes()))
+    };
+    for needle in [
+        "START ".to_string(),
+        format!("CONFIG {} sha256={sha}", config.display()),
+        "STOP shutdown requested".to_string(),
+    ] {
+        assert!(all.contains(&needle), "{needle} not in:\n{all}");
+    }
 }

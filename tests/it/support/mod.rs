@@ -66,6 +66,8 @@ pub struct Proc {
     pub child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// The process's own `$STATE_DIRECTORY` (the audit log's default home), removed with it.
+    pub state: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -114,6 +116,7 @@ impl Proc {
             child,
             lines: rx,
             seen: Vec::new(),
+            state: None,
         }
     }
 
@@ -180,8 +183,16 @@ impl Drop for Proc {
 }
 
 /// Runs the daemon binary with arguments, collecting its output.
+/// Each has its own `$STATE_DIRECTORY`, as systemd gives the service: a daemon whose
+/// configuration names no `[audit] dir` keeps its audit log there, never beside another's.
 pub fn flight_companion(name: &str, args: &[&str]) -> Proc {
+    let state = tempfile::tempdir().unwrap();
     let mut command = Command::new(binary());
-    command.args(args).env("RUST_LOG", "info");
-    Proc::spawn(name, command)
+    command
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("STATE_DIRECTORY", state.path());
+    let mut proc = Proc::spawn(name, command);
+    proc.state = Some(state);
+    proc
 }
