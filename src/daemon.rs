@@ -30,6 +30,8 @@ use crate::supervisor::{Notice, Supervisor, SupervisorOptions};
 
 /// How often the status seen by MCP clients is refreshed from the cores.
 const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a fatal bridge refusal waits for the frames already queued to the MCU.
+const BRIDGE_FLUSH_ON_EXIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for the MCP side to say goodbye (presence, disconnects).
 const MCP_SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -399,6 +401,7 @@ async fn run_with_audit(
                     stop.handle_request(now, request, &mut supervisor, &link);
                 }
                 if let Some(fatal) = on_bridge_event(&event, config.bridge.required) {
+                    bridge.writer.drained(BRIDGE_FLUSH_ON_EXIT).await;
                     bridge_shutdown.cancel();
                     anyhow::bail!("{fatal}");
                 }

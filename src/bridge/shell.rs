@@ -68,6 +68,19 @@ impl BridgeWriter {
         }
     }
 
+    /// Waits until the IO task has taken every queued frame, or `timeout`: on a fatal exit
+    /// the daemon's last frames (its hello, so the MCU names the mismatch too) still leave,
+    /// although the runtime stops the IO task as soon as the daemon returns.
+    pub async fn drained(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.frames.capacity() < self.frames.max_capacity()
+            && !self.frames.is_closed()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Frames dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
