@@ -507,7 +507,13 @@ fn acl() -> String {
          pattern write $mcp-client/presence/%u\n\
          pattern write $mcp-client/capability/%u\n\
          pattern readwrite $mcp-rpc/%u/#\n\
-         pattern write {panic}/+/%u\n"
+         pattern write {panic}/+/%u\n\
+         \n\
+         # The benchmarks' bare-MQTT echo (benches/, `bench_client::ECHO_IDENTITY`; it has a\n\
+         # certificate only once a benchmark issues one): two leaf topics the drone never uses.\n\
+         user bench-echo\n\
+         topic read $mcp-rpc/+/{d}/bench-ping\n\
+         topic write $mcp-rpc/+/{d}/bench-pong\n"
     )
 }
 

@@ -147,10 +147,21 @@ impl StopClient {
     }
 }
 
-/// The panic topic of a server: `{server_topic_root}/{server_id}/estop`, under the server's
-/// own control-topic tree, which the broker's ACL already lets ground identities publish to.
-pub fn panic_topic(server_topic_root: &str, server_id: &str) -> String {
-    format!("{server_topic_root}/{server_id}/estop")
+/// The panic topic a ground identity publishes to stop a server:
+/// `{panic_topic_root}/{server_id}/{publisher}`, e.g. `flight-companion/estop/drone-1/ground-1`.
+/// The last level is the publisher's own identity: the broker's ACL lets an identity publish
+/// only there (`pattern write ROOT/+/%u`), so the drone knows who pressed. Outside
+/// `$mcp-server/`, which the transport reserves for server control topics.
+pub fn panic_topic(panic_topic_root: &str, server_id: &str, publisher: &str) -> String {
+    format!(
+        "{}{publisher}",
+        panic_topic_prefix(panic_topic_root, server_id)
+    )
+}
+
+/// `{panic_topic_root}/{server_id}/`: the server subscribes to it followed by `+`.
+pub fn panic_topic_prefix(panic_topic_root: &str, server_id: &str) -> String {
+    format!("{panic_topic_root}/{server_id}/")
 }
 
 /// The reason in a panic-topic payload. Documented payloads: empty, or a JSON object
@@ -193,8 +204,8 @@ mod tests {
             assert!(reason.contains(needle), "{payload:?}: {reason}");
         }
         assert_eq!(
-            panic_topic("$mcp-server", "drone-1"),
-            "$mcp-server/drone-1/estop"
+            panic_topic("flight-companion/estop", "drone-1", "ground-1"),
+            "flight-companion/estop/drone-1/ground-1"
         );
     }
 
