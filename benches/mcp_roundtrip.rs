@@ -9,12 +9,11 @@
 //! first use (`bench_client::identity`); the echo is `bench-echo`, which dev-setup's ACL
 //! lets answer on the drone's RPC topics' `bench-ping`/`bench-pong` leaves only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flight_companion::config::Config;
 use flight_companion::ground::config::GroundConfig;
 use flight_companion::mcp::bench_client::{
     Conn, ECHO_IDENTITY, Session, TIMEOUT, discover, id_of, identity, percentiles, serve_echo,
