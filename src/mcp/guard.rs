@@ -78,7 +78,14 @@ impl Guard {
 
     /// A security event the session table decided (`mcp::session::Action::Security`):
     /// `client_id` is broker-attested when `attested`, only claimed otherwise.
-    pub fn security_event(&self, kind: &str, client_id: &str, attested: bool, detail: &str) {
+    pub fn security_event(
+        &self,
+        kind: &str,
+        client_id: &str,
+        attested: bool,
+        subject: &str,
+        detail: &str,
+    ) {
         let now = Instant::now();
         if let Some(kind) = crate::mcp::guard::static_kind(kind) {
             self.with_gate(|g| g.note(now, kind));
@@ -88,11 +95,16 @@ impl Guard {
         } else {
             "client id claimed on the shared control topic, not attested"
         };
+        let by = if subject.is_empty() {
+            String::new()
+        } else {
+            format!("; it presented the token of subject {subject:?}")
+        };
         self.security(
             kind,
             client_id,
-            "",
-            format!("{detail} [{provenance}: {client_id:?}]"),
+            subject,
+            format!("{detail}{by} [{provenance}: {client_id:?}]"),
         );
     }
 

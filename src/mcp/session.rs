@@ -313,6 +313,9 @@ pub enum Action {
         client_id: String,
         attested: bool,
         detail: String,
+        /// The candidate the event is about, when there is one (its verified token, if any,
+        /// names who sent it). Reported before the candidate ends.
+        generation: Option<u64>,
     },
     /// Something worth a log line (counted by the shell).
     Log { warning: bool, text: String },
@@ -667,6 +670,7 @@ impl Sessions {
                      can be answered",
                     super::mqtt::CLIENT_ID_CHARS_MAX
                 ),
+                generation: None,
             });
             self.refuse(
                 actions,
@@ -730,6 +734,7 @@ impl Sessions {
                      running session has in flight: not answered (the answer would land on that \
                      request), the running session is untouched"
                 ),
+                generation: None,
             });
             self.refuse(
                 actions,
@@ -761,6 +766,7 @@ impl Sessions {
                          credentials before either was confirmed: both dropped (the control \
                          topic does not say who published them)"
                     ),
+                    generation: None,
                 });
                 self.counters.refused += 1;
                 return;
@@ -938,6 +944,7 @@ impl Sessions {
                      (a client is who the broker authenticated, never what it says)",
                     shown(claimed)
                 ),
+                generation: None,
             });
             let id = raw.as_ref().and_then(|v| v.get("id")).cloned();
             if raw_method.is_some()
@@ -1169,7 +1176,7 @@ impl Sessions {
     /// Candidates not answered or not proven in time end; reports initialize floods.
     pub fn poll_timeouts(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        let expired: Vec<(String, bool, bool)> = self
+        let expired: Vec<(String, u64, bool, bool)> = self
             .slots
             .iter()
             .filter_map(|(cid, s)| {
@@ -1179,13 +1186,17 @@ impl Sessions {
                 } else {
                     ANSWER_TIMEOUT
                 };
-                (now.saturating_duration_since(c.since) >= limit)
-                    .then(|| (cid.clone(), c.answered, s.established.is_some()))
+                (now.saturating_duration_since(c.since) >= limit).then(|| {
+                    (
+                        cid.clone(),
+                        c.generation,
+                        c.answered,
+                        s.established.is_some(),
+                    )
+                })
             })
             .collect();
-        for (cid, answered, running) in expired {
-            self.end_candidate(&cid, EndReason::TimedOut, &mut actions);
-            self.counters.refused += 1;
+        for (cid, generation, answered, running) in expired {
             if answered {
                 let detail = if running {
                     format!(
@@ -1202,11 +1213,13 @@ impl Sessions {
                          control topic does not name its publisher)"
                     )
                 };
+                // Before the candidate ends, so the gate can still name its token's subject.
                 actions.push(Action::Security {
                     kind: "initialize_unconfirmed",
-                    client_id: cid,
+                    client_id: cid.clone(),
                     attested: false,
                     detail,
+                    generation: Some(generation),
                 });
             } else {
                 actions.push(Action::Log {
@@ -1216,6 +1229,8 @@ impl Sessions {
                     ),
                 });
             }
+            self.end_candidate(&cid, EndReason::TimedOut, &mut actions);
+            self.counters.refused += 1;
         }
         if self.flood_unreported > 0 {
             actions.push(Action::Security {
@@ -1229,6 +1244,7 @@ impl Sessions {
                     self.limits.initialize_per_s,
                     self.limits.initialize_burst
                 ),
+                generation: None,
             });
             self.flood_unreported = 0;
         }

@@ -257,10 +257,15 @@ impl Shell {
                     client_id,
                     attested,
                     detail,
+                    generation,
                 } => {
                     tracing::warn!(kind, client_id, attested, "{detail}");
+                    // A candidate's verified token names who sent the claim.
+                    let subject = generation
+                        .and_then(|g| self.guard.candidate_subject(&client_id, g))
+                        .unwrap_or_default();
                     self.guard
-                        .security_event(kind, &client_id, attested, &detail);
+                        .security_event(kind, &client_id, attested, &subject, &detail);
                 }
                 Action::Log {
                     warning: true,
