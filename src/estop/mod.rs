@@ -164,6 +164,33 @@ pub fn panic_topic_prefix(panic_topic_root: &str, server_id: &str) -> String {
     format!("{panic_topic_root}/{server_id}/")
 }
 
+/// What a message on a panic topic does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PanicDecision {
+    /// Stop, for this reason; the publisher is the broker-attested identity.
+    Stop { reason: String },
+    /// A retained message: stored, not pressed now. Never acted on, recorded.
+    IgnoreRetained { reason: String },
+    /// No usable publisher level (cannot be attributed): dropped and logged.
+    Drop,
+}
+
+/// Decides a panic-topic message: `publisher` is the topic's last level (the ACL binds it to
+/// the publisher's certificate), `retained` its retain flag. A retained message never stops
+/// the vehicle: the subscription asks the broker for none (retain handling 2), and one that
+/// arrives anyway is a stored press replayed, not a press.
+pub fn panic_decision(publisher: &str, payload: &[u8], retained: bool) -> PanicDecision {
+    if !crate::mcp::mqtt::valid_client_id(publisher) {
+        return PanicDecision::Drop;
+    }
+    let reason = panic_reason(payload);
+    if retained {
+        PanicDecision::IgnoreRetained { reason }
+    } else {
+        PanicDecision::Stop { reason }
+    }
+}
+
 /// The reason in a panic-topic payload. Documented payloads: empty, or a JSON object
 /// `{"reason": "..."}`; anything else still stops the vehicle (a panic button is a panic
 /// button) and the reason says the payload was not understood.
@@ -207,6 +234,25 @@ mod tests {
             panic_topic("flight-companion/estop", "drone-1", "ground-1"),
             "flight-companion/estop/drone-1/ground-1"
         );
+    }
+
+    #[test]
+    fn retained_panic_messages_never_stop_and_unattributable_ones_are_dropped() {
+        assert_eq!(
+            panic_decision("button", br#"{"reason":"x"}"#, false),
+            PanicDecision::Stop { reason: "x".into() }
+        );
+        assert!(matches!(
+            panic_decision("button", b"", true),
+            PanicDecision::IgnoreRetained { .. }
+        ));
+        for bad in ["", "a/b", "a+", "#"] {
+            assert_eq!(
+                panic_decision(bad, b"", false),
+                PanicDecision::Drop,
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1104,9 +1104,7 @@ impl Sessions {
     /// Whether one more request of `kind` fits for `cid`; the refusal says which limit.
     fn admit(&self, cid: &str, kind: Kind) -> Option<String> {
         let l = &self.limits;
-        let Some(me) = self.slots.get(cid).and_then(|s| s.established.as_ref()) else {
-            return None;
-        };
+        let me = self.slots.get(cid).and_then(|s| s.established.as_ref())?;
         let count = |pred: &dyn Fn(&Established) -> bool, k: Kind| -> usize {
             self.slots
                 .values()

@@ -462,21 +462,23 @@ impl Shell {
     /// the ACL). A retained message is never acted on: it was stored, not pressed now (the
     /// subscription asks for none, and a broker that sends one anyway is not obeyed).
     fn handle_panic(&mut self, publisher: &str, payload: &[u8], retained: bool) {
-        if !super::mqtt::valid_client_id(publisher) {
-            tracing::warn!(topic_tail = %publisher.escape_debug(), "panic topic with no usable publisher level: dropped");
-            return;
-        }
-        let reason = crate::estop::panic_reason(payload);
-        if retained {
-            self.guard.record_panic(
-                publisher,
-                &reason,
-                false,
-                "retained message on the panic topic: not acted on (a stored message is not a press)",
-            );
-            tracing::warn!(publisher, "retained panic-topic message ignored");
-            return;
-        }
+        let reason = match crate::estop::panic_decision(publisher, payload, retained) {
+            crate::estop::PanicDecision::Drop => {
+                tracing::warn!(topic_tail = %publisher.escape_debug(), "panic topic with no usable publisher level: dropped");
+                return;
+            }
+            crate::estop::PanicDecision::IgnoreRetained { reason } => {
+                self.guard.record_panic(
+                    publisher,
+                    &reason,
+                    false,
+                    "retained message on the panic topic: not acted on (a stored message is not a press)",
+                );
+                tracing::warn!(publisher, "retained panic-topic message ignored");
+                return;
+            }
+            crate::estop::PanicDecision::Stop { reason } => reason,
+        };
         let Some(estop) = &self.estop else {
             tracing::warn!("panic topic message, but no vehicle is attached");
             return;
