@@ -354,9 +354,73 @@ async fn hostile_takeover_and_forged_initialize_get_nothing_while_the_pilot_flie
     );
 }
 
+/// An ADMIN session (the dev ADMIN token) of its own identity.
+async fn admin_session(broker: &Broker, cid: &str) -> TestClient {
+    let mut admin = TestClient::connect(broker, cid).await;
+    admin.token = Some(
+        std::fs::read_to_string(broker.dev.path("tokens/admin.jwt"))
+            .unwrap()
+            .trim()
+            .into(),
+    );
+    wait_online(&mut admin).await;
+    let init = admin.initialize("2025-11-25").await;
+    assert!(init.get("result").is_some(), "{init}");
+    admin
+}
+
+/// A panic press, then the ADMIN's reset; returns the reset's round trip.
+async fn press_and_reset(rig: &mut Rig, admin: &mut TestClient, reason: &str) -> Duration {
+    let out = mosquitto_pub(
+        rig.broker(),
+        "panic-button",
+        None,
+        None,
+        "flight-companion/estop/drone-1/panic-button",
+        &json!({"reason": reason}).to_string(),
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    tokio::task::block_in_place(|| {
+        rig.daemon
+            .wait_for_line(&format!("): {reason}"), Duration::from_secs(5))
+    });
+    let asked = Instant::now();
+    let (reset, _) = admin
+        .call(
+            "tools/call",
+            json!({"name": "reset_emergency_stop", "arguments": {}}),
+        )
+        .await;
+    let took = asked.elapsed();
+    assert_eq!(reset["result"]["structuredContent"]["ok"], true, "{reset}");
+    took
+}
+
+/// The pilot's `tool`: from its request to the autopilot in `mode` (the simulator's line);
+/// then waits for the tool to complete.
+async fn to_mode(rig: &mut Rig, tool: &str, mode: &str) -> Duration {
+    let asked = Instant::now();
+    let id = rig
+        .client
+        .request("tools/call", json!({"name": tool, "arguments": {}}))
+        .await;
+    let needle = format!("sim: mode {mode}");
+    tokio::task::block_in_place(|| rig.sim.wait_for_line(&needle, Duration::from_secs(10)));
+    let took = asked.elapsed();
+    let (done, _) = answer(&mut rig.client, &id, FLIGHT_WAIT).await;
+    assert_eq!(
+        done["result"]["structuredContent"]["outcome"], "completed",
+        "{tool}: {done}"
+    );
+    took
+}
+
 /// Exhaustion: sessions refused by the gate take nothing; hostile sessions fill the session
 /// table (but the ADMIN's reserve), park every long wait they may and flood the call pool;
-/// the lease holder's `land` and the ADMIN's reset still get through at once.
+/// the lease holder's `hold` and `land` and a newly arrived ADMIN's reset still get through
+/// at once. Each is timed against the same operation before the hostile load (printed, for
+/// BENCHMARKS.md; the test asserts that they get through, not how fast).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
     let mut rig = Rig::start_with(
@@ -376,7 +440,11 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
     )
     .await;
     rig.fly("takeoff", json!({"altitude_m": 10.0})).await;
-    let broker_port = rig.broker().port();
+
+    // Baselines, before any hostile client.
+    let mut admin = admin_session(rig.broker(), "admin-station").await;
+    let hold_quiet = to_mode(&mut rig, "hold", "BRAKE").await;
+    let reset_quiet = press_and_reset(&mut rig, &mut admin, "baseline press").await;
 
     // Refused sessions: eight clients with a bad token, four calls each, every one answered
     // with an error and none counted anywhere.
@@ -411,8 +479,8 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
     }
     assert_eq!(
         hostile.len(),
-        6,
-        "8 sessions, the pilot's and one for ADMIN"
+        5,
+        "8 sessions: the pilot's, the ADMIN's, five hostile, one kept for ADMIN"
     );
 
     // Every long wait they may: two per identity, four in all; the rest are refused.
@@ -444,9 +512,11 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
             }
         }
     }
-    assert_eq!((parked, refused_waits), (4, 14));
+    assert_eq!((parked, refused_waits), (4, 11));
 
-    // And a flood of calls from every hostile session, keeping the call pool full.
+    // And a flood of calls from every hostile session, sent without waiting for answers
+    // (each session may have 2 in flight, 5 sessions against a pool of 4): the call pool is
+    // full all the time. Busy refusals are counted as they come back.
     let stop = tokio_util::sync::CancellationToken::new();
     let busy = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut floods = Vec::new();
@@ -454,97 +524,49 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
         let (stop, busy) = (stop.clone(), busy.clone());
         floods.push(tokio::spawn(async move {
             while !stop.is_cancelled() {
-                let mut ids = Vec::new();
-                for _ in 0..3 {
-                    ids.push(
-                        h.request("tools/call", json!({"name": "get_status", "arguments": {}}))
-                            .await,
-                    );
-                }
-                for id in ids {
-                    let mut skipped = Vec::new();
-                    if let Some(m) = h
-                        .wait_for(
-                            |m| m.payload.as_ref().is_some_and(|p| p.get("id") == Some(&id)),
-                            Duration::from_secs(5),
-                            &mut skipped,
-                        )
-                        .await
-                        && m.payload.unwrap()["error"]["data"]["kind"] == "busy"
+                h.request("tools/call", json!({"name": "get_status", "arguments": {}}))
+                    .await;
+                while let Some(m) = h.next(Duration::ZERO).await {
+                    if m.payload
+                        .is_some_and(|p| p["error"]["data"]["kind"] == "busy")
                     {
                         busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             h
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy_before = busy.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(busy_before > 0, "the flood does not fill the call pool");
 
-    // The lease holder lands: its `land` goes through the reserved pool.
-    let lines = rig.sim_lines();
-    let asked = Instant::now();
-    let land = rig
-        .client
-        .request("tools/call", json!({"name": "land", "arguments": {}}))
-        .await;
-    let mode = tokio::task::block_in_place(|| {
-        rig.sim
-            .wait_for_line("sim: mode LAND", Duration::from_secs(10))
-    });
-    let to_land_mode = asked.elapsed();
-    assert!(rig.sim_lines() > lines, "{mode}");
-    let (landed, _) = answer(&mut rig.client, &land, FLIGHT_WAIT).await;
-    assert_eq!(
-        landed["result"]["structuredContent"]["outcome"], "completed",
-        "{landed}"
-    );
+    // The lease holder lands: through the reserved pool, while others are refused.
+    let land_loaded = to_mode(&mut rig, "land", "LAND").await;
 
-    // The ADMIN comes in on its reserved seat and, after a panic press, resets the stop.
-    let mut admin = TestClient::connect(rig.broker(), "admin-station").await;
-    admin.token = Some(
-        std::fs::read_to_string(rig.broker().dev.path("tokens/admin.jwt"))
-            .unwrap()
-            .trim()
-            .into(),
-    );
-    wait_online(&mut admin).await;
-    let init = admin.initialize("2025-11-25").await;
-    assert!(init.get("result").is_some(), "{init}");
-    let out = mosquitto_pub(
-        rig.broker(),
-        "panic-button",
-        None,
-        None,
-        "flight-companion/estop/drone-1/panic-button",
-        r#"{"reason":"exhaustion test"}"#,
-        &[],
-    );
-    assert!(out.status.success(), "{out:?}");
-    tokio::task::block_in_place(|| {
-        rig.daemon
-            .wait_for_line("EMERGENCY STOP by MQTT panic topic", Duration::from_secs(5))
-    });
-    let asked = Instant::now();
-    let (reset, _) = admin
-        .call(
-            "tools/call",
-            json!({"name": "reset_emergency_stop", "arguments": {}}),
-        )
-        .await;
-    let to_reset = asked.elapsed();
-    assert_eq!(reset["result"]["structuredContent"]["ok"], true, "{reset}");
+    // A second ADMIN comes in on the reserved seat and, after a panic press, resets.
+    let mut admin_2 = admin_session(rig.broker(), "admin-station-2").await;
+    let reset_loaded = press_and_reset(&mut rig, &mut admin_2, "press under load").await;
     stop.cancel();
     for f in floods {
         let _ = f.await;
     }
     let busy = busy.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(busy > 0, "the flood never filled the call pool");
+    assert!(
+        busy > busy_before,
+        "the pool was not full while the pilot landed"
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "hostile pools (broker port {broker_port}): land -> LAND mode in {:.1} ms, ADMIN reset answered in {:.1} ms, \
-         with the session table full, 4 long waits parked, the call pool flooded ({busy} busy refusals)",
-        to_land_mode.as_secs_f64() * 1000.0,
-        to_reset.as_secs_f64() * 1000.0,
+        "hostile pools: request -> autopilot mode: hold -> BRAKE {:.1} ms quiet, land -> LAND \
+         {:.1} ms loaded; ADMIN reset answered {:.1} ms quiet, {:.1} ms loaded (a newly arrived \
+         ADMIN); the load: session table full but the ADMIN seat, 4 long waits parked, 5 \
+         sessions flooding get_status at 100/s each ({busy} busy refusals)",
+        ms(hold_quiet),
+        ms(land_loaded),
+        ms(reset_quiet),
+        ms(reset_loaded),
     );
 }
 
