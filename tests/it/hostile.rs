@@ -354,6 +354,17 @@ async fn hostile_takeover_and_forged_initialize_get_nothing_while_the_pilot_flie
     );
 }
 
+/// User plus system CPU time of a process so far, in ms (`/proc/PID/stat`).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces) start at index 2.
+    let after = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1000.0 / per_s
+}
+
 /// An ADMIN session (the dev ADMIN token) of its own identity.
 async fn admin_session(broker: &Broker, cid: &str) -> TestClient {
     let mut admin = TestClient::connect(broker, cid).await;
@@ -441,7 +452,13 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
     .await;
     rig.fly("takeoff", json!({"altitude_m": 10.0})).await;
 
-    // Baselines, before any hostile client.
+    // Baselines, before any hostile client: the daemon's CPU while hovering, the pilot's
+    // hold, an ADMIN's reset.
+    let daemon_pid = rig.daemon.child.id();
+    let (cpu_quiet_start, quiet_start) = (cpu_ms(daemon_pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_quiet_per_s =
+        (cpu_ms(daemon_pid) - cpu_quiet_start) / quiet_start.elapsed().as_secs_f64();
     let mut admin = admin_session(rig.broker(), "admin-station").await;
     let hold_quiet = to_mode(&mut rig, "hold", "BRAKE").await;
     let reset_quiet = press_and_reset(&mut rig, &mut admin, "baseline press").await;
@@ -519,13 +536,15 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
     // full all the time. Busy refusals are counted as they come back.
     let stop = tokio_util::sync::CancellationToken::new();
     let busy = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut floods = Vec::new();
     for mut h in hostile {
-        let (stop, busy) = (stop.clone(), busy.clone());
+        let (stop, busy, sent) = (stop.clone(), busy.clone(), sent.clone());
         floods.push(tokio::spawn(async move {
             while !stop.is_cancelled() {
                 h.request("tools/call", json!({"name": "get_status", "arguments": {}}))
                     .await;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 while let Some(m) = h.next(Duration::ZERO).await {
                     if m.payload
                         .is_some_and(|p| p["error"]["data"]["kind"] == "busy")
@@ -541,6 +560,11 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let busy_before = busy.load(std::sync::atomic::Ordering::Relaxed);
     assert!(busy_before > 0, "the flood does not fill the call pool");
+    let (cpu_start, sent_start, wall_start) = (
+        cpu_ms(daemon_pid),
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+    );
 
     // The lease holder lands: through the reserved pool, while others are refused.
     let land_loaded = to_mode(&mut rig, "land", "LAND").await;
@@ -548,6 +572,11 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
     // A second ADMIN comes in on the reserved seat and, after a panic press, resets.
     let mut admin_2 = admin_session(rig.broker(), "admin-station-2").await;
     let reset_loaded = press_and_reset(&mut rig, &mut admin_2, "press under load").await;
+    let (cpu, requests, wall) = (
+        cpu_ms(daemon_pid) - cpu_start,
+        sent.load(std::sync::atomic::Ordering::Relaxed) - sent_start,
+        wall_start.elapsed(),
+    );
     stop.cancel();
     for f in floods {
         let _ = f.await;
@@ -562,11 +591,16 @@ async fn hostile_pools_full_the_pilot_lands_and_the_admin_resets() {
         "hostile pools: request -> autopilot mode: hold -> BRAKE {:.1} ms quiet, land -> LAND \
          {:.1} ms loaded; ADMIN reset answered {:.1} ms quiet, {:.1} ms loaded (a newly arrived \
          ADMIN); the load: session table full but the ADMIN seat, 4 long waits parked, 5 \
-         sessions flooding get_status at 100/s each ({busy} busy refusals)",
+         sessions flooding get_status at 100/s each ({busy} busy refusals); daemon CPU \
+         {cpu_quiet_per_s:.0} ms/s hovering, {:.0} ms/s under the load ({requests} hostile \
+         requests in {:.1} s, {:.2} ms of CPU each above the hover)",
         ms(hold_quiet),
         ms(land_loaded),
         ms(reset_quiet),
         ms(reset_loaded),
+        cpu / wall.as_secs_f64(),
+        wall.as_secs_f64(),
+        (cpu - cpu_quiet_per_s * wall.as_secs_f64()) / requests.max(1) as f64,
     );
 }
 
