@@ -1520,6 +1520,41 @@ mod tests {
             ("[mcp]\nserver_name = \"a/+/b\"\n", "mcp.server_name", "`+`"),
             ("[mcp]\nserver_id = \"a/b\"\n", "mcp.server_id", "`/`"),
             (
+                "[mcp]\npanic_topic_root = \"$mcp-server/panic\"\n",
+                "mcp.panic_topic_root",
+                "reserved for server control topics",
+            ),
+            (
+                "[mcp]\npanic_topic_root = \"estop/#\"\n",
+                "mcp.panic_topic_root",
+                "`+` or `#`",
+            ),
+            (
+                "[mcp]\nsessions_reserved_admin = 64\n",
+                "mcp.sessions_reserved_admin",
+                "below mcp.sessions_max",
+            ),
+            (
+                "[mcp]\nwaits_concurrent_max = 0\n",
+                "mcp.waits_concurrent_max",
+                "at least 1",
+            ),
+            (
+                "[[auth.broker_identity]]\nclient_id = \"a/b\"\nsubject = \"s\"\nrole = \"OPERATOR\"\n",
+                "auth.broker_identity",
+                "contains '/'",
+            ),
+            (
+                "[[auth.broker_identity]]\nclient_id = \"gcs\"\nsubject = \"s\"\nrole = \"SYSTEM\"\n",
+                "auth.broker_identity",
+                "SYSTEM is never given",
+            ),
+            (
+                "[[auth.broker_identity]]\nclient_id = \"gcs\"\nsubject = \"s\"\nrole = \"pilot\"\n",
+                "auth.broker_identity[0].role",
+                "unknown variant",
+            ),
+            (
                 "[estop]\ndanger_kill_action = \"explode\"\n",
                 "estop.danger_kill_action",
                 "unknown variant",
