@@ -390,16 +390,16 @@ impl Shell {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(message)) = handle.inbox.try_send(message) {
-            let topic = self.sessions.topics().rpc(client_id);
             if let ClientJsonRpcMessage::Request(request) = &message {
                 let id = serde_json::to_value(&request.id).ok();
                 let reply = errors::error_response(
                     id.as_ref(),
                     errors::SERVER_BUSY,
                     "this session has too many messages waiting; retry shortly",
-                    None,
+                    Some(json!({"kind": "busy"})),
                 );
-                self.publish(&topic, &reply, false);
+                // As the session's own answer: the table ends the request's accounting.
+                self.handle_outgoing_value(client_id, generation, reply);
             }
             tracing::warn!(client_id, "session inbox full: message refused");
         }
@@ -410,14 +410,17 @@ impl Shell {
             tracing::error!(client_id, "cannot serialise an outgoing MCP message");
             return;
         };
-        let (publish, actions) = self.sessions.handle_outgoing(
-            std::time::Instant::now(),
-            &client_id,
-            generation,
-            &value,
-        );
+        self.handle_outgoing_value(&client_id, generation, value);
+    }
+
+    /// A message of a session (or answered on its behalf), through the table before it
+    /// leaves.
+    fn handle_outgoing_value(&mut self, client_id: &str, generation: u64, value: Value) {
+        let (publish, actions) =
+            self.sessions
+                .handle_outgoing(std::time::Instant::now(), client_id, generation, &value);
         if publish {
-            let topic = self.sessions.topics().rpc(&client_id);
+            let topic = self.sessions.topics().rpc(client_id);
             self.publish(&topic, &value, false);
         }
         self.execute(actions);
@@ -850,6 +853,9 @@ pub async fn serve_with_audit(
                             // The Will keeps the configured name; the broker cleans it up.
                             tracing::info!(name, "broker suggested MCP-SERVER-NAME; using it");
                             topics.server_name = name;
+                            // The old table's sessions end first (their services stop).
+                            let actions = shell.sessions.handle_connected();
+                            shell.execute(actions);
                             shell.sessions = Sessions::new(topics.clone(), limits);
                         }
                         let actions = shell.sessions.handle_connected();
