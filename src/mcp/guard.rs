@@ -541,6 +541,7 @@ pub fn static_kind(kind: &str) -> Option<&'static str> {
         "initialize_contested",
         "initialize_unconfirmed",
         "initialize_flood",
+        "security_events_suppressed",
         "panic_topic_estop",
         "panic_topic_ignored",
     ];

@@ -367,6 +367,10 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PROOF_TIMEOUT: Duration = Duration::from_secs(10);
 /// Error answers to clients without a session, per second (beyond: dropped and counted).
 pub const SESSIONLESS_REPLIES_PER_S: f64 = 50.0;
+/// Security events recorded one by one, per second (burst twice that); beyond, they are
+/// counted and reported in one record per `poll_timeouts`, so no client can flood the audit
+/// log through the session table.
+pub const SECURITY_RECORDS_PER_S: f64 = 20.0;
 /// A claimed client id is shown at most this long in logs and audit records.
 const CLAIM_CHARS_SHOWN: usize = 80;
 
@@ -381,6 +385,8 @@ pub struct Counters {
     pub bad_client_ids: u64,
     /// Error answers to clients without a session that were not sent (reply budget spent).
     pub sessionless_dropped: u64,
+    /// Security events beyond the record budget (counted and reported together).
+    pub security_suppressed: u64,
 }
 
 /// The session table (see the module documentation for the call order).
@@ -394,6 +400,9 @@ pub struct Sessions {
     sessionless_bucket: TokenBucket,
     /// Initializes dropped by the flood limit since the last report.
     flood_unreported: u64,
+    security_bucket: TokenBucket,
+    /// Security events beyond the budget since the last report, by kind.
+    security_unreported: BTreeMap<&'static str, u64>,
     pub counters: Counters,
 }
 
@@ -444,6 +453,11 @@ impl Sessions {
                 SESSIONLESS_REPLIES_PER_S,
             ),
             flood_unreported: 0,
+            security_bucket: TokenBucket::new(
+                (SECURITY_RECORDS_PER_S * 2.0) as u32,
+                SECURITY_RECORDS_PER_S,
+            ),
+            security_unreported: BTreeMap::new(),
             counters: Counters::default(),
         }
     }
@@ -488,6 +502,19 @@ impl Sessions {
             .values()
             .filter(|s| s.established.is_some())
             .count()
+    }
+
+    /// A security event, within the record budget; beyond it, counted for the next report.
+    fn security(&mut self, now: Instant, actions: &mut Vec<Action>, event: Action) {
+        let Action::Security { kind, .. } = &event else {
+            return;
+        };
+        if self.security_bucket.take(now).is_ok() {
+            actions.push(event);
+        } else {
+            self.counters.security_suppressed += 1;
+            *self.security_unreported.entry(kind).or_default() += 1;
+        }
     }
 
     fn refuse(&mut self, actions: &mut Vec<Action>, text: String) {
@@ -657,10 +684,18 @@ impl Sessions {
     }
 
     fn control(&mut self, now: Instant, payload: &[u8], sender: Sender, actions: &mut Vec<Action>) {
+        // Every message on the shared control topic counts against the flood limit first:
+        // beyond it nothing is parsed, answered or recorded one by one.
+        if self.initialize_bucket.take(now).is_err() {
+            self.counters.initialize_flood_dropped += 1;
+            self.flood_unreported += 1;
+            self.counters.refused += 1;
+            return;
+        }
         let Some(cid) = sender.client_id.filter(|c| valid_client_id(c)) else {
             self.counters.bad_client_ids += 1;
             let claim = sender.client_id.map_or_else(|| "none".to_owned(), shown);
-            actions.push(Action::Security {
+            self.security(now, actions, Action::Security {
                 kind: "bad_client_id",
                 client_id: String::new(),
                 attested: false,
@@ -679,12 +714,6 @@ impl Sessions {
             return;
         };
         let cid = cid.to_owned();
-        if self.initialize_bucket.take(now).is_err() {
-            self.counters.initialize_flood_dropped += 1;
-            self.flood_unreported += 1;
-            self.counters.refused += 1;
-            return;
-        }
         let (message, method, id) = match errors::check(payload, self.limits.message_bytes_max) {
             Checked::Refused { reply, log } => {
                 if let Some(reply) = reply {
@@ -725,7 +754,7 @@ impl Sessions {
         }
         let id = id.unwrap_or(Value::Null);
         if self.collides(&cid, &id) {
-            actions.push(Action::Security {
+            self.security(now, actions, Action::Security {
                 kind: "initialize_id_collision",
                 client_id: cid.clone(),
                 attested: false,
@@ -757,17 +786,21 @@ impl Sessions {
                     EndReason::Contested.message(),
                     Some(json!({"kind": "initialize_contested"})),
                 );
-                actions.push(Action::Security {
-                    kind: "initialize_contested",
-                    client_id: cid.clone(),
-                    attested: false,
-                    detail: format!(
-                        "two initialize requests claiming client id {cid} with different \
+                self.security(
+                    now,
+                    actions,
+                    Action::Security {
+                        kind: "initialize_contested",
+                        client_id: cid.clone(),
+                        attested: false,
+                        detail: format!(
+                            "two initialize requests claiming client id {cid} with different \
                          credentials before either was confirmed: both dropped (the control \
                          topic does not say who published them)"
-                    ),
-                    generation: None,
-                });
+                        ),
+                        generation: None,
+                    },
+                );
                 self.counters.refused += 1;
                 return;
             }
@@ -935,17 +968,21 @@ impl Sessions {
         if let Some(claimed) = sender.client_id
             && claimed != cid
         {
-            actions.push(Action::Security {
-                kind: "client_id_mismatch",
-                client_id: cid.to_owned(),
-                attested: true,
-                detail: format!(
-                    "a message on the RPC topic of {cid} said MCP-MQTT-CLIENT-ID {}: refused \
+            self.security(
+                now,
+                actions,
+                Action::Security {
+                    kind: "client_id_mismatch",
+                    client_id: cid.to_owned(),
+                    attested: true,
+                    detail: format!(
+                        "a message on the RPC topic of {cid} said MCP-MQTT-CLIENT-ID {}: refused \
                      (a client is who the broker authenticated, never what it says)",
-                    shown(claimed)
-                ),
-                generation: None,
-            });
+                        shown(claimed)
+                    ),
+                    generation: None,
+                },
+            );
             let id = raw.as_ref().and_then(|v| v.get("id")).cloned();
             if raw_method.is_some()
                 && let Some(id) = id
@@ -1212,13 +1249,17 @@ impl Sessions {
                     )
                 };
                 // Before the candidate ends, so the gate can still name its token's subject.
-                actions.push(Action::Security {
-                    kind: "initialize_unconfirmed",
-                    client_id: cid.clone(),
-                    attested: false,
-                    detail,
-                    generation: Some(generation),
-                });
+                self.security(
+                    now,
+                    &mut actions,
+                    Action::Security {
+                        kind: "initialize_unconfirmed",
+                        client_id: cid.clone(),
+                        attested: false,
+                        detail,
+                        generation: Some(generation),
+                    },
+                );
             } else {
                 actions.push(Action::Log {
                     warning: true,
@@ -1245,6 +1286,24 @@ impl Sessions {
                 generation: None,
             });
             self.flood_unreported = 0;
+        }
+        if !self.security_unreported.is_empty() {
+            let kinds: Vec<String> = self
+                .security_unreported
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect();
+            actions.push(Action::Security {
+                kind: "security_events_suppressed",
+                client_id: String::new(),
+                attested: false,
+                detail: format!(
+                    "security events beyond {SECURITY_RECORDS_PER_S}/s not recorded one by one: {}",
+                    kinds.join(", ")
+                ),
+                generation: None,
+            });
+            self.security_unreported.clear();
         }
         actions
     }

@@ -530,6 +530,38 @@ fn the_rpc_topic_says_who_sends_and_a_different_claim_is_refused_and_audited() {
 }
 
 #[test]
+fn security_records_are_budgeted_and_the_rest_reported_together() {
+    let mut t = Table::new();
+    t.open("mallory");
+    let mut recorded = 0;
+    for id in 0..200 {
+        let a = t.publish(&rpc("mallory"), &call(id, "arm"), from("victim"));
+        recorded += security(&a).len();
+        assert_eq!(errors_of(&a).len(), 1, "every request is still answered");
+    }
+    let burst = (SECURITY_RECORDS_PER_S * 2.0) as usize;
+    assert_eq!(recorded, burst);
+    assert_eq!(t.s.counters.security_suppressed, (200 - burst) as u64);
+    let a = t.s.poll_timeouts(t0());
+    let report: Vec<&Action> = a
+        .iter()
+        .filter(|x| {
+            matches!(
+                x,
+                Action::Security {
+                    kind: "security_events_suppressed",
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(report.len(), 1, "{a:?}");
+    assert!(format!("{report:?}").contains(&format!("client_id_mismatch ×{}", 200 - burst)));
+    // Reported once.
+    assert!(security(&t.s.poll_timeouts(t0())).is_empty());
+}
+
+#[test]
 fn the_emergency_stop_passes_from_anyone_the_broker_authenticated_session_or_not() {
     let mut t = Table::new();
     let stop = r#"{"jsonrpc":"2.0","id":"s1","method":"tools/call","params":{"name":"emergency_stop","arguments":{"reason":"bird"}}}"#;
