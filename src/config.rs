@@ -215,12 +215,13 @@ pub struct McpConfig {
     pub panic_topic_root: String,
     /// `initialize` requests on the control topic waiting to be confirmed on the claimed
     /// client's RPC topic (the control topic does not say who published); beyond it the
-    /// oldest unconfirmed one is dropped. Default 16.
+    /// oldest unconfirmed one is dropped. Default 32.
     pub candidates_max: usize,
     /// `initialize` requests accepted on the control topic per second, sustained; beyond it
     /// they are dropped and counted. Default 20.
     pub initialize_per_s: f64,
-    /// Burst of `initialize` requests on the control topic. Default 40.
+    /// Burst of `initialize` requests on the control topic (every client initializing again at
+    /// once after a daemon restart fits). Default 64.
     pub initialize_burst: u32,
     /// Sessions of one subject (its token's `sub` or its broker identity's subject). Default 4.
     pub identity_sessions_max: usize,
@@ -255,9 +256,9 @@ impl Default for McpConfig {
             status_update_rate_hz: 2.0,
             compat_resource_updates_on_rpc: false,
             panic_topic_root: "flight-companion/estop".into(),
-            candidates_max: 16,
+            candidates_max: 32,
             initialize_per_s: 20.0,
-            initialize_burst: 40,
+            initialize_burst: 64,
             identity_sessions_max: 4,
             sessions_reserved_admin: 2,
             identity_calls_concurrent_max: 8,
