@@ -38,7 +38,7 @@ use flight_companion::link::dialect::{COMMAND_LONG_DATA, MavCmd};
 use flight_companion::link::endpoint::Endpoint;
 use flight_companion::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions};
 use flight_companion::mcp::bench_client::{
-    Conn, Session, discover, echo_round_trips, percentiles, serve_echo,
+    Conn, ECHO_IDENTITY, Session, discover, echo_round_trips, identity, percentiles, serve_echo,
 };
 use flight_companion::mcp::mqtt::ComponentType;
 use rumqttc::v5::mqttbytes::QoS;
@@ -488,7 +488,8 @@ async fn load_client(
     token: String,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut session = Session::open(&ground, &sid, &name, Some(&token), &stop).await?;
+    let mut session =
+        Session::open(&ground, "bench-load", &sid, &name, Some(&token), &stop).await?;
     let mut calls = 0;
     loop {
         tokio::select! {
@@ -602,11 +603,25 @@ async fn main() -> anyhow::Result<()> {
                 .to_owned(),
         )
     };
-    let admin = Session::open(&ground, &sid, &name, Some(&token("admin")?), &stop).await?;
-    let panic = Conn::open(&ground.mqtt, ComponentType::Client, &stop).await?;
-    let panic_topic = flight_companion::estop::panic_topic(&ground.ground.server_topic_root, &sid);
+    let admin = Session::open(
+        &ground,
+        "bench-admin",
+        &sid,
+        &name,
+        Some(&token("admin")?),
+        &stop,
+    )
+    .await?;
+    let panic = Conn::open(
+        &identity(&ground.mqtt, "bench-panic")?,
+        ComponentType::Client,
+        &stop,
+    )
+    .await?;
+    let panic_topic =
+        flight_companion::estop::panic_topic(&drone.mcp.panic_topic_root, &sid, &panic.id);
     let echo = tokio::spawn(serve_echo(
-        drone.mqtt.clone(),
+        identity(&ground.mqtt, ECHO_IDENTITY)?,
         ground.ground.rpc_topic_root.clone(),
         sid.clone(),
         stop.clone(),

@@ -5,17 +5,18 @@
 //!
 //! Needs a running broker and daemon (BENCHMARKS.md has the commands), then:
 //! `cargo bench --bench mcp_roundtrip -- --config DIR/ground.toml [--calls 2000]`.
-//! The echo uses the drone's certificate from `drone.toml` beside `ground.toml`.
+//! Every connection has its own certificate, issued by the dev CA beside `ground.toml` on
+//! first use (`bench_client::identity`); the echo is `bench-echo`, which dev-setup's ACL
+//! lets answer on the drone's RPC topics' `bench-ping`/`bench-pong` leaves only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flight_companion::config::Config;
 use flight_companion::ground::config::GroundConfig;
 use flight_companion::mcp::bench_client::{
-    Conn, Session, TIMEOUT, discover, id_of, percentiles, serve_echo,
+    Conn, ECHO_IDENTITY, Session, TIMEOUT, discover, id_of, identity, percentiles, serve_echo,
 };
 use flight_companion::mcp::mqtt::ComponentType;
 use serde_json::{Value, json};
@@ -42,6 +43,7 @@ const WARMUP_CALLS: usize = 20;
 /// One initialized MCP session calling `get_status` sequentially.
 async fn mcp_worker(
     ground: GroundConfig,
+    who: String,
     sid: String,
     name: String,
     calls: usize,
@@ -49,7 +51,7 @@ async fn mcp_worker(
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<Duration>> {
     let token = token_of(&ground)?;
-    let session = Session::open(&ground, &sid, &name, token.as_deref(), &stop).await?;
+    let session = Session::open(&ground, &who, &sid, &name, token.as_deref(), &stop).await?;
     let (mut conn, rpc) = (session.conn, session.rpc);
     let mut samples = Vec::with_capacity(calls + WARMUP_CALLS);
     for id in 1..=(calls + WARMUP_CALLS) as u64 {
@@ -73,12 +75,14 @@ async fn mcp_worker(
 /// Bare MQTT on the same topics: publish `.../bench-ping`, the echo answers `.../bench-pong`.
 async fn echo_worker(
     ground: GroundConfig,
+    who: String,
     sid: String,
     calls: usize,
     start: Arc<Barrier>,
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut conn = Conn::open(&ground.mqtt, ComponentType::Client, &stop).await?;
+    let mqtt = identity(&ground.mqtt, &who)?;
+    let mut conn = Conn::open(&mqtt, ComponentType::Client, &stop).await?;
     let base = format!("{}/{}/{sid}", ground.ground.rpc_topic_root, conn.id);
     conn.subscribe(format!("{base}/bench-pong"), true).await?;
     let mut samples = Vec::with_capacity(calls + WARMUP_CALLS);
@@ -136,8 +140,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(2000);
     let config = PathBuf::from(config);
     let ground = GroundConfig::load(&config)?;
-    let drone_path = config.parent().unwrap_or(Path::new(".")).join("drone.toml");
-    let drone = Config::load(&drone_path)?.mqtt;
+    let echo_identity = identity(&ground.mqtt, ECHO_IDENTITY)?;
     let stop = CancellationToken::new();
     let (sid, name) = discover(&ground, &stop).await?;
     println!(
@@ -149,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         "scenario", "clients", "calls", "p50_ms", "p99_ms", "max_ms", "calls_per_s"
     );
     let echo = tokio::spawn(serve_echo(
-        drone,
+        echo_identity,
         ground.ground.rpc_topic_root.clone(),
         sid.clone(),
         stop.clone(),
@@ -161,7 +164,9 @@ async fn main() -> anyhow::Result<()> {
             // Every client connects and warms up, then all start timing together.
             let start = Arc::new(Barrier::new(clients + 1));
             let tasks: Vec<_> = (0..clients)
-                .map(|_| {
+                .map(|i| {
+                    // One identity per connection (the broker takes the CN as client id).
+                    let who = format!("bench-{}-{i}", if bare { "ping" } else { "mcp" });
                     let (g, s, n, b, st) = (
                         ground.clone(),
                         sid.clone(),
@@ -171,9 +176,9 @@ async fn main() -> anyhow::Result<()> {
                     );
                     tokio::spawn(async move {
                         if bare {
-                            echo_worker(g, s, each, b, st).await
+                            echo_worker(g, who, s, each, b, st).await
                         } else {
-                            mcp_worker(g, s, n, each, b, st).await
+                            mcp_worker(g, who, s, n, each, b, st).await
                         }
                     })
                 })

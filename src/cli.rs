@@ -53,6 +53,10 @@ pub enum Command {
     /// Keys and tokens for ground clients (dev and small deployments).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Certificates of ground users and stations in a dev-setup directory: issue, revoke,
+    /// list, renew the CRL.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Read and check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -104,6 +108,48 @@ pub enum TokenCommand {
         /// Token id (`jti`, for revocation); default random.
         #[arg(long)]
         jti: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue a certificate for a ground user or station: `DIR/certs/clients/NAME.pem|key`
+    /// (CN and MQTT client id `NAME`). With `--role`, also map it in `DIR/drone.toml`
+    /// (`[[auth.broker_identity]]`; restart the daemon to apply).
+    Issue {
+        /// The dev-setup directory (with `certs/ca.key`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The identity: letters, digits, `.`, `_`, `-` (1 to 64).
+        name: String,
+        /// Lifetime in days (1 to 825).
+        #[arg(long, default_value_t = crate::cert::CLIENT_DAYS_DEFAULT)]
+        days: u32,
+        /// PUBLIC, READ_ONLY, OPERATOR or ADMIN: what the drone gives this identity when it
+        /// sends no token.
+        #[arg(long)]
+        role: Option<String>,
+        /// The subject the drone names it by (default: NAME).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Revoke every certificate of NAME and re-sign `DIR/certs/crl.pem`. Mosquitto rereads
+    /// the CRL on SIGHUP (new connections refused); a restart also ends an open connection.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+    },
+    /// List the certificates issued, with their serial, expiry and revocation.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Re-sign the CRL with a fresh next-update date (a broker refuses everyone once its CRL
+    /// has expired); reload the broker after.
+    Crl {
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -331,6 +377,18 @@ pub fn main() -> ExitCode {
             run_async(|shutdown| crate::demo::run(args, shutdown))
         }
         Command::Token(command) => token_command(command),
+        Command::Cert(command) => match crate::dev_setup::cert_command(command) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Audit(AuditCommand::Verify {
             dir,
             checkpoints,

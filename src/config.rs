@@ -219,6 +219,36 @@ pub struct McpConfig {
     /// for clients that miss it on the capability topic (the EMQX Python SDK). A deviation
     /// from the transport spec. Default false.
     pub compat_resource_updates_on_rpc: bool,
+    /// Root of the e-stop panic topics `{panic_topic_root}/{server_id}/{publisher}`: the last
+    /// level is the publisher's identity, which the broker's ACL binds to its certificate
+    /// (`pattern write ROOT/+/%u`), so every trigger is attributed to who pressed. Outside
+    /// `$mcp-server/`, which the transport reserves for servers. Default `flight-companion/estop`.
+    pub panic_topic_root: String,
+    /// `initialize` requests on the control topic waiting to be confirmed on the claimed
+    /// client's RPC topic (the control topic does not say who published); beyond it the
+    /// oldest unconfirmed one is dropped. Default 32.
+    pub candidates_max: usize,
+    /// `initialize` requests accepted on the control topic per second, sustained; beyond it
+    /// they are dropped and counted. Default 20.
+    pub initialize_per_s: f64,
+    /// Burst of `initialize` requests on the control topic (every client initializing again at
+    /// once after a daemon restart fits). Default 64.
+    pub initialize_burst: u32,
+    /// Sessions of one subject (its token's `sub` or its broker identity's subject). Default 4.
+    pub identity_sessions_max: usize,
+    /// The last sessions under `sessions_max` that only ADMIN identities may take. Default 2.
+    pub sessions_reserved_admin: usize,
+    /// Concurrent tool calls of one subject over all its sessions. Default 8.
+    pub identity_calls_concurrent_max: usize,
+    /// Concurrent long waits (`wait_for_mode_change`) over all sessions, apart from the tool
+    /// call pool. Default 16.
+    pub waits_concurrent_max: usize,
+    /// Concurrent long waits of one subject. Default 2.
+    pub identity_waits_concurrent_max: usize,
+    /// Reserved pool for the calls that must always get through: the lease holder's `hold`,
+    /// `land` and `return_home`, an ADMIN's `reset_emergency_stop` (every `emergency_stop`
+    /// takes its own path). Not counted in the other limits. Default 8.
+    pub priority_calls_concurrent_max: usize,
 }
 
 impl Default for McpConfig {
@@ -236,6 +266,16 @@ impl Default for McpConfig {
             sessions_max: 64,
             status_update_rate_hz: 2.0,
             compat_resource_updates_on_rpc: false,
+            panic_topic_root: "flight-companion/estop".into(),
+            candidates_max: 32,
+            initialize_per_s: 20.0,
+            initialize_burst: 64,
+            identity_sessions_max: 4,
+            sessions_reserved_admin: 2,
+            identity_calls_concurrent_max: 8,
+            waits_concurrent_max: 16,
+            identity_waits_concurrent_max: 2,
+            priority_calls_concurrent_max: 8,
         }
     }
 }
@@ -269,6 +309,22 @@ pub struct AuthKeyConfig {
     pub public_key_path: PathBuf,
 }
 
+/// `[[auth.broker_identity]]`: a client the broker authenticated (by its certificate: CN =
+/// client id) mapped to a subject and a role, for clients that cannot send a token (the stock
+/// MCP-over-MQTT SDKs). Only sound with a broker that binds client ids to identities
+/// (Mosquitto `use_username_as_clientid` with `%u` ACLs, as dev-setup writes; EMQX with a
+/// client id ACL).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerIdentityConfig {
+    /// The MQTT client id the broker authenticated (the certificate CN). Required.
+    pub client_id: String,
+    /// The person, station or agent it is, as the audit log and other clients name it. Required.
+    pub subject: String,
+    /// PUBLIC, READ_ONLY, OPERATOR or ADMIN. Required.
+    pub role: crate::role::Role,
+}
+
 /// `[auth]`: ground clients present a JWT in `initialize` (see `auth`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -297,6 +353,8 @@ pub struct AuthConfig {
     pub motion_calls_burst: u32,
     /// Sessions without a token get READ_ONLY. Default false. Never on a flying vehicle.
     pub danger_allow_anonymous: bool,
+    /// Broker-attested identities of clients without a token. Default none.
+    pub broker_identity: Vec<BrokerIdentityConfig>,
 }
 
 impl Default for AuthConfig {
@@ -314,6 +372,7 @@ impl Default for AuthConfig {
             motion_calls_per_s: 1.0,
             motion_calls_burst: 5,
             danger_allow_anonymous: false,
+            broker_identity: Vec::new(),
         }
     }
 }
@@ -1285,6 +1344,7 @@ impl Config {
                 format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
             ));
         }
+        self.check_mcp_capacity()?;
         let a = &self.auth;
         for (key, rate, burst) in [
             ("auth.calls_per_s", a.calls_per_s, a.calls_burst),
@@ -1321,6 +1381,33 @@ impl Config {
                 ));
             }
         }
+        let mut client_ids = std::collections::HashSet::new();
+        for b in &a.broker_identity {
+            if let Err(why) = crate::cert::valid_identity_name(&b.client_id) {
+                return Err(("auth.broker_identity", format!("client_id: {why}")));
+            }
+            if !client_ids.insert(b.client_id.as_str()) {
+                return Err((
+                    "auth.broker_identity",
+                    format!("client_id `{}` is mapped twice", b.client_id),
+                ));
+            }
+            if b.subject.is_empty() || b.subject.chars().count() > 128 {
+                return Err((
+                    "auth.broker_identity",
+                    format!("subject of `{}` must be 1 to 128 characters", b.client_id),
+                ));
+            }
+            if b.role == crate::role::Role::System {
+                return Err((
+                    "auth.broker_identity",
+                    format!(
+                        "`{}`: SYSTEM is never given to a ground client; use PUBLIC, READ_ONLY, OPERATOR or ADMIN",
+                        b.client_id
+                    ),
+                ));
+            }
+        }
         self.check_audit()?;
         self.check_camera()?;
         self.health.check()?;
@@ -1345,6 +1432,75 @@ impl Config {
 }
 
 impl Config {
+    /// `[mcp]` capacity and the panic topic.
+    fn check_mcp_capacity(&self) -> Result<(), (&'static str, String)> {
+        let m = &self.mcp;
+        let root = &m.panic_topic_root;
+        if root.is_empty()
+            || root.starts_with('/')
+            || root.ends_with('/')
+            || root.contains(['+', '#'])
+            || root.starts_with(&format!("{}/", m.server_topic_root))
+            || root == &m.server_topic_root
+        {
+            return Err((
+                "mcp.panic_topic_root",
+                format!(
+                    "must be non-empty, contain no `+` or `#`, not start or end with `/`, and lie \
+                     outside `{}` (reserved for server control topics), got `{root}`",
+                    m.server_topic_root
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("mcp.sessions_max", m.sessions_max),
+            (
+                "mcp.session_calls_concurrent_max",
+                m.session_calls_concurrent_max,
+            ),
+            ("mcp.calls_concurrent_max", m.calls_concurrent_max),
+            ("mcp.candidates_max", m.candidates_max),
+            ("mcp.identity_sessions_max", m.identity_sessions_max),
+            (
+                "mcp.identity_calls_concurrent_max",
+                m.identity_calls_concurrent_max,
+            ),
+            ("mcp.waits_concurrent_max", m.waits_concurrent_max),
+            (
+                "mcp.identity_waits_concurrent_max",
+                m.identity_waits_concurrent_max,
+            ),
+            (
+                "mcp.priority_calls_concurrent_max",
+                m.priority_calls_concurrent_max,
+            ),
+        ] {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if m.sessions_reserved_admin >= m.sessions_max {
+            return Err((
+                "mcp.sessions_reserved_admin",
+                format!(
+                    "must be below mcp.sessions_max ({}), got {}",
+                    m.sessions_max, m.sessions_reserved_admin
+                ),
+            ));
+        }
+        if !(m.initialize_per_s.is_finite() && m.initialize_per_s > 0.0 && m.initialize_burst >= 1)
+        {
+            return Err((
+                "mcp.initialize_per_s",
+                format!(
+                    "must be above 0 with a burst of at least 1, got {}/s burst {}",
+                    m.initialize_per_s, m.initialize_burst
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_camera(&self) -> Result<(), (&'static str, String)> {
         let c = &self.camera;
         if !c.enabled {
@@ -1547,6 +1703,41 @@ mod tests {
             ("[mqtt]\nenabled = true\n", "mqtt.ca_cert_path", "required"),
             ("[mcp]\nserver_name = \"a/+/b\"\n", "mcp.server_name", "`+`"),
             ("[mcp]\nserver_id = \"a/b\"\n", "mcp.server_id", "`/`"),
+            (
+                "[mcp]\npanic_topic_root = \"$mcp-server/panic\"\n",
+                "mcp.panic_topic_root",
+                "reserved for server control topics",
+            ),
+            (
+                "[mcp]\npanic_topic_root = \"estop/#\"\n",
+                "mcp.panic_topic_root",
+                "`+` or `#`",
+            ),
+            (
+                "[mcp]\nsessions_reserved_admin = 64\n",
+                "mcp.sessions_reserved_admin",
+                "below mcp.sessions_max",
+            ),
+            (
+                "[mcp]\nwaits_concurrent_max = 0\n",
+                "mcp.waits_concurrent_max",
+                "at least 1",
+            ),
+            (
+                "[[auth.broker_identity]]\nclient_id = \"a/b\"\nsubject = \"s\"\nrole = \"OPERATOR\"\n",
+                "auth.broker_identity",
+                "contains '/'",
+            ),
+            (
+                "[[auth.broker_identity]]\nclient_id = \"gcs\"\nsubject = \"s\"\nrole = \"SYSTEM\"\n",
+                "auth.broker_identity",
+                "SYSTEM is never given",
+            ),
+            (
+                "[[auth.broker_identity]]\nclient_id = \"gcs\"\nsubject = \"s\"\nrole = \"pilot\"\n",
+                "auth.broker_identity[0].role",
+                "unknown variant",
+            ),
             (
                 "[estop]\ndanger_kill_action = \"explode\"\n",
                 "estop.danger_kill_action",

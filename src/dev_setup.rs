@@ -1,30 +1,37 @@
 //! `flight-companion dev-setup DIR`: everything a local trial needs to run the daemon, a
 //! Mosquitto broker with mutual TLS and a ground client on one machine.
 //!
-//! Writes a CA, broker/drone/ground certificates (rcgen), `mosquitto.conf`, `acl`,
-//! `drone.toml` (a daemon `Config`) and `ground.toml` (the ground bridge's file:
-//! `[mqtt]` with the daemon's `MqttConfig` keys, `[ground]` with optional `server_name`
-//! and `client_id`). Keys are 0600 under a 0700 `certs/` directory.
+//! Writes a CA and one certificate per identity (`cert`: the broker, the drone, each ground
+//! user or station of `--ground-user`), a CRL, `mosquitto.conf`, `acl`, `drone.toml` (a
+//! daemon `Config`) and `ground.toml` (the ground bridge's file: `[mqtt]` with the daemon's
+//! `MqttConfig` keys, `[ground]` with optional `server_name` and `client_id`). Keys are 0600
+//! under a 0700 `certs/` directory; `flight-companion cert issue|revoke` adds and revokes
+//! ground identities later.
 //!
-//! Identities: the certificate CN is the MQTT user name (`use_identity_as_username`), and
-//! the ACL binds topics to it: only `drone-1` may publish server presence, capability and
-//! the server side of RPC topics for server-id `drone-1`; ground identities publish the
-//! control topic, their own RPC topics and their own presence.
+//! Identities are what the broker authenticated: the certificate CN is the MQTT user name
+//! (`use_identity_as_username`) **and** the client id (`use_username_as_clientid`: whatever id
+//! a client asks for, the broker uses its CN, so no one can take another's id or put `/` in
+//! it). The ACL binds every client's own topics to that identity (`%u`): its RPC topics,
+//! its presence and capability, its panic topic; only `drone-1` may publish server presence,
+//! capability and the server side of RPC topics for server-id `drone-1`. The drone maps each
+//! ground identity to a subject and a role (`[[auth.broker_identity]]`), so a stock
+//! MCP-over-MQTT client with a dev certificate gets its role without a token.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-};
 
 use crate::link::endpoint::Endpoint;
 
 /// The drone's certificate CN, MQTT user name and server-id in the generated files.
 pub const DRONE_IDENTITY: &str = "drone-1";
-/// The ground client's certificate CN and MQTT user name in the generated files.
+/// The default ground identity (certificate CN, MQTT user name and client id) when no
+/// `--ground-user` is given; `certs/ground.pem|key` point to the first ground identity.
 pub const GROUND_IDENTITY: &str = "ground-1";
+/// The role the drone gives a `--ground-user` without one.
+pub const GROUND_ROLE_DEFAULT: crate::role::Role = crate::role::Role::Operator;
+/// Room above `mcp.message_bytes_max` in the broker's `max_packet_size` for the MQTT header,
+/// the topic and the user properties of a message of the largest accepted payload.
+pub const PACKET_HEADROOM_BYTES: usize = 16 * 1024;
 
 /// The simulator's default home (`flight-companion sim --home`), around which the dev
 /// envelope is drawn.
@@ -51,6 +58,57 @@ pub struct DevSetupArgs {
     /// Overwrite the files of an existing non-empty directory.
     #[arg(long)]
     pub force: bool,
+    /// A ground user or station: `NAME` or `NAME:ROLE` (PUBLIC, READ_ONLY, OPERATOR, ADMIN;
+    /// default OPERATOR). Repeatable; default `ground-1:OPERATOR`. Each gets a certificate
+    /// `certs/clients/NAME.pem|key` (CN and client id `NAME`) and an
+    /// `[[auth.broker_identity]]` entry in drone.toml.
+    #[arg(long = "ground-user", value_parser = parse_ground_user)]
+    pub ground_users: Vec<GroundUser>,
+}
+
+/// One `--ground-user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroundUser {
+    pub name: String,
+    pub role: crate::role::Role,
+}
+
+/// `NAME` or `NAME:ROLE`.
+pub fn parse_ground_user(text: &str) -> Result<GroundUser, String> {
+    let (name, role) = match text.split_once(':') {
+        Some((name, role)) => (
+            name,
+            crate::role::Role::from_name(role).ok_or_else(|| {
+                format!("`{role}` is not a role: PUBLIC, READ_ONLY, OPERATOR or ADMIN")
+            })?,
+        ),
+        None => (text, GROUND_ROLE_DEFAULT),
+    };
+    crate::cert::valid_identity_name(name)?;
+    if name == DRONE_IDENTITY {
+        return Err(format!("`{name}` is the drone's identity"));
+    }
+    if role == crate::role::Role::System {
+        return Err("SYSTEM is never given to a ground identity".into());
+    }
+    Ok(GroundUser {
+        name: name.to_owned(),
+        role,
+    })
+}
+
+impl DevSetupArgs {
+    /// The ground users, with the default when none was given.
+    pub fn ground_users(&self) -> Vec<GroundUser> {
+        if self.ground_users.is_empty() {
+            vec![GroundUser {
+                name: GROUND_IDENTITY.into(),
+                role: GROUND_ROLE_DEFAULT,
+            }]
+        } else {
+            self.ground_users.clone()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +119,8 @@ pub enum DevSetupError {
     NotEmpty(PathBuf),
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
-    #[error("certificate generation: {0}")]
-    Certificate(#[from] rcgen::Error),
+    #[error("certificates: {0}")]
+    Certificate(#[from] crate::cert::CertError),
     #[error("{0}")]
     Other(String),
 }
@@ -104,63 +162,52 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+    let users = args.ground_users();
+    let mut names = std::collections::HashSet::new();
+    if let Some(dup) = users.iter().find(|u| !names.insert(u.name.clone())) {
+        return Err(DevSetupError::Other(format!(
+            "--ground-user {} is given twice",
+            dup.name
+        )));
+    }
     let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).map_err(io(&certs))?;
-    set_mode(&certs, 0o700)?;
-
-    // The CA.
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name = name("flight-companion dev CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
-    write_file(&certs.join("ca.pem"), ca.pem().as_bytes(), 0o644)?;
-
-    // Leaf certificates: the broker (server auth, SAN localhost and 127.0.0.1), the drone
-    // and the ground (client auth, CN = identity).
-    let leaves = [
-        (
-            "broker",
-            "localhost",
-            vec!["localhost".to_string(), "127.0.0.1".to_string()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ),
-        (
-            "drone",
-            DRONE_IDENTITY,
-            vec![],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ),
-        (
-            "ground",
-            GROUND_IDENTITY,
-            vec![],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ),
-    ];
-    for (file, cn, sans, usage) in leaves {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name = name(cn);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &ca)?;
-        write_file(
-            &certs.join(format!("{file}.pem")),
-            cert.pem().as_bytes(),
-            0o644,
-        )?;
-        write_file(
-            &certs.join(format!("{file}.key")),
-            key.serialize_pem().as_bytes(),
-            0o600,
-        )?;
+    if certs.exists() {
+        // --force: a new CA; the old certificates would not verify against it.
+        std::fs::remove_dir_all(&certs).map_err(io(&certs))?;
+    }
+    let pki = crate::cert::Pki::new(&certs);
+    let now_unix_s = i64::try_from(crate::auth::shell::unix_s_now()).unwrap_or(i64::MAX);
+    pki.create(now_unix_s)?;
+    // The broker (server auth, SAN localhost and 127.0.0.1), the drone and each ground
+    // identity (client auth, CN = identity).
+    let service = |name, kind, sans: Vec<String>| crate::cert::IssueRequest {
+        name,
+        kind,
+        sans,
+        days: crate::cert::SERVICE_DAYS,
+        now_unix_s,
+    };
+    pki.issue(&service(
+        "localhost",
+        crate::cert::Kind::Broker,
+        vec!["localhost".into(), "127.0.0.1".into()],
+    ))?;
+    pki.issue(&service(DRONE_IDENTITY, crate::cert::Kind::Drone, vec![]))?;
+    for user in &users {
+        pki.issue(&crate::cert::IssueRequest {
+            name: &user.name,
+            kind: crate::cert::Kind::Client,
+            sans: vec![],
+            days: crate::cert::CLIENT_DAYS_DEFAULT,
+            now_unix_s,
+        })?;
+    }
+    // `certs/ground.pem|key`: the first ground identity, the one ground.toml uses.
+    let (first_cert, first_key) = pki.paths(&users[0].name, crate::cert::Kind::Client);
+    for (link, target) in [("ground.pem", first_cert), ("ground.key", first_key)] {
+        let link = certs.join(link);
+        let target = target.strip_prefix(&certs).unwrap_or(&target).to_owned();
+        std::os::unix::fs::symlink(&target, &link).map_err(io(&link))?;
     }
 
     let acl_path = dir.join("acl");
@@ -168,16 +215,17 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
     let running_as_root = std::fs::metadata(&dir)
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
+    let message_bytes_max = crate::config::McpConfig::default().message_bytes_max;
     write_file(
         &dir.join("mosquitto.conf"),
-        mosquitto_conf(&dir, args.broker_port, running_as_root).as_bytes(),
+        mosquitto_conf(&dir, args.broker_port, running_as_root, message_bytes_max).as_bytes(),
         0o644,
     )?;
     write_tokens(&dir)?;
     write_audit_key(&dir)?;
     write_file(
         &dir.join("drone.toml"),
-        drone_toml(args.broker_port, &args.vehicle_link).as_bytes(),
+        drone_toml(args.broker_port, &args.vehicle_link, &users).as_bytes(),
         0o644,
     )?;
     write_file(
@@ -186,6 +234,108 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
         0o644,
     )?;
     Ok(dir)
+}
+
+/// `flight-companion cert ...` on a dev-setup directory; returns the lines to print.
+pub fn cert_command(command: crate::cli::CertCommand) -> Result<Vec<String>, DevSetupError> {
+    use crate::cert::{IssueRequest, Kind, Pki};
+    use crate::cli::CertCommand;
+    let now_unix_s = i64::try_from(crate::auth::shell::unix_s_now()).unwrap_or(i64::MAX);
+    let pki = |dir: &Path| Pki::new(dir.join("certs"));
+    match command {
+        CertCommand::Issue {
+            dir,
+            name,
+            days,
+            role,
+            subject,
+        } => {
+            let role = role
+                .map(|r| parse_ground_user(&format!("{name}:{r}")).map(|u| u.role))
+                .transpose()
+                .map_err(DevSetupError::Other)?;
+            if name == DRONE_IDENTITY {
+                return Err(DevSetupError::Other(format!(
+                    "`{name}` is the drone's identity"
+                )));
+            }
+            let entry = pki(&dir).issue(&IssueRequest {
+                name: &name,
+                kind: Kind::Client,
+                sans: vec![],
+                days,
+                now_unix_s,
+            })?;
+            let mut lines = vec![
+                format!("certificate: {}", entry.cert_path.display()),
+                format!("key:         {}", entry.key_path.display()),
+                format!(
+                    "serial {}, valid {days} days; the MQTT client id is `{name}` (the broker uses the CN)",
+                    entry.serial
+                ),
+            ];
+            if let Some(role) = role {
+                let drone = dir.join("drone.toml");
+                let subject = subject.unwrap_or_else(|| name.clone());
+                let mut text = std::fs::read_to_string(&drone).map_err(io(&drone))?;
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push('\n');
+                text.push_str(&broker_identity_toml(&name, &subject, role));
+                // Checked before it is written: a file the daemon would refuse is never left.
+                crate::config::Config::parse(&drone, &text)
+                    .map_err(|e| DevSetupError::Other(e.to_string()))?;
+                crate::cert::write_atomic(&drone, text.as_bytes(), 0o644)?;
+                lines.push(format!(
+                    "{}: `{name}` is {subject} with role {role} when it sends no token; restart the daemon to apply",
+                    drone.display()
+                ));
+            }
+            Ok(lines)
+        }
+        CertCommand::Revoke { dir, name } => {
+            let revoked = pki(&dir).revoke(&name, now_unix_s)?;
+            let mut lines: Vec<String> = revoked
+                .iter()
+                .map(|e| format!("revoked {} (serial {})", e.name, e.serial))
+                .collect();
+            lines.push(format!(
+                "wrote {}; reload the broker to refuse its new connections (Mosquitto rereads its \
+                 crlfile on SIGHUP: `kill -HUP PID` or `systemctl reload mosquitto`), restart it to \
+                 also end an open one, and remove its [[auth.broker_identity]] entry from drone.toml",
+                pki(&dir).crl_path().display()
+            ));
+            Ok(lines)
+        }
+        CertCommand::List { dir } => Ok(pki(&dir)
+            .list()?
+            .into_iter()
+            .map(|e| {
+                let state = match e.revoked_unix_s {
+                    Some(t) => format!("revoked at {t}"),
+                    None if e.not_after_unix_s <= now_unix_s => "expired".into(),
+                    None => "valid".into(),
+                };
+                format!(
+                    "{:<24} {:<7} serial {} until {} ({state}) {}",
+                    e.name,
+                    format!("{:?}", e.kind).to_lowercase(),
+                    e.serial,
+                    e.not_after_unix_s,
+                    e.cert_path.display()
+                )
+            })
+            .collect()),
+        CertCommand::Crl { dir } => {
+            pki(&dir).write_crl(now_unix_s)?;
+            Ok(vec![format!(
+                "wrote {}, valid {} days; reload the broker (SIGHUP) to apply",
+                pki(&dir).crl_path().display(),
+                crate::cert::CRL_DAYS
+            )])
+        }
+    }
 }
 
 /// The roles a ground client may hold, each with a dev token `tokens/<role>.jwt`.
@@ -249,12 +399,6 @@ fn write_audit_key(dir: &Path) -> Result<(), DevSetupError> {
     write_file(&dir.join(AUDIT_VKEY), format!("{vkey}\n").as_bytes(), 0o644)
 }
 
-fn name(cn: &str) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    dn
-}
-
 fn set_mode(path: &Path, mode: u32) -> Result<(), DevSetupError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
@@ -276,7 +420,12 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), DevSetupErr
     set_mode(path, mode)
 }
 
-fn mosquitto_conf(dir: &Path, port: u16, running_as_root: bool) -> String {
+fn mosquitto_conf(
+    dir: &Path,
+    port: u16,
+    running_as_root: bool,
+    message_bytes_max: usize,
+) -> String {
     let certs = dir.join("certs");
     let mut s = String::new();
     let _ = writeln!(
@@ -304,6 +453,16 @@ fn mosquitto_conf(dir: &Path, port: u16, running_as_root: bool) -> String {
     let _ = writeln!(s, "log_type notice");
     let _ = writeln!(s, "log_type information");
     let _ = writeln!(s, "acl_file {}", dir.join("acl").display());
+    let _ = writeln!(
+        s,
+        "# The drone's mcp.message_bytes_max ({message_bytes_max}) plus {PACKET_HEADROOM_BYTES} bytes for the\n\
+         # MQTT header, topic and properties: larger packets are refused by the broker."
+    );
+    let _ = writeln!(
+        s,
+        "max_packet_size {}",
+        message_bytes_max + PACKET_HEADROOM_BYTES
+    );
     let _ = writeln!(s);
     let _ = writeln!(s, "listener {port} 127.0.0.1");
     let _ = writeln!(s, "protocol mqtt");
@@ -315,19 +474,41 @@ fn mosquitto_conf(dir: &Path, port: u16, running_as_root: bool) -> String {
     let _ = writeln!(s, "use_identity_as_username true");
     let _ = writeln!(
         s,
+        "# The certificate CN is the client id, whatever id a client asks for: nobody can take\n\
+         # another client's id (and its topics), and an id never contains `/`, `+` or `#`."
+    );
+    let _ = writeln!(s, "use_username_as_clientid true");
+    let _ = writeln!(
+        s,
+        "# Revoked certificates (`flight-companion cert revoke`); reread on SIGHUP."
+    );
+    let _ = writeln!(s, "crlfile {}", certs.join("crl.pem").display());
+    let _ = writeln!(
+        s,
         "# Nagle's algorithm adds ~40 ms to every request/response round trip."
     );
     let _ = writeln!(s, "set_tcp_nodelay true");
     s
 }
 
+/// The panic topic root of the generated configuration (`mcp.panic_topic_root`'s default).
+fn panic_root() -> String {
+    crate::config::McpConfig::default().panic_topic_root
+}
+
 fn acl() -> String {
     let d = DRONE_IDENTITY;
-    let g = GROUND_IDENTITY;
+    let name = crate::config::McpConfig::default().server_name;
+    let panic = panic_root();
     format!(
-        "# Written by `flight-companion dev-setup`. User names are certificate CNs.\n\
+        "# Written by `flight-companion dev-setup`. User names are certificate CNs, and with\n\
+         # use_username_as_clientid they are the client ids too: `%u` below is the identity the\n\
+         # broker authenticated, never a name the client chose.\n\
+         #\n\
          # The drone ({d}, server-id {d}) alone publishes its presence, capability and the\n\
-         # server side of its RPC topics; it reads its control topic, client topics and RPC.\n\
+         # server side of its RPC topics; it reads its control topic, every client's presence,\n\
+         # capability and RPC topics towards it, and its panic topics (the last level is the\n\
+         # publisher's identity).\n\
          user {d}\n\
          topic write $mcp-server/presence/{d}/#\n\
          topic write $mcp-server/capability/{d}/#\n\
@@ -335,29 +516,41 @@ fn acl() -> String {
          topic read $mcp-server/{d}/#\n\
          topic read $mcp-client/presence/#\n\
          topic read $mcp-client/capability/#\n\
+         topic read {panic}/{d}/+\n\
          # Its audit checkpoints (outside the MCP transport's namespaces), retained.\n\
          topic write {audit_topic}\n\
          \n\
-         # A ground client publishes to the drone's control topic, and reads server presence\n\
-         # and capability.\n\
-         user {g}\n\
-         topic write $mcp-server/{d}/#\n\
-         topic read $mcp-server/presence/#\n\
-         topic read $mcp-server/capability/#\n\
-         # The drones' audit checkpoints, for `flight-companion audit witness`.\n\
-         topic read {audit_root}/#\n\
+         # Every identity: the drone's control topic (initialize), server presence and capability.\n\
+         # (Mosquitto warns that these patterns have no %u: they are the same for everyone.)\n\
+         pattern write $mcp-server/{d}/{name}\n\
+         pattern read $mcp-server/presence/#\n\
+         pattern read $mcp-server/capability/#\n\
+         # Every identity: only its own presence, capability and RPC topics, and its own panic\n\
+         # topic, bound to the identity the broker authenticated.\n\
+         pattern write $mcp-client/presence/%u\n\
+         pattern write $mcp-client/capability/%u\n\
+         pattern readwrite $mcp-rpc/%u/#\n\
+         pattern write {panic}/+/%u\n\
+         # Every identity may read the drones' signed audit checkpoints (`audit witness`).\n\
+         pattern read {audit_root}/#\n\
          \n\
-         # Every client: its own presence and capability, and its own RPC topics (by client id).\n\
-         pattern write $mcp-client/presence/%c\n\
-         pattern write $mcp-client/capability/%c\n\
-         pattern readwrite $mcp-rpc/%c/#\n",
+         # The benchmarks' bare-MQTT echo (benches/, `bench_client::ECHO_IDENTITY`; it has a\n\
+         # certificate only once a benchmark issues one): two leaf topics the drone never uses.\n\
+         user bench-echo\n\
+         topic read $mcp-rpc/+/{d}/bench-ping\n\
+         topic write $mcp-rpc/+/{d}/bench-pong\n",
         audit_topic = crate::config::AuditConfig::default()
             .resolved_topic(&crate::config::McpConfig::default().server_name),
         audit_root = crate::audit::witness::TOPIC_ROOT,
     )
 }
 
-fn drone_toml(port: u16, link: &Endpoint) -> String {
+fn drone_toml(port: u16, link: &Endpoint, users: &[GroundUser]) -> String {
+    let mut identities = String::new();
+    for user in users {
+        identities.push_str(&broker_identity_toml(&user.name, &user.name, user.role));
+        identities.push('\n');
+    }
     format!(
         "# Written by `flight-companion dev-setup`. Paths are relative to this file.\n\
          [vehicle]\n\
@@ -384,6 +577,7 @@ fn drone_toml(port: u16, link: &Endpoint) -> String {
          alg = \"EdDSA\"\n\
          public_key_path = \"keys/{DEV_KID}.pub\"\n\
          \n\
+         {identities}\
          [audit]\n\
          dir = \"state/audit\"\n\
          # Signs the log's checkpoints; the ground's witness trusts keys/audit.vkey.\n\
@@ -391,6 +585,20 @@ fn drone_toml(port: u16, link: &Endpoint) -> String {
          \n\
          {}",
         dev_envelope()
+    )
+}
+
+/// One `[[auth.broker_identity]]` entry: a client the broker authenticated as `client_id`
+/// gets `subject` and `role` when its `initialize` carries no token.
+pub fn broker_identity_toml(client_id: &str, subject: &str, role: crate::role::Role) -> String {
+    format!(
+        "# The broker authenticated this client by its certificate (CN = client id): a stock\n\
+         # MCP-over-MQTT client gets this role without a token (a token, when sent, wins).\n\
+         [[auth.broker_identity]]\n\
+         client_id = \"{client_id}\"\n\
+         subject = \"{subject}\"\n\
+         role = \"{}\"\n",
+        role.name()
     )
 }
 
@@ -442,6 +650,8 @@ fn ground_toml(port: u16) -> String {
          [ground]\n\
          token_path = \"tokens/operator.jwt\"\n\
          # server_name = \"flight-companion/drone\"\n\
+         # The client id is the certificate's CN by default: the broker uses it whatever id\n\
+         # is asked for (use_username_as_clientid), and the ACL binds topics to it.\n\
          # client_id = \"{GROUND_IDENTITY}\"\n"
     )
 }
@@ -450,6 +660,7 @@ fn ground_toml(port: u16) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::role::Role;
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -468,6 +679,7 @@ mod tests {
             broker_port: 18883,
             vehicle_link: Endpoint::default_vehicle(),
             force,
+            ground_users: Vec::new(),
         }
     }
 
@@ -504,19 +716,52 @@ mod tests {
 
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&written.join("certs")), 0o700);
-        for key in ["broker.key", "drone.key", "ground.key"] {
+        for key in ["broker.key", "drone.key", "ground.key", "ca.key"] {
             assert_eq!(mode(&written.join("certs").join(key)), 0o600, "{key}");
         }
         let conf = std::fs::read_to_string(written.join("mosquitto.conf")).unwrap();
+        let packet = config.mcp.message_bytes_max + PACKET_HEADROOM_BYTES;
         for needle in [
             "listener 18883 127.0.0.1",
             "require_certificate true",
             "use_identity_as_username true",
+            "use_username_as_clientid true",
             "set_tcp_nodelay true",
             "allow_anonymous false",
+            &format!("max_packet_size {packet}"),
+            &format!("crlfile {}", written.join("certs/crl.pem").display()),
         ] {
             assert!(conf.contains(needle), "{needle}: {conf}");
         }
+        // The client-id substitution is after the listener (Mosquitto ignores it globally).
+        assert!(
+            conf.find("use_username_as_clientid").unwrap() > conf.find("listener ").unwrap(),
+            "{conf}"
+        );
+        // Topics are bound to the authenticated identity, never to a chosen client id.
+        let acl = std::fs::read_to_string(written.join("acl")).unwrap();
+        assert!(!acl.contains("%c"), "{acl}");
+        for needle in [
+            "pattern readwrite $mcp-rpc/%u/#",
+            "pattern write $mcp-client/presence/%u",
+            "pattern write flight-companion/estop/+/%u",
+            "topic read flight-companion/estop/drone-1/+",
+        ] {
+            assert!(acl.contains(needle), "{needle}: {acl}");
+        }
+        // The default ground identity: a certificate with CN ground-1, mapped in drone.toml.
+        assert_eq!(
+            crate::cert::common_name(&written.join("certs/ground.pem")).unwrap(),
+            GROUND_IDENTITY
+        );
+        assert_eq!(
+            config.auth.broker_identity,
+            vec![crate::config::BrokerIdentityConfig {
+                client_id: GROUND_IDENTITY.into(),
+                subject: GROUND_IDENTITY.into(),
+                role: GROUND_ROLE_DEFAULT,
+            }]
+        );
         let ground = std::fs::read_to_string(written.join("ground.toml")).unwrap();
         assert!(ground.contains("[ground]") && ground.contains("certs/ground.key"));
         // The audit signing key (private) and the verifier key the ground's witness trusts,
@@ -545,6 +790,88 @@ mod tests {
         let error = write(&args(&dir, false)).unwrap_err().to_string();
         assert!(error.contains("--force"), "{error}");
         write(&args(&dir, true)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ground_users_get_a_certificate_and_a_role_each_and_more_can_be_issued() {
+        use crate::cli::CertCommand;
+        let dir = temp_dir("users");
+        let mut a = args(&dir, false);
+        a.ground_users = vec![
+            parse_ground_user("alice:admin").unwrap(),
+            parse_ground_user("gcs-2").unwrap(),
+        ];
+        let written = write(&a).unwrap();
+        for (name, role) in [("alice", Role::Admin), ("gcs-2", Role::Operator)] {
+            let pem = written.join(format!("certs/clients/{name}.pem"));
+            assert_eq!(crate::cert::common_name(&pem).unwrap(), name);
+            let config = Config::load(&written.join("drone.toml")).unwrap();
+            assert!(
+                config
+                    .auth
+                    .broker_identity
+                    .iter()
+                    .any(|b| b.client_id == name && b.role == role),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            crate::cert::common_name(&written.join("certs/ground.pem")).unwrap(),
+            "alice"
+        );
+        for bad in ["a/b:OPERATOR", "x:SYSTEM", "x:pilot", "drone-1", "a+"] {
+            assert!(parse_ground_user(bad).is_err(), "{bad}");
+        }
+        // Issue one more later, with a role: drone.toml maps it and still loads.
+        let lines = cert_command(CertCommand::Issue {
+            dir: written.clone(),
+            name: "bob".into(),
+            days: 30,
+            role: Some("READ_ONLY".into()),
+            subject: Some("Bob Smith".into()),
+        })
+        .unwrap();
+        assert!(
+            lines.iter().any(|l| l.contains("restart the daemon")),
+            "{lines:?}"
+        );
+        let config = Config::load(&written.join("drone.toml")).unwrap();
+        assert!(
+            config
+                .auth
+                .broker_identity
+                .iter()
+                .any(|b| b.client_id == "bob"
+                    && b.subject == "Bob Smith"
+                    && b.role == Role::ReadOnly)
+        );
+        // A bad role leaves drone.toml alone; a revoked name is listed as such.
+        assert!(
+            cert_command(CertCommand::Issue {
+                dir: written.clone(),
+                name: "carol".into(),
+                days: 30,
+                role: Some("SYSTEM".into()),
+                subject: None,
+            })
+            .is_err()
+        );
+        cert_command(CertCommand::Revoke {
+            dir: written.clone(),
+            name: "bob".into(),
+        })
+        .unwrap();
+        let listed = cert_command(CertCommand::List {
+            dir: written.clone(),
+        })
+        .unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|l| l.starts_with("bob") && l.contains("revoked")),
+            "{listed:?}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

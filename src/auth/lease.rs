@@ -146,6 +146,37 @@ impl ControlLease {
         }
     }
 
+    /// `from` was replaced by `to` (its client initialized again): the lease follows when
+    /// `to` is the same subject with a role that may hold it; otherwise it ends. Returns
+    /// whether `from` held it and whether it was kept.
+    pub fn handle_replace(
+        &mut self,
+        now: Instant,
+        from: &str,
+        to: &str,
+        subject: &str,
+        role: Role,
+    ) -> Option<bool> {
+        let held = self.live(now).is_some_and(|h| h.session == from);
+        let stale = self.holder.as_ref().is_some_and(|h| h.session == from);
+        if !held {
+            if stale {
+                self.holder = None;
+            }
+            return None;
+        }
+        let h = self.holder.as_mut()?;
+        if h.subject == subject && role >= Role::Operator {
+            h.session = to.to_owned();
+            h.role = role;
+            h.last_seen = now;
+            Some(true)
+        } else {
+            self.holder = None;
+            Some(false)
+        }
+    }
+
     /// When the current lease would expire.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.holder
@@ -233,6 +264,36 @@ mod tests {
         assert!(!l.handle_release(t0, "a"));
         assert!(l.handle_release(t0, "z"));
         assert!(l.view(t0).is_none());
+    }
+
+    #[test]
+    fn a_replaced_session_passes_the_lease_only_to_the_same_subject() {
+        let t0 = Instant::now();
+        let mut l = ControlLease::new(T);
+        l.handle_request(t0, "a#1", "alice", Role::Operator);
+        assert_eq!(
+            l.handle_replace(t0, "a#1", "a#2", "alice", Role::Operator),
+            Some(true)
+        );
+        assert!(l.check(t0, "a#2").is_ok() && l.check(t0, "a#1").is_err());
+        // Another subject (or a role that may not hold it) on the same client id: released.
+        assert_eq!(
+            l.handle_replace(t0, "a#2", "a#3", "mallory", Role::Operator),
+            Some(false)
+        );
+        assert!(l.view(t0).is_none());
+        l.handle_request(t0, "a#3", "alice", Role::Operator);
+        assert_eq!(
+            l.handle_replace(t0, "a#3", "a#4", "alice", Role::ReadOnly),
+            Some(false)
+        );
+        // Not the holder: nothing changes.
+        l.handle_request(t0, "b#1", "bob", Role::Operator);
+        assert_eq!(
+            l.handle_replace(t0, "a#4", "a#5", "alice", Role::Operator),
+            None
+        );
+        assert!(l.check(t0, "b#1").is_ok());
     }
 
     #[test]

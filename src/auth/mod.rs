@@ -8,10 +8,22 @@
 //! A session keeps the identity of its `initialize`; expiry and revocation are checked
 //! again on every call, and an expired session must initialize again with a fresh token.
 //!
-//! Call order of [`Gate`]: `handle_initialize` for each `initialize`; `authorize_method`,
-//! `authorize_tool` or `authorize_resource` before each request; `handle_control` for the
-//! lease tools; `handle_session_end` when a session ends; `poll_expired(now)` on a timer
-//! (the lease of a silent holder).
+//! **Broker-attested identity.** A client that sends no token is who the broker
+//! authenticated: its client id (the certificate CN with the dev-setup broker) is looked up in
+//! `[[auth.broker_identity]]`, which gives a subject and a role. A token, when present, wins
+//! (and a bad token is refused, never replaced by the broker identity). The MCP layer makes
+//! sure the client id is attested before a session exists (`mcp::session`).
+//!
+//! **Sessions are keys** `{client_id}#{generation}` ([`session_key`]): a client that
+//! initializes again gets a new key, so a call still running in the replaced session can
+//! never act as, or be counted for, the new one.
+//!
+//! Call order of [`Gate`]: `handle_initialize` for each `initialize` (a candidate: nothing
+//! it verifies is usable until `handle_promote`); `handle_promote` once its client proved
+//! its id (ends the session it replaces and says what became of the lease);
+//! `authorize_method`, `authorize_tool` or `authorize_resource` before each request;
+//! `handle_control` for the lease tools; `handle_session_end` when a session or a candidate
+//! ends; `poll_expired(now)` on a timer (the lease of a silent holder).
 
 pub mod lease;
 pub mod permissions;
@@ -37,6 +49,58 @@ use token::{Identity, VerifierConfig};
 /// The `_meta` key of the `initialize` request that carries the JWT.
 pub const TOKEN_META_KEY: &str = "flight-companion/token";
 
+/// The `kid` of an identity the broker attested (no token).
+pub const BROKER_KID: &str = "broker-identity";
+
+/// The gate's key of a session: its client id and generation (`#` never occurs in a
+/// client id).
+pub fn session_key(client_id: &str, generation: u64) -> String {
+    format!("{client_id}#{generation}")
+}
+
+/// The client id of a session key.
+pub fn client_id_of(key: &str) -> &str {
+    key.rsplit_once('#').map_or(key, |(cid, _)| cid)
+}
+
+/// How many sessions, and whose.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub sessions_max: usize,
+    /// The last sessions under `sessions_max` only ADMIN identities may take.
+    pub reserved_admin: usize,
+    /// Sessions of one subject.
+    pub identity_sessions_max: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            sessions_max: 64,
+            reserved_admin: 2,
+            identity_sessions_max: 4,
+        }
+    }
+}
+
+/// What became of the control lease when a session was replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseFate {
+    /// The replaced session did not hold it.
+    NotHeld,
+    /// Same subject, a role that may hold it: the new session holds it.
+    Kept,
+    /// Another subject or a lesser role: the lease is free.
+    Released,
+}
+
+/// The outcome of [`Gate::handle_promote`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub identity: Identity,
+    pub lease: LeaseFate,
+}
+
 /// Limits per session.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimits {
@@ -55,6 +119,9 @@ pub struct GateConfig {
     pub allow_anonymous: bool,
     pub lease_timeout: Duration,
     pub limits: RateLimits,
+    /// Broker-attested client ids → (subject, role), for clients without a token.
+    pub broker_identities: HashMap<String, (String, Role)>,
+    pub sessions: SessionLimits,
 }
 
 /// A refusal: a stable kind (audit, summary), the message the client reads, and when to
@@ -79,7 +146,10 @@ impl Denial {
 /// Who is calling, as the tool handlers and the audit log see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Caller {
+    /// The gate's key ([`session_key`]).
     pub session: String,
+    /// The client id the broker attested (the audit log's `session`).
+    pub client_id: String,
     pub subject: String,
     pub role: Role,
 }
@@ -109,6 +179,8 @@ pub enum ControlResult {
 pub struct Gate {
     config: GateConfig,
     sessions: HashMap<String, SessionAuth>,
+    /// Verified `initialize`s whose client has not proven its id yet, by session key.
+    candidates: HashMap<String, SessionAuth>,
     lease: ControlLease,
     events: SecurityEvents,
     /// Tool calls in progress per session: a holder waiting on a long `goto` is not silent.
@@ -121,6 +193,7 @@ impl Gate {
             lease: ControlLease::new(config.lease_timeout),
             config,
             sessions: HashMap::new(),
+            candidates: HashMap::new(),
             events: SecurityEvents::default(),
             in_flight: HashMap::new(),
         }
@@ -136,42 +209,101 @@ impl Gate {
         denial
     }
 
-    /// Verifies the token of an `initialize` and binds the identity to `session`.
+    /// Verifies an `initialize` of `client_id` (generation `generation`): its token, or
+    /// without one the broker identity of `client_id`, then the session limits. The identity
+    /// is kept as a candidate: no session, lease or limit of anyone changes until
+    /// [`Gate::handle_promote`].
     pub fn handle_initialize(
         &mut self,
         now: Instant,
         now_unix_s: u64,
-        session: &str,
+        client_id: &str,
+        generation: u64,
         token: Option<&str>,
     ) -> Result<Identity, Denial> {
-        self.sessions.remove(session);
-        self.lease.handle_session_end(session);
-        let identity = match token {
-            None if self.config.allow_anonymous => Identity {
+        let key = session_key(client_id, generation);
+        self.candidates.remove(&key);
+        let broker = self.config.broker_identities.get(client_id).cloned();
+        let identity = match (token, broker) {
+            (None, Some((subject, role))) => Identity {
+                subject,
+                role,
+                jti: None,
+                kid: BROKER_KID.into(),
+                expires_unix_s: u64::MAX,
+            },
+            (None, None) if self.config.allow_anonymous => Identity {
                 subject: "anonymous".into(),
                 role: Role::ReadOnly,
                 jti: None,
                 kid: String::new(),
                 expires_unix_s: u64::MAX,
             },
-            token => {
-                let verified =
-                    token::verify(token.unwrap_or_default(), &self.config.verifier, now_unix_s);
-                match verified {
-                    Ok(id) => id,
-                    Err(e) => {
-                        let kind = e.kind();
-                        return Err(self.deny(now, Denial::new(kind, e.to_string())));
-                    }
-                }
+            (None, None) => {
+                return Err(self.deny(
+                    now,
+                    Denial::new(
+                        "missing_token",
+                        format!(
+                            "no token: put a JWT at params._meta[\"{TOKEN_META_KEY}\"] of \
+                             initialize; client id {client_id} is not a broker identity this \
+                             drone knows ([[auth.broker_identity]])"
+                        ),
+                    ),
+                ));
             }
+            (Some(token), _) => match token::verify(token, &self.config.verifier, now_unix_s) {
+                Ok(id) => id,
+                Err(e) => {
+                    let kind = e.kind();
+                    return Err(self.deny(now, Denial::new(kind, e.to_string())));
+                }
+            },
         };
         if let Some(why) = self.config.denylist.check(&identity) {
             return Err(self.deny(now, Denial::new("revoked_token", why)));
         }
+        // Capacity: the session this one would replace does not count.
+        let others = || {
+            self.sessions
+                .iter()
+                .filter(|(k, _)| client_id_of(k) != client_id)
+        };
+        let limits = self.config.sessions;
+        let same_subject = others()
+            .filter(|(_, s)| s.identity.subject == identity.subject)
+            .count();
+        if same_subject >= limits.identity_sessions_max {
+            return Err(self.deny(
+                now,
+                Denial::new(
+                    "identity_sessions_full",
+                    format!(
+                        "{} already has {same_subject} sessions, the most one identity may hold \
+                         (mcp.identity_sessions_max); end one first",
+                        identity.subject
+                    ),
+                ),
+            ));
+        }
+        let open = limits.sessions_max.saturating_sub(limits.reserved_admin);
+        let running = others().count();
+        if running >= open && identity.role < Role::Admin {
+            return Err(self.deny(
+                now,
+                Denial::new(
+                    "sessions_full",
+                    format!(
+                        "the server has {running} sessions; the last {} of its {} are kept for \
+                         ADMIN (mcp.sessions_reserved_admin); try again later",
+                        limits.reserved_admin, limits.sessions_max
+                    ),
+                ),
+            ));
+        }
         let l = self.config.limits;
-        self.sessions.insert(
-            session.to_owned(),
+        self.candidates.insert(
+            key,
             SessionAuth {
                 identity: identity.clone(),
                 calls: TokenBucket::new(l.calls_burst, l.calls_per_s),
@@ -179,6 +311,67 @@ impl Gate {
             },
         );
         Ok(identity)
+    }
+
+    /// The subject `[[auth.broker_identity]]` gives a broker-attested client id.
+    pub fn broker_subject(&self, client_id: &str) -> Option<String> {
+        self.config
+            .broker_identities
+            .get(client_id)
+            .map(|(subject, _)| subject.clone())
+    }
+
+    /// The subject of a verified candidate.
+    pub fn candidate_subject(&self, client_id: &str, generation: u64) -> Option<String> {
+        self.candidates
+            .get(&session_key(client_id, generation))
+            .map(|s| s.identity.subject.clone())
+    }
+
+    /// The candidate `generation` of `client_id` proved its id: it becomes the client's
+    /// session; the session it replaces (any older generation) ends here, and the lease
+    /// follows only to the same subject. `None` when the candidate is unknown.
+    pub fn handle_promote(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+        generation: u64,
+    ) -> Option<Promotion> {
+        let key = session_key(client_id, generation);
+        let auth = self.candidates.remove(&key)?;
+        let identity = auth.identity.clone();
+        let replaced: Vec<String> = self
+            .sessions
+            .keys()
+            .filter(|k| client_id_of(k) == client_id)
+            .cloned()
+            .collect();
+        let mut lease = LeaseFate::NotHeld;
+        for old in replaced {
+            match self
+                .lease
+                .handle_replace(now, &old, &key, &identity.subject, identity.role)
+            {
+                Some(true) => lease = LeaseFate::Kept,
+                Some(false) => lease = LeaseFate::Released,
+                None => {}
+            }
+            self.sessions.remove(&old);
+            self.in_flight.remove(&old);
+        }
+        self.sessions.insert(key, auth);
+        Some(Promotion { identity, lease })
+    }
+
+    /// The call always gets through (the reserved pool, no rate limit): the lease holder's
+    /// `hold`, `land`, `return_home`; an ADMIN's `reset_emergency_stop`.
+    pub fn is_priority(&self, now: Instant, session: &str, tool: &str) -> bool {
+        let Some(s) = self.sessions.get(session) else {
+            return false;
+        };
+        (permissions::SAFE_MOTION.contains(&tool)
+            && self.lease.holder_session(now) == Some(session))
+            || (tool == "reset_emergency_stop" && s.identity.role >= Role::Admin)
     }
 
     /// Identity checks shared by every request: known, not expired, not revoked.
@@ -217,6 +410,7 @@ impl Gate {
         self.lease.handle_activity(now, session);
         Ok(Caller {
             session: session.to_owned(),
+            client_id: client_id_of(session).to_owned(),
             subject: s.identity.subject.clone(),
             role: s.identity.role,
         })
@@ -301,7 +495,10 @@ impl Gate {
         {
             return Err(self.deny(now, Denial::new("no_control_lease", why)));
         }
-        self.take_call(now, session, p.class == Class::Motion)?;
+        // Towards safety, the holder (or an ADMIN resetting the stop) is never rate-limited.
+        if !self.is_priority(now, session, tool) {
+            self.take_call(now, session, p.class == Class::Motion)?;
+        }
         *self.in_flight.entry(session.to_owned()).or_default() += 1;
         Ok(caller)
     }
@@ -392,10 +589,11 @@ impl Gate {
         self.lease.handle_activity(now, session);
     }
 
-    /// The session ended (closed, timed out, replaced).
+    /// The session (or candidate) ended (closed, timed out, refused).
     pub fn handle_session_end(&mut self, session: &str) {
         self.in_flight.remove(session);
         self.sessions.remove(session);
+        self.candidates.remove(session);
         self.lease.handle_session_end(session);
     }
 
@@ -437,6 +635,9 @@ impl Gate {
         for s in ended {
             self.handle_session_end(&s);
         }
+        let denylist = &self.config.denylist;
+        self.candidates
+            .retain(|_, s| denylist.check(&s.identity).is_none());
         Ok(self.config.denylist.clone())
     }
 
@@ -459,6 +660,19 @@ mod tests {
     use super::token::{Claims, KeyAlg, issue};
     use super::*;
 
+    /// `initialize` of `cid` (generation 1) and, when verified, its promotion: the session
+    /// key is `{cid}#1`.
+    fn init(
+        g: &mut Gate,
+        now: Instant,
+        cid: &str,
+        token: Option<&str>,
+    ) -> Result<Identity, Denial> {
+        let id = g.handle_initialize(now, NOW, cid, 1, token)?;
+        g.handle_promote(now, cid, 1).unwrap();
+        Ok(id)
+    }
+
     fn gate() -> (Gate, impl Fn(&str, &str) -> String) {
         let f = fixture();
         let config = GateConfig {
@@ -471,6 +685,18 @@ mod tests {
                 calls_burst: 5,
                 motion_calls_per_s: 1.0,
                 motion_calls_burst: 2,
+            },
+            broker_identities: HashMap::from([
+                (
+                    "gcs-1".to_string(),
+                    ("station one".to_string(), Role::Operator),
+                ),
+                ("boss".to_string(), ("the boss".to_string(), Role::Admin)),
+            ]),
+            sessions: SessionLimits {
+                sessions_max: 5,
+                reserved_admin: 1,
+                identity_sessions_max: 2,
             },
         };
         let key = f.ed_private.clone();
@@ -495,61 +721,58 @@ mod tests {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
         assert_eq!(
-            g.authorize_tool(t0, NOW, "s0", "get_status")
+            g.authorize_tool(t0, NOW, "s0#1", "get_status")
                 .unwrap_err()
                 .kind,
             "unauthenticated"
         );
         assert_eq!(
-            g.handle_initialize(t0, NOW, "s0", None).unwrap_err().kind,
+            init(&mut g, t0, "s0", None).unwrap_err().kind,
             "missing_token"
         );
-        g.handle_initialize(t0, NOW, "ro", Some(&mint("READ_ONLY", "viewer")))
-            .unwrap();
-        g.handle_initialize(t0, NOW, "a", Some(&mint("OPERATOR", "alice")))
-            .unwrap();
-        g.handle_initialize(t0, NOW, "b", Some(&mint("OPERATOR", "bob")))
-            .unwrap();
-        let d = g.authorize_tool(t0, NOW, "ro", "arm").unwrap_err();
+        init(&mut g, t0, "ro", Some(&mint("READ_ONLY", "viewer"))).unwrap();
+        init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
+        init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob"))).unwrap();
+        let d = g.authorize_tool(t0, NOW, "ro#1", "arm").unwrap_err();
         assert_eq!(d.kind, "role_denied");
         assert!(d.message.contains("OPERATOR"), "{}", d.message);
-        assert!(g.authorize_tool(t0, NOW, "ro", "get_status").is_ok());
+        assert!(g.authorize_tool(t0, NOW, "ro#1", "get_status").is_ok());
         // Motion without the lease.
         assert_eq!(
-            g.authorize_tool(t0, NOW, "a", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "a#1", "arm").unwrap_err().kind,
             "no_control_lease"
         );
-        let a = g.authorize_tool(t0, NOW, "a", "request_control").unwrap();
+        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
         assert_eq!(g.handle_control(t0, &a, true), ControlResult::Granted);
-        let b = g.authorize_tool(t0, NOW, "b", "request_control").unwrap();
+        let b = g.authorize_tool(t0, NOW, "b#1", "request_control").unwrap();
         assert!(matches!(
             g.handle_control(t0, &b, true),
             ControlResult::Refused(_)
         ));
-        assert!(g.authorize_tool(t0, NOW, "a", "arm").is_ok());
+        assert!(g.authorize_tool(t0, NOW, "a#1", "arm").is_ok());
         assert_eq!(
-            g.authorize_tool(t0, NOW, "b", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "b#1", "arm").unwrap_err().kind,
             "no_control_lease"
         );
         // The e-stop: any authenticated role, no lease, never limited.
         for _ in 0..100 {
-            assert!(g.authorize_tool(t0, NOW, "ro", "emergency_stop").is_ok());
+            assert!(g.authorize_tool(t0, NOW, "ro#1", "emergency_stop").is_ok());
         }
         // Motion limit (burst 2; one used above).
-        assert!(g.authorize_tool(t0, NOW, "a", "takeoff").is_ok());
-        let d = g.authorize_tool(t0, NOW, "a", "goto").unwrap_err();
+        assert!(g.authorize_tool(t0, NOW, "a#1", "takeoff").is_ok());
+        let d = g.authorize_tool(t0, NOW, "a#1", "goto").unwrap_err();
         assert_eq!(d.kind, "rate_limited");
         assert!(d.retry_after_ms.is_some());
         // ... while the e-stop from the same session still passes.
-        assert!(g.authorize_tool(t0, NOW, "a", "emergency_stop").is_ok());
+        assert!(g.authorize_tool(t0, NOW, "a#1", "emergency_stop").is_ok());
         // Every allowed call is answered (the e-stops and the ones above).
         for _ in 0..110 {
-            g.handle_call_finished(t0, "a");
-            g.handle_call_finished(t0, "ro");
+            g.handle_call_finished(t0, "a#1");
+            g.handle_call_finished(t0, "ro#1");
         }
         // Silence: the lease expires.
         let late = t0 + Duration::from_secs(6);
-        assert_eq!(g.poll_expired(late), Some(("a".into(), "alice".into())));
+        assert_eq!(g.poll_expired(late), Some(("a#1".into(), "alice".into())));
         assert!(g.security_summary(late).last_hour["rate_limited"] >= 1);
     }
 
@@ -557,32 +780,29 @@ mod tests {
     fn expiry_and_revocation_are_checked_on_every_call() {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
-        g.handle_initialize(t0, NOW, "a", Some(&mint("ADMIN", "alice")))
-            .unwrap();
-        assert!(g.authorize_tool(t0, NOW, "a", "get_status").is_ok());
+        init(&mut g, t0, "a", Some(&mint("ADMIN", "alice"))).unwrap();
+        assert!(g.authorize_tool(t0, NOW, "a#1", "get_status").is_ok());
         let d = g
-            .authorize_tool(t0, NOW + 700, "a", "get_status")
+            .authorize_tool(t0, NOW + 700, "a#1", "get_status")
             .unwrap_err();
         assert_eq!(d.kind, "expired_token");
         assert_eq!(
-            g.authorize_tool(t0, NOW, "a", "get_status")
+            g.authorize_tool(t0, NOW, "a#1", "get_status")
                 .unwrap_err()
                 .kind,
             "unauthenticated"
         );
-        g.handle_initialize(t0, NOW, "a", Some(&mint("ADMIN", "alice")))
-            .unwrap();
-        g.handle_initialize(t0, NOW, "b", Some(&mint("OPERATOR", "bob")))
-            .unwrap();
+        init(&mut g, t0, "a", Some(&mint("ADMIN", "alice"))).unwrap();
+        init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob"))).unwrap();
         g.revoke(Some("jti-bob"), None).unwrap();
         assert_eq!(
-            g.authorize_tool(t0, NOW, "b", "get_status")
+            g.authorize_tool(t0, NOW, "b#1", "get_status")
                 .unwrap_err()
                 .kind,
             "unauthenticated"
         );
         assert_eq!(
-            g.handle_initialize(t0, NOW, "b", Some(&mint("OPERATOR", "bob")))
+            init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob")))
                 .unwrap_err()
                 .kind,
             "revoked_token"
@@ -593,22 +813,21 @@ mod tests {
     fn a_holder_waiting_on_a_long_call_keeps_the_lease() {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
-        g.handle_initialize(t0, NOW, "a", Some(&mint("OPERATOR", "alice")))
-            .unwrap();
-        let a = g.authorize_tool(t0, NOW, "a", "request_control").unwrap();
+        init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
+        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
         g.handle_control(t0, &a, true);
-        g.handle_call_finished(t0, "a");
-        g.authorize_tool(t0, NOW, "a", "goto").unwrap();
+        g.handle_call_finished(t0, "a#1");
+        g.authorize_tool(t0, NOW, "a#1", "goto").unwrap();
         // 30 s of flying, polled every second: never expires.
         for s in 1..=30 {
             assert_eq!(g.poll_expired(t0 + Duration::from_secs(s)), None);
         }
-        g.handle_call_finished(t0 + Duration::from_secs(30), "a");
+        g.handle_call_finished(t0 + Duration::from_secs(30), "a#1");
         assert!(
-            g.authorize_tool(t0 + Duration::from_secs(31), NOW, "a", "land")
+            g.authorize_tool(t0 + Duration::from_secs(31), NOW, "a#1", "land")
                 .is_ok()
         );
-        g.handle_call_finished(t0 + Duration::from_secs(31), "a");
+        g.handle_call_finished(t0 + Duration::from_secs(31), "a#1");
         // Then silence does expire it.
         assert!(g.poll_expired(t0 + Duration::from_secs(37)).is_some());
     }
@@ -617,24 +836,159 @@ mod tests {
     fn admin_takeover_names_the_previous_holder() {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
-        g.handle_initialize(t0, NOW, "a", Some(&mint("OPERATOR", "alice")))
-            .unwrap();
-        g.handle_initialize(t0, NOW, "z", Some(&mint("ADMIN", "root")))
-            .unwrap();
-        let a = g.authorize_tool(t0, NOW, "a", "request_control").unwrap();
+        init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
+        init(&mut g, t0, "z", Some(&mint("ADMIN", "root"))).unwrap();
+        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
         g.handle_control(t0, &a, true);
-        let z = g.authorize_tool(t0, NOW, "z", "request_control").unwrap();
+        let z = g.authorize_tool(t0, NOW, "z#1", "request_control").unwrap();
         assert_eq!(
             g.handle_control(t0, &z, true),
             ControlResult::TakenOver {
-                previous_session: "a".into(),
+                previous_session: "a#1".into(),
                 previous_subject: "alice".into()
             }
         );
         assert_eq!(
-            g.authorize_tool(t0, NOW, "a", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "a#1", "arm").unwrap_err().kind,
             "no_control_lease"
         );
+    }
+
+    #[test]
+    fn a_broker_identity_without_a_token_and_a_token_wins() {
+        let (mut g, mint) = gate();
+        let t0 = Instant::now();
+        let id = init(&mut g, t0, "gcs-1", None).unwrap();
+        assert_eq!(
+            (id.subject.as_str(), id.role),
+            ("station one", Role::Operator)
+        );
+        assert_eq!(id.kid, BROKER_KID);
+        let c = g
+            .authorize_tool(t0, NOW, "gcs-1#1", "request_control")
+            .unwrap();
+        assert_eq!(c.client_id, "gcs-1");
+        // A token, when sent, wins; a bad one is refused, not replaced by the broker role.
+        let id = g
+            .handle_initialize(t0, NOW, "gcs-1", 2, Some(&mint("READ_ONLY", "viewer")))
+            .unwrap();
+        assert_eq!(id.role, Role::ReadOnly);
+        assert_eq!(
+            g.handle_initialize(t0, NOW, "gcs-1", 3, Some("junk"))
+                .unwrap_err()
+                .kind,
+            "malformed_token"
+        );
+        // An unknown client id without a token is refused and told why.
+        let d = g
+            .handle_initialize(t0, NOW, "stranger", 1, None)
+            .unwrap_err();
+        assert!(d.message.contains("broker_identity"), "{}", d.message);
+        // Revoking the subject refuses the broker identity too.
+        g.revoke(None, Some("station one")).unwrap();
+        assert_eq!(
+            g.handle_initialize(t0, NOW, "gcs-1", 4, None)
+                .unwrap_err()
+                .kind,
+            "revoked_token"
+        );
+    }
+
+    #[test]
+    fn a_candidate_changes_nothing_until_it_is_promoted() {
+        let (mut g, mint) = gate();
+        let t0 = Instant::now();
+        init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
+        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
+        g.handle_control(t0, &a, true);
+        // A verified initialize claiming `a` (another subject): the running session, its
+        // identity and its lease are untouched until the candidate is promoted.
+        g.handle_initialize(t0, NOW, "a", 2, Some(&mint("OPERATOR", "mallory")))
+            .unwrap();
+        assert_eq!(g.candidate_subject("a", 2).as_deref(), Some("mallory"));
+        assert!(g.authorize_tool(t0, NOW, "a#1", "arm").is_ok());
+        assert_eq!(g.lease(t0).unwrap().holder_subject, "alice");
+        // Never promoted (unconfirmed): it ends and nothing changed.
+        g.handle_session_end("a#2");
+        assert!(g.candidate_subject("a", 2).is_none());
+        assert!(g.authorize_tool(t0, NOW, "a#1", "land").is_ok());
+        // A genuine re-initialize by the same subject keeps the lease...
+        g.handle_initialize(t0, NOW, "a", 3, Some(&mint("OPERATOR", "alice")))
+            .unwrap();
+        let p = g.handle_promote(t0, "a", 3).unwrap();
+        assert_eq!(p.lease, LeaseFate::Kept);
+        assert!(g.authorize_tool(t0, NOW, "a#3", "arm").is_ok());
+        // ... and the replaced generation can no longer act.
+        assert_eq!(
+            g.authorize_tool(t0, NOW, "a#1", "arm").unwrap_err().kind,
+            "unauthenticated"
+        );
+        // Another subject on the same client id: the lease is released.
+        g.handle_initialize(t0, NOW, "a", 4, Some(&mint("OPERATOR", "bob")))
+            .unwrap();
+        assert_eq!(
+            g.handle_promote(t0, "a", 4).unwrap().lease,
+            LeaseFate::Released
+        );
+        assert!(g.lease(t0).is_none());
+        assert!(g.handle_promote(t0, "a", 99).is_none());
+    }
+
+    #[test]
+    fn session_limits_per_identity_and_the_admin_reserve() {
+        let (mut g, mint) = gate();
+        let t0 = Instant::now();
+        // Two sessions per subject.
+        init(&mut g, t0, "a1", Some(&mint("OPERATOR", "alice"))).unwrap();
+        init(&mut g, t0, "a2", Some(&mint("OPERATOR", "alice"))).unwrap();
+        let d = g
+            .handle_initialize(t0, NOW, "a3", 1, Some(&mint("OPERATOR", "alice")))
+            .unwrap_err();
+        assert_eq!(d.kind, "identity_sessions_full");
+        // Re-initializing one of them is not one more.
+        init(&mut g, t0, "a2", Some(&mint("OPERATOR", "alice"))).unwrap();
+        // Five sessions, the last one for ADMIN.
+        init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob"))).unwrap();
+        init(&mut g, t0, "c", Some(&mint("READ_ONLY", "carol"))).unwrap();
+        let d = g
+            .handle_initialize(t0, NOW, "d", 1, Some(&mint("OPERATOR", "dave")))
+            .unwrap_err();
+        assert_eq!(d.kind, "sessions_full");
+        assert!(d.message.contains("ADMIN"), "{}", d.message);
+        init(&mut g, t0, "boss", None).unwrap();
+    }
+
+    #[test]
+    fn the_holders_safe_commands_and_the_admin_reset_are_never_rate_limited() {
+        let (mut g, mint) = gate();
+        let t0 = Instant::now();
+        init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
+        init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob"))).unwrap();
+        init(&mut g, t0, "boss", None).unwrap();
+        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
+        g.handle_control(t0, &a, true);
+        assert!(g.is_priority(t0, "a#1", "land"));
+        assert!(!g.is_priority(t0, "a#1", "goto"));
+        assert!(!g.is_priority(t0, "b#1", "land"), "not the holder");
+        assert!(g.is_priority(t0, "boss#1", "reset_emergency_stop"));
+        assert!(!g.is_priority(t0, "a#1", "reset_emergency_stop"));
+        // The motion bucket (burst 2) runs out for a goto...
+        let mut refused = None;
+        for _ in 0..5 {
+            if let Err(d) = g.authorize_tool(t0, NOW, "a#1", "goto") {
+                refused = Some(d.kind);
+            }
+        }
+        assert_eq!(refused, Some("rate_limited"));
+        // ... far beyond every bucket, land, hold and the reset are still allowed.
+        for _ in 0..50 {
+            assert!(g.authorize_tool(t0, NOW, "a#1", "land").is_ok());
+            assert!(g.authorize_tool(t0, NOW, "a#1", "hold").is_ok());
+            assert!(
+                g.authorize_tool(t0, NOW, "boss#1", "reset_emergency_stop")
+                    .is_ok()
+            );
+        }
     }
 
     #[test]
@@ -642,13 +996,10 @@ mod tests {
         let (mut g, _) = gate();
         let t0 = Instant::now();
         g.config.allow_anonymous = true;
+        assert_eq!(init(&mut g, t0, "x", None).unwrap().role, Role::ReadOnly);
+        assert!(g.authorize_tool(t0, NOW, "x#1", "get_status").is_ok());
         assert_eq!(
-            g.handle_initialize(t0, NOW, "x", None).unwrap().role,
-            Role::ReadOnly
-        );
-        assert!(g.authorize_tool(t0, NOW, "x", "get_status").is_ok());
-        assert_eq!(
-            g.authorize_tool(t0, NOW, "x", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "x#1", "arm").unwrap_err().kind,
             "role_denied"
         );
     }

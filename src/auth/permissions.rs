@@ -39,6 +39,14 @@ const fn p(name: &'static str, role: Role, class: Class) -> Permission {
     Permission { name, role, class }
 }
 
+/// Tools that may wait long (up to minutes) without moving anything: they take the long-wait
+/// pool (`mcp.waits_concurrent_max`, `mcp.identity_waits_concurrent_max`), not the call pool.
+pub const LONG_WAITS: &[&str] = &["wait_for_mode_change"];
+
+/// Motion towards safety: the lease holder's `hold`, `land` and `return_home` always get
+/// through (the reserved call pool, no rate limit).
+pub const SAFE_MOTION: &[&str] = &["hold", "land", "return_home"];
+
 /// Every tool, with its least role. Names of tools other issues add are reserved here so
 /// that they are gated correctly the moment they land.
 pub const TOOLS: &[Permission] = &[

@@ -69,6 +69,16 @@ pub fn gate_config(config: &Config) -> Result<GateConfig, String> {
             motion_calls_per_s: a.motion_calls_per_s,
             motion_calls_burst: a.motion_calls_burst,
         },
+        broker_identities: a
+            .broker_identity
+            .iter()
+            .map(|b| (b.client_id.clone(), (b.subject.clone(), b.role)))
+            .collect(),
+        sessions: crate::auth::SessionLimits {
+            sessions_max: config.mcp.sessions_max,
+            reserved_admin: config.mcp.sessions_reserved_admin,
+            identity_sessions_max: config.mcp.identity_sessions_max,
+        },
     })
 }
 

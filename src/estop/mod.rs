@@ -147,10 +147,48 @@ impl StopClient {
     }
 }
 
-/// The panic topic of a server: `{server_topic_root}/{server_id}/estop`, under the server's
-/// own control-topic tree, which the broker's ACL already lets ground identities publish to.
-pub fn panic_topic(server_topic_root: &str, server_id: &str) -> String {
-    format!("{server_topic_root}/{server_id}/estop")
+/// The panic topic a ground identity publishes to stop a server:
+/// `{panic_topic_root}/{server_id}/{publisher}`, e.g. `flight-companion/estop/drone-1/ground-1`.
+/// The last level is the publisher's own identity: the broker's ACL lets an identity publish
+/// only there (`pattern write ROOT/+/%u`), so the drone knows who pressed. Outside
+/// `$mcp-server/`, which the transport reserves for server control topics.
+pub fn panic_topic(panic_topic_root: &str, server_id: &str, publisher: &str) -> String {
+    format!(
+        "{}{publisher}",
+        panic_topic_prefix(panic_topic_root, server_id)
+    )
+}
+
+/// `{panic_topic_root}/{server_id}/`: the server subscribes to it followed by `+`.
+pub fn panic_topic_prefix(panic_topic_root: &str, server_id: &str) -> String {
+    format!("{panic_topic_root}/{server_id}/")
+}
+
+/// What a message on a panic topic does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PanicDecision {
+    /// Stop, for this reason; the publisher is the broker-attested identity.
+    Stop { reason: String },
+    /// A retained message: stored, not pressed now. Never acted on, recorded.
+    IgnoreRetained { reason: String },
+    /// No usable publisher level (cannot be attributed): dropped and logged.
+    Drop,
+}
+
+/// Decides a panic-topic message: `publisher` is the topic's last level (the ACL binds it to
+/// the publisher's certificate), `retained` its retain flag. A retained message never stops
+/// the vehicle: the subscription asks the broker for none (retain handling 2), and one that
+/// arrives anyway is a stored press replayed, not a press.
+pub fn panic_decision(publisher: &str, payload: &[u8], retained: bool) -> PanicDecision {
+    if !crate::mcp::mqtt::valid_client_id(publisher) {
+        return PanicDecision::Drop;
+    }
+    let reason = panic_reason(payload);
+    if retained {
+        PanicDecision::IgnoreRetained { reason }
+    } else {
+        PanicDecision::Stop { reason }
+    }
 }
 
 /// The reason in a panic-topic payload. Documented payloads: empty, or a JSON object
@@ -193,9 +231,28 @@ mod tests {
             assert!(reason.contains(needle), "{payload:?}: {reason}");
         }
         assert_eq!(
-            panic_topic("$mcp-server", "drone-1"),
-            "$mcp-server/drone-1/estop"
+            panic_topic("flight-companion/estop", "drone-1", "ground-1"),
+            "flight-companion/estop/drone-1/ground-1"
         );
+    }
+
+    #[test]
+    fn retained_panic_messages_never_stop_and_unattributable_ones_are_dropped() {
+        assert_eq!(
+            panic_decision("button", br#"{"reason":"x"}"#, false),
+            PanicDecision::Stop { reason: "x".into() }
+        );
+        assert!(matches!(
+            panic_decision("button", b"", true),
+            PanicDecision::IgnoreRetained { .. }
+        ));
+        for bad in ["", "a/b", "a+", "#"] {
+            assert_eq!(
+                panic_decision(bad, b"", false),
+                PanicDecision::Drop,
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]

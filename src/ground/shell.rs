@@ -41,11 +41,10 @@ enum StdinLine {
 
 /// Runs the bridge until stdin closes or `shutdown` is cancelled.
 pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let client_id = config
-        .ground
-        .client_id
-        .clone()
-        .unwrap_or_else(generated_client_id);
+    let client_id = match &config.ground.client_id {
+        Some(id) => id.clone(),
+        None => default_client_id(&config),
+    };
     let presence_topic = format!("{}/presence/{client_id}", config.ground.client_topic_root);
     let disconnected =
         json!({"jsonrpc": "2.0", "method": "notifications/disconnected"}).to_string();
@@ -243,6 +242,20 @@ async fn write_line(stdout: &mut tokio::io::Stdout, line: &str) -> anyhow::Resul
         .and(stdout.write_all(b"\n").await)
         .and(stdout.flush().await)
         .context("cannot write to stdout (the MCP client is gone)")
+}
+
+/// The client id when `[ground] client_id` is not set: the CN of the client certificate,
+/// which is what a broker that binds identities uses whatever id is asked for (Mosquitto
+/// `use_username_as_clientid`, as dev-setup configures it) and what its ACL binds topics to;
+/// without a readable CN, an id unique to this process.
+fn default_client_id(config: &GroundConfig) -> String {
+    config
+        .mqtt
+        .client_cert_path
+        .as_deref()
+        .and_then(|path| crate::cert::common_name(path).ok())
+        .filter(|cn| crate::mcp::mqtt::valid_client_id(cn))
+        .unwrap_or_else(generated_client_id)
 }
 
 /// A client id unique per process: two bridges with one id would take over each other's

@@ -25,6 +25,7 @@ use crate::mcp::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent};
 pub struct DroneAddress {
     pub server_topic_root: String,
     pub rpc_topic_root: String,
+    pub panic_topic_root: String,
     pub server_id: String,
     pub server_name: String,
 }
@@ -51,8 +52,9 @@ impl DroneAddress {
         )
     }
 
-    pub fn panic_topic(&self) -> String {
-        crate::estop::panic_topic(&self.server_topic_root, &self.server_id)
+    /// The panic topic `publisher` (its own certificate identity) may publish to.
+    pub fn panic_topic(&self, publisher: &str) -> String {
+        crate::estop::panic_topic(&self.panic_topic_root, &self.server_id, publisher)
     }
 }
 
@@ -83,10 +85,14 @@ enum Ask {
 pub struct Session {
     asks: mpsc::Sender<Ask>,
     pub principal: String,
+    /// The client id: the CN of the session's certificate, which the broker uses whatever id
+    /// is asked for and binds the topics to.
+    pub client_id: String,
 }
 
 impl Session {
-    /// Connects and starts initializing; calls made before the drone answers wait for it.
+    /// Connects with `mqtt_config`'s certificate (one per principal: the broker takes its CN
+    /// as the client id) and starts initializing; calls made before the drone answers wait.
     pub async fn open(
         mqtt_config: &MqttConfig,
         drone: DroneAddress,
@@ -94,11 +100,12 @@ impl Session {
         token: String,
         stop: CancellationToken,
     ) -> anyhow::Result<Session> {
-        let client_id = format!(
-            "hil-{}-{:x}",
-            principal.replace([':', '/', '+', '#'], "-"),
-            fastrand::u32(..)
-        );
+        let cert = mqtt_config
+            .client_cert_path
+            .as_deref()
+            .context("no client certificate for the session")?;
+        let client_id = crate::cert::common_name(cert)
+            .with_context(|| format!("the certificate of {principal}"))?;
         let spec = ConnectionSpec {
             client_id: client_id.clone(),
             component_type: ComponentType::Client,
@@ -123,10 +130,12 @@ impl Session {
             init_id: None,
             initialized: false,
         };
+        let session_client_id = actor.client_id.clone();
         tokio::spawn(actor.run(events, ask_rx, stop));
         Ok(Session {
             asks,
             principal: principal.to_owned(),
+            client_id: session_client_id,
         })
     }
 

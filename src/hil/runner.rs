@@ -488,6 +488,7 @@ impl Rig {
             broker_port: self.broker_port,
             vehicle_link: link.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
             force: true,
+            ground_users: Vec::new(),
         })?;
         self.start_broker().await?;
         let proxy = MqttProxy::start_with_log(
@@ -536,6 +537,7 @@ impl Rig {
         self.drone = Some(DroneAddress {
             server_topic_root: config.mcp.server_topic_root.clone(),
             rpc_topic_root: config.mcp.rpc_topic_root.clone(),
+            panic_topic_root: config.mcp.panic_topic_root.clone(),
             // dev-setup names it (its broker ACL is written for that id), so the rig finds
             // the daemon again after a restart.
             server_id: config
@@ -685,13 +687,49 @@ impl Rig {
             now_unix_s: crate::auth::shell::unix_s_now(),
         })
         .map_err(|e| anyhow::anyhow!("token for {principal}: {e}"))?;
-        let mqtt = self
+        let mut mqtt = self
             .ground_mqtt
             .clone()
             .context("no ground MQTT settings")?;
+        // One certificate per principal: the broker takes its CN as the client id.
+        let (cert, key) = self.principal_certificate(principal)?;
+        mqtt.client_cert_path = Some(cert);
+        mqtt.client_key_path = Some(key);
         let session = Session::open(&mqtt, drone, principal, token, self.stop.clone()).await?;
         self.sessions.insert(principal.to_owned(), session.clone());
         Ok(session)
+    }
+
+    /// The certificate of a principal's ground identity (`hil-ROLE-PERSON`), issued by the
+    /// dev CA on first use.
+    fn principal_certificate(
+        &self,
+        principal: &str,
+    ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let name: String = format!("hil-{principal}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(crate::cert::NAME_CHARS_MAX)
+            .collect();
+        let pki = crate::cert::Pki::new(self.dir.join("dev/certs"));
+        let (cert, key) = pki.paths(&name, crate::cert::Kind::Client);
+        if !cert.exists() {
+            pki.issue(&crate::cert::IssueRequest {
+                name: &name,
+                kind: crate::cert::Kind::Client,
+                sans: vec![],
+                days: 1,
+                now_unix_s: i64::try_from(crate::auth::shell::unix_s_now()).unwrap_or(i64::MAX),
+            })
+            .map_err(|e| anyhow::anyhow!("certificate for {principal}: {e}"))?;
+        }
+        Ok((cert, key))
     }
 
     fn relay(&self) -> anyhow::Result<&SerialRelay> {
@@ -1008,7 +1046,11 @@ impl Rig {
             }
             EstopSource::PanicTopic => {
                 let session = self.session(principal).await?;
-                let topic = self.drone.as_ref().context("no drone")?.panic_topic();
+                let topic = self
+                    .drone
+                    .as_ref()
+                    .context("no drone")?
+                    .panic_topic(&session.client_id);
                 let payload = json!({"reason": reason}).to_string().into_bytes();
                 mark(self);
                 session.publish(topic, payload).await?;

@@ -28,14 +28,47 @@ pub struct Conn {
     pub component: ComponentType,
 }
 
+/// `mqtt` with the certificate of the identity `name` (issued by the dev CA beside
+/// `mqtt.ca_cert_path` on first use, as `flight-companion cert issue` does): every
+/// connection of a harness has its own identity, because the broker takes a certificate's
+/// CN as the client id (two connections of one identity would take over each other).
+pub fn identity(mqtt: &MqttConfig, name: &str) -> anyhow::Result<MqttConfig> {
+    let certs = mqtt
+        .ca_cert_path
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .context("mqtt.ca_cert_path has no directory")?;
+    let pki = crate::cert::Pki::new(certs);
+    let (cert, key) = pki.paths(name, crate::cert::Kind::Client);
+    if !cert.exists() {
+        pki.issue(&crate::cert::IssueRequest {
+            name,
+            kind: crate::cert::Kind::Client,
+            sans: vec![],
+            days: 1,
+            now_unix_s: i64::try_from(crate::auth::shell::unix_s_now()).unwrap_or(i64::MAX),
+        })
+        .map_err(|e| anyhow::anyhow!("certificate for {name}: {e}"))?;
+    }
+    let mut config = mqtt.clone();
+    config.client_cert_path = Some(cert);
+    config.client_key_path = Some(key);
+    Ok(config)
+}
+
 impl Conn {
-    /// Connects with a fresh client id and waits for the CONNACK.
+    /// Connects as the certificate's identity (its CN is the client id) and waits for the
+    /// CONNACK.
     pub async fn open(
         mqtt: &MqttConfig,
         component: ComponentType,
         stop: &CancellationToken,
     ) -> anyhow::Result<Conn> {
-        let id = format!("bench-rs-{}-{:x}", std::process::id(), fastrand::u64(..));
+        let id = mqtt
+            .client_cert_path
+            .as_deref()
+            .and_then(|p| crate::cert::common_name(p).ok())
+            .unwrap_or_else(|| format!("bench-rs-{}-{:x}", std::process::id(), fastrand::u64(..)));
         let spec = ConnectionSpec {
             client_id: id.clone(),
             component_type: component,
@@ -131,7 +164,8 @@ pub async fn discover(
     ground: &GroundConfig,
     stop: &CancellationToken,
 ) -> anyhow::Result<(String, String)> {
-    let mut conn = Conn::open(&ground.mqtt, ComponentType::Client, stop).await?;
+    let mqtt = identity(&ground.mqtt, "bench-discover")?;
+    let mut conn = Conn::open(&mqtt, ComponentType::Client, stop).await?;
     let root = &ground.ground.server_topic_root;
     let filter = ground.ground.server_name.clone().unwrap_or("#".into());
     conn.subscribe(format!("{root}/presence/+/{filter}"), false)
@@ -156,17 +190,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, subscribes its RPC topic, sends `initialize` (with `token` in `_meta` when
-    /// given) and `notifications/initialized`.
+    /// Connects as the identity `who` (see [`identity`]), subscribes its RPC topic, sends
+    /// `initialize` (with `token` in `_meta` when given) and `notifications/initialized`.
     pub async fn open(
         ground: &GroundConfig,
+        who: &str,
         sid: &str,
         name: &str,
         token: Option<&str>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Session> {
         let g = &ground.ground;
-        let mut conn = Conn::open(&ground.mqtt, ComponentType::Client, stop).await?;
+        let mqtt = identity(&ground.mqtt, who)?;
+        let mut conn = Conn::open(&mqtt, ComponentType::Client, stop).await?;
         let rpc = format!("{}/{}/{sid}/{name}", g.rpc_topic_root, conn.id);
         conn.subscribe(rpc.clone(), true).await?;
         let mut init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
@@ -232,16 +268,20 @@ pub fn percentiles(samples: &mut [Duration]) -> Option<(Duration, Duration, Dura
     Some((at(0.5), at(0.99), last))
 }
 
-/// The far end of a bare MQTT round trip, with the drone's identity (`drone` is its MQTT
-/// configuration): republishes every `{rpc_root}/+/{sid}/bench-ping` to `…/bench-pong`, on
-/// the same broker, TLS identities and RPC topics as MCP, until `stop`.
+/// The identity of [`serve_echo`]: dev-setup's ACL lets it read `bench-ping` and write
+/// `bench-pong` under the drone's RPC topics, and nothing else.
+pub const ECHO_IDENTITY: &str = "bench-echo";
+
+/// The far end of a bare MQTT round trip, as [`ECHO_IDENTITY`] (`echo` is its MQTT
+/// configuration, see [`identity`]): republishes every `{rpc_root}/+/{sid}/bench-ping` to
+/// `…/bench-pong`, on the same broker, TLS and RPC topics as MCP, until `stop`.
 pub async fn serve_echo(
-    drone: MqttConfig,
+    echo: MqttConfig,
     rpc_root: String,
     sid: String,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut conn = Conn::open(&drone, ComponentType::Server, &stop).await?;
+    let mut conn = Conn::open(&echo, ComponentType::Server, &stop).await?;
     conn.subscribe(format!("{rpc_root}/+/{sid}/bench-ping"), true)
         .await?;
     loop {
@@ -267,7 +307,8 @@ pub async fn echo_round_trips(
     calls: usize,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut conn = Conn::open(&ground.mqtt, ComponentType::Client, stop).await?;
+    let mqtt = identity(&ground.mqtt, "bench-ping")?;
+    let mut conn = Conn::open(&mqtt, ComponentType::Client, stop).await?;
     let base = format!("{}/{}/{sid}", ground.ground.rpc_topic_root, conn.id);
     conn.subscribe(format!("{base}/bench-pong"), true).await?;
     let mut samples = Vec::with_capacity(calls);

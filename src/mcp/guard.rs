@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::errors;
 use crate::audit::{AuditHandle, Call, Event};
 use crate::auth::shell::unix_s_now;
-use crate::auth::{Caller, ControlResult, Denial, Gate};
+use crate::auth::{Caller, ControlResult, Denial, Gate, LeaseFate, Promotion, client_id_of};
 
 /// How long a call waits for its audit record before answering anyway (and counting it).
 pub const AUDIT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,6 +37,7 @@ fn error_of(denial: &Denial) -> ErrorData {
     let code = match denial.kind {
         "rate_limited" => errors::RATE_LIMITED,
         "role_denied" | "no_control_lease" | "control_refused" => errors::FORBIDDEN,
+        "sessions_full" | "identity_sessions_full" => errors::SERVER_BUSY,
         _ => errors::UNAUTHENTICATED,
     };
     let mut data = json!({"kind": denial.kind});
@@ -64,6 +65,8 @@ impl Guard {
         self.gate.lock().ok().map(|mut g| f(&mut g))
     }
 
+    /// The one place security records are written: `session` is the client id (attested
+    /// or claimed, as the detail says).
     fn security(&self, kind: &str, session: &str, subject: &str, detail: String) {
         self.audit.record(Event::Security {
             kind: kind.into(),
@@ -73,16 +76,51 @@ impl Guard {
         });
     }
 
-    /// Verifies the token of `initialize` and remembers the session's peer.
+    /// A security event the session table decided (`mcp::session::Action::Security`):
+    /// `client_id` is broker-attested when `attested`, only claimed otherwise.
+    pub fn security_event(
+        &self,
+        kind: &str,
+        client_id: &str,
+        attested: bool,
+        subject: &str,
+        detail: &str,
+    ) {
+        let now = Instant::now();
+        if let Some(kind) = crate::mcp::guard::static_kind(kind) {
+            self.with_gate(|g| g.note(now, kind));
+        }
+        let provenance = if attested {
+            "broker-attested client id"
+        } else {
+            "client id claimed on the shared control topic, not attested"
+        };
+        let by = if subject.is_empty() {
+            String::new()
+        } else {
+            format!("; it presented the token of subject {subject:?}")
+        };
+        self.security(
+            kind,
+            client_id,
+            subject,
+            format!("{detail}{by} [{provenance}: {client_id:?}]"),
+        );
+    }
+
+    /// Verifies the `initialize` of a candidate (`generation` of `client_id`): its token or
+    /// its broker identity, and the session limits. Nothing changes for anyone until
+    /// [`Guard::promote`]. A refusal is recorded under the client id the initialize claimed.
     pub fn initialize(
         &self,
-        session: &str,
+        client_id: &str,
+        generation: u64,
         token: Option<&str>,
         peer: Peer<RoleServer>,
     ) -> Result<(), ErrorData> {
         let now = Instant::now();
         let result = self
-            .with_gate(|g| g.handle_initialize(now, unix_s_now(), session, token))
+            .with_gate(|g| g.handle_initialize(now, unix_s_now(), client_id, generation, token))
             .unwrap_or_else(|| {
                 Err(Denial {
                     kind: "internal",
@@ -91,38 +129,96 @@ impl Guard {
                 })
             });
         match result {
-            Ok(id) => {
+            Ok(_) => {
                 if let Ok(mut peers) = self.peers.lock() {
-                    peers.insert(session.to_owned(), peer);
+                    peers.insert(crate::auth::session_key(client_id, generation), peer);
                 }
-                self.audit.record(Event::Security {
-                    kind: "authenticated".into(),
-                    session: session.into(),
-                    subject: id.subject.clone(),
-                    detail: format!("role {} key {} jti {:?}", id.role, id.kid, id.jti),
-                });
                 Ok(())
             }
             Err(d) => {
                 tracing::warn!(
-                    session = %crate::audit::escape(session),
+                    client_id,
                     kind = d.kind,
                     "initialize refused: {}",
                     crate::audit::escape(&d.message)
                 );
                 self.security(
                     d.kind,
-                    session,
+                    client_id,
                     "",
-                    format!("initialize refused: {}", d.message),
+                    format!(
+                        "initialize refused: {} [client id claimed on the shared control topic, not attested: {client_id:?}]",
+                        d.message
+                    ),
                 );
                 Err(error_of(&d))
             }
         }
     }
 
+    /// The subject the gate verified for a candidate.
+    pub fn candidate_subject(&self, client_id: &str, generation: u64) -> Option<String> {
+        self.with_gate(|g| g.candidate_subject(client_id, generation))
+            .flatten()
+    }
+
+    /// Whether a call uses the reserved pool (see `Gate::is_priority`).
+    pub fn is_priority(&self, client_id: &str, generation: u64, tool: &str) -> bool {
+        let key = crate::auth::session_key(client_id, generation);
+        self.with_gate(|g| g.is_priority(Instant::now(), &key, tool))
+            .unwrap_or(false)
+    }
+
+    /// The candidate proved its client id on its RPC topic: it is the client's session now
+    /// (replacing `replaced`, whose `cut_short` requests were answered with an error).
+    /// Recorded with the broker-attested client id. Returns the sentence for the client
+    /// when a session was replaced.
+    pub fn promote(
+        &self,
+        client_id: &str,
+        generation: u64,
+        replaced: Option<u64>,
+        cut_short: usize,
+    ) -> Option<Promotion> {
+        let now = Instant::now();
+        let promotion = self
+            .with_gate(|g| g.handle_promote(now, client_id, generation))
+            .flatten()?;
+        let id = &promotion.identity;
+        self.audit.record(Event::Security {
+            kind: "authenticated".into(),
+            session: client_id.into(),
+            subject: id.subject.clone(),
+            detail: format!(
+                "role {} key {} jti {:?}; client id attested by its RPC topic",
+                id.role, id.kid, id.jti
+            ),
+        });
+        if let Some(old) = replaced {
+            if let Ok(mut peers) = self.peers.lock() {
+                peers.remove(&crate::auth::session_key(client_id, old));
+            }
+            self.security(
+                "session_replaced",
+                client_id,
+                &id.subject,
+                format!(
+                    "{client_id} initialized again: generation {old} ended ({cut_short} requests \
+                     answered with an error); control lease: {}",
+                    lease_sentence(&promotion.lease)
+                ),
+            );
+        }
+        Some(promotion)
+    }
+
     fn denied(&self, session: &str, target: &str, d: Denial) -> ErrorData {
-        self.security(d.kind, session, "", format!("{target}: {}", d.message));
+        self.security(
+            d.kind,
+            client_id_of(session),
+            "",
+            format!("{target}: {}", d.message),
+        );
         error_of(&d)
     }
 
@@ -173,7 +269,7 @@ impl Guard {
         self.with_gate(|g| g.handle_call_finished(finished, &caller.session));
         let (args_sha256, args) = Call::args_of(&args.to_string());
         let event = Event::Call(Call {
-            session: caller.session.clone(),
+            session: caller.client_id.clone(),
             subject: caller.subject.clone(),
             role: caller.role.name().into(),
             target: target.into(),
@@ -204,29 +300,41 @@ impl Guard {
     }
 
     /// The `emergency_stop` fast path (the MQTT shell, before any session queue): a stop is
-    /// never refused, not even to an unauthenticated client (stopping is always safe, and
-    /// the panic topic accepts any client of the broker anyway); it is recorded with the
-    /// identity if there is one, and without one as a security event. Never waits.
-    pub fn record_emergency_stop(&self, session: &str, request_id: &Value, args: &Value) {
-        let identity = self
-            .with_gate(|g| g.identity(unix_s_now(), session).cloned())
-            .flatten();
+    /// never refused, not even to a client without a session or a valid token (stopping is
+    /// always safe, and the panic topic accepts any client of the broker anyway); it is
+    /// recorded under the broker-attested client id, with the identity if there is one and
+    /// as a security event without. Never waits. Returns how the stop names its author to
+    /// every session: the subject, never the client id.
+    pub fn record_emergency_stop(
+        &self,
+        client_id: &str,
+        generation: Option<u64>,
+        request_id: &Value,
+        args: &Value,
+    ) -> String {
+        let identity = generation.and_then(|generation| {
+            let key = crate::auth::session_key(client_id, generation);
+            self.with_gate(|g| g.identity(unix_s_now(), &key).cloned())
+                .flatten()
+        });
         let (subject, role) = match &identity {
             Some(id) => (id.subject.clone(), id.role.name().to_owned()),
             None => {
                 self.security(
                     "unauthenticated_estop",
-                    session,
+                    client_id,
                     "",
-                    "emergency_stop from a session without a valid token: carried out".into(),
+                    "emergency_stop from a client without a verified session: carried out \
+                     [broker-attested client id]"
+                        .into(),
                 );
                 (String::new(), "NONE".to_owned())
             }
         };
         let (args_sha256, args) = Call::args_of(&args.to_string());
         self.audit.record(Event::Call(Call {
-            session: session.into(),
-            subject,
+            session: client_id.into(),
+            subject: subject.clone(),
             role,
             target: "tools/call:emergency_stop".into(),
             request_id: request_id.to_string(),
@@ -237,6 +345,33 @@ impl Guard {
             outcome: "sent to the e-stop channel".into(),
             latency_us: 0,
         }));
+        if subject.is_empty() {
+            "a ground client without a session".into()
+        } else {
+            subject
+        }
+    }
+
+    /// A message on the panic topic of `publisher` (the identity the broker attested: the
+    /// topic's last level, which its ACL binds to the certificate). `acted` says whether it
+    /// was carried out (a retained message never is). Returns how the stop names its author
+    /// to every session: the subject mapped to that identity, never the client id.
+    pub fn record_panic(&self, publisher: &str, reason: &str, acted: bool, note: &str) -> String {
+        let subject = self.with_gate(|g| g.broker_subject(publisher)).flatten();
+        let kind = if acted {
+            "panic_topic_estop"
+        } else {
+            "panic_topic_ignored"
+        };
+        let now = Instant::now();
+        self.with_gate(|g| g.note(now, kind));
+        self.security(
+            kind,
+            publisher,
+            subject.as_deref().unwrap_or(""),
+            format!("{note}; reason {reason:?} [broker-attested client id: the panic topic's last level]"),
+        );
+        subject.unwrap_or_else(|| "a ground client without a mapped subject".into())
     }
 
     /// `request_control` / `release_control`.
@@ -270,19 +405,30 @@ impl Guard {
             } => {
                 self.security(
                     "control_takeover",
-                    &caller.session,
+                    &caller.client_id,
                     &caller.subject,
-                    format!("took control from {previous_subject} ({previous_session})"),
+                    format!(
+                        "took control from {previous_subject} ({})",
+                        client_id_of(&previous_session)
+                    ),
                 );
                 self.audit.record(lease(
                     "taken_over",
-                    format!("from {previous_subject} ({previous_session})"),
+                    format!(
+                        "from {previous_subject} ({})",
+                        client_id_of(&previous_session)
+                    ),
                 ));
                 self.notify(&previous_session, json!({"event": "control_taken_over", "by": caller.subject, "role": caller.role})).await;
                 format!("control taken over from {previous_subject}, who has been told")
             }
             ControlResult::Refused(d) => {
-                self.security(d.kind, &caller.session, &caller.subject, d.message.clone());
+                self.security(
+                    d.kind,
+                    &caller.client_id,
+                    &caller.subject,
+                    d.message.clone(),
+                );
                 self.audit.record(lease("refused", d.message.clone()));
                 return Err(error_of(&d));
             }
@@ -334,7 +480,7 @@ impl Guard {
             Some(Ok(list)) => {
                 self.security(
                     "revocation",
-                    &caller.session,
+                    &caller.client_id,
                     &caller.subject,
                     format!("revoked jti {jti:?} subject {subject:?}"),
                 );
@@ -376,7 +522,7 @@ impl Guard {
         if let Some((session, subject)) = self.with_gate(|g| g.poll_expired(now)).flatten() {
             self.audit.record(Event::Lease {
                 change: "expired".into(),
-                session: session.clone(),
+                session: client_id_of(&session).to_owned(),
                 subject: subject.clone(),
                 detail: "the holder went silent; control is free".into(),
             });
@@ -385,10 +531,39 @@ impl Guard {
         }
     }
 
+    /// A session or a candidate ended (`session` is its key).
     pub fn session_ended(&self, session: &str) {
         self.with_gate(|g| g.handle_session_end(session));
         if let Ok(mut p) = self.peers.lock() {
             p.remove(session);
         }
     }
+}
+
+/// What the client of a replaced session is told about the lease.
+pub fn lease_sentence(fate: &LeaseFate) -> &'static str {
+    match fate {
+        LeaseFate::NotHeld => "not held by the replaced session",
+        LeaseFate::Kept => "kept: the same subject holds it in the new session",
+        LeaseFate::Released => {
+            "released: the new session is another subject or may not hold it; request_control again"
+        }
+    }
+}
+
+/// The security summary counts events by a `'static` kind: the kinds the session table and
+/// the panic topic report.
+pub fn static_kind(kind: &str) -> Option<&'static str> {
+    const KINDS: &[&str] = &[
+        "bad_client_id",
+        "client_id_mismatch",
+        "initialize_id_collision",
+        "initialize_contested",
+        "initialize_unconfirmed",
+        "initialize_flood",
+        "security_events_suppressed",
+        "panic_topic_estop",
+        "panic_topic_ignored",
+    ];
+    KINDS.iter().copied().find(|k| *k == kind)
 }

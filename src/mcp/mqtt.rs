@@ -189,9 +189,18 @@ pub fn tls_config(config: &MqttConfig) -> Result<Arc<rustls::ClientConfig>, Mqtt
     Ok(Arc::new(tls))
 }
 
-/// True when `id` may be an MQTT client id in MCP topics (non-empty, no `/`, `+`, `#`).
+/// Longest client id accepted in MCP topics and user properties (MQTT allows 65535 bytes;
+/// certificate identities have at most 64 characters, SDK-generated ids 32 to 36).
+pub const CLIENT_ID_CHARS_MAX: usize = 128;
+
+/// True when `id` may be an MQTT client id in MCP topics: 1 to [`CLIENT_ID_CHARS_MAX`]
+/// characters, no `/`, `+`, `#` (they change a topic's levels or make it a filter), no
+/// control characters.
 pub fn valid_client_id(id: &str) -> bool {
-    !id.is_empty() && !id.contains(['/', '+', '#'])
+    !id.is_empty()
+        && id.chars().count() <= CLIENT_ID_CHARS_MAX
+        && !id.contains(['/', '+', '#'])
+        && !id.chars().any(char::is_control)
 }
 
 /// The rumqttc options of one MCP connection: TLS from [`tls_config`], MQTT 5 CONNECT with

@@ -1176,8 +1176,11 @@ pub struct DroneServer {
     estop: Option<crate::estop::StopClient>,
     /// Authorization and audit, shared by all sessions.
     guard: Arc<Guard>,
-    /// The MQTT client id of this session's client.
+    /// The gate's key of this session (`{client_id}#{generation}`).
     session_id: String,
+    /// The client id the broker attested (the RPC topic's) and this session's generation.
+    client_id: String,
+    generation: u64,
     shared: Arc<SessionShared>,
     /// Lowest level sent as `notifications/message`; none until `logging/setLevel`.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
@@ -1204,12 +1207,15 @@ impl DroneServer {
         shared: Arc<SessionShared>,
         description: &str,
         guard: Arc<Guard>,
-        session_id: String,
+        client_id: String,
+        generation: u64,
     ) -> DroneServer {
         DroneServer {
             status,
             guard,
-            session_id,
+            session_id: crate::auth::session_key(&client_id, generation),
+            client_id,
+            generation,
             control: None,
             estop: None,
             caller: Caller {
@@ -1506,8 +1512,12 @@ impl ServerHandler for DroneServer {
                 .and_then(|m| serde_json::to_value(m).ok()),
         )
         .or_else(|| from(serde_json::to_value(&context.meta).ok()));
-        self.guard
-            .initialize(&self.session_id, token.as_deref(), context.peer.clone())?;
+        self.guard.initialize(
+            &self.client_id,
+            self.generation,
+            token.as_deref(),
+            context.peer.clone(),
+        )?;
         context.peer.set_peer_info(request.clone());
         let mut result = self.negotiate_initialize(&request)?;
         if let Ok(mut version) = self.shared.protocol_version.lock() {
@@ -1602,10 +1612,11 @@ impl ServerHandler for DroneServer {
                     cancel: context.ct.clone(),
                     camera: self.camera.clone(),
                     control: self.control.clone(),
-                    // The verified identity: its role is what the decision loop checks.
+                    // The verified identity: its role is what the decision loop checks. It is
+                    // named by its subject (e-stop history, logs), never by its client id.
                     caller: Caller {
                         role: caller.role,
-                        identity: format!("{}@{}", caller.subject, caller.session),
+                        identity: caller.subject.clone(),
                     },
                     estop: self.estop.clone(),
                 };

@@ -1,28 +1,58 @@
-//! Session bookkeeping of the MCP-over-MQTT server (sans-IO).
+//! Session lifecycle and capacity of the MCP-over-MQTT server (sans-IO).
 //!
-//! Which client sessions exist, what to subscribe and unsubscribe, where each incoming
-//! message goes, and the limits (sessions, concurrent calls per session and overall,
-//! message size). No tokio, no sockets, no clock: the shell feeds inputs and carries out
-//! the returned [`Action`]s in order.
+//! Which client sessions exist, where each incoming message goes, what every party is
+//! answered, and the limits (sessions, concurrent calls per session, per identity and
+//! overall, long waits, the reserved pool). No tokio, no sockets, no clock: the shell feeds
+//! inputs and carries out the returned [`Action`]s in order.
+//!
+//! **Identity.** A message's client is the client id of the RPC topic it arrived on
+//! (`{rpc_root}/{client_id}/{server_id}/{server_name}`): the broker's ACL lets only that
+//! identity publish there (dev-setup: `pattern readwrite $mcp-rpc/%u/#` with the certificate
+//! CN as user name and client id). The `MCP-MQTT-CLIENT-ID` user property is checked
+//! against it, never trusted on its own. The shared control topic says nothing about its
+//! publisher: an `initialize` there is only a *claim* to a client id. It becomes a session
+//! only when the claimed client proves it holds the id by publishing on its RPC topic after
+//! reading the answer there (which only it can read): its `notifications/initialized`, or,
+//! for a client without a session yet, any message.
+//!
+//! **The lifecycle of one client id** (ARCHITECTURE.md has the table of what each party sees):
+//! ```text
+//!            initialize (control topic, a claim)
+//!   (none) ──────────────────────────────────────▶ Candidate: unanswered
+//!                                                     │ the session answers initialize
+//!                                       error ◀───────┤ (token, broker identity, limits)
+//!        (candidate ends; nothing else changes)       │ result
+//!                                                     ▼
+//!                                                  Candidate: answered, awaiting proof
+//!                                                     │ a message on the client's RPC topic
+//!          no proof in PROOF_TIMEOUT: dropped ◀───────┤ (`notifications/initialized` when a
+//!          (audited as unconfirmed)                   │  session already runs)
+//!                                                     ▼
+//!                                                  Established ── presence / disconnected /
+//!                                                     │             broker reconnect ──▶ (none)
+//!            re-initialize: a new Candidate beside it; the running session is untouched
+//!            until the new one is proven, then it is replaced (its requests in flight
+//!            answered with an error).
+//! ```
 //!
 //! Call order:
-//! 1. `handle_connected()` after every CONNACK (drops every session: Session Expiry 0 means
-//!    the broker forgot our per-client subscriptions).
-//! 2. `handle_publish(..)` for every incoming PUBLISH.
-//! 3. `handle_suback(client_id, ok)` when the SUBACK of an [`Action::Subscribe`] arrives.
-//! 4. `handle_outgoing(client_id, generation, message)` for every message a session sends,
-//!    before publishing it (ends the call-concurrency accounting of responses).
-//! 5. `poll_timeouts(now)` periodically: drops sessions whose SUBACK never came.
-//! 6. `handle_shutdown()` once, before the graceful DISCONNECT.
+//! 1. `handle_connected()` after every CONNACK (every session ends: Session Expiry 0).
+//! 2. `handle_publish(now, topic, payload, sender, authority)` for every incoming PUBLISH.
+//! 3. `handle_outgoing(now, client_id, generation, message)` for every message a session
+//!    sends, before publishing it (ends the accounting of answered requests, learns the
+//!    verdict of a candidate's `initialize`).
+//! 4. `poll_timeouts(now)` periodically (unanswered and unproven candidates, flood reports).
+//! 5. `handle_shutdown()` once, before the graceful DISCONNECT.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use rmcp::model::ClientJsonRpcMessage;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use serde_json::{Value, json};
 
 use super::errors::{self, Checked};
 use super::mqtt::valid_client_id;
+use crate::auth::rate::TokenBucket;
 
 /// Topic names of one server instance.
 #[derive(Debug, Clone)]
@@ -75,32 +105,48 @@ impl Topics {
     pub fn client_capability(&self, client_id: &str) -> String {
         format!("{}/capability/{client_id}", self.client_root)
     }
+    /// Every client's RPC topic towards this server: one subscription (No Local) made at
+    /// connect, so a client without a session is still heard and answered.
+    pub fn rpc_filter(&self) -> String {
+        self.rpc("+")
+    }
+    /// Every client's presence topic (any message there ends that client's session).
+    pub fn client_presence_filter(&self) -> String {
+        self.client_presence("+")
+    }
+    /// Every client's capability topic (`notifications/roots/list_changed`, ignored).
+    pub fn client_capability_filter(&self) -> String {
+        self.client_capability("+")
+    }
 
-    /// Classifies an incoming topic.
+    /// Classifies an incoming topic. A client id segment must be a valid client id.
     pub fn classify(&self, topic: &str) -> TopicKind {
         if topic == self.control() {
             return TopicKind::Control;
         }
+        let one_level = |t: &str| valid_client_id(t).then(|| t.to_owned());
         if let Some(cid) = topic
             .strip_prefix(&self.client_root)
             .and_then(|t| t.strip_prefix("/presence/"))
+            .and_then(one_level)
         {
-            return TopicKind::ClientPresence(cid.to_owned());
+            return TopicKind::ClientPresence(cid);
         }
         if let Some(cid) = topic
             .strip_prefix(&self.client_root)
             .and_then(|t| t.strip_prefix("/capability/"))
+            .and_then(one_level)
         {
-            return TopicKind::ClientCapability(cid.to_owned());
+            return TopicKind::ClientCapability(cid);
         }
         let tail = format!("/{}/{}", self.server_id, self.server_name);
         if let Some(cid) = topic
             .strip_prefix(&self.rpc_root)
             .and_then(|t| t.strip_prefix('/'))
             .and_then(|t| t.strip_suffix(&tail))
-            && valid_client_id(cid)
+            .and_then(one_level)
         {
-            return TopicKind::Rpc(cid.to_owned());
+            return TopicKind::Rpc(cid);
         }
         TopicKind::Other
     }
@@ -113,39 +159,135 @@ pub struct Limits {
     pub session_calls_concurrent_max: usize,
     pub calls_concurrent_max: usize,
     pub message_bytes_max: usize,
+    pub candidates_max: usize,
+    pub identity_calls_concurrent_max: usize,
+    pub waits_concurrent_max: usize,
+    pub identity_waits_concurrent_max: usize,
+    pub priority_calls_concurrent_max: usize,
+    pub initialize_per_s: f64,
+    pub initialize_burst: u32,
+}
+
+impl Limits {
+    pub fn from_config(m: &crate::config::McpConfig) -> Limits {
+        Limits {
+            sessions_max: m.sessions_max,
+            session_calls_concurrent_max: m.session_calls_concurrent_max,
+            calls_concurrent_max: m.calls_concurrent_max,
+            message_bytes_max: m.message_bytes_max,
+            candidates_max: m.candidates_max,
+            identity_calls_concurrent_max: m.identity_calls_concurrent_max,
+            waits_concurrent_max: m.waits_concurrent_max,
+            identity_waits_concurrent_max: m.identity_waits_concurrent_max,
+            priority_calls_concurrent_max: m.priority_calls_concurrent_max,
+            initialize_per_s: m.initialize_per_s,
+            initialize_burst: m.initialize_burst,
+        }
+    }
 }
 
 /// What the incoming PUBLISH carried besides topic and payload.
 #[derive(Debug, Clone, Default)]
 pub struct Sender<'a> {
-    /// `MCP-MQTT-CLIENT-ID` user property.
+    /// `MCP-MQTT-CLIENT-ID` user property (a claim: checked against the topic).
     pub client_id: Option<&'a str>,
     /// `MCP-COMPONENT-TYPE` user property.
     pub component_type: Option<&'a str>,
+    /// The PUBLISH's retain flag.
+    pub retain: bool,
+}
+
+/// What the gate knows that the table needs (implemented by the shell over `mcp::guard`;
+/// a plain struct in tests).
+pub trait Authority {
+    /// The subject the gate verified for a candidate's `initialize`, if it did.
+    fn candidate_subject(&self, client_id: &str, generation: u64) -> Option<String>;
+    /// This call must always get through (the lease holder's `hold`, `land`,
+    /// `return_home`; an ADMIN's `reset_emergency_stop`): it uses the reserved pool.
+    fn is_priority(&self, client_id: &str, generation: u64, tool: &str) -> bool;
+}
+
+/// Why a session (or a candidate) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its client initialized again and proved it: a new generation replaces it.
+    Replaced,
+    /// A message on the client's presence topic (its Will, `disconnected`).
+    PresenceLost,
+    /// `notifications/disconnected` on its RPC topic.
+    Disconnected,
+    /// The broker connection was lost and came back: every session ended.
+    BrokerReconnected,
+    /// The daemon is stopping.
+    Shutdown,
+    /// Candidate: its `initialize` was refused (token, broker identity, limits).
+    Refused,
+    /// Candidate: not answered, or not confirmed on the RPC topic, in time.
+    TimedOut,
+    /// Candidate: another `initialize` for the same client id with other credentials came
+    /// before either was confirmed: neither can be told apart, both are dropped.
+    Contested,
+    /// Candidate: superseded by a newer `initialize` with the same credentials.
+    Superseded,
+    /// Candidate: the oldest unconfirmed one, dropped to make room (`mcp.candidates_max`).
+    Evicted,
+}
+
+impl EndReason {
+    /// The sentence a client reads in the error answering a request the end cut short.
+    pub fn message(self) -> &'static str {
+        match self {
+            EndReason::Replaced => {
+                "this session was replaced: its client initialized again; this request was not finished"
+            }
+            EndReason::PresenceLost | EndReason::Disconnected => {
+                "this session ended (the client left); this request was not finished"
+            }
+            EndReason::BrokerReconnected => {
+                "the drone lost its broker connection and every session ended: initialize again"
+            }
+            EndReason::Shutdown => "the drone's MCP server is stopping",
+            EndReason::Refused => "initialize refused",
+            EndReason::TimedOut => {
+                "initialize was not confirmed in time: send notifications/initialized on your RPC topic right after the answer; initialize again"
+            }
+            EndReason::Contested => {
+                "another initialize for this client id, with other credentials, arrived before this one was confirmed; initialize again"
+            }
+            EndReason::Superseded => "superseded by a newer initialize from this client id",
+            EndReason::Evicted => {
+                "too many initialize requests are waiting to be confirmed (mcp.candidates_max); initialize again"
+            }
+        }
+    }
 }
 
 /// What the shell must do, in order.
 #[derive(Debug)]
 pub enum Action {
-    /// One SUBSCRIBE with these filters (`no_local` true for the RPC topic); report its
-    /// SUBACK with `handle_suback(client_id, ..)`.
-    Subscribe {
-        client_id: String,
-        filters: Vec<(String, bool)>,
-    },
-    Unsubscribe {
-        topics: Vec<String>,
-    },
-    /// Start a session (an rmcp service) and deliver `initialize` to it.
+    /// Start a candidate session (an rmcp service) and deliver `initialize` to it. Nothing
+    /// it says but its answer to `initialize` leaves until it is promoted.
     StartSession {
         client_id: String,
         generation: u64,
         initialize: Box<ClientJsonRpcMessage>,
     },
-    /// Stop the session's service (a re-initialize starts a new generation).
+    /// The candidate proved its client id: it is now the client's session. `replaced` is
+    /// the generation it replaces (already ended by an `EndSession` before this action).
+    Promote {
+        client_id: String,
+        generation: u64,
+        replaced: Option<u64>,
+        /// Requests of the replaced session answered with an error.
+        cut_short: usize,
+    },
+    /// Stop a session's or a candidate's service; release what the gate holds for it.
     EndSession {
         client_id: String,
         generation: u64,
+        reason: EndReason,
+        /// It was an established session (not a candidate).
+        established: bool,
     },
     /// Hand a message to a running session.
     Deliver {
@@ -153,46 +295,149 @@ pub enum Action {
         generation: u64,
         message: Box<ClientJsonRpcMessage>,
     },
+    /// `emergency_stop` from the client of this RPC topic: carry it out now, outside every
+    /// limit and queue, whether or not it has a session (`generation` when it has one).
+    EmergencyStop {
+        client_id: String,
+        generation: Option<u64>,
+        id: Value,
+        arguments: Value,
+    },
     /// Publish this JSON on a topic (error replies, `notifications/disconnected`).
-    Publish {
-        topic: String,
-        message: Value,
+    Publish { topic: String, message: Value },
+    /// A security event for the audit log. `client_id` is the identity the broker attested
+    /// (the RPC or presence topic's) when `attested`, or the id only claimed on the shared
+    /// control topic otherwise.
+    Security {
+        kind: &'static str,
+        client_id: String,
+        attested: bool,
+        detail: String,
+        /// The candidate the event is about, when there is one (its verified token, if any,
+        /// names who sent it). Reported before the candidate ends.
+        generation: Option<u64>,
     },
     /// Something worth a log line (counted by the shell).
-    Log {
-        warning: bool,
-        text: String,
-    },
+    Log { warning: bool, text: String },
+}
+
+/// What a request in flight takes from the pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A tool call in the general pool.
+    Call,
+    /// A long wait (`wait_for_mode_change`): the wait pool.
+    Wait,
+    /// The reserved pool.
+    Priority,
+    /// Any other request (not limited here; tracked so it is answered if the session ends).
+    Other,
 }
 
 #[derive(Debug)]
-struct Session {
+struct Established {
     generation: u64,
-    /// SUBACK not yet received: the `initialize` waits here.
-    pending_initialize: Option<Box<ClientJsonRpcMessage>>,
-    /// When the SUBSCRIBE was asked for.
-    pending_since: Instant,
-    /// Ids (as JSON text) of `tools/call` requests still running.
-    calls: HashSet<String>,
+    subject: String,
+    /// Requests not yet answered: id (as JSON text) → (id, kind).
+    in_flight: HashMap<String, (Value, Kind)>,
 }
 
-/// How long a session may wait for its SUBACK before it is dropped (the client's own
-/// `initialize` timeout is 30 s by the transport spec).
-pub const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
+#[derive(Debug)]
+struct Candidate {
+    generation: u64,
+    /// When it was created, then when its answer left.
+    since: Instant,
+    initialize_id: Value,
+    /// The token it presented (None: none), to tell a retry from a contest.
+    credential: Option<String>,
+    answered: bool,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    established: Option<Established>,
+    candidate: Option<Candidate>,
+}
+
+/// How long a candidate may wait for its session to answer `initialize`.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answered candidate may wait for its client's first message on the RPC topic
+/// (the transport spec's `initialize` timeout is 30 s on the client's side; a real client
+/// sends `notifications/initialized` within a round trip).
+pub const PROOF_TIMEOUT: Duration = Duration::from_secs(10);
+/// Error answers to clients without a session, per second (beyond: dropped and counted).
+pub const SESSIONLESS_REPLIES_PER_S: f64 = 50.0;
+/// Security events recorded one by one, per second (burst twice that); beyond, they are
+/// counted and reported in one record per `poll_timeouts`, so no client can flood the audit
+/// log through the session table.
+pub const SECURITY_RECORDS_PER_S: f64 = 20.0;
+/// A claimed client id is shown at most this long in logs and audit records.
+const CLAIM_CHARS_SHOWN: usize = 80;
+
+/// Counters of what was refused or dropped (metrics, tests, the security summary).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages refused with an error or dropped, of every kind.
+    pub refused: u64,
+    /// `initialize` requests dropped by the flood limit.
+    pub initialize_flood_dropped: u64,
+    /// Control-topic messages without a usable client id.
+    pub bad_client_ids: u64,
+    /// Error answers to clients without a session that were not sent (reply budget spent).
+    pub sessionless_dropped: u64,
+    /// Security events beyond the record budget (counted and reported together).
+    pub security_suppressed: u64,
+}
 
 /// The session table (see the module documentation for the call order).
 #[derive(Debug)]
 pub struct Sessions {
     topics: Topics,
     limits: Limits,
-    sessions: BTreeMap<String, Session>,
+    slots: BTreeMap<String, Slot>,
     next_generation: u64,
-    /// Messages dropped or refused, for metrics and tests.
-    pub refused_count: u64,
+    initialize_bucket: TokenBucket,
+    sessionless_bucket: TokenBucket,
+    /// Initializes dropped by the flood limit since the last report.
+    flood_unreported: u64,
+    security_bucket: TokenBucket,
+    /// Security events beyond the budget since the last report, by kind.
+    security_unreported: BTreeMap<&'static str, u64>,
+    pub counters: Counters,
 }
 
 fn id_key(id: &Value) -> String {
     id.to_string()
+}
+
+/// A claimed client id as it may be shown: escaped, cut, with its length.
+fn shown(claim: &str) -> String {
+    let escaped: String = claim.escape_debug().take(CLAIM_CHARS_SHOWN).collect();
+    if claim.chars().count() > CLAIM_CHARS_SHOWN {
+        format!("\"{escaped}…\" ({} bytes)", claim.len())
+    } else {
+        format!("\"{escaped}\"")
+    }
+}
+
+fn tool_name(message: &ClientJsonRpcMessage) -> Option<&str> {
+    match message {
+        ClientJsonRpcMessage::Request(r) => match &r.request {
+            ClientRequest::CallToolRequest(call) => Some(call.params.name.as_ref()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn token_of(message: &ClientJsonRpcMessage) -> Option<String> {
+    let ClientJsonRpcMessage::Request(r) = message else {
+        return None;
+    };
+    let value = serde_json::to_value(&r.request).ok()?;
+    value["params"]["_meta"][crate::auth::TOKEN_META_KEY]
+        .as_str()
+        .map(str::to_owned)
 }
 
 impl Sessions {
@@ -200,9 +445,20 @@ impl Sessions {
         Sessions {
             topics,
             limits,
-            sessions: BTreeMap::new(),
+            slots: BTreeMap::new(),
             next_generation: 1,
-            refused_count: 0,
+            initialize_bucket: TokenBucket::new(limits.initialize_burst, limits.initialize_per_s),
+            sessionless_bucket: TokenBucket::new(
+                SESSIONLESS_REPLIES_PER_S as u32,
+                SESSIONLESS_REPLIES_PER_S,
+            ),
+            flood_unreported: 0,
+            security_bucket: TokenBucket::new(
+                (SECURITY_RECORDS_PER_S * 2.0) as u32,
+                SECURITY_RECORDS_PER_S,
+            ),
+            security_unreported: BTreeMap::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -210,55 +466,161 @@ impl Sessions {
         &self.topics
     }
 
-    /// Client ids of running sessions (not those waiting for a SUBACK).
+    /// Established sessions: (client id, generation).
     pub fn active(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.sessions
+        self.slots
             .iter()
-            .filter(|(_, s)| s.pending_initialize.is_none())
-            .map(|(cid, s)| (cid.as_str(), s.generation))
+            .filter_map(|(cid, s)| s.established.as_ref().map(|e| (cid.as_str(), e.generation)))
     }
 
-    fn calls_in_flight(&self) -> usize {
-        self.sessions.values().map(|s| s.calls.len()).sum()
+    /// Candidates waiting for an answer or a proof.
+    pub fn candidates(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| s.candidate.is_some())
+            .count()
     }
 
-    fn client_topics(&self, cid: &str) -> Vec<String> {
-        vec![
-            self.topics.rpc(cid),
-            self.topics.client_capability(cid),
-            self.topics.client_presence(cid),
-        ]
-    }
-
-    fn end(&mut self, cid: &str, unsubscribe: bool, actions: &mut Vec<Action>) {
-        if let Some(session) = self.sessions.remove(cid) {
-            actions.push(Action::EndSession {
-                client_id: cid.to_owned(),
-                generation: session.generation,
-            });
-            if unsubscribe {
-                actions.push(Action::Unsubscribe {
-                    topics: self.client_topics(cid),
-                });
+    /// Requests in flight over every session, by pool: (calls, waits, priority).
+    pub fn in_flight(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for e in self.slots.values().filter_map(|s| s.established.as_ref()) {
+            for (_, kind) in e.in_flight.values() {
+                match kind {
+                    Kind::Call => counts.0 += 1,
+                    Kind::Wait => counts.1 += 1,
+                    Kind::Priority => counts.2 += 1,
+                    Kind::Other => {}
+                }
             }
+        }
+        counts
+    }
+
+    fn established_count(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| s.established.is_some())
+            .count()
+    }
+
+    /// A security event, within the record budget; beyond it, counted for the next report.
+    fn security(&mut self, now: Instant, actions: &mut Vec<Action>, event: Action) {
+        let Action::Security { kind, .. } = &event else {
+            return;
+        };
+        if self.security_bucket.take(now).is_ok() {
+            actions.push(event);
+        } else {
+            self.counters.security_suppressed += 1;
+            *self.security_unreported.entry(kind).or_default() += 1;
         }
     }
 
     fn refuse(&mut self, actions: &mut Vec<Action>, text: String) {
-        self.refused_count += 1;
+        self.counters.refused += 1;
         actions.push(Action::Log {
             warning: true,
             text,
         });
     }
 
-    /// After every CONNACK: every session is gone.
+    fn reply_error(
+        &self,
+        actions: &mut Vec<Action>,
+        cid: &str,
+        id: Option<&Value>,
+        code: i32,
+        message: &str,
+        data: Option<Value>,
+    ) {
+        actions.push(Action::Publish {
+            topic: self.topics.rpc(cid),
+            message: errors::error_response(id, code, message, data),
+        });
+    }
+
+    /// Ends the established session of `cid`: every request in flight is answered with an
+    /// error saying why. Returns how many.
+    fn end_established(
+        &mut self,
+        cid: &str,
+        reason: EndReason,
+        actions: &mut Vec<Action>,
+    ) -> usize {
+        let Some(e) = self.slots.get_mut(cid).and_then(|s| s.established.take()) else {
+            return 0;
+        };
+        actions.push(Action::EndSession {
+            client_id: cid.to_owned(),
+            generation: e.generation,
+            reason,
+            established: true,
+        });
+        let mut ids: Vec<Value> = e.in_flight.into_values().map(|(id, _)| id).collect();
+        ids.sort_by_key(id_key);
+        let cut = ids.len();
+        for id in ids {
+            self.reply_error(
+                actions,
+                cid,
+                Some(&id),
+                errors::SERVER_BUSY,
+                reason.message(),
+                Some(json!({"kind": "session_ended"})),
+            );
+        }
+        self.forget_if_empty(cid);
+        cut
+    }
+
+    /// Ends the candidate of `cid`; an unanswered `initialize` is answered with an error.
+    fn end_candidate(&mut self, cid: &str, reason: EndReason, actions: &mut Vec<Action>) {
+        let Some(c) = self.slots.get_mut(cid).and_then(|s| s.candidate.take()) else {
+            return;
+        };
+        actions.push(Action::EndSession {
+            client_id: cid.to_owned(),
+            generation: c.generation,
+            reason,
+            established: false,
+        });
+        if !c.answered && reason != EndReason::Refused {
+            self.reply_error(
+                actions,
+                cid,
+                Some(&c.initialize_id),
+                errors::SERVER_BUSY,
+                reason.message(),
+                Some(json!({"kind": "initialize_dropped"})),
+            );
+        }
+        self.forget_if_empty(cid);
+    }
+
+    fn forget_if_empty(&mut self, cid: &str) {
+        if self
+            .slots
+            .get(cid)
+            .is_some_and(|s| s.established.is_none() && s.candidate.is_none())
+        {
+            self.slots.remove(cid);
+        }
+    }
+
+    fn end_all(&mut self, reason: EndReason, actions: &mut Vec<Action>) {
+        let cids: Vec<String> = self.slots.keys().cloned().collect();
+        for cid in cids {
+            self.end_candidate(&cid, reason, actions);
+            self.end_established(&cid, reason, actions);
+        }
+    }
+
+    /// After every CONNACK: every session is gone (the broker forgot it with Session
+    /// Expiry 0); requests in flight are answered with an error.
     pub fn handle_connected(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
-        let cids: Vec<String> = self.sessions.keys().cloned().collect();
-        for cid in cids {
-            self.end(&cid, false, &mut actions);
-        }
+        self.end_all(EndReason::BrokerReconnected, &mut actions);
         actions
     }
 
@@ -269,22 +631,25 @@ impl Sessions {
         topic: &str,
         payload: &[u8],
         sender: Sender,
+        authority: &dyn Authority,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         match self.topics.classify(topic) {
             TopicKind::ClientPresence(cid) => {
-                // Any message here (a `disconnected`, an empty Will) ends the session.
-                if self.sessions.contains_key(&cid) {
+                // Any message here (a `disconnected`, an empty Will) ends the session: only
+                // the client itself may publish on its presence topic.
+                if self.slots.contains_key(&cid) {
                     actions.push(Action::Log {
                         warning: false,
                         text: format!("client {cid} left (message on its presence topic)"),
                     });
-                    self.end(&cid, true, &mut actions);
+                    self.end_candidate(&cid, EndReason::PresenceLost, &mut actions);
+                    self.end_established(&cid, EndReason::PresenceLost, &mut actions);
                 }
             }
             TopicKind::ClientCapability(_) => {}
             TopicKind::Control => self.control(now, payload, sender, &mut actions),
-            TopicKind::Rpc(cid) => self.rpc(&cid, payload, sender, &mut actions),
+            TopicKind::Rpc(cid) => self.rpc(now, &cid, payload, sender, authority, &mut actions),
             TopicKind::Other => {
                 self.refuse(&mut actions, format!("message on unexpected topic {topic}"))
             }
@@ -292,28 +657,75 @@ impl Sessions {
         actions
     }
 
+    /// Answers `id` on `cid`'s RPC topic unless that would land on a request the running
+    /// session of `cid` has in flight (a forged message reusing its id must not answer it).
+    fn reply_to_claim(
+        &mut self,
+        actions: &mut Vec<Action>,
+        cid: &str,
+        id: Option<&Value>,
+        code: i32,
+        message: &str,
+        data: Option<Value>,
+    ) {
+        if let Some(id) = id
+            && self.collides(cid, id)
+        {
+            return;
+        }
+        self.reply_error(actions, cid, id, code, message, data);
+    }
+
+    fn collides(&self, cid: &str, id: &Value) -> bool {
+        self.slots
+            .get(cid)
+            .and_then(|s| s.established.as_ref())
+            .is_some_and(|e| e.in_flight.contains_key(&id_key(id)))
+    }
+
     fn control(&mut self, now: Instant, payload: &[u8], sender: Sender, actions: &mut Vec<Action>) {
+        // Every message on the shared control topic counts against the flood limit first:
+        // beyond it nothing is parsed, answered or recorded one by one.
+        if self.initialize_bucket.take(now).is_err() {
+            self.counters.initialize_flood_dropped += 1;
+            self.flood_unreported += 1;
+            self.counters.refused += 1;
+            return;
+        }
         let Some(cid) = sender.client_id.filter(|c| valid_client_id(c)) else {
+            self.counters.bad_client_ids += 1;
+            let claim = sender.client_id.map_or_else(|| "none".to_owned(), shown);
+            self.security(now, actions, Action::Security {
+                kind: "bad_client_id",
+                client_id: String::new(),
+                attested: false,
+                detail: format!(
+                    "control-topic message with MCP-MQTT-CLIENT-ID {claim}: not a usable client id \
+                     (empty, or containing `/`, `+` or `#`, or over {} characters); dropped, nothing \
+                     can be answered",
+                    super::mqtt::CLIENT_ID_CHARS_MAX
+                ),
+                generation: None,
+            });
             self.refuse(
                 actions,
-                format!(
-                    "control message without a valid MCP-MQTT-CLIENT-ID user property ({:?}) dropped",
-                    sender.client_id
-                ),
+                format!("control message without a usable MCP-MQTT-CLIENT-ID ({claim}) dropped"),
             );
             return;
         };
         let cid = cid.to_owned();
-        let rpc_topic = self.topics.rpc(&cid);
         let (message, method, id) = match errors::check(payload, self.limits.message_bytes_max) {
             Checked::Refused { reply, log } => {
                 if let Some(reply) = reply {
-                    actions.push(Action::Publish {
-                        topic: rpc_topic,
-                        message: reply,
-                    });
+                    let id = reply.get("id").filter(|i| !i.is_null()).cloned();
+                    if !id.as_ref().is_some_and(|i| self.collides(&cid, i)) {
+                        actions.push(Action::Publish {
+                            topic: self.topics.rpc(&cid),
+                            message: reply,
+                        });
+                    }
                 }
-                self.refuse(actions, format!("control message from {cid}: {log}"));
+                self.refuse(actions, format!("control message claiming {cid}: {log}"));
                 return;
             }
             Checked::Message {
@@ -325,133 +737,284 @@ impl Sessions {
         };
         if method.as_deref() != Some("initialize") || id.is_none() {
             if let Some(id) = &id {
-                actions.push(Action::Publish {
-                    topic: rpc_topic,
-                    message: errors::error_response(
-                        Some(id),
-                        errors::INVALID_REQUEST,
-                        "only `initialize` is accepted on the control topic; send it first, then use your RPC topic",
-                        None,
-                    ),
-                });
+                self.reply_to_claim(
+                    actions,
+                    &cid,
+                    Some(id),
+                    errors::INVALID_REQUEST,
+                    "only `initialize` is accepted on the control topic; send it first, then use your RPC topic",
+                    None,
+                );
             }
             self.refuse(
                 actions,
-                format!("control message {method:?} from {cid} is not an initialize request"),
+                format!("control message {method:?} claiming {cid} is not an initialize request"),
             );
             return;
         }
-        let existing = self.sessions.contains_key(&cid);
-        if existing {
-            // A re-initialize from a known client id (the Python and TS SDKs reuse ids).
-            self.end(&cid, false, actions);
-        } else if self.sessions.len() >= self.limits.sessions_max {
-            actions.push(Action::Publish {
-                topic: rpc_topic,
-                message: errors::error_response(
-                    id.as_ref(),
-                    errors::SERVER_BUSY,
-                    &format!(
-                        "the server has {} sessions, the most it accepts (mcp.sessions_max); try again later",
-                        self.limits.sessions_max
-                    ),
-                    None,
+        let id = id.unwrap_or(Value::Null);
+        if self.collides(&cid, &id) {
+            self.security(now, actions, Action::Security {
+                kind: "initialize_id_collision",
+                client_id: cid.clone(),
+                attested: false,
+                detail: format!(
+                    "an initialize claiming client id {cid} reused the id {id} of a request its \
+                     running session has in flight: not answered (the answer would land on that \
+                     request), the running session is untouched"
                 ),
+                generation: None,
             });
             self.refuse(
                 actions,
-                format!("initialize from {cid} refused: session limit"),
+                format!("initialize claiming {cid}: id {id} collides"),
             );
             return;
         }
+        let credential = token_of(&message);
+        if let Some(c) = self.slots.get(&cid).and_then(|s| s.candidate.as_ref()) {
+            if c.credential == credential {
+                // The same client trying again (or the same forgery): the newer one counts.
+                self.end_candidate(&cid, EndReason::Superseded, actions);
+            } else {
+                self.end_candidate(&cid, EndReason::Contested, actions);
+                self.reply_error(
+                    actions,
+                    &cid,
+                    Some(&id),
+                    errors::SERVER_BUSY,
+                    EndReason::Contested.message(),
+                    Some(json!({"kind": "initialize_contested"})),
+                );
+                self.security(
+                    now,
+                    actions,
+                    Action::Security {
+                        kind: "initialize_contested",
+                        client_id: cid.clone(),
+                        attested: false,
+                        detail: format!(
+                            "two initialize requests claiming client id {cid} with different \
+                         credentials before either was confirmed: both dropped (the control \
+                         topic does not say who published them)"
+                        ),
+                        generation: None,
+                    },
+                );
+                self.counters.refused += 1;
+                return;
+            }
+        }
+        let has_session = self
+            .slots
+            .get(&cid)
+            .is_some_and(|s| s.established.is_some());
+        if !has_session && self.established_count() >= self.limits.sessions_max {
+            self.reply_error(
+                actions,
+                &cid,
+                Some(&id),
+                errors::SERVER_BUSY,
+                &format!(
+                    "the server has {} sessions, the most it accepts (mcp.sessions_max); try again later",
+                    self.limits.sessions_max
+                ),
+                Some(json!({"kind": "sessions_full"})),
+            );
+            self.refuse(
+                actions,
+                format!("initialize claiming {cid} refused: session limit"),
+            );
+            return;
+        }
+        while self.candidates() >= self.limits.candidates_max {
+            let oldest = self
+                .slots
+                .iter()
+                .filter_map(|(k, s)| s.candidate.as_ref().map(|c| (c.since, c.generation, k)))
+                .min()
+                .map(|(_, _, k)| k.clone());
+            let Some(oldest) = oldest else { break };
+            self.end_candidate(&oldest, EndReason::Evicted, actions);
+            self.counters.refused += 1;
+        }
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.sessions.insert(
-            cid.clone(),
-            Session {
-                generation,
-                pending_initialize: Some(message),
-                pending_since: now,
-                calls: HashSet::new(),
-            },
-        );
-        actions.push(Action::Subscribe {
-            client_id: cid.clone(),
-            filters: vec![
-                (self.topics.rpc(&cid), true),
-                (self.topics.client_capability(&cid), false),
-                (self.topics.client_presence(&cid), false),
-            ],
+        self.slots.entry(cid.clone()).or_default().candidate = Some(Candidate {
+            generation,
+            since: now,
+            initialize_id: id,
+            credential,
+            answered: false,
         });
-    }
-
-    /// The SUBACK of a session's SUBSCRIBE: `ok` when every reason code is a success.
-    pub fn handle_suback(&mut self, cid: &str, ok: bool) -> Vec<Action> {
-        let mut actions = Vec::new();
-        let Some(session) = self.sessions.get_mut(cid) else {
-            return actions;
-        };
-        let Some(initialize) = session.pending_initialize.take() else {
-            return actions;
-        };
-        if !ok {
-            let id = match &*initialize {
-                ClientJsonRpcMessage::Request(r) => serde_json::to_value(&r.id).ok(),
-                _ => None,
-            };
-            actions.push(Action::Publish {
-                topic: self.topics.rpc(cid),
-                message: errors::error_response(
-                    id.as_ref(),
-                    errors::INTERNAL_ERROR,
-                    "the broker refused the server's subscription to this client's topics (check the broker ACL)",
-                    None,
-                ),
-            });
-            self.sessions.remove(cid);
-            actions.push(Action::Unsubscribe {
-                topics: self.client_topics(cid),
-            });
-            self.refuse(&mut actions, format!("SUBACK refused for client {cid}"));
-            return actions;
-        }
         actions.push(Action::StartSession {
-            client_id: cid.to_owned(),
-            generation: session.generation,
-            initialize,
+            client_id: cid,
+            generation,
+            initialize: message,
         });
-        actions
     }
 
-    fn rpc(&mut self, cid: &str, payload: &[u8], sender: Sender, actions: &mut Vec<Action>) {
+    /// Promotes the answered candidate of `cid` (replacing a running session).
+    fn promote(&mut self, cid: &str, authority: &dyn Authority, actions: &mut Vec<Action>) -> bool {
+        let Some(generation) = self
+            .slots
+            .get(cid)
+            .and_then(|s| s.candidate.as_ref())
+            .filter(|c| c.answered)
+            .map(|c| c.generation)
+        else {
+            return false;
+        };
+        let Some(subject) = authority.candidate_subject(cid, generation) else {
+            // The gate no longer knows it (revoked meanwhile): it ends.
+            self.end_candidate(cid, EndReason::Refused, actions);
+            return false;
+        };
+        let has_session = self.slots.get(cid).is_some_and(|s| s.established.is_some());
+        if !has_session && self.established_count() >= self.limits.sessions_max {
+            self.end_candidate(cid, EndReason::Evicted, actions);
+            return false;
+        }
+        let replaced = self
+            .slots
+            .get(cid)
+            .and_then(|s| s.established.as_ref())
+            .map(|e| e.generation);
+        let cut_short = self.end_established(cid, EndReason::Replaced, actions);
+        let slot = self.slots.entry(cid.to_owned()).or_default();
+        slot.candidate = None;
+        slot.established = Some(Established {
+            generation,
+            subject,
+            in_flight: HashMap::new(),
+        });
+        actions.push(Action::Promote {
+            client_id: cid.to_owned(),
+            generation,
+            replaced,
+            cut_short,
+        });
+        true
+    }
+
+    /// Answers a request from a client without a session (within the reply budget).
+    fn sessionless(
+        &mut self,
+        now: Instant,
+        cid: &str,
+        id: Option<Value>,
+        text: &str,
+        kind: &str,
+        actions: &mut Vec<Action>,
+    ) {
+        self.counters.refused += 1;
+        let Some(id) = id else { return };
+        if self.sessionless_bucket.take(now).is_err() {
+            self.counters.sessionless_dropped += 1;
+            return;
+        }
+        self.reply_error(
+            actions,
+            cid,
+            Some(&id),
+            errors::UNAUTHENTICATED,
+            text,
+            Some(json!({"kind": kind})),
+        );
+    }
+
+    fn rpc(
+        &mut self,
+        now: Instant,
+        cid: &str,
+        payload: &[u8],
+        sender: Sender,
+        authority: &dyn Authority,
+        actions: &mut Vec<Action>,
+    ) {
         if sender.component_type == Some("mcp-server") {
             // Our own (or another server's) message echoed back: No Local's second guard.
             return;
         }
-        let rpc_topic = self.topics.rpc(cid);
-        let running = self
-            .sessions
-            .get(cid)
-            .filter(|s| s.pending_initialize.is_none())
-            .map(|s| s.generation);
-        let Some(generation) = running else {
+        let raw: Option<Value> = (payload.len() <= self.limits.message_bytes_max)
+            .then(|| serde_json::from_slice(payload).ok())
+            .flatten();
+        let raw_method = raw
+            .as_ref()
+            .and_then(|v| v.get("method"))
+            .and_then(Value::as_str);
+        // The emergency stop first: from whoever the broker says this is, session or not.
+        if raw_method == Some("tools/call")
+            && let Some(v) = &raw
+            && v["params"]["name"] == "emergency_stop"
+            && let Some(id) = v.get("id").filter(|i| !i.is_null())
+        {
+            let arguments = match &v["params"]["arguments"] {
+                Value::Object(a) => Value::Object(a.clone()),
+                _ => json!({}),
+            };
+            actions.push(Action::EmergencyStop {
+                client_id: cid.to_owned(),
+                generation: self
+                    .slots
+                    .get(cid)
+                    .and_then(|s| s.established.as_ref())
+                    .map(|e| e.generation),
+                id: id.clone(),
+                arguments,
+            });
+            return;
+        }
+        if let Some(claimed) = sender.client_id
+            && claimed != cid
+        {
+            self.security(
+                now,
+                actions,
+                Action::Security {
+                    kind: "client_id_mismatch",
+                    client_id: cid.to_owned(),
+                    attested: true,
+                    detail: format!(
+                        "a message on the RPC topic of {cid} said MCP-MQTT-CLIENT-ID {}: refused \
+                     (a client is who the broker authenticated, never what it says)",
+                        shown(claimed)
+                    ),
+                    generation: None,
+                },
+            );
+            let id = raw.as_ref().and_then(|v| v.get("id")).cloned();
+            if raw_method.is_some()
+                && let Some(id) = id
+            {
+                self.reply_error(
+                    actions,
+                    cid,
+                    Some(&id),
+                    errors::INVALID_REQUEST,
+                    &format!(
+                        "MCP-MQTT-CLIENT-ID {} is not the client id of this RPC topic ({cid}): \
+                         send your own client id",
+                        shown(claimed)
+                    ),
+                    Some(json!({"kind": "client_id_mismatch"})),
+                );
+            }
             self.refuse(
                 actions,
-                format!("RPC message from {cid}, which has no session, dropped"),
+                format!("RPC message from {cid} claiming another client id"),
             );
             return;
-        };
-        if payload.len() <= self.limits.message_bytes_max
-            && serde_json::from_slice::<Value>(payload)
-                .ok()
-                .is_some_and(|v| v["method"] == "notifications/disconnected")
-        {
-            // Client-side de-initialize.
-            actions.push(Action::Log {
-                warning: false,
-                text: format!("client {cid} de-initialized"),
-            });
-            self.end(cid, true, actions);
+        }
+        if raw_method == Some("notifications/disconnected") {
+            if self.slots.contains_key(cid) {
+                actions.push(Action::Log {
+                    warning: false,
+                    text: format!("client {cid} de-initialized"),
+                });
+                self.end_candidate(cid, EndReason::Disconnected, actions);
+                self.end_established(cid, EndReason::Disconnected, actions);
+            }
             return;
         }
         let checked = errors::check(payload, self.limits.message_bytes_max);
@@ -459,7 +1022,7 @@ impl Sessions {
             Checked::Refused { reply, log } => {
                 if let Some(reply) = reply {
                     actions.push(Action::Publish {
-                        topic: rpc_topic,
+                        topic: self.topics.rpc(cid),
                         message: reply,
                     });
                 }
@@ -473,63 +1036,100 @@ impl Sessions {
                 cancels,
             } => (message, method, id, cancels),
         };
-        match method.as_deref() {
-            Some("initialize") => {
-                if let Some(id) = &id {
-                    actions.push(Action::Publish {
-                        topic: rpc_topic,
-                        message: errors::error_response(
-                            Some(id),
-                            errors::INVALID_REQUEST,
-                            "already initialized: send `initialize` on the control topic to start a new session",
-                            None,
-                        ),
-                    });
+        if method.as_deref() == Some("initialize") {
+            if let Some(id) = &id {
+                self.reply_error(
+                    actions,
+                    cid,
+                    Some(id),
+                    errors::INVALID_REQUEST,
+                    "`initialize` goes on the server's control topic, not on the RPC topic",
+                    None,
+                );
+            }
+            self.refuse(actions, format!("initialize from {cid} on its RPC topic"));
+            return;
+        }
+        let slot = self.slots.get(cid);
+        let has_session = slot.is_some_and(|s| s.established.is_some());
+        let candidate = slot.and_then(|s| s.candidate.as_ref()).map(|c| c.answered);
+        // The proof: the client of this topic speaks after reading the answer.
+        let proves = match candidate {
+            Some(true) if !has_session => true,
+            Some(true) => method.as_deref() == Some("notifications/initialized"),
+            _ => false,
+        };
+        if proves {
+            self.promote(cid, authority, actions);
+        } else if !has_session {
+            let text = if candidate == Some(false) {
+                format!("client {cid}: initialize is not answered yet; wait for its answer")
+            } else {
+                format!(
+                    "client {cid} has no session on this server: send initialize on its control topic first"
+                )
+            };
+            self.sessionless(now, cid, id, &text, "no_session", actions);
+            actions.push(Action::Log {
+                warning: true,
+                text: format!("RPC message {method:?} from {cid}, which has no session: {text}"),
+            });
+            return;
+        }
+        let Some(generation) = self
+            .slots
+            .get(cid)
+            .and_then(|s| s.established.as_ref())
+            .map(|e| e.generation)
+        else {
+            // The promotion failed (refused meanwhile or no room): answered by `promote`.
+            self.sessionless(
+                now,
+                cid,
+                id,
+                "this session could not start: initialize again",
+                "no_session",
+                actions,
+            );
+            return;
+        };
+        if let Some(id) = &id {
+            let kind = match (method.as_deref(), tool_name(&message)) {
+                (Some("tools/call"), Some(tool)) => {
+                    if authority.is_priority(cid, generation, tool) {
+                        Kind::Priority
+                    } else if crate::auth::permissions::LONG_WAITS.contains(&tool) {
+                        Kind::Wait
+                    } else {
+                        Kind::Call
+                    }
                 }
-                self.refuse(actions, format!("initialize from {cid} on its RPC topic"));
+                _ => Kind::Other,
+            };
+            if let Some(text) = self.admit(cid, kind) {
+                self.reply_error(
+                    actions,
+                    cid,
+                    Some(id),
+                    errors::SERVER_BUSY,
+                    &text,
+                    Some(json!({"kind": "busy"})),
+                );
+                self.refuse(actions, format!("request from {cid}: {text}"));
                 return;
             }
-            Some("tools/call") => {
-                let in_flight = self.calls_in_flight();
-                let Some(session) = self.sessions.get_mut(cid) else {
-                    return;
-                };
-                let text = if session.calls.len() >= self.limits.session_calls_concurrent_max {
-                    Some(format!(
-                        "this session already runs {} tool calls, the most allowed (mcp.session_calls_concurrent_max); wait for one to finish",
-                        session.calls.len()
-                    ))
-                } else if in_flight >= self.limits.calls_concurrent_max {
-                    Some(format!(
-                        "the server already runs {in_flight} tool calls, the most allowed (mcp.calls_concurrent_max); retry shortly"
-                    ))
-                } else {
-                    None
-                };
-                if let Some(text) = text {
-                    actions.push(Action::Publish {
-                        topic: rpc_topic,
-                        message: errors::error_response(
-                            id.as_ref(),
-                            errors::SERVER_BUSY,
-                            &text,
-                            None,
-                        ),
-                    });
-                    self.refuse(actions, format!("tools/call from {cid}: {text}"));
-                    return;
-                }
-                if let Some(id) = &id {
-                    session.calls.insert(id_key(id));
-                }
+            if let Some(e) = self.slots.get_mut(cid).and_then(|s| s.established.as_mut()) {
+                e.in_flight.insert(id_key(id), (id.clone(), kind));
             }
-            Some("notifications/cancelled") => {
-                // A cancelled call sends no response: end its accounting here.
-                if let (Some(request), Some(session)) = (&cancels, self.sessions.get_mut(cid)) {
-                    session.calls.remove(&id_key(request));
-                }
-            }
-            _ => {}
+        }
+        if method.as_deref() == Some("notifications/cancelled")
+            && let (Some(request), Some(e)) = (
+                &cancels,
+                self.slots.get_mut(cid).and_then(|s| s.established.as_mut()),
+            )
+        {
+            // A cancelled request sends no response: its accounting ends here.
+            e.in_flight.remove(&id_key(request));
         }
         actions.push(Action::Deliver {
             client_id: cid.to_owned(),
@@ -538,374 +1138,243 @@ impl Sessions {
         });
     }
 
-    /// Drops sessions whose SUBACK did not arrive within [`SUBACK_TIMEOUT`].
+    /// Whether one more request of `kind` fits for `cid`; the refusal says which limit.
+    fn admit(&self, cid: &str, kind: Kind) -> Option<String> {
+        let l = &self.limits;
+        let me = self.slots.get(cid).and_then(|s| s.established.as_ref())?;
+        let count = |pred: &dyn Fn(&Established) -> bool, k: Kind| -> usize {
+            self.slots
+                .values()
+                .filter_map(|s| s.established.as_ref())
+                .filter(|e| pred(e))
+                .map(|e| e.in_flight.values().filter(|(_, x)| *x == k).count())
+                .sum()
+        };
+        let mine = |k: Kind| me.in_flight.values().filter(|(_, x)| *x == k).count();
+        let subject = |e: &Established| e.subject == me.subject;
+        let all = |_: &Established| true;
+        match kind {
+            Kind::Other => None,
+            Kind::Priority => {
+                let n = count(&all, Kind::Priority);
+                (n >= l.priority_calls_concurrent_max).then(|| {
+                    format!(
+                        "the reserved pool runs {n} calls already (mcp.priority_calls_concurrent_max); retry shortly"
+                    )
+                })
+            }
+            Kind::Wait => {
+                let n_subject = count(&subject, Kind::Wait);
+                let n_all = count(&all, Kind::Wait);
+                if n_subject >= l.identity_waits_concurrent_max {
+                    Some(format!(
+                        "{} already has {n_subject} long waits running, the most allowed per identity \
+                         (mcp.identity_waits_concurrent_max); wait for one to finish or cancel it",
+                        me.subject
+                    ))
+                } else if n_all >= l.waits_concurrent_max {
+                    Some(format!(
+                        "the server already runs {n_all} long waits, the most allowed \
+                         (mcp.waits_concurrent_max); retry later or poll get_status"
+                    ))
+                } else {
+                    None
+                }
+            }
+            Kind::Call => {
+                let n_session = mine(Kind::Call);
+                let n_subject = count(&subject, Kind::Call);
+                let n_all = count(&all, Kind::Call);
+                if n_session >= l.session_calls_concurrent_max {
+                    Some(format!(
+                        "this session already runs {n_session} tool calls, the most allowed \
+                         (mcp.session_calls_concurrent_max); wait for one to finish"
+                    ))
+                } else if n_subject >= l.identity_calls_concurrent_max {
+                    Some(format!(
+                        "{} already runs {n_subject} tool calls over its sessions, the most allowed \
+                         per identity (mcp.identity_calls_concurrent_max); wait for one to finish",
+                        me.subject
+                    ))
+                } else if n_all >= l.calls_concurrent_max {
+                    Some(format!(
+                        "the server already runs {n_all} tool calls, the most allowed \
+                         (mcp.calls_concurrent_max); retry shortly"
+                    ))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Candidates not answered or not proven in time end; reports initialize floods.
     pub fn poll_timeouts(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        let expired: Vec<String> = self
-            .sessions
+        let expired: Vec<(String, u64, bool, bool)> = self
+            .slots
             .iter()
-            .filter(|(_, s)| {
-                s.pending_initialize.is_some()
-                    && now.saturating_duration_since(s.pending_since) >= SUBACK_TIMEOUT
+            .filter_map(|(cid, s)| {
+                let c = s.candidate.as_ref()?;
+                let limit = if c.answered {
+                    PROOF_TIMEOUT
+                } else {
+                    ANSWER_TIMEOUT
+                };
+                (now.saturating_duration_since(c.since) >= limit).then(|| {
+                    (
+                        cid.clone(),
+                        c.generation,
+                        c.answered,
+                        s.established.is_some(),
+                    )
+                })
             })
-            .map(|(cid, _)| cid.clone())
             .collect();
-        for cid in expired {
-            self.sessions.remove(&cid);
-            actions.push(Action::Unsubscribe {
-                topics: self.client_topics(&cid),
+        for (cid, generation, answered, running) in expired {
+            if answered {
+                let detail = if running {
+                    format!(
+                        "an initialize claiming client id {cid} was answered on {cid}'s RPC topic \
+                         but never confirmed there within {PROOF_TIMEOUT:?}, while {cid}'s session \
+                         runs: not from {cid} (a forgery on the shared control topic, whose \
+                         publisher the broker does not name); dropped, {cid}'s session, lease \
+                         and calls untouched"
+                    )
+                } else {
+                    format!(
+                        "an initialize claiming client id {cid} was answered on {cid}'s RPC topic \
+                         but never confirmed there within {PROOF_TIMEOUT:?}: dropped (the shared \
+                         control topic does not name its publisher)"
+                    )
+                };
+                // Before the candidate ends, so the gate can still name its token's subject.
+                self.security(
+                    now,
+                    &mut actions,
+                    Action::Security {
+                        kind: "initialize_unconfirmed",
+                        client_id: cid.clone(),
+                        attested: false,
+                        detail,
+                        generation: Some(generation),
+                    },
+                );
+            } else {
+                actions.push(Action::Log {
+                    warning: true,
+                    text: format!(
+                        "initialize claiming {cid} not answered within {ANSWER_TIMEOUT:?}: dropped"
+                    ),
+                });
+            }
+            self.end_candidate(&cid, EndReason::TimedOut, &mut actions);
+            self.counters.refused += 1;
+        }
+        if self.flood_unreported > 0 {
+            actions.push(Action::Security {
+                kind: "initialize_flood",
+                client_id: String::new(),
+                attested: false,
+                detail: format!(
+                    "{} initialize requests dropped on the control topic: over {}/s (burst {}) \
+                     (mcp.initialize_per_s); running sessions are unaffected",
+                    self.flood_unreported,
+                    self.limits.initialize_per_s,
+                    self.limits.initialize_burst
+                ),
+                generation: None,
             });
-            self.refuse(
-                &mut actions,
-                format!("no SUBACK for client {cid} within {SUBACK_TIMEOUT:?}: initialize dropped"),
-            );
+            self.flood_unreported = 0;
+        }
+        if !self.security_unreported.is_empty() {
+            let kinds: Vec<String> = self
+                .security_unreported
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect();
+            actions.push(Action::Security {
+                kind: "security_events_suppressed",
+                client_id: String::new(),
+                attested: false,
+                detail: format!(
+                    "security events beyond {SECURITY_RECORDS_PER_S}/s not recorded one by one: {}",
+                    kinds.join(", ")
+                ),
+                generation: None,
+            });
+            self.security_unreported.clear();
         }
         actions
     }
 
-    /// A message a session is about to send (responses end a call).
-    pub fn handle_outgoing(&mut self, cid: &str, generation: u64, message: &Value) -> bool {
-        let Some(session) = self.sessions.get_mut(cid) else {
-            return false;
+    /// A message a session is about to send: whether to publish it, and what follows.
+    /// A candidate's answer to its `initialize` is the only message of a candidate that
+    /// leaves; an error ends it (nothing else changes), a result starts its proof window.
+    pub fn handle_outgoing(
+        &mut self,
+        now: Instant,
+        cid: &str,
+        generation: u64,
+        message: &Value,
+    ) -> (bool, Vec<Action>) {
+        let mut actions = Vec::new();
+        let Some(slot) = self.slots.get_mut(cid) else {
+            return (false, actions);
         };
-        if session.generation != generation {
-            return false;
+        if let Some(c) = slot.candidate.as_mut()
+            && c.generation == generation
+        {
+            let is_answer = message.get("method").is_none()
+                && message.get("id") == Some(&c.initialize_id)
+                && !c.answered;
+            if !is_answer {
+                return (false, actions);
+            }
+            if message.get("result").is_some() {
+                c.answered = true;
+                c.since = now;
+            } else {
+                self.end_candidate(cid, EndReason::Refused, &mut actions);
+            }
+            return (true, actions);
         }
+        let Some(e) = slot
+            .established
+            .as_mut()
+            .filter(|e| e.generation == generation)
+        else {
+            return (false, actions);
+        };
         if message.get("method").is_none()
             && let Some(id) = message.get("id")
         {
-            session.calls.remove(&id_key(id));
+            e.in_flight.remove(&id_key(id));
         }
-        true
+        (true, actions)
     }
 
     /// Graceful shutdown: tell every client, end every session.
     pub fn handle_shutdown(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
-        let cids: Vec<String> = self.sessions.keys().cloned().collect();
+        let cids: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.established.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
         for cid in cids {
+            self.end_established(&cid, EndReason::Shutdown, &mut actions);
             actions.push(Action::Publish {
                 topic: self.topics.rpc(&cid),
                 message: json!({"jsonrpc": "2.0", "method": "notifications/disconnected"}),
             });
-            self.end(&cid, true, &mut actions);
         }
+        self.end_all(EndReason::Shutdown, &mut actions);
         actions
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn topics() -> Topics {
-        Topics {
-            server_root: "$mcp-server".into(),
-            client_root: "$mcp-client".into(),
-            rpc_root: "$mcp-rpc".into(),
-            server_id: "sid".into(),
-            server_name: "fc/drone".into(),
-        }
-    }
-
-    fn sessions(sessions_max: usize, per_session: usize, total: usize) -> Sessions {
-        Sessions::new(
-            topics(),
-            Limits {
-                sessions_max,
-                session_calls_concurrent_max: per_session,
-                calls_concurrent_max: total,
-                message_bytes_max: 4096,
-            },
-        )
-    }
-
-    fn t0() -> Instant {
-        // One fixed instant per test run; timeouts are tested with offsets from it.
-        use std::sync::OnceLock;
-        static T0: OnceLock<Instant> = OnceLock::new();
-        *T0.get_or_init(Instant::now)
-    }
-
-    #[test]
-    fn a_session_without_suback_expires() {
-        let mut s = sessions(1, 4, 8);
-        s.handle_publish(
-            t0(),
-            "$mcp-server/sid/fc/drone",
-            INIT.as_bytes(),
-            client("c1"),
-        );
-        assert!(s.poll_timeouts(t0() + SUBACK_TIMEOUT / 2).is_empty());
-        let a = s.poll_timeouts(t0() + SUBACK_TIMEOUT);
-        assert!(
-            a.iter().any(|a| matches!(a, Action::Unsubscribe { .. })),
-            "{a:?}"
-        );
-        // The slot is free again and a late SUBACK does nothing.
-        assert!(s.handle_suback("c1", true).is_empty());
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-server/sid/fc/drone",
-            INIT.as_bytes(),
-            client("c2"),
-        );
-        assert!(matches!(&a[..], [Action::Subscribe { .. }]), "{a:?}");
-    }
-
-    const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-
-    fn client(cid: &str) -> Sender<'_> {
-        Sender {
-            client_id: Some(cid),
-            component_type: Some("mcp-client"),
-        }
-    }
-
-    /// initialize + SUBACK ok: the session runs.
-    fn open(s: &mut Sessions, cid: &str) -> u64 {
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-server/sid/fc/drone",
-            INIT.as_bytes(),
-            client(cid),
-        );
-        assert!(matches!(&a[..], [Action::Subscribe { .. }]), "{a:?}");
-        let a = s.handle_suback(cid, true);
-        match &a[..] {
-            [Action::StartSession { generation, .. }] => *generation,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn call(id: u32) -> String {
-        format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"get_status"}}}}"#
-        )
-    }
-
-    fn error_code(actions: &[Action]) -> Option<i64> {
-        actions.iter().find_map(|a| match a {
-            Action::Publish { message, .. } => message["error"]["code"].as_i64(),
-            _ => None,
-        })
-    }
-
-    #[test]
-    fn topics_are_classified() {
-        let t = topics();
-        let cases = [
-            ("$mcp-server/sid/fc/drone", TopicKind::Control),
-            ("$mcp-rpc/c1/sid/fc/drone", TopicKind::Rpc("c1".into())),
-            (
-                "$mcp-client/presence/c1",
-                TopicKind::ClientPresence("c1".into()),
-            ),
-            (
-                "$mcp-client/capability/c1",
-                TopicKind::ClientCapability("c1".into()),
-            ),
-            ("$mcp-rpc/c1/other/fc/drone", TopicKind::Other),
-            ("$mcp-server/presence/sid/fc/drone", TopicKind::Other),
-        ];
-        for (topic, kind) in cases {
-            assert_eq!(t.classify(topic), kind, "{topic}");
-        }
-        assert_eq!(t.rpc("c1"), "$mcp-rpc/c1/sid/fc/drone");
-    }
-
-    #[test]
-    fn initialize_subscribes_three_topics_then_starts_after_suback() {
-        let mut s = sessions(4, 4, 8);
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-server/sid/fc/drone",
-            INIT.as_bytes(),
-            client("c1"),
-        );
-        let [Action::Subscribe { client_id, filters }] = &a[..] else {
-            panic!("{a:?}")
-        };
-        assert_eq!(client_id, "c1");
-        assert_eq!(
-            filters,
-            &vec![
-                ("$mcp-rpc/c1/sid/fc/drone".to_string(), true),
-                ("$mcp-client/capability/c1".to_string(), false),
-                ("$mcp-client/presence/c1".to_string(), false),
-            ]
-        );
-        // Before the SUBACK, RPC messages are not delivered.
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-rpc/c1/sid/fc/drone",
-            call(1).as_bytes(),
-            client("c1"),
-        );
-        assert!(!a.iter().any(|a| matches!(a, Action::Deliver { .. })));
-        assert!(matches!(
-            &s.handle_suback("c1", true)[..],
-            [Action::StartSession { .. }]
-        ));
-        assert_eq!(s.active().count(), 1);
-    }
-
-    #[test]
-    fn control_messages_without_a_usable_client_id_are_dropped() {
-        let mut s = sessions(4, 4, 8);
-        for sender in [
-            Sender::default(),
-            client("a/b"),
-            client("a+"),
-            client("#"),
-            client(""),
-        ] {
-            let a = s.handle_publish(t0(), "$mcp-server/sid/fc/drone", INIT.as_bytes(), sender);
-            assert!(a.iter().all(|a| matches!(a, Action::Log { .. })), "{a:?}");
-        }
-        assert_eq!(s.refused_count, 5);
-    }
-
-    #[test]
-    fn reinitialize_resets_and_presence_ends_the_session() {
-        let mut s = sessions(4, 4, 8);
-        let g1 = open(&mut s, "c1");
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-server/sid/fc/drone",
-            INIT.as_bytes(),
-            client("c1"),
-        );
-        assert!(
-            matches!(&a[..], [Action::EndSession { generation, .. }, Action::Subscribe { .. }] if *generation == g1),
-            "{a:?}"
-        );
-        let g2 = match &s.handle_suback("c1", true)[..] {
-            [Action::StartSession { generation, .. }] => *generation,
-            other => panic!("{other:?}"),
-        };
-        assert!(g2 > g1);
-        // Old-generation output is ignored.
-        assert!(!s.handle_outgoing("c1", g1, &json!({"id": 1, "result": {}})));
-        // Empty payload on the presence topic (a Will): session gone, topics unsubscribed.
-        let a = s.handle_publish(t0(), "$mcp-client/presence/c1", b"", client("c1"));
-        assert!(
-            a.iter().any(|a| matches!(a, Action::EndSession { .. }))
-                && a.iter()
-                    .any(|a| matches!(a, Action::Unsubscribe { topics } if topics.len() == 3)),
-            "{a:?}"
-        );
-        assert_eq!(s.active().count(), 0);
-    }
-
-    #[test]
-    fn limits_on_sessions_and_concurrent_calls() {
-        let mut s = sessions(1, 2, 3);
-        let g = open(&mut s, "c1");
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-server/sid/fc/drone",
-            INIT.as_bytes(),
-            client("c2"),
-        );
-        assert_eq!(error_code(&a), Some(errors::SERVER_BUSY as i64), "{a:?}");
-
-        let rpc = "$mcp-rpc/c1/sid/fc/drone";
-        for id in [1, 2] {
-            let a = s.handle_publish(t0(), rpc, call(id).as_bytes(), client("c1"));
-            assert!(matches!(&a[..], [Action::Deliver { .. }]), "{a:?}");
-        }
-        let a = s.handle_publish(t0(), rpc, call(3).as_bytes(), client("c1"));
-        assert_eq!(error_code(&a), Some(errors::SERVER_BUSY as i64));
-        // A response frees a slot, a cancellation too.
-        assert!(s.handle_outgoing("c1", g, &json!({"jsonrpc":"2.0","id":1,"result":{}})));
-        let a = s.handle_publish(t0(), rpc, call(4).as_bytes(), client("c1"));
-        assert!(matches!(&a[..], [Action::Deliver { .. }]), "{a:?}");
-        let cancel =
-            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#;
-        s.handle_publish(t0(), rpc, cancel.as_bytes(), client("c1"));
-        let a = s.handle_publish(t0(), rpc, call(5).as_bytes(), client("c1"));
-        assert!(matches!(&a[..], [Action::Deliver { .. }]), "{a:?}");
-    }
-
-    #[test]
-    fn bad_rpc_input_is_answered_and_echoes_are_ignored() {
-        let mut s = sessions(4, 4, 8);
-        open(&mut s, "c1");
-        let rpc = "$mcp-rpc/c1/sid/fc/drone";
-        let big = vec![b' '; 5000];
-        let cases: Vec<(&[u8], Option<i64>)> = vec![
-            (b"{oops", Some(-32700)),
-            (
-                br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
-                Some(-32600),
-            ),
-            (br#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#, Some(-32601)),
-            (
-                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}"#,
-                Some(-32602),
-            ),
-            (&big, Some(-32600)),
-            (INIT.as_bytes(), Some(-32600)),
-        ];
-        for (payload, code) in cases {
-            let a = s.handle_publish(t0(), rpc, payload, client("c1"));
-            assert_eq!(error_code(&a), code, "{}", String::from_utf8_lossy(payload));
-        }
-        let echo = Sender {
-            client_id: Some("sid"),
-            component_type: Some("mcp-server"),
-        };
-        assert!(
-            s.handle_publish(t0(), rpc, call(9).as_bytes(), echo)
-                .is_empty()
-        );
-        // Client-side de-initialize on the RPC topic.
-        let bye = br#"{"jsonrpc":"2.0","method":"notifications/disconnected"}"#;
-        let a = s.handle_publish(t0(), rpc, bye, client("c1"));
-        assert!(
-            a.iter().any(|a| matches!(a, Action::Unsubscribe { .. })),
-            "{a:?}"
-        );
-        assert_eq!(s.active().count(), 0);
-        // Unknown session: dropped and logged.
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-rpc/c9/sid/fc/drone",
-            call(1).as_bytes(),
-            client("c9"),
-        );
-        assert!(
-            matches!(&a[..], [Action::Log { warning: true, .. }]),
-            "{a:?}"
-        );
-        // A call before initialize on the control topic is answered.
-        let a = s.handle_publish(
-            t0(),
-            "$mcp-server/sid/fc/drone",
-            call(1).as_bytes(),
-            client("c9"),
-        );
-        assert_eq!(error_code(&a), Some(-32600));
-    }
-
-    #[test]
-    fn reconnect_drops_sessions_and_shutdown_says_goodbye() {
-        let mut s = sessions(4, 4, 8);
-        open(&mut s, "c1");
-        open(&mut s, "c2");
-        let a = s.handle_connected();
-        assert_eq!(
-            a.iter()
-                .filter(|a| matches!(a, Action::EndSession { .. }))
-                .count(),
-            2
-        );
-        assert_eq!(s.active().count(), 0);
-        open(&mut s, "c1");
-        let a = s.handle_shutdown();
-        assert!(a.iter().any(|a| matches!(a, Action::Publish { message, .. }
-            if message["method"] == "notifications/disconnected")));
-        assert!(a.iter().any(|a| matches!(a, Action::Unsubscribe { .. })));
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

@@ -10,7 +10,7 @@ use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::service::RoleServer;
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Publish, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, Publish, RetainForwardRule, SubscribeReasonCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use super::errors;
 use super::guard::Guard;
 use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
 use super::server::{DroneServer, STATUS_URI, SessionShared};
-use super::session::{Action, Limits, Sender, Sessions, Topics};
+use super::session::{Action, Authority, EndReason, Limits, Sender, Sessions, Topics};
 use crate::config::Config;
 use crate::control::ControlClient;
 use crate::status::StatusReport;
@@ -94,7 +94,6 @@ impl rmcp::transport::Transport<RoleServer> for ChannelTransport {
 }
 
 struct SessionHandle {
-    generation: u64,
     inbox: mpsc::Sender<ClientJsonRpcMessage>,
     shared: Arc<SessionShared>,
     stop: CancellationToken,
@@ -105,7 +104,20 @@ struct SessionHandle {
 enum SubscribePurpose {
     Control,
     Panic,
-    Client(String),
+    /// Every client's RPC, presence and capability topics towards this server.
+    Clients,
+}
+
+/// The gate, as the session table asks it.
+struct GuardAuthority<'a>(&'a Guard);
+
+impl Authority for GuardAuthority<'_> {
+    fn candidate_subject(&self, client_id: &str, generation: u64) -> Option<String> {
+        self.0.candidate_subject(client_id, generation)
+    }
+    fn is_priority(&self, client_id: &str, generation: u64, tool: &str) -> bool {
+        self.0.is_priority(client_id, generation, tool)
+    }
 }
 
 /// A server-id unique to this process: no `/`, `+`, `#`.
@@ -117,6 +129,8 @@ struct Shell {
     client: AsyncClient,
     server_id: String,
     sessions: Sessions,
+    /// Running rmcp services by session key (`{client_id}#{generation}`): a client's
+    /// session and, beside it, the candidate of a new `initialize`.
     handles: HashMap<String, SessionHandle>,
     subscribes: VecDeque<SubscribePurpose>,
     in_flight_subscribes: HashMap<u16, SubscribePurpose>,
@@ -128,8 +142,8 @@ struct Shell {
     publish_failures: u64,
     guard: Arc<Guard>,
     estop: Option<EstopLink>,
-    /// `{server_topic_root}/{server_id}/estop`.
-    panic_topic: String,
+    /// `{panic_topic_root}/{server_id}/`: the panic topics, followed by the publisher.
+    panic_prefix: String,
     /// The newest e-stop event already announced to clients.
     stop_seq_announced: u64,
     camera: Option<crate::camera::CameraHandle>,
@@ -182,6 +196,8 @@ impl Shell {
                     "version": crate::VERSION,
                     "implementation": "flight-companion",
                     "server_id": self.server_id,
+                    "rbac": {"roles": rbac_roles()},
+                    "panic_topic": format!("{}{{client_id}}", self.panic_prefix),
                 },
             },
         })
@@ -201,47 +217,43 @@ impl Shell {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
-        let mut queue: VecDeque<Action> = actions.into();
-        while let Some(action) = queue.pop_front() {
+        for action in actions {
             match action {
-                Action::Subscribe { client_id, filters } => {
-                    let filters = filters
-                        .into_iter()
-                        .map(|(path, no_local)| {
-                            let mut f = Filter::new(path, QoS::AtLeastOnce);
-                            f.nolocal = no_local;
-                            f
-                        })
-                        .collect();
-                    if !self.subscribe(filters, SubscribePurpose::Client(client_id.clone())) {
-                        queue.extend(self.sessions.handle_suback(&client_id, false));
-                    }
-                }
-                Action::Unsubscribe { topics } => {
-                    for topic in topics {
-                        if let Err(e) = self.client.try_unsubscribe(topic.clone()) {
-                            tracing::warn!(topic, error = %e, "MQTT unsubscribe dropped");
-                        }
-                    }
-                }
                 Action::StartSession {
                     client_id,
                     generation,
                     initialize,
                 } => self.start_session(client_id, generation, *initialize),
+                Action::Promote {
+                    client_id,
+                    generation,
+                    replaced,
+                    cut_short,
+                } => self.promote(&client_id, generation, replaced, cut_short),
                 Action::EndSession {
                     client_id,
                     generation,
+                    reason,
+                    established,
                 } => {
-                    if self
-                        .handles
-                        .get(&client_id)
-                        .is_some_and(|h| h.generation == generation)
-                        && let Some(handle) = self.handles.remove(&client_id)
-                    {
+                    let key = crate::auth::session_key(&client_id, generation);
+                    if let Some(handle) = self.handles.remove(&key) {
                         handle.stop.cancel();
-                        self.guard.session_ended(&client_id);
-                        tracing::info!(client_id, "MCP session ended");
+                    }
+                    // A replaced session's identity and lease are settled by the promotion
+                    // that follows (the lease may pass to the new session).
+                    if !(established && reason == EndReason::Replaced) {
+                        self.guard.session_ended(&key);
+                    }
+                    if established {
+                        tracing::info!(client_id, generation, ?reason, "MCP session ended");
+                    } else {
+                        tracing::debug!(
+                            client_id,
+                            generation,
+                            ?reason,
+                            "initialize candidate ended"
+                        );
                     }
                 }
                 Action::Deliver {
@@ -249,7 +261,28 @@ impl Shell {
                     generation,
                     message,
                 } => self.deliver(&client_id, generation, *message),
+                Action::EmergencyStop {
+                    client_id,
+                    generation,
+                    id,
+                    arguments,
+                } => self.emergency_stop(&client_id, generation, id, arguments),
                 Action::Publish { topic, message } => self.publish(&topic, &message, false),
+                Action::Security {
+                    kind,
+                    client_id,
+                    attested,
+                    detail,
+                    generation,
+                } => {
+                    tracing::warn!(kind, client_id, attested, "{detail}");
+                    // A candidate's verified token names who sent the claim.
+                    let subject = generation
+                        .and_then(|g| self.guard.candidate_subject(&client_id, g))
+                        .unwrap_or_default();
+                    self.guard
+                        .security_event(kind, &client_id, attested, &subject, &detail);
+                }
                 Action::Log {
                     warning: true,
                     text,
@@ -259,6 +292,58 @@ impl Shell {
                     text,
                 } => tracing::info!("{text}"),
             }
+        }
+    }
+
+    /// The candidate proved its client id: the gate makes it the session; a replaced
+    /// session's client is told what happened to its requests and to the lease.
+    fn promote(
+        &mut self,
+        client_id: &str,
+        generation: u64,
+        replaced: Option<u64>,
+        cut_short: usize,
+    ) {
+        let Some(promotion) = self
+            .guard
+            .promote(client_id, generation, replaced, cut_short)
+        else {
+            tracing::warn!(
+                client_id,
+                generation,
+                "promoted candidate unknown to the gate"
+            );
+            return;
+        };
+        tracing::info!(
+            client_id,
+            generation,
+            subject = promotion.identity.subject,
+            role = %promotion.identity.role,
+            "MCP session started"
+        );
+        if let Some(old) = replaced {
+            let note = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/message",
+                "params": {
+                    "level": "warning",
+                    "logger": "flight-companion/session",
+                    "data": {
+                        "event": "session_replaced",
+                        "text": format!(
+                            "this client initialized again: the previous session (generation {old}) \
+                             ended and its {cut_short} requests in flight were answered with an \
+                             error; control lease: {}",
+                            super::guard::lease_sentence(&promotion.lease)
+                        ),
+                        "requests_ended": cut_short,
+                        "lease": format!("{:?}", promotion.lease).to_lowercase(),
+                    },
+                },
+            });
+            let topic = self.sessions.topics().rpc(client_id);
+            self.publish(&topic, &note, false);
         }
     }
 
@@ -283,6 +368,7 @@ impl Shell {
             &self.description,
             self.guard.clone(),
             client_id.clone(),
+            generation,
         )
         .with_camera(self.camera.clone())
         .with_control(self.control.clone(), &client_id)
@@ -301,11 +387,10 @@ impl Shell {
         });
         // The inbox is empty: the initialize always fits.
         let _ = inbox_tx.try_send(initialize);
-        tracing::info!(client_id, generation, "MCP session started");
+        tracing::debug!(client_id, generation, "initialize candidate started");
         self.handles.insert(
-            client_id,
+            crate::auth::session_key(&client_id, generation),
             SessionHandle {
-                generation,
                 inbox: inbox_tx,
                 shared,
                 stop,
@@ -316,22 +401,21 @@ impl Shell {
     fn deliver(&mut self, client_id: &str, generation: u64, message: ClientJsonRpcMessage) {
         let Some(handle) = self
             .handles
-            .get(client_id)
-            .filter(|h| h.generation == generation)
+            .get(&crate::auth::session_key(client_id, generation))
         else {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(message)) = handle.inbox.try_send(message) {
-            let topic = self.sessions.topics().rpc(client_id);
             if let ClientJsonRpcMessage::Request(request) = &message {
                 let id = serde_json::to_value(&request.id).ok();
                 let reply = errors::error_response(
                     id.as_ref(),
                     errors::SERVER_BUSY,
                     "this session has too many messages waiting; retry shortly",
-                    None,
+                    Some(json!({"kind": "busy"})),
                 );
-                self.publish(&topic, &reply, false);
+                // As the session's own answer: the table ends the request's accounting.
+                self.handle_outgoing_value(client_id, generation, reply);
             }
             tracing::warn!(client_id, "session inbox full: message refused");
         }
@@ -342,13 +426,20 @@ impl Shell {
             tracing::error!(client_id, "cannot serialise an outgoing MCP message");
             return;
         };
-        if self
-            .sessions
-            .handle_outgoing(&client_id, generation, &value)
-        {
-            let topic = self.sessions.topics().rpc(&client_id);
+        self.handle_outgoing_value(&client_id, generation, value);
+    }
+
+    /// A message of a session (or answered on its behalf), through the table before it
+    /// leaves.
+    fn handle_outgoing_value(&mut self, client_id: &str, generation: u64, value: Value) {
+        let (publish, actions) =
+            self.sessions
+                .handle_outgoing(std::time::Instant::now(), client_id, generation, &value);
+        if publish {
+            let topic = self.sessions.topics().rpc(client_id);
             self.publish(&topic, &value, false);
         }
+        self.execute(actions);
     }
 
     fn handle_publish(&mut self, publish: Publish) {
@@ -361,6 +452,7 @@ impl Shell {
         let sender = Sender {
             client_id: mqtt::user_property(properties, mqtt::PROP_CLIENT_ID),
             component_type: mqtt::user_property(properties, mqtt::PROP_COMPONENT_TYPE),
+            retain: publish.retain,
         };
         // Everything that reaches us came through the broker's mTLS and ACL: ground activity.
         if let Some(estop) = &self.estop {
@@ -368,89 +460,95 @@ impl Shell {
                 .ground
                 .send_modify(|g| g.activity = g.activity.wrapping_add(1));
         }
-        if topic == self.panic_topic {
-            self.handle_panic(&publish.payload, sender.client_id);
+        if let Some(publisher) = topic.strip_prefix(&self.panic_prefix) {
+            let publisher = publisher.to_owned();
+            self.handle_panic(&publisher, &publish.payload, publish.retain);
             return;
         }
-        if let Some(cid) = sender.client_id
-            && self.handles.contains_key(cid)
-            && topic == self.sessions.topics().rpc(cid)
-            && self.emergency_stop_fast_path(cid, &publish.payload)
-        {
-            return;
-        }
+        let authority = GuardAuthority(&self.guard);
         let actions = self.sessions.handle_publish(
             std::time::Instant::now(),
             &topic,
             &publish.payload,
             sender,
+            &authority,
         );
         self.execute(actions);
     }
 
-    /// The panic topic: stop now, without the session machinery. Acknowledged in the log
-    /// and to every client through the e-stop's notifications.
-    fn handle_panic(&mut self, payload: &[u8], client_id: Option<&str>) {
+    /// A panic topic: stop now, without the session machinery, attributed to the identity
+    /// the broker attested (the topic's last level, bound to the publisher's certificate by
+    /// the ACL). A retained message is never acted on: it was stored, not pressed now (the
+    /// subscription asks for none, and a broker that sends one anyway is not obeyed).
+    fn handle_panic(&mut self, publisher: &str, payload: &[u8], retained: bool) {
+        let reason = match crate::estop::panic_decision(publisher, payload, retained) {
+            crate::estop::PanicDecision::Drop => {
+                tracing::warn!(topic_tail = %publisher.escape_debug(), "panic topic with no usable publisher level: dropped");
+                return;
+            }
+            crate::estop::PanicDecision::IgnoreRetained { reason } => {
+                self.guard.record_panic(
+                    publisher,
+                    &reason,
+                    false,
+                    "retained message on the panic topic: not acted on (a stored message is not a press)",
+                );
+                tracing::warn!(publisher, "retained panic-topic message ignored");
+                return;
+            }
+            crate::estop::PanicDecision::Stop { reason } => reason,
+        };
         let Some(estop) = &self.estop else {
             tracing::warn!("panic topic message, but no vehicle is attached");
             return;
         };
-        let reason = crate::estop::panic_reason(payload);
+        let client = estop.client.clone();
+        let identity = self.guard.record_panic(
+            publisher,
+            &reason,
+            true,
+            "panic topic: emergency stop sent to the e-stop channel",
+        );
         let ask = crate::estop::StopAsk::Stop(crate::estop::Trigger {
             source: crate::estop::Source::MqttPanic,
-            identity: client_id.unwrap_or("unnamed MQTT client").to_owned(),
+            identity,
             reason,
         });
-        if let Err(e) = estop.client.send(ask) {
+        if let Err(e) = client.send(ask) {
             tracing::error!("panic topic: the stop could not be queued: {e}");
         }
     }
 
-    /// `tools/call` of `emergency_stop` bypasses the session's queue and call limits: it
-    /// goes on the e-stop channel from here and its answer is published from a task.
-    /// Returns false when the message is anything else (it then takes the normal path).
-    fn emergency_stop_fast_path(&mut self, client_id: &str, payload: &[u8]) -> bool {
-        let Some(estop) = &self.estop else {
-            return false;
-        };
-        if payload.len() > 64 * 1024 {
-            return false;
-        }
-        let Ok(Value::Object(message)) = serde_json::from_slice::<Value>(payload) else {
-            return false;
-        };
-        if message.get("method").and_then(Value::as_str) != Some("tools/call") {
-            return false;
-        }
-        let Some(params) = message.get("params").and_then(Value::as_object) else {
-            return false;
-        };
-        if params.get("name").and_then(Value::as_str) != Some("emergency_stop") {
-            return false;
-        }
-        let Some(id) = message.get("id").cloned() else {
-            return false;
-        };
-        let arguments = match params.get("arguments") {
-            Some(Value::Object(a)) => a.clone(),
-            _ => serde_json::Map::new(),
-        };
-        self.guard
-            .record_emergency_stop(client_id, &id, &Value::Object(arguments.clone()));
-        let client = estop.client.clone();
+    /// `tools/call` of `emergency_stop` from the client of an RPC topic (session or not):
+    /// outside the session's queue and every limit, on the e-stop channel from here; its
+    /// answer is published from a task.
+    fn emergency_stop(
+        &mut self,
+        client_id: &str,
+        generation: Option<u64>,
+        id: Value,
+        arguments: Value,
+    ) {
+        let identity = self
+            .guard
+            .record_emergency_stop(client_id, generation, &id, &arguments);
+        let client = self.estop.as_ref().map(|e| e.client.clone());
         let mqtt_client = self.client.clone();
         let topic = self.sessions.topics().rpc(client_id);
         let properties = mqtt::publish_properties(ComponentType::Server, &self.server_id);
-        let identity = client_id.to_owned();
-        // Answered in the fields of the session's negotiated version, as the session would.
-        let features = self
-            .handles
-            .get(client_id)
+        let arguments = match arguments {
+            Value::Object(a) => a,
+            _ => serde_json::Map::new(),
+        };
+        // Answered in the fields of the session's negotiated version, as the session would
+        // (the newest for a client without a session).
+        let features = generation
+            .and_then(|g| self.handles.get(&crate::auth::session_key(client_id, g)))
             .map(|h| h.shared.features())
             .unwrap_or(super::version::Features::LATEST);
         tokio::spawn(async move {
             let mut result =
-                super::server::emergency_stop_result(Some(&client), arguments, &identity).await;
+                super::server::emergency_stop_result(client.as_ref(), arguments, &identity).await;
             features.call_result(&mut result);
             let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
             if let Err(e) = mqtt_client.try_publish_with_properties(
@@ -463,7 +561,6 @@ impl Shell {
                 tracing::warn!("emergency_stop reply not published: {e}");
             }
         });
-        true
     }
 
     /// Every new e-stop event goes to every session as `notifications/message` (level
@@ -480,7 +577,11 @@ impl Shell {
             return;
         };
         self.stop_seq_announced = last.seq;
-        let clients: Vec<String> = self.handles.keys().cloned().collect();
+        let clients: Vec<String> = self
+            .sessions
+            .active()
+            .map(|(cid, _)| cid.to_owned())
+            .collect();
         for record in new {
             let level = match record.event {
                 crate::estop::StopEvent::Triggered { .. }
@@ -522,10 +623,14 @@ impl Shell {
         flag: fn(&SessionShared) -> &std::sync::atomic::AtomicBool,
     ) {
         let subscribed: Vec<String> = self
-            .handles
-            .iter()
-            .filter(|(_, h)| flag(&h.shared).load(Ordering::SeqCst))
-            .map(|(cid, _)| cid.clone())
+            .sessions
+            .active()
+            .filter(|(cid, generation)| {
+                self.handles
+                    .get(&crate::auth::session_key(cid, *generation))
+                    .is_some_and(|h| flag(&h.shared).load(Ordering::SeqCst))
+            })
+            .map(|(cid, _)| cid.to_owned())
             .collect();
         if subscribed.is_empty() {
             return;
@@ -545,6 +650,61 @@ impl Shell {
             }
         }
     }
+}
+
+/// `meta.rbac.roles` of the presence message, as the transport spec describes it: what each
+/// role may call, from the permission table (a stock client learns its role's reach from
+/// the presence alone; what it is given is decided per session, by token or broker identity).
+pub fn rbac_roles() -> Value {
+    use crate::auth::permissions;
+    use crate::role::Role;
+    let served: Vec<&str> = super::server::tools().iter().map(|t| t.name).collect();
+    let methods: Vec<&str> = errors::CLIENT_REQUESTS.to_vec();
+    let resources = [
+        super::server::STATUS_URI,
+        super::server::HEALTH_URI,
+        super::server::SECURITY_URI,
+        super::server::AUDIT_RECENT_URI,
+    ];
+    let describe = |role: Role| match role {
+        Role::Public => "ping and lists; emergency_stop",
+        Role::ReadOnly => "status, waits and resources",
+        Role::Operator => "flight tools, with the control lease (one pilot at a time)",
+        _ => "envelope, e-stop reset, revocation, audit; takes the controls over",
+    };
+    let roles: Vec<Value> = [Role::Public, Role::ReadOnly, Role::Operator, Role::Admin]
+        .into_iter()
+        .map(|role| {
+            let tools: Vec<&str> = served
+                .iter()
+                .copied()
+                .filter(|t| permissions::tool(t).role <= role)
+                .collect();
+            let allowed_tools = if tools.len() == served.len() {
+                json!("all")
+            } else {
+                json!(tools)
+            };
+            let allowed_resources: Vec<&str> = resources
+                .iter()
+                .copied()
+                .filter(|r| permissions::resource(r) <= role)
+                .collect();
+            let allowed_methods: Vec<&str> = methods
+                .iter()
+                .copied()
+                .filter(|m| *m == "initialize" || permissions::method(m) <= role)
+                .collect();
+            json!({
+                "name": role.name(),
+                "description": describe(role),
+                "allowed_methods": allowed_methods,
+                "allowed_tools": allowed_tools,
+                "allowed_resources": allowed_resources,
+            })
+        })
+        .collect();
+    Value::Array(roles)
 }
 
 /// Runs the MCP server on the broker until `shutdown` is cancelled: presence, sessions,
@@ -602,12 +762,7 @@ pub async fn serve_with_audit(
         server_id: server_id.clone(),
         server_name: mcp_config.server_name.clone(),
     };
-    let limits = Limits {
-        sessions_max: mcp_config.sessions_max,
-        session_calls_concurrent_max: mcp_config.session_calls_concurrent_max,
-        calls_concurrent_max: mcp_config.calls_concurrent_max,
-        message_bytes_max: mcp_config.message_bytes_max,
-    };
+    let limits = Limits::from_config(mcp_config);
     // Accept packets well above the MCP limit so an oversized message arrives and is
     // refused with an error instead of being dropped silently by the broker.
     let packet_bytes_max = u32::try_from(mcp_config.message_bytes_max.saturating_mul(4))
@@ -650,7 +805,7 @@ pub async fn serve_with_audit(
         description: mcp_config.description.clone(),
         publish_failures: 0,
         guard: guard.clone(),
-        panic_topic: crate::estop::panic_topic(&topics.server_root, &server_id),
+        panic_prefix: crate::estop::panic_topic_prefix(&mcp_config.panic_topic_root, &server_id),
         stop_seq_announced: estop
             .as_ref()
             .and_then(|e| e.client.status().borrow().history.last().map(|r| r.seq))
@@ -710,6 +865,9 @@ pub async fn serve_with_audit(
                             // The Will keeps the configured name; the broker cleans it up.
                             tracing::info!(name, "broker suggested MCP-SERVER-NAME; using it");
                             topics.server_name = name;
+                            // The old table's sessions end first (their services stop).
+                            let actions = shell.sessions.handle_connected();
+                            shell.execute(actions);
                             shell.sessions = Sessions::new(topics.clone(), limits);
                         }
                         let actions = shell.sessions.handle_connected();
@@ -717,6 +875,16 @@ pub async fn serve_with_audit(
                         shell.subscribes.clear();
                         shell.in_flight_subscribes.clear();
                         tracing::info!(control = topics.control(), "connected to the broker");
+                        // Every client's topics towards this server, before the control topic:
+                        // a client is heard (and answered) whether or not it has a session,
+                        // and no initialize waits for a per-client SUBACK.
+                        let mut rpc = Filter::new(topics.rpc_filter(), QoS::AtLeastOnce);
+                        rpc.nolocal = true;
+                        let mut presence = Filter::new(topics.client_presence_filter(), QoS::AtLeastOnce);
+                        presence.retain_forward_rule = RetainForwardRule::Never;
+                        let mut capability = Filter::new(topics.client_capability_filter(), QoS::AtLeastOnce);
+                        capability.retain_forward_rule = RetainForwardRule::Never;
+                        shell.subscribe(vec![rpc, presence, capability], SubscribePurpose::Clients);
                         let control = Filter::new(topics.control(), QoS::AtLeastOnce);
                         shell.subscribe(vec![control], SubscribePurpose::Control);
                         let latest = checkpoints.borrow_and_update().clone();
@@ -726,7 +894,10 @@ pub async fn serve_with_audit(
                         if let Some(estop) = &shell.estop {
                             estop.ground.send_modify(|g| g.connected = true);
                             // QoS 1 subscription: panic buttons may publish at QoS 0 or 1.
-                            let panic = Filter::new(shell.panic_topic.clone(), QoS::AtLeastOnce);
+                            // Retained messages are never sent: a stored press must not stop
+                            // the vehicle again at every start and reconnect.
+                            let mut panic = Filter::new(format!("{}+", shell.panic_prefix), QoS::AtLeastOnce);
+                            panic.retain_forward_rule = RetainForwardRule::Never;
                             shell.subscribe(vec![panic], SubscribePurpose::Panic);
                         }
                     }
@@ -750,14 +921,16 @@ pub async fn serve_with_audit(
                                 tracing::error!(codes = ?suback.return_codes, "the broker refused the control topic subscription (check the ACL); staying offline");
                             }
                             Some(SubscribePurpose::Panic) if ok => {
-                                tracing::info!(topic = shell.panic_topic, "e-stop panic topic subscribed");
+                                tracing::info!(topics = format!("{}+", shell.panic_prefix), "e-stop panic topics subscribed");
                             }
                             Some(SubscribePurpose::Panic) => {
-                                tracing::error!(topic = shell.panic_topic, codes = ?suback.return_codes, "the broker refused the e-stop panic topic (check the ACL): that trigger does not work");
+                                tracing::error!(topics = format!("{}+", shell.panic_prefix), codes = ?suback.return_codes, "the broker refused the e-stop panic topics (check the ACL): that trigger does not work");
                             }
-                            Some(SubscribePurpose::Client(cid)) => {
-                                let actions = shell.sessions.handle_suback(&cid, ok);
-                                shell.execute(actions);
+                            Some(SubscribePurpose::Clients) if ok => {
+                                tracing::info!(rpc = topics.rpc_filter(), "client topics subscribed");
+                            }
+                            Some(SubscribePurpose::Clients) => {
+                                tracing::error!(codes = ?suback.return_codes, "the broker refused the subscription to the clients' RPC, presence or capability topics (check the ACL): clients will not be heard");
                             }
                             None => {}
                         }

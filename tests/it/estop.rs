@@ -150,7 +150,7 @@ fn broker_killed_in_flight_holds_then_returns_and_the_panic_topic_stops() {
     )
     .unwrap();
     let mut daemon = flight_companion("daemon", &["run", "--config", config.to_str().unwrap()]);
-    daemon.wait_for_line("e-stop panic topic subscribed", Duration::from_secs(15));
+    daemon.wait_for_line("e-stop panic topics subscribed", Duration::from_secs(15));
     take_off(&harness);
 
     // The broker dies in flight: hold after 1 s, return home after 1 s more.
@@ -161,20 +161,16 @@ fn broker_killed_in_flight_holds_then_returns_and_the_panic_topic_stops() {
 
     // The broker is back: nothing resumes; a panic button publish is another trigger.
     broker.restart();
-    daemon.wait_for_line("e-stop panic topic subscribed", Duration::from_secs(20));
-    let ground = (
-        broker.dev.certs("ground.pem"),
-        broker.dev.certs("ground.key"),
-    );
+    daemon.wait_for_line("e-stop panic topics subscribed", Duration::from_secs(20));
+    // The panic button is a ground identity of its own; its panic topic ends with it.
+    let button = broker.dev.identity("panic-button");
     let output = Command::new("mosquitto_pub")
-        .args(broker.tls_args(Some((&ground.0, &ground.1))))
+        .args(broker.tls_args(Some((&button.0, &button.1))))
         .args([
-            "-i",
-            "panic-button",
             "-q",
             "1",
             "-t",
-            "$mcp-server/drone-1/estop",
+            "flight-companion/estop/drone-1/panic-button",
             "-m",
             r#"{"reason": "panic button"}"#,
         ])

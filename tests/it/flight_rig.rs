@@ -52,6 +52,8 @@ pub struct Reported {
 pub struct Rig {
     pub sim: Proc,
     pub daemon: Proc,
+    /// The daemon's configuration file (to restart it).
+    pub config: String,
     pub client: TestClient,
     harness: LinkHandle,
     pub positions: Arc<Mutex<Vec<Reported>>>,
@@ -74,6 +76,18 @@ impl Rig {
     /// Starts everything; `envelope` is the `[envelope]` section (with its header) written
     /// into the daemon's configuration. Returns once the daemon has built the envelope.
     pub async fn start(tag: &str, px4: bool, speedup: f64, envelope: &str) -> Rig {
+        Rig::start_with(tag, px4, speedup, envelope, &[]).await
+    }
+
+    /// [`Rig::start`] with extra keys for the daemon's sections: `("mcp", "sessions_max = 8")`
+    /// adds the line to `[mcp]`.
+    pub async fn start_with(
+        tag: &str,
+        px4: bool,
+        speedup: f64,
+        envelope: &str,
+        extra: &[(&str, &str)],
+    ) -> Rig {
         let broker = Broker::start(tag);
         let speedup = speedup.to_string();
         let mut args = vec![
@@ -98,7 +112,7 @@ impl Rig {
         let daemon_port = port(sim.wait_for_line("sim: serving tcpin:127.0.0.1:", START_WAIT));
         let harness_port = port(sim.wait_for_line("sim: serving tcpin:127.0.0.1:", START_WAIT));
 
-        let config = write_config(&broker, daemon_port, envelope);
+        let config = write_config(&broker, daemon_port, envelope, extra);
         let mut daemon = flight_companion("daemon", &["run", "--config", &config]);
         daemon.wait_for_line("flight-companion ready", START_WAIT);
 
@@ -118,6 +132,7 @@ impl Rig {
         let mut rig = Rig {
             sim,
             daemon,
+            config,
             client,
             harness,
             positions,
@@ -218,6 +233,11 @@ impl Rig {
             .expect("the harness link is up");
     }
 
+    /// The broker and its dev-setup directory.
+    pub fn broker(&self) -> &Broker {
+        &self._broker
+    }
+
     /// The latest reported position.
     pub fn position(&self) -> Reported {
         *self
@@ -261,7 +281,7 @@ pub fn sim_time_s(line: &str) -> f64 {
 /// dev-setup's drone.toml pointed at the simulator, with the test's envelope instead of the
 /// default one and telemetry at 25 Hz (the monitor's rate). Same directory, so the relative
 /// certificate paths still hold.
-fn write_config(broker: &Broker, port: u16, envelope: &str) -> String {
+fn write_config(broker: &Broker, port: u16, envelope: &str, extra: &[(&str, &str)]) -> String {
     let text = std::fs::read_to_string(broker.dev.path("drone.toml")).unwrap();
     let mut out = String::new();
     let mut skipping = false;
@@ -284,6 +304,12 @@ fn write_config(broker: &Broker, port: u16, envelope: &str) -> String {
         } else {
             out.push_str(line);
             out.push('\n');
+        }
+        for (section, keys) in extra {
+            if line == format!("[{section}]") {
+                out.push_str(keys);
+                out.push('\n');
+            }
         }
     }
     out.push('\n');

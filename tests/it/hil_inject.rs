@@ -590,13 +590,18 @@ async fn hil_relay_delay_holds_frames_at_least_the_delay_each_way() {
 
 // ---- The MQTT proxy ----
 
-/// A Mosquitto client of the dev-setup broker, through `port`.
+/// A Mosquitto client of the dev-setup broker, through `port`, as `identity`: `drone`, or a
+/// ground identity of its own (the broker takes the certificate's CN as the client id, so
+/// two connections never share one).
 fn mqtt_tool(broker: &Broker, tool: &str, port: u16, identity: &str, args: &[&str]) -> Command {
     // Line-buffered: through a pipe the Mosquitto tools buffer stdout until they exit.
     let mut command = Command::new("stdbuf");
     command.args(["-oL", tool]);
-    let cert = broker.dev.certs(&format!("{identity}.pem"));
-    let key = broker.dev.certs(&format!("{identity}.key"));
+    let (cert, key) = if identity == "drone" {
+        (broker.dev.certs("drone.pem"), broker.dev.certs("drone.key"))
+    } else {
+        broker.dev.identity(identity)
+    };
     let mut tls = broker.tls_args(Some((&cert, &key)));
     // tls_args names the broker's own port; this client goes through `port`.
     if let Some(i) = tls.iter().position(|a| a == "-p") {
@@ -606,13 +611,15 @@ fn mqtt_tool(broker: &Broker, tool: &str, port: u16, identity: &str, args: &[&st
     command
 }
 
-/// Publishes one message straight to the broker as the drone.
+/// Publishes one message straight to the broker on the drone's side, as the benchmarks'
+/// echo identity (dev-setup's ACL lets it write `bench-pong` under the drone's RPC topics;
+/// the drone itself is the subscriber, and one identity has one connection).
 fn publish_direct(broker: &Broker, topic: &str, payload: &str) {
     let output = mqtt_tool(
         broker,
         "mosquitto_pub",
         broker.port(),
-        "drone",
+        "bench-echo",
         &[
             "-i",
             "rig-direct-pub",
@@ -658,7 +665,7 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
     let proxy = MqttProxy::start("127.0.0.1:0".parse().unwrap(), upstream, Instant::now()).unwrap();
     let through = proxy.local_addr().port();
 
-    // Ground-side clients behind the proxy (the ACL lets client X use $mcp-rpc/X/#), and a
+    // Ground-side clients behind the proxy (the ACL lets identity X use $mcp-rpc/X/#), and a
     // drone-side subscriber straight on the broker.
     let mut down = Proc::spawn(
         "sub-behind-proxy",
@@ -666,7 +673,7 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
             &broker,
             "mosquitto_sub",
             through,
-            "ground",
+            "rigsub",
             &[
                 "-d",
                 "-v",
@@ -706,7 +713,7 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
             &broker,
             "mosquitto_pub",
             through,
-            "ground",
+            "rigpub",
             &[
                 "-d",
                 "-l",
@@ -715,7 +722,7 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
                 "-q",
                 "1",
                 "-t",
-                "$mcp-rpc/rigpub/drone-1/up",
+                "$mcp-rpc/rigpub/drone-1/bench-ping",
             ],
         ),
     );
@@ -724,7 +731,7 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
     // No fault: both ways.
     publish_through(&mut publisher, "up-1");
     wait_line(&mut up, "up-1");
-    publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/down", "down-1");
+    publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/bench-pong", "down-1");
     wait_line(&mut down, "down-1");
     let accepted = proxy.counters().connections_accepted;
     assert_eq!(accepted, 2);
@@ -732,7 +739,7 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
     // Partition: neither way, and the connections stay open.
     proxy.set_fault(NetFault::Partition);
     publish_through(&mut publisher, "up-2");
-    publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/down", "down-2");
+    publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/bench-pong", "down-2");
     assert_absent(&mut up, "up-2", Duration::from_secs(2));
     assert_absent(&mut down, "down-2", Duration::ZERO);
     assert!(down.child.try_wait().unwrap().is_none());
@@ -757,7 +764,11 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
     wait_line(&mut up, "up-delayed");
     let lag_up = sent.elapsed();
     let sent = Instant::now();
-    publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/down", "down-delayed");
+    publish_direct(
+        &broker,
+        "$mcp-rpc/rigsub/drone-1/bench-pong",
+        "down-delayed",
+    );
     wait_line(&mut down, "down-delayed");
     let lag_down = sent.elapsed();
     assert!(
@@ -811,7 +822,7 @@ async fn hil_proxy_passes_partitions_both_ways_and_drops_connections() {
     }
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/down", "down-4");
+        publish_direct(&broker, "$mcp-rpc/rigsub/drone-1/bench-pong", "down-4");
         tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(500)));
         if down.output().contains("down-4") {
             break;

@@ -17,6 +17,7 @@ mod flight_rig;
 mod ground_bridge;
 mod hil_inject;
 mod hil_runner;
+mod hostile;
 mod link_flow;
 mod link_interop;
 mod link_net;

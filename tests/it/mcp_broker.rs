@@ -75,3 +75,63 @@ async fn mcp_broker_accepts_the_drone_through_the_rust_connection() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// `flight-companion cert issue` makes a ground identity the broker accepts; `cert revoke`
+/// re-signs the CRL, and once Mosquitto rereads it (SIGHUP) the certificate is refused,
+/// while others still pass.
+#[test]
+fn mcp_broker_refuses_a_revoked_certificate_after_a_reload() {
+    let broker = Broker::start("revoke");
+    let dir = broker.dev.dir.to_str().unwrap().to_owned();
+    let cert = |args: &[&str]| {
+        let output = Command::new(crate::support::binary())
+            .arg("cert")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "cert {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let said = cert(&["issue", "--dir", &dir, "gcs-9", "--days", "7"]);
+    assert!(said.contains("client id is `gcs-9`"), "{said}");
+    let gcs = (
+        broker.dev.certs("clients/gcs-9.pem"),
+        broker.dev.certs("clients/gcs-9.key"),
+    );
+    let ground = (
+        broker.dev.certs("ground.pem"),
+        broker.dev.certs("ground.key"),
+    );
+    let (ok, err) = pub_once(&broker, Some((&gcs.0, &gcs.1)));
+    assert!(ok, "a freshly issued identity is accepted: {err}");
+
+    let said = cert(&["revoke", "--dir", &dir, "gcs-9"]);
+    assert!(said.contains("revoked gcs-9"), "{said}");
+    broker.proc.as_ref().unwrap().signal("HUP");
+    // The reload is asynchronous: the refusal comes within a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (ok, _) = pub_once(&broker, Some((&gcs.0, &gcs.1)));
+        if !ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked certificate is still accepted after the reload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, err) = pub_once(&broker, Some((&ground.0, &ground.1)));
+    assert!(ok, "another identity still passes: {err}");
+    let listed = cert(&["list", "--dir", &dir]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("gcs-9") && l.contains("revoked")),
+        "{listed}"
+    );
+}

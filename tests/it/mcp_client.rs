@@ -41,15 +41,16 @@ pub struct TestClient {
     pub token: Option<String>,
 }
 
-pub fn ground_config(broker: &Broker) -> MqttConfig {
-    let certs = |f: &str| Some(PathBuf::from(broker.dev.certs(f)));
+/// The MQTT settings of the ground identity `cid` (its own certificate, CN `cid`).
+pub fn ground_config(broker: &Broker, cid: &str) -> MqttConfig {
+    let (cert, key) = broker.dev.identity(cid);
     MqttConfig {
         enabled: true,
         host: "localhost".into(),
         port: broker.port(),
-        ca_cert_path: certs("ca.pem"),
-        client_cert_path: certs("ground.pem"),
-        client_key_path: certs("ground.key"),
+        ca_cert_path: Some(PathBuf::from(broker.dev.certs("ca.pem"))),
+        client_cert_path: Some(PathBuf::from(cert)),
+        client_key_path: Some(PathBuf::from(key)),
         keep_alive_s: 5,
         reconnect_backoff_ms_min: 50,
         reconnect_backoff_ms_max: 500,
@@ -57,7 +58,9 @@ pub fn ground_config(broker: &Broker) -> MqttConfig {
 }
 
 impl TestClient {
-    /// Connects, subscribes presence, capability and its RPC topic, waits for the SUBACK.
+    /// Connects as the ground identity `cid` (a certificate of its own: the broker takes
+    /// the CN as the client id), subscribes presence, capability and its RPC topic, waits
+    /// for the SUBACK.
     pub async fn connect(broker: &Broker, cid: &str) -> TestClient {
         let spec = ConnectionSpec {
             client_id: cid.into(),
@@ -67,7 +70,7 @@ impl TestClient {
             packet_bytes_max: 4 << 20,
             request_capacity: 64,
         };
-        let config = ground_config(broker);
+        let config = ground_config(broker, cid);
         let (client, eventloop) = mqtt::connect(&config, &spec).unwrap();
         let (tx, events) = mpsc::channel(256);
         let stop = CancellationToken::new();

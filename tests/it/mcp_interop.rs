@@ -93,7 +93,10 @@ fn mcp_interop_spec_client_checks_every_answer_of_the_daemon() {
         "ok: unknown method -> -32601",
         "ok: tools/call with wrong params -> -32602",
         "ok: oversize payload",
-        "ok: a message on an unknown session's RPC topic -> ignored",
+        // Issue 14: the broker binds RPC topics to the certificate identity, so another
+        // client's topic can no longer even be read or written (it used to be ignored).
+        "ok: another client's RPC topic -> neither readable nor answered",
+        "ok: initialize from client ids with '/', '+', '#' -> refused",
         "ok: no camera tools without a camera",
         "ok: annotations: 11 motion tools destructive and open-world",
         "ok: unknown resource -> -32002",

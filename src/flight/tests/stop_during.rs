@@ -148,6 +148,8 @@ fn gate(now: Instant) -> Gate {
             motion_calls_per_s: 0.1,
             motion_calls_burst: 1,
         },
+        broker_identities: Default::default(),
+        sessions: Default::default(),
     });
     let token = issue(
         f.ed_private.as_bytes(),
@@ -160,15 +162,17 @@ fn gate(now: Instant) -> Gate {
         },
     )
     .unwrap();
-    gate.handle_initialize(now, NOW, "s", Some(&token)).unwrap();
+    gate.handle_initialize(now, NOW, "s", 1, Some(&token))
+        .unwrap();
+    gate.handle_promote(now, "s", 1).unwrap();
     let caller = gate
-        .authorize_tool(now, NOW, "s", "request_control")
+        .authorize_tool(now, NOW, "s#1", "request_control")
         .unwrap();
     assert_eq!(
         gate.handle_control(now, &caller, true),
         crate::auth::ControlResult::Granted
     );
-    gate.handle_call_finished(now, "s");
+    gate.handle_call_finished(now, "s#1");
     gate
 }
 
@@ -180,8 +184,8 @@ fn exhaust(gate: &mut Gate, now: Instant, limited: Limited) -> Option<&'static s
         Limited::Motion => "goto",
     };
     for _ in 0..10 {
-        match gate.authorize_tool(now, NOW, "s", tool) {
-            Ok(_) => gate.handle_call_finished(now, "s"),
+        match gate.authorize_tool(now, NOW, "s#1", tool) {
+            Ok(_) => gate.handle_call_finished(now, "s#1"),
             Err(d) => {
                 assert_eq!(d.kind, "rate_limited", "{d:?}");
                 return Some(tool);
@@ -245,7 +249,7 @@ fn run(case: &Case) {
     let now = rig.instant();
     let refused_tool = exhaust(&mut gate, now, case.limited);
     let caller = gate
-        .authorize_tool(now, NOW, "s", "emergency_stop")
+        .authorize_tool(now, NOW, "s#1", "emergency_stop")
         .unwrap_or_else(|d| panic!("{}: the stop was refused: {d:?}", case.name));
 
     let at = rig.now;
@@ -254,7 +258,7 @@ fn run(case: &Case) {
     // Accepted while the same session stays limited for everything else.
     if let Some(tool) = refused_tool {
         let d = gate
-            .authorize_tool(now, NOW, "s", tool)
+            .authorize_tool(now, NOW, "s#1", tool)
             .expect_err("still limited");
         assert_eq!(d.kind, "rate_limited", "{}", case.name);
     }

@@ -35,6 +35,28 @@ impl DevDir {
         self.dir.join(name)
     }
 
+    /// The certificate and key of the ground identity `name` (CN and client id `name`),
+    /// issued by the dev CA on first use as `flight-companion cert issue` does: the broker
+    /// takes a certificate's CN as the client id, so every test client has its own.
+    pub fn identity(&self, name: &str) -> (String, String) {
+        let pki = flight_companion::cert::Pki::new(self.dir.join("certs"));
+        let (cert, key) = pki.paths(name, flight_companion::cert::Kind::Client);
+        if !cert.exists() {
+            pki.issue(&flight_companion::cert::IssueRequest {
+                name,
+                kind: flight_companion::cert::Kind::Client,
+                sans: vec![],
+                days: 1,
+                now_unix_s: flight_companion::auth::shell::unix_s_now() as i64,
+            })
+            .unwrap_or_else(|e| panic!("certificate for {name}: {e}"));
+        }
+        (
+            cert.to_str().unwrap().to_owned(),
+            key.to_str().unwrap().to_owned(),
+        )
+    }
+
     pub fn certs(&self, name: &str) -> String {
         self.dir
             .join("certs")
