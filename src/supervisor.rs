@@ -276,6 +276,7 @@ impl Supervisor {
                     .into(),
             );
         }
+        self.refresh_speed_policy();
         let plan = self.executor.plan(now, action, &self.vehicle)?;
         if let Verdict::Refused { reason } = self.check_envelope(now, &plan) {
             return Err(reason);
@@ -342,6 +343,16 @@ impl Supervisor {
             Action::SetHeading { heading_deg } => ActionKind::SetHeading { heading_deg },
         };
         envelope.check_action(kind, &facts)
+    }
+
+    /// The executor flies every motion at the envelope's horizontal limit, or slower when the
+    /// autopilot's own cruise is slower; without an envelope nothing but recovery flies.
+    fn refresh_speed_policy(&mut self) {
+        let limit = self
+            .envelope
+            .as_ref()
+            .map(|e| e.config().speed_horizontal_m_s_max);
+        self.executor.set_speed_policy(limit, limit);
     }
 
     /// The envelope in force, if any.
@@ -656,6 +667,7 @@ impl Supervisor {
             self.next_heartbeat_at = now + self.options.heartbeat_interval;
             return Some((self.heartbeat(), Role::System));
         }
+        self.refresh_speed_policy();
         self.executor.poll(now, &self.vehicle, &mut self.commands);
         if let Some(message) = self.executor.poll_transmit() {
             return Some((message, self.command_role));
@@ -822,7 +834,7 @@ impl Supervisor {
 
     fn drain_command_events(&mut self, now: Instant) {
         while let Some(event) = self.commands.poll_event() {
-            self.executor.handle_command_event(&event);
+            self.executor.handle_command_event(now, &event);
             if let CommandEvent::Finished { id, outcome, .. } = &event {
                 let id = *id;
                 if self.telemetry_outstanding == Some(id) {

@@ -609,21 +609,49 @@ impl Whitelist {
                         "speed {speed} m/s must be -1 (default) or within 0..{vmax} m/s"
                     ));
                 }
-                match x_y_z {
-                    Some((x, y, z, frame))
-                        if matches!(
+                // PX4's navigator takes param7 above mean sea level whatever the frame says
+                // (navigator_main.cpp), so PX4 gets an AMSL altitude in MAV_FRAME_GLOBAL and
+                // the ceiling is checked against it minus home's altitude; ArduPilot honours
+                // the frame and gets a relative one.
+                let (frames_ok, above_home, datum) = match (x_y_z, state.autopilot) {
+                    (Some((_, _, z, frame)), Some(AutopilotKind::Px4)) => {
+                        let Some(home) = state.home_altitude_msl_m else {
+                            return Err("PX4 takes DO_REPOSITION's altitude above sea level and \
+                                        home's altitude is not known yet"
+                                .into());
+                        };
+                        (
+                            matches!(
+                                frame,
+                                MavFrame::MAV_FRAME_GLOBAL | MavFrame::MAV_FRAME_GLOBAL_INT
+                            ),
+                            f64::from(z) - home,
+                            "in MAV_FRAME_GLOBAL (above mean sea level, as PX4 reads it)",
+                        )
+                    }
+                    (Some((_, _, z, frame)), _) => (
+                        matches!(
                             frame,
                             MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
                                 | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
-                        ) && x.unsigned_abs() <= 900_000_000
+                        ),
+                        f64::from(z),
+                        "in a relative-altitude frame",
+                    ),
+                    (None, _) => (false, f64::NAN, "as COMMAND_INT"),
+                };
+                match x_y_z {
+                    Some((x, y, _, _))
+                        if frames_ok
+                            && x.unsigned_abs() <= 900_000_000
                             && y.unsigned_abs() <= 1_800_000_000
-                            && z.is_finite()
-                            && z <= ceiling =>
+                            && above_home.is_finite()
+                            && above_home <= f64::from(ceiling) + 0.01 =>
                     {
                         Ok(())
                     }
                     _ => Err(format!(
-                        "DO_REPOSITION is sent only as COMMAND_INT in a relative-altitude frame, with a real position and an altitude at most {ceiling} m"
+                        "DO_REPOSITION is sent only as COMMAND_INT {datum}, with a real position and an altitude at most {ceiling} m above home"
                     )),
                 }
             }

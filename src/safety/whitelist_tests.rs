@@ -29,6 +29,13 @@ const AIR: FlightState = FlightState {
     home_altitude_msl_m: None,
 };
 
+const PX4_AIR: FlightState = FlightState {
+    armed: true,
+    landed: Landed::InAir,
+    autopilot: Some(AutopilotKind::Px4),
+    home_altitude_msl_m: Some(488.0),
+};
+
 fn long(command: MavCmd, params: [f32; 7]) -> MavMessage {
     let [param1, param2, param3, param4, param5, param6, param7] = params;
     MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
@@ -519,6 +526,52 @@ fn table_of_allowed_and_refused_messages() {
             AIR,
             Role::Operator,
             Some("at most 120 m"),
+        ),
+        // PX4 reads param7 above mean sea level whatever the frame (navigator_main.cpp).
+        (
+            "PX4 reposition above sea level",
+            MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+                command: MavCmd::MAV_CMD_DO_REPOSITION,
+                param1: 3.0,
+                x: 473_977_420,
+                y: 85_455_940,
+                z: 488.0 + 30.0,
+                frame: MavFrame::MAV_FRAME_GLOBAL,
+                ..COMMAND_INT_DATA::DEFAULT
+            }),
+            PX4_AIR,
+            Role::Operator,
+            None,
+        ),
+        (
+            "PX4 reposition in a relative frame",
+            MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+                command: MavCmd::MAV_CMD_DO_REPOSITION,
+                param1: 3.0,
+                x: 473_977_420,
+                y: 85_455_940,
+                z: 30.0,
+                frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                ..COMMAND_INT_DATA::DEFAULT
+            }),
+            PX4_AIR,
+            Role::Operator,
+            Some("above mean sea level"),
+        ),
+        (
+            "PX4 reposition above the ceiling",
+            MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+                command: MavCmd::MAV_CMD_DO_REPOSITION,
+                param1: -1.0,
+                x: 473_977_420,
+                y: 85_455_940,
+                z: 488.0 + 121.0,
+                frame: MavFrame::MAV_FRAME_GLOBAL,
+                ..COMMAND_INT_DATA::DEFAULT
+            }),
+            PX4_AIR,
+            Role::Operator,
+            Some("at most 120 m above home"),
         ),
     ];
     let wl = wl();
