@@ -129,6 +129,9 @@ pub enum Bounds {
     PositionTarget,
     /// `PARAM_SET`: only [`PARAM_ALLOWLIST`], within each entry's bounds.
     ParamSet,
+    /// `PARAM_REQUEST_READ`: by name (index -1), only the pre-flight check's parameters
+    /// (`safety::preflight::is_readable`) and those of [`PARAM_ALLOWLIST`].
+    ParamRead,
 }
 
 /// What a rule matches.
@@ -170,7 +173,7 @@ const fn cmd(c: MavCmd, role_min: Role, when: When, bounds: Bounds) -> Rule {
 /// Everything the daemon may emit.
 pub const RULES: &[Rule] = &[
     msg(0, Role::System, When::Always, Bounds::Heartbeat), // HEARTBEAT
-    msg(20, Role::ReadOnly, When::Always, Bounds::None),   // PARAM_REQUEST_READ
+    msg(20, Role::ReadOnly, When::Always, Bounds::ParamRead), // PARAM_REQUEST_READ
     msg(21, Role::ReadOnly, When::Always, Bounds::None),   // PARAM_REQUEST_LIST
     msg(23, Role::Admin, When::DisarmedOnGround, Bounds::ParamSet), // PARAM_SET
     msg(84, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_LOCAL_NED
@@ -677,6 +680,24 @@ impl Whitelist {
             }
             Bounds::PositionTarget => self.position_target(msg),
             Bounds::ParamSet => self.param_set(msg),
+            Bounds::ParamRead => {
+                let MavMessage::PARAM_REQUEST_READ(r) = msg else {
+                    return Err("not a PARAM_REQUEST_READ".into());
+                };
+                let name = r.param_id.to_str().unwrap_or_default();
+                if r.param_index == -1
+                    && (crate::safety::preflight::is_readable(name)
+                        || PARAM_ALLOWLIST.iter().any(|(n, _, _)| *n == name))
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "only the pre-flight check's parameters are read, by name (param_index \
+                         -1); `{name}` at index {} is not one of them",
+                        r.param_index
+                    ))
+                }
+            }
         }
     }
 

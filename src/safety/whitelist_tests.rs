@@ -1,7 +1,7 @@
 use super::*;
 use crate::link::dialect::{
     COMMAND_INT_DATA, COMMAND_LONG_DATA, HEARTBEAT_DATA, MavModeFlag, MavParamType, MavState,
-    MavType, PARAM_SET_DATA, SET_POSITION_TARGET_LOCAL_NED_DATA,
+    MavType, PARAM_REQUEST_READ_DATA, PARAM_SET_DATA, SET_POSITION_TARGET_LOCAL_NED_DATA,
 };
 use mavlink::types::CharArray;
 use proptest::prelude::*;
@@ -572,6 +572,43 @@ fn table_of_allowed_and_refused_messages() {
             PX4_AIR,
             Role::Operator,
             Some("at most 120 m above home"),
+        ),
+        // The pre-flight check reads its own parameters by name, nothing else.
+        (
+            "read a pre-flight parameter",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: -1,
+                target_system: 1,
+                target_component: 1,
+                param_id: "RTL_ALT".into(),
+            }),
+            AIR,
+            Role::System,
+            None,
+        ),
+        (
+            "read another parameter",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: -1,
+                target_system: 1,
+                target_component: 1,
+                param_id: "SYSID_THISMAV".into(),
+            }),
+            GROUND,
+            Role::System,
+            Some("not one of them"),
+        ),
+        (
+            "read a parameter by index",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: 12,
+                target_system: 1,
+                target_component: 1,
+                param_id: "".into(),
+            }),
+            GROUND,
+            Role::System,
+            Some("by name"),
         ),
     ];
     let wl = wl();
