@@ -46,6 +46,11 @@ pub struct StatusReport {
     /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
     /// and the last events (triggers, escalations, resets).
     pub emergency_stop: crate::estop::StopStatus,
+    /// The pre-flight check of the autopilot's own settings against the envelope (speeds,
+    /// return altitude, battery failsafe, its fence): each finding with the parameter to set,
+    /// the speed the margins are sized from, and whether arming is allowed. Null before the
+    /// daemon's loop fills it in (and from tools that run without a vehicle).
+    pub preflight: Option<crate::safety::preflight::PreflightReport>,
 }
 
 impl StatusReport {
@@ -70,6 +75,7 @@ impl StatusReport {
             envelope_events: Vec::new(),
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
+            preflight: None,
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).
