@@ -683,6 +683,8 @@ impl Executor {
             command_sent_at: None,
         };
         if plan.action.is_motion() {
+            // The new motion says its own speed (if any) once its target is accepted.
+            self.keeper.release();
             if let Some(old) = self.main.take() {
                 let message = format!("superseded by {}", plan.action);
                 self.end(old, Outcome::Superseded, message, commands);

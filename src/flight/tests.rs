@@ -19,8 +19,9 @@ const HOME: GeoPoint = GeoPoint {
 };
 
 /// The simulator's start-up is not what these flights are about: its EKF trusts its position
-/// after 4 s instead of ArduCopter's 40 s (the rig runs 6 s before the first request).
-const EKF_READY_S: f64 = 4.0;
+/// after 2 s instead of ArduCopter's 42 s (arming from 2.1 s; PX4's from 3.3 s), and the rig
+/// runs 6 s before the first request.
+const EKF_READY_S: f64 = 2.0;
 
 struct Rig {
     sim: SimAutopilot,

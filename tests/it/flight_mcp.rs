@@ -274,14 +274,25 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
 async fn flight_mcp_px4_takes_off_flies_to_a_point_and_lands() {
     let mut rig = Rig::start("flight-px4", true, 5.0, &field_envelope()).await;
     // At rest PX4's EKF2 reports CONST_POS_MODE (flags 1023): the rig's readiness wait already
-    // saw a trusted position on the ground. PX4's RTL_RETURN_ALT (60 m) is above the field's
-    // 40 m ceiling: the pre-flight check says so and takeoff is refused until it is fixed.
+    // saw a trusted position on the ground.
     let status = rig.status().await;
     assert_eq!(
         status["vehicle"]["estimator"]["position_valid"], true,
         "{status}"
     );
-    let findings = status["preflight"]["findings"].as_array().unwrap().clone();
+    // A return altitude of 50 m is above the field's 40 m ceiling (35 m with its margin): the
+    // pre-flight check says so and takeoff is refused until it is fixed.
+    rig.set_param("RTL_RETURN_ALT", 50.0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let findings = loop {
+        let status = rig.status().await;
+        let findings = status["preflight"]["findings"].as_array().unwrap().clone();
+        if findings.iter().any(|f| f["parameter"] == "RTL_RETURN_ALT") {
+            break findings;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(
         findings.iter().any(|f| f["parameter"] == "RTL_RETURN_ALT"
             && f["severity"] == "error"
