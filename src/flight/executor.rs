@@ -898,6 +898,19 @@ impl Executor {
         if first_look {
             return None;
         }
+        // On the ground at the end of a landing or a return the autopilot may change mode by
+        // itself (PX4 goes back to Hold when it disarms, UserModeIntention::onDisarm): that is
+        // the landing finishing, not an interruption; the wait for disarm decides.
+        if matches!(
+            job.running,
+            Running::Until {
+                condition: Condition::LandedDisarmed { .. },
+                ..
+            }
+        ) && !vehicle.in_air()
+        {
+            return None;
+        }
         let requested = job.modes_expected.contains(&mode)
             || matches!(&job.running, Running::Mode(c) if c.mode() == mode);
         if requested {
@@ -1508,10 +1521,10 @@ fn landing_phase(vehicle: &VehicleState, distance_home_m: Option<f64>) -> &'stat
         "descending"
     } else if down < -0.3 {
         "climbing"
-    } else if horizontal > 0.5 && distance_home_m.is_some_and(|d| d > 2.0) {
-        "flying home"
-    } else if distance_home_m.is_some() {
+    } else if distance_home_m.is_some_and(|d| d <= 2.0) {
         "over home"
+    } else if horizontal > 0.5 && distance_home_m.is_some() {
+        "flying home"
     } else {
         "holding"
     }

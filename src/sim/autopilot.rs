@@ -558,6 +558,8 @@ pub struct SimAutopilot {
     /// PX4 navigator's speed for the next setpoint (≤ 0: default) and the current setpoint's.
     px4_cruise_next_m_s: f64,
     px4_cruise_m_s: f64,
+    /// PX4: the last mode that allows arming, where it returns after disarming.
+    px4_mode_after_disarm: FlightMode,
 }
 
 impl SimAutopilot {
@@ -571,7 +573,8 @@ impl SimAutopilot {
             physics_time: Duration::ZERO,
             mode: match personality {
                 Personality::ArduPilot => FlightMode::Manual,
-                Personality::Px4 => FlightMode::PosHold,
+                // PX4 SIH boots in AUTO.LOITER (Hold): /work/sitl/NOTES.md §6.
+                Personality::Px4 => FlightMode::Loiter,
             },
             armed: false,
             grounded_since: None,
@@ -604,6 +607,7 @@ impl SimAutopilot {
             rtl_speed_m_s: 0.0,
             px4_cruise_next_m_s: -1.0,
             px4_cruise_m_s: -1.0,
+            px4_mode_after_disarm: FlightMode::Loiter,
         };
         if personality == Personality::ArduPilot {
             // SITL's quad: a 3S pack whose voltage does not follow its charge.
@@ -913,10 +917,7 @@ impl SimAutopilot {
                 };
             } else if let Some(why) = checks.then(|| self.battery_arming_refusal()).flatten() {
                 Some(why)
-            } else if matches!(
-                self.mode,
-                FlightMode::Rtl | FlightMode::Land | FlightMode::Mission | FlightMode::Brake
-            ) {
+            } else if self.mode_prevents_arming() {
                 Some(match self.personality {
                     Personality::ArduPilot => "Arm: Mode not armable",
                     Personality::Px4 => "Arming denied: mode not armable",
@@ -967,6 +968,19 @@ impl SimAutopilot {
         self.grounded_since = None;
         self.physics.set_target(Target::MotorsOff);
         self.events.push_back(SimEvent::Disarmed);
+        // PX4 (UserModeIntention::onDisarm): after disarming it returns to the last mode that
+        // allows arming, so a landing or a return ends in Hold.
+        if self.personality == Personality::Px4 && self.mode_prevents_arming() {
+            self.set_mode(self.px4_mode_after_disarm);
+        }
+    }
+
+    /// Modes the firmware will not arm in.
+    fn mode_prevents_arming(&self) -> bool {
+        matches!(
+            self.mode,
+            FlightMode::Rtl | FlightMode::Land | FlightMode::Mission | FlightMode::Brake
+        )
     }
 
     fn terminate(&mut self) {
@@ -1328,6 +1342,9 @@ impl SimAutopilot {
     fn set_mode(&mut self, mode: FlightMode) {
         if mode != self.mode {
             self.mode = mode;
+            if !self.mode_prevents_arming() {
+                self.px4_mode_after_disarm = mode;
+            }
             self.events
                 .push_back(SimEvent::ModeChanged(mode.name(self.personality)));
             match (self.personality, mode) {
@@ -2869,7 +2886,8 @@ mod tests {
         let hb = h.last_heartbeat();
         assert_eq!(hb.autopilot, MavAutopilot::MAV_AUTOPILOT_PX4);
         assert_eq!(hb.mavtype, MavType::MAV_TYPE_QUADROTOR);
-        assert_eq!(hb.custom_mode, 3 << 16);
+        // PX4 SIH boots in AUTO.LOITER (Hold), 50593792 (NOTES.md §6).
+        assert_eq!(hb.custom_mode, (4 << 16) | (3 << 24));
         assert_eq!(hb.system_status, MavState::MAV_STATE_STANDBY);
         assert!(
             hb.base_mode
@@ -3614,6 +3632,21 @@ mod tests {
         let f = EstimatorStatusFlags::from_bits_truncate(flags(&h));
         assert!(f.contains(EstimatorStatusFlags::ESTIMATOR_CONST_POS_MODE));
         assert!(!f.contains(EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_ABS));
+    }
+
+    #[test]
+    fn px4_returns_to_hold_after_disarming_from_a_landing() {
+        // UserModeIntention::onDisarm: PX4 goes back to the last mode that allows arming, so a
+        // landing ends in AUTO.LOITER once disarmed (seen on SIH: "Disarmed by landing").
+        let mut h = Harness::new(Personality::Px4);
+        h.px4_airborne(5.0);
+        assert_eq!(
+            h.command(MavCmd::MAV_CMD_NAV_LAND, [0.0; 7]),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        h.run_until(60.0, |s| !s.armed());
+        assert_eq!(h.sim.mode(), FlightMode::Loiter);
+        assert!(h.events.contains(&SimEvent::ModeChanged("AUTO.LOITER")));
     }
 
     #[test]
