@@ -266,6 +266,11 @@ pub struct SimArgs {
     /// MAVLink system id of the simulated vehicle.
     #[arg(long, default_value_t = 1)]
     pub system_id: u8,
+    /// Simulated seconds from boot until the estimator trusts its position and arming is
+    /// possible. Default: the firmware's own timeline (ArduCopter about 42 s, PX4 about 3 s);
+    /// tests that are not about start-up give a short one.
+    #[arg(long, value_name = "SECONDS")]
+    pub ekf_ready_s: Option<f64>,
     /// Add `mono_ns=N` to each `sim: command` line: the `CLOCK_MONOTONIC` nanoseconds at which
     /// the command's bytes were read from the link (for latency benchmarks across processes).
     #[arg(long)]

@@ -49,6 +49,11 @@ pub struct StatusReport {
     /// The audit log: on or off (and why), records, the newest signed checkpoint, the
     /// verifier key, damage found, dropped and failed records.
     pub audit: crate::audit::AuditStatus,
+    /// The pre-flight check of the autopilot's own settings against the envelope (speeds,
+    /// return altitude, battery failsafe, its fence): each finding with the parameter to set,
+    /// the speed the margins are sized from, and whether arming is allowed. Null before the
+    /// daemon's loop fills it in (and from tools that run without a vehicle).
+    pub preflight: Option<crate::safety::preflight::PreflightReport>,
 }
 
 impl StatusReport {
@@ -74,6 +79,7 @@ impl StatusReport {
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
             audit: crate::audit::AuditStatus::default(),
+            preflight: None,
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

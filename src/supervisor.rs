@@ -25,6 +25,7 @@ use crate::link::health::LinkHealth;
 use crate::link::transport::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
 use crate::role::Role;
+use crate::safety::preflight::{self, PreflightReport, Severity};
 use crate::safety::whitelist::{FlightState, Landed};
 use crate::safety::{
     ActionKind, Envelope, GeoPosition, GoalRequest, MonitorVerdict, VehicleFacts, Verdict,
@@ -34,7 +35,9 @@ use crate::vehicle::command::{
     AbortReason, CommandEvent, CommandOptions, CommandOutcome, CommandProtocol, CommandRequest,
     telemetry_requests,
 };
-use crate::vehicle::snapshot::VehicleSnapshot;
+use crate::vehicle::modes::FlightMode;
+use crate::vehicle::params::{ParamReader, ReadState};
+use crate::vehicle::snapshot::{AutopilotKind, VehicleSnapshot};
 use crate::vehicle::state::{VehicleState, VehicleStateOptions};
 
 /// What the supervisor is configured with (from `[vehicle]`).
@@ -169,7 +172,25 @@ pub struct Supervisor {
     /// Set while the emergency stop is latched (its refusal text): the e-stop's ladder
     /// commands the vehicle, so no job runs and the breach response stays out of its way.
     stop_refusal: Option<String>,
+    /// The autopilot's parameters the pre-flight check reads.
+    params: ParamReader,
+    /// The live speed check: since when the ground speed exceeds the limit (with tolerance).
+    speed_over_since: Option<Instant>,
+    /// A speed excess was reported (once per excess) and, in a return or landing, when the
+    /// limit was last asked for.
+    speed_excess_reported: bool,
+    speed_reasserted_at: Option<Instant>,
 }
+
+/// A ground speed this far above the envelope's limit (at least [`SPEED_TOLERANCE_M_S_MIN`])
+/// counts as an excess: the speed a healthy controller overshoots by, and GPS velocity noise.
+pub const SPEED_TOLERANCE_FRACTION: f64 = 0.1;
+pub const SPEED_TOLERANCE_M_S_MIN: f64 = 0.5;
+/// An excess that lasts this long is a breach; it ends only at or below the limit itself
+/// (hysteresis), so noise around the threshold does not trip it.
+pub const SPEED_BREACH_AFTER: Duration = Duration::from_secs(1);
+/// In a return or a landing the daemon asks for the limit again at most this often.
+const SPEED_REASSERT_PERIOD: Duration = Duration::from_secs(2);
 
 /// The daemon's own answer to a breach: hold now, then the configured action.
 #[derive(Debug, Clone)]
@@ -219,6 +240,10 @@ impl Supervisor {
             envelope_events: VecDeque::new(),
             envelope_event_sequence: 0,
             stop_refusal: None,
+            params: ParamReader::new(preflight::params_for),
+            speed_over_since: None,
+            speed_excess_reported: false,
+            speed_reasserted_at: None,
             options,
         }
     }
@@ -275,6 +300,13 @@ impl Supervisor {
                 "the autopilot is not heard (no heartbeat); nothing can be commanded until it is back"
                     .into(),
             );
+        }
+        self.refresh_speed_policy();
+        if matches!(action, Action::Arm | Action::Takeoff { .. }) && !self.vehicle.is_armed() {
+            // Re-read before arming (the answers also update later decisions), and refuse
+            // arming where the envelope cannot hold.
+            self.params.refresh(now);
+            self.preflight_refusal(now, action)?;
         }
         let plan = self.executor.plan(now, action, &self.vehicle)?;
         if let Verdict::Refused { reason } = self.check_envelope(now, &plan) {
@@ -342,6 +374,121 @@ impl Supervisor {
             Action::SetHeading { heading_deg } => ActionKind::SetHeading { heading_deg },
         };
         envelope.check_action(kind, &facts)
+    }
+
+    /// The executor flies every motion at the envelope's horizontal limit, or slower when the
+    /// autopilot's own cruise is slower; the envelope's margins are sized from the fastest
+    /// speed the autopilot is configured to fly. Without an envelope nothing but recovery
+    /// flies.
+    fn refresh_speed_policy(&mut self) {
+        let kind = self.params.autopilot();
+        let params = &self.params;
+        let value = |name: &str| params.value(name);
+        let Some(envelope) = &mut self.envelope else {
+            self.executor.set_speed_policy(None, None);
+            return;
+        };
+        let limit = envelope.config().speed_horizontal_m_s_max;
+        let (basis, cruise) = match kind {
+            Some(kind) => (
+                preflight::margin_speed(kind, &value, limit),
+                preflight::autopilot_cruise_m_s(kind, &value),
+            ),
+            None => (
+                preflight::margin_speed(AutopilotKind::Other, &value, limit),
+                None,
+            ),
+        };
+        if *envelope.margin_speed() != basis {
+            envelope.set_margin_speed(basis);
+        }
+        self.executor
+            .set_speed_policy(Some(limit), Some(cruise.map_or(limit, |c| c.min(limit))));
+    }
+
+    /// The pre-flight check of the autopilot against the envelope, as of now.
+    pub fn preflight(&self, now: Instant) -> PreflightReport {
+        let config = self
+            .envelope
+            .as_ref()
+            .map_or(&self.options.envelope, |e| e.config());
+        let kind = self.params.autopilot().unwrap_or(AutopilotKind::Other);
+        let params = &self.params;
+        let value = |name: &str| params.value(name);
+        let state = params.state();
+        let reading = self.preflight_reading();
+        let (findings, margin_speed, margin_horizontal_m) = preflight::check(
+            &preflight::Parameters {
+                kind,
+                value: &value,
+                reading,
+                missing: params.missing(),
+            },
+            config,
+        );
+        let limit = config.speed_horizontal_m_s_max;
+        let cruise = preflight::autopilot_cruise_m_s(kind, &value).map_or(limit, |c| c.min(limit));
+        let arming_allowed = !reading
+            && state != ReadState::NotStarted
+            && findings.iter().all(|f| f.severity != Severity::Error);
+        PreflightReport {
+            state: match state {
+                ReadState::NotStarted => "not_started",
+                ReadState::Reading => "reading",
+                ReadState::Done => "done",
+            }
+            .into(),
+            parameters_read: params.read_count(),
+            parameters_expected: params.expected(),
+            parameters_missing: params.missing().iter().map(|n| n.to_string()).collect(),
+            parameters_age_ms: params.oldest_at().map(|at| {
+                u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
+            }),
+            findings,
+            margin_speed,
+            margin_horizontal_m,
+            cruise_speed_m_s: cruise,
+            arming_allowed,
+        }
+    }
+
+    /// Some parameter was never read yet and is still being asked for.
+    fn preflight_reading(&self) -> bool {
+        self.params.state() == ReadState::Reading
+            && self.params.read_count() + self.params.missing().len() < self.params.expected()
+    }
+
+    /// Arming is refused while the autopilot's parameters are first being read, and where a
+    /// finding says the envelope cannot hold.
+    fn preflight_refusal(&self, now: Instant, action: Action) -> Result<(), String> {
+        if self.params.state() == ReadState::NotStarted {
+            return Err(format!(
+                "{} waits for the pre-flight check, which has not read the autopilot's \
+                 parameters yet; try again in a moment",
+                action.name()
+            ));
+        }
+        if self.preflight_reading() {
+            return Err(format!(
+                "{} waits for the pre-flight check, still reading the autopilot's parameters \
+                 ({} of {}); try again in a moment",
+                action.name(),
+                self.params.read_count(),
+                self.params.expected()
+            ));
+        }
+        let report = self.preflight(now);
+        if let Some(error) = report.first_error() {
+            return Err(format!(
+                "{} refused by the pre-flight check: {}. Set {} to {} on the autopilot \
+                 (preflight_check lists every finding)",
+                action.name(),
+                error.message,
+                error.parameter,
+                error.set_to
+            ));
+        }
+        Ok(())
     }
 
     /// The envelope in force, if any.
@@ -421,9 +568,12 @@ impl Supervisor {
         if !(self.vehicle.is_armed() && self.vehicle.in_air()) {
             self.breach = None;
             self.set_warning(None);
+            self.speed_over_since = None;
+            self.speed_excess_reported = false;
             return;
         }
         let facts = VehicleFacts::from_snapshot(&self.vehicle.snapshot(now));
+        let limit_m_s = envelope.config().speed_horizontal_m_s_max;
         match envelope.monitor(&facts) {
             MonitorVerdict::Inside | MonitorVerdict::NoPosition => {
                 self.set_warning(None);
@@ -445,7 +595,105 @@ impl Supervisor {
                 }
             }
         }
+        self.check_speed(now, &facts, limit_m_s);
         self.escalate_breach(now);
+    }
+
+    /// The live speed check: a ground speed above the envelope's limit (plus a tolerance) for
+    /// [`SPEED_BREACH_AFTER`] is a breach. What it does depends on who flies:
+    /// - the pilot (a manual mode, or ArduCopter LOITER): an event only; the pilot wins;
+    /// - a return or a landing (RTL, LAND, SmartRTL: the way down, often the autopilot's own
+    ///   failsafe): the daemon asks for the limit with `DO_CHANGE_SPEED` and never interrupts
+    ///   it with a hold;
+    /// - anything else: the breach response, as for leaving the envelope: hold now, then the
+    ///   configured action after `breach_hold_s`.
+    fn check_speed(&mut self, now: Instant, facts: &VehicleFacts, limit_m_s: f64) {
+        if facts.position.is_none() {
+            return;
+        }
+        let [north, east, _] = facts.velocity_ned_m_s;
+        let ground_m_s = north.hypot(east);
+        let tolerance = (limit_m_s * SPEED_TOLERANCE_FRACTION).max(SPEED_TOLERANCE_M_S_MIN);
+        if ground_m_s <= limit_m_s {
+            self.speed_over_since = None;
+            self.speed_excess_reported = false;
+            return;
+        }
+        if ground_m_s <= limit_m_s + tolerance && self.speed_over_since.is_none() {
+            return;
+        }
+        let since = *self.speed_over_since.get_or_insert(now);
+        let kind = self
+            .vehicle
+            .autopilot()
+            .map_or(AutopilotKind::Other, |a| a.autopilot);
+        let mode = self.vehicle.flight_mode();
+        let mode_name = mode.map_or("an unknown mode", |m| m.name(kind));
+        if !self.speed_excess_reported {
+            self.speed_excess_reported = true;
+            self.envelope_event(
+                "warning",
+                format!(
+                    "ground speed {ground_m_s:.1} m/s is above the envelope's {limit_m_s} m/s \
+                     limit (in {mode_name}); the daemon acts if it lasts {:.1} s",
+                    SPEED_BREACH_AFTER.as_secs_f64()
+                ),
+            );
+        }
+        if now < since + SPEED_BREACH_AFTER || self.breach.is_some() || self.stop_refusal.is_some()
+        {
+            return;
+        }
+        let pilot = mode.is_some_and(|m| {
+            FlightMode::is_manual(kind, m)
+                || (kind == AutopilotKind::Ardupilot && m == FlightMode::Loiter)
+        });
+        let going_down = matches!(
+            mode,
+            Some(FlightMode::Rtl | FlightMode::Land | FlightMode::SmartRtl)
+        );
+        if pilot {
+            return;
+        }
+        if going_down {
+            if self
+                .speed_reasserted_at
+                .is_some_and(|at| now < at + SPEED_REASSERT_PERIOD)
+            {
+                return;
+            }
+            if let Some(a) = self.vehicle.autopilot() {
+                let (system, component) = (a.system_id, a.component_id);
+                if self
+                    .commands
+                    .submit(
+                        now,
+                        system,
+                        component,
+                        crate::flight::speed::change_speed(limit_m_s),
+                    )
+                    .is_ok()
+                {
+                    self.speed_reasserted_at = Some(now);
+                    self.envelope_event(
+                        "warning",
+                        format!(
+                            "the vehicle flies {mode_name} at {ground_m_s:.1} m/s, above the \
+                             {limit_m_s} m/s limit: the daemon asked the autopilot for \
+                             {limit_m_s} m/s (it does not interrupt a return or a landing)"
+                        ),
+                    );
+                }
+            }
+            return;
+        }
+        self.start_breach_response(
+            now,
+            format!(
+                "speed {ground_m_s:.1} m/s above the {limit_m_s} m/s limit for {:.1} s",
+                now.saturating_duration_since(since).as_secs_f64()
+            ),
+        );
     }
 
     fn set_warning(&mut self, warning: Option<String>) {
@@ -476,9 +724,7 @@ impl Supervisor {
     fn start_breach_response(&mut self, now: Instant, what: String) {
         self.executor.abort_all(
             Outcome::Preempted,
-            &format!(
-                "the vehicle left the envelope ({what}); the daemon's breach action took over"
-            ),
+            &format!("envelope breach ({what}); the daemon's breach action took over"),
             &mut self.commands,
         );
         self.command_role = Role::System;
@@ -593,6 +839,7 @@ impl Supervisor {
                 // Nothing is queued to fly later: pending commands end now.
                 self.commands.abort_all(AbortReason::LinkLost);
                 self.forget_telemetry_requests();
+                self.params.stop();
                 self.notice(Notice::LinkDown {
                     reason: reason.clone(),
                 });
@@ -606,7 +853,13 @@ impl Supervisor {
     /// Feeds one decoded message (also used directly by tests).
     pub fn handle_message(&mut self, now: Instant, header: &MavHeader, message: &MavMessage) {
         self.health.handle_frame(now, header, message);
+        let was_armed = self.vehicle.is_armed();
         self.vehicle.handle_message(now, header, message);
+        self.params.handle_message(now, header, message);
+        if was_armed && !self.vehicle.is_armed() {
+            // Landed: read again, so a change made on the ground is seen before the next arm.
+            self.params.refresh(now);
+        }
         self.commands.handle_message(now, header, message);
         self.executor.handle_message(now, header, message);
         self.drain_command_events(now);
@@ -656,6 +909,12 @@ impl Supervisor {
             self.next_heartbeat_at = now + self.options.heartbeat_interval;
             return Some((self.heartbeat(), Role::System));
         }
+        if self.link_down.is_none()
+            && let Some(request) = self.params.poll_transmit(now)
+        {
+            return Some((request, Role::System));
+        }
+        self.refresh_speed_policy();
         self.executor.poll(now, &self.vehicle, &mut self.commands);
         if let Some(message) = self.executor.poll_transmit() {
             return Some((message, self.command_role));
@@ -700,6 +959,9 @@ impl Supervisor {
         }
         if let Some(job_at) = self.executor.poll_timeout() {
             at = at.min(job_at);
+        }
+        if let Some(params_at) = self.params.poll_timeout() {
+            at = at.min(params_at);
         }
         if self.vehicle.is_armed() {
             at = at.min(self.next_monitor_at);
@@ -767,6 +1029,8 @@ impl Supervisor {
                 }
                 if self.telemetry_target != Some((system, component)) {
                     self.telemetry_target = Some((system, component));
+                    // The pre-flight check reads the autopilot at link-up.
+                    self.params.start(now, kind, system, component);
                     self.telemetry_queue =
                         telemetry_requests(kind, self.options.telemetry_rate_hz).into();
                     self.telemetry_accepted = 0;
@@ -787,6 +1051,7 @@ impl Supervisor {
                     &mut self.commands,
                 );
                 self.forget_telemetry_requests();
+                self.params.stop();
                 self.notice(Notice::AutopilotLost { silent_for });
             }
             _ => {}
@@ -822,7 +1087,7 @@ impl Supervisor {
 
     fn drain_command_events(&mut self, now: Instant) {
         while let Some(event) = self.commands.poll_event() {
-            self.executor.handle_command_event(&event);
+            self.executor.handle_command_event(now, &event);
             if let CommandEvent::Finished { id, outcome, .. } = &event {
                 let id = *id;
                 if self.telemetry_outstanding == Some(id) {

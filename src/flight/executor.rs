@@ -11,12 +11,23 @@
 //! A switch to a manual mode that no job asked for ends the running job (`TakenOver`): the
 //! pilot always wins. A link loss ends everything at once (`LinkLost`).
 //!
+//! Speed: every motion flies at a speed the daemon chose ([`Executor::set_speed_policy`]: the
+//! envelope's limit, or the autopilot's own cruise when that is slower; a goto's `speed_m_s`
+//! or the last `set_speed` when given), kept by [`super::speed::SpeedKeeper`] *after* the
+//! target was accepted (ArduCopter restarts at `WPNAV_SPEED` on a new target) and again on
+//! every mode change; PX4 also gets it inside `DO_REPOSITION` (param1).
+//!
+//! PX4's frames, as its navigator reads them (`navigator_main.cpp`): `DO_REPOSITION` param7
+//! is above mean sea level whatever the frame field says, so the executor sends home's AMSL
+//! altitude plus the relative one, in `MAV_FRAME_GLOBAL`; param4 (yaw) is in radians;
+//! `NAV_TAKEOFF` param7 is AMSL too; modes are `DO_SET_MODE` with PX4's main and sub modes.
+//!
 //! Call order (the supervisor does this on each turn):
-//! 1. `plan(now, action, vehicle)` then, after the envelope allowed its goal,
-//!    `start(now, plan, commands)`; `cancel(now, job, vehicle, commands)`;
+//! 1. `set_speed_policy(limit, cruise)`; `plan(now, action, vehicle)` then, after the envelope
+//!    allowed its goal, `start(now, plan, commands)`; `cancel(now, job, vehicle, commands)`;
 //!    `abort_all(outcome, message)`;
 //! 2. `handle_message(now, header, msg)` for every message from the link (after the vehicle
-//!    state took it), `handle_command_event(event)` for every command-protocol event;
+//!    state took it), `handle_command_event(now, event)` for every command-protocol event;
 //! 3. `poll(now, vehicle, commands)`, then `poll_transmit()` until `None` (setpoints that
 //!    have no ACK), then drain `poll_event()`;
 //! 4. wake up at `poll_timeout()` at the latest.
@@ -37,6 +48,7 @@ use crate::vehicle::state::VehicleState;
 
 use super::action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
 use super::geo;
+use super::speed::{SpeedKeeper, takes_speed_change};
 
 /// `MAV_DO_REPOSITION_FLAGS_CHANGE_MODE`: ArduPilot switches to GUIDED to fly there.
 const REPOSITION_CHANGE_MODE: f32 = 1.0;
@@ -44,6 +56,8 @@ const REPOSITION_CHANGE_MODE: f32 = 1.0;
 const SIDE_JOBS_MAX: usize = 4;
 /// Events waiting for the supervisor; the oldest progress is dropped first.
 const EVENTS_MAX: usize = 64;
+/// `set_speed` waits this long for the autopilot's answer to the kept speed.
+const SPEED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tolerances and timeouts of the executor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,6 +144,10 @@ enum Step {
     Command(CommandRequest),
     Send(Box<MavMessage>),
     Until(Condition),
+    /// From here on the motion flies at this horizontal speed (the speed keeper says it).
+    KeepSpeed(f64),
+    /// `set_speed`: the speed of the running and the later motions.
+    SetSpeed(f64),
 }
 
 /// An action turned into steps, with the goal the envelope must allow first.
@@ -174,6 +192,11 @@ enum Running {
         deadline: Instant,
         next_progress_at: Instant,
     },
+    /// `set_speed` beside a motion: waits for the autopilot's answer to the kept speed.
+    SpeedAnswer {
+        speed_m_s: f64,
+        deadline: Instant,
+    },
     /// The autopilot refused a command; `poll` ends the job with this.
     Failed(String),
 }
@@ -190,6 +213,8 @@ struct Job {
     /// The setpoint this job sent, re-sent with each progress report while it waits:
     /// setpoints have no ACK, so one lost frame must not strand the job.
     setpoint: Option<MavMessage>,
+    /// When the job's last command went out: only a STATUSTEXT after it explains a refusal.
+    command_sent_at: Option<Instant>,
 }
 
 impl Job {
@@ -213,6 +238,14 @@ pub struct Executor {
     events: VecDeque<ExecutorEvent>,
     /// Mode changes in flight, by job; they watch heartbeats.
     mode_changes_watched: u64,
+    /// Keeps the running motion's speed.
+    keeper: SpeedKeeper,
+    /// The envelope's horizontal limit; no motion asks for more.
+    speed_limit_m_s: Option<f64>,
+    /// The speed a motion flies at when nothing else was asked (≤ the limit).
+    speed_cruise_m_s: Option<f64>,
+    /// The last `set_speed`, for the running and later motions.
+    speed_wanted_m_s: Option<f64>,
 }
 
 impl Executor {
@@ -225,7 +258,36 @@ impl Executor {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             mode_changes_watched: 0,
+            keeper: SpeedKeeper::new(),
+            speed_limit_m_s: None,
+            speed_cruise_m_s: None,
+            speed_wanted_m_s: None,
         }
+    }
+
+    /// The horizontal speed limit (the envelope's) and the default cruise speed (the limit, or
+    /// the autopilot's own when slower); `None` when there is no envelope.
+    pub fn set_speed_policy(&mut self, limit_m_s: Option<f64>, cruise_m_s: Option<f64>) {
+        self.speed_limit_m_s = limit_m_s.filter(|s| s.is_finite() && *s > 0.0);
+        self.speed_cruise_m_s = cruise_m_s
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|c| self.speed_limit_m_s.map_or(c, |l| c.min(l)));
+    }
+
+    /// The speed a motion flies at: what it asked, else the last `set_speed`, else the
+    /// cruise; never above the limit.
+    fn motion_speed_m_s(&self, asked: Option<f64>) -> Option<f64> {
+        let cap = |s: f64| self.speed_limit_m_s.map_or(s, |l| s.min(l));
+        asked
+            .or(self.speed_wanted_m_s)
+            .map(cap)
+            .or(self.speed_cruise_m_s)
+            .or(self.speed_limit_m_s)
+    }
+
+    /// The speed the running motion is kept at, if any.
+    pub fn kept_speed_m_s(&self) -> Option<f64> {
+        self.keeper.current_demand()
     }
 
     /// The running motion job, if any.
@@ -288,6 +350,20 @@ impl Executor {
             AutopilotKind::Px4 => FlightMode::Loiter,
             _ => FlightMode::Brake,
         };
+        // PX4 reads DO_REPOSITION's altitude above mean sea level whatever the frame says.
+        let home_msl_m =
+            || -> Result<Option<f64>, String> {
+                match kind {
+                AutopilotKind::Px4 => vehicle.home().map(|h| Some(h.altitude_msl_m)).ok_or_else(|| {
+                    format!(
+                        "the autopilot has not reported its home position yet; PX4 takes {}'s \
+                         altitude above sea level, so wait for it",
+                        action.name()
+                    )
+                }),
+                _ => Ok(None),
+            }
+            };
         let plan = |goal, steps, modes_expected| Plan {
             action,
             goal,
@@ -385,13 +461,13 @@ impl Executor {
             } => {
                 flying("goto")?;
                 let here = needs_position()?;
+                let home = home_msl_m()?;
                 self.reposition_plan(
                     kind,
                     action,
                     &here,
-                    latitude_deg,
-                    longitude_deg,
-                    altitude_m,
+                    home,
+                    (latitude_deg, longitude_deg, altitude_m),
                     speed_m_s,
                 )
             }
@@ -413,13 +489,13 @@ impl Executor {
                 let (latitude_deg, longitude_deg) =
                     geo::offset_deg(here.latitude_deg, here.longitude_deg, north_m, east_m);
                 let altitude_m = here.altitude_relative_m + up_m;
+                let home = home_msl_m()?;
                 self.reposition_plan(
                     kind,
                     action,
                     &here,
-                    latitude_deg,
-                    longitude_deg,
-                    altitude_m,
+                    home,
+                    (latitude_deg, longitude_deg, altitude_m),
                     None,
                 )
             }
@@ -428,21 +504,32 @@ impl Executor {
                 let here = needs_position()?;
                 let heading_deg = heading_deg % 360.0;
                 let until = Step::Until(Condition::Heading { heading_deg });
+                let speed = self.motion_speed_m_s(None);
+                let keep = speed.map(Step::KeepSpeed);
                 match kind {
-                    AutopilotKind::Px4 => plan(
-                        None,
-                        vec![
-                            Step::Command(reposition(
-                                here.latitude_deg,
-                                here.longitude_deg,
-                                here.altitude_relative_m,
-                                None,
-                                Some(heading_deg),
-                            )),
-                            until,
-                        ],
-                        vec![FlightMode::Loiter],
-                    ),
+                    AutopilotKind::Px4 => {
+                        let home = home_msl_m()?;
+                        plan(
+                            None,
+                            [
+                                Some(Step::Command(reposition(
+                                    kind,
+                                    here.latitude_deg,
+                                    here.longitude_deg,
+                                    here.altitude_relative_m,
+                                    home,
+                                    speed,
+                                    Some(heading_deg),
+                                ))),
+                                keep,
+                                Some(until),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                            vec![FlightMode::Loiter],
+                        )
+                    }
                     _ => {
                         // ArduCopter turns to a yaw given with a position target in GUIDED.
                         let target = SET_POSITION_TARGET_GLOBAL_INT_DATA {
@@ -462,13 +549,17 @@ impl Executor {
                         };
                         plan(
                             None,
-                            vec![
-                                Step::Mode(FlightMode::Guided),
-                                Step::Send(Box::new(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(
-                                    target,
+                            [
+                                Some(Step::Mode(FlightMode::Guided)),
+                                Some(Step::Send(Box::new(
+                                    MavMessage::SET_POSITION_TARGET_GLOBAL_INT(target),
                                 ))),
-                                until,
-                            ],
+                                keep,
+                                Some(until),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
                             vec![FlightMode::Guided],
                         )
                     }
@@ -479,7 +570,7 @@ impl Executor {
                     speed_m_s: Some(speed_m_s),
                     ..stationary_goal(vehicle)
                 }),
-                vec![Step::Command(change_speed(speed_m_s))],
+                vec![Step::SetSpeed(speed_m_s)],
                 vec![],
             ),
             Action::Hold => plan(None, vec![Step::Mode(hold_mode)], vec![]),
@@ -503,43 +594,52 @@ impl Executor {
                     );
                 }
                 let home = vehicle.home().map(|h| (h.latitude_deg, h.longitude_deg));
+                // RTL cruises at RTL_SPEED (ArduCopter) / MPC_XY_CRUISE (PX4) unless told; both
+                // take a speed change in RTL (the keeper says it once the mode shows).
+                let keep = self.motion_speed_m_s(None).map(Step::KeepSpeed);
                 plan(
                     None,
-                    vec![
-                        Step::Mode(FlightMode::Rtl),
-                        Step::Until(Condition::LandedDisarmed { home }),
-                    ],
+                    [
+                        Some(Step::Mode(FlightMode::Rtl)),
+                        keep,
+                        Some(Step::Until(Condition::LandedDisarmed { home })),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                     vec![FlightMode::Rtl, FlightMode::Land],
                 )
             }
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn reposition_plan(
         &self,
         kind: AutopilotKind,
         action: Action,
         here: &crate::vehicle::state::Position,
-        latitude_deg: f64,
-        longitude_deg: f64,
-        altitude_m: f64,
+        home_msl_m: Option<f64>,
+        (latitude_deg, longitude_deg, altitude_m): (f64, f64, f64),
         speed_m_s: Option<f64>,
     ) -> Plan {
+        let speed = self.motion_speed_m_s(speed_m_s);
         let mut steps = Vec::new();
-        if let Some(speed) = speed_m_s {
-            steps.push(Step::Command(change_speed(speed)));
-        }
         // DO_REPOSITION as COMMAND_INT: acknowledged (unlike a setpoint), understood by
         // both firmwares (ArduPilot flies it in GUIDED, PX4 in Hold), latitude/longitude
-        // as 1e-7° integers.
+        // as 1e-7° integers. PX4 takes the speed with it; ArduCopter ignores it and restarts
+        // at WPNAV_SPEED, so the speed follows the accepted target (KeepSpeed).
         steps.push(Step::Command(reposition(
+            kind,
             latitude_deg,
             longitude_deg,
             altitude_m,
-            speed_m_s,
+            home_msl_m,
+            speed,
             None,
         )));
+        if let Some(speed) = speed {
+            steps.push(Step::KeepSpeed(speed));
+        }
         steps.push(Step::Until(Condition::Arrived {
             latitude_deg,
             longitude_deg,
@@ -580,8 +680,11 @@ impl Executor {
             modes_expected: plan.modes_expected,
             mode_seen: None,
             setpoint: None,
+            command_sent_at: None,
         };
         if plan.action.is_motion() {
+            // The new motion says its own speed (if any) once its target is accepted.
+            self.keeper.release();
             if let Some(old) = self.main.take() {
                 let message = format!("superseded by {}", plan.action);
                 self.end(old, Outcome::Superseded, message, commands);
@@ -654,7 +757,10 @@ impl Executor {
     }
 
     /// Takes the command protocol's events (ACKs, refusals, timeouts).
-    pub fn handle_command_event(&mut self, event: &CommandEvent) {
+    pub fn handle_command_event(&mut self, now: Instant, event: &CommandEvent) {
+        if self.keeper.handle_command_event(now, event) {
+            return;
+        }
         let CommandEvent::Finished { id, outcome, .. } = event else {
             return;
         };
@@ -698,6 +804,16 @@ impl Executor {
                 self.side.push(job);
             }
         }
+        // The speed is kept while the motion that asked for it runs.
+        if self.main.is_none() {
+            self.keeper.release();
+        }
+        self.keeper.poll(now, vehicle, commands);
+        while let Some(note) = self.keeper.take_note() {
+            if let Some(job) = self.main.as_ref().map(|j| j.id) {
+                self.progress(job, note, vehicle, None);
+            }
+        }
         self.mode_changes_watched = self
             .main
             .iter()
@@ -725,12 +841,14 @@ impl Executor {
                 Running::Mode(change) => change.poll_timeout(),
                 Running::Ack { .. } | Running::Failed(_) => None,
                 Running::Arming { deadline, .. } => Some(*deadline),
+                Running::SpeedAnswer { deadline, .. } => Some(*deadline),
                 Running::Until {
                     deadline,
                     next_progress_at,
                     ..
                 } => Some((*deadline).min(*next_progress_at)),
             })
+            .chain(self.keeper.poll_timeout())
             .min()
     }
 
@@ -778,6 +896,19 @@ impl Executor {
         job.mode_seen = mode;
         let mode = mode?;
         if first_look {
+            return None;
+        }
+        // On the ground at the end of a landing or a return the autopilot may change mode by
+        // itself (PX4 goes back to Hold when it disarms, UserModeIntention::onDisarm): that is
+        // the landing finishing, not an interruption; the wait for disarm decides.
+        if matches!(
+            job.running,
+            Running::Until {
+                condition: Condition::LandedDisarmed { .. },
+                ..
+            }
+        ) && !vehicle.in_air()
+        {
             return None;
         }
         let requested = job.modes_expected.contains(&mode)
@@ -904,10 +1035,44 @@ impl Executor {
                                     id,
                                     command: request.command(),
                                 };
+                                job.command_sent_at = Some(now);
                                 StepResult::Wait
                             }
                             Err(busy) => StepResult::End(Outcome::Failed, busy.to_string()),
                         }
+                    }
+                    Step::KeepSpeed(speed_m_s) => {
+                        self.keeper.demand(speed_m_s);
+                        StepResult::Again
+                    }
+                    Step::SetSpeed(speed_m_s) => {
+                        self.speed_wanted_m_s = Some(speed_m_s);
+                        if self.keeper.current_demand().is_some() {
+                            self.keeper.demand(speed_m_s);
+                            job.running = Running::SpeedAnswer {
+                                speed_m_s,
+                                deadline: now + SPEED_ANSWER_TIMEOUT,
+                            };
+                            return StepResult::Wait;
+                        }
+                        let flying = vehicle.flight_mode().map_or(String::new(), |m| {
+                            if takes_speed_change(kind, m) {
+                                String::new()
+                            } else {
+                                format!(
+                                    " (the vehicle is in {}, where the autopilot takes no speed \
+                                     change; the daemon sends it with the next motion)",
+                                    m.name(kind)
+                                )
+                            }
+                        });
+                        StepResult::End(
+                            Outcome::Completed,
+                            format!(
+                                "the next goto, move_relative, set_heading or return_home flies \
+                                 at {speed_m_s} m/s: no motion is running now{flying}"
+                            ),
+                        )
                     }
                     Step::Send(message) => {
                         let message = address(*message, system, component);
@@ -943,9 +1108,42 @@ impl Executor {
             }
             Running::Failed(message) => {
                 let message = std::mem::take(message);
-                StepResult::End(Outcome::Failed, with_status_text(message, vehicle, now))
+                let since = job.command_sent_at;
+                StepResult::End(
+                    Outcome::Failed,
+                    with_status_text_since(message, vehicle, now, since),
+                )
             }
             Running::Ack { .. } => StepResult::Wait,
+            Running::SpeedAnswer {
+                speed_m_s,
+                deadline,
+            } => {
+                let speed_m_s = *speed_m_s;
+                if self.keeper.current_demand() != Some(speed_m_s) {
+                    return StepResult::End(
+                        Outcome::Superseded,
+                        "another speed or motion replaced it".into(),
+                    );
+                }
+                if self.keeper.is_accepted() {
+                    return StepResult::End(Outcome::Completed, completion(job.action, vehicle));
+                }
+                if self.keeper.is_refused() || now >= *deadline {
+                    let mode = vehicle
+                        .flight_mode()
+                        .map_or("its present mode".to_string(), |m| m.name(kind).to_string());
+                    return StepResult::End(
+                        Outcome::Completed,
+                        format!(
+                            "kept at {speed_m_s} m/s for the running motion and the next ones; \
+                             the autopilot has not taken it in {mode} yet, and the daemon says \
+                             it again when the vehicle changes mode"
+                        ),
+                    );
+                }
+                StepResult::Wait
+            }
             Running::Arming {
                 want_armed,
                 id,
@@ -1091,11 +1289,7 @@ impl Executor {
                         "{}altitude {} m, {}",
                         d.map_or(String::new(), |d| format!("{d:.1} m from home, ")),
                         altitude_m.map_or("unknown".into(), |a| format!("{a:.1}")),
-                        if vehicle.in_air() {
-                            "descending"
-                        } else {
-                            "on the ground, waiting for disarm"
-                        }
+                        landing_phase(vehicle, d)
                     ),
                 )
             }
@@ -1192,33 +1386,43 @@ fn degrees_e7(degrees: f64) -> i32 {
     (degrees * 1e7).round() as i32
 }
 
+/// `DO_REPOSITION` as each firmware reads it: ArduPilot in a relative-altitude frame (it
+/// honours the frame, and ignores speed and yaw); PX4 with param7 above mean sea level (home's
+/// altitude plus the relative one: its navigator ignores the frame), the ground speed in
+/// param1 and the yaw in param4 in radians (`PositionSetpoint.yaw`).
 fn reposition(
+    kind: AutopilotKind,
     latitude_deg: f64,
     longitude_deg: f64,
     altitude_m: f64,
+    home_msl_m: Option<f64>,
     speed_m_s: Option<f64>,
     yaw_deg: Option<f64>,
 ) -> CommandRequest {
+    let (frame, z, yaw) = match (kind, home_msl_m) {
+        (AutopilotKind::Px4, Some(home)) => (
+            MavFrame::MAV_FRAME_GLOBAL,
+            (home + altitude_m) as f32,
+            yaw_deg.map_or(f32::NAN, |y| (y as f32).to_radians()),
+        ),
+        _ => (
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+            altitude_m as f32,
+            yaw_deg.map_or(f32::NAN, |y| y as f32),
+        ),
+    };
     CommandRequest::Int {
         command: MavCmd::MAV_CMD_DO_REPOSITION,
-        frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+        frame,
         params: [
             speed_m_s.map_or(-1.0, |s| s as f32),
             REPOSITION_CHANGE_MODE,
             0.0,
-            yaw_deg.map_or(f32::NAN, |y| y as f32),
+            yaw,
         ],
         x: degrees_e7(latitude_deg),
         y: degrees_e7(longitude_deg),
-        z: altitude_m as f32,
-    }
-}
-
-fn change_speed(speed_m_s: f64) -> CommandRequest {
-    CommandRequest::Long {
-        command: MavCmd::MAV_CMD_DO_CHANGE_SPEED,
-        // param1 1: ground speed; param3 -1: throttle unchanged.
-        params: [1.0, speed_m_s as f32, -1.0, 0.0, 0.0, 0.0, 0.0],
+        z,
     }
 }
 
@@ -1275,9 +1479,53 @@ fn completion(action: Action, vehicle: &VehicleState) -> String {
 
 /// Appends the autopilot's latest warning, which usually says why it refused.
 fn with_status_text(message: String, vehicle: &VehicleState, now: Instant) -> String {
+    with_status_text_since(message, vehicle, now, None)
+}
+
+/// Appends the autopilot's latest warning if it came after `since` (when the command went
+/// out; an older one is about something else) and within the last 5 s.
+fn with_status_text_since(
+    message: String,
+    vehicle: &VehicleState,
+    now: Instant,
+    since: Option<Instant>,
+) -> String {
     let snapshot = vehicle.snapshot(now);
+    let newest_ms = since.map_or(5000, |at| {
+        u64::try_from(now.saturating_duration_since(at).as_millis())
+            .unwrap_or(u64::MAX)
+            .min(5000)
+    });
     match snapshot.status_texts.last() {
-        Some(t) if t.age_ms <= 5000 => format!("{message}; the autopilot said: \"{}\"", t.text),
+        Some(t) if t.age_ms <= newest_ms => {
+            format!("{message}; the autopilot said: \"{}\"", t.text)
+        }
         _ => message,
+    }
+}
+
+/// What a landing or returning vehicle is doing, from what it reports: climbing to the return
+/// altitude, flying home, descending, or on the ground.
+fn landing_phase(vehicle: &VehicleState, distance_home_m: Option<f64>) -> &'static str {
+    use crate::link::dialect::MavLandedState;
+    if !vehicle.in_air() {
+        return "on the ground, waiting for disarm";
+    }
+    let (horizontal, down) = vehicle.position().map_or((0.0, 0.0), |p| {
+        (
+            p.velocity_north_m_s.hypot(p.velocity_east_m_s),
+            p.velocity_down_m_s,
+        )
+    });
+    if vehicle.landed_state() == Some(MavLandedState::MAV_LANDED_STATE_LANDING) || down > 0.3 {
+        "descending"
+    } else if down < -0.3 {
+        "climbing"
+    } else if distance_home_m.is_some_and(|d| d <= 2.0) {
+        "over home"
+    } else if horizontal > 0.5 && distance_home_m.is_some() {
+        "flying home"
+    } else {
+        "holding"
     }
 }

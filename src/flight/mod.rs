@@ -9,6 +9,7 @@
 pub mod action;
 pub mod executor;
 pub mod geo;
+pub mod speed;
 
 pub use action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
 pub use executor::{Executor, ExecutorEvent, ExecutorOptions, JobId, Plan};

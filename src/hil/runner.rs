@@ -405,6 +405,11 @@ impl Rig {
                     &self.options.seed.to_string(),
                     "--speedup",
                     &self.options.sim_speedup.to_string(),
+                    // The rig's readiness wait looks only for home, which the simulator (like
+                    // ArduCopter) reports before its EKF trusts the position: until the rig
+                    // waits for a trusted position (issue 13), the simulator starts trusted.
+                    "--ekf-ready-s",
+                    "0",
                 ])
                 .stdout(Stdio::piped())
                 .stderr(self.log_file("sim.stderr.log")?);
@@ -952,10 +957,13 @@ impl Rig {
             }
             Fault::GpsLoss => self.sim_param("SIM_GPS_DISABLE", 1.0).await?,
             Fault::GpsRestore => self.sim_param("SIM_GPS_DISABLE", 0.0).await?,
-            Fault::Battery => {
-                self.sim_param("SIM_BATT_VOLTAGE", step.voltage_v.unwrap_or_default())
-                    .await?
-            }
+            Fault::Battery => match step.remaining_percent {
+                Some(percent) => self.battery_remaining(percent)?,
+                None => {
+                    self.sim_param("SIM_BATT_VOLTAGE", step.voltage_v.unwrap_or_default())
+                        .await?
+                }
+            },
             Fault::Wind => {
                 self.sim_param("SIM_WIND_DIR", step.direction_deg.unwrap_or_default())
                     .await?;
@@ -994,6 +1002,21 @@ impl Rig {
             target_component: 1,
             param_id: param_id.into(),
             param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+        });
+        self.relay()?
+            .inject_to_autopilot(&message, PILOT_SYSTEM_ID, PILOT_COMPONENT_ID)
+    }
+
+    /// `MAV_CMD_BATTERY_RESET` from the pilot's ground station: ArduPilot (SITL and the
+    /// simulator) sets its remaining percentage (`AP_BattMonitor_Backend::reset_remaining`).
+    fn battery_remaining(&self, percent: f64) -> anyhow::Result<()> {
+        let message = MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+            param1: 1.0,
+            param2: percent as f32,
+            command: MavCmd::MAV_CMD_BATTERY_RESET,
+            target_system: 1,
+            target_component: 1,
+            ..COMMAND_LONG_DATA::DEFAULT
         });
         self.relay()?
             .inject_to_autopilot(&message, PILOT_SYSTEM_ID, PILOT_COMPONENT_ID)

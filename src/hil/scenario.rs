@@ -159,8 +159,11 @@ pub struct Step {
     pub probability: Option<f64>,
     /// `line_delay`, `mqtt_delay`.
     pub delay_ms: Option<u64>,
-    /// `battery`: the pack voltage the simulator reports.
+    /// `battery`: the pack voltage the simulator reports (`SIM_BATT_VOLTAGE`)...
     pub voltage_v: Option<f64>,
+    /// ...or the remaining charge, set as a ground station does with `MAV_CMD_BATTERY_RESET`
+    /// (ArduPilot counts its percentage in consumed mAh, so volts alone do not move it).
+    pub remaining_percent: Option<f64>,
     /// `wind`.
     pub speed_m_s: Option<f64>,
     pub direction_deg: Option<f64>,
@@ -271,7 +274,8 @@ pub enum Fault {
     GpsLoss,
     /// Simulator: GPS back.
     GpsRestore,
-    /// Simulator: battery voltage set to `voltage_v`.
+    /// Simulator: battery voltage set to `voltage_v`, or the remaining charge to
+    /// `remaining_percent`.
     Battery,
     /// Simulator: wind `speed_m_s` from `direction_deg`.
     Wind,
@@ -672,8 +676,11 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                         need(step.delay_ms.is_some(), "delay_ms")?
                     }
                     Fault::Battery => need(
-                        step.voltage_v.is_some_and(|v| v.is_finite() && v >= 0.0),
-                        "voltage_v",
+                        step.voltage_v.is_some_and(|v| v.is_finite() && v >= 0.0)
+                            || step
+                                .remaining_percent
+                                .is_some_and(|p| (0.0..=100.0).contains(&p)),
+                        "voltage_v, or remaining_percent between 0 and 100",
                     )?,
                     Fault::Wind => need(
                         step.speed_m_s.is_some_and(|v| v.is_finite() && v >= 0.0)

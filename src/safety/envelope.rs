@@ -46,6 +46,7 @@ use crate::safety::geo::{
     Circle, EXTENT_M_MAX, GeoError, GeoPoint, GeoPosition, LocalFrame, LocalPoint, Polygon,
     PolygonError, point_segment_distance, segment_circle_entry,
 };
+use crate::safety::preflight::MarginSpeed;
 use crate::vehicle::snapshot::VehicleSnapshot;
 
 /// A path this close to a polygon boundary is treated as touching it (see `path_clearance`).
@@ -370,21 +371,20 @@ impl Zone {
         }
     }
 
-    fn describe(&self, margin_m: f64) -> String {
+    /// `margin` says how wide the margin is and, when the autopilot's speed widened it, why.
+    fn describe(&self, margin: &str) -> String {
         match &self.shape {
             Shape::Polygon(p) => format!(
-                "{} `{}` (polygon, {} vertices, {} m margin)",
+                "{} `{}` (polygon, {} vertices, {margin})",
                 self.kind,
                 self.name,
                 p.vertices().len(),
-                fmt_m(margin_m)
             ),
             Shape::Circle(c) => format!(
-                "{} `{}` (circle, {} m radius + {} m margin)",
+                "{} `{}` (circle, {} m radius + {margin})",
                 self.kind,
                 self.name,
                 fmt_m(c.radius_m),
-                fmt_m(margin_m)
             ),
         }
     }
@@ -398,6 +398,9 @@ pub struct Envelope {
     frame: LocalFrame,
     zones: Vec<Zone>,
     gps_fix_min: GpsFix,
+    /// The highest speed the vehicle flies at (the limit, or the autopilot's own speeds read
+    /// by the pre-flight check): the horizontal margin covers its stopping distance.
+    margin_speed: MarginSpeed,
 }
 
 /// Stopping distance `v·(t_check + t_link) + v²/(2·a) + σ`.
@@ -693,6 +696,10 @@ impl Envelope {
             frame,
             zones,
             gps_fix_min,
+            margin_speed: MarginSpeed {
+                speed_m_s: config.speed_horizontal_m_s_max,
+                source: "envelope.speed_horizontal_m_s_max".into(),
+            },
         };
         envelope.require_inside("home", home.point())?;
         if let Some(current) = current {
@@ -725,6 +732,50 @@ impl Envelope {
         &self.config
     }
 
+    /// The speed the vehicle can actually fly at (from the pre-flight check); the horizontal
+    /// margin becomes at least its stopping distance. Slower than the limit counts as the limit.
+    pub fn set_margin_speed(&mut self, speed: MarginSpeed) {
+        self.margin_speed = if speed.speed_m_s.is_finite()
+            && speed.speed_m_s > self.config.speed_horizontal_m_s_max
+        {
+            speed
+        } else {
+            MarginSpeed {
+                speed_m_s: self.config.speed_horizontal_m_s_max,
+                source: "envelope.speed_horizontal_m_s_max".into(),
+            }
+        };
+    }
+
+    /// The speed the horizontal margin is sized from, and what set it.
+    pub fn margin_speed(&self) -> &MarginSpeed {
+        &self.margin_speed
+    }
+
+    /// The horizontal margin in force: the configured one, or the stopping distance at the
+    /// margin speed when that is larger.
+    pub fn margin_horizontal_m(&self) -> f64 {
+        self.config.margin_horizontal_m.max(stopping_distance_m(
+            &self.config,
+            self.margin_speed.speed_m_s,
+        ))
+    }
+
+    /// "10 m margin", or "24.4 m margin, the stopping distance at WPNAV_SPEED 10 m/s".
+    fn margin_words(&self) -> String {
+        let m = self.margin_horizontal_m();
+        if m > self.config.margin_horizontal_m {
+            format!(
+                "{} m margin, the stopping distance at {} {} m/s",
+                fmt_m(m),
+                self.margin_speed.source,
+                fmt_m(self.margin_speed.speed_m_s)
+            )
+        } else {
+            format!("{} m margin", fmt_m(m))
+        }
+    }
+
     pub fn home(&self) -> GeoPosition {
         self.home
     }
@@ -746,7 +797,7 @@ impl Envelope {
 
     /// Farthest a target may be from home.
     pub fn target_distance_m_max(&self) -> f64 {
-        self.config.distance_from_home_m_max - self.config.margin_horizontal_m
+        self.config.distance_from_home_m_max - self.margin_horizontal_m()
     }
 
     /// Refusals for battery and GPS, shared by goals, arm and takeoff.
@@ -845,7 +896,8 @@ impl Envelope {
 
         let a = self.frame.to_local(goal.from.point());
         let b = self.frame.to_local(goal.to.point());
-        let m = c.margin_horizontal_m;
+        let m = self.margin_horizontal_m();
+        let words = self.margin_words();
         let path_m = a.distance(b);
 
         let home_distance = b.norm();
@@ -865,11 +917,11 @@ impl Envelope {
                 reasons.push(match z.kind {
                     ZoneKind::KeepIn => format!(
                         "the vehicle is outside {}: only hold, land and return_home are accepted",
-                        z.describe(m)
+                        z.describe(&words)
                     ),
                     ZoneKind::KeepOut => format!(
                         "the vehicle is inside {}: only hold, land and return_home are accepted",
-                        z.describe(m)
+                        z.describe(&words)
                     ),
                 });
                 continue;
@@ -884,7 +936,7 @@ impl Envelope {
                         } else {
                             format!("only {} m inside", fmt_m(target))
                         },
-                        z.describe(m),
+                        z.describe(&words),
                         fmt_m(m)
                     ),
                     ZoneKind::KeepOut => format!(
@@ -894,7 +946,7 @@ impl Envelope {
                         } else {
                             format!("only {} m from", fmt_m(target))
                         },
-                        z.describe(m),
+                        z.describe(&words),
                         fmt_m(m)
                     ),
                 });
@@ -914,7 +966,7 @@ impl Envelope {
                         ZoneKind::KeepIn => "leaves",
                         ZoneKind::KeepOut => "crosses",
                     },
-                    z.describe(m),
+                    z.describe(&words),
                     fmt_m(along_m)
                 ));
             }
@@ -983,12 +1035,12 @@ impl Envelope {
                 if let Some(p) = facts.position {
                     let l = self.frame.to_local(p.point());
                     for z in &self.zones {
-                        if z.clearance(l) < c.margin_horizontal_m {
+                        if z.clearance(l) < self.margin_horizontal_m() {
                             reasons.push(format!(
                                 "the vehicle is not at least {} m inside the envelope: it is {} m from the boundary of {}",
-                                fmt_m(c.margin_horizontal_m),
+                                fmt_m(self.margin_horizontal_m()),
                                 fmt_m(z.clearance(l)),
-                                z.describe(c.margin_horizontal_m)
+                                z.describe(&self.margin_words())
                             ));
                         }
                     }
@@ -1042,7 +1094,8 @@ impl Envelope {
             usize::MAX,
             c.margin_vertical_m,
         );
-        note(home_clearance, usize::MAX - 1, c.margin_horizontal_m);
+        let margin_m = self.margin_horizontal_m();
+        note(home_clearance, usize::MAX - 1, margin_m);
         if facts.in_air {
             note(
                 (p.altitude_m - c.altitude_m_min).max(0.0),
@@ -1057,7 +1110,7 @@ impl Envelope {
                     what: format!("{} `{}`", z.kind, z.name),
                 };
             }
-            note(d, i, c.margin_horizontal_m);
+            note(d, i, margin_m);
         }
         match nearest {
             None => MonitorVerdict::Inside,
@@ -1123,7 +1176,10 @@ impl Envelope {
             altitude_m_max: c.altitude_m_max,
             target_altitude_m_min: self.target_altitude_m_min(),
             target_altitude_m_max: self.target_altitude_m_max(),
-            margin_horizontal_m: c.margin_horizontal_m,
+            margin_horizontal_m: self.margin_horizontal_m(),
+            margin_horizontal_m_configured: c.margin_horizontal_m,
+            margin_speed_m_s: self.margin_speed.speed_m_s,
+            margin_speed_source: self.margin_speed.source.clone(),
             margin_vertical_m: c.margin_vertical_m,
             speed_horizontal_m_s_max: c.speed_horizontal_m_s_max,
             speed_vertical_m_s_max: c.speed_vertical_m_s_max,
@@ -1133,7 +1189,7 @@ impl Envelope {
             gps_fix_type_min: self.gps_fix_min,
             gps_satellites_min: c.gps_satellites_min,
             gps_hdop_max: c.gps_hdop_max,
-            stopping_distance_m: stopping_distance_m(c, c.speed_horizontal_m_s_max),
+            stopping_distance_m: stopping_distance_m(c, self.margin_speed.speed_m_s),
             breach_action: c.breach_action,
             breach_hold_s: c.breach_hold_s,
             keep_in: self
@@ -1162,7 +1218,15 @@ pub struct EnvelopeSummary {
     pub target_altitude_m_min: f64,
     /// Highest altitude a goal may target (ceiling − margin).
     pub target_altitude_m_max: f64,
+    /// The horizontal margin in force: at least the stopping distance at `margin_speed_m_s`.
     pub margin_horizontal_m: f64,
+    /// `envelope.margin_horizontal_m` as configured.
+    pub margin_horizontal_m_configured: f64,
+    /// The highest horizontal speed the vehicle flies at: the envelope's limit or the
+    /// autopilot's own speed read by the pre-flight check, whichever is higher.
+    pub margin_speed_m_s: f64,
+    /// What set `margin_speed_m_s` (`envelope.speed_horizontal_m_s_max`, `WPNAV_SPEED`, ...).
+    pub margin_speed_source: String,
     pub margin_vertical_m: f64,
     pub speed_horizontal_m_s_max: f64,
     pub speed_vertical_m_s_max: f64,
@@ -1173,7 +1237,7 @@ pub struct EnvelopeSummary {
     pub gps_fix_type_min: GpsFix,
     pub gps_satellites_min: u8,
     pub gps_hdop_max: f64,
-    /// Stopping distance at the horizontal speed limit, which the margin covers.
+    /// Stopping distance at `margin_speed_m_s`, which the margin covers.
     pub stopping_distance_m: f64,
     pub breach_action: BreachAction,
     pub breach_hold_s: f64,

@@ -1012,3 +1012,49 @@ mod property {
         );
     }
 }
+
+#[test]
+fn the_margins_grow_when_the_autopilot_flies_faster_than_the_limit_and_say_why() {
+    // A target 185 m east: 15 m inside the field's 200 m edge. With the configured 10 m margin
+    // it is allowed; sized from WPNAV_SPEED 10 m/s (24.4 m) it is not, and the refusal names
+    // the speed that drove the margin.
+    let mut env = Envelope::new(&config(), HOME, None).unwrap();
+    let here = at(0.0, -100.0, 10.0);
+    let target = GoalRequest {
+        from: here,
+        to: at(185.0, -100.0, 10.0),
+        speed_m_s: None,
+    };
+    assert!(env.check_goal(&target, &good_facts(here)).is_allowed());
+    env.set_margin_speed(crate::safety::preflight::MarginSpeed {
+        speed_m_s: 10.0,
+        source: "WPNAV_SPEED".into(),
+    });
+    assert!((env.margin_horizontal_m() - 24.4).abs() < 1e-9);
+    let refusal = reason(env.check_goal(&target, &good_facts(here)));
+    assert!(
+        refusal.contains("24.4 m margin, the stopping distance at WPNAV_SPEED 10 m/s"),
+        "{refusal}"
+    );
+    // The monitor warns within the grown margin; the summary shows both margins and why.
+    let near = good_facts(at(180.0, -100.0, 10.0));
+    assert!(matches!(
+        env.monitor(&near),
+        MonitorVerdict::NearMargin { .. }
+    ));
+    let summary = env.summary();
+    assert_eq!(summary.margin_horizontal_m_configured, 10.0);
+    assert!((summary.margin_horizontal_m - 24.4).abs() < 1e-9);
+    assert_eq!(summary.margin_speed_source, "WPNAV_SPEED");
+    assert!((summary.target_distance_from_home_m_max - (300.0 - 24.4)).abs() < 1e-9);
+    // A slower autopilot never shrinks the margin below the configured one.
+    env.set_margin_speed(crate::safety::preflight::MarginSpeed {
+        speed_m_s: 3.0,
+        source: "WPNAV_SPEED".into(),
+    });
+    assert_eq!(env.margin_horizontal_m(), 10.0);
+    assert_eq!(
+        env.margin_speed().source,
+        "envelope.speed_horizontal_m_s_max"
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod geo;
+pub mod preflight;
 pub mod whitelist;
 
 pub use envelope::{

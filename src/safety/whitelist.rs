@@ -129,6 +129,9 @@ pub enum Bounds {
     PositionTarget,
     /// `PARAM_SET`: only [`PARAM_ALLOWLIST`], within each entry's bounds.
     ParamSet,
+    /// `PARAM_REQUEST_READ`: by name (index -1), only the pre-flight check's parameters
+    /// (`safety::preflight::is_readable`) and those of [`PARAM_ALLOWLIST`].
+    ParamRead,
 }
 
 /// What a rule matches.
@@ -170,7 +173,7 @@ const fn cmd(c: MavCmd, role_min: Role, when: When, bounds: Bounds) -> Rule {
 /// Everything the daemon may emit.
 pub const RULES: &[Rule] = &[
     msg(0, Role::System, When::Always, Bounds::Heartbeat), // HEARTBEAT
-    msg(20, Role::ReadOnly, When::Always, Bounds::None),   // PARAM_REQUEST_READ
+    msg(20, Role::ReadOnly, When::Always, Bounds::ParamRead), // PARAM_REQUEST_READ
     msg(21, Role::ReadOnly, When::Always, Bounds::None),   // PARAM_REQUEST_LIST
     msg(23, Role::Admin, When::DisarmedOnGround, Bounds::ParamSet), // PARAM_SET
     msg(84, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_LOCAL_NED
@@ -609,21 +612,49 @@ impl Whitelist {
                         "speed {speed} m/s must be -1 (default) or within 0..{vmax} m/s"
                     ));
                 }
-                match x_y_z {
-                    Some((x, y, z, frame))
-                        if matches!(
+                // PX4's navigator takes param7 above mean sea level whatever the frame says
+                // (navigator_main.cpp), so PX4 gets an AMSL altitude in MAV_FRAME_GLOBAL and
+                // the ceiling is checked against it minus home's altitude; ArduPilot honours
+                // the frame and gets a relative one.
+                let (frames_ok, above_home, datum) = match (x_y_z, state.autopilot) {
+                    (Some((_, _, z, frame)), Some(AutopilotKind::Px4)) => {
+                        let Some(home) = state.home_altitude_msl_m else {
+                            return Err("PX4 takes DO_REPOSITION's altitude above sea level and \
+                                        home's altitude is not known yet"
+                                .into());
+                        };
+                        (
+                            matches!(
+                                frame,
+                                MavFrame::MAV_FRAME_GLOBAL | MavFrame::MAV_FRAME_GLOBAL_INT
+                            ),
+                            f64::from(z) - home,
+                            "in MAV_FRAME_GLOBAL (above mean sea level, as PX4 reads it)",
+                        )
+                    }
+                    (Some((_, _, z, frame)), _) => (
+                        matches!(
                             frame,
                             MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
                                 | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
-                        ) && x.unsigned_abs() <= 900_000_000
+                        ),
+                        f64::from(z),
+                        "in a relative-altitude frame",
+                    ),
+                    (None, _) => (false, f64::NAN, "as COMMAND_INT"),
+                };
+                match x_y_z {
+                    Some((x, y, _, _))
+                        if frames_ok
+                            && x.unsigned_abs() <= 900_000_000
                             && y.unsigned_abs() <= 1_800_000_000
-                            && z.is_finite()
-                            && z <= ceiling =>
+                            && above_home.is_finite()
+                            && above_home <= f64::from(ceiling) + 0.01 =>
                     {
                         Ok(())
                     }
                     _ => Err(format!(
-                        "DO_REPOSITION is sent only as COMMAND_INT in a relative-altitude frame, with a real position and an altitude at most {ceiling} m"
+                        "DO_REPOSITION is sent only as COMMAND_INT {datum}, with a real position and an altitude at most {ceiling} m above home"
                     )),
                 }
             }
@@ -649,6 +680,24 @@ impl Whitelist {
             }
             Bounds::PositionTarget => self.position_target(msg),
             Bounds::ParamSet => self.param_set(msg),
+            Bounds::ParamRead => {
+                let MavMessage::PARAM_REQUEST_READ(r) = msg else {
+                    return Err("not a PARAM_REQUEST_READ".into());
+                };
+                let name = r.param_id.to_str().unwrap_or_default();
+                if r.param_index == -1
+                    && (crate::safety::preflight::is_readable(name)
+                        || PARAM_ALLOWLIST.iter().any(|(n, _, _)| *n == name))
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "only the pre-flight check's parameters are read, by name (param_index \
+                         -1); `{name}` at index {} is not one of them",
+                        r.param_index
+                    ))
+                }
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 use super::*;
 use crate::link::dialect::{
     COMMAND_INT_DATA, COMMAND_LONG_DATA, HEARTBEAT_DATA, MavModeFlag, MavParamType, MavState,
-    MavType, PARAM_SET_DATA, SET_POSITION_TARGET_LOCAL_NED_DATA,
+    MavType, PARAM_REQUEST_READ_DATA, PARAM_SET_DATA, SET_POSITION_TARGET_LOCAL_NED_DATA,
 };
 use mavlink::types::CharArray;
 use proptest::prelude::*;
@@ -27,6 +27,13 @@ const AIR: FlightState = FlightState {
     landed: Landed::InAir,
     autopilot: Some(AutopilotKind::Ardupilot),
     home_altitude_msl_m: None,
+};
+
+const PX4_AIR: FlightState = FlightState {
+    armed: true,
+    landed: Landed::InAir,
+    autopilot: Some(AutopilotKind::Px4),
+    home_altitude_msl_m: Some(488.0),
 };
 
 fn long(command: MavCmd, params: [f32; 7]) -> MavMessage {
@@ -519,6 +526,89 @@ fn table_of_allowed_and_refused_messages() {
             AIR,
             Role::Operator,
             Some("at most 120 m"),
+        ),
+        // PX4 reads param7 above mean sea level whatever the frame (navigator_main.cpp).
+        (
+            "PX4 reposition above sea level",
+            MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+                command: MavCmd::MAV_CMD_DO_REPOSITION,
+                param1: 3.0,
+                x: 473_977_420,
+                y: 85_455_940,
+                z: 488.0 + 30.0,
+                frame: MavFrame::MAV_FRAME_GLOBAL,
+                ..COMMAND_INT_DATA::DEFAULT
+            }),
+            PX4_AIR,
+            Role::Operator,
+            None,
+        ),
+        (
+            "PX4 reposition in a relative frame",
+            MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+                command: MavCmd::MAV_CMD_DO_REPOSITION,
+                param1: 3.0,
+                x: 473_977_420,
+                y: 85_455_940,
+                z: 30.0,
+                frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                ..COMMAND_INT_DATA::DEFAULT
+            }),
+            PX4_AIR,
+            Role::Operator,
+            Some("above mean sea level"),
+        ),
+        (
+            "PX4 reposition above the ceiling",
+            MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+                command: MavCmd::MAV_CMD_DO_REPOSITION,
+                param1: -1.0,
+                x: 473_977_420,
+                y: 85_455_940,
+                z: 488.0 + 121.0,
+                frame: MavFrame::MAV_FRAME_GLOBAL,
+                ..COMMAND_INT_DATA::DEFAULT
+            }),
+            PX4_AIR,
+            Role::Operator,
+            Some("at most 120 m above home"),
+        ),
+        // The pre-flight check reads its own parameters by name, nothing else.
+        (
+            "read a pre-flight parameter",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: -1,
+                target_system: 1,
+                target_component: 1,
+                param_id: "RTL_ALT".into(),
+            }),
+            AIR,
+            Role::System,
+            None,
+        ),
+        (
+            "read another parameter",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: -1,
+                target_system: 1,
+                target_component: 1,
+                param_id: "SYSID_THISMAV".into(),
+            }),
+            GROUND,
+            Role::System,
+            Some("not one of them"),
+        ),
+        (
+            "read a parameter by index",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: 12,
+                target_system: 1,
+                target_component: 1,
+                param_id: "".into(),
+            }),
+            GROUND,
+            Role::System,
+            Some("by name"),
         ),
     ];
     let wl = wl();

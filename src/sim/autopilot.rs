@@ -23,14 +23,70 @@
 //!   that cannot arm; force arm with param2 = 2989 (ArduPilot) or 21196 (PX4). Disarm in the
 //!   air only with param2 = 21196. Disarms by itself 1 s (ArduPilot) / 2 s (PX4) after LAND or
 //!   RTL touches down, and 10 s after arming if it never took off.
-//! - Takeoff (ArduPilot: armed, GUIDED, param7 relative; PX4: armed, param7 AMSL, AUTO.TAKEOFF
-//!   then AUTO.LOITER), position targets (global and local NED, positions and velocities,
-//!   velocities time out after 3 s) in GUIDED/OFFBOARD, DO_REPOSITION, DO_CHANGE_SPEED, LAND,
-//!   RTL (climb to the RTL altitude, fly home, land), BRAKE/LOITER hold, flight termination
-//!   (motors off: it falls), SET_MESSAGE_INTERVAL (0 = default rate, -1 = off),
-//!   GET_MESSAGE_INTERVAL, REQUEST_MESSAGE, and UNSUPPORTED for anything else. Every ACK is
-//!   addressed to the sender.
+//! - Takeoff (ArduPilot: armed, GUIDED, param7 relative; PX4: armed, param7 AMSL, or
+//!   `MIS_TAKEOFF_ALT` above where it stands when NaN, never below it (`navigator/takeoff.cpp`),
+//!   AUTO.TAKEOFF then AUTO.LOITER), position targets (global and local NED, positions and
+//!   velocities, velocities time out after 3 s) in GUIDED/OFFBOARD, DO_REPOSITION,
+//!   DO_CHANGE_SPEED, LAND, RTL, BRAKE/LOITER hold, flight termination (motors off: it falls),
+//!   SET_MESSAGE_INTERVAL (0 = default rate, -1 = off), GET_MESSAGE_INTERVAL, REQUEST_MESSAGE,
+//!   BATTERY_RESET (ArduPilot), and UNSUPPORTED for anything else. Every ACK is addressed to the
+//!   sender.
 //! - Losing position in the air in a position mode lands (ArduCopter's EKF failsafe).
+//!
+//! # Speeds, as the firmware sets them
+//!
+//! - ArduCopter GUIDED flies position targets at the position controller's speed, which is
+//!   `WPNAV_SPEED` whenever the controller starts: on entering GUIDED (`ModeGuided::init` →
+//!   `pva_control_start`) and on the first position target after a takeoff, a velocity target or
+//!   entering GUIDED (`set_destination` → `pos_control_start`). `DO_REPOSITION` ignores its
+//!   speed (param1) and its yaw (param4), and is DENIED outside GUIDED without the change-mode
+//!   flag (`GCS_MAVLink_Copter.cpp`). `DO_CHANGE_SPEED` is taken only in GUIDED, AUTO and RTL
+//!   (`set_speed_xy_cms` overrides), `MAV_RESULT_FAILED` in every other mode, DENIED without a
+//!   positive speed.
+//! - ArduCopter RTL (`mode_rtl.cpp`): cruises at `RTL_SPEED` (0: `WPNAV_SPEED`), which a
+//!   `DO_CHANGE_SPEED` in RTL changes; climbs first to max(`RTL_ALT`, 30 cm, here +
+//!   `RTL_CLIMB_MIN`), lowered inside the `RTL_CONE_SLOPE` cone, never descending; flies home;
+//!   lands.
+//! - PX4 (`navigator_main.cpp`): `DO_REPOSITION` needs the change-mode flag (UNSUPPORTED
+//!   without, `Commander.cpp`), flies in AUTO.LOITER to param5/6 at param7 *above mean sea level
+//!   whatever the frame says*, at param1 m/s (≤ 0: `MPC_XY_CRUISE` when entering Hold, else the
+//!   speed already set), turning to param4 *radians*. `DO_CHANGE_SPEED` is accepted in every
+//!   mode and applies to the next setpoint (the next reposition, the next RTL leg); entering
+//!   Hold, Return, Land or Takeoff resets it. Nothing flies faster than `MPC_XY_VEL_MAX`. RTL
+//!   climbs to `RTL_RETURN_ALT` and cruises at `MPC_XY_CRUISE`.
+//!
+//! # Start-up: the estimator's time to trust its position
+//!
+//! After boot the EKF needs time before it trusts a position (`SimOptions::ekf_ready_s`; the
+//! default is the firmware's own timeline, [`EkfTimeline::firmware`], as measured on ArduCopter
+//! SITL 4.7.0-dev and PX4 SIH: `/work/shared/reference/sitl.md`, `/work/sitl/NOTES.md`).
+//! ArduCopter: EKF3 initialised at ~5 s, GPS at ~10 s, origin and home at ~20 s, EKF3 using
+//! GPS at ~42 s, arming from ~44 s. Until then EKF_STATUS_REPORT has no absolute position
+//! (constant-position mode: `AP_NavEKF3_Control.cpp` `updateFilterStatus`), there is no
+//! GLOBAL_POSITION_INT or HOME_POSITION before the origin, and arming fails (`Arm: AHRS:
+//! waiting for home`, then `Arm: Need Position Estimate`); while disarmed every mode is
+//! accepted (`Copter::set_mode`: `ignore_checks = !motors->armed()`), armed a position mode
+//! needs the position. PX4: GPS at ~2 s, home at ~2.5 s, ESTIMATOR_STATUS 1023 at ~3 s, arming
+//! (`TEMPORARILY_REJECTED` with "Arming denied: Resolve system health failures first" before)
+//! from ~5 s. A shorter `ekf_ready_s` scales every stage.
+//!
+//! PX4's ESTIMATOR_STATUS flags are its EKF2 solution status (`ekf_helper.cpp`
+//! `get_ekf_soln_status`): CONST_POS_MODE is also set whenever the vehicle is at rest
+//! (`vehicle_at_rest`), so a healthy vehicle on the ground reports 1023 and 895 in the air.
+//!
+//! # Battery
+//!
+//! ArduCopter SITL flies a 3S pack whose voltage is `SIM_BATT_VOLTAGE` (12.6 V) whatever is
+//! used: the default quad frame has no capacity (`SIM_Frame.h` `battCapacityAh` 0), so
+//! `SIM_BATT_VOLTAGE` moves the volts only. The percentage is the autopilot's count of consumed
+//! mAh against `BATT_CAPACITY` (3300 mAh) for a current-measuring monitor (`BATT_MONITOR` 4),
+//! unknown (-1) otherwise or below 10 mAh of capacity
+//! (`AP_BattMonitor_Backend::capacity_remaining_pct`); `MAV_CMD_BATTERY_RESET` sets it
+//! (`reset_remaining`). Arming checks `BATT_ARM_VOLT`, `BATT_ARM_MAH` and the low and critical
+//! failsafe levels (`AP_BattMonitor_Backend::arming_checks`). `SIM_BATT_CAP_AH` is declared by
+//! SITL and read nowhere at 90700977c553; it is stored here and changes nothing. The PX4
+//! personality keeps a 4S 5000 mAh pack whose percentage follows its resting voltage (a
+//! voltage-based estimate, `BAT1_CAPACITY` -1), overridable with `SIM_BATT_VOLTAGE`.
 //! - Telemetry: GLOBAL_POSITION_INT, ATTITUDE, VFR_HUD (4 Hz), SYS_STATUS, BATTERY_STATUS,
 //!   GPS_RAW_INT, EXTENDED_SYS_STATE, EKF_STATUS_REPORT (ArduPilot) / ESTIMATOR_STATUS (PX4),
 //!   SIMSTATE (ArduPilot) / SIM_STATE (PX4) (1 Hz), HOME_POSITION (0.2 Hz); AUTOPILOT_VERSION
@@ -39,24 +95,34 @@
 //! # Parameters and fault injection
 //!
 //! PARAM_REQUEST_LIST, PARAM_REQUEST_READ and PARAM_SET answer with PARAM_VALUE; unknown names
-//! are ignored, as the firmware does. Real parameters: ArduPilot `ARMING_CHECK`,
-//! `DISARM_DELAY`, `FENCE_ENABLE`, `FS_GCS_ENABLE` (stored, not acted on), `LAND_SPEED` (cm/s),
-//! `RTL_ALT` (cm), `WPNAV_SPEED`, `WPNAV_SPEED_UP`, `WPNAV_SPEED_DN` (cm/s), `WPNAV_ACCEL`
-//! (cm/s²); PX4 `COM_DL_LOSS_T` (stored), `COM_DISARM_LAND`, `MIS_TAKEOFF_ALT`,
-//! `MPC_LAND_SPEED`, `MPC_XY_VEL_MAX`, `MPC_Z_VEL_MAX_UP`, `MPC_Z_VEL_MAX_DN`,
-//! `RTL_RETURN_ALT` (SI units; INT32 values encoded bytewise as PX4 does).
+//! are ignored, as the firmware does. Real parameters, with the firmware's defaults (ArduPilot
+//! as SITL's `copter.parm` sets them): ArduPilot `ARMING_CHECK`, `DISARM_DELAY`, `LAND_SPEED`
+//! (cm/s), `LOIT_SPEED` (cm/s), `RTL_ALT`, `RTL_CLIMB_MIN` (cm), `RTL_CONE_SLOPE`, `RTL_SPEED`,
+//! `WPNAV_SPEED`, `WPNAV_SPEED_UP`, `WPNAV_SPEED_DN` (cm/s), `WPNAV_ACCEL` (cm/s²),
+//! `BATT_MONITOR`, `BATT_CAPACITY` (mAh), `BATT_ARM_VOLT`, `BATT_ARM_MAH`, `BATT_LOW_VOLT`,
+//! `BATT_LOW_MAH`, `BATT_CRT_VOLT`, `BATT_CRT_MAH`; stored and not acted on: `BATT_FS_LOW_ACT`,
+//! `BATT_FS_CRT_ACT`, `FENCE_ENABLE`, `FENCE_TYPE`, `FENCE_ACTION`, `FENCE_ALT_MAX`,
+//! `FENCE_RADIUS`, `FENCE_MARGIN`, `FS_GCS_ENABLE`. PX4 `COM_DISARM_LAND`, `MIS_TAKEOFF_ALT`,
+//! `MPC_LAND_SPEED`, `MPC_XY_CRUISE`, `MPC_XY_VEL_MAX`, `MPC_Z_VEL_MAX_UP`, `MPC_Z_VEL_MAX_DN`,
+//! `RTL_RETURN_ALT`; stored and not acted on: `COM_DL_LOSS_T`, `COM_LOW_BAT_ACT`,
+//! `BAT1_CAPACITY`, `BAT_LOW_THR`, `BAT_CRIT_THR`, `BAT_EMERGEN_THR`, `GF_ACTION`,
+//! `GF_MAX_HOR_DIST`, `GF_MAX_VER_DIST`, `RTL_DESCEND_ALT` (SI units; INT32 values encoded
+//! bytewise as PX4 does).
 //!
 //! The faults are ArduPilot-SITL-style `SIM_*` parameters, for both personalities, so a test
 //! harness injects them over MAVLink as it would against SITL:
 //!
 //! - `SIM_GPS_DISABLE` = 1: GPS lost: no fix, no position (EKF flags cleared, no
 //!   GLOBAL_POSITION_INT); arming and position modes are refused; in the air it lands.
-//! - `SIM_BATT_VOLTAGE` = V: the battery's resting voltage is V (0, the default, follows the
-//!   discharge model). E.g. 13.2 is an empty 4S pack.
-//! - `SIM_WIND_SPD` (m/s) / `SIM_WIND_DIR` (degrees the wind blows *from*): wind with seeded
-//!   gusts, of which the position controller cancels only half, so the vehicle drifts down-wind
-//!   off its point (by about the uncancelled wind speed × 1 s; more than its top speed carries
-//!   it away).
+//! - `SIM_BATT_VOLTAGE` = V: ArduPilot: the pack's voltage (default 12.6, a full 3S; the
+//!   percentage does not move with it). PX4: the resting voltage (0, the default, follows the
+//!   discharge model; 13.2 is an empty 4S pack).
+//! - `SIM_WIND_SPD` (m/s) / `SIM_WIND_DIR` (degrees the wind blows *from*): a wind, with
+//!   seeded gusts of standard deviation `SIM_WIND_TURB` (m/s, default 0 as in SITL), scaled with
+//!   height by `SIM_WIND_T` (0: √(altitude / `SIM_WIND_T_ALT`) below 60 m,
+//!   1: none, 2: linear with `SIM_WIND_T_COEF`), of which the position controller cancels only
+//!   half, so the vehicle drifts down-wind off its point (by about the uncancelled wind speed ×
+//!   1 s; more than its top speed carries it away).
 //! - `SIM_LINK_DROP_S` = N: after answering this PARAM_SET, the simulator goes silent both ways
 //!   for N simulated seconds (it keeps flying); the parameter reads 0 again afterwards.
 
@@ -71,7 +137,7 @@ use std::time::Duration;
 use mavlink::Message;
 use nalgebra::Vector3;
 
-use super::physics::{GeoPoint, Physics, SplitMix64, Target};
+use super::physics::{GeoPoint, Physics, SplitMix64, Target, WindProfile};
 use crate::link::MavHeader;
 use crate::link::dialect::*;
 
@@ -96,8 +162,19 @@ const IDLE_DISARM_DELAY: Duration = Duration::from_secs(10);
 const VELOCITY_TARGET_TIMEOUT: Duration = Duration::from_secs(3);
 /// PX4 refuses OFFBOARD without a setpoint this recent.
 const OFFBOARD_SETPOINT_MAX_AGE: Duration = Duration::from_secs(1);
-/// Below this resting voltage (3.5 V/cell) the pre-arm check refuses.
+/// PX4: below this resting voltage (3.5 V/cell of its 4S pack) the pre-arm check refuses.
 const ARMING_VOLTAGE_MIN_V: f64 = 14.0;
+/// ArduCopter's `RTL_ALT_MIN` (`config.h`): RTL never returns lower than 30 cm.
+const RTL_ALT_MIN_M: f64 = 0.3;
+/// ArduCopter's `RTL_MIN_CONE_SLOPE` (`config.h`): shallower cones are ignored.
+const RTL_MIN_CONE_SLOPE: f64 = 0.5;
+/// `WPNAV_WP_SPEED_MIN_CMS` (`AC_WPNav.cpp`): slower speed changes are ignored in RTL.
+const WPNAV_SPEED_MIN_M_S: f64 = 0.1;
+/// ArduPilot's battery percentage needs a capacity above 10 mAh (`capacity_remaining_pct`).
+const BATT_CAPACITY_MAH_MIN: f32 = 10.0;
+/// PX4's ESTIMATOR_STATUS flags of a healthy EKF2 at rest and moving (`get_ekf_soln_status`).
+const PX4_ESTIMATOR_FLAGS_AT_REST: u16 = 1023;
+const PX4_ESTIMATOR_FLAGS_MOVING: u16 = 895;
 /// The controller cancels this share of an injected wind (the drift fault).
 const INJECTED_WIND_COMPENSATION: f64 = 0.5;
 
@@ -131,6 +208,79 @@ pub struct SimOptions {
     pub home: GeoPoint,
     pub seed: u64,
     pub system_id: u8,
+    /// Simulated seconds from boot until the estimator trusts its position; `None`: the
+    /// firmware's own timeline ([`EkfTimeline::firmware`]). Tests that are not about start-up
+    /// set it short.
+    pub ekf_ready_s: Option<f64>,
+}
+
+/// When the estimator reaches each stage after boot (simulated time).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EkfTimeline {
+    /// The filter is initialised: attitude good, no horizontal position.
+    pub initialised: Duration,
+    /// The GPS is detected and reports a fix.
+    pub gps_detected: Duration,
+    /// The EKF origin and home are set (ArduPilot); GLOBAL_POSITION_INT and HOME_POSITION start.
+    pub origin_set: Duration,
+    /// The EKF uses the GPS: absolute position trusted, position modes allowed.
+    pub position_trusted: Duration,
+    /// The pre-arm checks pass (a little after the position is trusted).
+    pub arming_ready: Duration,
+}
+
+impl EkfTimeline {
+    /// The firmware's own timeline, as measured on SITL 4.7.0-dev and PX4 SIH
+    /// (`/work/sitl/NOTES.md` §5): ArduCopter EKF3 initialised 4.8 s, GPS 10.5 s, origin and
+    /// home 20.4 s, "EKF3 IMU0 is using GPS" 42 s, first arm accepted 44 s; PX4 GPS fix 2.1 s,
+    /// home 2.5 s, ESTIMATOR_STATUS 1023 at 3.0 s, first arm accepted 5.0 s.
+    pub fn firmware(personality: Personality) -> EkfTimeline {
+        let s = Duration::from_secs_f64;
+        match personality {
+            Personality::ArduPilot => EkfTimeline {
+                initialised: s(4.8),
+                gps_detected: s(10.5),
+                origin_set: s(20.4),
+                position_trusted: s(42.0),
+                arming_ready: s(44.0),
+            },
+            Personality::Px4 => EkfTimeline {
+                initialised: s(1.0),
+                gps_detected: s(2.1),
+                origin_set: s(2.5),
+                position_trusted: s(3.0),
+                arming_ready: s(5.0),
+            },
+        }
+    }
+
+    /// The firmware's timeline scaled so that the position is trusted after `ready_s`.
+    pub fn scaled(personality: Personality, ready_s: f64) -> EkfTimeline {
+        let full = EkfTimeline::firmware(personality);
+        let ready_s = if ready_s.is_finite() {
+            ready_s.clamp(0.0, 3600.0)
+        } else {
+            0.0
+        };
+        let factor = ready_s / full.position_trusted.as_secs_f64();
+        let scale = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() * factor);
+        EkfTimeline {
+            initialised: scale(full.initialised),
+            gps_detected: scale(full.gps_detected),
+            origin_set: scale(full.origin_set),
+            position_trusted: scale(full.position_trusted),
+            arming_ready: scale(full.arming_ready),
+        }
+    }
+}
+
+/// ArduCopter GUIDED's sub-mode, which decides when the position controller restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuidedSub {
+    /// On entering GUIDED (`init` starts velocity-acceleration control).
+    VelAccel,
+    TakeOff,
+    Pos,
 }
 
 /// Flight modes of both firmwares; `custom_mode` encodes them per personality.
@@ -381,6 +531,8 @@ pub struct SimAutopilot {
     has_flown: bool,
     takeoff_altitude_m: Option<f64>,
     rtl_stage: RtlStage,
+    /// The altitude this RTL returns at, fixed when it starts (`build_path`).
+    rtl_return_alt_m: Option<f64>,
     velocity_target_at: Option<Duration>,
     terminated: bool,
     gps_disabled: bool,
@@ -395,6 +547,19 @@ pub struct SimAutopilot {
     offboard_setpoint_at: Option<Duration>,
     noise: SplitMix64,
     counters: SimCounters,
+    /// The latest simulated time seen (inputs and steps).
+    clock: Duration,
+    ekf: EkfTimeline,
+    /// ArduCopter GUIDED: sub-mode and the position controller's horizontal speed.
+    guided_sub: GuidedSub,
+    guided_speed_m_s: f64,
+    /// ArduCopter RTL's cruise speed (from `RTL_SPEED`, or a `DO_CHANGE_SPEED` in RTL).
+    rtl_speed_m_s: f64,
+    /// PX4 navigator's speed for the next setpoint (≤ 0: default) and the current setpoint's.
+    px4_cruise_next_m_s: f64,
+    px4_cruise_m_s: f64,
+    /// PX4: the last mode that allows arming, where it returns after disarming.
+    px4_mode_after_disarm: FlightMode,
 }
 
 impl SimAutopilot {
@@ -408,13 +573,15 @@ impl SimAutopilot {
             physics_time: Duration::ZERO,
             mode: match personality {
                 Personality::ArduPilot => FlightMode::Manual,
-                Personality::Px4 => FlightMode::PosHold,
+                // PX4 SIH boots in AUTO.LOITER (Hold): /work/sitl/NOTES.md §6.
+                Personality::Px4 => FlightMode::Loiter,
             },
             armed: false,
             grounded_since: None,
             has_flown: false,
             takeoff_altitude_m: None,
             rtl_stage: RtlStage::Climb,
+            rtl_return_alt_m: None,
             velocity_target_at: None,
             terminated: false,
             gps_disabled: false,
@@ -430,8 +597,27 @@ impl SimAutopilot {
             // Sensor noise has its own stream so it never changes the flight.
             noise: SplitMix64::new(options.seed ^ 0x005E_ED0F_5E45_0125),
             counters: SimCounters::default(),
+            clock: Duration::ZERO,
+            ekf: match options.ekf_ready_s {
+                Some(ready_s) => EkfTimeline::scaled(personality, ready_s),
+                None => EkfTimeline::firmware(personality),
+            },
+            guided_sub: GuidedSub::VelAccel,
+            guided_speed_m_s: 0.0,
+            rtl_speed_m_s: 0.0,
+            px4_cruise_next_m_s: -1.0,
+            px4_cruise_m_s: -1.0,
+            px4_mode_after_disarm: FlightMode::Loiter,
         };
+        if personality == Personality::ArduPilot {
+            // SITL's quad: a 3S pack whose voltage does not follow its charge.
+            let battery = sim.physics.battery_mut();
+            battery.cells = 3.0;
+            battery.capacity_mah = 0.0;
+        }
         sim.apply_params();
+        sim.guided_speed_m_s = sim.wpnav_speed_m_s();
+        sim.rtl_speed_m_s = sim.wpnav_speed_m_s();
         sim
     }
 
@@ -439,6 +625,7 @@ impl SimAutopilot {
 
     /// A frame from any link.
     pub fn handle_message(&mut self, now: Duration, header: &MavHeader, message: &MavMessage) {
+        self.clock = self.clock.max(now);
         if self.silent(now) {
             self.counters.dropped += 1;
             return;
@@ -520,6 +707,7 @@ impl SimAutopilot {
 
     /// Advances the simulation to `now` and queues the telemetry that is due.
     pub fn step(&mut self, now: Duration) {
+        self.clock = self.clock.max(now);
         while self.physics_time + PHYSICS_STEP <= now {
             self.physics.step(PHYSICS_STEP.as_secs_f64());
             self.physics_time += PHYSICS_STEP;
@@ -646,6 +834,9 @@ impl SimAutopilot {
             MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH => self.request_mode(now, FlightMode::Rtl),
             MavCmd::MAV_CMD_DO_REPOSITION => self.reposition(now, c),
             MavCmd::MAV_CMD_DO_CHANGE_SPEED => self.change_speed(p1, p2),
+            MavCmd::MAV_CMD_BATTERY_RESET if self.personality == Personality::ArduPilot => {
+                self.battery_reset(p1, p2)
+            }
             MavCmd::MAV_CMD_DO_FLIGHTTERMINATION => {
                 if p1 > 0.5 {
                     self.terminate();
@@ -710,15 +901,23 @@ impl SimAutopilot {
                     Personality::ArduPilot => "PreArm: Need 3D Fix",
                     Personality::Px4 => "Preflight Fail: No valid global position",
                 })
-            } else if checks && self.physics.battery().resting_voltage_v() < ARMING_VOLTAGE_MIN_V {
-                Some(match self.personality {
-                    Personality::ArduPilot => "PreArm: Battery 1 below minimum arming voltage",
-                    Personality::Px4 => "Preflight Fail: low battery",
-                })
-            } else if matches!(
-                self.mode,
-                FlightMode::Rtl | FlightMode::Land | FlightMode::Mission | FlightMode::Brake
-            ) {
+            } else if checks && self.clock < self.ekf.arming_ready {
+                // AP_Arming.cpp, AP_Arming_Copter.cpp: the arming command's refusal reads
+                // "Arm: <check>" (sitl.md/NOTES.md saw them in this order); PX4's commander
+                // answers TEMPORARILY_REJECTED until its health checks pass.
+                let text = match self.personality {
+                    Personality::ArduPilot if !self.origin_set() => "Arm: AHRS: waiting for home",
+                    Personality::ArduPilot => "Arm: Need Position Estimate",
+                    Personality::Px4 => "Arming denied: Resolve system health failures first",
+                };
+                self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, text);
+                return match self.personality {
+                    Personality::ArduPilot => MavResult::MAV_RESULT_FAILED,
+                    Personality::Px4 => MavResult::MAV_RESULT_TEMPORARILY_REJECTED,
+                };
+            } else if let Some(why) = checks.then(|| self.battery_arming_refusal()).flatten() {
+                Some(why)
+            } else if self.mode_prevents_arming() {
                 Some(match self.personality {
                     Personality::ArduPilot => "Arm: Mode not armable",
                     Personality::Px4 => "Arming denied: mode not armable",
@@ -769,6 +968,19 @@ impl SimAutopilot {
         self.grounded_since = None;
         self.physics.set_target(Target::MotorsOff);
         self.events.push_back(SimEvent::Disarmed);
+        // PX4 (UserModeIntention::onDisarm): after disarming it returns to the last mode that
+        // allows arming, so a landing or a return ends in Hold.
+        if self.personality == Personality::Px4 && self.mode_prevents_arming() {
+            self.set_mode(self.px4_mode_after_disarm);
+        }
+    }
+
+    /// Modes the firmware will not arm in.
+    fn mode_prevents_arming(&self) -> bool {
+        matches!(
+            self.mode,
+            FlightMode::Rtl | FlightMode::Land | FlightMode::Mission | FlightMode::Brake
+        )
     }
 
     fn terminate(&mut self) {
@@ -798,23 +1010,30 @@ impl SimAutopilot {
                 param7 as f64
             }
             Personality::Px4 => {
-                if !self.armed || !self.physics.on_ground() || self.gps_disabled {
+                if !self.armed
+                    || !self.physics.on_ground()
+                    || self.gps_disabled
+                    || !self.position_trusted()
+                {
                     self.status_text(
                         MavSeverity::MAV_SEVERITY_CRITICAL,
                         "Takeoff denied: not armed on the ground with a position",
                     );
                     return MavResult::MAV_RESULT_DENIED;
                 }
-                let default_m = self.param("MIS_TAKEOFF_ALT") as f64;
+                // navigator/takeoff.cpp: param7 is AMSL; NaN takes MIS_TAKEOFF_ALT above
+                // where the vehicle is; it never goes below where it is.
+                let here_m = self.physics.altitude_m();
                 if param7.is_finite() {
-                    (param7 as f64 - self.home.alt_amsl_m).max(default_m)
+                    (param7 as f64 - self.home.alt_amsl_m).max(here_m)
                 } else {
-                    default_m
+                    here_m + self.param("MIS_TAKEOFF_ALT") as f64
                 }
             }
         };
-        if self.personality == Personality::Px4 {
-            self.set_mode(FlightMode::Takeoff);
+        match self.personality {
+            Personality::Px4 => self.set_mode(FlightMode::Takeoff),
+            Personality::ArduPilot => self.guided_sub = GuidedSub::TakeOff,
         }
         let here = self.physics.position_ned_m();
         self.takeoff_altitude_m = Some(altitude_m);
@@ -826,7 +1045,12 @@ impl SimAutopilot {
     }
 
     fn reposition(&mut self, now: Duration, c: Command) -> MavResult {
-        if !self.armed || self.physics.on_ground() || self.gps_disabled {
+        let change_mode = (c.params[1] as u32) & 1 == 1;
+        if self.personality == Personality::Px4 && !change_mode {
+            // Commander.cpp: a reposition that does not ask for the mode switch is unsupported.
+            return MavResult::MAV_RESULT_UNSUPPORTED;
+        }
+        if !self.armed || self.physics.on_ground() || !self.position_ok() {
             return self.refusal();
         }
         let here = self.position();
@@ -840,62 +1064,137 @@ impl SimAutopilot {
         } else {
             here.lon_deg
         };
-        let alt_amsl_m = if c.z.is_finite() {
-            match c.frame {
-                Some(
-                    MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
-                    | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
-                ) => self.home.alt_amsl_m + c.z as f64,
-                _ => c.z as f64,
-            }
-        } else {
+        let alt_amsl_m = if !c.z.is_finite() {
             here.alt_amsl_m
+        } else {
+            match self.personality {
+                // navigator_main.cpp: position_setpoint.alt = param7, above mean sea level,
+                // whatever the frame field says.
+                Personality::Px4 => c.z as f64,
+                Personality::ArduPilot => match c.frame {
+                    Some(
+                        MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+                        | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
+                        | MavFrame::MAV_FRAME_GLOBAL_TERRAIN_ALT
+                        | MavFrame::MAV_FRAME_GLOBAL_TERRAIN_ALT_INT,
+                    ) => self.home.alt_amsl_m + c.z as f64,
+                    _ => c.z as f64,
+                },
+            }
         };
         if !(-90.0..=90.0).contains(&lat_deg) || !(-180.0..=180.0).contains(&lon_deg) {
             self.counters.rejected += 1;
             return MavResult::MAV_RESULT_DENIED;
-        }
-        match self.personality {
-            Personality::ArduPilot => {
-                let change_mode = (c.params[1] as u32) & 1 == 1;
-                if self.mode != FlightMode::Guided {
-                    if !change_mode {
-                        return MavResult::MAV_RESULT_FAILED;
-                    }
-                    let result = self.request_mode(now, FlightMode::Guided);
-                    if result != MavResult::MAV_RESULT_ACCEPTED {
-                        return result;
-                    }
-                }
-            }
-            // PX4 flies there in Hold.
-            Personality::Px4 => self.set_mode(FlightMode::Loiter),
-        }
-        if c.params[0] > 0.0 {
-            self.physics.limits_mut().speed_horizontal_m_s_max = (c.params[0] as f64).min(20.0);
         }
         let goal = self.home.ned_to(&GeoPoint {
             lat_deg,
             lon_deg,
             alt_amsl_m,
         });
+        match self.personality {
+            Personality::ArduPilot => {
+                if self.mode != FlightMode::Guided {
+                    if !change_mode {
+                        return MavResult::MAV_RESULT_DENIED;
+                    }
+                    let result = self.request_mode(now, FlightMode::Guided);
+                    if result != MavResult::MAV_RESULT_ACCEPTED {
+                        return result;
+                    }
+                }
+                // param1 (speed) and param4 (yaw) are not read: set_destination(loc, false, 0..).
+                self.guided_position_target();
+            }
+            Personality::Px4 => {
+                let entering = self.mode != FlightMode::Loiter;
+                if entering {
+                    self.set_mode(FlightMode::Loiter);
+                }
+                let speed = c.params[0];
+                self.px4_cruise_m_s = if speed > 0.0 && speed.is_finite() {
+                    speed as f64
+                } else if entering {
+                    -1.0
+                } else {
+                    self.px4_cruise_next_m_s
+                };
+                // PX4 takes the reposition's yaw in radians (PositionSetpoint.yaw).
+                let yaw = c.params[3];
+                self.physics
+                    .set_yaw_target(yaw.is_finite().then_some(yaw as f64));
+            }
+        }
         self.physics.set_target(Target::Position { ned_m: goal });
         MavResult::MAV_RESULT_ACCEPTED
     }
 
+    /// ArduCopter: a position target restarts the position controller (at `WPNAV_SPEED`)
+    /// unless GUIDED already flies one (`ModeGuided::set_destination` → `pos_control_start`).
+    fn guided_position_target(&mut self) {
+        if self.guided_sub != GuidedSub::Pos {
+            self.guided_sub = GuidedSub::Pos;
+            self.guided_speed_m_s = self.wpnav_speed_m_s();
+        }
+    }
+
     fn change_speed(&mut self, speed_type: f32, speed_m_s: f32) -> MavResult {
-        if !speed_m_s.is_finite() || speed_m_s < 0.0 {
-            // -1 and -2 mean "no change".
-            return MavResult::MAV_RESULT_ACCEPTED;
+        match self.personality {
+            Personality::ArduPilot => {
+                // GCS_MAVLink_Copter.cpp handle_MAV_CMD_DO_CHANGE_SPEED.
+                if !(speed_m_s.is_finite() && speed_m_s > 0.0) {
+                    return MavResult::MAV_RESULT_DENIED;
+                }
+                let speed = speed_m_s as f64;
+                let accepted = match (speed_type as u32, self.mode) {
+                    (4.., _) => return MavResult::MAV_RESULT_DENIED,
+                    (0 | 1, FlightMode::Guided) => {
+                        self.guided_speed_m_s = speed;
+                        true
+                    }
+                    (0 | 1, FlightMode::Rtl) => {
+                        // AC_WPNav::set_speed_NE_cms ignores speeds below its minimum.
+                        if speed >= WPNAV_SPEED_MIN_M_S {
+                            self.rtl_speed_m_s = speed;
+                        }
+                        true
+                    }
+                    (2, FlightMode::Guided | FlightMode::Rtl) => {
+                        self.physics.limits_mut().speed_up_m_s_max = speed.clamp(0.1, 10.0);
+                        true
+                    }
+                    (3, FlightMode::Guided | FlightMode::Rtl) => {
+                        self.physics.limits_mut().speed_down_m_s_max = speed.clamp(0.1, 10.0);
+                        true
+                    }
+                    // AUTO takes it too; without a mission there is nothing to fly.
+                    (_, FlightMode::Mission) => true,
+                    _ => false,
+                };
+                if accepted {
+                    MavResult::MAV_RESULT_ACCEPTED
+                } else {
+                    MavResult::MAV_RESULT_FAILED
+                }
+            }
+            Personality::Px4 => {
+                // navigator_main.cpp: any mode; the next setpoint takes it; ≤ 0 resets.
+                self.px4_cruise_next_m_s = if speed_m_s.is_finite() && speed_m_s > 0.0 {
+                    speed_m_s as f64
+                } else {
+                    -1.0
+                };
+                MavResult::MAV_RESULT_ACCEPTED
+            }
         }
-        let speed = (speed_m_s as f64).clamp(0.1, 20.0);
-        let limits = self.physics.limits_mut();
-        match speed_type as u32 {
-            0 | 1 => limits.speed_horizontal_m_s_max = speed,
-            2 => limits.speed_up_m_s_max = speed,
-            3 => limits.speed_down_m_s_max = speed,
-            _ => return MavResult::MAV_RESULT_DENIED,
+    }
+
+    /// `MAV_CMD_BATTERY_RESET`: the remaining percentage of the masked batteries.
+    fn battery_reset(&mut self, mask: f32, percent: f32) -> MavResult {
+        if (mask as u32) & 1 == 0 || self.param("BATT_MONITOR") == 0.0 || !percent.is_finite() {
+            return MavResult::MAV_RESULT_FAILED;
         }
+        let used = (100.0 - f64::from(percent).clamp(0.0, 100.0)) * 0.01;
+        self.physics.battery_mut().consumed_mah = used * self.param("BATT_CAPACITY") as f64;
         MavResult::MAV_RESULT_ACCEPTED
     }
 
@@ -1006,7 +1305,10 @@ impl SimAutopilot {
             return MavResult::MAV_RESULT_ACCEPTED;
         }
         let name = mode.name(self.personality);
-        let reason = if mode.requires_position() && self.gps_disabled {
+        // ArduCopter/mode.cpp Copter::set_mode: ignore_checks = !motors->armed(), "we rely on
+        // the arming check"; PX4 checks a mode's requirements armed or not.
+        let checks = self.armed || self.personality == Personality::Px4;
+        let reason = if checks && mode.requires_position() && !self.position_ok() {
             Some("requires position")
         } else if mode == FlightMode::Mission {
             Some("no mission")
@@ -1040,12 +1342,40 @@ impl SimAutopilot {
     fn set_mode(&mut self, mode: FlightMode) {
         if mode != self.mode {
             self.mode = mode;
+            if !self.mode_prevents_arming() {
+                self.px4_mode_after_disarm = mode;
+            }
             self.events
                 .push_back(SimEvent::ModeChanged(mode.name(self.personality)));
+            match (self.personality, mode) {
+                // ModeGuided::init: velocity-acceleration control at WPNAV_SPEED.
+                (Personality::ArduPilot, FlightMode::Guided) => {
+                    self.guided_sub = GuidedSub::VelAccel;
+                    self.guided_speed_m_s = self.wpnav_speed_m_s();
+                }
+                // ModeRTL::init: wp_and_spline_init_cm(RTL_SPEED), 0 meaning WPNAV_SPEED.
+                (Personality::ArduPilot, FlightMode::Rtl) => {
+                    let rtl = self.param("RTL_SPEED") as f64 / 100.0;
+                    self.rtl_speed_m_s = if rtl > 0.0 {
+                        rtl
+                    } else {
+                        self.wpnav_speed_m_s()
+                    };
+                }
+                // Loiter, RTL, Land and Takeoff reset the navigator's cruising speed on
+                // activation (loiter.cpp, rtl_direct.cpp, land.cpp, takeoff.cpp).
+                (Personality::Px4, _) => {
+                    self.px4_cruise_next_m_s = -1.0;
+                    self.px4_cruise_m_s = -1.0;
+                }
+                _ => {}
+            }
         }
+        self.physics.set_yaw_target(None);
         self.takeoff_altitude_m = None;
         self.velocity_target_at = None;
         self.rtl_stage = RtlStage::Climb;
+        self.rtl_return_alt_m = None;
         if !self.armed || self.terminated {
             return;
         }
@@ -1072,15 +1402,134 @@ impl SimAutopilot {
         }
     }
 
+    /// The altitude RTL returns at, from where it starts (`ModeRTL::compute_return_target`
+    /// for ArduCopter; PX4 climbs to `RTL_RETURN_ALT`); never below where it is.
     fn rtl_altitude_m(&self) -> f64 {
+        let here_m = self.physics.altitude_m();
         match self.personality {
-            Personality::ArduPilot => self.param("RTL_ALT") as f64 / 100.0,
-            Personality::Px4 => self.param("RTL_RETURN_ALT") as f64,
+            Personality::ArduPilot => {
+                let climb_min_m = (self.param("RTL_CLIMB_MIN") as f64 / 100.0).max(0.0);
+                let min_rtl_m = RTL_ALT_MIN_M.max(here_m + climb_min_m);
+                let mut target_m = (self.param("RTL_ALT") as f64 / 100.0).max(min_rtl_m);
+                let slope = self.param("RTL_CONE_SLOPE") as f64;
+                if slope >= RTL_MIN_CONE_SLOPE {
+                    let distance_m = self.physics.horizontal_distance_m(&Vector3::zeros());
+                    target_m = target_m.min((distance_m * slope).max(min_rtl_m));
+                }
+                target_m.max(here_m)
+            }
+            Personality::Px4 => (self.param("RTL_RETURN_ALT") as f64).max(here_m),
+        }
+    }
+
+    fn wpnav_speed_m_s(&self) -> f64 {
+        (self.param("WPNAV_SPEED") as f64 / 100.0).clamp(WPNAV_SPEED_MIN_M_S, 20.0)
+    }
+
+    /// The horizontal speed the firmware flies at in its present mode.
+    fn cruise_speed_m_s(&self) -> f64 {
+        match self.personality {
+            Personality::ArduPilot => match self.mode {
+                FlightMode::Guided => self.guided_speed_m_s,
+                FlightMode::Rtl => self.rtl_speed_m_s,
+                FlightMode::Loiter | FlightMode::PosHold => self.param("LOIT_SPEED") as f64 / 100.0,
+                _ => self.wpnav_speed_m_s(),
+            },
+            Personality::Px4 => {
+                let cruise = match self.mode {
+                    FlightMode::Guided => f64::INFINITY,
+                    _ if self.px4_cruise_m_s > 0.0 => self.px4_cruise_m_s,
+                    _ => self.param("MPC_XY_CRUISE") as f64,
+                };
+                cruise.min(self.param("MPC_XY_VEL_MAX") as f64)
+            }
+        }
+        .clamp(0.1, 30.0)
+    }
+
+    /// The GPS works and the EKF trusts its absolute position.
+    fn position_ok(&self) -> bool {
+        !self.gps_disabled && self.position_trusted()
+    }
+
+    fn position_trusted(&self) -> bool {
+        self.clock >= self.ekf.position_trusted
+    }
+
+    fn origin_set(&self) -> bool {
+        self.clock >= self.ekf.origin_set
+    }
+
+    /// ArduPilot's battery percentage from consumed mAh (`capacity_remaining_pct`); PX4's from
+    /// the resting voltage. `None` when the autopilot cannot tell.
+    fn battery_percent(&self) -> Option<f64> {
+        let battery = self.physics.battery();
+        match self.personality {
+            Personality::ArduPilot => {
+                let capacity = self.param("BATT_CAPACITY");
+                if self.param("BATT_MONITOR") != 4.0 || capacity <= BATT_CAPACITY_MAH_MIN {
+                    return None;
+                }
+                let capacity = capacity as f64;
+                Some((100.0 * (capacity - battery.consumed_mah) / capacity).clamp(0.0, 100.0))
+            }
+            Personality::Px4 => Some(battery.remaining_pct()),
+        }
+    }
+
+    /// ArduPilot's low and critical battery failsafe levels (`check_failsafe_types`).
+    fn battery_failsafe(&self) -> (bool, bool) {
+        if self.personality != Personality::ArduPilot || self.param("BATT_MONITOR") == 0.0 {
+            return (false, false);
+        }
+        let voltage = self.physics.battery().voltage_v();
+        let remaining_mah =
+            self.param("BATT_CAPACITY") as f64 - self.physics.battery().consumed_mah;
+        let below = |volts: &str, mah: &str| {
+            let v = self.param(volts) as f64;
+            let m = self.param(mah) as f64;
+            (v > 0.0 && voltage < v) || (m > 0.0 && remaining_mah < m)
+        };
+        (
+            below("BATT_LOW_VOLT", "BATT_LOW_MAH"),
+            below("BATT_CRT_VOLT", "BATT_CRT_MAH"),
+        )
+    }
+
+    /// Why the battery refuses arming, in the firmware's words.
+    fn battery_arming_refusal(&self) -> Option<&'static str> {
+        match self.personality {
+            Personality::ArduPilot => {
+                if self.param("BATT_MONITOR") == 0.0 {
+                    return None;
+                }
+                let voltage = self.physics.battery().voltage_v();
+                let remaining_mah =
+                    self.param("BATT_CAPACITY") as f64 - self.physics.battery().consumed_mah;
+                let arm_volt = self.param("BATT_ARM_VOLT") as f64;
+                let arm_mah = self.param("BATT_ARM_MAH") as f64;
+                let (low, critical) = self.battery_failsafe();
+                if arm_volt > 0.0 && voltage < arm_volt {
+                    Some("PreArm: Battery 1 below minimum arming voltage")
+                } else if arm_mah > 0.0 && remaining_mah < arm_mah {
+                    Some("PreArm: Battery 1 below minimum arming capacity")
+                } else if critical {
+                    Some("PreArm: Battery 1 critical failsafe")
+                } else if low {
+                    Some("PreArm: Battery 1 low failsafe")
+                } else {
+                    None
+                }
+            }
+            Personality::Px4 => (self.physics.battery().resting_voltage_v() < ARMING_VOLTAGE_MIN_V)
+                .then_some("Preflight Fail: low battery"),
         }
     }
 
     /// What the firmware decides at every physics step.
     fn tick_flight(&mut self, now: Duration) {
+        let cruise = self.cruise_speed_m_s();
+        self.physics.limits_mut().speed_horizontal_m_s_max = cruise;
         if let Some(speed) = self.physics.take_touchdown_speed_m_s()
             && speed > 3.0
         {
@@ -1168,13 +1617,22 @@ impl SimAutopilot {
 
     fn tick_rtl(&mut self) {
         let here = self.physics.position_ned_m();
-        let rtl_altitude_m = self.rtl_altitude_m();
+        let rtl_altitude_m = match self.rtl_return_alt_m {
+            Some(altitude_m) => altitude_m,
+            None => {
+                let altitude_m = self.rtl_altitude_m();
+                self.rtl_return_alt_m = Some(altitude_m);
+                altitude_m
+            }
+        };
         let home = Vector3::zeros();
         match self.rtl_stage {
             RtlStage::Climb => {
-                let cruise_m = rtl_altitude_m.max(self.physics.altitude_m());
+                let cruise_m = rtl_altitude_m;
                 if self.physics.altitude_m() >= rtl_altitude_m - 0.2 {
                     self.rtl_stage = RtlStage::Return;
+                    // PX4: the return leg is a new setpoint, with the speed set since.
+                    self.px4_cruise_m_s = self.px4_cruise_next_m_s;
                     self.physics.set_target(Target::Position {
                         ned_m: Vector3::new(home.x, home.y, -cruise_m),
                     });
@@ -1205,7 +1663,7 @@ impl SimAutopilot {
             && !self.terminated
             && self.takeoff_altitude_m.is_none()
             && !self.physics.on_ground()
-            && !self.gps_disabled
+            && self.position_ok()
     }
 
     fn handle_global_target(&mut self, now: Duration, t: &SET_POSITION_TARGET_GLOBAL_INT_DATA) {
@@ -1242,6 +1700,9 @@ impl SimAutopilot {
                 alt_amsl_m,
             });
             self.velocity_target_at = None;
+            if self.personality == Personality::ArduPilot {
+                self.guided_position_target();
+            }
             self.physics.set_target(Target::Position { ned_m: goal });
         } else if !mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VX_IGNORE) {
             self.set_velocity_target(now, Vector3::new(t.vx, t.vy, t.vz), false);
@@ -1282,6 +1743,9 @@ impl SimAutopilot {
                 }
             };
             self.velocity_target_at = None;
+            if self.personality == Personality::ArduPilot {
+                self.guided_position_target();
+            }
             self.physics.set_target(Target::Position { ned_m: goal });
         } else if !mask.contains(PositionTargetTypemask::POSITION_TARGET_TYPEMASK_VX_IGNORE) {
             self.set_velocity_target(now, Vector3::new(t.vx, t.vy, t.vz), body);
@@ -1299,6 +1763,11 @@ impl SimAutopilot {
             return;
         }
         let v = if body { self.body_to_ned(v) } else { v };
+        // ModeGuided::set_velaccel → velaccel_control_start restarts at WPNAV_SPEED.
+        if self.personality == Personality::ArduPilot && self.guided_sub != GuidedSub::VelAccel {
+            self.guided_sub = GuidedSub::VelAccel;
+            self.guided_speed_m_s = self.wpnav_speed_m_s();
+        }
         self.velocity_target_at = Some(now);
         self.physics.set_target(Target::Velocity { ned_m_s: v });
     }
@@ -1399,16 +1868,15 @@ impl SimAutopilot {
         self.apply_params();
     }
 
-    /// Pushes parameter values into the simulation.
+    /// Pushes parameter values into the simulation. The horizontal speed is the mode's own
+    /// (see `cruise_speed_m_s`), set at every step.
     fn apply_params(&mut self) {
-        let (speed_h, speed_up, speed_down) = match self.personality {
+        let (speed_up, speed_down) = match self.personality {
             Personality::ArduPilot => (
-                self.param("WPNAV_SPEED") / 100.0,
                 self.param("WPNAV_SPEED_UP") / 100.0,
                 self.param("WPNAV_SPEED_DN") / 100.0,
             ),
             Personality::Px4 => (
-                self.param("MPC_XY_VEL_MAX"),
                 self.param("MPC_Z_VEL_MAX_UP"),
                 self.param("MPC_Z_VEL_MAX_DN"),
             ),
@@ -1417,8 +1885,9 @@ impl SimAutopilot {
             Personality::ArduPilot => self.param("WPNAV_ACCEL") / 100.0,
             Personality::Px4 => 3.0,
         };
+        let cruise = self.cruise_speed_m_s();
         let limits = self.physics.limits_mut();
-        limits.speed_horizontal_m_s_max = (speed_h as f64).clamp(0.1, 30.0);
+        limits.speed_horizontal_m_s_max = cruise;
         limits.speed_up_m_s_max = (speed_up as f64).clamp(0.1, 10.0);
         limits.speed_down_m_s_max = (speed_down as f64).clamp(0.1, 10.0);
         limits.accel_horizontal_m_s2_max = (accel as f64).clamp(0.5, 10.0);
@@ -1430,6 +1899,18 @@ impl SimAutopilot {
         let wind_m_s = self.param("SIM_WIND_SPD") as f64;
         self.physics
             .set_wind(wind_m_s, self.param("SIM_WIND_DIR") as f64);
+        self.physics
+            .set_turbulence(self.param("SIM_WIND_TURB") as f64);
+        let full_altitude_m = self.param("SIM_WIND_T_ALT") as f64;
+        self.physics
+            .set_wind_profile(match self.param("SIM_WIND_T") as i32 {
+                1 => WindProfile::Uniform,
+                2 => WindProfile::Linear {
+                    full_altitude_m,
+                    coefficient_per_m: self.param("SIM_WIND_T_COEF") as f64,
+                },
+                _ => WindProfile::SquareRoot { full_altitude_m },
+            });
         self.physics.set_wind_compensation(if wind_m_s > 0.0 {
             INJECTED_WIND_COMPENSATION
         } else {
@@ -1505,7 +1986,8 @@ impl SimAutopilot {
         Some(match message_id {
             MSG_HEARTBEAT => MavMessage::HEARTBEAT(self.heartbeat()),
             MSG_GLOBAL_POSITION_INT => {
-                if self.gps_disabled {
+                // No position before the EKF origin (ArduPilot) / global position (PX4).
+                if self.gps_disabled || !self.origin_set() {
                     return None;
                 }
                 MavMessage::GLOBAL_POSITION_INT(GLOBAL_POSITION_INT_DATA {
@@ -1543,6 +2025,8 @@ impl SimAutopilot {
                 },
             }),
             MSG_SYS_STATUS => {
+                // ArduPilot truncates its percentage to an integer (uint8_t).
+                let percent = self.battery_percent().map_or(-1, |p| p.floor() as i8);
                 let sensors = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_GYRO
                     | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_ACCEL
                     | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_MAG
@@ -1558,58 +2042,91 @@ impl SimAutopilot {
                     | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
                     | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
                 let mut health = sensors;
-                if self.gps_disabled {
+                if self.gps_disabled || self.clock < self.ekf.arming_ready {
                     health.remove(
                         MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
                             | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
                     );
                 }
-                if battery.resting_voltage_v() < ARMING_VOLTAGE_MIN_V {
+                if self.battery_arming_refusal().is_some() {
                     health.remove(
                         MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
                             | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
                     );
                 }
+                let monitor = if ardupilot {
+                    self.param("BATT_MONITOR") as i32
+                } else {
+                    4
+                };
                 MavMessage::SYS_STATUS(SYS_STATUS_DATA {
                     onboard_control_sensors_present: sensors,
                     onboard_control_sensors_enabled: sensors,
                     onboard_control_sensors_health: health,
                     load: 250,
-                    voltage_battery: (battery.voltage_v() * 1000.0).round() as u16,
-                    current_battery: (battery.current_a * 100.0).round() as i16,
+                    voltage_battery: if monitor == 0 {
+                        u16::MAX
+                    } else {
+                        (battery.voltage_v() * 1000.0).round().min(65534.0) as u16
+                    },
+                    current_battery: if monitor == 4 {
+                        (battery.current_a * 100.0).round() as i16
+                    } else {
+                        -1
+                    },
                     drop_rate_comm: 0,
                     errors_comm: 0,
                     errors_count1: 0,
                     errors_count2: 0,
                     errors_count3: 0,
                     errors_count4: 0,
-                    battery_remaining: battery.remaining_pct().round() as i8,
+                    battery_remaining: percent,
                     onboard_control_sensors_present_extended: MavSysStatusSensorExtended::empty(),
                     onboard_control_sensors_enabled_extended: MavSysStatusSensorExtended::empty(),
                     onboard_control_sensors_health_extended: MavSysStatusSensorExtended::empty(),
                 })
             }
             MSG_BATTERY_STATUS => {
+                if ardupilot && self.param("BATT_MONITOR") == 0.0 {
+                    return None;
+                }
                 let mut voltages = [u16::MAX; 10];
                 voltages[0] = (battery.voltage_v() * 1000.0).round().min(65534.0) as u16;
-                let per_cell_v = battery.resting_voltage_v() / 4.0;
-                let charge_state = if per_cell_v < 3.4 {
-                    MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL
-                } else if per_cell_v < 3.6 {
-                    MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW
+                let charge_state = if ardupilot {
+                    match self.battery_failsafe() {
+                        (_, true) => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL,
+                        (true, _) => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW,
+                        _ => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK,
+                    }
                 } else {
-                    MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK
+                    let per_cell_v = battery.resting_voltage_v() / battery.cells.max(1.0);
+                    if per_cell_v < 3.4 {
+                        MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL
+                    } else if per_cell_v < 3.6 {
+                        MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW
+                    } else {
+                        MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK
+                    }
                 };
+                let measures_current = !ardupilot || self.param("BATT_MONITOR") == 4.0;
                 MavMessage::BATTERY_STATUS(BATTERY_STATUS_DATA {
-                    current_consumed: battery.consumed_mah.round() as i32,
+                    current_consumed: if measures_current {
+                        battery.consumed_mah.round() as i32
+                    } else {
+                        -1
+                    },
                     energy_consumed: -1,
                     temperature: i16::MAX,
                     voltages,
-                    current_battery: (battery.current_a * 100.0).round() as i16,
+                    current_battery: if measures_current {
+                        (battery.current_a * 100.0).round() as i16
+                    } else {
+                        -1
+                    },
                     id: 0,
                     battery_function: MavBatteryFunction::MAV_BATTERY_FUNCTION_ALL,
                     mavtype: MavBatteryType::MAV_BATTERY_TYPE_LIPO,
-                    battery_remaining: battery.remaining_pct().round() as i8,
+                    battery_remaining: self.battery_percent().map_or(-1, |p| p.floor() as i8),
                     time_remaining: 0,
                     charge_state,
                     voltages_ext: [0; 4],
@@ -1618,7 +2135,8 @@ impl SimAutopilot {
                 })
             }
             MSG_GPS_RAW_INT => {
-                let fix = !self.gps_disabled;
+                let detected = now >= self.ekf.gps_detected;
+                let fix = !self.gps_disabled && detected;
                 let noise_m = 0.3;
                 let noisy = self.home.offset_by(&Vector3::new(
                     ned.x + self.noise.next_gaussian() * noise_m,
@@ -1651,8 +2169,10 @@ impl SimAutopilot {
                     },
                     fix_type: if fix {
                         GpsFixType::GPS_FIX_TYPE_3D_FIX
-                    } else {
+                    } else if detected {
                         GpsFixType::GPS_FIX_TYPE_NO_FIX
+                    } else {
+                        GpsFixType::GPS_FIX_TYPE_NO_GPS
                     },
                     satellites_visible: if fix { 12 } else { 0 },
                     alt_ellipsoid: 0,
@@ -1667,6 +2187,8 @@ impl SimAutopilot {
                 vtol_state: MavVtolState::MAV_VTOL_STATE_UNDEFINED,
                 landed_state: self.landed_state(),
             }),
+            // Home is set with the EKF origin (ArduPilot) / the global position (PX4).
+            MSG_HOME_POSITION if !self.origin_set() => return None,
             MSG_HOME_POSITION => MavMessage::HOME_POSITION(HOME_POSITION_DATA {
                 latitude: deg_e7(self.home.lat_deg),
                 longitude: deg_e7(self.home.lon_deg),
@@ -1681,7 +2203,11 @@ impl SimAutopilot {
                 time_usec,
             }),
             MSG_EKF_STATUS_REPORT if ardupilot => {
-                let flags = if self.gps_disabled {
+                // AP_NavEKF3_Control.cpp updateFilterStatus: without GPS aiding the filter is
+                // in constant-position mode (AID_NONE) with no absolute horizontal position.
+                let flags = if now < self.ekf.initialised {
+                    EkfStatusFlags::EKF_UNINITIALIZED
+                } else if self.gps_disabled || !self.position_trusted() {
                     EkfStatusFlags::EKF_ATTITUDE
                         | EkfStatusFlags::EKF_VELOCITY_VERT
                         | EkfStatusFlags::EKF_POS_VERT_ABS
@@ -1696,7 +2222,7 @@ impl SimAutopilot {
                         | EkfStatusFlags::EKF_PRED_POS_HORIZ_REL
                         | EkfStatusFlags::EKF_PRED_POS_HORIZ_ABS
                 };
-                let variance = if self.gps_disabled { 1.2 } else { 0.05 };
+                let variance = if self.position_ok() { 0.05 } else { 1.2 };
                 MavMessage::EKF_STATUS_REPORT(EKF_STATUS_REPORT_DATA {
                     velocity_variance: variance,
                     pos_horiz_variance: variance,
@@ -1708,30 +2234,33 @@ impl SimAutopilot {
                 })
             }
             MSG_ESTIMATOR_STATUS if !ardupilot => {
-                let flags = if self.gps_disabled {
+                // ekf_helper.cpp get_ekf_soln_status: without aiding the EKF fuses a fake
+                // position (CONST_POS_MODE, no absolute position); when healthy, CONST_POS_MODE
+                // is set at rest too (vehicle_at_rest): 1023 on the ground, 895 moving.
+                let at_rest = self.physics.on_ground()
+                    && self.physics.velocity_ned_m_s().norm() < 0.1
+                    && !matches!(self.physics.target(), Target::Position { .. });
+                let flags = if now < self.ekf.initialised {
+                    EstimatorStatusFlags::empty()
+                } else if !self.position_ok() {
                     EstimatorStatusFlags::ESTIMATOR_ATTITUDE
                         | EstimatorStatusFlags::ESTIMATOR_VELOCITY_VERT
                         | EstimatorStatusFlags::ESTIMATOR_POS_VERT_ABS
                         | EstimatorStatusFlags::ESTIMATOR_CONST_POS_MODE
+                } else if at_rest {
+                    EstimatorStatusFlags::from_bits_truncate(PX4_ESTIMATOR_FLAGS_AT_REST)
                 } else {
-                    EstimatorStatusFlags::ESTIMATOR_ATTITUDE
-                        | EstimatorStatusFlags::ESTIMATOR_VELOCITY_HORIZ
-                        | EstimatorStatusFlags::ESTIMATOR_VELOCITY_VERT
-                        | EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_REL
-                        | EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_ABS
-                        | EstimatorStatusFlags::ESTIMATOR_POS_VERT_ABS
-                        | EstimatorStatusFlags::ESTIMATOR_PRED_POS_HORIZ_REL
-                        | EstimatorStatusFlags::ESTIMATOR_PRED_POS_HORIZ_ABS
+                    EstimatorStatusFlags::from_bits_truncate(PX4_ESTIMATOR_FLAGS_MOVING)
                 };
                 MavMessage::ESTIMATOR_STATUS(ESTIMATOR_STATUS_DATA {
                     time_usec,
                     vel_ratio: 0.1,
-                    pos_horiz_ratio: if self.gps_disabled { 1.5 } else { 0.1 },
+                    pos_horiz_ratio: if self.position_ok() { 0.1 } else { 1.5 },
                     pos_vert_ratio: 0.1,
                     mag_ratio: 0.05,
                     hagl_ratio: 0.0,
                     tas_ratio: 0.0,
-                    pos_horiz_accuracy: if self.gps_disabled { 50.0 } else { 0.5 },
+                    pos_horiz_accuracy: if self.position_ok() { 0.5 } else { 50.0 },
                     pos_vert_accuracy: 0.8,
                     flags,
                 })
@@ -1819,39 +2348,82 @@ impl SimAutopilot {
     }
 }
 
+/// The parameters the simulator answers for, with the firmware's defaults: ArduPilot's from its
+/// parameter tables (`AC_WPNav.cpp`, `ArduCopter/config.h`, `AP_BattMonitor_Params.cpp`,
+/// `AC_Fence.cpp`) as SITL's `copter.parm` overrides them (`BATT_MONITOR` 4, `FENCE_RADIUS`
+/// 150); PX4's from its `PARAM_DEFINE_*`/`module.yaml` (`multicopter_autonomous_params.c`,
+/// `multicopter_position_control_limits_params.c`, `rtl_params.c`, `commander_params.c`,
+/// `lib/battery/module.yaml`, `geofence_params.c`) as SITL's start-up overrides them
+/// (`init.d/rc.mc_defaults`: `RTL_RETURN_ALT` 30, `RTL_DESCEND_ALT` 10; `init.d-posix/rcS`:
+/// `COM_LOW_BAT_ACT` 3) — the values read from PX4 SIH (`/work/sitl/NOTES.md` §6).
 fn default_params(personality: Personality) -> Vec<Param> {
     use MavParamType::*;
     let p = |name, value, kind| Param { name, value, kind };
     let mut params = match personality {
         Personality::ArduPilot => vec![
             p("ARMING_CHECK", 1.0, MAV_PARAM_TYPE_INT32),
+            p("BATT_ARM_MAH", 0.0, MAV_PARAM_TYPE_INT32),
+            p("BATT_ARM_VOLT", 0.0, MAV_PARAM_TYPE_REAL32),
+            p("BATT_CAPACITY", 3300.0, MAV_PARAM_TYPE_INT32),
+            p("BATT_CRT_MAH", 0.0, MAV_PARAM_TYPE_REAL32),
+            p("BATT_CRT_VOLT", 0.0, MAV_PARAM_TYPE_REAL32),
+            p("BATT_FS_CRT_ACT", 0.0, MAV_PARAM_TYPE_INT8),
+            p("BATT_FS_LOW_ACT", 0.0, MAV_PARAM_TYPE_INT8),
+            p("BATT_LOW_MAH", 0.0, MAV_PARAM_TYPE_REAL32),
+            p("BATT_LOW_VOLT", 10.5, MAV_PARAM_TYPE_REAL32),
+            p("BATT_MONITOR", 4.0, MAV_PARAM_TYPE_INT8),
             p("DISARM_DELAY", 10.0, MAV_PARAM_TYPE_INT8),
+            p("FENCE_ACTION", 1.0, MAV_PARAM_TYPE_INT8),
+            p("FENCE_ALT_MAX", 100.0, MAV_PARAM_TYPE_REAL32),
             p("FENCE_ENABLE", 0.0, MAV_PARAM_TYPE_INT8),
+            p("FENCE_MARGIN", 2.0, MAV_PARAM_TYPE_REAL32),
+            p("FENCE_RADIUS", 150.0, MAV_PARAM_TYPE_REAL32),
+            p("FENCE_TYPE", 7.0, MAV_PARAM_TYPE_INT8),
             p("FS_GCS_ENABLE", 0.0, MAV_PARAM_TYPE_INT8),
             p("LAND_SPEED", 50.0, MAV_PARAM_TYPE_INT16),
+            p("LOIT_SPEED", 1250.0, MAV_PARAM_TYPE_REAL32),
             p("RTL_ALT", 1500.0, MAV_PARAM_TYPE_INT32),
+            p("RTL_CLIMB_MIN", 0.0, MAV_PARAM_TYPE_INT16),
+            p("RTL_CONE_SLOPE", 3.0, MAV_PARAM_TYPE_REAL32),
+            p("RTL_SPEED", 0.0, MAV_PARAM_TYPE_INT16),
             p("WPNAV_ACCEL", 250.0, MAV_PARAM_TYPE_REAL32),
             p("WPNAV_SPEED", 1000.0, MAV_PARAM_TYPE_REAL32),
             p("WPNAV_SPEED_DN", 150.0, MAV_PARAM_TYPE_REAL32),
             p("WPNAV_SPEED_UP", 250.0, MAV_PARAM_TYPE_REAL32),
+            p("SIM_BATT_CAP_AH", 0.0, MAV_PARAM_TYPE_REAL32),
+            p("SIM_BATT_VOLTAGE", 12.6, MAV_PARAM_TYPE_REAL32),
         ],
         Personality::Px4 => vec![
+            p("BAT1_CAPACITY", -1.0, MAV_PARAM_TYPE_REAL32),
+            p("BAT_CRIT_THR", 0.07, MAV_PARAM_TYPE_REAL32),
+            p("BAT_EMERGEN_THR", 0.05, MAV_PARAM_TYPE_REAL32),
+            p("BAT_LOW_THR", 0.15, MAV_PARAM_TYPE_REAL32),
             p("COM_DISARM_LAND", 2.0, MAV_PARAM_TYPE_REAL32),
             p("COM_DL_LOSS_T", 10.0, MAV_PARAM_TYPE_INT32),
+            p("COM_LOW_BAT_ACT", 3.0, MAV_PARAM_TYPE_INT32),
+            p("GF_ACTION", 2.0, MAV_PARAM_TYPE_INT32),
+            p("GF_MAX_HOR_DIST", 0.0, MAV_PARAM_TYPE_REAL32),
+            p("GF_MAX_VER_DIST", 0.0, MAV_PARAM_TYPE_REAL32),
             p("MIS_TAKEOFF_ALT", 2.5, MAV_PARAM_TYPE_REAL32),
             p("MPC_LAND_SPEED", 0.7, MAV_PARAM_TYPE_REAL32),
+            p("MPC_XY_CRUISE", 5.0, MAV_PARAM_TYPE_REAL32),
             p("MPC_XY_VEL_MAX", 12.0, MAV_PARAM_TYPE_REAL32),
             p("MPC_Z_VEL_MAX_DN", 1.5, MAV_PARAM_TYPE_REAL32),
             p("MPC_Z_VEL_MAX_UP", 3.0, MAV_PARAM_TYPE_REAL32),
-            p("RTL_RETURN_ALT", 60.0, MAV_PARAM_TYPE_REAL32),
+            p("RTL_DESCEND_ALT", 10.0, MAV_PARAM_TYPE_REAL32),
+            p("RTL_RETURN_ALT", 30.0, MAV_PARAM_TYPE_REAL32),
+            p("SIM_BATT_VOLTAGE", 0.0, MAV_PARAM_TYPE_REAL32),
         ],
     };
     params.extend([
-        p("SIM_BATT_VOLTAGE", 0.0, MAV_PARAM_TYPE_REAL32),
         p("SIM_GPS_DISABLE", 0.0, MAV_PARAM_TYPE_INT8),
         p("SIM_LINK_DROP_S", 0.0, MAV_PARAM_TYPE_REAL32),
         p("SIM_WIND_DIR", 180.0, MAV_PARAM_TYPE_REAL32),
         p("SIM_WIND_SPD", 0.0, MAV_PARAM_TYPE_REAL32),
+        p("SIM_WIND_T", 0.0, MAV_PARAM_TYPE_INT8),
+        p("SIM_WIND_T_ALT", 60.0, MAV_PARAM_TYPE_REAL32),
+        p("SIM_WIND_T_COEF", 0.01, MAV_PARAM_TYPE_REAL32),
+        p("SIM_WIND_TURB", 0.0, MAV_PARAM_TYPE_REAL32),
     ]);
     params
 }
@@ -1909,6 +2481,11 @@ mod tests {
         }
 
         fn with_seed(personality: Personality, seed: u64) -> Self {
+            Self::with_options(personality, seed, Some(0.0))
+        }
+
+        /// `ekf_ready_s`: `None` is the firmware's own start-up timeline.
+        fn with_options(personality: Personality, seed: u64, ekf_ready_s: Option<f64>) -> Self {
             Harness {
                 sim: SimAutopilot::new(SimOptions {
                     autopilot: personality,
@@ -1919,6 +2496,7 @@ mod tests {
                     },
                     seed,
                     system_id: 1,
+                    ekf_ready_s,
                 }),
                 now: Duration::ZERO,
                 sent: Vec::new(),
@@ -2087,8 +2665,10 @@ mod tests {
         let after = h.now;
         h.run(2.0);
         assert_eq!(h.count("GLOBAL_POSITION_INT", after, h.now), 0);
-        // GUIDED needs a position too.
-        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_FAILED);
+        // While disarmed ArduCopter accepts any mode (mode.cpp: ignore_checks when disarmed);
+        // arming in GUIDED without a fix is what is refused.
+        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_ACCEPTED);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
 
         // PX4 denies it with its own words.
         let mut h = Harness::new(Personality::Px4);
@@ -2306,7 +2886,8 @@ mod tests {
         let hb = h.last_heartbeat();
         assert_eq!(hb.autopilot, MavAutopilot::MAV_AUTOPILOT_PX4);
         assert_eq!(hb.mavtype, MavType::MAV_TYPE_QUADROTOR);
-        assert_eq!(hb.custom_mode, 3 << 16);
+        // PX4 SIH boots in AUTO.LOITER (Hold), 50593792 (NOTES.md §6).
+        assert_eq!(hb.custom_mode, (4 << 16) | (3 << 24));
         assert_eq!(hb.system_status, MavState::MAV_STATE_STANDBY);
         assert!(
             hb.base_mode
@@ -2425,6 +3006,7 @@ mod tests {
         let fly = |seed: u64| {
             let mut h = Harness::with_seed(Personality::ArduPilot, seed);
             h.set_param("SIM_WIND_SPD", 7.0);
+            h.set_param("SIM_WIND_TURB", 2.0);
             h.ardupilot_airborne(10.0);
             h.run(20.0);
             h.sent
@@ -2442,7 +3024,8 @@ mod tests {
         h.run(3.0);
         let before = h.sim.physics().position_ned_m();
         h.set_param("SIM_WIND_DIR", 0.0); // from the north: pushes south
-        h.set_param("SIM_WIND_SPD", 10.0);
+        // SITL scales the wind with height: 20 m/s is about 8 m/s at 10 m.
+        h.set_param("SIM_WIND_SPD", 20.0);
         h.run(30.0);
         let drift = h.sim.physics().position_ned_m() - before;
         assert!(drift.x < -2.0, "{drift:?}");
@@ -2609,5 +3192,722 @@ mod tests {
             target_component: 1,
         }));
         assert_eq!(h.sent.len(), before);
+    }
+
+    // ----- fidelity to the firmware: one test per behaviour, citing its source -----
+
+    impl Harness {
+        fn command_int(
+            &mut self,
+            command: MavCmd,
+            frame: MavFrame,
+            params: [f32; 4],
+            x: i32,
+            y: i32,
+            z: f32,
+        ) -> MavResult {
+            self.send(MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+                param1: params[0],
+                param2: params[1],
+                param3: params[2],
+                param4: params[3],
+                x,
+                y,
+                z,
+                command,
+                target_system: 1,
+                target_component: 1,
+                frame,
+                current: 0,
+                autocontinue: 0,
+            }));
+            self.last_ack(command)
+        }
+
+        /// DO_REPOSITION to `north_m`/`east_m` from home, altitude `z` as sent.
+        fn reposition(
+            &mut self,
+            north_m: f64,
+            east_m: f64,
+            frame: MavFrame,
+            z: f32,
+            speed: f32,
+            yaw: f32,
+        ) -> MavResult {
+            let goal = self.sim.home.offset_by(&Vector3::new(north_m, east_m, 0.0));
+            self.command_int(
+                MavCmd::MAV_CMD_DO_REPOSITION,
+                frame,
+                [speed, 1.0, 0.0, yaw],
+                (goal.lat_deg * 1e7).round() as i32,
+                (goal.lon_deg * 1e7).round() as i32,
+                z,
+            )
+        }
+
+        fn change_speed(&mut self, speed_m_s: f32) -> MavResult {
+            self.command(
+                MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+                [1.0, speed_m_s, -1.0, 0.0, 0.0, 0.0, 0.0],
+            )
+        }
+
+        /// The fastest horizontal speed over the next `seconds`.
+        fn top_speed(&mut self, seconds: f64) -> f64 {
+            let mut top: f64 = 0.0;
+            let end = self.now + Duration::from_secs_f64(seconds);
+            while self.now < end {
+                self.run(0.1);
+                top = top.max(self.sim.physics().velocity_ned_m_s().xy().norm());
+            }
+            top
+        }
+
+        fn param_value(&mut self, name: &str) -> PARAM_VALUE_DATA {
+            self.send(MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: -1,
+                target_system: 1,
+                target_component: 1,
+                param_id: name.into(),
+            }));
+            self.sent
+                .iter()
+                .rev()
+                .find_map(|(_, m)| match m {
+                    MavMessage::PARAM_VALUE(p) if p.param_id.to_str() == Ok(name) => {
+                        Some(p.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no PARAM_VALUE for {name}"))
+        }
+
+        fn last_battery_percent(&self) -> i8 {
+            self.sent
+                .iter()
+                .rev()
+                .find_map(|(_, m)| match m {
+                    MavMessage::SYS_STATUS(s) => Some(s.battery_remaining),
+                    _ => None,
+                })
+                .expect("a SYS_STATUS")
+        }
+
+        /// PX4: arm, take off to `altitude_m` above home and wait for AUTO.LOITER.
+        fn px4_airborne(&mut self, altitude_m: f32) {
+            self.run(1.0);
+            assert_eq!(self.arm(), MavResult::MAV_RESULT_ACCEPTED);
+            let amsl = 488.0 + altitude_m;
+            assert_eq!(
+                self.command(
+                    MavCmd::MAV_CMD_NAV_TAKEOFF,
+                    [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, amsl]
+                ),
+                MavResult::MAV_RESULT_ACCEPTED
+            );
+            self.run_until(30.0, |s| s.mode() == FlightMode::Loiter);
+        }
+    }
+
+    #[test]
+    fn arducopter_guided_flies_at_wpnav_speed_and_ignores_the_reposition_speed() {
+        // GCS_MAVLink_Copter.cpp handle_command_int_do_reposition: set_destination(loc, false,
+        // 0, ...) reads neither param1 (speed) nor param4 (yaw); mode_guided.cpp
+        // pva_control_start: the position controller flies at WPNAV_SPEED (1000 cm/s).
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(10.0);
+        let ack = h.reposition(
+            150.0,
+            0.0,
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            10.0,
+            3.0,
+            90.0,
+        );
+        assert_eq!(ack, MavResult::MAV_RESULT_ACCEPTED);
+        let top = h.top_speed(25.0);
+        assert!(
+            (9.5..=10.05).contains(&top),
+            "flew at {top} m/s, not WPNAV_SPEED"
+        );
+        // Outside GUIDED without the change-mode flag it is DENIED.
+        assert_eq!(h.set_mode_ardupilot(17.0), MavResult::MAV_RESULT_ACCEPTED);
+        let goal = h.sim.home.offset_by(&Vector3::new(0.0, 20.0, 0.0));
+        let ack = h.command_int(
+            MavCmd::MAV_CMD_DO_REPOSITION,
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            [-1.0, 0.0, 0.0, f32::NAN],
+            (goal.lat_deg * 1e7) as i32,
+            (goal.lon_deg * 1e7) as i32,
+            10.0,
+        );
+        assert_eq!(ack, MavResult::MAV_RESULT_DENIED);
+    }
+
+    #[test]
+    fn arducopter_speed_set_before_a_new_controller_start_is_lost_and_after_it_holds() {
+        // mode_guided.cpp: set_speed_xy_cms sets the position controller's speed; the first
+        // position target after a takeoff (or after entering GUIDED) restarts the controller
+        // at WPNAV_SPEED (set_destination → pos_control_start → pva_control_start); later
+        // targets keep it.
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(10.0);
+        assert_eq!(h.change_speed(4.0), MavResult::MAV_RESULT_ACCEPTED);
+        h.reposition(
+            150.0,
+            0.0,
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            10.0,
+            -1.0,
+            f32::NAN,
+        );
+        let top = h.top_speed(12.0);
+        assert!(
+            top > 9.5,
+            "the speed set before the first target was reset: {top}"
+        );
+        // Set after the target, it holds, and a later target keeps it.
+        assert_eq!(h.change_speed(4.0), MavResult::MAV_RESULT_ACCEPTED);
+        h.run(4.0);
+        let top = h.top_speed(5.0);
+        assert!((3.8..=4.05).contains(&top), "{top}");
+        h.reposition(
+            0.0,
+            80.0,
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            10.0,
+            -1.0,
+            f32::NAN,
+        );
+        let top = h.top_speed(10.0);
+        assert!(
+            (3.8..=4.05).contains(&top),
+            "a second target keeps the speed: {top}"
+        );
+        // Entering GUIDED again (from BRAKE, via the reposition's change-mode flag) resets it.
+        assert_eq!(h.set_mode_ardupilot(17.0), MavResult::MAV_RESULT_ACCEPTED);
+        h.run(5.0);
+        h.reposition(
+            -100.0,
+            0.0,
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            10.0,
+            -1.0,
+            f32::NAN,
+        );
+        assert_eq!(h.sim.mode(), FlightMode::Guided);
+        let top = h.top_speed(15.0);
+        assert!(
+            top > 9.5,
+            "re-entering GUIDED restarts at WPNAV_SPEED: {top}"
+        );
+    }
+
+    #[test]
+    fn arducopter_takes_a_speed_change_only_in_guided_auto_and_rtl() {
+        // GCS_MAVLink_Copter.cpp handle_MAV_CMD_DO_CHANGE_SPEED: DENIED without a positive
+        // speed or with an unknown speed type; otherwise the mode's set_speed_xy_cms, which
+        // only Guided, Auto and RTL override (mode.h): FAILED in every other mode.
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(10.0);
+        assert_eq!(h.change_speed(3.0), MavResult::MAV_RESULT_ACCEPTED);
+        assert_eq!(h.change_speed(0.0), MavResult::MAV_RESULT_DENIED);
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+                [4.0, 3.0, -1.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_DENIED
+        );
+        for mode in [17.0, 5.0, 16.0, 0.0] {
+            assert_eq!(h.set_mode_ardupilot(mode), MavResult::MAV_RESULT_ACCEPTED);
+            assert_eq!(
+                h.change_speed(3.0),
+                MavResult::MAV_RESULT_FAILED,
+                "mode {mode}"
+            );
+        }
+        assert_eq!(h.set_mode_ardupilot(6.0), MavResult::MAV_RESULT_ACCEPTED);
+        assert_eq!(h.change_speed(3.0), MavResult::MAV_RESULT_ACCEPTED);
+    }
+
+    #[test]
+    fn arducopter_rtl_climbs_to_rtl_alt_then_cruises_at_rtl_speed() {
+        // mode_rtl.cpp: init runs wp_and_spline_init_cm(RTL_SPEED) (0: WPNAV_SPEED);
+        // compute_return_target climbs to max(RTL_ALT, here + RTL_CLIMB_MIN) inside the
+        // RTL_CONE_SLOPE cone, never lower than here; set_speed_xy_cms changes the speed.
+        let fly_home = |rtl_speed_cms: f32, change_to: Option<f32>| {
+            let mut h = Harness::new(Personality::ArduPilot);
+            h.set_param("RTL_SPEED", rtl_speed_cms);
+            h.ardupilot_airborne(5.0);
+            h.reposition(
+                120.0,
+                0.0,
+                MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                5.0,
+                -1.0,
+                f32::NAN,
+            );
+            h.run_until(60.0, |s| {
+                s.physics().horizontal_distance_m(&Vector3::zeros()) > 119.0
+                    && s.physics().velocity_ned_m_s().norm() < 0.2
+            });
+            assert_eq!(h.set_mode_ardupilot(6.0), MavResult::MAV_RESULT_ACCEPTED);
+            if let Some(speed) = change_to {
+                assert_eq!(h.change_speed(speed), MavResult::MAV_RESULT_ACCEPTED);
+            }
+            // It climbs to RTL_ALT (15 m) where it is before going home.
+            h.run_until(20.0, |s| s.altitude_m() > 14.8);
+            assert!(h.sim.physics().horizontal_distance_m(&Vector3::zeros()) > 118.0);
+            let top = h.top_speed(20.0);
+            h.run_until(120.0, |s| !s.armed());
+            assert!(h.sim.physics().horizontal_distance_m(&Vector3::zeros()) < 1.0);
+            top
+        };
+        let top = fly_home(0.0, None);
+        assert!(
+            (9.5..=10.05).contains(&top),
+            "RTL_SPEED 0 cruises at WPNAV_SPEED: {top}"
+        );
+        let top = fly_home(300.0, None);
+        assert!((2.9..=3.05).contains(&top), "RTL_SPEED 300 cm/s: {top}");
+        let top = fly_home(0.0, Some(4.0));
+        assert!((3.9..=4.05).contains(&top), "DO_CHANGE_SPEED in RTL: {top}");
+
+        // Near home the cone lowers the climb: 2 m away with slope 3 gives 6 m, not 15 m.
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(4.0);
+        h.reposition(
+            2.0,
+            0.0,
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            4.0,
+            -1.0,
+            f32::NAN,
+        );
+        h.run(8.0);
+        assert_eq!(h.set_mode_ardupilot(6.0), MavResult::MAV_RESULT_ACCEPTED);
+        let mut highest: f64 = 0.0;
+        for _ in 0..400 {
+            h.run(0.1);
+            highest = highest.max(h.sim.altitude_m());
+        }
+        assert!((5.7..6.3).contains(&highest), "climbed to {highest} m");
+    }
+
+    #[test]
+    fn px4_reposition_altitude_is_above_sea_level_whatever_the_frame() {
+        // navigator_main.cpp (VEHICLE_CMD_DO_REPOSITION): position_setpoint.alt = param7, the
+        // global position's altitude (AMSL); the frame is not read. Param1 is the ground speed
+        // (≤ 0: MPC_XY_CRUISE, 5 m/s, on entering Hold); param4 the yaw in radians.
+        let mut h = Harness::new(Personality::Px4);
+        h.px4_airborne(10.0);
+        let ack = h.reposition(
+            60.0,
+            0.0,
+            MavFrame::MAV_FRAME_GLOBAL_INT,
+            488.0 + 12.0,
+            -1.0,
+            f32::NAN,
+        );
+        assert_eq!(ack, MavResult::MAV_RESULT_ACCEPTED);
+        let top = h.top_speed(20.0);
+        assert!((4.8..=5.05).contains(&top), "MPC_XY_CRUISE: {top}");
+        h.run(10.0);
+        assert!(
+            (h.sim.altitude_m() - 12.0).abs() < 0.2,
+            "{}",
+            h.sim.altitude_m()
+        );
+        // A relative altitude in a relative frame is still taken as AMSL: 12 m above sea level
+        // is far below home (488 m), so the vehicle goes down to the ground.
+        h.reposition(
+            60.0,
+            20.0,
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            12.0,
+            3.0,
+            f32::NAN,
+        );
+        h.run_until(40.0, |s| s.physics().on_ground());
+        // Param1 carries the speed; the yaw is in radians.
+        let mut h = Harness::new(Personality::Px4);
+        h.px4_airborne(10.0);
+        h.reposition(
+            0.0,
+            80.0,
+            MavFrame::MAV_FRAME_GLOBAL_INT,
+            498.0,
+            3.0,
+            std::f32::consts::PI,
+        );
+        let top = h.top_speed(15.0);
+        assert!((2.9..=3.05).contains(&top), "{top}");
+        h.run(20.0);
+        assert!((h.sim.physics().yaw_rad().abs() - std::f64::consts::PI).abs() < 0.05);
+        // Without the change-mode flag the commander answers UNSUPPORTED.
+        let ack = h.command_int(
+            MavCmd::MAV_CMD_DO_REPOSITION,
+            MavFrame::MAV_FRAME_GLOBAL_INT,
+            [-1.0, 0.0, 0.0, f32::NAN],
+            0,
+            0,
+            498.0,
+        );
+        assert_eq!(ack, MavResult::MAV_RESULT_UNSUPPORTED);
+    }
+
+    #[test]
+    fn px4_speed_change_applies_to_the_next_setpoint() {
+        // navigator_main.cpp (VEHICLE_CMD_DO_CHANGE_SPEED): accepted in any mode, it sets the
+        // navigator's cruising speed, which the next reposition (without its own speed) or the
+        // next RTL leg takes; MPC_XY_VEL_MAX caps everything.
+        let mut h = Harness::new(Personality::Px4);
+        h.px4_airborne(10.0);
+        h.reposition(
+            0.0,
+            100.0,
+            MavFrame::MAV_FRAME_GLOBAL_INT,
+            498.0,
+            -1.0,
+            f32::NAN,
+        );
+        h.run(3.0);
+        assert_eq!(h.change_speed(2.0), MavResult::MAV_RESULT_ACCEPTED);
+        let top = h.top_speed(5.0);
+        assert!(top > 4.8, "the running leg keeps its speed: {top}");
+        h.reposition(
+            0.0,
+            -50.0,
+            MavFrame::MAV_FRAME_GLOBAL_INT,
+            498.0,
+            -1.0,
+            f32::NAN,
+        );
+        h.run(3.0);
+        let top = h.top_speed(10.0);
+        assert!(
+            (1.9..=2.05).contains(&top),
+            "the next setpoint takes it: {top}"
+        );
+        h.set_param("MPC_XY_VEL_MAX", 4.0);
+        h.reposition(
+            0.0,
+            100.0,
+            MavFrame::MAV_FRAME_GLOBAL_INT,
+            498.0,
+            9.0,
+            f32::NAN,
+        );
+        let top = h.top_speed(15.0);
+        assert!(
+            (3.9..=4.05).contains(&top),
+            "capped by MPC_XY_VEL_MAX: {top}"
+        );
+    }
+
+    #[test]
+    fn px4_estimator_is_in_constant_position_mode_at_rest() {
+        // ekf_helper.cpp get_ekf_soln_status: CONST_POS_MODE = fake_pos || valid_fake_pos ||
+        // vehicle_at_rest: 1023 on the ground, 895 once it moves (sitl.md, SIH).
+        let flags = |h: &Harness| {
+            h.sent
+                .iter()
+                .rev()
+                .find_map(|(_, m)| match m {
+                    MavMessage::ESTIMATOR_STATUS(e) => Some(e.flags.bits()),
+                    _ => None,
+                })
+                .expect("ESTIMATOR_STATUS")
+        };
+        let mut h = Harness::new(Personality::Px4);
+        h.run(2.0);
+        assert_eq!(flags(&h), 1023);
+        h.px4_airborne(10.0);
+        h.run(1.1);
+        assert_eq!(flags(&h), 895);
+        // Without GPS: constant position and no absolute position.
+        h.set_param("SIM_GPS_DISABLE", 1.0);
+        h.run(1.1);
+        let f = EstimatorStatusFlags::from_bits_truncate(flags(&h));
+        assert!(f.contains(EstimatorStatusFlags::ESTIMATOR_CONST_POS_MODE));
+        assert!(!f.contains(EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_ABS));
+    }
+
+    #[test]
+    fn px4_returns_to_hold_after_disarming_from_a_landing() {
+        // UserModeIntention::onDisarm: PX4 goes back to the last mode that allows arming, so a
+        // landing ends in AUTO.LOITER once disarmed (seen on SIH: "Disarmed by landing").
+        let mut h = Harness::new(Personality::Px4);
+        h.px4_airborne(5.0);
+        assert_eq!(
+            h.command(MavCmd::MAV_CMD_NAV_LAND, [0.0; 7]),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        h.run_until(60.0, |s| !s.armed());
+        assert_eq!(h.sim.mode(), FlightMode::Loiter);
+        assert!(h.events.contains(&SimEvent::ModeChanged("AUTO.LOITER")));
+    }
+
+    #[test]
+    fn px4_takeoff_altitude_is_amsl_or_the_default_above_where_it_stands() {
+        // navigator/takeoff.cpp: param7 AMSL, never below the current altitude; NaN takes
+        // MIS_TAKEOFF_ALT (2.5 m) above the vehicle.
+        let mut h = Harness::new(Personality::Px4);
+        h.run(1.0);
+        h.arm();
+        h.command(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, f32::NAN],
+        );
+        h.run_until(20.0, |s| s.mode() == FlightMode::Loiter);
+        assert!(
+            (h.sim.altitude_m() - 2.5).abs() < 0.15,
+            "{}",
+            h.sim.altitude_m()
+        );
+        // Before a landing, a takeoff to 1 m AMSL (below home) keeps it on the ground.
+        let mut h = Harness::new(Personality::Px4);
+        h.run(1.0);
+        h.arm();
+        h.command(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, 1.0],
+        );
+        h.run(5.0);
+        assert!(h.sim.altitude_m() < 0.1);
+    }
+
+    #[test]
+    fn the_estimator_trusts_its_position_only_after_the_firmware_timeline() {
+        // NOTES.md §5 (ArduCopter SITL 4.7.0-dev): EKF3 4.8 s, GPS 10.5 s, origin and home
+        // 20.4 s, using GPS 42 s, arming 44 s; "Arm: AHRS: waiting for home" (AP_Arming.cpp)
+        // then "Arm: Need Position Estimate" (AP_Arming_Copter.cpp); AP_NavEKF3_Control.cpp:
+        // CONST_POS_MODE without aiding; mode.cpp: any mode while disarmed.
+        let mut h = Harness::with_options(Personality::ArduPilot, 1, None);
+        let last = |h: &Harness, name: &str| {
+            h.sent
+                .iter()
+                .rev()
+                .find(|(_, m)| m.message_name() == name)
+                .map(|(_, m)| m.clone())
+        };
+        h.run(2.0);
+        assert!(
+            matches!(last(&h, "EKF_STATUS_REPORT"), Some(MavMessage::EKF_STATUS_REPORT(e)) if e.flags.contains(EkfStatusFlags::EKF_UNINITIALIZED))
+        );
+        h.run(6.0);
+        assert!(
+            matches!(last(&h, "GPS_RAW_INT"), Some(MavMessage::GPS_RAW_INT(g)) if g.fix_type == GpsFixType::GPS_FIX_TYPE_NO_GPS)
+        );
+        assert!(
+            matches!(last(&h, "EKF_STATUS_REPORT"), Some(MavMessage::EKF_STATUS_REPORT(e)) if e.flags.contains(EkfStatusFlags::EKF_CONST_POS_MODE))
+        );
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t == "Arm: AHRS: waiting for home")
+        );
+        assert_eq!(h.count("HOME_POSITION", Duration::ZERO, h.now), 0);
+        assert_eq!(h.count("GLOBAL_POSITION_INT", Duration::ZERO, h.now), 0);
+        // While disarmed GUIDED is accepted without a position.
+        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_ACCEPTED);
+        h.run(17.0);
+        assert!(h.count("HOME_POSITION", Duration::ZERO, h.now) >= 1);
+        assert!(h.count("GLOBAL_POSITION_INT", Duration::from_secs(21), h.now) >= 1);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t == "Arm: Need Position Estimate")
+        );
+        h.run(18.0);
+        assert!(
+            matches!(last(&h, "EKF_STATUS_REPORT"), Some(MavMessage::EKF_STATUS_REPORT(e)) if e.flags.contains(EkfStatusFlags::EKF_POS_HORIZ_ABS) && !e.flags.contains(EkfStatusFlags::EKF_CONST_POS_MODE))
+        );
+        assert_eq!(
+            h.arm(),
+            MavResult::MAV_RESULT_FAILED,
+            "position trusted at 42 s, arming at 44 s"
+        );
+        h.run(2.0);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+
+        // PX4 SIH: ESTIMATOR_STATUS 1023 at 3 s, arming accepted from 5 s (TEMPORARILY_REJECTED
+        // "Arming denied: Resolve system health failures first" before).
+        let mut h = Harness::with_options(Personality::Px4, 1, None);
+        h.run(3.5);
+        assert!(
+            matches!(last(&h, "ESTIMATOR_STATUS"), Some(MavMessage::ESTIMATOR_STATUS(e)) if e.flags.bits() == 1023)
+        );
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_TEMPORARILY_REJECTED);
+        // 51 characters: the STATUSTEXT carries 50 (PX4 sends the rest in a second chunk).
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t.starts_with("Arming denied: Resolve system health failures"))
+        );
+        h.run(1.6);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+
+        // A shorter timeline (the --ekf-ready-s option) scales every stage.
+        let t = EkfTimeline::scaled(Personality::ArduPilot, 4.2);
+        assert_eq!(t.position_trusted, Duration::from_secs_f64(4.2));
+        assert!((t.origin_set.as_secs_f64() - 2.04).abs() < 1e-9);
+        assert!((t.arming_ready.as_secs_f64() - 4.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ardupilot_battery_percentage_counts_consumed_mah_not_volts() {
+        // AP_BattMonitor_Backend::capacity_remaining_pct: (BATT_CAPACITY − consumed mAh) /
+        // BATT_CAPACITY for a current-measuring monitor (BATT_MONITOR 4), unknown otherwise;
+        // SITL's quad keeps SIM_BATT_VOLTAGE whatever is consumed (SIM_Frame.h battCapacityAh
+        // 0); reset_remaining sets the percentage (MAV_CMD_BATTERY_RESET).
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(10.0);
+        h.run(60.0);
+        let consumed = h.sim.physics().battery().consumed_mah;
+        let expected = (100.0 * (3300.0 - consumed) / 3300.0).floor() as i8;
+        h.run(1.1);
+        let percent = h.last_battery_percent();
+        assert!((percent - expected).abs() <= 1, "{percent} vs {expected}");
+        let volts = |h: &Harness| {
+            h.sent
+                .iter()
+                .rev()
+                .find_map(|(_, m)| match m {
+                    MavMessage::SYS_STATUS(s) => Some(s.voltage_battery),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(volts(&h), 12_600);
+        // Volts move, the percentage does not.
+        h.set_param("SIM_BATT_VOLTAGE", 11.1);
+        h.run(1.1);
+        assert_eq!(volts(&h), 11_100);
+        assert!((h.last_battery_percent() - percent).abs() <= 1);
+        // The ground station's reset sets it.
+        assert_eq!(
+            h.command(
+                MavCmd::MAV_CMD_BATTERY_RESET,
+                [1.0, 25.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            ),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        h.run(1.1);
+        assert!(
+            (23..=25).contains(&h.last_battery_percent()),
+            "{}",
+            h.last_battery_percent()
+        );
+        // Without a capacity, or a voltage-only monitor: unknown.
+        h.set_param("BATT_CAPACITY", 0.0);
+        h.run(1.1);
+        assert_eq!(h.last_battery_percent(), -1);
+        h.set_param("BATT_CAPACITY", 3300.0);
+        h.set_param("BATT_MONITOR", 3.0);
+        h.run(1.1);
+        assert_eq!(h.last_battery_percent(), -1);
+        // SIM_BATT_CAP_AH is declared by SITL and read nowhere: nothing changes.
+        h.set_param("BATT_MONITOR", 4.0);
+        h.set_param("SIM_BATT_CAP_AH", 0.5);
+        h.run(1.1);
+        assert!((22..=25).contains(&h.last_battery_percent()));
+
+        // Arming checks (AP_BattMonitor_Backend::arming_checks): the arming voltage and the
+        // low-voltage failsafe level.
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(1.0);
+        h.set_param("BATT_ARM_VOLT", 12.8);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t == "PreArm: Battery 1 below minimum arming voltage")
+        );
+        h.set_param("BATT_ARM_VOLT", 0.0);
+        h.set_param("SIM_BATT_VOLTAGE", 10.2);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t == "PreArm: Battery 1 low failsafe")
+        );
+        h.set_param("SIM_BATT_VOLTAGE", 12.6);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+    }
+
+    #[test]
+    fn the_wind_is_scaled_with_height_as_sitl_scales_it() {
+        // AP_HAL_SITL/SITL_State.cpp: SIM_WIND_T 0 multiplies SIM_WIND_SPD by
+        // sqrt(altitude / SIM_WIND_T_ALT) below SIM_WIND_T_ALT (60 m); 1 leaves it alone.
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.ardupilot_airborne(6.0);
+        h.set_param("SIM_WIND_SPD", 30.0);
+        h.run(0.1);
+        let here = h.sim.physics().wind_here_ned_m_s().norm();
+        assert!((here - 9.49).abs() < 0.05, "{here}");
+        h.set_param("SIM_WIND_T", 1.0);
+        h.run(0.1);
+        assert!((h.sim.physics().wind_here_ned_m_s().norm() - 30.0).abs() < 1e-9);
+        h.set_param("SIM_WIND_T", 0.0);
+        h.set_param("SIM_WIND_T_ALT", 6.0);
+        h.run(0.1);
+        assert!((h.sim.physics().wind_here_ned_m_s().norm() - 30.0).abs() < 0.05);
+        // SITL.cpp SIM_WIND_TURB (m/s, default 0): a steady wind unless turbulence is asked
+        // for; then the vehicle's ground velocity wanders (SIM_Aircraft.cpp filtered noise).
+        let wander = |h: &mut Harness| {
+            let mut speeds = Vec::new();
+            for _ in 0..50 {
+                h.run(0.2);
+                speeds.push(h.sim.physics().velocity_ned_m_s().xy().norm());
+            }
+            let mean = speeds.iter().sum::<f64>() / speeds.len() as f64;
+            speeds.iter().map(|s| (s - mean).abs()).fold(0.0, f64::max)
+        };
+        h.set_param("SIM_WIND_SPD", 6.0);
+        h.run(20.0);
+        assert!(wander(&mut h) < 0.05);
+        h.set_param("SIM_WIND_TURB", 3.0);
+        assert!(wander(&mut h) > 0.3);
+    }
+
+    #[test]
+    fn the_pre_flight_parameters_are_answered_with_the_firmware_defaults() {
+        // Defaults from the parameter tables cited at default_params; PX4 INT32 bytewise.
+        let mut h = Harness::new(Personality::ArduPilot);
+        for (name, value) in [
+            ("WPNAV_SPEED", 1000.0),
+            ("RTL_SPEED", 0.0),
+            ("RTL_ALT", 1500.0),
+            ("LOIT_SPEED", 1250.0),
+            ("BATT_MONITOR", 4.0),
+            ("BATT_CAPACITY", 3300.0),
+            ("BATT_LOW_VOLT", 10.5),
+            ("BATT_FS_LOW_ACT", 0.0),
+            ("FENCE_ENABLE", 0.0),
+            ("FENCE_ALT_MAX", 100.0),
+            ("FENCE_RADIUS", 150.0),
+        ] {
+            assert_eq!(h.param_value(name).param_value, value, "{name}");
+        }
+        let mut h = Harness::new(Personality::Px4);
+        for (name, value) in [
+            ("MPC_XY_CRUISE", 5.0),
+            ("MPC_XY_VEL_MAX", 12.0),
+            ("RTL_RETURN_ALT", 30.0),
+            ("BAT1_CAPACITY", -1.0),
+            ("BAT_LOW_THR", 0.15),
+            ("GF_MAX_HOR_DIST", 0.0),
+        ] {
+            assert_eq!(h.param_value(name).param_value, value, "{name}");
+        }
+        for (name, value) in [("COM_LOW_BAT_ACT", 3), ("GF_ACTION", 2)] {
+            let p = h.param_value(name);
+            assert_eq!(p.param_type, MavParamType::MAV_PARAM_TYPE_INT32);
+            assert_eq!(p.param_value.to_bits() as i32, value, "{name}");
+        }
     }
 }

@@ -5,14 +5,23 @@
 //! root controller, so the vehicle stops at a point without overshoot) and the velocity demand
 //! into an acceleration, both clamped to the [`Limits`], horizontal and vertical separately.
 //!
-//! Wind: a constant wind plus seeded gusts (an Ornstein–Uhlenbeck random walk). A healthy
+//! Wind: a constant wind plus seeded gusts (an Ornstein–Uhlenbeck random walk) whose standard
+//! deviation is the turbulence (ArduPilot SITL's `SIM_WIND_TURB`, m/s, default 0: a steady
+//! wind). A healthy
 //! position controller cancels wind completely; the share it does *not* cancel
 //! (`1 - wind_compensation`) drifts the vehicle down-wind. The position loop fights back, so a
 //! drift smaller than the speed limit pushes the vehicle off its point by `drift / KP` metres;
 //! a larger one carries it away. That is the drift fault of the simulator.
 //!
-//! Battery: a 4S pack drained by a current proportional to thrust, with voltage sag under
-//! load through an internal resistance. Its resting voltage can be overridden (fault injection).
+//! Wind profile: below a full-strength altitude the wind is weaker, as ArduPilot SITL scales
+//! `SIM_WIND_SPD` (`AP_HAL_SITL/SITL_State.cpp`: by √(altitude / `SIM_WIND_T_ALT`) with the
+//! default `SIM_WIND_T` 0, unchanged with 1, linearly with 2).
+//!
+//! Battery: a pack of `cells` drained by a current proportional to thrust; the charge it has
+//! used is counted in mAh. With a capacity the resting voltage follows the charge and sags under
+//! load through an internal resistance; without one (capacity 0, as ArduPilot SITL's default
+//! quad frame: `SIM_Frame.h` `battCapacityAh` 0) the voltage stays where it is set. The resting
+//! voltage can be overridden (fault injection).
 //!
 //! Deterministic: the only randomness comes from [`SplitMix64`] seeded by the caller, and time
 //! only advances through [`Physics::step`] (virtual seconds).
@@ -33,8 +42,6 @@ const STOPPED_SPEED_M_S: f64 = 0.2;
 const TERMINAL_SPEED_M_S: f64 = 30.0;
 /// Time constant of the gust random walk.
 const GUST_TIME_CONSTANT_S: f64 = 3.0;
-/// Gust strength as a fraction of the mean wind speed.
-const GUST_FRACTION: f64 = 0.25;
 /// Beyond this horizontal distance a vehicle flying to a point turns to face it.
 const FACE_TARGET_DISTANCE_M: f64 = 2.0;
 
@@ -144,9 +151,50 @@ pub enum Target {
     Descend { speed_m_s: f64 },
 }
 
-/// The pack: 4S LiPo, linear-enough discharge curve, sag through internal resistance.
+/// How the wind changes with height (ArduPilot SITL's `SIM_WIND_T`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WindProfile {
+    /// 0: × √(altitude / `full_altitude_m`) below that altitude, full strength above it.
+    SquareRoot { full_altitude_m: f64 },
+    /// 1: the same wind at every height.
+    Uniform,
+    /// 2: + (altitude − `full_altitude_m`) × `coefficient_per_m` m/s, never below 0.
+    Linear {
+        full_altitude_m: f64,
+        coefficient_per_m: f64,
+    },
+}
+
+impl WindProfile {
+    /// The wind speed at `altitude_m` for a configured (full-strength) `speed_m_s`.
+    pub fn speed_at(&self, speed_m_s: f64, altitude_m: f64) -> f64 {
+        let speed = match *self {
+            WindProfile::SquareRoot { full_altitude_m } => {
+                if altitude_m < full_altitude_m && full_altitude_m > 0.0 {
+                    speed_m_s * (altitude_m / full_altitude_m).max(0.0).sqrt()
+                } else {
+                    speed_m_s
+                }
+            }
+            WindProfile::Uniform => speed_m_s,
+            WindProfile::Linear {
+                full_altitude_m,
+                coefficient_per_m,
+            } => speed_m_s + (altitude_m - full_altitude_m) * coefficient_per_m,
+        };
+        if speed.is_finite() {
+            speed.max(0.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The pack: `cells` LiPo cells, linear-enough discharge curve, sag through internal resistance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Battery {
+    pub cells: f64,
+    /// The pack's charge; 0: the voltage does not follow the charge (see the module doc).
     pub capacity_mah: f64,
     pub consumed_mah: f64,
     pub current_a: f64,
@@ -154,7 +202,6 @@ pub struct Battery {
     pub voltage_override_v: Option<f64>,
 }
 
-const CELLS: f64 = 4.0;
 const CELL_FULL_V: f64 = 4.2;
 const CELL_EMPTY_V: f64 = 3.3;
 const INTERNAL_RESISTANCE_OHM: f64 = 0.015;
@@ -165,6 +212,7 @@ const AVIONICS_CURRENT_A: f64 = 0.5;
 impl Battery {
     fn new() -> Self {
         Battery {
+            cells: 4.0,
             capacity_mah: 5000.0,
             consumed_mah: 0.0,
             current_a: AVIONICS_CURRENT_A,
@@ -175,19 +223,26 @@ impl Battery {
     /// Resting (open-circuit) voltage.
     pub fn resting_voltage_v(&self) -> f64 {
         self.voltage_override_v.unwrap_or_else(|| {
+            if self.capacity_mah <= 0.0 {
+                return self.cells * CELL_FULL_V;
+            }
             let charge = (1.0 - self.consumed_mah / self.capacity_mah).clamp(0.0, 1.0);
-            CELLS * (CELL_EMPTY_V + (CELL_FULL_V - CELL_EMPTY_V) * charge)
+            self.cells * (CELL_EMPTY_V + (CELL_FULL_V - CELL_EMPTY_V) * charge)
         })
     }
 
-    /// Voltage at the terminals under the present load.
+    /// Voltage at the terminals under the present load (no sag without a capacity: the
+    /// voltage is simply what it was set to).
     pub fn voltage_v(&self) -> f64 {
+        if self.capacity_mah <= 0.0 {
+            return self.resting_voltage_v().max(0.0);
+        }
         (self.resting_voltage_v() - self.current_a * INTERNAL_RESISTANCE_OHM).max(0.0)
     }
 
     /// Remaining charge in percent, from the resting voltage (as a voltage-based monitor does).
     pub fn remaining_pct(&self) -> f64 {
-        let per_cell = self.resting_voltage_v() / CELLS;
+        let per_cell = self.resting_voltage_v() / self.cells.max(1.0);
         ((per_cell - CELL_EMPTY_V) / (CELL_FULL_V - CELL_EMPTY_V) * 100.0).clamp(0.0, 100.0)
     }
 }
@@ -208,7 +263,11 @@ pub struct Physics {
     yaw_rad: f64,
     yaw_rate_rad_s: f64,
     yaw_target_rad: Option<f64>,
+    /// The configured (full-strength) wind; [`Physics::wind_here_ned_m_s`] scales it.
     wind_ned_m_s: Vector3<f64>,
+    wind_profile: WindProfile,
+    /// Standard deviation of the gusts, m/s.
+    turbulence_m_s: f64,
     gust_ned_m_s: Vector3<f64>,
     wind_compensation: f64,
     touchdown_speed_m_s: Option<f64>,
@@ -231,6 +290,8 @@ impl Physics {
             yaw_rate_rad_s: 0.0,
             yaw_target_rad: None,
             wind_ned_m_s: Vector3::zeros(),
+            wind_profile: WindProfile::Uniform,
+            turbulence_m_s: 0.0,
             gust_ned_m_s: Vector3::zeros(),
             wind_compensation: 1.0,
             touchdown_speed_m_s: None,
@@ -277,6 +338,30 @@ impl Physics {
         self.wind_ned_m_s = Vector3::new(speed_m_s * to_rad.cos(), speed_m_s * to_rad.sin(), 0.0);
     }
 
+    /// Gusts with this standard deviation (m/s); 0 is a steady wind.
+    pub fn set_turbulence(&mut self, sigma_m_s: f64) {
+        self.turbulence_m_s = if sigma_m_s.is_finite() {
+            sigma_m_s.max(0.0)
+        } else {
+            0.0
+        };
+    }
+
+    /// How the wind weakens near the ground.
+    pub fn set_wind_profile(&mut self, profile: WindProfile) {
+        self.wind_profile = profile;
+    }
+
+    /// The mean wind where the vehicle is (the configured wind scaled by the profile).
+    pub fn wind_here_ned_m_s(&self) -> Vector3<f64> {
+        let full = self.wind_ned_m_s.norm();
+        if full <= 0.0 {
+            return Vector3::zeros();
+        }
+        let here = self.wind_profile.speed_at(full, self.altitude_m());
+        self.wind_ned_m_s * (here / full)
+    }
+
     /// Share of the wind the position controller cancels (1 = all of it, healthy).
     pub fn set_wind_compensation(&mut self, share: f64) {
         self.wind_compensation = if share.is_finite() {
@@ -288,6 +373,11 @@ impl Physics {
 
     pub fn battery(&self) -> &Battery {
         &self.battery
+    }
+
+    /// The pack, to configure (cells, capacity) or to set what has been used.
+    pub fn battery_mut(&mut self) -> &mut Battery {
+        &mut self.battery
     }
 
     pub fn set_battery_voltage_override(&mut self, voltage_v: Option<f64>) {
@@ -322,7 +412,7 @@ impl Physics {
             return (0.0, 0.0);
         }
         let lean = self.accel_command_ned_m_s2
-            - (self.wind_ned_m_s + self.gust_ned_m_s) * (0.2 * self.wind_compensation);
+            - (self.wind_here_ned_m_s() + self.gust_ned_m_s) * (0.2 * self.wind_compensation);
         let (sin, cos) = self.yaw_rad.sin_cos();
         let forward = lean.x * cos + lean.y * sin;
         let right = -lean.x * sin + lean.y * cos;
@@ -378,7 +468,7 @@ impl Physics {
             } else {
                 1.0
             };
-            (self.wind_ned_m_s + self.gust_ned_m_s) * share
+            (self.wind_here_ned_m_s() + self.gust_ned_m_s) * share
         };
         self.position_ned_m += self.velocity_ned_m_s() * dt_s;
         if self.position_ned_m.z >= 0.0 {
@@ -401,12 +491,11 @@ impl Physics {
     }
 
     fn step_wind(&mut self, dt_s: f64) {
-        let mean_m_s = self.wind_ned_m_s.norm();
-        if mean_m_s <= 0.0 {
+        if self.turbulence_m_s <= 0.0 {
             self.gust_ned_m_s = Vector3::zeros();
             return;
         }
-        let sigma = GUST_FRACTION * mean_m_s;
+        let sigma = self.turbulence_m_s;
         let decay = dt_s / GUST_TIME_CONSTANT_S;
         let kick = sigma * (2.0 * decay).sqrt();
         let noise = Vector3::new(self.rng.next_gaussian(), self.rng.next_gaussian(), 0.0);
@@ -730,6 +819,60 @@ mod tests {
     }
 
     #[test]
+    fn wind_weakens_near_the_ground_as_sitl_scales_it() {
+        // AP_HAL_SITL/SITL_State.cpp, SIM_WIND_T 0 (WIND_TYPE_SQRT): below SIM_WIND_T_ALT
+        // (60 m) the speed is multiplied by sqrt(altitude / 60); 30 m/s at 6 m is about 9.5.
+        let sqrt = WindProfile::SquareRoot {
+            full_altitude_m: 60.0,
+        };
+        assert!((sqrt.speed_at(30.0, 6.0) - 9.487).abs() < 0.01);
+        assert_eq!(sqrt.speed_at(30.0, 60.0), 30.0);
+        assert_eq!(sqrt.speed_at(30.0, 90.0), 30.0);
+        assert_eq!(sqrt.speed_at(30.0, -2.0), 0.0);
+        // SIM_WIND_T 1: no limit; 2: linear, never negative.
+        assert_eq!(WindProfile::Uniform.speed_at(30.0, 6.0), 30.0);
+        let linear = WindProfile::Linear {
+            full_altitude_m: 60.0,
+            coefficient_per_m: 0.01,
+        };
+        assert!((linear.speed_at(10.0, 10.0) - 9.5).abs() < 1e-9);
+        assert_eq!(linear.speed_at(0.1, 0.0), 0.0);
+
+        // A hovering vehicle drifts with the wind where it is, not the configured one.
+        let drift_at = |altitude_m: f64| {
+            let mut p = Physics::new(9);
+            p.set_wind_profile(sqrt);
+            p.set_target(Target::Position {
+                ned_m: Vector3::new(0.0, 0.0, -altitude_m),
+            });
+            run(&mut p, 40.0);
+            p.set_wind(20.0, 270.0);
+            p.set_wind_compensation(0.0);
+            p.set_target(Target::Hold);
+            run(&mut p, 0.1);
+            p.wind_here_ned_m_s().norm()
+        };
+        assert!((drift_at(15.0) - 10.0).abs() < 0.05, "{}", drift_at(15.0));
+        assert!((drift_at(60.0) - 20.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn without_a_capacity_the_voltage_stays_where_it_is_set() {
+        // SITL's default quad frame (SIM_Frame.h battCapacityAh 0, SIM_Battery.cpp): the
+        // voltage is SIM_BATT_VOLTAGE whatever is consumed; only the mAh count moves.
+        let mut p = Physics::new(1);
+        p.battery_mut().cells = 3.0;
+        p.battery_mut().capacity_mah = 0.0;
+        p.set_battery_voltage_override(Some(12.6));
+        p.set_target(Target::Position {
+            ned_m: Vector3::new(0.0, 0.0, -10.0),
+        });
+        run(&mut p, 60.0);
+        assert!(p.battery().consumed_mah > 250.0);
+        assert_eq!(p.battery().voltage_v(), 12.6);
+    }
+
+    #[test]
     fn seeded_gusts_are_deterministic() {
         let fly = |seed| {
             let mut p = Physics::new(seed);
@@ -737,6 +880,7 @@ mod tests {
                 ned_m: Vector3::new(0.0, 0.0, -10.0),
             });
             p.set_wind(6.0, 90.0);
+            p.set_turbulence(1.5);
             p.set_wind_compensation(0.5);
             run(&mut p, 20.0);
             p.position_ned_m()

@@ -59,6 +59,11 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
             args.speedup
         );
     }
+    if let Some(ready_s) = args.ekf_ready_s
+        && !(ready_s.is_finite() && (0.0..=3600.0).contains(&ready_s))
+    {
+        anyhow::bail!("--ekf-ready-s {ready_s} is outside 0..=3600 simulated seconds");
+    }
     let endpoints = if args.links.is_empty() {
         vec![Endpoint::default_sim()]
     } else {
@@ -103,6 +108,7 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
         },
         seed: args.seed,
         system_id: args.system_id,
+        ekf_ready_s: args.ekf_ready_s,
     });
     let start = Instant::now();
     let virtual_now = || start.elapsed().mul_f64(args.speedup);

@@ -189,16 +189,18 @@ impl CommandOutcome {
             Self::TemporarilyRejected => format!(
                 "the autopilot temporarily rejected {c}: it is busy or not ready; try again shortly"
             ),
+            // No "see its STATUSTEXT": many refusals come without one (ArduCopter's
+            // DO_CHANGE_SPEED outside GUIDED, AUTO and RTL); the executor quotes the
+            // autopilot's own words when a STATUSTEXT did come after the command.
             Self::Denied { result_param2 } => format!(
-                "the autopilot denied {c}: the vehicle refused in its current state \
-                 (see its STATUSTEXT){}",
+                "the autopilot denied {c}: the vehicle refused in its current state{}",
                 detail(*result_param2)
             ),
             Self::Unsupported => {
                 format!("the autopilot does not support {c}: this firmware does not implement it")
             }
             Self::Failed { result_param2 } => format!(
-                "the autopilot accepted {c} but executing it failed (see its STATUSTEXT){}",
+                "the autopilot accepted {c} but executing it failed{}",
                 detail(*result_param2)
             ),
             Self::Cancelled => format!("the autopilot cancelled {c} before it completed"),

@@ -7,5 +7,6 @@
 
 pub mod command;
 pub mod modes;
+pub mod params;
 pub mod snapshot;
 pub mod state;

@@ -25,6 +25,10 @@ use super::snapshot::{
 /// How many STATUSTEXTs are kept (newest last); older ones are dropped.
 pub const STATUS_TEXTS_MAX: usize = 16;
 
+/// PX4's commander distrusts a global position less accurate than this (`COM_POS_FS_EPH`
+/// default, metres), read from `ESTIMATOR_STATUS.pos_horiz_accuracy`.
+const PX4_POSITION_ACCURACY_M_MAX: f32 = 5.0;
+
 /// Attitude angles beyond this (a little over 2π, for rounding) are not angles in radians.
 const ANGLE_RAD_MAX: f32 = 7.0;
 
@@ -299,13 +303,20 @@ impl VehicleState {
                 });
             }
             MavMessage::ESTIMATOR_STATUS(e) => {
+                // PX4 (ekf2 `get_ekf_soln_status`): POS_HORIZ_ABS is the EKF's own "global
+                // horizontal position valid". CONST_POS_MODE is also set whenever the vehicle
+                // is at rest (`vehicle_at_rest`), so it says nothing against a trusted position
+                // on the ground; without aiding POS_HORIZ_ABS is clear anyway. Like PX4's
+                // commander (`estimatorCheck.cpp`), an accuracy worse than COM_POS_FS_EPH's
+                // default (5 m) is not trusted either.
                 let needed = EstimatorStatusFlags::ESTIMATOR_ATTITUDE
                     | EstimatorStatusFlags::ESTIMATOR_VELOCITY_HORIZ
                     | EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_ABS;
-                let bad = EstimatorStatusFlags::ESTIMATOR_CONST_POS_MODE
-                    | EstimatorStatusFlags::ESTIMATOR_GPS_GLITCH
+                let bad = EstimatorStatusFlags::ESTIMATOR_GPS_GLITCH
                     | EstimatorStatusFlags::ESTIMATOR_ACCEL_ERROR;
-                let valid = e.flags.contains(needed) && !e.flags.intersects(bad);
+                let accurate = !(e.pos_horiz_accuracy.is_finite()
+                    && e.pos_horiz_accuracy > PX4_POSITION_ACCURACY_M_MAX);
+                let valid = e.flags.contains(needed) && !e.flags.intersects(bad) && accurate;
                 self.estimator = Some(Stamped {
                     value: valid,
                     at: now,
@@ -492,7 +503,9 @@ impl VehicleState {
     ///
     /// Rule: from `EKF_STATUS_REPORT` (ArduPilot) or `ESTIMATOR_STATUS` (PX4) when one has
     /// ever arrived — attitude, horizontal velocity and absolute horizontal position valid;
-    /// not in constant-position mode, uninitialised, GPS-glitching or accelerometer-faulted.
+    /// not uninitialised, GPS-glitching or accelerometer-faulted; ArduPilot not in
+    /// constant-position mode (EKF3 sets it only without aiding); PX4 within 5 m of accuracy
+    /// (its CONST_POS_MODE also means "at rest" and is not read).
     /// When neither is streamed, a fresh 3D-or-better GPS fix together with a fresh
     /// `GLOBAL_POSITION_INT` stands in. A stale answer is `false`.
     pub fn position_valid(&self, now: Instant) -> bool {
@@ -1096,6 +1109,32 @@ mod tests {
             now,
             &ap,
             &px4(flags | EstimatorStatusFlags::ESTIMATOR_GPS_GLITCH),
+        );
+        assert!(!state.position_valid(now));
+        // PX4 at rest (sitl.md: flags 1023 on the ground, 895 in the air): trusted.
+        let rest = |bits| {
+            MavMessage::ESTIMATOR_STATUS(ESTIMATOR_STATUS_DATA {
+                flags: EstimatorStatusFlags::from_bits_truncate(bits),
+                pos_horiz_accuracy: 0.5,
+                ..ESTIMATOR_STATUS_DATA::DEFAULT
+            })
+        };
+        state.handle_message(now, &ap, &rest(1023));
+        assert!(state.position_valid(now), "CONST_POS_MODE at rest");
+        state.handle_message(now, &ap, &rest(895));
+        assert!(state.position_valid(now));
+        // Without aiding PX4 clears POS_HORIZ_ABS (and fakes a constant position).
+        state.handle_message(now, &ap, &rest(1 | 4 | 32 | 128));
+        assert!(!state.position_valid(now));
+        // Too inaccurate for PX4's own commander.
+        state.handle_message(
+            now,
+            &ap,
+            &MavMessage::ESTIMATOR_STATUS(ESTIMATOR_STATUS_DATA {
+                flags: EstimatorStatusFlags::from_bits_truncate(895),
+                pos_horiz_accuracy: 12.0,
+                ..ESTIMATOR_STATUS_DATA::DEFAULT
+            }),
         );
         assert!(!state.position_valid(now));
     }

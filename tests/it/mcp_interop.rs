@@ -22,7 +22,7 @@ fn autopilot() -> (Proc, u16) {
 
 /// The same with more simulator options (`--speedup N`).
 fn autopilot_with(extra: &[&str]) -> (Proc, u16) {
-    let mut args = vec!["sim", "--link", "tcpin:127.0.0.1:0"];
+    let mut args = vec!["sim", "--link", "tcpin:127.0.0.1:0", "--ekf-ready-s", "0"];
     args.extend_from_slice(extra);
     let mut sim = flight_companion("sim", &args);
     let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);

@@ -428,7 +428,7 @@ fn every_result_code_is_mapped_with_an_actionable_message() {
         (Some(CommandOutcome::TemporarilyRejected), "try again"),
         (
             Some(CommandOutcome::Denied { result_param2: 7 }),
-            "refused in its current state (see its STATUSTEXT) [result_param2 7]",
+            "refused in its current state [result_param2 7]",
         ),
         (Some(CommandOutcome::Unsupported), "does not implement"),
         (
@@ -454,7 +454,7 @@ fn every_result_code_is_mapped_with_an_actionable_message() {
     assert_eq!(
         CommandOutcome::Denied { result_param2: 0 }.describe(ARM),
         "the autopilot denied MAV_CMD_COMPONENT_ARM_DISARM: the vehicle refused in its current \
-         state (see its STATUSTEXT)"
+         state"
     );
 }
 
