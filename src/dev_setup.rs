@@ -782,7 +782,7 @@ mod tests {
         let topic = config.audit.resolved_topic(&config.mcp.server_name);
         assert!(acl.contains(&format!("topic write {topic}\n")), "{acl}");
         assert!(
-            acl.contains("topic read flight-companion/audit/#\n"),
+            acl.contains("pattern read flight-companion/audit/#\n"),
             "{acl}"
         );
 
