@@ -305,8 +305,10 @@ impl Bridge {
             "another MQTT client connected to the broker with this bridge's client id `{}` \
              (the broker said \"session taken over\"), so this bridge stopped: two bridges \
              with one client id take the session from each other. Give each bridge its own \
-             ground.client_id (--client-id), or leave it unset for a unique generated one, \
-             and restart this bridge",
+             certificate (`flight-companion cert issue NAME` where the CA is: a broker that \
+             binds client ids to certificates, as dev-setup's does, makes the certificate's \
+             name the client id), or, on a broker that lets clients choose, its own \
+             ground.client_id (--client-id); then restart this bridge",
             self.settings.client_id
         );
         self.give_up(message);
@@ -356,8 +358,11 @@ impl Bridge {
                      bridge's client id `{}` (the two take the session from each other), or \
                      the broker refuses something this bridge does (see its log and its ACL \
                      for this certificate). The bridge stopped reconnecting. Give each bridge \
-                     its own ground.client_id (--client-id), or leave it unset for a unique \
-                     generated one, and restart this bridge",
+                     its own certificate (`flight-companion cert issue NAME` where the CA \
+                     is: a broker that binds client ids to certificates, as dev-setup's \
+                     does, makes the certificate's name the client id), or, on a broker \
+                     that lets clients choose, its own ground.client_id (--client-id); then \
+                     restart this bridge",
                     self.drops_in_a_row, self.settings.client_id
                 );
                 self.give_up(message);

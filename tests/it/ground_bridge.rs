@@ -297,16 +297,15 @@ fn ground_two_bridges_with_one_client_id_get_a_clear_error_and_the_config_comes_
  {
     let broker = Broker::start("ground-twins");
     let _drone = fake_drone(&broker);
-    let mut first = Bridge::start(&broker, &["--client-id", "twin"]);
+    // Both on dev-setup's ground certificate: the broker makes its name (`ground-1`) the
+    // client id of both, whatever they ask for.
+    let mut first = Bridge::start(&broker, &[]);
     first.initialize();
     // The second one takes its configuration from the environment, as under the MCP
     // Inspector, whose own --config would swallow ours.
     let config = broker.dev.path("ground.toml");
-    let mut second = Bridge::start_with(
-        &[],
-        &[("FLIGHT_COMPANION_GROUND_CONFIG", s(&config))],
-        &["--client-id", "twin"],
-    );
+    let mut second =
+        Bridge::start_with(&[], &[("FLIGHT_COMPANION_GROUND_CONFIG", s(&config))], &[]);
     second.send(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
         "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}));
     // One of them stops with the reason: the older one when the broker says "session taken
@@ -354,8 +353,8 @@ fn ground_two_bridges_with_one_client_id_get_a_clear_error_and_the_config_comes_
     let refused = loser.expect("the refusal after the takeover", |m| m["id"] == 1);
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("client id `twin`")
-            && message.contains("--client-id")
+        message.contains("client id `ground-1`")
+            && message.contains("cert issue")
             && !message.contains("no drone is online"),
         "{refused}"
     );
@@ -365,7 +364,7 @@ fn ground_two_bridges_with_one_client_id_get_a_clear_error_and_the_config_comes_
             init["error"]["message"]
                 .as_str()
                 .unwrap_or_default()
-                .contains("client id `twin`"),
+                .contains("client id `ground-1`"),
             "{init}"
         );
     } else if second_init.is_none() {
@@ -385,5 +384,5 @@ fn ground_two_bridges_with_one_client_id_get_a_clear_error_and_the_config_comes_
         assert!(Instant::now() < deadline, "{answer}\n{}", winner.logs());
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(loser.logs().contains("client id `twin`"));
+    assert!(loser.logs().contains("client id `ground-1`"));
 }

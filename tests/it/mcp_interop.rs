@@ -295,9 +295,27 @@ fn mcp_interop_every_tool_result_validates_against_its_output_schema() {
     );
     std::fs::write(&config, text).unwrap();
     let mut daemon = daemon(&config);
+    // The ADMIN's bridge on a certificate of its own: the broker binds a client id to the
+    // certificate, so two bridges on one certificate would take the connection from each other.
+    let (cert, key) = broker.dev.identity("ground-admin");
+    let admin_config = broker.dev.path("ground-admin.toml");
+    let ground = std::fs::read_to_string(broker.dev.path("ground.toml")).unwrap();
+    std::fs::write(
+        &admin_config,
+        ground
+            .replace("certs/ground.pem", &cert)
+            .replace("certs/ground.key", &key),
+    )
+    .unwrap();
     let (code, output) = run_peer(
         "mcp_conformance.py",
-        &[s(&binary()), s(&broker.dev.path("ground.toml")), "--camera"],
+        &[
+            s(&binary()),
+            s(&broker.dev.path("ground.toml")),
+            "--admin-config",
+            s(&admin_config),
+            "--camera",
+        ],
     );
     assert_eq!(
         code,

@@ -3,7 +3,9 @@
 each structured result checked against the tool's outputSchema with a JSON Schema validator.
 
 Two stdio sessions through two bridges: an OPERATOR (ground.toml's token) and an ADMIN
-(`--token tokens/admin.jwt`). Together they call every tool either of them is listed, so a
+(`--token tokens/admin.jwt`), each with its own certificate (`--admin-config`: a broker that
+binds client ids to certificates, as dev-setup's does, lets one certificate hold one
+connection). Together they call every tool either of them is listed, so a
 tool added later is checked too (the run fails if a listed tool was never called):
 - every inputSchema and outputSchema is a valid JSON Schema 2020-12 (Draft202012Validator
   .check_schema) using only the formats JSON Schema defines (the official TypeScript SDK warns
@@ -18,7 +20,7 @@ stop is triggered on the ground at the end and reset by the ADMIN.
 
 Prints one line per check ("ok: ..."); exits 1 on the first failure with details.
 
-Usage: mcp_conformance.py BINARY DIR/ground.toml [--camera]
+Usage: mcp_conformance.py BINARY DIR/ground.toml [--admin-config FILE] [--camera]
 """
 
 import argparse
@@ -145,13 +147,13 @@ def north_of(lat, lon, metres):
     return lat + metres / 111_195.0, lon
 
 
-async def run(binary, config, camera):
+async def run(binary, config, admin_config, camera):
     base = os.path.dirname(os.path.abspath(config))
     checker = Checker()
     operator = StdioServerParameters(command=binary, args=["ground", "--config", config])
     admin = StdioServerParameters(
         command=binary,
-        args=["ground", "--config", config, "--token", os.path.join(base, "tokens", "admin.jwt")],
+        args=["ground", "--config", admin_config, "--token", os.path.join(base, "tokens", "admin.jwt")],
     )
     async with stdio_client(operator, errlog=sys.stderr) as (read, write), \
             ClientSession(read, write, read_timeout_seconds=timedelta(seconds=30)) as op:
@@ -172,6 +174,7 @@ async def run(binary, config, camera):
             while (await op.call_tool("get_envelope", {})).isError:
                 await anyio.sleep(0.3)
         await call(op, checker, "get_envelope", {})
+        await call(op, checker, "preflight_check", {})
         if camera:
             await call(op, checker, "camera_status", {})
             await call(op, checker, "capture_image", {"save": True, "max_width_px": 160})
@@ -233,10 +236,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("binary")
     parser.add_argument("config")
+    parser.add_argument("--admin-config", help="the ADMIN bridge's file (default: config)")
     parser.add_argument("--camera", action="store_true")
     args = parser.parse_args()
     try:
-        anyio.run(run, args.binary, args.config, args.camera)
+        anyio.run(run, args.binary, args.config, args.admin_config or args.config, args.camera)
     except Exception as e:  # noqa: BLE001 (any failure is reported and fails the run)
         detail = e
         while isinstance(detail, BaseExceptionGroup) and detail.exceptions:
