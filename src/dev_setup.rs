@@ -30,6 +30,8 @@ pub const GROUND_IDENTITY: &str = "ground-1";
 /// envelope is drawn.
 pub const SIM_HOME_LAT_DEG: f64 = 47.397742;
 pub const SIM_HOME_LON_DEG: f64 = 8.545594;
+/// The simulator's default home altitude above mean sea level.
+pub const SIM_HOME_ALT_M: f64 = 488.0;
 /// Half the side of the dev keep-in square around home.
 pub const FIELD_HALF_SIDE_M: f64 = 150.0;
 /// The dev keep-out circle ("tower"): its centre east of home and its radius.

@@ -159,8 +159,11 @@ pub struct Step {
     pub probability: Option<f64>,
     /// `line_delay`, `mqtt_delay`.
     pub delay_ms: Option<u64>,
-    /// `battery`: the pack voltage the simulator reports.
+    /// `battery`: the pack voltage the simulator reports (`SIM_BATT_VOLTAGE`).
     pub voltage_v: Option<f64>,
+    /// `battery`: the charge the autopilot counts as left, in percent
+    /// (`MAV_CMD_BATTERY_RESET`; ArduPilot's percentage counts consumed mAh, not volts).
+    pub remaining_percent: Option<f64>,
     /// `wind`.
     pub speed_m_s: Option<f64>,
     pub direction_deg: Option<f64>,
@@ -271,7 +274,8 @@ pub enum Fault {
     GpsLoss,
     /// Simulator: GPS back.
     GpsRestore,
-    /// Simulator: battery voltage set to `voltage_v`.
+    /// Simulator: battery voltage set to `voltage_v`, and/or the charge left set to
+    /// `remaining_percent`.
     Battery,
     /// Simulator: wind `speed_m_s` from `direction_deg`.
     Wind,
@@ -671,10 +675,21 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                     Fault::LineDelay | Fault::MqttDelay => {
                         need(step.delay_ms.is_some(), "delay_ms")?
                     }
-                    Fault::Battery => need(
-                        step.voltage_v.is_some_and(|v| v.is_finite() && v >= 0.0),
-                        "voltage_v",
-                    )?,
+                    Fault::Battery => {
+                        need(
+                            step.voltage_v.is_some() || step.remaining_percent.is_some(),
+                            "voltage_v or remaining_percent",
+                        )?;
+                        need(
+                            step.voltage_v.is_none_or(|v| v.is_finite() && v >= 0.0),
+                            "a voltage_v of at least 0",
+                        )?;
+                        need(
+                            step.remaining_percent
+                                .is_none_or(|p| p.is_finite() && (0.0..=100.0).contains(&p)),
+                            "a remaining_percent between 0 and 100",
+                        )?;
+                    }
                     Fault::Wind => need(
                         step.speed_m_s.is_some_and(|v| v.is_finite() && v >= 0.0)
                             && step.direction_deg.is_some_and(f64::is_finite),
@@ -798,6 +813,14 @@ mod tests {
             (
                 "name = \"n\"\n[[steps]]\nfault = \"line_drop\"\n",
                 "needs probability between 0 and 1",
+            ),
+            (
+                "name = \"n\"\nneeds = [\"sim_faults\"]\n[[steps]]\nfault = \"battery\"\n",
+                "needs voltage_v or remaining_percent",
+            ),
+            (
+                "name = \"n\"\nneeds = [\"sim_faults\"]\n[[steps]]\nfault = \"battery\"\nremaining_percent = 120.0\n",
+                "remaining_percent between 0 and 100",
             ),
             (
                 "name = \"n\"\n[[steps]]\nfault = \"gps_loss\"\n",
