@@ -402,18 +402,24 @@ fn token_command(command: TokenCommand) -> ExitCode {
 }
 
 fn estop(args: EstopArgs) -> ExitCode {
-    let path = match (&args.socket, &args.config) {
-        (Some(socket), _) => Some(socket.clone()),
+    let candidates = match (&args.socket, &args.config) {
+        (Some(socket), _) => vec![socket.clone()],
         (None, Some(file)) => match Config::load(file) {
-            Ok(c) => c.estop.socket_path(),
+            Ok(c) => c.estop.socket_candidates(),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         },
-        (None, None) => Config::default().estop.socket_path(),
+        (None, None) => Config::default().estop.socket_candidates(),
     };
-    let Some(path) = path else {
+    // The first that exists: this user's default, then the system service's.
+    let Some(path) = candidates
+        .iter()
+        .find(|p| p.exists())
+        .or(candidates.first())
+        .cloned()
+    else {
         eprintln!("error: the local e-stop socket is disabled (estop.socket_path = \"\")");
         return ExitCode::from(2);
     };

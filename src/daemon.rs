@@ -80,27 +80,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // The MCP shell's view of the broker connection (skip to latest).
     let (ground_tx, mut ground_rx) = watch::channel(crate::estop::driver::GroundState::default());
     let local_shutdown = CancellationToken::new();
+    let mut local_estop = crate::estop::local::LocalEstopStatus::default();
     let local_task = match config.estop.socket_path() {
         None => {
             warn!("estop.socket_path is empty: no local e-stop socket");
             None
         }
-        Some(path) => match crate::estop::local::bind(&path) {
-            Ok(listener) => {
-                info!(socket = %path.display(), "local e-stop socket ready (flight-companion estop)");
-                Some(tokio::spawn(crate::estop::local::serve(
-                    listener,
-                    path,
-                    stop_client.clone(),
-                    local_shutdown.clone(),
-                )))
+        Some(path) => {
+            local_estop.socket_path = Some(path.display().to_string());
+            match crate::estop::local::bind(&path) {
+                Ok(listener) => {
+                    info!(socket = %path.display(), "local e-stop socket ready (flight-companion estop)");
+                    local_estop.state = crate::estop::local::LocalEstopState::Listening;
+                    Some(tokio::spawn(crate::estop::local::serve(
+                        listener,
+                        path,
+                        stop_client.clone(),
+                        local_shutdown.clone(),
+                    )))
+                }
+                Err(e) => {
+                    // The other triggers still work; say loudly that this one does not, in
+                    // the log and as a health alert in the status every client sees.
+                    tracing::error!("no local e-stop: {e:#}");
+                    local_estop.state = crate::estop::local::LocalEstopState::Unavailable;
+                    local_estop.error = Some(format!("{e:#}"));
+                    None
+                }
             }
-            Err(e) => {
-                // The other triggers still work; say loudly that this one does not.
-                tracing::error!("no local e-stop: {e:#}");
-                None
-            }
-        },
+        }
     };
     // Requests being flown: their reply, progress and cancellation, by job.
     let mut waiting: HashMap<JobId, Waiter> = HashMap::new();
@@ -258,6 +266,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     report.bridge = bridge.status(Instant::now());
                 }
                 report.emergency_stop = stop.status();
+                report.local_estop = local_estop.clone();
                 let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
                 report.health = health.assess(&report, cpu_temperature);
                 // Each raised alert once in the journal (MCP clients get them as notifications).

@@ -46,6 +46,9 @@ pub struct StatusReport {
     /// The emergency stop: latched or not, why, the rung being commanded, active failsafes
     /// and the last events (triggers, escalations, resets).
     pub emergency_stop: crate::estop::StopStatus,
+    /// The local e-stop socket (`flight-companion estop`): listening, unavailable (with the
+    /// error; also the health alert `local_estop_unavailable`) or disabled.
+    pub local_estop: crate::estop::local::LocalEstopStatus,
 }
 
 impl StatusReport {
@@ -70,6 +73,7 @@ impl StatusReport {
             envelope_events: Vec::new(),
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
+            local_estop: crate::estop::local::LocalEstopStatus::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

@@ -20,6 +20,8 @@ fn port_after(output: &str, marker: &str) -> u16 {
 fn demo_runs_the_chain_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(binary())
+        // The demo's daemon puts its default e-stop socket there, not where another test's is.
+        .env("XDG_RUNTIME_DIR", dir.path())
         .args([
             "demo",
             "--updates",

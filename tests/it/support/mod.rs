@@ -66,6 +66,9 @@ pub struct Proc {
     pub child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// The child's own `$XDG_RUNTIME_DIR` (unless the test set one): a daemon's default
+    /// e-stop socket goes there, so daemons of parallel tests never meet on one path.
+    _runtime_dir: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -83,6 +86,16 @@ impl Proc {
 
     fn spawn_keeping_stdin(name: &str, mut command: Command) -> Proc {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let runtime_dir = if command.get_envs().any(|(key, _)| key == "XDG_RUNTIME_DIR") {
+            None
+        } else {
+            let dir = tempfile::Builder::new()
+                .prefix("fc-run-")
+                .tempdir()
+                .expect("a runtime directory for the child");
+            command.env("XDG_RUNTIME_DIR", dir.path());
+            Some(dir)
+        };
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -114,6 +127,7 @@ impl Proc {
             child,
             lines: rx,
             seen: Vec::new(),
+            _runtime_dir: runtime_dir,
         }
     }
 
