@@ -218,6 +218,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         let wake = tokio::time::Instant::from_std(wake);
         let was_latched = stop.is_latched();
+        // The status is published on its tick, and in the very turn a job ends, so a client
+        // that reads get_status right after a tool's answer sees what the answer saw.
+        let mut publish_now = false;
         tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -254,38 +257,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = monitor_tick.tick() => {}
-            _ = status_tick.tick() => {
-                let (counters, reconnects) = link.counters();
-                let mut report = status_of(&supervisor, Instant::now(), counters, reconnects);
-                // Never waits for the camera: when its core is busy, the last health stands.
-                report.camera = camera_status
-                    .as_ref()
-                    .and_then(|c| c.try_status())
-                    .or_else(|| status_tx.borrow().camera.clone());
-                if let Some(bridge) = &bridge {
-                    report.bridge = bridge.status(Instant::now());
-                }
-                report.emergency_stop = stop.status();
-                report.local_estop = local_estop.clone();
-                let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
-                report.health = health.assess(&report, cpu_temperature);
-                // Each raised alert once in the journal (MCP clients get them as notifications).
-                for alert in &report.health.recent_alerts {
-                    if alert.sequence > alerts_logged {
-                        warn!(alert = %alert.alert, "alert: {}", alert.message);
-                        alerts_logged = alert.sequence;
-                    }
-                }
-                let view = match (supervisor.envelope(), supervisor.envelope_missing()) {
-                    (Some(envelope), _) => Ok(envelope.summary()),
-                    (None, reason) => Err(reason.unwrap_or("no envelope").to_string()),
-                };
-                if *envelope_tx.borrow() != view {
-                    let _ = envelope_tx.send_replace(view);
-                }
-                // A watch keeps only the latest value: slow readers skip to the newest status.
-                status_tx.send_replace(report);
-            }
+            _ = status_tick.tick() => publish_now = true,
         }
         let now = Instant::now();
         // The stop's ladder before everything the supervisor sends.
@@ -316,6 +288,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 Err(error) => warn!("not sent: {}: {error}", message_name(&message)),
             }
         }
+        // Answers of the jobs that ended this turn: sent after the status is published.
+        let mut ended = Vec::new();
         while let Some(event) = supervisor.poll_job_event() {
             match event {
                 ExecutorEvent::Progress { job, update } => {
@@ -325,24 +299,59 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     }
                 }
                 ExecutorEvent::Finished { job, end } => {
+                    publish_now = true;
                     info!("job {job:?} ended: {:?}: {}", end.outcome, end.message);
                     if let Some(w) = waiting.remove(&job) {
-                        let (counters, reconnects) = link.counters();
-                        let status = status_of(&supervisor, now, counters, reconnects);
-                        let _ = w.reply.send(ControlReply {
-                            action: w.action.into(),
-                            outcome: end.outcome,
-                            message: end.message,
-                            vehicle: status
-                                .autopilot_seen
-                                .then(|| VehicleSummary::from_status(&status)),
-                        });
+                        ended.push((w, end));
                     }
                 }
             }
         }
         while let Some(notice) = supervisor.poll_notice() {
             log_notice(&notice);
+        }
+        if publish_now {
+            let (counters, reconnects) = link.counters();
+            let mut report = status_of(&supervisor, Instant::now(), counters, reconnects);
+            // Never waits for the camera: when its core is busy, the last health stands.
+            report.camera = camera_status
+                .as_ref()
+                .and_then(|c| c.try_status())
+                .or_else(|| status_tx.borrow().camera.clone());
+            if let Some(bridge) = &bridge {
+                report.bridge = bridge.status(Instant::now());
+            }
+            report.emergency_stop = stop.status();
+            report.local_estop = local_estop.clone();
+            let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
+            report.health = health.assess(&report, cpu_temperature);
+            // Each raised alert once in the journal (MCP clients get them as notifications).
+            for alert in &report.health.recent_alerts {
+                if alert.sequence > alerts_logged {
+                    warn!(alert = %alert.alert, "alert: {}", alert.message);
+                    alerts_logged = alert.sequence;
+                }
+            }
+            let view = match (supervisor.envelope(), supervisor.envelope_missing()) {
+                (Some(envelope), _) => Ok(envelope.summary()),
+                (None, reason) => Err(reason.unwrap_or("no envelope").to_string()),
+            };
+            if *envelope_tx.borrow() != view {
+                let _ = envelope_tx.send_replace(view);
+            }
+            // A watch keeps only the latest value: slow readers skip to the newest status.
+            status_tx.send_replace(report);
+        }
+        for (w, end) in ended {
+            let status = status_tx.borrow().clone();
+            let _ = w.reply.send(ControlReply {
+                action: w.action.into(),
+                outcome: end.outcome,
+                message: end.message,
+                vehicle: status
+                    .autopilot_seen
+                    .then(|| VehicleSummary::from_status(&status)),
+            });
         }
         if let Some(bridge) = &mut bridge {
             bridge.core.set_armed(supervisor.vehicle().is_armed());
@@ -502,6 +511,7 @@ fn status_of(
     report.envelope_warning = supervisor.envelope_warning().map(str::to_owned);
     report.active_action = supervisor.active_action().map(|a| a.to_string());
     report.envelope_events = supervisor.envelope_events().cloned().collect();
+    report.preflight = Some(supervisor.preflight(now));
     report
 }
 

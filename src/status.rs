@@ -49,6 +49,11 @@ pub struct StatusReport {
     /// The local e-stop socket (`flight-companion estop`): listening, unavailable (with the
     /// error; also the health alert `local_estop_unavailable`) or disabled.
     pub local_estop: crate::estop::local::LocalEstopStatus,
+    /// The pre-flight check of the autopilot's own settings against the envelope (speeds,
+    /// return altitude, battery failsafe, its fence): each finding with the parameter to set,
+    /// the speed the margins are sized from, and whether arming is allowed. Null before the
+    /// daemon's loop fills it in (and from tools that run without a vehicle).
+    pub preflight: Option<crate::safety::preflight::PreflightReport>,
 }
 
 impl StatusReport {
@@ -74,6 +79,7 @@ impl StatusReport {
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
             local_estop: crate::estop::local::LocalEstopStatus::default(),
+            preflight: None,
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

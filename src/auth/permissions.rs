@@ -45,6 +45,7 @@ pub const TOOLS: &[Permission] = &[
     p("get_status", Role::ReadOnly, Class::Read),
     p("wait_for_mode_change", Role::ReadOnly, Class::Read),
     p("get_envelope", Role::ReadOnly, Class::Read),
+    p("preflight_check", Role::ReadOnly, Class::Read),
     p("get_mission", Role::ReadOnly, Class::Read),
     p("get_camera_image", Role::ReadOnly, Class::Read),
     p("camera_status", Role::ReadOnly, Class::Read),

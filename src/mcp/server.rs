@@ -406,11 +406,31 @@ pub fn tools() -> &'static [ToolEntry] {
             run: get_envelope,
         },
         ToolEntry {
+            name: "preflight_check",
+            title: "Pre-flight check of the autopilot",
+            description: "Checks the autopilot's own settings against the safety envelope, \
+                from its parameters (read at link-up, after each landing and before arming): \
+                its speeds (ArduPilot WPNAV_SPEED, RTL_SPEED; PX4 MPC_XY_CRUISE, \
+                MPC_XY_VEL_MAX) against the speed limit, its return altitude (RTL_ALT, \
+                RTL_RETURN_ALT) against the ceiling, its battery monitor and low-battery \
+                failsafe against the reserve, and its own fence. Each finding names the \
+                parameter, its value and what to set it to; `error` findings refuse arming. \
+                Also gives the speed the horizontal margins are sized from and why. Read-only; \
+                takes no arguments.",
+            input_schema: no_arguments,
+            output_schema: schema_of::<crate::safety::preflight::PreflightReport>,
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            run: preflight_check,
+        },
+        ToolEntry {
             name: "set_envelope",
             title: "Change the safety envelope",
-            description: "Replaces the safety envelope (ADMIN only; while armed it may only be \
-                tightened). Not available yet: it needs the ADMIN role, which arrives with \
-                identity.",
+            description: "Not implemented in this version: it always refuses and changes \
+                nothing. The envelope comes from the `[envelope]` section of the daemon's \
+                configuration; change it there and restart the daemon (get_envelope shows the \
+                one in force). Needs the ADMIN role.",
             input_schema: set_envelope_schema,
             output_schema: schema_of::<ControlReply>,
             read_only: false,
@@ -441,8 +461,7 @@ pub fn tools() -> &'static [ToolEntry] {
             description: "Clears a latched emergency stop so motion tools are accepted again. \
                 The vehicle stays in the mode the stop left it in (hold, landing, or disarmed) \
                 until commanded. Refused while a failsafe condition lasts (e.g. battery \
-                critical) and after flight termination. Any authenticated client may reset \
-                until identity and roles are enforced; then it needs the ADMIN role. Takes no \
+                critical) and after flight termination. Needs the ADMIN role. Takes no \
                 arguments.",
             input_schema: no_arguments,
             output_schema: schema_of::<StopResult>,
@@ -754,13 +773,14 @@ fn get_envelope(call: ToolCall) -> ToolFuture {
     })
 }
 
-fn set_envelope(call: ToolCall) -> ToolFuture {
+fn set_envelope(_call: ToolCall) -> ToolFuture {
     Box::pin(async move {
-        tool_error(format!(
-            "set_envelope needs the ADMIN role, which arrives with identity (issue 6); you are \
-             {}. Nothing was changed; get_envelope shows the envelope in force.",
-            call.caller.role
-        ))
+        tool_error(
+            "set_envelope is not implemented in this version: nothing was changed. The \
+             envelope comes from the `[envelope]` section of the daemon's configuration; change \
+             it there and restart the daemon. get_envelope shows the envelope in force."
+                .into(),
+        )
     })
 }
 
@@ -781,6 +801,23 @@ fn revoke_schema() -> Value {
 
 fn handled_by_the_server(_call: ToolCall) -> ToolFuture {
     Box::pin(async { tool_error("internal error: this tool is handled by the server".into()) })
+}
+
+fn preflight_check(call: ToolCall) -> ToolFuture {
+    Box::pin(async move {
+        if let Err(result) = no_args(&call, "preflight_check") {
+            return result;
+        }
+        let report = call.status.borrow().preflight.clone();
+        match report {
+            Some(report) => structured(&report),
+            None => tool_error(
+                "no pre-flight report yet: the daemon has not published its first status; try \
+                 again in a moment"
+                    .into(),
+            ),
+        }
+    })
 }
 
 fn get_status(call: ToolCall) -> ToolFuture {

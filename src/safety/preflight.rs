@@ -379,7 +379,7 @@ pub fn check(params: &Parameters, config: &EnvelopeConfig) -> (Vec<Finding>, Mar
             ),
         );
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     (findings, basis, margin_m)
 }
 

@@ -70,20 +70,23 @@ fn a_well_configured_autopilot_has_no_findings() {
     }
 }
 
+/// (name, autopilot, changes, expected parameter, severity, text in set_to, text in message)
+type Case<'a> = (
+    &'a str,
+    AutopilotKind,
+    &'a [(&'a str, f64)],
+    &'a str,
+    Severity,
+    &'a str,
+    &'a str,
+);
+
 #[test]
 fn each_misconfiguration_is_reported_with_the_parameter_and_the_value_to_set() {
     use AutopilotKind::{Ardupilot as AP, Px4 as PX4};
     use Severity::{Error as E, Warning as W};
     // (name, autopilot, changes, expected parameter, severity, text in set_to, text in message)
-    let cases: &[(
-        &str,
-        AutopilotKind,
-        &[(&str, f64)],
-        &str,
-        Severity,
-        &str,
-        &str,
-    )] = &[
+    let cases: &[Case] = &[
         (
             "guided speed above the limit",
             AP,

@@ -115,8 +115,9 @@
 //! - `SIM_BATT_VOLTAGE` = V: ArduPilot: the pack's voltage (default 12.6, a full 3S; the
 //!   percentage does not move with it). PX4: the resting voltage (0, the default, follows the
 //!   discharge model; 13.2 is an empty 4S pack).
-//! - `SIM_WIND_SPD` (m/s) / `SIM_WIND_DIR` (degrees the wind blows *from*): wind with seeded
-//!   gusts, scaled with height by `SIM_WIND_T` (0: √(altitude / `SIM_WIND_T_ALT`) below 60 m,
+//! - `SIM_WIND_SPD` (m/s) / `SIM_WIND_DIR` (degrees the wind blows *from*): a wind, with
+//!   seeded gusts of standard deviation `SIM_WIND_TURB` (m/s, default 0 as in SITL), scaled with
+//!   height by `SIM_WIND_T` (0: √(altitude / `SIM_WIND_T_ALT`) below 60 m,
 //!   1: none, 2: linear with `SIM_WIND_T_COEF`), of which the position controller cancels only
 //!   half, so the vehicle drifts down-wind off its point (by about the uncancelled wind speed ×
 //!   1 s; more than its top speed carries it away).
@@ -1864,6 +1865,8 @@ impl SimAutopilot {
         let wind_m_s = self.param("SIM_WIND_SPD") as f64;
         self.physics
             .set_wind(wind_m_s, self.param("SIM_WIND_DIR") as f64);
+        self.physics
+            .set_turbulence(self.param("SIM_WIND_TURB") as f64);
         let full_altitude_m = self.param("SIM_WIND_T_ALT") as f64;
         self.physics
             .set_wind_profile(match self.param("SIM_WIND_T") as i32 {
@@ -2384,6 +2387,7 @@ fn default_params(personality: Personality) -> Vec<Param> {
         p("SIM_WIND_T", 0.0, MAV_PARAM_TYPE_INT8),
         p("SIM_WIND_T_ALT", 60.0, MAV_PARAM_TYPE_REAL32),
         p("SIM_WIND_T_COEF", 0.01, MAV_PARAM_TYPE_REAL32),
+        p("SIM_WIND_TURB", 0.0, MAV_PARAM_TYPE_REAL32),
     ]);
     params
 }
@@ -2963,6 +2967,7 @@ mod tests {
         let fly = |seed: u64| {
             let mut h = Harness::with_seed(Personality::ArduPilot, seed);
             h.set_param("SIM_WIND_SPD", 7.0);
+            h.set_param("SIM_WIND_TURB", 2.0);
             h.ardupilot_airborne(10.0);
             h.run(20.0);
             h.sent
@@ -3779,6 +3784,22 @@ mod tests {
         h.set_param("SIM_WIND_T_ALT", 6.0);
         h.run(0.1);
         assert!((h.sim.physics().wind_here_ned_m_s().norm() - 30.0).abs() < 0.05);
+        // SITL.cpp SIM_WIND_TURB (m/s, default 0): a steady wind unless turbulence is asked
+        // for; then the vehicle's ground velocity wanders (SIM_Aircraft.cpp filtered noise).
+        let wander = |h: &mut Harness| {
+            let mut speeds = Vec::new();
+            for _ in 0..50 {
+                h.run(0.2);
+                speeds.push(h.sim.physics().velocity_ned_m_s().xy().norm());
+            }
+            let mean = speeds.iter().sum::<f64>() / speeds.len() as f64;
+            speeds.iter().map(|s| (s - mean).abs()).fold(0.0, f64::max)
+        };
+        h.set_param("SIM_WIND_SPD", 6.0);
+        h.run(20.0);
+        assert!(wander(&mut h) < 0.05);
+        h.set_param("SIM_WIND_TURB", 3.0);
+        assert!(wander(&mut h) > 0.3);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! root controller, so the vehicle stops at a point without overshoot) and the velocity demand
 //! into an acceleration, both clamped to the [`Limits`], horizontal and vertical separately.
 //!
-//! Wind: a constant wind plus seeded gusts (an Ornstein–Uhlenbeck random walk). A healthy
+//! Wind: a constant wind plus seeded gusts (an Ornstein–Uhlenbeck random walk) whose standard
+//! deviation is the turbulence (ArduPilot SITL's `SIM_WIND_TURB`, m/s, default 0: a steady
+//! wind). A healthy
 //! position controller cancels wind completely; the share it does *not* cancel
 //! (`1 - wind_compensation`) drifts the vehicle down-wind. The position loop fights back, so a
 //! drift smaller than the speed limit pushes the vehicle off its point by `drift / KP` metres;
@@ -40,8 +42,6 @@ const STOPPED_SPEED_M_S: f64 = 0.2;
 const TERMINAL_SPEED_M_S: f64 = 30.0;
 /// Time constant of the gust random walk.
 const GUST_TIME_CONSTANT_S: f64 = 3.0;
-/// Gust strength as a fraction of the mean wind speed.
-const GUST_FRACTION: f64 = 0.25;
 /// Beyond this horizontal distance a vehicle flying to a point turns to face it.
 const FACE_TARGET_DISTANCE_M: f64 = 2.0;
 
@@ -266,6 +266,8 @@ pub struct Physics {
     /// The configured (full-strength) wind; [`Physics::wind_here_ned_m_s`] scales it.
     wind_ned_m_s: Vector3<f64>,
     wind_profile: WindProfile,
+    /// Standard deviation of the gusts, m/s.
+    turbulence_m_s: f64,
     gust_ned_m_s: Vector3<f64>,
     wind_compensation: f64,
     touchdown_speed_m_s: Option<f64>,
@@ -289,6 +291,7 @@ impl Physics {
             yaw_target_rad: None,
             wind_ned_m_s: Vector3::zeros(),
             wind_profile: WindProfile::Uniform,
+            turbulence_m_s: 0.0,
             gust_ned_m_s: Vector3::zeros(),
             wind_compensation: 1.0,
             touchdown_speed_m_s: None,
@@ -333,6 +336,15 @@ impl Physics {
             0.0
         };
         self.wind_ned_m_s = Vector3::new(speed_m_s * to_rad.cos(), speed_m_s * to_rad.sin(), 0.0);
+    }
+
+    /// Gusts with this standard deviation (m/s); 0 is a steady wind.
+    pub fn set_turbulence(&mut self, sigma_m_s: f64) {
+        self.turbulence_m_s = if sigma_m_s.is_finite() {
+            sigma_m_s.max(0.0)
+        } else {
+            0.0
+        };
     }
 
     /// How the wind weakens near the ground.
@@ -479,12 +491,11 @@ impl Physics {
     }
 
     fn step_wind(&mut self, dt_s: f64) {
-        let mean_m_s = self.wind_here_ned_m_s().norm();
-        if mean_m_s <= 0.0 {
+        if self.turbulence_m_s <= 0.0 {
             self.gust_ned_m_s = Vector3::zeros();
             return;
         }
-        let sigma = GUST_FRACTION * mean_m_s;
+        let sigma = self.turbulence_m_s;
         let decay = dt_s / GUST_TIME_CONSTANT_S;
         let kick = sigma * (2.0 * decay).sqrt();
         let noise = Vector3::new(self.rng.next_gaussian(), self.rng.next_gaussian(), 0.0);
@@ -869,6 +880,7 @@ mod tests {
                 ned_m: Vector3::new(0.0, 0.0, -10.0),
             });
             p.set_wind(6.0, 90.0);
+            p.set_turbulence(1.5);
             p.set_wind_compensation(0.5);
             run(&mut p, 20.0);
             p.position_ned_m()

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use flight_companion::link::dialect::MavCmd;
 use serde_json::{Value, json};
 
 use crate::flight_rig::{Rig, at, from_home, offset, sim_time_s};
@@ -84,9 +85,13 @@ async fn flight_mcp_goto_inside_arrives_and_refused_gotos_leave_the_vehicle_stil
     );
 
     // Below the battery reserve: no new goal, but the way down is open.
-    // 13.9 V on 4S is about 20 %: below the 30 % reserve, above the 10 % critical level at
-    // which the daemon's own failsafe would land the vehicle.
-    rig.set_param("SIM_BATT_VOLTAGE", 13.9);
+    // ArduPilot's percentage counts consumed mAh (SIM_BATT_VOLTAGE moves volts only): a ground
+    // station's MAV_CMD_BATTERY_RESET puts it at 20 %, below the 30 % reserve, above the 10 %
+    // critical level at which the daemon's own failsafe would land the vehicle.
+    rig.gcs_command(
+        MavCmd::MAV_CMD_BATTERY_RESET,
+        [1.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let reserve = loop {
         let (result, _) = rig.tool("goto", goto(20.0, 0.0, 15.0)).await;
@@ -134,13 +139,20 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
     );
     // Speedup 2: a wall-clock loop turn of the daemon counts twice in simulated time.
     let mut rig = Rig::start("flight-breach", false, 2.0, &envelope).await;
+    // WPNAV_SPEED at the envelope's 5 m/s (as the pre-flight check advises): GUIDED holds
+    // with at most 5 m/s of authority, and the margins stay 10 m.
+    rig.set_param("WPNAV_SPEED", 500.0);
     rig.fly("takeoff", json!({"altitude_m": 6.0})).await;
     let lines_before = rig.sim_lines();
     rig.set_param("SIM_WIND_DIR", 0.0);
-    // Half the wind is left uncancelled: 15 m/s of drift, more than the vehicle can fly against.
-    rig.set_param("SIM_WIND_SPD", 30.0);
+    // The same wind at every height (SIM_WIND_T 1; SITL weakens it near the ground), half of
+    // it left uncancelled: 7 m/s of drift against 5 m/s of authority carries the vehicle out
+    // at about 2 m/s, under the speed limit, so this breach is the position's.
+    rig.set_param("SIM_WIND_T", 1.0);
+    rig.set_param("SIM_WIND_SPD", 14.0);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut keep_alive = tokio::time::Instant::now();
     while rig.position().north_m.hypot(rig.position().east_m) <= 41.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -148,6 +160,12 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
             rig.position(),
             rig.daemon.output()
         );
+        // The control lease ends after 10 s without a call from its holder: keep it.
+        if keep_alive.elapsed() > Duration::from_secs(2) {
+            keep_alive = tokio::time::Instant::now();
+            let (_, seen) = rig.tool("get_status", json!({})).await;
+            rig.client.requeue(seen);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if !rig.sim.output().contains("sim: mode BRAKE") {
@@ -219,10 +237,18 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
         text.contains("`pen`") && text.contains("holds position") && text.contains("land"),
         "{text}"
     );
+    // (The wind's onset can also bring a short speed warning: the margin's is the one here.)
     let warning = earlier
         .iter()
-        .find(|m| level_is(m, "warning"))
-        .unwrap_or_else(|| panic!("no warning before the breach: {earlier:?}"));
+        .filter(|m| level_is(m, "warning"))
+        .find(|m| {
+            m.payload.as_ref().is_some_and(|p| {
+                p["params"]["data"]["message"]
+                    .to_string()
+                    .contains("near the envelope")
+            })
+        })
+        .unwrap_or_else(|| panic!("no margin warning before the breach: {earlier:?}"));
     let text = warning.payload.as_ref().unwrap()["params"]["data"]["message"].to_string();
     assert!(text.contains("keep-in `pen`"), "{text}");
 
@@ -247,6 +273,33 @@ async fn flight_mcp_wind_drift_breach_holds_within_100_ms_of_simulated_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flight_mcp_px4_takes_off_flies_to_a_point_and_lands() {
     let mut rig = Rig::start("flight-px4", true, 5.0, &field_envelope()).await;
+    // At rest PX4's EKF2 reports CONST_POS_MODE (flags 1023): the rig's readiness wait already
+    // saw a trusted position on the ground. PX4's RTL_RETURN_ALT (60 m) is above the field's
+    // 40 m ceiling: the pre-flight check says so and takeoff is refused until it is fixed.
+    let status = rig.status().await;
+    assert_eq!(
+        status["vehicle"]["estimator"]["position_valid"], true,
+        "{status}"
+    );
+    let findings = status["preflight"]["findings"].as_array().unwrap().clone();
+    assert!(
+        findings.iter().any(|f| f["parameter"] == "RTL_RETURN_ALT"
+            && f["severity"] == "error"
+            && f["set_to"] == "35 or less"),
+        "{findings:?}"
+    );
+    let refusal = rig.refused("takeoff", json!({"altitude_m": 8.0})).await;
+    assert!(refusal.contains("RTL_RETURN_ALT"), "{refusal}");
+    rig.set_param("RTL_RETURN_ALT", 30.0);
+    let (report, _) = rig.tool("preflight_check", json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut report = report["structuredContent"].clone();
+    while report["arming_allowed"] != true {
+        assert!(tokio::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (r, _) = rig.tool("preflight_check", json!({})).await;
+        report = r["structuredContent"].clone();
+    }
     let result = rig.fly("takeoff", json!({"altitude_m": 8.0})).await;
     assert!(
         (result["vehicle"]["altitude_m"].as_f64().unwrap() - 8.0).abs() < 1.0,
@@ -259,11 +312,34 @@ async fn flight_mcp_px4_takes_off_flies_to_a_point_and_lands() {
         takeoff,
         "PX4 accepted the takeoff (altitude above sea level)"
     );
+    // PX4 takes DO_REPOSITION's altitude above sea level: sent as home's + 12 m, the goto
+    // holds its altitude instead of descending to 12 m AMSL and landing.
+    let from_s = rig.position().t_s;
     rig.fly("goto", goto(-25.0, 30.0, 12.0)).await;
     assert!(
         distance(&rig.position(), -25.0, 30.0) < 2.0,
         "{:?}",
         rig.position()
+    );
+    let lowest = rig
+        .positions
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.t_s >= from_s)
+        .map(|p| p.altitude_m)
+        .fold(f64::INFINITY, f64::min);
+    // (The takeoff ends within 0.7 m of its 8 m; descending to 12 m AMSL would reach 0.)
+    assert!(lowest > 6.5, "the goto went down to {lowest} m");
+    assert!(
+        (rig.position().altitude_m - 12.0).abs() < 1.0,
+        "{:?}",
+        rig.position()
+    );
+    let top = rig.top_speed_since(from_s);
+    assert!(
+        top <= 5.1,
+        "the goto flew at {top} m/s, above the 5 m/s limit"
     );
     let result = rig.fly("land", json!({})).await;
     assert_eq!(result["vehicle"]["armed"], false, "{result}");
@@ -273,4 +349,184 @@ async fn flight_mcp_px4_takes_off_flies_to_a_point_and_lands() {
         "{}",
         rig.daemon.output()
     );
+}
+
+/// Waits until the simulator printed `line` after its line number `from_line`.
+async fn sim_line_after(rig: &mut Rig, from_line: usize, line: &str, wait: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(found) = rig
+            .sim
+            .output()
+            .lines()
+            .skip(from_line)
+            .find(|l| l.starts_with(line))
+        {
+            return found.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `{line}` within {wait:?}\n--- daemon:\n{}\n--- sim:\n{}",
+            rig.daemon.output(),
+            rig.sim.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_mcp_the_speed_limit_holds_after_a_reset_and_a_takeover_and_an_excess_is_a_breach() {
+    // ArduCopter's own WPNAV_SPEED (10 m/s) is above the envelope's 5 m/s limit.
+    let mut rig = Rig::start("flight-speed", false, 5.0, &field_envelope()).await;
+
+    // The margins are sized from the faster speed, and the check says which one and what to set.
+    let (envelope, _) = rig.tool("get_envelope", json!({})).await;
+    let envelope = &envelope["structuredContent"];
+    assert_eq!(envelope["margin_speed_source"], "WPNAV_SPEED", "{envelope}");
+    assert_eq!(
+        envelope["margin_horizontal_m_configured"], 10.0,
+        "{envelope}"
+    );
+    let margin = envelope["margin_horizontal_m"].as_f64().unwrap();
+    assert!((margin - 24.4).abs() < 0.01, "{envelope}");
+    let (report, _) = rig.tool("preflight_check", json!({})).await;
+    let report = &report["structuredContent"];
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["parameter"] == "WPNAV_SPEED" && f["set_to"] == "500 or less"),
+        "{report}"
+    );
+
+    rig.fly("takeoff", json!({"altitude_m": 10.0})).await;
+
+    // A goto without speed_m_s flies at the limit, never above it (ArduCopter restarts at
+    // WPNAV_SPEED on the new target; the daemon's speed follows the target).
+    let t0 = rig.position().t_s;
+    rig.fly("goto", goto(60.0, -40.0, 10.0)).await;
+    let top = rig.top_speed_since(t0);
+    assert!((4.5..=5.1).contains(&top), "first goto: {top} m/s");
+
+    // After an emergency stop and its reset the vehicle holds in BRAKE, where ArduCopter
+    // refuses DO_CHANGE_SPEED: the next goto still flies at the limit.
+    let lines = rig.sim_lines();
+    let (stop, _) = rig
+        .tool("emergency_stop", json!({"reason": "speed test"}))
+        .await;
+    assert_eq!(stop["isError"], false, "{stop}");
+    sim_line_after(&mut rig, lines, "sim: mode BRAKE", Duration::from_secs(10)).await;
+    let mut admin = rig.admin_client("flight-speed").await;
+    let (reset, _) = admin
+        .call(
+            "tools/call",
+            json!({"name": "reset_emergency_stop", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(reset["result"]["isError"], false, "{reset}");
+    let t1 = rig.position().t_s;
+    rig.fly("goto", goto(-50.0, -50.0, 10.0)).await;
+    let top = rig.top_speed_since(t1);
+    assert!(
+        (4.5..=5.1).contains(&top),
+        "goto after the reset: {top} m/s"
+    );
+
+    // The pilot takes over (POSHOLD from the RC link) during a goto; the next goto, from
+    // POSHOLD, still flies at the limit.
+    let (lines, t2) = (rig.sim_lines(), rig.position().t_s);
+    let id = rig
+        .client
+        .request(
+            "tools/call",
+            json!({"name": "goto", "arguments": goto(40.0, -60.0, 10.0)}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rig.gcs_command(
+        MavCmd::MAV_CMD_DO_SET_MODE,
+        [1.0, 16.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    );
+    sim_line_after(
+        &mut rig,
+        lines,
+        "sim: mode POSHOLD",
+        Duration::from_secs(10),
+    )
+    .await;
+    let (taken, _) = rig.client.response(&id).await;
+    assert_eq!(
+        taken["result"]["structuredContent"]["outcome"], "taken_over",
+        "{taken}"
+    );
+    let t3 = rig.position().t_s;
+    rig.fly("goto", goto(-40.0, -60.0, 10.0)).await;
+    let top = rig.top_speed_since(t3);
+    assert!(
+        (4.5..=5.1).contains(&top),
+        "goto after the takeover: {top} m/s"
+    );
+    assert!(rig.top_speed_since(t2) <= 5.1);
+
+    // Another ground station keeps raising the speed to 12 m/s during a goto: the daemon
+    // says its speed again, and when the excess lasts it is a breach: hold, then land.
+    let lines = rig.sim_lines();
+    let id = rig
+        .client
+        .request(
+            "tools/call",
+            json!({"name": "goto", "arguments": goto(70.0, -60.0, 10.0)}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !rig
+        .sim
+        .output()
+        .lines()
+        .skip(lines)
+        .any(|l| l.starts_with("sim: mode BRAKE"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no hold after the excess: top {} m/s\n--- daemon:\n{}",
+            rig.top_speed_since(t3),
+            rig.daemon.output()
+        );
+        rig.gcs_command(
+            MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+            [1.0, 12.0, -1.0, 0.0, 0.0, 0.0, 0.0],
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (preempted, seen) = rig.client.response(&id).await;
+    assert_eq!(
+        preempted["result"]["structuredContent"]["outcome"], "preempted",
+        "{preempted}"
+    );
+    assert!(rig.top_speed_since(t3) > 6.0, "the excess happened");
+    let is_error = |m: &crate::mcp_client::Seen| {
+        m.payload.as_ref().is_some_and(|p| {
+            p["method"] == "notifications/message"
+                && p["params"]["level"] == "error"
+                && p["params"]["logger"] == "flight-companion.envelope"
+        })
+    };
+    let mut earlier = Vec::new();
+    let breach = match seen.into_iter().find(is_error) {
+        Some(breach) => breach,
+        None => rig
+            .client
+            .wait_for(is_error, Duration::from_secs(10), &mut earlier)
+            .await
+            .unwrap_or_else(|| panic!("no breach notification; saw {earlier:?}")),
+    };
+    let text = breach.payload.unwrap()["params"]["data"]["message"].to_string();
+    assert!(
+        text.contains("speed") && text.contains("above the 5 m/s limit") && text.contains("land"),
+        "{text}"
+    );
+    // The breach action follows the hold.
+    sim_line_after(&mut rig, lines, "sim: mode LAND", Duration::from_secs(15)).await;
 }

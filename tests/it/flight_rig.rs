@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flight_companion::link::MavMessage;
-use flight_companion::link::dialect::{MavParamType, PARAM_SET_DATA};
+use flight_companion::link::dialect::{COMMAND_LONG_DATA, MavCmd, MavParamType, PARAM_SET_DATA};
 use flight_companion::link::endpoint::Endpoint;
 use flight_companion::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions};
 use serde_json::{Value, json};
@@ -47,6 +47,8 @@ pub struct Reported {
     pub north_m: f64,
     pub east_m: f64,
     pub altitude_m: f64,
+    /// Horizontal speed over the ground (from vx, vy).
+    pub ground_speed_m_s: f64,
 }
 
 pub struct Rig {
@@ -57,7 +59,7 @@ pub struct Rig {
     pub positions: Arc<Mutex<Vec<Reported>>>,
     stop: CancellationToken,
     // Last: dropped after the processes that use its files.
-    _broker: Broker,
+    broker: Broker,
 }
 
 impl Drop for Rig {
@@ -76,6 +78,8 @@ impl Rig {
     pub async fn start(tag: &str, px4: bool, speedup: f64, envelope: &str) -> Rig {
         let broker = Broker::start(tag);
         let speedup = speedup.to_string();
+        // The estimator trusts its position 4 simulated seconds after boot instead of
+        // ArduCopter's 40: these flights are not about start-up (the rig waits for it).
         let mut args = vec![
             "sim",
             "--link",
@@ -84,6 +88,8 @@ impl Rig {
             "tcpin:127.0.0.1:0",
             "--speedup",
             &speedup,
+            "--ekf-ready-s",
+            "4",
         ];
         if px4 {
             args.extend(["--autopilot", "px4"]);
@@ -122,10 +128,80 @@ impl Rig {
             harness,
             positions,
             stop,
-            _broker: broker,
+            broker,
         };
         rig.wait_for_envelope().await;
+        rig.wait_until_ready().await;
         rig
+    }
+
+    /// Waits until the autopilot trusts its position and the pre-flight check has read its
+    /// parameters: before that a takeoff is (rightly) refused.
+    pub async fn wait_until_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        loop {
+            let status = self.status().await;
+            if status["vehicle"]["estimator"]["position_valid"] == true
+                && status["preflight"]["state"] == "done"
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not ready within {START_WAIT:?}: {status}\n--- daemon:\n{}",
+                self.daemon.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `get_status`'s structured content.
+    pub async fn status(&mut self) -> Value {
+        let (result, _) = self.tool("get_status", json!({})).await;
+        result["structuredContent"].clone()
+    }
+
+    /// A second ground client holding the dev-setup ADMIN token (e.g. to reset the e-stop).
+    pub async fn admin_client(&self, tag: &str) -> TestClient {
+        let mut admin = TestClient::connect(&self.broker, &format!("admin-{tag}")).await;
+        admin.token = std::fs::read_to_string(self.broker.dev.path("tokens/admin.jwt"))
+            .ok()
+            .map(|t| t.trim().to_owned());
+        wait_online(&mut admin).await;
+        admin.initialize("2025-11-25").await;
+        admin
+    }
+
+    /// A COMMAND_LONG from the harness's own ground station (system 255), as another GCS or
+    /// the pilot's RC link would send it.
+    pub fn gcs_command(&self, command: MavCmd, params: [f32; 7]) {
+        let [param1, param2, param3, param4, param5, param6, param7] = params;
+        self.harness
+            .send(&MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+                param1,
+                param2,
+                param3,
+                param4,
+                param5,
+                param6,
+                param7,
+                command,
+                target_system: 1,
+                target_component: 1,
+                confirmation: 0,
+            }))
+            .expect("the harness link is up");
+    }
+
+    /// The fastest reported ground speed from simulated time `from_s` on.
+    pub fn top_speed_since(&self, from_s: f64) -> f64 {
+        self.positions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.t_s >= from_s)
+            .map(|p| p.ground_speed_m_s)
+            .fold(0.0, f64::max)
     }
 
     async fn wait_for_envelope(&mut self) {
@@ -330,6 +406,7 @@ async fn harness(port: u16, stop: CancellationToken) -> (LinkHandle, Arc<Mutex<V
                         north_m,
                         east_m,
                         altitude_m: f64::from(p.relative_alt) / 1000.0,
+                        ground_speed_m_s: (f64::from(p.vx) / 100.0).hypot(f64::from(p.vy) / 100.0),
                     });
                 }
                 _ => {}

@@ -170,6 +170,13 @@ impl TestClient {
         id
     }
 
+    /// Puts messages back, oldest first, for the next `next` or `wait_for`.
+    pub fn requeue(&mut self, seen: Vec<Seen>) {
+        let mut seen = seen;
+        seen.append(&mut self.backlog);
+        self.backlog = seen;
+    }
+
     /// Next message on any subscribed topic within `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Seen> {
         if !self.backlog.is_empty() {
