@@ -212,7 +212,7 @@ pub struct ProbeArgs {
     pub seconds: f64,
 }
 
-fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {
+pub(crate) fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
     let [lat, lon, alt] = parts.as_slice() else {
         return Err(format!(
@@ -247,8 +247,20 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
+            Ok(config) => {
+                // Valid, but perhaps drawn for another place: said now, not at the field.
+                let warnings = crate::last_home::site_warnings(&config);
+                for warning in &warnings {
+                    eprintln!("warning: {warning}");
+                }
+                match warnings.len() {
+                    0 => println!("{}: ok", file.display()),
+                    n => println!(
+                        "{}: ok, with {n} warning{} about where the envelope is",
+                        file.display(),
+                        if n == 1 { "" } else { "s" }
+                    ),
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -117,6 +117,10 @@ pub struct VehicleConfig {
     pub reconnect_backoff_ms_min: u64,
     /// Cap of the exponential reopen delay. Default 5000 ms.
     pub reconnect_backoff_ms_max: u64,
+    /// Where the daemon keeps the autopilot's last home (JSON, rewritten when home moves),
+    /// so that `check-config` can warn when the envelope's zones are far from where the
+    /// vehicle last was. Relative to this file. Default none (not kept).
+    pub last_home_path: Option<PathBuf>,
 }
 
 impl Default for VehicleConfig {
@@ -134,6 +138,7 @@ impl Default for VehicleConfig {
             command_in_progress_timeout_ms: 30_000,
             reconnect_backoff_ms_min: 100,
             reconnect_backoff_ms_max: 5000,
+            last_home_path: None,
         }
     }
 }
@@ -596,6 +601,11 @@ pub struct EnvelopeConfig {
     pub keep_in: Vec<ZoneConfig>,
     /// Keep-out zones: the vehicle stays outside all of them.
     pub keep_out: Vec<ZoneConfig>,
+    /// `[latitude_deg, longitude_deg]` of the home the zones are drawn around
+    /// (`dev-setup --home` writes it): `check-config` warns when the envelope would be
+    /// refused there or a zone is far from it. The daemon always builds the envelope around
+    /// the autopilot's own home. Default none.
+    pub expected_home_lat_lon_deg: Option<[f64; 2]>,
 }
 
 impl Default for EnvelopeConfig {
@@ -620,6 +630,7 @@ impl Default for EnvelopeConfig {
             breach_hold_s: 2.0,
             keep_in: Vec::new(),
             keep_out: Vec::new(),
+            expected_home_lat_lon_deg: None,
         }
     }
 }
@@ -1071,10 +1082,14 @@ impl Config {
                 }
             }
         }
-        for path in [&mut self.auth.revocation_path, &mut self.audit.dir]
-            .into_iter()
-            .flatten()
-            .chain(self.auth.keys.iter_mut().map(|k| &mut k.public_key_path))
+        for path in [
+            &mut self.auth.revocation_path,
+            &mut self.audit.dir,
+            &mut self.vehicle.last_home_path,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.auth.keys.iter_mut().map(|k| &mut k.public_key_path))
         {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -1223,6 +1238,16 @@ impl Config {
         self.check_camera()?;
         self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
+        if let Some([lat, lon]) = self.envelope.expected_home_lat_lon_deg
+            && !(lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0)
+        {
+            return Err((
+                "envelope.expected_home_lat_lon_deg",
+                format!(
+                    "must be [latitude_deg, longitude_deg] within ±90 and ±180, got [{lat}, {lon}]"
+                ),
+            ));
+        }
         self.check_estop()?;
         if self.mqtt.enabled {
             for (key, value) in [

@@ -198,6 +198,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         State::Status(format!("autopilot link {} open", config.vehicle.link)),
     ]);
     let mut alerts_logged = 0;
+    // The autopilot's home as last kept on disk for check-config (`vehicle.last_home_path`).
+    let mut home_kept = config
+        .vehicle
+        .last_home_path
+        .as_deref()
+        .and_then(|p| crate::last_home::read(p).ok().flatten());
     // The loop turns at least this often: the envelope monitor and cancellations.
     let mut monitor_tick = tokio::time::interval(Duration::from_secs_f64(
         config.envelope.check_interval_s.clamp(0.005, 0.04),
@@ -323,6 +329,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
             report.emergency_stop = stop.status();
             report.local_estop = local_estop.clone();
+            keep_home(&config, &report, &mut home_kept);
             let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
             report.health = health.assess(&report, cpu_temperature);
             // Each raised alert once in the journal (MCP clients get them as notifications).
@@ -501,6 +508,41 @@ fn accept(
 }
 
 /// The status report with the daemon's own fields filled in.
+/// Writes the autopilot's home to `vehicle.last_home_path` when it moved (off the loop: the
+/// loop never waits on the disk).
+fn keep_home(
+    config: &crate::config::Config,
+    report: &StatusReport,
+    kept: &mut Option<crate::last_home::LastHome>,
+) {
+    let (Some(path), Some(home)) = (&config.vehicle.last_home_path, &report.vehicle.home) else {
+        return;
+    };
+    let new = crate::last_home::LastHome {
+        latitude_deg: home.latitude_deg,
+        longitude_deg: home.longitude_deg,
+        altitude_msl_m: home.altitude_msl_m,
+        seen_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    if !new.point().is_valid()
+        || kept.is_some_and(|k| {
+            crate::safety::site::great_circle_m(k.point(), new.point()) < crate::last_home::MOVED_M
+        })
+    {
+        return;
+    }
+    *kept = Some(new);
+    let path = path.clone();
+    tokio::task::spawn_blocking(move || match crate::last_home::write(&path, &new) {
+        Ok(()) => {
+            info!(path = %path.display(), "home kept for check-config: {:.7}, {:.7}", new.latitude_deg, new.longitude_deg)
+        }
+        Err(e) => warn!("cannot keep the home in {}: {e}", path.display()),
+    });
+}
+
 fn status_of(
     supervisor: &Supervisor,
     now: Instant,

@@ -140,6 +140,7 @@ async fn script(
         broker_port,
         vehicle_link: vehicle_link.parse()?,
         force: true,
+        home: None,
     })?;
     say(&format!(
         "wrote a dev CA, certificates and configs to {}",

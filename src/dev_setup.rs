@@ -53,6 +53,16 @@ pub struct DevSetupArgs {
     /// Overwrite the files of an existing non-empty directory.
     #[arg(long)]
     pub force: bool,
+    /// Draw the dev envelope around this home, `LAT,LON,ALT_M` (where the vehicle or SITL
+    /// takes off), instead of the built-in simulator's.
+    #[arg(long, value_name = "LAT,LON,ALT_M", value_parser = crate::cli::parse_home, allow_hyphen_values = true)]
+    pub home: Option<(f64, f64, f64)>,
+}
+
+/// The home `args` draws the envelope around: `--home`, or the simulator's.
+fn home_of(args: &DevSetupArgs) -> (f64, f64, f64) {
+    args.home
+        .unwrap_or((SIM_HOME_LAT_DEG, SIM_HOME_LON_DEG, SIM_HOME_ALT_M))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +89,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevSetupError + '_ {
 /// Runs the subcommand and prints what was written and how to use it.
 pub fn run(args: &DevSetupArgs) -> Result<(), DevSetupError> {
     let dir = write(args)?;
+    let (lat, lon, alt) = home_of(args);
     println!("dev-setup: wrote {}", dir.display());
+    println!(
+        "dev-setup: envelope: a {:.0} m square `field` around {lat}, {lon} (check it: flight-companion check-config {})",
+        2.0 * FIELD_HALF_SIDE_M,
+        dir.join("drone.toml").display()
+    );
+    if args.home.is_some() {
+        println!(
+            "dev-setup: simulator at that home: flight-companion sim --home {lat},{lon},{alt}"
+        );
+    }
     println!(
         "dev-setup: broker: mosquitto -c {}",
         dir.join("mosquitto.conf").display()
@@ -178,7 +199,7 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
     write_tokens(&dir)?;
     write_file(
         &dir.join("drone.toml"),
-        drone_toml(args.broker_port, &args.vehicle_link).as_bytes(),
+        drone_toml(args.broker_port, &args.vehicle_link, home_of(args)).as_bytes(),
         0o644,
     )?;
     write_file(
@@ -331,11 +352,13 @@ fn acl() -> String {
     )
 }
 
-fn drone_toml(port: u16, link: &Endpoint) -> String {
+fn drone_toml(port: u16, link: &Endpoint, home: (f64, f64, f64)) -> String {
     format!(
         "# Written by `flight-companion dev-setup`. Paths are relative to this file.\n\
          [vehicle]\n\
          link = \"{link}\"\n\
+         # The autopilot's last home, for check-config's warnings about the envelope.\n\
+         last_home_path = \"state/last-home.json\"\n\
          \n\
          [mqtt]\n\
          enabled = true\n\
@@ -362,25 +385,28 @@ fn drone_toml(port: u16, link: &Endpoint) -> String {
          dir = \"state/audit\"\n\
          \n\
          {}",
-        dev_envelope()
+        dev_envelope(home)
     )
 }
 
-/// A small field around the simulator's home: a 300 m square keep-in, a keep-out circle
-/// 60 m east of home, a 60 m ceiling. Around any other home the envelope is refused when the
-/// daemon builds it (home outside the keep-in), so only hold, land and return are accepted
-/// until a real envelope is written: the dev default never lets a real vehicle fly.
-fn dev_envelope() -> String {
+/// A small field around `home` (the simulator's unless `--home`): a 300 m square keep-in, a
+/// keep-out circle 60 m east of home, a 60 m ceiling. Around any other home the envelope is
+/// refused when the daemon builds it (home outside the keep-in), so only hold, land and
+/// return are accepted until a real envelope is written: the dev default never lets a
+/// vehicle fly anywhere but where it was drawn.
+fn dev_envelope(home: (f64, f64, f64)) -> String {
+    let (home_lat, home_lon, home_alt) = home;
     let at = |north_m: f64, east_m: f64| {
-        let (lat, lon) =
-            crate::flight::geo::offset_deg(SIM_HOME_LAT_DEG, SIM_HOME_LON_DEG, north_m, east_m);
+        let (lat, lon) = crate::flight::geo::offset_deg(home_lat, home_lon, north_m, east_m);
         format!("[{lat:.7}, {lon:.7}]")
     };
     let h = FIELD_HALF_SIDE_M;
     format!(
         "[envelope]\n\
-         # Drawn around the simulator's default home ({SIM_HOME_LAT_DEG}, {SIM_HOME_LON_DEG}).\n\
+         # Drawn around the home {home_lat}, {home_lon} ({home_alt} m above sea level); check-config\n\
+         # warns when the zones do not fit it or the vehicle's last home.\n\
          # Replace the zones with your own field before flying anything real.\n\
+         expected_home_lat_lon_deg = [{home_lat}, {home_lon}]\n\
          altitude_m_max = {CEILING_M:.1}\n\
          distance_from_home_m_max = 250.0\n\
          breach_action = \"land\"\n\
@@ -440,6 +466,7 @@ mod tests {
             broker_port: 18883,
             vehicle_link: Endpoint::default_vehicle(),
             force,
+            home: None,
         }
     }
 
@@ -496,6 +523,40 @@ mod tests {
         let error = write(&args(&dir, false)).unwrap_err().to_string();
         assert!(error.contains("--force"), "{error}");
         write(&args(&dir, true)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_dev_envelope_is_drawn_around_the_home_given() {
+        let dir = temp_dir("home");
+        let canberra = (-35.363261, 149.165230, 584.0);
+        let written = write(&DevSetupArgs {
+            home: Some(canberra),
+            ..args(&dir, false)
+        })
+        .unwrap();
+        let config = Config::load(&written.join("drone.toml")).unwrap();
+        assert_eq!(
+            config.envelope.expected_home_lat_lon_deg,
+            Some([canberra.0, canberra.1])
+        );
+        assert_eq!(
+            config.vehicle.last_home_path,
+            Some(written.join("state/last-home.json"))
+        );
+        let home = crate::safety::GeoPosition {
+            latitude_deg: canberra.0,
+            longitude_deg: canberra.1,
+            altitude_m: 0.0,
+        };
+        crate::safety::Envelope::new(&config.envelope, home, Some(home)).unwrap();
+        let sim_home = crate::safety::GeoPosition {
+            latitude_deg: SIM_HOME_LAT_DEG,
+            longitude_deg: SIM_HOME_LON_DEG,
+            altitude_m: 0.0,
+        };
+        assert!(crate::safety::Envelope::new(&config.envelope, sim_home, None).is_err());
+        assert!(crate::last_home::site_warnings(&config).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -556,6 +556,7 @@ impl Rig {
             broker_port: self.broker_port,
             vehicle_link: link.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
             force: true,
+            home: None,
         })?;
         self.start_broker().await?;
         let proxy = MqttProxy::start_with_log(
