@@ -33,10 +33,10 @@ pub struct Truth {
     pub home_altitude_msl_m: Option<f64>,
     /// From `EXTENDED_SYS_STATE`.
     pub landed: Option<bool>,
-    /// The autopilot's own pre-arm checks pass, from `SYS_STATUS` when it reports them
-    /// (ArduPilot sets `MAV_SYS_STATUS_PREARM_CHECK` present and enabled, healthy when they
-    /// pass: `GCS.cpp`); `None` when it does not say (PX4 reports only the health bit, for
-    /// the current mode).
+    /// The autopilot's own pre-arm checks pass, from `SYS_STATUS`: ArduPilot sets
+    /// `MAV_SYS_STATUS_PREARM_CHECK` present and enabled, healthy when they pass (`GCS.cpp`);
+    /// PX4 sets only the health bit, when it can arm in its current navigation state
+    /// (`SYS_STATUS.hpp`: `can_arm_mode_flags`). `None` when the autopilot does not say.
     pub prearm_ok: Option<bool>,
 }
 
@@ -96,9 +96,11 @@ impl Truth {
             }
             MavMessage::SYS_STATUS(s) => {
                 let prearm = MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
-                self.prearm_ok = (s.onboard_control_sensors_present.contains(prearm)
+                let reported = (s.onboard_control_sensors_present.contains(prearm)
                     && s.onboard_control_sensors_enabled.contains(prearm))
-                .then(|| s.onboard_control_sensors_health.contains(prearm));
+                    || self.autopilot == Some(AutopilotKind::Px4);
+                self.prearm_ok =
+                    reported.then(|| s.onboard_control_sensors_health.contains(prearm));
             }
             MavMessage::EXTENDED_SYS_STATE(s) => {
                 self.landed = match s.landed_state {
@@ -249,9 +251,20 @@ mod tests {
         assert_eq!(t.prearm_ok, Some(false));
         t.observe(&status(prearm | gyro, prearm | gyro, prearm | gyro));
         assert_eq!(t.prearm_ok, Some(true));
-        // PX4 (SYS_STATUS.hpp) sets only the health bit, for the current mode: not read.
+        // Another autopilot that does not report the checks: unknown.
         t.observe(&status(gyro, gyro, gyro));
         assert_eq!(t.prearm_ok, None);
+        // PX4 (SYS_STATUS.hpp) sets only the health bit: "Arming denied: Resolve system
+        // health failures first" until it does, about 2 s after its home on SIH.
+        t.observe(&frame(
+            Direction::ToCompanion,
+            1,
+            heartbeat(MavAutopilot::MAV_AUTOPILOT_PX4, false, 0),
+        ));
+        t.observe(&status(gyro, gyro, gyro));
+        assert_eq!(t.prearm_ok, Some(false));
+        t.observe(&status(gyro, gyro, gyro | prearm));
+        assert_eq!(t.prearm_ok, Some(true));
     }
 
     #[test]
