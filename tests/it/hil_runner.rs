@@ -211,6 +211,32 @@ fn hil_runner_starts_a_fresh_sitl_per_scenario_and_waits_until_it_can_fly() {
         "the last SITL is still running"
     );
 
+    // A target without what a fault needs skips the scenario after asking it, with the
+    // reason: the simulator's PX4 personality, like PX4, has no BATT_CAPACITY for
+    // MAV_CMD_BATTERY_RESET.
+    let battery = write(
+        dir.path(),
+        "c-battery.toml",
+        "name = \"battery to reserve\"\nneeds = [\"flight\", \"sim_faults\"]\n\
+         [[steps]]\nfault = \"battery\"\nremaining_percent = 19.0\n",
+    );
+    let (code, text) = hil(
+        &out,
+        &[
+            "--target",
+            &format!("sitl:tcpout:127.0.0.1:{port}"),
+            "--sitl-command",
+            &command.replace(" sim ", " sim --autopilot px4 "),
+            &battery,
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("SKIP  battery to reserve")
+            && text.contains("the autopilot has no BATT_CAPACITY parameter"),
+        "{text}"
+    );
+
     // A placeholder that does not exist is refused before anything starts.
     let (code, text) = hil(
         &out,
