@@ -91,6 +91,10 @@ async fn script(
         "tcpin:127.0.0.1:0",
         "--speedup",
         &args.speedup.to_string(),
+        // A real ArduCopter's EKF takes about 40 s to trust its position after boot; the demo
+        // shortens that to 10 simulated seconds (and waits for it before taking off).
+        "--ekf-ready-s",
+        "10",
     ])
     .stdout(Stdio::piped())
     .stderr(log_file(dir, "sim.log")?);
@@ -320,6 +324,47 @@ async fn take_picture(client: &mut McpClient) -> anyhow::Result<()> {
 /// Takes off, flies to a point inside the envelope, tries one outside the fence (which the
 /// daemon refuses), lands; says what happens at each step.
 async fn fly(client: &mut McpClient) -> anyhow::Result<()> {
+    // Like a real autopilot after boot, the simulator's estimator needs a while to trust its
+    // position, and the daemon checks the autopilot's settings before it lets it arm.
+    let report = timeout("a trusted position and the pre-flight check", async {
+        loop {
+            let status = client.call_tool("get_status", json!({})).await?;
+            let report = status["structuredContent"].clone();
+            if report["vehicle"]["estimator"]["position_valid"] == true
+                && report["preflight"]["state"] == "done"
+            {
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await?;
+    let preflight = &report["preflight"];
+    let findings: Vec<String> = preflight["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} (set it to {})",
+                f["severity"].as_str().unwrap_or("?"),
+                f["parameter"].as_str().unwrap_or("?"),
+                f["set_to"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    say(&format!(
+        "pre-flight check of the autopilot: {}; margins sized from {} ({} m/s)",
+        if findings.is_empty() {
+            "nothing to change".to_string()
+        } else {
+            findings.join(", ")
+        },
+        preflight["margin_speed"]["source"].as_str().unwrap_or("?"),
+        preflight["margin_speed"]["speed_m_s"]
+    ));
+
     let envelope = client
         .request(
             "tools/call",

@@ -22,7 +22,8 @@ const IMAGE_BYTES_MAX: usize = 120_000;
 
 /// `flight-companion sim` with `links` tcpin endpoints; returns it and their ports.
 fn autopilot(links: usize) -> (Proc, Vec<u16>) {
-    let mut args = vec!["sim", "--speedup", "4"];
+    // Start-up is not what this is about: the estimator trusts its position at once.
+    let mut args = vec!["sim", "--speedup", "4", "--ekf-ready-s", "0"];
     for _ in 0..links {
         args.extend(["--link", "tcpin:127.0.0.1:0"]);
     }

@@ -17,7 +17,10 @@ use crate::support::{Proc, binary, flight_companion, peer, python};
 
 /// `flight-companion sim` on an ephemeral port; returns it and the port it printed.
 fn autopilot() -> (Proc, u16) {
-    let mut sim = flight_companion("sim", &["sim", "--link", "tcpin:127.0.0.1:0"]);
+    let mut sim = flight_companion(
+        "sim",
+        &["sim", "--link", "tcpin:127.0.0.1:0", "--ekf-ready-s", "0"],
+    );
     let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);
     let port = line
         .rsplit(':')

@@ -32,6 +32,12 @@ def main():
     args.autopilot = "ardupilot"
     try:
         conn = connect(args)
+        # The daemon watching this vehicle holds it when it flies faster than its envelope's
+        # 5 m/s: GUIDED flies at WPNAV_SPEED (cm/s), read when GUIDED starts.
+        conn.mav.param_set_send(
+            conn.target_system, conn.target_component, b"WPNAV_SPEED", 400, mavlink.MAV_PARAM_TYPE_REAL32
+        )
+        recv(conn, ["PARAM_VALUE"], 5, lambda m: m.param_id == "WPNAV_SPEED", what="PARAM_VALUE WPNAV_SPEED")
         conn.set_mode("GUIDED")
         wait_heartbeat_where(conn, lambda m: m.custom_mode == gcs_flight.ARDUCOPTER_GUIDED, 5, "GUIDED")
         expect_accepted(conn, "arm", mavlink.MAV_CMD_COMPONENT_ARM_DISARM, [1])
