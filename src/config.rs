@@ -899,6 +899,10 @@ impl Config {
             ground_loss_action: f.ground_loss_action,
             battery_critical_percent: (f.battery_critical_percent > 0.0)
                 .then_some(f.battery_critical_percent),
+            // Two periods of the position telemetry the daemon asks for.
+            position_loss_grace: Duration::from_secs_f64(
+                (2.0 / f64::from(self.vehicle.telemetry_rate_hz)).max(0.5),
+            ),
         }
     }
 
