@@ -189,7 +189,7 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 1)]
     pub system_id: u8,
     /// Simulated seconds from boot until the estimator trusts its position and arming is
-    /// possible. Default: the firmware's own timeline (ArduCopter about 40 s, PX4 about 12 s);
+    /// possible. Default: the firmware's own timeline (ArduCopter about 42 s, PX4 about 3 s);
     /// tests that are not about start-up give a short one.
     #[arg(long, value_name = "SECONDS")]
     pub ekf_ready_s: Option<f64>,

@@ -724,9 +724,7 @@ impl Supervisor {
     fn start_breach_response(&mut self, now: Instant, what: String) {
         self.executor.abort_all(
             Outcome::Preempted,
-            &format!(
-                "the vehicle left the envelope ({what}); the daemon's breach action took over"
-            ),
+            &format!("envelope breach ({what}); the daemon's breach action took over"),
             &mut self.commands,
         );
         self.command_role = Role::System;

@@ -683,6 +683,8 @@ impl Executor {
             command_sent_at: None,
         };
         if plan.action.is_motion() {
+            // The new motion says its own speed (if any) once its target is accepted.
+            self.keeper.release();
             if let Some(old) = self.main.take() {
                 let message = format!("superseded by {}", plan.action);
                 self.end(old, Outcome::Superseded, message, commands);
@@ -894,6 +896,19 @@ impl Executor {
         job.mode_seen = mode;
         let mode = mode?;
         if first_look {
+            return None;
+        }
+        // On the ground at the end of a landing or a return the autopilot may change mode by
+        // itself (PX4 goes back to Hold when it disarms, UserModeIntention::onDisarm): that is
+        // the landing finishing, not an interruption; the wait for disarm decides.
+        if matches!(
+            job.running,
+            Running::Until {
+                condition: Condition::LandedDisarmed { .. },
+                ..
+            }
+        ) && !vehicle.in_air()
+        {
             return None;
         }
         let requested = job.modes_expected.contains(&mode)
@@ -1506,10 +1521,10 @@ fn landing_phase(vehicle: &VehicleState, distance_home_m: Option<f64>) -> &'stat
         "descending"
     } else if down < -0.3 {
         "climbing"
-    } else if horizontal > 0.5 && distance_home_m.is_some_and(|d| d > 2.0) {
-        "flying home"
-    } else if distance_home_m.is_some() {
+    } else if distance_home_m.is_some_and(|d| d <= 2.0) {
         "over home"
+    } else if horizontal > 0.5 && distance_home_m.is_some() {
+        "flying home"
     } else {
         "holding"
     }

@@ -19,8 +19,9 @@ const HOME: GeoPoint = GeoPoint {
 };
 
 /// The simulator's start-up is not what these flights are about: its EKF trusts its position
-/// after 4 s instead of ArduCopter's 40 s (the rig runs 6 s before the first request).
-const EKF_READY_S: f64 = 4.0;
+/// after 2 s instead of ArduCopter's 42 s (arming from 2.1 s; PX4's from 3.3 s), and the rig
+/// runs 6 s before the first request.
+const EKF_READY_S: f64 = 2.0;
 
 struct Rig {
     sim: SimAutopilot,
@@ -548,3 +549,104 @@ fn motion_without_a_position_is_refused_and_a_read_only_caller_is_refused() {
 }
 
 mod stop_during;
+
+#[test]
+fn px4_set_heading_sends_the_yaw_in_radians_at_its_altitude_above_sea_level() {
+    // PX4 reads DO_REPOSITION's param4 in radians (PositionSetpoint.yaw) and param7 above
+    // mean sea level (navigator_main.cpp): the turn happens where the vehicle is.
+    let mut rig = Rig::new(Personality::Px4);
+    rig.fly(Action::Takeoff { altitude_m: 8.0 }, 60.0);
+    let end = rig.fly(Action::SetHeading { heading_deg: 90.0 }, 30.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    rig.run(2.0);
+    let yaw_deg = rig.sim.physics().yaw_rad().to_degrees();
+    assert!((yaw_deg - 90.0).abs() < 2.0, "{yaw_deg}");
+    assert!(
+        (rig.sim.altitude_m() - 8.0).abs() < 0.8,
+        "{}",
+        rig.sim.altitude_m()
+    );
+    let sent = rig.sent.iter().find_map(|(_, m)| match m {
+        MavMessage::COMMAND_INT(c) if c.command == MavCmd::MAV_CMD_DO_REPOSITION => Some(c.clone()),
+        _ => None,
+    });
+    let sent = sent.expect("a DO_REPOSITION");
+    assert!(
+        (sent.param4 - std::f32::consts::FRAC_PI_2).abs() < 1e-4,
+        "{sent:?}"
+    );
+    assert_eq!(sent.frame, crate::link::dialect::MavFrame::MAV_FRAME_GLOBAL);
+    assert!(
+        (f64::from(sent.z) - (HOME.alt_amsl_m + 8.0)).abs() < 1.0,
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn a_speed_excess_is_a_breach_except_under_the_pilot_and_in_a_return() {
+    // Another ground station switches to RTL, which ArduCopter flies at RTL_SPEED (0: the
+    // 10 m/s WPNAV_SPEED): the daemon asks for its 5 m/s limit and does not interrupt the
+    // return with a hold.
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 15.0 }, 60.0);
+    rig.fly(goto_offset(120.0, 0.0, 15.0), 120.0);
+    let before = rig.now;
+    rig.pilot_mode(6.0); // RTL
+    rig.run(30.0);
+    let speeds: Vec<MavCmd> = rig.commands_sent_since(before);
+    assert!(
+        speeds.contains(&MavCmd::MAV_CMD_DO_CHANGE_SPEED),
+        "the limit was asked for: {speeds:?}"
+    );
+    assert!(
+        !rig.sim_events
+            .iter()
+            .any(|(t, e)| *t >= before && *e == SimEvent::ModeChanged("BRAKE")),
+        "a return is never interrupted by a hold"
+    );
+    let v = rig.sim.physics().velocity_ned_m_s().xy().norm();
+    assert!(v <= 5.1, "the return flies at the limit: {v}");
+    assert!(rig.sup.breach_active().is_none());
+    rig.run(60.0);
+    assert!(!rig.sim.armed(), "the return landed");
+
+    // Under the pilot (POSHOLD) a wind pushing the vehicle past the limit is the pilot's
+    // business: an event, no hold.
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    rig.pilot_mode(16.0); // POSHOLD
+    rig.set_param("SIM_WIND_T", 1.0);
+    rig.set_param("SIM_WIND_SPD", 30.0);
+    rig.run(5.0);
+    assert!(rig.sup.breach_active().is_none());
+    assert!(
+        rig.sup
+            .envelope_events()
+            .any(|e| e.message.contains("ground speed") && e.level == "warning"),
+        "reported"
+    );
+    assert_eq!(rig.sim.mode(), crate::sim::autopilot::FlightMode::PosHold);
+
+    // In GUIDED (the daemon's goto) a sustained excess is a breach: hold, then land.
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    let job = rig.request(goto_offset(150.0, 0.0, 10.0)).unwrap();
+    rig.run(2.0);
+    for _ in 0..40 {
+        rig.gcs_command(
+            MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+            [1.0, 12.0, -1.0, 0.0, 0.0, 0.0, 0.0],
+        );
+        rig.run(0.1);
+    }
+    let end = rig.end_of(job).cloned().expect("preempted by the breach");
+    assert_eq!(end.outcome, Outcome::Preempted, "{end:?}");
+    assert!(end.message.contains("speed"), "{end:?}");
+    assert!(
+        rig.sim_events
+            .iter()
+            .any(|(_, e)| *e == SimEvent::ModeChanged("BRAKE"))
+    );
+    rig.run(3.0);
+    assert_eq!(rig.sim.mode(), crate::sim::autopilot::FlightMode::Land);
+}

@@ -58,15 +58,17 @@
 //! # Start-up: the estimator's time to trust its position
 //!
 //! After boot the EKF needs time before it trusts a position (`SimOptions::ekf_ready_s`; the
-//! default is the firmware's own timeline). ArduCopter SITL (`/work/shared/reference/sitl.md`):
-//! EKF3 initialised at ~4 s, GPS detected at ~10 s, origin and home at ~20 s, EKF3 using GPS
-//! at ~40 s. Until then EKF_STATUS_REPORT has no absolute position (constant-position mode:
-//! `AP_NavEKF3_Control.cpp` `updateFilterStatus`), there is no GLOBAL_POSITION_INT or
-//! HOME_POSITION before the origin, arming fails (`PreArm: AHRS: waiting for home`, then
-//! `PreArm: Need Position Estimate`) and position modes are refused. PX4 (EKF2) aligns within
-//! about a second and fuses the GPS after 10 s of healthy data (`ekf.h`
-//! `_min_gps_health_time_us`): global position and home at ~12 s. A shorter `ekf_ready_s`
-//! scales every stage.
+//! default is the firmware's own timeline, [`EkfTimeline::firmware`], as measured on ArduCopter
+//! SITL 4.7.0-dev and PX4 SIH: `/work/shared/reference/sitl.md`, `/work/sitl/NOTES.md`).
+//! ArduCopter: EKF3 initialised at ~5 s, GPS at ~10 s, origin and home at ~20 s, EKF3 using
+//! GPS at ~42 s, arming from ~44 s. Until then EKF_STATUS_REPORT has no absolute position
+//! (constant-position mode: `AP_NavEKF3_Control.cpp` `updateFilterStatus`), there is no
+//! GLOBAL_POSITION_INT or HOME_POSITION before the origin, and arming fails (`Arm: AHRS:
+//! waiting for home`, then `Arm: Need Position Estimate`); while disarmed every mode is
+//! accepted (`Copter::set_mode`: `ignore_checks = !motors->armed()`), armed a position mode
+//! needs the position. PX4: GPS at ~2 s, home at ~2.5 s, ESTIMATOR_STATUS 1023 at ~3 s, arming
+//! (`TEMPORARILY_REJECTED` with "Arming denied: Resolve system health failures first" before)
+//! from ~5 s. A shorter `ekf_ready_s` scales every stage.
 //!
 //! PX4's ESTIMATOR_STATUS flags are its EKF2 solution status (`ekf_helper.cpp`
 //! `get_ekf_soln_status`): CONST_POS_MODE is also set whenever the vehicle is at rest
@@ -221,26 +223,33 @@ pub struct EkfTimeline {
     pub gps_detected: Duration,
     /// The EKF origin and home are set (ArduPilot); GLOBAL_POSITION_INT and HOME_POSITION start.
     pub origin_set: Duration,
-    /// The EKF uses the GPS: absolute position trusted, arming and position modes allowed.
+    /// The EKF uses the GPS: absolute position trusted, position modes allowed.
     pub position_trusted: Duration,
+    /// The pre-arm checks pass (a little after the position is trusted).
+    pub arming_ready: Duration,
 }
 
 impl EkfTimeline {
-    /// The firmware's own timeline (see the module doc).
+    /// The firmware's own timeline, as measured on SITL 4.7.0-dev and PX4 SIH
+    /// (`/work/sitl/NOTES.md` §5): ArduCopter EKF3 initialised 4.8 s, GPS 10.5 s, origin and
+    /// home 20.4 s, "EKF3 IMU0 is using GPS" 42 s, first arm accepted 44 s; PX4 GPS fix 2.1 s,
+    /// home 2.5 s, ESTIMATOR_STATUS 1023 at 3.0 s, first arm accepted 5.0 s.
     pub fn firmware(personality: Personality) -> EkfTimeline {
-        let s = Duration::from_secs;
+        let s = Duration::from_secs_f64;
         match personality {
             Personality::ArduPilot => EkfTimeline {
-                initialised: s(4),
-                gps_detected: s(10),
-                origin_set: s(20),
-                position_trusted: s(40),
+                initialised: s(4.8),
+                gps_detected: s(10.5),
+                origin_set: s(20.4),
+                position_trusted: s(42.0),
+                arming_ready: s(44.0),
             },
             Personality::Px4 => EkfTimeline {
-                initialised: s(1),
-                gps_detected: s(2),
-                origin_set: s(12),
-                position_trusted: s(12),
+                initialised: s(1.0),
+                gps_detected: s(2.1),
+                origin_set: s(2.5),
+                position_trusted: s(3.0),
+                arming_ready: s(5.0),
             },
         }
     }
@@ -260,6 +269,7 @@ impl EkfTimeline {
             gps_detected: scale(full.gps_detected),
             origin_set: scale(full.origin_set),
             position_trusted: scale(full.position_trusted),
+            arming_ready: scale(full.arming_ready),
         }
     }
 }
@@ -548,6 +558,8 @@ pub struct SimAutopilot {
     /// PX4 navigator's speed for the next setpoint (≤ 0: default) and the current setpoint's.
     px4_cruise_next_m_s: f64,
     px4_cruise_m_s: f64,
+    /// PX4: the last mode that allows arming, where it returns after disarming.
+    px4_mode_after_disarm: FlightMode,
 }
 
 impl SimAutopilot {
@@ -561,7 +573,8 @@ impl SimAutopilot {
             physics_time: Duration::ZERO,
             mode: match personality {
                 Personality::ArduPilot => FlightMode::Manual,
-                Personality::Px4 => FlightMode::PosHold,
+                // PX4 SIH boots in AUTO.LOITER (Hold): /work/sitl/NOTES.md §6.
+                Personality::Px4 => FlightMode::Loiter,
             },
             armed: false,
             grounded_since: None,
@@ -594,6 +607,7 @@ impl SimAutopilot {
             rtl_speed_m_s: 0.0,
             px4_cruise_next_m_s: -1.0,
             px4_cruise_m_s: -1.0,
+            px4_mode_after_disarm: FlightMode::Loiter,
         };
         if personality == Personality::ArduPilot {
             // SITL's quad: a 3S pack whose voltage does not follow its charge.
@@ -887,22 +901,23 @@ impl SimAutopilot {
                     Personality::ArduPilot => "PreArm: Need 3D Fix",
                     Personality::Px4 => "Preflight Fail: No valid global position",
                 })
-            } else if checks && !self.origin_set() {
-                Some(match self.personality {
-                    Personality::ArduPilot => "PreArm: AHRS: waiting for home",
-                    Personality::Px4 => "Preflight Fail: No valid global position",
-                })
-            } else if checks && !self.position_trusted() {
-                Some(match self.personality {
-                    Personality::ArduPilot => "PreArm: Need Position Estimate",
-                    Personality::Px4 => "Preflight Fail: No valid global position",
-                })
+            } else if checks && self.clock < self.ekf.arming_ready {
+                // AP_Arming.cpp, AP_Arming_Copter.cpp: the arming command's refusal reads
+                // "Arm: <check>" (sitl.md/NOTES.md saw them in this order); PX4's commander
+                // answers TEMPORARILY_REJECTED until its health checks pass.
+                let text = match self.personality {
+                    Personality::ArduPilot if !self.origin_set() => "Arm: AHRS: waiting for home",
+                    Personality::ArduPilot => "Arm: Need Position Estimate",
+                    Personality::Px4 => "Arming denied: Resolve system health failures first",
+                };
+                self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, text);
+                return match self.personality {
+                    Personality::ArduPilot => MavResult::MAV_RESULT_FAILED,
+                    Personality::Px4 => MavResult::MAV_RESULT_TEMPORARILY_REJECTED,
+                };
             } else if let Some(why) = checks.then(|| self.battery_arming_refusal()).flatten() {
                 Some(why)
-            } else if matches!(
-                self.mode,
-                FlightMode::Rtl | FlightMode::Land | FlightMode::Mission | FlightMode::Brake
-            ) {
+            } else if self.mode_prevents_arming() {
                 Some(match self.personality {
                     Personality::ArduPilot => "Arm: Mode not armable",
                     Personality::Px4 => "Arming denied: mode not armable",
@@ -953,6 +968,19 @@ impl SimAutopilot {
         self.grounded_since = None;
         self.physics.set_target(Target::MotorsOff);
         self.events.push_back(SimEvent::Disarmed);
+        // PX4 (UserModeIntention::onDisarm): after disarming it returns to the last mode that
+        // allows arming, so a landing or a return ends in Hold.
+        if self.personality == Personality::Px4 && self.mode_prevents_arming() {
+            self.set_mode(self.px4_mode_after_disarm);
+        }
+    }
+
+    /// Modes the firmware will not arm in.
+    fn mode_prevents_arming(&self) -> bool {
+        matches!(
+            self.mode,
+            FlightMode::Rtl | FlightMode::Land | FlightMode::Mission | FlightMode::Brake
+        )
     }
 
     fn terminate(&mut self) {
@@ -1277,7 +1305,10 @@ impl SimAutopilot {
             return MavResult::MAV_RESULT_ACCEPTED;
         }
         let name = mode.name(self.personality);
-        let reason = if mode.requires_position() && !self.position_ok() {
+        // ArduCopter/mode.cpp Copter::set_mode: ignore_checks = !motors->armed(), "we rely on
+        // the arming check"; PX4 checks a mode's requirements armed or not.
+        let checks = self.armed || self.personality == Personality::Px4;
+        let reason = if checks && mode.requires_position() && !self.position_ok() {
             Some("requires position")
         } else if mode == FlightMode::Mission {
             Some("no mission")
@@ -1311,6 +1342,9 @@ impl SimAutopilot {
     fn set_mode(&mut self, mode: FlightMode) {
         if mode != self.mode {
             self.mode = mode;
+            if !self.mode_prevents_arming() {
+                self.px4_mode_after_disarm = mode;
+            }
             self.events
                 .push_back(SimEvent::ModeChanged(mode.name(self.personality)));
             match (self.personality, mode) {
@@ -2008,7 +2042,7 @@ impl SimAutopilot {
                     | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
                     | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
                 let mut health = sensors;
-                if self.gps_disabled || !self.position_trusted() {
+                if self.gps_disabled || self.clock < self.ekf.arming_ready {
                     health.remove(
                         MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
                             | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
@@ -2319,7 +2353,9 @@ impl SimAutopilot {
 /// `AC_Fence.cpp`) as SITL's `copter.parm` overrides them (`BATT_MONITOR` 4, `FENCE_RADIUS`
 /// 150); PX4's from its `PARAM_DEFINE_*`/`module.yaml` (`multicopter_autonomous_params.c`,
 /// `multicopter_position_control_limits_params.c`, `rtl_params.c`, `commander_params.c`,
-/// `lib/battery/module.yaml`, `geofence_params.c`).
+/// `lib/battery/module.yaml`, `geofence_params.c`) as SITL's start-up overrides them
+/// (`init.d/rc.mc_defaults`: `RTL_RETURN_ALT` 30, `RTL_DESCEND_ALT` 10; `init.d-posix/rcS`:
+/// `COM_LOW_BAT_ACT` 3) — the values read from PX4 SIH (`/work/sitl/NOTES.md` §6).
 fn default_params(personality: Personality) -> Vec<Param> {
     use MavParamType::*;
     let p = |name, value, kind| Param { name, value, kind };
@@ -2364,7 +2400,7 @@ fn default_params(personality: Personality) -> Vec<Param> {
             p("BAT_LOW_THR", 0.15, MAV_PARAM_TYPE_REAL32),
             p("COM_DISARM_LAND", 2.0, MAV_PARAM_TYPE_REAL32),
             p("COM_DL_LOSS_T", 10.0, MAV_PARAM_TYPE_INT32),
-            p("COM_LOW_BAT_ACT", 0.0, MAV_PARAM_TYPE_INT32),
+            p("COM_LOW_BAT_ACT", 3.0, MAV_PARAM_TYPE_INT32),
             p("GF_ACTION", 2.0, MAV_PARAM_TYPE_INT32),
             p("GF_MAX_HOR_DIST", 0.0, MAV_PARAM_TYPE_REAL32),
             p("GF_MAX_VER_DIST", 0.0, MAV_PARAM_TYPE_REAL32),
@@ -2374,8 +2410,8 @@ fn default_params(personality: Personality) -> Vec<Param> {
             p("MPC_XY_VEL_MAX", 12.0, MAV_PARAM_TYPE_REAL32),
             p("MPC_Z_VEL_MAX_DN", 1.5, MAV_PARAM_TYPE_REAL32),
             p("MPC_Z_VEL_MAX_UP", 3.0, MAV_PARAM_TYPE_REAL32),
-            p("RTL_DESCEND_ALT", 30.0, MAV_PARAM_TYPE_REAL32),
-            p("RTL_RETURN_ALT", 60.0, MAV_PARAM_TYPE_REAL32),
+            p("RTL_DESCEND_ALT", 10.0, MAV_PARAM_TYPE_REAL32),
+            p("RTL_RETURN_ALT", 30.0, MAV_PARAM_TYPE_REAL32),
             p("SIM_BATT_VOLTAGE", 0.0, MAV_PARAM_TYPE_REAL32),
         ],
     };
@@ -2629,8 +2665,10 @@ mod tests {
         let after = h.now;
         h.run(2.0);
         assert_eq!(h.count("GLOBAL_POSITION_INT", after, h.now), 0);
-        // GUIDED needs a position too.
-        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_FAILED);
+        // While disarmed ArduCopter accepts any mode (mode.cpp: ignore_checks when disarmed);
+        // arming in GUIDED without a fix is what is refused.
+        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_ACCEPTED);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
 
         // PX4 denies it with its own words.
         let mut h = Harness::new(Personality::Px4);
@@ -2848,7 +2886,8 @@ mod tests {
         let hb = h.last_heartbeat();
         assert_eq!(hb.autopilot, MavAutopilot::MAV_AUTOPILOT_PX4);
         assert_eq!(hb.mavtype, MavType::MAV_TYPE_QUADROTOR);
-        assert_eq!(hb.custom_mode, 3 << 16);
+        // PX4 SIH boots in AUTO.LOITER (Hold), 50593792 (NOTES.md §6).
+        assert_eq!(hb.custom_mode, (4 << 16) | (3 << 24));
         assert_eq!(hb.system_status, MavState::MAV_STATE_STANDBY);
         assert!(
             hb.base_mode
@@ -3596,6 +3635,21 @@ mod tests {
     }
 
     #[test]
+    fn px4_returns_to_hold_after_disarming_from_a_landing() {
+        // UserModeIntention::onDisarm: PX4 goes back to the last mode that allows arming, so a
+        // landing ends in AUTO.LOITER once disarmed (seen on SIH: "Disarmed by landing").
+        let mut h = Harness::new(Personality::Px4);
+        h.px4_airborne(5.0);
+        assert_eq!(
+            h.command(MavCmd::MAV_CMD_NAV_LAND, [0.0; 7]),
+            MavResult::MAV_RESULT_ACCEPTED
+        );
+        h.run_until(60.0, |s| !s.armed());
+        assert_eq!(h.sim.mode(), FlightMode::Loiter);
+        assert!(h.events.contains(&SimEvent::ModeChanged("AUTO.LOITER")));
+    }
+
+    #[test]
     fn px4_takeoff_altitude_is_amsl_or_the_default_above_where_it_stands() {
         // navigator/takeoff.cpp: param7 AMSL, never below the current altitude; NaN takes
         // MIS_TAKEOFF_ALT (2.5 m) above the vehicle.
@@ -3626,9 +3680,10 @@ mod tests {
 
     #[test]
     fn the_estimator_trusts_its_position_only_after_the_firmware_timeline() {
-        // sitl.md (ArduCopter SITL 4.7.0-dev): EKF3 ~4 s, GPS ~10 s, origin ~20 s, using GPS
-        // ~40 s; AP_Arming.cpp "AHRS: waiting for home", AP_Arming_Copter.cpp "Need Position
-        // Estimate"; AP_NavEKF3_Control.cpp: CONST_POS_MODE without aiding.
+        // NOTES.md §5 (ArduCopter SITL 4.7.0-dev): EKF3 4.8 s, GPS 10.5 s, origin and home
+        // 20.4 s, using GPS 42 s, arming 44 s; "Arm: AHRS: waiting for home" (AP_Arming.cpp)
+        // then "Arm: Need Position Estimate" (AP_Arming_Copter.cpp); AP_NavEKF3_Control.cpp:
+        // CONST_POS_MODE without aiding; mode.cpp: any mode while disarmed.
         let mut h = Harness::with_options(Personality::ArduPilot, 1, None);
         let last = |h: &Harness, name: &str| {
             h.sent
@@ -3652,38 +3707,55 @@ mod tests {
         assert!(
             h.status_texts()
                 .iter()
-                .any(|t| t == "PreArm: AHRS: waiting for home")
+                .any(|t| t == "Arm: AHRS: waiting for home")
         );
         assert_eq!(h.count("HOME_POSITION", Duration::ZERO, h.now), 0);
         assert_eq!(h.count("GLOBAL_POSITION_INT", Duration::ZERO, h.now), 0);
+        // While disarmed GUIDED is accepted without a position.
+        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_ACCEPTED);
         h.run(17.0);
         assert!(h.count("HOME_POSITION", Duration::ZERO, h.now) >= 1);
-        assert!(h.count("GLOBAL_POSITION_INT", Duration::from_secs(20), h.now) >= 1);
+        assert!(h.count("GLOBAL_POSITION_INT", Duration::from_secs(21), h.now) >= 1);
         assert_eq!(h.arm(), MavResult::MAV_RESULT_FAILED);
         assert!(
             h.status_texts()
                 .iter()
-                .any(|t| t == "PreArm: Need Position Estimate")
+                .any(|t| t == "Arm: Need Position Estimate")
         );
-        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_FAILED);
-        h.run(16.0);
+        h.run(18.0);
         assert!(
             matches!(last(&h, "EKF_STATUS_REPORT"), Some(MavMessage::EKF_STATUS_REPORT(e)) if e.flags.contains(EkfStatusFlags::EKF_POS_HORIZ_ABS) && !e.flags.contains(EkfStatusFlags::EKF_CONST_POS_MODE))
         );
-        assert_eq!(h.set_mode_ardupilot(4.0), MavResult::MAV_RESULT_ACCEPTED);
+        assert_eq!(
+            h.arm(),
+            MavResult::MAV_RESULT_FAILED,
+            "position trusted at 42 s, arming at 44 s"
+        );
+        h.run(2.0);
         assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
 
-        // PX4: EKF2 fuses GPS after 10 s of good data (ekf.h _min_gps_health_time_us).
+        // PX4 SIH: ESTIMATOR_STATUS 1023 at 3 s, arming accepted from 5 s (TEMPORARILY_REJECTED
+        // "Arming denied: Resolve system health failures first" before).
         let mut h = Harness::with_options(Personality::Px4, 1, None);
-        h.run(8.0);
-        assert_eq!(h.arm(), MavResult::MAV_RESULT_DENIED);
-        h.run(5.0);
+        h.run(3.5);
+        assert!(
+            matches!(last(&h, "ESTIMATOR_STATUS"), Some(MavMessage::ESTIMATOR_STATUS(e)) if e.flags.bits() == 1023)
+        );
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_TEMPORARILY_REJECTED);
+        // 51 characters: the STATUSTEXT carries 50 (PX4 sends the rest in a second chunk).
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t.starts_with("Arming denied: Resolve system health failures"))
+        );
+        h.run(1.6);
         assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
 
         // A shorter timeline (the --ekf-ready-s option) scales every stage.
-        let t = EkfTimeline::scaled(Personality::ArduPilot, 4.0);
-        assert_eq!(t.position_trusted, Duration::from_secs(4));
-        assert_eq!(t.origin_set, Duration::from_secs(2));
+        let t = EkfTimeline::scaled(Personality::ArduPilot, 4.2);
+        assert_eq!(t.position_trusted, Duration::from_secs_f64(4.2));
+        assert!((t.origin_set.as_secs_f64() - 2.04).abs() < 1e-9);
+        assert!((t.arming_ready.as_secs_f64() - 4.4).abs() < 1e-9);
     }
 
     #[test]
@@ -3825,14 +3897,14 @@ mod tests {
         for (name, value) in [
             ("MPC_XY_CRUISE", 5.0),
             ("MPC_XY_VEL_MAX", 12.0),
-            ("RTL_RETURN_ALT", 60.0),
+            ("RTL_RETURN_ALT", 30.0),
             ("BAT1_CAPACITY", -1.0),
             ("BAT_LOW_THR", 0.15),
             ("GF_MAX_HOR_DIST", 0.0),
         ] {
             assert_eq!(h.param_value(name).param_value, value, "{name}");
         }
-        for (name, value) in [("COM_LOW_BAT_ACT", 0), ("GF_ACTION", 2)] {
+        for (name, value) in [("COM_LOW_BAT_ACT", 3), ("GF_ACTION", 2)] {
             let p = h.param_value(name);
             assert_eq!(p.param_type, MavParamType::MAV_PARAM_TYPE_INT32);
             assert_eq!(p.param_value.to_bits() as i32, value, "{name}");

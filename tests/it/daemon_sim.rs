@@ -72,7 +72,8 @@ fn probe_decodes_px4_modes_over_udp() {
         state["autopilot"]["simulated"], true,
         "SIM_STATE seen: {state}"
     );
-    assert_eq!(state["mode"]["flight_mode"], "POSCTL", "{state}");
+    // PX4 SIH boots in Hold (/work/sitl/NOTES.md §6).
+    assert_eq!(state["mode"]["flight_mode"], "AUTO.LOITER", "{state}");
 }
 
 #[test]
