@@ -120,6 +120,10 @@ async fn flight_mcp_goto_inside_arrives_and_refused_gotos_leave_the_vehicle_stil
     assert!(!climb.is_empty());
     let result = rig.fly("land", json!({})).await;
     assert_eq!(result["vehicle"]["armed"], false, "{result}");
+    // The status published with the answer says the same (not still armed and landing).
+    let status = rig.status().await;
+    assert_eq!(status["vehicle"]["mode"]["armed"], false, "{status}");
+    assert_eq!(status["active_action"], Value::Null, "{status}");
     assert!(rig.position().altitude_m < 0.5);
 }
 
@@ -354,6 +358,10 @@ async fn flight_mcp_px4_takes_off_flies_to_a_point_and_lands() {
     );
     let result = rig.fly("land", json!({})).await;
     assert_eq!(result["vehicle"]["armed"], false, "{result}");
+    // The status published with the answer says the same (not still armed and landing).
+    let status = rig.status().await;
+    assert_eq!(status["vehicle"]["mode"]["armed"], false, "{status}");
+    assert_eq!(status["active_action"], Value::Null, "{status}");
     assert!(rig.sim.output().contains("sim: mode AUTO.LAND"));
     assert!(
         !rig.daemon.output().contains("whitelist violation"),
