@@ -290,7 +290,7 @@ pub struct ProbeArgs {
     pub seconds: f64,
 }
 
-fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {
+pub(crate) fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
     let [lat, lon, alt] = parts.as_slice() else {
         return Err(format!(
@@ -325,8 +325,20 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
+            Ok(config) => {
+                // Valid, but perhaps drawn for another place: said now, not at the field.
+                let warnings = crate::last_home::site_warnings(&config);
+                for warning in &warnings {
+                    eprintln!("warning: {warning}");
+                }
+                match warnings.len() {
+                    0 => println!("{}: ok", file.display()),
+                    n => println!(
+                        "{}: ok, with {n} warning{} about where the envelope is",
+                        file.display(),
+                        if n == 1 { "" } else { "s" }
+                    ),
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -525,18 +537,24 @@ fn token_command(command: TokenCommand) -> ExitCode {
 }
 
 fn estop(args: EstopArgs) -> ExitCode {
-    let path = match (&args.socket, &args.config) {
-        (Some(socket), _) => Some(socket.clone()),
+    let candidates = match (&args.socket, &args.config) {
+        (Some(socket), _) => vec![socket.clone()],
         (None, Some(file)) => match Config::load(file) {
-            Ok(c) => c.estop.socket_path(),
+            Ok(c) => c.estop.socket_candidates(),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         },
-        (None, None) => Config::default().estop.socket_path(),
+        (None, None) => Config::default().estop.socket_candidates(),
     };
-    let Some(path) = path else {
+    // The first that exists: this user's default, then the system service's.
+    let Some(path) = candidates
+        .iter()
+        .find(|p| p.exists())
+        .or(candidates.first())
+        .cloned()
+    else {
         eprintln!("error: the local e-stop socket is disabled (estop.socket_path = \"\")");
         return ExitCode::from(2);
     };

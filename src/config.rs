@@ -128,6 +128,10 @@ pub struct VehicleConfig {
     pub reconnect_backoff_ms_min: u64,
     /// Cap of the exponential reopen delay. Default 5000 ms.
     pub reconnect_backoff_ms_max: u64,
+    /// Where the daemon keeps the autopilot's last home (JSON, rewritten when home moves),
+    /// so that `check-config` can warn when the envelope's zones are far from where the
+    /// vehicle last was. Relative to this file. Default none (not kept).
+    pub last_home_path: Option<PathBuf>,
 }
 
 impl Default for VehicleConfig {
@@ -145,6 +149,7 @@ impl Default for VehicleConfig {
             command_in_progress_timeout_ms: 30_000,
             reconnect_backoff_ms_min: 100,
             reconnect_backoff_ms_max: 5000,
+            last_home_path: None,
         }
     }
 }
@@ -769,6 +774,11 @@ pub struct EnvelopeConfig {
     pub keep_in: Vec<ZoneConfig>,
     /// Keep-out zones: the vehicle stays outside all of them.
     pub keep_out: Vec<ZoneConfig>,
+    /// `[latitude_deg, longitude_deg]` of the home the zones are drawn around
+    /// (`dev-setup --home` writes it): `check-config` warns when the envelope would be
+    /// refused there or a zone is far from it. The daemon always builds the envelope around
+    /// the autopilot's own home. Default none.
+    pub expected_home_lat_lon_deg: Option<[f64; 2]>,
 }
 
 impl Default for EnvelopeConfig {
@@ -793,6 +803,7 @@ impl Default for EnvelopeConfig {
             breach_hold_s: 2.0,
             keep_in: Vec::new(),
             keep_out: Vec::new(),
+            expected_home_lat_lon_deg: None,
         }
     }
 }
@@ -890,8 +901,11 @@ pub struct ZoneConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EstopConfig {
-    /// Unix socket of `flight-companion estop` (mode 0660). Default
-    /// `$RUNTIME_DIRECTORY/estop.sock` under systemd, else `/run/flight-companion/estop.sock`.
+    /// Unix socket of `flight-companion estop` (mode 0660). Default: a runtime directory
+    /// the daemon's user owns: `$RUNTIME_DIRECTORY/estop.sock` under systemd
+    /// (`RuntimeDirectory=`), else `$XDG_RUNTIME_DIR/flight-companion/estop.sock` (a user's
+    /// login session), else `/run/flight-companion/estop.sock` for root, else
+    /// `/tmp/flight-companion-UID/estop.sock` (see [`default_estop_socket_path`]).
     /// An empty string disables the local socket.
     pub socket_path: Option<PathBuf>,
     /// ArduCopter hold mode of the first rung: `brake` (stop hard) or `loiter`. PX4 always
@@ -928,19 +942,82 @@ impl EstopConfig {
         match &self.socket_path {
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) => Some(p.clone()),
-            None => Some(match std::env::var_os("RUNTIME_DIRECTORY") {
-                // systemd may list several directories separated by `:`; the first is ours.
-                Some(dirs) => PathBuf::from(
-                    dirs.to_string_lossy()
-                        .split(':')
-                        .next()
-                        .unwrap_or("/run/flight-companion"),
-                )
-                .join("estop.sock"),
-                None => PathBuf::from("/run/flight-companion/estop.sock"),
-            }),
+            None => Some(default_estop_socket_path(&RuntimeEnv::of_process())),
         }
     }
+
+    /// Where `flight-companion estop` looks when no path is configured: this user's default,
+    /// then the system service's (`/run/flight-companion/estop.sock`), so an operator's shell
+    /// finds the daemon systemd runs.
+    pub fn socket_candidates(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.socket_path().into_iter().collect();
+        if self.socket_path.is_none() {
+            let service = PathBuf::from(SERVICE_ESTOP_SOCKET);
+            if !paths.contains(&service) {
+                paths.push(service);
+            }
+        }
+        paths
+    }
+}
+
+/// The packaged service's socket (`RuntimeDirectory=flight-companion`).
+pub const SERVICE_ESTOP_SOCKET: &str = "/run/flight-companion/estop.sock";
+
+/// What the default socket path depends on, read from the process (or given, in tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeEnv {
+    /// `$RUNTIME_DIRECTORY`, set by systemd's `RuntimeDirectory=`.
+    pub runtime_directory: Option<std::ffi::OsString>,
+    /// `$XDG_RUNTIME_DIR`, set by the login session (systemd-logind: `/run/user/UID`).
+    pub xdg_runtime_dir: Option<std::ffi::OsString>,
+    /// The effective user id.
+    pub uid: u32,
+}
+
+impl RuntimeEnv {
+    pub fn of_process() -> RuntimeEnv {
+        RuntimeEnv {
+            runtime_directory: std::env::var_os("RUNTIME_DIRECTORY"),
+            xdg_runtime_dir: std::env::var_os("XDG_RUNTIME_DIR"),
+            // SAFETY: geteuid(2) cannot fail and touches no memory.
+            uid: unsafe { libc::geteuid() },
+        }
+    }
+}
+
+/// The default e-stop socket: always in a directory the daemon's user owns or may create,
+/// so that `dev-setup`'s configuration works for a normal user out of the box.
+/// - `$RUNTIME_DIRECTORY/estop.sock` under systemd (it may list several directories
+///   separated by `:`; the first is ours);
+/// - `$XDG_RUNTIME_DIR/flight-companion/estop.sock` in a user's session (absolute paths
+///   only, as the XDG base directory specification requires);
+/// - `/run/flight-companion/estop.sock` for root;
+/// - `/tmp/flight-companion-UID/estop.sock` otherwise (the directory is created 0700, and
+///   refused if someone else made it writable to others).
+pub fn default_estop_socket_path(env: &RuntimeEnv) -> PathBuf {
+    let absolute =
+        |v: &Option<std::ffi::OsString>| v.as_ref().map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(dirs) = &env.runtime_directory {
+        let first = dirs
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        if Path::new(&first).is_absolute() {
+            return Path::new(&first).join("estop.sock");
+        }
+    }
+    if let Some(dir) = absolute(&env.xdg_runtime_dir) {
+        return dir.join("flight-companion").join("estop.sock");
+    }
+    if env.uid == 0 {
+        return PathBuf::from(SERVICE_ESTOP_SOCKET);
+    }
+    std::env::temp_dir()
+        .join(format!("flight-companion-{}", env.uid))
+        .join("estop.sock")
 }
 
 /// `[failsafe]`: what the daemon does by itself when the ground or the battery fails.
@@ -995,11 +1072,30 @@ impl Config {
             ground_loss_action: f.ground_loss_action,
             battery_critical_percent: (f.battery_critical_percent > 0.0)
                 .then_some(f.battery_critical_percent),
+            // Two periods of the position telemetry the daemon asks for.
+            position_loss_grace: Duration::from_secs_f64(
+                (2.0 / f64::from(self.vehicle.telemetry_rate_hz)).max(0.5),
+            ),
         }
     }
 
     fn check_estop(&self) -> Result<(), (&'static str, String)> {
         let e = &self.estop;
+        if let Some(path) = &e.socket_path {
+            let bytes = path.as_os_str().len();
+            if bytes > crate::estop::local::SOCKET_PATH_BYTES_MAX {
+                return Err((
+                    "estop.socket_path",
+                    format!(
+                        "`{}` is {bytes} bytes; a Unix socket path holds at most {}: choose a \
+                         shorter one (e.g. under /run or $XDG_RUNTIME_DIR), or leave the key out \
+                         for the default",
+                        path.display(),
+                        crate::estop::local::SOCKET_PATH_BYTES_MAX
+                    ),
+                ));
+            }
+        }
         if !(50..=2000).contains(&e.resend_interval_ms) {
             return Err((
                 "estop.resend_interval_ms",
@@ -1237,10 +1333,14 @@ impl Config {
             *key = resolve_secret_path(key, base, credentials_dir)
                 .map_err(|m| ("audit.signing_key_path", m))?;
         }
-        for path in [&mut self.auth.revocation_path, &mut self.audit.dir]
-            .into_iter()
-            .flatten()
-            .chain(self.auth.keys.iter_mut().map(|k| &mut k.public_key_path))
+        for path in [
+            &mut self.auth.revocation_path,
+            &mut self.audit.dir,
+            &mut self.vehicle.last_home_path,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.auth.keys.iter_mut().map(|k| &mut k.public_key_path))
         {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -1412,6 +1512,16 @@ impl Config {
         self.check_camera()?;
         self.health.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
+        if let Some([lat, lon]) = self.envelope.expected_home_lat_lon_deg
+            && !(lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0)
+        {
+            return Err((
+                "envelope.expected_home_lat_lon_deg",
+                format!(
+                    "must be [latitude_deg, longitude_deg] within ±90 and ±180, got [{lat}, {lon}]"
+                ),
+            ));
+        }
         self.check_estop()?;
         if self.mqtt.enabled {
             for (key, value) in [
@@ -1856,6 +1966,70 @@ mod tests {
         let error =
             Config::parse_with_credentials(file, &escape, Some(Path::new("/run/c"))).unwrap_err();
         assert!(error.to_string().contains("one credential"), "{error}");
+    }
+
+    #[test]
+    fn the_default_estop_socket_is_in_a_directory_the_user_owns() {
+        let env = |runtime: Option<&str>, xdg: Option<&str>, uid| RuntimeEnv {
+            runtime_directory: runtime.map(Into::into),
+            xdg_runtime_dir: xdg.map(Into::into),
+            uid,
+        };
+        let cases = [
+            // systemd's RuntimeDirectory= wins, first of several.
+            (
+                env(
+                    Some("/run/flight-companion:/run/other"),
+                    Some("/run/user/1000"),
+                    998,
+                ),
+                "/run/flight-companion/estop.sock",
+            ),
+            // A normal user in a login session.
+            (
+                env(None, Some("/run/user/1000"), 1000),
+                "/run/user/1000/flight-companion/estop.sock",
+            ),
+            // A relative XDG_RUNTIME_DIR is ignored (XDG: must be absolute).
+            (
+                env(None, Some("run/user"), 1000),
+                &format!(
+                    "{}/flight-companion-1000/estop.sock",
+                    std::env::temp_dir().display()
+                ),
+            ),
+            (env(None, None, 0), "/run/flight-companion/estop.sock"),
+            (
+                env(None, None, 1001),
+                &format!(
+                    "{}/flight-companion-1001/estop.sock",
+                    std::env::temp_dir().display()
+                ),
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(default_estop_socket_path(&e), PathBuf::from(want), "{e:?}");
+        }
+        // `flight-companion estop` also looks where the system service listens.
+        let c = EstopConfig::default().socket_candidates();
+        assert_eq!(
+            c.last(),
+            Some(&PathBuf::from(SERVICE_ESTOP_SOCKET)),
+            "{c:?}"
+        );
+        let explicit = EstopConfig {
+            socket_path: Some("/x/e.sock".into()),
+            ..EstopConfig::default()
+        };
+        assert_eq!(
+            explicit.socket_candidates(),
+            vec![PathBuf::from("/x/e.sock")]
+        );
+        let disabled = EstopConfig {
+            socket_path: Some("".into()),
+            ..EstopConfig::default()
+        };
+        assert!(disabled.socket_candidates().is_empty());
     }
 
     #[test]

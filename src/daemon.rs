@@ -105,27 +105,35 @@ async fn run_with_audit(
     // The MCP shell's view of the broker connection (skip to latest).
     let (ground_tx, mut ground_rx) = watch::channel(crate::estop::driver::GroundState::default());
     let local_shutdown = CancellationToken::new();
+    let mut local_estop = crate::estop::local::LocalEstopStatus::default();
     let local_task = match config.estop.socket_path() {
         None => {
             warn!("estop.socket_path is empty: no local e-stop socket");
             None
         }
-        Some(path) => match crate::estop::local::bind(&path) {
-            Ok(listener) => {
-                info!(socket = %path.display(), "local e-stop socket ready (flight-companion estop)");
-                Some(tokio::spawn(crate::estop::local::serve(
-                    listener,
-                    path,
-                    stop_client.clone(),
-                    local_shutdown.clone(),
-                )))
+        Some(path) => {
+            local_estop.socket_path = Some(path.display().to_string());
+            match crate::estop::local::bind(&path) {
+                Ok(listener) => {
+                    info!(socket = %path.display(), "local e-stop socket ready (flight-companion estop)");
+                    local_estop.state = crate::estop::local::LocalEstopState::Listening;
+                    Some(tokio::spawn(crate::estop::local::serve(
+                        listener,
+                        path,
+                        stop_client.clone(),
+                        local_shutdown.clone(),
+                    )))
+                }
+                Err(e) => {
+                    // The other triggers still work; say loudly that this one does not, in
+                    // the log and as a health alert in the status every client sees.
+                    tracing::error!("no local e-stop: {e:#}");
+                    local_estop.state = crate::estop::local::LocalEstopState::Unavailable;
+                    local_estop.error = Some(format!("{e:#}"));
+                    None
+                }
             }
-            Err(e) => {
-                // The other triggers still work; say loudly that this one does not.
-                tracing::error!("no local e-stop: {e:#}");
-                None
-            }
-        },
+        }
     };
     // Requests being flown: their reply, progress and cancellation, by job.
     let mut waiting: HashMap<JobId, Waiter> = HashMap::new();
@@ -214,6 +222,12 @@ async fn run_with_audit(
     ]);
     let mut alerts_logged = 0;
     let mut ground_connected = false;
+    // The autopilot's home as last kept on disk for check-config (`vehicle.last_home_path`).
+    let mut home_kept = config
+        .vehicle
+        .last_home_path
+        .as_deref()
+        .and_then(|p| crate::last_home::read(p).ok().flatten());
     // The loop turns at least this often: the envelope monitor and cancellations.
     let mut monitor_tick = tokio::time::interval(Duration::from_secs_f64(
         config.envelope.check_interval_s.clamp(0.005, 0.04),
@@ -345,6 +359,8 @@ async fn run_with_audit(
             }
             report.emergency_stop = stop.status();
             report.audit = audit.status();
+            report.local_estop = local_estop.clone();
+            keep_home(&config, &report, &mut home_kept);
             let cpu_temperature = crate::metrics::global().cpu_temperature_celsius();
             report.health = health.assess(&report, cpu_temperature);
             // Each raised alert once in the journal (MCP clients get them as notifications).
@@ -536,6 +552,41 @@ fn accept(
 }
 
 /// The status report with the daemon's own fields filled in.
+/// Writes the autopilot's home to `vehicle.last_home_path` when it moved (off the loop: the
+/// loop never waits on the disk).
+fn keep_home(
+    config: &crate::config::Config,
+    report: &StatusReport,
+    kept: &mut Option<crate::last_home::LastHome>,
+) {
+    let (Some(path), Some(home)) = (&config.vehicle.last_home_path, &report.vehicle.home) else {
+        return;
+    };
+    let new = crate::last_home::LastHome {
+        latitude_deg: home.latitude_deg,
+        longitude_deg: home.longitude_deg,
+        altitude_msl_m: home.altitude_msl_m,
+        seen_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    if !new.point().is_valid()
+        || kept.is_some_and(|k| {
+            crate::safety::site::great_circle_m(k.point(), new.point()) < crate::last_home::MOVED_M
+        })
+    {
+        return;
+    }
+    *kept = Some(new);
+    let path = path.clone();
+    tokio::task::spawn_blocking(move || match crate::last_home::write(&path, &new) {
+        Ok(()) => {
+            info!(path = %path.display(), "home kept for check-config: {:.7}, {:.7}", new.latitude_deg, new.longitude_deg)
+        }
+        Err(e) => warn!("cannot keep the home in {}: {e}", path.display()),
+    });
+}
+
 fn status_of(
     supervisor: &Supervisor,
     now: Instant,

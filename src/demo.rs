@@ -145,6 +145,7 @@ async fn script(
         vehicle_link: vehicle_link.parse()?,
         force: true,
         ground_users: Vec::new(),
+        home: None,
     })?;
     say(&format!(
         "wrote a dev CA, certificates and configs to {}",

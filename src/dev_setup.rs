@@ -37,6 +37,8 @@ pub const PACKET_HEADROOM_BYTES: usize = 16 * 1024;
 /// envelope is drawn.
 pub const SIM_HOME_LAT_DEG: f64 = 47.397742;
 pub const SIM_HOME_LON_DEG: f64 = 8.545594;
+/// The simulator's default home altitude above mean sea level.
+pub const SIM_HOME_ALT_M: f64 = 488.0;
 /// Half the side of the dev keep-in square around home.
 pub const FIELD_HALF_SIDE_M: f64 = 150.0;
 /// The dev keep-out circle ("tower"): its centre east of home and its radius.
@@ -64,6 +66,10 @@ pub struct DevSetupArgs {
     /// `[[auth.broker_identity]]` entry in drone.toml.
     #[arg(long = "ground-user", value_parser = parse_ground_user)]
     pub ground_users: Vec<GroundUser>,
+    /// Draw the dev envelope around this home, `LAT,LON,ALT_M` (where the vehicle or SITL
+    /// takes off), instead of the built-in simulator's.
+    #[arg(long, value_name = "LAT,LON,ALT_M", value_parser = crate::cli::parse_home, allow_hyphen_values = true)]
+    pub home: Option<(f64, f64, f64)>,
 }
 
 /// One `--ground-user`.
@@ -111,6 +117,12 @@ impl DevSetupArgs {
     }
 }
 
+/// The home `args` draws the envelope around: `--home`, or the simulator's.
+fn home_of(args: &DevSetupArgs) -> (f64, f64, f64) {
+    args.home
+        .unwrap_or((SIM_HOME_LAT_DEG, SIM_HOME_LON_DEG, SIM_HOME_ALT_M))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DevSetupError {
     #[error(
@@ -135,7 +147,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevSetupError + '_ {
 /// Runs the subcommand and prints what was written and how to use it.
 pub fn run(args: &DevSetupArgs) -> Result<(), DevSetupError> {
     let dir = write(args)?;
+    let (lat, lon, alt) = home_of(args);
     println!("dev-setup: wrote {}", dir.display());
+    println!(
+        "dev-setup: envelope: a {:.0} m square `field` around {lat}, {lon} (check it: flight-companion check-config {})",
+        2.0 * FIELD_HALF_SIDE_M,
+        dir.join("drone.toml").display()
+    );
+    if args.home.is_some() {
+        println!(
+            "dev-setup: simulator at that home: flight-companion sim --home {lat},{lon},{alt}"
+        );
+    }
     println!(
         "dev-setup: broker: mosquitto -c {}",
         dir.join("mosquitto.conf").display()
@@ -225,7 +248,7 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
     write_audit_key(&dir)?;
     write_file(
         &dir.join("drone.toml"),
-        drone_toml(args.broker_port, &args.vehicle_link, &users).as_bytes(),
+        drone_toml(args.broker_port, &args.vehicle_link, &users, home_of(args)).as_bytes(),
         0o644,
     )?;
     write_file(
@@ -545,7 +568,7 @@ fn acl() -> String {
     )
 }
 
-fn drone_toml(port: u16, link: &Endpoint, users: &[GroundUser]) -> String {
+fn drone_toml(port: u16, link: &Endpoint, users: &[GroundUser], home: (f64, f64, f64)) -> String {
     let mut identities = String::new();
     for user in users {
         identities.push_str(&broker_identity_toml(&user.name, &user.name, user.role));
@@ -555,6 +578,8 @@ fn drone_toml(port: u16, link: &Endpoint, users: &[GroundUser]) -> String {
         "# Written by `flight-companion dev-setup`. Paths are relative to this file.\n\
          [vehicle]\n\
          link = \"{link}\"\n\
+         # The autopilot's last home, for check-config's warnings about the envelope.\n\
+         last_home_path = \"state/last-home.json\"\n\
          \n\
          [mqtt]\n\
          enabled = true\n\
@@ -584,7 +609,7 @@ fn drone_toml(port: u16, link: &Endpoint, users: &[GroundUser]) -> String {
          signing_key_path = \"{AUDIT_KEY}\"\n\
          \n\
          {}",
-        dev_envelope()
+        dev_envelope(home)
     )
 }
 
@@ -602,21 +627,24 @@ pub fn broker_identity_toml(client_id: &str, subject: &str, role: crate::role::R
     )
 }
 
-/// A small field around the simulator's home: a 300 m square keep-in, a keep-out circle
-/// 60 m east of home, a 60 m ceiling. Around any other home the envelope is refused when the
-/// daemon builds it (home outside the keep-in), so only hold, land and return are accepted
-/// until a real envelope is written: the dev default never lets a real vehicle fly.
-fn dev_envelope() -> String {
+/// A small field around `home` (the simulator's unless `--home`): a 300 m square keep-in, a
+/// keep-out circle 60 m east of home, a 60 m ceiling. Around any other home the envelope is
+/// refused when the daemon builds it (home outside the keep-in), so only hold, land and
+/// return are accepted until a real envelope is written: the dev default never lets a
+/// vehicle fly anywhere but where it was drawn.
+fn dev_envelope(home: (f64, f64, f64)) -> String {
+    let (home_lat, home_lon, home_alt) = home;
     let at = |north_m: f64, east_m: f64| {
-        let (lat, lon) =
-            crate::flight::geo::offset_deg(SIM_HOME_LAT_DEG, SIM_HOME_LON_DEG, north_m, east_m);
+        let (lat, lon) = crate::flight::geo::offset_deg(home_lat, home_lon, north_m, east_m);
         format!("[{lat:.7}, {lon:.7}]")
     };
     let h = FIELD_HALF_SIDE_M;
     format!(
         "[envelope]\n\
-         # Drawn around the simulator's default home ({SIM_HOME_LAT_DEG}, {SIM_HOME_LON_DEG}).\n\
+         # Drawn around the home {home_lat}, {home_lon} ({home_alt} m above sea level); check-config\n\
+         # warns when the zones do not fit it or the vehicle's last home.\n\
          # Replace the zones with your own field before flying anything real.\n\
+         expected_home_lat_lon_deg = [{home_lat}, {home_lon}]\n\
          altitude_m_max = {CEILING_M:.1}\n\
          distance_from_home_m_max = 250.0\n\
          breach_action = \"land\"\n\
@@ -680,6 +708,7 @@ mod tests {
             vehicle_link: Endpoint::default_vehicle(),
             force,
             ground_users: Vec::new(),
+            home: None,
         }
     }
 
@@ -872,6 +901,39 @@ mod tests {
                 .any(|l| l.starts_with("bob") && l.contains("revoked")),
             "{listed:?}"
         );
+    }
+
+    #[test]
+    fn the_dev_envelope_is_drawn_around_the_home_given() {
+        let dir = temp_dir("home");
+        let canberra = (-35.363261, 149.165230, 584.0);
+        let written = write(&DevSetupArgs {
+            home: Some(canberra),
+            ..args(&dir, false)
+        })
+        .unwrap();
+        let config = Config::load(&written.join("drone.toml")).unwrap();
+        assert_eq!(
+            config.envelope.expected_home_lat_lon_deg,
+            Some([canberra.0, canberra.1])
+        );
+        assert_eq!(
+            config.vehicle.last_home_path,
+            Some(written.join("state/last-home.json"))
+        );
+        let home = crate::safety::GeoPosition {
+            latitude_deg: canberra.0,
+            longitude_deg: canberra.1,
+            altitude_m: 0.0,
+        };
+        crate::safety::Envelope::new(&config.envelope, home, Some(home)).unwrap();
+        let sim_home = crate::safety::GeoPosition {
+            latitude_deg: SIM_HOME_LAT_DEG,
+            longitude_deg: SIM_HOME_LON_DEG,
+            altitude_m: 0.0,
+        };
+        assert!(crate::safety::Envelope::new(&config.envelope, sim_home, None).is_err());
+        assert!(crate::last_home::site_warnings(&config).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -52,7 +52,7 @@ impl HealthState {
 pub struct RaisedAlert {
     /// 1, 2, 3... in the order raised, for this daemon process.
     pub sequence: u64,
-    /// `battery_low`, `link_degraded`, `gps_lost` or `cpu_hot`.
+    /// `battery_low`, `link_degraded`, `gps_lost`, `cpu_hot` or `local_estop_unavailable`.
     pub alert: String,
     /// What was seen, in words.
     pub message: String,
@@ -72,12 +72,13 @@ pub struct HealthSummary {
 }
 
 /// The alert names, in the order they are reported.
-pub const ALERTS: [&str; 5] = [
+pub const ALERTS: [&str; 6] = [
     "battery_low",
     "link_degraded",
     "gps_lost",
     "cpu_hot",
     "audit_damaged",
+    "local_estop_unavailable",
 ];
 
 fn gps_has_fix(fix_type: &str) -> bool {
@@ -239,6 +240,32 @@ impl HealthMonitor {
         if let Some(why) = &audit.disabled_reason {
             reasons.push(why.clone());
         }
+        // The local e-stop socket could not be bound: one trigger of the stop is missing.
+        let local = &report.local_estop;
+        let local_missing = local.state == crate::estop::local::LocalEstopState::Unavailable;
+        let local_estop = self.edge(
+            "local_estop_unavailable",
+            local_missing,
+            !local_missing,
+            || {
+                format!(
+                    "no local e-stop: `flight-companion estop` cannot reach the daemon ({}); the \
+                 MCP tool, the panic topic and the bridge still stop it. Set estop.socket_path \
+                 to a path in a directory this user owns, or run under systemd with \
+                 RuntimeDirectory=",
+                    local
+                        .error
+                        .as_deref()
+                        .unwrap_or("the socket could not be bound")
+                )
+            },
+        );
+        if local_estop {
+            reasons.push(format!(
+                "no local e-stop socket: {}",
+                local.error.as_deref().unwrap_or("it could not be bound")
+            ));
+        }
 
         let any_alert = self.active.values().any(|a| *a);
         HealthSummary {
@@ -348,8 +375,8 @@ mod tests {
         let s = m.assess(&good(), Some(50.0));
         assert_eq!(s.state, HealthState::Healthy, "{s:?}");
         assert!(s.reasons.is_empty());
-        // The four of issue 7 and `audit_damaged` (issue 15).
-        assert_eq!(s.alerts.len(), 5);
+        // The four of issue 7, `audit_damaged` (issue 15) and `local_estop_unavailable` (issue 13).
+        assert_eq!(s.alerts.len(), 6);
         let s = HealthMonitor::new(HealthConfig::default())
             .assess(&StatusReport::without_vehicle(), None);
         assert_eq!(s.state, HealthState::Failed);
@@ -432,6 +459,36 @@ mod tests {
         let s = m.assess(&r, None);
         assert_eq!(s.recent_alerts.len(), RECENT_ALERTS_MAX);
         assert_eq!(s.recent_alerts.last().map(|a| a.sequence), Some(20));
+    }
+
+    #[test]
+    fn a_local_estop_that_could_not_be_bound_is_an_alert_and_a_reason() {
+        use crate::estop::local::{LocalEstopState, LocalEstopStatus};
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut r = good();
+        r.local_estop = LocalEstopStatus {
+            state: LocalEstopState::Listening,
+            socket_path: Some("/run/user/1000/flight-companion/estop.sock".into()),
+            error: None,
+        };
+        assert_eq!(m.assess(&r, None).state, HealthState::Healthy);
+        r.local_estop.state = LocalEstopState::Unavailable;
+        r.local_estop.error = Some("cannot create /run/flight-companion: Permission denied".into());
+        let s = m.assess(&r, None);
+        assert_eq!(s.state, HealthState::Degraded, "{s:?}");
+        assert!(s.alerts["local_estop_unavailable"]);
+        assert_eq!(raised(&s), vec![(1, "local_estop_unavailable")]);
+        assert!(
+            s.recent_alerts[0].message.contains("Permission denied")
+                && s.recent_alerts[0].message.contains("estop.socket_path"),
+            "{s:?}"
+        );
+        assert!(s.reasons[0].contains("no local e-stop socket"), "{s:?}");
+        // Raised once, not at every assessment.
+        assert_eq!(m.assess(&r, None).recent_alerts.len(), 1);
+        // Disabled on purpose (estop.socket_path = ""): shown in the status, not an alert.
+        r.local_estop.state = LocalEstopState::Disabled;
+        assert_eq!(m.assess(&r, None).state, HealthState::Healthy);
     }
 
     #[test]

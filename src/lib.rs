@@ -21,6 +21,7 @@ pub mod flight;
 pub mod ground;
 pub mod health;
 pub mod hil;
+pub mod last_home;
 pub mod link;
 pub mod logging;
 pub mod mcp;

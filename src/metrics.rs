@@ -429,7 +429,7 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
     out.family(
         &format!("{p}_alert_active"),
         "gauge",
-        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged).",
+        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable).",
     );
     for (alert, active) in &health.alerts {
         out.sample(

@@ -49,6 +49,9 @@ pub struct StatusReport {
     /// The audit log: on or off (and why), records, the newest signed checkpoint, the
     /// verifier key, damage found, dropped and failed records.
     pub audit: crate::audit::AuditStatus,
+    /// The local e-stop socket (`flight-companion estop`): listening, unavailable (with the
+    /// error; also the health alert `local_estop_unavailable`) or disabled.
+    pub local_estop: crate::estop::local::LocalEstopStatus,
     /// The pre-flight check of the autopilot's own settings against the envelope (speeds,
     /// return altitude, battery failsafe, its fence): each finding with the parameter to set,
     /// the speed the margins are sized from, and whether arming is allowed. Null before the
@@ -80,6 +83,7 @@ impl StatusReport {
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
             audit: crate::audit::AuditStatus::default(),
+            local_estop: crate::estop::local::LocalEstopStatus::default(),
             preflight: None,
         };
         // Default thresholds and no history: the daemon loop replaces this with its

@@ -198,6 +198,12 @@ pub struct StopOptions {
     pub ground_loss_action: GroundLossAction,
     /// At or below this percentage in the air: land. `None` disables it.
     pub battery_critical_percent: Option<f64>,
+    /// A position is lost for the ladder only once it has been missing this long while the
+    /// heartbeat was fresh: a daemon that was stalled (SIGSTOP, a hung disk) reads the
+    /// autopilot's heartbeat from its backlog before the position that follows it, and its
+    /// own stale view is no reason to land a vehicle that holds fine. Two telemetry periods
+    /// (at least 500 ms); the autopilot's own EKF failsafe lands a vehicle that really lost it.
+    pub position_loss_grace: Duration,
 }
 
 impl Default for StopOptions {
@@ -213,6 +219,7 @@ impl Default for StopOptions {
             ground_loss_hold: Duration::from_secs(5),
             ground_loss_action: GroundLossAction::ReturnHome,
             battery_critical_percent: Some(10.0),
+            position_loss_grace: Duration::from_millis(500),
         }
     }
 }
@@ -495,6 +502,8 @@ pub struct EmergencyStop {
     seq: u64,
     history: VecDeque<StopEventRecord>,
     events: VecDeque<StopEvent>,
+    /// Since when the heartbeat is fresh and the position is not valid.
+    position_missing_since: Option<Instant>,
 }
 
 impl EmergencyStop {
@@ -522,6 +531,7 @@ impl EmergencyStop {
             seq: 0,
             history: VecDeque::new(),
             events: VecDeque::new(),
+            position_missing_since: None,
         }
     }
 
@@ -653,6 +663,13 @@ impl EmergencyStop {
     /// What the vehicle reports now (after every link event).
     pub fn handle_vehicle(&mut self, now: Instant, vehicle: VehicleObservation) {
         self.vehicle = vehicle;
+        let missing =
+            vehicle.autopilot.is_some() && vehicle.heartbeat_fresh && !vehicle.position_valid;
+        self.position_missing_since = match (missing, self.position_missing_since) {
+            (false, _) => None,
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(now),
+        };
         self.step(now);
     }
 
@@ -767,6 +784,11 @@ impl EmergencyStop {
         }
         if let Some(t) = self.ground_loss_escalate_at {
             consider(t);
+        }
+        if let (Some(active), Some(since)) = (&self.active, self.position_missing_since)
+            && active.rung < Rung::Land
+        {
+            consider(since + self.options.position_loss_grace);
         }
         if self.vehicle.flying() {
             if let (Some(since), Some(timeout)) =
@@ -963,7 +985,10 @@ impl EmergencyStop {
         let battery_critical = self.failsafes.contains(&Failsafe::BatteryCritical);
         if battery_critical {
             self.escalate(now, Rung::Land, "the battery is critical");
-        } else if v.autopilot.is_some() && v.heartbeat_fresh && !v.position_valid {
+        } else if self
+            .position_missing_since
+            .is_some_and(|since| now >= since + self.options.position_loss_grace)
+        {
             self.escalate(
                 now,
                 Rung::Land,

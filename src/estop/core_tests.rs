@@ -335,6 +335,8 @@ fn ladder_cases() {
             ],
         ),
         case(
+            // Lost for the grace (two telemetry periods, 500 ms here) while the heartbeat
+            // keeps coming: land.
             "position lost while holding → land",
             vec![
                 (0, fly(Guided), vec![]),
@@ -343,11 +345,47 @@ fn ladder_cases() {
                 (
                     500,
                     In::Vehicle(V::FlyNoPosition(Brake)),
+                    vec![Want::Rung(Some(Rung::Hold)), Want::Sends(vec![])],
+                ),
+                (
+                    800,
+                    In::Vehicle(V::FlyNoPosition(Brake)),
+                    vec![Want::Rung(Some(Rung::Hold)), Want::Sends(vec![])],
+                ),
+                (
+                    1000,
+                    In::Tick,
                     vec![
                         Want::Rung(Some(Rung::Land)),
                         Want::Sends(vec![SetMode(Land)]),
                         Want::Event("no valid position"),
                     ],
+                ),
+            ],
+        ),
+        case(
+            // A daemon stalled for 3 s (SIGSTOP) is stopped by its microcontroller's watchdog
+            // and, running again, reads the autopilot's heartbeat from its backlog before the
+            // position: its own stale view is no position loss (seen against ArduCopter SITL).
+            "a position stale only in the daemon's own backlog does not land",
+            vec![
+                (0, fly(Guided), vec![]),
+                (
+                    3900,
+                    In::Trigger(Source::Hardware),
+                    vec![Want::Sends(vec![SetMode(Brake)])],
+                ),
+                (
+                    3902,
+                    In::Vehicle(V::FlyNoPosition(Guided)),
+                    vec![Want::Rung(Some(Rung::Hold)), Want::Sends(vec![])],
+                ),
+                (3910, fly(Guided), vec![Want::Rung(Some(Rung::Hold))]),
+                (4200, fly(Brake), vec![Want::Confirmed(true)]),
+                (
+                    4600,
+                    In::Tick,
+                    vec![Want::Rung(Some(Rung::Hold)), Want::Sends(vec![])],
                 ),
             ],
         ),

@@ -25,12 +25,95 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections served at once; more wait in the kernel's backlog.
 const CONNECTIONS_MAX: usize = 16;
 
+/// Whether the local e-stop socket is there to use: in `get_status` (`local_estop`) and, when
+/// it could not be bound, a health alert (`local_estop_unavailable`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct LocalEstopStatus {
+    /// `listening`, `unavailable` (it could not be bound: see `error`) or `disabled`
+    /// (`estop.socket_path = ""`).
+    pub state: LocalEstopState,
+    /// The socket's path, when one is configured or defaulted.
+    pub socket_path: Option<String>,
+    /// Why it is unavailable, and what to change.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalEstopState {
+    Listening,
+    Unavailable,
+    #[default]
+    Disabled,
+}
+
+/// Longest path a Unix socket can be bound at: `sun_path` is 108 bytes with the final NUL.
+pub const SOCKET_PATH_BYTES_MAX: usize = 107;
+
 /// Binds the socket (replacing a stale one) with mode 0660. The error names the path.
+///
+/// Its directory is created (mode 0750) when missing, so the default path in the user's
+/// runtime directory works without preparation; a directory others may write to (without
+/// the sticky bit) is refused, since anyone could then replace the socket.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use anyhow::Context;
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    let bytes = path.as_os_str().len();
+    if bytes > SOCKET_PATH_BYTES_MAX {
+        anyhow::bail!(
+            "cannot bind the e-stop socket {}: the path is {bytes} bytes and a Unix socket path \
+             holds at most {SOCKET_PATH_BYTES_MAX}; set estop.socket_path to a shorter one",
+            path.display()
+        );
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        match std::fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => {
+                anyhow::bail!("{} is not a directory", dir.display())
+            }
+            Ok(meta) => {
+                let mode = meta.permissions().mode();
+                if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                    anyhow::bail!(
+                        "{} is writable by every user (mode {:o}): anyone could replace the \
+                         e-stop socket there; use a directory only the daemon's user and group \
+                         may write",
+                        dir.display(),
+                        mode & 0o7777
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .mode(0o750)
+                    .create(dir)
+                    .with_context(|| {
+                        format!(
+                            "cannot create {} for the e-stop socket (set estop.socket_path to a \
+                             directory this user may write, e.g. under $XDG_RUNTIME_DIR)",
+                            dir.display()
+                        )
+                    })?;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot use {} for the e-stop socket",
+                    dir.display()
+                )));
+            }
+        }
+    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        // Only ever remove a socket: a mistyped path must not delete someone's file.
+        // Only ever remove a socket: a mistyped path must not delete someone's file; and
+        // never one that another process still listens on (a second daemon would otherwise
+        // take the first one's e-stop away).
+        if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another process listens on the e-stop socket {} (a second flight-companion?); \
+                 stop it, or give this daemon its own estop.socket_path",
+                path.display()
+            );
+        }
         if meta.file_type().is_socket() {
             std::fs::remove_file(path)
                 .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
@@ -207,6 +290,10 @@ mod tests {
         let reply = request(&path, &long).await.unwrap();
         assert!(reply.contains("longer than 1024"), "{reply}");
 
+        // A socket another daemon still listens on is never taken over.
+        let error = bind(&path).unwrap_err().to_string();
+        assert!(error.contains("another process listens"), "{error}");
+
         // A regular file is never replaced.
         let file = dir.path().join("not-a-socket");
         std::fs::write(&file, b"keep").unwrap();
@@ -216,5 +303,31 @@ mod tests {
         shutdown.cancel();
         server.await.unwrap();
         assert!(!path.exists(), "the socket is removed on shutdown");
+    }
+
+    #[tokio::test]
+    async fn bind_makes_its_directory_and_refuses_paths_that_cannot_be_safe() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The default in a user's runtime directory: `flight-companion/` is created.
+        let path = dir.path().join("flight-companion/estop.sock");
+        let listener = bind(&path).unwrap();
+        assert!(path.exists());
+        drop(listener);
+        // A directory anyone may write to (without the sticky bit) is refused.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = bind(&open.join("estop.sock")).unwrap_err().to_string();
+        assert!(error.contains("writable by every user"), "{error}");
+        // A path too long for sun_path is named with its length, not a bare EINVAL.
+        let long = dir.path().join("x".repeat(120)).join("estop.sock");
+        let error = bind(&long).unwrap_err().to_string();
+        assert!(error.contains("at most 107"), "{error}");
+        // A directory that cannot be made says what to set.
+        let error = bind(Path::new("/proc/flight-companion-test/estop.sock"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("estop.socket_path"), "{error}");
     }
 }

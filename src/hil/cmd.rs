@@ -33,6 +33,18 @@ pub struct HilRunArgs {
     /// simulator reports it lost.
     #[arg(long, default_value_t = 1.0)]
     pub sim_speedup: f64,
+    /// Simulated seconds the built-in simulator's estimator takes to trust its position after
+    /// boot (`sim --ekf-ready-s`). The firmware's own timeline (ArduCopter about 40 s) is what
+    /// SITL shows; the starter scenarios are not about start-up, so the default is short.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub sim_ekf_ready_s: f64,
+    /// With `--target sitl:ENDPOINT`: the command that starts a fresh SITL for each scenario
+    /// (run with `sh -c` in a new directory, stopped when the scenario ends). Placeholders:
+    /// {dir}, {home} (LAT,LON,ALT_M,HEADING_DEG), {lat}, {lon}, {alt_m}, {seed}. E.g.
+    /// `arducopter --model quad --defaults PATH/copter.parm -I0 -w --home {home}`.
+    /// Without it the rig connects to a SITL you started (and restart between runs).
+    #[arg(long, value_name = "COMMAND")]
+    pub sitl_command: Option<String>,
     /// Scenario files or directories of them (default `hil/scenarios`).
     pub scenarios: Vec<PathBuf>,
 }
@@ -42,6 +54,23 @@ pub async fn run(args: HilRunArgs, shutdown: CancellationToken) -> anyhow::Resul
     if !(args.sim_speedup.is_finite() && (0.1..=10.0).contains(&args.sim_speedup)) {
         anyhow::bail!("--sim-speedup {}: expected 0.1 to 10", args.sim_speedup);
     }
+    if !(args.sim_ekf_ready_s.is_finite() && (0.0..=600.0).contains(&args.sim_ekf_ready_s)) {
+        anyhow::bail!(
+            "--sim-ekf-ready-s {}: expected 0 to 600 simulated seconds",
+            args.sim_ekf_ready_s
+        );
+    }
+    let sitl_command = match (&args.sitl_command, &target) {
+        (None, _) => None,
+        (Some(text), Target::Sitl(_)) => {
+            Some(crate::hil::sitl::SitlCommand::parse(text).map_err(|e| anyhow::anyhow!(e))?)
+        }
+        (Some(_), other) => anyhow::bail!(
+            "--sitl-command starts SITL, so it needs --target sitl:ENDPOINT (the endpoint the \
+             SITL it starts listens on, e.g. sitl:tcpout:127.0.0.1:5760), not {}",
+            other.label()
+        ),
+    };
     let paths = if args.scenarios.is_empty() {
         vec![PathBuf::from("hil/scenarios")]
     } else {
@@ -69,6 +98,8 @@ pub async fn run(args: HilRunArgs, shutdown: CancellationToken) -> anyhow::Resul
         seed,
         allow_flight: args.allow_flight,
         sim_speedup: args.sim_speedup,
+        sim_ekf_ready_s: args.sim_ekf_ready_s,
+        sitl_command,
         exe: std::env::current_exe().context("cannot find this program's own path")?,
     };
     println!(

@@ -9,6 +9,7 @@
 //! - `scenario`: the scenario files (TOML), parsed and validated before anything starts.
 //! - `truth`: the vehicle as the wire shows it (sans-IO).
 //! - `client`: the rig's MCP-over-MQTT ground sessions, one per principal.
+//! - `sitl`: `--sitl-command`, a fresh SITL per scenario from the user's command line.
 //! - `runner`: builds the rig for each scenario, runs the steps, judges the checks.
 //! - `report`: the human summary and JUnit XML (sans-IO).
 //! - `cmd`: `flight-companion hil run`.
@@ -20,5 +21,6 @@ pub mod relay;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod sitl;
 pub mod truth;
 pub mod wire;

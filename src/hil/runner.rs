@@ -36,7 +36,10 @@ use crate::hil::scenario::{
 };
 use crate::hil::truth::Truth;
 use crate::hil::wire::{Direction, WireEvent, WireFrame, WireLog};
-use crate::link::dialect::{COMMAND_LONG_DATA, MavCmd, MavMessage, MavParamType, PARAM_SET_DATA};
+use crate::link::dialect::{
+    COMMAND_LONG_DATA, MavCmd, MavMessage, MavParamType, MavResult, PARAM_REQUEST_READ_DATA,
+    PARAM_SET_DATA,
+};
 use crate::role::Role;
 use crate::vehicle::modes::FlightMode;
 
@@ -49,6 +52,23 @@ const PILOT_COMPONENT_ID: u8 = 190;
 const POLL: Duration = Duration::from_millis(10);
 /// Default limit of a step that waits.
 const STEP_WITHIN_S_DEFAULT: f64 = 10.0;
+/// How long the rig waits for the vehicle to be ready to fly, before the target's allowance:
+/// ArduCopter SITL's EKF uses the GPS about 40 s after the first connection.
+const READY_WITHIN_S: f64 = 60.0;
+/// How long a simulator parameter or command waits for the autopilot's answer on the wire.
+const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
+
+/// A scenario the target turned out unable to run: reported skipped with the reason.
+#[derive(Debug)]
+struct Skip(String);
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Skip {}
 
 /// What the rig runs against.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +150,10 @@ pub struct RunOptions {
     pub sim_speedup: f64,
     /// The program to start as simulator, daemon and bridge simulator (this binary).
     pub exe: PathBuf,
+    /// With a `sitl:` target: the command that starts a fresh SITL for each scenario.
+    pub sitl_command: Option<crate::hil::sitl::SitlCommand>,
+    /// Simulated seconds the built-in simulator's estimator takes to trust its position.
+    pub sim_ekf_ready_s: f64,
 }
 
 /// Runs one scenario; never panics on what the rig or the daemon does.
@@ -168,6 +192,17 @@ pub async fn run_scenario(
     let budget = Duration::from_secs_f64(scenario.timeout_s * rig.allowance);
     let outcome = match tokio::time::timeout(budget, rig.play(scenario)).await {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.downcast_ref::<Skip>().is_some() => {
+            rig.say(format!("SKIPPED: {e}"));
+            rig.teardown().await;
+            stop.cancel();
+            result.outcome = Outcome::Skipped {
+                reason: e.to_string(),
+            };
+            result.lines = std::mem::take(&mut *rig.lines.lock().unwrap());
+            result.duration = started.elapsed();
+            return result;
+        }
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(_) => Err(format!(
             "the scenario did not finish within its timeout of {:.0} s",
@@ -256,6 +291,13 @@ struct Rig {
     failure_at: Option<Duration>,
 
     sim: Option<Child>,
+    /// The SITL this scenario started (`--sitl-command`).
+    sitl: Option<crate::hil::sitl::SitlProcess>,
+    /// A short private directory for the rig's Unix sockets: a socket path must fit in 107
+    /// bytes, and the scenario's directory under a long `--out` does not.
+    runtime_dir: Option<PathBuf>,
+    /// How this target takes the simulator faults the scenario uses (found by asking it).
+    fault_params: FaultParams,
     relay: Option<SerialRelay>,
     broker: Option<Child>,
     broker_port: u16,
@@ -292,7 +334,7 @@ impl Rig {
         stop: CancellationToken,
     ) -> Rig {
         Rig {
-            estop_socket: dir.join("estop.sock"),
+            estop_socket: PathBuf::new(),
             daemon_config: dir.join("dev/drone-hil.toml"),
             dir,
             options: options.clone(),
@@ -304,6 +346,9 @@ impl Rig {
             figures: Vec::new(),
             failure_at: None,
             sim: None,
+            sitl: None,
+            runtime_dir: None,
+            fault_params: FaultParams::default(),
             relay: None,
             broker: None,
             broker_port: 0,
@@ -355,6 +400,9 @@ impl Rig {
     async fn play(&mut self, scenario: &Scenario) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let runtime = short_runtime_dir()?;
+        self.estop_socket = runtime.join("estop.sock");
+        self.runtime_dir = Some(runtime);
         self.start_autopilot_and_relay().await?;
         self.start_broker_and_proxy().await?;
         self.write_daemon_config(scenario)?;
@@ -363,6 +411,7 @@ impl Rig {
         }
         self.start_daemon().await?;
         self.await_ready().await?;
+        self.find_fault_params(scenario).await?;
         for (i, step) in scenario.steps.iter().enumerate() {
             let at = self.epoch.elapsed();
             if let Some(id) = &step.id {
@@ -405,11 +454,8 @@ impl Rig {
                     &self.options.seed.to_string(),
                     "--speedup",
                     &self.options.sim_speedup.to_string(),
-                    // The rig's readiness wait looks only for home, which the simulator (like
-                    // ArduCopter) reports before its EKF trusts the position: until the rig
-                    // waits for a trusted position (issue 13), the simulator starts trusted.
                     "--ekf-ready-s",
-                    "0",
+                    &self.options.sim_ekf_ready_s.to_string(),
                 ])
                 .stdout(Stdio::piped())
                 .stderr(self.log_file("sim.stderr.log")?);
@@ -436,7 +482,24 @@ impl Rig {
                 self.sim = Some(child);
                 serving.replacen("tcpin:", "tcpout:", 1)
             }
-            Target::Sitl(endpoint) => endpoint.clone(),
+            Target::Sitl(endpoint) => {
+                if let Some(command) = &self.options.sitl_command {
+                    let sitl = crate::hil::sitl::SitlProcess::start(
+                        command,
+                        &self.dir.join("sitl"),
+                        &self.dir.join("sitl.log"),
+                        crate::hil::sitl::SitlHome::starter(),
+                        self.options.seed,
+                    )?;
+                    self.say(format!(
+                        "SITL started in {} (output in {})",
+                        sitl.dir.display(),
+                        sitl.log.display()
+                    ));
+                    self.sitl = Some(sitl);
+                }
+                endpoint.clone()
+            }
             Target::Serial(device) => format!("serial:{device}"),
         };
         let device = self.dir.join("autopilot-tty");
@@ -494,6 +557,7 @@ impl Rig {
             vehicle_link: link.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
             force: true,
             ground_users: Vec::new(),
+            home: None,
         })?;
         self.start_broker().await?;
         let proxy = MqttProxy::start_with_log(
@@ -612,39 +676,68 @@ impl Rig {
         Ok(())
     }
 
-    /// The daemon has found the autopilot and answers a ground client.
+    /// Ready to fly: the daemon has found the autopilot and answers a ground client, and the
+    /// vehicle could take off now. Home alone is not enough: ArduCopter sets its EKF origin
+    /// and home about 20 s before the EKF uses the GPS (~40 s after the first connection)
+    /// and refuses to arm until then, and the daemon refuses motion without a trusted
+    /// position. So this waits for everything a takeoff needs, each from its source:
+    /// [`not_ready`] lists what is still missing.
     async fn await_ready(&mut self) -> anyhow::Result<()> {
-        let limit = Duration::from_secs_f64(20.0 * self.allowance);
-        let since = Duration::ZERO;
-        self.wait_log("autopilot found", since, limit)
-            .await
-            .context("the daemon did not find the autopilot")?;
-        let session = self.session("read_only").await?;
-        // Ready to fly means an envelope in force, which needs the autopilot's home position:
-        // until then the daemon refuses motion, rightly, and a scenario would fail for it.
+        let limit = Duration::from_secs_f64(READY_WITHIN_S * self.allowance);
         let deadline = Instant::now() + limit;
+        let found = self
+            .wait_log("autopilot found", Duration::ZERO, limit)
+            .await;
+        if let Err(e) = found {
+            self.sitl_alive()?;
+            return Err(e.context("the daemon did not find the autopilot"));
+        }
+        let session = self.session("read_only").await?;
         loop {
-            let answer = session.call("get_status", json!({}), limit).await;
+            self.sitl_alive()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = session
+                .call("get_status", json!({}), left.max(Duration::from_secs(5)))
+                .await;
             if !answer.ok {
                 bail!("the daemon does not answer get_status: {}", answer.text);
             }
             let status: serde_json::Value = serde_json::from_str(&answer.text).unwrap_or_default();
-            if status
-                .pointer("/vehicle/home")
-                .is_some_and(serde_json::Value::is_object)
-            {
+            let missing = not_ready(&status, &self.truth());
+            if missing.is_empty() {
                 break;
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "the daemon has no home position after {:.0} s: {}",
+                    "not ready to fly after {:.0} s: {}; the autopilot last said: {}",
                     limit.as_secs_f64(),
-                    answer.text.chars().take(300).collect::<String>()
+                    missing.join("; "),
+                    last_status_texts(&status, 4)
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        self.say("rig ready: the daemon found the autopilot, knows home and answers MCP".into());
+        let prearm_reported = self.truth().prearm_ok.is_some();
+        self.say(format!(
+            "rig ready after {:.1} s: the daemon found the autopilot and answers MCP; home, a \
+             trusted position, fresh telemetry{}",
+            self.epoch.elapsed().as_secs_f64(),
+            if prearm_reported {
+                ", the autopilot's pre-arm checks passed"
+            } else {
+                ""
+            }
+        ));
+        Ok(())
+    }
+
+    /// Fails (with the end of its output) when the scenario's SITL has ended.
+    fn sitl_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(sitl) = &mut self.sitl
+            && let Some(why) = sitl.exited()
+        {
+            bail!("{why}; its last lines:\n{}", sitl.log_tail(15));
+        }
         Ok(())
     }
 
@@ -955,19 +1048,37 @@ impl Rig {
                 }
                 self.start_daemon().await?;
             }
-            Fault::GpsLoss => self.sim_param("SIM_GPS_DISABLE", 1.0).await?,
-            Fault::GpsRestore => self.sim_param("SIM_GPS_DISABLE", 0.0).await?,
-            Fault::Battery => match step.remaining_percent {
-                Some(percent) => self.battery_remaining(percent)?,
-                None => {
-                    self.sim_param("SIM_BATT_VOLTAGE", step.voltage_v.unwrap_or_default())
-                        .await?
+            Fault::GpsLoss | Fault::GpsRestore => {
+                let (name, lost, restored) = self
+                    .fault_params
+                    .gps
+                    .context("no GPS fault parameter was found on this target")?;
+                let value = if fault == Fault::GpsLoss {
+                    lost
+                } else {
+                    restored
+                };
+                self.sim_param(name, value).await?
+            }
+            Fault::Battery => {
+                if let Some(volts) = step.voltage_v {
+                    self.sim_param("SIM_BATT_VOLTAGE", volts as f32).await?;
                 }
-            },
+                if let Some(percent) = step.remaining_percent {
+                    self.battery_reset(percent).await?;
+                }
+            }
             Fault::Wind => {
-                self.sim_param("SIM_WIND_DIR", step.direction_deg.unwrap_or_default())
-                    .await?;
-                self.sim_param("SIM_WIND_SPD", step.speed_m_s.unwrap_or_default())
+                // Uniform with height (SIM_WIND_T = 1): `speed_m_s` is what the vehicle
+                // meets at any altitude. SITL's default profile (0) scales it with
+                // √(altitude / SIM_WIND_T_ALT) below 60 m, so 30 m/s is 9.5 m/s at 6 m.
+                self.sim_param("SIM_WIND_T", 1.0).await?;
+                self.sim_param(
+                    "SIM_WIND_DIR",
+                    step.direction_deg.unwrap_or_default() as f32,
+                )
+                .await?;
+                self.sim_param("SIM_WIND_SPD", step.speed_m_s.unwrap_or_default() as f32)
                     .await?;
             }
         }
@@ -992,34 +1103,217 @@ impl Rig {
         Ok(())
     }
 
-    /// A simulator parameter, written the way a ground station writes it (PARAM_SET).
-    async fn sim_param(&self, name: &str, value: f64) -> anyhow::Result<()> {
+    /// A simulator parameter, written the way a ground station writes it (PARAM_SET), and
+    /// confirmed by the autopilot's PARAM_VALUE on the wire (asked twice at most): a fault
+    /// the autopilot did not take must fail the step, not pass unnoticed.
+    async fn sim_param(&self, name: &str, value: f32) -> anyhow::Result<()> {
         let mut param_id = [0u8; 16];
         param_id[..name.len()].copy_from_slice(name.as_bytes());
         let message = MavMessage::PARAM_SET(PARAM_SET_DATA {
-            param_value: value as f32,
+            param_value: value,
             target_system: 1,
             target_component: 1,
             param_id: param_id.into(),
             param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
         });
-        self.relay()?
-            .inject_to_autopilot(&message, PILOT_SYSTEM_ID, PILOT_COMPONENT_ID)
+        for _ in 0..2 {
+            let sent = self.epoch.elapsed();
+            self.relay()?
+                .inject_to_autopilot(&message, PILOT_SYSTEM_ID, PILOT_COMPONENT_ID)?;
+            let confirmed = self
+                .answer_on_wire(sent, |m| match m {
+                    MavMessage::PARAM_VALUE(p) => {
+                        param_name(&p.param_id) == name && (p.param_value - value).abs() < 1e-3
+                    }
+                    _ => false,
+                })
+                .await;
+            if confirmed.is_some() {
+                return Ok(());
+            }
+        }
+        bail!(
+            "the autopilot did not confirm {name} = {value} (no PARAM_VALUE within {:.1} s, twice)",
+            ANSWER_WITHIN.as_secs_f64()
+        )
     }
 
-    /// `MAV_CMD_BATTERY_RESET` from the pilot's ground station: ArduPilot (SITL and the
-    /// simulator) sets its remaining percentage (`AP_BattMonitor_Backend::reset_remaining`).
-    fn battery_remaining(&self, percent: f64) -> anyhow::Result<()> {
-        let message = MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
-            param1: 1.0,
-            param2: percent as f32,
-            command: MavCmd::MAV_CMD_BATTERY_RESET,
+    /// The battery's remaining charge set to `percent` with `MAV_CMD_BATTERY_RESET`
+    /// (ArduPilot `GCS_Common.cpp` `handle_command_battery_reset`: the consumed mAh become
+    /// `(100 - percent) %` of `BATT_CAPACITY`), as a ground station sends it; the autopilot's
+    /// COMMAND_ACK must say ACCEPTED.
+    async fn battery_reset(&self, percent: f64) -> anyhow::Result<()> {
+        let command = MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
             target_system: 1,
             target_component: 1,
+            command: MavCmd::MAV_CMD_BATTERY_RESET,
+            // Bit 0: the first battery.
+            param1: 1.0,
+            param2: percent as f32,
             ..COMMAND_LONG_DATA::DEFAULT
         });
-        self.relay()?
-            .inject_to_autopilot(&message, PILOT_SYSTEM_ID, PILOT_COMPONENT_ID)
+        for _ in 0..2 {
+            let sent = self.epoch.elapsed();
+            self.relay()?
+                .inject_to_autopilot(&command, PILOT_SYSTEM_ID, PILOT_COMPONENT_ID)?;
+            let ack = self
+                .answer_on_wire(sent, |m| {
+                    matches!(m, MavMessage::COMMAND_ACK(a)
+                        if a.command == MavCmd::MAV_CMD_BATTERY_RESET)
+                })
+                .await;
+            if let Some(MavMessage::COMMAND_ACK(a)) = ack {
+                if a.result == MavResult::MAV_RESULT_ACCEPTED {
+                    return Ok(());
+                }
+                bail!(
+                    "the autopilot answered MAV_CMD_BATTERY_RESET with {:?}",
+                    a.result
+                );
+            }
+        }
+        bail!("the autopilot did not answer MAV_CMD_BATTERY_RESET (twice)")
+    }
+
+    /// The first message from the autopilot after `since` for which `matches` holds, waiting
+    /// up to [`ANSWER_WITHIN`].
+    async fn answer_on_wire(
+        &self,
+        since: Duration,
+        matches: impl Fn(&MavMessage) -> bool,
+    ) -> Option<MavMessage> {
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        loop {
+            let found = self.wire.first_after(since, |f| {
+                f.direction == Direction::ToCompanion && f.message.as_ref().is_some_and(&matches)
+            });
+            if let Some(f) = found {
+                return f.message;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Values of `names` as the autopilot reports them (PARAM_REQUEST_READ, asked three
+    /// times at most); a name it never answers for is absent.
+    async fn read_params(&self, names: &[&str]) -> anyhow::Result<HashMap<String, f32>> {
+        let mut found = HashMap::new();
+        for _ in 0..3 {
+            let missing: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| !found.contains_key(*n))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            let sent = self.epoch.elapsed();
+            for name in &missing {
+                let mut param_id = [0u8; 16];
+                param_id[..name.len()].copy_from_slice(name.as_bytes());
+                let request = MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                    param_index: -1,
+                    target_system: 1,
+                    target_component: 1,
+                    param_id: param_id.into(),
+                });
+                self.relay()?
+                    .inject_to_autopilot(&request, PILOT_SYSTEM_ID, PILOT_COMPONENT_ID)?;
+            }
+            let deadline = Instant::now() + ANSWER_WITHIN;
+            while Instant::now() < deadline && missing.iter().any(|n| !found.contains_key(*n)) {
+                for f in self.wire.frames_since(sent) {
+                    if let (Direction::ToCompanion, Some(MavMessage::PARAM_VALUE(p))) =
+                        (f.direction, &f.message)
+                    {
+                        let name = param_name(&p.param_id);
+                        if missing.contains(&name.as_str()) {
+                            found.insert(name, p.param_value);
+                        }
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Finds how this target takes the simulator faults the scenario uses, by asking it for
+    /// their parameters; a target without them skips the scenario with the reason (PX4 SIH
+    /// has no `SIM_WIND_*`, a real autopilot no `SIM_*` at all).
+    async fn find_fault_params(&mut self, scenario: &Scenario) -> anyhow::Result<()> {
+        let steps: Vec<&Step> = scenario
+            .steps
+            .iter()
+            .filter(|s| s.fault.is_some_and(Fault::is_sim))
+            .collect();
+        if steps.is_empty() {
+            return Ok(());
+        }
+        // What each fault needs: any one of the alternatives of each group.
+        let mut needs: Vec<(&[&str], &str)> = Vec::new();
+        for step in &steps {
+            match step.fault {
+                Some(Fault::GpsLoss | Fault::GpsRestore) => needs.push((
+                    &["SIM_GPS_DISABLE", "SIM_GPS1_ENABLE"],
+                    "the GPS fault (SIM_GPS_DISABLE, or SIM_GPS1_ENABLE since ArduPilot 4.6)",
+                )),
+                Some(Fault::Battery) => {
+                    if step.voltage_v.is_some() {
+                        needs.push((&["SIM_BATT_VOLTAGE"], "the battery voltage fault"));
+                    }
+                    if step.remaining_percent.is_some() {
+                        needs.push((
+                            &["BATT_CAPACITY"],
+                            "the battery charge fault (MAV_CMD_BATTERY_RESET counts against \
+                             ArduPilot's BATT_CAPACITY; PX4 has neither)",
+                        ));
+                    }
+                }
+                Some(Fault::Wind) => {
+                    let what = "the wind fault (ArduPilot SITL's SIM_WIND_*; PX4 SIH takes no \
+                                wind over MAVLink)";
+                    needs.push((&["SIM_WIND_SPD"], what));
+                    needs.push((&["SIM_WIND_DIR"], what));
+                    needs.push((&["SIM_WIND_T"], what));
+                }
+                _ => {}
+            }
+        }
+        let mut names: Vec<&str> = needs.iter().flat_map(|(n, _)| n.iter().copied()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let found = self.read_params(&names).await?;
+        for (alternatives, what) in &needs {
+            if !alternatives.iter().any(|n| found.contains_key(*n)) {
+                return Err(Skip(format!(
+                    "the autopilot has no {} parameter, needed by {what}",
+                    alternatives.join(" or ")
+                ))
+                .into());
+            }
+        }
+        // ArduPilot 4.6 renamed SIM_GPS_DISABLE to SIM_GPS1_ENABLE, with the opposite sense.
+        self.fault_params.gps = if found.contains_key("SIM_GPS_DISABLE") {
+            Some(("SIM_GPS_DISABLE", 1.0, 0.0))
+        } else if found.contains_key("SIM_GPS1_ENABLE") {
+            Some(("SIM_GPS1_ENABLE", 0.0, 1.0))
+        } else {
+            None
+        };
+        self.say(format!(
+            "the target has the simulator parameters the scenario's faults need: {}",
+            names
+                .iter()
+                .filter(|n| found.contains_key(**n))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(())
     }
 
     async fn bridge(&mut self, action: BridgeAction) -> anyhow::Result<()> {
@@ -1334,6 +1628,12 @@ impl Rig {
         if let Some(mut sim) = self.sim.take() {
             let _ = sim.kill().await;
         }
+        if let Some(sitl) = self.sitl.take() {
+            sitl.stop().await;
+        }
+        if let Some(dir) = self.runtime_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -1352,6 +1652,91 @@ const ROUTINE_TELEMETRY: &[&str] = &[
     "HOME_POSITION",
 ];
 
+/// What the vehicle still lacks to take off, from the daemon's status (`get_status`) and the
+/// wire (`truth`); empty when it is ready.
+fn not_ready(status: &serde_json::Value, truth: &Truth) -> Vec<String> {
+    let mut missing = Vec::new();
+    let flag = |pointer: &str| status.pointer(pointer).and_then(serde_json::Value::as_bool);
+    for (group, what) in [
+        ("mode", "heartbeat"),
+        ("position", "position"),
+        ("gps", "GPS"),
+        ("battery", "battery"),
+    ] {
+        if flag(&format!("/vehicle/{group}/freshness/stale")) != Some(false) {
+            missing.push(format!("no fresh {what} telemetry"));
+        }
+    }
+    if !status
+        .pointer("/vehicle/home")
+        .is_some_and(serde_json::Value::is_object)
+    {
+        missing.push("no home position".into());
+    }
+    if flag("/vehicle/estimator/position_valid") != Some(true) {
+        missing.push("the autopilot's estimator does not trust its position yet".into());
+    }
+    // The daemon's pre-flight check of the autopilot's parameters, when it reports one.
+    if let Some(state) = status
+        .pointer("/preflight/state")
+        .and_then(serde_json::Value::as_str)
+        && state != "done"
+    {
+        missing.push(format!("the daemon's pre-flight check is `{state}`"));
+    }
+    if truth.prearm_ok == Some(false) {
+        missing.push("the autopilot's pre-arm checks do not pass (SYS_STATUS)".into());
+    }
+    missing
+}
+
+/// The newest `n` status texts of the autopilot in the daemon's status, newest last.
+fn last_status_texts(status: &serde_json::Value, n: usize) -> String {
+    let texts: Vec<String> = status
+        .pointer("/vehicle/status_texts")
+        .and_then(serde_json::Value::as_array)
+        .map(|all| {
+            all.iter()
+                .filter_map(|t| t.get("text").and_then(serde_json::Value::as_str))
+                .map(|t| format!("\"{t}\""))
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        return "nothing".into();
+    }
+    texts[texts.len().saturating_sub(n)..].join(", ")
+}
+
+/// A fresh private directory (mode 0700) with a short path for the rig's Unix sockets: in
+/// `$XDG_RUNTIME_DIR` when there is one, else the system's temporary directory.
+fn short_runtime_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    for _ in 0..16 {
+        let dir = base.join(format!(
+            "fc-hil-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => bail!(
+                "cannot create a runtime directory in {}: {e}",
+                base.display()
+            ),
+        }
+    }
+    bail!(
+        "cannot find a free runtime directory name in {}",
+        base.display()
+    )
+}
+
 /// Two seconds of the wire either side of `around`, without the routine telemetry.
 fn quiet_excerpt(wire: &WireLog, around: Duration) -> String {
     let routine = |f: &WireFrame| {
@@ -1368,6 +1753,19 @@ fn quiet_excerpt(wire: &WireLog, around: Duration) -> String {
         ));
     }
     out
+}
+
+/// How the target takes the simulator faults, as [`Rig::find_fault_params`] found out.
+#[derive(Debug, Clone, Copy, Default)]
+struct FaultParams {
+    /// GPS off and on: the parameter, its value for "lost" and for "restored".
+    gps: Option<(&'static str, f32, f32)>,
+}
+
+/// A MAVLink parameter id as text (NUL-padded to 16 bytes on the wire).
+fn param_name(bytes: &[u8; 16]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// A frame the daemon sent toward the autopilot (not one the rig injected).
@@ -1460,6 +1858,69 @@ mod tests {
         );
         assert!(bench.lacks(Need::Flight, true).is_none());
         assert!(Target::Sim.lacks(Need::Bridge, false).is_none());
+    }
+
+    #[test]
+    fn ready_to_fly_needs_home_a_trusted_position_fresh_telemetry_and_the_prearm_checks() {
+        let fresh = json!({"freshness": {"age_ms": 100, "stale": false}});
+        let mut status = json!({
+            "vehicle": {
+                "mode": fresh, "position": fresh, "gps": fresh, "battery": fresh,
+                "home": {"latitude_deg": 47.4, "longitude_deg": 8.5},
+                "estimator": {"position_valid": true},
+                "status_texts": [{"text": "EKF3 IMU0 origin set"}, {"text": "PreArm: Need Position Estimate"}]
+            }
+        });
+        let mut truth = Truth::default();
+        assert!(not_ready(&status, &truth).is_empty());
+        // ArduCopter sets home ~20 s before its EKF uses the GPS: not ready.
+        status["vehicle"]["estimator"]["position_valid"] = json!(false);
+        assert_eq!(
+            not_ready(&status, &truth),
+            vec!["the autopilot's estimator does not trust its position yet"]
+        );
+        status["vehicle"]["estimator"]["position_valid"] = json!(true);
+        status["vehicle"]["battery"]["freshness"]["stale"] = json!(true);
+        status["vehicle"]["home"] = serde_json::Value::Null;
+        assert_eq!(
+            not_ready(&status, &truth),
+            vec!["no fresh battery telemetry", "no home position"]
+        );
+        status["vehicle"]["battery"]["freshness"]["stale"] = json!(false);
+        status["vehicle"]["home"] = json!({"latitude_deg": 47.4});
+        // The autopilot's own pre-arm checks, as SYS_STATUS reports them on the wire.
+        truth.prearm_ok = Some(false);
+        assert!(not_ready(&status, &truth)[0].contains("pre-arm"));
+        truth.prearm_ok = None;
+        // The daemon's pre-flight check, when its status has one.
+        status["preflight"] = json!({"state": "reading"});
+        assert!(not_ready(&status, &truth)[0].contains("`reading`"));
+        status["preflight"] = json!({"state": "done"});
+        assert!(not_ready(&status, &truth).is_empty());
+        assert_eq!(
+            last_status_texts(&status, 1),
+            "\"PreArm: Need Position Estimate\""
+        );
+        assert_eq!(not_ready(&json!({}), &truth).len(), 6);
+    }
+
+    #[test]
+    fn the_runtime_directory_is_short_private_and_fresh() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = short_runtime_dir().unwrap();
+        let b = short_runtime_dir().unwrap();
+        assert_ne!(a, b);
+        let socket = a.join("estop.sock");
+        assert!(
+            socket.as_os_str().len() <= crate::estop::local::SOCKET_PATH_BYTES_MAX,
+            "{}",
+            socket.display()
+        );
+        let mode = std::fs::metadata(&a).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        for d in [a, b] {
+            std::fs::remove_dir(d).unwrap();
+        }
     }
 
     #[test]

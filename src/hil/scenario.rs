@@ -159,10 +159,10 @@ pub struct Step {
     pub probability: Option<f64>,
     /// `line_delay`, `mqtt_delay`.
     pub delay_ms: Option<u64>,
-    /// `battery`: the pack voltage the simulator reports (`SIM_BATT_VOLTAGE`)...
+    /// `battery`: the pack voltage the simulator reports (`SIM_BATT_VOLTAGE`).
     pub voltage_v: Option<f64>,
-    /// ...or the remaining charge, set as a ground station does with `MAV_CMD_BATTERY_RESET`
-    /// (ArduPilot counts its percentage in consumed mAh, so volts alone do not move it).
+    /// `battery`: the charge the autopilot counts as left, in percent
+    /// (`MAV_CMD_BATTERY_RESET`; ArduPilot's percentage counts consumed mAh, not volts).
     pub remaining_percent: Option<f64>,
     /// `wind`.
     pub speed_m_s: Option<f64>,
@@ -274,7 +274,7 @@ pub enum Fault {
     GpsLoss,
     /// Simulator: GPS back.
     GpsRestore,
-    /// Simulator: battery voltage set to `voltage_v`, or the remaining charge to
+    /// Simulator: battery voltage set to `voltage_v`, and/or the charge left set to
     /// `remaining_percent`.
     Battery,
     /// Simulator: wind `speed_m_s` from `direction_deg`.
@@ -675,13 +675,21 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                     Fault::LineDelay | Fault::MqttDelay => {
                         need(step.delay_ms.is_some(), "delay_ms")?
                     }
-                    Fault::Battery => need(
-                        step.voltage_v.is_some_and(|v| v.is_finite() && v >= 0.0)
-                            || step
-                                .remaining_percent
-                                .is_some_and(|p| (0.0..=100.0).contains(&p)),
-                        "voltage_v, or remaining_percent between 0 and 100",
-                    )?,
+                    Fault::Battery => {
+                        need(
+                            step.voltage_v.is_some() || step.remaining_percent.is_some(),
+                            "voltage_v or remaining_percent",
+                        )?;
+                        need(
+                            step.voltage_v.is_none_or(|v| v.is_finite() && v >= 0.0),
+                            "a voltage_v of at least 0",
+                        )?;
+                        need(
+                            step.remaining_percent
+                                .is_none_or(|p| p.is_finite() && (0.0..=100.0).contains(&p)),
+                            "a remaining_percent between 0 and 100",
+                        )?;
+                    }
                     Fault::Wind => need(
                         step.speed_m_s.is_some_and(|v| v.is_finite() && v >= 0.0)
                             && step.direction_deg.is_some_and(f64::is_finite),
@@ -807,6 +815,14 @@ mod tests {
                 "needs probability between 0 and 1",
             ),
             (
+                "name = \"n\"\nneeds = [\"sim_faults\"]\n[[steps]]\nfault = \"battery\"\n",
+                "needs voltage_v or remaining_percent",
+            ),
+            (
+                "name = \"n\"\nneeds = [\"sim_faults\"]\n[[steps]]\nfault = \"battery\"\nremaining_percent = 120.0\n",
+                "remaining_percent between 0 and 100",
+            ),
+            (
                 "name = \"n\"\n[[steps]]\nfault = \"gps_loss\"\n",
                 "needs `needs = [\"sim_faults\"]`",
             ),
@@ -864,15 +880,17 @@ mod tests {
 
     #[test]
     fn every_starter_scenario_is_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hil/scenarios");
-        let mut count = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                load(&path).unwrap_or_else(|e| panic!("{e}"));
-                count += 1;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (dir, least) in [("hil/scenarios", 13), ("hil/px4", 1)] {
+            let mut count = 0;
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    load(&path).unwrap_or_else(|e| panic!("{e}"));
+                    count += 1;
+                }
             }
+            assert!(count >= least, "{dir} has {count} scenarios");
         }
-        assert!(count >= 13, "the starter suite has {count} scenarios");
     }
 }

@@ -6,7 +6,9 @@
 
 use crate::hil::scenario::WaitFor;
 use crate::hil::wire::{Direction, Fate, WireFrame};
-use crate::link::dialect::{MavAutopilot, MavLandedState, MavMessage, MavModeFlag};
+use crate::link::dialect::{
+    MavAutopilot, MavLandedState, MavMessage, MavModeFlag, MavSysStatusSensor,
+};
 use crate::safety::whitelist::{FlightState, Landed};
 use crate::vehicle::modes::FlightMode;
 use crate::vehicle::snapshot::AutopilotKind;
@@ -31,6 +33,11 @@ pub struct Truth {
     pub home_altitude_msl_m: Option<f64>,
     /// From `EXTENDED_SYS_STATE`.
     pub landed: Option<bool>,
+    /// The autopilot's own pre-arm checks pass, from `SYS_STATUS`: ArduPilot sets
+    /// `MAV_SYS_STATUS_PREARM_CHECK` present and enabled, healthy when they pass (`GCS.cpp`);
+    /// PX4 sets only the health bit, when it can arm in its current navigation state
+    /// (`SYS_STATUS.hpp`: `can_arm_mode_flags`). `None` when the autopilot does not say.
+    pub prearm_ok: Option<bool>,
 }
 
 impl Truth {
@@ -86,6 +93,14 @@ impl Truth {
                         Some((f64::from(h.latitude) / 1e7, f64::from(h.longitude) / 1e7));
                 }
                 self.home_altitude_msl_m = Some(f64::from(h.altitude) / 1000.0);
+            }
+            MavMessage::SYS_STATUS(s) => {
+                let prearm = MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
+                let reported = (s.onboard_control_sensors_present.contains(prearm)
+                    && s.onboard_control_sensors_enabled.contains(prearm))
+                    || self.autopilot == Some(AutopilotKind::Px4);
+                self.prearm_ok =
+                    reported.then(|| s.onboard_control_sensors_health.contains(prearm));
             }
             MavMessage::EXTENDED_SYS_STATE(s) => {
                 self.landed = match s.landed_state {
@@ -211,6 +226,45 @@ mod tests {
             base_mode,
             ..HEARTBEAT_DATA::DEFAULT
         })
+    }
+
+    #[test]
+    fn prearm_is_read_from_sys_status_only_when_the_autopilot_reports_it() {
+        use crate::link::dialect::SYS_STATUS_DATA;
+        let prearm = MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
+        let gyro = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_GYRO;
+        let status = |present, enabled, health| {
+            frame(
+                Direction::ToCompanion,
+                1,
+                MavMessage::SYS_STATUS(SYS_STATUS_DATA {
+                    onboard_control_sensors_present: present,
+                    onboard_control_sensors_enabled: enabled,
+                    onboard_control_sensors_health: health,
+                    ..SYS_STATUS_DATA::DEFAULT
+                }),
+            )
+        };
+        let mut t = Truth::default();
+        // ArduPilot (GCS.cpp): present and enabled, healthy once the checks pass.
+        t.observe(&status(prearm | gyro, prearm | gyro, gyro));
+        assert_eq!(t.prearm_ok, Some(false));
+        t.observe(&status(prearm | gyro, prearm | gyro, prearm | gyro));
+        assert_eq!(t.prearm_ok, Some(true));
+        // Another autopilot that does not report the checks: unknown.
+        t.observe(&status(gyro, gyro, gyro));
+        assert_eq!(t.prearm_ok, None);
+        // PX4 (SYS_STATUS.hpp) sets only the health bit: "Arming denied: Resolve system
+        // health failures first" until it does, about 2 s after its home on SIH.
+        t.observe(&frame(
+            Direction::ToCompanion,
+            1,
+            heartbeat(MavAutopilot::MAV_AUTOPILOT_PX4, false, 0),
+        ));
+        t.observe(&status(gyro, gyro, gyro));
+        assert_eq!(t.prearm_ok, Some(false));
+        t.observe(&status(gyro, gyro, gyro | prearm));
+        assert_eq!(t.prearm_ok, Some(true));
     }
 
     #[test]

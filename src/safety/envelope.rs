@@ -254,6 +254,18 @@ pub enum EnvelopeError {
         which: &'static str,
         kind: ZoneKind,
         name: String,
+        /// Where that position is.
+        at: GeoPoint,
+        /// How far on the wrong side of the zone's boundary.
+        distance_m: f64,
+    },
+    /// A zone lies wholly beyond the envelope's reach from home: drawn for another place.
+    ZoneFar {
+        kind: ZoneKind,
+        name: String,
+        /// From home to the zone's nearest vertex (a circle's edge), great-circle.
+        distance_m: f64,
+        home: GeoPoint,
     },
     /// A replacement would widen the envelope while armed.
     Widening { what: String },
@@ -269,16 +281,54 @@ impl fmt::Display for EnvelopeError {
                 name,
                 message,
             } => write!(f, "{kind} `{name}` {message}"),
-            EnvelopeError::PositionOutside { which, kind, name } => match kind {
-                ZoneKind::KeepIn => write!(
-                    f,
-                    "the {which} position is outside keep-in `{name}`; an envelope must contain home and the vehicle"
-                ),
-                ZoneKind::KeepOut => write!(
-                    f,
-                    "the {which} position is inside keep-out `{name}`; an envelope must leave home and the vehicle outside every keep-out"
-                ),
-            },
+            EnvelopeError::PositionOutside {
+                which,
+                kind,
+                name,
+                at,
+                distance_m,
+            } => {
+                let place = format!(
+                    "by {}, at {:.7}, {:.7}",
+                    crate::safety::site::format_distance(*distance_m),
+                    at.latitude_deg,
+                    at.longitude_deg
+                );
+                let table = crate::safety::site::zone_table(*kind);
+                let fix = if *which == "home" {
+                    format!(
+                        "edit {table} `{name}` so that it fits the field the vehicle flies from"
+                    )
+                } else {
+                    format!(
+                        "bring the vehicle back (hold, land or return_home are accepted), or edit {table} `{name}`"
+                    )
+                };
+                match kind {
+                    ZoneKind::KeepIn => write!(
+                        f,
+                        "the {which} position is outside keep-in `{name}` ({place}); an envelope must contain home and the vehicle: {fix}"
+                    ),
+                    ZoneKind::KeepOut => write!(
+                        f,
+                        "the {which} position is inside keep-out `{name}` ({place}); an envelope must leave home and the vehicle outside every keep-out: {fix}"
+                    ),
+                }
+            }
+            EnvelopeError::ZoneFar {
+                kind,
+                name,
+                distance_m,
+                home,
+            } => write!(
+                f,
+                "{kind} `{name}` is {} from the autopilot's home ({:.7}, {:.7}), and an envelope reaches at most {} km from home: the zones were drawn for another place. Edit {} `{name}` in the configuration so that the zones surround this home (`flight-companion dev-setup --home LAT,LON,ALT_M` writes a small trial envelope around a home; `flight-companion check-config` warns about this before a flight), then restart the daemon",
+                crate::safety::site::format_distance(*distance_m),
+                home.latitude_deg,
+                home.longitude_deg,
+                EXTENT_M_MAX / 1000.0,
+                crate::safety::site::zone_table(*kind)
+            ),
             EnvelopeError::Widening { what } => write!(
                 f,
                 "the vehicle is armed: an envelope may only be tightened in flight, but the new one {what}; land and disarm to widen it"
@@ -627,9 +677,11 @@ fn build_zone(z: &ZoneConfig, kind: ZoneKind, frame: &LocalFrame) -> Result<Zone
                 let l = frame.to_local(g);
                 if l.norm() > EXTENT_M_MAX {
                     return Err(err(format!(
-                        "vertex {index} is {:.0} m from home; the envelope may reach at most {} m",
+                        "vertex {index} is {:.0} m from home; the envelope may reach at most {} m: move that vertex of {} `{}` closer",
                         l.norm(),
-                        EXTENT_M_MAX
+                        EXTENT_M_MAX,
+                        crate::safety::site::zone_table(kind),
+                        z.name
                     )));
                 }
                 local.push(l);
@@ -683,6 +735,25 @@ impl Envelope {
         check_scalars(config).map_err(|(key, message)| EnvelopeError::Setting { key, message })?;
         let frame = LocalFrame::new(home.point()).map_err(EnvelopeError::Home)?;
         let gps_fix_min = GpsFix::from_name(&config.gps_fix_type_min).unwrap_or(GpsFix::Fix3d);
+        // A zone wholly out of reach was drawn for another place: say so with the distance,
+        // before a vertex's position in a plane that does not reach that far is reported.
+        for (kind, list) in [
+            (ZoneKind::KeepIn, &config.keep_in),
+            (ZoneKind::KeepOut, &config.keep_out),
+        ] {
+            for z in list {
+                if let Some(distance_m) = crate::safety::site::zone_distance_m(z, home.point())
+                    && distance_m > EXTENT_M_MAX
+                {
+                    return Err(EnvelopeError::ZoneFar {
+                        kind,
+                        name: z.name.clone(),
+                        distance_m,
+                        home: home.point(),
+                    });
+                }
+            }
+        }
         let mut zones = Vec::with_capacity(config.keep_in.len() + config.keep_out.len());
         for z in &config.keep_in {
             zones.push(build_zone(z, ZoneKind::KeepIn, &frame)?);
@@ -717,11 +788,14 @@ impl Envelope {
     fn require_inside(&self, which: &'static str, p: GeoPoint) -> Result<(), EnvelopeError> {
         let l = self.frame.to_local(p);
         for z in &self.zones {
-            if z.clearance(l) <= 0.0 {
+            let clearance = z.clearance(l);
+            if clearance <= 0.0 {
                 return Err(EnvelopeError::PositionOutside {
                     which,
                     kind: z.kind,
                     name: z.name.clone(),
+                    at: p,
+                    distance_m: -clearance,
                 });
             }
         }

@@ -1058,3 +1058,47 @@ fn the_margins_grow_when_the_autopilot_flies_faster_than_the_limit_and_say_why()
         "envelope.speed_horizontal_m_s_max"
     );
 }
+
+#[test]
+fn an_envelope_for_another_place_is_refused_naming_the_zone_the_distance_and_what_to_edit() {
+    // The dev envelope (drawn around the simulator's home) on a vehicle in Sydney: the
+    // refusal used to be "keep-in field vertex 0 is 15725332 m from home".
+    let sydney = GeoPosition {
+        latitude_deg: -33.8688,
+        longitude_deg: 151.2093,
+        altitude_m: 0.0,
+    };
+    let err = Envelope::new(&config(), sydney, Some(sydney))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "keep-in `field` is 16567 km from the autopilot's home (-33.8688000, 151.2093000)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("drawn for another place"), "{err}");
+    assert!(err.contains("Edit [[envelope.keep_in]] `field`"), "{err}");
+    assert!(err.contains("dev-setup --home LAT,LON,ALT_M"), "{err}");
+
+    // 200 m north of the field's edge: the keep-in does not contain home, by how much, and
+    // where home is.
+    let near = at(0.0, 350.0, 0.0);
+    let err = Envelope::new(&config(), near, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the home position is outside keep-in `field` (by 150 m, at 47.4008896, "),
+        "{err}"
+    );
+    assert!(err.contains("edit [[envelope.keep_in]] `field`"), "{err}");
+    // The vehicle itself outside: bring it back, or edit.
+    let err = Envelope::new(&config(), HOME, Some(at(250.0, 0.0, 10.0)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("current position is outside keep-in `field` (by 50 m, at")
+            && err.contains("bring the vehicle back"),
+        "{err}"
+    );
+}

@@ -8,6 +8,7 @@
 pub mod envelope;
 pub mod geo;
 pub mod preflight;
+pub mod site;
 pub mod whitelist;
 
 pub use envelope::{

@@ -104,3 +104,73 @@ fn version_names_the_commit() {
     assert!(stdout.starts_with("flight-companion 0."), "{stdout}");
     assert!(stdout.contains('('), "commit in parentheses: {stdout}");
 }
+
+#[test]
+fn dev_setup_draws_around_a_given_home_and_check_config_warns_when_the_zones_are_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("dev");
+    // ArduPilot's test field at Canberra (CMAC), where SITL starts by default.
+    let (code, stdout, stderr) = run(&[
+        "dev-setup",
+        dev.to_str().unwrap(),
+        "--home",
+        "-35.363261,149.165230,584",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("around -35.363261, 149.16523"), "{stdout}");
+    assert!(
+        stdout.contains("flight-companion sim --home -35.363261,149.16523,584"),
+        "{stdout}"
+    );
+    let drone = dev.join("drone.toml");
+    let (code, stdout, stderr) = run(&["check-config", drone.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.ends_with(": ok\n"), "{stdout}");
+    assert!(
+        stderr.is_empty(),
+        "no warning where the zones were drawn: {stderr}"
+    );
+
+    // The daemon last saw the vehicle at the simulator's home in Zurich: the envelope
+    // would be refused there, and check-config says so (a warning: the file itself is fine).
+    std::fs::write(
+        dev.join("state/last-home.json"),
+        "{\"latitude_deg\": 47.397742, \"longitude_deg\": 8.545594, \"altitude_msl_m\": 488.0, \"seen_unix_s\": 1800000000}",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["check-config", drone.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ok, with 2 warnings about where the envelope is"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "warning: keep-in `field` is 16" // about 16 600 km
+        ) && stderr.contains("from the last known home (47.3977420, 8.5455940)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("edit [[envelope.keep_in]] `field`")
+            && stderr.contains("keep-out `tower` is"),
+        "{stderr}"
+    );
+
+    // Without --home the dev envelope is the simulator's, and a configured home elsewhere
+    // (here: Canberra, written by hand) is warned about the same way.
+    let sim_dev = dir.path().join("sim-dev");
+    let (code, _, _) = run(&["dev-setup", sim_dev.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let sim_drone = sim_dev.join("drone.toml");
+    let text = std::fs::read_to_string(&sim_drone).unwrap().replace(
+        "expected_home_lat_lon_deg = [47.397742, 8.545594]",
+        "expected_home_lat_lon_deg = [-35.363261, 149.16523]",
+    );
+    std::fs::write(&sim_drone, text).unwrap();
+    let (code, _, stderr) = run(&["check-config", sim_drone.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains("from the configured home (-35.3632610, 149.1652300)"),
+        "{stderr}"
+    );
+}

@@ -20,6 +20,8 @@ fn port_after(output: &str, marker: &str) -> u16 {
 fn demo_runs_the_chain_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(binary())
+        // The demo's daemon puts its default e-stop socket there, not where another test's is.
+        .env("XDG_RUNTIME_DIR", dir.path())
         .args([
             "demo",
             "--updates",
@@ -61,6 +63,15 @@ fn demo_runs_the_chain_and_leaves_nothing_running() {
     assert!(path.starts_with(dir.path().to_str().unwrap()), "{path}");
     let picture = std::fs::read(path).unwrap();
     assert!(picture.starts_with(&[0xFF, 0xD8]), "{path} is not a JPEG");
+    // The daemon kept the autopilot's home for check-config (dev-setup's last_home_path).
+    let kept = std::fs::read_to_string(dir.path().join("demo/state/last-home.json"))
+        .expect("the daemon keeps the last home");
+    let home: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    assert!(
+        (home["latitude_deg"].as_f64().unwrap() - 47.397742).abs() < 1e-4
+            && (home["longitude_deg"].as_f64().unwrap() - 8.545594).abs() < 1e-4,
+        "{home}"
+    );
     // The refusal came from the daemon before anything was sent: one DO_REPOSITION (the
     // goto inside), none for the goto outside.
     assert_eq!(

@@ -299,3 +299,114 @@ async fn autopilot_link_cut_is_reported_to_a_connected_ground_client() {
         .collect();
     assert!(late.is_empty(), "sent after the link came back: {late:?}");
 }
+
+/// A GET on the daemon's metrics endpoint: (status code, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
+}
+
+#[test]
+fn the_default_estop_socket_works_for_a_user_and_a_missing_one_is_a_health_alert() {
+    // As a user's login session has it: $XDG_RUNTIME_DIR (mode 0700), no systemd, no
+    // estop key in the file. The daemon listens in a directory of its own there, and
+    // `flight-companion estop` finds it with no option at all.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("run-user");
+    std::fs::create_dir(&runtime).unwrap();
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(&config, "[vehicle]\nlink = \"udpin:127.0.0.1:0\"\n").unwrap();
+    let mut command = Command::new(support::binary());
+    command
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("RUNTIME_DIRECTORY");
+    let mut daemon = Proc::spawn("daemon", command);
+    let socket = runtime.join("flight-companion/estop.sock");
+    daemon.wait_for_line(
+        &format!(
+            "local e-stop socket ready (flight-companion estop) socket={}",
+            socket.display()
+        ),
+        Duration::from_secs(10),
+    );
+    let output = Command::new(support::binary())
+        .args(["estop", "--status"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("RUNTIME_DIRECTORY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.starts_with("OK {\"latched\":false"), "{text}");
+    drop(daemon);
+
+    // A socket that cannot be bound: the daemon runs on (the other triggers work) and says
+    // so where every client looks, as a health alert, not only in one log line.
+    let port = support::free_tcp_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[vehicle]\nlink = \"udpin:127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+             [estop]\nsocket_path = \"/proc/no-such-place/estop.sock\"\n"
+        ),
+    )
+    .unwrap();
+    let mut daemon = flight_companion("daemon", &["run", "--config", config.to_str().unwrap()]);
+    daemon.wait_for_line("no local e-stop", Duration::from_secs(10));
+    daemon.wait_for_line(
+        &format!("metrics on http://127.0.0.1:{port}/metrics"),
+        Duration::from_secs(10),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let health = loop {
+        // 503: no autopilot here, so the health is `failed` whatever the socket.
+        let (code, body) = http_get(port, "/health");
+        assert!(code == 200 || code == 503, "{code} {body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if health["alerts"]["local_estop_unavailable"] == true {
+            break health;
+        }
+        assert!(std::time::Instant::now() < deadline, "no alert: {health}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let raised = health["recent_alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alert"] == "local_estop_unavailable")
+        .unwrap_or_else(|| panic!("{health}"));
+    let message = raised["message"].as_str().unwrap();
+    assert!(
+        message.contains("/proc/no-such-place") && message.contains("estop.socket_path"),
+        "{message}"
+    );
+    assert!(
+        health["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("no local e-stop socket")),
+        "{health}"
+    );
+    // The journal has it once, as the alert.
+    daemon.wait_for_line("alert: no local e-stop", Duration::from_secs(5));
+}

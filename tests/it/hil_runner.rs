@@ -150,3 +150,104 @@ fn hil_runner_refuses_a_scenario_with_a_mistake_before_starting_anything() {
     assert_ne!(code, 0);
     assert!(text.contains("expected sim, sitl:ENDPOINT"), "{text}");
 }
+
+#[test]
+fn hil_runner_starts_a_fresh_sitl_per_scenario_and_waits_until_it_can_fly() {
+    // The built-in simulator stands in for SITL, started by the rig from the command line
+    // as ArduCopter SITL would be, with an estimator that needs 8 simulated seconds to trust
+    // its position (home comes first, at about half of that, as ArduCopter's origin does).
+    let dir = tempfile::tempdir().unwrap();
+    // A long --out: the rig's e-stop socket must still fit in a Unix socket path.
+    let out = dir
+        .path()
+        .join("a-long-directory-name-for-the-hil-output".repeat(2))
+        .join("out");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let port = support::free_tcp_port();
+    let command = format!(
+        "exec {} sim --link tcpin:127.0.0.1:{port} --home {{lat}},{{lon}},{{alt_m}} \
+         --seed {{seed}} --speedup 2 --ekf-ready-s 8",
+        support::binary().display()
+    );
+    // Takes off at once after the rig says it is ready, and leaves the vehicle in the air.
+    let first = write(
+        dir.path(),
+        "a-first.toml",
+        "name = \"take off as soon as ready\"\nneeds = [\"flight\"]\n\
+         [[steps]]\ncall = \"request_control\"\n\
+         [[steps]]\ncall = \"takeoff\"\nargs = { altitude_m = 5.0 }\nwithin_s = 30\n",
+    );
+    // A fresh SITL: on the ground and disarmed again; and the local socket works.
+    let second = write(
+        dir.path(),
+        "b-second.toml",
+        "name = \"starts on the ground\"\nneeds = [\"flight\"]\n\
+         [[steps]]\nwait = { armed = false, landed = true }\nwithin_s = 3\n\
+         [[steps]]\nestop = \"local_socket\"\n",
+    );
+    let (code, text) = hil(
+        &out,
+        &[
+            "--target",
+            &format!("sitl:tcpout:127.0.0.1:{port}"),
+            "--sitl-command",
+            &command,
+            "--seed",
+            "5",
+            &first,
+            &second,
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("2 passed, 0 failed, 0 skipped"), "{text}");
+    for name in ["a-first", "b-second"] {
+        let log = std::fs::read_to_string(out.join("scenarios").join(name).join("sitl.log"))
+            .unwrap_or_default();
+        assert!(log.contains("sim: serving"), "{name}: {log}");
+    }
+    // Nothing is left listening when the run is over.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the last SITL is still running"
+    );
+
+    // A target without what a fault needs skips the scenario after asking it, with the
+    // reason: the simulator's PX4 personality, like PX4, has no BATT_CAPACITY for
+    // MAV_CMD_BATTERY_RESET.
+    let battery = write(
+        dir.path(),
+        "c-battery.toml",
+        "name = \"battery to reserve\"\nneeds = [\"flight\", \"sim_faults\"]\n\
+         [[steps]]\nfault = \"battery\"\nremaining_percent = 19.0\n",
+    );
+    let (code, text) = hil(
+        &out,
+        &[
+            "--target",
+            &format!("sitl:tcpout:127.0.0.1:{port}"),
+            "--sitl-command",
+            &command.replace(" sim ", " sim --autopilot px4 "),
+            &battery,
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("SKIP  battery to reserve")
+            && text.contains("the autopilot has no BATT_CAPACITY parameter"),
+        "{text}"
+    );
+
+    // A placeholder that does not exist is refused before anything starts.
+    let (code, text) = hil(
+        &out,
+        &[
+            "--target",
+            &format!("sitl:tcpout:127.0.0.1:{port}"),
+            "--sitl-command",
+            "arducopter --home {hom}",
+            &first,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(text.contains("unknown placeholder `{hom}`"), "{text}");
+}

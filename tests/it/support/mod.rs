@@ -68,6 +68,9 @@ pub struct Proc {
     seen: Vec<String>,
     /// The process's own `$STATE_DIRECTORY` (the audit log's default home), removed with it.
     pub state: Option<tempfile::TempDir>,
+    /// The child's own `$XDG_RUNTIME_DIR` (unless the test set one): a daemon's default
+    /// e-stop socket goes there, so daemons of parallel tests never meet on one path.
+    _runtime_dir: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -85,6 +88,16 @@ impl Proc {
 
     fn spawn_keeping_stdin(name: &str, mut command: Command) -> Proc {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let runtime_dir = if command.get_envs().any(|(key, _)| key == "XDG_RUNTIME_DIR") {
+            None
+        } else {
+            let dir = tempfile::Builder::new()
+                .prefix("fc-run-")
+                .tempdir()
+                .expect("a runtime directory for the child");
+            command.env("XDG_RUNTIME_DIR", dir.path());
+            Some(dir)
+        };
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -117,6 +130,7 @@ impl Proc {
             lines: rx,
             seen: Vec::new(),
             state: None,
+            _runtime_dir: runtime_dir,
         }
     }
 
