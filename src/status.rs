@@ -148,6 +148,15 @@ fn empty_snapshot() -> VehicleSnapshot {
     }
 }
 
+/// The pre-flight check inside the status: described, not repeated (`preflight_check`'s
+/// output schema has it in full; repeating it would grow every `tools/list`).
+fn same_as_preflight_check(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "anyOf": [{"type": "object"}, {"type": "null"}],
+        "description": "The pre-flight check of the autopilot against the envelope, the same object preflight_check returns (see its outputSchema): findings with the parameter to set, the speed the margins are sized from, whether arming is allowed; null before the daemon's loop fills it in."
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,13 +171,4 @@ mod tests {
         assert_eq!(schema["type"], "object");
         assert!(schema["properties"]["vehicle"].is_object(), "{schema}");
     }
-}
-
-/// The pre-flight check inside the status: described, not repeated (`preflight_check`'s
-/// output schema has it in full; repeating it would grow every `tools/list`).
-fn same_as_preflight_check(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "anyOf": [{"type": "object"}, {"type": "null"}],
-        "description": "The pre-flight check of the autopilot against the envelope, the same object preflight_check returns (see its outputSchema): findings with the parameter to set, the speed the margins are sized from, whether arming is allowed; null before the daemon's loop fills it in."
-    })
 }
