@@ -18,6 +18,7 @@ pub mod demo;
 pub mod dev_setup;
 pub mod estop;
 pub mod flight;
+pub mod geodesy;
 pub mod ground;
 pub mod health;
 pub mod hil;

@@ -525,7 +525,7 @@ impl Supervisor {
         };
         if let Some(current) = &self.envelope {
             let h = current.home();
-            if crate::flight::geo::distance_m(
+            if crate::geodesy::distance_m(
                 h.latitude_deg,
                 h.longitude_deg,
                 home.latitude_deg,

@@ -47,8 +47,8 @@ use crate::vehicle::snapshot::AutopilotKind;
 use crate::vehicle::state::VehicleState;
 
 use super::action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
-use super::geo;
 use super::speed::{SpeedKeeper, takes_speed_change};
+use crate::geodesy as geo;
 
 /// `MAV_DO_REPOSITION_FLAGS_CHANGE_MODE`: ArduPilot switches to GUIDED to fly there.
 const REPOSITION_CHANGE_MODE: f32 = 1.0;

@@ -138,7 +138,7 @@ impl Truth {
     /// Horizontal distance from home in metres, once both are known.
     pub fn distance_from_home_m(&self) -> Option<f64> {
         let (home_lat, home_lon) = self.home_deg?;
-        Some(crate::flight::geo::distance_m(
+        Some(crate::geodesy::distance_m(
             home_lat,
             home_lon,
             self.latitude_deg?,

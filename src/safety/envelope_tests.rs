@@ -1073,7 +1073,7 @@ fn an_envelope_for_another_place_is_refused_naming_the_zone_the_distance_and_wha
         .to_string();
     assert!(
         err.starts_with(
-            "keep-in `field` is 16567 km from the autopilot's home (-33.8688000, 151.2093000)"
+            "keep-in `field` is 16585 km from the autopilot's home (-33.8688000, 151.2093000)"
         ),
         "{err}"
     );
@@ -1082,13 +1082,13 @@ fn an_envelope_for_another_place_is_refused_naming_the_zone_the_distance_and_wha
     assert!(err.contains("dev-setup --home LAT,LON,ALT_M"), "{err}");
 
     // 200 m north of the field's edge: the keep-in does not contain home, by how much, and
-    // where home is.
+    // where home is (350 m north is 0.0031441° on the one Earth model's sphere).
     let near = at(0.0, 350.0, 0.0);
     let err = Envelope::new(&config(), near, None)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("the home position is outside keep-in `field` (by 150 m, at 47.4008896, "),
+        err.contains("the home position is outside keep-in `field` (by 150 m, at 47.4008861, "),
         "{err}"
     );
     assert!(err.contains("edit [[envelope.keep_in]] `field`"), "{err}");
