@@ -29,16 +29,7 @@ pub fn to_message(
     let mut params = [0.0f32; 7];
     let command_id = match command {
         StopCommand::SetMode(mode) => {
-            let (base_mode, custom_mode) = FlightMode::encode(autopilot, mode)?;
-            params[0] = f32::from(base_mode);
-            match autopilot {
-                // PX4 takes main and sub mode as separate parameters.
-                AutopilotKind::Px4 => {
-                    params[1] = ((custom_mode >> 16) & 0xff) as f32;
-                    params[2] = ((custom_mode >> 24) & 0xff) as f32;
-                }
-                _ => params[1] = custom_mode as f32,
-            }
+            params = FlightMode::set_mode_params(autopilot, mode)?;
             MavCmd::MAV_CMD_DO_SET_MODE
         }
         StopCommand::Disarm => MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,

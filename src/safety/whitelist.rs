@@ -557,20 +557,9 @@ impl Whitelist {
                         "the autopilot is not known yet, so the mode cannot be decoded".into(),
                     );
                 };
-                let byte = |v: f32| v.is_finite() && (0.0..=255.0).contains(&v);
-                let numbers_ok = match kind {
-                    AutopilotKind::Px4 => byte(p[0]) && byte(p[1]) && byte(p[2]),
-                    _ => byte(p[0]) && p[1].is_finite() && p[1] >= 0.0,
-                };
-                if !numbers_ok {
+                let Some(mode) = FlightMode::from_set_mode_params(kind, &p) else {
                     return Err("mode parameters must be non-negative numbers".into());
-                }
-                let custom_mode = match kind {
-                    // PX4: main mode in param2, sub mode in param3 (its custom_mode bytes).
-                    AutopilotKind::Px4 => ((p[1] as u32) << 16) | ((p[2] as u32) << 24),
-                    _ => p[1] as u32,
                 };
-                let mode = FlightMode::decode(kind, p[0] as u8, custom_mode);
                 if matches!(
                     mode,
                     FlightMode::Guided
