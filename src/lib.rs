@@ -38,3 +38,6 @@ pub mod vehicle;
 
 /// The version and the git commit this binary was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FC_GIT_COMMIT"), ")");
+
+#[cfg(test)]
+mod status_golden_tests;
