@@ -136,7 +136,9 @@ fn get_status_keys_and_strings_are_pinned() {
     let t0 = Instant::now();
     let mut cases = Vec::new();
 
-    // Before anything was heard (the report the MCP side starts from).
+    // Before anything was heard (the report the MCP side starts from). Its flight mode is
+    // `UNKNOWN`, as a vehicle state's before its first heartbeat: the one spelling of the
+    // typed `ModeName` (this report alone used to say `unknown`).
     cases.push((
         "without a vehicle",
         vehicle_lines(&StatusReport::without_vehicle()),

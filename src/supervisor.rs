@@ -26,10 +26,8 @@ use crate::link::transport::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
 use crate::role::Role;
 use crate::safety::preflight::{self, PreflightReport, Severity};
-use crate::safety::whitelist::{FlightState, Landed};
 use crate::safety::{
-    ActionKind, Envelope, GeoPosition, GoalRequest, MonitorVerdict, VehicleFacts, Verdict,
-    Whitelist,
+    ActionKind, Envelope, GeoPosition, GoalRequest, MonitorVerdict, VehicleView, Verdict, Whitelist,
 };
 use crate::vehicle::command::{
     AbortReason, CommandEvent, CommandOptions, CommandOutcome, CommandProtocol, CommandRequest,
@@ -339,7 +337,7 @@ impl Supervisor {
                 }
             };
         };
-        let facts = VehicleFacts::from_snapshot(&self.vehicle.snapshot(now));
+        let facts = self.vehicle.view(now);
         let kind = match action {
             Action::Goto { .. } | Action::MoveRelative { .. } => {
                 let Some(goal) = plan.goal() else {
@@ -572,7 +570,7 @@ impl Supervisor {
             self.speed_excess_reported = false;
             return;
         }
-        let facts = VehicleFacts::from_snapshot(&self.vehicle.snapshot(now));
+        let facts = self.vehicle.view(now);
         let limit_m_s = envelope.config().speed_horizontal_m_s_max;
         match envelope.monitor(&facts) {
             MonitorVerdict::Inside | MonitorVerdict::NoPosition => {
@@ -607,7 +605,7 @@ impl Supervisor {
     ///   it with a hold;
     /// - anything else: the breach response, as for leaving the envelope: hold now, then the
     ///   configured action after `breach_hold_s`.
-    fn check_speed(&mut self, now: Instant, facts: &VehicleFacts, limit_m_s: f64) {
+    fn check_speed(&mut self, now: Instant, facts: &VehicleView, limit_m_s: f64) {
         if facts.position.is_none() {
             return;
         }
@@ -878,7 +876,10 @@ impl Supervisor {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<MavMessage> {
         loop {
             let (message, role) = self.next_message(now)?;
-            match self.whitelist.check(&message, &self.flight_state(), role) {
+            match self
+                .whitelist
+                .check(&message, &self.vehicle.view(now), role)
+            {
                 Ok(()) => return Some(message),
                 Err(violation) => {
                     self.whitelist_violations += 1;
@@ -936,19 +937,6 @@ impl Supervisor {
             _ => self.command_role,
         };
         Some((message, role))
-    }
-
-    fn flight_state(&self) -> FlightState {
-        FlightState {
-            armed: self.vehicle.is_armed(),
-            landed: match self.vehicle.landed_state() {
-                None | Some(dialect::MavLandedState::MAV_LANDED_STATE_UNDEFINED) => Landed::Unknown,
-                Some(_) if self.vehicle.in_air() => Landed::InAir,
-                Some(_) => Landed::OnGround,
-            },
-            autopilot: self.vehicle.autopilot().map(|a| a.autopilot),
-            home_altitude_msl_m: self.vehicle.home().map(|h| h.altitude_msl_m),
-        }
     }
 
     /// The earliest instant at which `poll_transmit` or the timeouts need a turn.

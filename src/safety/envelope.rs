@@ -47,7 +47,7 @@ use crate::safety::geo::{
     PolygonError, point_segment_distance, segment_circle_entry,
 };
 use crate::safety::preflight::MarginSpeed;
-use crate::vehicle::snapshot::VehicleSnapshot;
+use crate::vehicle::view::Landed;
 
 /// A path this close to a polygon boundary is treated as touching it (see `path_clearance`).
 const BOUNDARY_CONTACT_M: f64 = 1e-6;
@@ -95,123 +95,11 @@ pub enum MonitorVerdict {
     NoPosition,
 }
 
-/// GPS fix quality, ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GpsFix {
-    NoGps,
-    NoFix,
-    #[serde(rename = "2d_fix")]
-    Fix2d,
-    #[serde(rename = "3d_fix")]
-    Fix3d,
-    Dgps,
-    RtkFloat,
-    RtkFixed,
-}
-
-impl GpsFix {
-    /// Parses the names `VehicleSnapshot` uses (`3d_fix`, `rtk_fixed`, ...).
-    pub fn from_name(name: &str) -> Option<GpsFix> {
-        Some(match name {
-            "no_gps" => GpsFix::NoGps,
-            "no_fix" => GpsFix::NoFix,
-            "2d_fix" => GpsFix::Fix2d,
-            "3d_fix" => GpsFix::Fix3d,
-            "dgps" => GpsFix::Dgps,
-            "rtk_float" => GpsFix::RtkFloat,
-            "rtk_fixed" => GpsFix::RtkFixed,
-            _ => return None,
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            GpsFix::NoGps => "no_gps",
-            GpsFix::NoFix => "no_fix",
-            GpsFix::Fix2d => "2d_fix",
-            GpsFix::Fix3d => "3d_fix",
-            GpsFix::Dgps => "dgps",
-            GpsFix::RtkFloat => "rtk_float",
-            GpsFix::RtkFixed => "rtk_fixed",
-        }
-    }
-}
-
-/// What the envelope needs to know about the vehicle. Build it with
-/// [`VehicleFacts::from_snapshot`]; stale values arrive as `None` / invalid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VehicleFacts {
-    /// Fresh position, altitude relative to home; `None` when stale or never reported.
-    pub position: Option<GeoPosition>,
-    /// North, east, down.
-    pub velocity_ned_m_s: [f64; 3],
-    /// `None` when not reported or stale.
-    pub battery_remaining_percent: Option<f64>,
-    pub gps_fix_type: GpsFix,
-    pub satellites_visible: u8,
-    /// `None` when unknown.
-    pub hdop: Option<f64>,
-    /// The autopilot's estimator trusts its horizontal position.
-    pub position_valid: bool,
-    pub armed: bool,
-    pub in_air: bool,
-}
-
-impl VehicleFacts {
-    /// Takes what the envelope needs from a snapshot; a stale group counts as unknown.
-    pub fn from_snapshot(s: &VehicleSnapshot) -> VehicleFacts {
-        let pos = &s.position;
-        let fresh_position = !pos.freshness.stale;
-        VehicleFacts {
-            position: fresh_position.then_some(GeoPosition {
-                latitude_deg: pos.latitude_deg,
-                longitude_deg: pos.longitude_deg,
-                altitude_m: pos.altitude_relative_m,
-            }),
-            velocity_ned_m_s: if fresh_position {
-                [
-                    pos.velocity_north_m_s,
-                    pos.velocity_east_m_s,
-                    pos.velocity_down_m_s,
-                ]
-            } else {
-                [0.0; 3]
-            },
-            battery_remaining_percent: if s.battery.freshness.stale {
-                None
-            } else {
-                s.battery.remaining_percent
-            },
-            gps_fix_type: if s.gps.freshness.stale {
-                GpsFix::NoFix
-            } else {
-                GpsFix::from_name(&s.gps.fix_type).unwrap_or(GpsFix::NoFix)
-            },
-            satellites_visible: if s.gps.freshness.stale {
-                0
-            } else {
-                s.gps.satellites_visible
-            },
-            hdop: if s.gps.freshness.stale {
-                None
-            } else {
-                s.gps.hdop
-            },
-            position_valid: !s.estimator.freshness.stale && s.estimator.position_valid,
-            armed: s.mode.armed,
-            in_air: matches!(
-                s.mode.landed_state.as_str(),
-                "in_air" | "takeoff" | "landing"
-            ),
-        }
-    }
-}
-
-impl From<&VehicleSnapshot> for VehicleFacts {
-    fn from(s: &VehicleSnapshot) -> Self {
-        VehicleFacts::from_snapshot(s)
-    }
-}
+/// GPS fix quality: the vehicle's own fix type, compared by [`FixType::quality`].
+pub use crate::vehicle::snapshot::FixType;
+/// What the envelope knows about the vehicle: the one view every safety check decides on,
+/// built by `VehicleState::view(now)`; stale values arrive as `None` / invalid.
+pub use crate::vehicle::view::VehicleView;
 
 /// A motion request: fly from `from` (the current position) straight to `to`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -447,7 +335,7 @@ pub struct Envelope {
     home: GeoPosition,
     frame: LocalFrame,
     zones: Vec<Zone>,
-    gps_fix_min: GpsFix,
+    gps_fix_min: FixType,
     /// The highest speed the vehicle flies at (the limit, or the autopilot's own speeds read
     /// by the pre-flight check): the horizontal margin covers its stopping distance.
     margin_speed: MarginSpeed,
@@ -575,8 +463,8 @@ fn check_scalars(c: &EnvelopeConfig) -> Result<(), (&'static str, String)> {
             ),
         ));
     }
-    match GpsFix::from_name(&c.gps_fix_type_min) {
-        Some(fix) if fix >= GpsFix::Fix2d => {}
+    match FixType::from_name(&c.gps_fix_type_min) {
+        Some(fix) if fix.quality() >= FixType::Fix2d.quality() => {}
         _ => {
             return Err((
                 "gps_fix_type_min",
@@ -734,7 +622,7 @@ impl Envelope {
     ) -> Result<Envelope, EnvelopeError> {
         check_scalars(config).map_err(|(key, message)| EnvelopeError::Setting { key, message })?;
         let frame = LocalFrame::new(home.point()).map_err(EnvelopeError::Home)?;
-        let gps_fix_min = GpsFix::from_name(&config.gps_fix_type_min).unwrap_or(GpsFix::Fix3d);
+        let gps_fix_min = FixType::from_name(&config.gps_fix_type_min).unwrap_or(FixType::Fix3d);
         // A zone wholly out of reach was drawn for another place: say so with the distance,
         // before a vertex's position in a plane that does not reach that far is reported.
         for (kind, list) in [
@@ -875,7 +763,7 @@ impl Envelope {
     }
 
     /// Refusals for battery and GPS, shared by goals, arm and takeoff.
-    fn readiness_reasons(&self, facts: &VehicleFacts, reasons: &mut Vec<String>) {
+    fn readiness_reasons(&self, facts: &VehicleView, reasons: &mut Vec<String>) {
         let c = &self.config;
         match facts.battery_remaining_percent {
             Some(b) if b < c.battery_reserve_percent => reasons.push(format!(
@@ -889,11 +777,11 @@ impl Envelope {
             _ => {}
         }
         let mut gps = Vec::new();
-        if facts.gps_fix_type < self.gps_fix_min {
+        if facts.gps_fix_type.quality() < self.gps_fix_min.quality() {
             gps.push(format!(
                 "fix {} (needs {} or better)",
-                facts.gps_fix_type.name(),
-                self.gps_fix_min.name()
+                facts.gps_fix_type.as_str(),
+                self.gps_fix_min.as_str()
             ));
         }
         if facts.satellites_visible < c.gps_satellites_min {
@@ -943,7 +831,7 @@ impl Envelope {
     }
 
     /// Checks a motion goal. Never fails: a refusal says what would be allowed.
-    pub fn check_goal(&self, goal: &GoalRequest, facts: &VehicleFacts) -> Verdict {
+    pub fn check_goal(&self, goal: &GoalRequest, facts: &VehicleView) -> Verdict {
         let c = &self.config;
         let mut reasons = Vec::new();
         if !goal.to.point().is_valid() || !goal.from.point().is_valid() {
@@ -1077,7 +965,7 @@ impl Envelope {
     }
 
     /// Checks a non-goal action.
-    pub fn check_action(&self, action: ActionKind, facts: &VehicleFacts) -> Verdict {
+    pub fn check_action(&self, action: ActionKind, facts: &VehicleView) -> Verdict {
         let c = &self.config;
         let mut reasons = Vec::new();
         match action {
@@ -1133,7 +1021,7 @@ impl Envelope {
 
     /// Live check of where the vehicle is. O(total vertices); allocates only when it has
     /// something to report.
-    pub fn monitor(&self, facts: &VehicleFacts) -> MonitorVerdict {
+    pub fn monitor(&self, facts: &VehicleView) -> MonitorVerdict {
         let Some(p) = facts
             .position
             .filter(|p| p.point().is_valid() && p.altitude_m.is_finite())
@@ -1170,7 +1058,7 @@ impl Envelope {
         );
         let margin_m = self.margin_horizontal_m();
         note(home_clearance, usize::MAX - 1, margin_m);
-        if facts.in_air {
+        if facts.landed == Landed::InAir {
             note(
                 (p.altitude_m - c.altitude_m_min).max(0.0),
                 usize::MAX - 2,
@@ -1308,7 +1196,8 @@ pub struct EnvelopeSummary {
     /// Farthest from home a goal may target (limit − margin).
     pub target_distance_from_home_m_max: f64,
     pub battery_reserve_percent: f64,
-    pub gps_fix_type_min: GpsFix,
+    #[schemars(with = "GpsFixSchema")]
+    pub gps_fix_type_min: FixType,
     pub gps_satellites_min: u8,
     pub gps_hdop_max: f64,
     /// Stopping distance at `margin_speed_m_s`, which the margin covers.
@@ -1380,7 +1269,10 @@ pub fn tighten(
             "battery reserve",
             p.battery_reserve_percent < c.battery_reserve_percent,
         ),
-        ("GPS fix", proposed.gps_fix_min < current.gps_fix_min),
+        (
+            "GPS fix",
+            proposed.gps_fix_min.quality() < current.gps_fix_min.quality(),
+        ),
         (
             "GPS satellites",
             p.gps_satellites_min < c.gps_satellites_min,
@@ -1488,4 +1380,23 @@ fn segment_edge_parameters(a: LocalPoint, b: LocalPoint, p: LocalPoint, q: Local
     } else {
         Vec::new()
     }
+}
+
+// The schema of `gps_fix_type_min`: the fix types it can be (`check_config` refuses the
+// others), under the name and words `get_envelope`'s output schema has always had.
+/// GPS fix quality, ordered.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "GpsFix")]
+#[allow(dead_code)]
+enum GpsFixSchema {
+    NoGps,
+    NoFix,
+    #[serde(rename = "2d_fix")]
+    Fix2d,
+    #[serde(rename = "3d_fix")]
+    Fix3d,
+    Dgps,
+    RtkFloat,
+    RtkFixed,
 }

@@ -66,17 +66,18 @@ fn config() -> EnvelopeConfig {
     }
 }
 
-fn good_facts(position: GeoPosition) -> VehicleFacts {
-    VehicleFacts {
+fn good_facts(position: GeoPosition) -> VehicleView {
+    VehicleView {
         position: Some(position),
         velocity_ned_m_s: [0.0; 3],
         battery_remaining_percent: Some(90.0),
-        gps_fix_type: GpsFix::Fix3d,
+        gps_fix_type: FixType::Fix3d,
         satellites_visible: 12,
         hdop: Some(0.8),
         position_valid: true,
         armed: true,
-        in_air: true,
+        landed: Landed::InAir,
+        ..VehicleView::UNKNOWN
     }
 }
 
@@ -287,7 +288,7 @@ type GoalCase = (
     &'static str,
     GeoPosition,
     Option<f64>,
-    VehicleFacts,
+    VehicleView,
     Option<&'static str>,
 );
 
@@ -376,7 +377,7 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "battery below the reserve",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
+            VehicleView {
                 battery_remaining_percent: Some(22.0),
                 ..good_facts(here)
             },
@@ -388,7 +389,7 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "battery unknown",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
+            VehicleView {
                 battery_remaining_percent: None,
                 ..good_facts(here)
             },
@@ -398,7 +399,7 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "poor GPS",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
+            VehicleView {
                 satellites_visible: 4,
                 hdop: Some(3.5),
                 ..good_facts(here)
@@ -411,8 +412,8 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "2D fix",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
-                gps_fix_type: GpsFix::Fix2d,
+            VehicleView {
+                gps_fix_type: FixType::Fix2d,
                 ..good_facts(here)
             },
             Some("fix 2d_fix (needs 3d_fix or better)"),
@@ -602,9 +603,9 @@ fn actions() {
         altitude_m: 0.0,
         ..HOME
     };
-    let facts = VehicleFacts {
+    let facts = VehicleView {
         armed: false,
-        in_air: false,
+        landed: Landed::OnGround,
         ..good_facts(ground)
     };
     assert_eq!(env.check_action(ActionKind::Arm, &facts), Verdict::Allowed);
@@ -614,7 +615,7 @@ fn actions() {
     );
     let r = reason(env.check_action(ActionKind::Takeoff { altitude_m: 119.0 }, &facts));
     assert!(r.contains("highest allowed target is 115 m"), "{r}");
-    let low = VehicleFacts {
+    let low = VehicleView {
         battery_remaining_percent: Some(10.0),
         ..facts.clone()
     };
@@ -627,8 +628,8 @@ fn actions() {
     ] {
         assert_eq!(env.check_action(a, &low), Verdict::Allowed, "{a:?}");
     }
-    let no_gps = VehicleFacts {
-        gps_fix_type: GpsFix::NoFix,
+    let no_gps = VehicleView {
+        gps_fix_type: FixType::NoFix,
         position_valid: false,
         ..facts.clone()
     };
@@ -684,8 +685,8 @@ fn monitor_reports_margin_and_breach() {
     let mut lost = good_facts(HOME);
     lost.position = None;
     assert_eq!(env.monitor(&lost), MonitorVerdict::NoPosition);
-    let on_ground = VehicleFacts {
-        in_air: false,
+    let on_ground = VehicleView {
+        landed: Landed::OnGround,
         ..good_facts(HOME)
     };
     assert_eq!(env.monitor(&on_ground), MonitorVerdict::Inside);

@@ -9,7 +9,17 @@
 //! Everything here is a pure function over two static tables; a mode missing from an
 //! autopilot's table does not exist on that autopilot (`encode` returns `None`).
 
-use super::snapshot::AutopilotKind;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// Which autopilot firmware family answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutopilotKind {
+    Ardupilot,
+    Px4,
+    Other,
+}
 
 /// `MAV_MODE_FLAG_CUSTOM_MODE_ENABLED`: `custom_mode` carries the autopilot's own mode.
 pub const MODE_FLAG_CUSTOM_MODE_ENABLED: u8 = 1;
