@@ -29,6 +29,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
+pub mod refusal;
 pub mod role;
 pub mod safety;
 pub mod sim;

@@ -135,7 +135,7 @@ impl Rig {
     fn request(&mut self, action: Action) -> Result<JobId, String> {
         let r = self.sup.handle_request(self.instant(), action, &operator());
         self.exchange();
-        r
+        r.map_err(|refusal| refusal.message)
     }
 
     fn end_of(&self, job: JobId) -> Option<&JobEnd> {
@@ -590,7 +590,8 @@ fn motion_without_a_position_is_refused_and_a_read_only_caller_is_refused() {
     let refusal = rig
         .sup
         .handle_request(now, Action::Land, &reader)
-        .unwrap_err();
+        .unwrap_err()
+        .message;
     assert!(refusal.contains("OPERATOR"), "{refusal}");
 }
 

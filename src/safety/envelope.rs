@@ -42,6 +42,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::{BreachAction, EnvelopeConfig, ZoneConfig};
+use crate::refusal::{EnvelopeRule, Refusal, RefusalKind};
 use crate::safety::geo::{
     Circle, EXTENT_M_MAX, GeoError, GeoPoint, GeoPosition, LocalFrame, LocalPoint, Polygon,
     PolygonError, point_segment_distance, segment_circle_entry,
@@ -57,26 +58,30 @@ const BOUNDARY_CONTACT_M: f64 = 1e-6;
 const PATH_TOLERANCE_M: f64 = 0.01;
 
 /// The answer to "may the vehicle do this?". A refusal is a value, with a reason a person or
-/// a model can act on.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
+/// a model can act on and the envelope rules it broke (`RefusalKind::Envelope`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Allowed,
-    Refused { reason: String },
+    Refused(Refusal),
 }
+
+/// Each broken rule with its sentence.
+type Reasons = Vec<(EnvelopeRule, String)>;
 
 impl Verdict {
     pub fn is_allowed(&self) -> bool {
         matches!(self, Verdict::Allowed)
     }
-    fn from_reasons(reasons: Vec<String>) -> Verdict {
+    fn from_reasons(reasons: Reasons) -> Verdict {
         if reasons.is_empty() {
-            Verdict::Allowed
-        } else {
-            Verdict::Refused {
-                reason: reasons.join("; "),
-            }
+            return Verdict::Allowed;
         }
+        let rules = reasons.iter().map(|(rule, _)| *rule).collect();
+        let sentences: Vec<String> = reasons.into_iter().map(|(_, s)| s).collect();
+        Verdict::Refused(Refusal::new(
+            RefusalKind::Envelope(rules),
+            sentences.join("; "),
+        ))
     }
 }
 
@@ -86,8 +91,13 @@ impl Verdict {
 pub enum MonitorVerdict {
     /// Inside everything, farther than the margin from every boundary.
     Inside,
-    /// Inside, but within the margin of `what` (the closest such boundary).
-    NearMargin { what: String, distance_m: f64 },
+    /// Inside, but within the margin of `what` (the closest such boundary); `floor` when
+    /// that is the floor's (every takeoff and landing passes through it).
+    NearMargin {
+        what: String,
+        distance_m: f64,
+        floor: bool,
+    },
     /// Outside a keep-in, inside a keep-out, beyond the home cylinder or above the ceiling.
     Breach { what: String },
     /// No valid, fresh position: the envelope cannot tell (the autopilot's own failsafes
@@ -763,17 +773,17 @@ impl Envelope {
     }
 
     /// Refusals for battery and GPS, shared by goals, arm and takeoff.
-    fn readiness_reasons(&self, facts: &VehicleView, reasons: &mut Vec<String>) {
+    fn readiness_reasons(&self, facts: &VehicleView, reasons: &mut Reasons) {
         let c = &self.config;
         match facts.battery_remaining_percent {
-            Some(b) if b < c.battery_reserve_percent => reasons.push(format!(
+            Some(b) if b < c.battery_reserve_percent => reasons.push((EnvelopeRule::BatteryReserve, format!(
                 "the battery is at {b:.0} %, below the {}% reserve: only land and return_home are accepted",
                 fmt_m(c.battery_reserve_percent)
-            )),
-            None if c.battery_reserve_percent > 0.0 => reasons.push(format!(
+            ))),
+            None if c.battery_reserve_percent > 0.0 => reasons.push((EnvelopeRule::BatteryReserve, format!(
                 "the autopilot does not report the remaining battery, so the {}% reserve cannot be checked: only land and return_home are accepted",
                 fmt_m(c.battery_reserve_percent)
-            )),
+            ))),
             _ => {}
         }
         let mut gps = Vec::new();
@@ -802,30 +812,42 @@ impl Envelope {
             gps.push("no fresh position".into());
         }
         if !gps.is_empty() {
-            reasons.push(format!(
-                "GPS is not good enough for motion: {}; wait for a better fix",
-                gps.join(", ")
+            reasons.push((
+                EnvelopeRule::Gps,
+                format!(
+                    "GPS is not good enough for motion: {}; wait for a better fix",
+                    gps.join(", ")
+                ),
             ));
         }
     }
 
-    fn altitude_reasons(&self, altitude_m: f64, reasons: &mut Vec<String>) {
+    fn altitude_reasons(&self, altitude_m: f64, reasons: &mut Reasons) {
         let c = &self.config;
         if !altitude_m.is_finite() {
-            reasons.push("the target altitude is not a number".into());
+            reasons.push((
+                EnvelopeRule::InvalidTarget,
+                "the target altitude is not a number".into(),
+            ));
         } else if altitude_m > self.target_altitude_m_max() {
-            reasons.push(format!(
-                "the ceiling is {} m with a {} m margin: the highest allowed target is {} m",
-                fmt_m(c.altitude_m_max),
-                fmt_m(c.margin_vertical_m),
-                fmt_m(self.target_altitude_m_max())
+            reasons.push((
+                EnvelopeRule::Ceiling,
+                format!(
+                    "the ceiling is {} m with a {} m margin: the highest allowed target is {} m",
+                    fmt_m(c.altitude_m_max),
+                    fmt_m(c.margin_vertical_m),
+                    fmt_m(self.target_altitude_m_max())
+                ),
             ));
         } else if altitude_m < self.target_altitude_m_min() {
-            reasons.push(format!(
-                "the floor is {} m with a {} m margin: the lowest allowed target is {} m",
-                fmt_m(c.altitude_m_min),
-                fmt_m(c.margin_vertical_m),
-                fmt_m(self.target_altitude_m_min())
+            reasons.push((
+                EnvelopeRule::Floor,
+                format!(
+                    "the floor is {} m with a {} m margin: the lowest allowed target is {} m",
+                    fmt_m(c.altitude_m_min),
+                    fmt_m(c.margin_vertical_m),
+                    fmt_m(self.target_altitude_m_min())
+                ),
             ));
         }
     }
@@ -835,22 +857,29 @@ impl Envelope {
         let c = &self.config;
         let mut reasons = Vec::new();
         if !goal.to.point().is_valid() || !goal.from.point().is_valid() {
-            return Verdict::Refused {
-                reason: "the target is not a position: latitude must be within ±90° and longitude within ±180°".into(),
-            };
+            return Verdict::from_reasons(vec![(
+                EnvelopeRule::InvalidTarget,
+                "the target is not a position: latitude must be within ±90° and longitude within ±180°".into(),
+            )]);
         }
         self.readiness_reasons(facts, &mut reasons);
         if let Some(speed) = goal.speed_m_s {
             if !(speed.is_finite() && speed > 0.0) {
-                reasons.push(format!(
-                    "the speed must be above 0 and at most {} m/s",
-                    fmt_m(c.speed_horizontal_m_s_max)
+                reasons.push((
+                    EnvelopeRule::Speed,
+                    format!(
+                        "the speed must be above 0 and at most {} m/s",
+                        fmt_m(c.speed_horizontal_m_s_max)
+                    ),
                 ));
             } else if speed > c.speed_horizontal_m_s_max {
-                reasons.push(format!(
-                    "the speed limit is {} m/s: ask for {} m/s or less",
-                    fmt_m(c.speed_horizontal_m_s_max),
-                    fmt_m(c.speed_horizontal_m_s_max)
+                reasons.push((
+                    EnvelopeRule::Speed,
+                    format!(
+                        "the speed limit is {} m/s: ask for {} m/s or less",
+                        fmt_m(c.speed_horizontal_m_s_max),
+                        fmt_m(c.speed_horizontal_m_s_max)
+                    ),
                 ));
             }
         }
@@ -864,19 +893,19 @@ impl Envelope {
 
         let home_distance = b.norm();
         if home_distance > self.target_distance_m_max() {
-            reasons.push(format!(
+            reasons.push((EnvelopeRule::HomeDistance, format!(
                 "the target is {} m from home; the limit is {} m with a {} m margin: stay within {} m of home",
                 fmt_m(home_distance),
                 fmt_m(c.distance_from_home_m_max),
                 fmt_m(m),
                 fmt_m(self.target_distance_m_max())
-            ));
+            )));
         }
 
         for z in &self.zones {
             let start = z.clearance(a);
             if start <= 0.0 {
-                reasons.push(match z.kind {
+                reasons.push((EnvelopeRule::Zone, match z.kind {
                     ZoneKind::KeepIn => format!(
                         "the vehicle is outside {}: only hold, land and return_home are accepted",
                         z.describe(&words)
@@ -885,12 +914,12 @@ impl Envelope {
                         "the vehicle is inside {}: only hold, land and return_home are accepted",
                         z.describe(&words)
                     ),
-                });
+                }));
                 continue;
             }
             let target = z.clearance(b);
             if target < m {
-                reasons.push(match z.kind {
+                reasons.push((EnvelopeRule::Zone, match z.kind {
                     ZoneKind::KeepIn => format!(
                         "the target is {} {}; choose a target at least {} m inside its boundary",
                         if target < 0.0 {
@@ -911,7 +940,7 @@ impl Envelope {
                         z.describe(&words),
                         fmt_m(m)
                     ),
-                });
+                }));
                 continue;
             }
             // The path may not come closer than the margin, or than the vehicle already is.
@@ -922,14 +951,17 @@ impl Envelope {
             };
             if z.path_clearance(a, b) < required {
                 let along_m = self.first_conflict_m(z, a, b, required) * path_m;
-                reasons.push(format!(
-                    "the path {} {} {} m from here; go around it",
-                    match z.kind {
-                        ZoneKind::KeepIn => "leaves",
-                        ZoneKind::KeepOut => "crosses",
-                    },
-                    z.describe(&words),
-                    fmt_m(along_m)
+                reasons.push((
+                    EnvelopeRule::Zone,
+                    format!(
+                        "the path {} {} {} m from here; go around it",
+                        match z.kind {
+                            ZoneKind::KeepIn => "leaves",
+                            ZoneKind::KeepOut => "crosses",
+                        },
+                        z.describe(&words),
+                        fmt_m(along_m)
+                    ),
                 ));
             }
         }
@@ -972,20 +1004,29 @@ impl Envelope {
             ActionKind::Hold | ActionKind::Land | ActionKind::ReturnHome | ActionKind::Disarm => {}
             ActionKind::SetHeading { heading_deg } => {
                 if !heading_deg.is_finite() {
-                    reasons.push("the heading must be a number of degrees, 0..360".into());
+                    reasons.push((
+                        EnvelopeRule::InvalidTarget,
+                        "the heading must be a number of degrees, 0..360".into(),
+                    ));
                 }
             }
             ActionKind::SetSpeed { speed_m_s } => {
                 if !(speed_m_s.is_finite() && speed_m_s > 0.0) {
-                    reasons.push(format!(
-                        "the speed must be above 0 and at most {} m/s",
-                        fmt_m(c.speed_horizontal_m_s_max)
+                    reasons.push((
+                        EnvelopeRule::Speed,
+                        format!(
+                            "the speed must be above 0 and at most {} m/s",
+                            fmt_m(c.speed_horizontal_m_s_max)
+                        ),
                     ));
                 } else if speed_m_s > c.speed_horizontal_m_s_max {
-                    reasons.push(format!(
-                        "the speed limit is {} m/s: ask for {} m/s or less",
-                        fmt_m(c.speed_horizontal_m_s_max),
-                        fmt_m(c.speed_horizontal_m_s_max)
+                    reasons.push((
+                        EnvelopeRule::Speed,
+                        format!(
+                            "the speed limit is {} m/s: ask for {} m/s or less",
+                            fmt_m(c.speed_horizontal_m_s_max),
+                            fmt_m(c.speed_horizontal_m_s_max)
+                        ),
                     ));
                 }
             }
@@ -998,19 +1039,22 @@ impl Envelope {
                     let l = self.frame.to_local(p.point());
                     for z in &self.zones {
                         if z.clearance(l) < self.margin_horizontal_m() {
-                            reasons.push(format!(
+                            reasons.push((EnvelopeRule::Zone, format!(
                                 "the vehicle is not at least {} m inside the envelope: it is {} m from the boundary of {}",
                                 fmt_m(self.margin_horizontal_m()),
                                 fmt_m(z.clearance(l)),
                                 z.describe(&self.margin_words())
-                            ));
+                            )));
                         }
                     }
                     if l.norm() > self.target_distance_m_max() {
-                        reasons.push(format!(
-                            "the vehicle is {} m from home, beyond the {} m allowed",
-                            fmt_m(l.norm()),
-                            fmt_m(self.target_distance_m_max())
+                        reasons.push((
+                            EnvelopeRule::HomeDistance,
+                            format!(
+                                "the vehicle is {} m from home, beyond the {} m allowed",
+                                fmt_m(l.norm()),
+                                fmt_m(self.target_distance_m_max())
+                            ),
                         ));
                     }
                 }
@@ -1090,6 +1134,7 @@ impl Envelope {
                         .unwrap_or_default(),
                 },
                 distance_m,
+                floor: i == usize::MAX - 2,
             },
         }
     }

@@ -84,7 +84,7 @@ fn good_facts(position: GeoPosition) -> VehicleView {
 fn reason(v: Verdict) -> String {
     match v {
         Verdict::Allowed => String::new(),
-        Verdict::Refused { reason } => reason,
+        Verdict::Refused(refusal) => refusal.message,
     }
 }
 
@@ -459,6 +459,80 @@ fn home_cylinder_and_several_reasons_at_once() {
     assert!(r.contains("the speed limit is 5 m/s"), "{r}");
 }
 
+/// Metrics and the shell read a refusal's kind, never its words: every reason the envelope
+/// gives is one rule of the refusal's kind (this replaces the text matching metrics did).
+#[test]
+fn every_reason_of_a_refusal_is_a_rule_of_its_kind() {
+    use crate::refusal::{EnvelopeRule as R, RefusalKind};
+    let c = EnvelopeConfig {
+        distance_from_home_m_max: 150.0,
+        ..config()
+    };
+    let env = Envelope::new(&c, HOME, None).unwrap();
+    let here = at(0.0, 0.0, 10.0);
+    let facts = VehicleView {
+        gps_fix_type: FixType::NoFix,
+        battery_remaining_percent: Some(5.0),
+        ..good_facts(here)
+    };
+    let Verdict::Refused(refusal) = env.check_goal(
+        &GoalRequest {
+            from: here,
+            to: at(-120.0, -120.0, 200.0),
+            speed_m_s: Some(6.0),
+        },
+        &facts,
+    ) else {
+        panic!("allowed");
+    };
+    let RefusalKind::Envelope(rules) = refusal.kind else {
+        panic!("{:?}", refusal.kind);
+    };
+    let rules: Vec<R> = rules.iter().collect();
+    assert_eq!(
+        rules,
+        vec![
+            R::BatteryReserve,
+            R::Gps,
+            R::Ceiling,
+            R::HomeDistance,
+            R::Speed
+        ],
+        "{}",
+        refusal.message
+    );
+    assert_eq!(
+        refusal.kind.labels(),
+        vec![
+            "battery_reserve",
+            "gps",
+            "ceiling",
+            "home_distance",
+            "speed"
+        ]
+    );
+    // Splitting the words, as the metrics once did, counts 7 reasons: two sentences carry a
+    // `; ` of their own.
+    assert_eq!(
+        refusal.message.split("; ").count(),
+        7,
+        "{}",
+        refusal.message
+    );
+    let env = Envelope::new(&config(), HOME, None).unwrap();
+    let Verdict::Refused(refusal) = env.check_goal(
+        &GoalRequest {
+            from: here,
+            to: at(100.0, 100.0, 10.0),
+            speed_m_s: None,
+        },
+        &good_facts(here),
+    ) else {
+        panic!("into the school");
+    };
+    assert_eq!(refusal.kind.labels(), vec!["zone"], "{}", refusal.message);
+}
+
 #[test]
 fn a_vehicle_in_the_margin_may_fly_back_in_but_not_further_out() {
     let env = Envelope::new(&config(), HOME, None).unwrap();
@@ -661,7 +735,9 @@ fn monitor_reports_margin_and_breach() {
     for (p, expected) in cases {
         let shown = match env.monitor(&good_facts(p)) {
             MonitorVerdict::Inside => "inside".to_string(),
-            MonitorVerdict::NearMargin { what, distance_m } => {
+            MonitorVerdict::NearMargin {
+                what, distance_m, ..
+            } => {
                 format!("near {what} {}", fmt_m(distance_m))
             }
             MonitorVerdict::Breach { what } => format!("breach {what}"),
