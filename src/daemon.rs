@@ -103,7 +103,7 @@ async fn run_with_audit(
     )
     .with_audit(audit.clone());
     // The MCP shell's view of the broker connection (skip to latest).
-    let (ground_tx, mut ground_rx) = watch::channel(crate::estop::driver::GroundState::default());
+    let (ground_tx, mut ground_rx) = watch::channel(crate::estop::GroundState::default());
     let local_shutdown = CancellationToken::new();
     let mut local_estop = crate::estop::local::LocalEstopStatus::default();
     let local_task = match config.estop.socket_path() {

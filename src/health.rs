@@ -18,7 +18,19 @@ use serde::Serialize;
 
 pub use crate::config::HealthConfig;
 
-use crate::status::StatusReport;
+use crate::audit::status::AuditStatus;
+use crate::estop::local_status::{LocalEstopState, LocalEstopStatus};
+use crate::vehicle::snapshot::VehicleSnapshot;
+
+/// What the health assessment reads (the status report gives it: `From<&StatusReport>`).
+#[derive(Debug, Clone, Copy)]
+pub struct HealthFacts<'a> {
+    pub vehicle: &'a VehicleSnapshot,
+    /// The daemon has heard the autopilot's heartbeat at least once.
+    pub autopilot_seen: bool,
+    pub audit: &'a AuditStatus,
+    pub local_estop: &'a LocalEstopStatus,
+}
 
 /// How many raised alerts the summary keeps (older ones are dropped: the journal has them).
 pub const RECENT_ALERTS_MAX: usize = 16;
@@ -102,13 +114,14 @@ impl HealthMonitor {
     }
 
     /// Updates the alerts from the report and returns the summary.
-    pub fn assess(
+    pub fn assess<'a>(
         &mut self,
-        report: &StatusReport,
+        report: impl Into<HealthFacts<'a>>,
         cpu_temperature_c: Option<f64>,
     ) -> HealthSummary {
+        let report: HealthFacts<'a> = report.into();
         let c = self.config.clone();
-        let v = &report.vehicle;
+        let v = report.vehicle;
         let mut reasons = Vec::new();
         let mut failed = false;
 
@@ -222,7 +235,7 @@ impl HealthMonitor {
         }
 
         // The audit log: damage kept as evidence, or records it could not write.
-        let audit = &report.audit;
+        let audit = report.audit;
         let audit_bad = !audit.damage.is_empty() || audit.failed > 0;
         let audit_damaged = self.edge("audit_damaged", audit_bad, !audit_bad, || {
             match audit.damage.first() {
@@ -237,8 +250,8 @@ impl HealthMonitor {
             reasons.push(why.clone());
         }
         // The local e-stop socket could not be bound: one trigger of the stop is missing.
-        let local = &report.local_estop;
-        let local_missing = local.state == crate::estop::local::LocalEstopState::Unavailable;
+        let local = report.local_estop;
+        let local_missing = local.state == LocalEstopState::Unavailable;
         let local_estop = self.edge(
             "local_estop_unavailable",
             local_missing,
@@ -316,6 +329,7 @@ impl HealthMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::StatusReport;
     use crate::vehicle::snapshot::Freshness;
 
     fn fresh() -> Freshness {

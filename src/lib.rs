@@ -36,6 +36,7 @@ pub mod sim;
 pub mod status;
 pub mod supervisor;
 pub mod vehicle;
+pub mod watchdog;
 
 /// The version and the git commit this binary was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FC_GIT_COMMIT"), ")");

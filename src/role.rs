@@ -60,6 +60,14 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// Who asks: a role, and an identity for logs and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    /// The MCP client id (or the local source) for logs and, later, audit.
+    pub identity: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::health::{HealthConfig, HealthMonitor, HealthSummary};
+use crate::health::{HealthConfig, HealthFacts, HealthMonitor, HealthSummary};
 use crate::vehicle::snapshot::{
     AttitudeStatus, BatteryStatus, EstimatorStatus, FixType, Freshness, GpsStatus, LandedState,
     LinkHealthStatus, ModeName, ModeStatus, PositionStatus, SystemStatus, VehicleSnapshot,
@@ -90,6 +90,36 @@ impl StatusReport {
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).
         report.health = HealthMonitor::new(HealthConfig::default()).assess(&report, None);
         report
+    }
+}
+
+impl<'a> From<&'a StatusReport> for HealthFacts<'a> {
+    fn from(report: &'a StatusReport) -> HealthFacts<'a> {
+        HealthFacts {
+            vehicle: &report.vehicle,
+            autopilot_seen: report.autopilot_seen,
+            audit: &report.audit,
+            local_estop: &report.local_estop,
+        }
+    }
+}
+
+impl StatusReport {
+    /// Where the vehicle was and how it was oriented: a camera frame's tags.
+    pub fn vehicle_at_capture(&self) -> crate::camera::core::VehicleAtCapture {
+        let p = &self.vehicle.position;
+        let a = &self.vehicle.attitude;
+        crate::camera::core::VehicleAtCapture {
+            latitude_deg: p.latitude_deg,
+            longitude_deg: p.longitude_deg,
+            altitude_msl_m: p.altitude_msl_m,
+            altitude_relative_m: p.altitude_relative_m,
+            heading_deg: a.heading_deg,
+            roll_deg: a.roll_deg,
+            pitch_deg: a.pitch_deg,
+            yaw_deg: a.yaw_deg,
+            position_stale: p.freshness.stale,
+        }
     }
 }
 

@@ -17,12 +17,12 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::{BreachAction, EnvelopeConfig};
-use crate::control::Caller;
+use crate::role::Caller;
 use crate::flight::{Action, Executor, ExecutorEvent, ExecutorOptions, JobId, Outcome};
 use crate::link::dialect::{self, MavAutopilot, MavModeFlag, MavState, MavType};
 use crate::link::frame::FrameCounters;
 use crate::link::health::LinkHealth;
-use crate::link::transport::LinkEvent;
+use crate::link::event::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
 use crate::refusal::{Refusal, RefusalKind};
 use crate::role::Role;

@@ -23,6 +23,7 @@ pub mod events;
 pub mod log;
 pub mod merkle;
 pub mod record;
+pub mod status;
 pub mod witness;
 
 use std::borrow::Cow;
@@ -33,12 +34,11 @@ use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use schemars::JsonSchema;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use log::{FsyncPolicy, Recovery};
 pub use record::{Call, Event, Record};
+pub use status::AuditStatus;
 
 /// Records kept in memory for `audit://recent`.
 pub const RECENT_MAX: usize = 200;
@@ -114,33 +114,6 @@ pub struct Published {
     pub size: u64,
     /// The C2SP tlog-witness `add-checkpoint` body (proof + signed note).
     pub message: String,
-}
-
-/// The `audit` field of the status report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
-pub struct AuditStatus {
-    /// Records are being written.
-    pub enabled: bool,
-    /// Why not (`audit.danger_disabled`), said in every status.
-    pub disabled_reason: Option<String>,
-    pub dir: Option<String>,
-    /// Records in the log.
-    pub records: u64,
-    /// The newest signed checkpoint's size (null before the first).
-    pub checkpoint_size: Option<u64>,
-    /// When it was signed, milliseconds since the Unix epoch.
-    pub checkpoint_unix_ms: Option<u64>,
-    /// The key the ground trusts for this log (a C2SP verifier key).
-    pub verifier_key: Option<String>,
-    /// Damage found (in the log or against its last checkpoint), kept as evidence: where and
-    /// what. Empty when the log is sound.
-    pub damage: Vec<String>,
-    /// What opening the log found (crash, torn record).
-    pub recovery: Option<String>,
-    /// Records dropped because the writer's queue was full.
-    pub dropped: u64,
-    /// Records the writer could not write (disk errors).
-    pub failed: u64,
 }
 
 enum Msg {

@@ -16,6 +16,19 @@ use fwbridge_protocol::{
 
 use super::status::{BridgeState, BridgeStatus};
 
+/// What the IO task reports to the daemon loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeInput {
+    /// The port opened.
+    Connected,
+    /// The port closed or could not be opened (reported once per distinct reason).
+    Disconnected(String),
+    /// A message from the MCU.
+    Message(Message),
+    /// A frame that could not be decoded.
+    FrameError(FrameError),
+}
+
 /// Tunables, from `[bridge]`.
 #[derive(Debug, Clone)]
 pub struct BridgeLinkOptions {

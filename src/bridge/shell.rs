@@ -7,23 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fwbridge_protocol::{FrameDecoder, FrameError, Message};
+use fwbridge_protocol::{FrameDecoder, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What the IO task reports to the daemon loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BridgeInput {
-    /// The port opened.
-    Connected,
-    /// The port closed or could not be opened (reported once per distinct reason).
-    Disconnected(String),
-    /// A message from the MCU.
-    Message(Message),
-    /// A frame that could not be decoded.
-    FrameError(FrameError),
-}
+pub use super::core::BridgeInput;
 
 /// Where and how to open the port.
 #[derive(Debug, Clone)]

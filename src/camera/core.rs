@@ -34,24 +34,6 @@ pub struct VehicleAtCapture {
     pub position_stale: bool,
 }
 
-impl VehicleAtCapture {
-    pub fn from_status(report: &crate::status::StatusReport) -> VehicleAtCapture {
-        let p = &report.vehicle.position;
-        let a = &report.vehicle.attitude;
-        VehicleAtCapture {
-            latitude_deg: p.latitude_deg,
-            longitude_deg: p.longitude_deg,
-            altitude_msl_m: p.altitude_msl_m,
-            altitude_relative_m: p.altitude_relative_m,
-            heading_deg: a.heading_deg,
-            roll_deg: a.roll_deg,
-            pitch_deg: a.pitch_deg,
-            yaw_deg: a.yaw_deg,
-            position_stale: p.freshness.stale,
-        }
-    }
-}
-
 /// One frame as received: the source's JPEG, untouched, plus when and where.
 #[derive(Debug, Clone)]
 pub struct Frame {

@@ -434,7 +434,7 @@ impl Source {
         match jpeg::inspect(&jpeg, c.frame_pixels_max) {
             Ok(info) => {
                 let vehicle =
-                    vehicle.unwrap_or_else(|| VehicleAtCapture::from_status(&self.status.borrow()));
+                    vehicle.unwrap_or_else(|| self.status.borrow().vehicle_at_capture());
                 let frame = Frame {
                     seq: core.next_seq(),
                     jpeg: Arc::from(jpeg),
@@ -505,7 +505,7 @@ impl Source {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let vehicle = VehicleAtCapture::from_status(&self.status.borrow());
+            let vehicle = self.status.borrow().vehicle_at_capture();
             let pose = synthetic::Pose {
                 latitude_deg: vehicle.latitude_deg,
                 longitude_deg: vehicle.longitude_deg,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::core::{EmergencyStop, KillReply, StopCommand, StopEvent, StopStatus};
-use super::{StopAck, StopAsk, StopRequest, wire};
+use super::{GroundState, StopAck, StopAsk, StopRequest, wire};
 use crate::link::MavMessage;
 use crate::link::transport::{LinkEvent, LinkHandle, SendError};
 use crate::safety::Whitelist;
@@ -28,14 +28,6 @@ impl CommandSink for LinkHandle {
     fn send_now(&self, message: &MavMessage) -> Result<(), SendError> {
         self.send(message)
     }
-}
-
-/// The broker connection as the MCP shell sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct GroundState {
-    pub connected: bool,
-    /// Increases with every authenticated message from a ground client.
-    pub activity: u64,
 }
 
 pub struct StopDriver {

@@ -25,27 +25,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections served at once; more wait in the kernel's backlog.
 const CONNECTIONS_MAX: usize = 16;
 
-/// Whether the local e-stop socket is there to use: in `get_status` (`local_estop`) and, when
-/// it could not be bound, a health alert (`local_estop_unavailable`).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
-pub struct LocalEstopStatus {
-    /// `listening`, `unavailable` (it could not be bound: see `error`) or `disabled`
-    /// (`estop.socket_path = ""`).
-    pub state: LocalEstopState,
-    /// The socket's path, when one is configured or defaulted.
-    pub socket_path: Option<String>,
-    /// Why it is unavailable, and what to change.
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LocalEstopState {
-    Listening,
-    Unavailable,
-    #[default]
-    Disabled,
-}
+pub use super::local_status::{LocalEstopState, LocalEstopStatus};
 
 /// Longest path a Unix socket can be bound at: `sun_path` is 108 bytes with the final NUL.
 pub const SOCKET_PATH_BYTES_MAX: usize = 107;

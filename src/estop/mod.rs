@@ -15,6 +15,8 @@
 pub mod core;
 pub mod driver;
 pub mod local;
+pub mod local_status;
+pub mod request;
 pub mod wire;
 
 use std::time::Duration;
@@ -25,7 +27,7 @@ pub use self::core::{
     EmergencyStop, Failsafe, GroundLossAction, HoldMode, KillAction, KillReply, Rung, Source,
     StopCommand, StopEvent, StopOptions, StopStatus, Trigger,
 };
-use crate::role::Role;
+pub use self::request::{GroundState, StopAsk, StopAck};
 
 /// Stop requests waiting for the loop. Overflow policy: refused at once (`try_send`) and
 /// counted — the channel only fills when the loop is not running, and then the requests
@@ -36,36 +38,12 @@ pub const STOP_QUEUE: usize = 32;
 /// acknowledged (the request stays queued and is acted on when the loop runs).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What a request asks.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StopAsk {
-    Stop(Trigger),
-    Reset {
-        identity: String,
-        role: Role,
-    },
-    /// The two-step kill: `code` is `None` the first time.
-    Kill {
-        trigger: Trigger,
-        code: Option<u32>,
-    },
-}
-
 /// One request to the loop, with where to acknowledge it.
 #[derive(Debug)]
 pub struct StopRequest {
     pub ask: StopAsk,
     /// `None` when nobody waits (e.g. a panic-topic message at QoS 0).
     pub reply: Option<oneshot::Sender<StopAck>>,
-}
-
-/// The loop's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StopAck {
-    pub ok: bool,
-    /// One sentence for the caller.
-    pub message: String,
-    pub status: StopStatus,
 }
 
 /// Why a request was not even handed to the loop.

@@ -471,7 +471,7 @@ fn a_lost_link_ends_the_action_and_refuses_new_ones_at_once() {
     let now = rig.instant();
     rig.sup.handle_link_event(
         now,
-        &crate::link::transport::LinkEvent::Disconnected {
+        &crate::link::event::LinkEvent::Disconnected {
             reason: "cable pulled".into(),
         },
     );

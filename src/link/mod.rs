@@ -3,10 +3,12 @@
 //! - `endpoint`: endpoint strings (pure).
 //! - `frame`: sans-IO MAVLink 2/1 frame decoder and encoder with error counters.
 //! - `health`: sans-IO link health (sequence gaps, loss %, heartbeat age).
+//! - `event`: `LinkEvent`, what the shell reports (pure data).
 //! - `transport`: the async shell that opens serial/UDP/TCP, reopens with backoff, and
 //!   turns bytes into decoded frames.
 
 pub mod endpoint;
+pub mod event;
 pub mod frame;
 pub mod health;
 pub mod transport;

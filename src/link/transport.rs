@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mavlink::MavHeader;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -58,23 +58,7 @@ impl LinkOptions {
     }
 }
 
-/// What happened on the link, in order.
-// Almost every event is a `Frame`, so boxing the message would only add an allocation
-// per frame to make the rare connection events smaller.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum LinkEvent {
-    /// The link is open: serial port opened, TCP connected or accepted, UDP peer known.
-    Connected { peer: String },
-    /// The link was lost (or could not be opened); it is being reopened in the background.
-    Disconnected { reason: String },
-    /// A decoded frame.
-    Frame {
-        header: MavHeader,
-        message: MavMessage,
-        received_at: Instant,
-    },
-}
+pub use super::event::LinkEvent;
 
 /// A link that can never work as configured.
 #[derive(Debug, thiserror::Error)]

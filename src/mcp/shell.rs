@@ -30,7 +30,7 @@ use crate::status::StatusReport;
 pub struct EstopLink {
     pub client: crate::estop::StopClient,
     /// Skip to latest: the loop only needs the newest connection state and activity count.
-    pub ground: watch::Sender<crate::estop::driver::GroundState>,
+    pub ground: watch::Sender<crate::estop::GroundState>,
 }
 
 /// Messages one session's rmcp service sends, tagged with the session.

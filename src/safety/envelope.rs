@@ -41,7 +41,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::config::{BreachAction, EnvelopeConfig, ZoneConfig};
+use super::envelope_config::{BreachAction, EnvelopeConfig, ZoneConfig};
 use crate::refusal::{EnvelopeRule, Refusal, RefusalKind};
 use crate::safety::geo::{
     Circle, EXTENT_M_MAX, GeoError, GeoPoint, GeoPosition, LocalFrame, LocalPoint, Polygon,

@@ -6,6 +6,7 @@
 //! - `whitelist`: `Whitelist::check`, deny by default.
 
 pub mod envelope;
+pub mod envelope_config;
 pub mod geo;
 pub mod preflight;
 pub mod site;

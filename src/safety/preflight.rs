@@ -23,7 +23,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::config::EnvelopeConfig;
+use super::envelope_config::EnvelopeConfig;
 use crate::vehicle::snapshot::AutopilotKind;
 
 use super::envelope::stopping_distance_m;

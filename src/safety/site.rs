@@ -10,7 +10,7 @@
 //! model's sphere): a zone on the wrong continent is thousands of kilometres away, where the envelope's own
 //! local plane (`geo::LocalFrame`, valid within 20 km) means nothing.
 
-use crate::config::{EnvelopeConfig, ZoneConfig};
+use super::envelope_config::{EnvelopeConfig, ZoneConfig};
 use crate::safety::envelope::{Envelope, EnvelopeError, ZoneKind};
 use crate::safety::geo::{EXTENT_M_MAX, GeoPoint, GeoPosition};
 

@@ -19,7 +19,7 @@ use std::fmt;
 use crate::link::dialect::{MavAutopilot, MavCmd, MavFrame, MavMessage, PositionTargetTypemask};
 use mavlink::Message;
 
-use crate::config::EnvelopeConfig;
+use super::envelope_config::EnvelopeConfig;
 use crate::role::Role;
 use crate::vehicle::modes::FlightMode;
 use crate::vehicle::snapshot::AutopilotKind;

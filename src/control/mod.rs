@@ -9,14 +9,15 @@
 //! The emergency stop (issue 5) gets its own channel and the first `biased` branch of the
 //! loop; nothing here can delay it.
 
-use schemars::JsonSchema;
-use serde::Serialize;
+pub mod reply;
+
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::flight::{Action, Outcome, ProgressUpdate};
-use crate::role::Role;
-use crate::status::StatusReport;
+use crate::flight::{Action, ProgressUpdate};
+
+pub use self::reply::{ControlReply, EnvelopeView, VehicleSummary};
+pub use crate::role::Caller;
 
 /// Requests waiting for the loop. Overflow policy: refused at once with "busy" (never
 /// dropped, never queued to fly later). The loop drains it on every turn (at least 25 Hz),
@@ -28,14 +29,6 @@ pub const PROGRESS_QUEUE: usize = 16;
 /// The retry hint of a busy refusal: several loop turns.
 pub const BUSY_RETRY_MS: u64 = 200;
 
-/// Who asks. Until identity (issue 6) lands every MCP caller is an `Operator`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub role: Role,
-    /// The MCP client id (or the local source) for logs and, later, audit.
-    pub identity: String,
-}
-
 /// One request to the decision loop.
 #[derive(Debug)]
 pub struct ControlRequest {
@@ -45,70 +38,6 @@ pub struct ControlRequest {
     pub progress: mpsc::Sender<ProgressUpdate>,
     /// Set by MCP `notifications/cancelled`; the loop checks it on every turn.
     pub cancel: CancellationToken,
-}
-
-/// The vehicle's state at the end of an action: the status fields that matter to the caller.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct VehicleSummary {
-    pub armed: bool,
-    /// In the autopilot's own terms (`GUIDED`, `BRAKE`, `AUTO.LOITER`, ...).
-    #[schemars(with = "String")]
-    pub flight_mode: crate::vehicle::snapshot::ModeName,
-    /// `on_ground`, `in_air`, `takeoff`, `landing`, `undefined`.
-    #[schemars(with = "String")]
-    pub landed_state: crate::vehicle::snapshot::LandedState,
-    pub latitude_deg: f64,
-    pub longitude_deg: f64,
-    /// Above home.
-    pub altitude_m: f64,
-    pub heading_deg: f64,
-    pub ground_speed_m_s: f64,
-    pub battery_voltage_v: f64,
-    pub battery_remaining_percent: Option<f64>,
-    /// The envelope's warning when the vehicle is near a margin; null otherwise.
-    pub envelope_warning: Option<String>,
-}
-
-impl VehicleSummary {
-    pub fn from_status(status: &StatusReport) -> VehicleSummary {
-        let v = &status.vehicle;
-        VehicleSummary {
-            armed: v.mode.armed,
-            flight_mode: v.mode.flight_mode,
-            landed_state: v.mode.landed_state,
-            latitude_deg: v.position.latitude_deg,
-            longitude_deg: v.position.longitude_deg,
-            altitude_m: v.position.altitude_relative_m,
-            heading_deg: v.attitude.heading_deg,
-            ground_speed_m_s: v.position.ground_speed_m_s,
-            battery_voltage_v: v.battery.voltage_v,
-            battery_remaining_percent: v.battery.remaining_percent,
-            envelope_warning: status.envelope_warning.clone(),
-        }
-    }
-}
-
-/// How a request ended, for the tool's structured result.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct ControlReply {
-    /// The tool name.
-    pub action: String,
-    pub outcome: Outcome,
-    /// One sentence a person or a model can act on.
-    pub message: String,
-    /// The vehicle after the action (null when the autopilot was never heard).
-    pub vehicle: Option<VehicleSummary>,
-}
-
-impl ControlReply {
-    pub fn refused(action: &Action, message: String, vehicle: Option<VehicleSummary>) -> Self {
-        ControlReply {
-            action: action.name().into(),
-            outcome: Outcome::Refused,
-            message,
-            vehicle,
-        }
-    }
 }
 
 /// Why a request could not even be handed to the loop.
@@ -122,9 +51,6 @@ pub enum SubmitError {
     #[error("the daemon is shutting down; nothing was sent")]
     Closed,
 }
-
-/// The envelope in force as `get_envelope` shows it, or why there is none.
-pub type EnvelopeView = Result<crate::safety::EnvelopeSummary, String>;
 
 /// The tools' side of the channel. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -187,6 +113,7 @@ impl ControlClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::role::Role;
 
     fn operator() -> Caller {
         Caller {

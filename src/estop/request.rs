@@ -1,0 +1,38 @@
+//! What the e-stop's triggers ask of the decision loop and what it answers, and the ground
+//! link's state that its failsafes watch (pure data; the channels are `estop`'s).
+
+use crate::role::Role;
+
+use super::core::{StopStatus, Trigger};
+
+/// What a request asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopAsk {
+    Stop(Trigger),
+    Reset {
+        identity: String,
+        role: Role,
+    },
+    /// The two-step kill: `code` is `None` the first time.
+    Kill {
+        trigger: Trigger,
+        code: Option<u32>,
+    },
+}
+
+/// The loop's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopAck {
+    pub ok: bool,
+    /// One sentence for the caller.
+    pub message: String,
+    pub status: StopStatus,
+}
+
+/// The broker connection as the MCP shell sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroundState {
+    pub connected: bool,
+    /// Increases with every authenticated message from a ground client.
+    pub activity: u64,
+}
