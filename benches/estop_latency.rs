@@ -40,7 +40,7 @@ use flight_companion::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions
 use flight_companion::mcp::bench_client::{
     Conn, ECHO_IDENTITY, Session, discover, echo_round_trips, identity, percentiles, serve_echo,
 };
-use flight_companion::mcp::mqtt::ComponentType;
+use flight_companion::mcp::transport::ComponentType;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::json;
 use tokio::sync::mpsc;

@@ -18,7 +18,7 @@ use flight_companion::ground::config::GroundConfig;
 use flight_companion::mcp::bench_client::{
     Conn, ECHO_IDENTITY, Session, TIMEOUT, discover, id_of, identity, percentiles, serve_echo,
 };
-use flight_companion::mcp::mqtt::ComponentType;
+use flight_companion::mcp::transport::ComponentType;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
-use crate::mcp::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent};
+use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent};
+use crate::mcp::transport::ComponentType;
 
 /// Where the drone is on the broker.
 #[derive(Debug, Clone)]

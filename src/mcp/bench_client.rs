@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent};
+use super::mqtt::{self, ConnectionSpec, MqttEvent};
+use super::transport::ComponentType;
 use crate::config::MqttConfig;
 use crate::ground::config::GroundConfig;
 

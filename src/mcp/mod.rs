@@ -21,6 +21,7 @@ pub mod schema;
 pub mod server;
 pub mod session;
 pub mod shell;
+pub mod transport;
 pub mod version;
 
 pub use shell::{EstopLink, serve};

@@ -28,35 +28,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::transport::{self, ComponentType, valid_client_id};
 use crate::config::MqttConfig;
-
-/// User property naming the MCP role of the connection (`mcp-server` / `mcp-client`).
-pub const PROP_COMPONENT_TYPE: &str = "MCP-COMPONENT-TYPE";
-/// User property with the sender's MQTT client id, on every PUBLISH.
-pub const PROP_CLIENT_ID: &str = "MCP-MQTT-CLIENT-ID";
-/// User property with a JSON object describing the implementation, on CONNECT.
-pub const PROP_META: &str = "MCP-META";
-/// User property a broker may put in CONNACK to name the server.
-pub const PROP_SERVER_NAME: &str = "MCP-SERVER-NAME";
-/// User property a broker may put in CONNACK to tell a client which server names to watch.
-pub const PROP_SERVER_NAME_FILTERS: &str = "MCP-SERVER-NAME-FILTERS";
-
-/// Which side of the MCP-over-MQTT transport a connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComponentType {
-    Server,
-    Client,
-}
-
-impl ComponentType {
-    /// The value of the `MCP-COMPONENT-TYPE` user property.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentType::Server => "mcp-server",
-            ComponentType::Client => "mcp-client",
-        }
-    }
-}
 
 /// The Last Will the broker publishes when the connection ends without a DISCONNECT.
 #[derive(Debug, Clone)]
@@ -189,20 +162,6 @@ pub fn tls_config(config: &MqttConfig) -> Result<Arc<rustls::ClientConfig>, Mqtt
     Ok(Arc::new(tls))
 }
 
-/// Longest client id accepted in MCP topics and user properties (MQTT allows 65535 bytes;
-/// certificate identities have at most 64 characters, SDK-generated ids 32 to 36).
-pub const CLIENT_ID_CHARS_MAX: usize = 128;
-
-/// True when `id` may be an MQTT client id in MCP topics: 1 to [`CLIENT_ID_CHARS_MAX`]
-/// characters, no `/`, `+`, `#` (they change a topic's levels or make it a filter), no
-/// control characters.
-pub fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.chars().count() <= CLIENT_ID_CHARS_MAX
-        && !id.contains(['/', '+', '#'])
-        && !id.chars().any(char::is_control)
-}
-
 /// The rumqttc options of one MCP connection: TLS from [`tls_config`], MQTT 5 CONNECT with
 /// Clean Start, Session Expiry 0, `MCP-COMPONENT-TYPE` and `MCP-META` user properties, the
 /// Will of `spec` (with the user properties of every PUBLISH, since the broker publishes it
@@ -225,13 +184,8 @@ pub fn mqtt_options(
     let mut properties = ConnectProperties::new();
     properties.session_expiry_interval = Some(0);
     properties.max_packet_size = Some(spec.packet_bytes_max);
-    properties.user_properties = vec![
-        (
-            PROP_COMPONENT_TYPE.into(),
-            spec.component_type.as_str().into(),
-        ),
-        (PROP_META.into(), spec.meta.to_string()),
-    ];
+    properties.user_properties =
+        transport::connect_user_properties(spec.component_type, &spec.meta);
     options.set_connect_properties(properties);
     if let Some(will) = &spec.will {
         // The transport: every PUBLISH carries MCP-COMPONENT-TYPE and MCP-MQTT-CLIENT-ID; the
@@ -264,20 +218,9 @@ pub fn mqtt_options(
 /// `PUBLISH` properties every MCP message carries: the component type and the sender's id.
 pub fn publish_properties(component: ComponentType, client_id: &str) -> PublishProperties {
     PublishProperties {
-        user_properties: vec![
-            (PROP_COMPONENT_TYPE.into(), component.as_str().into()),
-            (PROP_CLIENT_ID.into(), client_id.into()),
-        ],
+        user_properties: transport::publish_user_properties(component, client_id),
         ..Default::default()
     }
-}
-
-/// The value of user property `name`, if present.
-pub fn user_property<'a>(properties: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    properties
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// Capped exponential backoff with jitter (sans-IO: the caller supplies the randomness).
@@ -460,19 +403,6 @@ mod tests {
         assert!(!taken_over(&ConnectionError::MqttState(
             StateError::ConnectionAborted
         )));
-    }
-
-    #[test]
-    fn client_ids_with_topic_characters_are_refused() {
-        for (id, ok) in [
-            ("drone-1", true),
-            ("", false),
-            ("a/b", false),
-            ("a+b", false),
-            ("a#", false),
-        ] {
-            assert_eq!(valid_client_id(id), ok, "{id:?}");
-        }
     }
 
     fn config_with(dir: &Path, ca: &str, cert: &str, key: &str) -> MqttConfig {

@@ -51,106 +51,8 @@ use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use serde_json::{Value, json};
 
 use super::errors::{self, Checked};
-use super::mqtt::valid_client_id;
+use super::transport::{self, TopicKind, Topics, valid_client_id};
 use crate::auth::rate::TokenBucket;
-
-/// Topic names of one server instance.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub server_root: String,
-    pub client_root: String,
-    pub rpc_root: String,
-    pub server_id: String,
-    pub server_name: String,
-}
-
-/// What an incoming topic is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TopicKind {
-    Control,
-    Rpc(String),
-    ClientPresence(String),
-    ClientCapability(String),
-    Other,
-}
-
-impl Topics {
-    pub fn control(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.server_root, self.server_id, self.server_name
-        )
-    }
-    pub fn presence(&self) -> String {
-        format!(
-            "{}/presence/{}/{}",
-            self.server_root, self.server_id, self.server_name
-        )
-    }
-    pub fn capability(&self) -> String {
-        format!(
-            "{}/capability/{}/{}",
-            self.server_root, self.server_id, self.server_name
-        )
-    }
-    pub fn rpc(&self, client_id: &str) -> String {
-        format!(
-            "{}/{client_id}/{}/{}",
-            self.rpc_root, self.server_id, self.server_name
-        )
-    }
-    pub fn client_presence(&self, client_id: &str) -> String {
-        format!("{}/presence/{client_id}", self.client_root)
-    }
-    pub fn client_capability(&self, client_id: &str) -> String {
-        format!("{}/capability/{client_id}", self.client_root)
-    }
-    /// Every client's RPC topic towards this server: one subscription (No Local) made at
-    /// connect, so a client without a session is still heard and answered.
-    pub fn rpc_filter(&self) -> String {
-        self.rpc("+")
-    }
-    /// Every client's presence topic (any message there ends that client's session).
-    pub fn client_presence_filter(&self) -> String {
-        self.client_presence("+")
-    }
-    /// Every client's capability topic (`notifications/roots/list_changed`, ignored).
-    pub fn client_capability_filter(&self) -> String {
-        self.client_capability("+")
-    }
-
-    /// Classifies an incoming topic. A client id segment must be a valid client id.
-    pub fn classify(&self, topic: &str) -> TopicKind {
-        if topic == self.control() {
-            return TopicKind::Control;
-        }
-        let one_level = |t: &str| valid_client_id(t).then(|| t.to_owned());
-        if let Some(cid) = topic
-            .strip_prefix(&self.client_root)
-            .and_then(|t| t.strip_prefix("/presence/"))
-            .and_then(one_level)
-        {
-            return TopicKind::ClientPresence(cid);
-        }
-        if let Some(cid) = topic
-            .strip_prefix(&self.client_root)
-            .and_then(|t| t.strip_prefix("/capability/"))
-            .and_then(one_level)
-        {
-            return TopicKind::ClientCapability(cid);
-        }
-        let tail = format!("/{}/{}", self.server_id, self.server_name);
-        if let Some(cid) = topic
-            .strip_prefix(&self.rpc_root)
-            .and_then(|t| t.strip_prefix('/'))
-            .and_then(|t| t.strip_suffix(&tail))
-            .and_then(one_level)
-        {
-            return TopicKind::Rpc(cid);
-        }
-        TopicKind::Other
-    }
-}
 
 /// Limits, from `[mcp]`.
 #[derive(Debug, Clone, Copy)]
@@ -703,7 +605,7 @@ impl Sessions {
                     "control-topic message with MCP-MQTT-CLIENT-ID {claim}: not a usable client id \
                      (empty, or containing `/`, `+` or `#`, or over {} characters); dropped, nothing \
                      can be answered",
-                    super::mqtt::CLIENT_ID_CHARS_MAX
+                    transport::CLIENT_ID_CHARS_MAX
                 ),
                 generation: None,
             });
@@ -932,7 +834,7 @@ impl Sessions {
         authority: &dyn Authority,
         actions: &mut Vec<Action>,
     ) {
-        if sender.component_type == Some("mcp-server") {
+        if sender.component_type == Some(transport::ComponentType::Server.as_str()) {
             // Our own (or another server's) message echoed back: No Local's second guard.
             return;
         }
@@ -1006,7 +908,7 @@ impl Sessions {
             );
             return;
         }
-        if raw_method == Some("notifications/disconnected") {
+        if raw_method == Some(transport::DISCONNECTED) {
             if self.slots.contains_key(cid) {
                 actions.push(Action::Log {
                     warning: false,
@@ -1367,7 +1269,7 @@ impl Sessions {
             self.end_established(&cid, EndReason::Shutdown, &mut actions);
             actions.push(Action::Publish {
                 topic: self.topics.rpc(&cid),
-                message: json!({"jsonrpc": "2.0", "method": "notifications/disconnected"}),
+                message: transport::disconnected(),
             });
         }
         self.end_all(EndReason::Shutdown, &mut actions);

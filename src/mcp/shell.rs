@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors;
 use super::guard::Guard;
-use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
+use super::mqtt::{self, ConnectionSpec, MqttEvent, Will};
 use super::server::{DroneServer, STATUS_URI, SessionShared};
-use super::session::{Action, Authority, EndReason, Limits, Sender, Sessions, Topics};
+use super::session::{Action, Authority, EndReason, Limits, Sender, Sessions};
+use super::transport::{self, ComponentType, Topics};
 use crate::config::Config;
 use crate::control::ControlClient;
 use crate::status::StatusReport;
@@ -186,21 +187,17 @@ impl Shell {
     }
 
     fn presence_message(&self) -> Value {
-        json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/server/online",
-            "params": {
-                "server_name": self.sessions.topics().server_name,
-                "description": self.description,
-                "meta": {
-                    "version": crate::VERSION,
-                    "implementation": "flight-companion",
-                    "server_id": self.server_id,
-                    "rbac": {"roles": rbac_roles()},
-                    "panic_topic": format!("{}{{client_id}}", self.panic_prefix),
-                },
-            },
-        })
+        transport::server_online(
+            &self.sessions.topics().server_name,
+            &self.description,
+            json!({
+                "version": crate::VERSION,
+                "implementation": "flight-companion",
+                "server_id": self.server_id,
+                "rbac": {"roles": rbac_roles()},
+                "panic_topic": format!("{}{{client_id}}", self.panic_prefix),
+            }),
+        )
     }
 
     fn subscribe(&mut self, filters: Vec<Filter>, purpose: SubscribePurpose) -> bool {
@@ -450,8 +447,8 @@ impl Shell {
             .map(|p| p.user_properties.as_slice())
             .unwrap_or(&[]);
         let sender = Sender {
-            client_id: mqtt::user_property(properties, mqtt::PROP_CLIENT_ID),
-            component_type: mqtt::user_property(properties, mqtt::PROP_COMPONENT_TYPE),
+            client_id: transport::user_property(properties, transport::PROP_CLIENT_ID),
+            component_type: transport::user_property(properties, transport::PROP_COMPONENT_TYPE),
             retain: publish.retain,
         };
         // Everything that reaches us came through the broker's mTLS and ACL: ground activity.
@@ -856,7 +853,7 @@ pub async fn serve_with_audit(
                         let suggested = connack
                             .properties
                             .as_ref()
-                            .and_then(|p| mqtt::user_property(&p.user_properties, mqtt::PROP_SERVER_NAME))
+                            .and_then(|p| transport::user_property(&p.user_properties, transport::PROP_SERVER_NAME))
                             .filter(|n| !n.is_empty() && !n.contains(['+', '#']))
                             .map(str::to_owned);
                         if let Some(name) = suggested
