@@ -7,7 +7,8 @@
 //!   TLS 1.2 and 1.3) and the rumqttc `MqttOptions` (MQTT 5 CONNECT with Clean Start,
 //!   Session Expiry 0, user properties, a Will, `TCP_NODELAY`, keep-alive from config).
 //! - [`spawn_driver`] polls the rumqttc event loop in its own task, turns what matters into
-//!   [`MqttEvent`]s and reconnects with capped exponential backoff and jitter ([`Backoff`]).
+//!   [`MqttEvent`]s and reconnects with capped exponential backoff and jitter
+//!   ([`crate::backoff::Backoff`]).
 //!
 //! Crypto provider: rustls with `ring`, passed explicitly (no process-wide default is
 //! installed), because `ring` cross-compiles to aarch64/armv7 with only a C cross compiler.
@@ -29,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::transport::{self, ComponentType, valid_client_id};
+use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 
 /// The Last Will the broker publishes when the connection ends without a DISCONNECT.
@@ -223,42 +225,6 @@ pub fn publish_properties(component: ComponentType, client_id: &str) -> PublishP
     }
 }
 
-/// Capped exponential backoff with jitter (sans-IO: the caller supplies the randomness).
-///
-/// Call order: `next_delay` after each failed attempt, `reset` after a CONNACK.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        let min = min.max(Duration::from_millis(1));
-        Backoff {
-            min,
-            max: max.max(min),
-            failures: 0,
-        }
-    }
-
-    /// The delay before the next attempt: `min * 2^failures` capped at `max`, then scaled by
-    /// a jitter factor in [0.5, 1.0] (`jitter_unit` in [0, 1]) so a fleet that lost the same
-    /// broker does not reconnect in lockstep.
-    pub fn next_delay(&mut self, jitter_unit: f64) -> Duration {
-        let exponent = self.failures.min(20);
-        self.failures = self.failures.saturating_add(1);
-        let base = self.min.saturating_mul(1u32 << exponent).min(self.max);
-        let factor = 0.5 + 0.5 * jitter_unit.clamp(0.0, 1.0);
-        base.mul_f64(factor)
-    }
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 /// What the driver reports from the connection.
 #[derive(Debug)]
 pub enum MqttEvent {
@@ -304,10 +270,7 @@ pub fn spawn_driver(
     events: mpsc::Sender<MqttEvent>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(config.reconnect_backoff_ms_min),
-        Duration::from_millis(config.reconnect_backoff_ms_max),
-    );
+    let mut backoff = reconnect_backoff(config, fastrand::u64(..));
     tokio::spawn(async move {
         loop {
             let polled = tokio::select! {
@@ -325,7 +288,7 @@ pub fn spawn_driver(
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                 Ok(_) => continue,
                 Err(error) => {
-                    let retry_in = backoff.next_delay(fastrand::f64());
+                    let retry_in = backoff.next_delay();
                     let event = if taken_over(&error) {
                         MqttEvent::TakenOver { retry_in }
                     } else {
@@ -349,6 +312,18 @@ pub fn spawn_driver(
     })
 }
 
+/// The reconnect delay of an MQTT connection: `reconnect_backoff_ms_min` (at least 1 ms)
+/// doubling up to `reconnect_backoff_ms_max`, each scaled by a jitter factor in [0.5, 1.0]
+/// from `seed` (a fleet that lost the same broker does not reconnect in lockstep); reset at
+/// every CONNACK.
+fn reconnect_backoff(config: &MqttConfig, seed: u64) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(config.reconnect_backoff_ms_min.max(1)),
+        Duration::from_millis(config.reconnect_backoff_ms_max),
+    )
+    .with_jitter(fastrand::Rng::with_seed(seed))
+}
+
 /// Builds the client and its event loop for `spec` from `config`.
 pub fn connect(
     config: &MqttConfig,
@@ -363,26 +338,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let full: Vec<u64> = (0..6)
-            .map(|_| b.next_delay(1.0).as_millis() as u64)
-            .collect();
-        assert_eq!(full, [100, 200, 400, 800, 1000, 1000]);
-        b.reset();
-        assert_eq!(
-            b.next_delay(0.0),
-            Duration::from_millis(50),
-            "jitter halves"
-        );
-        for _ in 0..100 {
-            b.next_delay(1.0);
+    fn reconnects_back_off_with_jitter_within_the_configured_limits() {
+        let config = MqttConfig {
+            reconnect_backoff_ms_min: 100,
+            reconnect_backoff_ms_max: 1000,
+            ..MqttConfig::default()
+        };
+        let mut b = reconnect_backoff(&config, 42);
+        for base in [100u64, 200, 400, 800, 1000, 1000] {
+            let delay = b.next_delay();
+            let base = Duration::from_millis(base);
+            assert!(delay >= base / 2 && delay <= base, "{delay:?} for {base:?}");
         }
-        assert_eq!(
-            b.next_delay(1.0),
-            Duration::from_millis(1000),
-            "no overflow"
+        b.reset();
+        assert!(
+            b.next_delay() <= Duration::from_millis(100),
+            "reset at CONNACK"
         );
+        // A zero minimum is raised to 1 ms: a broken broker is never hammered in a busy loop.
+        let zero = MqttConfig {
+            reconnect_backoff_ms_min: 0,
+            reconnect_backoff_ms_max: 0,
+            ..MqttConfig::default()
+        };
+        assert!(reconnect_backoff(&zero, 1).next_delay() >= Duration::from_micros(500));
     }
 
     #[test]
