@@ -68,6 +68,22 @@ pub fn resource_not_found(message: impl Into<String>, uri: &str) -> ErrorData {
     )
 }
 
+/// A tool execution error (`isError: true`) the model can read and act on: bad arguments,
+/// a refusal, a stale camera. Not a JSON-RPC error: MCP 2025-11-25 asks for these so a model
+/// sees the text.
+pub fn tool_error(text: String) -> rmcp::model::CallToolResult {
+    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
+}
+
+/// A tool's structured result, plus the same JSON as a text block; a value that cannot be
+/// serialised is a tool error.
+pub fn structured<T: serde::Serialize>(value: &T) -> rmcp::model::CallToolResult {
+    match serde_json::to_value(value) {
+        Ok(v) => rmcp::model::CallToolResult::structured(v),
+        Err(e) => tool_error(format!("internal error serialising the result: {e}")),
+    }
+}
+
 /// An internal error for a handler to return.
 pub fn internal(message: impl Into<String>) -> ErrorData {
     ErrorData::new(rmcp::model::ErrorCode(INTERNAL_ERROR), message.into(), None)

@@ -104,9 +104,24 @@ pub struct Sender<'a> {
 pub trait Authority {
     /// The subject the gate verified for a candidate's `initialize`, if it did.
     fn candidate_subject(&self, client_id: &str, generation: u64) -> Option<String>;
-    /// This call must always get through (the lease holder's `hold`, `land`,
-    /// `return_home`; an ADMIN's `reset_emergency_stop`): it uses the reserved pool.
-    fn is_priority(&self, client_id: &str, generation: u64, tool: &str) -> bool;
+    /// How a `tools/call` of `tool` from `client_id` (its session's `generation`; `None`
+    /// before it has one) is treated, from the tool's registry entry and the gate.
+    fn call_kind(&self, client_id: &str, generation: Option<u64>, tool: &str) -> CallKind;
+}
+
+/// How the table treats a `tools/call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// The emergency stop: carried out at once from whoever the broker says sent it, session
+    /// or not, outside every pool and limit.
+    EmergencyStop,
+    /// Must always get through (the lease holder's `hold`, `land`, `return_home`; an ADMIN's
+    /// `reset_emergency_stop`): the reserved pool.
+    Reserved,
+    /// May wait minutes (`wait_for_mode_change`): the long-wait pool.
+    LongWait,
+    /// Everything else (an unknown tool too: its session answers it): the call pool.
+    Ordinary,
 }
 
 /// Why a session (or a candidate) ended.
@@ -846,9 +861,15 @@ impl Sessions {
             .and_then(|v| v.get("method"))
             .and_then(Value::as_str);
         // The emergency stop first: from whoever the broker says this is, session or not.
+        let established = self
+            .slots
+            .get(cid)
+            .and_then(|s| s.established.as_ref())
+            .map(|e| e.generation);
         if raw_method == Some("tools/call")
             && let Some(v) = &raw
-            && v["params"]["name"] == "emergency_stop"
+            && let Some(tool) = v["params"]["name"].as_str()
+            && authority.call_kind(cid, established, tool) == CallKind::EmergencyStop
             && let Some(id) = v.get("id").filter(|i| !i.is_null())
         {
             let arguments = match &v["params"]["arguments"] {
@@ -857,11 +878,7 @@ impl Sessions {
             };
             actions.push(Action::EmergencyStop {
                 client_id: cid.to_owned(),
-                generation: self
-                    .slots
-                    .get(cid)
-                    .and_then(|s| s.established.as_ref())
-                    .map(|e| e.generation),
+                generation: established,
                 id: id.clone(),
                 arguments,
             });
@@ -998,12 +1015,11 @@ impl Sessions {
         if let Some(id) = &id {
             let kind = match (method.as_deref(), tool_name(&message)) {
                 (Some("tools/call"), Some(tool)) => {
-                    if authority.is_priority(cid, generation, tool) {
-                        Kind::Priority
-                    } else if crate::auth::permissions::LONG_WAITS.contains(&tool) {
-                        Kind::Wait
-                    } else {
-                        Kind::Call
+                    match authority.call_kind(cid, Some(generation), tool) {
+                        CallKind::Reserved => Kind::Priority,
+                        CallKind::LongWait => Kind::Wait,
+                        // The e-stop took its fast path before; never here.
+                        CallKind::EmergencyStop | CallKind::Ordinary => Kind::Call,
                     }
                 }
                 _ => Kind::Other,
