@@ -1,12 +1,10 @@
 //! The envelope family: `get_envelope`, `preflight_check` (the autopilot's own settings
-//! against the envelope) and `set_envelope`.
+//! against the envelope) and `set_envelope` (an ADMIN's tightening, decided by the supervisor
+//! with the envelope's own `tighten`).
 
-use serde_json::{Value, json};
-
-use super::call::{ToolCall, ToolFuture, answer, no_args};
+use super::call::{ToolCall, ToolFuture, answer, no_args, parse};
 use super::{Handler, Hints, ToolEntry, no_arguments};
 use crate::auth::permissions::Permission;
-use crate::control::ControlReply;
 use crate::mcp::errors::{structured, tool_error};
 use crate::mcp::schema;
 
@@ -47,13 +45,19 @@ pub const TOOLS: &[ToolEntry] = &[
     },
     ToolEntry {
         name: "set_envelope",
-        title: "Change the safety envelope",
-        description: "Not implemented in this version: it always refuses and changes \
-            nothing. The envelope comes from the `[envelope]` section of the daemon's \
-            configuration; change it there and restart the daemon (get_envelope shows the \
-            one in force). Needs the ADMIN role.",
-        input_schema: set_envelope_schema,
-        output_schema: schema::output::<ControlReply>,
+        title: "Tighten the safety envelope",
+        description: "Tightens the envelope in force, in flight or on the ground: lower the \
+            ceiling, raise the floor, narrow the speed limits or the distance from home, widen \
+            the margins, raise the battery reserve or the GPS requirements, shrink keep-in \
+            zones, add or grow keep-out zones. Give only the keys to change, with the \
+            configuration file's names and units; a zone list replaces the whole list, so send \
+            the current zones (get_envelope lists them) with the new one. Refused with the \
+            reason, changing nothing, if anything would be looser than now, or if the vehicle \
+            or home would end up outside the new envelope. Lasts until the daemon restarts; \
+            widening is done in the configuration file. Needs the ADMIN role. Returns the \
+            envelope now in force.",
+        input_schema: schema::input::<SetEnvelopeArgs>,
+        output_schema: schema::output::<SetEnvelopeResult>,
         permission: Permission::ADMIN,
         hints: Hints {
             destructive: true,
@@ -99,17 +103,103 @@ fn preflight_check(call: ToolCall) -> ToolFuture {
     })
 }
 
-fn set_envelope_schema() -> Value {
-    json!({"type": "object", "description": "The new [envelope] section as JSON (same keys as the configuration file).", "additionalProperties": true})
+/// Arguments of `set_envelope`: the `[envelope]` keys it may tighten
+/// (`safety::tightening::TIGHTENABLE`), each optional.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read for validation; the loop applies the JSON itself.
+struct SetEnvelopeArgs {
+    /// Floor above home for goal targets, metres (only higher).
+    altitude_m_min: Option<f64>,
+    /// Ceiling above home, metres (only lower).
+    altitude_m_max: Option<f64>,
+    /// Horizontal margin inside keep-ins and around keep-outs, metres (only wider).
+    margin_horizontal_m: Option<f64>,
+    /// Vertical margin below the ceiling and above the floor, metres (only wider).
+    margin_vertical_m: Option<f64>,
+    /// Horizontal speed limit, m/s (only lower).
+    speed_horizontal_m_s_max: Option<f64>,
+    /// Vertical speed limit, m/s (only lower).
+    speed_vertical_m_s_max: Option<f64>,
+    /// Farthest from home, metres (only nearer).
+    distance_from_home_m_max: Option<f64>,
+    /// Battery kept for the way back, percent (only higher).
+    battery_reserve_percent: Option<f64>,
+    /// Weakest GPS fix accepted: `2d_fix`, `3d_fix`, `dgps`, `rtk_float`, `rtk_fixed` (only
+    /// stronger).
+    gps_fix_type_min: Option<String>,
+    /// Fewest satellites accepted (only more).
+    gps_satellites_min: Option<u8>,
+    /// Largest HDOP accepted (only lower).
+    gps_hdop_max: Option<f64>,
+    /// Seconds held after a breach before the breach action (only shorter).
+    breach_hold_s: Option<f64>,
+    /// Keep-in zones, all of them (each new one inside a current one).
+    keep_in: Option<Vec<ZoneArgs>>,
+    /// Keep-out zones, all of them (each current one inside a new one).
+    keep_out: Option<Vec<ZoneArgs>>,
 }
 
-fn set_envelope(_call: ToolCall) -> ToolFuture {
+/// One zone, as in the configuration file: a polygon or a circle.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ZoneArgs {
+    /// Shown in refusals.
+    name: String,
+    /// Vertices `[latitude_deg, longitude_deg]` around the boundary, first not repeated.
+    polygon_lat_lon_deg: Option<Vec<[f64; 2]>>,
+    /// Circle centre `[latitude_deg, longitude_deg]`.
+    center_lat_lon_deg: Option<[f64; 2]>,
+    /// Circle radius, metres.
+    radius_m: Option<f64>,
+}
+
+/// Result of `set_envelope`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct SetEnvelopeResult {
+    /// What changed.
+    message: String,
+    /// The envelope now in force.
+    #[schemars(schema_with = "same_as_get_envelope")]
+    envelope: crate::safety::EnvelopeSummary,
+}
+
+/// The envelope inside the result: described, not repeated (get_envelope's output schema has
+/// it in full).
+fn same_as_get_envelope(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "The envelope now in force, the same object get_envelope returns (see its outputSchema)."
+    })
+}
+
+/// Checks the arguments' shape here (a clear refusal before anything reaches the loop), then
+/// asks the loop, where the supervisor applies them and the envelope judges the result.
+fn set_envelope(call: ToolCall) -> ToolFuture {
     answer(async move {
-        tool_error(
-            "set_envelope is not implemented in this version: nothing was changed. The \
-             envelope comes from the `[envelope]` section of the daemon's configuration; change \
-             it there and restart the daemon. get_envelope shows the envelope in force."
-                .into(),
-        )
+        if let Err(e) = parse::<SetEnvelopeArgs>(
+            &call.arguments,
+            "the [envelope] keys to tighten with their new values, e.g. {\"altitude_m_max\": 60}",
+        ) {
+            return e;
+        }
+        let Some(control) = &call.control else {
+            return tool_error("this server has no vehicle attached; nothing was changed".into());
+        };
+        let keys: Vec<String> = call.arguments.keys().cloned().collect();
+        match control
+            .change_envelope(call.arguments.clone(), call.caller.clone())
+            .await
+        {
+            Ok(envelope) => structured(&SetEnvelopeResult {
+                message: format!(
+                    "envelope tightened ({}); it is in force now and until the daemon restarts",
+                    keys.join(", ")
+                ),
+                envelope,
+            }),
+            Err(reason) => tool_error(format!("set_envelope: {reason}; nothing was changed")),
+        }
     })
 }
