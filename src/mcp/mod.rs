@@ -14,9 +14,7 @@
 //! - `version`: what each negotiated MCP version may carry.
 //! - `transport`: the MCP-over-MQTT topic scheme, user properties and error codes (pure).
 //! - `shell`: the IO: MQTT in and out, one rmcp service per session, status updates.
-//! - `bench_client`: a raw JSON-RPC client on the same connection, for the benchmark harnesses.
 
-pub mod bench_client;
 pub mod errors;
 pub mod guard;
 pub mod mqtt;
