@@ -2,13 +2,13 @@
 //! title, description, input and output schema, [`Permission`] (least role, class, pool),
 //! annotations ([`Hints`]), whether it needs the camera, and its [`Handler`], in a module per
 //! family:
-//! - [`status`]: `get_status`, `wait_for_mode_change`;
-//! - [`camera`]: `capture_image`, `camera_status`, `list_captures`, `get_capture`;
-//! - [`flight`]: the ten motion tools, served by one generic handler ([`flight::fly`]);
-//! - [`envelope`]: `get_envelope`, `preflight_check`, `set_envelope`;
-//! - [`estop`]: `emergency_stop`, `reset_emergency_stop`;
-//! - [`control`]: `request_control`, `release_control` (the lease);
-//! - [`audit`]: `revoke_token`.
+//! - `status`: `get_status`, `wait_for_mode_change`;
+//! - `camera`: `capture_image`, `camera_status`, `list_captures`, `get_capture`;
+//! - `flight`: the ten motion tools, served by one generic handler ([`flight::fly`]);
+//! - `envelope`: `get_envelope`, `preflight_check`, `set_envelope`;
+//! - `estop`: `emergency_stop`, `reset_emergency_stop`;
+//! - `control`: `request_control`, `release_control` (the lease);
+//! - `audit`: `revoke_token`.
 //!
 //! Everything that needs to know about a tool reads its entry: `tools/list` and `tools/call`
 //! (`mcp::server`), authorization (the gate is handed the entry's permission), the session
