@@ -262,9 +262,9 @@ impl Default for McpConfig {
             server_name: "flight-companion/drone".into(),
             server_id: None,
             description: "flight-companion onboard MCP server".into(),
-            server_topic_root: "$mcp-server".into(),
-            client_topic_root: "$mcp-client".into(),
-            rpc_topic_root: "$mcp-rpc".into(),
+            server_topic_root: crate::mcp::transport::SERVER_TOPIC_ROOT.into(),
+            client_topic_root: crate::mcp::transport::CLIENT_TOPIC_ROOT.into(),
+            rpc_topic_root: crate::mcp::transport::RPC_TOPIC_ROOT.into(),
             message_bytes_max: 256 * 1024,
             session_calls_concurrent_max: 4,
             calls_concurrent_max: 32,
@@ -731,7 +731,9 @@ impl Default for HealthConfig {
 ///
 /// Altitudes are metres relative to home. The defaults give a home cylinder of 300 m and a
 /// 120 m ceiling even without any polygon, so the daemon never flies without an envelope.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+// Serialize: an ADMIN's `set_envelope` applies its changes to the envelope in force as JSON
+// (`safety::envelope::changed_config`).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvelopeConfig {
     /// Altitude floor above home for goal targets. Default 0 m (the margin lifts it).
@@ -881,7 +883,7 @@ pub enum BreachAction {
 }
 
 /// One zone: a polygon (`polygon_lat_lon_deg`) or a circle (`center_lat_lon_deg` + `radius_m`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// Shown in refusals ("keep-out `school`").

@@ -84,6 +84,10 @@ async fn run_with_audit(
         Instant::now(),
     );
     let (control, mut control_rx, envelope_tx) = crate::control::channel();
+    // An ADMIN's set_envelope: its own small channel, answered after the status is published.
+    let (envelope_changes_tx, mut envelope_changes) =
+        mpsc::channel(crate::control::ENVELOPE_CHANGES);
+    let control = control.with_envelope_changes(envelope_changes_tx);
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let stop_core = crate::estop::EmergencyStop::new(
         config.stop_options(),
@@ -251,6 +255,8 @@ async fn run_with_audit(
         // The status is published on its tick, and in the very turn a job ends, so a client
         // that reads get_status right after a tool's answer sees what the answer saw.
         let mut publish_now = false;
+        // The answer to an envelope change, sent after the status is published.
+        let mut envelope_answer = None;
         tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -288,6 +294,10 @@ async fn run_with_audit(
                     let (counters, reconnects) = link.counters();
                     accept(&mut supervisor, request, &mut waiting, counters, reconnects);
                 }
+            }
+            Some(change) = envelope_changes.recv() => {
+                envelope_answer = Some(change_envelope(&mut supervisor, change, &audit));
+                publish_now = true;
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = monitor_tick.tick() => {}
@@ -386,6 +396,9 @@ async fn run_with_audit(
             }
             // A watch keeps only the latest value: slow readers skip to the newest status.
             status_tx.send_replace(report);
+        }
+        if let Some((reply, answer)) = envelope_answer {
+            let _ = reply.send(answer);
         }
         for (w, end) in ended {
             let status = status_tx.borrow().clone();
@@ -549,6 +562,34 @@ fn accept(
             ));
         }
     }
+}
+
+/// An ADMIN's envelope change, decided by the supervisor; an accepted one is recorded (the
+/// call itself is recorded by the MCP guard, the new envelope when it is published).
+fn change_envelope(
+    supervisor: &mut Supervisor,
+    change: crate::control::EnvelopeChange,
+    audit: &crate::audit::AuditHandle,
+) -> (
+    tokio::sync::oneshot::Sender<crate::control::EnvelopeView>,
+    crate::control::EnvelopeView,
+) {
+    let answer = supervisor.set_envelope(&change.changes, &change.caller);
+    match &answer {
+        Ok(_) => {
+            info!(caller = %change.caller.identity, "envelope tightened: {}", serde_json::Value::Object(change.changes.clone()));
+            audit.record(crate::audit::Event::Safety {
+                kind: "envelope_tightened".into(),
+                detail: format!(
+                    "by {}: {}",
+                    change.caller.identity,
+                    serde_json::Value::Object(change.changes)
+                ),
+            });
+        }
+        Err(reason) => info!(caller = %change.caller.identity, "envelope change refused: {reason}"),
+    }
+    (change.reply, answer)
 }
 
 /// The status report with the daemon's own fields filled in.

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod bridge;
 pub mod camera;
 pub mod cert;

@@ -508,6 +508,57 @@ impl Supervisor {
         self.envelope_warning.as_deref()
     }
 
+    /// An ADMIN's tightening of the envelope in force (`set_envelope`): `changes` are
+    /// `[envelope]` keys with their new values (`safety::tightening`). The new envelope must
+    /// pass `Envelope::new` at the current home and position (so it cannot put the vehicle in
+    /// breach) and `tighten` against the current one as if armed, on the ground too: at run
+    /// time an envelope only tightens; widening is the configuration file's. It stays until
+    /// the daemon restarts, rebuilt from the changed section when home moves.
+    pub fn set_envelope(
+        &mut self,
+        changes: &serde_json::Map<String, serde_json::Value>,
+        caller: &Caller,
+    ) -> Result<crate::safety::EnvelopeSummary, String> {
+        if caller.role < Role::Admin {
+            return Err(format!(
+                "set_envelope needs the ADMIN role; {} has {}",
+                caller.identity, caller.role
+            ));
+        }
+        let Some(current) = &self.envelope else {
+            return Err(format!(
+                "no envelope is in force ({}), so there is none to tighten",
+                self.envelope_missing
+            ));
+        };
+        let proposed = crate::safety::tightening::changed_config(current.config(), changes)?;
+        let position = self.vehicle.position().map(|p| GeoPosition {
+            latitude_deg: p.latitude_deg,
+            longitude_deg: p.longitude_deg,
+            altitude_m: p.altitude_relative_m,
+        });
+        let new = Envelope::new(&proposed, current.home(), position)
+            .map_err(|e| format!("the tightened envelope is refused: {e}"))?;
+        let new = match crate::safety::tighten(current, new, true) {
+            Ok(new) => new,
+            Err(crate::safety::EnvelopeError::Widening { what }) => {
+                return Err(format!(
+                    "set_envelope only tightens the envelope in force, but the new one {what}; \
+                     to widen it, edit [envelope] in the configuration and restart the daemon"
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        self.whitelist = Whitelist::new(&proposed);
+        self.options.envelope = proposed;
+        self.envelope = Some(new);
+        self.refresh_speed_policy();
+        self.envelope
+            .as_ref()
+            .map(Envelope::summary)
+            .ok_or_else(|| "internal error: the tightened envelope is gone".to_string())
+    }
+
     /// Messages the whitelist stopped (never transmitted).
     pub fn whitelist_violations(&self) -> u64 {
         self.whitelist_violations

@@ -180,7 +180,7 @@ pub enum PanicDecision {
 /// the vehicle: the subscription asks the broker for none (retain handling 2), and one that
 /// arrives anyway is a stored press replayed, not a press.
 pub fn panic_decision(publisher: &str, payload: &[u8], retained: bool) -> PanicDecision {
-    if !crate::mcp::mqtt::valid_client_id(publisher) {
+    if !crate::mcp::transport::valid_client_id(publisher) {
         return PanicDecision::Drop;
     }
     let reason = panic_reason(payload);

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::MavMessage;
 use super::endpoint::Endpoint;
 use super::frame::{FrameCounters, FrameDecoder, FrameEncoder};
+use crate::backoff::Backoff;
 use crate::config::VehicleConfig;
 
 /// Events from the link to its owner, bounded. Overflow policy: the IO task awaits capacity
@@ -341,7 +342,7 @@ impl Io {
     }
 
     async fn run_serial(&mut self, path: &str, baud: u32) -> Result<(), Stop> {
-        let mut backoff = Backoff::new(&self.options);
+        let mut backoff = reopen_backoff(&self.options);
         loop {
             let builder = tokio_serial::new(path, baud)
                 .data_bits(tokio_serial::DataBits::Eight)
@@ -358,7 +359,7 @@ impl Io {
                         StreamEnd::Replaced(..) => "replaced by a new connection".into(),
                     };
                     self.down(format!("serial {path}: {reason}")).await?;
-                    backoff.connection_ended(up_since.elapsed());
+                    backoff.connection_lasted(up_since.elapsed());
                 }
                 Err(error) => {
                     self.open_failed(format!("cannot open serial {path}: {error}"))
@@ -370,7 +371,7 @@ impl Io {
     }
 
     async fn run_tcp_out(&mut self, addr: &str) -> Result<(), Stop> {
-        let mut backoff = Backoff::new(&self.options);
+        let mut backoff = reopen_backoff(&self.options);
         loop {
             let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
             let result = tokio::select! {
@@ -391,7 +392,7 @@ impl Io {
                         StreamEnd::Replaced(..) => "replaced by a new connection".into(),
                     };
                     self.down(format!("tcp {addr}: {reason}")).await?;
-                    backoff.connection_ended(up_since.elapsed());
+                    backoff.connection_lasted(up_since.elapsed());
                 }
                 Ok(Err(error)) => {
                     self.open_failed(format!("cannot connect to tcp {addr}: {error}"))
@@ -619,41 +620,11 @@ impl Io {
     }
 }
 
-/// Capped exponential reopen delay (sans-IO: durations in, durations out).
-///
-/// Call order: `next_delay` before each reopen attempt; `connection_ended` with how long
-/// the connection stayed up. Only a connection that stayed up at least the cap resets the
-/// delay, so a device that opens and fails at once is not hammered at the minimum delay.
-#[derive(Debug)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(options: &LinkOptions) -> Self {
-        Self {
-            min: options.reconnect_backoff_min,
-            max: options
-                .reconnect_backoff_max
-                .max(options.reconnect_backoff_min),
-            next: options.reconnect_backoff_min,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        // Saturating: a configured minimum near Duration::MAX must not panic.
-        self.next = self.next.saturating_mul(2).min(self.max);
-        delay
-    }
-
-    fn connection_ended(&mut self, up_for: Duration) {
-        if up_for >= self.max {
-            self.next = self.min;
-        }
-    }
+/// The reopen delay of serial and TCP links: `reconnect_backoff_min` doubling up to
+/// `reconnect_backoff_max`, no jitter (one autopilot per link); reset only by a connection
+/// that stayed up at least the cap (`Backoff::connection_lasted`).
+fn reopen_backoff(options: &LinkOptions) -> Backoff {
+    Backoff::new(options.reconnect_backoff_min, options.reconnect_backoff_max)
 }
 
 enum StreamStep {
@@ -679,52 +650,21 @@ async fn accept_if(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Soc
 mod tests {
     use super::*;
 
-    fn backoff(min_ms: u64, max_ms: u64) -> Backoff {
-        Backoff::new(&LinkOptions {
+    /// The link keeps its limits and its reset rule through the shared type (the type's own
+    /// tests cover the arithmetic).
+    #[test]
+    fn reopen_backoff_doubles_to_the_cap_and_resets_only_after_a_lasting_connection() {
+        let mut b = reopen_backoff(&LinkOptions {
             system_id: 1,
             component_id: 1,
-            reconnect_backoff_min: Duration::from_millis(min_ms),
-            reconnect_backoff_max: Duration::from_millis(max_ms),
-        })
-    }
-
-    fn delays_ms(backoff: &mut Backoff, n: usize) -> Vec<u128> {
-        (0..n).map(|_| backoff.next_delay().as_millis()).collect()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut b = backoff(100, 1000);
-        assert_eq!(delays_ms(&mut b, 6), [100, 200, 400, 800, 1000, 1000]);
-    }
-
-    #[test]
-    fn backoff_resets_only_after_a_connection_that_lasted() {
-        let mut b = backoff(100, 1000);
-        delays_ms(&mut b, 3);
-        b.connection_ended(Duration::from_millis(10));
-        assert_eq!(
-            delays_ms(&mut b, 1),
-            [800],
-            "a flapping device keeps backing off"
-        );
-        b.connection_ended(Duration::from_secs(5));
-        assert_eq!(delays_ms(&mut b, 2), [100, 200]);
-    }
-
-    #[test]
-    fn backoff_survives_odd_configuration() {
-        // Cap below the minimum: the minimum wins.
-        assert_eq!(delays_ms(&mut backoff(500, 100), 3), [500, 500, 500]);
-        // Zero: retry at once, without spinning into an overflow.
-        assert_eq!(delays_ms(&mut backoff(0, 0), 2), [0, 0]);
-        let mut huge = Backoff::new(&LinkOptions {
-            system_id: 1,
-            component_id: 1,
-            reconnect_backoff_min: Duration::MAX,
-            reconnect_backoff_max: Duration::MAX,
+            reconnect_backoff_min: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_millis(1000),
         });
-        assert_eq!(huge.next_delay(), Duration::MAX);
-        assert_eq!(huge.next_delay(), Duration::MAX);
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        b.connection_lasted(Duration::from_millis(10));
+        assert_eq!(b.next_delay(), Duration::from_millis(1000));
+        b.connection_lasted(Duration::from_secs(1));
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 }

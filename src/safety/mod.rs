@@ -4,11 +4,14 @@
 //! - `geo`: the local plane around home, polygons, circles, distances (PolyCARP semantics).
 //! - `envelope`: `Envelope::new`, `check_goal`, `check_action`, `monitor`, `tighten`, `summary`.
 //! - `whitelist`: `Whitelist::check`, deny by default.
+//! - `tightening`: an ADMIN's run-time change of the envelope (`set_envelope`): which keys,
+//!   applied and checked before `tighten` judges it.
 
 pub mod envelope;
 pub mod geo;
 pub mod preflight;
 pub mod site;
+pub mod tightening;
 pub mod whitelist;
 
 pub use envelope::{
