@@ -164,6 +164,13 @@ pub fn tls_config(config: &MqttConfig) -> Result<Arc<rustls::ClientConfig>, Mqtt
     Ok(Arc::new(tls))
 }
 
+/// Most QoS 1 publishes of ours awaiting their PUBACK at once (the broker's CONNACK Receive
+/// Maximum lowers it further: Mosquitto's default is 20).
+/// rumqttc sizes its in-flight table by this bound when the connection is made, one ~200-byte
+/// slot per packet id: left unset it takes 65,536 slots, 13.5 MiB of resident memory for
+/// each connection (issue 17); 128 is 27 KB and more than ten sessions' answers in flight.
+pub const OUTGOING_INFLIGHT_MAX: u16 = 128;
+
 /// The rumqttc options of one MCP connection: TLS from [`tls_config`], MQTT 5 CONNECT with
 /// Clean Start, Session Expiry 0, `MCP-COMPONENT-TYPE` and `MCP-META` user properties, the
 /// Will of `spec` (with the user properties of every PUBLISH, since the broker publishes it
@@ -183,6 +190,7 @@ pub fn mqtt_options(
     options.set_keep_alive(Duration::from_secs(u64::from(config.keep_alive_s.max(5))));
     options.set_clean_start(true);
     options.set_request_channel_capacity(spec.request_capacity.max(1));
+    options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT_MAX);
     let mut properties = ConnectProperties::new();
     properties.session_expiry_interval = Some(0);
     properties.max_packet_size = Some(spec.packet_bytes_max);
