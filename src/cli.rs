@@ -288,6 +288,10 @@ pub struct ProbeArgs {
     /// How long to wait for the heartbeat and then to collect telemetry.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Sign with this MAVLink 2 key and accept only frames signed with it (a file: 32
+    /// bytes, or 64 hex digits, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
 }
 
 pub(crate) fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {

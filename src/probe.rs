@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ProbeArgs;
 use crate::link::dialect::MavType;
-use crate::link::transport::{Link, LinkOptions};
+use crate::link::pin::{PeerPolicy, PinRule};
+use crate::link::signing::{Acceptance, SigningMode};
+use crate::link::transport::{Link, LinkOptions, SigningSetup};
 use crate::supervisor::{Supervisor, SupervisorOptions};
 use crate::vehicle::snapshot::VehicleSnapshot;
 
@@ -28,6 +30,19 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     let wait_for_heartbeat = Duration::from_secs_f64(args.seconds);
     let link_stopped = shutdown.child_token();
+    let signing = match &args.signing_key {
+        None => None,
+        Some(path) => Some(SigningSetup {
+            key: crate::link::keys::load_key(path).map_err(anyhow::Error::msg)?,
+            mode: SigningMode::Required,
+            acceptance: Acceptance::SignedOnly,
+            // The probe is its own system (255): its streams cannot collide with the daemon's.
+            link_id: 0,
+            initial_timestamp: 0,
+            wall_clock: true,
+            timestamp_store: None,
+        }),
+    };
     let (link, mut events) = Link::open(
         &args.link,
         LinkOptions {
@@ -35,6 +50,11 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             component_id: 190,
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_millis(1000),
+            signing,
+            peer: PeerPolicy {
+                rule: PinRule::FirstAutopilot,
+                release_after: Duration::from_secs(3),
+            },
         },
         link_stopped.clone(),
     )

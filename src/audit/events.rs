@@ -175,6 +175,20 @@ pub fn notice(notice: &Notice) -> Option<Event> {
             "whitelist_violation",
             format!("not transmitted: {description}"),
         ),
+        Notice::LinkRefused {
+            reason,
+            count,
+            peer,
+            detail,
+        } => Some(Event::Security {
+            kind: format!("autopilot_link_{reason}"),
+            session: "autopilot link".into(),
+            subject: peer.clone().unwrap_or_else(|| "-".into()),
+            detail: match count {
+                1 => detail.clone(),
+                n => format!("{n} refused since the last record; the last: {detail}"),
+            },
+        }),
     }
 }
 

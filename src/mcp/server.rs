@@ -1318,7 +1318,7 @@ impl DroneServer {
             .with_title("Health summary")
             .with_description(
                 "healthy, degraded or failed, with the reasons, the alerts active now \
-                 (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable) and the last ones raised. \
+                 (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable, link_untrusted) and the last ones raised. \
                  Raised alerts are also sent as notifications/message (level warning).",
             );
         health.mime_type = Some("application/json".into());

@@ -74,6 +74,8 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
         component_id: AUTOPILOT_COMPONENT_ID,
         reconnect_backoff_min: Duration::from_millis(100),
         reconnect_backoff_max: Duration::from_secs(2),
+        signing: None,
+        peer: crate::link::pin::PeerPolicy::OPEN,
     };
     let (merged_tx, mut merged) = mpsc::channel::<LinkEvent>(MERGED_EVENT_CAPACITY);
     let mut links: Vec<(String, LinkHandle)> = Vec::new();
@@ -131,6 +133,9 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
                 Some(LinkEvent::Connected { peer }) => tracing::info!(%peer, "peer connected"),
                 Some(LinkEvent::Disconnected { reason }) => {
                     tracing::info!(%reason, "peer disconnected");
+                }
+                Some(LinkEvent::Refused(refusal)) => {
+                    tracing::info!(reason = refusal.reason.as_str(), count = refusal.count, "{}", refusal.detail);
                 }
                 // Every link ended: only shutdown does that.
                 None => break,

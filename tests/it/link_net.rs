@@ -21,6 +21,8 @@ pub fn options() -> LinkOptions {
         component_id: 191,
         reconnect_backoff_min: Duration::from_millis(20),
         reconnect_backoff_max: Duration::from_millis(200),
+        signing: None,
+        peer: flight_companion::link::pin::PeerPolicy::OPEN,
     }
 }
 
