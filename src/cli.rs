@@ -64,6 +64,9 @@ pub enum Command {
     /// simulator, SITL or a bench autopilot; a summary and JUnit XML.
     #[command(subcommand)]
     Hil(HilCommand),
+    /// MAVLink 2 signing of the autopilot link: make a key, install it on the autopilot.
+    #[command(subcommand)]
+    Signing(crate::signing_tool::SigningCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +278,10 @@ pub struct SimArgs {
     /// the command's bytes were read from the link (for latency benchmarks across processes).
     #[arg(long)]
     pub stamp_monotonic: bool,
+    /// Where the MAVLink 2 signing key set by SETUP_SIGNING is kept across restarts (as
+    /// ArduPilot keeps it in its storage; 44 bytes in its layout). Default: in memory only.
+    #[arg(long, value_name = "FILE")]
+    pub signing_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -466,6 +473,24 @@ pub fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Signing(crate::signing_tool::SigningCommand::Keygen { out }) => {
+            match crate::signing_tool::keygen(&out) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Signing(crate::signing_tool::SigningCommand::Install(args)) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::signing_tool::install(args, shutdown))
         }
         Command::Hil(HilCommand::Run(args)) => {
             crate::logging::init("warn");
