@@ -337,6 +337,14 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
+                // The daemon reads the signing key at start and stops if it cannot: say so now.
+                if config.vehicle.signing.mode != crate::link::signing::SigningMode::Off
+                    && let Some(path) = &config.vehicle.signing.key_path
+                    && let Err(e) = crate::link::keys::load_key(path)
+                {
+                    eprintln!("error: {}: vehicle.signing.key_path: {e}", file.display());
+                    return ExitCode::from(2);
+                }
                 // Valid, but perhaps drawn for another place: said now, not at the field.
                 let warnings = crate::last_home::site_warnings(&config);
                 for warning in &warnings {

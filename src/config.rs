@@ -1978,6 +1978,88 @@ mod tests {
     }
 
     #[test]
+    fn link_trust_keys_parse_and_say_what_is_wrong() {
+        use crate::link::signing::SigningMode;
+        let config = Config::parse_with_credentials(
+            Path::new("/etc/fc/drone.toml"),
+            "[vehicle]\nlink = \"udpin:0.0.0.0:14550\"\npinned_peer = \"192.168.144.10:14550\"\n\
+             [vehicle.signing]\nmode = \"required\"\nkey_path = \"credential:mavlink.key\"\n\
+             timestamp_path = \"state/ts\"\n",
+            Some(Path::new("/run/credentials/fc.service")),
+        )
+        .unwrap();
+        let v = &config.vehicle;
+        assert_eq!(v.signing.mode, SigningMode::Required);
+        assert_eq!(
+            v.signing.key_path.as_deref(),
+            Some(Path::new("/run/credentials/fc.service/mavlink.key"))
+        );
+        assert_eq!(
+            v.signing.resolved_timestamp_path(),
+            Path::new("/etc/fc/state/ts")
+        );
+        assert_eq!(v.pinned_peer.unwrap().to_string(), "192.168.144.10:14550");
+        // Off by default, with the timestamp in the state directory.
+        let default = parse("").unwrap().vehicle;
+        assert_eq!(default.signing.mode, SigningMode::Off);
+        assert!(default.pinned_peer.is_none());
+        assert!(
+            default
+                .signing
+                .resolved_timestamp_path()
+                .ends_with(SIGNING_TIMESTAMP_NAME)
+        );
+
+        let cases = [
+            (
+                "[vehicle]\nlink = \"serial:/dev/ttyAMA0:921600\"\npinned_peer = \"10.0.0.2\"\n",
+                "vehicle.pinned_peer",
+                "only pin the peer of a listening link",
+            ),
+            (
+                "[vehicle]\nlink = \"udpin:0.0.0.0:14550\"\npinned_peer = \"drone.local\"\n",
+                "vehicle.pinned_peer",
+                "not an IP address",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"required\"\n",
+                "vehicle.signing.key_path",
+                "signing keygen",
+            ),
+            (
+                "[vehicle.signing]\nkey_path = \"k\"\n",
+                "vehicle.signing.mode",
+                "mode is `off`",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"always\"\n",
+                "vehicle.signing.mode",
+                "unknown variant",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"sign\"\nkey = \"00ff\"\n",
+                "vehicle.signing",
+                "unknown field `key`",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"sign\"\nkey_path = \"credential:k\"\n",
+                "vehicle.signing.key_path",
+                "CREDENTIALS_DIRECTORY",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            let error =
+                Config::parse_with_credentials(Path::new("test.toml"), text, None).unwrap_err();
+            let shown = error.to_string();
+            assert!(
+                error.key.as_deref().is_some_and(|k| k.starts_with(key)),
+                "{text:?}: {shown}"
+            );
+            assert!(shown.contains(needle), "{text:?}: {shown}");
+        }
+    }
+
+    #[test]
     fn relative_paths_are_relative_to_the_file() {
         let text = "[mqtt]\nca_cert_path = \"certs/ca.pem\"\nclient_key_path = \"/abs/key.pem\"\n";
         let config = Config::parse(Path::new("/etc/fc/drone.toml"), text).unwrap();

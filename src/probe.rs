@@ -120,6 +120,12 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             snapshot.link.crc_errors,
             snapshot.link.garbage_bytes,
         );
+        if let Some(last) = &snapshot.link.trust.last_refusal {
+            eprintln!(
+                "error: {} frames refused by the link (signing, pinned peer); the last: {last}",
+                snapshot.link.trust.refused.total()
+            );
+        }
         return Ok(ExitCode::from(1));
     }
     if args.json {
@@ -245,5 +251,20 @@ pub fn describe(s: &VehicleSnapshot) -> String {
         l.garbage_bytes,
         l.reconnects
     );
+    let t = &l.trust;
+    let r = &t.refused;
+    if t.signing != crate::link::signing::SigningMode::Off || r.total() > 0 {
+        let _ = writeln!(
+            out,
+            "signing: {}, {} signed frames; refused: {} unsigned, {} bad signature, {} replayed, {} old timestamp, {} from another peer",
+            t.signing,
+            t.signed_frames,
+            r.unsigned,
+            r.bad_signature,
+            r.replayed,
+            r.old_timestamp,
+            r.foreign_peer + r.connection_refused
+        );
+    }
     out
 }

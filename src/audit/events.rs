@@ -404,4 +404,44 @@ mod tests {
         });
         assert!(!format!("{kill:?}").contains("123456"));
     }
+
+    #[test]
+    fn link_refusals_are_security_records_naming_the_reason_and_the_peer() {
+        let first = notice(&Notice::LinkRefused {
+            reason: "bad_signature",
+            count: 1,
+            peer: Some("10.0.0.9:14550".into()),
+            detail: "HEARTBEAT from system 1 component 1 refused".into(),
+        });
+        let Some(Event::Security {
+            kind,
+            session,
+            subject,
+            detail,
+        }) = first
+        else {
+            panic!("{first:?}");
+        };
+        assert_eq!(kind, "autopilot_link_bad_signature");
+        assert_eq!(session, "autopilot link");
+        assert_eq!(subject, "10.0.0.9:14550");
+        assert_eq!(detail, "HEARTBEAT from system 1 component 1 refused");
+        let summed = notice(&Notice::LinkRefused {
+            reason: "unsigned",
+            count: 250,
+            peer: None,
+            detail: "unsigned COMMAND_ACK".into(),
+        });
+        let Some(Event::Security {
+            subject, detail, ..
+        }) = summed
+        else {
+            panic!("{summed:?}");
+        };
+        assert_eq!(subject, "-");
+        assert!(
+            detail.starts_with("250 refused since the last record"),
+            "{detail}"
+        );
+    }
 }

@@ -723,12 +723,9 @@ impl Io {
 
     /// UDP has no connection: the link is up once a peer is known (`udpout`: at once;
     /// `udpin`: when the pin takes one) and stays up while the peer is silent.
-    async fn run_udp(
-        &mut self,
-        socket: UdpSocket,
-        mut peer: Option<SocketAddr>,
-    ) -> Result<(), Stop> {
+    async fn run_udp(&mut self, socket: UdpSocket, peer: Option<SocketAddr>) -> Result<(), Stop> {
         if let Some(peer) = peer {
+            self.peer = Some(peer);
             self.up(peer.to_string()).await?;
         }
         let listening = peer.is_none();
@@ -752,18 +749,16 @@ impl Io {
                             self.deliver(bytes, Source::Peer).await?;
                         }
                         Admission::NewPeer => {
-                            self.take_udp_peer(&mut peer, from).await?;
+                            self.take_udp_peer(from).await?;
                             self.deliver(bytes, Source::Peer).await?;
                         }
                         Admission::Candidate => {
-                            let pinned = self.deliver(bytes, Source::Candidate(from)).await?;
-                            if pinned {
-                                self.take_udp_peer(&mut peer, from).await?;
-                            }
+                            self.deliver(bytes, Source::Candidate(from)).await?;
                         }
                         Admission::Foreign => {
                             self.shared.foreign_peer.fetch_add(1, Ordering::Relaxed);
-                            let pinned = peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+                            let pinned =
+                                self.peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
                             let detail = format!(
                                 "datagram of {len} bytes from {from} ignored: the link is pinned to {pinned}"
                             );
@@ -778,7 +773,7 @@ impl Io {
                     tracing::debug!(link = %self.name, %error, "udp receive error ignored");
                 }
                 UdpStep::Send(bytes) => {
-                    if let Some(peer) = peer
+                    if let Some(peer) = self.peer
                         && let Err(error) = socket.send_to(&bytes, peer).await
                     {
                         tracing::debug!(link = %self.name, %error, %peer, "udp send failed");
@@ -789,14 +784,9 @@ impl Io {
         }
     }
 
-    /// `from` is the `udpin` peer from now on (the pin already says so, or says so now).
-    async fn take_udp_peer(
-        &mut self,
-        peer: &mut Option<SocketAddr>,
-        from: SocketAddr,
-    ) -> Result<(), Stop> {
-        let replaced = self.pin.pin(Instant::now(), from).or(*peer);
-        *peer = Some(from);
+    /// `from` is the `udpin` peer from now on: the link is up (again) with it.
+    async fn take_udp_peer(&mut self, from: SocketAddr) -> Result<(), Stop> {
+        let replaced = self.pin.pin(Instant::now(), from).or(self.peer);
         self.peer = Some(from);
         match replaced.filter(|old| *old != from) {
             None => self.up(from.to_string()).await,
@@ -868,14 +858,13 @@ impl Io {
     }
 
     /// Decodes bytes and delivers every frame the link trusts, waiting for channel
-    /// capacity. From a `udpin` candidate, returns whether one of its frames pinned it (an
-    /// autopilot heartbeat the signing accepted); before that, its frames are delivered
-    /// only while the link has never had a peer (nothing depends on them yet: the vehicle
-    /// state ignores everything until an autopilot's heartbeat), and dropped when a silent
-    /// peer is being replaced.
-    async fn deliver(&mut self, bytes: &[u8], mut source: Source) -> Result<bool, Stop> {
+    /// capacity. A `udpin` candidate becomes the peer at its first autopilot heartbeat the
+    /// signing accepted (the link comes up before that frame is delivered); before that, its
+    /// frames are delivered only while the link has never had a peer (nothing depends on them
+    /// yet: the vehicle state ignores everything until an autopilot's heartbeat), and dropped
+    /// when a silent peer is being replaced.
+    async fn deliver(&mut self, bytes: &[u8], source: Source) -> Result<(), Stop> {
         let received_at = Instant::now();
-        let mut pinned = false;
         match source {
             Source::Peer => self.decoder.push(bytes),
             Source::Candidate(_) => {
@@ -917,11 +906,14 @@ impl Io {
                         tracing::info!(link = %self.name, %peer, "autopilot peer pinned");
                     }
                 }
+                // Pinned by an earlier frame of this datagram (which is still decoded by
+                // the candidate decoder).
+                Source::Candidate(from) if self.pin.pinned() == Some(from) => {
+                    self.pin.heard(received_at);
+                }
                 Source::Candidate(from) if autopilot_heartbeat => {
                     tracing::info!(link = %self.name, %from, "autopilot peer pinned");
-                    pinned = true;
-                    // The rest of its datagram is the peer's.
-                    source = Source::Peer;
+                    self.take_udp_peer(from).await?;
                 }
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
                 Source::Candidate(_) => {}
@@ -936,7 +928,7 @@ impl Io {
             self.emit(event).await?;
         }
         self.store_counters();
-        Ok(pinned)
+        Ok(())
     }
 
     fn store_counters(&self) {

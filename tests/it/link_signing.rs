@@ -408,3 +408,58 @@ async fn link_signing_key_installed_on_the_simulator_flies_after_a_restart_of_bo
         "{after:#?}"
     );
 }
+
+#[test]
+fn link_signing_bad_key_files_stop_the_daemon_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (good, _) = keygen(dir.path(), "good.key");
+    let rows: [(&str, Vec<u8>, u32, &str); 4] = [
+        (
+            "readable by others",
+            std::fs::read(&good).unwrap(),
+            0o644,
+            "mode 0644",
+        ),
+        ("31 bytes", vec![7u8; 31], 0o600, "holds 31 bytes"),
+        ("a passphrase", b"hunter2\n".to_vec(), 0o600, "32 bytes"),
+        ("missing", Vec::new(), 0, "No such file"),
+    ];
+    for (what, contents, mode, reason) in rows {
+        let key = dir.path().join(what.replace(' ', "-"));
+        if mode != 0 {
+            std::fs::write(&key, &contents).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let config = dir.path().join(format!("{}.toml", what.replace(' ', "-")));
+        std::fs::write(
+            &config,
+            format!(
+                "[vehicle]\nlink = \"tcpout:127.0.0.1:{}\"\n[vehicle.signing]\nmode = \"required\"\n\
+                 key_path = \"{}\"\n",
+                free_tcp_port(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        for command in ["check-config", "run"] {
+            let mut args = vec![command];
+            if command == "run" {
+                args.push("--config");
+            }
+            args.push(config.to_str().unwrap());
+            let mut daemon = flight_companion(command, &args);
+            let code = daemon.wait_exit(Duration::from_secs(10));
+            let output = daemon.output();
+            assert!(
+                matches!(code, Some(c) if c != 0),
+                "{what} / {command}: {code:?}\n{output}"
+            );
+            assert!(
+                output.contains(reason) && output.contains(&key.display().to_string()),
+                "{what} / {command}: {output}"
+            );
+            assert!(!output.contains("panicked"), "{output}");
+        }
+    }
+}
