@@ -217,6 +217,8 @@ impl Station {
                 component_id: 190,
                 reconnect_backoff_min: Duration::from_millis(50),
                 reconnect_backoff_max: Duration::from_millis(500),
+                signing: None,
+                peer: flight_companion::link::pin::PeerPolicy::OPEN,
             },
             stop,
         )

@@ -60,18 +60,19 @@ async fn run_with_audit(
     audit: crate::audit::AuditHandle,
 ) -> anyhow::Result<ExitCode> {
     let link_shutdown = shutdown.child_token();
-    let (link, mut events) = Link::open(
-        &config.vehicle.link,
-        LinkOptions {
-            system_id: config.vehicle.system_id,
-            component_id: config.vehicle.component_id,
-            reconnect_backoff_min: Duration::from_millis(config.vehicle.reconnect_backoff_ms_min),
-            reconnect_backoff_max: Duration::from_millis(config.vehicle.reconnect_backoff_ms_max),
-        },
-        link_shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
+    let link_options = LinkOptions::for_vehicle(&config.vehicle)
+        .map_err(anyhow::Error::msg)
+        .context("cannot set up the autopilot link's signing")?;
+    if let Some(signing) = &link_options.signing {
+        info!(
+            mode = %signing.mode,
+            key = %signing.key.fingerprint(),
+            "MAVLink 2 signing on the autopilot link"
+        );
+    }
+    let (link, mut events) = Link::open(&config.vehicle.link, link_options, link_shutdown.clone())
+        .await
+        .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
     // systemd: READY once the configuration is loaded and the link is open (see notify.rs
     // for why not "autopilot heard"); WATCHDOG from this loop only.
     let (mut notifier, mut watchdog) = crate::notify::from_process(Instant::now());
@@ -773,5 +774,16 @@ fn log_notice(notice: &Notice) {
         Notice::WhitelistViolation { description } => {
             tracing::error!("whitelist violation, not transmitted: {description}")
         }
+        Notice::LinkRefused {
+            reason,
+            count,
+            peer,
+            detail,
+        } => warn!(
+            reason,
+            count,
+            peer = peer.as_deref().unwrap_or("-"),
+            "autopilot link refused: {detail}"
+        ),
     }
 }

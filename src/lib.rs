@@ -31,6 +31,7 @@ pub mod notify;
 pub mod probe;
 pub mod role;
 pub mod safety;
+pub mod signing_tool;
 pub mod sim;
 pub mod status;
 pub mod supervisor;

@@ -117,6 +117,14 @@ pub enum Notice {
     WhitelistViolation {
         description: String,
     },
+    /// The link refused frames or a connection (signing, pinning): `count` since the last
+    /// report of this reason, the last one described.
+    LinkRefused {
+        reason: &'static str,
+        count: u64,
+        peer: Option<String>,
+        detail: String,
+    },
 }
 
 /// An envelope event for the clients (MCP `notifications/message`): approaching a margin is
@@ -898,6 +906,15 @@ impl Supervisor {
             LinkEvent::Frame {
                 header, message, ..
             } => self.handle_message(now, header, message),
+            LinkEvent::Refused(refusal) => {
+                self.health.handle_refused(now, refusal);
+                self.notice(Notice::LinkRefused {
+                    reason: refusal.reason.as_str(),
+                    count: refusal.count,
+                    peer: refusal.peer.clone(),
+                    detail: refusal.detail.clone(),
+                });
+            }
         }
     }
 
