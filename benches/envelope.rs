@@ -5,8 +5,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use flight_companion::config::{EnvelopeConfig, ZoneConfig};
-use flight_companion::safety::envelope::{Envelope, GoalRequest, GpsFix, VehicleFacts};
+use flight_companion::safety::envelope::{Envelope, FixType, GoalRequest};
 use flight_companion::safety::geo::{GeoPosition, LocalFrame, LocalPoint};
+use flight_companion::safety::{Landed, VehicleView};
 
 const HOME: GeoPosition = GeoPosition {
     latitude_deg: 47.397742,
@@ -49,16 +50,17 @@ fn at(east: f64, north: f64, alt: f64) -> GeoPosition {
 }
 
 fn bench(c: &mut Criterion) {
-    let facts = VehicleFacts {
+    let facts = VehicleView {
         position: Some(at(-100.0, -50.0, 20.0)),
         velocity_ned_m_s: [0.0; 3],
         battery_remaining_percent: Some(90.0),
-        gps_fix_type: GpsFix::Fix3d,
+        gps_fix_type: FixType::Fix3d,
         satellites_visible: 12,
         hdop: Some(0.8),
         position_valid: true,
         armed: true,
-        in_air: true,
+        landed: Landed::InAir,
+        ..VehicleView::UNKNOWN
     };
     let goal = GoalRequest {
         from: at(-100.0, -50.0, 20.0),

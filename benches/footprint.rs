@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use flight_companion::ground::config::GroundConfig;
-use flight_companion::mcp::bench_client::{Session, discover, id_of};
-use serde_json::{Value, json};
+use flight_companion::hil::bench::{discover, session, tool_result};
+use flight_companion::hil::client::Client;
+use serde_json::json;
 use tokio::sync::{Barrier, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -232,35 +233,12 @@ fn token(dev: &Path, role: &str) -> anyhow::Result<String> {
     )
 }
 
-/// Ends a session as a client does: `notifications/disconnected`, then the MQTT DISCONNECT.
-async fn close(session: Session) -> anyhow::Result<()> {
-    session
-        .conn
-        .publish(
-            session.rpc.clone(),
-            json!({"jsonrpc":"2.0","method":"notifications/disconnected"})
-                .to_string()
-                .into_bytes(),
-        )
-        .await?;
-    session.conn.client.disconnect().await?;
-    Ok(())
-}
-
 /// One session calling `get_status` sequentially, `calls` times after `start`.
-async fn caller(
-    mut session: Session,
-    calls: usize,
-    start: Arc<Barrier>,
-) -> anyhow::Result<Session> {
+async fn caller(mut session: Client, calls: usize, start: Arc<Barrier>) -> anyhow::Result<Client> {
     start.wait().await;
     for _ in 0..calls {
-        let id = session.send_tool("get_status", json!({})).await?;
-        let (_, answer) = session.conn.receive(|_, p| id_of(p) == Some(id)).await?;
-        let v: Value = serde_json::from_slice(&answer)?;
-        if v.get("error").is_some() || v.pointer("/result/isError") == Some(&Value::Bool(true)) {
-            bail!("get_status failed: {v}");
-        }
+        let result = session.call_tool("get_status", json!({})).await?;
+        tool_result("get_status", result)?;
     }
     Ok(session)
 }
@@ -384,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
         let mut open = Vec::with_capacity(sessions);
         for i in 0..sessions {
             open.push(
-                Session::open(
+                session(
                     &ground,
                     &format!("fp-{i}"),
                     &sid,
@@ -397,8 +375,8 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let with = Memory::of(daemon.pid());
-        for s in open {
-            close(s).await?;
+        for mut s in open {
+            s.disconnect().await?;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let after = Memory::of(daemon.pid());
@@ -413,7 +391,7 @@ async fn main() -> anyhow::Result<()> {
     let mut open = Vec::with_capacity(callers);
     for i in 0..callers {
         open.push(
-            Session::open(
+            session(
                 &ground,
                 &format!("fp-call-{i}"),
                 &sid,
@@ -452,8 +430,8 @@ async fn main() -> anyhow::Result<()> {
             Memory::of(daemon.pid())
         );
     }
-    for s in open {
-        close(s).await?;
+    for mut s in open {
+        s.disconnect().await?;
     }
     stop.cancel();
     if keep {

@@ -55,9 +55,11 @@ pub struct ControlRequest {
 pub struct VehicleSummary {
     pub armed: bool,
     /// In the autopilot's own terms (`GUIDED`, `BRAKE`, `AUTO.LOITER`, ...).
-    pub flight_mode: String,
+    #[schemars(with = "String")]
+    pub flight_mode: crate::vehicle::snapshot::ModeName,
     /// `on_ground`, `in_air`, `takeoff`, `landing`, `undefined`.
-    pub landed_state: String,
+    #[schemars(with = "String")]
+    pub landed_state: crate::vehicle::snapshot::LandedState,
     pub latitude_deg: f64,
     pub longitude_deg: f64,
     /// Above home.
@@ -75,8 +77,8 @@ impl VehicleSummary {
         let v = &status.vehicle;
         VehicleSummary {
             armed: v.mode.armed,
-            flight_mode: v.mode.flight_mode.clone(),
-            landed_state: v.mode.landed_state.clone(),
+            flight_mode: v.mode.flight_mode,
+            landed_state: v.mode.landed_state,
             latitude_deg: v.position.latitude_deg,
             longitude_deg: v.position.longitude_deg,
             altitude_m: v.position.altitude_relative_m,

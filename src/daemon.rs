@@ -550,13 +550,13 @@ fn accept(
         }
         Err(reason) => {
             info!("refused {action}: {reason}");
-            for label in crate::metrics::refusal_reasons(&reason) {
+            for label in reason.kind.labels() {
                 crate::metrics::global().record_envelope_refusal(label);
             }
             let status = status_of(supervisor, now, counters, reconnects);
             let _ = reply.send(ControlReply::refused(
                 &action,
-                reason,
+                reason.message,
                 status
                     .autopilot_seen
                     .then(|| VehicleSummary::from_status(&status)),

@@ -409,7 +409,7 @@ async fn fly(client: &mut McpClient) -> anyhow::Result<()> {
         .await?;
     expect_completed("takeoff", &result)?;
 
-    let (lat, lon) = crate::flight::geo::offset_deg(home_lat, home_lon, 40.0, -30.0);
+    let (lat, lon) = crate::geodesy::offset_deg(home_lat, home_lon, 40.0, -30.0);
     say(&format!(
         "goto {lat:.6}, {lon:.6} at 15 m (40 m north, 30 m west of home, inside the field)"
     ));
@@ -422,7 +422,7 @@ async fn fly(client: &mut McpClient) -> anyhow::Result<()> {
     expect_completed("goto", &result)?;
     take_picture(client).await?;
 
-    let (lat, lon) = crate::flight::geo::offset_deg(home_lat, home_lon, 400.0, 0.0);
+    let (lat, lon) = crate::geodesy::offset_deg(home_lat, home_lon, 400.0, 0.0);
     say(&format!(
         "goto {lat:.6}, {lon:.6} (400 m north: outside the fence), which must be refused"
     ));

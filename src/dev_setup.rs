@@ -635,7 +635,7 @@ pub fn broker_identity_toml(client_id: &str, subject: &str, role: crate::role::R
 fn dev_envelope(home: (f64, f64, f64)) -> String {
     let (home_lat, home_lon, home_alt) = home;
     let at = |north_m: f64, east_m: f64| {
-        let (lat, lon) = crate::flight::geo::offset_deg(home_lat, home_lon, north_m, east_m);
+        let (lat, lon) = crate::geodesy::offset_deg(home_lat, home_lon, north_m, east_m);
         format!("[{lat:.7}, {lon:.7}]")
     };
     let h = FIELD_HALF_SIDE_M;

@@ -88,10 +88,6 @@ const UNTRUSTED_RAISE_AGE_MS: u64 = 15_000;
 /// ...and cleared once the last one is this old.
 const UNTRUSTED_CLEAR_AGE_MS: u64 = 30_000;
 
-fn gps_has_fix(fix_type: &str) -> bool {
-    matches!(fix_type, "3d_fix" | "dgps" | "rtk_float" | "rtk_fixed")
-}
-
 /// Alert state with hysteresis, and the log of raised alerts.
 #[derive(Debug, Clone, Default)]
 pub struct HealthMonitor {
@@ -197,7 +193,7 @@ impl HealthMonitor {
         }
 
         // GPS.
-        let gps_fix = !v.gps.freshness.stale && gps_has_fix(&v.gps.fix_type);
+        let gps_fix = !v.gps.freshness.stale && v.gps.fix_type.is_3d();
         self.gps_had_fix |= gps_fix;
         let gps_lost = self.edge(
             "gps_lost",
@@ -370,7 +366,7 @@ mod tests {
         r.vehicle.battery.freshness = fresh();
         r.vehicle.battery.remaining_percent = Some(90.0);
         r.vehicle.gps.freshness = fresh();
-        r.vehicle.gps.fix_type = "3d_fix".into();
+        r.vehicle.gps.fix_type = crate::vehicle::snapshot::FixType::Fix3d;
         r
     }
 
@@ -451,7 +447,7 @@ mod tests {
         let mut r = good();
         m.assess(&r, Some(70.0));
         r.vehicle.link.loss_percent = 12.0;
-        r.vehicle.gps.fix_type = "no_fix".into();
+        r.vehicle.gps.fix_type = crate::vehicle::snapshot::FixType::NoFix;
         let s = m.assess(&r, Some(76.0));
         assert_eq!(
             raised(&s),
@@ -465,7 +461,7 @@ mod tests {
         assert!(s.alerts["link_degraded"] && s.alerts["cpu_hot"] && s.alerts["gps_lost"]);
         assert_eq!(s.recent_alerts.len(), 3);
         r.vehicle.link.loss_percent = 4.0;
-        r.vehicle.gps.fix_type = "rtk_fixed".into();
+        r.vehicle.gps.fix_type = crate::vehicle::snapshot::FixType::RtkFixed;
         let s = m.assess(&r, Some(69.0));
         assert_eq!(s.state, HealthState::Healthy, "{s:?}");
         // The heartbeat stops: failed, and the link alert rises again.
@@ -483,7 +479,7 @@ mod tests {
     fn gps_is_not_lost_before_it_was_had_and_the_log_is_bounded() {
         let mut m = HealthMonitor::new(HealthConfig::default());
         let mut r = good();
-        r.vehicle.gps.fix_type = "no_gps".into();
+        r.vehicle.gps.fix_type = crate::vehicle::snapshot::FixType::NoGps;
         assert_eq!(m.assess(&r, None).state, HealthState::Healthy);
         for i in 0..40 {
             let t = if i % 2 == 0 { 90.0 } else { 60.0 };

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod dev_setup;
 pub mod estop;
 pub mod flight;
+pub mod geodesy;
 pub mod ground;
 pub mod health;
 pub mod hil;
@@ -29,6 +30,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
+pub mod refusal;
 pub mod role;
 pub mod safety;
 pub mod signing_tool;
@@ -39,3 +41,6 @@ pub mod vehicle;
 
 /// The version and the git commit this binary was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FC_GIT_COMMIT"), ")");
+
+#[cfg(test)]
+mod status_golden_tests;

@@ -213,36 +213,6 @@ impl Metrics {
     }
 }
 
-/// The reasons of a refusal as metric labels: one per `; `-separated part of the text the
-/// supervisor returns (the envelope joins its reasons that way). The refusal texts are
-/// written for people, so this maps their fixed words to a closed set of labels; a text
-/// that matches none is `other`, never a new label.
-pub fn refusal_reasons(text: &str) -> Vec<&'static str> {
-    const RULES: [(&str, &str); 13] = [
-        ("battery", "battery_reserve"),
-        ("GPS", "gps"),
-        ("position estimate", "gps"),
-        ("ceiling", "ceiling"),
-        ("floor", "floor"),
-        ("home cylinder", "home_distance"),
-        ("keep-in", "zone"),
-        ("keep-out", "zone"),
-        ("speed", "speed"),
-        ("link is down", "link_down"),
-        ("not heard", "no_autopilot"),
-        ("breach", "breach_active"),
-        ("role", "role"),
-    ];
-    text.split("; ")
-        .map(|part| {
-            RULES
-                .iter()
-                .find(|(word, _)| part.contains(word))
-                .map_or("other", |(_, label)| *label)
-        })
-        .collect()
-}
-
 /// Facts about this process, read from `/proc/self` by [`ProcessSample::read`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessSample {
@@ -967,21 +937,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("process_cpu_seconds_total "), "{text}");
-    }
-
-    #[test]
-    fn refusal_texts_map_to_a_closed_set_of_reasons() {
-        assert_eq!(
-            refusal_reasons(
-                "the ceiling is 120 m with a 5 m margin: the highest allowed target is 115 m; GPS is not good enough for motion: fix no_fix (needs 3d_fix or better)"
-            ),
-            vec!["ceiling", "gps"]
-        );
-        assert_eq!(
-            refusal_reasons("keep-out `school`: 3 m inside"),
-            vec!["zone"]
-        );
-        assert_eq!(refusal_reasons("something new"), vec!["other"]);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::health::{HealthConfig, HealthMonitor, HealthSummary};
 use crate::vehicle::snapshot::{
-    AttitudeStatus, BatteryStatus, EstimatorStatus, Freshness, GpsStatus, LinkHealthStatus,
-    ModeStatus, PositionStatus, VehicleSnapshot,
+    AttitudeStatus, BatteryStatus, EstimatorStatus, FixType, Freshness, GpsStatus, LandedState,
+    LinkHealthStatus, ModeName, ModeStatus, PositionStatus, SystemStatus, VehicleSnapshot,
 };
 
 /// The vehicle as the daemon sees it, plus facts about the daemon itself.
@@ -103,10 +103,10 @@ fn empty_snapshot() -> VehicleSnapshot {
         mode: ModeStatus {
             freshness: never,
             armed: false,
-            flight_mode: "unknown".into(),
+            flight_mode: ModeName::UNKNOWN,
             custom_mode: 0,
-            landed_state: "undefined".into(),
-            system_status: "uninit".into(),
+            landed_state: LandedState::Undefined,
+            system_status: SystemStatus::Uninit,
         },
         position: PositionStatus {
             freshness: never,
@@ -134,7 +134,7 @@ fn empty_snapshot() -> VehicleSnapshot {
         },
         gps: GpsStatus {
             freshness: never,
-            fix_type: "no_gps".into(),
+            fix_type: FixType::NoGps,
             satellites_visible: 0,
             hdop: None,
         },

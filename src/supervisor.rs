@@ -24,12 +24,11 @@ use crate::link::frame::FrameCounters;
 use crate::link::health::LinkHealth;
 use crate::link::transport::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
+use crate::refusal::{Refusal, RefusalKind};
 use crate::role::Role;
 use crate::safety::preflight::{self, PreflightReport, Severity};
-use crate::safety::whitelist::{FlightState, Landed};
 use crate::safety::{
-    ActionKind, Envelope, GeoPosition, GoalRequest, MonitorVerdict, VehicleFacts, Verdict,
-    Whitelist,
+    ActionKind, Envelope, GeoPosition, GoalRequest, MonitorVerdict, VehicleView, Verdict, Whitelist,
 };
 use crate::vehicle::command::{
     AbortReason, CommandEvent, CommandOptions, CommandOutcome, CommandProtocol, CommandRequest,
@@ -171,7 +170,7 @@ pub struct Supervisor {
     whitelist: Whitelist,
     whitelist_violations: u64,
     next_monitor_at: Instant,
-    envelope_warning: Option<String>,
+    envelope_warning: Option<(WarningKind, String)>,
     breach: Option<BreachResponse>,
     /// The role whose request produced the commands now being sent (the whitelist keys on it).
     command_role: Role,
@@ -199,6 +198,15 @@ pub const SPEED_TOLERANCE_M_S_MIN: f64 = 0.5;
 pub const SPEED_BREACH_AFTER: Duration = Duration::from_secs(1);
 /// In a return or a landing the daemon asks for the limit again at most this often.
 const SPEED_REASSERT_PERIOD: Duration = Duration::from_secs(2);
+
+/// What the monitor's warning is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WarningKind {
+    /// Within a margin (other than the floor's).
+    Near,
+    /// Outside the envelope.
+    Breach,
+}
 
 /// The daemon's own answer to a breach: hold now, then the configured action.
 #[derive(Debug, Clone)]
@@ -280,34 +288,43 @@ impl Supervisor {
         now: Instant,
         action: Action,
         caller: &Caller,
-    ) -> Result<JobId, String> {
+    ) -> Result<JobId, Refusal> {
         if caller.role < Role::Operator {
-            return Err(format!(
-                "{} needs the OPERATOR role; {} has {}",
-                action.name(),
-                caller.identity,
-                caller.role
+            return Err(Refusal::new(
+                RefusalKind::Role,
+                format!(
+                    "{} needs the OPERATOR role; {} has {}",
+                    action.name(),
+                    caller.identity,
+                    caller.role
+                ),
             ));
         }
         if let Some(reason) = &self.stop_refusal
             && action != Action::Disarm
         {
-            return Err(format!(
-                "{}: {reason}; only disarm (on the ground) is accepted while stopped",
-                action.name()
+            return Err(Refusal::new(
+                RefusalKind::EmergencyStop,
+                format!(
+                    "{}: {reason}; only disarm (on the ground) is accepted while stopped",
+                    action.name()
+                ),
             ));
         }
         self.track_autopilot(now);
         if let Some(reason) = &self.link_down {
-            return Err(format!(
-                "the autopilot link is down ({reason}); nothing can be sent until it is back"
+            return Err(Refusal::new(
+                RefusalKind::LinkDown,
+                format!(
+                    "the autopilot link is down ({reason}); nothing can be sent until it is back"
+                ),
             ));
         }
         if !self.autopilot_present {
-            return Err(
-                "the autopilot is not heard (no heartbeat); nothing can be commanded until it is back"
-                    .into(),
-            );
+            return Err(Refusal::new(
+                RefusalKind::NoAutopilot,
+                "the autopilot is not heard (no heartbeat); nothing can be commanded until it is back",
+            ));
         }
         self.refresh_speed_policy();
         if matches!(action, Action::Arm | Action::Takeoff { .. }) && !self.vehicle.is_armed() {
@@ -317,15 +334,15 @@ impl Supervisor {
             self.preflight_refusal(now, action)?;
         }
         let plan = self.executor.plan(now, action, &self.vehicle)?;
-        if let Verdict::Refused { reason } = self.check_envelope(now, &plan) {
-            return Err(reason);
+        if let Verdict::Refused(refusal) = self.check_envelope(now, &plan) {
+            return Err(refusal);
         }
         if self.breach.is_some() && !action.is_recovery() {
-            return Err(
+            return Err(Refusal::new(
+                RefusalKind::BreachActive,
                 "the vehicle breached the envelope and the daemon's breach action is running; \
-                 only hold, land and return_home are accepted until it is back inside"
-                    .into(),
-            );
+                 only hold, land and return_home are accepted until it is back inside",
+            ));
         }
         self.command_role = caller.role;
         Ok(self.executor.start(now, plan, &mut self.commands))
@@ -338,22 +355,24 @@ impl Supervisor {
             return if action.is_recovery() || action == Action::Disarm {
                 Verdict::Allowed
             } else {
-                Verdict::Refused {
-                    reason: format!(
+                Verdict::Refused(Refusal::new(
+                    RefusalKind::NoEnvelope,
+                    format!(
                         "no safety envelope is in force ({}); only hold, land, return_home and \
                          disarm are accepted",
                         self.envelope_missing
                     ),
-                }
+                ))
             };
         };
-        let facts = VehicleFacts::from_snapshot(&self.vehicle.snapshot(now));
+        let facts = self.vehicle.view(now);
         let kind = match action {
             Action::Goto { .. } | Action::MoveRelative { .. } => {
                 let Some(goal) = plan.goal() else {
-                    return Verdict::Refused {
-                        reason: "internal error: a motion plan without a goal".into(),
-                    };
+                    return Verdict::Refused(Refusal::new(
+                        RefusalKind::Internal,
+                        "internal error: a motion plan without a goal",
+                    ));
                 };
                 return envelope.check_goal(
                     &GoalRequest {
@@ -468,16 +487,17 @@ impl Supervisor {
 
     /// Arming is refused while the autopilot's parameters are first being read, and where a
     /// finding says the envelope cannot hold.
-    fn preflight_refusal(&self, now: Instant, action: Action) -> Result<(), String> {
+    fn preflight_refusal(&self, now: Instant, action: Action) -> Result<(), Refusal> {
+        let refuse = |message| Err(Refusal::new(RefusalKind::Preflight, message));
         if self.params.state() == ReadState::NotStarted {
-            return Err(format!(
+            return refuse(format!(
                 "{} waits for the pre-flight check, which has not read the autopilot's \
                  parameters yet; try again in a moment",
                 action.name()
             ));
         }
         if self.preflight_reading() {
-            return Err(format!(
+            return refuse(format!(
                 "{} waits for the pre-flight check, still reading the autopilot's parameters \
                  ({} of {}); try again in a moment",
                 action.name(),
@@ -487,7 +507,7 @@ impl Supervisor {
         }
         let report = self.preflight(now);
         if let Some(error) = report.first_error() {
-            return Err(format!(
+            return refuse(format!(
                 "{} refused by the pre-flight check: {}. Set {} to {} on the autopilot \
                  (preflight_check lists every finding)",
                 action.name(),
@@ -513,7 +533,9 @@ impl Supervisor {
 
     /// The monitor's warning while the vehicle is near a margin.
     pub fn envelope_warning(&self) -> Option<&str> {
-        self.envelope_warning.as_deref()
+        self.envelope_warning
+            .as_ref()
+            .map(|(_, text)| text.as_str())
     }
 
     /// An ADMIN's tightening of the envelope in force (`set_envelope`): `changes` are
@@ -584,7 +606,7 @@ impl Supervisor {
         };
         if let Some(current) = &self.envelope {
             let h = current.home();
-            if crate::flight::geo::distance_m(
+            if crate::geodesy::distance_m(
                 h.latitude_deg,
                 h.longitude_deg,
                 home.latitude_deg,
@@ -631,7 +653,7 @@ impl Supervisor {
             self.speed_excess_reported = false;
             return;
         }
-        let facts = VehicleFacts::from_snapshot(&self.vehicle.snapshot(now));
+        let facts = self.vehicle.view(now);
         let limit_m_s = envelope.config().speed_horizontal_m_s_max;
         match envelope.monitor(&facts) {
             MonitorVerdict::Inside | MonitorVerdict::NoPosition => {
@@ -639,16 +661,22 @@ impl Supervisor {
             }
             // Every takeoff and landing passes through the floor's margin, and the floor is
             // never a breach (see `safety::envelope`): not worth a warning to every client.
-            MonitorVerdict::NearMargin { what, .. } if what.starts_with("floor ") => {
+            MonitorVerdict::NearMargin { floor: true, .. } => {
                 self.set_warning(None);
             }
-            MonitorVerdict::NearMargin { what, distance_m } => {
-                self.set_warning(Some(format!(
-                    "near the envelope: {distance_m:.1} m from {what}"
+            MonitorVerdict::NearMargin {
+                what, distance_m, ..
+            } => {
+                self.set_warning(Some((
+                    WarningKind::Near,
+                    format!("near the envelope: {distance_m:.1} m from {what}"),
                 )));
             }
             MonitorVerdict::Breach { what } => {
-                self.set_warning(Some(format!("envelope breach: {what}")));
+                self.set_warning(Some((
+                    WarningKind::Breach,
+                    format!("envelope breach: {what}"),
+                )));
                 if self.breach.is_none() && self.stop_refusal.is_none() {
                     self.start_breach_response(now, what);
                 }
@@ -666,7 +694,7 @@ impl Supervisor {
     ///   it with a hold;
     /// - anything else: the breach response, as for leaving the envelope: hold now, then the
     ///   configured action after `breach_hold_s`.
-    fn check_speed(&mut self, now: Instant, facts: &VehicleFacts, limit_m_s: f64) {
+    fn check_speed(&mut self, now: Instant, facts: &VehicleView, limit_m_s: f64) {
         if facts.position.is_none() {
             return;
         }
@@ -755,21 +783,15 @@ impl Supervisor {
         );
     }
 
-    fn set_warning(&mut self, warning: Option<String>) {
+    fn set_warning(&mut self, warning: Option<(WarningKind, String)>) {
         // Notices on changes of kind only, not on every distance update.
-        let kind = |w: &Option<String>| {
-            w.as_ref()
-                .map(|w| w.split(':').next().unwrap_or("").to_string())
-        };
-        if kind(&warning) != kind(&self.envelope_warning) {
+        let kind = warning.as_ref().map(|(kind, _)| *kind);
+        if kind != self.envelope_warning.as_ref().map(|(kind, _)| *kind) {
             self.notice(Notice::EnvelopeWarning {
-                warning: warning.clone(),
+                warning: warning.as_ref().map(|(_, text)| text.clone()),
             });
             // Breaches are reported by the breach response, with the action taken.
-            if let Some(w) = warning
-                .as_ref()
-                .filter(|w| !w.starts_with("envelope breach"))
-            {
+            if let Some((WarningKind::Near, w)) = &warning {
                 self.envelope_event(
                     "warning",
                     format!("{w}; the daemon acts if the vehicle leaves the envelope"),
@@ -946,7 +968,10 @@ impl Supervisor {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<MavMessage> {
         loop {
             let (message, role) = self.next_message(now)?;
-            match self.whitelist.check(&message, &self.flight_state(), role) {
+            match self
+                .whitelist
+                .check(&message, &self.vehicle.view(now), role)
+            {
                 Ok(()) => return Some(message),
                 Err(violation) => {
                     self.whitelist_violations += 1;
@@ -1004,19 +1029,6 @@ impl Supervisor {
             _ => self.command_role,
         };
         Some((message, role))
-    }
-
-    fn flight_state(&self) -> FlightState {
-        FlightState {
-            armed: self.vehicle.is_armed(),
-            landed: match self.vehicle.landed_state() {
-                None | Some(dialect::MavLandedState::MAV_LANDED_STATE_UNDEFINED) => Landed::Unknown,
-                Some(_) if self.vehicle.in_air() => Landed::InAir,
-                Some(_) => Landed::OnGround,
-            },
-            autopilot: self.vehicle.autopilot().map(|a| a.autopilot),
-            home_altitude_msl_m: self.vehicle.home().map(|h| h.altitude_msl_m),
-        }
     }
 
     /// The earliest instant at which `poll_transmit` or the timeouts need a turn.

@@ -7,7 +7,7 @@
 //!
 //! Call order, on every turn of the daemon's loop:
 //! 1. `handle_trigger` / `handle_reset` / `handle_kill` for requests (the e-stop channel is
-//!    the loop's first branch), `handle_vehicle(now, &VehicleObservation)` after every link
+//!    the loop's first branch), `handle_vehicle(now, &VehicleView)` after every link
 //!    event, `handle_mode_ack` for a `COMMAND_ACK` to a stop command, `handle_ground_link`
 //!    when the broker connection changes, `handle_ground_activity` for authenticated ground
 //!    traffic, `handle_autopilot_link` when the MAVLink link goes up or down;
@@ -44,6 +44,7 @@ use serde::Serialize;
 use crate::role::Role;
 use crate::vehicle::modes::FlightMode;
 use crate::vehicle::snapshot::AutopilotKind;
+use crate::vehicle::view::{Landed, VehicleView};
 
 /// Least role that may reset the stop: an ADMIN (or the companion itself), never the
 /// operator who is flying, so a second person confirms it is safe to fly again.
@@ -221,52 +222,6 @@ impl Default for StopOptions {
             battery_critical_percent: Some(10.0),
             position_loss_grace: Duration::from_millis(500),
         }
-    }
-}
-
-/// Where the vehicle is, as far as the stop cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Landed {
-    OnGround,
-    InAir,
-    /// Not known: treated as in the air (never assume a possibly flying vehicle is down).
-    Unknown,
-}
-
-/// What the vehicle reports, as the stop needs it. Built by the shell from the vehicle state.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VehicleObservation {
-    /// `None` until the autopilot was heard.
-    pub autopilot: Option<AutopilotKind>,
-    /// Its heartbeat is recent.
-    pub heartbeat_fresh: bool,
-    /// When its newest heartbeat arrived (`None` before the first). A heartbeat older than a
-    /// rung says what the vehicle flew before the stop, not whether it obeyed it.
-    pub heartbeat_at: Option<Instant>,
-    pub armed: bool,
-    pub landed: Landed,
-    pub mode: Option<FlightMode>,
-    pub position_valid: bool,
-    pub battery_percent: Option<f64>,
-}
-
-impl VehicleObservation {
-    /// Nothing heard.
-    pub fn unknown() -> Self {
-        Self {
-            autopilot: None,
-            heartbeat_fresh: false,
-            heartbeat_at: None,
-            armed: false,
-            landed: Landed::Unknown,
-            mode: None,
-            position_valid: false,
-            battery_percent: None,
-        }
-    }
-
-    fn flying(&self) -> bool {
-        self.armed && self.landed != Landed::OnGround
     }
 }
 
@@ -481,7 +436,7 @@ struct PendingKill {
 #[derive(Debug)]
 pub struct EmergencyStop {
     options: StopOptions,
-    vehicle: VehicleObservation,
+    vehicle: VehicleView,
     autopilot_link_up: bool,
     latch: Option<Latch>,
     active: Option<Active>,
@@ -513,7 +468,7 @@ impl EmergencyStop {
     pub fn new(options: StopOptions, now: Instant, ground_connected: bool) -> Self {
         Self {
             options,
-            vehicle: VehicleObservation::unknown(),
+            vehicle: VehicleView::UNKNOWN,
             autopilot_link_up: true,
             latch: None,
             active: None,
@@ -661,7 +616,7 @@ impl EmergencyStop {
     }
 
     /// What the vehicle reports now (after every link event).
-    pub fn handle_vehicle(&mut self, now: Instant, vehicle: VehicleObservation) {
+    pub fn handle_vehicle(&mut self, now: Instant, vehicle: VehicleView) {
         self.vehicle = vehicle;
         let missing =
             vehicle.autopilot.is_some() && vehicle.heartbeat_fresh && !vehicle.position_valid;
@@ -790,7 +745,7 @@ impl EmergencyStop {
         {
             consider(since + self.options.position_loss_grace);
         }
-        if self.vehicle.flying() {
+        if self.vehicle.may_be_flying() {
             if let (Some(since), Some(timeout)) =
                 (self.ground_down_since, self.options.ground_link_timeout)
                 && !self.failsafes.contains(&Failsafe::GroundLinkLost)
@@ -933,7 +888,7 @@ impl EmergencyStop {
             && active.confirmed
             && !confirms(active.rung, &v)
             && active.rung <= Rung::Land
-            && v.flying()
+            && v.may_be_flying()
         {
             // Someone (another GCS, a mission) switched the vehicle away: assert again,
             // unless it is the autopilot's own, more severe, failsafe.
@@ -947,8 +902,13 @@ impl EmergencyStop {
         if self.terminated {
             return;
         }
-        // On the ground: disarm; disarmed on the ground: done.
-        if v.autopilot.is_some() && v.landed == Landed::OnGround {
+        // On the ground: disarm; disarmed on the ground: done. A disarmed vehicle whose landed
+        // state is unknown counts as down here: its motors are stopped, so nothing is left
+        // for the ladder to command (`Landed`'s rule: the worse case for the stop is "flying",
+        // and a disarmed vehicle cannot be flown).
+        if v.autopilot.is_some()
+            && (v.landed == Landed::OnGround || (!v.armed && v.landed == Landed::Unknown))
+        {
             if v.armed {
                 self.escalate(now, Rung::Disarm, "the vehicle is on the ground");
             } else if !self.done {
@@ -1014,7 +974,7 @@ impl EmergencyStop {
         }
     }
 
-    fn track_pilot(&mut self, v: VehicleObservation) {
+    fn track_pilot(&mut self, v: VehicleView) {
         let manual = match (v.autopilot, v.mode) {
             (Some(kind), Some(mode)) => v.armed && FlightMode::is_manual(kind, mode),
             _ => false,
@@ -1028,7 +988,7 @@ impl EmergencyStop {
 
     fn update_failsafes(&mut self, now: Instant) {
         let v = self.vehicle;
-        let flying = v.flying();
+        let flying = v.may_be_flying();
         let mut active = Vec::new();
         if flying
             && let (Some(since), Some(timeout)) =
@@ -1046,8 +1006,10 @@ impl EmergencyStop {
         }
         if flying
             && v.heartbeat_fresh
-            && let (Some(percent), Some(critical)) =
-                (v.battery_percent, self.options.battery_critical_percent)
+            && let (Some(percent), Some(critical)) = (
+                v.battery_remaining_percent,
+                self.options.battery_critical_percent,
+            )
             && percent <= critical
         {
             active.push(Failsafe::BatteryCritical);
@@ -1094,7 +1056,7 @@ impl EmergencyStop {
                 ),
                 Failsafe::BatteryCritical => format!(
                     "battery at {:.0} % (critical at {:.0} %) while in the air: land",
-                    v.battery_percent.unwrap_or(0.0),
+                    v.battery_remaining_percent.unwrap_or(0.0),
                     self.options.battery_critical_percent.unwrap_or(0.0)
                 ),
             };
@@ -1151,7 +1113,7 @@ fn ground_action_name(action: GroundLossAction) -> &'static str {
 
 /// The rung a mode stands for (for confirmation and for respecting the autopilot's own,
 /// more severe failsafes).
-fn mode_severity(v: &VehicleObservation) -> Option<Rung> {
+fn mode_severity(v: &VehicleView) -> Option<Rung> {
     match v.mode? {
         FlightMode::Brake | FlightMode::Loiter => Some(Rung::Hold),
         FlightMode::Rtl | FlightMode::SmartRtl | FlightMode::AutoRtl => Some(Rung::ReturnHome),
@@ -1160,7 +1122,7 @@ fn mode_severity(v: &VehicleObservation) -> Option<Rung> {
     }
 }
 
-fn confirms(rung: Rung, v: &VehicleObservation) -> bool {
+fn confirms(rung: Rung, v: &VehicleView) -> bool {
     if !v.heartbeat_fresh {
         return false;
     }
@@ -1172,7 +1134,7 @@ fn confirms(rung: Rung, v: &VehicleObservation) -> bool {
     }
 }
 
-fn mode_name(v: &VehicleObservation) -> String {
+fn mode_name(v: &VehicleView) -> String {
     match (v.autopilot, v.mode) {
         (Some(kind), Some(FlightMode::Other(n))) => {
             format!("{} ({n})", FlightMode::Other(n).name(kind))

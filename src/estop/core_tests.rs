@@ -24,8 +24,8 @@ enum V {
 
 impl V {
     /// The vehicle as a heartbeat arriving at `now` reports it.
-    fn observation(self, now: Instant) -> VehicleObservation {
-        let air = |autopilot, mode| VehicleObservation {
+    fn observation(self, now: Instant) -> VehicleView {
+        let air = |autopilot, mode| VehicleView {
             autopilot: Some(autopilot),
             heartbeat_fresh: true,
             heartbeat_at: Some(now),
@@ -33,25 +33,26 @@ impl V {
             landed: Landed::InAir,
             mode: Some(mode),
             position_valid: true,
-            battery_percent: Some(80.0),
+            battery_remaining_percent: Some(80.0),
+            ..VehicleView::UNKNOWN
         };
         match self {
             V::Fly(mode) => air(Ardupilot, mode),
             V::Px4Fly(mode) => air(Px4, mode),
-            V::FlyNoPosition(mode) => VehicleObservation {
+            V::FlyNoPosition(mode) => VehicleView {
                 position_valid: false,
                 ..air(Ardupilot, mode)
             },
-            V::FlyBattery(mode, percent) => VehicleObservation {
-                battery_percent: Some(percent),
+            V::FlyBattery(mode, percent) => VehicleView {
+                battery_remaining_percent: Some(percent),
                 ..air(Ardupilot, mode)
             },
-            V::Ground { armed, mode } => VehicleObservation {
+            V::Ground { armed, mode } => VehicleView {
                 armed,
                 landed: Landed::OnGround,
                 ..air(Ardupilot, mode)
             },
-            V::Silent(mode) => VehicleObservation {
+            V::Silent(mode) => VehicleView {
                 heartbeat_fresh: false,
                 ..air(Ardupilot, mode)
             },

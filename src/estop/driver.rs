@@ -15,7 +15,7 @@ use super::core::{EmergencyStop, KillReply, StopCommand, StopEvent, StopStatus};
 use super::{StopAck, StopAsk, StopRequest, wire};
 use crate::link::MavMessage;
 use crate::link::transport::{LinkEvent, LinkHandle, SendError};
-use crate::safety::{FlightState, Whitelist};
+use crate::safety::Whitelist;
 use crate::supervisor::Supervisor;
 
 /// Where stop commands go: the link writer in the daemon; a recorder in the tests that fly
@@ -196,9 +196,9 @@ impl StopDriver {
 
     fn sync(&mut self, now: Instant, supervisor: &mut Supervisor, link: &impl CommandSink) {
         self.stop
-            .handle_vehicle(now, wire::observe(supervisor.vehicle(), now));
+            .handle_vehicle(now, supervisor.vehicle().view(now));
         while let Some(command) = self.stop.poll_transmit(now) {
-            self.send(command, supervisor, link);
+            self.send(now, command, supervisor, link);
         }
         supervisor.set_stop(now, self.stop.motion_refusal());
         let mut changed = false;
@@ -212,7 +212,13 @@ impl StopDriver {
         }
     }
 
-    fn send(&mut self, command: StopCommand, supervisor: &Supervisor, link: &impl CommandSink) {
+    fn send(
+        &mut self,
+        now: Instant,
+        command: StopCommand,
+        supervisor: &Supervisor,
+        link: &impl CommandSink,
+    ) {
         let Some(autopilot) = supervisor.vehicle().autopilot() else {
             return;
         };
@@ -233,7 +239,7 @@ impl StopDriver {
         // they exist only when `danger_kill_action` is configured and a kill was confirmed
         // twice, and the whitelist lists them as never-sent for every other path.
         if !danger {
-            let state = FlightState::from_snapshot(&supervisor.vehicle().snapshot(Instant::now()));
+            let state = supervisor.vehicle().view(now);
             if let Err(violation) =
                 self.whitelist
                     .check(&message, &state, crate::role::Role::System)

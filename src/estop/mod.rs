@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::core::{
-    EmergencyStop, Failsafe, GroundLossAction, HoldMode, KillAction, KillReply, Landed, Rung,
-    Source, StopCommand, StopEvent, StopOptions, StopStatus, Trigger, VehicleObservation,
+    EmergencyStop, Failsafe, GroundLossAction, HoldMode, KillAction, KillReply, Rung, Source,
+    StopCommand, StopEvent, StopOptions, StopStatus, Trigger,
 };
 use crate::role::Role;
 

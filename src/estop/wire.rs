@@ -1,19 +1,17 @@
-//! Stop commands as MAVLink, and the vehicle as the stop machine sees it (pure functions).
+//! Stop commands as MAVLink (pure functions). The stop machine sees the vehicle as every
+//! safety check does, through `VehicleState::view`.
 //!
 //! Stop commands are built here and handed straight to the link writer by the e-stop branch
 //! of the daemon loop: they do not go through the command protocol's one-per-kind queue
 //! (a pending `DO_SET_MODE` of a tool must not delay a stop), and their re-sending is the
 //! stop machine's (until the heartbeat shows the mode), not the protocol's.
 
-use std::time::Instant;
-
 use crate::link::MavMessage;
-use crate::link::dialect::{COMMAND_LONG_DATA, MavCmd, MavLandedState};
+use crate::link::dialect::{COMMAND_LONG_DATA, MavCmd};
 use crate::vehicle::modes::FlightMode;
 use crate::vehicle::snapshot::AutopilotKind;
-use crate::vehicle::state::VehicleState;
 
-use super::core::{Landed, StopCommand, VehicleObservation};
+use super::core::StopCommand;
 
 /// `COMPONENT_ARM_DISARM` param2 that forces a disarm in the air (both firmwares).
 pub const FORCE_DISARM_MAGIC: f32 = 21196.0;
@@ -29,16 +27,7 @@ pub fn to_message(
     let mut params = [0.0f32; 7];
     let command_id = match command {
         StopCommand::SetMode(mode) => {
-            let (base_mode, custom_mode) = FlightMode::encode(autopilot, mode)?;
-            params[0] = f32::from(base_mode);
-            match autopilot {
-                // PX4 takes main and sub mode as separate parameters.
-                AutopilotKind::Px4 => {
-                    params[1] = ((custom_mode >> 16) & 0xff) as f32;
-                    params[2] = ((custom_mode >> 24) & 0xff) as f32;
-                }
-                _ => params[1] = custom_mode as f32,
-            }
+            params = FlightMode::set_mode_params(autopilot, mode)?;
             MavCmd::MAV_CMD_DO_SET_MODE
         }
         StopCommand::Disarm => MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
@@ -75,35 +64,6 @@ pub fn is_stop_ack(command: MavCmd) -> bool {
             | MavCmd::MAV_CMD_COMPONENT_ARM_DISARM
             | MavCmd::MAV_CMD_DO_FLIGHTTERMINATION
     )
-}
-
-/// The vehicle as the stop machine needs it.
-pub fn observe(vehicle: &VehicleState, now: Instant) -> VehicleObservation {
-    let autopilot = vehicle.autopilot().map(|a| a.autopilot);
-    let landed = match vehicle.landed_state() {
-        Some(MavLandedState::MAV_LANDED_STATE_ON_GROUND) => Landed::OnGround,
-        Some(
-            MavLandedState::MAV_LANDED_STATE_IN_AIR
-            | MavLandedState::MAV_LANDED_STATE_TAKEOFF
-            | MavLandedState::MAV_LANDED_STATE_LANDING,
-        ) => Landed::InAir,
-        // No EXTENDED_SYS_STATE: a disarmed vehicle is on the ground; an armed one may fly.
-        _ if !vehicle.is_armed() && autopilot.is_some() => Landed::OnGround,
-        _ => Landed::Unknown,
-    };
-    let snapshot = vehicle.snapshot(now);
-    VehicleObservation {
-        autopilot,
-        heartbeat_fresh: !vehicle.heartbeat_lost(now),
-        heartbeat_at: vehicle.heartbeat_at(),
-        armed: vehicle.is_armed(),
-        landed,
-        mode: vehicle.flight_mode(),
-        position_valid: vehicle.position_valid(now),
-        battery_percent: (!snapshot.battery.freshness.stale)
-            .then_some(snapshot.battery.remaining_percent)
-            .flatten(),
-    }
 }
 
 #[cfg(test)]

@@ -4,11 +4,10 @@
 //!   checks, and how an action ends (`Outcome`, `JobEnd`, `ProgressUpdate`).
 //! - `executor.rs`: `Executor`, which turns an action into MAVLink for ArduPilot or PX4
 //!   and confirms every step by what the vehicle reports.
-//! - `geo.rs`: flat-earth geometry around the vehicle.
+//! - geometry (offsets, distances, headings) is `crate::geodesy`, the one Earth model.
 
 pub mod action;
 pub mod executor;
-pub mod geo;
 pub mod speed;
 
 pub use action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};

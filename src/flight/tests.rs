@@ -135,7 +135,7 @@ impl Rig {
     fn request(&mut self, action: Action) -> Result<JobId, String> {
         let r = self.sup.handle_request(self.instant(), action, &operator());
         self.exchange();
-        r
+        r.map_err(|refusal| refusal.message)
     }
 
     fn end_of(&self, job: JobId) -> Option<&JobEnd> {
@@ -258,19 +258,15 @@ impl Rig {
 
     fn distance_to(&self, north_m: f64, east_m: f64) -> f64 {
         let here = self.sim.position();
-        let (n, e) = crate::flight::geo::north_east_m(
-            HOME.lat_deg,
-            HOME.lon_deg,
-            here.lat_deg,
-            here.lon_deg,
-        );
+        let (n, e) =
+            crate::geodesy::north_east_m(HOME.lat_deg, HOME.lon_deg, here.lat_deg, here.lon_deg);
         (n - north_m).hypot(e - east_m)
     }
 }
 
 fn goto_offset(north_m: f64, east_m: f64, altitude_m: f64) -> Action {
     let (latitude_deg, longitude_deg) =
-        crate::flight::geo::offset_deg(HOME.lat_deg, HOME.lon_deg, north_m, east_m);
+        crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, north_m, east_m);
     Action::Goto {
         latitude_deg,
         longitude_deg,
@@ -511,6 +507,56 @@ fn move_relative_is_in_the_body_frame_and_set_heading_turns() {
     assert!((rig.sim.altitude_m() - 8.0).abs() < 0.8);
 }
 
+/// One Earth model: the target the executor computes for a relative move is where the
+/// envelope sees it, to the centimetre (with the executor's and the envelope's former radii,
+/// 6,378,137 m and 6,371,008.8 m, they disagreed by 0.11 %: 1.1 m over this kilometre).
+#[test]
+fn a_target_the_executor_computes_is_where_the_envelope_sees_it() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    rig.fly(Action::Takeoff { altitude_m: 6.0 }, 60.0);
+    let now = rig.instant();
+    let vehicle = rig.sup.vehicle();
+    let heading_deg = vehicle.heading_deg().expect("a heading");
+    let plan = crate::flight::Executor::new(crate::flight::ExecutorOptions::default())
+        .plan(
+            now,
+            Action::MoveRelative {
+                forward_m: 900.0,
+                right_m: 400.0,
+                up_m: 0.0,
+            },
+            vehicle,
+        )
+        .expect("planned");
+    let goal = plan.goal().expect("a motion has a goal");
+    let home = vehicle.home().expect("home");
+    let envelope = crate::safety::Envelope::new(
+        &crate::config::EnvelopeConfig::default(),
+        crate::safety::GeoPosition {
+            latitude_deg: home.latitude_deg,
+            longitude_deg: home.longitude_deg,
+            altitude_m: 0.0,
+        },
+        None,
+    )
+    .expect("the default envelope around the simulator's home");
+    let local = |latitude_deg, longitude_deg| {
+        envelope.frame().to_local(crate::safety::GeoPoint {
+            latitude_deg,
+            longitude_deg,
+        })
+    };
+    let from = local(goal.from_latitude_deg, goal.from_longitude_deg);
+    let to = local(goal.to_latitude_deg, goal.to_longitude_deg);
+    let (north_m, east_m) = crate::geodesy::body_to_north_east(900.0, 400.0, heading_deg);
+    let (seen_east_m, seen_north_m) = (to.east_m - from.east_m, to.north_m - from.north_m);
+    assert!(
+        (seen_north_m - north_m).abs() < 0.01 && (seen_east_m - east_m).abs() < 0.01,
+        "asked {north_m:.3} N {east_m:.3} E, the envelope sees {seen_north_m:.3} N {seen_east_m:.3} E"
+    );
+    assert!((to.distance(from) - 900.0f64.hypot(400.0)).abs() < 0.01);
+}
+
 #[test]
 fn set_speed_runs_beside_a_goto_without_superseding_it() {
     let mut rig = Rig::new(Personality::ArduPilot);
@@ -544,7 +590,8 @@ fn motion_without_a_position_is_refused_and_a_read_only_caller_is_refused() {
     let refusal = rig
         .sup
         .handle_request(now, Action::Land, &reader)
-        .unwrap_err();
+        .unwrap_err()
+        .message;
     assert!(refusal.contains("OPERATOR"), "{refusal}");
 }
 
@@ -705,7 +752,7 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
     // A keep-out where the vehicle is would leave it outside the envelope: refused by the
     // envelope itself. One 80 m north: accepted, and a goto
     // through it refused before anything is sent.
-    let (lat, lon) = crate::flight::geo::offset_deg(HOME.lat_deg, HOME.lon_deg, 0.0, 0.0);
+    let (lat, lon) = crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, 0.0, 0.0);
     let e = rig
         .sup
         .set_envelope(
@@ -718,7 +765,7 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
         e.starts_with("the tightened envelope is refused") && e.contains("keep-out `here`"),
         "{e}"
     );
-    let (lat, lon) = crate::flight::geo::offset_deg(HOME.lat_deg, HOME.lon_deg, 80.0, 0.0);
+    let (lat, lon) = crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, 80.0, 0.0);
     let summary = rig
         .sup
         .set_envelope(

@@ -397,6 +397,17 @@ impl Client {
             .await
     }
 
+    /// Ends the session as a client does: `notifications/disconnected`, then (over MQTT) the
+    /// DISCONNECT; a stdio client just closes nothing here (drop it to close its pipes).
+    pub async fn disconnect(&mut self) -> anyhow::Result<()> {
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/disconnected"}))
+            .await?;
+        if let Wire::Mqtt { conn, .. } = &self.wire {
+            conn.client.disconnect().await?;
+        }
+        Ok(())
+    }
+
     /// A request with the next id, not sent yet (a benchmark builds it before it starts the
     /// clock): send it with [`Client::send`], wait with [`Client::answer`].
     pub fn request_message(&mut self, method: &str, params: Value) -> (u64, Value) {

@@ -9,7 +9,7 @@ use crate::hil::wire::{Direction, Fate, WireFrame};
 use crate::link::dialect::{
     MavAutopilot, MavLandedState, MavMessage, MavModeFlag, MavSysStatusSensor,
 };
-use crate::safety::whitelist::{FlightState, Landed};
+use crate::safety::whitelist::{Landed, VehicleView};
 use crate::vehicle::modes::FlightMode;
 use crate::vehicle::snapshot::AutopilotKind;
 
@@ -138,7 +138,7 @@ impl Truth {
     /// Horizontal distance from home in metres, once both are known.
     pub fn distance_from_home_m(&self) -> Option<f64> {
         let (home_lat, home_lon) = self.home_deg?;
-        Some(crate::flight::geo::distance_m(
+        Some(crate::geodesy::distance_m(
             home_lat,
             home_lon,
             self.latitude_deg?,
@@ -160,8 +160,8 @@ impl Truth {
     }
 
     /// The whitelist's view of this state.
-    pub fn flight_state(&self) -> FlightState {
-        FlightState {
+    pub fn flight_state(&self) -> VehicleView {
+        VehicleView {
             armed: self.armed.unwrap_or(false),
             landed: match self.landed {
                 Some(true) => Landed::OnGround,
@@ -170,6 +170,7 @@ impl Truth {
             },
             autopilot: self.autopilot,
             home_altitude_msl_m: self.home_altitude_msl_m,
+            ..VehicleView::UNKNOWN
         }
     }
 

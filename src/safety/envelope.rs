@@ -42,12 +42,13 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::{BreachAction, EnvelopeConfig, ZoneConfig};
+use crate::refusal::{EnvelopeRule, Refusal, RefusalKind};
 use crate::safety::geo::{
     Circle, EXTENT_M_MAX, GeoError, GeoPoint, GeoPosition, LocalFrame, LocalPoint, Polygon,
     PolygonError, point_segment_distance, segment_circle_entry,
 };
 use crate::safety::preflight::MarginSpeed;
-use crate::vehicle::snapshot::VehicleSnapshot;
+use crate::vehicle::view::Landed;
 
 /// A path this close to a polygon boundary is treated as touching it (see `path_clearance`).
 const BOUNDARY_CONTACT_M: f64 = 1e-6;
@@ -57,26 +58,30 @@ const BOUNDARY_CONTACT_M: f64 = 1e-6;
 const PATH_TOLERANCE_M: f64 = 0.01;
 
 /// The answer to "may the vehicle do this?". A refusal is a value, with a reason a person or
-/// a model can act on.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
+/// a model can act on and the envelope rules it broke (`RefusalKind::Envelope`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Allowed,
-    Refused { reason: String },
+    Refused(Refusal),
 }
+
+/// Each broken rule with its sentence.
+type Reasons = Vec<(EnvelopeRule, String)>;
 
 impl Verdict {
     pub fn is_allowed(&self) -> bool {
         matches!(self, Verdict::Allowed)
     }
-    fn from_reasons(reasons: Vec<String>) -> Verdict {
+    fn from_reasons(reasons: Reasons) -> Verdict {
         if reasons.is_empty() {
-            Verdict::Allowed
-        } else {
-            Verdict::Refused {
-                reason: reasons.join("; "),
-            }
+            return Verdict::Allowed;
         }
+        let rules = reasons.iter().map(|(rule, _)| *rule).collect();
+        let sentences: Vec<String> = reasons.into_iter().map(|(_, s)| s).collect();
+        Verdict::Refused(Refusal::new(
+            RefusalKind::Envelope(rules),
+            sentences.join("; "),
+        ))
     }
 }
 
@@ -86,8 +91,13 @@ impl Verdict {
 pub enum MonitorVerdict {
     /// Inside everything, farther than the margin from every boundary.
     Inside,
-    /// Inside, but within the margin of `what` (the closest such boundary).
-    NearMargin { what: String, distance_m: f64 },
+    /// Inside, but within the margin of `what` (the closest such boundary); `floor` when
+    /// that is the floor's (every takeoff and landing passes through it).
+    NearMargin {
+        what: String,
+        distance_m: f64,
+        floor: bool,
+    },
     /// Outside a keep-in, inside a keep-out, beyond the home cylinder or above the ceiling.
     Breach { what: String },
     /// No valid, fresh position: the envelope cannot tell (the autopilot's own failsafes
@@ -95,123 +105,11 @@ pub enum MonitorVerdict {
     NoPosition,
 }
 
-/// GPS fix quality, ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GpsFix {
-    NoGps,
-    NoFix,
-    #[serde(rename = "2d_fix")]
-    Fix2d,
-    #[serde(rename = "3d_fix")]
-    Fix3d,
-    Dgps,
-    RtkFloat,
-    RtkFixed,
-}
-
-impl GpsFix {
-    /// Parses the names `VehicleSnapshot` uses (`3d_fix`, `rtk_fixed`, ...).
-    pub fn from_name(name: &str) -> Option<GpsFix> {
-        Some(match name {
-            "no_gps" => GpsFix::NoGps,
-            "no_fix" => GpsFix::NoFix,
-            "2d_fix" => GpsFix::Fix2d,
-            "3d_fix" => GpsFix::Fix3d,
-            "dgps" => GpsFix::Dgps,
-            "rtk_float" => GpsFix::RtkFloat,
-            "rtk_fixed" => GpsFix::RtkFixed,
-            _ => return None,
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            GpsFix::NoGps => "no_gps",
-            GpsFix::NoFix => "no_fix",
-            GpsFix::Fix2d => "2d_fix",
-            GpsFix::Fix3d => "3d_fix",
-            GpsFix::Dgps => "dgps",
-            GpsFix::RtkFloat => "rtk_float",
-            GpsFix::RtkFixed => "rtk_fixed",
-        }
-    }
-}
-
-/// What the envelope needs to know about the vehicle. Build it with
-/// [`VehicleFacts::from_snapshot`]; stale values arrive as `None` / invalid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VehicleFacts {
-    /// Fresh position, altitude relative to home; `None` when stale or never reported.
-    pub position: Option<GeoPosition>,
-    /// North, east, down.
-    pub velocity_ned_m_s: [f64; 3],
-    /// `None` when not reported or stale.
-    pub battery_remaining_percent: Option<f64>,
-    pub gps_fix_type: GpsFix,
-    pub satellites_visible: u8,
-    /// `None` when unknown.
-    pub hdop: Option<f64>,
-    /// The autopilot's estimator trusts its horizontal position.
-    pub position_valid: bool,
-    pub armed: bool,
-    pub in_air: bool,
-}
-
-impl VehicleFacts {
-    /// Takes what the envelope needs from a snapshot; a stale group counts as unknown.
-    pub fn from_snapshot(s: &VehicleSnapshot) -> VehicleFacts {
-        let pos = &s.position;
-        let fresh_position = !pos.freshness.stale;
-        VehicleFacts {
-            position: fresh_position.then_some(GeoPosition {
-                latitude_deg: pos.latitude_deg,
-                longitude_deg: pos.longitude_deg,
-                altitude_m: pos.altitude_relative_m,
-            }),
-            velocity_ned_m_s: if fresh_position {
-                [
-                    pos.velocity_north_m_s,
-                    pos.velocity_east_m_s,
-                    pos.velocity_down_m_s,
-                ]
-            } else {
-                [0.0; 3]
-            },
-            battery_remaining_percent: if s.battery.freshness.stale {
-                None
-            } else {
-                s.battery.remaining_percent
-            },
-            gps_fix_type: if s.gps.freshness.stale {
-                GpsFix::NoFix
-            } else {
-                GpsFix::from_name(&s.gps.fix_type).unwrap_or(GpsFix::NoFix)
-            },
-            satellites_visible: if s.gps.freshness.stale {
-                0
-            } else {
-                s.gps.satellites_visible
-            },
-            hdop: if s.gps.freshness.stale {
-                None
-            } else {
-                s.gps.hdop
-            },
-            position_valid: !s.estimator.freshness.stale && s.estimator.position_valid,
-            armed: s.mode.armed,
-            in_air: matches!(
-                s.mode.landed_state.as_str(),
-                "in_air" | "takeoff" | "landing"
-            ),
-        }
-    }
-}
-
-impl From<&VehicleSnapshot> for VehicleFacts {
-    fn from(s: &VehicleSnapshot) -> Self {
-        VehicleFacts::from_snapshot(s)
-    }
-}
+/// GPS fix quality: the vehicle's own fix type, compared by [`FixType::quality`].
+pub use crate::vehicle::snapshot::FixType;
+/// What the envelope knows about the vehicle: the one view every safety check decides on,
+/// built by `VehicleState::view(now)`; stale values arrive as `None` / invalid.
+pub use crate::vehicle::view::VehicleView;
 
 /// A motion request: fly from `from` (the current position) straight to `to`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -447,7 +345,7 @@ pub struct Envelope {
     home: GeoPosition,
     frame: LocalFrame,
     zones: Vec<Zone>,
-    gps_fix_min: GpsFix,
+    gps_fix_min: FixType,
     /// The highest speed the vehicle flies at (the limit, or the autopilot's own speeds read
     /// by the pre-flight check): the horizontal margin covers its stopping distance.
     margin_speed: MarginSpeed,
@@ -575,8 +473,8 @@ fn check_scalars(c: &EnvelopeConfig) -> Result<(), (&'static str, String)> {
             ),
         ));
     }
-    match GpsFix::from_name(&c.gps_fix_type_min) {
-        Some(fix) if fix >= GpsFix::Fix2d => {}
+    match FixType::from_name(&c.gps_fix_type_min) {
+        Some(fix) if fix.quality() >= FixType::Fix2d.quality() => {}
         _ => {
             return Err((
                 "gps_fix_type_min",
@@ -734,7 +632,7 @@ impl Envelope {
     ) -> Result<Envelope, EnvelopeError> {
         check_scalars(config).map_err(|(key, message)| EnvelopeError::Setting { key, message })?;
         let frame = LocalFrame::new(home.point()).map_err(EnvelopeError::Home)?;
-        let gps_fix_min = GpsFix::from_name(&config.gps_fix_type_min).unwrap_or(GpsFix::Fix3d);
+        let gps_fix_min = FixType::from_name(&config.gps_fix_type_min).unwrap_or(FixType::Fix3d);
         // A zone wholly out of reach was drawn for another place: say so with the distance,
         // before a vertex's position in a plane that does not reach that far is reported.
         for (kind, list) in [
@@ -875,25 +773,25 @@ impl Envelope {
     }
 
     /// Refusals for battery and GPS, shared by goals, arm and takeoff.
-    fn readiness_reasons(&self, facts: &VehicleFacts, reasons: &mut Vec<String>) {
+    fn readiness_reasons(&self, facts: &VehicleView, reasons: &mut Reasons) {
         let c = &self.config;
         match facts.battery_remaining_percent {
-            Some(b) if b < c.battery_reserve_percent => reasons.push(format!(
+            Some(b) if b < c.battery_reserve_percent => reasons.push((EnvelopeRule::BatteryReserve, format!(
                 "the battery is at {b:.0} %, below the {}% reserve: only land and return_home are accepted",
                 fmt_m(c.battery_reserve_percent)
-            )),
-            None if c.battery_reserve_percent > 0.0 => reasons.push(format!(
+            ))),
+            None if c.battery_reserve_percent > 0.0 => reasons.push((EnvelopeRule::BatteryReserve, format!(
                 "the autopilot does not report the remaining battery, so the {}% reserve cannot be checked: only land and return_home are accepted",
                 fmt_m(c.battery_reserve_percent)
-            )),
+            ))),
             _ => {}
         }
         let mut gps = Vec::new();
-        if facts.gps_fix_type < self.gps_fix_min {
+        if facts.gps_fix_type.quality() < self.gps_fix_min.quality() {
             gps.push(format!(
                 "fix {} (needs {} or better)",
-                facts.gps_fix_type.name(),
-                self.gps_fix_min.name()
+                facts.gps_fix_type.as_str(),
+                self.gps_fix_min.as_str()
             ));
         }
         if facts.satellites_visible < c.gps_satellites_min {
@@ -914,55 +812,74 @@ impl Envelope {
             gps.push("no fresh position".into());
         }
         if !gps.is_empty() {
-            reasons.push(format!(
-                "GPS is not good enough for motion: {}; wait for a better fix",
-                gps.join(", ")
+            reasons.push((
+                EnvelopeRule::Gps,
+                format!(
+                    "GPS is not good enough for motion: {}; wait for a better fix",
+                    gps.join(", ")
+                ),
             ));
         }
     }
 
-    fn altitude_reasons(&self, altitude_m: f64, reasons: &mut Vec<String>) {
+    fn altitude_reasons(&self, altitude_m: f64, reasons: &mut Reasons) {
         let c = &self.config;
         if !altitude_m.is_finite() {
-            reasons.push("the target altitude is not a number".into());
+            reasons.push((
+                EnvelopeRule::InvalidTarget,
+                "the target altitude is not a number".into(),
+            ));
         } else if altitude_m > self.target_altitude_m_max() {
-            reasons.push(format!(
-                "the ceiling is {} m with a {} m margin: the highest allowed target is {} m",
-                fmt_m(c.altitude_m_max),
-                fmt_m(c.margin_vertical_m),
-                fmt_m(self.target_altitude_m_max())
+            reasons.push((
+                EnvelopeRule::Ceiling,
+                format!(
+                    "the ceiling is {} m with a {} m margin: the highest allowed target is {} m",
+                    fmt_m(c.altitude_m_max),
+                    fmt_m(c.margin_vertical_m),
+                    fmt_m(self.target_altitude_m_max())
+                ),
             ));
         } else if altitude_m < self.target_altitude_m_min() {
-            reasons.push(format!(
-                "the floor is {} m with a {} m margin: the lowest allowed target is {} m",
-                fmt_m(c.altitude_m_min),
-                fmt_m(c.margin_vertical_m),
-                fmt_m(self.target_altitude_m_min())
+            reasons.push((
+                EnvelopeRule::Floor,
+                format!(
+                    "the floor is {} m with a {} m margin: the lowest allowed target is {} m",
+                    fmt_m(c.altitude_m_min),
+                    fmt_m(c.margin_vertical_m),
+                    fmt_m(self.target_altitude_m_min())
+                ),
             ));
         }
     }
 
     /// Checks a motion goal. Never fails: a refusal says what would be allowed.
-    pub fn check_goal(&self, goal: &GoalRequest, facts: &VehicleFacts) -> Verdict {
+    pub fn check_goal(&self, goal: &GoalRequest, facts: &VehicleView) -> Verdict {
         let c = &self.config;
         let mut reasons = Vec::new();
         if !goal.to.point().is_valid() || !goal.from.point().is_valid() {
-            return Verdict::Refused {
-                reason: "the target is not a position: latitude must be within ±90° and longitude within ±180°".into(),
-            };
+            return Verdict::from_reasons(vec![(
+                EnvelopeRule::InvalidTarget,
+                "the target is not a position: latitude must be within ±90° and longitude within ±180°".into(),
+            )]);
         }
         self.readiness_reasons(facts, &mut reasons);
         if let Some(speed) = goal.speed_m_s {
             if !(speed.is_finite() && speed > 0.0) {
-                reasons.push(format!(
-                    "the speed must be above 0 and at most {} m/s",
-                    fmt_m(c.speed_horizontal_m_s_max)
+                reasons.push((
+                    EnvelopeRule::Speed,
+                    format!(
+                        "the speed must be above 0 and at most {} m/s",
+                        fmt_m(c.speed_horizontal_m_s_max)
+                    ),
                 ));
             } else if speed > c.speed_horizontal_m_s_max {
-                reasons.push(format!(
-                    "the speed limit is {} m/s: ask for {} m/s or less",
-                    fmt_m(c.speed_horizontal_m_s_max),
-                    fmt_m(c.speed_horizontal_m_s_max)
+                reasons.push((
+                    EnvelopeRule::Speed,
+                    format!(
+                        "the speed limit is {} m/s: ask for {} m/s or less",
+                        fmt_m(c.speed_horizontal_m_s_max),
+                        fmt_m(c.speed_horizontal_m_s_max)
+                    ),
                 ));
             }
         }
@@ -976,19 +893,19 @@ impl Envelope {
 
         let home_distance = b.norm();
         if home_distance > self.target_distance_m_max() {
-            reasons.push(format!(
+            reasons.push((EnvelopeRule::HomeDistance, format!(
                 "the target is {} m from home; the limit is {} m with a {} m margin: stay within {} m of home",
                 fmt_m(home_distance),
                 fmt_m(c.distance_from_home_m_max),
                 fmt_m(m),
                 fmt_m(self.target_distance_m_max())
-            ));
+            )));
         }
 
         for z in &self.zones {
             let start = z.clearance(a);
             if start <= 0.0 {
-                reasons.push(match z.kind {
+                reasons.push((EnvelopeRule::Zone, match z.kind {
                     ZoneKind::KeepIn => format!(
                         "the vehicle is outside {}: only hold, land and return_home are accepted",
                         z.describe(&words)
@@ -997,12 +914,12 @@ impl Envelope {
                         "the vehicle is inside {}: only hold, land and return_home are accepted",
                         z.describe(&words)
                     ),
-                });
+                }));
                 continue;
             }
             let target = z.clearance(b);
             if target < m {
-                reasons.push(match z.kind {
+                reasons.push((EnvelopeRule::Zone, match z.kind {
                     ZoneKind::KeepIn => format!(
                         "the target is {} {}; choose a target at least {} m inside its boundary",
                         if target < 0.0 {
@@ -1023,7 +940,7 @@ impl Envelope {
                         z.describe(&words),
                         fmt_m(m)
                     ),
-                });
+                }));
                 continue;
             }
             // The path may not come closer than the margin, or than the vehicle already is.
@@ -1034,14 +951,17 @@ impl Envelope {
             };
             if z.path_clearance(a, b) < required {
                 let along_m = self.first_conflict_m(z, a, b, required) * path_m;
-                reasons.push(format!(
-                    "the path {} {} {} m from here; go around it",
-                    match z.kind {
-                        ZoneKind::KeepIn => "leaves",
-                        ZoneKind::KeepOut => "crosses",
-                    },
-                    z.describe(&words),
-                    fmt_m(along_m)
+                reasons.push((
+                    EnvelopeRule::Zone,
+                    format!(
+                        "the path {} {} {} m from here; go around it",
+                        match z.kind {
+                            ZoneKind::KeepIn => "leaves",
+                            ZoneKind::KeepOut => "crosses",
+                        },
+                        z.describe(&words),
+                        fmt_m(along_m)
+                    ),
                 ));
             }
         }
@@ -1077,27 +997,36 @@ impl Envelope {
     }
 
     /// Checks a non-goal action.
-    pub fn check_action(&self, action: ActionKind, facts: &VehicleFacts) -> Verdict {
+    pub fn check_action(&self, action: ActionKind, facts: &VehicleView) -> Verdict {
         let c = &self.config;
         let mut reasons = Vec::new();
         match action {
             ActionKind::Hold | ActionKind::Land | ActionKind::ReturnHome | ActionKind::Disarm => {}
             ActionKind::SetHeading { heading_deg } => {
                 if !heading_deg.is_finite() {
-                    reasons.push("the heading must be a number of degrees, 0..360".into());
+                    reasons.push((
+                        EnvelopeRule::InvalidTarget,
+                        "the heading must be a number of degrees, 0..360".into(),
+                    ));
                 }
             }
             ActionKind::SetSpeed { speed_m_s } => {
                 if !(speed_m_s.is_finite() && speed_m_s > 0.0) {
-                    reasons.push(format!(
-                        "the speed must be above 0 and at most {} m/s",
-                        fmt_m(c.speed_horizontal_m_s_max)
+                    reasons.push((
+                        EnvelopeRule::Speed,
+                        format!(
+                            "the speed must be above 0 and at most {} m/s",
+                            fmt_m(c.speed_horizontal_m_s_max)
+                        ),
                     ));
                 } else if speed_m_s > c.speed_horizontal_m_s_max {
-                    reasons.push(format!(
-                        "the speed limit is {} m/s: ask for {} m/s or less",
-                        fmt_m(c.speed_horizontal_m_s_max),
-                        fmt_m(c.speed_horizontal_m_s_max)
+                    reasons.push((
+                        EnvelopeRule::Speed,
+                        format!(
+                            "the speed limit is {} m/s: ask for {} m/s or less",
+                            fmt_m(c.speed_horizontal_m_s_max),
+                            fmt_m(c.speed_horizontal_m_s_max)
+                        ),
                     ));
                 }
             }
@@ -1110,19 +1039,22 @@ impl Envelope {
                     let l = self.frame.to_local(p.point());
                     for z in &self.zones {
                         if z.clearance(l) < self.margin_horizontal_m() {
-                            reasons.push(format!(
+                            reasons.push((EnvelopeRule::Zone, format!(
                                 "the vehicle is not at least {} m inside the envelope: it is {} m from the boundary of {}",
                                 fmt_m(self.margin_horizontal_m()),
                                 fmt_m(z.clearance(l)),
                                 z.describe(&self.margin_words())
-                            ));
+                            )));
                         }
                     }
                     if l.norm() > self.target_distance_m_max() {
-                        reasons.push(format!(
-                            "the vehicle is {} m from home, beyond the {} m allowed",
-                            fmt_m(l.norm()),
-                            fmt_m(self.target_distance_m_max())
+                        reasons.push((
+                            EnvelopeRule::HomeDistance,
+                            format!(
+                                "the vehicle is {} m from home, beyond the {} m allowed",
+                                fmt_m(l.norm()),
+                                fmt_m(self.target_distance_m_max())
+                            ),
                         ));
                     }
                 }
@@ -1133,7 +1065,7 @@ impl Envelope {
 
     /// Live check of where the vehicle is. O(total vertices); allocates only when it has
     /// something to report.
-    pub fn monitor(&self, facts: &VehicleFacts) -> MonitorVerdict {
+    pub fn monitor(&self, facts: &VehicleView) -> MonitorVerdict {
         let Some(p) = facts
             .position
             .filter(|p| p.point().is_valid() && p.altitude_m.is_finite())
@@ -1170,7 +1102,7 @@ impl Envelope {
         );
         let margin_m = self.margin_horizontal_m();
         note(home_clearance, usize::MAX - 1, margin_m);
-        if facts.in_air {
+        if facts.landed == Landed::InAir {
             note(
                 (p.altitude_m - c.altitude_m_min).max(0.0),
                 usize::MAX - 2,
@@ -1202,6 +1134,7 @@ impl Envelope {
                         .unwrap_or_default(),
                 },
                 distance_m,
+                floor: i == usize::MAX - 2,
             },
         }
     }
@@ -1308,7 +1241,8 @@ pub struct EnvelopeSummary {
     /// Farthest from home a goal may target (limit − margin).
     pub target_distance_from_home_m_max: f64,
     pub battery_reserve_percent: f64,
-    pub gps_fix_type_min: GpsFix,
+    #[schemars(with = "GpsFixSchema")]
+    pub gps_fix_type_min: FixType,
     pub gps_satellites_min: u8,
     pub gps_hdop_max: f64,
     /// Stopping distance at `margin_speed_m_s`, which the margin covers.
@@ -1380,7 +1314,10 @@ pub fn tighten(
             "battery reserve",
             p.battery_reserve_percent < c.battery_reserve_percent,
         ),
-        ("GPS fix", proposed.gps_fix_min < current.gps_fix_min),
+        (
+            "GPS fix",
+            proposed.gps_fix_min.quality() < current.gps_fix_min.quality(),
+        ),
         (
             "GPS satellites",
             p.gps_satellites_min < c.gps_satellites_min,
@@ -1488,4 +1425,23 @@ fn segment_edge_parameters(a: LocalPoint, b: LocalPoint, p: LocalPoint, q: Local
     } else {
         Vec::new()
     }
+}
+
+// The schema of `gps_fix_type_min`: the fix types it can be (`check_config` refuses the
+// others), under the name and words `get_envelope`'s output schema has always had.
+/// GPS fix quality, ordered.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "GpsFix")]
+#[allow(dead_code)]
+enum GpsFixSchema {
+    NoGps,
+    NoFix,
+    #[serde(rename = "2d_fix")]
+    Fix2d,
+    #[serde(rename = "3d_fix")]
+    Fix3d,
+    Dgps,
+    RtkFloat,
+    RtkFixed,
 }

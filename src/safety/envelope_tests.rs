@@ -66,24 +66,25 @@ fn config() -> EnvelopeConfig {
     }
 }
 
-fn good_facts(position: GeoPosition) -> VehicleFacts {
-    VehicleFacts {
+fn good_facts(position: GeoPosition) -> VehicleView {
+    VehicleView {
         position: Some(position),
         velocity_ned_m_s: [0.0; 3],
         battery_remaining_percent: Some(90.0),
-        gps_fix_type: GpsFix::Fix3d,
+        gps_fix_type: FixType::Fix3d,
         satellites_visible: 12,
         hdop: Some(0.8),
         position_valid: true,
         armed: true,
-        in_air: true,
+        landed: Landed::InAir,
+        ..VehicleView::UNKNOWN
     }
 }
 
 fn reason(v: Verdict) -> String {
     match v {
         Verdict::Allowed => String::new(),
-        Verdict::Refused { reason } => reason,
+        Verdict::Refused(refusal) => refusal.message,
     }
 }
 
@@ -287,7 +288,7 @@ type GoalCase = (
     &'static str,
     GeoPosition,
     Option<f64>,
-    VehicleFacts,
+    VehicleView,
     Option<&'static str>,
 );
 
@@ -376,7 +377,7 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "battery below the reserve",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
+            VehicleView {
                 battery_remaining_percent: Some(22.0),
                 ..good_facts(here)
             },
@@ -388,7 +389,7 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "battery unknown",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
+            VehicleView {
                 battery_remaining_percent: None,
                 ..good_facts(here)
             },
@@ -398,7 +399,7 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "poor GPS",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
+            VehicleView {
                 satellites_visible: 4,
                 hdop: Some(3.5),
                 ..good_facts(here)
@@ -411,8 +412,8 @@ fn goal_verdicts_say_what_would_be_allowed() {
             "2D fix",
             at(0.0, 50.0, 20.0),
             None,
-            VehicleFacts {
-                gps_fix_type: GpsFix::Fix2d,
+            VehicleView {
+                gps_fix_type: FixType::Fix2d,
                 ..good_facts(here)
             },
             Some("fix 2d_fix (needs 3d_fix or better)"),
@@ -456,6 +457,80 @@ fn home_cylinder_and_several_reasons_at_once() {
     assert!(r.contains("the target is 169.71 m from home; the limit is 150 m with a 10 m margin: stay within 140 m of home"), "{r}");
     assert!(r.contains("highest allowed target is 115 m"), "{r}");
     assert!(r.contains("the speed limit is 5 m/s"), "{r}");
+}
+
+/// Metrics and the shell read a refusal's kind, never its words: every reason the envelope
+/// gives is one rule of the refusal's kind (this replaces the text matching metrics did).
+#[test]
+fn every_reason_of_a_refusal_is_a_rule_of_its_kind() {
+    use crate::refusal::{EnvelopeRule as R, RefusalKind};
+    let c = EnvelopeConfig {
+        distance_from_home_m_max: 150.0,
+        ..config()
+    };
+    let env = Envelope::new(&c, HOME, None).unwrap();
+    let here = at(0.0, 0.0, 10.0);
+    let facts = VehicleView {
+        gps_fix_type: FixType::NoFix,
+        battery_remaining_percent: Some(5.0),
+        ..good_facts(here)
+    };
+    let Verdict::Refused(refusal) = env.check_goal(
+        &GoalRequest {
+            from: here,
+            to: at(-120.0, -120.0, 200.0),
+            speed_m_s: Some(6.0),
+        },
+        &facts,
+    ) else {
+        panic!("allowed");
+    };
+    let RefusalKind::Envelope(rules) = refusal.kind else {
+        panic!("{:?}", refusal.kind);
+    };
+    let rules: Vec<R> = rules.iter().collect();
+    assert_eq!(
+        rules,
+        vec![
+            R::BatteryReserve,
+            R::Gps,
+            R::Ceiling,
+            R::HomeDistance,
+            R::Speed
+        ],
+        "{}",
+        refusal.message
+    );
+    assert_eq!(
+        refusal.kind.labels(),
+        vec![
+            "battery_reserve",
+            "gps",
+            "ceiling",
+            "home_distance",
+            "speed"
+        ]
+    );
+    // Splitting the words, as the metrics once did, counts 7 reasons: two sentences carry a
+    // `; ` of their own.
+    assert_eq!(
+        refusal.message.split("; ").count(),
+        7,
+        "{}",
+        refusal.message
+    );
+    let env = Envelope::new(&config(), HOME, None).unwrap();
+    let Verdict::Refused(refusal) = env.check_goal(
+        &GoalRequest {
+            from: here,
+            to: at(100.0, 100.0, 10.0),
+            speed_m_s: None,
+        },
+        &good_facts(here),
+    ) else {
+        panic!("into the school");
+    };
+    assert_eq!(refusal.kind.labels(), vec!["zone"], "{}", refusal.message);
 }
 
 #[test]
@@ -602,9 +677,9 @@ fn actions() {
         altitude_m: 0.0,
         ..HOME
     };
-    let facts = VehicleFacts {
+    let facts = VehicleView {
         armed: false,
-        in_air: false,
+        landed: Landed::OnGround,
         ..good_facts(ground)
     };
     assert_eq!(env.check_action(ActionKind::Arm, &facts), Verdict::Allowed);
@@ -614,7 +689,7 @@ fn actions() {
     );
     let r = reason(env.check_action(ActionKind::Takeoff { altitude_m: 119.0 }, &facts));
     assert!(r.contains("highest allowed target is 115 m"), "{r}");
-    let low = VehicleFacts {
+    let low = VehicleView {
         battery_remaining_percent: Some(10.0),
         ..facts.clone()
     };
@@ -627,8 +702,8 @@ fn actions() {
     ] {
         assert_eq!(env.check_action(a, &low), Verdict::Allowed, "{a:?}");
     }
-    let no_gps = VehicleFacts {
-        gps_fix_type: GpsFix::NoFix,
+    let no_gps = VehicleView {
+        gps_fix_type: FixType::NoFix,
         position_valid: false,
         ..facts.clone()
     };
@@ -660,7 +735,9 @@ fn monitor_reports_margin_and_breach() {
     for (p, expected) in cases {
         let shown = match env.monitor(&good_facts(p)) {
             MonitorVerdict::Inside => "inside".to_string(),
-            MonitorVerdict::NearMargin { what, distance_m } => {
+            MonitorVerdict::NearMargin {
+                what, distance_m, ..
+            } => {
                 format!("near {what} {}", fmt_m(distance_m))
             }
             MonitorVerdict::Breach { what } => format!("breach {what}"),
@@ -684,8 +761,8 @@ fn monitor_reports_margin_and_breach() {
     let mut lost = good_facts(HOME);
     lost.position = None;
     assert_eq!(env.monitor(&lost), MonitorVerdict::NoPosition);
-    let on_ground = VehicleFacts {
-        in_air: false,
+    let on_ground = VehicleView {
+        landed: Landed::OnGround,
         ..good_facts(HOME)
     };
     assert_eq!(env.monitor(&on_ground), MonitorVerdict::Inside);
@@ -1073,7 +1150,7 @@ fn an_envelope_for_another_place_is_refused_naming_the_zone_the_distance_and_wha
         .to_string();
     assert!(
         err.starts_with(
-            "keep-in `field` is 16567 km from the autopilot's home (-33.8688000, 151.2093000)"
+            "keep-in `field` is 16585 km from the autopilot's home (-33.8688000, 151.2093000)"
         ),
         "{err}"
     );
@@ -1082,13 +1159,13 @@ fn an_envelope_for_another_place_is_refused_naming_the_zone_the_distance_and_wha
     assert!(err.contains("dev-setup --home LAT,LON,ALT_M"), "{err}");
 
     // 200 m north of the field's edge: the keep-in does not contain home, by how much, and
-    // where home is.
+    // where home is (350 m north is 0.0031441° on the one Earth model's sphere).
     let near = at(0.0, 350.0, 0.0);
     let err = Envelope::new(&config(), near, None)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("the home position is outside keep-in `field` (by 150 m, at 47.4008896, "),
+        err.contains("the home position is outside keep-in `field` (by 150 m, at 47.4008861, "),
         "{err}"
     );
     assert!(err.contains("edit [[envelope.keep_in]] `field`"), "{err}");

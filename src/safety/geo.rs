@@ -1,10 +1,11 @@
-//! Plane geometry for the envelope: a local tangent plane around home, polygons and circles
-//! in it, and the distance and intersection tests the envelope is built from.
+//! Plane geometry for the envelope: polygons and circles in the local plane around home
+//! (`geodesy::LocalFrame`, the one Earth model), and the distance and intersection tests the
+//! envelope is built from.
 //!
 //! # Projection and its error
-//! Positions arrive in degrees (WGS-84) and are projected into a local east/north plane in
-//! metres around an origin (home) with an equirectangular projection: `east = R·Δλ·cos φ₀`,
-//! `north = R·Δφ`. The projection is a continuous bijection, so inside/outside is preserved
+//! Positions arrive in degrees (WGS-84) and are projected into the local east/north plane in
+//! metres around home (`crate::geodesy`): `east = R·Δλ·cos φ₀`, `north = R·Δφ`. The
+//! projection is a continuous bijection, so inside/outside is preserved
 //! exactly between what the vehicle reports and the fence as we define it (edges are straight
 //! lines in this plane). What it distorts is length: the east scale at latitude φ is off by
 //! about `tan φ · Δφ` (Δφ the north offset from the origin in radians). Over
@@ -22,12 +23,10 @@
 
 use std::fmt;
 
-/// Mean Earth radius used by the projection (IUGG), metres.
-pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
-/// The farthest any envelope point may be from the projection origin (home).
-pub const EXTENT_M_MAX: f64 = 20_000.0;
-/// The highest absolute origin latitude accepted.
-pub const LATITUDE_DEG_MAX: f64 = 75.0;
+pub use crate::geodesy::{
+    EXTENT_M_MAX, GeoError, GeoPoint, GeoPosition, LATITUDE_DEG_MAX, LocalFrame, LocalPoint,
+};
+
 /// Vertices closer than this are near-duplicates, and non-adjacent edges closer than this
 /// make a polygon "not nice" (PolyCARP): a thin neck that the margin cannot be applied to.
 pub const VERTEX_SEPARATION_M_MIN: f64 = 1.0;
@@ -36,169 +35,6 @@ pub const VERTEX_SEPARATION_M_MIN: f64 = 1.0;
 pub const CORNER_DEG_MIN: f64 = 3.0;
 /// Largest accepted polygon; ArduPilot rejects more than 255, PX4 keeps 128.
 pub const VERTICES_MAX: usize = 1024;
-
-/// A horizontal position in degrees.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GeoPoint {
-    pub latitude_deg: f64,
-    pub longitude_deg: f64,
-}
-
-/// A position in degrees with an altitude in metres relative to home (positive up).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GeoPosition {
-    pub latitude_deg: f64,
-    pub longitude_deg: f64,
-    /// Metres above home.
-    pub altitude_m: f64,
-}
-
-impl GeoPosition {
-    pub fn point(&self) -> GeoPoint {
-        GeoPoint {
-            latitude_deg: self.latitude_deg,
-            longitude_deg: self.longitude_deg,
-        }
-    }
-}
-
-impl GeoPoint {
-    /// Both coordinates finite and within ±90° / ±180°.
-    pub fn is_valid(&self) -> bool {
-        self.latitude_deg.is_finite()
-            && self.longitude_deg.is_finite()
-            && self.latitude_deg.abs() <= 90.0
-            && self.longitude_deg.abs() <= 180.0
-    }
-}
-
-/// A point in the local plane: metres east and north of the origin.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LocalPoint {
-    pub east_m: f64,
-    pub north_m: f64,
-}
-
-impl LocalPoint {
-    pub const fn new(east_m: f64, north_m: f64) -> Self {
-        Self { east_m, north_m }
-    }
-    fn sub(self, o: LocalPoint) -> LocalPoint {
-        LocalPoint::new(self.east_m - o.east_m, self.north_m - o.north_m)
-    }
-    fn add_scaled(self, d: LocalPoint, t: f64) -> LocalPoint {
-        LocalPoint::new(self.east_m + d.east_m * t, self.north_m + d.north_m * t)
-    }
-    fn dot(self, o: LocalPoint) -> f64 {
-        self.east_m * o.east_m + self.north_m * o.north_m
-    }
-    fn cross(self, o: LocalPoint) -> f64 {
-        self.east_m * o.north_m - self.north_m * o.east_m
-    }
-    /// Length of the vector from the origin.
-    pub fn norm(self) -> f64 {
-        self.east_m.hypot(self.north_m)
-    }
-    /// Distance to another point.
-    pub fn distance(self, o: LocalPoint) -> f64 {
-        self.sub(o).norm()
-    }
-    /// The point a fraction `t` of the way to `o`.
-    pub fn lerp(self, o: LocalPoint, t: f64) -> LocalPoint {
-        self.add_scaled(o.sub(self), t)
-    }
-}
-
-/// Why a projection origin or a point cannot be used.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GeoError {
-    InvalidCoordinates {
-        latitude_deg: f64,
-        longitude_deg: f64,
-    },
-    OriginTooCloseToPole {
-        latitude_deg: f64,
-    },
-}
-
-impl fmt::Display for GeoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GeoError::InvalidCoordinates {
-                latitude_deg,
-                longitude_deg,
-            } => write!(
-                f,
-                "({latitude_deg}, {longitude_deg}) is not a position: latitude must be within ±90° and longitude within ±180°"
-            ),
-            GeoError::OriginTooCloseToPole { latitude_deg } => write!(
-                f,
-                "home at latitude {latitude_deg}° is beyond ±{LATITUDE_DEG_MAX}°, where the local projection is not accurate enough"
-            ),
-        }
-    }
-}
-
-/// The local tangent plane around an origin (home). Cheap to copy.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LocalFrame {
-    origin: GeoPoint,
-    /// Metres per radian of longitude at the origin.
-    east_m_per_rad: f64,
-}
-
-impl LocalFrame {
-    pub fn new(origin: GeoPoint) -> Result<LocalFrame, GeoError> {
-        if !origin.is_valid() {
-            return Err(GeoError::InvalidCoordinates {
-                latitude_deg: origin.latitude_deg,
-                longitude_deg: origin.longitude_deg,
-            });
-        }
-        if origin.latitude_deg.abs() > LATITUDE_DEG_MAX {
-            return Err(GeoError::OriginTooCloseToPole {
-                latitude_deg: origin.latitude_deg,
-            });
-        }
-        Ok(LocalFrame {
-            origin,
-            east_m_per_rad: EARTH_RADIUS_M * origin.latitude_deg.to_radians().cos(),
-        })
-    }
-
-    pub fn origin(&self) -> GeoPoint {
-        self.origin
-    }
-
-    /// Projects a point. Longitude differences are wrapped into ±180° so the antimeridian
-    /// does not tear the plane.
-    pub fn to_local(&self, p: GeoPoint) -> LocalPoint {
-        let mut dlon = p.longitude_deg - self.origin.longitude_deg;
-        if dlon > 180.0 {
-            dlon -= 360.0;
-        } else if dlon < -180.0 {
-            dlon += 360.0;
-        }
-        LocalPoint::new(
-            dlon.to_radians() * self.east_m_per_rad,
-            (p.latitude_deg - self.origin.latitude_deg).to_radians() * EARTH_RADIUS_M,
-        )
-    }
-
-    /// The inverse of [`LocalFrame::to_local`].
-    pub fn to_geo(&self, p: LocalPoint) -> GeoPoint {
-        let mut lon = self.origin.longitude_deg + (p.east_m / self.east_m_per_rad).to_degrees();
-        if lon > 180.0 {
-            lon -= 360.0;
-        } else if lon < -180.0 {
-            lon += 360.0;
-        }
-        GeoPoint {
-            latitude_deg: self.origin.latitude_deg + (p.north_m / EARTH_RADIUS_M).to_degrees(),
-            longitude_deg: lon,
-        }
-    }
-}
 
 /// Distance from `p` to the segment `a`–`b`.
 pub fn point_segment_distance(p: LocalPoint, a: LocalPoint, b: LocalPoint) -> f64 {

@@ -14,9 +14,11 @@ pub mod site;
 pub mod tightening;
 pub mod whitelist;
 
+/// The one view of the vehicle every check here decides on.
+pub use crate::vehicle::view::{Landed, VehicleView};
 pub use envelope::{
-    ActionKind, Envelope, EnvelopeError, EnvelopeSummary, GoalRequest, GpsFix, MonitorVerdict,
-    VehicleFacts, Verdict, tighten,
+    ActionKind, Envelope, EnvelopeError, EnvelopeSummary, FixType, GoalRequest, MonitorVerdict,
+    Verdict, tighten,
 };
 pub use geo::{GeoPoint, GeoPosition};
-pub use whitelist::{FlightState, Landed, Violation, Whitelist};
+pub use whitelist::{Violation, Whitelist};

@@ -6,25 +6,15 @@
 //! home the file says it was drawn around (`envelope.expected_home_lat_lon_deg`) and the home
 //! the daemon last saw (`vehicle.last_home_path`), and give the run-time refusal its distance.
 //!
-//! Distances here are great-circle distances (haversine on a sphere of the mean Earth radius):
-//! a zone on the wrong continent is thousands of kilometres away, where the envelope's own
+//! Distances here are great-circle distances (`geodesy::great_circle_m`, on the one Earth
+//! model's sphere): a zone on the wrong continent is thousands of kilometres away, where the envelope's own
 //! local plane (`geo::LocalFrame`, valid within 20 km) means nothing.
 
 use crate::config::{EnvelopeConfig, ZoneConfig};
 use crate::safety::envelope::{Envelope, EnvelopeError, ZoneKind};
 use crate::safety::geo::{EXTENT_M_MAX, GeoPoint, GeoPosition};
 
-/// Mean Earth radius (IUGG), metres.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
-
-/// Great-circle distance between two points, metres.
-pub fn great_circle_m(a: GeoPoint, b: GeoPoint) -> f64 {
-    let (la, lb) = (a.latitude_deg.to_radians(), b.latitude_deg.to_radians());
-    let dlat = lb - la;
-    let dlon = (b.longitude_deg - a.longitude_deg).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + la.cos() * lb.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
-}
+pub use crate::geodesy::great_circle_m;
 
 /// How far the nearest part of a zone is from `home` (its nearest vertex; a circle's edge),
 /// metres; `None` for a zone without a shape (the configuration check reports those).
@@ -150,9 +140,10 @@ mod tests {
 
     #[test]
     fn great_circle_distances_match_known_values() {
-        // One degree of latitude: 111.2 km on the mean sphere.
+        // One degree of latitude: 111.3 km on the one Earth model's sphere (the WGS-84
+        // semi-major axis, ArduPilot's LATLON_TO_M; the mean sphere said 111.2 km).
         let d = great_circle_m(p(47.0, 8.0), p(48.0, 8.0));
-        assert!((d - 111_195.0).abs() < 10.0, "{d}");
+        assert!((d - 111_319.5).abs() < 1.0, "{d}");
         // Zurich to Sydney: about 16 540 km.
         let d = great_circle_m(p(47.397742, 8.545594), p(-33.8688, 151.2093));
         assert!((d / 1000.0 - 16_540.0).abs() < 60.0, "{d}");
@@ -186,29 +177,32 @@ mod tests {
             ..EnvelopeConfig::default()
         };
         assert_eq!(warnings(&config, home, "configured"), Vec::<String>::new());
-        // The same file at a field in Sydney.
+        // The same file at a field in Sydney (16,585 km on the model's sphere; 16,567 km on
+        // the mean sphere site.rs used before the one Earth model).
         let sydney = p(-33.8688, 151.2093);
         let w = warnings(&config, sydney, "last known");
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(
             w[0].starts_with(
-                "keep-in `field` is 16567 km from the last known home (-33.8688000, \
+                "keep-in `field` is 16585 km from the last known home (-33.8688000, \
                  151.2093000): the daemon would refuse this envelope there"
             ),
             "{w:?}"
         );
         assert!(w[0].contains("edit [[envelope.keep_in]] `field`"), "{w:?}");
         assert!(
-            w[1].contains("keep-out `tower` is 16567 km")
+            w[1].contains("keep-out `tower` is 16585 km")
                 && w[1].contains("[[envelope.keep_out]] `tower`"),
             "{w:?}"
         );
-        // 600 m away: home outside the keep-in, said with how far.
+        // 600 m away: home outside the keep-in, said with how far (489 m: 600 m less the
+        // square's 111.3 m half-side, both in the one Earth model; the offset and the
+        // envelope used to measure with different radii and said 488 m).
         let (lat, lon) =
-            crate::flight::geo::offset_deg(home.latitude_deg, home.longitude_deg, 600.0, 0.0);
+            crate::geodesy::offset_deg(home.latitude_deg, home.longitude_deg, 600.0, 0.0);
         let w = warnings(&config, p(lat, lon), "configured");
         assert!(
-            w[0].contains("home position is outside keep-in `field` (by 488 m, at 47.4031319,"),
+            w[0].contains("home position is outside keep-in `field` (by 489 m, at 47.4031319,"),
             "{w:?}"
         );
     }

@@ -2,7 +2,7 @@
 //! by default (sans-IO).
 //!
 //! # API
-//! [`Whitelist::new`]`(&EnvelopeConfig)` then [`Whitelist::check`]`(&msg, &FlightState, role)`
+//! [`Whitelist::new`]`(&EnvelopeConfig)` then [`Whitelist::check`]`(&msg, &VehicleView, role)`
 //! just before a message is handed to the link writer. `Err(Violation)` means the message
 //! must not be sent: it is an internal error to log and count, never transmitted.
 //! Nothing here keeps state, reads a clock or does IO.
@@ -22,45 +22,9 @@ use mavlink::Message;
 use crate::config::EnvelopeConfig;
 use crate::role::Role;
 use crate::vehicle::modes::FlightMode;
-use crate::vehicle::snapshot::{AutopilotKind, VehicleSnapshot};
+use crate::vehicle::snapshot::AutopilotKind;
 
-/// Where the vehicle is, as far as the whitelist cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Landed {
-    OnGround,
-    InAir,
-    /// Not reported: treated as possibly in the air for ground-only commands and as possibly
-    /// on the ground for air-only ones, i.e. both kinds are refused.
-    Unknown,
-}
-
-/// The vehicle state a message is checked against.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FlightState {
-    pub armed: bool,
-    pub landed: Landed,
-    /// The autopilot family, to decode `DO_SET_MODE`; `None` before the first heartbeat.
-    pub autopilot: Option<AutopilotKind>,
-    /// Home's altitude above mean sea level, once reported: PX4's `NAV_TAKEOFF` names its
-    /// altitude above sea level, so the ceiling (relative to home) is checked against it.
-    pub home_altitude_msl_m: Option<f64>,
-}
-
-impl FlightState {
-    pub fn from_snapshot(s: &VehicleSnapshot) -> FlightState {
-        FlightState {
-            armed: s.mode.armed,
-            landed: match s.mode.landed_state.as_str() {
-                _ if s.mode.freshness.stale => Landed::Unknown,
-                "on_ground" => Landed::OnGround,
-                "in_air" | "takeoff" | "landing" => Landed::InAir,
-                _ => Landed::Unknown,
-            },
-            autopilot: s.autopilot.as_ref().map(|a| a.autopilot),
-            home_altitude_msl_m: s.home.as_ref().map(|h| h.altitude_msl_m),
-        }
-    }
-}
+pub use crate::vehicle::view::{Landed, VehicleView};
 
 /// In which flight states a rule applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +43,13 @@ pub enum When {
 }
 
 impl When {
-    fn allows(self, s: &FlightState) -> bool {
+    fn allows(self, s: &VehicleView) -> bool {
         match self {
             When::Always => true,
-            When::DisarmedOnGround => !s.armed && s.landed == Landed::OnGround,
-            When::ArmedOnGround => s.armed && s.landed == Landed::OnGround,
-            When::ArmedInAir => s.armed && s.landed == Landed::InAir,
+            // `Landed::Unknown` is neither: ground-only and air-only commands are refused.
+            When::DisarmedOnGround => !s.armed && s.landed.on_ground(),
+            When::ArmedOnGround => s.armed && s.landed.on_ground(),
+            When::ArmedInAir => s.armed && s.landed.in_air(),
             When::Armed => s.armed,
             When::Disarmed => !s.armed,
         }
@@ -406,7 +371,7 @@ impl Whitelist {
     pub fn check(
         &self,
         msg: &MavMessage,
-        state: &FlightState,
+        state: &VehicleView,
         role: Role,
     ) -> Result<(), Violation> {
         let name = msg.message_name();
@@ -478,7 +443,7 @@ impl Whitelist {
     // The deprecated frame names are still what ArduPilot and PX4 accept for body offsets and
     // relative altitude; they must stay recognised.
     #[allow(deprecated)]
-    fn bounds(&self, bounds: Bounds, msg: &MavMessage, state: &FlightState) -> Result<(), String> {
+    fn bounds(&self, bounds: Bounds, msg: &MavMessage, state: &VehicleView) -> Result<(), String> {
         // COMMAND_LONG and COMMAND_INT share the first four params; the rest differ in type.
         let (p, x_y_z) = match msg {
             MavMessage::COMMAND_LONG(c) => (
@@ -557,20 +522,9 @@ impl Whitelist {
                         "the autopilot is not known yet, so the mode cannot be decoded".into(),
                     );
                 };
-                let byte = |v: f32| v.is_finite() && (0.0..=255.0).contains(&v);
-                let numbers_ok = match kind {
-                    AutopilotKind::Px4 => byte(p[0]) && byte(p[1]) && byte(p[2]),
-                    _ => byte(p[0]) && p[1].is_finite() && p[1] >= 0.0,
-                };
-                if !numbers_ok {
+                let Some(mode) = FlightMode::from_set_mode_params(kind, &p) else {
                     return Err("mode parameters must be non-negative numbers".into());
-                }
-                let custom_mode = match kind {
-                    // PX4: main mode in param2, sub mode in param3 (its custom_mode bytes).
-                    AutopilotKind::Px4 => ((p[1] as u32) << 16) | ((p[2] as u32) << 24),
-                    _ => p[1] as u32,
                 };
-                let mode = FlightMode::decode(kind, p[0] as u8, custom_mode);
                 if matches!(
                     mode,
                     FlightMode::Guided

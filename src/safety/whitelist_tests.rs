@@ -10,30 +10,34 @@ fn wl() -> Whitelist {
     Whitelist::new(&EnvelopeConfig::default())
 }
 
-const GROUND: FlightState = FlightState {
+const GROUND: VehicleView = VehicleView {
     armed: false,
     landed: Landed::OnGround,
     autopilot: Some(AutopilotKind::Ardupilot),
     home_altitude_msl_m: None,
+    ..VehicleView::UNKNOWN
 };
-const ARMED_GROUND: FlightState = FlightState {
+const ARMED_GROUND: VehicleView = VehicleView {
     armed: true,
     landed: Landed::OnGround,
     autopilot: Some(AutopilotKind::Ardupilot),
     home_altitude_msl_m: None,
+    ..VehicleView::UNKNOWN
 };
-const AIR: FlightState = FlightState {
+const AIR: VehicleView = VehicleView {
     armed: true,
     landed: Landed::InAir,
     autopilot: Some(AutopilotKind::Ardupilot),
     home_altitude_msl_m: None,
+    ..VehicleView::UNKNOWN
 };
 
-const PX4_AIR: FlightState = FlightState {
+const PX4_AIR: VehicleView = VehicleView {
     armed: true,
     landed: Landed::InAir,
     autopilot: Some(AutopilotKind::Px4),
     home_altitude_msl_m: Some(488.0),
+    ..VehicleView::UNKNOWN
 };
 
 fn long(command: MavCmd, params: [f32; 7]) -> MavMessage {
@@ -94,7 +98,7 @@ fn heartbeat() -> MavMessage {
 fn table_of_allowed_and_refused_messages() {
     let guided = FlightMode::encode(AutopilotKind::Ardupilot, FlightMode::Guided).unwrap();
     let stabilize = FlightMode::encode(AutopilotKind::Ardupilot, FlightMode::Stabilize).unwrap();
-    let cases: Vec<(&str, MavMessage, FlightState, Role, Option<&str>)> = vec![
+    let cases: Vec<(&str, MavMessage, VehicleView, Role, Option<&str>)> = vec![
         ("heartbeat", heartbeat(), AIR, Role::System, None),
         (
             "heartbeat from the ground",
@@ -385,7 +389,7 @@ fn table_of_allowed_and_refused_messages() {
         (
             "velocity, landed state unknown",
             velocity(1.0, 0.0, 0.0),
-            FlightState {
+            VehicleView {
                 landed: Landed::Unknown,
                 ..AIR
             },
@@ -640,7 +644,7 @@ fn the_supervisors_own_messages_pass_as_system() {
 }
 
 /// An independent statement of what may ever be sent, to check the table against.
-fn oracle_may_send(msg: &MavMessage, state: &FlightState, role: Role) -> bool {
+fn oracle_may_send(msg: &MavMessage, state: &VehicleView, role: Role) -> bool {
     let vmax = 5.0f32;
     match msg {
         MavMessage::COMMAND_LONG(c) => {
@@ -764,16 +768,17 @@ fn any_message() -> impl Strategy<Value = MavMessage> {
     ]
 }
 
-fn any_state() -> impl Strategy<Value = FlightState> {
+fn any_state() -> impl Strategy<Value = VehicleView> {
     (
         any::<bool>(),
         prop::sample::select(vec![Landed::OnGround, Landed::InAir, Landed::Unknown]),
     )
-        .prop_map(|(armed, landed)| FlightState {
+        .prop_map(|(armed, landed)| VehicleView {
             armed,
             landed,
             autopilot: Some(AutopilotKind::Ardupilot),
             home_altitude_msl_m: None,
+            ..VehicleView::UNKNOWN
         })
 }
 
@@ -800,12 +805,13 @@ proptest! {
 }
 
 // PX4 encodes takeoff altitude above sea level and modes as main/sub mode in param2/param3.
-fn px4(armed: bool, landed: Landed, home_altitude_msl_m: Option<f64>) -> FlightState {
-    FlightState {
+fn px4(armed: bool, landed: Landed, home_altitude_msl_m: Option<f64>) -> VehicleView {
+    VehicleView {
         armed,
         landed,
         autopilot: Some(AutopilotKind::Px4),
         home_altitude_msl_m,
+        ..VehicleView::UNKNOWN
     }
 }
 
@@ -836,7 +842,7 @@ fn px4_takeoff_altitude_is_above_sea_level_and_capped_relative_to_home() {
         .unwrap_err();
     assert!(e.reason.contains("home's altitude"), "{e}");
     // ArduPilot's param7 stays relative to home.
-    let ardupilot = FlightState {
+    let ardupilot = VehicleView {
         autopilot: Some(AutopilotKind::Ardupilot),
         ..on_ground
     };

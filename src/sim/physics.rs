@@ -30,8 +30,6 @@ use nalgebra::{Vector2, Vector3};
 
 /// Standard gravity.
 pub const GRAVITY_M_S2: f64 = 9.80665;
-/// WGS-84 equatorial radius; a flat-earth projection around home is plenty for a few km.
-const EARTH_RADIUS_M: f64 = 6_378_137.0;
 /// Position loop gain (1/s): velocity demand per metre of position error.
 const POSITION_GAIN_PER_S: f64 = 1.0;
 /// Velocity loop gain (1/s): acceleration demand per m/s of velocity error.
@@ -88,24 +86,23 @@ pub struct GeoPoint {
 }
 
 impl GeoPoint {
-    /// The point `ned_m` away from this one (flat earth around `self`).
+    /// The point `ned_m` away from this one, in the plane around `self` of the daemon's one
+    /// Earth model (`crate::geodesy`: ArduPilot's own `LATLON_TO_M`).
     pub fn offset_by(&self, ned_m: &Vector3<f64>) -> GeoPoint {
-        let lat_rad = self.lat_deg.to_radians();
+        let (lat_deg, lon_deg) =
+            crate::geodesy::offset_deg(self.lat_deg, self.lon_deg, ned_m.x, ned_m.y);
         GeoPoint {
-            lat_deg: self.lat_deg + (ned_m.x / EARTH_RADIUS_M).to_degrees(),
-            lon_deg: self.lon_deg + (ned_m.y / (EARTH_RADIUS_M * lat_rad.cos())).to_degrees(),
+            lat_deg,
+            lon_deg,
             alt_amsl_m: self.alt_amsl_m - ned_m.z,
         }
     }
 
     /// Where `other` is, in metres NED from this point (inverse of [`GeoPoint::offset_by`]).
     pub fn ned_to(&self, other: &GeoPoint) -> Vector3<f64> {
-        let lat_rad = self.lat_deg.to_radians();
-        Vector3::new(
-            (other.lat_deg - self.lat_deg).to_radians() * EARTH_RADIUS_M,
-            (other.lon_deg - self.lon_deg).to_radians() * EARTH_RADIUS_M * lat_rad.cos(),
-            self.alt_amsl_m - other.alt_amsl_m,
-        )
+        let (north_m, east_m) =
+            crate::geodesy::north_east_m(self.lat_deg, self.lon_deg, other.lat_deg, other.lon_deg);
+        Vector3::new(north_m, east_m, self.alt_amsl_m - other.alt_amsl_m)
     }
 }
 

@@ -670,18 +670,7 @@ impl ModeChange {
         mode: FlightMode,
         timeout: Duration,
     ) -> Option<(Self, CommandRequest)> {
-        let (base_mode, custom_mode) = FlightMode::encode(autopilot, mode)?;
-        let mut params = [0.0f32; 7];
-        params[0] = f32::from(base_mode);
-        match autopilot {
-            // PX4 takes main and sub mode as separate parameters.
-            AutopilotKind::Px4 => {
-                params[1] = ((custom_mode >> 16) & 0xff) as f32;
-                params[2] = ((custom_mode >> 24) & 0xff) as f32;
-            }
-            // ArduPilot mode numbers are small: exact as f32.
-            _ => params[1] = custom_mode as f32,
-        }
+        let params = FlightMode::set_mode_params(autopilot, mode)?;
         let request = CommandRequest::Long {
             command: MavCmd::MAV_CMD_DO_SET_MODE,
             params,

@@ -4,9 +4,11 @@
 //! - `modes`: ArduPilot and PX4 flight modes, decoded and encoded.
 //! - `state`: `VehicleState`, fed every decoded message with `now`.
 //! - `command`: `CommandProtocol`, COMMAND_LONG/INT with ACK matching, retries and timeouts.
+//! - `view`: `VehicleView`, the typed facts every safety check decides on, and `Landed`.
 
 pub mod command;
 pub mod modes;
 pub mod params;
 pub mod snapshot;
 pub mod state;
+pub mod view;

@@ -9,7 +9,17 @@
 //! Everything here is a pure function over two static tables; a mode missing from an
 //! autopilot's table does not exist on that autopilot (`encode` returns `None`).
 
-use super::snapshot::AutopilotKind;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// Which autopilot firmware family answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutopilotKind {
+    Ardupilot,
+    Px4,
+    Other,
+}
 
 /// `MAV_MODE_FLAG_CUSTOM_MODE_ENABLED`: `custom_mode` carries the autopilot's own mode.
 pub const MODE_FLAG_CUSTOM_MODE_ENABLED: u8 = 1;
@@ -202,6 +212,49 @@ impl FlightMode {
         Some((MODE_FLAG_CUSTOM_MODE_ENABLED, custom_mode))
     }
 
+    /// `MAV_CMD_DO_SET_MODE`'s seven parameters for `mode`, or `None` when the autopilot has
+    /// no such mode. The one place they are written: the stop and the command protocol both
+    /// send them, and the whitelist reads them back with [`FlightMode::from_set_mode_params`].
+    ///
+    /// param1 is the base mode (custom mode enabled); ArduPilot takes its mode number in
+    /// param2 (`GCS_MAVLINK::handle_command_do_set_mode`: `_set_mode_common(base_mode,
+    /// param2)`); PX4 takes its main mode in param2 and its sub mode in param3
+    /// (`Commander::handle_command`, `VEHICLE_CMD_DO_SET_MODE`: `custom_main_mode =
+    /// param2`, `custom_sub_mode = param3`), the two upper bytes of its `custom_mode`.
+    pub fn set_mode_params(autopilot: AutopilotKind, mode: FlightMode) -> Option<[f32; 7]> {
+        let (base_mode, custom_mode) = FlightMode::encode(autopilot, mode)?;
+        let mut params = [0.0f32; 7];
+        params[0] = f32::from(base_mode);
+        match autopilot {
+            AutopilotKind::Px4 => {
+                params[1] = f32::from(((custom_mode >> 16) & 0xff) as u8);
+                params[2] = f32::from(((custom_mode >> 24) & 0xff) as u8);
+            }
+            // ArduPilot mode numbers are small: exact as f32.
+            _ => params[1] = custom_mode as f32,
+        }
+        Some(params)
+    }
+
+    /// The mode a `MAV_CMD_DO_SET_MODE` with these parameters asks for (the inverse of
+    /// [`FlightMode::set_mode_params`]); `None` when they are not numbers a mode can be
+    /// (negative, not finite, PX4's bytes above 255).
+    pub fn from_set_mode_params(autopilot: AutopilotKind, params: &[f32; 7]) -> Option<FlightMode> {
+        let byte = |v: f32| v.is_finite() && (0.0..=255.0).contains(&v);
+        let numbers_ok = match autopilot {
+            AutopilotKind::Px4 => byte(params[0]) && byte(params[1]) && byte(params[2]),
+            _ => byte(params[0]) && params[1].is_finite() && params[1] >= 0.0,
+        };
+        if !numbers_ok {
+            return None;
+        }
+        let custom_mode = match autopilot {
+            AutopilotKind::Px4 => ((params[1] as u32) << 16) | ((params[2] as u32) << 24),
+            _ => params[1] as u32,
+        };
+        Some(FlightMode::decode(autopilot, params[0] as u8, custom_mode))
+    }
+
     /// The mode's name in the autopilot's own terms; `UNKNOWN` for a mode the autopilot
     /// does not have (the raw `custom_mode` is reported next to it in the snapshot).
     pub fn name(self, autopilot: AutopilotKind) -> &'static str {
@@ -279,6 +332,34 @@ mod tests {
 
     const A: AutopilotKind = AutopilotKind::Ardupilot;
     const P: AutopilotKind = AutopilotKind::Px4;
+
+    #[test]
+    fn do_set_mode_parameters_round_trip_for_every_mode_of_both_autopilots() {
+        for (mode, _, _) in ARDUCOPTER {
+            let params = FlightMode::set_mode_params(A, *mode).expect("encodable");
+            assert_eq!(FlightMode::from_set_mode_params(A, &params), Some(*mode));
+        }
+        for (mode, _, _, _) in PX4 {
+            let params = FlightMode::set_mode_params(P, *mode).expect("encodable");
+            assert_eq!(FlightMode::from_set_mode_params(P, &params), Some(*mode));
+        }
+        // PX4's hold: main mode AUTO (4) in param2, sub mode LOITER (3) in param3.
+        let hold = FlightMode::set_mode_params(P, FlightMode::Loiter).unwrap();
+        assert_eq!(&hold[..3], &[1.0, 4.0, 3.0]);
+        // ArduCopter's BRAKE: mode number 17 in param2.
+        let brake = FlightMode::set_mode_params(A, FlightMode::Brake).unwrap();
+        assert_eq!(&brake[..2], &[1.0, 17.0]);
+        assert_eq!(FlightMode::set_mode_params(P, FlightMode::Brake), None);
+        let mut bad = hold;
+        bad[2] = 256.0;
+        assert_eq!(FlightMode::from_set_mode_params(P, &bad), None);
+        bad[2] = f32::NAN;
+        assert_eq!(FlightMode::from_set_mode_params(P, &bad), None);
+        assert_eq!(
+            FlightMode::from_set_mode_params(A, &[1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            None
+        );
+    }
 
     #[test]
     fn arducopter_table_decodes_names_and_encodes() {

@@ -5,17 +5,224 @@
 //! Every group carries `age_ms` and `stale`: a value the vehicle stopped reporting is
 //! shown as stale, never as current.
 
+use std::fmt;
+
 use schemars::JsonSchema;
 use serde::Serialize;
 
-/// Which autopilot firmware family answered.
+use crate::link::dialect::{GpsFixType, MavLandedState, MavState};
+
+pub use super::modes::AutopilotKind;
+use super::modes::FlightMode;
+
+/// `MAV_LANDED_STATE` as the autopilot reported it; serialised as its MAVLink name in
+/// snake case (`on_ground`, `in_air`, `takeoff`, `landing`, `undefined`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum AutopilotKind {
-    Ardupilot,
-    Px4,
-    Other,
+pub enum LandedState {
+    Undefined,
+    OnGround,
+    InAir,
+    Takeoff,
+    Landing,
 }
+
+impl LandedState {
+    pub fn from_mavlink(state: MavLandedState) -> LandedState {
+        match state {
+            MavLandedState::MAV_LANDED_STATE_UNDEFINED => LandedState::Undefined,
+            MavLandedState::MAV_LANDED_STATE_ON_GROUND => LandedState::OnGround,
+            MavLandedState::MAV_LANDED_STATE_IN_AIR => LandedState::InAir,
+            MavLandedState::MAV_LANDED_STATE_TAKEOFF => LandedState::Takeoff,
+            MavLandedState::MAV_LANDED_STATE_LANDING => LandedState::Landing,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LandedState::Undefined => "undefined",
+            LandedState::OnGround => "on_ground",
+            LandedState::InAir => "in_air",
+            LandedState::Takeoff => "takeoff",
+            LandedState::Landing => "landing",
+        }
+    }
+}
+
+/// `MAV_STATE` from the heartbeat; serialised as its MAVLink name in snake case
+/// (`standby`, `active`, `critical`, `emergency`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemStatus {
+    Uninit,
+    Boot,
+    Calibrating,
+    Standby,
+    Active,
+    Critical,
+    Emergency,
+    Poweroff,
+    FlightTermination,
+}
+
+impl SystemStatus {
+    pub fn from_mavlink(state: MavState) -> SystemStatus {
+        match state {
+            MavState::MAV_STATE_UNINIT => SystemStatus::Uninit,
+            MavState::MAV_STATE_BOOT => SystemStatus::Boot,
+            MavState::MAV_STATE_CALIBRATING => SystemStatus::Calibrating,
+            MavState::MAV_STATE_STANDBY => SystemStatus::Standby,
+            MavState::MAV_STATE_ACTIVE => SystemStatus::Active,
+            MavState::MAV_STATE_CRITICAL => SystemStatus::Critical,
+            MavState::MAV_STATE_EMERGENCY => SystemStatus::Emergency,
+            MavState::MAV_STATE_POWEROFF => SystemStatus::Poweroff,
+            MavState::MAV_STATE_FLIGHT_TERMINATION => SystemStatus::FlightTermination,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemStatus::Uninit => "uninit",
+            SystemStatus::Boot => "boot",
+            SystemStatus::Calibrating => "calibrating",
+            SystemStatus::Standby => "standby",
+            SystemStatus::Active => "active",
+            SystemStatus::Critical => "critical",
+            SystemStatus::Emergency => "emergency",
+            SystemStatus::Poweroff => "poweroff",
+            SystemStatus::FlightTermination => "flight_termination",
+        }
+    }
+}
+
+/// `GPS_FIX_TYPE`; serialised as its MAVLink name in snake case (`no_gps`, `3d_fix`,
+/// `rtk_fixed`, ...). Ordered by quality up to `rtk_fixed`; `static` (a base station's
+/// survey) and `ppp` rank as no fix in [`FixType::quality`], as the envelope and health
+/// have always read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FixType {
+    NoGps,
+    NoFix,
+    #[serde(rename = "2d_fix")]
+    Fix2d,
+    #[serde(rename = "3d_fix")]
+    Fix3d,
+    Dgps,
+    RtkFloat,
+    RtkFixed,
+    Static,
+    Ppp,
+}
+
+impl FixType {
+    pub fn from_mavlink(fix: GpsFixType) -> FixType {
+        match fix {
+            GpsFixType::GPS_FIX_TYPE_NO_GPS => FixType::NoGps,
+            GpsFixType::GPS_FIX_TYPE_NO_FIX => FixType::NoFix,
+            GpsFixType::GPS_FIX_TYPE_2D_FIX => FixType::Fix2d,
+            GpsFixType::GPS_FIX_TYPE_3D_FIX => FixType::Fix3d,
+            GpsFixType::GPS_FIX_TYPE_DGPS => FixType::Dgps,
+            GpsFixType::GPS_FIX_TYPE_RTK_FLOAT => FixType::RtkFloat,
+            GpsFixType::GPS_FIX_TYPE_RTK_FIXED => FixType::RtkFixed,
+            GpsFixType::GPS_FIX_TYPE_STATIC => FixType::Static,
+            GpsFixType::GPS_FIX_TYPE_PPP => FixType::Ppp,
+        }
+    }
+
+    /// Parses the names above (the envelope's `gps_fix_type_min`).
+    pub fn from_name(name: &str) -> Option<FixType> {
+        [
+            FixType::NoGps,
+            FixType::NoFix,
+            FixType::Fix2d,
+            FixType::Fix3d,
+            FixType::Dgps,
+            FixType::RtkFloat,
+            FixType::RtkFixed,
+            FixType::Static,
+            FixType::Ppp,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FixType::NoGps => "no_gps",
+            FixType::NoFix => "no_fix",
+            FixType::Fix2d => "2d_fix",
+            FixType::Fix3d => "3d_fix",
+            FixType::Dgps => "dgps",
+            FixType::RtkFloat => "rtk_float",
+            FixType::RtkFixed => "rtk_fixed",
+            FixType::Static => "static",
+            FixType::Ppp => "ppp",
+        }
+    }
+
+    /// Quality for comparisons: no GPS < no fix < 2D < 3D < DGPS < RTK float < RTK fixed;
+    /// `static` and `ppp` count as no fix.
+    pub fn quality(self) -> u8 {
+        match self {
+            FixType::NoGps => 0,
+            FixType::NoFix | FixType::Static | FixType::Ppp => 1,
+            FixType::Fix2d => 2,
+            FixType::Fix3d => 3,
+            FixType::Dgps => 4,
+            FixType::RtkFloat => 5,
+            FixType::RtkFixed => 6,
+        }
+    }
+
+    /// A 3D fix or better (3D, DGPS, RTK float or fixed).
+    pub fn is_3d(self) -> bool {
+        self.quality() >= FixType::Fix3d.quality()
+    }
+}
+
+/// The flight mode of the last heartbeat, serialised as its name in the autopilot's own
+/// terms (`GUIDED`, `AUTO.LOITER`); `UNKNOWN` before a heartbeat and for a mode missing
+/// from that autopilot's table (the raw `custom_mode` is reported beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeName {
+    pub mode: Option<FlightMode>,
+    pub autopilot: AutopilotKind,
+}
+
+impl ModeName {
+    /// Before any heartbeat.
+    pub const UNKNOWN: ModeName = ModeName {
+        mode: None,
+        autopilot: AutopilotKind::Other,
+    };
+
+    pub fn as_str(self) -> &'static str {
+        self.mode.map_or("UNKNOWN", |m| m.name(self.autopilot))
+    }
+}
+
+impl Serialize for ModeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+macro_rules! fact_as_text {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    )*};
+}
+fact_as_text!(LandedState, SystemStatus, FixType, ModeName);
 
 /// The autopilot the daemon found from its heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -45,13 +252,16 @@ pub struct ModeStatus {
     pub freshness: Freshness,
     pub armed: bool,
     /// Decoded flight mode name in the autopilot's own terms (`GUIDED`, `LOITER`, `POSCTL`, ...).
-    pub flight_mode: String,
+    #[schemars(with = "String")]
+    pub flight_mode: ModeName,
     /// `custom_mode` from the heartbeat, raw.
     pub custom_mode: u32,
     /// `MAV_LANDED_STATE` as a name: `on_ground`, `in_air`, `takeoff`, `landing`, `undefined`.
-    pub landed_state: String,
+    #[schemars(with = "String")]
+    pub landed_state: LandedState,
     /// `MAV_STATE` as a name: `standby`, `active`, `critical`, `emergency`, ...
-    pub system_status: String,
+    #[schemars(with = "String")]
+    pub system_status: SystemStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -93,7 +303,8 @@ pub struct BatteryStatus {
 pub struct GpsStatus {
     pub freshness: Freshness,
     /// `GPS_FIX_TYPE` as a name: `no_gps`, `no_fix`, `2d_fix`, `3d_fix`, `dgps`, `rtk_float`, `rtk_fixed`.
-    pub fix_type: String,
+    #[schemars(with = "String")]
+    pub fix_type: FixType,
     pub satellites_visible: u8,
     /// Null when unknown (MAVLink's UINT16_MAX).
     pub hdop: Option<f64>,

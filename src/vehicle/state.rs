@@ -16,10 +16,12 @@ use crate::link::dialect::{
 
 use super::modes::FlightMode;
 use super::snapshot::{
-    AttitudeStatus, AutopilotIdentity, AutopilotKind, BatteryStatus, EstimatorStatus, Freshness,
-    GpsStatus, HomeStatus, LinkHealthStatus, ModeStatus, PositionStatus, StatusText,
-    VehicleSnapshot,
+    AttitudeStatus, AutopilotIdentity, AutopilotKind, BatteryStatus, EstimatorStatus, FixType,
+    Freshness, GpsStatus, HomeStatus, LandedState, LinkHealthStatus, ModeName, ModeStatus,
+    PositionStatus, StatusText, SystemStatus, VehicleSnapshot,
 };
+use super::view::{Landed, VehicleView};
+use crate::geodesy::GeoPosition;
 
 /// How many STATUSTEXTs are kept (newest last); older ones are dropped.
 pub const STATUS_TEXTS_MAX: usize = 16;
@@ -463,21 +465,16 @@ impl VehicleState {
         self.landed.map(|l| l.value)
     }
 
-    /// True when the vehicle may be flying.
-    ///
-    /// From `EXTENDED_SYS_STATE` when the autopilot sends it (`in_air`, `takeoff` and
-    /// `landing` count as flying). When it never sent one, or the state is `undefined`, an
-    /// armed vehicle counts as flying: the daemon must never treat a vehicle that might
-    /// be airborne as safely on the ground.
+    /// True when the vehicle may be flying: the executor's and the envelope monitor's reading
+    /// of [`Landed`]'s one rule for `Unknown`. From `EXTENDED_SYS_STATE` when the autopilot
+    /// sends it (`in_air`, `takeoff` and `landing` count as flying); when it never sent one,
+    /// or the state is `undefined`, an armed vehicle counts as flying: the daemon must never
+    /// treat a vehicle that might be airborne as safely on the ground.
     pub fn in_air(&self) -> bool {
-        match self.landed_state() {
-            Some(MavLandedState::MAV_LANDED_STATE_ON_GROUND) => false,
-            Some(
-                MavLandedState::MAV_LANDED_STATE_IN_AIR
-                | MavLandedState::MAV_LANDED_STATE_TAKEOFF
-                | MavLandedState::MAV_LANDED_STATE_LANDING,
-            ) => true,
-            Some(MavLandedState::MAV_LANDED_STATE_UNDEFINED) | None => self.is_armed(),
+        match Landed::from_reported(self.landed.map(|l| LandedState::from_mavlink(l.value))) {
+            Landed::OnGround => false,
+            Landed::InAir => true,
+            Landed::Unknown => self.is_armed(),
         }
     }
 
@@ -557,6 +554,41 @@ impl VehicleState {
         }
     }
 
+    /// The vehicle as every safety check sees it at `now` (`vehicle::view`): stale groups
+    /// as unknown, the landed state by [`Landed::from_reported`].
+    pub fn view(&self, now: Instant) -> VehicleView {
+        let fresh = |at: Instant| !self.is_stale(Some(at), now);
+        let position = self.position.filter(|p| fresh(p.received_at));
+        let gps = self.gps.filter(|g| fresh(g.at));
+        let battery = self.battery.filter(|b| fresh(b.at));
+        VehicleView {
+            autopilot: self.identity.as_ref().map(|a| a.autopilot),
+            heartbeat_fresh: !self.heartbeat_lost(now),
+            heartbeat_at: self.heartbeat_at(),
+            armed: self.is_armed(),
+            landed: Landed::from_reported(self.landed.map(|l| LandedState::from_mavlink(l.value))),
+            mode: self.flight_mode(),
+            position: position.map(|p| GeoPosition {
+                latitude_deg: p.latitude_deg,
+                longitude_deg: p.longitude_deg,
+                altitude_m: p.altitude_relative_m,
+            }),
+            velocity_ned_m_s: position.map_or([0.0; 3], |p| {
+                [
+                    p.velocity_north_m_s,
+                    p.velocity_east_m_s,
+                    p.velocity_down_m_s,
+                ]
+            }),
+            position_valid: self.position_valid(now),
+            battery_remaining_percent: battery.and_then(|b| b.value.remaining_percent),
+            gps_fix_type: gps.map_or(FixType::NoFix, |g| FixType::from_mavlink(g.value.fix_type)),
+            satellites_visible: gps.map_or(0, |g| g.value.satellites_visible),
+            hdop: gps.and_then(|g| g.value.hdop),
+            home_altitude_msl_m: self.home.map(|h| h.altitude_msl_m),
+        }
+    }
+
     /// Everything known at `now`. `link` is left at its default: the caller fills it from
     /// `link::health`.
     pub fn snapshot(&self, now: Instant) -> VehicleSnapshot {
@@ -568,16 +600,17 @@ impl VehicleState {
         let mode = ModeStatus {
             freshness: self.freshness(hb.map(|h| h.at), now),
             armed: self.is_armed(),
-            flight_mode: hb.map_or("UNKNOWN", |h| h.mode.name(kind)).to_owned(),
+            flight_mode: ModeName {
+                mode: hb.map(|h| h.mode),
+                autopilot: kind,
+            },
             custom_mode: hb.map_or(0, |h| h.custom_mode),
-            landed_state: self.landed.map_or_else(
-                || "undefined".to_owned(),
-                |l| enum_name(&l.value, "MAV_LANDED_STATE_"),
-            ),
-            system_status: hb.map_or_else(
-                || "uninit".to_owned(),
-                |h| enum_name(&h.system_status, "MAV_STATE_"),
-            ),
+            landed_state: self.landed.map_or(LandedState::Undefined, |l| {
+                LandedState::from_mavlink(l.value)
+            }),
+            system_status: hb.map_or(SystemStatus::Uninit, |h| {
+                SystemStatus::from_mavlink(h.system_status)
+            }),
         };
         let p = self.position;
         let position = PositionStatus {
@@ -614,10 +647,7 @@ impl VehicleState {
         let gps = self.gps;
         let gps = GpsStatus {
             freshness: self.freshness(gps.map(|g| g.at), now),
-            fix_type: gps.map_or_else(
-                || "no_gps".to_owned(),
-                |g| enum_name(&g.value.fix_type, "GPS_FIX_TYPE_"),
-            ),
+            fix_type: gps.map_or(FixType::NoGps, |g| FixType::from_mavlink(g.value.fix_type)),
             satellites_visible: gps.map_or(0, |g| g.value.satellites_visible),
             hdop: gps.and_then(|g| g.value.hdop),
         };

@@ -31,12 +31,12 @@ pub fn at(north_m: f64, east_m: f64) -> String {
 }
 
 pub fn offset(north_m: f64, east_m: f64) -> (f64, f64) {
-    flight_companion::flight::geo::offset_deg(HOME_LAT_DEG, HOME_LON_DEG, north_m, east_m)
+    flight_companion::geodesy::offset_deg(HOME_LAT_DEG, HOME_LON_DEG, north_m, east_m)
 }
 
 /// (north, east) of a position from home, metres.
 pub fn from_home(lat_deg: f64, lon_deg: f64) -> (f64, f64) {
-    flight_companion::flight::geo::north_east_m(HOME_LAT_DEG, HOME_LON_DEG, lat_deg, lon_deg)
+    flight_companion::geodesy::north_east_m(HOME_LAT_DEG, HOME_LON_DEG, lat_deg, lon_deg)
 }
 
 /// One GLOBAL_POSITION_INT as the vehicle reported it.

@@ -215,9 +215,12 @@ async fn mcp_progress_and_cancellation() {
         )
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server
-        .status
-        .send_modify(|s| s.vehicle.mode.flight_mode = "GUIDED".into());
+    server.status.send_modify(|s| {
+        s.vehicle.mode.flight_mode = flight_companion::vehicle::snapshot::ModeName {
+            mode: Some(flight_companion::vehicle::modes::FlightMode::Guided),
+            autopilot: flight_companion::vehicle::snapshot::AutopilotKind::Ardupilot,
+        }
+    });
     let (result, _) = client.response(&id).await;
     assert_eq!(
         result["result"]["structuredContent"]["changed"], true,

@@ -413,8 +413,11 @@ mod tests {
             message: "outside keep-in `field`".into(),
             vehicle: Some(VehicleSummary {
                 armed: true,
-                flight_mode: "GUIDED".into(),
-                landed_state: "in_air".into(),
+                flight_mode: crate::vehicle::snapshot::ModeName {
+                    mode: Some(crate::vehicle::modes::FlightMode::Guided),
+                    autopilot: crate::vehicle::modes::AutopilotKind::Ardupilot,
+                },
+                landed_state: crate::vehicle::snapshot::LandedState::InAir,
                 latitude_deg: 47.0,
                 longitude_deg: 8.0,
                 altitude_m: 10.0,

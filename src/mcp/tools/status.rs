@@ -91,9 +91,9 @@ fn mode_key(report: &StatusReport) -> (bool, String, String, String) {
     let m = &report.vehicle.mode;
     (
         m.armed,
-        m.flight_mode.clone(),
-        m.landed_state.clone(),
-        m.system_status.clone(),
+        m.flight_mode.to_string(),
+        m.landed_state.to_string(),
+        m.system_status.to_string(),
     )
 }
 
