@@ -4,20 +4,77 @@
 //! Frames are 1080p and 4K renderings of the synthetic camera's ground texture, encoded at
 //! quality 90, written to `target/camera-bench/` so that `tests/peers/bench_pillow.py` does
 //! the same work on the same bytes with Pillow.
+//! Two pipelines run on the same frames in the same process: the daemon's (`camera::jpeg`:
+//! libjpeg-turbo at a reduced DCT scale, a SIMD resize, libjpeg-turbo's encoder) and the one
+//! it replaced (`image` 0.25: zune-jpeg at full size, `thumbnail`, `image`'s encoder), so
+//! the ratio between them does not depend on the machine's load.
+//! Figures are CPU time of this thread (`CLOCK_THREAD_CPUTIME_ID`), which other processes
+//! on the machine do not inflate, and wall time.
 //! `cargo bench --bench camera [-- --runs 30]`
 
+use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use flight_companion::camera::jpeg::{self, RenderRequest};
 use flight_companion::camera::synthetic::{self, Pose};
+use image::RgbImage;
 
-fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len().max(1) as f64;
-    let p50 = samples.get(samples.len() / 2).map_or(0.0, |d| ms(*d));
-    let min = samples.first().map_or(0.0, |d| ms(*d));
-    (mean, p50, min)
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn mean_ms(samples: &[Duration]) -> f64 {
+    samples
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .sum::<f64>()
+        / samples.len().max(1) as f64
+}
+
+fn min_ms(samples: &[Duration]) -> f64 {
+    samples
+        .iter()
+        .min()
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// The pipeline before issue 17: `image`'s decoder (zune-jpeg) at full size, area-averaging
+/// `thumbnail`, `image`'s JPEG encoder.
+fn previous_pipeline(frame: &[u8], width_px: u32, quality: u8) -> anyhow::Result<(Vec<u8>, u32)> {
+    let full = image::ImageReader::with_format(Cursor::new(frame), image::ImageFormat::Jpeg)
+        .decode()?
+        .into_rgb8();
+    let height_px = full.height() * width_px / full.width();
+    let small: RgbImage = image::imageops::thumbnail(&full, width_px, height_px);
+    let mut out = Vec::with_capacity(64 * 1024);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality).encode_image(&small)?;
+    Ok((out, full.width()))
+}
+
+struct Samples {
+    cpu: Vec<Duration>,
+    wall: Vec<Duration>,
+}
+
+fn measure(runs: usize, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Samples> {
+    work()?; // warm-up
+    let mut samples = Samples {
+        cpu: Vec::with_capacity(runs),
+        wall: Vec::with_capacity(runs),
+    };
+    for _ in 0..runs {
+        let (c0, t0) = (thread_cpu(), Instant::now());
+        work()?;
+        samples.cpu.push(thread_cpu() - c0);
+        samples.wall.push(t0.elapsed());
+    }
+    Ok(samples)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         height_m: 60.0,
         heading_deg: 30.0,
     };
-    println!("frame -> 640 px JPEG (quality 80), {runs} runs each, one thread");
+    println!("frame -> 640 px JPEG (quality 80), {runs} runs each, one thread; CPU of the thread");
     for (width, height) in [(1920u32, 1080u32), (3840, 2160)] {
         let frame = jpeg::encode(&synthetic::render(pose, width, height), 90)?;
         let path = dir.join(format!("frame-{width}x{height}.jpg"));
@@ -47,30 +104,51 @@ fn main() -> anyhow::Result<()> {
             bytes_max: 1 << 30,
             pixels_max: 50_000_000,
         };
-        // Warm-up.
         let out = jpeg::render(&frame, request)?;
-        let (mut total, mut decode, mut scale_encode) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let t0 = Instant::now();
-            let full = jpeg::decode(&frame, request.pixels_max)?;
-            let t1 = Instant::now();
-            let small = jpeg::fit(&full, request)?;
-            let t2 = Instant::now();
-            std::hint::black_box(small);
-            total.push(t2 - t0);
-            decode.push(t1 - t0);
-            scale_encode.push(t2 - t1);
-        }
-        let (mean, p50, min) = stats(total);
-        let (decode_mean, _, _) = stats(decode);
-        let (rest_mean, _, _) = stats(scale_encode);
+        let scaled = jpeg::decode_at_least(&frame, request.pixels_max, 640)?;
+        let now = measure(runs, || {
+            std::hint::black_box(jpeg::render(&frame, request)?);
+            Ok(())
+        })?;
+        let decode = measure(runs, || {
+            std::hint::black_box(jpeg::decode_at_least(&frame, request.pixels_max, 640)?);
+            Ok(())
+        })?;
+        let resize = measure(runs, || {
+            std::hint::black_box(jpeg::downscale(&scaled, 640));
+            Ok(())
+        })?;
+        let small = jpeg::downscale(&scaled, 640);
+        let encode = measure(runs, || {
+            std::hint::black_box(jpeg::encode(&small, 80)?);
+            Ok(())
+        })?;
+        let before = measure(runs, || {
+            std::hint::black_box(previous_pipeline(&frame, 640, 80)?);
+            Ok(())
+        })?;
         println!(
-            "rust {width}x{height} ({} KiB) -> {}x{} ({} KiB): mean {mean:.1} ms, p50 {p50:.1} ms, min {min:.1} ms (decode {decode_mean:.1} ms, downscale+encode {rest_mean:.1} ms); frame in {}",
+            "rust {width}x{height} ({} KiB) -> {}x{} ({} KiB), decoded at {}x{}: CPU mean {:.2} ms, min {:.2} ms (decode {:.2}, resize {:.2}, encode {:.2}); wall mean {:.2} ms; frame in {}",
             frame.len() / 1024,
             out.width_px,
             out.height_px,
             out.jpeg.len() / 1024,
+            scaled.width(),
+            scaled.height(),
+            mean_ms(&now.cpu),
+            min_ms(&now.cpu),
+            mean_ms(&decode.cpu),
+            mean_ms(&resize.cpu),
+            mean_ms(&encode.cpu),
+            mean_ms(&now.wall),
             path.display()
+        );
+        println!(
+            "rust-previous {width}x{height} (image 0.25: zune-jpeg full size, thumbnail, image's encoder): CPU mean {:.2} ms, min {:.2} ms; wall mean {:.2} ms; previous / now CPU {:.1}x",
+            mean_ms(&before.cpu),
+            min_ms(&before.cpu),
+            mean_ms(&before.wall),
+            mean_ms(&before.cpu) / mean_ms(&now.cpu).max(1e-9),
         );
     }
     Ok(())

@@ -33,14 +33,16 @@ use anyhow::{Context, bail};
 use flight_companion::clock::monotonic_ns;
 use flight_companion::config::Config;
 use flight_companion::ground::config::GroundConfig;
+use flight_companion::hil::bench::{
+    ECHO_IDENTITY, discover, echo_round_trips, identity, percentiles, serve_echo, session,
+    tool_result,
+};
+use flight_companion::hil::client::{Client, MqttConn};
 use flight_companion::link::MavMessage;
 use flight_companion::link::dialect::{COMMAND_LONG_DATA, MavCmd};
 use flight_companion::link::endpoint::Endpoint;
 use flight_companion::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions};
-use flight_companion::mcp::bench_client::{
-    Conn, ECHO_IDENTITY, Session, discover, echo_round_trips, identity, percentiles, serve_echo,
-};
-use flight_companion::mcp::mqtt::ComponentType;
+use flight_companion::mcp::transport::ComponentType;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -215,6 +217,8 @@ impl Station {
                 component_id: 190,
                 reconnect_backoff_min: Duration::from_millis(50),
                 reconnect_backoff_max: Duration::from_millis(500),
+                signing: None,
+                peer: flight_companion::link::pin::PeerPolicy::OPEN,
             },
             stop,
         )
@@ -339,8 +343,8 @@ struct Rig {
     dir: PathBuf,
     sim: Proc,
     bridge: Proc,
-    admin: Session,
-    panic: Conn,
+    admin: Client,
+    panic: MqttConn,
     panic_topic: String,
     station: Station,
 }
@@ -350,7 +354,10 @@ impl Rig {
     async fn ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let status = self.admin.call_tool("get_status", json!({})).await?;
+            let status = tool_result(
+                "get_status",
+                self.admin.call_tool("get_status", json!({})).await?,
+            )?;
             let s = &status["structuredContent"];
             if s["vehicle"]["mode"]["flight_mode"] == "GUIDED"
                 && s["vehicle"]["mode"]["armed"] == true
@@ -445,9 +452,12 @@ impl Rig {
             // The MCU releases its latch only once the switch reads closed (20 ms debounce).
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
-        self.admin
-            .call_tool("reset_emergency_stop", json!({}))
-            .await?;
+        tool_result(
+            "reset_emergency_stop",
+            self.admin
+                .call_tool("reset_emergency_stop", json!({}))
+                .await?,
+        )?;
         if trigger == Trigger::Bridge {
             self.bridge
                 .wait_for("bridge-sim: latch released", Duration::from_secs(2))
@@ -488,16 +498,15 @@ async fn load_client(
     token: String,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut session =
-        Session::open(&ground, "bench-load", &sid, &name, Some(&token), &stop).await?;
+    let mut client = session(&ground, "bench-load", &sid, &name, Some(&token), &stop).await?;
     let mut calls = 0;
     loop {
         tokio::select! {
             biased;
             // Its connection stops with the same token: a call cut short is no error.
             _ = stop.cancelled() => return Ok(calls),
-            result = session.call_tool("get_status", json!({})) => {
-                result?;
+            result = client.call_tool("get_status", json!({})) => {
+                tool_result("get_status", result?)?;
                 calls += 1;
             }
         }
@@ -606,7 +615,7 @@ async fn main() -> anyhow::Result<()> {
                 .to_owned(),
         )
     };
-    let admin = Session::open(
+    let admin = session(
         &ground,
         "bench-admin",
         &sid,
@@ -615,9 +624,10 @@ async fn main() -> anyhow::Result<()> {
         &stop,
     )
     .await?;
-    let panic = Conn::open(
+    let panic = MqttConn::open(
         &identity(&ground.mqtt, "bench-panic")?,
         ComponentType::Client,
+        "bench panic",
         &stop,
     )
     .await?;

@@ -1,25 +1,26 @@
 //! Benchmark (not a test): the MCP `tools/call get_status` round trip through the broker with
-//! Rust clients built on the product's own MQTT connection (`mcp::mqtt`, rumqttc, mTLS,
-//! TCP_NODELAY), with 1 and 10 concurrent clients, next to a bare MQTT publish -> echo ->
-//! reply round trip on the same broker, identities and topics.
+//! the raw Rust client (`hil::client`, on the product's own MQTT connection `mcp::mqtt`:
+//! rumqttc, mTLS, TCP_NODELAY), with 1 and 10 concurrent clients, next to a bare MQTT
+//! publish -> echo -> reply round trip on the same broker, identities and topics.
 //!
 //! Needs a running broker and daemon (BENCHMARKS.md has the commands), then:
 //! `cargo bench --bench mcp_roundtrip -- --config DIR/ground.toml [--calls 2000]`.
 //! Every connection has its own certificate, issued by the dev CA beside `ground.toml` on
-//! first use (`bench_client::identity`); the echo is `bench-echo`, which dev-setup's ACL
+//! first use (`hil::bench::identity`); the echo is `bench-echo`, which dev-setup's ACL
 //! lets answer on the drone's RPC topics' `bench-ping`/`bench-pong` leaves only.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use flight_companion::ground::config::GroundConfig;
-use flight_companion::mcp::bench_client::{
-    Conn, ECHO_IDENTITY, Session, TIMEOUT, discover, id_of, identity, percentiles, serve_echo,
+use flight_companion::hil::bench::{
+    ECHO_IDENTITY, discover, echo_base, identity, percentiles, serve_echo, session, tool_result,
 };
-use flight_companion::mcp::mqtt::ComponentType;
-use serde_json::{Value, json};
+use flight_companion::hil::client::{MqttConn, TIMEOUT};
+use flight_companion::mcp::transport::ComponentType;
+use serde_json::json;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
@@ -51,23 +52,19 @@ async fn mcp_worker(
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<Duration>> {
     let token = token_of(&ground)?;
-    let session = Session::open(&ground, &who, &sid, &name, token.as_deref(), &stop).await?;
-    let (mut conn, rpc) = (session.conn, session.rpc);
+    let mut client = session(&ground, &who, &sid, &name, token.as_deref(), &stop).await?;
     let mut samples = Vec::with_capacity(calls + WARMUP_CALLS);
-    for id in 1..=(calls + WARMUP_CALLS) as u64 {
-        if id == WARMUP_CALLS as u64 + 1 {
+    for i in 0..calls + WARMUP_CALLS {
+        if i == WARMUP_CALLS {
             start.wait().await;
         }
-        let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"get_status","arguments":{}}});
+        let (id, call) =
+            client.request_message("tools/call", json!({"name": "get_status", "arguments": {}}));
         let started = Instant::now();
-        conn.publish(rpc.clone(), call.to_string().into_bytes())
-            .await?;
-        let (_, answer) = conn.receive(|_, p| id_of(p) == Some(id)).await?;
+        client.send(&call).await?;
+        let result = client.answer(id, "get_status", &mut |_| {}).await?;
         samples.push(started.elapsed());
-        let v: Value = serde_json::from_slice(&answer)?;
-        if v.get("error").is_some() || v.pointer("/result/isError") == Some(&Value::Bool(true)) {
-            bail!("get_status failed: {v}");
-        }
+        tool_result("get_status", result)?;
     }
     Ok(samples.split_off(WARMUP_CALLS))
 }
@@ -82,8 +79,8 @@ async fn echo_worker(
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<Duration>> {
     let mqtt = identity(&ground.mqtt, &who)?;
-    let mut conn = Conn::open(&mqtt, ComponentType::Client, &stop).await?;
-    let base = format!("{}/{}/{sid}", ground.ground.rpc_topic_root, conn.id);
+    let mut conn = MqttConn::open(&mqtt, ComponentType::Client, "bench ping", &stop).await?;
+    let base = echo_base(&ground, &conn.id, &sid);
     conn.subscribe(format!("{base}/bench-pong"), true).await?;
     let mut samples = Vec::with_capacity(calls + WARMUP_CALLS);
     for i in 0..calls + WARMUP_CALLS {
@@ -144,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let (sid, name) = discover(&ground, &stop).await?;
     println!(
-        "# drone {name} (server id {sid}) at {}:{}; Rust clients (rumqttc via mcp::mqtt)",
+        "# drone {name} (server id {sid}) at {}:{}; Rust clients (hil::client, rumqttc via mcp::mqtt)",
         ground.mqtt.host, ground.mqtt.port
     );
     println!(

@@ -8,8 +8,9 @@
 # PROFILE: release (default; what the .deb ships) or ci-cross (CI's quicker build).
 #
 # Needs: `rustup target add TARGET` and the Debian package gcc-aarch64-linux-gnu or
-# gcc-arm-linux-gnueabihf (cross/setup.sh installs both). rustls uses the `ring` provider,
-# whose C and assembly need only that C cross compiler (no cmake, no clang).
+# gcc-arm-linux-gnueabihf (cross/setup.sh installs both) and cmake. rustls uses the `ring`
+# provider, whose C and assembly need only that C cross compiler (no clang); libjpeg-turbo
+# (the camera, crate `turbojpeg`) is built by cmake with the same compiler.
 # Prints the path of the binary on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,7 +5,9 @@
 set -euo pipefail
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
-packages=(qemu-user)
+# cmake: libjpeg-turbo (crate `turbojpeg`) is built from source for the target; NEON needs no
+# assembler, so nothing else.
+packages=(qemu-user cmake)
 for t in "${targets[@]}"; do
   case "$t" in
     aarch64-unknown-linux-gnu) packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;

@@ -64,6 +64,9 @@ pub enum Command {
     /// simulator, SITL or a bench autopilot; a summary and JUnit XML.
     #[command(subcommand)]
     Hil(HilCommand),
+    /// MAVLink 2 signing of the autopilot link: make a key, install it on the autopilot.
+    #[command(subcommand)]
+    Signing(crate::signing_tool::SigningCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +278,10 @@ pub struct SimArgs {
     /// the command's bytes were read from the link (for latency benchmarks across processes).
     #[arg(long)]
     pub stamp_monotonic: bool,
+    /// Where the MAVLink 2 signing key set by SETUP_SIGNING is kept across restarts (as
+    /// ArduPilot keeps it in its storage; 44 bytes in its layout). Default: in memory only.
+    #[arg(long, value_name = "FILE")]
+    pub signing_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -288,6 +295,10 @@ pub struct ProbeArgs {
     /// How long to wait for the heartbeat and then to collect telemetry.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Sign with this MAVLink 2 key and accept only frames signed with it (a file: 32
+    /// bytes, or 64 hex digits, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
 }
 
 pub(crate) fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {
@@ -326,6 +337,14 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
+                // The daemon reads the signing key at start and stops if it cannot: say so now.
+                if config.vehicle.signing.mode != crate::link::signing::SigningMode::Off
+                    && let Some(path) = &config.vehicle.signing.key_path
+                    && let Err(e) = crate::link::keys::load_key(path)
+                {
+                    eprintln!("error: {}: vehicle.signing.key_path: {e}", file.display());
+                    return ExitCode::from(2);
+                }
                 // Valid, but perhaps drawn for another place: said now, not at the field.
                 let warnings = crate::last_home::site_warnings(&config);
                 for warning in &warnings {
@@ -462,6 +481,24 @@ pub fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Signing(crate::signing_tool::SigningCommand::Keygen { out }) => {
+            match crate::signing_tool::keygen(&out) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Signing(crate::signing_tool::SigningCommand::Install(args)) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::signing_tool::install(args, shutdown))
         }
         Command::Hil(HilCommand::Run(args)) => {
             crate::logging::init("warn");

@@ -133,6 +133,44 @@ pub struct VehicleConfig {
     /// so that `check-config` can warn when the envelope's zones are far from where the
     /// vehicle last was. Relative to this file. Default none (not kept).
     pub last_home_path: Option<PathBuf>,
+    /// `udpin`/`tcpin` only: the autopilot's address (`192.168.144.10:14550`, or a host
+    /// alone for any port, as a TCP client's port changes); nothing else is ever the peer.
+    /// Default none: the first peer whose autopilot heartbeat the link accepts is pinned, and
+    /// another may take its place only after it has been silent for `heartbeat_timeout_ms`.
+    pub pinned_peer: Option<crate::link::pin::PinnedAddress>,
+    /// MAVLink 2 signing of the autopilot link.
+    pub signing: SigningConfig,
+}
+
+/// `[vehicle.signing]`: MAVLink 2 signing of the autopilot link. The key is a file of its
+/// own (`flight-companion signing keygen`), installed on the autopilot with
+/// `flight-companion signing install`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// `off` (default), `sign` (sign every frame, check every signed one, still accept
+    /// unsigned ones: only while installing a key), or `required` (accept only frames whose
+    /// signature verifies, and the radio's own `RADIO_STATUS`/`RADIO`).
+    pub mode: crate::link::signing::SigningMode,
+    /// The 32-byte key: a file (mode 0600; raw bytes or 64 hex digits), or
+    /// `credential:NAME` for a systemd credential. Never the key itself. Default none.
+    pub key_path: Option<PathBuf>,
+    /// Where the link's signing timestamp is persisted (every 30 s and at shutdown), so it
+    /// never goes back across restarts. Default `mavlink-signing-timestamp` in the state
+    /// directory (`$STATE_DIRECTORY` under systemd).
+    pub timestamp_path: Option<PathBuf>,
+}
+
+/// The signing timestamp's file name in the state directory.
+pub const SIGNING_TIMESTAMP_NAME: &str = "mavlink-signing-timestamp";
+
+impl SigningConfig {
+    /// The timestamp file in force.
+    pub fn resolved_timestamp_path(&self) -> PathBuf {
+        self.timestamp_path
+            .clone()
+            .unwrap_or_else(|| state_directory().join(SIGNING_TIMESTAMP_NAME))
+    }
 }
 
 impl Default for VehicleConfig {
@@ -151,6 +189,8 @@ impl Default for VehicleConfig {
             reconnect_backoff_ms_min: 100,
             reconnect_backoff_ms_max: 5000,
             last_home_path: None,
+            pinned_peer: None,
+            signing: SigningConfig::default(),
         }
     }
 }
@@ -263,9 +303,9 @@ impl Default for McpConfig {
             server_name: "flight-companion/drone".into(),
             server_id: None,
             description: "flight-companion onboard MCP server".into(),
-            server_topic_root: "$mcp-server".into(),
-            client_topic_root: "$mcp-client".into(),
-            rpc_topic_root: "$mcp-rpc".into(),
+            server_topic_root: crate::mcp::transport::SERVER_TOPIC_ROOT.into(),
+            client_topic_root: crate::mcp::transport::CLIENT_TOPIC_ROOT.into(),
+            rpc_topic_root: crate::mcp::transport::RPC_TOPIC_ROOT.into(),
             message_bytes_max: 256 * 1024,
             session_calls_concurrent_max: 4,
             calls_concurrent_max: 32,
@@ -1131,6 +1171,43 @@ impl Config {
         Ok(config)
     }
 
+    /// Pinning and signing of the autopilot link.
+    fn check_link_trust(&self) -> Result<(), (&'static str, String)> {
+        use crate::link::endpoint::Endpoint;
+        use crate::link::signing::SigningMode;
+        let v = &self.vehicle;
+        if let Some(peer) = v.pinned_peer
+            && !matches!(v.link, Endpoint::UdpIn { .. } | Endpoint::TcpIn { .. })
+        {
+            return Err((
+                "vehicle.pinned_peer",
+                format!(
+                    "{peer} can only pin the peer of a listening link (udpin, tcpin); {} \
+                     already names its one peer",
+                    v.link
+                ),
+            ));
+        }
+        match (v.signing.mode, &v.signing.key_path) {
+            (SigningMode::Off, Some(_)) => Err((
+                "vehicle.signing.mode",
+                "vehicle.signing.key_path is set but the mode is `off`: set mode = \"required\" \
+                 (or \"sign\" while installing the key), or remove key_path"
+                    .into(),
+            )),
+            (SigningMode::Sign | SigningMode::Required, None) => Err((
+                "vehicle.signing.key_path",
+                format!(
+                    "mode `{}` needs a key: generate one with `flight-companion signing keygen \
+                     --out FILE`, install it with `flight-companion signing install`, and name \
+                     the file (or `credential:NAME`) here",
+                    v.signing.mode
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn check_audit(&self) -> Result<(), (&'static str, String)> {
         let a = &self.audit;
         if a.queue_len == 0 {
@@ -1226,10 +1303,15 @@ impl Config {
             *key = resolve_secret_path(key, base, credentials_dir)
                 .map_err(|m| ("audit.signing_key_path", m))?;
         }
+        if let Some(key) = &mut self.vehicle.signing.key_path {
+            *key = resolve_secret_path(key, base, credentials_dir)
+                .map_err(|m| ("vehicle.signing.key_path", m))?;
+        }
         for path in [
             &mut self.auth.revocation_path,
             &mut self.audit.dir,
             &mut self.vehicle.last_home_path,
+            &mut self.vehicle.signing.timestamp_path,
         ]
         .into_iter()
         .flatten()
@@ -1307,6 +1389,7 @@ impl Config {
                 "0 is the broadcast id; use 1..=255".into(),
             ));
         }
+        self.check_link_trust()?;
         let m = &self.mcp;
         if m.server_name.is_empty()
             || m.server_name.starts_with('/')
@@ -1784,6 +1867,88 @@ mod tests {
             assert_eq!(error.key.as_deref(), Some(key), "{shown}");
             assert!(shown.contains(needle), "{text:?}: {shown}");
             assert!(!shown.contains('\n'), "one line: {shown}");
+        }
+    }
+
+    #[test]
+    fn link_trust_keys_parse_and_say_what_is_wrong() {
+        use crate::link::signing::SigningMode;
+        let config = Config::parse_with_credentials(
+            Path::new("/etc/fc/drone.toml"),
+            "[vehicle]\nlink = \"udpin:0.0.0.0:14550\"\npinned_peer = \"192.168.144.10:14550\"\n\
+             [vehicle.signing]\nmode = \"required\"\nkey_path = \"credential:mavlink.key\"\n\
+             timestamp_path = \"state/ts\"\n",
+            Some(Path::new("/run/credentials/fc.service")),
+        )
+        .unwrap();
+        let v = &config.vehicle;
+        assert_eq!(v.signing.mode, SigningMode::Required);
+        assert_eq!(
+            v.signing.key_path.as_deref(),
+            Some(Path::new("/run/credentials/fc.service/mavlink.key"))
+        );
+        assert_eq!(
+            v.signing.resolved_timestamp_path(),
+            Path::new("/etc/fc/state/ts")
+        );
+        assert_eq!(v.pinned_peer.unwrap().to_string(), "192.168.144.10:14550");
+        // Off by default, with the timestamp in the state directory.
+        let default = parse("").unwrap().vehicle;
+        assert_eq!(default.signing.mode, SigningMode::Off);
+        assert!(default.pinned_peer.is_none());
+        assert!(
+            default
+                .signing
+                .resolved_timestamp_path()
+                .ends_with(SIGNING_TIMESTAMP_NAME)
+        );
+
+        let cases = [
+            (
+                "[vehicle]\nlink = \"serial:/dev/ttyAMA0:921600\"\npinned_peer = \"10.0.0.2\"\n",
+                "vehicle.pinned_peer",
+                "only pin the peer of a listening link",
+            ),
+            (
+                "[vehicle]\nlink = \"udpin:0.0.0.0:14550\"\npinned_peer = \"drone.local\"\n",
+                "vehicle.pinned_peer",
+                "not an IP address",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"required\"\n",
+                "vehicle.signing.key_path",
+                "signing keygen",
+            ),
+            (
+                "[vehicle.signing]\nkey_path = \"k\"\n",
+                "vehicle.signing.mode",
+                "mode is `off`",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"always\"\n",
+                "vehicle.signing.mode",
+                "unknown variant",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"sign\"\nkey = \"00ff\"\n",
+                "vehicle.signing",
+                "unknown field `key`",
+            ),
+            (
+                "[vehicle.signing]\nmode = \"sign\"\nkey_path = \"credential:k\"\n",
+                "vehicle.signing.key_path",
+                "CREDENTIALS_DIRECTORY",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            let error =
+                Config::parse_with_credentials(Path::new("test.toml"), text, None).unwrap_err();
+            let shown = error.to_string();
+            assert!(
+                error.key.as_deref().is_some_and(|k| k.starts_with(key)),
+                "{text:?}: {shown}"
+            );
+            assert!(shown.contains(needle), "{text:?}: {shown}");
         }
     }
 

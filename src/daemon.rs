@@ -60,18 +60,19 @@ async fn run_with_audit(
     audit: crate::audit::AuditHandle,
 ) -> anyhow::Result<ExitCode> {
     let link_shutdown = shutdown.child_token();
-    let (link, mut events) = Link::open(
-        &config.vehicle.link,
-        LinkOptions {
-            system_id: config.vehicle.system_id,
-            component_id: config.vehicle.component_id,
-            reconnect_backoff_min: Duration::from_millis(config.vehicle.reconnect_backoff_ms_min),
-            reconnect_backoff_max: Duration::from_millis(config.vehicle.reconnect_backoff_ms_max),
-        },
-        link_shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
+    let link_options = LinkOptions::for_vehicle(&config.vehicle)
+        .map_err(anyhow::Error::msg)
+        .context("cannot set up the autopilot link's signing")?;
+    if let Some(signing) = &link_options.signing {
+        info!(
+            mode = %signing.mode,
+            key = %signing.key.fingerprint(),
+            "MAVLink 2 signing on the autopilot link"
+        );
+    }
+    let (link, mut events) = Link::open(&config.vehicle.link, link_options, link_shutdown.clone())
+        .await
+        .with_context(|| format!("cannot open the autopilot link {}", config.vehicle.link))?;
     // systemd: READY once the configuration is loaded and the link is open (see notify.rs
     // for why not "autopilot heard"); WATCHDOG from this loop only.
     let (mut notifier, mut watchdog) = crate::notify::from_process(Instant::now());
@@ -84,6 +85,10 @@ async fn run_with_audit(
         Instant::now(),
     );
     let (control, mut control_rx, envelope_tx) = crate::control::channel();
+    // An ADMIN's set_envelope: its own small channel, answered after the status is published.
+    let (envelope_changes_tx, mut envelope_changes) =
+        mpsc::channel(crate::control::ENVELOPE_CHANGES);
+    let control = control.with_envelope_changes(envelope_changes_tx);
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let stop_core = crate::estop::EmergencyStop::new(
         config.stop_options(),
@@ -251,6 +256,8 @@ async fn run_with_audit(
         // The status is published on its tick, and in the very turn a job ends, so a client
         // that reads get_status right after a tool's answer sees what the answer saw.
         let mut publish_now = false;
+        // The answer to an envelope change, sent after the status is published.
+        let mut envelope_answer = None;
         tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -288,6 +295,10 @@ async fn run_with_audit(
                     let (counters, reconnects) = link.counters();
                     accept(&mut supervisor, request, &mut waiting, counters, reconnects);
                 }
+            }
+            Some(change) = envelope_changes.recv() => {
+                envelope_answer = Some(change_envelope(&mut supervisor, change, &audit));
+                publish_now = true;
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = monitor_tick.tick() => {}
@@ -386,6 +397,9 @@ async fn run_with_audit(
             }
             // A watch keeps only the latest value: slow readers skip to the newest status.
             status_tx.send_replace(report);
+        }
+        if let Some((reply, answer)) = envelope_answer {
+            let _ = reply.send(answer);
         }
         for (w, end) in ended {
             let status = status_tx.borrow().clone();
@@ -549,6 +563,34 @@ fn accept(
             ));
         }
     }
+}
+
+/// An ADMIN's envelope change, decided by the supervisor; an accepted one is recorded (the
+/// call itself is recorded by the MCP guard, the new envelope when it is published).
+fn change_envelope(
+    supervisor: &mut Supervisor,
+    change: crate::control::EnvelopeChange,
+    audit: &crate::audit::AuditHandle,
+) -> (
+    tokio::sync::oneshot::Sender<crate::control::EnvelopeView>,
+    crate::control::EnvelopeView,
+) {
+    let answer = supervisor.set_envelope(&change.changes, &change.caller);
+    match &answer {
+        Ok(_) => {
+            info!(caller = %change.caller.identity, "envelope tightened: {}", serde_json::Value::Object(change.changes.clone()));
+            audit.record(crate::audit::Event::Safety {
+                kind: "envelope_tightened".into(),
+                detail: format!(
+                    "by {}: {}",
+                    change.caller.identity,
+                    serde_json::Value::Object(change.changes)
+                ),
+            });
+        }
+        Err(reason) => info!(caller = %change.caller.identity, "envelope change refused: {reason}"),
+    }
+    (change.reply, answer)
 }
 
 /// The status report with the daemon's own fields filled in.
@@ -732,5 +774,16 @@ fn log_notice(notice: &Notice) {
         Notice::WhitelistViolation { description } => {
             tracing::error!("whitelist violation, not transmitted: {description}")
         }
+        Notice::LinkRefused {
+            reason,
+            count,
+            peer,
+            detail,
+        } => warn!(
+            reason,
+            count,
+            peer = peer.as_deref().unwrap_or("-"),
+            "autopilot link refused: {detail}"
+        ),
     }
 }

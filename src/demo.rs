@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SimAutopilot;
 use crate::dev_setup::DevSetupArgs;
+use crate::hil::client::{Client, ClientOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -196,27 +197,17 @@ async fn script(
         .stdout(Stdio::piped())
         .stderr(log_file(dir, "ground.log")?);
     let mut ground = children.spawn("ground bridge", ground)?;
-    let mut client = McpClient {
-        stdin: ground.stdin.take().context("bridge stdin")?,
-        stdout: BufReader::new(ground.stdout.take().context("bridge stdout")?).lines(),
-        next_id: 1,
-    };
+    // An ordinary MCP client on the bridge's stdio (the raw client of `hil::client`), as a
+    // desktop app or an agent framework would be; the bridge holds the token.
+    let mut client = McpClient(Client::over_stdio(
+        ground.stdin.take().context("bridge stdin")?,
+        ground.stdout.take().context("bridge stdout")?,
+        ClientOptions::new("flight-companion demo"),
+    ));
     children.keep(ground);
 
     // 4. An ordinary MCP client on the bridge's stdio.
-    let init = client
-        .request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "flight-companion demo", "version": crate::VERSION}
-            }),
-        )
-        .await?;
-    client
-        .notify("notifications/initialized", json!({}))
-        .await?;
+    let init = timeout("initialize", client.0.initialize()).await?;
     say(&format!(
         "connected to drone `{}` over mTLS MQTT (MCP {})",
         init["serverInfo"]["name"].as_str().unwrap_or("?"),
@@ -572,103 +563,47 @@ pub(crate) fn mosquitto_path() -> PathBuf {
     }
 }
 
-/// A line-delimited JSON-RPC client, as an MCP host speaks to a stdio server.
-struct McpClient {
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
-    next_id: u64,
-}
+/// The demo's MCP client: the raw client over the bridge's stdio, saying what it sees.
+struct McpClient(Client);
 
 impl McpClient {
-    async fn send(&mut self, message: Value) -> anyhow::Result<()> {
-        let mut line = message.to_string();
-        line.push('\n');
-        self.stdin
-            .write_all(line.as_bytes())
-            .await
-            .context("the bridge closed its stdin")?;
-        Ok(())
-    }
-
-    async fn notify(&mut self, method: &str, params: Value) -> anyhow::Result<()> {
-        self.send(json!({"jsonrpc": "2.0", "method": method, "params": params}))
-            .await
-    }
-
     async fn next_message(&mut self) -> anyhow::Result<Value> {
-        let line = self
-            .stdout
-            .next_line()
-            .await?
-            .context("the bridge exited (see ground.log)")?;
-        serde_json::from_str(&line)
-            .with_context(|| format!("the bridge wrote something that is not JSON: {line}"))
+        self.0
+            .next_message()
+            .await
+            .context("the bridge exited (see ground.log)")
     }
 
     /// Calls a tool with a progress token, printing its progress and the daemon's envelope
     /// warnings as they come, and returns its result (tool errors included: the caller
     /// decides whether a refusal is expected).
     async fn call_tool(&mut self, name: &str, arguments: Value) -> anyhow::Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(json!({
-            "jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments, "_meta": {"progressToken": id}},
-        }))
-        .await?;
-        tokio::time::timeout(FLIGHT_TIMEOUT, async {
-            loop {
-                let message = self.next_message().await?;
-                if message["id"] == id {
-                    if let Some(error) = message.get("error") {
-                        bail!(
-                            "{name} failed: {}",
-                            error["message"].as_str().unwrap_or("?")
-                        );
-                    }
-                    return Ok(message["result"].clone());
-                }
-                match message["method"].as_str() {
-                    Some("notifications/progress") => {
-                        if let Some(text) = message["params"]["message"].as_str() {
-                            println!("  {name} | {text}");
-                        }
-                    }
-                    Some("notifications/message") => {
-                        let p = &message["params"];
-                        if let Some(text) = p["data"]["message"].as_str() {
-                            println!("  {} | {text}", p["level"].as_str().unwrap_or("log"));
-                        }
-                    }
-                    _ => {}
+        let mut say_progress = |message: &Value| match message["method"].as_str() {
+            Some("notifications/progress") => {
+                if let Some(text) = message["params"]["message"].as_str() {
+                    println!("  {name} | {text}");
                 }
             }
-        })
+            Some("notifications/message") => {
+                let p = &message["params"];
+                if let Some(text) = p["data"]["message"].as_str() {
+                    println!("  {} | {text}", p["level"].as_str().unwrap_or("log"));
+                }
+            }
+            _ => {}
+        };
+        tokio::time::timeout(
+            FLIGHT_TIMEOUT,
+            self.0
+                .call_tool_watching(name, arguments, &mut say_progress),
+        )
         .await
         .map_err(|_| anyhow::anyhow!("{name} did not finish within {FLIGHT_TIMEOUT:?}"))?
     }
 
     /// Sends a request and waits for its response; notifications in between are skipped.
     async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await?;
-        timeout(method, async {
-            loop {
-                let message = self.next_message().await?;
-                if message["id"] == id {
-                    if let Some(error) = message.get("error") {
-                        bail!(
-                            "{method} failed: {}",
-                            error["message"].as_str().unwrap_or("?")
-                        );
-                    }
-                    return Ok(message["result"].clone());
-                }
-            }
-        })
-        .await
+        timeout(method, self.0.request(method, params)).await
     }
 }
 

@@ -557,7 +557,7 @@ fn acl() -> String {
          # Every identity may read the drones' signed audit checkpoints (`audit witness`).\n\
          pattern read {audit_root}/#\n\
          \n\
-         # The benchmarks' bare-MQTT echo (benches/, `bench_client::ECHO_IDENTITY`; it has a\n\
+         # The benchmarks' bare-MQTT echo (benches/, `hil::bench::ECHO_IDENTITY`; it has a\n\
          # certificate only once a benchmark issues one): two leaf topics the drone never uses.\n\
          user bench-echo\n\
          topic read $mcp-rpc/+/{d}/bench-ping\n\

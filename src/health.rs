@@ -84,14 +84,21 @@ pub struct HealthSummary {
 }
 
 /// The alert names, in the order they are reported.
-pub const ALERTS: [&str; 6] = [
+pub const ALERTS: [&str; 7] = [
     "battery_low",
     "link_degraded",
     "gps_lost",
     "cpu_hot",
     "audit_damaged",
     "local_estop_unavailable",
+    "link_untrusted",
 ];
+
+/// `link_untrusted` is raised by a refusal at most this old (refusals that go on are
+/// reported every 10 s, so it stays raised while they do)...
+const UNTRUSTED_RAISE_AGE_MS: u64 = 15_000;
+/// ...and cleared once the last one is this old.
+const UNTRUSTED_CLEAR_AGE_MS: u64 = 30_000;
 
 /// Alert state with hysteresis, and the log of raised alerts.
 #[derive(Debug, Clone, Default)]
@@ -249,6 +256,31 @@ impl HealthMonitor {
         if let Some(why) = &audit.disabled_reason {
             reasons.push(why.clone());
         }
+        // Frames or connections the autopilot link refused: someone else on the link, or
+        // another key (signing and pinning, `link::trust`).
+        let trust = &v.link.trust;
+        let intrusion_age = trust.last_intrusion_age_ms;
+        let link_untrusted = self.edge(
+            "link_untrusted",
+            intrusion_age.is_some_and(|age| age <= UNTRUSTED_RAISE_AGE_MS),
+            intrusion_age.is_none_or(|age| age > UNTRUSTED_CLEAR_AGE_MS),
+            || {
+                format!(
+                    "autopilot link refused {} frames or connections ({}): another machine is \
+                     talking on the link, or the autopilot signs with another key (install the \
+                     daemon's with `flight-companion signing install`)",
+                    trust.refused.total(),
+                    trust.last_refusal.as_deref().unwrap_or("no detail")
+                )
+            },
+        );
+        if link_untrusted {
+            reasons.push(format!(
+                "autopilot link refusing frames: {}",
+                trust.last_refusal.as_deref().unwrap_or("no detail")
+            ));
+        }
+
         // The local e-stop socket could not be bound: one trigger of the stop is missing.
         let local = report.local_estop;
         let local_missing = local.state == LocalEstopState::Unavailable;
@@ -385,8 +417,9 @@ mod tests {
         let s = m.assess(&good(), Some(50.0));
         assert_eq!(s.state, HealthState::Healthy, "{s:?}");
         assert!(s.reasons.is_empty());
-        // The four of issue 7, `audit_damaged` (issue 15) and `local_estop_unavailable` (issue 13).
-        assert_eq!(s.alerts.len(), 6);
+        // The four of issue 7, `audit_damaged` (issue 15), `local_estop_unavailable` (issue 13)
+        // and `link_untrusted` (issue 19).
+        assert_eq!(s.alerts.len(), 7);
         let s = HealthMonitor::new(HealthConfig::default())
             .assess(&StatusReport::without_vehicle(), None);
         assert_eq!(s.state, HealthState::Failed);
@@ -514,5 +547,48 @@ mod tests {
             ..HealthConfig::default()
         };
         assert_eq!(c.check().unwrap_err().0, "health.cpu_temperature_c_hot");
+    }
+
+    #[test]
+    fn link_untrusted_while_the_link_refuses_and_a_while_after() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut r = good();
+        r.vehicle.link.trust.refused.bad_signature = 3;
+        r.vehicle.link.trust.last_refusal = Some("bad_signature: COMMAND_ACK ...".into());
+        for (age_ms, active) in [
+            (None, false),
+            (Some(200), true),
+            // Refusals that go on are reported every 10 s: the alert holds between reports.
+            (Some(14_000), true),
+            (Some(29_000), true),
+            (Some(31_000), false),
+            (Some(20_000), false),
+            (Some(1_000), true),
+        ] {
+            r.vehicle.link.trust.last_intrusion_age_ms = age_ms;
+            let s = m.assess(&r, None);
+            assert_eq!(s.alerts["link_untrusted"], active, "{age_ms:?}: {s:?}");
+            assert_eq!(
+                s.reasons.iter().any(|x| x.contains("refusing frames")),
+                active,
+                "{s:?}"
+            );
+        }
+        let raised: Vec<_> = m
+            .recent
+            .iter()
+            .filter(|a| a.alert == "link_untrusted")
+            .collect();
+        assert_eq!(raised.len(), 2, "raised once per episode");
+        assert!(
+            raised[0].message.contains("3 frames"),
+            "{}",
+            raised[0].message
+        );
+        assert!(
+            raised[0].message.contains("signing install"),
+            "{}",
+            raised[0].message
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod bridge;
 pub mod camera;
 pub mod cert;
@@ -32,6 +33,7 @@ pub mod probe;
 pub mod refusal;
 pub mod role;
 pub mod safety;
+pub mod signing_tool;
 pub mod sim;
 pub mod status;
 pub mod supervisor;

@@ -399,7 +399,7 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
     out.family(
         &format!("{p}_alert_active"),
         "gauge",
-        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable).",
+        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable, link_untrusted).",
     );
     for (alert, active) in &health.alerts {
         out.sample(
@@ -479,6 +479,34 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
         "Times the autopilot serial port or TCP connection was reopened.",
         link.reconnects as f64,
     );
+    let trust = &link.trust;
+    out.one(
+        &format!("{p}_mavlink_signed_frames_total"),
+        "counter",
+        "MAVLink frames whose MAVLink 2 signature verified.",
+        trust.signed_frames as f64,
+    );
+    out.family(
+        &format!("{p}_mavlink_refused_total"),
+        "counter",
+        "MAVLink frames (and tcpin connections) the autopilot link refused, by reason: unsigned, bad_signature, replayed, old_timestamp, streams_full, foreign_peer, connection_refused.",
+    );
+    let r = &trust.refused;
+    for (reason, count) in [
+        ("unsigned", r.unsigned),
+        ("bad_signature", r.bad_signature),
+        ("replayed", r.replayed),
+        ("old_timestamp", r.old_timestamp),
+        ("streams_full", r.streams_full),
+        ("foreign_peer", r.foreign_peer),
+        ("connection_refused", r.connection_refused),
+    ] {
+        out.sample(
+            &format!("{p}_mavlink_refused_total"),
+            &[("reason", reason)],
+            count as f64,
+        );
+    }
 
     // The vehicle, as far as health goes.
     let v = &status.vehicle;

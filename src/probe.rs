@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ProbeArgs;
 use crate::link::dialect::MavType;
-use crate::link::transport::{Link, LinkOptions};
+use crate::link::pin::{PeerPolicy, PinRule};
+use crate::link::signing::{Acceptance, SigningMode};
+use crate::link::transport::{Link, LinkOptions, SigningSetup};
 use crate::supervisor::{Supervisor, SupervisorOptions};
 use crate::vehicle::snapshot::VehicleSnapshot;
 
@@ -28,6 +30,19 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     let wait_for_heartbeat = Duration::from_secs_f64(args.seconds);
     let link_stopped = shutdown.child_token();
+    let signing = match &args.signing_key {
+        None => None,
+        Some(path) => Some(SigningSetup {
+            key: crate::link::keys::load_key(path).map_err(anyhow::Error::msg)?,
+            mode: SigningMode::Required,
+            acceptance: Acceptance::SignedOnly,
+            // The probe is its own system (255): its streams cannot collide with the daemon's.
+            link_id: 0,
+            initial_timestamp: 0,
+            wall_clock: true,
+            timestamp_store: None,
+        }),
+    };
     let (link, mut events) = Link::open(
         &args.link,
         LinkOptions {
@@ -35,6 +50,11 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             component_id: 190,
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_millis(1000),
+            signing,
+            peer: PeerPolicy {
+                rule: PinRule::FirstAutopilot,
+                release_after: Duration::from_secs(3),
+            },
         },
         link_stopped.clone(),
     )
@@ -100,6 +120,12 @@ pub async fn run(args: ProbeArgs, shutdown: CancellationToken) -> anyhow::Result
             snapshot.link.crc_errors,
             snapshot.link.garbage_bytes,
         );
+        if let Some(last) = &snapshot.link.trust.last_refusal {
+            eprintln!(
+                "error: {} frames refused by the link (signing, pinned peer); the last: {last}",
+                snapshot.link.trust.refused.total()
+            );
+        }
         return Ok(ExitCode::from(1));
     }
     if args.json {
@@ -225,5 +251,20 @@ pub fn describe(s: &VehicleSnapshot) -> String {
         l.garbage_bytes,
         l.reconnects
     );
+    let t = &l.trust;
+    let r = &t.refused;
+    if t.signing != crate::link::signing::SigningMode::Off || r.total() > 0 {
+        let _ = writeln!(
+            out,
+            "signing: {}, {} signed frames; refused: {} unsigned, {} bad signature, {} replayed, {} old timestamp, {} from another peer",
+            t.signing,
+            t.signed_frames,
+            r.unsigned,
+            r.bad_signature,
+            r.replayed,
+            r.old_timestamp,
+            r.foreign_peer + r.connection_refused
+        );
+    }
     out
 }

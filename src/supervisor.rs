@@ -17,14 +17,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::{BreachAction, EnvelopeConfig};
-use crate::role::Caller;
 use crate::flight::{Action, Executor, ExecutorEvent, ExecutorOptions, JobId, Outcome};
 use crate::link::dialect::{self, MavAutopilot, MavModeFlag, MavState, MavType};
+use crate::link::event::LinkEvent;
 use crate::link::frame::FrameCounters;
 use crate::link::health::LinkHealth;
-use crate::link::event::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
 use crate::refusal::{Refusal, RefusalKind};
+use crate::role::Caller;
 use crate::role::Role;
 use crate::safety::preflight::{self, PreflightReport, Severity};
 use crate::safety::{
@@ -115,6 +115,14 @@ pub enum Notice {
     /// A message the whitelist refused: never transmitted.
     WhitelistViolation {
         description: String,
+    },
+    /// The link refused frames or a connection (signing, pinning): `count` since the last
+    /// report of this reason, the last one described.
+    LinkRefused {
+        reason: &'static str,
+        count: u64,
+        peer: Option<String>,
+        detail: String,
     },
 }
 
@@ -530,6 +538,57 @@ impl Supervisor {
             .map(|(_, text)| text.as_str())
     }
 
+    /// An ADMIN's tightening of the envelope in force (`set_envelope`): `changes` are
+    /// `[envelope]` keys with their new values (`safety::tightening`). The new envelope must
+    /// pass `Envelope::new` at the current home and position (so it cannot put the vehicle in
+    /// breach) and `tighten` against the current one as if armed, on the ground too: at run
+    /// time an envelope only tightens; widening is the configuration file's. It stays until
+    /// the daemon restarts, rebuilt from the changed section when home moves.
+    pub fn set_envelope(
+        &mut self,
+        changes: &serde_json::Map<String, serde_json::Value>,
+        caller: &Caller,
+    ) -> Result<crate::safety::EnvelopeSummary, String> {
+        if caller.role < Role::Admin {
+            return Err(format!(
+                "set_envelope needs the ADMIN role; {} has {}",
+                caller.identity, caller.role
+            ));
+        }
+        let Some(current) = &self.envelope else {
+            return Err(format!(
+                "no envelope is in force ({}), so there is none to tighten",
+                self.envelope_missing
+            ));
+        };
+        let proposed = crate::safety::tightening::changed_config(current.config(), changes)?;
+        let position = self.vehicle.position().map(|p| GeoPosition {
+            latitude_deg: p.latitude_deg,
+            longitude_deg: p.longitude_deg,
+            altitude_m: p.altitude_relative_m,
+        });
+        let new = Envelope::new(&proposed, current.home(), position)
+            .map_err(|e| format!("the tightened envelope is refused: {e}"))?;
+        let new = match crate::safety::tighten(current, new, true) {
+            Ok(new) => new,
+            Err(crate::safety::EnvelopeError::Widening { what }) => {
+                return Err(format!(
+                    "set_envelope only tightens the envelope in force, but the new one {what}; \
+                     to widen it, edit [envelope] in the configuration and restart the daemon"
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        self.whitelist = Whitelist::new(&proposed);
+        self.options.envelope = proposed;
+        self.envelope = Some(new);
+        self.refresh_speed_policy();
+        self.envelope
+            .as_ref()
+            .map(Envelope::summary)
+            .ok_or_else(|| "internal error: the tightened envelope is gone".to_string())
+    }
+
     /// Messages the whitelist stopped (never transmitted).
     pub fn whitelist_violations(&self) -> u64 {
         self.whitelist_violations
@@ -869,6 +928,15 @@ impl Supervisor {
             LinkEvent::Frame {
                 header, message, ..
             } => self.handle_message(now, header, message),
+            LinkEvent::Refused(refusal) => {
+                self.health.handle_refused(now, refusal);
+                self.notice(Notice::LinkRefused {
+                    reason: refusal.reason.as_str(),
+                    count: refusal.count,
+                    peer: refusal.peer.clone(),
+                    detail: refusal.detail.clone(),
+                });
+            }
         }
     }
 

@@ -175,6 +175,20 @@ pub fn notice(notice: &Notice) -> Option<Event> {
             "whitelist_violation",
             format!("not transmitted: {description}"),
         ),
+        Notice::LinkRefused {
+            reason,
+            count,
+            peer,
+            detail,
+        } => Some(Event::Security {
+            kind: format!("autopilot_link_{reason}"),
+            session: "autopilot link".into(),
+            subject: peer.clone().unwrap_or_else(|| "-".into()),
+            detail: match count {
+                1 => detail.clone(),
+                n => format!("{n} refused since the last record; the last: {detail}"),
+            },
+        }),
     }
 }
 
@@ -389,5 +403,45 @@ mod tests {
             within_s: 10.0,
         });
         assert!(!format!("{kill:?}").contains("123456"));
+    }
+
+    #[test]
+    fn link_refusals_are_security_records_naming_the_reason_and_the_peer() {
+        let first = notice(&Notice::LinkRefused {
+            reason: "bad_signature",
+            count: 1,
+            peer: Some("10.0.0.9:14550".into()),
+            detail: "HEARTBEAT from system 1 component 1 refused".into(),
+        });
+        let Some(Event::Security {
+            kind,
+            session,
+            subject,
+            detail,
+        }) = first
+        else {
+            panic!("{first:?}");
+        };
+        assert_eq!(kind, "autopilot_link_bad_signature");
+        assert_eq!(session, "autopilot link");
+        assert_eq!(subject, "10.0.0.9:14550");
+        assert_eq!(detail, "HEARTBEAT from system 1 component 1 refused");
+        let summed = notice(&Notice::LinkRefused {
+            reason: "unsigned",
+            count: 250,
+            peer: None,
+            detail: "unsigned COMMAND_ACK".into(),
+        });
+        let Some(Event::Security {
+            subject, detail, ..
+        }) = summed
+        else {
+            panic!("{summed:?}");
+        };
+        assert_eq!(subject, "-");
+        assert!(
+            detail.starts_with("250 refused since the last record"),
+            "{detail}"
+        );
     }
 }

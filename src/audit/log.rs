@@ -723,6 +723,8 @@ pub struct LogWriter {
     fsync_interval: Duration,
     last_sync: Instant,
     unsynced: bool,
+    /// `fdatasync`s made of the log files (group commit: fewer than the records).
+    syncs: u64,
     last_hash: Hash,
     next_seq: u64,
     frontier: Frontier,
@@ -1077,6 +1079,7 @@ impl LogWriter {
             fsync_interval: options.fsync_interval,
             last_sync: Instant::now(),
             unsynced: false,
+            syncs: 0,
             last_hash,
             next_seq,
             frontier,
@@ -1136,20 +1139,39 @@ impl LogWriter {
         Ok(record.seq)
     }
 
-    /// Appends one record (one `write` of the whole frame); returns its sequence number.
+    /// Appends one record (one `write` of the whole frame) and makes it as durable as the
+    /// policy asks ([`LogWriter::commit`]); returns its sequence number.
     pub fn append(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
+        let seq = self.write(time_unix_ms, event)?;
+        self.commit()?;
+        Ok(seq)
+    }
+
+    /// Writes one record (one `write` of the whole frame) without forcing it to stable
+    /// storage: a group of records written this way is made durable by one
+    /// [`LogWriter::commit`] (group commit: one `fdatasync` for every record of the group).
+    /// A kill -9 loses none of them (they are in the kernel's page cache); a power cut before
+    /// the commit can.
+    pub fn write(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
         if self.file_bytes >= self.file_bytes_max {
             self.rotate()?;
         }
-        let seq = self.write_record(time_unix_ms, event)?;
+        self.write_record(time_unix_ms, event)
+    }
+
+    /// `fdatasync`s of written records so far (by `commit`, `sync` and the interval).
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
+    /// Makes what was written as durable as the policy asks: `always` syncs now, `interval`
+    /// when the interval has passed, `never` leaves it to the kernel.
+    pub fn commit(&mut self) -> std::io::Result<()> {
         match self.fsync {
-            FsyncPolicy::Always => self.sync()?,
-            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.fsync_interval => {
-                self.sync()?
-            }
-            _ => {}
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.fsync_interval => self.sync(),
+            _ => Ok(()),
         }
-        Ok(seq)
     }
 
     /// Forces what was written to stable storage (on the interval and at shutdown).
@@ -1157,6 +1179,7 @@ impl LogWriter {
         if self.unsynced {
             self.file.sync_data()?;
             self.unsynced = false;
+            self.syncs += 1;
         }
         self.last_sync = Instant::now();
         Ok(())

@@ -129,6 +129,87 @@ enum Msg {
     },
 }
 
+/// Most records made durable by one commit (group commit): a call's answer waits for its
+/// group's `fdatasync`, so the group is bounded.
+const GROUP_RECORDS_MAX: usize = 256;
+
+/// A record of the group being committed, waiting for the commit to be acknowledged.
+struct Written {
+    seq: u64,
+    time_unix_ms: u64,
+    json_event: Value,
+    ack: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// Its `write` succeeded.
+    ok: bool,
+}
+
+/// Group commit, first half: writes `first` and every record already queued behind it (at
+/// most [`GROUP_RECORDS_MAX`], and never past `checkpoint_records_max` unanchored records)
+/// without syncing; stops at a `Close`, which it returns.
+fn write_group(
+    writer: &mut log::LogWriter,
+    first: Msg,
+    rx: &std::sync::mpsc::Receiver<Msg>,
+    checkpoint_records_max: u64,
+    failed: &AtomicU64,
+) -> (Vec<Written>, Option<tokio::sync::oneshot::Sender<bool>>) {
+    let mut group: Vec<Written> = Vec::new();
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        match msg {
+            Msg::Record {
+                time_unix_ms,
+                event,
+                ack,
+            } => {
+                let json_event = serde_json::to_value(&event).unwrap_or(Value::Null);
+                let seq = writer.next_seq();
+                let ok = match writer.write(time_unix_ms, *event) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        count_failure(failed, &e);
+                        false
+                    }
+                };
+                group.push(Written {
+                    seq,
+                    time_unix_ms,
+                    json_event,
+                    ack,
+                    ok,
+                });
+            }
+            Msg::Close { ack } => return (group, Some(ack)),
+        }
+        if group.len() < GROUP_RECORDS_MAX && writer.unanchored() < checkpoint_records_max.max(1) {
+            next = rx.try_recv().ok();
+        }
+    }
+    (group, None)
+}
+
+/// Group commit, second half: one commit (one `fdatasync` under `always`) for the whole
+/// group; true when it is as durable as the policy asks. A failed commit fails every record
+/// of the group that was written.
+fn commit_group(writer: &mut log::LogWriter, group: &[Written], failed: &AtomicU64) -> bool {
+    match writer.commit() {
+        Ok(()) => true,
+        Err(e) => {
+            for _ in group.iter().filter(|w| w.ok) {
+                count_failure(failed, &e);
+            }
+            false
+        }
+    }
+}
+
+fn count_failure(failed: &AtomicU64, error: &std::io::Error) {
+    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::error!(error = %error, failed = n, "audit write failed");
+    }
+}
+
 /// The one recorder every source goes through. Cheap to clone. A disabled handle (audit
 /// turned off with `danger_disabled`, or tests) drops everything and says so in `enabled()`.
 #[derive(Clone)]
@@ -371,34 +452,30 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                     checkpoint_interval
                 };
                 match rx.recv_timeout(fsync_tick.min(due)) {
-                    Ok(Msg::Record {
-                        time_unix_ms,
-                        event,
-                        ack,
-                    }) => {
-                        let json_event = serde_json::to_value(&event).unwrap_or(Value::Null);
-                        let seq = writer.next_seq();
-                        let ok = match writer.append(time_unix_ms, *event) {
-                            Ok(_) => true,
-                            Err(e) => {
-                                let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
-                                if n.is_power_of_two() {
-                                    tracing::error!(error = %e, failed = n, "audit write failed");
+                    Ok(first) => {
+                        let (group, close) = write_group(
+                            &mut writer,
+                            first,
+                            &rx,
+                            options.checkpoint_records_max,
+                            &failed,
+                        );
+                        let committed = commit_group(&mut writer, &group, &failed);
+                        if let Ok(mut r) = recent.lock() {
+                            for w in group.iter().filter(|w| w.ok && committed) {
+                                if r.len() >= RECENT_MAX {
+                                    r.pop_front();
                                 }
-                                false
+                                r.push_back(json!({"seq": w.seq, "time_unix_ms": w.time_unix_ms, "event": w.json_event}));
                             }
-                        };
-                        if ok && let Ok(mut r) = recent.lock() {
-                            if r.len() >= RECENT_MAX {
-                                r.pop_front();
-                            }
-                            r.push_back(json!({"seq": seq, "time_unix_ms": time_unix_ms, "event": json_event}));
                         }
                         if let Ok(mut s) = status.lock() {
                             s.records = writer.next_seq();
                         }
-                        if let Some(ack) = ack {
-                            let _ = ack.send(ok);
+                        for w in group {
+                            if let Some(ack) = w.ack {
+                                let _ = ack.send(w.ok && committed);
+                            }
                         }
                         if let Some(signed) = writer.take_pending() {
                             publish(signed, &status);
@@ -407,15 +484,15 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                         if writer.unanchored() >= options.checkpoint_records_max.max(1) {
                             checkpoint(&mut writer, &mut last_checkpoint, &status);
                         }
-                    }
-                    Ok(Msg::Close { ack }) => {
-                        checkpoint(&mut writer, &mut last_checkpoint, &status);
-                        let ok = writer.sync().is_ok();
-                        if let Ok(mut s) = status.lock() {
-                            s.enabled = false;
+                        if let Some(ack) = close {
+                            checkpoint(&mut writer, &mut last_checkpoint, &status);
+                            let ok = writer.sync().is_ok();
+                            if let Ok(mut s) = status.lock() {
+                                s.enabled = false;
+                            }
+                            let _ = ack.send(ok);
+                            return;
                         }
-                        let _ = ack.send(ok);
-                        return;
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         let _ = writer.sync();

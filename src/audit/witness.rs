@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, WitnessMessage};
 use super::merkle::{self, Hash};
-use crate::mcp::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent};
+use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent};
+use crate::mcp::transport::ComponentType;
 
 /// The topic root of audit checkpoints (outside the MCP transport's `$mcp-*` namespaces).
 pub const TOPIC_ROOT: &str = "flight-companion/audit";

@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::role::Role;
 use lease::{ControlLease, LeaseOutcome, LeaseView};
-use permissions::Class;
+use permissions::{Class, Permission, Pool};
 use rate::TokenBucket;
 use revocation::Denylist;
 use security::{SecurityEvents, SecuritySummary};
@@ -363,15 +363,18 @@ impl Gate {
         Some(Promotion { identity, lease })
     }
 
-    /// The call always gets through (the reserved pool, no rate limit): the lease holder's
-    /// `hold`, `land`, `return_home`; an ADMIN's `reset_emergency_stop`.
-    pub fn is_priority(&self, now: Instant, session: &str, tool: &str) -> bool {
+    /// The call always gets through (the reserved pool, no rate limit): a motion towards
+    /// safety (`Pool::Reserved`: hold, land, return home) of the lease holder; any other
+    /// reserved tool (the e-stop reset) of a caller with its role.
+    pub fn is_priority(&self, now: Instant, session: &str, permission: Permission) -> bool {
         let Some(s) = self.sessions.get(session) else {
             return false;
         };
-        (permissions::SAFE_MOTION.contains(&tool)
-            && self.lease.holder_session(now) == Some(session))
-            || (tool == "reset_emergency_stop" && s.identity.role >= Role::Admin)
+        permission.pool == Pool::Reserved
+            && match permission.class {
+                Class::Motion => self.lease.holder_session(now) == Some(session),
+                _ => s.identity.role >= permission.role,
+            }
     }
 
     /// Identity checks shared by every request: known, not expired, not revoked.
@@ -475,16 +478,17 @@ impl Gate {
         Ok(caller)
     }
 
-    /// `tools/call` of `tool`: role, rate limits (not for the e-stop), and the lease for motion.
+    /// `tools/call` of `tool`, which needs `p` (its registry entry's): role, rate limits (not
+    /// for the e-stop), and the lease for motion.
     pub fn authorize_tool(
         &mut self,
         now: Instant,
         now_unix_s: u64,
         session: &str,
         tool: &str,
+        p: Permission,
     ) -> Result<Caller, Denial> {
         let caller = self.session_caller(now, now_unix_s, session)?;
-        let p = permissions::tool(tool);
         self.role_at_least(now, &caller, p.role, tool)?;
         if p.class == Class::EmergencyStop {
             return Ok(caller);
@@ -496,23 +500,24 @@ impl Gate {
             return Err(self.deny(now, Denial::new("no_control_lease", why)));
         }
         // Towards safety, the holder (or an ADMIN resetting the stop) is never rate-limited.
-        if !self.is_priority(now, session, tool) {
+        if !self.is_priority(now, session, p) {
             self.take_call(now, session, p.class == Class::Motion)?;
         }
         *self.in_flight.entry(session.to_owned()).or_default() += 1;
         Ok(caller)
     }
 
-    /// `resources/read` (and subscribe) of `uri`.
+    /// `resources/read` (and subscribe) of `uri`, which needs `role` (its registry entry's).
     pub fn authorize_resource(
         &mut self,
         now: Instant,
         now_unix_s: u64,
         session: &str,
         uri: &str,
+        role: Role,
     ) -> Result<Caller, Denial> {
         let caller = self.session_caller(now, now_unix_s, session)?;
-        self.role_at_least(now, &caller, permissions::resource(uri), uri)?;
+        self.role_at_least(now, &caller, role, uri)?;
         self.take_call(now, session, false)?;
         Ok(caller)
     }
@@ -660,6 +665,20 @@ mod tests {
     use super::token::{Claims, KeyAlg, issue};
     use super::*;
 
+    /// The permissions of the tools these tests call: the registry's (`mcp::tools`), which
+    /// the MCP server hands the gate with each call.
+    fn needs(tool: &str) -> Permission {
+        match tool {
+            "get_status" => Permission::READ,
+            "request_control" => Permission::CONTROL,
+            "hold" | "land" | "return_home" => Permission::MOTION_TOWARDS_SAFETY,
+            "arm" | "takeoff" | "goto" => Permission::MOTION,
+            "emergency_stop" => Permission::EMERGENCY_STOP,
+            "reset_emergency_stop" => Permission::ADMIN_TOWARDS_SAFETY,
+            other => panic!("no permission for {other} in these tests"),
+        }
+    }
+
     /// `initialize` of `cid` (generation 1) and, when verified, its promotion: the session
     /// key is `{cid}#1`.
     fn init(
@@ -721,7 +740,7 @@ mod tests {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
         assert_eq!(
-            g.authorize_tool(t0, NOW, "s0#1", "get_status")
+            g.authorize_tool(t0, NOW, "s0#1", "get_status", needs("get_status"))
                 .unwrap_err()
                 .kind,
             "unauthenticated"
@@ -733,38 +752,65 @@ mod tests {
         init(&mut g, t0, "ro", Some(&mint("READ_ONLY", "viewer"))).unwrap();
         init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
         init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob"))).unwrap();
-        let d = g.authorize_tool(t0, NOW, "ro#1", "arm").unwrap_err();
+        let d = g
+            .authorize_tool(t0, NOW, "ro#1", "arm", needs("arm"))
+            .unwrap_err();
         assert_eq!(d.kind, "role_denied");
         assert!(d.message.contains("OPERATOR"), "{}", d.message);
-        assert!(g.authorize_tool(t0, NOW, "ro#1", "get_status").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "ro#1", "get_status", needs("get_status"))
+                .is_ok()
+        );
         // Motion without the lease.
         assert_eq!(
-            g.authorize_tool(t0, NOW, "a#1", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "a#1", "arm", needs("arm"))
+                .unwrap_err()
+                .kind,
             "no_control_lease"
         );
-        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
+        let a = g
+            .authorize_tool(t0, NOW, "a#1", "request_control", needs("request_control"))
+            .unwrap();
         assert_eq!(g.handle_control(t0, &a, true), ControlResult::Granted);
-        let b = g.authorize_tool(t0, NOW, "b#1", "request_control").unwrap();
+        let b = g
+            .authorize_tool(t0, NOW, "b#1", "request_control", needs("request_control"))
+            .unwrap();
         assert!(matches!(
             g.handle_control(t0, &b, true),
             ControlResult::Refused(_)
         ));
-        assert!(g.authorize_tool(t0, NOW, "a#1", "arm").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "a#1", "arm", needs("arm"))
+                .is_ok()
+        );
         assert_eq!(
-            g.authorize_tool(t0, NOW, "b#1", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "b#1", "arm", needs("arm"))
+                .unwrap_err()
+                .kind,
             "no_control_lease"
         );
         // The e-stop: any authenticated role, no lease, never limited.
         for _ in 0..100 {
-            assert!(g.authorize_tool(t0, NOW, "ro#1", "emergency_stop").is_ok());
+            assert!(
+                g.authorize_tool(t0, NOW, "ro#1", "emergency_stop", needs("emergency_stop"))
+                    .is_ok()
+            );
         }
         // Motion limit (burst 2; one used above).
-        assert!(g.authorize_tool(t0, NOW, "a#1", "takeoff").is_ok());
-        let d = g.authorize_tool(t0, NOW, "a#1", "goto").unwrap_err();
+        assert!(
+            g.authorize_tool(t0, NOW, "a#1", "takeoff", needs("takeoff"))
+                .is_ok()
+        );
+        let d = g
+            .authorize_tool(t0, NOW, "a#1", "goto", needs("goto"))
+            .unwrap_err();
         assert_eq!(d.kind, "rate_limited");
         assert!(d.retry_after_ms.is_some());
         // ... while the e-stop from the same session still passes.
-        assert!(g.authorize_tool(t0, NOW, "a#1", "emergency_stop").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "a#1", "emergency_stop", needs("emergency_stop"))
+                .is_ok()
+        );
         // Every allowed call is answered (the e-stops and the ones above).
         for _ in 0..110 {
             g.handle_call_finished(t0, "a#1");
@@ -781,13 +827,16 @@ mod tests {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
         init(&mut g, t0, "a", Some(&mint("ADMIN", "alice"))).unwrap();
-        assert!(g.authorize_tool(t0, NOW, "a#1", "get_status").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "a#1", "get_status", needs("get_status"))
+                .is_ok()
+        );
         let d = g
-            .authorize_tool(t0, NOW + 700, "a#1", "get_status")
+            .authorize_tool(t0, NOW + 700, "a#1", "get_status", needs("get_status"))
             .unwrap_err();
         assert_eq!(d.kind, "expired_token");
         assert_eq!(
-            g.authorize_tool(t0, NOW, "a#1", "get_status")
+            g.authorize_tool(t0, NOW, "a#1", "get_status", needs("get_status"))
                 .unwrap_err()
                 .kind,
             "unauthenticated"
@@ -796,7 +845,7 @@ mod tests {
         init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob"))).unwrap();
         g.revoke(Some("jti-bob"), None).unwrap();
         assert_eq!(
-            g.authorize_tool(t0, NOW, "b#1", "get_status")
+            g.authorize_tool(t0, NOW, "b#1", "get_status", needs("get_status"))
                 .unwrap_err()
                 .kind,
             "unauthenticated"
@@ -814,18 +863,27 @@ mod tests {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
         init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
-        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
+        let a = g
+            .authorize_tool(t0, NOW, "a#1", "request_control", needs("request_control"))
+            .unwrap();
         g.handle_control(t0, &a, true);
         g.handle_call_finished(t0, "a#1");
-        g.authorize_tool(t0, NOW, "a#1", "goto").unwrap();
+        g.authorize_tool(t0, NOW, "a#1", "goto", needs("goto"))
+            .unwrap();
         // 30 s of flying, polled every second: never expires.
         for s in 1..=30 {
             assert_eq!(g.poll_expired(t0 + Duration::from_secs(s)), None);
         }
         g.handle_call_finished(t0 + Duration::from_secs(30), "a#1");
         assert!(
-            g.authorize_tool(t0 + Duration::from_secs(31), NOW, "a#1", "land")
-                .is_ok()
+            g.authorize_tool(
+                t0 + Duration::from_secs(31),
+                NOW,
+                "a#1",
+                "land",
+                needs("land")
+            )
+            .is_ok()
         );
         g.handle_call_finished(t0 + Duration::from_secs(31), "a#1");
         // Then silence does expire it.
@@ -838,9 +896,13 @@ mod tests {
         let t0 = Instant::now();
         init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
         init(&mut g, t0, "z", Some(&mint("ADMIN", "root"))).unwrap();
-        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
+        let a = g
+            .authorize_tool(t0, NOW, "a#1", "request_control", needs("request_control"))
+            .unwrap();
         g.handle_control(t0, &a, true);
-        let z = g.authorize_tool(t0, NOW, "z#1", "request_control").unwrap();
+        let z = g
+            .authorize_tool(t0, NOW, "z#1", "request_control", needs("request_control"))
+            .unwrap();
         assert_eq!(
             g.handle_control(t0, &z, true),
             ControlResult::TakenOver {
@@ -849,7 +911,9 @@ mod tests {
             }
         );
         assert_eq!(
-            g.authorize_tool(t0, NOW, "a#1", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "a#1", "arm", needs("arm"))
+                .unwrap_err()
+                .kind,
             "no_control_lease"
         );
     }
@@ -865,7 +929,13 @@ mod tests {
         );
         assert_eq!(id.kid, BROKER_KID);
         let c = g
-            .authorize_tool(t0, NOW, "gcs-1#1", "request_control")
+            .authorize_tool(
+                t0,
+                NOW,
+                "gcs-1#1",
+                "request_control",
+                needs("request_control"),
+            )
             .unwrap();
         assert_eq!(c.client_id, "gcs-1");
         // A token, when sent, wins; a bad one is refused, not replaced by the broker role.
@@ -899,28 +969,41 @@ mod tests {
         let (mut g, mint) = gate();
         let t0 = Instant::now();
         init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
-        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
+        let a = g
+            .authorize_tool(t0, NOW, "a#1", "request_control", needs("request_control"))
+            .unwrap();
         g.handle_control(t0, &a, true);
         // A verified initialize claiming `a` (another subject): the running session, its
         // identity and its lease are untouched until the candidate is promoted.
         g.handle_initialize(t0, NOW, "a", 2, Some(&mint("OPERATOR", "mallory")))
             .unwrap();
         assert_eq!(g.candidate_subject("a", 2).as_deref(), Some("mallory"));
-        assert!(g.authorize_tool(t0, NOW, "a#1", "arm").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "a#1", "arm", needs("arm"))
+                .is_ok()
+        );
         assert_eq!(g.lease(t0).unwrap().holder_subject, "alice");
         // Never promoted (unconfirmed): it ends and nothing changed.
         g.handle_session_end("a#2");
         assert!(g.candidate_subject("a", 2).is_none());
-        assert!(g.authorize_tool(t0, NOW, "a#1", "land").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "a#1", "land", needs("land"))
+                .is_ok()
+        );
         // A genuine re-initialize by the same subject keeps the lease...
         g.handle_initialize(t0, NOW, "a", 3, Some(&mint("OPERATOR", "alice")))
             .unwrap();
         let p = g.handle_promote(t0, "a", 3).unwrap();
         assert_eq!(p.lease, LeaseFate::Kept);
-        assert!(g.authorize_tool(t0, NOW, "a#3", "arm").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "a#3", "arm", needs("arm"))
+                .is_ok()
+        );
         // ... and the replaced generation can no longer act.
         assert_eq!(
-            g.authorize_tool(t0, NOW, "a#1", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "a#1", "arm", needs("arm"))
+                .unwrap_err()
+                .kind,
             "unauthenticated"
         );
         // Another subject on the same client id: the lease is released.
@@ -965,28 +1048,42 @@ mod tests {
         init(&mut g, t0, "a", Some(&mint("OPERATOR", "alice"))).unwrap();
         init(&mut g, t0, "b", Some(&mint("OPERATOR", "bob"))).unwrap();
         init(&mut g, t0, "boss", None).unwrap();
-        let a = g.authorize_tool(t0, NOW, "a#1", "request_control").unwrap();
+        let a = g
+            .authorize_tool(t0, NOW, "a#1", "request_control", needs("request_control"))
+            .unwrap();
         g.handle_control(t0, &a, true);
-        assert!(g.is_priority(t0, "a#1", "land"));
-        assert!(!g.is_priority(t0, "a#1", "goto"));
-        assert!(!g.is_priority(t0, "b#1", "land"), "not the holder");
-        assert!(g.is_priority(t0, "boss#1", "reset_emergency_stop"));
-        assert!(!g.is_priority(t0, "a#1", "reset_emergency_stop"));
+        assert!(g.is_priority(t0, "a#1", needs("land")));
+        assert!(!g.is_priority(t0, "a#1", needs("goto")));
+        assert!(!g.is_priority(t0, "b#1", needs("land")), "not the holder");
+        assert!(g.is_priority(t0, "boss#1", needs("reset_emergency_stop")));
+        assert!(!g.is_priority(t0, "a#1", needs("reset_emergency_stop")));
         // The motion bucket (burst 2) runs out for a goto...
         let mut refused = None;
         for _ in 0..5 {
-            if let Err(d) = g.authorize_tool(t0, NOW, "a#1", "goto") {
+            if let Err(d) = g.authorize_tool(t0, NOW, "a#1", "goto", needs("goto")) {
                 refused = Some(d.kind);
             }
         }
         assert_eq!(refused, Some("rate_limited"));
         // ... far beyond every bucket, land, hold and the reset are still allowed.
         for _ in 0..50 {
-            assert!(g.authorize_tool(t0, NOW, "a#1", "land").is_ok());
-            assert!(g.authorize_tool(t0, NOW, "a#1", "hold").is_ok());
             assert!(
-                g.authorize_tool(t0, NOW, "boss#1", "reset_emergency_stop")
+                g.authorize_tool(t0, NOW, "a#1", "land", needs("land"))
                     .is_ok()
+            );
+            assert!(
+                g.authorize_tool(t0, NOW, "a#1", "hold", needs("hold"))
+                    .is_ok()
+            );
+            assert!(
+                g.authorize_tool(
+                    t0,
+                    NOW,
+                    "boss#1",
+                    "reset_emergency_stop",
+                    needs("reset_emergency_stop")
+                )
+                .is_ok()
             );
         }
     }
@@ -997,9 +1094,14 @@ mod tests {
         let t0 = Instant::now();
         g.config.allow_anonymous = true;
         assert_eq!(init(&mut g, t0, "x", None).unwrap().role, Role::ReadOnly);
-        assert!(g.authorize_tool(t0, NOW, "x#1", "get_status").is_ok());
+        assert!(
+            g.authorize_tool(t0, NOW, "x#1", "get_status", needs("get_status"))
+                .is_ok()
+        );
         assert_eq!(
-            g.authorize_tool(t0, NOW, "x#1", "arm").unwrap_err().kind,
+            g.authorize_tool(t0, NOW, "x#1", "arm", needs("arm"))
+                .unwrap_err()
+                .kind,
             "role_denied"
         );
     }

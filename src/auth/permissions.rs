@@ -1,8 +1,10 @@
-//! The permission table: every tool and resource with the least role that may use it,
-//! and whether it moves the vehicle (needs the control lease, has its own rate limit).
+//! What a tool or resource needs to be used: the least role, the class (whether it moves the
+//! vehicle: the control lease and the motion rate limit) and the pool its calls take.
 //!
-//! A tool missing from the table is treated as ADMIN-only motion (fail closed); a unit test
-//! checks that every tool the MCP server registers has an entry here.
+//! The tables themselves are the MCP server's registries (`mcp::tools`, `mcp::resources`):
+//! each tool's entry carries its [`Permission`], so `tools/list` and authorization read the
+//! same row and a tool cannot exist without one. The gate decides on the permission it is
+//! given and knows no tool by name.
 
 use crate::role::Role;
 
@@ -21,101 +23,55 @@ pub enum Class {
     EmergencyStop,
 }
 
-/// One row of the table.
+/// Which of the session table's pools a call takes (`mcp.*_concurrent_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// The ordinary call pool and rate limits.
+    Calls,
+    /// May wait minutes without moving anything: the long-wait pool
+    /// (`mcp.waits_concurrent_max`, `mcp.identity_waits_concurrent_max`), not the call pool.
+    LongWait,
+    /// Towards safety, always let through (the reserved pool, no rate limit): for a motion,
+    /// only the lease holder's call; for anything else, a caller who has the role.
+    Reserved,
+}
+
+/// What one tool needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permission {
-    pub name: &'static str,
     pub role: Role,
     pub class: Class,
+    pub pool: Pool,
 }
 
 impl Permission {
+    pub const fn new(role: Role, class: Class, pool: Pool) -> Permission {
+        Permission { role, class, pool }
+    }
+
+    /// A read for READ_ONLY and above.
+    pub const READ: Permission = Permission::new(Role::ReadOnly, Class::Read, Pool::Calls);
+    /// A long wait for READ_ONLY and above (it moves nothing).
+    pub const LONG_WAIT: Permission = Permission::new(Role::ReadOnly, Class::Read, Pool::LongWait);
+    /// A motion for an OPERATOR holding the lease.
+    pub const MOTION: Permission = Permission::new(Role::Operator, Class::Motion, Pool::Calls);
+    /// A motion towards safety (hold, land, return home): the holder's always gets through.
+    pub const MOTION_TOWARDS_SAFETY: Permission =
+        Permission::new(Role::Operator, Class::Motion, Pool::Reserved);
+    /// Taking or giving back the lease.
+    pub const CONTROL: Permission = Permission::new(Role::Operator, Class::Control, Pool::Calls);
+    /// Administration for an ADMIN.
+    pub const ADMIN: Permission = Permission::new(Role::Admin, Class::Admin, Pool::Calls);
+    /// An ADMIN's call towards safety (the e-stop reset): never limited.
+    pub const ADMIN_TOWARDS_SAFETY: Permission =
+        Permission::new(Role::Admin, Class::Admin, Pool::Reserved);
+    /// The emergency stop: anyone authenticated, never limited.
+    pub const EMERGENCY_STOP: Permission =
+        Permission::new(Role::Public, Class::EmergencyStop, Pool::Calls);
+
     pub fn needs_lease(&self) -> bool {
         self.class == Class::Motion
     }
-}
-
-const fn p(name: &'static str, role: Role, class: Class) -> Permission {
-    Permission { name, role, class }
-}
-
-/// Tools that may wait long (up to minutes) without moving anything: they take the long-wait
-/// pool (`mcp.waits_concurrent_max`, `mcp.identity_waits_concurrent_max`), not the call pool.
-pub const LONG_WAITS: &[&str] = &["wait_for_mode_change"];
-
-/// Motion towards safety: the lease holder's `hold`, `land` and `return_home` always get
-/// through (the reserved call pool, no rate limit).
-pub const SAFE_MOTION: &[&str] = &["hold", "land", "return_home"];
-
-/// Every tool, with its least role. Names of tools other issues add are reserved here so
-/// that they are gated correctly the moment they land.
-pub const TOOLS: &[Permission] = &[
-    p("get_status", Role::ReadOnly, Class::Read),
-    p("wait_for_mode_change", Role::ReadOnly, Class::Read),
-    p("get_envelope", Role::ReadOnly, Class::Read),
-    p("preflight_check", Role::ReadOnly, Class::Read),
-    p("get_mission", Role::ReadOnly, Class::Read),
-    p("get_camera_image", Role::ReadOnly, Class::Read),
-    p("camera_status", Role::ReadOnly, Class::Read),
-    p("list_captures", Role::ReadOnly, Class::Read),
-    p("get_capture", Role::ReadOnly, Class::Read),
-    // Writes a file on the drone's storage, but moves nothing.
-    p("capture_image", Role::Operator, Class::Read),
-    p("request_control", Role::Operator, Class::Control),
-    p("release_control", Role::Operator, Class::Control),
-    p("arm", Role::Operator, Class::Motion),
-    p("disarm", Role::Operator, Class::Motion),
-    p("takeoff", Role::Operator, Class::Motion),
-    p("land", Role::Operator, Class::Motion),
-    p("return_to_launch", Role::Operator, Class::Motion),
-    p("return_home", Role::Operator, Class::Motion),
-    p("goto", Role::Operator, Class::Motion),
-    p("go_to", Role::Operator, Class::Motion),
-    p("set_mode", Role::Operator, Class::Motion),
-    p("hold", Role::Operator, Class::Motion),
-    p("set_velocity", Role::Operator, Class::Motion),
-    p("set_yaw", Role::Operator, Class::Motion),
-    p("move_relative", Role::Operator, Class::Motion),
-    p("set_heading", Role::Operator, Class::Motion),
-    p("set_speed", Role::Operator, Class::Motion),
-    p("upload_mission", Role::Operator, Class::Motion),
-    p("start_mission", Role::Operator, Class::Motion),
-    p("pause_mission", Role::Operator, Class::Motion),
-    p("emergency_stop", Role::Public, Class::EmergencyStop),
-    p("reset_emergency_stop", Role::Admin, Class::Admin),
-    p("set_envelope", Role::Admin, Class::Admin),
-    p("set_parameter", Role::Admin, Class::Admin),
-    p("revoke_token", Role::Admin, Class::Admin),
-];
-
-/// What a tool not in [`TOOLS`] gets: only ADMIN, and only with the lease.
-pub const UNKNOWN_TOOL: Permission = p("", Role::Admin, Class::Motion);
-
-/// Resources by URI, with their least role.
-pub const RESOURCES: &[(&str, Role)] = &[
-    ("vehicle://status", Role::ReadOnly),
-    ("health://summary", Role::ReadOnly),
-    ("camera://latest", Role::ReadOnly),
-    ("audit://security", Role::ReadOnly),
-    ("audit://recent", Role::Admin),
-];
-
-/// The row of `tool` (or the fail-closed default).
-pub fn tool(name: &str) -> Permission {
-    TOOLS
-        .iter()
-        .find(|t| t.name == name)
-        .copied()
-        .unwrap_or(UNKNOWN_TOOL)
-}
-
-/// Least role of a resource; unknown URIs need ADMIN.
-pub fn resource(uri: &str) -> Role {
-    RESOURCES
-        .iter()
-        .find(|(u, _)| *u == uri)
-        .map(|(_, r)| *r)
-        .unwrap_or(Role::Admin)
 }
 
 /// Least role of a JSON-RPC method other than `tools/call` and `resources/read`.
@@ -139,33 +95,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_served_tool_has_an_explicit_entry() {
-        for entry in crate::mcp::server::tools() {
-            assert!(
-                TOOLS.iter().any(|t| t.name == entry.name),
-                "tool `{}` has no row in auth::permissions::TOOLS",
-                entry.name
-            );
+    fn the_named_permissions() {
+        assert!(Permission::MOTION.needs_lease());
+        assert!(Permission::MOTION_TOWARDS_SAFETY.needs_lease());
+        for p in [
+            Permission::READ,
+            Permission::LONG_WAIT,
+            Permission::CONTROL,
+            Permission::ADMIN,
+            Permission::ADMIN_TOWARDS_SAFETY,
+            Permission::EMERGENCY_STOP,
+        ] {
+            assert!(!p.needs_lease(), "{p:?}");
         }
-    }
-
-    #[test]
-    fn table_rules() {
-        assert_eq!(tool("arm").role, Role::Operator);
-        assert!(tool("arm").needs_lease());
-        assert!(!tool("get_status").needs_lease());
-        assert_eq!(tool("emergency_stop").role, Role::Public);
-        assert!(!tool("emergency_stop").needs_lease());
-        assert_eq!(tool("reset_emergency_stop").role, Role::Admin);
-        assert_eq!(tool("brand_new_tool"), UNKNOWN_TOOL);
-        assert_eq!(resource("audit://recent"), Role::Admin);
-        assert_eq!(resource("vehicle://status"), Role::ReadOnly);
-        assert_eq!(resource("file:///etc/passwd"), Role::Admin);
-        // No tool is reachable by SYSTEM only: SYSTEM never comes from the ground.
-        assert!(TOOLS.iter().all(|t| t.role < Role::System));
-        let mut names: Vec<_> = TOOLS.iter().map(|t| t.name).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), TOOLS.len(), "duplicate rows");
+        assert_eq!(Permission::EMERGENCY_STOP.role, Role::Public);
+        assert_eq!(method("tools/list"), Role::Public);
+        assert_eq!(method("resources/subscribe"), Role::ReadOnly);
+        assert_eq!(method("anything/else"), Role::ReadOnly);
     }
 }

@@ -5,10 +5,7 @@
 //! decoded. [`render`] is the CPU-heavy part; callers run it with `spawn_blocking` under a
 //! semaphore (see `camera::shell`).
 
-use std::io::Cursor;
-
-use image::codecs::jpeg::JpegEncoder;
-use image::{ImageFormat, ImageReader, Limits, RgbImage};
+use image::RgbImage;
 
 /// What the header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,47 +179,128 @@ const QUALITY_FLOOR: u8 = 40;
 /// Smallest width tried before giving up.
 const WIDTH_FLOOR_PX: u32 = 64;
 
-/// Decodes a JPEG into RGB, refusing it first if its header is over the pixel limit.
+/// Decodes a JPEG into RGB at full size, refusing it first if its header is over the pixel
+/// limit.
 pub fn decode(data: &[u8], pixels_max: u64) -> Result<RgbImage, RenderError> {
-    let info = inspect(data, pixels_max)?;
-    let mut reader = ImageReader::with_format(Cursor::new(data), ImageFormat::Jpeg);
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(info.width_px);
-    limits.max_image_height = Some(info.height_px);
-    // RGB output plus the decoder's own working memory.
-    limits.max_alloc = Some(info.pixels().saturating_mul(4).saturating_add(16 << 20));
-    reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|e| RenderError::Decode(e.to_string()))?;
-    Ok(image.into_rgb8())
+    decode_at_least(data, pixels_max, u32::MAX)
 }
 
-/// Encodes RGB pixels as a baseline JPEG.
+/// Most progressive scans accepted in one frame: a real encoder writes about ten; a crafted
+/// file with thousands makes the decoder loop over the whole image for each (libjpeg-turbo's
+/// advice against that exploit).
+const PROGRESSIVE_SCANS_MAX: u32 = 500;
+
+/// Decodes a JPEG into RGB at the smallest of libjpeg-turbo's DCT scales (k/8 of the size)
+/// that is still at least `width_px_min` wide (full size if none is), refusing it first if its
+/// header is over the pixel limit.
+///
+/// Scaling inside the inverse DCT skips most of the decoder's work for a thumbnail: a 4K
+/// frame wanted 640 px wide is decoded at 1/4 (960 px), and only that is resized.
+pub fn decode_at_least(
+    data: &[u8],
+    pixels_max: u64,
+    width_px_min: u32,
+) -> Result<RgbImage, RenderError> {
+    let info = inspect(data, pixels_max)?;
+    let decode_error = |e: turbojpeg::Error| RenderError::Decode(e.to_string());
+    let mut decompressor = turbojpeg::Decompressor::new().map_err(decode_error)?;
+    decompressor
+        .set_scan_limit(PROGRESSIVE_SCANS_MAX)
+        .map_err(decode_error)?;
+    let header = decompressor.read_header(data).map_err(decode_error)?;
+    // libjpeg reads the same start-of-frame as `inspect`; refuse a disagreement rather than
+    // allocate for a size that was not checked.
+    if (header.width, header.height) != (info.width_px as usize, info.height_px as usize) {
+        return Err(RenderError::Decode(format!(
+            "the decoder reads {}x{}, the header {}x{}",
+            header.width, header.height, info.width_px, info.height_px
+        )));
+    }
+    let scale = dct_scale(header.width, width_px_min as usize, header.is_lossless);
+    decompressor
+        .set_scaling_factor(scale)
+        .map_err(decode_error)?;
+    let scaled = header.scaled(scale);
+    let mut image = turbojpeg::Image {
+        pixels: vec![0u8; 3 * scaled.width * scaled.height],
+        width: scaled.width,
+        pitch: 3 * scaled.width,
+        height: scaled.height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    decompressor
+        .decompress(data, image.as_deref_mut())
+        .map_err(decode_error)?;
+    RgbImage::from_raw(scaled.width as u32, scaled.height as u32, image.pixels)
+        .ok_or_else(|| RenderError::Decode("decoded buffer of the wrong size".into()))
+}
+
+/// The smallest k/8 scale (k = 1, 2, 4, 8: the ones libjpeg-turbo has SIMD inverse DCTs for)
+/// that keeps `width_px` at least `width_px_min`; 1 for a lossless JPEG, which cannot scale.
+fn dct_scale(width_px: usize, width_px_min: usize, lossless: bool) -> turbojpeg::ScalingFactor {
+    if lossless {
+        return turbojpeg::ScalingFactor::ONE;
+    }
+    [1, 2, 4]
+        .into_iter()
+        .map(|k| turbojpeg::ScalingFactor::new(k, 8))
+        .find(|s| s.scale(width_px) >= width_px_min)
+        .unwrap_or(turbojpeg::ScalingFactor::ONE)
+}
+
+/// Encodes RGB pixels as a baseline JPEG (4:2:0 chroma, as cameras do).
 pub fn encode(image: &RgbImage, quality: u8) -> Result<Vec<u8>, RenderError> {
-    let mut out = Vec::with_capacity(64 * 1024);
-    JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
-        .encode_image(image)
-        .map_err(|e| RenderError::Encode(e.to_string()))?;
-    Ok(out)
+    let encode_error = |e: turbojpeg::Error| RenderError::Encode(e.to_string());
+    let mut compressor = turbojpeg::Compressor::new().map_err(encode_error)?;
+    compressor
+        .set_quality(i32::from(quality.clamp(1, 100)))
+        .map_err(encode_error)?;
+    compressor
+        .set_subsamp(turbojpeg::Subsamp::Sub2x2)
+        .map_err(encode_error)?;
+    let (width, height) = image.dimensions();
+    let pixels = turbojpeg::Image {
+        pixels: image.as_raw().as_slice(),
+        width: width as usize,
+        pitch: 3 * width as usize,
+        height: height as usize,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    compressor.compress_to_vec(pixels).map_err(encode_error)
 }
 
 /// Scales to at most `width_px_max` wide (never up), keeping the aspect ratio.
 pub fn downscale(image: &RgbImage, width_px_max: u32) -> RgbImage {
     let (w, h) = image.dimensions();
-    if w <= width_px_max || w == 0 {
+    if w <= width_px_max || w == 0 || h == 0 {
         return image.clone();
     }
     let new_w = width_px_max.max(1);
     let new_h = ((u64::from(h) * u64::from(new_w)) / u64::from(w)).max(1) as u32;
-    // Area averaging: fast and without aliasing for large reductions.
-    image::imageops::thumbnail(image, new_w, new_h)
+    resize(image, new_w, new_h).unwrap_or_else(|| image::imageops::thumbnail(image, new_w, new_h))
+}
+
+/// Bilinear with its support widened by the reduction (antialiased, as Pillow's `resize`),
+/// in SIMD; `None` only if the buffers disagree with their sizes, which they cannot.
+fn resize(image: &RgbImage, width_px: u32, height_px: u32) -> Option<RgbImage> {
+    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+    let source = fast_image_resize::images::ImageRef::new(
+        image.width(),
+        image.height(),
+        image.as_raw(),
+        PixelType::U8x3,
+    )
+    .ok()?;
+    let mut target = fast_image_resize::images::Image::new(width_px, height_px, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new().resize(&source, &mut target, &options).ok()?;
+    RgbImage::from_raw(width_px, height_px, target.into_vec())
 }
 
 /// Frame → downscaled JPEG under `bytes_max`: the whole serving path.
 pub fn render(data: &[u8], request: RenderRequest) -> Result<Encoded, RenderError> {
-    let full = decode(data, request.pixels_max)?;
-    fit(&full, request)
+    let scaled = decode_at_least(data, request.pixels_max, request.width_px_max.max(1))?;
+    fit(&scaled, request)
 }
 
 /// Downscales and encodes an already decoded image until it fits in `bytes_max`.
@@ -369,6 +447,33 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, RenderError::TooLarge { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_large_frame_is_decoded_at_the_smallest_dct_scale_still_wide_enough() {
+        let jpeg = test_jpeg(2560, 1440);
+        let size = |width_px_min| {
+            decode_at_least(&jpeg, 1 << 30, width_px_min)
+                .unwrap()
+                .dimensions()
+        };
+        assert_eq!(size(320), (320, 180), "1/8");
+        assert_eq!(size(640), (640, 360), "1/4");
+        assert_eq!(size(641), (1280, 720), "1/2");
+        assert_eq!(size(1281), (2560, 1440), "full size");
+        assert_eq!(size(u32::MAX), (2560, 1440), "never larger than the frame");
+        // The thumbnail made from the reduced decode is the picture the full decode gives.
+        let full = downscale(&decode(&jpeg, 1 << 30).unwrap(), 640);
+        let quick = downscale(&decode_at_least(&jpeg, 1 << 30, 640).unwrap(), 640);
+        assert_eq!(full.dimensions(), quick.dimensions());
+        let difference = full
+            .as_raw()
+            .iter()
+            .zip(quick.as_raw())
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / full.as_raw().len() as f64;
+        assert!(difference < 8.0, "mean absolute difference {difference}");
     }
 
     #[test]

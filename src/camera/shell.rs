@@ -21,6 +21,7 @@ use super::jpeg::{self, Encoded, FrameError, RenderError, RenderRequest};
 use super::mjpeg::{MultipartDecoder, Part};
 use super::store::{self, CaptureInfo};
 use super::synthetic;
+use crate::backoff::Backoff;
 use crate::config::{CameraConfig, CameraSource};
 use crate::status::StatusReport;
 
@@ -359,9 +360,11 @@ impl Source {
 
     async fn run(self, shutdown: CancellationToken) {
         let c = self.config().clone();
-        let backoff_min = Duration::from_millis(c.reconnect_backoff_ms_min);
-        let backoff_max = Duration::from_millis(c.reconnect_backoff_ms_max);
-        let mut backoff = backoff_min;
+        // No jitter (one camera); a session that delivered a frame is good again.
+        let mut backoff = Backoff::new(
+            Duration::from_millis(c.reconnect_backoff_ms_min),
+            Duration::from_millis(c.reconnect_backoff_ms_max),
+        );
         tracing::info!(source = %c.source, "camera starting");
         loop {
             let frames_before = self.handle.core().next_seq();
@@ -369,18 +372,18 @@ impl Source {
                 _ = shutdown.cancelled() => break,
                 ended = self.session(&c.source) => ended,
             };
-            if let Err(reason) = ended {
-                tracing::warn!(source = %c.source, reason, retry_in = ?backoff, "camera source lost");
-                self.handle.core().handle_source_down(reason);
-            }
             if self.handle.core().next_seq() > frames_before {
-                backoff = backoff_min;
+                backoff.reset();
+            }
+            let retry_in = backoff.next_delay();
+            if let Err(reason) = ended {
+                tracing::warn!(source = %c.source, reason, ?retry_in, "camera source lost");
+                self.handle.core().handle_source_down(reason);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(retry_in) => {}
             }
-            backoff = (backoff * 2).min(backoff_max);
         }
         tracing::info!("camera stopped");
     }
@@ -433,8 +436,7 @@ impl Source {
         }
         match jpeg::inspect(&jpeg, c.frame_pixels_max) {
             Ok(info) => {
-                let vehicle =
-                    vehicle.unwrap_or_else(|| self.status.borrow().vehicle_at_capture());
+                let vehicle = vehicle.unwrap_or_else(|| self.status.borrow().vehicle_at_capture());
                 let frame = Frame {
                     seq: core.next_seq(),
                     jpeg: Arc::from(jpeg),

@@ -28,6 +28,9 @@ pub const CONTROL_QUEUE: usize = 8;
 pub const PROGRESS_QUEUE: usize = 16;
 /// The retry hint of a busy refusal: several loop turns.
 pub const BUSY_RETRY_MS: u64 = 200;
+/// Envelope changes waiting for the loop (ADMIN only, rare). Overflow policy: refused at once
+/// with "busy", as control requests are.
+pub const ENVELOPE_CHANGES: usize = 2;
 
 /// One request to the decision loop.
 #[derive(Debug)]
@@ -52,12 +55,24 @@ pub enum SubmitError {
     Closed,
 }
 
+/// An ADMIN's change to the envelope in force (`set_envelope`), answered by the loop with
+/// the new envelope or why not (`Supervisor::set_envelope`).
+#[derive(Debug)]
+pub struct EnvelopeChange {
+    /// `[envelope]` keys with their new values.
+    pub changes: serde_json::Map<String, serde_json::Value>,
+    pub caller: Caller,
+    pub reply: oneshot::Sender<EnvelopeView>,
+}
+
 /// The tools' side of the channel. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlClient {
     tx: mpsc::Sender<ControlRequest>,
     /// Published by the loop (skip to latest).
     envelope: watch::Receiver<EnvelopeView>,
+    /// Envelope changes to the loop; `None` when the loop takes none.
+    envelope_changes: Option<mpsc::Sender<EnvelopeChange>>,
 }
 
 /// The channel: the client for the MCP server, the receiver for the loop, and the sender
@@ -70,7 +85,15 @@ pub fn channel() -> (
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
     let (envelope_tx, envelope) =
         watch::channel(Err("the daemon has not built its envelope yet".to_string()));
-    (ControlClient { tx, envelope }, rx, envelope_tx)
+    (
+        ControlClient {
+            tx,
+            envelope,
+            envelope_changes: None,
+        },
+        rx,
+        envelope_tx,
+    )
 }
 
 /// A submitted request: the reply to wait for and its progress.
@@ -84,6 +107,45 @@ impl ControlClient {
     /// The envelope in force (or why there is none).
     pub fn envelope(&self) -> EnvelopeView {
         self.envelope.borrow().clone()
+    }
+
+    /// Sends envelope changes to the loop over `changes` (bounded by [`ENVELOPE_CHANGES`]).
+    pub fn with_envelope_changes(mut self, changes: mpsc::Sender<EnvelopeChange>) -> Self {
+        self.envelope_changes = Some(changes);
+        self
+    }
+
+    /// Asks the loop to tighten the envelope in force; the answer is the new envelope or why
+    /// not. A full queue is refused at once.
+    pub async fn change_envelope(
+        &self,
+        changes: serde_json::Map<String, serde_json::Value>,
+        caller: Caller,
+    ) -> EnvelopeView {
+        let Some(tx) = &self.envelope_changes else {
+            return Err("this daemon takes no envelope changes; nothing was changed".into());
+        };
+        let (reply, answer) = oneshot::channel();
+        let change = EnvelopeChange {
+            changes,
+            caller,
+            reply,
+        };
+        match tx.try_send(change) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(format!(
+                    "busy: another envelope change is waiting; retry in {BUSY_RETRY_MS} ms \
+                     (nothing was changed)"
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(SubmitError::Closed.to_string());
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err("the daemon stopped before answering; check get_envelope".into())
+        })
     }
 
     /// Offers a request without waiting: a full queue is refused at once.

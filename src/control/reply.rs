@@ -73,4 +73,3 @@ impl ControlReply {
 
 /// The envelope in force as `get_envelope` shows it, or why there is none.
 pub type EnvelopeView = Result<crate::safety::EnvelopeSummary, String>;
-

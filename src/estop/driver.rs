@@ -162,7 +162,8 @@ impl StopDriver {
                         .handle_mode_ack(now, accepted, &format!("{:?}", ack.result));
                 }
             }
-            LinkEvent::Frame { .. } => {}
+            // Refused frames never reached anyone; the supervisor reports them.
+            LinkEvent::Frame { .. } | LinkEvent::Refused(_) => {}
         }
     }
 

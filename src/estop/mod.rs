@@ -27,7 +27,7 @@ pub use self::core::{
     EmergencyStop, Failsafe, GroundLossAction, HoldMode, KillAction, KillReply, Rung, Source,
     StopCommand, StopEvent, StopOptions, StopStatus, Trigger,
 };
-pub use self::request::{GroundState, StopAsk, StopAck};
+pub use self::request::{GroundState, StopAck, StopAsk};
 
 /// Stop requests waiting for the loop. Overflow policy: refused at once (`try_send`) and
 /// counted — the channel only fills when the loop is not running, and then the requests
@@ -158,7 +158,7 @@ pub enum PanicDecision {
 /// the vehicle: the subscription asks the broker for none (retain handling 2), and one that
 /// arrives anyway is a stored press replayed, not a press.
 pub fn panic_decision(publisher: &str, payload: &[u8], retained: bool) -> PanicDecision {
-    if !crate::mcp::mqtt::valid_client_id(publisher) {
+    if !crate::mcp::transport::valid_client_id(publisher) {
         return PanicDecision::Drop;
     }
     let reason = panic_reason(payload);

@@ -697,3 +697,110 @@ fn a_speed_excess_is_a_breach_except_under_the_pilot_and_in_a_return() {
     rig.run(3.0);
     assert_eq!(rig.sim.mode(), crate::sim::autopilot::FlightMode::Land);
 }
+
+/// `set_envelope`: an ADMIN tightens the envelope in force in flight; nothing widens it, and
+/// no tightening may put the vehicle outside it. What the supervisor then refuses or flies
+/// follows the new envelope.
+#[test]
+fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
+    let mut rig = Rig::new(Personality::ArduPilot);
+    let end = rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    let admin = Caller {
+        role: Role::Admin,
+        identity: "boss".into(),
+    };
+    let changes = |v: serde_json::Value| v.as_object().cloned().unwrap();
+    let e = rig
+        .sup
+        .set_envelope(
+            &changes(serde_json::json!({"altitude_m_max": 60.0})),
+            &operator(),
+        )
+        .unwrap_err();
+    assert!(e.contains("needs the ADMIN role"), "{e}");
+    // The ceiling comes down in flight: a goto above the new one is refused, quoting it.
+    let summary = rig
+        .sup
+        .set_envelope(
+            &changes(serde_json::json!({"altitude_m_max": 60.0})),
+            &admin,
+        )
+        .unwrap();
+    assert_eq!(summary.altitude_m_max, 60.0);
+    let refused = rig.request(goto_offset(20.0, 0.0, 70.0)).unwrap_err();
+    assert!(refused.contains("the ceiling is 60 m"), "{refused}");
+    // Up again is a widening: refused, the ceiling stays where it was put.
+    let e = rig
+        .sup
+        .set_envelope(
+            &changes(serde_json::json!({"altitude_m_max": 100.0})),
+            &admin,
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("only tightens") && e.contains("loosens the ceiling"),
+        "{e}"
+    );
+    assert_eq!(rig.sup.envelope().unwrap().config().altitude_m_max, 60.0);
+    // A section the configuration would refuse is refused the same way.
+    let e = rig
+        .sup
+        .set_envelope(&changes(serde_json::json!({"altitude_m_max": 8.0})), &admin)
+        .unwrap_err();
+    assert!(e.starts_with("envelope.altitude_m_max: "), "{e}");
+    // A keep-out where the vehicle is would leave it outside the envelope: refused by the
+    // envelope itself. One 80 m north: accepted, and a goto
+    // through it refused before anything is sent.
+    let (lat, lon) = crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, 0.0, 0.0);
+    let e = rig
+        .sup
+        .set_envelope(
+            &changes(serde_json::json!({"keep_out": [
+                {"name": "here", "center_lat_lon_deg": [lat, lon], "radius_m": 10.0}]})),
+            &admin,
+        )
+        .unwrap_err();
+    assert!(
+        e.starts_with("the tightened envelope is refused") && e.contains("keep-out `here`"),
+        "{e}"
+    );
+    let (lat, lon) = crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, 80.0, 0.0);
+    let summary = rig
+        .sup
+        .set_envelope(
+            &changes(serde_json::json!({"keep_out": [
+                {"name": "crowd", "center_lat_lon_deg": [lat, lon], "radius_m": 15.0}]})),
+            &admin,
+        )
+        .unwrap();
+    assert_eq!(summary.keep_out.len(), 1);
+    assert_eq!(summary.altitude_m_max, 60.0, "earlier tightenings stay");
+    let sent_before = rig.sent.len();
+    let refused = rig.request(goto_offset(120.0, 0.0, 10.0)).unwrap_err();
+    assert!(refused.contains("keep-out `crowd`"), "{refused}");
+    assert_eq!(rig.sent.len(), sent_before, "nothing was sent for it");
+    // Dropping that keep-out again is a widening.
+    let e = rig
+        .sup
+        .set_envelope(&changes(serde_json::json!({"keep_out": []})), &admin)
+        .unwrap_err();
+    assert!(
+        e.contains("drops or shrinks the current keep-out `crowd`"),
+        "{e}"
+    );
+    // A lower speed limit is what the next motion flies at.
+    rig.sup
+        .set_envelope(
+            &changes(serde_json::json!({"speed_horizontal_m_s_max": 3.0})),
+            &admin,
+        )
+        .unwrap();
+    let goto = rig.request(goto_offset(-60.0, 0.0, 10.0)).unwrap();
+    rig.run(8.0);
+    let v = rig.sim.physics().velocity_ned_m_s().xy().norm();
+    assert!(v > 1.0 && v <= 3.2, "flies at the new limit: {v}");
+    assert_eq!(rig.finish(goto, 120.0).outcome, Outcome::Completed);
+    let end = rig.fly(Action::Land, 120.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+}

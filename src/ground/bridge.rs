@@ -35,22 +35,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::ground::config::GroundSection;
+use crate::mcp::transport::{self, Topics, code};
 
 /// Prefix of the ids of the bridge's own requests to the drone.
 pub const INTERNAL_ID_PREFIX: &str = "fc-ground:";
 
 /// The `logger` of the bridge's own `notifications/message`.
 pub const LOGGER: &str = "flight-companion-ground";
-
-/// JSON-RPC and MCP error codes the bridge answers with itself (mapped here only).
-pub mod code {
-    /// Invalid JSON.
-    pub const PARSE_ERROR: i64 = -32700;
-    /// Not a JSON-RPC 2.0 request (including batches, which MCP removed in 2025-06-18).
-    pub const INVALID_REQUEST: i64 = -32600;
-    /// The drone is offline, did not answer in time, or none could be chosen.
-    pub const DRONE_UNAVAILABLE: i64 = -32000;
-}
 
 /// Requests timed out at the bridge whose late answers are still recognised (oldest
 /// forgotten first).
@@ -287,7 +278,7 @@ impl Bridge {
         };
         for filter in filters {
             self.actions.push_back(Action::Subscribe {
-                topic: format!("{}/presence/+/{filter}", self.settings.server_topic_root),
+                topic: transport::server_presence_filter(&self.settings.server_topic_root, &filter),
                 no_local: false,
             });
         }
@@ -428,9 +419,10 @@ impl Bridge {
 
     /// One PUBLISH from the broker.
     pub fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
-        let s = &self.settings;
-        if let Some(rest) = topic.strip_prefix(&format!("{}/presence/", s.server_topic_root)) {
-            self.presence(now, rest, payload);
+        if let Some(presence) =
+            transport::parse_server_presence(&self.settings.server_topic_root, topic)
+        {
+            self.presence(now, presence, payload);
             return;
         }
         let (rpc_topic, capability_topic) = match &self.session {
@@ -677,9 +669,9 @@ impl Bridge {
             return;
         };
         if method == "notifications/roots/list_changed" {
-            let topic = format!(
-                "{}/capability/{}",
-                self.settings.client_topic_root, self.settings.client_id
+            let topic = transport::client_capability(
+                &self.settings.client_topic_root,
+                &self.settings.client_id,
             );
             self.publish(topic, &message);
         } else {
@@ -698,13 +690,13 @@ impl Bridge {
 
     // --- drone side ---
 
-    fn presence(&mut self, now: Instant, rest: &str, payload: &[u8]) {
-        let Some((id, name)) = rest
-            .split_once('/')
-            .filter(|(i, n)| !i.is_empty() && !n.is_empty())
-        else {
-            self.drop_mqtt(rest, "presence topic without server-id and server-name");
-            return;
+    fn presence(&mut self, now: Instant, topic: Result<(&str, &str), &str>, payload: &[u8]) {
+        let (id, name) = match topic {
+            Ok(pair) => pair,
+            Err(rest) => {
+                self.drop_mqtt(rest, "presence topic without server-id and server-name");
+                return;
+            }
         };
         let drone = Drone {
             id: id.to_owned(),
@@ -717,12 +709,9 @@ impl Bridge {
             }
             return;
         }
-        let online = serde_json::from_slice::<Value>(payload).is_ok_and(|v| {
-            v.get("method").and_then(Value::as_str) == Some("notifications/server/online")
-        });
-        if !online {
+        if !transport::is_server_online(payload) {
             self.drop_mqtt(
-                rest,
+                &format!("{id}/{name}"),
                 "presence payload is not `notifications/server/online`",
             );
             return;
@@ -762,7 +751,7 @@ impl Bridge {
             Kind::Notification { method } if method == "notifications/progress" => {
                 self.drone_progress(now, message);
             }
-            Kind::Notification { method } if method == "notifications/disconnected" => {
+            Kind::Notification { method } if method == transport::DISCONNECTED => {
                 self.drone_lost(now, "it ended the session");
             }
             Kind::Notification { .. } | Kind::Request { .. } => {
@@ -946,10 +935,7 @@ impl Bridge {
         });
         // The broker handles one connection's packets in order, so the RPC subscription is in
         // place before the drone can answer this.
-        let control = format!(
-            "{}/{}/{}",
-            self.settings.server_topic_root, drone.id, drone.name
-        );
+        let control = self.topics(&drone).control();
         self.publish(
             control,
             &json!({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}),
@@ -1118,18 +1104,24 @@ impl Bridge {
         id
     }
 
+    /// The transport's topics of `drone`.
+    fn topics(&self, drone: &Drone) -> Topics {
+        let s = &self.settings;
+        Topics {
+            server_root: s.server_topic_root.clone(),
+            client_root: s.client_topic_root.clone(),
+            rpc_root: s.rpc_topic_root.clone(),
+            server_id: drone.id.clone(),
+            server_name: drone.name.clone(),
+        }
+    }
+
     fn rpc_topic(&self, drone: &Drone) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.settings.rpc_topic_root, self.settings.client_id, drone.id, drone.name
-        )
+        self.topics(drone).rpc(&self.settings.client_id)
     }
 
     fn capability_topic(&self, drone: &Drone) -> String {
-        format!(
-            "{}/capability/{}/{}",
-            self.settings.server_topic_root, drone.id, drone.name
-        )
+        self.topics(drone).capability()
     }
 
     fn unsubscribe_session(&mut self, drone: &Drone) {
@@ -1161,13 +1153,13 @@ impl Bridge {
         self.emit(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
     }
 
-    fn reply_error(&mut self, id: Value, code: i64, message: String) {
+    fn reply_error(&mut self, id: Value, code: i32, message: String) {
         self.emit(
             &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
         );
     }
 
-    fn refuse(&mut self, id: Value, code: i64, message: String) {
+    fn refuse(&mut self, id: Value, code: i32, message: String) {
         self.counters.stdin_refused += 1;
         tracing::warn!("refused a message from the stdio client: {message}");
         self.reply_error(id, code, message);
@@ -1925,7 +1917,7 @@ mod tests {
     #[test]
     fn bad_input_from_the_stdio_client_is_answered_never_forwarded() {
         let mut h = Harness::ready("sid1", "drone/a");
-        let cases: [(&str, i64, &str); 5] = [
+        let cases: [(&str, i32, &str); 5] = [
             ("{not json", code::PARSE_ERROR, "invalid JSON"),
             (
                 "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]",

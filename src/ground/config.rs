@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, MqttConfig, describe};
-use crate::mcp::mqtt::valid_client_id;
+use crate::mcp::transport::valid_client_id;
 
 /// The whole bridge configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -69,9 +69,9 @@ impl Default for GroundSection {
         Self {
             server_name: None,
             client_id: None,
-            server_topic_root: "$mcp-server".into(),
-            client_topic_root: "$mcp-client".into(),
-            rpc_topic_root: "$mcp-rpc".into(),
+            server_topic_root: crate::mcp::transport::SERVER_TOPIC_ROOT.into(),
+            client_topic_root: crate::mcp::transport::CLIENT_TOPIC_ROOT.into(),
+            rpc_topic_root: crate::mcp::transport::RPC_TOPIC_ROOT.into(),
             discovery_timeout_ms: 10_000,
             presence_settle_ms: 300,
             call_idle_timeout_ms: 60_000,

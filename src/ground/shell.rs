@@ -17,9 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ground::bridge::{Action, Bridge, BridgeSettings};
 use crate::ground::config::GroundConfig;
-use crate::mcp::mqtt::{
-    self, ComponentType, ConnectionSpec, MqttEvent, PROP_SERVER_NAME_FILTERS, Will,
-};
+use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent, Will};
+use crate::mcp::transport::{self, ComponentType, PROP_SERVER_NAME_FILTERS};
 
 /// Capacity of the stdin line channel. Policy when full: the reader waits, i.e. stdin is not
 /// read until the loop catches up (back-pressure to the client; nothing is dropped).
@@ -45,9 +44,8 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         Some(id) => id.clone(),
         None => default_client_id(&config),
     };
-    let presence_topic = format!("{}/presence/{client_id}", config.ground.client_topic_root);
-    let disconnected =
-        json!({"jsonrpc": "2.0", "method": "notifications/disconnected"}).to_string();
+    let presence_topic = transport::client_presence(&config.ground.client_topic_root, &client_id);
+    let disconnected = transport::disconnected().to_string();
     let spec = ConnectionSpec {
         client_id: client_id.clone(),
         component_type: ComponentType::Client,
@@ -109,7 +107,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                 Some(StdinLine::Line(line)) => bridge.handle_stdin_line(Instant::now(), &line),
                 Some(StdinLine::Oversize(bytes)) => {
                     let refusal = json!({"jsonrpc": "2.0", "id": null, "error": {
-                        "code": crate::ground::bridge::code::INVALID_REQUEST,
+                        "code": transport::code::INVALID_REQUEST,
                         "message": format!("message of {bytes} bytes exceeds the bridge's limit of {max} bytes (ground.message_bytes_max)"),
                     }});
                     tracing::warn!("refused a stdin line of {bytes} bytes");
@@ -125,7 +123,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                     let filters = connack
                         .properties
                         .as_ref()
-                        .and_then(|p| mqtt::user_property(&p.user_properties, PROP_SERVER_NAME_FILTERS))
+                        .and_then(|p| transport::user_property(&p.user_properties, PROP_SERVER_NAME_FILTERS))
                         .and_then(|text| match serde_json::from_str::<Vec<String>>(text) {
                             Ok(f) => Some(f),
                             Err(e) => {
@@ -254,7 +252,7 @@ fn default_client_id(config: &GroundConfig) -> String {
         .client_cert_path
         .as_deref()
         .and_then(|path| crate::cert::common_name(path).ok())
-        .filter(|cn| crate::mcp::mqtt::valid_client_id(cn))
+        .filter(|cn| transport::valid_client_id(cn))
         .unwrap_or_else(generated_client_id)
 }
 

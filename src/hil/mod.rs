@@ -8,12 +8,15 @@
 //!   delays or drops the ground link.
 //! - `scenario`: the scenario files (TOML), parsed and validated before anything starts.
 //! - `truth`: the vehicle as the wire shows it (sans-IO).
-//! - `client`: the rig's MCP-over-MQTT ground sessions, one per principal.
+//! - `client`: the one raw MCP client (over MQTT or stdio), used by the rig (one session
+//!   per principal), the benchmarks and the demo.
+//! - `bench`: the benchmark harnesses' identities, discovery, sessions and bare-MQTT echo.
 //! - `sitl`: `--sitl-command`, a fresh SITL per scenario from the user's command line.
 //! - `runner`: builds the rig for each scenario, runs the steps, judges the checks.
 //! - `report`: the human summary and JUnit XML (sans-IO).
 //! - `cmd`: `flight-companion hil run`.
 
+pub mod bench;
 pub mod client;
 pub mod cmd;
 pub mod proxy;

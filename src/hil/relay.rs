@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{Direction, Fate, FrameSplitter, Piece, SplitCounters, WireFrame, WireLog};
+use crate::backoff::Backoff;
 use crate::link::MavMessage;
 use crate::link::endpoint::Endpoint;
 use crate::link::frame::FrameEncoder;
@@ -885,7 +886,9 @@ async fn run_autopilot(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    // No jitter: the relay's faults have their own seeded randomness, and its reconnects
+    // must not add any a run cannot reproduce.
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failure_noted = false;
     loop {
         let opened = tokio::select! {
@@ -894,7 +897,7 @@ async fn run_autopilot(
         };
         let end = match opened {
             Ok((connection, peer)) => {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 failure_noted = false;
                 shared.autopilot_connected.store(true, Ordering::Release);
                 shared.counters().autopilot_connects += 1;
@@ -930,8 +933,7 @@ async fn run_autopilot(
             }
         }
         // Wait out the backoff; what the daemon sends meanwhile has nowhere to go.
-        let deadline = tokio::time::Instant::now() + backoff;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        let deadline = tokio::time::Instant::now() + backoff.next_delay();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,

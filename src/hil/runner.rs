@@ -604,17 +604,20 @@ impl Rig {
         // `Config::parse` has already resolved it against the file's directory.
         self.audit_dir = config.audit.dir.clone();
         self.drone = Some(DroneAddress {
-            server_topic_root: config.mcp.server_topic_root.clone(),
-            rpc_topic_root: config.mcp.rpc_topic_root.clone(),
+            topics: crate::mcp::transport::Topics {
+                server_root: config.mcp.server_topic_root.clone(),
+                client_root: config.mcp.client_topic_root.clone(),
+                rpc_root: config.mcp.rpc_topic_root.clone(),
+                // dev-setup names it (its broker ACL is written for that id), so the rig finds
+                // the daemon again after a restart.
+                server_id: config
+                    .mcp
+                    .server_id
+                    .clone()
+                    .context("the daemon's configuration has no mcp.server_id")?,
+                server_name: config.mcp.server_name.clone(),
+            },
             panic_topic_root: config.mcp.panic_topic_root.clone(),
-            // dev-setup names it (its broker ACL is written for that id), so the rig finds
-            // the daemon again after a restart.
-            server_id: config
-                .mcp
-                .server_id
-                .clone()
-                .context("the daemon's configuration has no mcp.server_id")?,
-            server_name: config.mcp.server_name.clone(),
         });
         Ok(())
     }
@@ -779,7 +782,7 @@ impl Rig {
             kid: Some(crate::dev_setup::DEV_KID),
             role,
             subject: &person,
-            audience: &drone.server_name,
+            audience: &drone.topics.server_name,
             ttl: Duration::from_secs(3600),
             jti: None,
             now_unix_s: crate::auth::shell::unix_s_now(),

@@ -6,6 +6,7 @@ use std::time::Instant;
 use mavlink::MavHeader;
 
 use super::MavMessage;
+use super::trust::LinkRefusal;
 
 /// What happened on the link, in order.
 // Almost every event is a `Frame`, so boxing the message would only add an allocation
@@ -17,10 +18,14 @@ pub enum LinkEvent {
     Connected { peer: String },
     /// The link was lost (or could not be opened); it is being reopened in the background.
     Disconnected { reason: String },
-    /// A decoded frame.
+    /// A decoded frame the link trusts.
     Frame {
         header: MavHeader,
         message: MavMessage,
         received_at: Instant,
     },
+    /// Frames or connections the link refused (already counted in
+    /// [`TrustCounters`](super::trust::TrustCounters)): the first of each reason at once, then
+    /// at most one report per reason every 10 s.
+    Refused(LinkRefusal),
 }

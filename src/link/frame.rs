@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use mavlink::{MavHeader, MavlinkVersion, Message};
 
 use super::MavMessage;
+use super::signing::{FrameView, SigningKey, append_signature};
 
 /// Start marker of a MAVLink 2 frame.
 const STX_V2: u8 = 0xFD;
@@ -54,6 +55,9 @@ pub struct FrameCounters {
     /// Bytes skipped while looking for the start of a frame, including the start byte of
     /// every rejected frame and bytes discarded by `reset`.
     pub garbage_bytes: u64,
+    /// What the link's trust refused after decoding (signing, pinning); filled by the
+    /// transport, zero from the decoder itself.
+    pub trust: super::trust::TrustCounters,
 }
 
 /// A frame that decoded.
@@ -70,6 +74,18 @@ impl Frame {
     /// True when the frame carries a MAVLink 2 signature trailer (not yet verified).
     pub fn is_signed(&self) -> bool {
         self.version == MavlinkVersion::V2 && self.raw.get(2).is_some_and(|f| f & IFLAG_SIGNED != 0)
+    }
+
+    /// What the signing check needs of this frame.
+    pub fn view(&self) -> FrameView<'_> {
+        FrameView {
+            raw: &self.raw,
+            mavlink2: self.version == MavlinkVersion::V2,
+            // A MAVLink 2 header carries 8-bit ids; `MavHeader` widens them.
+            system_id: u8::try_from(self.header.system_id).unwrap_or(u8::MAX),
+            component_id: self.header.component_id,
+            message_id: self.message.message_id(),
+        }
     }
 }
 
@@ -370,16 +386,41 @@ impl FrameEncoder {
 
     /// Encodes one unsigned MAVLink 2 frame and advances the sequence.
     pub fn encode(&mut self, message: &MavMessage) -> Vec<u8> {
+        let header = self.next_header();
+        let mut raw = mavlink::MAVLinkV2MessageRaw::new();
+        raw.serialize_message(header, message);
+        let len = 1 + HEADER_V2 + usize::from(raw.payload_length()) + CHECKSUM;
+        raw.as_slice().get(..len).unwrap_or_default().to_vec()
+    }
+
+    /// Encodes one signed MAVLink 2 frame (incompatibility flag 0x01, checksum over it, then
+    /// the 13-byte trailer with `link_id`, `timestamp` and the signature) and advances the
+    /// sequence.
+    pub fn encode_signed(
+        &mut self,
+        message: &MavMessage,
+        key: &SigningKey,
+        link_id: u8,
+        timestamp: u64,
+    ) -> Vec<u8> {
+        let header = self.next_header();
+        let mut raw = mavlink::MAVLinkV2MessageRaw::new();
+        raw.serialize_message_for_signing(header, message);
+        let len = 1 + HEADER_V2 + usize::from(raw.payload_length()) + CHECKSUM;
+        let mut frame = Vec::with_capacity(len + SIGNATURE);
+        frame.extend_from_slice(raw.as_slice().get(..len).unwrap_or_default());
+        append_signature(&mut frame, key, link_id, timestamp);
+        frame
+    }
+
+    fn next_header(&mut self) -> MavHeader {
         let header = MavHeader {
             system_id: u32::from(self.system_id),
             component_id: self.component_id,
             sequence: self.sequence,
         };
         self.sequence = self.sequence.wrapping_add(1);
-        let mut raw = mavlink::MAVLinkV2MessageRaw::new();
-        raw.serialize_message(header, message);
-        let len = 1 + HEADER_V2 + usize::from(raw.payload_length()) + CHECKSUM;
-        raw.as_slice().get(..len).unwrap_or_default().to_vec()
+        header
     }
 }
 

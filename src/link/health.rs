@@ -9,7 +9,13 @@ use mavlink::MavHeader;
 use super::MavMessage;
 use super::dialect::MavAutopilot;
 use super::frame::FrameCounters;
-use crate::vehicle::snapshot::LinkHealthStatus;
+use super::trust::{LinkRefusal, Refusal};
+use crate::vehicle::snapshot::{LinkHealthStatus, LinkTrustStatus, RefusedCounts};
+
+/// `old_timestamp` refusals are expected for about a second after an autopilot restarts
+/// without the time; when they go on this long, the autopilot is not getting the daemon's
+/// frames (or its clock is far off), and they count as an intrusion.
+pub const OLD_TIMESTAMP_TOLERATED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Link health as seen from the daemon's side of the link.
 ///
@@ -35,6 +41,10 @@ pub struct LinkHealth {
     /// Whether the link has been up before, so the next connection is a reconnect.
     was_connected: bool,
     reconnects: u64,
+    last_intrusion: Option<Instant>,
+    last_refusal: Option<String>,
+    /// Since when old-timestamp refusals go on without an autopilot heartbeat in between.
+    old_timestamps_since: Option<Instant>,
 }
 
 impl LinkHealth {
@@ -84,7 +94,23 @@ impl LinkHealth {
             // heartbeat says the autopilot is alive.
             if heartbeat.autopilot != MavAutopilot::MAV_AUTOPILOT_INVALID {
                 self.last_autopilot_heartbeat = Some(now);
+                self.old_timestamps_since = None;
             }
+        }
+    }
+
+    /// The link refused frames or a connection (a report within its budget).
+    pub fn handle_refused(&mut self, now: Instant, refusal: &LinkRefusal) {
+        self.last_refusal = Some(format!("{}: {}", refusal.reason.as_str(), refusal.detail));
+        let intrusion = match refusal.reason {
+            reason if reason.is_intrusion() => true,
+            _ => {
+                let since = *self.old_timestamps_since.get_or_insert(now);
+                now.saturating_duration_since(since) >= OLD_TIMESTAMP_TOLERATED
+            }
+        };
+        if intrusion {
+            self.last_intrusion = Some(now);
         }
     }
 
@@ -120,6 +146,31 @@ impl LinkHealth {
             unknown_messages: counters.unknown_messages,
             garbage_bytes: counters.garbage_bytes,
             reconnects: self.reconnects,
+            trust: self.trust_status(now, counters),
+        }
+    }
+
+    fn trust_status(&self, now: Instant, counters: FrameCounters) -> LinkTrustStatus {
+        let t = counters.trust;
+        let count = |r| t.refused(r);
+        use crate::link::signing::SignatureRefusal as S;
+        LinkTrustStatus {
+            signing: t.signing,
+            signed_frames: t.signed_frames,
+            unsigned_accepted: t.unsigned_accepted,
+            refused: RefusedCounts {
+                unsigned: count(Refusal::Signature(S::Unsigned)),
+                bad_signature: count(Refusal::Signature(S::BadSignature)),
+                replayed: count(Refusal::Signature(S::Replayed)),
+                old_timestamp: count(Refusal::Signature(S::OldTimestamp)),
+                streams_full: count(Refusal::Signature(S::StreamsFull)),
+                foreign_peer: count(Refusal::ForeignPeer),
+                connection_refused: count(Refusal::ConnectionRefused),
+            },
+            last_intrusion_age_ms: self.last_intrusion.map(|at| {
+                u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
+            }),
+            last_refusal: self.last_refusal.clone(),
         }
     }
 }
@@ -293,8 +344,23 @@ mod tests {
             parse_errors: 2,
             unknown_messages: 3,
             garbage_bytes: 4,
+            trust: crate::link::trust::TrustCounters {
+                signing: crate::link::signing::SigningMode::Required,
+                signed_frames: 9,
+                bad_signature: 5,
+                foreign_peer: 6,
+                ..Default::default()
+            },
         };
         let status = LinkHealth::new().status(Instant::now(), counters);
+        let trust = &status.trust;
+        assert_eq!(trust.signing, crate::link::signing::SigningMode::Required);
+        assert_eq!(trust.signed_frames, 9);
+        assert_eq!(
+            (trust.refused.bad_signature, trust.refused.foreign_peer),
+            (5, 6)
+        );
+        assert_eq!(trust.refused.total(), 11);
         assert_eq!(
             (
                 status.frames_received,
@@ -304,6 +370,51 @@ mod tests {
                 status.garbage_bytes
             ),
             (10, 1, 2, 3, 4)
+        );
+    }
+
+    fn refusal(reason: Refusal) -> LinkRefusal {
+        LinkRefusal {
+            reason,
+            count: 1,
+            peer: Some("10.0.0.9:14550".into()),
+            detail: "what".into(),
+        }
+    }
+
+    #[test]
+    fn an_intrusion_is_dated_and_old_timestamps_only_when_they_go_on() {
+        use crate::link::signing::SignatureRefusal;
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let age = |h: &LinkHealth, now| {
+            h.status(now, FrameCounters::default())
+                .trust
+                .last_intrusion_age_ms
+        };
+        let mut health = LinkHealth::new();
+        assert_eq!(age(&health, t0), None);
+        let old = refusal(Refusal::Signature(SignatureRefusal::OldTimestamp));
+        // An autopilot restarted without the time: refused until it takes the daemon's.
+        health.handle_refused(t0, &old);
+        health.handle_refused(at(900), &old);
+        health.handle_frame(
+            at(1000),
+            &header(1, 1, 0),
+            &heartbeat(MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA),
+        );
+        health.handle_refused(at(12_000), &old);
+        assert_eq!(age(&health, at(12_000)), None, "each run was short");
+        // Refused for 10 s on end: the autopilot does not get the daemon's frames.
+        health.handle_refused(at(22_000), &old);
+        assert_eq!(age(&health, at(22_500)), Some(500));
+        let mut health = LinkHealth::new();
+        health.handle_refused(at(5), &refusal(Refusal::ForeignPeer));
+        assert_eq!(age(&health, at(1005)), Some(1000));
+        let status = health.status(at(1005), FrameCounters::default());
+        assert_eq!(
+            status.trust.last_refusal.as_deref(),
+            Some("foreign_peer: what")
         );
     }
 }

@@ -2,14 +2,20 @@
 //! with [`FrameDecoder`], writes what [`LinkHandle::send`] encodes, and reopens a lost
 //! serial port or TCP connection with capped exponential backoff, forever.
 //!
+//! Trust is decided here, before a frame leaves the link: every frame goes through the
+//! link's [`LinkSigning`] when it has a key (signed outgoing, checked incoming), and a
+//! listening link (`udpin`, `tcpin`) talks only to the peer its [`PeerPin`] chose. What is
+//! refused is counted at once ([`TrustCounters`]) and reported as [`LinkEvent::Refused`]
+//! within the budget of [`RefusalReporter`]; it is never delivered.
+//!
 //! One IO task per link. Everything outside `link` sees [`LinkEvent`]s and [`LinkHandle`].
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -18,7 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::MavMessage;
 use super::endpoint::Endpoint;
-use super::frame::{FrameCounters, FrameDecoder, FrameEncoder};
+use super::frame::{Frame, FrameCounters, FrameDecoder, FrameEncoder};
+use super::keys::TimestampStore;
+use super::pin::{Admission, PeerPin, PeerPolicy, PinRule};
+use super::signing::{
+    Acceptance, LinkSigning, PERSIST_INTERVAL, SignatureRefusal, SigningKey, SigningMode,
+};
+use super::trust::{Refusal, RefusalReporter, TrustCounters};
+use crate::backoff::Backoff;
 use crate::config::VehicleConfig;
 
 /// Events from the link to its owner, bounded. Overflow policy: the IO task awaits capacity
@@ -34,7 +47,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffer; larger than one frame so a burst is decoded per wake-up.
 const READ_BUFFER_LEN: usize = 4096;
 
-/// How the link identifies itself and how patiently it reopens.
+/// How the link identifies itself, how patiently it reopens, and whom it trusts.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
     /// MAVLink system id of frames the daemon sends.
@@ -45,16 +58,88 @@ pub struct LinkOptions {
     pub reconnect_backoff_min: Duration,
     /// Cap of the doubling reopen delay.
     pub reconnect_backoff_max: Duration,
+    /// MAVLink 2 signing; `None`: nothing signed, nothing checked.
+    pub signing: Option<SigningSetup>,
+    /// Which peer a `udpin`/`tcpin` link talks to (ignored by the other endpoints).
+    pub peer: PeerPolicy,
+}
+
+/// A link's signing, as it starts.
+#[derive(Debug, Clone)]
+pub struct SigningSetup {
+    pub key: SigningKey,
+    /// `sign` or `required` (a link without signing has no setup).
+    pub mode: SigningMode,
+    /// Which unsigned frames are accepted; follows `mode` for the daemon, ArduPilot's
+    /// channel rule for the simulator.
+    pub acceptance: Acceptance,
+    /// This link's id in the signature trailer (the daemon's autopilot link is 0; each
+    /// further link of one system takes its own).
+    pub link_id: u8,
+    /// Where the link's timestamp starts ([`TimestampStore::start_timestamp`]).
+    pub initial_timestamp: u64,
+    /// Read the wall clock for timestamps (the daemon, tools); false for a system that keeps
+    /// its own, as an autopilot without GPS time does (the simulator).
+    pub wall_clock: bool,
+    /// Where the timestamp is persisted (every 30 s and at shutdown); `None`: not persisted.
+    pub timestamp_store: Option<PathBuf>,
+}
+
+impl SigningSetup {
+    /// The signing state this setup starts with.
+    pub fn start(&self) -> LinkSigning {
+        LinkSigning::new(
+            self.key.clone(),
+            self.link_id,
+            self.acceptance,
+            self.initial_timestamp,
+        )
+    }
 }
 
 impl LinkOptions {
-    pub fn from_config(vehicle: &VehicleConfig) -> Self {
-        Self {
+    /// The daemon's autopilot link from `[vehicle]`: reads the signing key and the persisted
+    /// timestamp, so a missing or unreadable key stops the start with its reason.
+    pub fn for_vehicle(vehicle: &VehicleConfig) -> Result<Self, String> {
+        let signing = match vehicle.signing.mode {
+            SigningMode::Off => None,
+            mode => {
+                let key_path = vehicle.signing.key_path.as_deref().ok_or_else(|| {
+                    format!(
+                        "vehicle.signing.mode is `{mode}` but vehicle.signing.key_path is not set"
+                    )
+                })?;
+                let key = super::keys::load_key(key_path)?;
+                let store = TimestampStore::new(vehicle.signing.resolved_timestamp_path());
+                Some(SigningSetup {
+                    key,
+                    mode,
+                    acceptance: match mode {
+                        SigningMode::Sign => Acceptance::SignedOrUnsigned,
+                        _ => Acceptance::SignedOnly,
+                    },
+                    link_id: 0,
+                    initial_timestamp: store.start_timestamp()?,
+                    wall_clock: true,
+                    timestamp_store: Some(store.path),
+                })
+            }
+        };
+        let heartbeat_timeout = Duration::from_millis(vehicle.heartbeat_timeout_ms);
+        Ok(Self {
             system_id: vehicle.system_id,
             component_id: vehicle.component_id,
             reconnect_backoff_min: Duration::from_millis(vehicle.reconnect_backoff_ms_min),
             reconnect_backoff_max: Duration::from_millis(vehicle.reconnect_backoff_ms_max),
-        }
+            signing,
+            peer: PeerPolicy {
+                rule: match vehicle.pinned_peer {
+                    Some(address) => PinRule::Address(address),
+                    None => PinRule::FirstAutopilot,
+                },
+                release_after: heartbeat_timeout,
+            },
+        })
     }
 }
 
@@ -85,9 +170,33 @@ pub enum SendError {
     Full,
 }
 
+/// What encodes outgoing frames and checks incoming ones: one lock, because both move the
+/// signing timestamp.
+struct Codec {
+    encoder: FrameEncoder,
+    signing: Option<LinkSigning>,
+    mode: SigningMode,
+    wall_clock: bool,
+}
+
+impl Codec {
+    fn clock(&self) -> Option<u64> {
+        self.wall_clock.then(wall_clock_timestamp)
+    }
+}
+
+/// The signing timestamp of the wall clock now.
+fn wall_clock_timestamp() -> u64 {
+    super::signing::timestamp_at(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
 /// State shared between handles and the IO task.
 struct Shared {
-    encoder: Mutex<FrameEncoder>,
+    codec: Mutex<Codec>,
     outgoing: mpsc::Sender<Vec<u8>>,
     connected: AtomicBool,
     frames: AtomicU64,
@@ -96,6 +205,8 @@ struct Shared {
     unknown_messages: AtomicU64,
     garbage_bytes: AtomicU64,
     reconnects: AtomicU64,
+    foreign_peer: AtomicU64,
+    connections_refused: AtomicU64,
     local_addr: Option<SocketAddr>,
 }
 
@@ -107,6 +218,11 @@ impl Shared {
         self.unknown_messages
             .store(c.unknown_messages, Ordering::Relaxed);
         self.garbage_bytes.store(c.garbage_bytes, Ordering::Relaxed);
+    }
+
+    /// A poisoned lock only means another user panicked mid-call; the codec stays valid.
+    fn codec(&self) -> std::sync::MutexGuard<'_, Codec> {
+        self.codec.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -126,24 +242,29 @@ impl std::fmt::Debug for LinkHandle {
 }
 
 impl LinkHandle {
-    /// Encodes `message` with the link's identity and next sequence number and hands it to
-    /// the writer. Never blocks.
+    /// Encodes `message` with the link's identity and next sequence number (signed when the
+    /// link has a key) and hands it to the writer. Never blocks.
     pub fn send(&self, message: &MavMessage) -> Result<(), SendError> {
         if !self.is_connected() {
             return Err(SendError::NotConnected);
         }
-        // A poisoned lock only means another sender panicked mid-encode; the encoder is
-        // three integers and stays valid.
-        let mut encoder = self
-            .shared
-            .encoder
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let bytes = encoder.encode(message);
+        let mut codec = self.shared.codec();
+        let clock = codec.clock();
+        let Codec {
+            encoder, signing, ..
+        } = &mut *codec;
+        let bytes = match signing {
+            Some(signing) => {
+                let timestamp = signing.next_timestamp(clock);
+                encoder.encode_signed(message, signing.key(), signing.link_id(), timestamp)
+            }
+            None => encoder.encode(message),
+        };
         match self.shared.outgoing.try_send(bytes) {
             Ok(()) => Ok(()),
             Err(error) => {
-                // Not sent: give the sequence number back so the receiver sees no gap.
+                // Not sent: give the sequence number back so the receiver sees no gap. (A
+                // signing timestamp is never given back: it only has to increase.)
                 encoder.sequence = encoder.sequence.wrapping_sub(1);
                 Err(match error {
                     mpsc::error::TrySendError::Full(_) => SendError::Full,
@@ -158,9 +279,20 @@ impl LinkHandle {
         self.shared.connected.load(Ordering::Acquire)
     }
 
-    /// The decoder's counters and the number of reconnects since the link was opened.
+    /// The decoder's and the trust's counters and the number of reconnects since the link
+    /// was opened.
     pub fn counters(&self) -> (FrameCounters, u64) {
         let s = &self.shared;
+        let trust = {
+            let codec = s.codec();
+            let signing = codec.signing.as_ref().map(LinkSigning::counters);
+            TrustCounters {
+                foreign_peer: s.foreign_peer.load(Ordering::Relaxed),
+                connections_refused: s.connections_refused.load(Ordering::Relaxed),
+                ..TrustCounters::default()
+            }
+            .with_signing(codec.mode, signing.unwrap_or_default())
+        };
         (
             FrameCounters {
                 frames: s.frames.load(Ordering::Relaxed),
@@ -168,9 +300,39 @@ impl LinkHandle {
                 parse_errors: s.parse_errors.load(Ordering::Relaxed),
                 unknown_messages: s.unknown_messages.load(Ordering::Relaxed),
                 garbage_bytes: s.garbage_bytes.load(Ordering::Relaxed),
+                trust,
             },
             s.reconnects.load(Ordering::Relaxed),
         )
+    }
+
+    /// Replaces the link's signing (`None`: signing off) from the next frame on: a key
+    /// installed by SETUP_SIGNING (the simulator), or the installer switching to the key it
+    /// just installed. Streams seen under the old key are forgotten.
+    pub fn set_signing(&self, signing: Option<LinkSigning>, mode: SigningMode) {
+        let mut codec = self.shared.codec();
+        codec.mode = if signing.is_some() {
+            mode
+        } else {
+            SigningMode::Off
+        };
+        codec.signing = signing;
+    }
+
+    /// The link's signing timestamp (what to persist); `None` without signing.
+    pub fn signing_timestamp(&self) -> Option<u64> {
+        self.shared
+            .codec()
+            .signing
+            .as_ref()
+            .map(LinkSigning::timestamp)
+    }
+
+    /// The time became known (e.g. the simulated GPS): the signing timestamp moves up to it.
+    pub fn advance_signing_timestamp(&self, clock: u64) {
+        if let Some(signing) = self.shared.codec().signing.as_mut() {
+            signing.advance_to(clock);
+        }
     }
 
     /// The local address of a `tcpin`/`udpin` listener or a `udpout` socket (so a test can
@@ -245,8 +407,17 @@ impl Link {
         };
         let (outgoing_tx, outgoing_rx) = mpsc::channel(SEND_CHANNEL_CAPACITY);
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let codec = Codec {
+            encoder: FrameEncoder::new(options.system_id, options.component_id),
+            signing: options.signing.as_ref().map(SigningSetup::start),
+            mode: options
+                .signing
+                .as_ref()
+                .map_or(SigningMode::Off, |s| s.mode),
+            wall_clock: options.signing.as_ref().is_some_and(|s| s.wall_clock),
+        };
         let shared = Arc::new(Shared {
-            encoder: Mutex::new(FrameEncoder::new(options.system_id, options.component_id)),
+            codec: Mutex::new(codec),
             outgoing: outgoing_tx,
             connected: AtomicBool::new(false),
             frames: AtomicU64::new(0),
@@ -255,7 +426,25 @@ impl Link {
             unknown_messages: AtomicU64::new(0),
             garbage_bytes: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            foreign_peer: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             local_addr,
+        });
+        if let Some(path) = options
+            .signing
+            .as_ref()
+            .and_then(|s| s.timestamp_store.clone())
+        {
+            tokio::spawn(persist_timestamp(
+                TimestampStore::new(path),
+                shared.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let pin = PeerPin::new(match &kind {
+            Kind::TcpIn { .. } | Kind::UdpIn { .. } => options.peer,
+            // Nothing to choose: the other end is fixed by the endpoint itself.
+            _ => PeerPolicy::OPEN,
         });
         let mut io = Io {
             name,
@@ -263,10 +452,14 @@ impl Link {
             events: events_tx,
             outgoing: outgoing_rx,
             decoder: FrameDecoder::new(),
+            candidate_decoder: FrameDecoder::new(),
             options,
             shutdown,
             ever_connected: false,
             down_reported: false,
+            pin,
+            reporter: RefusalReporter::new(),
+            peer: None,
         };
         tokio::spawn(async move {
             let _ = io.run(kind).await;
@@ -274,6 +467,35 @@ impl Link {
             tracing::debug!(link = %io.name, "link task ended");
         });
         Ok((LinkHandle { shared }, events_rx))
+    }
+}
+
+/// Persists the link's signing timestamp every [`PERSIST_INTERVAL`] and once more at
+/// shutdown, off the IO task (a write that stalls must not stall the link).
+async fn persist_timestamp(
+    store: TimestampStore,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let mut saved: Option<u64> = None;
+    let mut ticker = tokio::time::interval(PERSIST_INTERVAL);
+    loop {
+        let last = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        let timestamp = shared.codec().signing.as_ref().map(LinkSigning::timestamp);
+        if let Some(timestamp) = timestamp.filter(|t| saved != Some(*t)) {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.save(timestamp)).await {
+                Ok(Ok(())) => saved = Some(timestamp),
+                Ok(Err(error)) => tracing::error!(%error, "cannot persist the signing timestamp"),
+                Err(error) => tracing::error!(%error, "the signing timestamp writer failed"),
+            }
+        }
+        if last {
+            return;
+        }
     }
 }
 
@@ -305,12 +527,29 @@ struct Io {
     shared: Arc<Shared>,
     events: mpsc::Sender<LinkEvent>,
     outgoing: mpsc::Receiver<Vec<u8>>,
+    /// The peer's byte stream.
     decoder: FrameDecoder,
+    /// Datagrams from a `udpin` candidate, decoded apart so a stranger's partial frame is
+    /// never glued to the peer's next datagram; reset after each one.
+    candidate_decoder: FrameDecoder,
     options: LinkOptions,
     shutdown: CancellationToken,
     ever_connected: bool,
     /// A `Disconnected` was sent since the last `Connected`; retries are only logged.
     down_reported: bool,
+    pin: PeerPin,
+    reporter: RefusalReporter,
+    /// The address of the stream being served (`tcpin`, `udpin`), for pinning and reports.
+    peer: Option<SocketAddr>,
+}
+
+/// Where a frame came from, for the trust decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The peer (or the only other end: serial, `tcpout`, `udpout`).
+    Peer,
+    /// A `udpin` address that may become the peer with an accepted autopilot heartbeat.
+    Candidate(SocketAddr),
 }
 
 impl Io {
@@ -325,7 +564,7 @@ impl Io {
     }
 
     async fn run_serial(&mut self, path: &str, baud: u32) -> Result<(), Stop> {
-        let mut backoff = Backoff::new(&self.options);
+        let mut backoff = reopen_backoff(&self.options);
         loop {
             let builder = tokio_serial::new(path, baud)
                 .data_bits(tokio_serial::DataBits::Eight)
@@ -342,7 +581,7 @@ impl Io {
                         StreamEnd::Replaced(..) => "replaced by a new connection".into(),
                     };
                     self.down(format!("serial {path}: {reason}")).await?;
-                    backoff.connection_ended(up_since.elapsed());
+                    backoff.connection_lasted(up_since.elapsed());
                 }
                 Err(error) => {
                     self.open_failed(format!("cannot open serial {path}: {error}"))
@@ -354,7 +593,7 @@ impl Io {
     }
 
     async fn run_tcp_out(&mut self, addr: &str) -> Result<(), Stop> {
-        let mut backoff = Backoff::new(&self.options);
+        let mut backoff = reopen_backoff(&self.options);
         loop {
             let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
             let result = tokio::select! {
@@ -375,7 +614,7 @@ impl Io {
                         StreamEnd::Replaced(..) => "replaced by a new connection".into(),
                     };
                     self.down(format!("tcp {addr}: {reason}")).await?;
-                    backoff.connection_ended(up_since.elapsed());
+                    backoff.connection_lasted(up_since.elapsed());
                 }
                 Ok(Err(error)) => {
                     self.open_failed(format!("cannot connect to tcp {addr}: {error}"))
@@ -394,47 +633,80 @@ impl Io {
 
     async fn run_tcp_in(&mut self, listener: TcpListener) -> Result<(), Stop> {
         loop {
-            let accepted = tokio::select! {
+            let step = tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(Stop),
-                accepted = listener.accept() => accepted,
+                accepted = listener.accept() => Some(accepted),
+                () = report_due(self.reporter.poll_timeout()) => None,
             };
-            let (mut stream, mut peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
+            let (mut stream, mut peer) = match step {
+                None => {
+                    self.flush_reports().await?;
+                    continue;
+                }
+                Some(Ok(pair)) => pair,
+                Some(Err(error)) => {
                     // E.g. out of file descriptors: wait instead of spinning.
                     tracing::warn!(link = %self.name, %error, "accept failed");
                     self.sleep(self.options.reconnect_backoff_min).await?;
                     continue;
                 }
             };
-            self.up(peer.to_string()).await?;
+            if !self.pin.admit_connection(Instant::now(), peer, false) {
+                self.refuse_connection(peer).await?;
+                continue;
+            }
+            self.serve_client(peer).await?;
             loop {
                 let _ = stream.set_nodelay(true);
                 match self.serve(stream, Some(&listener)).await? {
                     StreamEnd::Lost(reason) => {
+                        self.peer = None;
                         self.down(format!("tcp client {peer}: {reason}")).await?;
                         break;
                     }
                     StreamEnd::Replaced(new_stream, new_peer) => {
-                        // Like SITL: the newest client wins.
+                        // The pin allowed it: the old client went silent (or, unpinned,
+                        // the newest client wins, as SITL does).
                         self.down(format!("tcp client {peer} replaced by {new_peer}"))
                             .await?;
                         (stream, peer) = (new_stream, new_peer);
-                        self.up(peer.to_string()).await?;
+                        self.serve_client(peer).await?;
                     }
                 }
             }
         }
     }
 
+    async fn serve_client(&mut self, peer: SocketAddr) -> Result<(), Stop> {
+        self.pin.connected(Instant::now(), peer);
+        self.peer = Some(peer);
+        self.up(peer.to_string()).await
+    }
+
+    /// A `tcpin` client the pin does not allow: closed at once (dropping the stream),
+    /// counted and reported.
+    async fn refuse_connection(&mut self, from: SocketAddr) -> Result<(), Stop> {
+        self.shared
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        let serving = match self.peer {
+            Some(peer) => format!("the link serves {peer}"),
+            None => match self.pin.pinned() {
+                Some(pinned) => format!("the link is pinned to {}", pinned.ip()),
+                None => "the link is pinned".to_owned(),
+            },
+        };
+        let detail = format!("tcp client {from} closed at once: {serving}");
+        tracing::debug!(link = %self.name, %detail, "connection refused");
+        self.refused(Refusal::ConnectionRefused, Some(from), detail)
+            .await
+    }
+
     /// UDP has no connection: the link is up once a peer is known (`udpout`: at once;
-    /// `udpin`: when the first datagram arrives) and stays up while the peer is silent.
-    async fn run_udp(
-        &mut self,
-        socket: UdpSocket,
-        mut peer: Option<SocketAddr>,
-    ) -> Result<(), Stop> {
+    /// `udpin`: when the pin takes one) and stays up while the peer is silent.
+    async fn run_udp(&mut self, socket: UdpSocket, peer: Option<SocketAddr>) -> Result<(), Stop> {
         if let Some(peer) = peer {
+            self.peer = Some(peer);
             self.up(peer.to_string()).await?;
         }
         let listening = peer.is_none();
@@ -444,19 +716,37 @@ impl Io {
                 _ = self.shutdown.cancelled() => return Err(Stop),
                 received = socket.recv_from(&mut buf) => UdpStep::Received(received),
                 Some(bytes) = self.outgoing.recv() => UdpStep::Send(bytes),
+                () = report_due(self.reporter.poll_timeout()) => UdpStep::Report,
             };
             match step {
                 UdpStep::Received(Ok((len, from))) => {
-                    if listening && peer != Some(from) {
-                        // `udpin` replies to whoever sent last.
-                        if peer.is_none() {
-                            self.up(from.to_string()).await?;
-                        } else {
-                            tracing::info!(link = %self.name, %from, "udp peer changed");
-                        }
-                        peer = Some(from);
+                    let bytes = buf.get(..len).unwrap_or_default();
+                    if !listening {
+                        self.deliver(bytes, Source::Peer).await?;
+                        continue;
                     }
-                    self.deliver(buf.get(..len).unwrap_or_default()).await?;
+                    match self.pin.admit(Instant::now(), from) {
+                        Admission::Peer => {
+                            self.deliver(bytes, Source::Peer).await?;
+                        }
+                        Admission::NewPeer => {
+                            self.take_udp_peer(from).await?;
+                            self.deliver(bytes, Source::Peer).await?;
+                        }
+                        Admission::Candidate => {
+                            self.deliver(bytes, Source::Candidate(from)).await?;
+                        }
+                        Admission::Foreign => {
+                            self.shared.foreign_peer.fetch_add(1, Ordering::Relaxed);
+                            let pinned =
+                                self.peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+                            let detail = format!(
+                                "datagram of {len} bytes from {from} ignored: the link is pinned to {pinned}"
+                            );
+                            self.refused(Refusal::ForeignPeer, Some(from), detail)
+                                .await?;
+                        }
+                    }
                 }
                 // An ICMP "port unreachable" from a silent peer and similar errors are not
                 // a lost link: UDP keeps listening.
@@ -464,12 +754,33 @@ impl Io {
                     tracing::debug!(link = %self.name, %error, "udp receive error ignored");
                 }
                 UdpStep::Send(bytes) => {
-                    if let Some(peer) = peer
+                    if let Some(peer) = self.peer
                         && let Err(error) = socket.send_to(&bytes, peer).await
                     {
                         tracing::debug!(link = %self.name, %error, %peer, "udp send failed");
                     }
                 }
+                UdpStep::Report => self.flush_reports().await?,
+            }
+        }
+    }
+
+    /// `from` is the `udpin` peer from now on: the link is up (again) with it.
+    async fn take_udp_peer(&mut self, from: SocketAddr) -> Result<(), Stop> {
+        let replaced = self.pin.pin(Instant::now(), from).or(self.peer);
+        self.peer = Some(from);
+        match replaced.filter(|old| *old != from) {
+            None => self.up(from.to_string()).await,
+            // Unpinned, `udpin` answers whoever sent last, as before.
+            Some(old) if self.pin.policy().rule == PinRule::Open => {
+                tracing::info!(link = %self.name, %old, %from, "udp peer changed");
+                Ok(())
+            }
+            // A new peer is a new link: what was pending for the old one must end.
+            Some(old) => {
+                self.down(format!("udp peer {old} silent; {from} took its place"))
+                    .await?;
+                self.up(from.to_string()).await
             }
         }
     }
@@ -492,11 +803,13 @@ impl Io {
                 read = reader.read(&mut buf) => StreamStep::Read(read),
                 Some(bytes) = self.outgoing.recv() => StreamStep::Write(bytes),
                 accepted = accept_if(listener) => StreamStep::Accepted(accepted),
+                () = report_due(self.reporter.poll_timeout()) => StreamStep::Report,
             };
             match step {
                 StreamStep::Read(Ok(0)) => return Ok(StreamEnd::Lost("end of stream".into())),
                 StreamStep::Read(Ok(len)) => {
-                    self.deliver(buf.get(..len).unwrap_or_default()).await?
+                    self.deliver(buf.get(..len).unwrap_or_default(), Source::Peer)
+                        .await?;
                 }
                 StreamStep::Read(Err(error)) => {
                     return Ok(StreamEnd::Lost(format!("read failed: {error}")));
@@ -511,43 +824,154 @@ impl Io {
                     }
                 }
                 StreamStep::Accepted(Ok((stream, peer))) => {
-                    return Ok(StreamEnd::Replaced(stream, peer));
+                    if self.pin.admit_connection(Instant::now(), peer, true) {
+                        return Ok(StreamEnd::Replaced(stream, peer));
+                    }
+                    drop(stream);
+                    self.refuse_connection(peer).await?;
                 }
                 StreamStep::Accepted(Err(error)) => {
                     tracing::warn!(link = %self.name, %error, "accept failed");
                 }
+                StreamStep::Report => self.flush_reports().await?,
             }
         }
     }
 
-    /// Decodes bytes and delivers every frame, waiting for channel capacity.
-    async fn deliver(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+    /// Decodes bytes and delivers every frame the link trusts, waiting for channel
+    /// capacity. A `udpin` candidate becomes the peer at its first autopilot heartbeat the
+    /// signing accepted (the link comes up before that frame is delivered); before that, its
+    /// frames are delivered only while the link has never had a peer (nothing depends on them
+    /// yet: the vehicle state ignores everything until an autopilot's heartbeat), and dropped
+    /// when a silent peer is being replaced.
+    async fn deliver(&mut self, bytes: &[u8], source: Source) -> Result<(), Stop> {
         let received_at = Instant::now();
-        self.decoder.push(bytes);
-        while let Some(item) = self.decoder.poll() {
-            match item {
-                Ok(frame) => {
-                    let event = LinkEvent::Frame {
-                        header: frame.header,
-                        message: frame.message,
-                        received_at,
-                    };
-                    // Keep counters current before waiting, so they match what was read.
-                    self.shared.store_counters(self.decoder.counters());
-                    self.emit(event).await?;
-                }
-                // Counted by the decoder; noise on a serial line would flood the log.
-                Err(error) => tracing::debug!(link = %self.name, %error, "frame rejected"),
+        match source {
+            Source::Peer => self.decoder.push(bytes),
+            Source::Candidate(_) => {
+                self.candidate_decoder.reset();
+                self.candidate_decoder.push(bytes);
             }
         }
-        self.shared.store_counters(self.decoder.counters());
+        loop {
+            let item = match source {
+                Source::Peer => self.decoder.poll(),
+                Source::Candidate(_) => self.candidate_decoder.poll(),
+            };
+            let Some(item) = item else { break };
+            let frame = match item {
+                Ok(frame) => frame,
+                // Counted by the decoder; noise on a serial line would flood the log.
+                Err(error) => {
+                    tracing::debug!(link = %self.name, %error, "frame rejected");
+                    continue;
+                }
+            };
+            if !self.check_signature(&frame, source).await? {
+                continue;
+            }
+            let autopilot_heartbeat = matches!(
+                &frame.message,
+                MavMessage::HEARTBEAT(hb) if super::is_autopilot_heartbeat(hb)
+            );
+            match source {
+                Source::Peer => {
+                    self.pin.heard(received_at);
+                    // `tcpin`: the first autopilot heartbeat on a connection pins its host.
+                    if autopilot_heartbeat
+                        && self.pin.policy().rule == PinRule::FirstAutopilot
+                        && let Some(peer) = self.peer
+                        && self.pin.pinned() != Some(peer)
+                    {
+                        self.pin.pin(received_at, peer);
+                        tracing::info!(link = %self.name, %peer, "autopilot peer pinned");
+                    }
+                }
+                // Pinned by an earlier frame of this datagram (which is still decoded by
+                // the candidate decoder).
+                Source::Candidate(from) if self.pin.pinned() == Some(from) => {
+                    self.pin.heard(received_at);
+                }
+                Source::Candidate(from) if autopilot_heartbeat => {
+                    tracing::info!(link = %self.name, %from, "autopilot peer pinned");
+                    self.take_udp_peer(from).await?;
+                }
+                Source::Candidate(_) if self.pin.pinned().is_some() => continue,
+                Source::Candidate(_) => {}
+            }
+            let event = LinkEvent::Frame {
+                header: frame.header,
+                message: frame.message,
+                received_at,
+            };
+            // Keep counters current before waiting, so they match what was read.
+            self.store_counters();
+            self.emit(event).await?;
+        }
+        self.store_counters();
+        Ok(())
+    }
+
+    fn store_counters(&self) {
+        let mut c = self.decoder.counters();
+        let k = self.candidate_decoder.counters();
+        c.frames += k.frames;
+        c.crc_errors += k.crc_errors;
+        c.parse_errors += k.parse_errors;
+        c.unknown_messages += k.unknown_messages;
+        c.garbage_bytes += k.garbage_bytes;
+        self.shared.store_counters(c);
+    }
+
+    /// The signing verdict on one frame; a refusal is counted (by the signing state) and
+    /// reported. True: the frame may be delivered.
+    async fn check_signature(&mut self, frame: &Frame, source: Source) -> Result<bool, Stop> {
+        let verdict = {
+            let mut codec = self.shared.codec();
+            let clock = codec.clock();
+            codec
+                .signing
+                .as_mut()
+                .map(|signing| (signing.check(frame.view(), clock), signing.timestamp()))
+        };
+        let Some((Err(reason), local)) = verdict else {
+            return Ok(true);
+        };
+        let from = match source {
+            Source::Candidate(from) => Some(from),
+            Source::Peer => self.peer,
+        };
+        let detail = describe_refused(frame, reason, local);
+        self.refused(Refusal::Signature(reason), from, detail)
+            .await?;
+        Ok(false)
+    }
+
+    /// Reports a refusal within the budget (already counted by the caller).
+    async fn refused(
+        &mut self,
+        reason: Refusal,
+        from: Option<SocketAddr>,
+        detail: String,
+    ) -> Result<(), Stop> {
+        let peer = from.map(|a| a.to_string());
+        match self.reporter.refused(Instant::now(), reason, peer, detail) {
+            Some(report) => self.emit(LinkEvent::Refused(report)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn flush_reports(&mut self) -> Result<(), Stop> {
+        while let Some(report) = self.reporter.poll(Instant::now()) {
+            self.emit(LinkEvent::Refused(report)).await?;
+        }
         Ok(())
     }
 
     async fn up(&mut self, peer: String) -> Result<(), Stop> {
         // The old stream's partial frame must not be glued to the new stream's bytes.
         self.decoder.reset();
-        self.shared.store_counters(self.decoder.counters());
+        self.store_counters();
         self.drop_stale_outgoing();
         if self.ever_connected {
             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -603,40 +1027,58 @@ impl Io {
     }
 }
 
-/// Capped exponential reopen delay (sans-IO: durations in, durations out).
-///
-/// Call order: `next_delay` before each reopen attempt; `connection_ended` with how long
-/// the connection stayed up. Only a connection that stayed up at least the cap resets the
-/// delay, so a device that opens and fails at once is not hammered at the minimum delay.
-#[derive(Debug)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
+/// The reopen delay of serial and TCP links: `reconnect_backoff_min` doubling up to
+/// `reconnect_backoff_max`, no jitter (one autopilot per link); reset only by a connection
+/// that stayed up at least the cap (`Backoff::connection_lasted`).
+fn reopen_backoff(options: &LinkOptions) -> Backoff {
+    Backoff::new(options.reconnect_backoff_min, options.reconnect_backoff_max)
 }
 
-impl Backoff {
-    fn new(options: &LinkOptions) -> Self {
-        Self {
-            min: options.reconnect_backoff_min,
-            max: options
-                .reconnect_backoff_max
-                .max(options.reconnect_backoff_min),
-            next: options.reconnect_backoff_min,
+/// A refused frame in words: what it was, who it claimed to be, and why it was refused.
+fn describe_refused(frame: &Frame, reason: SignatureRefusal, local: u64) -> String {
+    use mavlink::Message as _;
+    let what = format!(
+        "{} from system {} component {}",
+        frame.message.message_name(),
+        frame.header.system_id,
+        frame.header.component_id
+    );
+    let block = super::signing::SignatureBlock::of(&frame.raw).filter(|_| frame.is_signed());
+    match (reason, block) {
+        (SignatureRefusal::Unsigned, _) => {
+            format!("unsigned {what} refused: this link requires MAVLink 2 signatures")
         }
+        (SignatureRefusal::BadSignature, Some(b)) => format!(
+            "{what} (link id {}) refused: its signature does not verify with this link's key \
+             (another key, or the frame was changed)",
+            b.link_id
+        ),
+        (SignatureRefusal::Replayed, Some(b)) => format!(
+            "{what} (link id {}) refused: timestamp {} is not newer than the last of its \
+             stream (a replay)",
+            b.link_id, b.timestamp
+        ),
+        (SignatureRefusal::OldTimestamp, Some(b)) => format!(
+            "{what} (link id {}) refused: a new stream {:.1} s behind this link's timestamp \
+             (at most 60 s); an autopilot restarted without the time catches up at the \
+             first signed frame it receives",
+            b.link_id,
+            local.saturating_sub(b.timestamp) as f64 / super::signing::TIMESTAMP_UNITS_PER_S as f64
+        ),
+        (SignatureRefusal::StreamsFull, Some(b)) => format!(
+            "{what} (link id {}) refused: {} signed streams are already known",
+            b.link_id,
+            super::signing::STREAMS_MAX
+        ),
+        (_, None) => format!("{what} refused: {}", reason.as_str()),
     }
+}
 
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        // Saturating: a configured minimum near Duration::MAX must not panic.
-        self.next = self.next.saturating_mul(2).min(self.max);
-        delay
-    }
-
-    fn connection_ended(&mut self, up_for: Duration) {
-        if up_for >= self.max {
-            self.next = self.min;
-        }
+/// Completes when a held-back refusal report is due; never when none waits.
+async fn report_due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -644,11 +1086,13 @@ enum StreamStep {
     Read(io::Result<usize>),
     Write(Vec<u8>),
     Accepted(io::Result<(TcpStream, SocketAddr)>),
+    Report,
 }
 
 enum UdpStep {
     Received(io::Result<(usize, SocketAddr)>),
     Send(Vec<u8>),
+    Report,
 }
 
 /// Accepts on `listener` if there is one, otherwise never completes.
@@ -663,52 +1107,23 @@ async fn accept_if(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Soc
 mod tests {
     use super::*;
 
-    fn backoff(min_ms: u64, max_ms: u64) -> Backoff {
-        Backoff::new(&LinkOptions {
+    /// The link keeps its limits and its reset rule through the shared type (the type's own
+    /// tests cover the arithmetic).
+    #[test]
+    fn reopen_backoff_doubles_to_the_cap_and_resets_only_after_a_lasting_connection() {
+        let mut b = reopen_backoff(&LinkOptions {
             system_id: 1,
             component_id: 1,
-            reconnect_backoff_min: Duration::from_millis(min_ms),
-            reconnect_backoff_max: Duration::from_millis(max_ms),
-        })
-    }
-
-    fn delays_ms(backoff: &mut Backoff, n: usize) -> Vec<u128> {
-        (0..n).map(|_| backoff.next_delay().as_millis()).collect()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut b = backoff(100, 1000);
-        assert_eq!(delays_ms(&mut b, 6), [100, 200, 400, 800, 1000, 1000]);
-    }
-
-    #[test]
-    fn backoff_resets_only_after_a_connection_that_lasted() {
-        let mut b = backoff(100, 1000);
-        delays_ms(&mut b, 3);
-        b.connection_ended(Duration::from_millis(10));
-        assert_eq!(
-            delays_ms(&mut b, 1),
-            [800],
-            "a flapping device keeps backing off"
-        );
-        b.connection_ended(Duration::from_secs(5));
-        assert_eq!(delays_ms(&mut b, 2), [100, 200]);
-    }
-
-    #[test]
-    fn backoff_survives_odd_configuration() {
-        // Cap below the minimum: the minimum wins.
-        assert_eq!(delays_ms(&mut backoff(500, 100), 3), [500, 500, 500]);
-        // Zero: retry at once, without spinning into an overflow.
-        assert_eq!(delays_ms(&mut backoff(0, 0), 2), [0, 0]);
-        let mut huge = Backoff::new(&LinkOptions {
-            system_id: 1,
-            component_id: 1,
-            reconnect_backoff_min: Duration::MAX,
-            reconnect_backoff_max: Duration::MAX,
+            reconnect_backoff_min: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_millis(1000),
+            signing: None,
+            peer: PeerPolicy::OPEN,
         });
-        assert_eq!(huge.next_delay(), Duration::MAX);
-        assert_eq!(huge.next_delay(), Duration::MAX);
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        b.connection_lasted(Duration::from_millis(10));
+        assert_eq!(b.next_delay(), Duration::from_millis(1000));
+        b.connection_lasted(Duration::from_secs(1));
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 }

@@ -1,4 +1,5 @@
-//! Every JSON-RPC / MCP error code the server sends is chosen here, and nowhere else.
+//! Every JSON-RPC / MCP error code the server sends is chosen here, and nowhere else (the
+//! numbers are the transport's, `mcp::transport::code`).
 //!
 //! Also the first look at an incoming message (pure): size, JSON, batch, envelope, method,
 //! params — so a bad message gets the right error without reaching a session.
@@ -6,29 +7,12 @@
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData};
 use serde_json::{Value, json};
 
-/// Invalid JSON.
-pub const PARSE_ERROR: i32 = -32700;
-/// Not a JSON-RPC 2.0 request/notification (a batch, no `jsonrpc`, a message too large,
-/// no session).
-pub const INVALID_REQUEST: i32 = -32600;
-/// Unknown method.
-pub const METHOD_NOT_FOUND: i32 = -32601;
-/// Known method, wrong params (also an unknown tool, per MCP).
-pub const INVALID_PARAMS: i32 = -32602;
-/// A bug on our side.
-pub const INTERNAL_ERROR: i32 = -32603;
-/// MCP: a `resources/*` request for a URI the server does not serve (`data.uri` names it).
-/// MCP 2026-07-28 replaces it with -32602; this transport serves up to 2025-11-25.
-pub const RESOURCE_NOT_FOUND: i32 = -32002;
-/// Implementation-defined (JSON-RPC server-error range): a limit is reached; retry later.
-pub const SERVER_BUSY: i32 = -32000;
-/// No valid identity: missing, bad, expired or revoked token (initialize again with a
-/// valid one). `data.kind` says which.
-pub const UNAUTHENTICATED: i32 = -32001;
-/// Authenticated but not allowed: role too low, no control lease. `data.kind` says which.
-pub const FORBIDDEN: i32 = -32003;
-/// Over the session's rate limit; `data.retry_after_ms` says when to retry.
-pub const RATE_LIMITED: i32 = -32029;
+// The codes' numbers are the transport's (`mcp::transport::code`, pinned by its golden test);
+// which one each situation gets is decided here.
+pub use super::transport::code::{
+    FORBIDDEN, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
+    RATE_LIMITED, RESOURCE_NOT_FOUND, SERVER_BUSY, UNAUTHENTICATED,
+};
 
 /// Methods a client may call on this server (MCP 2025-11-25 with the initialize
 /// handshake). Anything else is answered with `METHOD_NOT_FOUND` before a session sees it.
@@ -82,6 +66,22 @@ pub fn resource_not_found(message: impl Into<String>, uri: &str) -> ErrorData {
         message.into(),
         Some(json!({ "uri": uri })),
     )
+}
+
+/// A tool execution error (`isError: true`) the model can read and act on: bad arguments,
+/// a refusal, a stale camera. Not a JSON-RPC error: MCP 2025-11-25 asks for these so a model
+/// sees the text.
+pub fn tool_error(text: String) -> rmcp::model::CallToolResult {
+    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
+}
+
+/// A tool's structured result, plus the same JSON as a text block; a value that cannot be
+/// serialised is a tool error.
+pub fn structured<T: serde::Serialize>(value: &T) -> rmcp::model::CallToolResult {
+    match serde_json::to_value(value) {
+        Ok(v) => rmcp::model::CallToolResult::structured(v),
+        Err(e) => tool_error(format!("internal error serialising the result: {e}")),
+    }
 }
 
 /// An internal error for a handler to return.

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::errors;
 use crate::audit::{AuditHandle, Call, Event};
+use crate::auth::permissions::Permission;
 use crate::auth::shell::unix_s_now;
 use crate::auth::{Caller, ControlResult, Denial, Gate, LeaseFate, Promotion, client_id_of};
 
@@ -163,9 +164,9 @@ impl Guard {
     }
 
     /// Whether a call uses the reserved pool (see `Gate::is_priority`).
-    pub fn is_priority(&self, client_id: &str, generation: u64, tool: &str) -> bool {
+    pub fn is_priority(&self, client_id: &str, generation: u64, permission: Permission) -> bool {
         let key = crate::auth::session_key(client_id, generation);
-        self.with_gate(|g| g.is_priority(Instant::now(), &key, tool))
+        self.with_gate(|g| g.is_priority(Instant::now(), &key, permission))
             .unwrap_or(false)
     }
 
@@ -222,18 +223,30 @@ impl Guard {
         error_of(&d)
     }
 
-    pub fn authorize_tool(&self, session: &str, tool: &str) -> Result<Caller, ErrorData> {
+    /// `tools/call` of `tool`, which needs `permission` (its registry entry's).
+    pub fn authorize_tool(
+        &self,
+        session: &str,
+        tool: &str,
+        permission: Permission,
+    ) -> Result<Caller, ErrorData> {
         let now = Instant::now();
-        match self.with_gate(|g| g.authorize_tool(now, unix_s_now(), session, tool)) {
+        match self.with_gate(|g| g.authorize_tool(now, unix_s_now(), session, tool, permission)) {
             Some(Ok(c)) => Ok(c),
             Some(Err(d)) => Err(self.denied(session, &format!("tools/call:{tool}"), d)),
             None => Err(errors::internal("authorization unavailable")),
         }
     }
 
-    pub fn authorize_resource(&self, session: &str, uri: &str) -> Result<Caller, ErrorData> {
+    /// `resources/*` of `uri`, which needs `role` (its registry entry's).
+    pub fn authorize_resource(
+        &self,
+        session: &str,
+        uri: &str,
+        role: crate::role::Role,
+    ) -> Result<Caller, ErrorData> {
         let now = Instant::now();
-        match self.with_gate(|g| g.authorize_resource(now, unix_s_now(), session, uri)) {
+        match self.with_gate(|g| g.authorize_resource(now, unix_s_now(), session, uri, role)) {
             Some(Ok(c)) => Ok(c),
             Some(Err(d)) => Err(self.denied(session, &format!("resources:{uri}"), d)),
             None => Err(errors::internal("authorization unavailable")),
@@ -463,7 +476,7 @@ impl Guard {
             })
             .unwrap_or_default();
         if !unknown.is_empty() {
-            return super::server::tool_error(format!(
+            return errors::tool_error(format!(
                 "unknown arguments {unknown:?}; revoke_token takes `jti` and/or `subject` (strings)"
             ));
         }
@@ -473,7 +486,7 @@ impl Guard {
                 s.is_empty() || s.chars().count() > crate::auth::token::CLAIM_CHARS_MAX
             })
         }) {
-            return super::server::tool_error("jti and subject must be 1 to 128 characters".into());
+            return errors::tool_error("jti and subject must be 1 to 128 characters".into());
         }
         let result = self.with_gate(|g| g.revoke(jti.as_deref(), subject.as_deref()));
         match result {
@@ -488,7 +501,7 @@ impl Guard {
                     Some(path) => match crate::auth::shell::persist_denylist(path, &list) {
                         Ok(()) => true,
                         Err(e) => {
-                            return super::server::tool_error(format!(
+                            return errors::tool_error(format!(
                                 "revoked in memory, but writing {} failed: {e}",
                                 path.display()
                             ));
@@ -500,8 +513,8 @@ impl Guard {
                     json!({"revoked_jtis": list.jtis.len(), "revoked_subjects": list.subjects.len(), "persisted": persisted}),
                 )
             }
-            Some(Err(e)) => super::server::tool_error(e),
-            None => super::server::tool_error("authorization unavailable".into()),
+            Some(Err(e)) => errors::tool_error(e),
+            None => errors::tool_error("authorization unavailable".into()),
         }
     }
 

@@ -7,7 +7,8 @@
 //!   TLS 1.2 and 1.3) and the rumqttc `MqttOptions` (MQTT 5 CONNECT with Clean Start,
 //!   Session Expiry 0, user properties, a Will, `TCP_NODELAY`, keep-alive from config).
 //! - [`spawn_driver`] polls the rumqttc event loop in its own task, turns what matters into
-//!   [`MqttEvent`]s and reconnects with capped exponential backoff and jitter ([`Backoff`]).
+//!   [`MqttEvent`]s and reconnects with capped exponential backoff and jitter
+//!   ([`crate::backoff::Backoff`]).
 //!
 //! Crypto provider: rustls with `ring`, passed explicitly (no process-wide default is
 //! installed), because `ring` cross-compiles to aarch64/armv7 with only a C cross compiler.
@@ -28,35 +29,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::transport::{self, ComponentType, valid_client_id};
+use crate::backoff::Backoff;
 use crate::config::MqttConfig;
-
-/// User property naming the MCP role of the connection (`mcp-server` / `mcp-client`).
-pub const PROP_COMPONENT_TYPE: &str = "MCP-COMPONENT-TYPE";
-/// User property with the sender's MQTT client id, on every PUBLISH.
-pub const PROP_CLIENT_ID: &str = "MCP-MQTT-CLIENT-ID";
-/// User property with a JSON object describing the implementation, on CONNECT.
-pub const PROP_META: &str = "MCP-META";
-/// User property a broker may put in CONNACK to name the server.
-pub const PROP_SERVER_NAME: &str = "MCP-SERVER-NAME";
-/// User property a broker may put in CONNACK to tell a client which server names to watch.
-pub const PROP_SERVER_NAME_FILTERS: &str = "MCP-SERVER-NAME-FILTERS";
-
-/// Which side of the MCP-over-MQTT transport a connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComponentType {
-    Server,
-    Client,
-}
-
-impl ComponentType {
-    /// The value of the `MCP-COMPONENT-TYPE` user property.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentType::Server => "mcp-server",
-            ComponentType::Client => "mcp-client",
-        }
-    }
-}
 
 /// The Last Will the broker publishes when the connection ends without a DISCONNECT.
 #[derive(Debug, Clone)]
@@ -189,19 +164,12 @@ pub fn tls_config(config: &MqttConfig) -> Result<Arc<rustls::ClientConfig>, Mqtt
     Ok(Arc::new(tls))
 }
 
-/// Longest client id accepted in MCP topics and user properties (MQTT allows 65535 bytes;
-/// certificate identities have at most 64 characters, SDK-generated ids 32 to 36).
-pub const CLIENT_ID_CHARS_MAX: usize = 128;
-
-/// True when `id` may be an MQTT client id in MCP topics: 1 to [`CLIENT_ID_CHARS_MAX`]
-/// characters, no `/`, `+`, `#` (they change a topic's levels or make it a filter), no
-/// control characters.
-pub fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.chars().count() <= CLIENT_ID_CHARS_MAX
-        && !id.contains(['/', '+', '#'])
-        && !id.chars().any(char::is_control)
-}
+/// Most QoS 1 publishes of ours awaiting their PUBACK at once (the broker's CONNACK Receive
+/// Maximum lowers it further: Mosquitto's default is 20).
+/// rumqttc sizes its in-flight table by this bound when the connection is made, one ~200-byte
+/// slot per packet id: left unset it takes 65,536 slots, 13.5 MiB of resident memory for
+/// each connection (issue 17); 128 is 27 KB and more than ten sessions' answers in flight.
+pub const OUTGOING_INFLIGHT_MAX: u16 = 128;
 
 /// The rumqttc options of one MCP connection: TLS from [`tls_config`], MQTT 5 CONNECT with
 /// Clean Start, Session Expiry 0, `MCP-COMPONENT-TYPE` and `MCP-META` user properties, the
@@ -222,16 +190,12 @@ pub fn mqtt_options(
     options.set_keep_alive(Duration::from_secs(u64::from(config.keep_alive_s.max(5))));
     options.set_clean_start(true);
     options.set_request_channel_capacity(spec.request_capacity.max(1));
+    options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT_MAX);
     let mut properties = ConnectProperties::new();
     properties.session_expiry_interval = Some(0);
     properties.max_packet_size = Some(spec.packet_bytes_max);
-    properties.user_properties = vec![
-        (
-            PROP_COMPONENT_TYPE.into(),
-            spec.component_type.as_str().into(),
-        ),
-        (PROP_META.into(), spec.meta.to_string()),
-    ];
+    properties.user_properties =
+        transport::connect_user_properties(spec.component_type, &spec.meta);
     options.set_connect_properties(properties);
     if let Some(will) = &spec.will {
         // The transport: every PUBLISH carries MCP-COMPONENT-TYPE and MCP-MQTT-CLIENT-ID; the
@@ -264,55 +228,8 @@ pub fn mqtt_options(
 /// `PUBLISH` properties every MCP message carries: the component type and the sender's id.
 pub fn publish_properties(component: ComponentType, client_id: &str) -> PublishProperties {
     PublishProperties {
-        user_properties: vec![
-            (PROP_COMPONENT_TYPE.into(), component.as_str().into()),
-            (PROP_CLIENT_ID.into(), client_id.into()),
-        ],
+        user_properties: transport::publish_user_properties(component, client_id),
         ..Default::default()
-    }
-}
-
-/// The value of user property `name`, if present.
-pub fn user_property<'a>(properties: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    properties
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Capped exponential backoff with jitter (sans-IO: the caller supplies the randomness).
-///
-/// Call order: `next_delay` after each failed attempt, `reset` after a CONNACK.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        let min = min.max(Duration::from_millis(1));
-        Backoff {
-            min,
-            max: max.max(min),
-            failures: 0,
-        }
-    }
-
-    /// The delay before the next attempt: `min * 2^failures` capped at `max`, then scaled by
-    /// a jitter factor in [0.5, 1.0] (`jitter_unit` in [0, 1]) so a fleet that lost the same
-    /// broker does not reconnect in lockstep.
-    pub fn next_delay(&mut self, jitter_unit: f64) -> Duration {
-        let exponent = self.failures.min(20);
-        self.failures = self.failures.saturating_add(1);
-        let base = self.min.saturating_mul(1u32 << exponent).min(self.max);
-        let factor = 0.5 + 0.5 * jitter_unit.clamp(0.0, 1.0);
-        base.mul_f64(factor)
-    }
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
     }
 }
 
@@ -361,10 +278,7 @@ pub fn spawn_driver(
     events: mpsc::Sender<MqttEvent>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(config.reconnect_backoff_ms_min),
-        Duration::from_millis(config.reconnect_backoff_ms_max),
-    );
+    let mut backoff = reconnect_backoff(config, fastrand::u64(..));
     tokio::spawn(async move {
         loop {
             let polled = tokio::select! {
@@ -382,7 +296,7 @@ pub fn spawn_driver(
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                 Ok(_) => continue,
                 Err(error) => {
-                    let retry_in = backoff.next_delay(fastrand::f64());
+                    let retry_in = backoff.next_delay();
                     let event = if taken_over(&error) {
                         MqttEvent::TakenOver { retry_in }
                     } else {
@@ -406,6 +320,18 @@ pub fn spawn_driver(
     })
 }
 
+/// The reconnect delay of an MQTT connection: `reconnect_backoff_ms_min` (at least 1 ms)
+/// doubling up to `reconnect_backoff_ms_max`, each scaled by a jitter factor in [0.5, 1.0]
+/// from `seed` (a fleet that lost the same broker does not reconnect in lockstep); reset at
+/// every CONNACK.
+fn reconnect_backoff(config: &MqttConfig, seed: u64) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(config.reconnect_backoff_ms_min.max(1)),
+        Duration::from_millis(config.reconnect_backoff_ms_max),
+    )
+    .with_jitter(fastrand::Rng::with_seed(seed))
+}
+
 /// Builds the client and its event loop for `spec` from `config`.
 pub fn connect(
     config: &MqttConfig,
@@ -420,26 +346,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let full: Vec<u64> = (0..6)
-            .map(|_| b.next_delay(1.0).as_millis() as u64)
-            .collect();
-        assert_eq!(full, [100, 200, 400, 800, 1000, 1000]);
-        b.reset();
-        assert_eq!(
-            b.next_delay(0.0),
-            Duration::from_millis(50),
-            "jitter halves"
-        );
-        for _ in 0..100 {
-            b.next_delay(1.0);
+    fn reconnects_back_off_with_jitter_within_the_configured_limits() {
+        let config = MqttConfig {
+            reconnect_backoff_ms_min: 100,
+            reconnect_backoff_ms_max: 1000,
+            ..MqttConfig::default()
+        };
+        let mut b = reconnect_backoff(&config, 42);
+        for base in [100u64, 200, 400, 800, 1000, 1000] {
+            let delay = b.next_delay();
+            let base = Duration::from_millis(base);
+            assert!(delay >= base / 2 && delay <= base, "{delay:?} for {base:?}");
         }
-        assert_eq!(
-            b.next_delay(1.0),
-            Duration::from_millis(1000),
-            "no overflow"
+        b.reset();
+        assert!(
+            b.next_delay() <= Duration::from_millis(100),
+            "reset at CONNACK"
         );
+        // A zero minimum is raised to 1 ms: a broken broker is never hammered in a busy loop.
+        let zero = MqttConfig {
+            reconnect_backoff_ms_min: 0,
+            reconnect_backoff_ms_max: 0,
+            ..MqttConfig::default()
+        };
+        assert!(reconnect_backoff(&zero, 1).next_delay() >= Duration::from_micros(500));
     }
 
     #[test]
@@ -460,19 +390,6 @@ mod tests {
         assert!(!taken_over(&ConnectionError::MqttState(
             StateError::ConnectionAborted
         )));
-    }
-
-    #[test]
-    fn client_ids_with_topic_characters_are_refused() {
-        for (id, ok) in [
-            ("drone-1", true),
-            ("", false),
-            ("a/b", false),
-            ("a+b", false),
-            ("a#", false),
-        ] {
-            assert_eq!(valid_client_id(id), ok, "{id:?}");
-        }
     }
 
     fn config_with(dir: &Path, ca: &str, cert: &str, key: &str) -> MqttConfig {

@@ -155,6 +155,85 @@ fn walk(schema: &mut Value, output: bool) {
     }
 }
 
+/// Removes every `description` of `schema` and of the schemas below it (not a property that
+/// happens to be named `description`): for results whose meaning the tool's description and
+/// a few chosen words ([`describe`]) carry.
+pub fn drop_descriptions(schema: &mut Value) {
+    let Value::Object(object) = schema else {
+        return;
+    };
+    object.remove("description");
+    for key in ONE_SCHEMA {
+        if let Some(sub) = object.get_mut(*key) {
+            drop_descriptions(sub);
+        }
+    }
+    for key in SCHEMA_LISTS {
+        if let Some(Value::Array(list)) = object.get_mut(*key) {
+            list.iter_mut().for_each(drop_descriptions);
+        }
+    }
+    for key in SCHEMA_MAPS {
+        if let Some(Value::Object(map)) = object.get_mut(*key) {
+            map.values_mut().for_each(drop_descriptions);
+        }
+    }
+}
+
+/// Replaces every `$ref` to `#/$defs/NAME` by the definition itself (its siblings kept), then
+/// drops `$defs`: a schema used once per tool reads shorter without the indirection. Left as
+/// it is when a definition refers to a definition (possibly itself: a recursive type cannot be
+/// inlined).
+pub fn inline_definitions(schema: &mut Value) {
+    let Some(Value::Object(defs)) = schema.get("$defs").cloned() else {
+        return;
+    };
+    let mut nested = Vec::new();
+    for def in defs.values() {
+        collect_refs(def, &mut nested);
+    }
+    if !nested.is_empty() {
+        return;
+    }
+    if let Value::Object(root) = schema {
+        root.remove("$defs");
+    }
+    replace_refs(schema, &defs);
+}
+
+fn replace_refs(value: &mut Value, defs: &Map<String, Value>) {
+    match value {
+        Value::Object(object) => {
+            let target = object
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/$defs/"))
+                .and_then(|name| defs.get(name));
+            if let Some(Value::Object(def)) = target {
+                object.remove("$ref");
+                for (key, v) in def {
+                    object.entry(key.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            object.values_mut().for_each(|v| replace_refs(v, defs));
+        }
+        Value::Array(list) => list.iter_mut().for_each(|v| replace_refs(v, defs)),
+        _ => {}
+    }
+}
+
+/// Sets the description of the subschema at the JSON pointer `pointer`; false when there is
+/// no such subschema.
+pub fn describe(schema: &mut Value, pointer: &str, description: &str) -> bool {
+    match schema.pointer_mut(pointer) {
+        Some(Value::Object(object)) => {
+            object.insert("description".into(), Value::String(description.into()));
+            true
+        }
+        _ => false,
+    }
+}
+
 /// `type: [T, "null"]` → `anyOf: [{type: T, ...constraints}, {type: "null"}]`.
 fn split_nullable(object: &mut Map<String, Value>) {
     let Some(Value::Array(types)) = object.get("type") else {
@@ -600,5 +679,51 @@ mod tests {
         assert!(input["$defs"].get("Unused").is_none() && input["$defs"]["Used"].is_object());
         let output = compact(schema, true);
         assert!(output["properties"]["n"].get("default").is_none());
+    }
+
+    #[test]
+    fn descriptions_go_but_not_a_property_named_description_and_definitions_inline() {
+        let mut schema = json!({
+            "description": "root",
+            "type": "object",
+            "properties": {
+                "description": {"type": "string", "description": "a field named description"},
+                "kind": {"$ref": "#/$defs/Kind", "description": "which"},
+            },
+            "$defs": {"Kind": {"description": "k", "enum": ["a", "b"], "type": "string"}},
+        });
+        drop_descriptions(&mut schema);
+        assert_eq!(
+            schema,
+            json!({
+                "type": "object",
+                "properties": {
+                    "description": {"type": "string"},
+                    "kind": {"$ref": "#/$defs/Kind"},
+                },
+                "$defs": {"Kind": {"enum": ["a", "b"], "type": "string"}},
+            })
+        );
+        inline_definitions(&mut schema);
+        assert!(describe(&mut schema, "/properties/kind", "which one"));
+        assert!(!describe(&mut schema, "/properties/nowhere", "x"));
+        assert_eq!(
+            schema,
+            json!({
+                "type": "object",
+                "properties": {
+                    "description": {"type": "string"},
+                    "kind": {"enum": ["a", "b"], "type": "string", "description": "which one"},
+                },
+            })
+        );
+        // A definition that refers to a definition (a recursive type) stays as it is.
+        let recursive = json!({
+            "$ref": "#/$defs/Node",
+            "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
+        });
+        let mut kept = recursive.clone();
+        inline_definitions(&mut kept);
+        assert_eq!(kept, recursive);
     }
 }

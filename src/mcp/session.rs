@@ -51,106 +51,8 @@ use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use serde_json::{Value, json};
 
 use super::errors::{self, Checked};
-use super::mqtt::valid_client_id;
+use super::transport::{self, TopicKind, Topics, valid_client_id};
 use crate::auth::rate::TokenBucket;
-
-/// Topic names of one server instance.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub server_root: String,
-    pub client_root: String,
-    pub rpc_root: String,
-    pub server_id: String,
-    pub server_name: String,
-}
-
-/// What an incoming topic is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TopicKind {
-    Control,
-    Rpc(String),
-    ClientPresence(String),
-    ClientCapability(String),
-    Other,
-}
-
-impl Topics {
-    pub fn control(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.server_root, self.server_id, self.server_name
-        )
-    }
-    pub fn presence(&self) -> String {
-        format!(
-            "{}/presence/{}/{}",
-            self.server_root, self.server_id, self.server_name
-        )
-    }
-    pub fn capability(&self) -> String {
-        format!(
-            "{}/capability/{}/{}",
-            self.server_root, self.server_id, self.server_name
-        )
-    }
-    pub fn rpc(&self, client_id: &str) -> String {
-        format!(
-            "{}/{client_id}/{}/{}",
-            self.rpc_root, self.server_id, self.server_name
-        )
-    }
-    pub fn client_presence(&self, client_id: &str) -> String {
-        format!("{}/presence/{client_id}", self.client_root)
-    }
-    pub fn client_capability(&self, client_id: &str) -> String {
-        format!("{}/capability/{client_id}", self.client_root)
-    }
-    /// Every client's RPC topic towards this server: one subscription (No Local) made at
-    /// connect, so a client without a session is still heard and answered.
-    pub fn rpc_filter(&self) -> String {
-        self.rpc("+")
-    }
-    /// Every client's presence topic (any message there ends that client's session).
-    pub fn client_presence_filter(&self) -> String {
-        self.client_presence("+")
-    }
-    /// Every client's capability topic (`notifications/roots/list_changed`, ignored).
-    pub fn client_capability_filter(&self) -> String {
-        self.client_capability("+")
-    }
-
-    /// Classifies an incoming topic. A client id segment must be a valid client id.
-    pub fn classify(&self, topic: &str) -> TopicKind {
-        if topic == self.control() {
-            return TopicKind::Control;
-        }
-        let one_level = |t: &str| valid_client_id(t).then(|| t.to_owned());
-        if let Some(cid) = topic
-            .strip_prefix(&self.client_root)
-            .and_then(|t| t.strip_prefix("/presence/"))
-            .and_then(one_level)
-        {
-            return TopicKind::ClientPresence(cid);
-        }
-        if let Some(cid) = topic
-            .strip_prefix(&self.client_root)
-            .and_then(|t| t.strip_prefix("/capability/"))
-            .and_then(one_level)
-        {
-            return TopicKind::ClientCapability(cid);
-        }
-        let tail = format!("/{}/{}", self.server_id, self.server_name);
-        if let Some(cid) = topic
-            .strip_prefix(&self.rpc_root)
-            .and_then(|t| t.strip_prefix('/'))
-            .and_then(|t| t.strip_suffix(&tail))
-            .and_then(one_level)
-        {
-            return TopicKind::Rpc(cid);
-        }
-        TopicKind::Other
-    }
-}
 
 /// Limits, from `[mcp]`.
 #[derive(Debug, Clone, Copy)]
@@ -202,9 +104,24 @@ pub struct Sender<'a> {
 pub trait Authority {
     /// The subject the gate verified for a candidate's `initialize`, if it did.
     fn candidate_subject(&self, client_id: &str, generation: u64) -> Option<String>;
-    /// This call must always get through (the lease holder's `hold`, `land`,
-    /// `return_home`; an ADMIN's `reset_emergency_stop`): it uses the reserved pool.
-    fn is_priority(&self, client_id: &str, generation: u64, tool: &str) -> bool;
+    /// How a `tools/call` of `tool` from `client_id` (its session's `generation`; `None`
+    /// before it has one) is treated, from the tool's registry entry and the gate.
+    fn call_kind(&self, client_id: &str, generation: Option<u64>, tool: &str) -> CallKind;
+}
+
+/// How the table treats a `tools/call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// The emergency stop: carried out at once from whoever the broker says sent it, session
+    /// or not, outside every pool and limit.
+    EmergencyStop,
+    /// Must always get through (the lease holder's `hold`, `land`, `return_home`; an ADMIN's
+    /// `reset_emergency_stop`): the reserved pool.
+    Reserved,
+    /// May wait minutes (`wait_for_mode_change`): the long-wait pool.
+    LongWait,
+    /// Everything else (an unknown tool too: its session answers it): the call pool.
+    Ordinary,
 }
 
 /// Why a session (or a candidate) ended.
@@ -703,7 +620,7 @@ impl Sessions {
                     "control-topic message with MCP-MQTT-CLIENT-ID {claim}: not a usable client id \
                      (empty, or containing `/`, `+` or `#`, or over {} characters); dropped, nothing \
                      can be answered",
-                    super::mqtt::CLIENT_ID_CHARS_MAX
+                    transport::CLIENT_ID_CHARS_MAX
                 ),
                 generation: None,
             });
@@ -932,7 +849,7 @@ impl Sessions {
         authority: &dyn Authority,
         actions: &mut Vec<Action>,
     ) {
-        if sender.component_type == Some("mcp-server") {
+        if sender.component_type == Some(transport::ComponentType::Server.as_str()) {
             // Our own (or another server's) message echoed back: No Local's second guard.
             return;
         }
@@ -944,9 +861,15 @@ impl Sessions {
             .and_then(|v| v.get("method"))
             .and_then(Value::as_str);
         // The emergency stop first: from whoever the broker says this is, session or not.
+        let established = self
+            .slots
+            .get(cid)
+            .and_then(|s| s.established.as_ref())
+            .map(|e| e.generation);
         if raw_method == Some("tools/call")
             && let Some(v) = &raw
-            && v["params"]["name"] == "emergency_stop"
+            && let Some(tool) = v["params"]["name"].as_str()
+            && authority.call_kind(cid, established, tool) == CallKind::EmergencyStop
             && let Some(id) = v.get("id").filter(|i| !i.is_null())
         {
             let arguments = match &v["params"]["arguments"] {
@@ -955,11 +878,7 @@ impl Sessions {
             };
             actions.push(Action::EmergencyStop {
                 client_id: cid.to_owned(),
-                generation: self
-                    .slots
-                    .get(cid)
-                    .and_then(|s| s.established.as_ref())
-                    .map(|e| e.generation),
+                generation: established,
                 id: id.clone(),
                 arguments,
             });
@@ -1006,7 +925,7 @@ impl Sessions {
             );
             return;
         }
-        if raw_method == Some("notifications/disconnected") {
+        if raw_method == Some(transport::DISCONNECTED) {
             if self.slots.contains_key(cid) {
                 actions.push(Action::Log {
                     warning: false,
@@ -1096,12 +1015,11 @@ impl Sessions {
         if let Some(id) = &id {
             let kind = match (method.as_deref(), tool_name(&message)) {
                 (Some("tools/call"), Some(tool)) => {
-                    if authority.is_priority(cid, generation, tool) {
-                        Kind::Priority
-                    } else if crate::auth::permissions::LONG_WAITS.contains(&tool) {
-                        Kind::Wait
-                    } else {
-                        Kind::Call
+                    match authority.call_kind(cid, Some(generation), tool) {
+                        CallKind::Reserved => Kind::Priority,
+                        CallKind::LongWait => Kind::Wait,
+                        // The e-stop took its fast path before; never here.
+                        CallKind::EmergencyStop | CallKind::Ordinary => Kind::Call,
                     }
                 }
                 _ => Kind::Other,
@@ -1367,7 +1285,7 @@ impl Sessions {
             self.end_established(&cid, EndReason::Shutdown, &mut actions);
             actions.push(Action::Publish {
                 topic: self.topics.rpc(&cid),
-                message: json!({"jsonrpc": "2.0", "method": "notifications/disconnected"}),
+                message: transport::disconnected(),
             });
         }
         self.end_all(EndReason::Shutdown, &mut actions);

@@ -67,10 +67,22 @@ impl Authority for Gate {
                 .unwrap_or_else(|| format!("subject-of-{client_id}")),
         )
     }
-    fn is_priority(&self, client_id: &str, _generation: u64, tool: &str) -> bool {
-        self.priority
+    /// The registry's answers for the tools these tests call, with `priority` standing in for
+    /// the gate's lease.
+    fn call_kind(&self, client_id: &str, _generation: Option<u64>, tool: &str) -> CallKind {
+        if tool == "emergency_stop" {
+            CallKind::EmergencyStop
+        } else if self
+            .priority
             .borrow()
             .contains(&(client_id.to_owned(), tool.to_owned()))
+        {
+            CallKind::Reserved
+        } else if tool == "wait_for_mode_change" {
+            CallKind::LongWait
+        } else {
+            CallKind::Ordinary
+        }
     }
 }
 

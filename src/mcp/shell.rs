@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors;
 use super::guard::Guard;
-use super::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent, Will};
-use super::server::{DroneServer, STATUS_URI, SessionShared};
-use super::session::{Action, Authority, EndReason, Limits, Sender, Sessions, Topics};
+use super::mqtt::{self, ConnectionSpec, MqttEvent, Will};
+use super::resources::{self, CAMERA_URI, STATUS_URI, Subscription};
+use super::server::{DroneServer, SessionShared};
+use super::session::{Action, Authority, CallKind, EndReason, Limits, Sender, Sessions};
+use super::transport::{self, ComponentType, Topics};
+use crate::auth::permissions::{Class, Pool};
 use crate::config::Config;
 use crate::control::ControlClient;
 use crate::status::StatusReport;
@@ -115,8 +118,21 @@ impl Authority for GuardAuthority<'_> {
     fn candidate_subject(&self, client_id: &str, generation: u64) -> Option<String> {
         self.0.candidate_subject(client_id, generation)
     }
-    fn is_priority(&self, client_id: &str, generation: u64, tool: &str) -> bool {
-        self.0.is_priority(client_id, generation, tool)
+    /// From the tool's registry entry: its class and pool, and for a reserved tool whether
+    /// the gate lets this session through (the lease holder, the role).
+    fn call_kind(&self, client_id: &str, generation: Option<u64>, tool: &str) -> CallKind {
+        let Some(entry) = super::tools::find(tool) else {
+            return CallKind::Ordinary;
+        };
+        let p = entry.permission;
+        match p.pool {
+            _ if p.class == Class::EmergencyStop => CallKind::EmergencyStop,
+            Pool::LongWait => CallKind::LongWait,
+            Pool::Reserved if generation.is_some_and(|g| self.0.is_priority(client_id, g, p)) => {
+                CallKind::Reserved
+            }
+            _ => CallKind::Ordinary,
+        }
     }
 }
 
@@ -186,21 +202,17 @@ impl Shell {
     }
 
     fn presence_message(&self) -> Value {
-        json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/server/online",
-            "params": {
-                "server_name": self.sessions.topics().server_name,
-                "description": self.description,
-                "meta": {
-                    "version": crate::VERSION,
-                    "implementation": "flight-companion",
-                    "server_id": self.server_id,
-                    "rbac": {"roles": rbac_roles()},
-                    "panic_topic": format!("{}{{client_id}}", self.panic_prefix),
-                },
-            },
-        })
+        transport::server_online(
+            &self.sessions.topics().server_name,
+            &self.description,
+            json!({
+                "version": crate::VERSION,
+                "implementation": "flight-companion",
+                "server_id": self.server_id,
+                "rbac": {"roles": rbac_roles()},
+                "panic_topic": format!("{}{{client_id}}", self.panic_prefix),
+            }),
+        )
     }
 
     fn subscribe(&mut self, filters: Vec<Filter>, purpose: SubscribePurpose) -> bool {
@@ -450,8 +462,8 @@ impl Shell {
             .map(|p| p.user_properties.as_slice())
             .unwrap_or(&[]);
         let sender = Sender {
-            client_id: mqtt::user_property(properties, mqtt::PROP_CLIENT_ID),
-            component_type: mqtt::user_property(properties, mqtt::PROP_COMPONENT_TYPE),
+            client_id: transport::user_property(properties, transport::PROP_CLIENT_ID),
+            component_type: transport::user_property(properties, transport::PROP_COMPONENT_TYPE),
             retain: publish.retain,
         };
         // Everything that reaches us came through the broker's mTLS and ACL: ground activity.
@@ -548,7 +560,8 @@ impl Shell {
             .unwrap_or(super::version::Features::LATEST);
         tokio::spawn(async move {
             let mut result =
-                super::server::emergency_stop_result(client.as_ref(), arguments, &identity).await;
+                super::tools::estop::emergency_stop_result(client.as_ref(), arguments, &identity)
+                    .await;
             features.call_result(&mut result);
             let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
             if let Err(e) = mqtt_client.try_publish_with_properties(
@@ -613,22 +626,17 @@ impl Shell {
     }
 
     fn status_updated(&mut self, compat_on_rpc: bool) {
-        self.resource_updated(STATUS_URI, compat_on_rpc, |s| &s.status_subscribed);
+        self.resource_updated(STATUS_URI, compat_on_rpc, Subscription::Status);
     }
 
-    fn resource_updated(
-        &mut self,
-        uri: &str,
-        compat_on_rpc: bool,
-        flag: fn(&SessionShared) -> &std::sync::atomic::AtomicBool,
-    ) {
+    fn resource_updated(&mut self, uri: &str, compat_on_rpc: bool, kind: Subscription) {
         let subscribed: Vec<String> = self
             .sessions
             .active()
             .filter(|(cid, generation)| {
                 self.handles
                     .get(&crate::auth::session_key(cid, *generation))
-                    .is_some_and(|h| flag(&h.shared).load(Ordering::SeqCst))
+                    .is_some_and(|h| h.shared.subscribed(kind).load(Ordering::SeqCst))
             })
             .map(|(cid, _)| cid.to_owned())
             .collect();
@@ -653,19 +661,14 @@ impl Shell {
 }
 
 /// `meta.rbac.roles` of the presence message, as the transport spec describes it: what each
-/// role may call, from the permission table (a stock client learns its role's reach from
-/// the presence alone; what it is given is decided per session, by token or broker identity).
+/// role may call, from the tool and resource registries (a stock client learns its role's
+/// reach from the presence alone; what it is given is decided per session, by token or broker
+/// identity).
 pub fn rbac_roles() -> Value {
     use crate::auth::permissions;
     use crate::role::Role;
-    let served: Vec<&str> = super::server::tools().iter().map(|t| t.name).collect();
+    let served: Vec<&super::tools::ToolEntry> = super::tools::all().collect();
     let methods: Vec<&str> = errors::CLIENT_REQUESTS.to_vec();
-    let resources = [
-        super::server::STATUS_URI,
-        super::server::HEALTH_URI,
-        super::server::SECURITY_URI,
-        super::server::AUDIT_RECENT_URI,
-    ];
     let describe = |role: Role| match role {
         Role::Public => "ping and lists; emergency_stop",
         Role::ReadOnly => "status, waits and resources",
@@ -677,19 +680,17 @@ pub fn rbac_roles() -> Value {
         .map(|role| {
             let tools: Vec<&str> = served
                 .iter()
-                .copied()
-                .filter(|t| permissions::tool(t).role <= role)
+                .filter(|t| t.permission.role <= role)
+                .map(|t| t.name)
                 .collect();
             let allowed_tools = if tools.len() == served.len() {
                 json!("all")
             } else {
                 json!(tools)
             };
-            let allowed_resources: Vec<&str> = resources
-                .iter()
-                .copied()
-                .filter(|r| permissions::resource(r) <= role)
-                .collect();
+            // Without the camera's: whether this drone has one is not the role's business.
+            let allowed_resources: Vec<&str> =
+                resources::served(role, false).map(|r| r.uri).collect();
             let allowed_methods: Vec<&str> = methods
                 .iter()
                 .copied()
@@ -856,7 +857,7 @@ pub async fn serve_with_audit(
                         let suggested = connack
                             .properties
                             .as_ref()
-                            .and_then(|p| mqtt::user_property(&p.user_properties, mqtt::PROP_SERVER_NAME))
+                            .and_then(|p| transport::user_property(&p.user_properties, transport::PROP_SERVER_NAME))
                             .filter(|n| !n.is_empty() && !n.contains(['+', '#']))
                             .map(str::to_owned);
                         if let Some(name) = suggested
@@ -989,9 +990,9 @@ pub async fn serve_with_audit(
                 {
                     frames.borrow_and_update();
                     shell.resource_updated(
-                        super::camera_tools::CAMERA_URI,
+                        CAMERA_URI,
                         mcp_config.compat_resource_updates_on_rpc,
-                        |s| &s.camera_subscribed,
+                        Subscription::Camera,
                     );
                 }
             }

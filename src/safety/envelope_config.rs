@@ -9,7 +9,9 @@ use serde::Deserialize;
 ///
 /// Altitudes are metres relative to home. The defaults give a home cylinder of 300 m and a
 /// 120 m ceiling even without any polygon, so the daemon never flies without an envelope.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+// Serialize: an ADMIN's `set_envelope` applies its changes to the envelope in force as JSON
+// (`safety::envelope::changed_config`).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvelopeConfig {
     /// Altitude floor above home for goal targets. Default 0 m (the margin lifts it).
@@ -97,7 +99,7 @@ pub enum BreachAction {
 }
 
 /// One zone: a polygon (`polygon_lat_lon_deg`) or a circle (`center_lat_lon_deg` + `radius_m`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// Shown in refusals ("keep-out `school`").

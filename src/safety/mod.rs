@@ -4,12 +4,15 @@
 //! - `geo`: the local plane around home, polygons, circles, distances (PolyCARP semantics).
 //! - `envelope`: `Envelope::new`, `check_goal`, `check_action`, `monitor`, `tighten`, `summary`.
 //! - `whitelist`: `Whitelist::check`, deny by default.
+//! - `tightening`: an ADMIN's run-time change of the envelope (`set_envelope`): which keys,
+//!   applied and checked before `tighten` judges it.
 
 pub mod envelope;
 pub mod envelope_config;
 pub mod geo;
 pub mod preflight;
 pub mod site;
+pub mod tightening;
 pub mod whitelist;
 
 /// The one view of the vehicle every check here decides on.

@@ -138,6 +138,7 @@ use mavlink::Message;
 use nalgebra::Vector3;
 
 use super::physics::{GeoPoint, Physics, SplitMix64, Target, WindProfile};
+use super::signing::StoredKey;
 use crate::link::MavHeader;
 use crate::link::dialect::*;
 
@@ -560,6 +561,8 @@ pub struct SimAutopilot {
     px4_cruise_m_s: f64,
     /// PX4: the last mode that allows arming, where it returns after disarming.
     px4_mode_after_disarm: FlightMode,
+    /// SETUP_SIGNING keys for the shell to store and activate (ArduPilot).
+    signing_setups: VecDeque<StoredKey>,
 }
 
 impl SimAutopilot {
@@ -608,6 +611,7 @@ impl SimAutopilot {
             px4_cruise_next_m_s: -1.0,
             px4_cruise_m_s: -1.0,
             px4_mode_after_disarm: FlightMode::Loiter,
+            signing_setups: VecDeque::new(),
         };
         if personality == Personality::ArduPilot {
             // SITL's quad: a 3S pack whose voltage does not follow its charge.
@@ -701,8 +705,51 @@ impl SimAutopilot {
                 }
             }
             MavMessage::PARAM_SET(p) => self.handle_param_set(p),
+            MavMessage::SETUP_SIGNING(s) if self.personality == Personality::ArduPilot => {
+                self.handle_setup_signing(s)
+            }
+            // The PX4 this simulator follows (the SIH build of sitl.md, December 2024) has no
+            // signing: SETUP_SIGNING is ignored like any message it does not handle.
             _ => self.counters.ignored += 1,
         }
+    }
+
+    /// ArduPilot `GCS_MAVLINK::handle_setup_signing` (`GCS_Signing.cpp`): refused while
+    /// armed, with a STATUSTEXT; otherwise the key and `initial_timestamp` go to storage and
+    /// are loaded on every link at once (the shell does both: [`Self::poll_signing_setup`]).
+    /// No ACK: the message has none.
+    fn handle_setup_signing(&mut self, setup: &SETUP_SIGNING_DATA) {
+        if self.armed {
+            self.status_text(
+                MavSeverity::MAV_SEVERITY_WARNING,
+                "ERROR: Won't setup signing when armed",
+            );
+            return;
+        }
+        self.signing_setups.push_back(StoredKey {
+            timestamp: setup.initial_timestamp,
+            key: setup.secret_key,
+        });
+    }
+
+    /// A key that SETUP_SIGNING asked to store and activate on every link.
+    pub fn poll_signing_setup(&mut self) -> Option<StoredKey> {
+        self.signing_setups.pop_front()
+    }
+
+    /// The shell could not store a SETUP_SIGNING key: said as ArduPilot says it, and
+    /// nothing is activated.
+    pub fn signing_save_failed(&mut self) {
+        self.status_text(
+            MavSeverity::MAV_SEVERITY_WARNING,
+            "ERROR: Failed to save signing key",
+        );
+    }
+
+    /// The GPS gives the time (detected, and not disabled): ArduPilot then raises its
+    /// signing timestamps to it.
+    pub fn gps_time_known(&self) -> bool {
+        !self.gps_disabled && self.clock >= self.ekf.gps_detected
     }
 
     /// Advances the simulation to `now` and queues the telemetry that is due.
@@ -2645,6 +2692,73 @@ mod tests {
             let target = altitude_m as f64;
             self.run_until(30.0, |s| s.altitude_m() > target - 0.1);
         }
+    }
+
+    /// ArduPilot `GCS_Signing.cpp` `handle_setup_signing`: the key (and its initial
+    /// timestamp) is taken while disarmed, refused with "ERROR: Won't setup signing when
+    /// armed" otherwise; there is no ACK either way. The PX4 of sitl.md has no signing.
+    #[test]
+    fn setup_signing_is_taken_only_while_disarmed_as_ardupilot_does() {
+        let setup = |target_system| {
+            MavMessage::SETUP_SIGNING(SETUP_SIGNING_DATA {
+                initial_timestamp: 42,
+                target_system,
+                target_component: 1,
+                secret_key: [7; 32],
+            })
+        };
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(1.0);
+        h.send(setup(1));
+        let taken = h.sim.poll_signing_setup().expect("a key to store");
+        assert_eq!((taken.timestamp, taken.key), (42, [7; 32]));
+        assert!(h.sim.poll_signing_setup().is_none());
+        assert!(
+            !h.sent
+                .iter()
+                .any(|(_, m)| matches!(m, MavMessage::COMMAND_ACK(_))),
+            "SETUP_SIGNING has no ACK"
+        );
+        // Another system's key is not ours (MAVLink routing: not addressed to us).
+        h.send(setup(2));
+        assert!(h.sim.poll_signing_setup().is_none());
+        // A failed save is said, as ArduPilot says it.
+        h.sim.signing_save_failed();
+        h.drain();
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t == "ERROR: Failed to save signing key")
+        );
+
+        h.ardupilot_airborne(5.0);
+        h.send(setup(1));
+        assert!(h.sim.poll_signing_setup().is_none());
+        assert!(
+            h.status_texts()
+                .iter()
+                .any(|t| t == "ERROR: Won't setup signing when armed")
+        );
+
+        let mut px4 = Harness::new(Personality::Px4);
+        px4.run(1.0);
+        px4.send(setup(1));
+        assert!(px4.sim.poll_signing_setup().is_none());
+    }
+
+    /// ArduPilot raises its signing timestamp to the GPS time once the GPS reports
+    /// (`AP_RTC::set_utc_usec` → `update_signing_timestamp`): not before it is detected, nor
+    /// while it is disabled.
+    #[test]
+    fn the_gps_gives_the_time_once_detected() {
+        let mut h = Harness::with_options(Personality::ArduPilot, 1, None);
+        h.run(1.0);
+        assert!(!h.sim.gps_time_known(), "ArduCopter's GPS comes at ~10.5 s");
+        h.run(11.0);
+        assert!(h.sim.gps_time_known());
+        h.set_param("SIM_GPS_DISABLE", 1.0);
+        h.run(0.5);
+        assert!(!h.sim.gps_time_known());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - `autopilot`: sans-IO ArduCopter/PX4 behaviour seen from the outside (modes, arming,
 //!   commands, telemetry streams, parameters, injected faults).
 //! - `shell`: serves it over real MAVLink bytes on one or more endpoints.
+//! - `signing`: MAVLink 2 signing as ArduPilot keeps it (the stored key, its rules).
 
 pub mod autopilot;
 pub mod physics;
 pub mod shell;
+pub mod signing;

@@ -15,7 +15,15 @@
 //! - `sim: companion heartbeat seen` on the first heartbeat from component 191, then
 //!   `sim: companion heartbeat lost` / `sim: companion heartbeat back` (silent for more than
 //!   3 s of virtual time, and back);
-//! - `sim: statustext TEXT` for each STATUSTEXT the vehicle sends.
+//! - `sim: statustext TEXT` for each STATUSTEXT the vehicle sends;
+//! - `sim: signing on N links (key FINGERPRINT)` at start when `--signing-store` holds a key,
+//!   `sim: signing key installed (key FINGERPRINT)` / `sim: signing off` after SETUP_SIGNING,
+//!   and `sim: refused REASON: WHAT` when a link refuses a frame (the first of each reason at
+//!   once, then at most one line per reason every 10 s).
+//!
+//! Signing is ArduPilot's (`super::signing`): link N is channel N and signs with link id N;
+//! channel 0 (the first `--link`, SITL's SERIAL0 / a flight controller's USB) accepts
+//! unsigned frames, the others only RADIO_STATUS and RADIO unsigned.
 //!
 //! With `--stamp-monotonic`, a `command` line also carries `mono_ns=N` before its time: the
 //! `CLOCK_MONOTONIC` nanoseconds at which the link read the bytes of that command (taken at
@@ -38,6 +46,7 @@ use super::autopilot::{
     AUTOPILOT_COMPONENT_ID, PHYSICS_STEP, Personality, SimAutopilot, SimEvent, SimOptions,
 };
 use super::physics::GeoPoint;
+use super::signing::StoredKey;
 use crate::cli::{SimArgs, SimAutopilot as SimAutopilotArg};
 use crate::link::endpoint::Endpoint;
 use crate::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions, SendError};
@@ -74,6 +83,8 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
         component_id: AUTOPILOT_COMPONENT_ID,
         reconnect_backoff_min: Duration::from_millis(100),
         reconnect_backoff_max: Duration::from_secs(2),
+        signing: None,
+        peer: crate::link::pin::PeerPolicy::OPEN,
     };
     let (merged_tx, mut merged) = mpsc::channel::<LinkEvent>(MERGED_EVENT_CAPACITY);
     let mut links: Vec<(String, LinkHandle)> = Vec::new();
@@ -94,6 +105,8 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
         links.push((shown, handle));
     }
     drop(merged_tx);
+    let mut signing = Signing::load(args.signing_store.clone())?;
+    signing.activate(&links);
 
     let (lat_deg, lon_deg, alt_amsl_m) = args.home;
     let mut sim = SimAutopilot::new(SimOptions {
@@ -127,10 +140,17 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
                     sim.handle_message(now, &header, &message);
                     let read_ns = stamp.map(|s| s.ns(received_at));
                     send_failures += flush(&mut sim, now, &links, read_ns);
+                    while let Some(setup) = sim.poll_signing_setup() {
+                        signing.install(setup, &links, &mut sim);
+                        send_failures += flush(&mut sim, now, &links, None);
+                    }
                 }
                 Some(LinkEvent::Connected { peer }) => tracing::info!(%peer, "peer connected"),
                 Some(LinkEvent::Disconnected { reason }) => {
                     tracing::info!(%reason, "peer disconnected");
+                }
+                Some(LinkEvent::Refused(refusal)) => {
+                    say(&format!("refused {}: {}", refusal.reason.as_str(), refusal.detail));
                 }
                 // Every link ended: only shutdown does that.
                 None => break,
@@ -139,6 +159,7 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
                 let now = virtual_now();
                 sim.step(now);
                 send_failures += flush(&mut sim, now, &links, None);
+                signing.tick(&sim, now, &links);
             }
         }
     }
@@ -183,6 +204,156 @@ fn flush(
         say(&format!("{event}{stamp} (t={:.3} s)", now.as_secs_f64()));
     }
     failures
+}
+
+/// The simulator's signing storage and the links' signing, by ArduPilot's rules
+/// (`super::signing`).
+struct Signing {
+    /// The storage file; `None`: the key lives in memory and is lost at exit.
+    store: Option<std::path::PathBuf>,
+    stored: Option<StoredKey>,
+    last_save: Instant,
+    last_gps_time: Option<Instant>,
+    /// SITL's `start_time_UTC`: the wall clock at start, from which its GPS counts.
+    start_utc: Duration,
+}
+
+/// ArduPilot saves the timestamp at most this often (`save_signing_timestamp`).
+const SIGNING_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the simulated GPS time raises the signing timestamps.
+const GPS_TIME_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Signing {
+    fn load(store: Option<std::path::PathBuf>) -> anyhow::Result<Signing> {
+        let stored = match &store {
+            None => None,
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => StoredKey::decode(&bytes)
+                    .map_err(|e| anyhow::anyhow!("--signing-store {}: {e}", path.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => anyhow::bail!("--signing-store {}: {e}", path.display()),
+            },
+        };
+        Ok(Signing {
+            store,
+            stored,
+            last_save: Instant::now(),
+            last_gps_time: None,
+            start_utc: std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `load_signing_key` on every link: link N is channel N.
+    fn activate(&self, links: &[(String, LinkHandle)]) {
+        use crate::link::signing::{Acceptance, LinkSigning, SigningMode};
+        let activation = self.stored.as_ref().and_then(StoredKey::activation);
+        for (channel, (_, handle)) in links.iter().enumerate() {
+            let channel = u8::try_from(channel).unwrap_or(u8::MAX);
+            let signing = activation.as_ref().map(|(key, timestamp)| {
+                LinkSigning::new(
+                    key.clone(),
+                    channel,
+                    Acceptance::ArduPilot { channel },
+                    *timestamp,
+                )
+            });
+            handle.set_signing(signing, SigningMode::Required);
+        }
+        if let Some((key, _)) = &activation {
+            say(&format!(
+                "signing on {} links (key {})",
+                links.len(),
+                key.fingerprint()
+            ));
+        }
+    }
+
+    /// SETUP_SIGNING: stored first; activated only if that worked (`handle_setup_signing`).
+    fn install(
+        &mut self,
+        setup: StoredKey,
+        links: &[(String, LinkHandle)],
+        sim: &mut SimAutopilot,
+    ) {
+        if let Err(error) = self.save(&setup) {
+            tracing::error!(%error, "cannot store the signing key");
+            sim.signing_save_failed();
+            return;
+        }
+        match setup.signing_key() {
+            Some(key) => say(&format!(
+                "signing key installed (key {})",
+                key.fingerprint()
+            )),
+            None => say("signing off"),
+        }
+        self.stored = Some(setup);
+        self.last_save = Instant::now();
+        self.activate(links);
+    }
+
+    /// The GPS time, and the periodic save of the newest timestamp.
+    fn tick(&mut self, sim: &SimAutopilot, now: Duration, links: &[(String, LinkHandle)]) {
+        let Some(stored) = self.stored.clone() else {
+            return;
+        };
+        if stored.activation().is_none() {
+            return;
+        }
+        let wall = Instant::now();
+        if sim.gps_time_known()
+            && self
+                .last_gps_time
+                .is_none_or(|at| wall.duration_since(at) >= GPS_TIME_INTERVAL)
+        {
+            self.last_gps_time = Some(wall);
+            let gps_time = crate::link::signing::timestamp_at(self.start_utc + now);
+            for (_, handle) in links {
+                handle.advance_signing_timestamp(gps_time);
+            }
+        }
+        if wall.duration_since(self.last_save) < SIGNING_SAVE_INTERVAL {
+            return;
+        }
+        self.last_save = wall;
+        let newest = links
+            .iter()
+            .filter_map(|(_, handle)| handle.signing_timestamp())
+            .max();
+        if let Some(timestamp) = newest.filter(|t| *t > stored.timestamp) {
+            let update = StoredKey {
+                timestamp,
+                ..stored
+            };
+            match self.save(&update) {
+                Ok(()) => self.stored = Some(update),
+                Err(error) => tracing::error!(%error, "cannot store the signing timestamp"),
+            }
+        }
+    }
+
+    /// Writes storage atomically (mode 0600); in memory only without `--signing-store`.
+    fn save(&self, key: &StoredKey) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let Some(path) = &self.store else {
+            return Ok(());
+        };
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&key.encode())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
 }
 
 /// The endpoint as served: a listener on port 0 shows the port it got.

@@ -357,6 +357,57 @@ pub struct LinkHealthStatus {
     pub garbage_bytes: u64,
     /// Times the link was reopened after it was lost.
     pub reconnects: u64,
+    /// MAVLink 2 signing and peer pinning: what the link refused.
+    pub trust: LinkTrustStatus,
+}
+
+/// What the link's signing and pinning accepted and refused since the daemon started.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+pub struct LinkTrustStatus {
+    /// `off`, `sign` (signs, still accepts unsigned) or `required` (only verified frames).
+    pub signing: crate::link::signing::SigningMode,
+    /// Frames whose signature verified.
+    pub signed_frames: u64,
+    /// Frames accepted without a valid signature (mode `sign`; the radio's `RADIO_STATUS`).
+    pub unsigned_accepted: u64,
+    /// Frames and connections refused, by reason; none of them reached the daemon.
+    pub refused: RefusedCounts,
+    /// Milliseconds since the last refusal that says someone else is on the link or holds
+    /// another key (or old timestamps refused for 10 s on end); null if none.
+    pub last_intrusion_age_ms: Option<u64>,
+    /// The last refusal reported, in words (reason: what).
+    pub last_refusal: Option<String>,
+}
+
+/// Refusals by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct RefusedCounts {
+    /// Unsigned frames (or MAVLink 1) where signatures are required.
+    pub unsigned: u64,
+    /// Frames whose signature does not verify with the link's key.
+    pub bad_signature: u64,
+    /// Frames not newer than the last of their stream: replays.
+    pub replayed: u64,
+    /// New streams more than a minute behind the link's timestamp.
+    pub old_timestamp: u64,
+    /// New streams beyond the link's limit.
+    pub streams_full: u64,
+    /// Datagrams from an address other than the pinned peer (`udpin`).
+    pub foreign_peer: u64,
+    /// Connections closed at once because the pinned peer holds the link (`tcpin`).
+    pub connection_refused: u64,
+}
+
+impl RefusedCounts {
+    pub fn total(&self) -> u64 {
+        self.unsigned
+            + self.bad_signature
+            + self.replayed
+            + self.old_timestamp
+            + self.streams_full
+            + self.foreign_peer
+            + self.connection_refused
+    }
 }
 
 /// Everything known about the vehicle at one instant.

@@ -12,7 +12,6 @@ use crate::link::MavHeader;
 use crate::link::MavMessage;
 use crate::link::dialect::{
     EkfStatusFlags, EstimatorStatusFlags, MavAutopilot, MavLandedState, MavModeFlag, MavState,
-    MavType,
 };
 
 use super::modes::FlightMode;
@@ -687,40 +686,13 @@ impl VehicleState {
     }
 }
 
-/// The identity a heartbeat announces, if it comes from a flight controller: a real
-/// autopilot field, and not a ground station, companion computer or peripheral (which
-/// carry `MAV_AUTOPILOT_INVALID` by convention, but a buggy one might not).
+/// The identity a heartbeat announces, if it comes from a flight controller
+/// ([`crate::link::is_autopilot_heartbeat`]).
 fn identify(
     header: &MavHeader,
     hb: &crate::link::dialect::HEARTBEAT_DATA,
 ) -> Option<AutopilotIdentity> {
-    use MavType as T;
-    if hb.autopilot == MavAutopilot::MAV_AUTOPILOT_INVALID {
-        return None;
-    }
-    if matches!(
-        hb.mavtype,
-        T::MAV_TYPE_GCS
-            | T::MAV_TYPE_ONBOARD_CONTROLLER
-            | T::MAV_TYPE_ANTENNA_TRACKER
-            | T::MAV_TYPE_GIMBAL
-            | T::MAV_TYPE_ADSB
-            | T::MAV_TYPE_CAMERA
-            | T::MAV_TYPE_CHARGING_STATION
-            | T::MAV_TYPE_FLARM
-            | T::MAV_TYPE_SERVO
-            | T::MAV_TYPE_ODID
-            | T::MAV_TYPE_BATTERY
-            | T::MAV_TYPE_PARACHUTE
-            | T::MAV_TYPE_LOG
-            | T::MAV_TYPE_OSD
-            | T::MAV_TYPE_IMU
-            | T::MAV_TYPE_GPS
-            | T::MAV_TYPE_WINCH
-            | T::MAV_TYPE_ILLUMINATOR
-            | T::MAV_TYPE_RADIO
-            | T::MAV_TYPE_GRIPPER
-    ) {
+    if !crate::link::is_autopilot_heartbeat(hb) {
         return None;
     }
     let system_id = u8::try_from(header.system_id).ok()?;

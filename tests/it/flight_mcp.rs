@@ -549,3 +549,106 @@ async fn flight_mcp_the_speed_limit_holds_after_a_reset_and_a_takeover_and_an_ex
     // The breach action follows the hold.
     sim_line_after(&mut rig, lines, "sim: mode LAND", Duration::from_secs(15)).await;
 }
+
+/// `set_envelope` over MCP: an ADMIN lowers the ceiling of a running daemon; the pilot's
+/// takeoff above it is then refused before anything reaches the autopilot, a widening is
+/// refused and changes nothing, an OPERATOR may not call it, and the audit log records who
+/// tightened what and the envelope now in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_mcp_an_admin_tightens_the_envelope_and_the_pilot_is_held_to_it() {
+    let mut rig = Rig::start("flight-tighten", false, 5.0, &field_envelope()).await;
+    let tighten = |changes: Value| json!({"name": "set_envelope", "arguments": changes});
+    let (r, _) = rig
+        .client
+        .call("tools/call", tighten(json!({"altitude_m_max": 25.0})))
+        .await;
+    assert_eq!(r["error"]["code"], -32003, "an OPERATOR may not: {r}");
+
+    let mut admin = rig.admin_client("tighten").await;
+    let (r, _) = admin
+        .call("tools/call", tighten(json!({"altitude_m_max": 25.0})))
+        .await;
+    let result = &r["result"]["structuredContent"];
+    assert_eq!(result["envelope"]["altitude_m_max"], 25.0, "{r}");
+    assert_eq!(result["envelope"]["keep_out"][0]["name"], "tower", "{r}");
+    // The envelope every client sees is the tightened one.
+    let (envelope, _) = rig.tool("get_envelope", json!({})).await;
+    assert_eq!(
+        envelope["structuredContent"]["altitude_m_max"], 25.0,
+        "{envelope}"
+    );
+
+    let lines_before = rig.sim_lines();
+    let above = rig.refused("takeoff", json!({"altitude_m": 30.0})).await;
+    assert!(
+        above.contains("the ceiling is 25 m"),
+        "the highest allowed target is 25 m minus the 5 m margin: {above}"
+    );
+    let (r, _) = admin
+        .call("tools/call", tighten(json!({"altitude_m_max": 40.0})))
+        .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("only tightens") && text.contains("nothing was changed"),
+        "{r}"
+    );
+    let (r, _) = admin
+        .call("tools/call", tighten(json!({"check_interval_s": 1.0})))
+        .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rig.motion_commands_since(lines_before),
+        Vec::<String>::new()
+    );
+
+    let dir = rig.broker().dev.path("state/audit");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let records = loop {
+        let records: Vec<Value> = flight_companion::audit::tail_command(&dir, usize::MAX, true)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let in_force = records.iter().any(|r| {
+            r["event"]["Safety"]["kind"] == "envelope_in_force"
+                && r["event"]["Safety"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("\"altitude_m_max\":25.0"))
+        });
+        if in_force || tokio::time::Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let tightened: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"]["Safety"]["kind"] == "envelope_tightened")
+        .collect();
+    assert_eq!(tightened.len(), 1, "one accepted change: {records:?}");
+    let detail = tightened[0]["event"]["Safety"]["detail"].as_str().unwrap();
+    assert!(detail.contains("altitude_m_max"), "{detail}");
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"]["Call"]["target"] == "tools/call:set_envelope")
+        .collect();
+    assert_eq!(calls.len(), 3, "every ADMIN call is recorded: {calls:?}");
+    assert!(
+        calls.iter().any(|c| c["event"]["Call"]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.contains("only tightens"))),
+        "{calls:?}"
+    );
+    assert!(
+        records.iter().any(|r| {
+            r["event"]["Safety"]["kind"] == "envelope_in_force"
+                && r["event"]["Safety"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("\"altitude_m_max\":25.0"))
+        }),
+        "the envelope in force is recorded"
+    );
+}

@@ -70,6 +70,44 @@ impl Drop for Rig {
     }
 }
 
+/// How the daemon reaches the simulator.
+#[derive(Debug, Clone, Copy)]
+pub enum DaemonLink {
+    /// The simulator listens on two `tcpin` links; the daemon connects to the first (or, with
+    /// `second`, to the second: a signing simulator's channel 1, where unsigned frames are
+    /// refused) and the harness to the other.
+    Connects { second: bool },
+    /// The daemon listens (`udpin` or `tcpin` on a free port); the simulator connects to it.
+    Listens(&'static str),
+}
+
+/// What [`Rig::start_setup`] starts.
+pub struct RigSetup<'a> {
+    pub px4: bool,
+    pub speedup: f64,
+    pub envelope: &'a str,
+    pub extra: &'a [(&'a str, &'a str)],
+    pub daemon_link: DaemonLink,
+    /// More arguments for `flight-companion sim`.
+    pub sim_args: &'a [&'a str],
+    /// TOML appended to the daemon's configuration (e.g. `[vehicle.signing]`).
+    pub sections: &'a str,
+}
+
+impl Default for RigSetup<'_> {
+    fn default() -> Self {
+        RigSetup {
+            px4: false,
+            speedup: 5.0,
+            envelope: "",
+            extra: &[],
+            daemon_link: DaemonLink::Connects { second: false },
+            sim_args: &[],
+            sections: "",
+        }
+    }
+}
+
 /// The simulator's start-up, and the simulated time by which both personalities arm.
 const EKF_READY_S: &str = "1";
 const ARMING_READY_S: f64 = 2.0;
@@ -94,38 +132,81 @@ impl Rig {
         envelope: &str,
         extra: &[(&str, &str)],
     ) -> Rig {
+        Rig::start_setup(
+            tag,
+            RigSetup {
+                px4,
+                speedup,
+                envelope,
+                extra,
+                ..RigSetup::default()
+            },
+        )
+        .await
+    }
+
+    /// The rig as `setup` says (who listens, the simulator's extra arguments, extra
+    /// configuration sections).
+    pub async fn start_setup(tag: &str, setup: RigSetup<'_>) -> Rig {
+        let RigSetup {
+            px4,
+            speedup,
+            envelope,
+            extra,
+            daemon_link,
+            sim_args,
+            sections,
+        } = setup;
         let broker = Broker::start(tag);
         let speedup = speedup.to_string();
-        // The estimator trusts its position 1 simulated second after boot instead of
-        // ArduCopter's 42 (arming from 1.05 s, PX4's from 1.67 s): these flights are not about
-        // start-up (the rig waits for it).
-        let mut args = vec![
-            "sim",
-            "--link",
-            "tcpin:127.0.0.1:0",
-            "--link",
-            "tcpin:127.0.0.1:0",
-            "--speedup",
-            &speedup,
-            "--ekf-ready-s",
-            EKF_READY_S,
-        ];
-        if px4 {
-            args.extend(["--autopilot", "px4"]);
-        }
-        let mut sim = flight_companion("sim", &args);
         let port = |line: String| -> u16 {
             line.rsplit(':')
                 .next()
                 .and_then(|p| p.trim().parse().ok())
                 .unwrap_or_else(|| panic!("no port in {line:?}"))
         };
-        let daemon_port = port(sim.wait_for_line("sim: serving tcpin:127.0.0.1:", START_WAIT));
-        let harness_port = port(sim.wait_for_line("sim: serving tcpin:127.0.0.1:", START_WAIT));
-
-        let config = write_config(&broker, daemon_port, envelope, extra);
-        let mut daemon = flight_companion("daemon", &["run", "--config", &config]);
-        daemon.wait_for_line("flight-companion ready", START_WAIT);
+        // The estimator trusts its position 1 simulated second after boot instead of
+        // ArduCopter's 42 (arming from 1.05 s, PX4's from 1.67 s): these flights are not about
+        // start-up (the rig waits for it).
+        let mut args = vec!["sim", "--speedup", &speedup, "--ekf-ready-s", EKF_READY_S];
+        if px4 {
+            args.extend(["--autopilot", "px4"]);
+        }
+        args.extend(sim_args.iter().copied());
+        let (sim, daemon, config, harness_port) = match daemon_link {
+            DaemonLink::Connects { second } => {
+                args.extend(["--link", "tcpin:127.0.0.1:0", "--link", "tcpin:127.0.0.1:0"]);
+                let mut sim = flight_companion("sim", &args);
+                let first = port(sim.wait_for_line("sim: serving tcpin:127.0.0.1:", START_WAIT));
+                let other = port(sim.wait_for_line("sim: serving tcpin:127.0.0.1:", START_WAIT));
+                let (daemon_port, harness_port) = if second {
+                    (other, first)
+                } else {
+                    (first, other)
+                };
+                let link = format!("tcpout:127.0.0.1:{daemon_port}");
+                let config = write_config(&broker, &link, envelope, extra, sections);
+                let mut daemon = flight_companion("daemon", &["run", "--config", &config]);
+                daemon.wait_for_line("flight-companion ready", START_WAIT);
+                (sim, daemon, config, harness_port)
+            }
+            DaemonLink::Listens(kind) => {
+                let daemon_port = match kind {
+                    "udpin" => crate::support::free_udp_port(),
+                    _ => crate::support::free_tcp_port(),
+                };
+                let link = format!("{kind}:127.0.0.1:{daemon_port}");
+                let config = write_config(&broker, &link, envelope, extra, sections);
+                let mut daemon = flight_companion("daemon", &["run", "--config", &config]);
+                daemon.wait_for_line("flight-companion ready", START_WAIT);
+                let out = format!("{}out:127.0.0.1:{daemon_port}", &kind[..3]);
+                args.extend(["--link", &out, "--link", "tcpin:127.0.0.1:0"]);
+                let mut sim = flight_companion("sim", &args);
+                let harness_port =
+                    port(sim.wait_for_line("sim: serving tcpin:127.0.0.1:", START_WAIT));
+                (sim, daemon, config, harness_port)
+            }
+        };
 
         let stop = CancellationToken::new();
         let (harness, positions) = harness(harness_port, stop.clone()).await;
@@ -361,10 +442,16 @@ pub fn sim_time_s(line: &str) -> f64 {
         .unwrap_or_else(|| panic!("no simulated time in {line:?}"))
 }
 
-/// dev-setup's drone.toml pointed at the simulator, with the test's envelope instead of the
-/// default one and telemetry at 25 Hz (the monitor's rate). Same directory, so the relative
-/// certificate paths still hold.
-fn write_config(broker: &Broker, port: u16, envelope: &str, extra: &[(&str, &str)]) -> String {
+/// dev-setup's drone.toml pointed at the simulator (`link`), with the test's envelope instead
+/// of the default one, telemetry at 25 Hz (the monitor's rate) and `sections` appended. Same
+/// directory, so the relative certificate paths still hold.
+fn write_config(
+    broker: &Broker,
+    link: &str,
+    envelope: &str,
+    extra: &[(&str, &str)],
+    sections: &str,
+) -> String {
     let text = std::fs::read_to_string(broker.dev.path("drone.toml")).unwrap();
     let mut out = String::new();
     let mut skipping = false;
@@ -381,9 +468,7 @@ fn write_config(broker: &Broker, port: u16, envelope: &str, extra: &[(&str, &str
             out.push_str("motion_calls_per_s = 100.0\nmotion_calls_burst = 100\n");
         }
         if line.starts_with("link = ") {
-            out.push_str(&format!(
-                "link = \"tcpout:127.0.0.1:{port}\"\ntelemetry_rate_hz = 25.0\n"
-            ));
+            out.push_str(&format!("link = \"{link}\"\ntelemetry_rate_hz = 25.0\n"));
         } else {
             out.push_str(line);
             out.push('\n');
@@ -397,6 +482,8 @@ fn write_config(broker: &Broker, port: u16, envelope: &str, extra: &[(&str, &str
     }
     out.push('\n');
     out.push_str(envelope);
+    out.push('\n');
+    out.push_str(sections);
     let path = broker.dev.path("drone-flight.toml");
     std::fs::write(&path, out).unwrap();
     s(&path).to_owned()
@@ -411,6 +498,8 @@ async fn harness(port: u16, stop: CancellationToken) -> (LinkHandle, Arc<Mutex<V
             component_id: 190,
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_millis(500),
+            signing: None,
+            peer: flight_companion::link::pin::PeerPolicy::OPEN,
         },
         stop,
     )

@@ -59,6 +59,8 @@ impl Reader {
             component_id: 191,
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_millis(200),
+            signing: None,
+            peer: flight_companion::link::pin::PeerPolicy::OPEN,
         };
         let (link, mut events) = Link::open(&endpoint.parse().unwrap(), options, stop.clone())
             .await
@@ -80,6 +82,8 @@ impl Reader {
                         header,
                         message,
                     },
+                    // An unpinned link without a key refuses nothing.
+                    LinkEvent::Refused(refusal) => panic!("refused: {refusal:?}"),
                 };
                 record.lock().unwrap().push((Instant::now(), entry));
             }

@@ -15,12 +15,16 @@ use tokio_util::sync::CancellationToken;
 /// Generous: the machine is shared with other builds.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An unpinned link, as the simulator and the test tools open theirs (`udpin` answers the
+/// latest sender, `tcpin` serves the newest client); the daemon's pins its peer (below).
 pub fn options() -> LinkOptions {
     LinkOptions {
         system_id: 1,
         component_id: 191,
         reconnect_backoff_min: Duration::from_millis(20),
         reconnect_backoff_max: Duration::from_millis(200),
+        signing: None,
+        peer: flight_companion::link::pin::PeerPolicy::OPEN,
     }
 }
 
@@ -307,5 +311,224 @@ async fn link_udpin_replies_to_the_latest_sender() {
     assert_eq!(expect_frame(&mut events).await.1, heartbeat(2));
     link.send(&heartbeat(22)).unwrap();
     assert_eq!(recv_frame(&second).await, (addr, heartbeat(22)));
+    shutdown.cancel();
+}
+
+/// The daemon's way: the first autopilot is pinned; silence for `release_ms` frees the pin.
+fn pinned_options(release_ms: u64) -> LinkOptions {
+    LinkOptions {
+        peer: flight_companion::link::pin::PeerPolicy {
+            rule: flight_companion::link::pin::PinRule::FirstAutopilot,
+            release_after: Duration::from_millis(release_ms),
+        },
+        ..options()
+    }
+}
+
+fn gcs_heartbeat() -> MavMessage {
+    MavMessage::HEARTBEAT(HEARTBEAT_DATA {
+        mavtype: MavType::MAV_TYPE_GCS,
+        autopilot: MavAutopilot::MAV_AUTOPILOT_INVALID,
+        ..Default::default()
+    })
+}
+
+async fn expect_refused(
+    events: &mut Receiver<LinkEvent>,
+) -> flight_companion::link::trust::LinkRefusal {
+    match next_event(events).await {
+        LinkEvent::Refused(refusal) => refusal,
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn link_udpin_pins_the_first_autopilot_and_repins_only_after_its_silence() {
+    let shutdown = CancellationToken::new();
+    let (link, mut events) = Link::open(
+        &"udpin:127.0.0.1:0".parse().unwrap(),
+        pinned_options(400),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = link.local_addr().unwrap();
+    let autopilot = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let intruder = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let mut ap = FrameEncoder::new(1, 1);
+    let mut fake = FrameEncoder::new(1, 1);
+
+    // A ground station's heartbeat pins nothing: no peer to send to yet.
+    intruder
+        .send_to(&fake.encode(&gcs_heartbeat()), addr)
+        .await
+        .unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, gcs_heartbeat());
+    assert_eq!(link.send(&heartbeat(0)), Err(SendError::NotConnected));
+
+    // The autopilot's heartbeat pins it: the link comes up before its frame is delivered.
+    autopilot
+        .send_to(&ap.encode(&heartbeat(1)), addr)
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_connected(&mut events).await,
+        autopilot.local_addr().unwrap().to_string()
+    );
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(1));
+
+    // The same ids from another machine: refused, reported once, counted every time.
+    for mode in [9, 9, 9] {
+        intruder
+            .send_to(&fake.encode(&heartbeat(mode)), addr)
+            .await
+            .unwrap();
+    }
+    let refusal = expect_refused(&mut events).await;
+    assert_eq!(refusal.reason.as_str(), "foreign_peer");
+    assert_eq!(
+        refusal.peer,
+        Some(intruder.local_addr().unwrap().to_string())
+    );
+    autopilot
+        .send_to(&ap.encode(&heartbeat(2)), addr)
+        .await
+        .unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(2));
+    assert_eq!(link.counters().0.trust.foreign_peer, 3);
+    // Only the autopilot hears the daemon.
+    link.send(&heartbeat(21)).unwrap();
+    assert_eq!(recv_frame(&autopilot).await, (addr, heartbeat(21)));
+    let mut buf = [0u8; 512];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), intruder.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "the intruder heard the daemon"
+    );
+
+    // The autopilot falls silent beyond the release time: the next autopilot takes over,
+    // and the link says so (a new peer is a new link).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    intruder
+        .send_to(&fake.encode(&heartbeat(5)), addr)
+        .await
+        .unwrap();
+    let reason = expect_disconnected(&mut events).await;
+    assert!(reason.contains("took its place"), "{reason}");
+    assert_eq!(
+        expect_connected(&mut events).await,
+        intruder.local_addr().unwrap().to_string()
+    );
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(5));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn link_udpin_pinned_address_refuses_everyone_else() {
+    let shutdown = CancellationToken::new();
+    let autopilot = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (link, mut events) = Link::open(
+        &"udpin:127.0.0.1:0".parse().unwrap(),
+        LinkOptions {
+            peer: flight_companion::link::pin::PeerPolicy {
+                rule: flight_companion::link::pin::PinRule::Address(
+                    autopilot.local_addr().unwrap().to_string().parse().unwrap(),
+                ),
+                release_after: Duration::from_millis(1),
+            },
+            ..options()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = link.local_addr().unwrap();
+    // The intruder speaks first, and long after: it is never the peer.
+    let intruder = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let mut fake = FrameEncoder::new(1, 1);
+    intruder
+        .send_to(&fake.encode(&heartbeat(9)), addr)
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_refused(&mut events).await.reason.as_str(),
+        "foreign_peer"
+    );
+    let mut ap = FrameEncoder::new(1, 1);
+    autopilot
+        .send_to(&ap.encode(&heartbeat(1)), addr)
+        .await
+        .unwrap();
+    expect_connected(&mut events).await;
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    intruder
+        .send_to(&fake.encode(&heartbeat(9)), addr)
+        .await
+        .unwrap();
+    autopilot
+        .send_to(&ap.encode(&heartbeat(2)), addr)
+        .await
+        .unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(2));
+    assert_eq!(link.counters().0.trust.foreign_peer, 2);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn link_tcpin_keeps_the_autopilot_and_closes_a_second_client() {
+    let shutdown = CancellationToken::new();
+    let (link, mut events) = Link::open(
+        &"tcpin:127.0.0.1:0".parse().unwrap(),
+        pinned_options(400),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = link.local_addr().unwrap();
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    expect_connected(&mut events).await;
+    let mut ap = FrameEncoder::new(1, 1);
+    first.write_all(&ap.encode(&heartbeat(1))).await.unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(1));
+
+    // A second client: closed at once, the first stays.
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(EVENT_TIMEOUT, second.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "not closed: {read:?}"
+    );
+    let refusal = expect_refused(&mut events).await;
+    assert_eq!(refusal.reason.as_str(), "connection_refused");
+    assert!(refusal.detail.contains("the link serves"), "{refusal:?}");
+    first.write_all(&ap.encode(&heartbeat(2))).await.unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(2));
+    link.send(&heartbeat(11)).unwrap();
+    assert_eq!(read_frame(&mut first).await.2, heartbeat(11));
+    assert_eq!(link.counters().0.trust.connections_refused, 1);
+
+    // The autopilot reconnects (a new port, the same host): served at once.
+    drop(first);
+    expect_disconnected(&mut events).await;
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    expect_connected(&mut events).await;
+    again.write_all(&ap.encode(&heartbeat(3))).await.unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(3));
+
+    // A client that never speaks cannot hold the link: replaced once it has been silent.
+    drop(again);
+    expect_disconnected(&mut events).await;
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    expect_connected(&mut events).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut back = TcpStream::connect(addr).await.unwrap();
+    let reason = expect_disconnected(&mut events).await;
+    assert!(reason.contains("replaced by"), "{reason}");
+    expect_connected(&mut events).await;
+    back.write_all(&ap.encode(&heartbeat(4))).await.unwrap();
+    assert_eq!(expect_frame(&mut events).await.1, heartbeat(4));
     shutdown.cancel();
 }

@@ -4,7 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use flight_companion::config::Config;
-use flight_companion::mcp::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent};
+use flight_companion::mcp::mqtt::{self, ConnectionSpec, MqttEvent};
+use flight_companion::mcp::transport::ComponentType;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flight_companion::config::{Config, MqttConfig};
-use flight_companion::mcp::mqtt::{self, ComponentType, ConnectionSpec, MqttEvent};
+use flight_companion::mcp::mqtt::{self, ConnectionSpec, MqttEvent};
+use flight_companion::mcp::transport::{self, ComponentType};
 use flight_companion::status::StatusReport;
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
@@ -144,11 +145,11 @@ impl TestClient {
         let mut props = mqtt::publish_properties(ComponentType::Client, &self.cid);
         props
             .user_properties
-            .retain(|(k, _)| k != mqtt::PROP_CLIENT_ID);
+            .retain(|(k, _)| k != transport::PROP_CLIENT_ID);
         if let Some(id) = client_id_property {
             props
                 .user_properties
-                .push((mqtt::PROP_CLIENT_ID.into(), id.into()));
+                .push((transport::PROP_CLIENT_ID.into(), id.into()));
         }
         self.client
             .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)

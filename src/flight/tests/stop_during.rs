@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::auth::permissions::Permission;
 use crate::auth::revocation::Denylist;
 use crate::auth::token::tests::{NOW, claims, fixture};
 use crate::auth::token::{Claims, KeyAlg, issue};
@@ -166,7 +167,7 @@ fn gate(now: Instant) -> Gate {
         .unwrap();
     gate.handle_promote(now, "s", 1).unwrap();
     let caller = gate
-        .authorize_tool(now, NOW, "s#1", "request_control")
+        .authorize_tool(now, NOW, "s#1", "request_control", needs("request_control"))
         .unwrap();
     assert_eq!(
         gate.handle_control(now, &caller, true),
@@ -174,6 +175,18 @@ fn gate(now: Instant) -> Gate {
     );
     gate.handle_call_finished(now, "s#1");
     gate
+}
+
+/// The permissions of the tools this test calls: the registry's (`mcp::tools`), which the
+/// MCP server hands the gate with each call.
+fn needs(tool: &str) -> Permission {
+    match tool {
+        "get_status" => Permission::READ,
+        "goto" => Permission::MOTION,
+        "request_control" => Permission::CONTROL,
+        "emergency_stop" => Permission::EMERGENCY_STOP,
+        other => panic!("no permission for {other} in this test"),
+    }
 }
 
 /// Uses up `limited`; returns the tool the session is now refused.
@@ -184,7 +197,7 @@ fn exhaust(gate: &mut Gate, now: Instant, limited: Limited) -> Option<&'static s
         Limited::Motion => "goto",
     };
     for _ in 0..10 {
-        match gate.authorize_tool(now, NOW, "s#1", tool) {
+        match gate.authorize_tool(now, NOW, "s#1", tool, needs(tool)) {
             Ok(_) => gate.handle_call_finished(now, "s#1"),
             Err(d) => {
                 assert_eq!(d.kind, "rate_limited", "{d:?}");
@@ -249,7 +262,7 @@ fn run(case: &Case) {
     let now = rig.instant();
     let refused_tool = exhaust(&mut gate, now, case.limited);
     let caller = gate
-        .authorize_tool(now, NOW, "s#1", "emergency_stop")
+        .authorize_tool(now, NOW, "s#1", "emergency_stop", needs("emergency_stop"))
         .unwrap_or_else(|d| panic!("{}: the stop was refused: {d:?}", case.name));
 
     let at = rig.now;
@@ -258,7 +271,7 @@ fn run(case: &Case) {
     // Accepted while the same session stays limited for everything else.
     if let Some(tool) = refused_tool {
         let d = gate
-            .authorize_tool(now, NOW, "s#1", tool)
+            .authorize_tool(now, NOW, "s#1", tool, needs(tool))
             .expect_err("still limited");
         assert_eq!(d.kind, "rate_limited", "{}", case.name);
     }

@@ -1,4 +1,5 @@
-//! The camera's tools and the `camera://latest` resource (entries in `server::tools`).
+//! The camera family: `capture_image`, `camera_status`, `list_captures`, `get_capture`,
+//! served only when a camera is configured (`camera://latest` is in `mcp::resources`).
 //!
 //! Images are JPEG, base64 in MCP image content, never above `camera.image_bytes_max`
 //! (which the configuration check keeps within `mcp.message_bytes_max` with base64 and
@@ -8,17 +9,86 @@
 use base64::Engine as _;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::schema;
-use super::server::{ToolCall, ToolFuture, tool_error};
+use super::call::{ToolCall, ToolFuture, answer, parse};
+use super::{Handler, Hints, ToolEntry, no_arguments};
+use crate::auth::permissions::{Class, Permission, Pool};
 use crate::camera::CaptureRequest;
 use crate::camera::core::CameraStatus;
 use crate::camera::shell::{CAPTURES_LISTED_MAX, CaptureMeta};
 use crate::camera::store::CaptureInfo;
+use crate::mcp::errors::tool_error;
+use crate::mcp::schema;
+use crate::role::Role;
 
-/// URI of the latest camera image.
-pub const CAMERA_URI: &str = "camera://latest";
+pub const TOOLS: &[ToolEntry] = &[
+    ToolEntry {
+        name: "capture_image",
+        title: "Take a picture",
+        description: "Returns the newest camera frame as a JPEG image (MCP image content) \
+            with metadata: capture time (UTC), age_ms, the vehicle's latitude_deg, \
+            longitude_deg, altitude_m (above mean sea level), altitude_relative_m, \
+            heading_deg, roll/pitch at capture, and the image's width_px, height_px and \
+            bytes. The image is downscaled to max_width_px (default 640) and re-encoded to \
+            stay under the link's size limit. If the newest frame is older than the \
+            configured limit the call fails and says how old it is; it never returns a \
+            stale picture as current. With save: true the full-resolution frame is also \
+            kept onboard with EXIF GPS tags (see list_captures, get_capture).",
+        input_schema: schema::input::<CaptureArgs>,
+        output_schema: schema::output::<CaptureMeta>,
+        // Writes a file on the drone's storage, but moves nothing.
+        permission: Permission::new(Role::Operator, Class::Read, Pool::Calls),
+        hints: Hints {
+            read_only: false,
+            idempotent: false,
+            ..Hints::READ
+        },
+        needs_camera: true,
+        handler: Handler::Run(capture_image),
+    },
+    ToolEntry {
+        name: "camera_status",
+        title: "Camera status",
+        description: "Reports the camera: source, state (connecting, streaming, \
+            reconnecting), whether the newest frame is fresh, last_frame_age_ms, \
+            resolution, frame_rate_hz, frames received, reconnections and error counters \
+            (corrupt, zero-sized, oversized frames, stream errors). Takes no arguments; \
+            read-only.",
+        input_schema: no_arguments,
+        output_schema: schema::output::<CameraStatus>,
+        permission: Permission::READ,
+        hints: Hints::READ,
+        needs_camera: true,
+        handler: Handler::Run(camera_status),
+    },
+    ToolEntry {
+        name: "list_captures",
+        title: "List saved pictures",
+        description: "Lists the pictures kept onboard by capture_image with save: true, \
+            newest first (limit 1 to 200, default 50): id, time, file path on the vehicle, \
+            bytes, resolution and the position, altitude and heading at capture. The oldest \
+            are deleted automatically when the storage limit is reached. Read-only.",
+        input_schema: schema::input::<ListArgs>,
+        output_schema: schema::output::<CaptureList>,
+        permission: Permission::READ,
+        hints: Hints::READ,
+        needs_camera: true,
+        handler: Handler::Run(list_captures),
+    },
+    ToolEntry {
+        name: "get_capture",
+        title: "Get a saved picture",
+        description: "Returns a picture kept onboard (id from list_captures or from \
+            capture_image's saved.id) as a JPEG downscaled to max_width_px (default 640), \
+            with its metadata. Read-only.",
+        input_schema: schema::input::<GetCaptureArgs>,
+        output_schema: schema::output::<CaptureInfo>,
+        permission: Permission::READ,
+        hints: Hints::READ,
+        needs_camera: true,
+        handler: Handler::Run(get_capture),
+    },
+];
 
 /// Widest image a caller may ask for.
 pub const MAX_WIDTH_PX_LIMIT: u32 = 4096;
@@ -68,42 +138,6 @@ pub struct CaptureList {
     pub captures: Vec<CaptureInfo>,
 }
 
-pub fn capture_output_schema() -> Value {
-    schema::output::<CaptureMeta>()
-}
-
-pub fn capture_input_schema() -> Value {
-    schema::input::<CaptureArgs>()
-}
-
-pub fn status_output_schema() -> Value {
-    schema::output::<CameraStatus>()
-}
-
-pub fn list_input_schema() -> Value {
-    schema::input::<ListArgs>()
-}
-
-pub fn list_output_schema() -> Value {
-    schema::output::<CaptureList>()
-}
-
-pub fn get_input_schema() -> Value {
-    schema::input::<GetCaptureArgs>()
-}
-
-pub fn get_output_schema() -> Value {
-    schema::output::<CaptureInfo>()
-}
-
-fn parse<T: for<'de> Deserialize<'de>>(
-    call: &ToolCall,
-    expected: &str,
-) -> Result<T, CallToolResult> {
-    serde_json::from_value(Value::Object(call.arguments.clone()))
-        .map_err(|e| tool_error(format!("invalid arguments: {e}. Expected {expected}.")))
-}
-
 fn check_width(max_width_px: Option<u32>) -> Result<(), CallToolResult> {
     match max_width_px {
         Some(w) if !(16..=MAX_WIDTH_PX_LIMIT).contains(&w) => Err(tool_error(format!(
@@ -129,12 +163,12 @@ fn image_result<T: Serialize>(jpeg: &[u8], meta: &T) -> CallToolResult {
 }
 
 pub fn capture_image(call: ToolCall) -> ToolFuture {
-    Box::pin(async move {
+    answer(async move {
         let Some(camera) = call.camera.clone() else {
             return tool_error(NO_CAMERA.into());
         };
         let args: CaptureArgs = match parse(
-            &call,
+            &call.arguments,
             "{\"max_width_px\"?: 16..4096, \"jpeg_quality\"?: 1..100, \"save\"?: bool}",
         ) {
             Ok(a) => a,
@@ -164,7 +198,7 @@ pub fn capture_image(call: ToolCall) -> ToolFuture {
 }
 
 pub fn camera_status(call: ToolCall) -> ToolFuture {
-    Box::pin(async move {
+    answer(async move {
         let Some(camera) = call.camera.clone() else {
             return tool_error(NO_CAMERA.into());
         };
@@ -179,11 +213,11 @@ pub fn camera_status(call: ToolCall) -> ToolFuture {
 }
 
 pub fn list_captures(call: ToolCall) -> ToolFuture {
-    Box::pin(async move {
+    answer(async move {
         let Some(camera) = call.camera.clone() else {
             return tool_error(NO_CAMERA.into());
         };
-        let args: ListArgs = match parse(&call, "{\"limit\"?: 1..200}") {
+        let args: ListArgs = match parse(&call.arguments, "{\"limit\"?: 1..200}") {
             Ok(a) => a,
             Err(e) => return e,
         };
@@ -204,12 +238,12 @@ pub fn list_captures(call: ToolCall) -> ToolFuture {
 }
 
 pub fn get_capture(call: ToolCall) -> ToolFuture {
-    Box::pin(async move {
+    answer(async move {
         let Some(camera) = call.camera.clone() else {
             return tool_error(NO_CAMERA.into());
         };
         let args: GetCaptureArgs = match parse(
-            &call,
+            &call.arguments,
             "{\"id\": \"an id from list_captures\", \"max_width_px\"?: 16..4096}",
         ) {
             Ok(a) => a,

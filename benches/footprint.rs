@@ -1,0 +1,441 @@
+//! Benchmark (not a test): what the daemon and the ground bridge cost a Raspberry Pi at rest
+//! and under calls: idle memory, memory per session and per call, daemon CPU per
+//! `get_status` call and calls per second with 10 sessions under the audit's fsync policy.
+//!
+//! `cargo bench --bench footprint -- [--daemon PATH] [--idle-s 10] [--sessions 20] [--cycles 3] [--calls 4000] [--fsync always|interval|never] [--keep]`
+//!
+//! It starts everything itself in a temporary directory, as BENCHMARKS.md's commands do by
+//! hand: `dev-setup`, Mosquitto (mTLS), `sim` and the daemon (this build, or `--daemon`: an
+//! older binary measured by the same harness for a before/after in the same run), then the
+//! ground bridge (`flight-companion ground`, its stdin held open by the harness).
+//!
+//! Memory is `VmRSS` (and `RssAnon`, `VmHWM`, `Threads`) of `/proc/PID/status` after a
+//! fixed idle time; CPU is the sum of `/proc/PID/task/*/schedstat` (nanoseconds on a CPU,
+//! which other processes on a shared machine do not inflate).
+//! Per session: N sessions are opened (each its own certificate, MQTT connection and MCP
+//! session), measured, closed (`notifications/disconnected`), measured again after 3 s;
+//! `--cycles` times, so that memory the first cycle kept for reuse is told apart from memory
+//! that grows.
+//! Per call: 10 sessions call `get_status` back to back, in two passes of `--calls` each;
+//! the RSS after each pass shows whether memory stays flat per call.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flight_companion::ground::config::GroundConfig;
+use flight_companion::hil::bench::{discover, session, tool_result};
+use flight_companion::hil::client::Client;
+use serde_json::json;
+use tokio::sync::{Barrier, mpsc};
+use tokio_util::sync::CancellationToken;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_flight-companion");
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// A process of ours, killed when dropped; its output lines arrive on `lines` and are kept
+/// in `DIR/NAME.log`.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, dir: &Path, mut command: Command) -> anyhow::Result<Proc> {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let (tx, lines) = mpsc::unbounded_channel();
+        let log = Arc::new(std::sync::Mutex::new(std::fs::File::create(
+            dir.join(format!("{name}.log")),
+        )?));
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().context("stdout")?);
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().context("stderr")?);
+        for stream in [out, err] {
+            let (tx, log) = (tx.clone(), log.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(mut log) = log.lock() {
+                        let _ = writeln!(log, "{line}");
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Proc {
+            name,
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    async fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if line.contains(needle) => return Ok(line),
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("{} exited while waiting for {needle:?}", self.name),
+                Err(_) => bail!("{}: no {needle:?} within {timeout:?}", self.name),
+            }
+        }
+    }
+
+    fn tell(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .context(format!("{name} needs a value"))?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}: {e}")),
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Fields of `/proc/PID/status` in KiB (and `Threads`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Memory {
+    rss_kib: u64,
+    anon_kib: u64,
+    hwm_kib: u64,
+    threads: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Memory {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            rss_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
+            hwm_kib: field("VmHWM:"),
+            threads: field("Threads:"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VmRSS {:.2} MiB (RssAnon {:.2} MiB), VmHWM {:.2} MiB, {} threads",
+            self.rss_kib as f64 / 1024.0,
+            self.anon_kib as f64 / 1024.0,
+            self.hwm_kib as f64 / 1024.0,
+            self.threads
+        )
+    }
+}
+
+/// Nanoseconds every thread of `pid` has spent on a CPU.
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            total += std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+                .unwrap_or(0u64);
+        }
+    }
+    total
+}
+
+/// dev-setup's drone.toml with the simulator's link, call limits a busy client does not
+/// hit, room for the sessions and the audit's fsync policy.
+fn daemon_config(
+    dir: &Path,
+    sim_port: u16,
+    fsync: &str,
+    sessions: usize,
+) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(dir.join("drone.toml"))?;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("link = ") {
+            out.push_str(&format!("link = \"tcpout:127.0.0.1:{sim_port}\"\n"));
+            continue;
+        }
+        if line.starts_with("revocation_path = ") {
+            out.push_str("calls_per_s = 5000.0\ncalls_burst = 5000\n");
+        }
+        if line.starts_with("server_id = ") {
+            // Every session here runs as the dev OPERATOR: the per-identity limits are
+            // raised so that they, not the daemon, are not what is measured.
+            out.push_str(&format!(
+                "sessions_max = {}\nidentity_sessions_max = {}\ncalls_concurrent_max = 64\nidentity_calls_concurrent_max = 64\n",
+                sessions + 16,
+                sessions + 16
+            ));
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line == "[audit]" {
+            out.push_str(&format!("fsync = \"{fsync}\"\n"));
+        }
+    }
+    let path = dir.join("drone-footprint.toml");
+    std::fs::write(&path, out)?;
+    Ok(path)
+}
+
+fn token(dev: &Path, role: &str) -> anyhow::Result<String> {
+    Ok(
+        std::fs::read_to_string(dev.join("tokens").join(format!("{role}.jwt")))?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// One session calling `get_status` sequentially, `calls` times after `start`.
+async fn caller(mut session: Client, calls: usize, start: Arc<Barrier>) -> anyhow::Result<Client> {
+    start.wait().await;
+    for _ in 0..calls {
+        let result = session.call_tool("get_status", json!({})).await?;
+        tool_result("get_status", result)?;
+    }
+    Ok(session)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let daemon_binary: PathBuf = arg(&args, "--daemon", PathBuf::from(BINARY))?;
+    let idle = Duration::from_secs(arg(&args, "--idle-s", 10u64)?);
+    let sessions: usize = arg(&args, "--sessions", 20)?;
+    let calls: usize = arg(&args, "--calls", 4000)?;
+    let fsync: String = arg(&args, "--fsync", "always".to_string())?;
+    let cycles: usize = arg(&args, "--cycles", 3)?;
+    let keep = args.iter().any(|a| a == "--keep");
+    let callers = 10usize;
+
+    let temp = tempfile::Builder::new()
+        .prefix("fc-footprint-")
+        .tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))?;
+    let dir = temp.path().to_path_buf();
+    let stop = CancellationToken::new();
+
+    let broker_port = free_port()?;
+    let setup = Command::new(BINARY)
+        .arg("dev-setup")
+        .arg(dir.join("dev"))
+        .args(["--broker-port", &broker_port.to_string()])
+        .output()?;
+    if !setup.status.success() {
+        bail!("dev-setup: {}", String::from_utf8_lossy(&setup.stderr));
+    }
+    let dev = dir.join("dev");
+    let mut mosquitto = Command::new("mosquitto");
+    mosquitto.arg("-c").arg(dev.join("mosquitto.conf"));
+    let _mosquitto = Proc::spawn("mosquitto", &dir, mosquitto)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("mosquitto does not accept connections on {broker_port}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sim_command = Command::new(BINARY);
+    sim_command.args(["sim", "--link", "tcpin:127.0.0.1:0", "--ekf-ready-s", "0"]);
+    let mut sim = Proc::spawn("sim", &dir, sim_command)?;
+    let line = sim.wait_for("sim: serving ", START_WAIT).await?;
+    let sim_port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .parse()
+        .context("the simulator's port")?;
+
+    let config = daemon_config(&dev, sim_port, &fsync, sessions)?;
+    let mut daemon_command = Command::new(&daemon_binary);
+    daemon_command
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn");
+    let daemon = Proc::spawn("daemon", &dir, daemon_command)?;
+    let ground = GroundConfig::load(&dev.join("ground.toml"))?;
+    // The daemon's server is discovered once it is connected to the broker.
+    let (sid, name) = discover(&ground, &stop).await?;
+    println!(
+        "daemon {} ({}), fsync = {fsync}, {} cores",
+        daemon_binary.display(),
+        String::from_utf8_lossy(
+            &Command::new(&daemon_binary)
+                .arg("--version")
+                .output()?
+                .stdout
+        )
+        .trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Idle: linked to the simulator's telemetry and to the broker, no ground client.
+    tokio::time::sleep(idle).await;
+    let idle_memory = Memory::of(daemon.pid());
+    println!("daemon idle {} s: {idle_memory}", idle.as_secs());
+    let cpu0 = cpu_ns(daemon.pid());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!(
+        "daemon idle CPU: {:.2} ms per second (telemetry from the simulator, heartbeats, status)",
+        (cpu_ns(daemon.pid()) - cpu0) as f64 / 5e6
+    );
+
+    // The ground bridge, started with its stdin held open, then given one session.
+    let mut ground_command = Command::new(&daemon_binary);
+    ground_command
+        .arg("ground")
+        .env("FLIGHT_COMPANION_GROUND_CONFIG", dev.join("ground.toml"))
+        .env("RUST_LOG", "info");
+    let mut bridge = Proc::spawn("ground", &dir, ground_command)?;
+    bridge
+        .wait_for("connected to the broker", START_WAIT)
+        .await?;
+    tokio::time::sleep(idle).await;
+    println!(
+        "ground bridge idle {} s (connected, no MCP client yet): {}",
+        idle.as_secs(),
+        Memory::of(bridge.pid())
+    );
+    bridge.tell(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"footprint","version":"1"}}}).to_string())?;
+    bridge.tell(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
+    bridge.tell(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_status","arguments":{}}}"#)?;
+    bridge.wait_for(r#""id":2"#, START_WAIT).await?;
+    tokio::time::sleep(idle).await;
+    println!(
+        "ground bridge idle {} s after one session and a get_status: {}",
+        idle.as_secs(),
+        Memory::of(bridge.pid())
+    );
+    drop(bridge);
+
+    // Per session: open, measure, close, measure; twice.
+    let operator = token(&dev, "operator")?;
+    for cycle in 1..=cycles {
+        let before = Memory::of(daemon.pid());
+        let mut open = Vec::with_capacity(sessions);
+        for i in 0..sessions {
+            open.push(
+                session(
+                    &ground,
+                    &format!("fp-{i}"),
+                    &sid,
+                    &name,
+                    Some(&operator),
+                    &stop,
+                )
+                .await?,
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let with = Memory::of(daemon.pid());
+        for mut s in open {
+            s.disconnect().await?;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = Memory::of(daemon.pid());
+        println!(
+            "sessions cycle {cycle}: {sessions} open: {with}; {:+.1} KiB per session; all closed 3 s later: {after} ({:+} KiB against before the cycle)",
+            (with.rss_kib as f64 - before.rss_kib as f64) / sessions as f64,
+            after.rss_kib as i64 - before.rss_kib as i64
+        );
+    }
+
+    // Per call: 10 sessions calling get_status back to back, two passes.
+    let mut open = Vec::with_capacity(callers);
+    for i in 0..callers {
+        open.push(
+            session(
+                &ground,
+                &format!("fp-call-{i}"),
+                &sid,
+                &name,
+                Some(&operator),
+                &stop,
+            )
+            .await?,
+        );
+    }
+    // Warm-up: every session's first calls (and the allocator's first growth).
+    for s in open.iter_mut() {
+        for _ in 0..20 {
+            s.call_tool("get_status", json!({})).await?;
+        }
+    }
+    let per = calls / callers;
+    for pass in 1..=2 {
+        let start = Arc::new(Barrier::new(callers + 1));
+        let tasks: Vec<_> = open
+            .drain(..)
+            .map(|s| tokio::spawn(caller(s, per, start.clone())))
+            .collect();
+        start.wait().await;
+        let (cpu0, t0) = (cpu_ns(daemon.pid()), Instant::now());
+        for t in tasks {
+            open.push(t.await??);
+        }
+        let wall = t0.elapsed();
+        let cpu = cpu_ns(daemon.pid()) - cpu0;
+        let n = per * callers;
+        println!(
+            "calls pass {pass}: {callers} sessions x {per} get_status, fsync = {fsync}: {:.0} calls/s, daemon CPU {:.1} us per call; daemon {}",
+            n as f64 / wall.as_secs_f64(),
+            cpu as f64 / 1000.0 / n as f64,
+            Memory::of(daemon.pid())
+        );
+    }
+    for mut s in open {
+        s.disconnect().await?;
+    }
+    stop.cancel();
+    if keep {
+        println!("kept {}", temp.keep().display());
+    }
+    Ok(())
+}
