@@ -279,12 +279,14 @@ pub fn parse_thermal_millicelsius(text: &str) -> Option<f64> {
     (-60.0..=200.0).contains(&celsius).then_some(celsius)
 }
 
-/// Reads the CPU temperature every `period` into [`global`] until `shutdown`; a board
-/// without the file simply has no temperature metric. Runs in its own task because a
+/// Reads the CPU temperature every `period` into [`global`] (for `/metrics`) and into
+/// `readings` (the decision loop's input: no decision reads [`global`]) until `shutdown`; a
+/// board without the file simply has no temperature metric. Runs in its own task because a
 /// sysfs read can block on slow sensors: never in the decision loop.
 pub async fn sample_cpu_temperature(
     path: std::path::PathBuf,
     period: Duration,
+    readings: tokio::sync::watch::Sender<Option<f64>>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(period);
@@ -298,6 +300,12 @@ pub async fn sample_cpu_temperature(
                     .ok()
                     .and_then(|text| parse_thermal_millicelsius(&text));
                 global().set_cpu_temperature(reading);
+                // Only a change wakes the loop; nobody listening is no error.
+                readings.send_if_modified(|old| {
+                    let changed = *old != reading;
+                    *old = reading;
+                    changed
+                });
             }
         }
     }

@@ -961,6 +961,18 @@ impl Supervisor {
         }
     }
 
+    /// The one whitelist's verdict on a message another part of the daemon's Core sends (the
+    /// e-stop's commands), against the vehicle as it is at `now`. Not counted as a violation
+    /// here: the caller reports it.
+    pub fn check_outgoing(
+        &self,
+        now: Instant,
+        message: &MavMessage,
+        role: Role,
+    ) -> Result<(), crate::safety::whitelist::Violation> {
+        self.whitelist.check(message, &self.vehicle.view(now), role)
+    }
+
     /// The next message to send, if any: the companion heartbeat when due, then commands.
     ///
     /// This is the single point where messages leave the core: every one passes

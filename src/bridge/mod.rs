@@ -14,7 +14,7 @@ pub mod shell;
 pub mod sim;
 pub mod status;
 
-pub use self::core::{BridgeEvent, BridgeLink, BridgeLinkOptions};
+pub use self::core::{BridgeEvent, BridgeInput, BridgeLink, BridgeLinkOptions};
 pub use self::status::{BridgeState, BridgeStatus};
 
 /// The daemon's version as the bridge hello carries it.

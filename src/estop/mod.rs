@@ -13,7 +13,6 @@
 //! control queue, a rate limit, the control lease, the disk, MQTT or the camera.
 
 pub mod core;
-pub mod driver;
 pub mod local;
 pub mod local_status;
 pub mod request;

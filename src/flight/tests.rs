@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::control::Caller;
+use crate::control::{Caller, EnvelopeView};
+use crate::daemon::{Core, CoreOptions, Event, Handled, Input, Transmit};
 use crate::flight::{Action, ExecutorEvent, JobEnd, JobId, Outcome};
 use crate::link::dialect::{COMMAND_LONG_DATA, MavCmd, MavParamType, PARAM_SET_DATA};
+use crate::link::event::LinkEvent;
 use crate::link::{MavHeader, MavMessage};
 use crate::role::Role;
 use crate::sim::autopilot::{PHYSICS_STEP, Personality, SimAutopilot, SimEvent, SimOptions};
@@ -23,9 +25,12 @@ const HOME: GeoPoint = GeoPoint {
 /// runs 6 s before the first request.
 const EKF_READY_S: f64 = 2.0;
 
+/// The simulated autopilot and the daemon's real [`Core`] (supervisor, e-stop, one
+/// whitelist), driven in the daemon loop's order: each input, then everything the Core sends
+/// and reports.
 struct Rig {
     sim: SimAutopilot,
-    sup: Supervisor,
+    core: Core,
     t0: Instant,
     now: Duration,
     companion: MavHeader,
@@ -34,8 +39,6 @@ struct Rig {
     sim_events: Vec<(Duration, SimEvent)>,
     ends: Vec<(JobId, JobEnd)>,
     progress: Vec<(JobId, String)>,
-    /// The e-stop's driver beside the supervisor, as the daemon loop runs it (`stop_during`).
-    stop: Option<stop_during::StopSide>,
 }
 
 fn operator() -> Caller {
@@ -62,7 +65,17 @@ impl Rig {
                 system_id: 1,
                 ekf_ready_s: Some(EKF_READY_S),
             }),
-            sup: Supervisor::new(options, t0),
+            core: Core::new(
+                CoreOptions {
+                    supervisor: options,
+                    stop: crate::estop::StopOptions::default(),
+                    without_ground_link: true,
+                    bridge: None,
+                    health: crate::config::HealthConfig::default(),
+                    watchdog_interval: None,
+                },
+                t0,
+            ),
             t0,
             now: Duration::ZERO,
             companion,
@@ -70,12 +83,11 @@ impl Rig {
             sim_events: Vec::new(),
             ends: Vec::new(),
             progress: Vec::new(),
-            stop: None,
         };
         // Heartbeats, telemetry requests, a position and home.
         rig.run(6.0);
         assert!(
-            rig.sup.vehicle().position_valid(rig.instant()),
+            rig.sup().vehicle().position_valid(rig.instant()),
             "the rig has a position"
         );
         rig
@@ -85,6 +97,11 @@ impl Rig {
         self.t0 + self.now
     }
 
+    fn sup(&self) -> &Supervisor {
+        self.core.supervisor()
+    }
+
+    /// One loop turn per message from the simulator (a timer's turn when there is none).
     fn exchange(&mut self) {
         let now = self.instant();
         let header = MavHeader {
@@ -92,35 +109,60 @@ impl Rig {
             component_id: 1,
             sequence: 0,
         };
-        while let Some(m) = self.sim.poll_transmit(self.now) {
-            self.sup.handle_message(now, &header, &m);
-            if let Some(stop) = &mut self.stop {
-                stop.handle_message(now, header, m, &self.sup);
-            }
+        let mut turned = false;
+        while let Some(message) = self.sim.poll_transmit(self.now) {
+            let event = LinkEvent::Frame {
+                header,
+                message,
+                received_at: now,
+            };
+            self.turn(Input::Link(event));
+            turned = true;
         }
-        // The daemon loop's order: the stop's ladder before anything the supervisor sends.
-        if let Some(stop) = &mut self.stop {
-            for m in stop.turn(now, &mut self.sup) {
+        if !turned {
+            self.turn(Input::Tick);
+        }
+    }
+
+    /// The daemon loop's turn: the input, then what the Core sends (the e-stop's commands
+    /// first) and what it reports.
+    fn turn(&mut self, input: Input) -> Handled {
+        let now = self.instant();
+        let handled = self.core.handle(now, input);
+        while let Some(transmit) = self.core.poll_transmit(now) {
+            if let Transmit::Autopilot(m) = transmit {
                 self.sent.push((self.now, m.clone()));
                 self.sim.handle_message(self.now, &self.companion, &m);
             }
         }
-        while let Some(m) = self.sup.poll_transmit(now) {
-            self.sent.push((self.now, m.clone()));
-            self.sim.handle_message(self.now, &self.companion, &m);
-        }
         while let Some(e) = self.sim.poll_event() {
             self.sim_events.push((self.now, e));
         }
-        while let Some(e) = self.sup.poll_job_event() {
-            match e {
-                ExecutorEvent::Finished { job, end } => self.ends.push((job, end)),
-                ExecutorEvent::Progress { job, update } => {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Job(ExecutorEvent::Finished { job, end }) => self.ends.push((job, end)),
+                Event::Job(ExecutorEvent::Progress { job, update }) => {
                     self.progress.push((job, update.message))
                 }
+                _ => {}
             }
         }
-        while self.sup.poll_notice().is_some() {}
+        handled
+    }
+
+    fn set_envelope(
+        &mut self,
+        changes: &serde_json::Map<String, serde_json::Value>,
+        caller: &Caller,
+    ) -> EnvelopeView {
+        let input = Input::EnvelopeChange {
+            changes: changes.clone(),
+            caller: caller.clone(),
+        };
+        match self.turn(input) {
+            Handled::Envelope(view) => view,
+            other => panic!("an envelope change answered with {other:?}"),
+        }
     }
 
     fn run(&mut self, seconds: f64) {
@@ -133,9 +175,23 @@ impl Rig {
     }
 
     fn request(&mut self, action: Action) -> Result<JobId, String> {
-        let r = self.sup.handle_request(self.instant(), action, &operator());
+        self.request_as(action, &operator())
+            .map_err(|refusal| refusal.message)
+    }
+
+    fn request_as(
+        &mut self,
+        action: Action,
+        caller: &Caller,
+    ) -> Result<JobId, crate::refusal::Refusal> {
+        let caller = caller.clone();
+        let r = match self.turn(Input::Control { action, caller }) {
+            Handled::Accepted(job) => Ok(job),
+            Handled::Refused(refusal) => Err(refusal),
+            other => panic!("a request answered with {other:?}"),
+        };
         self.exchange();
-        r.map_err(|refusal| refusal.message)
+        r
     }
 
     fn end_of(&self, job: JobId) -> Option<&JobEnd> {
@@ -350,7 +406,7 @@ fn px4_takes_off_above_sea_level_flies_to_a_point_and_lands() {
             .iter()
             .any(|(_, e)| *e == SimEvent::ModeChanged("AUTO.LAND"))
     );
-    assert_eq!(rig.sup.whitelist_violations(), 0);
+    assert_eq!(rig.sup().whitelist_violations(), 0);
 }
 
 #[test]
@@ -398,8 +454,8 @@ fn cancelling_a_goto_holds_position_and_a_new_goto_supersedes_the_old() {
     let far = rig.request(goto_offset(200.0, 0.0, 10.0)).unwrap();
     rig.run(3.0);
     let now = rig.instant();
-    rig.sup.cancel_job(now, far);
-    rig.exchange();
+    assert_eq!(rig.instant(), now);
+    rig.turn(Input::Cancel(far));
     let end = rig.end_of(far).cloned().unwrap();
     assert_eq!(end.outcome, Outcome::Cancelled);
     assert!(end.message.contains("holds position"), "{}", end.message);
@@ -469,12 +525,10 @@ fn a_lost_link_ends_the_action_and_refuses_new_ones_at_once() {
     let job = rig.request(goto_offset(100.0, 0.0, 10.0)).unwrap();
     rig.run(1.0);
     let now = rig.instant();
-    rig.sup.handle_link_event(
-        now,
-        &crate::link::event::LinkEvent::Disconnected {
-            reason: "cable pulled".into(),
-        },
-    );
+    assert_eq!(rig.instant(), now);
+    rig.turn(Input::Link(LinkEvent::Disconnected {
+        reason: "cable pulled".into(),
+    }));
     rig.exchange();
     let end = rig.end_of(job).cloned().unwrap();
     assert_eq!(end.outcome, Outcome::LinkLost);
@@ -515,7 +569,7 @@ fn a_target_the_executor_computes_is_where_the_envelope_sees_it() {
     let mut rig = Rig::new(Personality::ArduPilot);
     rig.fly(Action::Takeoff { altitude_m: 6.0 }, 60.0);
     let now = rig.instant();
-    let vehicle = rig.sup.vehicle();
+    let vehicle = rig.sup().vehicle();
     let heading_deg = vehicle.heading_deg().expect("a heading");
     let plan = crate::flight::Executor::new(crate::flight::ExecutorOptions::default())
         .plan(
@@ -587,11 +641,8 @@ fn motion_without_a_position_is_refused_and_a_read_only_caller_is_refused() {
         role: Role::ReadOnly,
         identity: "viewer".into(),
     };
-    let refusal = rig
-        .sup
-        .handle_request(now, Action::Land, &reader)
-        .unwrap_err()
-        .message;
+    assert_eq!(rig.instant(), now);
+    let refusal = rig.request_as(Action::Land, &reader).unwrap_err().message;
     assert!(refusal.contains("OPERATOR"), "{refusal}");
 }
 
@@ -653,7 +704,7 @@ fn a_speed_excess_is_a_breach_except_under_the_pilot_and_in_a_return() {
     );
     let v = rig.sim.physics().velocity_ned_m_s().xy().norm();
     assert!(v <= 5.1, "the return flies at the limit: {v}");
-    assert!(rig.sup.breach_active().is_none());
+    assert!(rig.sup().breach_active().is_none());
     rig.run(60.0);
     assert!(!rig.sim.armed(), "the return landed");
 
@@ -665,9 +716,9 @@ fn a_speed_excess_is_a_breach_except_under_the_pilot_and_in_a_return() {
     rig.set_param("SIM_WIND_T", 1.0);
     rig.set_param("SIM_WIND_SPD", 30.0);
     rig.run(5.0);
-    assert!(rig.sup.breach_active().is_none());
+    assert!(rig.sup().breach_active().is_none());
     assert!(
-        rig.sup
+        rig.sup()
             .envelope_events()
             .any(|e| e.message.contains("ground speed") && e.level == "warning"),
         "reported"
@@ -712,7 +763,6 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
     };
     let changes = |v: serde_json::Value| v.as_object().cloned().unwrap();
     let e = rig
-        .sup
         .set_envelope(
             &changes(serde_json::json!({"altitude_m_max": 60.0})),
             &operator(),
@@ -721,7 +771,6 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
     assert!(e.contains("needs the ADMIN role"), "{e}");
     // The ceiling comes down in flight: a goto above the new one is refused, quoting it.
     let summary = rig
-        .sup
         .set_envelope(
             &changes(serde_json::json!({"altitude_m_max": 60.0})),
             &admin,
@@ -732,7 +781,6 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
     assert!(refused.contains("the ceiling is 60 m"), "{refused}");
     // Up again is a widening: refused, the ceiling stays where it was put.
     let e = rig
-        .sup
         .set_envelope(
             &changes(serde_json::json!({"altitude_m_max": 100.0})),
             &admin,
@@ -742,10 +790,9 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
         e.contains("only tightens") && e.contains("loosens the ceiling"),
         "{e}"
     );
-    assert_eq!(rig.sup.envelope().unwrap().config().altitude_m_max, 60.0);
+    assert_eq!(rig.sup().envelope().unwrap().config().altitude_m_max, 60.0);
     // A section the configuration would refuse is refused the same way.
     let e = rig
-        .sup
         .set_envelope(&changes(serde_json::json!({"altitude_m_max": 8.0})), &admin)
         .unwrap_err();
     assert!(e.starts_with("envelope.altitude_m_max: "), "{e}");
@@ -754,7 +801,6 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
     // through it refused before anything is sent.
     let (lat, lon) = crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, 0.0, 0.0);
     let e = rig
-        .sup
         .set_envelope(
             &changes(serde_json::json!({"keep_out": [
                 {"name": "here", "center_lat_lon_deg": [lat, lon], "radius_m": 10.0}]})),
@@ -767,7 +813,6 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
     );
     let (lat, lon) = crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, 80.0, 0.0);
     let summary = rig
-        .sup
         .set_envelope(
             &changes(serde_json::json!({"keep_out": [
                 {"name": "crowd", "center_lat_lon_deg": [lat, lon], "radius_m": 15.0}]})),
@@ -782,7 +827,6 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
     assert_eq!(rig.sent.len(), sent_before, "nothing was sent for it");
     // Dropping that keep-out again is a widening.
     let e = rig
-        .sup
         .set_envelope(&changes(serde_json::json!({"keep_out": []})), &admin)
         .unwrap_err();
     assert!(
@@ -790,12 +834,11 @@ fn an_admin_tightens_the_envelope_in_flight_and_nothing_widens_it() {
         "{e}"
     );
     // A lower speed limit is what the next motion flies at.
-    rig.sup
-        .set_envelope(
-            &changes(serde_json::json!({"speed_horizontal_m_s_max": 3.0})),
-            &admin,
-        )
-        .unwrap();
+    rig.set_envelope(
+        &changes(serde_json::json!({"speed_horizontal_m_s_max": 3.0})),
+        &admin,
+    )
+    .unwrap();
     let goto = rig.request(goto_offset(-60.0, 0.0, 10.0)).unwrap();
     rig.run(8.0);
     let v = rig.sim.physics().velocity_ned_m_s().xy().norm();

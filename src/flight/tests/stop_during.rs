@@ -1,11 +1,10 @@
 //! Table-driven: an emergency stop arriving while a tool is running and while its caller is
-//! rate-limited, on virtual time. The e-stop's real driver (`estop::driver::StopDriver`, the
-//! machine, the whitelist) runs beside the supervisor in the daemon loop's order, against the
+//! rate-limited, on virtual time. The daemon's real Core (`daemon::Core`: the e-stop machine,
+//! the supervisor, the one whitelist) runs in the daemon loop's order, against the
 //! simulated autopilot in process; the caller's session is a real `auth::Gate` whose budget
 //! is used up first. Each row: what runs, who is limited, which trigger → how the tool ends,
 //! what the autopilot is told in the trigger's own turn, where the vehicle ends up.
 
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -14,83 +13,21 @@ use crate::auth::revocation::Denylist;
 use crate::auth::token::tests::{NOW, claims, fixture};
 use crate::auth::token::{Claims, KeyAlg, issue};
 use crate::auth::{Gate, GateConfig, RateLimits};
-use crate::estop::driver::{CommandSink, StopDriver};
-use crate::estop::{EmergencyStop, Source, StopAsk, StopOptions, StopRequest, StopStatus, Trigger};
-use crate::link::transport::{LinkEvent, SendError};
+use crate::estop::{Source, StopAsk, Trigger};
 use crate::sim::autopilot::FlightMode as SimMode;
 use crate::vehicle::modes::FlightMode;
-
-/// Records what the driver sends; the rig hands it to the simulator in the same turn.
-#[derive(Default)]
-struct Recorder(RefCell<Vec<MavMessage>>);
-
-impl CommandSink for Recorder {
-    fn send_now(&self, message: &MavMessage) -> Result<(), SendError> {
-        self.0.borrow_mut().push(message.clone());
-        Ok(())
-    }
-}
-
-/// The daemon loop's e-stop side inside the flight rig.
-pub(super) struct StopSide {
-    driver: StopDriver,
-    sink: Recorder,
-    /// Keeps the status channel open, as the MCP side does.
-    _status: tokio::sync::watch::Receiver<StopStatus>,
-}
-
-impl StopSide {
-    fn new(t0: Instant) -> StopSide {
-        let stop = EmergencyStop::new(StopOptions::default(), t0, true);
-        let (status_tx, status) = tokio::sync::watch::channel(stop.status());
-        let whitelist = crate::safety::Whitelist::new(&crate::config::EnvelopeConfig::default());
-        StopSide {
-            driver: StopDriver::new(stop, whitelist, status_tx),
-            sink: Recorder::default(),
-            _status: status,
-        }
-    }
-
-    pub(super) fn handle_message(
-        &mut self,
-        now: Instant,
-        header: MavHeader,
-        message: MavMessage,
-        sup: &Supervisor,
-    ) {
-        let event = LinkEvent::Frame {
-            header,
-            message,
-            received_at: now,
-        };
-        self.driver.handle_link_event(now, &event, sup);
-    }
-
-    /// One turn of the loop's stop side; returns what it sent.
-    pub(super) fn turn(&mut self, now: Instant, sup: &mut Supervisor) -> Vec<MavMessage> {
-        self.driver.turn(now, sup, &self.sink);
-        self.sink.0.take()
-    }
-}
 
 impl Rig {
     /// A trigger in the loop's first branch: decided and sent in this very turn.
     fn trigger(&mut self, source: Source, identity: &str, reason: &str) {
-        let now = self.instant();
-        let side = self.stop.as_mut().expect("the rig has a stop side");
-        let request = StopRequest {
-            ask: StopAsk::Stop(Trigger {
-                source,
-                identity: identity.into(),
-                reason: reason.into(),
-            }),
-            reply: None,
+        let trigger = Trigger {
+            source,
+            identity: identity.into(),
+            reason: reason.into(),
         };
-        side.driver
-            .handle_request(now, request, &mut self.sup, &side.sink);
-        for m in side.sink.0.take() {
-            self.sent.push((self.now, m.clone()));
-            self.sim.handle_message(self.now, &self.companion, &m);
+        match self.turn(Input::Stop(StopAsk::Stop(trigger))) {
+            Handled::Stop(ack) => assert!(ack.ok, "{ack:?}"),
+            other => panic!("a stop answered with {other:?}"),
         }
         self.exchange();
     }
@@ -225,7 +162,6 @@ fn custom_mode(mode: FlightMode) -> u32 {
 
 fn run(case: &Case) {
     let mut rig = Rig::new(Personality::ArduPilot);
-    rig.stop = Some(StopSide::new(rig.t0));
     let mut gate = gate(rig.instant());
     if !matches!(case.running, Running::Takeoff) {
         let end = rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);

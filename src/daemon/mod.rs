@@ -1,0 +1,383 @@
+//! The daemon's shell: one loop, one closed set of inputs.
+//!
+//! Every source (the e-stop channel, the bridge, the autopilot link, the ground link, the
+//! tools' requests, the CPU temperature sampler, timers, the shutdown signal) becomes a
+//! branch of one biased `select!` in [`Shell::next_input`]; every decision is taken by the
+//! sans-IO [`Core`]; the shell only carries out what it returns ([`Shell::drain`]).
+//! Because the companion heartbeat comes out of this loop, a stalled loop stops
+//! heartbeating and the autopilot's own failsafe sees it.
+//!
+//! - `core`: [`Core`], [`Input`] and what comes out of it (sans-IO).
+//! - `start`: opening the links and spawning the tasks around the loop; the shutdown order.
+
+pub mod core;
+mod start;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+pub use self::core::{Core, CoreOptions, Event, Handled, Input, Transmit};
+use crate::bridge::BridgeInput;
+use crate::bridge::shell::BridgeWriter;
+use crate::config::Config;
+use crate::control::{ControlReply, ControlRequest, EnvelopeChange, EnvelopeView, VehicleSummary};
+use crate::estop::StopRequest;
+use crate::flight::{ExecutorEvent, JobId, ProgressUpdate};
+use crate::link::event::LinkEvent;
+use crate::link::transport::{LinkHandle, SendError};
+use crate::notify::{Notifier, State};
+use crate::status::StatusReport;
+
+/// How often the status seen by MCP clients is refreshed from the cores.
+const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a fatal bridge refusal waits for the frames already queued to the MCU.
+const BRIDGE_FLUSH_ON_EXIT: Duration = Duration::from_millis(200);
+/// How long shutdown waits for the audit writer's last checkpoint.
+const AUDIT_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    // The audit log first: the daemon's start, its configuration and what recovery found are
+    // its first records, and a start that fails is recorded too.
+    let audit = crate::audit::open(&config)?;
+    let result = run_with_audit(config, shutdown, audit.clone()).await;
+    if let Err(error) = &result {
+        let stopped = crate::audit::Event::DaemonStop {
+            reason: format!("failed: {error:#}"),
+        };
+        let _ = audit.record_acked(stopped, Duration::from_secs(1)).await;
+        let _ = audit.close(AUDIT_CLOSE_GRACE).await;
+    }
+    result
+}
+
+async fn run_with_audit(
+    config: Config,
+    shutdown: CancellationToken,
+    audit: crate::audit::AuditHandle,
+) -> anyhow::Result<ExitCode> {
+    let (mut shell, tasks) = start::start(config, shutdown, audit).await?;
+    while let Some(arrival) = shell.next_input().await? {
+        shell.turn(arrival).await?;
+    }
+    shell.answer_the_waiting();
+    tasks.stop(shell).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What woke the loop: an input for the Core, and where its answer goes.
+enum Arrival {
+    Input(Input),
+    /// The status tick: publish after the turn.
+    StatusTick,
+    Stop(StopRequest),
+    Control(ControlRequest),
+    EnvelopeChange(EnvelopeChange),
+}
+
+/// A request being flown: where its progress and end go, and how its caller cancels.
+struct Waiter {
+    action: &'static str,
+    reply: oneshot::Sender<ControlReply>,
+    progress: mpsc::Sender<ProgressUpdate>,
+    cancel: CancellationToken,
+}
+
+/// The bridge's IO in the loop: its writer and what its task reports.
+struct BridgeIo {
+    writer: BridgeWriter,
+    inputs: mpsc::Receiver<BridgeInput>,
+    shutdown: CancellationToken,
+}
+
+/// The loop's side of every channel, and the Core.
+struct Shell {
+    core: Core,
+    config: Config,
+    audit: crate::audit::AuditHandle,
+    shutdown: CancellationToken,
+    link: LinkHandle,
+    link_events: mpsc::Receiver<LinkEvent>,
+    link_shutdown: CancellationToken,
+    notifier: Notifier,
+    stop_requests: mpsc::Receiver<StopRequest>,
+    stop_status: watch::Sender<crate::estop::StopStatus>,
+    ground: watch::Receiver<crate::estop::GroundState>,
+    control: mpsc::Receiver<ControlRequest>,
+    envelope_changes: mpsc::Receiver<EnvelopeChange>,
+    envelope: watch::Sender<EnvelopeView>,
+    cpu_temperature: watch::Receiver<Option<f64>>,
+    bridge: Option<BridgeIo>,
+    status: watch::Sender<StatusReport>,
+    camera: Option<crate::camera::CameraHandle>,
+    local_estop: crate::estop::local::LocalEstopStatus,
+    /// The autopilot's home as last kept on disk for check-config (`vehicle.last_home_path`).
+    home_kept: Option<crate::last_home::LastHome>,
+    waiting: HashMap<JobId, Waiter>,
+    /// The loop turns at least this often: the envelope monitor and cancellations.
+    monitor_tick: tokio::time::Interval,
+    status_tick: tokio::time::Interval,
+}
+
+impl Shell {
+    /// Waits for the next input, the e-stop first; `None` when the daemon stops.
+    async fn next_input(&mut self) -> anyhow::Result<Option<Arrival>> {
+        let wake = tokio::time::Instant::from_std(self.core.poll_timeout());
+        Ok(Some(tokio::select! {
+            biased;
+            // First: the e-stop. Decided and sent before anything else in this turn.
+            Some(request) = self.stop_requests.recv() => Arrival::Stop(request),
+            _ = self.shutdown.cancelled() => return Ok(None),
+            // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
+            Some(input) = next_bridge_input(&mut self.bridge) => Arrival::Input(Input::Bridge(input)),
+            event = self.link_events.recv() => match event {
+                Some(event) => Arrival::Input(Input::Link(event)),
+                // Cancelling `shutdown` cancels its children (the link) before it marks
+                // itself cancelled: a link that ended because we are stopping is no error.
+                None if self.link_shutdown.is_cancelled() => return Ok(None),
+                None => anyhow::bail!("the autopilot link task ended unexpectedly"),
+            },
+            Ok(()) = self.ground.changed() => {
+                Arrival::Input(Input::Ground(*self.ground.borrow_and_update()))
+            }
+            Some(request) = self.control.recv() => Arrival::Control(request),
+            Some(change) = self.envelope_changes.recv() => Arrival::EnvelopeChange(change),
+            Ok(()) = self.cpu_temperature.changed() => {
+                Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
+            }
+            _ = tokio::time::sleep_until(wake) => Arrival::Input(Input::Tick),
+            _ = self.monitor_tick.tick() => Arrival::Input(Input::Tick),
+            _ = self.status_tick.tick() => Arrival::StatusTick,
+        }))
+    }
+
+    /// One turn: the Core takes the input, then everything it has to say is carried out.
+    async fn turn(&mut self, arrival: Arrival) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut publish = false;
+        match arrival {
+            Arrival::Input(input) => {
+                self.core.handle(now, input);
+            }
+            Arrival::StatusTick => {
+                self.core.handle(now, Input::Tick);
+                publish = true;
+            }
+            Arrival::Stop(StopRequest { ask, reply }) => {
+                let answer = self.core.handle(now, Input::Stop(ask));
+                // Decided, sent, then answered.
+                self.drain(now, publish).await?;
+                if let (Some(reply), Handled::Stop(ack)) = (reply, answer) {
+                    let _ = reply.send(ack);
+                }
+                return Ok(());
+            }
+            Arrival::Control(request) => self.accept(now, request),
+            Arrival::EnvelopeChange(EnvelopeChange {
+                changes,
+                caller,
+                reply,
+            }) => {
+                let answer = self
+                    .core
+                    .handle(now, Input::EnvelopeChange { changes, caller });
+                // Answered after the new envelope is published.
+                self.drain(now, publish).await?;
+                if let Handled::Envelope(view) = answer {
+                    let _ = reply.send(view);
+                }
+                return Ok(());
+            }
+        }
+        self.drain(now, publish).await
+    }
+
+    /// Carries out what the Core has to say: cancellations in, messages out, events, the
+    /// status, the answers of the jobs that ended.
+    async fn drain(&mut self, now: Instant, publish: bool) -> anyhow::Result<()> {
+        // Cancelled calls (notifications/cancelled, or the caller went away) hold position.
+        let cancelled: Vec<JobId> = (self.waiting.iter())
+            .filter(|(_, w)| w.cancel.is_cancelled() || w.reply.is_closed())
+            .map(|(job, _)| *job)
+            .collect();
+        for job in cancelled {
+            self.core.handle(now, Input::Cancel(job));
+        }
+        self.transmit(now);
+        let mut ended = Vec::new();
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Audit(record) => self.audit.record(record),
+                Event::Job(ExecutorEvent::Progress { job, update }) => {
+                    if let Some(w) = self.waiting.get(&job) {
+                        // Full: this report is dropped; the next one is fresher anyway.
+                        let _ = w.progress.try_send(update);
+                    }
+                }
+                Event::Job(ExecutorEvent::Finished { job, end }) => {
+                    ended.extend(self.waiting.remove(&job).map(|w| (w, end)));
+                }
+                Event::StopStatus(status) => {
+                    self.stop_status.send_replace(status);
+                }
+                Event::WatchdogPing => self.ping_watchdog(),
+                Event::Fatal {
+                    reason,
+                    flush_bridge,
+                } => return self.fail(reason, flush_bridge).await,
+            }
+        }
+        if publish | self.core.take_publish() {
+            self.publish(now);
+        }
+        // Answered after the status is published, so a client that reads get_status right
+        // after the answer sees what the answer saw.
+        for (w, end) in ended {
+            let status = self.status.borrow().clone();
+            let _ = w.reply.send(ControlReply {
+                action: w.action.into(),
+                outcome: end.outcome,
+                message: end.message,
+                vehicle: (status.autopilot_seen).then(|| VehicleSummary::from_status(&status)),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends what the Core has to send: stop commands first.
+    fn transmit(&mut self, now: Instant) {
+        while let Some(transmit) = self.core.poll_transmit(now) {
+            match transmit {
+                Transmit::Autopilot(message) => match self.link.send(&message) {
+                    Ok(()) => {}
+                    // Nothing is queued for later: the Core's retry logic decides what to resend.
+                    Err(SendError::NotConnected) => {
+                        debug!("link down: not sent: {}", message_name(&message))
+                    }
+                    Err(error) => warn!("not sent: {}: {error}", message_name(&message)),
+                },
+                Transmit::Bridge(message) => {
+                    if let Some(bridge) = &self.bridge {
+                        // Never blocks; a full queue drops and counts (see bridge::shell).
+                        bridge.writer.send(&message);
+                    }
+                }
+            }
+        }
+    }
+
+    fn ping_watchdog(&mut self) {
+        if self.notifier.notify(&[State::Watchdog]) {
+            crate::metrics::global().record_watchdog_ping();
+        } else {
+            debug!(
+                "WATCHDOG=1 not sent ({} failures)",
+                self.notifier.send_errors
+            );
+        }
+    }
+
+    async fn fail(&mut self, reason: String, flush_bridge: bool) -> anyhow::Result<()> {
+        if let Some(bridge) = &self.bridge {
+            if flush_bridge {
+                bridge.writer.drained(BRIDGE_FLUSH_ON_EXIT).await;
+            }
+            bridge.shutdown.cancel();
+        }
+        anyhow::bail!("{reason}")
+    }
+
+    /// Hands a request to the Core; a refusal is answered at once.
+    fn accept(&mut self, now: Instant, request: ControlRequest) {
+        let ControlRequest {
+            action,
+            caller,
+            reply,
+            progress,
+            cancel,
+        } = request;
+        match self.core.handle(now, Input::Control { action, caller }) {
+            Handled::Accepted(job) => {
+                let waiter = Waiter {
+                    action: action.name(),
+                    reply,
+                    progress,
+                    cancel,
+                };
+                self.waiting.insert(job, waiter);
+            }
+            Handled::Refused(reason) => {
+                for label in reason.kind.labels() {
+                    crate::metrics::global().record_envelope_refusal(label);
+                }
+                let (counters, reconnects) = self.link.counters();
+                let status = self.core.status(now, counters, reconnects);
+                let vehicle = (status.autopilot_seen).then(|| VehicleSummary::from_status(&status));
+                let _ = reply.send(ControlReply::refused(&action, reason.message, vehicle));
+            }
+            other => debug!("a control request answered with {other:?}"),
+        }
+    }
+
+    /// Publishes the status every MCP client reads (and the envelope in force when it
+    /// changed). A `watch` keeps only the latest value: slow readers skip to the newest.
+    fn publish(&mut self, now: Instant) {
+        let (counters, reconnects) = self.link.counters();
+        let mut report = self.core.status(now, counters, reconnects);
+        // Never waits for the camera: when its core is busy, the last health stands.
+        report.camera = (self.camera.as_ref())
+            .and_then(|c| c.try_status())
+            .or_else(|| self.status.borrow().camera.clone());
+        if let Some(bridge) = &self.bridge {
+            report.bridge.tx_dropped += bridge.writer.dropped();
+        }
+        report.audit = self.audit.status();
+        report.local_estop = self.local_estop.clone();
+        start::keep_home(&self.config, &report, &mut self.home_kept);
+        report.health = self.core.assess_health(&report);
+        let view = self.core.envelope_view();
+        if *self.envelope.borrow() != view {
+            self.audit.record(crate::audit::Event::Safety {
+                kind: "envelope_in_force".into(),
+                detail: match &view {
+                    Ok(summary) => serde_json::to_string(summary).unwrap_or_default(),
+                    Err(reason) => format!("no envelope: {reason}"),
+                },
+            });
+            let _ = self.envelope.send_replace(view);
+        }
+        self.status.send_replace(report);
+    }
+
+    /// At shutdown: every request still being flown is told nothing more is sent for it.
+    fn answer_the_waiting(&mut self) {
+        for (_, w) in self.waiting.drain() {
+            let _ = w.reply.send(ControlReply {
+                action: w.action.into(),
+                outcome: crate::flight::Outcome::Preempted,
+                message: "the daemon is shutting down; nothing more is sent for this action".into(),
+                vehicle: None,
+            });
+        }
+        if let Some(bridge) = &self.bridge {
+            bridge.shutdown.cancel();
+        }
+    }
+}
+
+async fn next_bridge_input(bridge: &mut Option<BridgeIo>) -> Option<BridgeInput> {
+    match bridge {
+        Some(bridge) => bridge.inputs.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn message_name(message: &crate::link::MavMessage) -> &'static str {
+    use mavlink::Message;
+    message.message_name()
+}
