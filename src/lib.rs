@@ -19,6 +19,8 @@ pub mod demo;
 pub mod dev_setup;
 pub mod estop;
 pub mod flight;
+#[cfg(test)]
+mod function_length;
 pub mod geodesy;
 pub mod ground;
 pub mod health;

@@ -22,6 +22,8 @@
 
 mod bridge;
 mod stop;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -202,6 +202,7 @@ fn run(case: &Case) {
         .unwrap_or_else(|d| panic!("{}: the stop was refused: {d:?}", case.name));
 
     let at = rig.now;
+    let sent_before = rig.sent.len();
     let reason = format!("row {}", case.name);
     rig.trigger(case.source, &caller.subject, &reason);
     // Accepted while the same session stays limited for everything else.
@@ -224,6 +225,17 @@ fn run(case: &Case) {
             "{}: {}",
             case.name,
             end.message
+        );
+    }
+    // The stop's command is the first thing the Core sends in the trigger's turn, before
+    // the supervisor's heartbeat or anything else due.
+    if case.commanded.is_some() {
+        let (_, head) = (rig.sent.get(sent_before))
+            .unwrap_or_else(|| panic!("{}: nothing sent in the trigger's turn", case.name));
+        assert!(
+            stop_mode_of(head).is_some(),
+            "{}: first {head:?}",
+            case.name
         );
     }
     let first: Vec<u32> = rig
