@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::link::endpoint::Endpoint;
+pub use crate::dev_setup::CertCommand;
+pub use crate::probe::ProbeArgs;
+pub use crate::sim::args::{SimArgs, SimAutopilot};
 
 /// Onboard daemon between MCP ground clients (over mTLS MQTT 5) and a MAVLink autopilot.
 #[derive(Debug, Parser)]
@@ -114,48 +116,6 @@ pub enum TokenCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum CertCommand {
-    /// Issue a certificate for a ground user or station: `DIR/certs/clients/NAME.pem|key`
-    /// (CN and MQTT client id `NAME`). With `--role`, also map it in `DIR/drone.toml`
-    /// (`[[auth.broker_identity]]`; restart the daemon to apply).
-    Issue {
-        /// The dev-setup directory (with `certs/ca.key`).
-        #[arg(long)]
-        dir: PathBuf,
-        /// The identity: letters, digits, `.`, `_`, `-` (1 to 64).
-        name: String,
-        /// Lifetime in days (1 to 825).
-        #[arg(long, default_value_t = crate::cert::CLIENT_DAYS_DEFAULT)]
-        days: u32,
-        /// PUBLIC, READ_ONLY, OPERATOR or ADMIN: what the drone gives this identity when it
-        /// sends no token.
-        #[arg(long)]
-        role: Option<String>,
-        /// The subject the drone names it by (default: NAME).
-        #[arg(long)]
-        subject: Option<String>,
-    },
-    /// Revoke every certificate of NAME and re-sign `DIR/certs/crl.pem`. Mosquitto rereads
-    /// the CRL on SIGHUP (new connections refused); a restart also ends an open connection.
-    Revoke {
-        #[arg(long)]
-        dir: PathBuf,
-        name: String,
-    },
-    /// List the certificates issued, with their serial, expiry and revocation.
-    List {
-        #[arg(long)]
-        dir: PathBuf,
-    },
-    /// Re-sign the CRL with a fresh next-update date (a broker refuses everyone once its CRL
-    /// has expired); reload the broker after.
-    Crl {
-        #[arg(long)]
-        dir: PathBuf,
-    },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TokenAlg {
     Eddsa,
@@ -239,96 +199,6 @@ pub struct GroundArgs {
     /// File holding the JWT to present; overrides `ground.token_path`.
     #[arg(long)]
     pub token: Option<PathBuf>,
-}
-
-/// Which autopilot the simulator pretends to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SimAutopilot {
-    Ardupilot,
-    Px4,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct SimArgs {
-    /// Endpoint(s) the simulator serves; repeat for several (e.g. one for the daemon, one
-    /// for a test harness that injects faults). Default `tcpin:127.0.0.1:5760`.
-    #[arg(long = "link")]
-    pub links: Vec<Endpoint>,
-    /// Firmware personality.
-    #[arg(long, value_enum, default_value = "ardupilot")]
-    pub autopilot: SimAutopilot,
-    /// Home position as LAT,LON,ALT_M (altitude above mean sea level).
-    #[arg(long, default_value = "47.397742,8.545594,488.0", value_parser = parse_home, allow_hyphen_values = true)]
-    pub home: (f64, f64, f64),
-    /// Simulated seconds per wall-clock second.
-    #[arg(long, default_value_t = 1.0)]
-    pub speedup: f64,
-    /// Seed of every random choice (sensor noise, wind gusts): same seed, same flight.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// MAVLink system id of the simulated vehicle.
-    #[arg(long, default_value_t = 1)]
-    pub system_id: u8,
-    /// Simulated seconds from boot until the estimator trusts its position and arming is
-    /// possible. Default: the firmware's own timeline (ArduCopter about 42 s, PX4 about 3 s);
-    /// tests that are not about start-up give a short one.
-    #[arg(long, value_name = "SECONDS")]
-    pub ekf_ready_s: Option<f64>,
-    /// Add `mono_ns=N` to each `sim: command` line: the `CLOCK_MONOTONIC` nanoseconds at which
-    /// the command's bytes were read from the link (for latency benchmarks across processes).
-    #[arg(long)]
-    pub stamp_monotonic: bool,
-    /// Where the MAVLink 2 signing key set by SETUP_SIGNING is kept across restarts (as
-    /// ArduPilot keeps it in its storage; 44 bytes in its layout). Default: in memory only.
-    #[arg(long, value_name = "FILE")]
-    pub signing_store: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct ProbeArgs {
-    /// Autopilot endpoint, e.g. `serial:/dev/ttyACM0:115200` or `udpin:0.0.0.0:14550`.
-    #[arg(long)]
-    pub link: Endpoint,
-    /// Print the vehicle state as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// How long to wait for the heartbeat and then to collect telemetry.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Sign with this MAVLink 2 key and accept only frames signed with it (a file: 32
-    /// bytes, or 64 hex digits, mode 0600).
-    #[arg(long, value_name = "FILE")]
-    pub signing_key: Option<PathBuf>,
-}
-
-pub(crate) fn parse_home(text: &str) -> Result<(f64, f64, f64), String> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let [lat, lon, alt] = parts.as_slice() else {
-        return Err(format!(
-            "expected LAT,LON,ALT_M, e.g. 47.397742,8.545594,488.0; got `{text}`"
-        ));
-    };
-    let number = |name: &str, v: &str| {
-        v.parse::<f64>()
-            .ok()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| format!("{name} `{v}` is not a number"))
-    };
-    let (lat, lon, alt) = (
-        number("latitude", lat)?,
-        number("longitude", lon)?,
-        number("altitude", alt)?,
-    );
-    if !(-90.0..=90.0).contains(&lat) {
-        return Err(format!("latitude {lat} is outside -90..=90"));
-    }
-    if !(-180.0..=180.0).contains(&lon) {
-        return Err(format!("longitude {lon} is outside -180..=180"));
-    }
-    if !(-500.0..=9000.0).contains(&alt) {
-        return Err(format!("altitude {alt} m is outside -500..=9000 m"));
-    }
-    Ok((lat, lon, alt))
 }
 
 /// Entry point of the binary; returns the process exit code.

@@ -16,9 +16,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::SimAutopilot;
 use crate::dev_setup::DevSetupArgs;
 use crate::hil::client::{Client, ClientOptions};
+use crate::sim::args::SimAutopilot;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {

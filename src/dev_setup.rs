@@ -22,6 +22,49 @@ use std::path::{Path, PathBuf};
 
 use crate::link::endpoint::Endpoint;
 
+/// `flight-companion cert`: certificates of ground users and stations.
+#[derive(Debug, clap::Subcommand)]
+pub enum CertCommand {
+    /// Issue a certificate for a ground user or station: `DIR/certs/clients/NAME.pem|key`
+    /// (CN and MQTT client id `NAME`). With `--role`, also map it in `DIR/drone.toml`
+    /// (`[[auth.broker_identity]]`; restart the daemon to apply).
+    Issue {
+        /// The dev-setup directory (with `certs/ca.key`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The identity: letters, digits, `.`, `_`, `-` (1 to 64).
+        name: String,
+        /// Lifetime in days (1 to 825).
+        #[arg(long, default_value_t = crate::cert::CLIENT_DAYS_DEFAULT)]
+        days: u32,
+        /// PUBLIC, READ_ONLY, OPERATOR or ADMIN: what the drone gives this identity when it
+        /// sends no token.
+        #[arg(long)]
+        role: Option<String>,
+        /// The subject the drone names it by (default: NAME).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Revoke every certificate of NAME and re-sign `DIR/certs/crl.pem`. Mosquitto rereads
+    /// the CRL on SIGHUP (new connections refused); a restart also ends an open connection.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+    },
+    /// List the certificates issued, with their serial, expiry and revocation.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Re-sign the CRL with a fresh next-update date (a broker refuses everyone once its CRL
+    /// has expired); reload the broker after.
+    Crl {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
 /// The drone's certificate CN, MQTT user name and server-id in the generated files.
 pub const DRONE_IDENTITY: &str = "drone-1";
 /// The default ground identity (certificate CN, MQTT user name and client id) when no
@@ -68,7 +111,7 @@ pub struct DevSetupArgs {
     pub ground_users: Vec<GroundUser>,
     /// Draw the dev envelope around this home, `LAT,LON,ALT_M` (where the vehicle or SITL
     /// takes off), instead of the built-in simulator's.
-    #[arg(long, value_name = "LAT,LON,ALT_M", value_parser = crate::cli::parse_home, allow_hyphen_values = true)]
+    #[arg(long, value_name = "LAT,LON,ALT_M", value_parser = crate::sim::args::parse_home, allow_hyphen_values = true)]
     pub home: Option<(f64, f64, f64)>,
 }
 
@@ -260,9 +303,8 @@ pub fn write(args: &DevSetupArgs) -> Result<PathBuf, DevSetupError> {
 }
 
 /// `flight-companion cert ...` on a dev-setup directory; returns the lines to print.
-pub fn cert_command(command: crate::cli::CertCommand) -> Result<Vec<String>, DevSetupError> {
+pub fn cert_command(command: CertCommand) -> Result<Vec<String>, DevSetupError> {
     use crate::cert::{IssueRequest, Kind, Pki};
-    use crate::cli::CertCommand;
     let now_unix_s = i64::try_from(crate::auth::shell::unix_s_now()).unwrap_or(i64::MAX);
     let pki = |dir: &Path| Pki::new(dir.join("certs"));
     match command {
@@ -824,7 +866,7 @@ mod tests {
 
     #[test]
     fn ground_users_get_a_certificate_and_a_role_each_and_more_can_be_issued() {
-        use crate::cli::CertCommand;
+        use super::CertCommand;
         let dir = temp_dir("users");
         let mut a = args(&dir, false);
         a.ground_users = vec![

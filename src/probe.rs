@@ -4,19 +4,37 @@
 //! the autopilot's heartbeat, asks for telemetry, collects it briefly, prints the vehicle
 //! state and link health, and exits 0 — or exits 1 saying why if no autopilot answers.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ProbeArgs;
 use crate::link::dialect::MavType;
+use crate::link::endpoint::Endpoint;
 use crate::link::pin::{PeerPolicy, PinRule};
 use crate::link::signing::{Acceptance, SigningMode};
 use crate::link::transport::{Link, LinkOptions, SigningSetup};
 use crate::supervisor::{Supervisor, SupervisorOptions};
 use crate::vehicle::snapshot::VehicleSnapshot;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Autopilot endpoint, e.g. `serial:/dev/ttyACM0:115200` or `udpin:0.0.0.0:14550`.
+    #[arg(long)]
+    pub link: Endpoint,
+    /// Print the vehicle state as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the heartbeat and then to collect telemetry.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Sign with this MAVLink 2 key and accept only frames signed with it (a file: 32
+    /// bytes, or 64 hex digits, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+}
 
 /// After the heartbeat, how long at most to wait for the requested telemetry to arrive.
 const COLLECT_FOR: Duration = Duration::from_millis(2500);

@@ -3,9 +3,11 @@
 //! - `physics`: sans-IO point-mass kinematics (nalgebra), seeded, deterministic.
 //! - `autopilot`: sans-IO ArduCopter/PX4 behaviour seen from the outside (modes, arming,
 //!   commands, telemetry streams, parameters, injected faults).
+//! - `args`: its command line (`SimArgs`).
 //! - `shell`: serves it over real MAVLink bytes on one or more endpoints.
 //! - `signing`: MAVLink 2 signing as ArduPilot keeps it (the stored key, its rules).
 
+pub mod args;
 pub mod autopilot;
 pub mod physics;
 pub mod shell;

@@ -42,12 +42,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::args::{SimArgs, SimAutopilot as SimAutopilotArg};
 use super::autopilot::{
     AUTOPILOT_COMPONENT_ID, PHYSICS_STEP, Personality, SimAutopilot, SimEvent, SimOptions,
 };
 use super::physics::GeoPoint;
 use super::signing::StoredKey;
-use crate::cli::{SimArgs, SimAutopilot as SimAutopilotArg};
 use crate::link::endpoint::Endpoint;
 use crate::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions, SendError};
 
