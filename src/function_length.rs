@@ -267,7 +267,7 @@ pub fn offenders(src: &Path) -> Vec<FunctionSpan> {
         .flat_map(|(p, text)| functions(p.strip_prefix(src).unwrap_or(p), &text))
         .filter(|f| f.lines > LINES_MAX)
         .collect();
-    long.sort_by(|a, b| b.lines.cmp(&a.lines));
+    long.sort_by_key(|f| std::cmp::Reverse(f.lines));
     long
 }
 

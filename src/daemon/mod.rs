@@ -71,6 +71,9 @@ async fn run_with_audit(
 }
 
 /// What woke the loop: an input for the Core, and where its answer goes.
+// Almost every arrival is a link frame (`Input::Link`): boxing it would add an allocation per
+// frame.
+#[allow(clippy::large_enum_variant)]
 enum Arrival {
     Input(Input),
     /// The status tick: publish after the turn.

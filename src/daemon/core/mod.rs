@@ -88,6 +88,8 @@ pub enum Handled {
 }
 
 /// Something to send.
+// Almost everything sent is a MAVLink message: boxing it would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transmit {
     /// To the autopilot's link writer (never blocks; the Core re-sends on its own schedule).
