@@ -205,74 +205,13 @@ pub struct GroundArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                // The daemon reads the signing key at start and stops if it cannot: say so now.
-                if config.vehicle.signing.mode != crate::link::signing::SigningMode::Off
-                    && let Some(path) = &config.vehicle.signing.key_path
-                    && let Err(e) = crate::link::keys::load_key(path)
-                {
-                    eprintln!("error: {}: vehicle.signing.key_path: {e}", file.display());
-                    return ExitCode::from(2);
-                }
-                // Valid, but perhaps drawn for another place: said now, not at the field.
-                let warnings = crate::last_home::site_warnings(&config);
-                for warning in &warnings {
-                    eprintln!("warning: {warning}");
-                }
-                match warnings.len() {
-                    0 => println!("{}: ok", file.display()),
-                    n => println!(
-                        "{}: ok, with {n} warning{} about where the envelope is",
-                        file.display(),
-                        if n == 1 { "" } else { "s" }
-                    ),
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Run { config } => {
-            let config = match config {
-                Some(path) => match Config::load(&path) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
-                },
-                None => Config::default(),
-            };
-            crate::logging::init(&config.logging.filter);
-            run_async(|shutdown| crate::daemon::run(config, shutdown))
-        }
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Run { config } => run_daemon(config),
         Command::Sim(args) => {
             crate::logging::init("info");
             run_async(|shutdown| crate::sim::shell::run(args, shutdown))
         }
-        Command::Ground(args) => {
-            let config = match crate::ground::config::GroundConfig::load_with_overrides(
-                &args.config,
-                args.server_name,
-                args.client_id,
-            ) {
-                Ok(mut c) => {
-                    if args.token.is_some() {
-                        c.ground.token_path = args.token;
-                    }
-                    c
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            crate::logging::init("info");
-            run_async(|shutdown| crate::ground::shell::run(config, shutdown))
-        }
+        Command::Ground(args) => ground(args),
         Command::Probe(args) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::probe::run(args, shutdown))
@@ -295,63 +234,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Audit(AuditCommand::Verify {
-            dir,
-            checkpoints,
-            witness,
-            keys,
-        }) => {
-            let options = crate::audit::VerifyOptions {
-                checkpoints,
-                witness,
-                keys,
-            };
-            match crate::audit::verify_command(&dir, &options) {
-                Ok(lines) => {
-                    for line in lines {
-                        println!("{line}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(lines) => {
-                    for line in lines {
-                        println!("{line}");
-                    }
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Audit(AuditCommand::Witness(args)) => {
-            crate::logging::init("warn");
-            run_async(|shutdown| crate::audit::witness::run(args, shutdown))
-        }
-        Command::Audit(AuditCommand::Keygen { out }) => {
-            match crate::audit::checkpoint::generate_signing_key(&out) {
-                Ok(_) => {
-                    println!("{}", out.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Command::Audit(AuditCommand::Vkey { config, key }) => audit_vkey(config, key),
-        Command::Audit(AuditCommand::Tail { dir, n, json }) => {
-            match crate::audit::tail_command(&dir, n, json) {
-                Ok(lines) => {
-                    for line in lines {
-                        println!("{line}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        Command::Audit(command) => audit_command(command),
         Command::Signing(crate::signing_tool::SigningCommand::Keygen { out }) => {
             match crate::signing_tool::keygen(&out) {
                 Ok(lines) => {
@@ -380,6 +263,140 @@ pub fn main() -> ExitCode {
         }
         Command::DevSetup(args) => match crate::dev_setup::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// `check-config FILE`: the file is valid, the signing key readable; warnings about where
+/// the envelope is.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            // The daemon reads the signing key at start and stops if it cannot: say so now.
+            if config.vehicle.signing.mode != crate::link::signing::SigningMode::Off
+                && let Some(path) = &config.vehicle.signing.key_path
+                && let Err(e) = crate::link::keys::load_key(path)
+            {
+                eprintln!("error: {}: vehicle.signing.key_path: {e}", file.display());
+                return ExitCode::from(2);
+            }
+            // Valid, but perhaps drawn for another place: said now, not at the field.
+            let warnings = crate::last_home::site_warnings(&config);
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            match warnings.len() {
+                0 => println!("{}: ok", file.display()),
+                n => println!(
+                    "{}: ok, with {n} warning{} about where the envelope is",
+                    file.display(),
+                    if n == 1 { "" } else { "s" }
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `run`: the daemon.
+fn run_daemon(config: Option<PathBuf>) -> ExitCode {
+    let config = match config {
+        Some(path) => match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    crate::logging::init(&config.logging.filter);
+    run_async(|shutdown| crate::daemon::run(config, shutdown))
+}
+
+/// `ground`: the ground bridge.
+fn ground(args: GroundArgs) -> ExitCode {
+    let config = match crate::ground::config::GroundConfig::load_with_overrides(
+        &args.config,
+        args.server_name,
+        args.client_id,
+    ) {
+        Ok(mut c) => {
+            if args.token.is_some() {
+                c.ground.token_path = args.token;
+            }
+            c
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init("info");
+    run_async(|shutdown| crate::ground::shell::run(config, shutdown))
+}
+
+/// `audit verify|witness|keygen|vkey|tail`.
+fn audit_command(command: AuditCommand) -> ExitCode {
+    match command {
+        AuditCommand::Verify {
+            dir,
+            checkpoints,
+            witness,
+            keys,
+        } => {
+            let options = crate::audit::VerifyOptions {
+                checkpoints,
+                witness,
+                keys,
+            };
+            match crate::audit::verify_command(&dir, &options) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Witness(args) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::audit::witness::run(args, shutdown))
+        }
+        AuditCommand::Keygen { out } => {
+            match crate::audit::checkpoint::generate_signing_key(&out) {
+                Ok(_) => {
+                    println!("{}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        AuditCommand::Vkey { config, key } => audit_vkey(config, key),
+        AuditCommand::Tail { dir, n, json } => match crate::audit::tail_command(&dir, n, json) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)

@@ -100,6 +100,13 @@ const UNTRUSTED_RAISE_AGE_MS: u64 = 15_000;
 /// ...and cleared once the last one is this old.
 const UNTRUSTED_CLEAR_AGE_MS: u64 = 30_000;
 
+/// What one assessment found so far.
+#[derive(Debug, Default)]
+struct Findings {
+    reasons: Vec<String>,
+    failed: bool,
+}
+
 /// Alert state with hysteresis, and the log of raised alerts.
 #[derive(Debug, Clone, Default)]
 pub struct HealthMonitor {
@@ -120,7 +127,8 @@ impl HealthMonitor {
         }
     }
 
-    /// Updates the alerts from the report and returns the summary.
+    /// Updates the alerts from the report and returns the summary. The alerts are assessed
+    /// in a fixed order (the order their rising edges are numbered in).
     pub fn assess<'a>(
         &mut self,
         report: impl Into<HealthFacts<'a>>,
@@ -128,23 +136,34 @@ impl HealthMonitor {
     ) -> HealthSummary {
         let report: HealthFacts<'a> = report.into();
         let c = self.config.clone();
-        let v = report.vehicle;
-        let mut reasons = Vec::new();
-        let mut failed = false;
+        let mut out = Findings::default();
+        let autopilot_lost = Self::autopilot(&report, &c, &mut out);
+        self.battery(&report, &c, &mut out);
+        self.link_quality(&report, &c, autopilot_lost, &mut out);
+        self.gps(&report, &mut out);
+        self.cpu(cpu_temperature_c, &c, &mut out);
+        self.audit(&report, &mut out);
+        self.link_trust(&report, &mut out);
+        self.local_estop(&report, &mut out);
+        self.summary(out)
+    }
 
+    /// The autopilot itself: never heard, or lost. Returns whether it is lost.
+    fn autopilot(report: &HealthFacts<'_>, c: &HealthConfig, out: &mut Findings) -> bool {
+        let v = report.vehicle;
         // The autopilot itself.
         let heartbeat_age_ms = v.link.heartbeat_age_ms;
         let autopilot_lost = report.autopilot_seen
             && (!v.link.connected
                 || heartbeat_age_ms.is_none_or(|age| age > c.autopilot_heartbeat_age_ms_max));
         if !report.autopilot_seen {
-            failed = true;
-            reasons.push(
+            out.failed = true;
+            out.reasons.push(
                 "no autopilot heard yet: check the link endpoint, cable and baud rate".to_owned(),
             );
         } else if autopilot_lost {
-            failed = true;
-            reasons.push(match heartbeat_age_ms {
+            out.failed = true;
+            out.reasons.push(match heartbeat_age_ms {
                 Some(age) => format!(
                     "autopilot lost: no heartbeat for {:.1} s",
                     age as f64 / 1000.0
@@ -153,6 +172,11 @@ impl HealthMonitor {
             });
         }
 
+        autopilot_lost
+    }
+
+    fn battery(&mut self, report: &HealthFacts<'_>, c: &HealthConfig, out: &mut Findings) {
+        let v = report.vehicle;
         // Battery.
         let battery = (!v.battery.freshness.stale)
             .then_some(v.battery.remaining_percent)
@@ -170,18 +194,27 @@ impl HealthMonitor {
             },
         );
         if let Some(percent) = battery.filter(|p| *p <= c.battery_critical_percent) {
-            failed = true;
-            reasons.push(format!(
+            out.failed = true;
+            out.reasons.push(format!(
                 "battery critical: {percent:.0} % remaining (at most {:.0} %)",
                 c.battery_critical_percent
             ));
         } else if battery_low {
-            reasons.push(format!(
+            out.reasons.push(format!(
                 "battery low: {:.0} % remaining",
                 battery.unwrap_or(0.0)
             ));
         }
+    }
 
+    fn link_quality(
+        &mut self,
+        report: &HealthFacts<'_>,
+        c: &HealthConfig,
+        autopilot_lost: bool,
+        out: &mut Findings,
+    ) {
+        let v = report.vehicle;
         // The MAVLink link's quality (only meaningful once the autopilot was heard).
         let loss = v.link.loss_percent;
         let link_bad = report.autopilot_seen && (autopilot_lost || loss >= c.link_loss_percent_max);
@@ -202,9 +235,12 @@ impl HealthMonitor {
             }
         });
         if link_degraded && !autopilot_lost {
-            reasons.push(format!("MAVLink loss {loss:.1} %"));
+            out.reasons.push(format!("MAVLink loss {loss:.1} %"));
         }
+    }
 
+    fn gps(&mut self, report: &HealthFacts<'_>, out: &mut Findings) {
+        let v = report.vehicle;
         // GPS.
         let gps_fix = !v.gps.freshness.stale && v.gps.fix_type.is_3d();
         self.gps_had_fix |= gps_fix;
@@ -220,9 +256,12 @@ impl HealthMonitor {
             },
         );
         if gps_lost {
-            reasons.push(format!("GPS lost: fix `{}`", v.gps.fix_type));
+            out.reasons
+                .push(format!("GPS lost: fix `{}`", v.gps.fix_type));
         }
+    }
 
+    fn cpu(&mut self, cpu_temperature_c: Option<f64>, c: &HealthConfig, out: &mut Findings) {
         // CPU temperature.
         let cpu_hot = self.edge(
             "cpu_hot",
@@ -238,9 +277,12 @@ impl HealthMonitor {
             },
         );
         if cpu_hot {
-            reasons.push(format!("CPU at {:.1} °C", cpu_temperature_c.unwrap_or(0.0)));
+            out.reasons
+                .push(format!("CPU at {:.1} °C", cpu_temperature_c.unwrap_or(0.0)));
         }
+    }
 
+    fn audit(&mut self, report: &HealthFacts<'_>, out: &mut Findings) {
         // The audit log: damage kept as evidence, or records it could not write.
         let audit = report.audit;
         let audit_bad = !audit.damage.is_empty() || audit.failed > 0;
@@ -251,11 +293,16 @@ impl HealthMonitor {
             }
         });
         if audit_damaged {
-            reasons.push("the audit log is damaged or failing".to_owned());
+            out.reasons
+                .push("the audit log is damaged or failing".to_owned());
         }
         if let Some(why) = &audit.disabled_reason {
-            reasons.push(why.clone());
+            out.reasons.push(why.clone());
         }
+    }
+
+    fn link_trust(&mut self, report: &HealthFacts<'_>, out: &mut Findings) {
+        let v = report.vehicle;
         // Frames or connections the autopilot link refused: someone else on the link, or
         // another key (signing and pinning, `link::trust`).
         let trust = &v.link.trust;
@@ -275,12 +322,14 @@ impl HealthMonitor {
             },
         );
         if link_untrusted {
-            reasons.push(format!(
+            out.reasons.push(format!(
                 "autopilot link refusing frames: {}",
                 trust.last_refusal.as_deref().unwrap_or("no detail")
             ));
         }
+    }
 
+    fn local_estop(&mut self, report: &HealthFacts<'_>, out: &mut Findings) {
         // The local e-stop socket could not be bound: one trigger of the stop is missing.
         let local = report.local_estop;
         let local_missing = local.state == LocalEstopState::Unavailable;
@@ -302,12 +351,15 @@ impl HealthMonitor {
             },
         );
         if local_estop {
-            reasons.push(format!(
+            out.reasons.push(format!(
                 "no local e-stop socket: {}",
                 local.error.as_deref().unwrap_or("it could not be bound")
             ));
         }
+    }
 
+    fn summary(&self, out: Findings) -> HealthSummary {
+        let Findings { reasons, failed } = out;
         let any_alert = self.active.values().any(|a| *a);
         HealthSummary {
             state: if failed {
