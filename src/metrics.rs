@@ -390,7 +390,18 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
         1.0,
     );
 
-    // Health.
+    render_health(&mut out, p, status);
+    render_link(&mut out, p, status);
+    render_vehicle(&mut out, p, status);
+    render_tool_calls(&mut out, p, metrics);
+    render_events(&mut out, p, metrics);
+    render_audit(&mut out, p, status);
+    render_machine(&mut out, p, metrics, process);
+    out.0
+}
+
+/// Health.
+fn render_health(out: &mut Out, p: &str, status: &StatusReport) {
     let health = &status.health;
     out.family(
         &format!("{p}_health_state"),
@@ -416,8 +427,10 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
             flag(*active),
         );
     }
+}
 
-    // The autopilot link.
+/// The autopilot link.
+fn render_link(out: &mut Out, p: &str, status: &StatusReport) {
     let link = &status.vehicle.link;
     out.one(
         &format!("{p}_autopilot_link_up"),
@@ -515,8 +528,10 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
             count as f64,
         );
     }
+}
 
-    // The vehicle, as far as health goes.
+/// The vehicle, as far as health goes.
+fn render_vehicle(out: &mut Out, p: &str, status: &StatusReport) {
     let v = &status.vehicle;
     out.one(
         &format!("{p}_vehicle_armed"),
@@ -548,8 +563,10 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
             f64::from(v.gps.satellites_visible),
         );
     }
+}
 
-    // MCP tool calls.
+/// MCP tool calls.
+fn render_tool_calls(out: &mut Out, p: &str, metrics: &Metrics) {
     let calls = metrics
         .tool_calls
         .lock()
@@ -597,8 +614,10 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
             h.count as f64,
         );
     }
+}
 
-    // Safety and security events.
+/// Safety and security events.
+fn render_events(out: &mut Out, p: &str, metrics: &Metrics) {
     out.labelled(
         &format!("{p}_envelope_refusals_total"),
         "Commands refused before reaching the autopilot (safety envelope, vehicle state), by reason.",
@@ -635,8 +654,10 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
         "WATCHDOG=1 notifications sent to systemd from the decision loop.",
         metrics.watchdog_pings.load(Ordering::Relaxed) as f64,
     );
+}
 
-    // The audit log.
+/// The audit log.
+fn render_audit(out: &mut Out, p: &str, status: &StatusReport) {
     let audit = &status.audit;
     out.one(
         &format!("{p}_audit_enabled"),
@@ -676,8 +697,10 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
         "Audit records the writer could not write (disk errors).",
         audit.failed as f64,
     );
+}
 
-    // The machine.
+/// The machine.
+fn render_machine(out: &mut Out, p: &str, metrics: &Metrics, process: &ProcessSample) {
     if let Some(celsius) = metrics.cpu_temperature_celsius() {
         out.one(
             &format!("{p}_cpu_temperature_celsius"),
@@ -726,7 +749,6 @@ pub fn render(metrics: &Metrics, status: &StatusReport, process: &ProcessSample)
             threads as f64,
         );
     }
-    out.0
 }
 
 /// Serves `GET /metrics` (Prometheus text) and `GET /health` (the health summary as JSON;
