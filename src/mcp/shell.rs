@@ -185,6 +185,150 @@ impl Shell {
         }
     }
 
+    /// CONNACK: the broker's suggested server name, the session table told, every
+    /// subscription made again (Clean Start), the ground link up for the e-stop.
+    fn on_connected(
+        &mut self,
+        connack: &rumqttc::v5::mqttbytes::v5::ConnAck,
+        topics: &mut Topics,
+        limits: Limits,
+        checkpoint: Option<(&str, &crate::audit::Published)>,
+    ) {
+        let suggested = connack
+            .properties
+            .as_ref()
+            .and_then(|p| transport::user_property(&p.user_properties, transport::PROP_SERVER_NAME))
+            .filter(|n| !n.is_empty() && !n.contains(['+', '#']))
+            .map(str::to_owned);
+        if let Some(name) = suggested
+            && name != topics.server_name
+        {
+            // The Will keeps the configured name; the broker cleans it up.
+            tracing::info!(name, "broker suggested MCP-SERVER-NAME; using it");
+            topics.server_name = name;
+            // The old table's sessions end first (their services stop).
+            let actions = self.sessions.handle_connected();
+            self.execute(actions);
+            self.sessions = Sessions::new(topics.clone(), limits);
+        }
+        let actions = self.sessions.handle_connected();
+        self.execute(actions);
+        self.subscribes.clear();
+        self.in_flight_subscribes.clear();
+        tracing::info!(control = topics.control(), "connected to the broker");
+        // Every client's topics towards this server, before the control topic:
+        // a client is heard (and answered) whether or not it has a session,
+        // and no initialize waits for a per-client SUBACK.
+        let mut rpc = Filter::new(topics.rpc_filter(), QoS::AtLeastOnce);
+        rpc.nolocal = true;
+        let mut presence = Filter::new(topics.client_presence_filter(), QoS::AtLeastOnce);
+        presence.retain_forward_rule = RetainForwardRule::Never;
+        let mut capability = Filter::new(topics.client_capability_filter(), QoS::AtLeastOnce);
+        capability.retain_forward_rule = RetainForwardRule::Never;
+        self.subscribe(vec![rpc, presence, capability], SubscribePurpose::Clients);
+        let control = Filter::new(topics.control(), QoS::AtLeastOnce);
+        self.subscribe(vec![control], SubscribePurpose::Control);
+        if let Some((topic, checkpoint)) = checkpoint {
+            self.publish_checkpoint(topic, checkpoint);
+        }
+        if let Some(estop) = &self.estop {
+            estop.ground.send_modify(|g| g.connected = true);
+            // QoS 1 subscription: panic buttons may publish at QoS 0 or 1.
+            // Retained messages are never sent: a stored press must not stop
+            // the vehicle again at every start and reconnect.
+            let mut panic = Filter::new(format!("{}+", self.panic_prefix), QoS::AtLeastOnce);
+            panic.retain_forward_rule = RetainForwardRule::Never;
+            self.subscribe(vec![panic], SubscribePurpose::Panic);
+        }
+    }
+
+    /// A SUBACK, matched to what the subscription was for.
+    fn on_suback(&mut self, suback: &rumqttc::v5::mqttbytes::v5::SubAck, topics: &Topics) {
+        let ok = suback
+            .return_codes
+            .iter()
+            .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+        match self.in_flight_subscribes.remove(&suback.pkid) {
+            Some(SubscribePurpose::Control) if ok => {
+                let presence = self.presence_message();
+                self.publish(&topics.presence(), &presence, true);
+                tracing::info!(presence = topics.presence(), "MCP server online");
+            }
+            Some(SubscribePurpose::Control) => {
+                tracing::error!(codes = ?suback.return_codes, "the broker refused the control topic subscription (check the ACL); staying offline");
+            }
+            Some(SubscribePurpose::Panic) if ok => {
+                tracing::info!(
+                    topics = format!("{}+", self.panic_prefix),
+                    "e-stop panic topics subscribed"
+                );
+            }
+            Some(SubscribePurpose::Panic) => {
+                tracing::error!(topics = format!("{}+", self.panic_prefix), codes = ?suback.return_codes, "the broker refused the e-stop panic topics (check the ACL): that trigger does not work");
+            }
+            Some(SubscribePurpose::Clients) if ok => {
+                tracing::info!(rpc = topics.rpc_filter(), "client topics subscribed");
+            }
+            Some(SubscribePurpose::Clients) => {
+                tracing::error!(codes = ?suback.return_codes, "the broker refused the subscription to the clients' RPC, presence or capability topics (check the ACL): clients will not be heard");
+            }
+            None => {}
+        }
+    }
+
+    /// The connection is gone: said once, and the e-stop's ground-link failsafe told.
+    fn on_disconnected(&mut self, was_connected: bool, error: &str, retry_in: Duration) {
+        if was_connected {
+            tracing::warn!(error, "MQTT connection lost; reconnecting");
+        }
+        if let Some(estop) = &self.estop {
+            estop.ground.send_modify(|g| g.connected = false);
+        }
+        tracing::debug!(error, ?retry_in, "MQTT reconnect scheduled");
+    }
+
+    /// The status tick: session timeouts, the lease's expiry, `status://` updates.
+    fn on_tick(
+        &mut self,
+        connected: bool,
+        status_rx: &mut watch::Receiver<StatusReport>,
+        compat_resource_updates_on_rpc: bool,
+    ) {
+        let actions = self.sessions.poll_timeouts(std::time::Instant::now());
+        self.execute(actions);
+        // Lease expiry may notify a session: never await its outgoing queue here.
+        let g = self.guard.clone();
+        tokio::spawn(async move { g.poll().await });
+        if connected && status_rx.has_changed().unwrap_or(false) {
+            status_rx.borrow_and_update();
+            self.status_updated(compat_resource_updates_on_rpc);
+        }
+    }
+
+    /// Graceful shutdown: tell every client, clear presence (a normal DISCONNECT discards
+    /// the Will), then disconnect.
+    fn say_goodbye(
+        &mut self,
+        connected: bool,
+        checkpoints: &mut watch::Receiver<Option<Arc<crate::audit::Published>>>,
+        checkpoint_topic: &str,
+        topics: &Topics,
+    ) {
+        let actions = self.sessions.handle_shutdown();
+        self.execute(actions);
+        if connected {
+            // The daemon's last checkpoint (signed at shutdown), before the DISCONNECT.
+            if checkpoints.has_changed().unwrap_or(false) {
+                let latest = checkpoints.borrow_and_update().clone();
+                if let Some(checkpoint) = latest {
+                    self.publish_checkpoint(checkpoint_topic, &checkpoint);
+                }
+            }
+            self.publish_raw(&topics.presence(), Vec::new(), true);
+        }
+        let _ = self.client.try_disconnect();
+    }
+
     /// A signed audit checkpoint, retained: a witness that connects later gets the newest.
     fn publish_checkpoint(&mut self, topic: &str, checkpoint: &crate::audit::Published) {
         match self.client.try_publish(
@@ -728,6 +872,78 @@ pub fn open_audit(config: &Config) -> anyhow::Result<crate::audit::AuditHandle> 
     crate::audit::open(config)
 }
 
+/// The server's topics, with its configured id or a generated one.
+fn topics_of(mcp_config: &crate::config::McpConfig) -> Topics {
+    let server_id = mcp_config
+        .server_id
+        .clone()
+        .unwrap_or_else(generated_server_id);
+    Topics {
+        server_root: mcp_config.server_topic_root.clone(),
+        client_root: mcp_config.client_topic_root.clone(),
+        rpc_root: mcp_config.rpc_topic_root.clone(),
+        server_id,
+        server_name: mcp_config.server_name.clone(),
+    }
+}
+
+/// A session taken over is not fatal for the drone: it takes its server id back (a ground
+/// certificate must not be able to silence a drone that way), so it is a disconnect.
+fn taken_over_is_a_disconnect(event: MqttEvent, server_id: &str) -> MqttEvent {
+    match event {
+        MqttEvent::TakenOver { retry_in } => {
+            tracing::error!(
+                server_id,
+                "the broker closed the connection: another client connected with this server id (mcp.server_id must be unique per drone); reconnecting"
+            );
+            MqttEvent::Disconnected {
+                error: "session taken over".into(),
+                retry_in,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The gate of every call (the tokens' keys, revocations, rate limits, the lease) behind the
+/// guard that records each decision.
+fn guard(config: &Config, audit: crate::audit::AuditHandle) -> anyhow::Result<Arc<Guard>> {
+    let gate_config =
+        crate::auth::shell::gate_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if gate_config.verifier.keys.is_empty() && !gate_config.allow_anonymous {
+        tracing::warn!("no [[auth.keys]]: every session will be refused");
+    }
+    if gate_config.allow_anonymous {
+        tracing::warn!("auth.danger_allow_anonymous: sessions without a token get READ_ONLY");
+    }
+    Ok(Arc::new(Guard::new(
+        crate::auth::Gate::new(gate_config),
+        audit,
+        config.auth.revocation_path.clone(),
+    )))
+}
+
+/// The server's MQTT connection: its client id, presence Will and packet limit.
+fn connection_spec(mcp_config: &crate::config::McpConfig, topics: &Topics) -> ConnectionSpec {
+    // Accept packets well above the MCP limit so an oversized message arrives and is
+    // refused with an error instead of being dropped silently by the broker.
+    let packet_bytes_max = u32::try_from(mcp_config.message_bytes_max.saturating_mul(4))
+        .unwrap_or(u32::MAX)
+        .clamp(64 * 1024, 256 * 1024 * 1024);
+    ConnectionSpec {
+        client_id: topics.server_id.clone(),
+        component_type: ComponentType::Server,
+        meta: json!({"version": crate::VERSION, "implementation": "flight-companion"}),
+        will: Some(Will {
+            topic: topics.presence(),
+            payload: Vec::new(),
+            retain: true,
+        }),
+        packet_bytes_max,
+        request_capacity: MQTT_REQUESTS,
+    }
+}
+
 /// [`serve`] with an audit log the caller owns (the daemon records its start and stop).
 pub async fn serve_with_audit(
     config: &Config,
@@ -738,49 +954,12 @@ pub async fn serve_with_audit(
     audit: crate::audit::AuditHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let gate_config =
-        crate::auth::shell::gate_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if gate_config.verifier.keys.is_empty() && !gate_config.allow_anonymous {
-        tracing::warn!("no [[auth.keys]]: every session will be refused");
-    }
-    if gate_config.allow_anonymous {
-        tracing::warn!("auth.danger_allow_anonymous: sessions without a token get READ_ONLY");
-    }
-    let guard = Arc::new(Guard::new(
-        crate::auth::Gate::new(gate_config),
-        audit,
-        config.auth.revocation_path.clone(),
-    ));
+    let guard = guard(config, audit)?;
     let mcp_config = &config.mcp;
-    let server_id = mcp_config
-        .server_id
-        .clone()
-        .unwrap_or_else(generated_server_id);
-    let mut topics = Topics {
-        server_root: mcp_config.server_topic_root.clone(),
-        client_root: mcp_config.client_topic_root.clone(),
-        rpc_root: mcp_config.rpc_topic_root.clone(),
-        server_id: server_id.clone(),
-        server_name: mcp_config.server_name.clone(),
-    };
+    let mut topics = topics_of(mcp_config);
+    let server_id = topics.server_id.clone();
     let limits = Limits::from_config(mcp_config);
-    // Accept packets well above the MCP limit so an oversized message arrives and is
-    // refused with an error instead of being dropped silently by the broker.
-    let packet_bytes_max = u32::try_from(mcp_config.message_bytes_max.saturating_mul(4))
-        .unwrap_or(u32::MAX)
-        .clamp(64 * 1024, 256 * 1024 * 1024);
-    let spec = ConnectionSpec {
-        client_id: server_id.clone(),
-        component_type: ComponentType::Server,
-        meta: json!({"version": crate::VERSION, "implementation": "flight-companion"}),
-        will: Some(Will {
-            topic: topics.presence(),
-            payload: Vec::new(),
-            retain: true,
-        }),
-        packet_bytes_max,
-        request_capacity: MQTT_REQUESTS,
-    };
+    let spec = connection_spec(mcp_config, &topics);
     let (client, eventloop) = mqtt::connect(&config.mqtt, &spec)?;
     let (events_tx, mut events) = mpsc::channel(MQTT_EVENTS);
     let driver_stop = CancellationToken::new();
@@ -838,114 +1017,27 @@ pub async fn serve_with_audit(
             _ = shutdown.cancelled() => break,
             event = events.recv() => {
                 let Some(event) = event else { break };
-                let event = match event {
-                    // Not fatal for the drone: it takes its server id back (a ground
-                    // certificate must not be able to silence a drone that way).
-                    MqttEvent::TakenOver { retry_in } => {
-                        tracing::error!(server_id = shell.server_id, "the broker closed the connection: another client connected with this server id (mcp.server_id must be unique per drone); reconnecting");
-                        MqttEvent::Disconnected { error: "session taken over".into(), retry_in }
-                    }
-                    other => other,
-                };
-                match event {
+                match taken_over_is_a_disconnect(event, &shell.server_id) {
                     MqttEvent::Connected(connack) => {
                         connected = true;
                         if ever_connected {
                             crate::metrics::global().record_mqtt_reconnect();
                         }
                         ever_connected = true;
-                        let suggested = connack
-                            .properties
-                            .as_ref()
-                            .and_then(|p| transport::user_property(&p.user_properties, transport::PROP_SERVER_NAME))
-                            .filter(|n| !n.is_empty() && !n.contains(['+', '#']))
-                            .map(str::to_owned);
-                        if let Some(name) = suggested
-                            && name != topics.server_name
-                        {
-                            // The Will keeps the configured name; the broker cleans it up.
-                            tracing::info!(name, "broker suggested MCP-SERVER-NAME; using it");
-                            topics.server_name = name;
-                            // The old table's sessions end first (their services stop).
-                            let actions = shell.sessions.handle_connected();
-                            shell.execute(actions);
-                            shell.sessions = Sessions::new(topics.clone(), limits);
-                        }
-                        let actions = shell.sessions.handle_connected();
-                        shell.execute(actions);
-                        shell.subscribes.clear();
-                        shell.in_flight_subscribes.clear();
-                        tracing::info!(control = topics.control(), "connected to the broker");
-                        // Every client's topics towards this server, before the control topic:
-                        // a client is heard (and answered) whether or not it has a session,
-                        // and no initialize waits for a per-client SUBACK.
-                        let mut rpc = Filter::new(topics.rpc_filter(), QoS::AtLeastOnce);
-                        rpc.nolocal = true;
-                        let mut presence = Filter::new(topics.client_presence_filter(), QoS::AtLeastOnce);
-                        presence.retain_forward_rule = RetainForwardRule::Never;
-                        let mut capability = Filter::new(topics.client_capability_filter(), QoS::AtLeastOnce);
-                        capability.retain_forward_rule = RetainForwardRule::Never;
-                        shell.subscribe(vec![rpc, presence, capability], SubscribePurpose::Clients);
-                        let control = Filter::new(topics.control(), QoS::AtLeastOnce);
-                        shell.subscribe(vec![control], SubscribePurpose::Control);
                         let latest = checkpoints.borrow_and_update().clone();
-                        if let Some(checkpoint) = latest {
-                            shell.publish_checkpoint(&checkpoint_topic, &checkpoint);
-                        }
-                        if let Some(estop) = &shell.estop {
-                            estop.ground.send_modify(|g| g.connected = true);
-                            // QoS 1 subscription: panic buttons may publish at QoS 0 or 1.
-                            // Retained messages are never sent: a stored press must not stop
-                            // the vehicle again at every start and reconnect.
-                            let mut panic = Filter::new(format!("{}+", shell.panic_prefix), QoS::AtLeastOnce);
-                            panic.retain_forward_rule = RetainForwardRule::Never;
-                            shell.subscribe(vec![panic], SubscribePurpose::Panic);
-                        }
+                        let checkpoint = latest.as_deref().map(|c| (checkpoint_topic.as_str(), c));
+                        shell.on_connected(&connack, &mut topics, limits, checkpoint);
                     }
                     MqttEvent::SubscribeSent(pkid) => {
                         if let Some(purpose) = shell.subscribes.pop_front() {
                             shell.in_flight_subscribes.insert(pkid, purpose);
                         }
                     }
-                    MqttEvent::SubAck(suback) => {
-                        let ok = suback.return_codes.iter().all(|c| matches!(
-                            c,
-                            SubscribeReasonCode::Success(_)
-                        ));
-                        match shell.in_flight_subscribes.remove(&suback.pkid) {
-                            Some(SubscribePurpose::Control) if ok => {
-                                let presence = shell.presence_message();
-                                shell.publish(&topics.presence(), &presence, true);
-                                tracing::info!(presence = topics.presence(), "MCP server online");
-                            }
-                            Some(SubscribePurpose::Control) => {
-                                tracing::error!(codes = ?suback.return_codes, "the broker refused the control topic subscription (check the ACL); staying offline");
-                            }
-                            Some(SubscribePurpose::Panic) if ok => {
-                                tracing::info!(topics = format!("{}+", shell.panic_prefix), "e-stop panic topics subscribed");
-                            }
-                            Some(SubscribePurpose::Panic) => {
-                                tracing::error!(topics = format!("{}+", shell.panic_prefix), codes = ?suback.return_codes, "the broker refused the e-stop panic topics (check the ACL): that trigger does not work");
-                            }
-                            Some(SubscribePurpose::Clients) if ok => {
-                                tracing::info!(rpc = topics.rpc_filter(), "client topics subscribed");
-                            }
-                            Some(SubscribePurpose::Clients) => {
-                                tracing::error!(codes = ?suback.return_codes, "the broker refused the subscription to the clients' RPC, presence or capability topics (check the ACL): clients will not be heard");
-                            }
-                            None => {}
-                        }
-                    }
+                    MqttEvent::SubAck(suback) => shell.on_suback(&suback, &topics),
                     MqttEvent::Publish(publish) => shell.handle_publish(publish),
                     MqttEvent::Disconnected { error, retry_in } => {
-                        if connected {
-                            tracing::warn!(error, "MQTT connection lost; reconnecting");
-                        }
+                        shell.on_disconnected(connected, &error, retry_in);
                         connected = false;
-                        if let Some(estop) = &shell.estop {
-                            estop.ground.send_modify(|g| g.connected = false);
-                        }
-                        tracing::debug!(error, ?retry_in, "MQTT reconnect scheduled");
                     }
                     MqttEvent::TakenOver { .. } => {}
                 }
@@ -973,15 +1065,8 @@ pub async fn serve_with_audit(
                 }
             }
             _ = ticker.tick() => {
-                let actions = shell.sessions.poll_timeouts(std::time::Instant::now());
-                shell.execute(actions);
-                // Lease expiry may notify a session: never await its outgoing queue here.
-                let g = guard.clone();
-                tokio::spawn(async move { g.poll().await });
-                if connected && status_rx.has_changed().unwrap_or(false) {
-                    status_rx.borrow_and_update();
-                    shell.status_updated(mcp_config.compat_resource_updates_on_rpc);
-                }
+                let compat = mcp_config.compat_resource_updates_on_rpc;
+                shell.on_tick(connected, &mut status_rx, compat);
             }
             _ = camera_ticker.tick(), if camera_frames.is_some() => {
                 if connected
@@ -989,31 +1074,14 @@ pub async fn serve_with_audit(
                     && frames.has_changed().unwrap_or(false)
                 {
                     frames.borrow_and_update();
-                    shell.resource_updated(
-                        CAMERA_URI,
-                        mcp_config.compat_resource_updates_on_rpc,
-                        Subscription::Camera,
-                    );
+                    let compat = mcp_config.compat_resource_updates_on_rpc;
+                    shell.resource_updated(CAMERA_URI, compat, Subscription::Camera);
                 }
             }
         }
     }
 
-    // Graceful shutdown: tell every client, clear presence (a normal DISCONNECT discards
-    // the Will), then disconnect.
-    let actions = shell.sessions.handle_shutdown();
-    shell.execute(actions);
-    if connected {
-        // The daemon's last checkpoint (signed at shutdown), before the DISCONNECT.
-        if checkpoints.has_changed().unwrap_or(false) {
-            let latest = checkpoints.borrow_and_update().clone();
-            if let Some(checkpoint) = latest {
-                shell.publish_checkpoint(&checkpoint_topic, &checkpoint);
-            }
-        }
-        shell.publish_raw(&topics.presence(), Vec::new(), true);
-    }
-    let _ = shell.client.try_disconnect();
+    shell.say_goodbye(connected, &mut checkpoints, &checkpoint_topic, &topics);
     // Keep draining events so the driver can reach the DISCONNECT; it then ends and the
     // channel closes. Bounded: shutdown finishes within 1 s even with a dead broker (the daemon waits 1.5 s).
     let drained = tokio::time::timeout(Duration::from_secs(1), async {
