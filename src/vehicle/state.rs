@@ -216,27 +216,7 @@ impl VehicleState {
                 });
             }
             MavMessage::GLOBAL_POSITION_INT(p) => self.handle_global_position(now, p),
-            MavMessage::ATTITUDE(a) => {
-                let angles = [a.roll, a.pitch, a.yaw];
-                if angles
-                    .iter()
-                    .any(|v| !v.is_finite() || v.abs() > ANGLE_RAD_MAX)
-                {
-                    self.reject(format!(
-                        "ATTITUDE roll/pitch/yaw {}/{}/{} rad are not finite angles",
-                        a.roll, a.pitch, a.yaw
-                    ));
-                    return;
-                }
-                self.attitude = Some(Stamped {
-                    value: Attitude {
-                        roll_deg: f64::from(a.roll).to_degrees(),
-                        pitch_deg: f64::from(a.pitch).to_degrees(),
-                        yaw_deg: f64::from(a.yaw).to_degrees(),
-                    },
-                    at: now,
-                });
-            }
+            MavMessage::ATTITUDE(a) => self.handle_attitude(now, a),
             MavMessage::VFR_HUD(v) => {
                 if (0..=360).contains(&v.heading) {
                     self.heading_deg = Some(f64::from(v.heading) % 360.0);
@@ -254,27 +234,7 @@ impl VehicleState {
                 };
                 self.update_battery(now, battery, "SYS_STATUS");
             }
-            MavMessage::BATTERY_STATUS(b) => {
-                // Only the primary battery feeds the snapshot; the others are for later.
-                if b.id != 0 {
-                    return;
-                }
-                let cells = b.voltages.iter().chain(b.voltages_ext.iter());
-                let known: Vec<u16> = cells
-                    .copied()
-                    // voltages_ext uses 0 for "not present", voltages UINT16_MAX.
-                    .filter(|mv| *mv != u16::MAX && *mv != 0)
-                    .collect();
-                let voltage_v = (!known.is_empty())
-                    .then(|| known.iter().map(|mv| f64::from(*mv)).sum::<f64>() / 1000.0);
-                let battery = Battery {
-                    voltage_v,
-                    current_a: (b.current_battery != -1)
-                        .then(|| f64::from(b.current_battery) / 100.0),
-                    remaining_percent: percent(b.battery_remaining),
-                };
-                self.update_battery(now, battery, "BATTERY_STATUS");
-            }
+            MavMessage::BATTERY_STATUS(b) => self.handle_battery_status(now, b),
             MavMessage::GPS_RAW_INT(g) => {
                 self.gps = Some(Stamped {
                     value: Gps {
@@ -291,35 +251,14 @@ impl VehicleState {
                 });
             }
             MavMessage::EKF_STATUS_REPORT(e) => {
-                let needed = EkfStatusFlags::EKF_ATTITUDE
-                    | EkfStatusFlags::EKF_VELOCITY_HORIZ
-                    | EkfStatusFlags::EKF_POS_HORIZ_ABS;
-                let bad = EkfStatusFlags::EKF_CONST_POS_MODE
-                    | EkfStatusFlags::EKF_UNINITIALIZED
-                    | EkfStatusFlags::EKF_GPS_GLITCHING;
-                let valid = e.flags.contains(needed) && !e.flags.intersects(bad);
                 self.estimator = Some(Stamped {
-                    value: valid,
+                    value: ardupilot_position_trusted(e),
                     at: now,
                 });
             }
             MavMessage::ESTIMATOR_STATUS(e) => {
-                // PX4 (ekf2 `get_ekf_soln_status`): POS_HORIZ_ABS is the EKF's own "global
-                // horizontal position valid". CONST_POS_MODE is also set whenever the vehicle
-                // is at rest (`vehicle_at_rest`), so it says nothing against a trusted position
-                // on the ground; without aiding POS_HORIZ_ABS is clear anyway. Like PX4's
-                // commander (`estimatorCheck.cpp`), an accuracy worse than COM_POS_FS_EPH's
-                // default (5 m) is not trusted either.
-                let needed = EstimatorStatusFlags::ESTIMATOR_ATTITUDE
-                    | EstimatorStatusFlags::ESTIMATOR_VELOCITY_HORIZ
-                    | EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_ABS;
-                let bad = EstimatorStatusFlags::ESTIMATOR_GPS_GLITCH
-                    | EstimatorStatusFlags::ESTIMATOR_ACCEL_ERROR;
-                let accurate = !(e.pos_horiz_accuracy.is_finite()
-                    && e.pos_horiz_accuracy > PX4_POSITION_ACCURACY_M_MAX);
-                let valid = e.flags.contains(needed) && !e.flags.intersects(bad) && accurate;
                 self.estimator = Some(Stamped {
-                    value: valid,
+                    value: px4_position_trusted(e),
                     at: now,
                 });
             }
@@ -347,21 +286,70 @@ impl VehicleState {
                     id.simulated = true;
                 }
             }
-            MavMessage::STATUSTEXT(s) => {
-                let bytes: &[u8] = &s.text[..];
-                let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-                let text = String::from_utf8_lossy(bytes.get(..end).unwrap_or(bytes));
-                if self.status_texts.len() == STATUS_TEXTS_MAX {
-                    self.status_texts.pop_front();
-                }
-                self.status_texts.push_back(Text {
-                    severity: enum_name(&s.severity, "MAV_SEVERITY_"),
-                    text: text.trim_end().to_owned(),
-                    at: now,
-                });
-            }
+            MavMessage::STATUSTEXT(s) => self.handle_status_text(now, s),
             _ => {}
         }
+    }
+
+    fn handle_attitude(&mut self, now: Instant, a: &crate::link::dialect::ATTITUDE_DATA) {
+        let angles = [a.roll, a.pitch, a.yaw];
+        if angles
+            .iter()
+            .any(|v| !v.is_finite() || v.abs() > ANGLE_RAD_MAX)
+        {
+            self.reject(format!(
+                "ATTITUDE roll/pitch/yaw {}/{}/{} rad are not finite angles",
+                a.roll, a.pitch, a.yaw
+            ));
+            return;
+        }
+        self.attitude = Some(Stamped {
+            value: Attitude {
+                roll_deg: f64::from(a.roll).to_degrees(),
+                pitch_deg: f64::from(a.pitch).to_degrees(),
+                yaw_deg: f64::from(a.yaw).to_degrees(),
+            },
+            at: now,
+        });
+    }
+
+    fn handle_battery_status(
+        &mut self,
+        now: Instant,
+        b: &crate::link::dialect::BATTERY_STATUS_DATA,
+    ) {
+        // Only the primary battery feeds the snapshot; the others are for later.
+        if b.id != 0 {
+            return;
+        }
+        let cells = b.voltages.iter().chain(b.voltages_ext.iter());
+        let known: Vec<u16> = cells
+            .copied()
+            // voltages_ext uses 0 for "not present", voltages UINT16_MAX.
+            .filter(|mv| *mv != u16::MAX && *mv != 0)
+            .collect();
+        let voltage_v = (!known.is_empty())
+            .then(|| known.iter().map(|mv| f64::from(*mv)).sum::<f64>() / 1000.0);
+        let battery = Battery {
+            voltage_v,
+            current_a: (b.current_battery != -1).then(|| f64::from(b.current_battery) / 100.0),
+            remaining_percent: percent(b.battery_remaining),
+        };
+        self.update_battery(now, battery, "BATTERY_STATUS");
+    }
+
+    fn handle_status_text(&mut self, now: Instant, s: &crate::link::dialect::STATUSTEXT_DATA) {
+        let bytes: &[u8] = &s.text[..];
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        let text = String::from_utf8_lossy(bytes.get(..end).unwrap_or(bytes));
+        if self.status_texts.len() == STATUS_TEXTS_MAX {
+            self.status_texts.pop_front();
+        }
+        self.status_texts.push_back(Text {
+            severity: enum_name(&s.severity, "MAV_SEVERITY_"),
+            text: text.trim_end().to_owned(),
+            at: now,
+        });
     }
 
     fn handle_global_position(
@@ -715,6 +703,37 @@ fn lat_lon(lat: i32, lon: i32) -> Option<(f64, f64)> {
     let lat = f64::from(lat) / 1e7;
     let lon = f64::from(lon) / 1e7;
     ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)).then_some((lat, lon))
+}
+
+/// ArduPilot (`EKF_STATUS_REPORT`): the estimator trusts its attitude, horizontal velocity
+/// and absolute horizontal position, and reports no constant-position mode, no missing
+/// initialisation and no GPS glitch.
+fn ardupilot_position_trusted(e: &crate::link::dialect::EKF_STATUS_REPORT_DATA) -> bool {
+    let needed = EkfStatusFlags::EKF_ATTITUDE
+        | EkfStatusFlags::EKF_VELOCITY_HORIZ
+        | EkfStatusFlags::EKF_POS_HORIZ_ABS;
+    let bad = EkfStatusFlags::EKF_CONST_POS_MODE
+        | EkfStatusFlags::EKF_UNINITIALIZED
+        | EkfStatusFlags::EKF_GPS_GLITCHING;
+    e.flags.contains(needed) && !e.flags.intersects(bad)
+}
+
+/// PX4 (`ESTIMATOR_STATUS`): see the comment inside for what is and is not trusted.
+fn px4_position_trusted(e: &crate::link::dialect::ESTIMATOR_STATUS_DATA) -> bool {
+    // PX4 (ekf2 `get_ekf_soln_status`): POS_HORIZ_ABS is the EKF's own "global
+    // horizontal position valid". CONST_POS_MODE is also set whenever the vehicle
+    // is at rest (`vehicle_at_rest`), so it says nothing against a trusted position
+    // on the ground; without aiding POS_HORIZ_ABS is clear anyway. Like PX4's
+    // commander (`estimatorCheck.cpp`), an accuracy worse than COM_POS_FS_EPH's
+    // default (5 m) is not trusted either.
+    let needed = EstimatorStatusFlags::ESTIMATOR_ATTITUDE
+        | EstimatorStatusFlags::ESTIMATOR_VELOCITY_HORIZ
+        | EstimatorStatusFlags::ESTIMATOR_POS_HORIZ_ABS;
+    let bad =
+        EstimatorStatusFlags::ESTIMATOR_GPS_GLITCH | EstimatorStatusFlags::ESTIMATOR_ACCEL_ERROR;
+    let accurate =
+        !(e.pos_horiz_accuracy.is_finite() && e.pos_horiz_accuracy > PX4_POSITION_ACCURACY_M_MAX);
+    e.flags.contains(needed) && !e.flags.intersects(bad) && accurate
 }
 
 /// MAVLink battery percentages: -1 is unknown, anything outside 0..=100 is not a percentage.
