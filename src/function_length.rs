@@ -28,9 +28,7 @@ pub const KNOWN_LONG: &[(&str, &str)] = &[
     ("mcp/session.rs", "control"),
     ("signing_tool.rs", "run_install"),
     ("hil/runner.rs", "judge_one"),
-    ("audit/mod.rs", "start"),
     ("hil/scenario.rs", "validate"),
-    ("audit/mod.rs", "verify_command"),
 ];
 
 /// One function: where it is and how long.

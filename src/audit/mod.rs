@@ -351,16 +351,15 @@ pub fn to_json(record: &Record) -> Value {
     })
 }
 
-/// Opens the log (resuming from its newest file) and starts the writer thread. The thread
-/// ends on [`AuditHandle::close`] or when every handle is dropped, after a last checkpoint.
-pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)> {
+/// Opens the log's files (recovering what a crash left) with the checkpoint signing key.
+fn open_writer(options: &AuditOptions) -> std::io::Result<(log::LogWriter, Recovery)> {
     let key = match &options.signing_key {
         Some(k) => Some(
             checkpoint::AuditKey::new(k.clone(), &options.origin).map_err(std::io::Error::other)?,
         ),
         None => None,
     };
-    let (mut writer, recovery) = log::LogWriter::open(log::WriterOptions {
+    log::LogWriter::open(log::WriterOptions {
         dir: options.dir.clone(),
         file_bytes_max: options.file_bytes_max,
         fsync: options.fsync,
@@ -368,7 +367,13 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
         key,
         retention_bytes_max: options.retention_bytes_max,
         retention_age_max: options.retention_age_max,
-    })?;
+    })
+}
+
+/// Opens the log (resuming from its newest file) and starts the writer thread. The thread
+/// ends on [`AuditHandle::close`] or when every handle is dropped, after a last checkpoint.
+pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)> {
+    let (mut writer, recovery) = open_writer(options)?;
     // Bounded: overflow drops the record and counts it (see `AuditHandle::send`).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(options.queue_len.max(1));
     let (checkpoint_tx, checkpoints) = tokio::sync::watch::channel(None);
@@ -642,6 +647,37 @@ pub struct VerifyOptions {
     pub keys: Vec<PathBuf>,
 }
 
+/// The verifier keys to trust (given, or the witness's) and the checkpoints to check the
+/// log against (given files, the witness's), each named by where it came from.
+#[allow(clippy::type_complexity)]
+fn keys_and_checkpoints(
+    options: &VerifyOptions,
+) -> Result<(Vec<String>, Vec<(Vec<u8>, String)>), String> {
+    let mut keys = Vec::new();
+    for path in &options.keys {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        keys.extend(
+            checkpoint::parse_verifier_keys(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+    }
+    let mut notes: Vec<(Vec<u8>, String)> = Vec::new();
+    for path in &options.checkpoints {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        notes.push((bytes, path.display().to_string()));
+    }
+    if let Some(w) = &options.witness {
+        let kept = witness::read_dir(w).map_err(|e| format!("{}: {e}", w.display()))?;
+        if keys.is_empty() {
+            keys.extend(kept.keys);
+        }
+        for (bytes, name) in kept.checkpoints {
+            notes.push((bytes, format!("witness {name}")));
+        }
+    }
+    Ok((keys, notes))
+}
+
 /// `flight-companion audit verify DIR`: the verdict as lines; `Err` when the log is damaged
 /// or tampered with (the lines say where), or cannot be read.
 pub fn verify_command(dir: &Path, options: &VerifyOptions) -> Result<Vec<String>, Vec<String>> {
@@ -651,30 +687,7 @@ pub fn verify_command(dir: &Path, options: &VerifyOptions) -> Result<Vec<String>
         return Err(fail("no audit files (audit-*.log)".into()));
     }
     let mut lines = Vec::new();
-    // Trusted keys: given, or the witness's, or (said plainly) the log's own.
-    let mut keys = Vec::new();
-    for path in &options.keys {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-        keys.extend(
-            checkpoint::parse_verifier_keys(&text)
-                .map_err(|e| fail(format!("{}: {e}", path.display())))?,
-        );
-    }
-    let mut notes: Vec<(Vec<u8>, String)> = Vec::new();
-    for path in &options.checkpoints {
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-        notes.push((bytes, path.display().to_string()));
-    }
-    if let Some(w) = &options.witness {
-        let kept = witness::read_dir(w).map_err(|e| fail(format!("{}: {e}", w.display())))?;
-        if keys.is_empty() {
-            keys.extend(kept.keys);
-        }
-        for (bytes, name) in kept.checkpoints {
-            notes.push((bytes, format!("witness {name}")));
-        }
-    }
+    let (mut keys, notes) = keys_and_checkpoints(options).map_err(fail)?;
     let segment = log::newest_segment(dir);
     let mut key_source = "the key you gave";
     if keys.is_empty() && !notes.is_empty() {
