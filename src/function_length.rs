@@ -28,7 +28,6 @@ pub const KNOWN_LONG: &[(&str, &str)] = &[
     ("mcp/session.rs", "control"),
     ("signing_tool.rs", "run_install"),
     ("hil/runner.rs", "judge_one"),
-    ("hil/scenario.rs", "validate"),
 ];
 
 /// One function: where it is and how long.

@@ -658,53 +658,7 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                 }
             }
             StepKind::Sleep => positive(step.sleep_s, "sleep_s").map_err(at)?,
-            StepKind::Fault => {
-                let fault = step.fault.unwrap();
-                let need = |ok: bool, what: &str| {
-                    if ok {
-                        Ok(())
-                    } else {
-                        Err(at(format!("fault {} needs {what}", fault.name())))
-                    }
-                };
-                match fault {
-                    Fault::LineDrop | Fault::LineCorrupt => need(
-                        step.probability.is_some_and(|p| (0.0..=1.0).contains(&p)),
-                        "probability between 0 and 1",
-                    )?,
-                    Fault::LineDelay | Fault::MqttDelay => {
-                        need(step.delay_ms.is_some(), "delay_ms")?
-                    }
-                    Fault::Battery => {
-                        need(
-                            step.voltage_v.is_some() || step.remaining_percent.is_some(),
-                            "voltage_v or remaining_percent",
-                        )?;
-                        need(
-                            step.voltage_v.is_none_or(|v| v.is_finite() && v >= 0.0),
-                            "a voltage_v of at least 0",
-                        )?;
-                        need(
-                            step.remaining_percent
-                                .is_none_or(|p| p.is_finite() && (0.0..=100.0).contains(&p)),
-                            "a remaining_percent between 0 and 100",
-                        )?;
-                    }
-                    Fault::Wind => need(
-                        step.speed_m_s.is_some_and(|v| v.is_finite() && v >= 0.0)
-                            && step.direction_deg.is_some_and(f64::is_finite),
-                        "speed_m_s and direction_deg",
-                    )?,
-                    _ => {}
-                }
-                if fault.is_sim() && !s.needs.contains(&Need::SimFaults) {
-                    return Err(at(format!(
-                        "fault {} needs `needs = [\"sim_faults\"]` so that targets without a \
-                         simulator skip the scenario",
-                        fault.name()
-                    )));
-                }
-            }
+            StepKind::Fault => validate_fault(s, step).map_err(at)?,
             StepKind::Estop | StepKind::Bridge => {
                 let bridge = step.estop == Some(EstopSource::Bridge) || kind == StepKind::Bridge;
                 if bridge && !s.needs.contains(&Need::Bridge) {
@@ -723,6 +677,59 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
             }
         }
     }
+    validate_checks(s, &ids)
+}
+
+/// A fault step: the parameters its fault needs, and `needs` for a simulator's fault.
+fn validate_fault(s: &Scenario, step: &Step) -> Result<(), String> {
+    let fault = step.fault.unwrap();
+    let need = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("fault {} needs {what}", fault.name()))
+        }
+    };
+    match fault {
+        Fault::LineDrop | Fault::LineCorrupt => need(
+            step.probability.is_some_and(|p| (0.0..=1.0).contains(&p)),
+            "probability between 0 and 1",
+        )?,
+        Fault::LineDelay | Fault::MqttDelay => need(step.delay_ms.is_some(), "delay_ms")?,
+        Fault::Battery => {
+            need(
+                step.voltage_v.is_some() || step.remaining_percent.is_some(),
+                "voltage_v or remaining_percent",
+            )?;
+            need(
+                step.voltage_v.is_none_or(|v| v.is_finite() && v >= 0.0),
+                "a voltage_v of at least 0",
+            )?;
+            need(
+                step.remaining_percent
+                    .is_none_or(|p| p.is_finite() && (0.0..=100.0).contains(&p)),
+                "a remaining_percent between 0 and 100",
+            )?;
+        }
+        Fault::Wind => need(
+            step.speed_m_s.is_some_and(|v| v.is_finite() && v >= 0.0)
+                && step.direction_deg.is_some_and(f64::is_finite),
+            "speed_m_s and direction_deg",
+        )?,
+        _ => {}
+    }
+    if fault.is_sim() && !s.needs.contains(&Need::SimFaults) {
+        return Err(format!(
+            "fault {} needs `needs = [\"sim_faults\"]` so that targets without a \
+             simulator skip the scenario",
+            fault.name()
+        ));
+    }
+    Ok(())
+}
+
+/// The checks: each names known steps and has what its kind needs.
+fn validate_checks(s: &Scenario, ids: &[&str]) -> Result<(), String> {
     for (i, check) in s.checks.iter().enumerate() {
         let at = |m: String| format!("check {} ({}): {m}", i + 1, check.describe());
         let kind = check.kind().map_err(|e| format!("check {}: {e}", i + 1))?;
