@@ -27,7 +27,6 @@ pub const KNOWN_LONG: &[(&str, &str)] = &[
     ("audit/log.rs", "open"),
     ("mcp/session.rs", "control"),
     ("signing_tool.rs", "run_install"),
-    ("hil/runner.rs", "judge_one"),
 ];
 
 /// One function: where it is and how long.

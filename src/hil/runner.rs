@@ -1503,29 +1503,7 @@ impl Rig {
             }
             CheckKind::StayedInside => {
                 let region = check.stayed_inside.ok_or("no region")?;
-                let mut truth = Truth::default();
-                let (mut far_m, mut high_m) = (0.0f64, f64::MIN);
-                for f in frames {
-                    truth.observe(f);
-                    if f.at < from {
-                        continue;
-                    }
-                    if let Some(d) = truth.distance_from_home_m() {
-                        far_m = far_m.max(d);
-                    }
-                    if let Some(a) = truth.altitude_m {
-                        high_m = high_m.max(a);
-                    }
-                }
-                if high_m == f64::MIN {
-                    return Err("no position was seen on the wire".into());
-                }
-                let detail = format!("at most {far_m:.1} m from home and {high_m:.1} m above it");
-                if far_m > region.radius_m || high_m > region.altitude_m_max {
-                    Err(detail)
-                } else {
-                    Ok((detail, None))
-                }
+                judge_stayed_inside(region, frames, from)
             }
             CheckKind::AuditContains => {
                 let needle = check.audit_contains.as_deref().unwrap_or_default();
@@ -1543,43 +1521,7 @@ impl Rig {
                     )),
                 }
             }
-            CheckKind::WhitelistConformance => {
-                let whitelist = crate::safety::whitelist::Whitelist::new(&self.envelope);
-                let mut truth = Truth::default();
-                let mut checked = 0usize;
-                let mut violations = Vec::new();
-                for f in frames {
-                    if from_companion(f)
-                        && let Some(message) = &f.message
-                    {
-                        checked += 1;
-                        if let Err(v) =
-                            whitelist.check(message, &truth.flight_state(), Role::System)
-                        {
-                            violations.push(format!(
-                                "+{:.3} s {}: {v}",
-                                f.at.as_secs_f64(),
-                                describe_frame(f)
-                            ));
-                        }
-                    }
-                    truth.observe(f);
-                }
-                if violations.is_empty() {
-                    Ok((format!("{checked} companion frames, all allowed"), None))
-                } else {
-                    Err(format!(
-                        "{} of {checked} frames outside the whitelist: {}",
-                        violations.len(),
-                        violations
-                            .iter()
-                            .take(5)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ))
-                }
-            }
+            CheckKind::WhitelistConformance => judge_whitelist(&self.envelope, frames),
             CheckKind::DaemonLog => {
                 let needle = check.daemon_log.as_deref().unwrap_or_default();
                 match self.daemon_log.find(from, needle) {
@@ -1769,6 +1711,78 @@ struct FaultParams {
 fn param_name(bytes: &[u8; 16]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// `stayed_inside`: the farthest from home and the highest the wire showed after the mark.
+fn judge_stayed_inside(
+    region: crate::hil::scenario::Region,
+    frames: &[WireFrame],
+    from: Duration,
+) -> Result<(String, Option<f64>), String> {
+    let mut truth = Truth::default();
+    let (mut far_m, mut high_m) = (0.0f64, f64::MIN);
+    for f in frames {
+        truth.observe(f);
+        if f.at < from {
+            continue;
+        }
+        if let Some(d) = truth.distance_from_home_m() {
+            far_m = far_m.max(d);
+        }
+        if let Some(a) = truth.altitude_m {
+            high_m = high_m.max(a);
+        }
+    }
+    if high_m == f64::MIN {
+        return Err("no position was seen on the wire".into());
+    }
+    let detail = format!("at most {far_m:.1} m from home and {high_m:.1} m above it");
+    if far_m > region.radius_m || high_m > region.altitude_m_max {
+        Err(detail)
+    } else {
+        Ok((detail, None))
+    }
+}
+
+/// `whitelist_conformance`: every frame the companion sent, against the daemon's whitelist
+/// and the vehicle as the wire showed it then.
+fn judge_whitelist(
+    envelope: &crate::config::EnvelopeConfig,
+    frames: &[WireFrame],
+) -> Result<(String, Option<f64>), String> {
+    let whitelist = crate::safety::whitelist::Whitelist::new(envelope);
+    let mut truth = Truth::default();
+    let mut checked = 0usize;
+    let mut violations = Vec::new();
+    for f in frames {
+        if from_companion(f)
+            && let Some(message) = &f.message
+        {
+            checked += 1;
+            if let Err(v) = whitelist.check(message, &truth.flight_state(), Role::System) {
+                violations.push(format!(
+                    "+{:.3} s {}: {v}",
+                    f.at.as_secs_f64(),
+                    describe_frame(f)
+                ));
+            }
+        }
+        truth.observe(f);
+    }
+    if violations.is_empty() {
+        Ok((format!("{checked} companion frames, all allowed"), None))
+    } else {
+        Err(format!(
+            "{} of {checked} frames outside the whitelist: {}",
+            violations.len(),
+            violations
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    }
 }
 
 /// A frame the daemon sent toward the autopilot (not one the rig injected).
