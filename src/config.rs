@@ -1327,8 +1327,8 @@ impl Config {
         Ok(())
     }
 
-    /// Cross-field rules that serde cannot express. Returns the key and the reason.
-    fn check(&self) -> Result<(), (&'static str, String)> {
+    /// `[bridge]`: the heartbeat inside the timeout, a sane backoff.
+    fn check_bridge(&self) -> Result<(), (&'static str, String)> {
         let b = &self.bridge;
         if b.heartbeat_interval_ms == 0 || b.heartbeat_interval_ms >= b.timeout_ms {
             return Err((
@@ -1350,6 +1350,11 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `[vehicle]`: the link's rates, timeouts and ids.
+    fn check_vehicle(&self) -> Result<(), (&'static str, String)> {
         let v = &self.vehicle;
         if v.heartbeat_interval_ms == 0 || v.heartbeat_interval_ms > 5000 {
             return Err((
@@ -1389,38 +1394,11 @@ impl Config {
                 "0 is the broadcast id; use 1..=255".into(),
             ));
         }
-        self.check_link_trust()?;
-        let m = &self.mcp;
-        if m.server_name.is_empty()
-            || m.server_name.starts_with('/')
-            || m.server_name.contains(['+', '#'])
-        {
-            return Err((
-                "mcp.server_name",
-                format!(
-                    "must be non-empty, not start with `/` and contain no `+` or `#`, got `{}`",
-                    m.server_name
-                ),
-            ));
-        }
-        if let Some(id) = &m.server_id {
-            if id.is_empty() || id.contains(['/', '+', '#']) {
-                return Err((
-                    "mcp.server_id",
-                    format!("must be non-empty and contain no `/`, `+` or `#`, got `{id}`"),
-                ));
-            }
-        }
-        if !(m.status_update_rate_hz.is_finite()
-            && m.status_update_rate_hz > 0.0
-            && m.status_update_rate_hz <= 50.0)
-        {
-            return Err((
-                "mcp.status_update_rate_hz",
-                format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
-            ));
-        }
-        self.check_mcp_capacity()?;
+        Ok(())
+    }
+
+    /// `[auth]`: rate limits, the lease, unique key ids, the broker identities.
+    fn check_auth(&self) -> Result<(), (&'static str, String)> {
         let a = &self.auth;
         for (key, rate, burst) in [
             ("auth.calls_per_s", a.calls_per_s, a.calls_burst),
@@ -1484,6 +1462,46 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Cross-field rules that serde cannot express. Returns the key and the reason.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        self.check_bridge()?;
+        self.check_vehicle()?;
+        self.check_link_trust()?;
+        let m = &self.mcp;
+        if m.server_name.is_empty()
+            || m.server_name.starts_with('/')
+            || m.server_name.contains(['+', '#'])
+        {
+            return Err((
+                "mcp.server_name",
+                format!(
+                    "must be non-empty, not start with `/` and contain no `+` or `#`, got `{}`",
+                    m.server_name
+                ),
+            ));
+        }
+        if let Some(id) = &m.server_id {
+            if id.is_empty() || id.contains(['/', '+', '#']) {
+                return Err((
+                    "mcp.server_id",
+                    format!("must be non-empty and contain no `/`, `+` or `#`, got `{id}`"),
+                ));
+            }
+        }
+        if !(m.status_update_rate_hz.is_finite()
+            && m.status_update_rate_hz > 0.0
+            && m.status_update_rate_hz <= 50.0)
+        {
+            return Err((
+                "mcp.status_update_rate_hz",
+                format!("must be in (0, 50] Hz, got {}", m.status_update_rate_hz),
+            ));
+        }
+        self.check_mcp_capacity()?;
+        self.check_auth()?;
         self.check_audit()?;
         self.check_camera()?;
         self.health.check()?;

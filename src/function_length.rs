@@ -21,7 +21,6 @@ pub const KNOWN_LONG: &[(&str, &str)] = &[
     ("safety/whitelist.rs", "bounds"),
     ("audit/log.rs", "walk_file"),
     ("demo.rs", "script"),
-    ("config.rs", "check"),
     ("safety/preflight.rs", "check"),
     ("ground/shell.rs", "run"),
     ("audit/log.rs", "open"),
