@@ -25,7 +25,6 @@ pub const KNOWN_LONG: &[(&str, &str)] = &[
     ("ground/shell.rs", "run"),
     ("audit/log.rs", "open"),
     ("mcp/session.rs", "control"),
-    ("signing_tool.rs", "run_install"),
 ];
 
 /// One function: where it is and how long.

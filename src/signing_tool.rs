@@ -266,23 +266,15 @@ pub async fn install(args: InstallArgs, shutdown: CancellationToken) -> anyhow::
     result
 }
 
-async fn run_install(
-    args: &InstallArgs,
-    key: SigningKey,
-    link: LinkHandle,
-    events: mpsc::Receiver<LinkEvent>,
-) -> anyhow::Result<ExitCode> {
-    let mut session = Session {
-        link,
-        events,
-        target: (0, 0),
-        next_heartbeat: Instant::now(),
-        refused: Default::default(),
-    };
-    // 1. The autopilot, disarmed.
-    let wanted = (args.target_system, args.target_component);
+/// The first autopilot heartbeat (from `wanted`, when given) within `seconds`: its ids and
+/// whether it is armed; the link's refusals are said as they come.
+async fn find_autopilot(
+    session: &mut Session,
+    wanted: (Option<u8>, Option<u8>),
+    seconds: f64,
+) -> Option<((u8, u8), bool)> {
     let mut found: Option<((u8, u8), bool)> = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
     while found.is_none() {
         let event = tokio::select! {
             event = session.events.recv() => event,
@@ -312,6 +304,25 @@ async fn run_install(
             ));
         }
     }
+    found
+}
+
+async fn run_install(
+    args: &InstallArgs,
+    key: SigningKey,
+    link: LinkHandle,
+    events: mpsc::Receiver<LinkEvent>,
+) -> anyhow::Result<ExitCode> {
+    let mut session = Session {
+        link,
+        events,
+        target: (0, 0),
+        next_heartbeat: Instant::now(),
+        refused: Default::default(),
+    };
+    // 1. The autopilot, disarmed.
+    let wanted = (args.target_system, args.target_component);
+    let found = find_autopilot(&mut session, wanted, args.seconds).await;
     let Some((target, armed)) = found else {
         eprintln!(
             "error: no autopilot heartbeat on {} within {:.0} s{}; check the link, or pass \
