@@ -22,7 +22,6 @@ pub const KNOWN_LONG: &[(&str, &str)] = &[
     ("audit/log.rs", "walk_file"),
     ("demo.rs", "script"),
     ("safety/preflight.rs", "check"),
-    ("ground/shell.rs", "run"),
     ("audit/log.rs", "open"),
     ("mcp/session.rs", "control"),
 ];

@@ -46,25 +46,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
     };
     let presence_topic = transport::client_presence(&config.ground.client_topic_root, &client_id);
     let disconnected = transport::disconnected().to_string();
-    let spec = ConnectionSpec {
-        client_id: client_id.clone(),
-        component_type: ComponentType::Client,
-        meta: json!({
-            "implementation": "flight-companion ground",
-            "version": crate::VERSION,
-        }),
-        will: Some(Will {
-            topic: presence_topic.clone(),
-            payload: disconnected.clone().into_bytes(),
-            retain: false,
-        }),
-        // Above the message limit, so an oversize message arrives and is refused by the core
-        // with a reason instead of being dropped silently by the broker.
-        packet_bytes_max: u32::try_from(config.ground.message_bytes_max)
-            .unwrap_or(u32::MAX)
-            .saturating_add(64 * 1024),
-        request_capacity: MQTT_REQUESTS_CAPACITY,
-    };
+    let spec = connection_spec(&config, &client_id, &presence_topic, &disconnected);
     let (client, eventloop) =
         mqtt::connect(&config.mqtt, &spec).context("cannot set up the MQTT connection")?;
     let (events_tx, mut events) = mpsc::channel(MQTT_EVENTS_CAPACITY);
@@ -84,15 +66,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         lines_tx,
     ));
 
-    let mut settings = BridgeSettings::from_config(&config.ground, client_id.clone());
-    if let Some(path) = &config.ground.token_path {
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("ground.token_path {}: {e}", path.display()))?;
-        settings.token = Some(token.trim().to_owned());
-    } else {
-        tracing::warn!("no ground.token_path or --token: the drone will refuse this session");
-    }
-    let mut bridge = Bridge::new(settings);
+    let mut bridge = Bridge::new(settings(&config, &client_id)?);
     let mut stdout = tokio::io::stdout();
     let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
     let mut publish_failures: u64 = 0;
@@ -120,17 +94,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
             },
             event = events.recv(), if mqtt_alive => match event {
                 Some(MqttEvent::Connected(connack)) => {
-                    let filters = connack
-                        .properties
-                        .as_ref()
-                        .and_then(|p| transport::user_property(&p.user_properties, PROP_SERVER_NAME_FILTERS))
-                        .and_then(|text| match serde_json::from_str::<Vec<String>>(text) {
-                            Ok(f) => Some(f),
-                            Err(e) => {
-                                tracing::warn!("ignoring {PROP_SERVER_NAME_FILTERS} `{text}` from the broker: {e}");
-                                None
-                            }
-                        });
+                    let filters = server_name_filters(&connack);
                     tracing::info!("connected to the broker{}", filters.as_ref().map(|f| format!("; server name filters {f:?}")).unwrap_or_default());
                     was_connected = true;
                     bridge.handle_connected(Instant::now(), filters);
@@ -220,6 +184,62 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         publish_failures
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bridge's MQTT connection: its client id, its departure as the Will, the packet limit.
+fn connection_spec(
+    config: &GroundConfig,
+    client_id: &str,
+    presence_topic: &str,
+    disconnected: &str,
+) -> ConnectionSpec {
+    ConnectionSpec {
+        client_id: client_id.to_owned(),
+        component_type: ComponentType::Client,
+        meta: json!({
+            "implementation": "flight-companion ground",
+            "version": crate::VERSION,
+        }),
+        will: Some(Will {
+            topic: presence_topic.to_owned(),
+            payload: disconnected.as_bytes().to_vec(),
+            retain: false,
+        }),
+        // Above the message limit, so an oversize message arrives and is refused by the core
+        // with a reason instead of being dropped silently by the broker.
+        packet_bytes_max: u32::try_from(config.ground.message_bytes_max)
+            .unwrap_or(u32::MAX)
+            .saturating_add(64 * 1024),
+        request_capacity: MQTT_REQUESTS_CAPACITY,
+    }
+}
+
+/// The core's settings, with the token read from `ground.token_path`.
+fn settings(config: &GroundConfig, client_id: &str) -> anyhow::Result<BridgeSettings> {
+    let mut settings = BridgeSettings::from_config(&config.ground, client_id.to_owned());
+    if let Some(path) = &config.ground.token_path {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("ground.token_path {}: {e}", path.display()))?;
+        settings.token = Some(token.trim().to_owned());
+    } else {
+        tracing::warn!("no ground.token_path or --token: the drone will refuse this session");
+    }
+    Ok(settings)
+}
+
+/// The broker's `MCP-SERVER-NAME-FILTERS` on CONNACK, if it sent valid ones.
+fn server_name_filters(connack: &rumqttc::v5::mqttbytes::v5::ConnAck) -> Option<Vec<String>> {
+    connack
+        .properties
+        .as_ref()
+        .and_then(|p| transport::user_property(&p.user_properties, PROP_SERVER_NAME_FILTERS))
+        .and_then(|text| match serde_json::from_str::<Vec<String>>(text) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!("ignoring {PROP_SERVER_NAME_FILTERS} `{text}` from the broker: {e}");
+                None
+            }
+        })
 }
 
 fn log_send_failure(error: &ClientError) {
