@@ -71,13 +71,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-async fn script(
+/// The simulated autopilot on a free port, its lines echoed for the person watching;
+/// returns the endpoint the daemon connects to.
+async fn start_simulator(
     exe: &Path,
     dir: &Path,
     args: &DemoArgs,
     children: &mut Children,
-) -> anyhow::Result<()> {
-    // 1. The simulated autopilot, on a free port.
+) -> anyhow::Result<String> {
     let autopilot = match args.autopilot {
         SimAutopilot::Ardupilot => "ardupilot",
         SimAutopilot::Px4 => "px4",
@@ -137,6 +138,17 @@ async fn script(
             }
         }
     });
+    Ok(vehicle_link)
+}
+
+async fn script(
+    exe: &Path,
+    dir: &Path,
+    args: &DemoArgs,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    // 1. The simulated autopilot, on a free port.
+    let vehicle_link = start_simulator(exe, dir, args, children).await?;
 
     // 2. Dev certificates and configs, and the broker.
     let broker_port = free_port()?;
