@@ -20,7 +20,6 @@ pub const KNOWN_LONG: &[(&str, &str)] = &[
     ("mcp/session.rs", "rpc"),
     ("safety/whitelist.rs", "bounds"),
     ("audit/log.rs", "walk_file"),
-    ("safety/preflight.rs", "check"),
     ("audit/log.rs", "open"),
     ("mcp/session.rs", "control"),
 ];

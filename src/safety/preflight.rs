@@ -215,7 +215,6 @@ pub fn check(params: &Parameters, config: &EnvelopeConfig) -> (Vec<Finding>, Mar
                 message,
             })
         };
-    let ceiling_target_m = config.altitude_m_max - config.margin_vertical_m;
     let grown = |speed_m_s: f64| {
         let margin = config
             .margin_horizontal_m
@@ -236,113 +235,12 @@ pub fn check(params: &Parameters, config: &EnvelopeConfig) -> (Vec<Finding>, Mar
     };
     match params.kind {
         AutopilotKind::Ardupilot => {
-            if let Some(cm_s) = value("WPNAV_SPEED")
-                && cm_s / 100.0 > limit
-            {
-                add(
-                    Severity::Warning,
-                    "WPNAV_SPEED",
-                    Some(cm_s),
-                    format!("{} or less", fmt(limit * 100.0)),
-                    format!(
-                        "WPNAV_SPEED is {} cm/s ({} m/s), above the envelope's {} m/s: GUIDED \
-                         restarts at it on every new target before the daemon's speed applies, \
-                         so {}",
-                        fmt(cm_s),
-                        fmt(cm_s / 100.0),
-                        fmt(limit),
-                        grown(cm_s / 100.0)
-                    ),
-                );
-            }
-            match (value("RTL_SPEED"), value("WPNAV_SPEED")) {
-                (Some(rtl), _) if rtl / 100.0 > limit => add(
-                    Severity::Warning,
-                    "RTL_SPEED",
-                    Some(rtl),
-                    format!("{} or less", fmt(limit * 100.0)),
-                    format!(
-                        "RTL_SPEED is {} cm/s ({} m/s), above the envelope's {} m/s: the \
-                         autopilot's own return (failsafe, RC switch) flies at it, so {}",
-                        fmt(rtl),
-                        fmt(rtl / 100.0),
-                        fmt(limit),
-                        grown(rtl / 100.0)
-                    ),
-                ),
-                (Some(rtl), Some(wpnav)) if rtl <= 0.0 && wpnav / 100.0 > limit => add(
-                    Severity::Warning,
-                    "RTL_SPEED",
-                    Some(rtl),
-                    format!("{} or less (not 0)", fmt(limit * 100.0)),
-                    format!(
-                        "RTL_SPEED 0 makes the autopilot's own return fly at WPNAV_SPEED ({} \
-                         m/s), above the envelope's {} m/s",
-                        fmt(wpnav / 100.0),
-                        fmt(limit)
-                    ),
-                ),
-                _ => {}
-            }
-            if let Some(cm) = value("RTL_ALT")
-                && cm / 100.0 > ceiling_target_m
-            {
-                add(
-                    Severity::Error,
-                    "RTL_ALT",
-                    Some(cm),
-                    format!("{} or less", fmt(ceiling_target_m * 100.0)),
-                    format!(
-                        "RTL_ALT is {} cm ({} m), above the envelope's ceiling of {} m with its \
-                         {} m margin: the autopilot's own return (and the daemon's return_home) \
-                         would climb through the ceiling",
-                        fmt(cm),
-                        fmt(cm / 100.0),
-                        fmt(config.altitude_m_max),
-                        fmt(config.margin_vertical_m)
-                    ),
-                );
-            }
+            ardupilot_speeds_and_return(value, config, &grown, &mut add);
             ardupilot_battery(value, config, &mut add);
             ardupilot_fence(value, config, &mut add);
         }
         AutopilotKind::Px4 => {
-            let cap = value("MPC_XY_VEL_MAX").unwrap_or(f64::INFINITY);
-            if let Some(cruise) = value("MPC_XY_CRUISE")
-                && cruise.min(cap) > limit
-            {
-                add(
-                    Severity::Warning,
-                    "MPC_XY_CRUISE",
-                    Some(cruise),
-                    format!("{} or less", fmt(limit)),
-                    format!(
-                        "MPC_XY_CRUISE is {} m/s, above the envelope's {} m/s: PX4's own \
-                         return and holds fly at it, so {}",
-                        fmt(cruise),
-                        fmt(limit),
-                        grown(cruise.min(cap))
-                    ),
-                );
-            }
-            if let Some(m) = value("RTL_RETURN_ALT")
-                && m > ceiling_target_m
-            {
-                add(
-                    Severity::Error,
-                    "RTL_RETURN_ALT",
-                    Some(m),
-                    format!("{} or less", fmt(ceiling_target_m)),
-                    format!(
-                        "RTL_RETURN_ALT is {} m, above the envelope's ceiling of {} m with its \
-                         {} m margin: PX4's own return (and the daemon's return_home) would \
-                         climb through the ceiling",
-                        fmt(m),
-                        fmt(config.altitude_m_max),
-                        fmt(config.margin_vertical_m)
-                    ),
-                );
-            }
+            px4_speeds_and_return(value, config, &grown, &mut add);
             px4_battery(value, config, &mut add);
             px4_fence(value, config, &mut add);
         }
@@ -381,6 +279,133 @@ pub fn check(params: &Parameters, config: &EnvelopeConfig) -> (Vec<Finding>, Mar
     }
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     (findings, basis, margin_m)
+}
+
+/// ArduCopter's own speeds (`WPNAV_SPEED`, `RTL_SPEED`) against the envelope's limit, and
+/// its return altitude (`RTL_ALT`) against the ceiling.
+fn ardupilot_speeds_and_return(
+    value: &dyn Fn(&str) -> Option<f64>,
+    config: &EnvelopeConfig,
+    grown: &dyn Fn(f64) -> String,
+    add: &mut Add,
+) {
+    let limit = config.speed_horizontal_m_s_max;
+    let ceiling_target_m = config.altitude_m_max - config.margin_vertical_m;
+    if let Some(cm_s) = value("WPNAV_SPEED")
+        && cm_s / 100.0 > limit
+    {
+        add(
+            Severity::Warning,
+            "WPNAV_SPEED",
+            Some(cm_s),
+            format!("{} or less", fmt(limit * 100.0)),
+            format!(
+                "WPNAV_SPEED is {} cm/s ({} m/s), above the envelope's {} m/s: GUIDED \
+                 restarts at it on every new target before the daemon's speed applies, \
+                 so {}",
+                fmt(cm_s),
+                fmt(cm_s / 100.0),
+                fmt(limit),
+                grown(cm_s / 100.0)
+            ),
+        );
+    }
+    match (value("RTL_SPEED"), value("WPNAV_SPEED")) {
+        (Some(rtl), _) if rtl / 100.0 > limit => add(
+            Severity::Warning,
+            "RTL_SPEED",
+            Some(rtl),
+            format!("{} or less", fmt(limit * 100.0)),
+            format!(
+                "RTL_SPEED is {} cm/s ({} m/s), above the envelope's {} m/s: the \
+                 autopilot's own return (failsafe, RC switch) flies at it, so {}",
+                fmt(rtl),
+                fmt(rtl / 100.0),
+                fmt(limit),
+                grown(rtl / 100.0)
+            ),
+        ),
+        (Some(rtl), Some(wpnav)) if rtl <= 0.0 && wpnav / 100.0 > limit => add(
+            Severity::Warning,
+            "RTL_SPEED",
+            Some(rtl),
+            format!("{} or less (not 0)", fmt(limit * 100.0)),
+            format!(
+                "RTL_SPEED 0 makes the autopilot's own return fly at WPNAV_SPEED ({} \
+                 m/s), above the envelope's {} m/s",
+                fmt(wpnav / 100.0),
+                fmt(limit)
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(cm) = value("RTL_ALT")
+        && cm / 100.0 > ceiling_target_m
+    {
+        add(
+            Severity::Error,
+            "RTL_ALT",
+            Some(cm),
+            format!("{} or less", fmt(ceiling_target_m * 100.0)),
+            format!(
+                "RTL_ALT is {} cm ({} m), above the envelope's ceiling of {} m with its \
+                 {} m margin: the autopilot's own return (and the daemon's return_home) \
+                 would climb through the ceiling",
+                fmt(cm),
+                fmt(cm / 100.0),
+                fmt(config.altitude_m_max),
+                fmt(config.margin_vertical_m)
+            ),
+        );
+    }
+}
+
+/// PX4's cruise speed (`MPC_XY_CRUISE`, capped by `MPC_XY_VEL_MAX`) against the envelope's
+/// limit, and its return altitude (`RTL_RETURN_ALT`) against the ceiling.
+fn px4_speeds_and_return(
+    value: &dyn Fn(&str) -> Option<f64>,
+    config: &EnvelopeConfig,
+    grown: &dyn Fn(f64) -> String,
+    add: &mut Add,
+) {
+    let limit = config.speed_horizontal_m_s_max;
+    let ceiling_target_m = config.altitude_m_max - config.margin_vertical_m;
+    let cap = value("MPC_XY_VEL_MAX").unwrap_or(f64::INFINITY);
+    if let Some(cruise) = value("MPC_XY_CRUISE")
+        && cruise.min(cap) > limit
+    {
+        add(
+            Severity::Warning,
+            "MPC_XY_CRUISE",
+            Some(cruise),
+            format!("{} or less", fmt(limit)),
+            format!(
+                "MPC_XY_CRUISE is {} m/s, above the envelope's {} m/s: PX4's own \
+                 return and holds fly at it, so {}",
+                fmt(cruise),
+                fmt(limit),
+                grown(cruise.min(cap))
+            ),
+        );
+    }
+    if let Some(m) = value("RTL_RETURN_ALT")
+        && m > ceiling_target_m
+    {
+        add(
+            Severity::Error,
+            "RTL_RETURN_ALT",
+            Some(m),
+            format!("{} or less", fmt(ceiling_target_m)),
+            format!(
+                "RTL_RETURN_ALT is {} m, above the envelope's ceiling of {} m with its \
+                 {} m margin: PX4's own return (and the daemon's return_home) would \
+                 climb through the ceiling",
+                fmt(m),
+                fmt(config.altitude_m_max),
+                fmt(config.margin_vertical_m)
+            ),
+        );
+    }
 }
 
 type Add<'a> = dyn FnMut(Severity, &str, Option<f64>, String, String) + 'a;
