@@ -47,7 +47,6 @@ use crate::safety::geo::{
     Circle, EXTENT_M_MAX, GeoError, GeoPoint, GeoPosition, LocalFrame, LocalPoint, Polygon,
     PolygonError, point_segment_distance, segment_circle_entry,
 };
-use crate::safety::preflight::MarginSpeed;
 use crate::vehicle::view::Landed;
 
 /// A path this close to a polygon boundary is treated as touching it (see `path_clearance`).
@@ -188,11 +187,11 @@ impl fmt::Display for EnvelopeError {
             } => {
                 let place = format!(
                     "by {}, at {:.7}, {:.7}",
-                    crate::safety::site::format_distance(*distance_m),
+                    crate::safety::geo::format_distance(*distance_m),
                     at.latitude_deg,
                     at.longitude_deg
                 );
-                let table = crate::safety::site::zone_table(*kind);
+                let table = kind.config_table();
                 let fix = if *which == "home" {
                     format!(
                         "edit {table} `{name}` so that it fits the field the vehicle flies from"
@@ -221,11 +220,11 @@ impl fmt::Display for EnvelopeError {
             } => write!(
                 f,
                 "{kind} `{name}` is {} from the autopilot's home ({:.7}, {:.7}), and an envelope reaches at most {} km from home: the zones were drawn for another place. Edit {} `{name}` in the configuration so that the zones surround this home (`flight-companion dev-setup --home LAT,LON,ALT_M` writes a small trial envelope around a home; `flight-companion check-config` warns about this before a flight), then restart the daemon",
-                crate::safety::site::format_distance(*distance_m),
+                crate::safety::geo::format_distance(*distance_m),
                 home.latitude_deg,
                 home.longitude_deg,
                 EXTENT_M_MAX / 1000.0,
-                crate::safety::site::zone_table(*kind)
+                kind.config_table()
             ),
             EnvelopeError::Widening { what } => write!(
                 f,
@@ -237,12 +236,30 @@ impl fmt::Display for EnvelopeError {
 
 impl std::error::Error for EnvelopeError {}
 
+/// The speed the horizontal margin is sized from, and what set it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct MarginSpeed {
+    pub speed_m_s: f64,
+    /// `envelope.speed_horizontal_m_s_max` or the autopilot parameter (`WPNAV_SPEED`, ...).
+    pub source: String,
+}
+
 /// Keep-in or keep-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ZoneKind {
     KeepIn,
     KeepOut,
+}
+
+impl ZoneKind {
+    /// The configuration's table for this kind: what a person edits.
+    pub fn config_table(self) -> &'static str {
+        match self {
+            ZoneKind::KeepIn => "[[envelope.keep_in]]",
+            ZoneKind::KeepOut => "[[envelope.keep_out]]",
+        }
+    }
 }
 
 impl fmt::Display for ZoneKind {
@@ -578,7 +595,7 @@ fn build_zone(z: &ZoneConfig, kind: ZoneKind, frame: &LocalFrame) -> Result<Zone
                         "vertex {index} is {:.0} m from home; the envelope may reach at most {} m: move that vertex of {} `{}` closer",
                         l.norm(),
                         EXTENT_M_MAX,
-                        crate::safety::site::zone_table(kind),
+                        kind.config_table(),
                         z.name
                     )));
                 }
@@ -640,7 +657,7 @@ impl Envelope {
             (ZoneKind::KeepOut, &config.keep_out),
         ] {
             for z in list {
-                if let Some(distance_m) = crate::safety::site::zone_distance_m(z, home.point())
+                if let Some(distance_m) = crate::safety::geo::zone_distance_m(z, home.point())
                     && distance_m > EXTENT_M_MAX
                 {
                     return Err(EnvelopeError::ZoneFar {

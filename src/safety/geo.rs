@@ -410,6 +410,42 @@ impl Circle {
     }
 }
 
+/// How far the nearest part of a zone is from `home` (its nearest vertex; a circle's edge),
+/// metres; `None` for a zone without a shape (the configuration check reports those).
+pub fn zone_distance_m(zone: &super::envelope_config::ZoneConfig, home: GeoPoint) -> Option<f64> {
+    let point = |[lat, lon]: [f64; 2]| GeoPoint {
+        latitude_deg: lat,
+        longitude_deg: lon,
+    };
+    match (
+        &zone.polygon_lat_lon_deg,
+        zone.center_lat_lon_deg,
+        zone.radius_m,
+    ) {
+        (Some(vertices), None, None) if !vertices.is_empty() => Some(
+            vertices
+                .iter()
+                .map(|v| crate::geodesy::great_circle_m(home, point(*v)))
+                .fold(f64::INFINITY, f64::min),
+        ),
+        (None, Some(center), Some(radius_m)) => {
+            Some((crate::geodesy::great_circle_m(home, point(center)) - radius_m).max(0.0))
+        }
+        _ => None,
+    }
+}
+
+/// `850 m`, `12.4 km`, `15725 km`.
+pub fn format_distance(m: f64) -> String {
+    if m < 1000.0 {
+        format!("{m:.0} m")
+    } else if m < 100_000.0 {
+        format!("{:.1} km", m / 1000.0)
+    } else {
+        format!("{:.0} km", m / 1000.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,13 +95,7 @@ pub struct Finding {
     pub message: String,
 }
 
-/// The speed the horizontal margin is sized from, and what set it.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct MarginSpeed {
-    pub speed_m_s: f64,
-    /// `envelope.speed_horizontal_m_s_max` or the autopilot parameter (`WPNAV_SPEED`, ...).
-    pub source: String,
-}
+pub use super::envelope::MarginSpeed;
 
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

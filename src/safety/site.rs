@@ -10,54 +10,16 @@
 //! model's sphere): a zone on the wrong continent is thousands of kilometres away, where the envelope's own
 //! local plane (`geo::LocalFrame`, valid within 20 km) means nothing.
 
-use super::envelope_config::{EnvelopeConfig, ZoneConfig};
+use super::envelope_config::EnvelopeConfig;
 use crate::safety::envelope::{Envelope, EnvelopeError, ZoneKind};
 use crate::safety::geo::{EXTENT_M_MAX, GeoPoint, GeoPosition};
+pub use crate::safety::geo::{format_distance, zone_distance_m};
 
 pub use crate::geodesy::great_circle_m;
 
-/// How far the nearest part of a zone is from `home` (its nearest vertex; a circle's edge),
-/// metres; `None` for a zone without a shape (the configuration check reports those).
-pub fn zone_distance_m(zone: &ZoneConfig, home: GeoPoint) -> Option<f64> {
-    let point = |[lat, lon]: [f64; 2]| GeoPoint {
-        latitude_deg: lat,
-        longitude_deg: lon,
-    };
-    match (
-        &zone.polygon_lat_lon_deg,
-        zone.center_lat_lon_deg,
-        zone.radius_m,
-    ) {
-        (Some(vertices), None, None) if !vertices.is_empty() => Some(
-            vertices
-                .iter()
-                .map(|v| great_circle_m(home, point(*v)))
-                .fold(f64::INFINITY, f64::min),
-        ),
-        (None, Some(center), Some(radius_m)) => {
-            Some((great_circle_m(home, point(center)) - radius_m).max(0.0))
-        }
-        _ => None,
-    }
-}
-
-/// `850 m`, `12.4 km`, `15725 km`.
-pub fn format_distance(m: f64) -> String {
-    if m < 1000.0 {
-        format!("{m:.0} m")
-    } else if m < 100_000.0 {
-        format!("{:.1} km", m / 1000.0)
-    } else {
-        format!("{:.0} km", m / 1000.0)
-    }
-}
-
 /// The configuration's table for a zone kind: what a person edits.
 pub fn zone_table(kind: ZoneKind) -> &'static str {
-    match kind {
-        ZoneKind::KeepIn => "[[envelope.keep_in]]",
-        ZoneKind::KeepOut => "[[envelope.keep_out]]",
-    }
+    kind.config_table()
 }
 
 /// Warnings about the envelope around `home` (`which`: "configured" or "last known"): the
@@ -130,6 +92,7 @@ pub fn warnings(config: &EnvelopeConfig, home: GeoPoint, which: &str) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::envelope_config::ZoneConfig;
 
     fn p(lat: f64, lon: f64) -> GeoPoint {
         GeoPoint {
