@@ -65,6 +65,10 @@ pub struct Proc {
     pub name: String,
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Output streams collected, and how many of them reached their end (every line of a
+    /// stream is in `lines` before it counts as ended).
+    streams: usize,
+    streams_ended: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     seen: Vec<String>,
     /// The process's own `$STATE_DIRECTORY` (the audit log's default home), removed with it.
     pub state: Option<tempfile::TempDir>,
@@ -102,6 +106,8 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let (tx, rx) = mpsc::channel();
+        let streams_ended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut streams = 0;
         for stream in [
             child
                 .stdout
@@ -116,18 +122,23 @@ impl Proc {
         .flatten()
         {
             let tx = tx.clone();
+            let ended = streams_ended.clone();
+            streams += 1;
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if tx.send(line).is_err() {
                         break;
                     }
                 }
+                ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
         Proc {
             name: name.into(),
             child,
             lines: rx,
+            streams,
+            streams_ended,
             seen: Vec::new(),
             state: None,
             _runtime_dir: runtime_dir,
@@ -177,6 +188,15 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // A process that exits at once can be gone before its output was read: wait
+                // (bounded: a grandchild may hold the pipes) until both streams ended, so
+                // `output()` has everything it printed.
+                let read_by = Instant::now() + Duration::from_secs(2);
+                while self.streams_ended.load(std::sync::atomic::Ordering::SeqCst) < self.streams
+                    && Instant::now() < read_by
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
