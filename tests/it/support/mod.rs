@@ -172,11 +172,26 @@ impl Proc {
         assert!(status.success(), "kill -{signal} {}", self.child.id());
     }
 
+    /// After the process exited: collects its last lines until both pipes close (the reader
+    /// threads may still be delivering them), for at most 2 s (a child of its own could hold
+    /// a pipe open).
+    fn drain_after_exit(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Waits for the process to exit within `timeout`; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.drain_after_exit();
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
