@@ -1475,6 +1475,16 @@ impl Config {
         if v.command_ack_timeout_ms == 0 {
             return Err(("vehicle.command_ack_timeout_ms", "must be above 0".into()));
         }
+        // At 0 every value is stale the moment it arrives (every motion refused, every
+        // failsafe raised); above a minute a dead link still looks alive. Found by the fuzzer.
+        for (key, value) in [
+            ("vehicle.stale_after_ms", v.stale_after_ms),
+            ("vehicle.heartbeat_timeout_ms", v.heartbeat_timeout_ms),
+        ] {
+            if !(100..=60_000).contains(&value) {
+                return Err((key, format!("must be 100..=60000 ms, got {value}")));
+            }
+        }
         if v.reconnect_backoff_ms_min == 0
             || v.reconnect_backoff_ms_min > v.reconnect_backoff_ms_max
         {
@@ -1884,6 +1894,17 @@ mod tests {
                 "[vehicle]\nlnk = \"x\"\n",
                 "vehicle.lnk",
                 "unknown field `lnk`",
+            ),
+            // Found by the fuzzer (issue 21): 0 made every value stale on arrival.
+            (
+                "[vehicle]\nstale_after_ms = 0\n",
+                "vehicle.stale_after_ms",
+                "must be 100..=60000 ms, got 0",
+            ),
+            (
+                "[vehicle]\nheartbeat_timeout_ms = 0\n",
+                "vehicle.heartbeat_timeout_ms",
+                "must be 100..=60000 ms, got 0",
             ),
             (
                 "[vehicle]\ntelemetry_rate_hz = 1000.0\n",
