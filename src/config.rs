@@ -43,6 +43,12 @@ pub struct Config {
     pub estop: EstopConfig,
     /// The daemon's own failsafes (ground link, battery).
     pub failsafe: FailsafeConfig,
+    /// Ground stations sharing the autopilot link (`[[gcs_endpoint]]`, issue 19): each a
+    /// MAVLink endpoint the daemon routes the vehicle's telemetry to and, for role `gcs`,
+    /// takes commands from through the same gate as MCP. Default none.
+    pub gcs_endpoint: Vec<GcsEndpointConfig>,
+    /// `[gcs]`: what every ground-station endpoint shares (the telemetry log).
+    pub gcs: GcsConfig,
     /// Where this configuration came from (not a key: set by `parse`), for the audit log.
     #[serde(skip)]
     pub source: Option<ConfigSource>,
@@ -96,6 +102,57 @@ impl Default for BridgeConfig {
             reconnect_backoff_ms_max: 5000,
         }
     }
+}
+
+/// What a ground-station endpoint may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GcsRole {
+    /// Telemetry out, nothing in (the default): every frame from it is refused.
+    #[default]
+    Monitor,
+    /// Commands in, through the same whitelist, envelope, control lease and e-stop latch as
+    /// the MCP tools, attributed to the endpoint in the audit log.
+    Gcs,
+}
+
+/// `[[gcs_endpoint]]`: one ground station (QGroundControl, Mission Planner, MAVProxy) beside
+/// the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsEndpointConfig {
+    /// How it is named in logs, refusals and the audit log (`gcs:NAME`): 1 to 32 of
+    /// `A-Za-z0-9_-`. Required.
+    pub name: String,
+    /// The endpoint, in the same forms as `vehicle.link`: `udpin:0.0.0.0:14550` (QGroundControl
+    /// sends to it), `udpout:HOST:14550` (the daemon sends to a ground station that listens),
+    /// `tcpin:ADDR:PORT` (one client at a time, the newest), `serial:/dev/ttyUSB0:57600` (a
+    /// telemetry radio). `tcpout` is refused. Required.
+    pub link: Endpoint,
+    /// `monitor` (default) or `gcs`.
+    #[serde(default)]
+    pub role: GcsRole,
+    /// `gcs` only: the role its commands are checked with, as an MCP caller's are:
+    /// `READ_ONLY` (parameter reads), `OPERATOR` (default: flight commands), `ADMIN` (also
+    /// the whitelist's parameter writes). Never `SYSTEM`.
+    pub authority: Option<crate::role::Role>,
+}
+
+impl GcsEndpointConfig {
+    /// The role its commands are checked with (monitor endpoints have none to use).
+    pub fn authority(&self) -> crate::role::Role {
+        self.authority.unwrap_or(crate::role::Role::Operator)
+    }
+}
+
+/// `[gcs]`: options shared by the ground-station endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcsConfig {
+    /// A telemetry log of what the endpoints carried (MAVProxy's and QGroundControl's
+    /// `.tlog`: each frame after its receive time, 8 bytes big-endian microseconds since
+    /// 1970). Relative to this file. Default none (no log).
+    pub tlog_path: Option<PathBuf>,
 }
 
 /// `[vehicle]`: how the daemon reaches the autopilot.
@@ -1280,6 +1337,90 @@ impl Config {
         Ok(config)
     }
 
+    /// The ground-station endpoints: names, endpoints, roles.
+    fn check_gcs_endpoints(&self) -> Result<(), (&'static str, String)> {
+        use crate::role::Role;
+        let mut names = std::collections::HashSet::new();
+        let mut addresses = std::collections::HashSet::new();
+        if let Endpoint::UdpIn { addr } | Endpoint::TcpIn { addr } = &self.vehicle.link {
+            addresses.insert(addr.clone());
+        }
+        if self.gcs_endpoint.len() > crate::gcs::ENDPOINTS_MAX {
+            return Err((
+                "gcs_endpoint",
+                format!(
+                    "at most {} ground-station endpoints, got {}",
+                    crate::gcs::ENDPOINTS_MAX,
+                    self.gcs_endpoint.len()
+                ),
+            ));
+        }
+        for (index, e) in self.gcs_endpoint.iter().enumerate() {
+            let which = format!("gcs_endpoint[{index}] (`{}`)", e.name);
+            if e.name.is_empty()
+                || e.name.len() > 32
+                || !e
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err((
+                    "gcs_endpoint.name",
+                    format!("{which}: the name must be 1 to 32 of A-Za-z0-9_-"),
+                ));
+            }
+            if !names.insert(e.name.clone()) {
+                return Err((
+                    "gcs_endpoint.name",
+                    format!("{which}: another endpoint has this name; names must be unique"),
+                ));
+            }
+            match &e.link {
+                Endpoint::TcpOut { .. } => {
+                    return Err((
+                        "gcs_endpoint.link",
+                        format!(
+                            "{which}: {} connects out, which ground stations do not listen for;                              use tcpin:ADDR:PORT (the ground station connects) or udpout:HOST:PORT",
+                            e.link
+                        ),
+                    ));
+                }
+                Endpoint::UdpIn { addr } | Endpoint::TcpIn { addr } => {
+                    if !addresses.insert(addr.clone()) {
+                        return Err((
+                            "gcs_endpoint.link",
+                            format!(
+                                "{which}: {} listens where vehicle.link or another endpoint                                  already does",
+                                e.link
+                            ),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            match (e.role, e.authority) {
+                (GcsRole::Monitor, Some(_)) => {
+                    return Err((
+                        "gcs_endpoint.authority",
+                        format!(
+                            "{which}: a monitor takes no commands, so it has no authority; set                              role = \"gcs\" or remove authority"
+                        ),
+                    ));
+                }
+                (_, Some(r)) if !matches!(r, Role::ReadOnly | Role::Operator | Role::Admin) => {
+                    return Err((
+                        "gcs_endpoint.authority",
+                        format!(
+                            "{which}: {r} is not a ground station's authority; use READ_ONLY,                              OPERATOR or ADMIN"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Pinning and signing of the autopilot link.
     fn check_link_trust(&self) -> Result<(), (&'static str, String)> {
         use crate::link::endpoint::Endpoint;
@@ -1421,6 +1562,7 @@ impl Config {
             &mut self.audit.dir,
             &mut self.vehicle.last_home_path,
             &mut self.vehicle.signing.timestamp_path,
+            &mut self.gcs.tlog_path,
         ]
         .into_iter()
         .flatten()
@@ -1499,6 +1641,7 @@ impl Config {
             ));
         }
         self.check_link_trust()?;
+        self.check_gcs_endpoints()?;
         let m = &self.mcp;
         if m.server_name.is_empty()
             || m.server_name.starts_with('/')

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod dev_setup;
 pub mod estop;
 pub mod flight;
+pub mod gcs;
 pub mod geodesy;
 pub mod ground;
 pub mod health;
