@@ -1380,7 +1380,8 @@ impl Config {
                     return Err((
                         "gcs_endpoint.link",
                         format!(
-                            "{which}: {} connects out, which ground stations do not listen for;                              use tcpin:ADDR:PORT (the ground station connects) or udpout:HOST:PORT",
+                            "{which}: {} connects out, which ground stations do not listen for; \
+                              use tcpin:ADDR:PORT (the ground station connects) or udpout:HOST:PORT",
                             e.link
                         ),
                     ));
@@ -1390,7 +1391,8 @@ impl Config {
                         return Err((
                             "gcs_endpoint.link",
                             format!(
-                                "{which}: {} listens where vehicle.link or another endpoint                                  already does",
+                                "{which}: {} listens where vehicle.link or another endpoint \
+                                  already does",
                                 e.link
                             ),
                         ));
@@ -1403,7 +1405,8 @@ impl Config {
                     return Err((
                         "gcs_endpoint.authority",
                         format!(
-                            "{which}: a monitor takes no commands, so it has no authority; set                              role = \"gcs\" or remove authority"
+                            "{which}: a monitor takes no commands, so it has no authority; set \
+                              role = \"gcs\" or remove authority"
                         ),
                     ));
                 }
@@ -1411,7 +1414,8 @@ impl Config {
                     return Err((
                         "gcs_endpoint.authority",
                         format!(
-                            "{which}: {r} is not a ground station's authority; use READ_ONLY,                              OPERATOR or ADMIN"
+                            "{which}: {r} is not a ground station's authority; use READ_ONLY, \
+                              OPERATOR or ADMIN"
                         ),
                     ));
                 }
@@ -2346,5 +2350,39 @@ mod tests {
     fn syntax_errors_give_line_and_column() {
         let error = parse("[vehicle\nlink = 1\n").unwrap_err();
         assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn ground_station_endpoints_parse_and_bad_ones_say_why() {
+        let ok = parse(
+            "[[gcs_endpoint]]\nname = \"qgc\"\nlink = \"udpin:0.0.0.0:14550\"\nrole = \"gcs\"\n\
+             authority = \"ADMIN\"\n\n[[gcs_endpoint]]\nname = \"watch\"\n\
+             link = \"udpout:10.0.0.2:14550\"\n\n[gcs]\ntlog_path = \"flight.tlog\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.gcs_endpoint.len(), 2);
+        assert_eq!(ok.gcs_endpoint[0].role, GcsRole::Gcs);
+        assert_eq!(ok.gcs_endpoint[0].authority(), crate::role::Role::Admin);
+        assert_eq!(ok.gcs_endpoint[1].role, GcsRole::Monitor, "monitor is the default");
+        assert_eq!(ok.gcs.tlog_path, Some(PathBuf::from("flight.tlog")));
+        let cases = [
+            ("name = \"a b\"\nlink = \"udpin:0.0.0.0:1\"", "A-Za-z0-9_-"),
+            ("name = \"x\"\nlink = \"tcpout:10.0.0.2:5760\"", "use tcpin"),
+            ("name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nauthority = \"ADMIN\"", "a monitor takes no commands"),
+            ("name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"gcs\"\nauthority = \"SYSTEM\"", "READ_ONLY, OPERATOR or ADMIN"),
+            ("name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"pilot\"", "monitor"),
+            ("name = \"x\"\nlink = \"udp:0.0.0.0:1\"", "udpin"),
+            ("name = \"x\"", "link"),
+        ];
+        for (body, want) in cases {
+            let error = parse(&format!("[[gcs_endpoint]]\n{body}\n")).unwrap_err().to_string();
+            assert!(error.contains(want), "{body}: {error}");
+        }
+        let twice = "[[gcs_endpoint]]\nname = \"x\"\nlink = \"udpin:0.0.0.0:1\"\n\
+                     [[gcs_endpoint]]\nname = \"x\"\nlink = \"udpin:0.0.0.0:2\"\n";
+        assert!(parse(twice).unwrap_err().to_string().contains("unique"));
+        let clash = "[vehicle]\nlink = \"udpin:0.0.0.0:14550\"\n[[gcs_endpoint]]\nname = \"x\"\n\
+                     link = \"udpin:0.0.0.0:14550\"\n";
+        assert!(parse(clash).unwrap_err().to_string().contains("already"));
     }
 }
