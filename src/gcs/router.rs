@@ -46,6 +46,9 @@ pub const SEEN_IDS_MAX: usize = 16;
 /// most once per message id in this interval; commands are always answered.
 pub const REFUSAL_NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A refusal longer than this many 50-character chunks is cut (400 characters).
+pub const STATUSTEXT_CHUNKS_MAX: usize = 8;
+
 /// The sentence every refused flight message ends with: what a ground station may do.
 pub const ALLOWED_SUMMARY: &str = "a ground station may arm, disarm, take off, go to a point \
      (DO_REPOSITION as COMMAND_INT, or a guided MISSION_ITEM_INT with current = 2), set the \
@@ -680,10 +683,10 @@ fn altitude_above_home(z: f32, frame: MavFrame, view: &VehicleView) -> Result<f6
 }
 
 /// The text of a refusal as `STATUSTEXT`s: MAVLink 2 chunks of 50 characters sharing an id
-/// (`id`, `chunk_seq`), as ArduPilot sends long texts; at most 4 chunks.
+/// (`id`, `chunk_seq`), as ArduPilot sends long texts; at most [`STATUSTEXT_CHUNKS_MAX`] chunks.
 pub fn statustext(id: u16, text: &str) -> Vec<MavMessage> {
     let bytes = text.as_bytes();
-    let chunks: Vec<&[u8]> = bytes.chunks(50).take(4).collect();
+    let chunks: Vec<&[u8]> = bytes.chunks(50).take(STATUSTEXT_CHUNKS_MAX).collect();
     chunks
         .iter()
         .enumerate()

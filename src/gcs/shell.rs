@@ -65,6 +65,8 @@ pub struct GcsLoop {
     statustext_id: u16,
     route: Vec<usize>,
     dropped: u64,
+    /// The last sequence number of each (system, component) of the autopilot link.
+    sequences: std::collections::HashMap<(u8, u8), u8>,
 }
 
 impl GcsLoop {
@@ -107,7 +109,10 @@ impl GcsLoop {
                 endpoint = %endpoint.name,
                 link = %endpoint.link,
                 role = ?endpoint.role,
-                authority = %endpoint.authority(),
+                authority = %match endpoint.role {
+                    GcsRole::Gcs => endpoint.authority().name(),
+                    GcsRole::Monitor => "none",
+                },
                 local = ?handle.local_addr(),
                 "ground-station endpoint open"
             );
@@ -158,6 +163,7 @@ impl GcsLoop {
             statustext_id: 0,
             route: Vec::new(),
             dropped: 0,
+            sequences: std::collections::HashMap::new(),
         }))
     }
 
@@ -187,6 +193,9 @@ impl GcsLoop {
         else {
             return;
         };
+        if self.sequences.len() < 64 || self.sequences.contains_key(&source_of(header)) {
+            self.sequences.insert(source_of(header), header.sequence);
+        }
         let mut route = std::mem::take(&mut self.route);
         self.router.route_from_autopilot(message, &mut route);
         let mut logged = false;
@@ -288,18 +297,20 @@ impl GcsLoop {
                 reply,
                 notify,
             } => {
+                let from = self.answer_header(&message);
                 if notify {
                     info!(endpoint = name, "refused {}: {reason}", message.message_name());
                     self.audit_call(
                         &name, endpoint, &header, &message, "deny", &reason, "denied", started,
                     );
-                    self.tell(endpoint, &reason);
+                    self.tell(endpoint, from, &reason);
                 }
                 if let Some(reply) = reply {
-                    self.answer(endpoint, reply, false);
+                    self.answer(endpoint, from, reply, false);
                 }
             }
             Decision::Command { action, reply } => {
+                let from = self.answer_header(&message);
                 let (reply_tx, mut reply_rx) = oneshot::channel();
                 let (progress, _) = mpsc::channel(1);
                 let caller = Caller {
@@ -329,17 +340,18 @@ impl GcsLoop {
                             started,
                         );
                         if !accepted {
-                            self.tell(endpoint, &answer.message);
+                            self.tell(endpoint, from, &answer.message);
                         }
-                        self.answer(endpoint, reply, accepted);
+                        self.answer(endpoint, from, reply, accepted);
                     }
                     Err(_) => {
                         info!(endpoint = name, "{action}: accepted from the ground station");
                         self.audit_call(
                             &name, endpoint, &header, &message, "allow", "", "started", started,
                         );
-                        self.answer(endpoint, reply, true);
-                        self.follow(endpoint, action, caller, reply_rx);
+                        self.answer(endpoint, from, reply, true);
+                        let subject = subject_of(&name, &header);
+                        self.follow(endpoint, from, action, caller, subject, reply_rx);
                     }
                 }
             }
@@ -350,8 +362,10 @@ impl GcsLoop {
     fn follow(
         &mut self,
         endpoint: usize,
+        from: MavHeader,
         action: Action,
         caller: Caller,
+        subject: String,
         reply: oneshot::Receiver<ControlReply>,
     ) {
         let Some(link) = self.links.get(endpoint).cloned() else {
@@ -363,13 +377,15 @@ impl GcsLoop {
         tokio::spawn(async move {
             let Ok(answer) = reply.await else { return };
             if !matches!(answer.outcome, Outcome::Completed | Outcome::Superseded) {
+                let mut from = from;
                 for m in statustext(id, &format!("{action}: {}", answer.message)) {
-                    let _ = link.send(&m);
+                    from.sequence = from.sequence.wrapping_add(1);
+                    let _ = link.send_as(&from, &m);
                 }
             }
             audit.record(Event::Call(Call {
-                session: caller.identity.clone(),
-                subject: caller.identity,
+                session: caller.identity,
+                subject,
                 role: caller.role.name().into(),
                 target: format!("mavlink:{}:end", action.name()),
                 request_id: String::new(),
@@ -383,19 +399,41 @@ impl GcsLoop {
         });
     }
 
-    fn answer(&self, endpoint: usize, reply: Reply, accepted: bool) {
+    /// Answers come from the component the ground station addressed (the autopilot's,
+    /// when it named none): MAVProxy and QGroundControl take ACKs and texts only from their
+    /// target vehicle's component. The sequence continues that component's, so the ground
+    /// station's loss count sees one frame more, not a gap.
+    fn answer_header(&mut self, message: &MavMessage) -> MavHeader {
+        let component = match message.target_component_id() {
+            Some(c) if c != 0 => c,
+            _ => AUTOPILOT_COMPONENT,
+        };
+        let key = (self.vehicle_system_id, component);
+        let sequence = self.sequences.get(&key).copied().unwrap_or(0);
+        MavHeader {
+            system_id: self.vehicle_system_id.into(),
+            component_id: component,
+            sequence,
+        }
+    }
+
+    fn answer(&mut self, endpoint: usize, from: MavHeader, reply: Reply, accepted: bool) {
+        let mut from = from;
+        from.sequence = from.sequence.wrapping_add(1);
         if let Some(link) = self.links.get(endpoint) {
-            let _ = link.send(&reply.message(accepted));
+            let _ = link.send_as(&from, &reply.message(accepted));
         }
     }
 
     /// A refusal as text the ground station shows (QGroundControl and MAVProxy print
     /// STATUSTEXT).
-    fn tell(&mut self, endpoint: usize, text: &str) {
+    fn tell(&mut self, endpoint: usize, from: MavHeader, text: &str) {
         self.statustext_id = self.statustext_id.wrapping_add(1).max(1);
+        let mut from = from;
         if let Some(link) = self.links.get(endpoint) {
             for m in statustext(self.statustext_id, text) {
-                let _ = link.send(&m);
+                from.sequence = from.sequence.wrapping_add(1);
+                let _ = link.send_as(&from, &m);
             }
         }
     }
@@ -421,10 +459,7 @@ impl GcsLoop {
         };
         self.audit.record(Event::Call(Call {
             session: format!("gcs:{name}"),
-            subject: format!(
-                "gcs:{name} (system {}, component {})",
-                header.system_id, header.component_id
-            ),
+            subject: subject_of(name, header),
             role: self.router.authority(endpoint).name().into(),
             target,
             request_id: header.sequence.to_string(),
@@ -456,6 +491,24 @@ impl GcsLoop {
             .get(endpoint)
             .is_some_and(|e| e.role == GcsRole::Gcs)
     }
+}
+
+/// `MAV_COMP_ID_AUTOPILOT1`: who answers a command addressed to no component.
+const AUTOPILOT_COMPONENT: u8 = 1;
+
+/// Who sent a frame, for the audit log: the endpoint and the ids it used.
+fn subject_of(name: &str, header: &MavHeader) -> String {
+    format!(
+        "gcs:{name} (system {}, component {})",
+        header.system_id, header.component_id
+    )
+}
+
+fn source_of(header: &MavHeader) -> (u8, u8) {
+    (
+        u8::try_from(header.system_id).unwrap_or(u8::MAX),
+        header.component_id,
+    )
 }
 
 /// Parameter writes and commands are audited when forwarded; reads are not (a full
