@@ -1381,22 +1381,22 @@ impl Config {
                         "gcs_endpoint.link",
                         format!(
                             "{which}: {} connects out, which ground stations do not listen for; \
-                              use tcpin:ADDR:PORT (the ground station connects) or udpout:HOST:PORT",
+                             use tcpin:ADDR:PORT (the ground station connects) or udpout:HOST:PORT",
                             e.link
                         ),
                     ));
                 }
-                Endpoint::UdpIn { addr } | Endpoint::TcpIn { addr } => {
-                    if !addresses.insert(addr.clone()) {
-                        return Err((
-                            "gcs_endpoint.link",
-                            format!(
-                                "{which}: {} listens where vehicle.link or another endpoint \
-                                  already does",
-                                e.link
-                            ),
-                        ));
-                    }
+                Endpoint::UdpIn { addr } | Endpoint::TcpIn { addr }
+                    if !addresses.insert(addr.clone()) =>
+                {
+                    return Err((
+                        "gcs_endpoint.link",
+                        format!(
+                            "{which}: {} listens where vehicle.link or another endpoint already \
+                             does",
+                            e.link
+                        ),
+                    ));
                 }
                 _ => {}
             }
@@ -1406,7 +1406,7 @@ impl Config {
                         "gcs_endpoint.authority",
                         format!(
                             "{which}: a monitor takes no commands, so it has no authority; set \
-                              role = \"gcs\" or remove authority"
+                             role = \"gcs\" or remove authority"
                         ),
                     ));
                 }
@@ -1415,7 +1415,7 @@ impl Config {
                         "gcs_endpoint.authority",
                         format!(
                             "{which}: {r} is not a ground station's authority; use READ_ONLY, \
-                              OPERATOR or ADMIN"
+                             OPERATOR or ADMIN"
                         ),
                     ));
                 }
@@ -2363,19 +2363,34 @@ mod tests {
         assert_eq!(ok.gcs_endpoint.len(), 2);
         assert_eq!(ok.gcs_endpoint[0].role, GcsRole::Gcs);
         assert_eq!(ok.gcs_endpoint[0].authority(), crate::role::Role::Admin);
-        assert_eq!(ok.gcs_endpoint[1].role, GcsRole::Monitor, "monitor is the default");
+        assert_eq!(
+            ok.gcs_endpoint[1].role,
+            GcsRole::Monitor,
+            "monitor is the default"
+        );
         assert_eq!(ok.gcs.tlog_path, Some(PathBuf::from("flight.tlog")));
         let cases = [
             ("name = \"a b\"\nlink = \"udpin:0.0.0.0:1\"", "A-Za-z0-9_-"),
             ("name = \"x\"\nlink = \"tcpout:10.0.0.2:5760\"", "use tcpin"),
-            ("name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nauthority = \"ADMIN\"", "a monitor takes no commands"),
-            ("name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"gcs\"\nauthority = \"SYSTEM\"", "READ_ONLY, OPERATOR or ADMIN"),
-            ("name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"pilot\"", "monitor"),
+            (
+                "name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nauthority = \"ADMIN\"",
+                "a monitor takes no commands",
+            ),
+            (
+                "name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"gcs\"\nauthority = \"SYSTEM\"",
+                "READ_ONLY, OPERATOR or ADMIN",
+            ),
+            (
+                "name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"pilot\"",
+                "monitor",
+            ),
             ("name = \"x\"\nlink = \"udp:0.0.0.0:1\"", "udpin"),
             ("name = \"x\"", "link"),
         ];
         for (body, want) in cases {
-            let error = parse(&format!("[[gcs_endpoint]]\n{body}\n")).unwrap_err().to_string();
+            let error = parse(&format!("[[gcs_endpoint]]\n{body}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(want), "{body}: {error}");
         }
         let twice = "[[gcs_endpoint]]\nname = \"x\"\nlink = \"udpin:0.0.0.0:1\"\n\

@@ -187,7 +187,13 @@ async fn run_with_audit(
     side_tasks.close();
 
     // Ground stations beside the daemon (issue 19): their endpoints are one more input.
-    let mut gcs = crate::gcs::GcsLoop::open(&config, control.clone(), audit.clone(), link_shutdown.clone()).await?;
+    let mut gcs = crate::gcs::GcsLoop::open(
+        &config,
+        control.clone(),
+        audit.clone(),
+        link_shutdown.clone(),
+    )
+    .await?;
 
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {

@@ -201,7 +201,9 @@ impl Router {
     }
 
     pub fn name(&self, endpoint: usize) -> &str {
-        self.endpoints.get(endpoint).map_or("?", |e| e.name.as_str())
+        self.endpoints
+            .get(endpoint)
+            .map_or("?", |e| e.name.as_str())
     }
 
     pub fn authority(&self, endpoint: usize) -> Role {
@@ -538,7 +540,9 @@ fn flight_action(message: &MavMessage, view: &VehicleView) -> Option<Result<Acti
             } else if p[0] == 0.0 {
                 Ok(Action::Disarm)
             } else {
-                Err(format!("{name} refused: param1 must be 1 (arm) or 0 (disarm)"))
+                Err(format!(
+                    "{name} refused: param1 must be 1 (arm) or 0 (disarm)"
+                ))
             }
         }
         MavCmd::MAV_CMD_NAV_TAKEOFF => {
@@ -560,14 +564,13 @@ fn flight_action(message: &MavMessage, view: &VehicleView) -> Option<Result<Acti
         MavCmd::MAV_CMD_NAV_LAND => Ok(Action::Land),
         MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH => Ok(Action::ReturnHome),
         MavCmd::MAV_CMD_DO_REPOSITION => match position {
-            Some((latitude_deg, longitude_deg, z, frame)) => {
-                altitude_above_home(z, frame, view).map(|altitude_m| Action::Goto {
+            Some((latitude_deg, longitude_deg, z, frame)) => altitude_above_home(z, frame, view)
+                .map(|altitude_m| Action::Goto {
                     latitude_deg,
                     longitude_deg,
                     altitude_m,
                     speed_m_s: (p[0] > 0.0).then_some(f64::from(p[0])),
-                })
-            }
+                }),
             None => Err(format!(
                 "{name} refused: DO_REPOSITION is taken only as COMMAND_INT (its position in \
                  1e-7 degrees)"
@@ -583,7 +586,9 @@ fn flight_action(message: &MavMessage, view: &VehicleView) -> Option<Result<Acti
                     speed_m_s: f64::from(p[1]),
                 })
             } else {
-                Err(format!("{name} refused: the speed (param2) must be above 0"))
+                Err(format!(
+                    "{name} refused: the speed (param2) must be above 0"
+                ))
             }
         }
         MavCmd::MAV_CMD_CONDITION_YAW => {

@@ -117,11 +117,17 @@ fn commands_become_actions_of_the_control_path() {
             },
         ),
         (
-            command_long(MavCmd::MAV_CMD_COMPONENT_ARM_DISARM, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            command_long(
+                MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            ),
             Action::Arm,
         ),
         (
-            command_long(MavCmd::MAV_CMD_NAV_TAKEOFF, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 12.0]),
+            command_long(
+                MavCmd::MAV_CMD_NAV_TAKEOFF,
+                [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 12.0],
+            ),
             Action::Takeoff { altitude_m: 12.0 },
         ),
         (
@@ -133,12 +139,18 @@ fn commands_become_actions_of_the_control_path() {
             Action::ReturnHome,
         ),
         (
-            command_long(MavCmd::MAV_CMD_DO_CHANGE_SPEED, [1.0, 3.0, -1.0, 0.0, 0.0, 0.0, 0.0]),
+            command_long(
+                MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+                [1.0, 3.0, -1.0, 0.0, 0.0, 0.0, 0.0],
+            ),
             Action::SetSpeed { speed_m_s: 3.0 },
         ),
         (
             // ArduCopter LOITER (5) as DO_SET_MODE: hold.
-            command_long(MavCmd::MAV_CMD_DO_SET_MODE, [1.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            command_long(
+                MavCmd::MAV_CMD_DO_SET_MODE,
+                [1.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            ),
             Action::Hold,
         ),
         (
@@ -219,11 +231,17 @@ fn a_monitor_passes_nothing_in() {
         }),
     ] {
         let why = refusal(&decide(&mut r, MONITOR, &m, &facts(&view))).to_owned();
-        assert!(why.contains("monitor endpoint") && why.contains("role = \"gcs\""), "{why}");
+        assert!(
+            why.contains("monitor endpoint") && why.contains("role = \"gcs\""),
+            "{why}"
+        );
     }
     // Its heartbeat is absorbed: it is still routed to.
     let hb = MavMessage::HEARTBEAT(HEARTBEAT_DATA::default());
-    assert_eq!(decide(&mut r, MONITOR, &hb, &facts(&view)), Decision::Absorbed);
+    assert_eq!(
+        decide(&mut r, MONITOR, &hb, &facts(&view)),
+        Decision::Absorbed
+    );
     assert_eq!(r.seen(MONITOR), &[(255, 190)]);
 }
 
@@ -251,7 +269,10 @@ fn what_is_not_a_flight_command_passes_only_the_whitelist() {
     // Streamed setpoints, stick input and missions: refused, saying what is allowed.
     let setpoint = MavMessage::SET_POSITION_TARGET_GLOBAL_INT(Default::default());
     let why = refusal(&decide(&mut r, GCS, &setpoint, &f)).to_owned();
-    assert!(why.contains("bypass") && why.contains(ALLOWED_SUMMARY), "{why}");
+    assert!(
+        why.contains("bypass") && why.contains(ALLOWED_SUMMARY),
+        "{why}"
+    );
     let mission = MavMessage::MISSION_COUNT(MISSION_COUNT_DATA {
         target_system: 1,
         target_component: 1,
@@ -260,12 +281,21 @@ fn what_is_not_a_flight_command_passes_only_the_whitelist() {
     });
     assert!(refusal(&decide(&mut r, GCS, &mission, &f)).contains("missions"));
     // Dangerous commands: the whitelist's own reason.
-    let reboot = command_long(MavCmd::MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let reboot = command_long(
+        MavCmd::MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN,
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    );
     assert!(refusal(&decide(&mut r, GCS, &reboot, &f)).contains("never sent"));
     // Forced arming and the pilot's modes.
-    let force = command_long(MavCmd::MAV_CMD_COMPONENT_ARM_DISARM, [0.0, 21196.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let force = command_long(
+        MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+        [0.0, 21196.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    );
     assert!(refusal(&decide(&mut r, GCS, &force, &f)).contains("forced"));
-    let stabilize = command_long(MavCmd::MAV_CMD_DO_SET_MODE, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let stabilize = command_long(
+        MavCmd::MAV_CMD_DO_SET_MODE,
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    );
     assert!(refusal(&decide(&mut r, GCS, &stabilize, &f)).contains("RC pilot"));
 }
 
@@ -306,7 +336,13 @@ fn refusals_of_telemetry_requests_are_told_within_a_budget() {
     let notified = |d: Decision| matches!(d, Decision::Refused { notify: true, .. });
     let h = gcs_header();
     assert!(notified(r.handle_from_endpoint(t0, GCS, &h, &stream, &f)));
-    assert!(!notified(r.handle_from_endpoint(t0 + Duration::from_secs(1), GCS, &h, &stream, &f)));
+    assert!(!notified(r.handle_from_endpoint(
+        t0 + Duration::from_secs(1),
+        GCS,
+        &h,
+        &stream,
+        &f
+    )));
     assert!(notified(r.handle_from_endpoint(
         t0 + REFUSAL_NOTICE_INTERVAL,
         GCS,
@@ -340,7 +376,10 @@ fn routing_by_target_as_mavlink_router() {
     r.route_from_autopilot(&ack(255, 0), &mut out);
     assert_eq!(out, [GCS], "component 0: any component of the system");
     r.route_from_autopilot(&ack(1, 191), &mut out);
-    assert!(out.is_empty(), "the daemon's own ACKs reach no ground station");
+    assert!(
+        out.is_empty(),
+        "the daemon's own ACKs reach no ground station"
+    );
     r.route_from_autopilot(&ack(0, 0), &mut out);
     assert_eq!(out.len(), 3, "target system 0 is a broadcast");
     r.handle_disconnected(GCS);

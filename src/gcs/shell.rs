@@ -35,6 +35,9 @@ pub const INPUT_QUEUE: usize = 256;
 pub const TLOG_QUEUE: usize = 1024;
 
 /// What an endpoint reports to the loop.
+// Almost every input is a frame: boxing it would add an allocation per frame to make the
+// rare connection changes smaller (as `LinkEvent`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum GcsInput {
     Frame {
@@ -241,7 +244,10 @@ impl GcsLoop {
                 message,
             } => (endpoint, header, message),
             GcsInput::Connected { endpoint, peer } => {
-                info!(endpoint = self.router.name(endpoint), "ground station connected: {peer}");
+                info!(
+                    endpoint = self.router.name(endpoint),
+                    "ground station connected: {peer}"
+                );
                 self.audit.record(Event::Link {
                     link: format!("gcs:{}", self.router.name(endpoint)),
                     up: true,
@@ -250,7 +256,10 @@ impl GcsLoop {
                 return;
             }
             GcsInput::Disconnected { endpoint, reason } => {
-                info!(endpoint = self.router.name(endpoint), "ground station gone: {reason}");
+                info!(
+                    endpoint = self.router.name(endpoint),
+                    "ground station gone: {reason}"
+                );
                 self.router.handle_disconnected(endpoint);
                 self.audit.record(Event::Link {
                     link: format!("gcs:{}", self.router.name(endpoint)),
@@ -284,7 +293,13 @@ impl GcsLoop {
                         ));
                         if is_audited_forward(&message) {
                             self.audit_call(
-                                &name, endpoint, &header, &message, "allow", "", "forwarded",
+                                &name,
+                                endpoint,
+                                &header,
+                                &message,
+                                "allow",
+                                "",
+                                "forwarded",
                                 started,
                             );
                         }
@@ -299,7 +314,11 @@ impl GcsLoop {
             } => {
                 let from = self.answer_header(&message);
                 if notify {
-                    info!(endpoint = name, "refused {}: {reason}", message.message_name());
+                    info!(
+                        endpoint = name,
+                        "refused {}: {reason}",
+                        message.message_name()
+                    );
                     self.audit_call(
                         &name, endpoint, &header, &message, "deny", &reason, "denied", started,
                     );
@@ -345,7 +364,10 @@ impl GcsLoop {
                         self.answer(endpoint, from, reply, accepted);
                     }
                     Err(_) => {
-                        info!(endpoint = name, "{action}: accepted from the ground station");
+                        info!(
+                            endpoint = name,
+                            "{action}: accepted from the ground station"
+                        );
                         self.audit_call(
                             &name, endpoint, &header, &message, "allow", "", "started", started,
                         );

@@ -395,7 +395,12 @@ fn gcs_command(step: &Step, truth: &Truth) -> anyhow::Result<crate::link::MavMes
         step.args
             .get(k)
             .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
-            .with_context(|| format!("gcs {} needs `{k}` in args", step.gcs.as_deref().unwrap_or_default()))
+            .with_context(|| {
+                format!(
+                    "gcs {} needs `{k}` in args",
+                    step.gcs.as_deref().unwrap_or_default()
+                )
+            })
     };
     let long = |command: MavCmd, p: [f32; 7]| {
         MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
@@ -413,7 +418,10 @@ fn gcs_command(step: &Step, truth: &Truth) -> anyhow::Result<crate::link::MavMes
         })
     };
     Ok(match step.gcs.as_deref().unwrap_or_default() {
-        "arm" => long(MavCmd::MAV_CMD_COMPONENT_ARM_DISARM, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        "arm" => long(
+            MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+            [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ),
         "takeoff" => long(
             MavCmd::MAV_CMD_NAV_TAKEOFF,
             [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, arg("altitude_m")? as f32],
@@ -721,7 +729,9 @@ impl Rig {
         }
         if scenario.steps.iter().any(|s| s.gcs.is_some()) {
             // A ground station beside the daemon: a `gcs` endpoint on a free loopback port.
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
             let endpoint: toml::Table = toml::from_str(&format!(
                 "[[gcs_endpoint]]\nname = \"rig-gcs\"\nlink = \"udpin:127.0.0.1:{port}\"\n\
                  role = \"gcs\"\n"
@@ -1130,7 +1140,10 @@ impl Rig {
             MavMessage::COMMAND_INT(c) => c.command,
             _ => bail!("not a command"),
         };
-        let gcs = self.gcs.as_ref().context("no ground station (no gcs endpoint)")?;
+        let gcs = self
+            .gcs
+            .as_ref()
+            .context("no ground station (no gcs endpoint)")?;
         let told = gcs.told.clone();
         let from = told.lock().unwrap().len();
         // Sent once: the endpoint knows the station from its heartbeats since the rig started.

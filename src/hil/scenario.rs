@@ -740,7 +740,9 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                     )));
                 }
                 if step.background {
-                    return Err(at("a gcs step waits for its ACK; it cannot be background".into()));
+                    return Err(at(
+                        "a gcs step waits for its ACK; it cannot be background".into()
+                    ));
                 }
             }
             StepKind::Flood => {

@@ -199,7 +199,10 @@ async fn ground_stations_share_the_link_through_the_gate() {
     let reached = wait_near(&mut rig, -20.0, -30.0).await;
     say(&mut mp, "guided 0 0 15");
     let denied = mp.wait_for_line("Got COMMAND_ACK: DO_REPOSITION", Duration::from_secs(20));
-    assert!(denied.contains("DENIED"), "a goto to 0,0 is refused: {denied}");
+    assert!(
+        denied.contains("DENIED"),
+        "a goto to 0,0 is refused: {denied}"
+    );
     drop(mp);
 
     // 5. The e-stop latched: the ground station cannot move the vehicle.
@@ -226,7 +229,8 @@ async fn ground_stations_share_the_link_through_the_gate() {
 
     // 6. The audit log attributes each decision to its endpoint.
     let pymavlink_calls = gcs_calls(&rig, "gcs:pymavlink", |c| {
-        c.iter().any(|c| c["reason"].as_str().is_some_and(|r| r.contains("latched")))
+        c.iter()
+            .any(|c| c["reason"].as_str().is_some_and(|r| r.contains("latched")))
     })
     .await;
     let targets = |calls: &[Value], decision: &str| -> Vec<String> {
@@ -242,7 +246,10 @@ async fn ground_stations_share_the_link_through_the_gate() {
         "mavlink:COMMAND_LONG:MAV_CMD_NAV_TAKEOFF",
         "mavlink:COMMAND_INT:MAV_CMD_DO_REPOSITION",
     ] {
-        assert!(allowed.iter().any(|t| t == want), "{want} allowed: {pymavlink_calls:?}");
+        assert!(
+            allowed.iter().any(|t| t == want),
+            "{want} allowed: {pymavlink_calls:?}"
+        );
     }
     let denied_reasons: Vec<&str> = pymavlink_calls
         .iter()
@@ -256,9 +263,9 @@ async fn ground_stations_share_the_link_through_the_gate() {
         );
     }
     assert!(
-        pymavlink_calls
-            .iter()
-            .all(|c| c["subject"].as_str().is_some_and(|s| s.contains("system 255"))),
+        pymavlink_calls.iter().all(|c| c["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("system 255"))),
         "{pymavlink_calls:?}"
     );
     let mavproxy_calls = gcs_calls(&rig, "gcs:mavproxy", |c| !c.is_empty()).await;
