@@ -884,6 +884,14 @@ mod tests {
                 "name = \"n\"\n[[steps]]\nwait = { daemon_log = \"x\", since = \"later\" }\n[[steps]]\nid = \"later\"\nsleep_s = 1\n",
                 "names no earlier step id",
             ),
+            (
+                "name = \"n\"\n[[steps]]\ngcs = \"flip\"\n",
+                "gcs `flip` is not one of arm, takeoff, goto",
+            ),
+            (
+                "name = \"n\"\n[[steps]]\nid = \"g\"\ngcs = \"land\"\nbackground = true\n",
+                "cannot be background",
+            ),
         ];
         for (text, want) in cases {
             let got = parse_str(text).expect_err(text);
