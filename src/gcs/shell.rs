@@ -505,14 +505,6 @@ impl GcsLoop {
             self.tlog_dropped += 1;
         }
     }
-
-    /// Whether an endpoint has the `gcs` role (for the status and logs).
-    pub fn is_gcs(config: &Config, endpoint: usize) -> bool {
-        config
-            .gcs_endpoint
-            .get(endpoint)
-            .is_some_and(|e| e.role == GcsRole::Gcs)
-    }
 }
 
 /// `MAV_COMP_ID_AUTOPILOT1`: who answers a command addressed to no component.
