@@ -186,6 +186,15 @@ async fn run_with_audit(
     ));
     side_tasks.close();
 
+    // Ground stations beside the daemon (issue 19): their endpoints are one more input.
+    let mut gcs = crate::gcs::GcsLoop::open(
+        &config,
+        control.clone(),
+        audit.clone(),
+        link_shutdown.clone(),
+    )
+    .await?;
+
     let mcp_shutdown = CancellationToken::new();
     let mcp_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = if config.mqtt.enabled {
         // Its own task: MQTT never blocks this loop (and so never the heartbeat).
@@ -276,6 +285,9 @@ async fn run_with_audit(
                     let now = Instant::now();
                     supervisor.handle_link_event(now, &event);
                     stop.handle_link_event(now, &event, &supervisor);
+                    if let Some(gcs) = &mut gcs {
+                        gcs.from_autopilot(&event);
+                    }
                 }
                 // Cancelling `shutdown` cancels its children (the link) before it marks
                 // itself cancelled: a link that ended because we are stopping is no error.
@@ -294,6 +306,16 @@ async fn run_with_audit(
                 if let Some(request) = request {
                     let (counters, reconnects) = link.counters();
                     accept(&mut supervisor, request, &mut waiting, counters, reconnects);
+                }
+            }
+            Some(input) = crate::gcs::GcsLoop::next_input(&mut gcs) => {
+                if let Some(gcs) = &mut gcs {
+                    let now = Instant::now();
+                    let view = supervisor.vehicle().view(now);
+                    let (counters, reconnects) = link.counters();
+                    gcs.handle(now, input, &view, stop.is_latched(), &link, |request| {
+                        accept(&mut supervisor, request, &mut waiting, counters, reconnects)
+                    });
                 }
             }
             Some(change) = envelope_changes.recv() => {

@@ -20,6 +20,7 @@ pub mod dev_setup;
 pub mod estop;
 pub mod flight;
 pub mod fuzz;
+pub mod gcs;
 pub mod geodesy;
 pub mod ground;
 pub mod health;

@@ -977,7 +977,14 @@ pub async fn serve_with_audit(
                 shell.execute(actions);
                 // Lease expiry may notify a session: never await its outgoing queue here.
                 let g = guard.clone();
-                tokio::spawn(async move { g.poll().await });
+                let control = shell.control.clone();
+                tokio::spawn(async move {
+                    g.poll().await;
+                    // Expiry and session ends change the holder too.
+                    if let Some(control) = control {
+                        control.publish_lease_holder(g.lease_holder_subject());
+                    }
+                });
                 if connected && status_rx.has_changed().unwrap_or(false) {
                     status_rx.borrow_and_update();
                     shell.status_updated(mcp_config.compat_resource_updates_on_rpc);
