@@ -21,6 +21,9 @@ struct Tokens {
     value: String,
     /// In place of the text block's text.
     text: String,
+    /// The two as they appear in the serialised message (quoted), ready to search for.
+    value_quoted: memchr::memmem::Finder<'static>,
+    text_quoted: memchr::memmem::Finder<'static>,
 }
 
 static TOKENS: LazyLock<Tokens> = LazyLock::new(|| {
@@ -30,9 +33,15 @@ static TOKENS: LazyLock<Tokens> = LazyLock::new(|| {
     // shown to a client either way (every answer that carries them is spliced).
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let (value, text) = (
+        format!("~fc-status-value-{hex}~"),
+        format!("~fc-status-text-{hex}~"),
+    );
     Tokens {
-        value: format!("~fc-status-value-{hex}~"),
-        text: format!("~fc-status-text-{hex}~"),
+        value_quoted: memchr::memmem::Finder::new(format!("\"{value}\"").as_bytes()).into_owned(),
+        text_quoted: memchr::memmem::Finder::new(format!("\"{text}\"").as_bytes()).into_owned(),
+        value,
+        text,
     }
 });
 
@@ -62,17 +71,16 @@ pub fn is_marked(message: &ServerJsonRpcMessage) -> bool {
 
 /// `payload` (a serialised marked answer) with the placeholders replaced by `status`.
 pub fn splice(payload: &[u8], status: &SerializedStatus) -> Vec<u8> {
-    let value = format!("\"{}\"", TOKENS.value);
-    let text = format!("\"{}\"", TOKENS.text);
+    let (value, text) = (&TOKENS.value_quoted, &TOKENS.text_quoted);
     let mut out = Vec::with_capacity(payload.len() + status.text.len() + status.quoted.len());
     let mut rest = payload;
     loop {
-        let at_value = memchr::memmem::find(rest, value.as_bytes());
-        let at_text = memchr::memmem::find(rest, text.as_bytes());
+        let at_value = value.find(rest);
+        let at_text = text.find(rest);
         let (at, len, with) = match (at_value, at_text) {
-            (Some(v), Some(t)) if t < v => (t, text.len(), status.quoted.as_bytes()),
-            (Some(v), _) => (v, value.len(), status.text.as_bytes()),
-            (None, Some(t)) => (t, text.len(), status.quoted.as_bytes()),
+            (Some(v), Some(t)) if t < v => (t, text.needle().len(), status.quoted.as_bytes()),
+            (Some(v), _) => (v, value.needle().len(), status.text.as_bytes()),
+            (None, Some(t)) => (t, text.needle().len(), status.quoted.as_bytes()),
             (None, None) => break,
         };
         out.extend_from_slice(&rest[..at]);
