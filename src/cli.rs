@@ -377,13 +377,7 @@ pub fn main() -> ExitCode {
                 None => Config::default(),
             };
             crate::logging::init(&config.logging.filter);
-            // On a worker, not on the thread that blocks on the runtime: the link task
-            // then wakes the loop on its own worker instead of across threads per read.
-            run_async(|shutdown| async move {
-                tokio::spawn(crate::daemon::run(config, shutdown))
-                    .await
-                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the daemon's loop ended: {e}")))
-            })
+            run_async(|shutdown| crate::daemon::run(config, shutdown))
         }
         Command::Sim(args) => {
             crate::logging::init("info");
