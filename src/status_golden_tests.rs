@@ -264,9 +264,9 @@ fn get_status_keys_and_strings_are_pinned() {
             format!(
                 "{} {} {} {}",
                 snapshot.mode.flight_mode,
-                serde_json::to_value(&snapshot.mode.landed_state).unwrap(),
-                serde_json::to_value(&snapshot.gps.fix_type).unwrap(),
-                serde_json::to_value(&snapshot.mode.system_status).unwrap()
+                serde_json::to_value(snapshot.mode.landed_state).unwrap(),
+                serde_json::to_value(snapshot.gps.fix_type).unwrap(),
+                serde_json::to_value(snapshot.mode.system_status).unwrap()
             ),
         ));
     }

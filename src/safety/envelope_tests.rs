@@ -691,7 +691,7 @@ fn actions() {
     assert!(r.contains("highest allowed target is 115 m"), "{r}");
     let low = VehicleView {
         battery_remaining_percent: Some(10.0),
-        ..facts.clone()
+        ..facts
     };
     assert!(!env.check_action(ActionKind::Arm, &low).is_allowed());
     for a in [
@@ -705,7 +705,7 @@ fn actions() {
     let no_gps = VehicleView {
         gps_fix_type: FixType::NoFix,
         position_valid: false,
-        ..facts.clone()
+        ..facts
     };
     let r = reason(env.check_action(ActionKind::Arm, &no_gps));
     assert!(r.contains("does not trust its position"), "{r}");
