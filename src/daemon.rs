@@ -30,6 +30,11 @@ use crate::supervisor::{Notice, Supervisor, SupervisorOptions};
 
 /// How often the status seen by MCP clients is refreshed from the cores.
 const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// Link events handled in one loop turn at most: the frames already queued behind the one
+/// that woke the loop are taken in the same turn, so the loop turns about once per read of
+/// the link rather than once per frame, and a batch stays short next to an e-stop (which
+/// also ends a batch at once).
+const LINK_EVENTS_PER_TURN: usize = 32;
 /// How long a fatal bridge refusal waits for the frames already queued to the MCU.
 const BRIDGE_FLUSH_ON_EXIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for the MCP side to say goodbye (presence, disconnects).
@@ -287,6 +292,17 @@ async fn run_with_audit(
                     stop.handle_link_event(now, &event, &supervisor);
                     if let Some(gcs) = &mut gcs {
                         gcs.from_autopilot(&event);
+                    }
+                    for _ in 1..LINK_EVENTS_PER_TURN {
+                        if !stop_rx.is_empty() {
+                            break;
+                        }
+                        let Ok(event) = events.try_recv() else { break };
+                        supervisor.handle_link_event(now, &event);
+                        stop.handle_link_event(now, &event, &supervisor);
+                        if let Some(gcs) = &mut gcs {
+                            gcs.from_autopilot(&event);
+                        }
                     }
                 }
                 // Cancelling `shutdown` cancels its children (the link) before it marks

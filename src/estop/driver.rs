@@ -207,7 +207,7 @@ impl StopDriver {
             log_event(&event);
             self.audit.record(crate::audit::events::stop(&event));
         }
-        if changed || self.status.borrow().rung_confirmed != self.stop.status().rung_confirmed {
+        if changed || self.status.borrow().rung_confirmed != self.stop.rung_confirmed() {
             self.status.send_replace(self.stop.status());
         }
     }
