@@ -55,10 +55,10 @@ echo "$contents"
 for path in ./usr/bin/flight-companion ./lib/systemd/system/flight-companion.service \
             ./etc/flight-companion/flight-companion.toml \
             ./usr/share/doc/flight-companion/examples/credentials.conf; do
-  echo "$contents" | grep -q " $path\$" || { echo "cross/ci.sh: $path missing from $deb" >&2; exit 1; }
+  echo "$contents" | grep " $path\$" >/dev/null || { echo "cross/ci.sh: $path missing from $deb" >&2; exit 1; }
 done
 [ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ] || { echo "cross/ci.sh: not arm64" >&2; exit 1; }
-dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep -q postinst
+dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep postinst >/dev/null
 echo "cross/ci.sh: ok: $deb ($(du -h "$deb" | cut -f1))"
 
 # 5. A source tarball (git archive) knows its commit without git.

@@ -44,6 +44,12 @@ pub struct Config {
     pub estop: EstopConfig,
     /// The daemon's own failsafes (ground link, battery).
     pub failsafe: FailsafeConfig,
+    /// Ground stations sharing the autopilot link (`[[gcs_endpoint]]`, issue 19): each a
+    /// MAVLink endpoint the daemon routes the vehicle's telemetry to and, for role `gcs`,
+    /// takes commands from through the same gate as MCP. Default none.
+    pub gcs_endpoint: Vec<GcsEndpointConfig>,
+    /// `[gcs]`: what every ground-station endpoint shares (the telemetry log).
+    pub gcs: GcsConfig,
     /// Where this configuration came from (not a key: set by `parse`), for the audit log.
     #[serde(skip)]
     pub source: Option<ConfigSource>,
@@ -97,6 +103,57 @@ impl Default for BridgeConfig {
             reconnect_backoff_ms_max: 5000,
         }
     }
+}
+
+/// What a ground-station endpoint may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GcsRole {
+    /// Telemetry out, nothing in (the default): every frame from it is refused.
+    #[default]
+    Monitor,
+    /// Commands in, through the same whitelist, envelope, control lease and e-stop latch as
+    /// the MCP tools, attributed to the endpoint in the audit log.
+    Gcs,
+}
+
+/// `[[gcs_endpoint]]`: one ground station (QGroundControl, Mission Planner, MAVProxy) beside
+/// the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsEndpointConfig {
+    /// How it is named in logs, refusals and the audit log (`gcs:NAME`): 1 to 32 of
+    /// `A-Za-z0-9_-`. Required.
+    pub name: String,
+    /// The endpoint, in the same forms as `vehicle.link`: `udpin:0.0.0.0:14550` (QGroundControl
+    /// sends to it), `udpout:HOST:14550` (the daemon sends to a ground station that listens),
+    /// `tcpin:ADDR:PORT` (one client at a time, the newest), `serial:/dev/ttyUSB0:57600` (a
+    /// telemetry radio). `tcpout` is refused. Required.
+    pub link: Endpoint,
+    /// `monitor` (default) or `gcs`.
+    #[serde(default)]
+    pub role: GcsRole,
+    /// `gcs` only: the role its commands are checked with, as an MCP caller's are:
+    /// `READ_ONLY` (parameter reads), `OPERATOR` (default: flight commands), `ADMIN` (also
+    /// the whitelist's parameter writes). Never `SYSTEM`.
+    pub authority: Option<crate::role::Role>,
+}
+
+impl GcsEndpointConfig {
+    /// The role its commands are checked with (monitor endpoints have none to use).
+    pub fn authority(&self) -> crate::role::Role {
+        self.authority.unwrap_or(crate::role::Role::Operator)
+    }
+}
+
+/// `[gcs]`: options shared by the ground-station endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcsConfig {
+    /// A telemetry log of what the endpoints carried (MAVProxy's and QGroundControl's
+    /// `.tlog`: each frame after its receive time, 8 bytes big-endian microseconds since
+    /// 1970). Relative to this file. Default none (no log).
+    pub tlog_path: Option<PathBuf>,
 }
 
 /// `[vehicle]`: how the daemon reaches the autopilot.
@@ -1171,6 +1228,94 @@ impl Config {
         Ok(config)
     }
 
+    /// The ground-station endpoints: names, endpoints, roles.
+    fn check_gcs_endpoints(&self) -> Result<(), (&'static str, String)> {
+        use crate::role::Role;
+        let mut names = std::collections::HashSet::new();
+        let mut addresses = std::collections::HashSet::new();
+        if let Endpoint::UdpIn { addr } | Endpoint::TcpIn { addr } = &self.vehicle.link {
+            addresses.insert(addr.clone());
+        }
+        if self.gcs_endpoint.len() > crate::gcs::ENDPOINTS_MAX {
+            return Err((
+                "gcs_endpoint",
+                format!(
+                    "at most {} ground-station endpoints, got {}",
+                    crate::gcs::ENDPOINTS_MAX,
+                    self.gcs_endpoint.len()
+                ),
+            ));
+        }
+        for (index, e) in self.gcs_endpoint.iter().enumerate() {
+            let which = format!("gcs_endpoint[{index}] (`{}`)", e.name);
+            if e.name.is_empty()
+                || e.name.len() > 32
+                || !e
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err((
+                    "gcs_endpoint.name",
+                    format!("{which}: the name must be 1 to 32 of A-Za-z0-9_-"),
+                ));
+            }
+            if !names.insert(e.name.clone()) {
+                return Err((
+                    "gcs_endpoint.name",
+                    format!("{which}: another endpoint has this name; names must be unique"),
+                ));
+            }
+            match &e.link {
+                Endpoint::TcpOut { .. } => {
+                    return Err((
+                        "gcs_endpoint.link",
+                        format!(
+                            "{which}: {} connects out, which ground stations do not listen for; \
+                             use tcpin:ADDR:PORT (the ground station connects) or udpout:HOST:PORT",
+                            e.link
+                        ),
+                    ));
+                }
+                Endpoint::UdpIn { addr } | Endpoint::TcpIn { addr }
+                    if !addresses.insert(addr.clone()) =>
+                {
+                    return Err((
+                        "gcs_endpoint.link",
+                        format!(
+                            "{which}: {} listens where vehicle.link or another endpoint already \
+                             does",
+                            e.link
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            match (e.role, e.authority) {
+                (GcsRole::Monitor, Some(_)) => {
+                    return Err((
+                        "gcs_endpoint.authority",
+                        format!(
+                            "{which}: a monitor takes no commands, so it has no authority; set \
+                             role = \"gcs\" or remove authority"
+                        ),
+                    ));
+                }
+                (_, Some(r)) if !matches!(r, Role::ReadOnly | Role::Operator | Role::Admin) => {
+                    return Err((
+                        "gcs_endpoint.authority",
+                        format!(
+                            "{which}: {r} is not a ground station's authority; use READ_ONLY, \
+                             OPERATOR or ADMIN"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Pinning and signing of the autopilot link.
     fn check_link_trust(&self) -> Result<(), (&'static str, String)> {
         use crate::link::endpoint::Endpoint;
@@ -1312,6 +1457,7 @@ impl Config {
             &mut self.audit.dir,
             &mut self.vehicle.last_home_path,
             &mut self.vehicle.signing.timestamp_path,
+            &mut self.gcs.tlog_path,
         ]
         .into_iter()
         .flatten()
@@ -1370,6 +1516,16 @@ impl Config {
         }
         if v.command_ack_timeout_ms == 0 {
             return Err(("vehicle.command_ack_timeout_ms", "must be above 0".into()));
+        }
+        // At 0 every value is stale the moment it arrives (every motion refused, every
+        // failsafe raised); above a minute a dead link still looks alive. Found by the fuzzer.
+        for (key, value) in [
+            ("vehicle.stale_after_ms", v.stale_after_ms),
+            ("vehicle.heartbeat_timeout_ms", v.heartbeat_timeout_ms),
+        ] {
+            if !(100..=60_000).contains(&value) {
+                return Err((key, format!("must be 100..=60000 ms, got {value}")));
+            }
         }
         if v.reconnect_backoff_ms_min == 0
             || v.reconnect_backoff_ms_min > v.reconnect_backoff_ms_max
@@ -1470,6 +1626,7 @@ impl Config {
         self.check_bridge()?;
         self.check_vehicle()?;
         self.check_link_trust()?;
+        self.check_gcs_endpoints()?;
         let m = &self.mcp;
         if m.server_name.is_empty()
             || m.server_name.starts_with('/')
@@ -1794,6 +1951,17 @@ mod tests {
                 "vehicle.lnk",
                 "unknown field `lnk`",
             ),
+            // Found by the fuzzer (issue 21): 0 made every value stale on arrival.
+            (
+                "[vehicle]\nstale_after_ms = 0\n",
+                "vehicle.stale_after_ms",
+                "must be 100..=60000 ms, got 0",
+            ),
+            (
+                "[vehicle]\nheartbeat_timeout_ms = 0\n",
+                "vehicle.heartbeat_timeout_ms",
+                "must be 100..=60000 ms, got 0",
+            ),
             (
                 "[vehicle]\ntelemetry_rate_hz = 1000.0\n",
                 "vehicle.telemetry_rate_hz",
@@ -2112,5 +2280,54 @@ mod tests {
     fn syntax_errors_give_line_and_column() {
         let error = parse("[vehicle\nlink = 1\n").unwrap_err();
         assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn ground_station_endpoints_parse_and_bad_ones_say_why() {
+        let ok = parse(
+            "[[gcs_endpoint]]\nname = \"qgc\"\nlink = \"udpin:0.0.0.0:14550\"\nrole = \"gcs\"\n\
+             authority = \"ADMIN\"\n\n[[gcs_endpoint]]\nname = \"watch\"\n\
+             link = \"udpout:10.0.0.2:14550\"\n\n[gcs]\ntlog_path = \"flight.tlog\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.gcs_endpoint.len(), 2);
+        assert_eq!(ok.gcs_endpoint[0].role, GcsRole::Gcs);
+        assert_eq!(ok.gcs_endpoint[0].authority(), crate::role::Role::Admin);
+        assert_eq!(
+            ok.gcs_endpoint[1].role,
+            GcsRole::Monitor,
+            "monitor is the default"
+        );
+        assert_eq!(ok.gcs.tlog_path, Some(PathBuf::from("flight.tlog")));
+        let cases = [
+            ("name = \"a b\"\nlink = \"udpin:0.0.0.0:1\"", "A-Za-z0-9_-"),
+            ("name = \"x\"\nlink = \"tcpout:10.0.0.2:5760\"", "use tcpin"),
+            (
+                "name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nauthority = \"ADMIN\"",
+                "a monitor takes no commands",
+            ),
+            (
+                "name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"gcs\"\nauthority = \"SYSTEM\"",
+                "READ_ONLY, OPERATOR or ADMIN",
+            ),
+            (
+                "name = \"x\"\nlink = \"udpin:0.0.0.0:1\"\nrole = \"pilot\"",
+                "monitor",
+            ),
+            ("name = \"x\"\nlink = \"udp:0.0.0.0:1\"", "udpin"),
+            ("name = \"x\"", "link"),
+        ];
+        for (body, want) in cases {
+            let error = parse(&format!("[[gcs_endpoint]]\n{body}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(want), "{body}: {error}");
+        }
+        let twice = "[[gcs_endpoint]]\nname = \"x\"\nlink = \"udpin:0.0.0.0:1\"\n\
+                     [[gcs_endpoint]]\nname = \"x\"\nlink = \"udpin:0.0.0.0:2\"\n";
+        assert!(parse(twice).unwrap_err().to_string().contains("unique"));
+        let clash = "[vehicle]\nlink = \"udpin:0.0.0.0:14550\"\n[[gcs_endpoint]]\nname = \"x\"\n\
+                     link = \"udpin:0.0.0.0:14550\"\n";
+        assert!(parse(clash).unwrap_err().to_string().contains("already"));
     }
 }

@@ -21,6 +21,8 @@ pub mod estop;
 pub mod flight;
 #[cfg(test)]
 mod function_length;
+pub mod fuzz;
+pub mod gcs;
 pub mod geodesy;
 pub mod ground;
 pub mod health;

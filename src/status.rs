@@ -5,6 +5,8 @@
 //! The JSON schema of the tool's output comes from this type, so it and the serialised
 //! value cannot drift apart.
 
+use std::sync::{Arc, OnceLock};
+
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -58,9 +60,71 @@ pub struct StatusReport {
     /// daemon's loop fills it in (and from tools that run without a vehicle).
     #[schemars(schema_with = "same_as_preflight_check")]
     pub preflight: Option<crate::safety::preflight::PreflightReport>,
+    /// This report as JSON, made once by the first reader that needs it and shared by all
+    /// (not part of the JSON).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub serialized: SerializedCache,
+}
+
+/// A report serialised once: the compact JSON text, and the same text as a JSON string (for
+/// a text content block).
+#[derive(Debug)]
+pub struct SerializedStatus {
+    pub text: Arc<str>,
+    pub quoted: Arc<str>,
+}
+
+/// The serialisation of the report that holds it, made on first use. The daemon publishes
+/// a new report on each change (at most every 100 ms, and when a job ends), and every
+/// `get_status` and `vehicle://status` read of that report shares one serialisation instead
+/// of cloning and serialising the whole report per call. A clone starts empty, so a report
+/// that is cloned and then changed never carries a stale serialisation; two reports compare
+/// equal whatever their caches hold.
+#[derive(Default)]
+pub struct SerializedCache(OnceLock<Arc<SerializedStatus>>);
+
+impl Clone for SerializedCache {
+    fn clone(&self) -> SerializedCache {
+        SerializedCache::default()
+    }
+}
+
+impl PartialEq for SerializedCache {
+    fn eq(&self, _: &SerializedCache) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SerializedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "SerializedCache(made)"
+        } else {
+            "SerializedCache(empty)"
+        })
+    }
 }
 
 impl StatusReport {
+    /// The report as JSON, serialised on the first call and shared after.
+    pub fn serialized(&self) -> Arc<SerializedStatus> {
+        self.serialized
+            .0
+            .get_or_init(|| {
+                let text = serde_json::to_string(self).unwrap_or_else(|e| {
+                    serde_json::json!({"error": format!("cannot serialise the status: {e}")})
+                        .to_string()
+                });
+                let quoted = serde_json::to_string(&text).unwrap_or_default();
+                Arc::new(SerializedStatus {
+                    text: text.into(),
+                    quoted: quoted.into(),
+                })
+            })
+            .clone()
+    }
+
     /// The report before anything was heard from the autopilot: every group stale.
     pub fn without_vehicle() -> StatusReport {
         StatusReport::from_snapshot(empty_snapshot())
@@ -85,6 +149,7 @@ impl StatusReport {
             audit: crate::audit::AuditStatus::default(),
             local_estop: crate::estop::local::LocalEstopStatus::default(),
             preflight: None,
+            serialized: SerializedCache::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its
         // [`HealthMonitor`]'s assessment (configured thresholds, hysteresis, alert log).

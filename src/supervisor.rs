@@ -1098,25 +1098,25 @@ impl Supervisor {
 
     /// Notices the autopilot appearing and disappearing; requests telemetry once per appearance.
     fn track_autopilot(&mut self, now: Instant) {
-        let identity = self.vehicle.autopilot().map(|a| {
-            (
-                a.system_id,
-                a.component_id,
-                a.autopilot,
-                format!(
-                    "{:?} {} (system {}, component {})",
-                    a.autopilot, a.vehicle_type, a.system_id, a.component_id
-                ),
-            )
-        });
+        // Called for every frame: the description is formatted only when it is announced.
+        let identity = self
+            .vehicle
+            .autopilot()
+            .map(|a| (a.system_id, a.component_id, a.autopilot));
         let alive = self
             .vehicle
             .heartbeat_age(now)
             .is_some_and(|age| age <= self.options.heartbeat_timeout);
         match (identity, alive) {
-            (Some((system, component, kind, description)), true) => {
+            (Some((system, component, kind)), true) => {
                 if !self.autopilot_present {
                     self.autopilot_present = true;
+                    let description = self.vehicle.autopilot().map_or_else(String::new, |a| {
+                        format!(
+                            "{:?} {} (system {}, component {})",
+                            a.autopilot, a.vehicle_type, a.system_id, a.component_id
+                        )
+                    });
                     self.notice(Notice::AutopilotFound { description });
                 }
                 if self.telemetry_target != Some((system, component)) {

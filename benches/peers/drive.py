@@ -215,6 +215,9 @@ def main():
     parser.add_argument("--venv", required=True, help="the peers' venv (MAVProxy, mavsdk-grpc, mavlink-mcp)")
     parser.add_argument("--seconds", type=int, default=30, help="measurement window")
     parser.add_argument("--settle", type=int, default=10, help="seconds before the window")
+    parser.add_argument("--fc-before", default="",
+                        help="another flight-companion binary (an older build) fed in the same run, "
+                             "as `flight-companion-before`")
     parser.add_argument("--only", default="", help="comma-separated subset of consumers")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = parser.parse_args()
@@ -228,13 +231,13 @@ def main():
                           capture_output=True, text=True).stdout.strip()
     mavsdk_server = os.path.join(site, "bin", "mavsdk_server")
 
-    def fc_command(port):
-        config = os.path.join(work, "fc.toml")
+    def fc_command(port, binary=None, name="fc"):
+        config = os.path.join(work, name + ".toml")
         with open(config, "w") as f:
             f.write('[vehicle]\nlink = "tcpout:127.0.0.1:%d"\n[mqtt]\nenabled = false\n'
                     '[estop]\nsocket_path = ""\n[audit]\ndir = "%s"\n'
-                    % (port, os.path.join(work, "audit")))
-        return [args.fc, "run", "--config", config]
+                    % (port, os.path.join(work, name + "-audit")))
+        return [binary or args.fc, "run", "--config", config]
 
     consumers = {
         "decode_floor": lambda port: [args.floor, "tcp:127.0.0.1:%d" % port],
@@ -246,6 +249,9 @@ def main():
                                   "--master=tcp:127.0.0.1:%d" % port, "--daemon",
                                   "--state-basedir=%s" % os.path.join(work, "mavproxy")],
     }
+    if args.fc_before:
+        before = os.path.abspath(args.fc_before)
+        consumers["flight-companion-before"] = lambda port: fc_command(port, before, "fc-before")
     chosen = [c for c in consumers if not args.only or c in args.only.split(",")]
     feeds, procs, logs = {}, {}, {}
     env = dict(os.environ, RUST_LOG="warn")

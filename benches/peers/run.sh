@@ -3,7 +3,8 @@
 # the same time to flight-companion, MAVProxy, mavsdk_server, mavlink-mcp and the single-thread
 # FrameDecoder floor; prints CPU per message and RSS of each.
 #
-#   bash benches/peers/run.sh [drive.py options: --seconds 30 --settle 10 --only a,b --json]
+#   bash benches/peers/run.sh [drive.py options: --seconds 30 --settle 10 --only a,b --json
+#                              --fc-before OLDER_BINARY]
 #
 # Builds the release daemon and examples/decode_floor, makes the peers' venv at
 # target/peers-venv from benches/peers/requirements.txt (pinned; once), then runs drive.py.

@@ -196,6 +196,14 @@ impl BridgeLink {
             }
             _ if self.state == BridgeState::VersionMismatch => {}
             Message::McuHeartbeat(heartbeat) => {
+                // Uptime going backwards: the MCU restarted (faster than the link timeout),
+                // and its event numbers start again.
+                if self
+                    .last_mcu_heartbeat
+                    .is_some_and(|(_, h)| heartbeat.uptime_ms < h.uptime_ms)
+                {
+                    self.last_estop_seq = None;
+                }
                 let previous = self.last_mcu_heartbeat.map(|(_, h)| h.output);
                 self.last_mcu_heartbeat = Some((now, heartbeat));
                 if self.state == BridgeState::Lost {
@@ -262,6 +270,11 @@ impl BridgeLink {
         }
         let first = self.mcu_hello.is_none();
         self.mcu_hello = Some(hello);
+        // The MCU says hello only until it hears ours: one arriving now is a (re)started
+        // MCU, whose event numbers start again at 1. A press numbered as the last one before
+        // must not be taken for its repeat (found by the fuzzer, issue 21); at worst a
+        // repeat crossing our hello is one more trigger of a latch already set.
+        self.last_estop_seq = None;
         // The MCU repeats its hello until it hears ours: answer every one.
         self.queue(Message::Hello(self.hello()));
         if first || self.state != BridgeState::Healthy {

@@ -73,6 +73,10 @@ pub struct ControlClient {
     envelope: watch::Receiver<EnvelopeView>,
     /// Envelope changes to the loop; `None` when the loop takes none.
     envelope_changes: Option<mpsc::Sender<EnvelopeChange>>,
+    /// The subject holding the MCP control lease, published by the MCP shell (on its tick
+    /// and after every lease tool) for the other ways in: a ground-station endpoint may
+    /// command only while nobody holds it.
+    lease_holder: std::sync::Arc<watch::Sender<Option<String>>>,
 }
 
 /// The channel: the client for the MCP server, the receiver for the loop, and the sender
@@ -90,6 +94,7 @@ pub fn channel() -> (
             tx,
             envelope,
             envelope_changes: None,
+            lease_holder: std::sync::Arc::new(watch::Sender::new(None)),
         },
         rx,
         envelope_tx,
@@ -107,6 +112,20 @@ impl ControlClient {
     /// The envelope in force (or why there is none).
     pub fn envelope(&self) -> EnvelopeView {
         self.envelope.borrow().clone()
+    }
+
+    /// The MCP shell: who holds the control lease now (`None`: nobody).
+    pub fn publish_lease_holder(&self, holder: Option<String>) {
+        self.lease_holder.send_if_modified(|h| {
+            let changed = *h != holder;
+            *h = holder;
+            changed
+        });
+    }
+
+    /// The subject holding the MCP control lease, as last published.
+    pub fn lease_holder(&self) -> Option<String> {
+        self.lease_holder.borrow().clone()
     }
 
     /// Sends envelope changes to the loop over `changes` (bounded by [`ENVELOPE_CHANGES`]).

@@ -35,6 +35,11 @@ use crate::status::StatusReport;
 
 /// How often the status seen by MCP clients is refreshed from the cores.
 const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// Link events handled in one loop turn at most: the frames already queued behind the one
+/// that woke the loop are taken in the same turn, so the loop turns about once per read of
+/// the link rather than once per frame, and a batch stays short next to an e-stop (which
+/// also ends a batch at once).
+const LINK_EVENTS_PER_TURN: usize = 32;
 /// How long a fatal bridge refusal waits for the frames already queued to the MCU.
 const BRIDGE_FLUSH_ON_EXIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for the audit writer's last checkpoint.
@@ -81,6 +86,8 @@ enum Arrival {
     Stop(StopRequest),
     Control(ControlRequest),
     EnvelopeChange(EnvelopeChange),
+    /// A ground station's frame or connection (issue 19).
+    Gcs(crate::gcs::GcsInput),
 }
 
 /// A request being flown: where its progress and end go, and how its caller cancels.
@@ -116,6 +123,8 @@ struct Shell {
     envelope: watch::Sender<EnvelopeView>,
     cpu_temperature: watch::Receiver<Option<f64>>,
     bridge: Option<BridgeIo>,
+    /// Ground stations beside the daemon, when endpoints are configured.
+    gcs: Option<crate::gcs::GcsLoop>,
     status: watch::Sender<StatusReport>,
     camera: Option<crate::camera::CameraHandle>,
     local_estop: crate::estop::local::LocalEstopStatus,
@@ -149,6 +158,7 @@ impl Shell {
                 Arrival::Input(Input::Ground(*self.ground.borrow_and_update()))
             }
             Some(request) = self.control.recv() => Arrival::Control(request),
+            Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(input),
             Some(change) = self.envelope_changes.recv() => Arrival::EnvelopeChange(change),
             Ok(()) = self.cpu_temperature.changed() => {
                 Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
@@ -164,9 +174,11 @@ impl Shell {
         let now = Instant::now();
         let mut publish = false;
         match arrival {
+            Arrival::Input(Input::Link(event)) => self.link_events_turn(now, event),
             Arrival::Input(input) => {
                 self.core.handle(now, input);
             }
+            Arrival::Gcs(input) => self.gcs_input(now, input),
             Arrival::StatusTick => {
                 self.core.handle(now, Input::Tick);
                 publish = true;
@@ -198,6 +210,39 @@ impl Shell {
             }
         }
         self.drain(now, publish).await
+    }
+
+    /// A link event, and those already queued behind it (at most [`LINK_EVENTS_PER_TURN`],
+    /// ending at once when an e-stop request waits): one turn per read of the link, not per
+    /// frame. Ground stations see every frame of the vehicle.
+    fn link_events_turn(&mut self, now: Instant, event: LinkEvent) {
+        let mut next = Some(event);
+        let mut taken = 0;
+        while let Some(event) = next.take() {
+            if let Some(gcs) = &mut self.gcs {
+                gcs.from_autopilot(&event);
+            }
+            self.core.handle(now, Input::Link(event));
+            taken += 1;
+            if taken < LINK_EVENTS_PER_TURN && self.stop_requests.is_empty() {
+                next = self.link_events.try_recv().ok();
+            }
+        }
+    }
+
+    /// A ground station's input, decided with the vehicle's state of this turn; its flight
+    /// commands enter the control path as the MCP tools' requests do.
+    fn gcs_input(&mut self, now: Instant, input: crate::gcs::GcsInput) {
+        let Some(mut gcs) = self.gcs.take() else {
+            return;
+        };
+        let view = self.core.supervisor().vehicle().view(now);
+        let latched = self.core.estop_latched();
+        let link = self.link.clone();
+        gcs.handle(now, input, &view, latched, &link, |request| {
+            self.accept(now, request)
+        });
+        self.gcs = Some(gcs);
     }
 
     /// Carries out what the Core has to say: cancellations in, messages out, events, the

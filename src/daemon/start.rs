@@ -76,6 +76,14 @@ pub(super) async fn start(
         false => (None, None),
     };
     let (side, cpu_temperature) = side_tasks(&config, &status_rx, &link_shutdown).await?;
+    // Ground stations beside the daemon (issue 19): their endpoints are one more input.
+    let gcs = crate::gcs::GcsLoop::open(
+        &config,
+        control.clone(),
+        audit.clone(),
+        link_shutdown.clone(),
+    )
+    .await?;
     let mcp_shutdown = CancellationToken::new();
     let (mcp, unused_senders, unused_ground) = if config.mqtt.enabled {
         let estop = crate::mcp::EstopLink {
@@ -130,6 +138,7 @@ pub(super) async fn start(
         envelope,
         cpu_temperature,
         bridge,
+        gcs,
         status,
         camera,
         local_estop,

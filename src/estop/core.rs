@@ -791,13 +791,19 @@ impl EmergencyStop {
         self.latch.as_ref().map(|l| l.since)
     }
 
+    /// Whether the active rung (or the finished ladder) is confirmed: `status().rung_confirmed`
+    /// without building the whole status (the driver asks every loop turn).
+    pub fn rung_confirmed(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.confirmed) || self.done
+    }
+
     pub fn status(&self) -> StopStatus {
         StopStatus {
             latched: self.latch.is_some(),
             reason: self.latch.as_ref().map(|l| l.reason.clone()),
             source: self.latch.as_ref().map(|l| l.source),
             rung: self.active.as_ref().map(|a| a.rung),
-            rung_confirmed: self.active.as_ref().is_some_and(|a| a.confirmed) || self.done,
+            rung_confirmed: self.rung_confirmed(),
             pilot_in_control: self.pilot_in_control,
             terminated: self.terminated,
             failsafes_active: self.failsafes.clone(),

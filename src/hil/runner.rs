@@ -324,6 +324,133 @@ struct Rig {
     wire: WireLog,
     truth_now: Truth,
     truth_cursor: u64,
+    /// The ground station beside the daemon (`gcs` steps).
+    gcs: Option<RigGcs>,
+    /// Its endpoint's port in the daemon's configuration.
+    gcs_port: Option<u16>,
+}
+
+/// The rig's own ground station on a `gcs` endpoint of the daemon: system 255, as
+/// QGroundControl, heartbeating every second; what it is told (ACKs, STATUSTEXT) is kept.
+struct RigGcs {
+    link: crate::link::transport::LinkHandle,
+    told: Shared<Vec<crate::link::MavMessage>>,
+}
+
+impl RigGcs {
+    async fn open(port: u16, stop: CancellationToken) -> anyhow::Result<RigGcs> {
+        use crate::link::transport::{Link, LinkEvent, LinkOptions};
+        let options = LinkOptions {
+            system_id: PILOT_SYSTEM_ID,
+            component_id: PILOT_COMPONENT_ID,
+            reconnect_backoff_min: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(1),
+            signing: None,
+            peer: crate::link::pin::PeerPolicy::OPEN,
+        };
+        let endpoint: crate::link::endpoint::Endpoint = format!("udpout:127.0.0.1:{port}")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (link, mut events) = Link::open(&endpoint, options, stop.clone()).await?;
+        let told: Shared<Vec<crate::link::MavMessage>> = Arc::default();
+        let keep = told.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let LinkEvent::Frame { message, .. } = event
+                    && matches!(
+                        message,
+                        crate::link::MavMessage::COMMAND_ACK(_)
+                            | crate::link::MavMessage::STATUSTEXT(_)
+                    )
+                {
+                    keep.lock().unwrap().push(message);
+                }
+            }
+        });
+        let beat = link.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        let _ = beat.send(&crate::link::MavMessage::HEARTBEAT(crate::link::dialect::HEARTBEAT_DATA {
+                            mavtype: crate::link::dialect::MavType::MAV_TYPE_GCS,
+                            autopilot: crate::link::dialect::MavAutopilot::MAV_AUTOPILOT_INVALID,
+                            ..crate::link::dialect::HEARTBEAT_DATA::DEFAULT
+                        }));
+                    }
+                }
+            }
+        });
+        Ok(RigGcs { link, told })
+    }
+}
+
+/// A `gcs` step's command as a ground station sends it.
+fn gcs_command(step: &Step, truth: &Truth) -> anyhow::Result<crate::link::MavMessage> {
+    use crate::link::MavMessage;
+    use crate::link::dialect::{COMMAND_INT_DATA, MavFrame};
+    let arg = |k: &str| -> anyhow::Result<f64> {
+        step.args
+            .get(k)
+            .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+            .with_context(|| {
+                format!(
+                    "gcs {} needs `{k}` in args",
+                    step.gcs.as_deref().unwrap_or_default()
+                )
+            })
+    };
+    let long = |command: MavCmd, p: [f32; 7]| {
+        MavMessage::COMMAND_LONG(COMMAND_LONG_DATA {
+            target_system: 1,
+            target_component: 1,
+            command,
+            param1: p[0],
+            param2: p[1],
+            param3: p[2],
+            param4: p[3],
+            param5: p[4],
+            param6: p[5],
+            param7: p[6],
+            confirmation: 0,
+        })
+    };
+    Ok(match step.gcs.as_deref().unwrap_or_default() {
+        "arm" => long(
+            MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+            [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ),
+        "takeoff" => long(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, arg("altitude_m")? as f32],
+        ),
+        "land" => long(MavCmd::MAV_CMD_NAV_LAND, [0.0; 7]),
+        "return_home" => long(MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH, [0.0; 7]),
+        "hold" => {
+            let kind = truth.autopilot.context("no autopilot heartbeat seen yet")?;
+            let (base, custom) = FlightMode::encode(kind, FlightMode::Loiter)
+                .context("this autopilot has no hold mode to ask for")?;
+            long(
+                MavCmd::MAV_CMD_DO_SET_MODE,
+                [f32::from(base), custom as f32, 0.0, 0.0, 0.0, 0.0, 0.0],
+            )
+        }
+        "goto" => MavMessage::COMMAND_INT(COMMAND_INT_DATA {
+            target_system: 1,
+            target_component: 1,
+            #[allow(deprecated)]
+            frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            command: MavCmd::MAV_CMD_DO_REPOSITION,
+            param1: -1.0,
+            x: (arg("latitude_deg")? * 1e7).round() as i32,
+            y: (arg("longitude_deg")? * 1e7).round() as i32,
+            z: arg("altitude_m")? as f32,
+            ..Default::default()
+        }),
+        other => bail!("gcs `{other}` is not a command the rig sends"),
+    })
 }
 
 impl Rig {
@@ -369,6 +496,8 @@ impl Rig {
             wire: WireLog::default(),
             truth_now: Truth::default(),
             truth_cursor: 0,
+            gcs: None,
+            gcs_port: None,
         }
     }
 
@@ -412,6 +541,9 @@ impl Rig {
         self.start_daemon().await?;
         self.await_ready().await?;
         self.find_fault_params(scenario).await?;
+        if let Some(port) = self.gcs_port {
+            self.gcs = Some(RigGcs::open(port, self.stop.child_token()).await?);
+        }
         for (i, step) in scenario.steps.iter().enumerate() {
             let at = self.epoch.elapsed();
             if let Some(id) = &step.id {
@@ -594,6 +726,18 @@ impl Rig {
                 self.dir.join("bridge-b").display()
             ))?;
             merge(&mut table, bridge);
+        }
+        if scenario.steps.iter().any(|s| s.gcs.is_some()) {
+            // A ground station beside the daemon: a `gcs` endpoint on a free loopback port.
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let endpoint: toml::Table = toml::from_str(&format!(
+                "[[gcs_endpoint]]\nname = \"rig-gcs\"\nlink = \"udpin:127.0.0.1:{port}\"\n\
+                 role = \"gcs\"\n"
+            ))?;
+            merge(&mut table, endpoint);
+            self.gcs_port = Some(port);
         }
         merge(&mut table, scenario.setup.daemon.clone());
         let text = toml::to_string(&table)?;
@@ -954,6 +1098,7 @@ impl Rig {
                 self.say(step.describe());
                 Ok(())
             }
+            StepKind::Gcs => self.gcs_step(step, limit).await,
             StepKind::Flood => {
                 let tool = step.flood.clone().unwrap_or_default();
                 let calls = step.calls.unwrap_or(100);
@@ -982,6 +1127,72 @@ impl Rig {
                 Ok(())
             }
         }
+    }
+
+    /// A ground station's command: sent, its COMMAND_ACK awaited, judged by `expect` and
+    /// `reason_contains` (the STATUSTEXT it was told).
+    async fn gcs_step(&mut self, step: &Step, limit: Duration) -> anyhow::Result<()> {
+        use crate::link::MavMessage;
+        let truth = self.truth();
+        let message = gcs_command(step, &truth)?;
+        let command = match &message {
+            MavMessage::COMMAND_LONG(c) => c.command,
+            MavMessage::COMMAND_INT(c) => c.command,
+            _ => bail!("not a command"),
+        };
+        let gcs = self
+            .gcs
+            .as_ref()
+            .context("no ground station (no gcs endpoint)")?;
+        let told = gcs.told.clone();
+        let from = told.lock().unwrap().len();
+        // Sent once: the endpoint knows the station from its heartbeats since the rig started.
+        gcs.link
+            .send(&message)
+            .map_err(|e| anyhow::anyhow!("the ground station's link: {e}"))?;
+        let deadline = Instant::now() + limit;
+        let ack = loop {
+            let found = told.lock().unwrap()[from..].iter().find_map(|m| match m {
+                MavMessage::COMMAND_ACK(a) if a.command == command => Some(a.result),
+                _ => None,
+            });
+            if let Some(result) = found {
+                break result;
+            }
+            if Instant::now() >= deadline {
+                bail!("no COMMAND_ACK for {command:?} within {limit:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text: String = told.lock().unwrap()[from..]
+            .iter()
+            .filter_map(|m| match m {
+                MavMessage::STATUSTEXT(t) => Some(
+                    String::from_utf8_lossy(&t.text.to_vec())
+                        .trim_end_matches('\0')
+                        .to_owned(),
+                ),
+                _ => None,
+            })
+            .collect();
+        let accepted = ack == crate::link::dialect::MavResult::MAV_RESULT_ACCEPTED;
+        self.say(format!(
+            "{}: {ack:?}{}{text}",
+            step.describe(),
+            if text.is_empty() { "" } else { ": " }
+        ));
+        match step.expect {
+            Expect::Ok if !accepted => bail!("expected ACCEPTED, got {ack:?}: {text}"),
+            Expect::Refused if accepted => bail!("expected a refusal, got ACCEPTED"),
+            _ => {}
+        }
+        if let Some(want) = &step.reason_contains
+            && !text.contains(want.as_str())
+        {
+            bail!("the ground station was told {text:?}, not {want:?}");
+        }
+        Ok(())
     }
 
     fn expect(&self, step: &Step, tool: &str, outcome: &CallOutcome) -> anyhow::Result<()> {

@@ -177,6 +177,12 @@ pub struct Step {
     /// The pilot (RC or another ground station) switches the autopilot to this mode.
     pub pilot_mode: Option<String>,
 
+    /// A ground station beside the daemon (on a `gcs` endpoint the rig adds) sends this
+    /// command: `arm`, `takeoff` (`altitude_m`), `goto` (`latitude_deg`, `longitude_deg`,
+    /// `altitude_m`), `hold`, `land`, `return_home`. `expect` judges its COMMAND_ACK and
+    /// `reason_contains` the STATUSTEXT it is told.
+    pub gcs: Option<String>,
+
     /// Start `calls` calls of this tool from `clients` sessions at once, in the background.
     pub flood: Option<String>,
     pub calls: Option<u32>,
@@ -388,7 +394,11 @@ pub enum StepKind {
     Bridge,
     PilotMode,
     Flood,
+    Gcs,
 }
+
+/// The commands a `gcs` step can send.
+pub const GCS_COMMANDS: &[&str] = &["arm", "takeoff", "goto", "hold", "land", "return_home"];
 
 impl Step {
     /// The one action of this step; `Err` names what is wrong.
@@ -403,13 +413,14 @@ impl Step {
             (self.bridge.is_some(), StepKind::Bridge, "bridge"),
             (self.pilot_mode.is_some(), StepKind::PilotMode, "pilot_mode"),
             (self.flood.is_some(), StepKind::Flood, "flood"),
+            (self.gcs.is_some(), StepKind::Gcs, "gcs"),
         ];
         let found: Vec<_> = present.iter().filter(|(p, _, _)| *p).collect();
         match found.as_slice() {
             [(_, kind, _)] => Ok(*kind),
             [] => Err(
                 "has no action: give one of call, await_call, wait, sleep_s, fault, \
-                 estop, bridge, pilot_mode, flood"
+                 estop, bridge, pilot_mode, flood, gcs"
                     .into(),
             ),
             many => Err(format!(
@@ -451,6 +462,10 @@ impl Step {
             Ok(StepKind::PilotMode) => format!(
                 "pilot switches to {}",
                 self.pilot_mode.as_deref().unwrap_or_default()
+            ),
+            Ok(StepKind::Gcs) => format!(
+                "a ground station sends {}",
+                self.gcs.as_deref().unwrap_or_default()
             ),
             Ok(StepKind::Flood) => format!(
                 "flood of {} x {} from {} clients",
@@ -670,6 +685,20 @@ pub fn validate(s: &Scenario) -> Result<(), String> {
                 }
             }
             StepKind::PilotMode => {}
+            StepKind::Gcs => {
+                let name = step.gcs.as_deref().unwrap_or_default();
+                if !GCS_COMMANDS.contains(&name) {
+                    return Err(at(format!(
+                        "gcs `{name}` is not one of {}",
+                        GCS_COMMANDS.join(", ")
+                    )));
+                }
+                if step.background {
+                    return Err(at(
+                        "a gcs step waits for its ACK; it cannot be background".into()
+                    ));
+                }
+            }
             StepKind::Flood => {
                 if step.calls == Some(0) || step.clients == Some(0) {
                     return Err(at("a flood needs at least one call and one client".into()));
@@ -861,6 +890,14 @@ mod tests {
             (
                 "name = \"n\"\n[[steps]]\nwait = { daemon_log = \"x\", since = \"later\" }\n[[steps]]\nid = \"later\"\nsleep_s = 1\n",
                 "names no earlier step id",
+            ),
+            (
+                "name = \"n\"\n[[steps]]\ngcs = \"flip\"\n",
+                "gcs `flip` is not one of arm, takeoff, goto",
+            ),
+            (
+                "name = \"n\"\n[[steps]]\nid = \"g\"\ngcs = \"land\"\nbackground = true\n",
+                "cannot be background",
             ),
         ];
         for (text, want) in cases {

@@ -393,6 +393,15 @@ impl FrameEncoder {
         raw.as_slice().get(..len).unwrap_or_default().to_vec()
     }
 
+    /// Encodes one unsigned MAVLink 2 frame with `header` as given (another sender's frame
+    /// passed on); no sequence of ours advances.
+    pub fn encode_as(header: &MavHeader, message: &MavMessage) -> Vec<u8> {
+        let mut raw = mavlink::MAVLinkV2MessageRaw::new();
+        raw.serialize_message(*header, message);
+        let len = 1 + HEADER_V2 + usize::from(raw.payload_length()) + CHECKSUM;
+        raw.as_slice().get(..len).unwrap_or_default().to_vec()
+    }
+
     /// Encodes one signed MAVLink 2 frame (incompatibility flag 0x01, checksum over it, then
     /// the 13-byte trailer with `link_id`, `timestamp` and the signature) and advances the
     /// sequence.

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use mavlink::MavHeader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -271,6 +272,22 @@ impl LinkHandle {
                     mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
                 })
             }
+        }
+    }
+
+    /// Hands over a frame of another sender with that sender's header (system, component,
+    /// sequence) kept: the daemon routing the vehicle's frames to a ground station, which
+    /// must see them as the vehicle sent them. Unsigned; the link's own sequence is not
+    /// touched. Returns the encoded frame (for the telemetry log). Never blocks.
+    pub fn send_as(&self, header: &MavHeader, message: &MavMessage) -> Result<Vec<u8>, SendError> {
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        let bytes = FrameEncoder::encode_as(header, message);
+        match self.shared.outgoing.try_send(bytes.clone()) {
+            Ok(()) => Ok(bytes),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(SendError::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected),
         }
     }
 

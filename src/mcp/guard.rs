@@ -458,6 +458,13 @@ impl Guard {
         ))
     }
 
+    /// The subject holding the control lease now, if anyone does.
+    pub fn lease_holder_subject(&self) -> Option<String> {
+        let now = Instant::now();
+        self.with_gate(|g| g.lease(now).map(|l| l.holder_subject))
+            .flatten()
+    }
+
     fn lease_view(&self) -> Value {
         let now = Instant::now();
         self.with_gate(|g| serde_json::to_value(g.lease(now)).unwrap_or(Value::Null))

@@ -14,6 +14,8 @@
 //! - `version`: what each negotiated MCP version may carry.
 //! - `transport`: the MCP-over-MQTT topic scheme, user properties and error codes (pure).
 //! - `shell`: the IO: MQTT in and out, one rmcp service per session, status updates.
+//! - `splice`: the status put into `get_status` answers as the shell serialises them (one
+//!   serialisation per published report, no copy per call).
 
 pub mod errors;
 pub mod guard;
@@ -23,6 +25,7 @@ pub mod schema;
 pub mod server;
 pub mod session;
 pub mod shell;
+pub mod splice;
 pub mod tools;
 pub mod transport;
 pub mod version;

@@ -164,8 +164,8 @@ fn json_text(uri: &str, text: String) -> ResourceContents {
 
 fn read_status(read: ResourceRead) -> ReadFuture {
     Box::pin(async move {
-        let text = serde_json::to_string(&*read.status.borrow())
-            .map_err(|e| errors::internal(format!("status serialisation: {e}")))?;
+        // Serialised once per published report, shared with get_status.
+        let text = read.status.borrow().serialized().text.to_string();
         Ok(json_text(STATUS_URI, text))
     })
 }

@@ -55,6 +55,22 @@ const MQTT_REQUESTS: usize = 512;
 #[error("the session's message loop has stopped")]
 pub struct SessionClosed;
 
+/// What the session table reads of an outgoing message (`Sessions::handle_outgoing`):
+/// whether it has a method (the table reads only that there is one), its id, and whether it
+/// is a result or an error; not the body.
+fn message_head(message: &ServerJsonRpcMessage) -> Value {
+    let id = |id: &rmcp::model::RequestId| serde_json::to_value(id).unwrap_or(Value::Null);
+    match message {
+        ServerJsonRpcMessage::Request(r) => json!({"method": "request", "id": id(&r.id)}),
+        ServerJsonRpcMessage::Notification(_) => json!({"method": "notification"}),
+        ServerJsonRpcMessage::Response(r) => json!({"id": id(&r.id), "result": {}}),
+        ServerJsonRpcMessage::Error(e) => match &e.id {
+            Some(i) => json!({"id": id(i), "error": {}}),
+            None => json!({"error": {}}),
+        },
+    }
+}
+
 /// rmcp transport over two channels: messages in from the shell, out to the shell.
 struct ChannelTransport {
     inbox: mpsc::Receiver<ClientJsonRpcMessage>,
@@ -298,7 +314,14 @@ impl Shell {
         self.execute(actions);
         // Lease expiry may notify a session: never await its outgoing queue here.
         let g = self.guard.clone();
-        tokio::spawn(async move { g.poll().await });
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            g.poll().await;
+            // Expiry and session ends change the holder too (ground stations read it).
+            if let Some(control) = control {
+                control.publish_lease_holder(g.lease_holder_subject());
+            }
+        });
         if connected && status_rx.has_changed().unwrap_or(false) {
             status_rx.borrow_and_update();
             self.status_updated(compat_resource_updates_on_rpc);
@@ -577,12 +600,27 @@ impl Shell {
         }
     }
 
+    /// A message of a session's rmcp service: serialised once, straight to the payload (a
+    /// `get_status` answer gets the published status's own JSON, see `splice`); the session
+    /// table sees only its head (method, id, result or error).
     fn handle_outgoing(&mut self, (client_id, generation, message): Outgoing) {
-        let Ok(value) = serde_json::to_value(&message) else {
+        let Ok(mut payload) = serde_json::to_vec(&message) else {
             tracing::error!(client_id, "cannot serialise an outgoing MCP message");
             return;
         };
-        self.handle_outgoing_value(&client_id, generation, value);
+        if super::splice::is_marked(&message) {
+            let status = self.status.borrow().serialized();
+            payload = super::splice::splice(&payload, &status);
+        }
+        let head = message_head(&message);
+        let (publish, actions) =
+            self.sessions
+                .handle_outgoing(std::time::Instant::now(), &client_id, generation, &head);
+        if publish {
+            let topic = self.sessions.topics().rpc(&client_id);
+            self.publish_raw(&topic, payload, false);
+        }
+        self.execute(actions);
     }
 
     /// A message of a session (or answered on its behalf), through the table before it

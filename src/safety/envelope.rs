@@ -297,16 +297,40 @@ impl Zone {
         }
     }
 
-    /// Smallest clearance along the segment `a`–`b`, exact when both endpoints are on the
-    /// allowed side (the only case the goal check asks about).
-    fn path_clearance(&self, a: LocalPoint, b: LocalPoint) -> f64 {
-        let ends = self.clearance(a).min(self.clearance(b));
+    /// The clearances of `a` and `b` and the smallest along the segment `a`–`b` (exact when
+    /// both endpoints are on the allowed side, the only case the goal check asks about),
+    /// for a polygon in one pass over its edges.
+    fn path_clearances(&self, a: LocalPoint, b: LocalPoint) -> (f64, f64, f64) {
+        match &self.shape {
+            Shape::Polygon(poly) => {
+                let d = poly.path_distances(a, b);
+                let sign = match self.kind {
+                    ZoneKind::KeepIn => 1.0,
+                    ZoneKind::KeepOut => -1.0,
+                };
+                let (start, end) = (sign * d.start_m, sign * d.end_m);
+                (
+                    start,
+                    end,
+                    self.path_clearance(a, b, start.min(end), d.segment_m),
+                )
+            }
+            Shape::Circle(_) => {
+                let (start, end) = (self.clearance(a), self.clearance(b));
+                (start, end, self.path_clearance(a, b, start.min(end), 0.0))
+            }
+        }
+    }
+
+    /// Smallest clearance along the segment `a`–`b` given the smaller clearance of its
+    /// ends and, for a polygon, the segment's distance to the boundary.
+    fn path_clearance(&self, a: LocalPoint, b: LocalPoint, ends: f64, segment_m: f64) -> f64 {
         if ends <= 0.0 {
             return ends;
         }
         match (&self.shape, self.kind) {
             (Shape::Polygon(poly), _) => {
-                let distance = poly.segment_boundary_distance(a, b);
+                let distance = segment_m;
                 if distance > BOUNDARY_CONTACT_M {
                     return distance;
                 }
@@ -905,7 +929,8 @@ impl Envelope {
         let a = self.frame.to_local(goal.from.point());
         let b = self.frame.to_local(goal.to.point());
         let m = self.margin_horizontal_m();
-        let words = self.margin_words();
+        // Words only for a refusal: an accepted goal formats nothing.
+        let words = || self.margin_words();
         let path_m = a.distance(b);
 
         let home_distance = b.norm();
@@ -920,21 +945,20 @@ impl Envelope {
         }
 
         for z in &self.zones {
-            let start = z.clearance(a);
+            let (start, target, path) = z.path_clearances(a, b);
             if start <= 0.0 {
                 reasons.push((EnvelopeRule::Zone, match z.kind {
                     ZoneKind::KeepIn => format!(
                         "the vehicle is outside {}: only hold, land and return_home are accepted",
-                        z.describe(&words)
+                        z.describe(&words())
                     ),
                     ZoneKind::KeepOut => format!(
                         "the vehicle is inside {}: only hold, land and return_home are accepted",
-                        z.describe(&words)
+                        z.describe(&words())
                     ),
                 }));
                 continue;
             }
-            let target = z.clearance(b);
             if target < m {
                 reasons.push((EnvelopeRule::Zone, match z.kind {
                     ZoneKind::KeepIn => format!(
@@ -944,7 +968,7 @@ impl Envelope {
                         } else {
                             format!("only {} m inside", fmt_m(target))
                         },
-                        z.describe(&words),
+                        z.describe(&words()),
                         fmt_m(m)
                     ),
                     ZoneKind::KeepOut => format!(
@@ -954,7 +978,7 @@ impl Envelope {
                         } else {
                             format!("only {} m from", fmt_m(target))
                         },
-                        z.describe(&words),
+                        z.describe(&words()),
                         fmt_m(m)
                     ),
                 }));
@@ -966,7 +990,7 @@ impl Envelope {
             } else {
                 m
             };
-            if z.path_clearance(a, b) < required {
+            if path < required {
                 let along_m = self.first_conflict_m(z, a, b, required) * path_m;
                 reasons.push((
                     EnvelopeRule::Zone,
@@ -976,7 +1000,7 @@ impl Envelope {
                             ZoneKind::KeepIn => "leaves",
                             ZoneKind::KeepOut => "crosses",
                         },
-                        z.describe(&words),
+                        z.describe(&words()),
                         fmt_m(along_m)
                     ),
                 ));

@@ -204,6 +204,98 @@ impl fmt::Display for PolygonError {
     }
 }
 
+/// Edges per block of the cull: a block of edges whose bounding box is farther from the
+/// point (or path) than the nearest edge found so far, and which a ray from the point
+/// cannot cross, is skipped whole. 16 keeps a 128-vertex fence at 8 boxes.
+const BLOCK_EDGES: usize = 16;
+
+/// One edge, precomputed when the polygon is made so that the checks do no division or
+/// square root per edge: start, end, direction and the inverse of its squared length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Edge {
+    a: LocalPoint,
+    b: LocalPoint,
+    d: LocalPoint,
+    /// 0 for a degenerate edge (a path of length 0), which then measures from `a`.
+    inv_len2: f64,
+}
+
+impl Edge {
+    fn new(a: LocalPoint, b: LocalPoint) -> Edge {
+        let d = b.sub(a);
+        let len2 = d.dot(d);
+        Edge {
+            a,
+            b,
+            d,
+            inv_len2: if len2 > 0.0 { 1.0 / len2 } else { 0.0 },
+        }
+    }
+
+    /// Squared distance from `p` to the edge.
+    fn distance2(&self, p: LocalPoint) -> f64 {
+        let w = p.sub(self.a);
+        let t = (w.dot(self.d) * self.inv_len2).clamp(0.0, 1.0);
+        let east = w.east_m - self.d.east_m * t;
+        let north = w.north_m - self.d.north_m * t;
+        east * east + north * north
+    }
+
+    /// Whether the ray from `p` towards east crosses the edge (the crossing-number rule of
+    /// [`Polygon::contains`], the same arithmetic).
+    fn crosses(&self, p: LocalPoint) -> bool {
+        let (a, b) = (self.a, self.b);
+        (a.north_m > p.north_m) != (b.north_m > p.north_m)
+            && p.east_m
+                < a.east_m
+                    + (p.north_m - a.north_m) * (b.east_m - a.east_m) / (b.north_m - a.north_m)
+    }
+}
+
+/// A run of consecutive edges and their bounding box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Block {
+    start: usize,
+    end: usize,
+    min: LocalPoint,
+    max: LocalPoint,
+}
+
+/// Slack on the east side of a block's box for the ray test: the interpolated crossing
+/// may round a hair past the box.
+const RAY_SLACK_M: f64 = 1e-6;
+
+impl Block {
+    /// Whether a ray from `p` towards east may cross an edge of the block.
+    fn ray_may_cross(&self, p: LocalPoint) -> bool {
+        p.north_m >= self.min.north_m
+            && p.north_m <= self.max.north_m
+            && p.east_m <= self.max.east_m + RAY_SLACK_M
+    }
+
+    /// Squared distance from the box `[min, max]` to the block's box (0 when they overlap).
+    fn box_distance2(&self, min: LocalPoint, max: LocalPoint) -> f64 {
+        let east = (self.min.east_m - max.east_m)
+            .max(min.east_m - self.max.east_m)
+            .max(0.0);
+        let north = (self.min.north_m - max.north_m)
+            .max(min.north_m - self.max.north_m)
+            .max(0.0);
+        east * east + north * north
+    }
+}
+
+/// What one pass over a polygon's edges tells about a path from `a` to `b`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathDistances {
+    /// Signed distance of `a` to the boundary, positive inside.
+    pub start_m: f64,
+    /// Signed distance of `b`.
+    pub end_m: f64,
+    /// Smallest distance from the segment to the boundary (0 if it touches or crosses).
+    pub segment_m: f64,
+}
+
 /// A simple ("nice") polygon in the local plane, counter-clockwise, validated on creation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Polygon {
@@ -211,6 +303,9 @@ pub struct Polygon {
     /// Bounding box, for a cheap rejection in the containment tests.
     min: LocalPoint,
     max: LocalPoint,
+    /// The edges as records (derived from `vertices`), in blocks for the cull.
+    edges: Vec<Edge>,
+    blocks: Vec<Block>,
 }
 
 impl Polygon {
@@ -296,7 +391,44 @@ impl Polygon {
             max.east_m = max.east_m.max(v.east_m);
             max.north_m = max.north_m.max(v.north_m);
         }
-        Ok(Polygon { vertices, min, max })
+        let edges: Vec<Edge> = (0..vertices.len())
+            .map(|i| Edge::new(vertices[i], vertices[(i + 1) % vertices.len()]))
+            .collect();
+        let blocks = (0..edges.len())
+            .step_by(BLOCK_EDGES)
+            .map(|start| {
+                let end = (start + BLOCK_EDGES).min(edges.len());
+                let mut block = Block {
+                    start,
+                    end,
+                    min: LocalPoint::new(f64::INFINITY, f64::INFINITY),
+                    max: LocalPoint::new(f64::NEG_INFINITY, f64::NEG_INFINITY),
+                };
+                for e in &edges[start..end] {
+                    for v in [e.a, e.b] {
+                        block.min.east_m = block.min.east_m.min(v.east_m);
+                        block.min.north_m = block.min.north_m.min(v.north_m);
+                        block.max.east_m = block.max.east_m.max(v.east_m);
+                        block.max.north_m = block.max.north_m.max(v.north_m);
+                    }
+                }
+                block
+            })
+            .collect();
+        Ok(Polygon {
+            vertices,
+            min,
+            max,
+            edges,
+            blocks,
+        })
+    }
+
+    fn in_box(&self, p: LocalPoint) -> bool {
+        p.east_m >= self.min.east_m
+            && p.east_m <= self.max.east_m
+            && p.north_m >= self.min.north_m
+            && p.north_m <= self.max.north_m
     }
 
     /// Vertices, counter-clockwise.
@@ -344,17 +476,87 @@ impl Polygon {
             .fold(f64::INFINITY, f64::min)
     }
 
-    /// Distance to the boundary, positive inside and negative outside.
+    /// Distance to the boundary, positive inside and negative outside: the distance and
+    /// the crossing number of [`Polygon::contains`] in one pass over the edge records,
+    /// skipping each block that is farther than the nearest edge so far and that the ray
+    /// cannot cross. One square root.
     pub fn signed_distance(&self, p: LocalPoint) -> f64 {
-        let d = self.boundary_distance(p);
-        if self.contains(p) { d } else { -d }
+        let in_box = self.in_box(p);
+        let mut best2 = f64::INFINITY;
+        let mut inside = false;
+        for block in &self.blocks {
+            let ray = in_box && block.ray_may_cross(p);
+            let near = block.box_distance2(p, p) < best2;
+            if !(ray || near) {
+                continue;
+            }
+            for e in &self.edges[block.start..block.end] {
+                if near {
+                    best2 = best2.min(e.distance2(p));
+                }
+                if ray && e.crosses(p) {
+                    inside = !inside;
+                }
+            }
+        }
+        let d = best2.sqrt();
+        if in_box && inside { d } else { -d }
     }
 
     /// Smallest distance from the segment `a`–`b` to the boundary (0 if it touches or crosses).
     pub fn segment_boundary_distance(&self, a: LocalPoint, b: LocalPoint) -> f64 {
-        self.edges()
-            .map(|(c, d)| segment_segment_distance(a, b, c, d))
-            .fold(f64::INFINITY, f64::min)
+        self.path_distances(a, b).segment_m
+    }
+
+    /// The signed distances of `a` and `b` and the segment's distance to the boundary, in
+    /// one pass over the edge records (the goal check needs all three), with the same
+    /// block cull as [`Polygon::signed_distance`] (a block is measured when its box is
+    /// nearer the path's box than the farthest of the three minima so far).
+    pub fn path_distances(&self, a: LocalPoint, b: LocalPoint) -> PathDistances {
+        let path = Edge::new(a, b);
+        let path_min = LocalPoint::new(a.east_m.min(b.east_m), a.north_m.min(b.north_m));
+        let path_max = LocalPoint::new(a.east_m.max(b.east_m), a.north_m.max(b.north_m));
+        let (a_in_box, b_in_box) = (self.in_box(a), self.in_box(b));
+        let (mut a2, mut b2, mut segment2) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+        let (mut a_inside, mut b_inside) = (false, false);
+        for block in &self.blocks {
+            let ray_a = a_in_box && block.ray_may_cross(a);
+            let ray_b = b_in_box && block.ray_may_cross(b);
+            let near = block.box_distance2(path_min, path_max) < a2.max(b2);
+            if !(ray_a || ray_b || near) {
+                continue;
+            }
+            for e in &self.edges[block.start..block.end] {
+                if near {
+                    let (ea2, eb2) = (e.distance2(a), e.distance2(b));
+                    a2 = a2.min(ea2);
+                    b2 = b2.min(eb2);
+                    if segment2 > 0.0 {
+                        segment2 = if segments_intersect(a, b, e.a, e.b) {
+                            0.0
+                        } else {
+                            segment2
+                                .min(ea2)
+                                .min(eb2)
+                                .min(path.distance2(e.a))
+                                .min(path.distance2(e.b))
+                        };
+                    }
+                }
+                if ray_a && e.crosses(a) {
+                    a_inside = !a_inside;
+                }
+                if ray_b && e.crosses(b) {
+                    b_inside = !b_inside;
+                }
+            }
+        }
+        let sign = |inside: bool| if inside { 1.0 } else { -1.0 };
+        PathDistances {
+            start_m: sign(a_in_box && a_inside) * a2.sqrt(),
+            end_m: sign(b_in_box && b_inside) * b2.sqrt(),
+            segment_m: segment2.sqrt(),
+        }
     }
 
     /// Inside / near edge / outside with an uncertainty buffer (metres, ≥ 0).

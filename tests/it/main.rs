@@ -14,6 +14,7 @@ mod deploy_systemd;
 mod estop;
 mod flight_mcp;
 mod flight_rig;
+mod gcs_share;
 mod ground_bridge;
 mod hil_inject;
 mod hil_runner;

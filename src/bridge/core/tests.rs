@@ -220,3 +220,57 @@ fn a_refusal_before_the_bridge_hello_still_ends_with_both_versions_named() {
     };
     assert!(message.contains("speaks protocol v7"), "{message}");
 }
+
+/// Found by the fuzzer (issue 21): a restarted MCU numbers its events from 1 again, so its
+/// first press may carry the number of the last event before; it must still be a press.
+#[test]
+fn a_restarted_mcu_press_numbered_as_the_last_one_before_is_still_a_press() {
+    let t0 = Instant::now();
+    let heartbeat = |uptime_ms: u32| {
+        Message::McuHeartbeat(McuHeartbeat {
+            seq: 1,
+            uptime_ms,
+            switch: SwitchState::Closed,
+            output: OutputState::Released,
+            latched: None,
+            companion: CompanionLink::Healthy,
+        })
+    };
+    let press = |seq: u32| Message::EstopAsserted {
+        seq,
+        source: EstopSource::Switch,
+    };
+    let release = Message::EstopReleased {
+        seq: 1,
+        source: EstopSource::Switch,
+    };
+    // Restarted and said hello again.
+    let mut link = connected(t0);
+    link.handle_message(t0, &release);
+    link.handle_message(t0, &mcu_hello(PROTOCOL_VERSION));
+    events(&mut link);
+    link.handle_message(t0, &press(1));
+    assert!(
+        events(&mut link)
+            .iter()
+            .any(|e| matches!(e, BridgeEvent::EstopAsserted { seq: 1, .. })),
+        "a press after a new hello was taken for a repeat"
+    );
+    // Restarted faster than the link timeout: seen only in its uptime going back.
+    let mut link = connected(t0);
+    link.handle_message(t0, &heartbeat(50_000));
+    link.handle_message(t0, &press(1));
+    events(&mut link);
+    link.handle_message(t0, &heartbeat(800));
+    link.handle_message(t0, &press(1));
+    assert!(
+        events(&mut link)
+            .iter()
+            .any(|e| matches!(e, BridgeEvent::EstopAsserted { seq: 1, .. })),
+        "a press after the uptime went back was taken for a repeat"
+    );
+    // A repeat within one run of the MCU stays one event.
+    link.handle_message(t0, &heartbeat(900));
+    link.handle_message(t0, &press(1));
+    assert!(events(&mut link).is_empty());
+}

@@ -399,6 +399,11 @@ impl Core {
         self.stop.status()
     }
 
+    /// The e-stop latch is set (what a ground station's command must respect).
+    pub fn estop_latched(&self) -> bool {
+        self.stop.is_latched()
+    }
+
     /// An ADMIN's envelope change, decided by the supervisor; an accepted one is recorded
     /// (the call itself is recorded by the MCP guard, the new envelope when it is published).
     fn change_envelope(

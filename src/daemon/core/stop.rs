@@ -113,8 +113,10 @@ impl Core {
             self.events
                 .push_back(Event::Audit(crate::audit::events::stop(&event)));
         }
-        let status = self.stop.status();
-        if changed || self.stop_published.rung_confirmed != status.rung_confirmed {
+        // The whole status (its history cloned) only when something changed: this runs on
+        // every turn.
+        if changed || self.stop_published.rung_confirmed != self.stop.rung_confirmed() {
+            let status = self.stop.status();
             self.stop_published = status.clone();
             self.events.push_back(Event::StopStatus(status));
         }

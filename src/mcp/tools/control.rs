@@ -53,7 +53,12 @@ fn lease(call: ToolCall, tool: &'static str, request: bool) -> ToolFuture {
                 "{tool} takes no arguments; call it with {{}}"
             )));
         }
-        call.guard.control(&call.session, request).await
+        let result = call.guard.control(&call.session, request).await;
+        // The ground-station endpoints learn the new holder at once, not at the next tick.
+        if let Some(control) = &call.control {
+            control.publish_lease_holder(call.guard.lease_holder_subject());
+        }
+        result
     })
 }
 

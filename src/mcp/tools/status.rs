@@ -52,8 +52,9 @@ fn get_status(call: ToolCall) -> ToolFuture {
         if let Err(text) = no_args(&call.arguments, "get_status") {
             return tool_error(text);
         }
-        let report = call.status.borrow().clone();
-        structured(&report)
+        // Placeholders the shell replaces with the published report's JSON, made once per
+        // report: nothing of the status is copied per call (`mcp::splice`).
+        crate::mcp::splice::status_result()
     })
 }
 
