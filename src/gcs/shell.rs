@@ -225,6 +225,37 @@ impl GcsLoop {
         self.route = route;
     }
 
+    /// A ground station connected or went away: logged and audited; the router forgets
+    /// what it learnt of a station that left.
+    fn connection(&mut self, input: GcsInput) {
+        match input {
+            GcsInput::Connected { endpoint, peer } => {
+                info!(
+                    endpoint = self.router.name(endpoint),
+                    "ground station connected: {peer}"
+                );
+                self.audit.record(Event::Link {
+                    link: format!("gcs:{}", self.router.name(endpoint)),
+                    up: true,
+                    detail: peer,
+                });
+            }
+            GcsInput::Disconnected { endpoint, reason } => {
+                info!(
+                    endpoint = self.router.name(endpoint),
+                    "ground station gone: {reason}"
+                );
+                self.router.handle_disconnected(endpoint);
+                self.audit.record(Event::Link {
+                    link: format!("gcs:{}", self.router.name(endpoint)),
+                    up: false,
+                    detail: reason,
+                });
+            }
+            GcsInput::Frame { .. } => {}
+        }
+    }
+
     /// One input of an endpoint, decided with the vehicle's state of this turn. A flight
     /// command becomes a `ControlRequest` handed to `accept`, the loop's own entry of the
     /// control path (the MCP tools' requests take it too).
@@ -243,29 +274,8 @@ impl GcsLoop {
                 header,
                 message,
             } => (endpoint, header, message),
-            GcsInput::Connected { endpoint, peer } => {
-                info!(
-                    endpoint = self.router.name(endpoint),
-                    "ground station connected: {peer}"
-                );
-                self.audit.record(Event::Link {
-                    link: format!("gcs:{}", self.router.name(endpoint)),
-                    up: true,
-                    detail: peer,
-                });
-                return;
-            }
-            GcsInput::Disconnected { endpoint, reason } => {
-                info!(
-                    endpoint = self.router.name(endpoint),
-                    "ground station gone: {reason}"
-                );
-                self.router.handle_disconnected(endpoint);
-                self.audit.record(Event::Link {
-                    link: format!("gcs:{}", self.router.name(endpoint)),
-                    up: false,
-                    detail: reason,
-                });
+            other => {
+                self.connection(other);
                 return;
             }
         };
