@@ -276,6 +276,7 @@ impl Tasks {
         info!("shutting down: no more commands will be sent to the autopilot");
         shell.notifier.notify(&[State::Stopping]);
         shell.link_shutdown.cancel();
+        shell.link.persisted(Duration::from_millis(500)).await;
         self.local_shutdown.cancel();
         if let Some(task) = self.local {
             let _ = tokio::time::timeout(Duration::from_millis(500), task).await;

@@ -209,6 +209,8 @@ struct Shared {
     foreign_peer: AtomicU64,
     connections_refused: AtomicU64,
     local_addr: Option<SocketAddr>,
+    /// The task that saves the signing timestamp: awaited at shutdown for its last save.
+    persist_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -243,6 +245,19 @@ impl std::fmt::Debug for LinkHandle {
 }
 
 impl LinkHandle {
+    /// After the link's shutdown was cancelled: waits (at most `grace`) for the signing
+    /// timestamp's last save, so a process that exits right after does not lose it (a
+    /// runtime dropped mid-save kept only the previous one). Nothing to wait for without
+    /// a timestamp file.
+    pub async fn persisted(&self, grace: Duration) {
+        let task = (self.shared.persist_task.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(grace, task).await;
+        }
+    }
+
     /// Encodes `message` with the link's identity and next sequence number (signed when the
     /// link has a key) and hands it to the writer. Never blocks.
     pub fn send(&self, message: &MavMessage) -> Result<(), SendError> {
@@ -446,17 +461,22 @@ impl Link {
             foreign_peer: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             local_addr,
+            persist_task: Mutex::new(None),
         });
         if let Some(path) = options
             .signing
             .as_ref()
             .and_then(|s| s.timestamp_store.clone())
         {
-            tokio::spawn(persist_timestamp(
+            let task = tokio::spawn(persist_timestamp(
                 TimestampStore::new(path),
                 shared.clone(),
                 shutdown.clone(),
             ));
+            *shared
+                .persist_task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task);
         }
         let pin = PeerPin::new(match &kind {
             Kind::TcpIn { .. } | Kind::UdpIn { .. } => options.peer,
