@@ -354,8 +354,17 @@ impl RigGcs {
         let (link, mut events) = Link::open(&endpoint, options, stop.clone()).await?;
         let told: Shared<Vec<crate::link::MavMessage>> = Arc::default();
         let keep = told.clone();
+        // Ready once the daemon's endpoint knows the station: it routes the vehicle's frames
+        // to a `udpin` peer only after hearing it, so the first frame back is the sign.
+        let (heard_tx, heard) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
+            let mut heard_tx = Some(heard_tx);
             while let Some(event) = events.recv().await {
+                if matches!(event, LinkEvent::Frame { .. })
+                    && let Some(tx) = heard_tx.take()
+                {
+                    let _ = tx.send(());
+                }
                 if let LinkEvent::Frame { message, .. } = event
                     && matches!(
                         message,
@@ -383,6 +392,26 @@ impl RigGcs {
                 }
             }
         });
+        // Heartbeats every 100 ms until the daemon answers (the 1 s heartbeat above keeps
+        // the station known afterwards), at most 10 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        tokio::pin!(heard);
+        loop {
+            let _ = link.send(&crate::link::MavMessage::HEARTBEAT(
+                crate::link::dialect::HEARTBEAT_DATA {
+                    mavtype: crate::link::dialect::MavType::MAV_TYPE_GCS,
+                    autopilot: crate::link::dialect::MavAutopilot::MAV_AUTOPILOT_INVALID,
+                    ..crate::link::dialect::HEARTBEAT_DATA::DEFAULT
+                },
+            ));
+            tokio::select! {
+                _ = &mut heard => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the daemon's gcs endpoint on port {port} sent nothing within 10 s");
+            }
+        }
         Ok(RigGcs { link, told })
     }
 }
