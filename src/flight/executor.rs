@@ -527,14 +527,16 @@ impl Executor {
         }
         // On the ground at the end of a landing or a return the autopilot may change mode by
         // itself (PX4 goes back to Hold when it disarms, UserModeIntention::onDisarm): that is
-        // the landing finishing, not an interruption; the wait for disarm decides.
+        // the landing finishing, not an interruption; the wait for disarm decides. Disarmed
+        // counts as on the ground here: PX4's heartbeat can bring the disarm and Hold before
+        // its EXTENDED_SYS_STATE says the landing ended, and a disarmed vehicle flies nothing.
         if matches!(
             job.running,
             Running::Until {
                 condition: Condition::LandedDisarmed { .. },
                 ..
             }
-        ) && !vehicle.in_air()
+        ) && (!vehicle.in_air() || !vehicle.is_armed())
         {
             return None;
         }
