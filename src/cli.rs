@@ -222,32 +222,10 @@ pub fn main() -> ExitCode {
             run_async(|shutdown| crate::demo::run(args, shutdown))
         }
         Command::Token(command) => token_command(command),
-        Command::Cert(command) => match crate::dev_setup::cert_command(command) {
-            Ok(lines) => {
-                for line in lines {
-                    println!("{line}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Cert(command) => print_lines(crate::dev_setup::cert_command(command)),
         Command::Audit(command) => audit_command(command),
         Command::Signing(crate::signing_tool::SigningCommand::Keygen { out }) => {
-            match crate::signing_tool::keygen(&out) {
-                Ok(lines) => {
-                    for line in lines {
-                        println!("{line}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            print_lines(crate::signing_tool::keygen(&out))
         }
         Command::Signing(crate::signing_tool::SigningCommand::Install(args)) => {
             crate::logging::init("warn");
@@ -390,18 +368,9 @@ fn audit_command(command: AuditCommand) -> ExitCode {
             }
         }
         AuditCommand::Vkey { config, key } => audit_vkey(config, key),
-        AuditCommand::Tail { dir, n, json } => match crate::audit::tail_command(&dir, n, json) {
-            Ok(lines) => {
-                for line in lines {
-                    println!("{line}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        AuditCommand::Tail { dir, n, json } => {
+            print_lines(crate::audit::tail_command(&dir, n, json))
+        }
     }
 }
 
@@ -588,6 +557,23 @@ fn audit_vkey(config: Option<PathBuf>, key: Option<PathBuf>) -> ExitCode {
     {
         Ok(k) => {
             println!("{}", k.verifier_key());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A command's output lines on stdout and success, or its error on stderr and exit code 2
+/// (the code of every refused command line).
+fn print_lines<E: std::fmt::Display>(result: Result<Vec<String>, E>) -> ExitCode {
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
