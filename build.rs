@@ -34,6 +34,20 @@ fn main() {
         .or_else(archived_commit)
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=FC_GIT_COMMIT={commit}");
+    // The optional parts compiled in, for `--version` (cargo runs this again per feature set).
+    let features: Vec<&str> = ["sim", "hil", "dev-setup"]
+        .into_iter()
+        .filter(|f| {
+            let var = format!("CARGO_FEATURE_{}", f.to_uppercase().replace('-', "_"));
+            std::env::var_os(var).is_some()
+        })
+        .collect();
+    let features = if features.is_empty() {
+        "none".to_owned()
+    } else {
+        features.join(" ")
+    };
+    println!("cargo:rustc-env=FC_FEATURES={features}");
     // Rebuild the version string when HEAD moves (a commit, a checkout), not on every edit.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         for file in ["HEAD", "logs/HEAD"] {

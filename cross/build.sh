@@ -27,7 +27,8 @@ lower=$(echo "$target" | tr '-' '_')
 export "CARGO_TARGET_${upper}_LINKER=$gcc"
 export "CC_${lower}=$gcc"
 export "AR_${lower}=${gcc%-gcc}-ar"
-cargo build --locked --bin flight-companion --target "$target" --profile "$profile" >&2
+# The deployed daemon: no simulator, rig, demo or dev-setup (Cargo.toml's features).
+cargo build --locked --no-default-features --bin flight-companion --target "$target" --profile "$profile" >&2
 dir=$profile
 [ "$profile" = dev ] && dir=debug
 echo "target/$target/$dir/flight-companion"

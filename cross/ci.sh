@@ -20,6 +20,8 @@ version=$(run --version)
 echo "cross/ci.sh: $version"
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 case "$version" in *"($commit)"*) ;; *) echo "cross/ci.sh: --version lacks the commit $commit: $version" >&2; exit 1 ;; esac
+# The deployed binary has none of the optional parts (simulator, rig, demo, dev-setup).
+case "$version" in *"features: none"*) ;; *) echo "cross/ci.sh: the deployed binary has optional features: $version" >&2; exit 1 ;; esac
 
 # 2. The example configurations parse on the target.
 for config in config/*.toml; do

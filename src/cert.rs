@@ -20,12 +20,14 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "dev-setup")]
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
     DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
     KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "dev-setup")]
 use time::OffsetDateTime;
 
 /// Lifetime of the CA (five years): it outlives every certificate it signs.
@@ -39,8 +41,7 @@ pub const CLIENT_DAYS_MAX: u32 = 825;
 /// The CRL's `nextUpdate`: a broker refuses every client once its CRL has expired, so it is
 /// re-signed on every issue and revoke, and `cert crl` renews it.
 pub const CRL_DAYS: u32 = 365;
-/// Longest identity name (a CN, an MQTT client id, a topic level).
-pub const NAME_CHARS_MAX: usize = 64;
+pub use flight_companion_core::config::NAME_CHARS_MAX;
 /// The CN of the dev CA.
 pub const CA_NAME: &str = "flight-companion dev CA";
 
@@ -81,6 +82,7 @@ struct Index {
 pub enum CertError {
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
+    #[cfg(feature = "dev-setup")]
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("{0}")]
@@ -94,43 +96,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     }
 }
 
-/// A name is usable as a certificate identity: 1 to 64 characters of `A-Z a-z 0-9 . _ -`,
-/// not starting with `.` or `-`. No `/`, `+`, `#` (they would change a topic's levels or
-/// turn an ACL substitution into a wildcard), no `$`, spaces or control characters.
-pub fn valid_identity_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.chars().count() > NAME_CHARS_MAX {
-        return Err(format!(
-            "an identity name has 1 to {NAME_CHARS_MAX} characters; got {}",
-            name.chars().count()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "`{}` contains {c:?}: an identity name may only use letters, digits, `.`, `_` and `-` \
-             (it becomes an MQTT client id and a topic level)",
-            name.escape_debug()
-        ));
-    }
-    if name.starts_with(['.', '-']) {
-        return Err(format!("`{name}` must not start with `.` or `-`"));
-    }
-    Ok(())
-}
+pub use flight_companion_core::config::valid_identity_name;
 
+#[cfg(feature = "dev-setup")]
 fn now_utc(now_unix_s: i64) -> Result<OffsetDateTime, CertError> {
     OffsetDateTime::from_unix_timestamp(now_unix_s)
         .map_err(|e| CertError::Invalid(format!("the clock is out of range: {e}")))
 }
 
+#[cfg(feature = "dev-setup")]
 fn dn(cn: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
     dn
 }
 
+#[cfg(feature = "dev-setup")]
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     fastrand::fill(&mut bytes);
@@ -139,10 +120,12 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+#[cfg(feature = "dev-setup")]
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
+#[cfg(feature = "dev-setup")]
 fn unhex(text: &str) -> Result<Vec<u8>, CertError> {
     if text.len() % 2 != 0 {
         return Err(CertError::Invalid(format!("serial `{text}` is not hex")));
@@ -156,11 +139,13 @@ fn unhex(text: &str) -> Result<Vec<u8>, CertError> {
         .collect()
 }
 
+#[cfg(feature = "dev-setup")]
 fn set_mode(path: &Path, mode: u32) -> Result<(), CertError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
 }
 
+#[cfg(feature = "dev-setup")]
 /// Writes `contents` to `path` with `mode`, through a temporary file and a rename.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
     use std::io::Write;
@@ -184,12 +169,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertE
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+#[cfg(feature = "dev-setup")]
 /// A certificates directory.
 #[derive(Debug, Clone)]
 pub struct Pki {
     pub dir: PathBuf,
 }
 
+#[cfg(feature = "dev-setup")]
 /// What to issue.
 #[derive(Debug, Clone)]
 pub struct IssueRequest<'a> {
@@ -201,6 +188,7 @@ pub struct IssueRequest<'a> {
     pub now_unix_s: i64,
 }
 
+#[cfg(feature = "dev-setup")]
 impl Pki {
     pub fn new(dir: impl Into<PathBuf>) -> Pki {
         Pki { dir: dir.into() }
@@ -433,6 +421,7 @@ pub fn common_name(pem_path: &Path) -> Result<String, CertError> {
     Ok(cn.to_owned())
 }
 
+#[cfg(feature = "dev-setup")]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+#[cfg(feature = "dev-setup")]
 pub use crate::dev_setup::CertCommand;
 pub use crate::probe::ProbeArgs;
+#[cfg(feature = "sim")]
 pub use crate::sim::args::{SimArgs, SimAutopilot};
 
 /// Onboard daemon between MCP ground clients (over mTLS MQTT 5) and a MAVLink autopilot.
 #[derive(Debug, Parser)]
-#[command(name = "flight-companion", version = crate::VERSION, about)]
+#[command(name = "flight-companion", version = crate::VERSION, long_version = crate::LONG_VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -33,14 +35,17 @@ pub enum Command {
         file: PathBuf,
     },
     /// Run the simulated autopilot (an ArduCopter or PX4 multicopter seen from outside).
+    #[cfg(feature = "sim")]
     Sim(SimArgs),
     /// Connect to an autopilot, wait for its heartbeat, print its state and link health.
     Probe(ProbeArgs),
     /// Write certificates, a Mosquitto config with mTLS and ACLs, drone.toml and ground.toml
     /// for a local trial.
+    #[cfg(feature = "dev-setup")]
     DevSetup(crate::dev_setup::DevSetupArgs),
     /// Run the whole chain on this machine (simulator, broker, daemon, ground bridge) and
     /// drive it as an MCP client would, saying what happens.
+    #[cfg(feature = "hil")]
     Demo(crate::demo::DemoArgs),
     /// EMERGENCY STOP through the running daemon's local socket: hold now, then land.
     /// Prints the daemon's answer (`OK ...` or `ERR ...`); exits 0 only when the stop is
@@ -51,12 +56,14 @@ pub enum Command {
     Ground(GroundArgs),
     /// Simulate the safety microcontroller (firmware bridge) on a serial device or pty;
     /// stdin commands `press`, `release`, `silence`, `resume`; prints `bridge-sim: ...` lines.
+    #[cfg(feature = "sim")]
     BridgeSim(crate::bridge::sim::BridgeSimArgs),
     /// Keys and tokens for ground clients (dev and small deployments).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Certificates of ground users and stations in a dev-setup directory: issue, revoke,
     /// list, renew the CRL.
+    #[cfg(feature = "dev-setup")]
     #[command(subcommand)]
     Cert(CertCommand),
     /// Read and check the audit log.
@@ -64,6 +71,7 @@ pub enum Command {
     Audit(AuditCommand),
     /// Hardware-in-the-loop rig: scripted scenarios with injected faults against the
     /// simulator, SITL or a bench autopilot; a summary and JUnit XML.
+    #[cfg(feature = "hil")]
     #[command(subcommand)]
     Hil(HilCommand),
     /// MAVLink 2 signing of the autopilot link: make a key, install it on the autopilot.
@@ -71,6 +79,7 @@ pub enum Command {
     Signing(crate::signing_tool::SigningCommand),
 }
 
+#[cfg(feature = "hil")]
 #[derive(Debug, Subcommand)]
 pub enum HilCommand {
     /// Run scenarios (default: every file in hil/scenarios). Exits 0 only when none failed.
@@ -207,6 +216,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => run_daemon(config),
+        #[cfg(feature = "sim")]
         Command::Sim(args) => {
             crate::logging::init("info");
             run_async(|shutdown| crate::sim::shell::run(args, shutdown))
@@ -217,11 +227,13 @@ pub fn main() -> ExitCode {
             run_async(|shutdown| crate::probe::run(args, shutdown))
         }
         Command::Estop(args) => estop(args),
+        #[cfg(feature = "hil")]
         Command::Demo(args) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::demo::run(args, shutdown))
         }
         Command::Token(command) => token_command(command),
+        #[cfg(feature = "dev-setup")]
         Command::Cert(command) => print_lines(crate::dev_setup::cert_command(command)),
         Command::Audit(command) => audit_command(command),
         Command::Signing(crate::signing_tool::SigningCommand::Keygen { out }) => {
@@ -231,14 +243,17 @@ pub fn main() -> ExitCode {
             crate::logging::init("warn");
             run_async(|shutdown| crate::signing_tool::install(args, shutdown))
         }
+        #[cfg(feature = "hil")]
         Command::Hil(HilCommand::Run(args)) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::hil::cmd::run(args, shutdown))
         }
+        #[cfg(feature = "sim")]
         Command::BridgeSim(args) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::bridge::sim::run(args, shutdown))
         }
+        #[cfg(feature = "dev-setup")]
         Command::DevSetup(args) => match crate::dev_setup::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -263,8 +263,12 @@ mod tests {
 
     #[test]
     fn no_function_in_src_is_longer_than_the_limit_but_the_known_ones() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let long = offenders(&src);
+        // The core crate's files keep their paths under their own `src/` (issue 16's split).
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let long: Vec<FunctionSpan> = ["src", "crates/core/src"]
+            .iter()
+            .flat_map(|root| offenders(&manifest.join(root)))
+            .collect();
         let is_known = |f: &FunctionSpan| {
             KNOWN_LONG
                 .iter()
@@ -274,7 +278,7 @@ mod tests {
             .iter()
             .filter(|f| !is_known(f))
             .map(|f| {
-                let place = format!("src/{}:{}", f.path.display(), f.line);
+                let place = format!("{}:{}", f.path.display(), f.line);
                 format!("{place} fn {} ({} lines)", f.name, f.lines)
             })
             .collect();

@@ -4,28 +4,36 @@
 //! `sim::autopilot`, `mcp::session`) are sans-IO state machines that take `now` as an
 //! argument; shells (`link::transport`, `daemon`, `sim::shell`, `mcp::mqtt`) do the IO.
 
+// The sans-IO cores live in the core crate; every old path keeps working.
+pub use flight_companion_core::{
+    backoff, config, geodesy, refusal, role, safety, supervisor, vehicle, watchdog,
+};
+
 pub mod audit;
 pub mod auth;
-pub mod backoff;
 pub mod bridge;
 pub mod camera;
 pub mod cert;
 pub mod cli;
 pub mod clock;
-pub mod config;
 pub mod control;
 pub mod daemon;
+// `demo` drives the whole chain with the rig's client; `dev-setup` writes a trial setup.
+#[cfg(feature = "hil")]
 pub mod demo;
+#[cfg(feature = "dev-setup")]
 pub mod dev_setup;
 pub mod estop;
 pub mod flight;
 #[cfg(test)]
 mod function_length;
+// The fuzz targets include the rig's scenario parser.
+#[cfg(feature = "hil")]
 pub mod fuzz;
 pub mod gcs;
-pub mod geodesy;
 pub mod ground;
 pub mod health;
+#[cfg(feature = "hil")]
 pub mod hil;
 pub mod last_home;
 pub mod link;
@@ -34,18 +42,23 @@ pub mod mcp;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
-pub mod refusal;
-pub mod role;
-pub mod safety;
 pub mod signing_tool;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
-pub mod supervisor;
-pub mod vehicle;
-pub mod watchdog;
 
 /// The version and the git commit this binary was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FC_GIT_COMMIT"), ")");
+
+/// `--version`: the version, the commit and the optional parts compiled in (`sim`, `hil`,
+/// `dev-setup`; the deployed package has none of them), so a binary says what it can do.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FC_GIT_COMMIT"),
+    ")\nfeatures: ",
+    env!("FC_FEATURES")
+);
 
 #[cfg(test)]
 mod status_golden_tests;

@@ -82,11 +82,7 @@ impl Checkpoint {
     }
 }
 
-/// Whether `name` can be a checkpoint origin and note key name: non-empty, no spaces, no
-/// `+`, no control characters.
-pub fn origin_is_valid(name: &str) -> bool {
-    signed_note::is_key_name_valid(name) && !name.chars().any(char::is_control)
-}
+pub use flight_companion_core::config::origin_is_valid;
 
 /// The drone's signing key, with the name it signs as.
 pub struct AuditKey {

@@ -20,24 +20,13 @@ use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::checkpoint::{AuditKey, Checkpoint, WitnessMessage};
 use super::merkle::{self, Frontier, Hash};
 use super::record::{self, Event, FrameError, Gap, Pruned, PrunedFile, Record, Segment};
 
-/// When appended records are forced to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FsyncPolicy {
-    /// `fdatasync` after every record: survives power loss, costs a flash write per call.
-    Always,
-    /// At most every `fsync_interval_ms`: a power cut can lose that much; kill -9 loses nothing.
-    Interval,
-    /// Leave it to the kernel: a power cut can lose ~30 s; kill -9 loses nothing.
-    Never,
-}
+pub use flight_companion_core::config::FsyncPolicy;
 
 /// The drone's own latest checkpoint, beside the log files.
 pub const CHECKPOINT_FILE: &str = "checkpoint";

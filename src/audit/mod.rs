@@ -26,7 +26,6 @@ pub mod record;
 pub mod status;
 pub mod witness;
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,42 +50,7 @@ pub fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether a character must not reach a terminal or a log line as itself: control
-/// characters (newline, carriage return, escape...), line and paragraph separators, and the
-/// Unicode bidirectional controls that reorder what a reader sees (U+202E and friends,
-/// "Trojan Source", CVE-2021-42574).
-pub fn is_unsafe_char(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200E}'
-                | '\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{2028}'
-                | '\u{2029}'
-        )
-}
-
-/// Text with every [`is_unsafe_char`] written as `\u{...}` (`\n`, `\r`, `\t` as such), so
-/// a value from the ground can neither forge a line nor reorder one.
-pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe_char) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
+pub use flight_companion_core::escape::{escape, is_unsafe_char};
 
 /// How the writer is set up (from `[audit]`).
 #[derive(Debug, Clone)]

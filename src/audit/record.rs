@@ -192,9 +192,7 @@ impl Call {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use flight_companion_core::escape::hex;
 
 /// SHA-256 of a payload: what the next record's `prev` must be.
 pub fn hash(payload: &[u8]) -> [u8; 32] {

@@ -27,8 +27,7 @@ use super::merkle::{self, Hash};
 use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent};
 use crate::mcp::transport::ComponentType;
 
-/// The topic root of audit checkpoints (outside the MCP transport's `$mcp-*` namespaces).
-pub const TOPIC_ROOT: &str = "flight-companion/audit";
+pub use flight_companion_core::config::AUDIT_TOPIC_ROOT as TOPIC_ROOT;
 /// The file of trusted verifier keys in a witness directory.
 pub const KEYS_FILE: &str = "keys";
 

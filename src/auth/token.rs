@@ -26,31 +26,13 @@ pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 /// Longest `sub` or `jti` kept (they go into every audit record).
 pub const CLAIM_CHARS_MAX: usize = 128;
 
-/// The signature algorithms a trusted key may be pinned to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KeyAlg {
-    /// Ed25519 (`EdDSA` in JOSE terms).
-    #[serde(rename = "EdDSA", alias = "eddsa", alias = "ed25519")]
-    EdDsa,
-    /// ECDSA on P-256 with SHA-256.
-    #[serde(rename = "ES256", alias = "es256")]
-    Es256,
-}
+pub use flight_companion_core::config::KeyAlg;
 
-impl KeyAlg {
-    fn jose(self) -> Algorithm {
-        match self {
-            KeyAlg::EdDsa => Algorithm::EdDSA,
-            KeyAlg::Es256 => Algorithm::ES256,
-        }
-    }
-
-    /// The JOSE name (`EdDSA`, `ES256`).
-    pub fn name(self) -> &'static str {
-        match self {
-            KeyAlg::EdDsa => "EdDSA",
-            KeyAlg::Es256 => "ES256",
-        }
+/// The JOSE algorithm of a pinned key.
+fn jose(alg: KeyAlg) -> Algorithm {
+    match alg {
+        KeyAlg::EdDsa => Algorithm::EdDSA,
+        KeyAlg::Es256 => Algorithm::ES256,
     }
 }
 
@@ -300,7 +282,7 @@ pub fn verify(
             pinned: key.alg.name(),
         });
     }
-    let mut validation = Validation::new(key.alg.jose());
+    let mut validation = Validation::new(jose(key.alg));
     validation.required_spec_claims = HashSet::new();
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -398,7 +380,7 @@ pub fn issue(
         KeyAlg::Es256 => EncodingKey::from_ec_pem(private_pem),
     }
     .map_err(|e| format!("not a PKCS#8 PEM {} private key: {e}", alg.name()))?;
-    let mut header = Header::new(alg.jose());
+    let mut header = Header::new(jose(alg));
     header.kid = Some(kid.to_owned());
     jsonwebtoken::encode(&header, claims, &key).map_err(|e| format!("cannot sign: {e}"))
 }

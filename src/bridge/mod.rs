@@ -11,6 +11,7 @@
 
 pub mod core;
 pub mod shell;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
 

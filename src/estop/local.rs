@@ -27,8 +27,7 @@ const CONNECTIONS_MAX: usize = 16;
 
 pub use super::local_status::{LocalEstopState, LocalEstopStatus};
 
-/// Longest path a Unix socket can be bound at: `sun_path` is 108 bytes with the final NUL.
-pub const SOCKET_PATH_BYTES_MAX: usize = 107;
+pub use flight_companion_core::config::SOCKET_PATH_BYTES_MAX;
 
 /// Binds the socket (replacing a stale one) with mode 0660. The error names the path.
 ///

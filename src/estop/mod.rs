@@ -12,11 +12,9 @@
 //! goes from there straight to the link writer. It never waits behind a running tool, the
 //! control queue, a rate limit, the control lease, the disk, MQTT or the camera.
 
-pub mod core;
+// The sans-IO machine and its data are the core crate's; the channel and the socket stay here.
+pub use flight_companion_core::estop::{core, local_status, request, wire};
 pub mod local;
-pub mod local_status;
-pub mod request;
-pub mod wire;
 
 use std::time::Duration;
 

@@ -6,12 +6,8 @@
 //!   and confirms every step by what the vehicle reports.
 //! - geometry (offsets, distances, headings) is `crate::geodesy`, the one Earth model.
 
-pub mod action;
-pub mod executor;
-pub mod speed;
+pub use flight_companion_core::flight::*;
 
-pub use action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
-pub use executor::{Executor, ExecutorEvent, ExecutorOptions, JobId, Plan};
-
-#[cfg(test)]
+// These tests fly the daemon's Core against the simulator, which is not the core crate's.
+#[cfg(all(test, feature = "sim"))]
 mod tests;

@@ -15,12 +15,11 @@
 //!
 //! [`Action`]: crate::flight::Action
 
-pub mod router;
+pub use flight_companion_core::gcs::router;
 pub mod shell;
 pub mod tlog;
 
 pub use router::{Decision, EndpointCounters, Facts, Reply, Router};
 pub use shell::{GcsInput, GcsLoop};
 
-/// At most this many `[[gcs_endpoint]]`s.
-pub const ENDPOINTS_MAX: usize = 8;
+pub use flight_companion_core::gcs::ENDPOINTS_MAX;

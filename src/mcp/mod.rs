@@ -27,7 +27,7 @@ pub mod session;
 pub mod shell;
 pub mod splice;
 pub mod tools;
-pub mod transport;
+pub use flight_companion_core::mcp::transport;
 pub mod version;
 
 pub use shell::{EstopLink, serve};

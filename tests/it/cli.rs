@@ -105,6 +105,27 @@ fn version_names_the_commit() {
     assert!(stdout.contains('('), "commit in parentheses: {stdout}");
 }
 
+/// The test binary is built with the default features; the deployed one with none
+/// (`cross/ci.sh` checks that one says `features: none`).
+#[test]
+fn version_names_the_features_compiled_in() {
+    let (code, stdout, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    let features = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("features: "))
+        .unwrap_or_else(|| panic!("no `features:` line: {stdout}"));
+    assert_eq!(
+        features.split(' ').collect::<Vec<_>>(),
+        ["sim", "hil", "dev-setup"],
+        "{stdout}"
+    );
+    // `-V` stays one line: the version and the commit.
+    let (code, short, _) = run(&["-V"]);
+    assert_eq!(code, 0);
+    assert_eq!(short.lines().count(), 1, "{short}");
+}
+
 #[test]
 fn dev_setup_draws_around_a_given_home_and_check_config_warns_when_the_zones_are_elsewhere() {
     let dir = tempfile::tempdir().unwrap();

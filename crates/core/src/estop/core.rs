@@ -498,7 +498,7 @@ impl EmergencyStop {
         self.event(StopEvent::Triggered {
             source: trigger.source,
             // From the ground (a client id): shown in every status and notification.
-            identity: crate::audit::escape(&trigger.identity).into_owned(),
+            identity: crate::escape::escape(&trigger.identity).into_owned(),
             reason: reason.clone(),
             first,
         });
@@ -1158,7 +1158,7 @@ pub fn clip(reason: &str) -> String {
         .chars()
         .take(REASON_CHARS_MAX)
         .map(|c| {
-            if crate::audit::is_unsafe_char(c) {
+            if crate::escape::is_unsafe_char(c) {
                 ' '
             } else {
                 c

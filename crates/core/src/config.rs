@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::link::endpoint::Endpoint;
@@ -407,7 +407,7 @@ pub struct AuthKeyConfig {
     /// The `kid` tokens name to select this key. Required.
     pub kid: String,
     /// The only algorithm accepted with this key: `EdDSA` or `ES256`. Required.
-    pub alg: crate::auth::token::KeyAlg,
+    pub alg: KeyAlg,
     /// PEM public key (SubjectPublicKeyInfo). Required.
     pub public_key_path: PathBuf,
 }
@@ -523,7 +523,7 @@ pub struct AuditConfig {
     /// Said at start, in every status and in the health reasons. Default false.
     pub danger_disabled: bool,
     /// `always` (fdatasync per record), `interval` or `never`. Default `always`.
-    pub fsync: crate::audit::FsyncPolicy,
+    pub fsync: FsyncPolicy,
     /// Sync period with `fsync = "interval"`. Default 1000 ms.
     pub fsync_interval_ms: u64,
     /// A file is closed and the next started past this size; start-up reads at most one
@@ -557,7 +557,7 @@ impl Default for AuditConfig {
         Self {
             dir: None,
             danger_disabled: false,
-            fsync: crate::audit::FsyncPolicy::Always,
+            fsync: FsyncPolicy::Always,
             fsync_interval_ms: 1000,
             file_bytes_max: 4 * 1024 * 1024,
             queue_len: 4096,
@@ -615,7 +615,7 @@ impl AuditConfig {
     pub fn resolved_topic(&self, server_name: &str) -> String {
         self.checkpoint_topic
             .clone()
-            .unwrap_or_else(|| format!("{}/{server_name}", crate::audit::witness::TOPIC_ROOT))
+            .unwrap_or_else(|| format!("{}/{server_name}", AUDIT_TOPIC_ROOT))
     }
 }
 
@@ -1073,7 +1073,7 @@ impl Config {
         let e = &self.estop;
         if let Some(path) = &e.socket_path {
             let bytes = path.as_os_str().len();
-            if bytes > crate::estop::local::SOCKET_PATH_BYTES_MAX {
+            if bytes > SOCKET_PATH_BYTES_MAX {
                 return Err((
                     "estop.socket_path",
                     format!(
@@ -1081,7 +1081,7 @@ impl Config {
                          shorter one (e.g. under /run or $XDG_RUNTIME_DIR), or leave the key out \
                          for the default",
                         path.display(),
-                        crate::estop::local::SOCKET_PATH_BYTES_MAX
+                        SOCKET_PATH_BYTES_MAX
                     ),
                 ));
             }
@@ -1211,7 +1211,7 @@ impl Config {
         let mut config = config;
         config.source = Some(ConfigSource {
             path: path.to_owned(),
-            sha256: crate::audit::record::hex(&sha2::Sha256::digest(text.as_bytes())),
+            sha256: crate::escape::hex(&sha2::Sha256::digest(text.as_bytes())),
         });
         config
             .resolve_paths(path, credentials_dir)
@@ -1395,13 +1395,13 @@ impl Config {
             ));
         }
         let origin = a.resolved_origin(&self.mcp.server_name);
-        if !crate::audit::checkpoint::origin_is_valid(&origin) {
+        if !origin_is_valid(&origin) {
             return Err((
                 "audit.origin",
                 format!(
                     "`{}` cannot be a checkpoint origin (no spaces, `+` or control characters); \
                      set audit.origin",
-                    crate::audit::escape(&origin)
+                    crate::escape::escape(&origin)
                 ),
             ));
         }
@@ -1412,7 +1412,7 @@ impl Config {
                 format!(
                     "`{}` must be a topic without wildcards, outside the MCP transport's `$mcp-*` \
                      namespaces",
-                    crate::audit::escape(&topic)
+                    crate::escape::escape(&topic)
                 ),
             ));
         }
@@ -1593,7 +1593,7 @@ impl Config {
         }
         let mut client_ids = std::collections::HashSet::new();
         for b in &a.broker_identity {
-            if let Err(why) = crate::cert::valid_identity_name(&b.client_id) {
+            if let Err(why) = valid_identity_name(&b.client_id) {
                 return Err(("auth.broker_identity", format!("client_id: {why}")));
             }
             if !client_ids.insert(b.client_id.as_str()) {
@@ -1900,7 +1900,7 @@ pub fn resolve_secret_path(
 }
 
 /// `line L, column C: message`, without the multi-line source excerpt toml prints.
-pub(crate) fn describe(text: &str, error: &toml::de::Error) -> String {
+pub fn describe(text: &str, error: &toml::de::Error) -> String {
     let message = error
         .message()
         .split_whitespace()
@@ -2330,4 +2330,82 @@ mod tests {
                      link = \"udpin:0.0.0.0:14550\"\n";
         assert!(parse(clash).unwrap_err().to_string().contains("already"));
     }
+}
+
+// What the configuration names of other parts (the audit log, tokens, the e-stop socket,
+// certificates): owned here, re-exported at their old paths, so that `config` imports none
+// of the shells that use it.
+
+/// When appended records are forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every record: survives power loss, costs a flash write per call.
+    Always,
+    /// At most every `fsync_interval_ms`: a power cut can lose that much; kill -9 loses nothing.
+    Interval,
+    /// Leave it to the kernel: a power cut can lose ~30 s; kill -9 loses nothing.
+    Never,
+}
+
+/// The signature algorithms a trusted key may be pinned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlg {
+    /// Ed25519 (`EdDSA` in JOSE terms).
+    #[serde(rename = "EdDSA", alias = "eddsa", alias = "ed25519")]
+    EdDsa,
+    /// ECDSA on P-256 with SHA-256.
+    #[serde(rename = "ES256", alias = "es256")]
+    Es256,
+}
+
+impl KeyAlg {
+    /// The JOSE name (`EdDSA`, `ES256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyAlg::EdDsa => "EdDSA",
+            KeyAlg::Es256 => "ES256",
+        }
+    }
+}
+
+/// The topic root of audit checkpoints (outside the MCP transport's `$mcp-*` namespaces).
+pub const AUDIT_TOPIC_ROOT: &str = "flight-companion/audit";
+
+/// Whether `name` can be a checkpoint origin and note key name: non-empty, no spaces, no
+/// `+`, no control characters.
+pub fn origin_is_valid(name: &str) -> bool {
+    signed_note::is_key_name_valid(name) && !name.chars().any(char::is_control)
+}
+
+/// Longest path a Unix socket can be bound at: `sun_path` is 108 bytes with the final NUL.
+pub const SOCKET_PATH_BYTES_MAX: usize = 107;
+
+/// Longest identity name (a CN, an MQTT client id, a topic level).
+pub const NAME_CHARS_MAX: usize = 64;
+
+/// A name is usable as a certificate identity: 1 to 64 characters of `A-Z a-z 0-9 . _ -`,
+/// not starting with `.` or `-`. No `/`, `+`, `#` (they would change a topic's levels or
+/// turn an ACL substitution into a wildcard), no `$`, spaces or control characters.
+pub fn valid_identity_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > NAME_CHARS_MAX {
+        return Err(format!(
+            "an identity name has 1 to {NAME_CHARS_MAX} characters; got {}",
+            name.chars().count()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{}` contains {c:?}: an identity name may only use letters, digits, `.`, `_` and `-` \
+             (it becomes an MQTT client id and a topic level)",
+            name.escape_debug()
+        ));
+    }
+    if name.starts_with(['.', '-']) {
+        return Err(format!("`{name}` must not start with `.` or `-`"));
+    }
+    Ok(())
 }

@@ -1,0 +1,3 @@
+//! The MCP side's pure parts.
+
+pub mod transport;
