@@ -71,6 +71,7 @@ pub struct Entry {
     pub revoked_unix_s: Option<i64>,
 }
 
+#[cfg(feature = "dev-setup")]
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
     /// Monotonic CRL number (RFC 5280 5.2.3).
