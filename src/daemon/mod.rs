@@ -29,7 +29,7 @@ use crate::control::{ControlReply, ControlRequest, EnvelopeChange, EnvelopeView,
 use crate::estop::StopRequest;
 use crate::flight::{ExecutorEvent, JobId, ProgressUpdate};
 use crate::link::event::LinkEvent;
-use crate::link::transport::{LinkHandle, SendError};
+use crate::link::transport::{LinkEvents, LinkHandle, SendError};
 use crate::notify::{Notifier, State};
 use crate::status::StatusReport;
 
@@ -112,7 +112,7 @@ struct Shell {
     audit: crate::audit::AuditHandle,
     shutdown: CancellationToken,
     link: LinkHandle,
-    link_events: mpsc::Receiver<LinkEvent>,
+    link_events: LinkEvents,
     link_shutdown: CancellationToken,
     notifier: Notifier,
     stop_requests: mpsc::Receiver<StopRequest>,
@@ -131,6 +131,9 @@ struct Shell {
     /// The autopilot's home as last kept on disk for check-config (`vehicle.last_home_path`).
     home_kept: Option<crate::last_home::LastHome>,
     waiting: HashMap<JobId, Waiter>,
+    /// The Core's own `poll_timeout`, re-armed only when that deadline moves (a new timer per
+    /// turn cost a timer-wheel insertion and removal per read of the link).
+    wake: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// The loop turns at least this often: the envelope monitor and cancellations.
     monitor_tick: tokio::time::Interval,
     status_tick: tokio::time::Interval,
@@ -140,6 +143,9 @@ impl Shell {
     /// Waits for the next input, the e-stop first; `None` when the daemon stops.
     async fn next_input(&mut self) -> anyhow::Result<Option<Arrival>> {
         let wake = tokio::time::Instant::from_std(self.core.poll_timeout());
+        if self.wake.deadline() != wake {
+            self.wake.as_mut().reset(wake);
+        }
         Ok(Some(tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -163,7 +169,7 @@ impl Shell {
             Ok(()) = self.cpu_temperature.changed() => {
                 Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
             }
-            _ = tokio::time::sleep_until(wake) => Arrival::Input(Input::Tick),
+            _ = self.wake.as_mut() => Arrival::Input(Input::Tick),
             _ = self.monitor_tick.tick() => Arrival::Input(Input::Tick),
             _ = self.status_tick.tick() => Arrival::StatusTick,
         }))
@@ -225,7 +231,7 @@ impl Shell {
             self.core.handle(now, Input::Link(event));
             taken += 1;
             if taken < LINK_EVENTS_PER_TURN && self.stop_requests.is_empty() {
-                next = self.link_events.try_recv().ok();
+                next = self.link_events.try_recv();
             }
         }
     }

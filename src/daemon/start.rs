@@ -144,6 +144,7 @@ pub(super) async fn start(
         local_estop,
         home_kept,
         waiting: HashMap::new(),
+        wake: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         monitor_tick: interval(Duration::from_secs_f64(monitor_period)),
         status_tick: interval(STATUS_PUBLISH_INTERVAL),
         config,
@@ -173,7 +174,7 @@ async fn open_link(
     shutdown: CancellationToken,
 ) -> anyhow::Result<(
     crate::link::transport::LinkHandle,
-    mpsc::Receiver<crate::link::event::LinkEvent>,
+    crate::link::transport::LinkEvents,
 )> {
     let link_options = LinkOptions::for_vehicle(&config.vehicle)
         .map_err(anyhow::Error::msg)
