@@ -101,6 +101,12 @@ pub struct SoakArgs {
     /// most this many percent above the largest of the first third.
     #[arg(long, default_value_t = 10.0)]
     pub rss_growth_percent_max: f64,
+    /// After the run, with the load stopped: this many sessions (each its own identity)
+    /// opened at once, then closed, three times; the daemon's RSS before, with them open
+    /// and after they closed goes to `sessions.csv` (what a session costs, and whether it is
+    /// returned). 0: none.
+    #[arg(long, default_value_t = 40)]
+    pub session_burst: usize,
 }
 
 /// A fault of the rig, applied, held for its duration, then undone.
@@ -219,6 +225,8 @@ struct Load {
     fault: Mutex<String>,
     estops: Mutex<Vec<EstopRecord>>,
     notes: Mutex<Vec<String>>,
+    /// The session bursts: RSS before, open, closed (kB), sessions answered.
+    bursts: Mutex<Vec<(u64, u64, u64, usize)>>,
 }
 
 impl Load {
@@ -426,7 +434,10 @@ async fn soak(
     let (bridge_child, bridge_stdin) = rig.bridge_sim.take().context("no bridge simulator")?;
     // Every token outlives the run.
     let ttl = Duration::from_secs_f64(args.minutes * 60.0 + 600.0);
+    // The load stops with `stop`; the sessions live on (`sessions_stop`) so that each can
+    // be closed as a client closes it.
     let stop = rig.stop.child_token();
+    let sessions_stop = rig.stop.child_token();
     let started = Instant::now();
     let ctx = Ctx {
         epoch: rig.epoch,
@@ -439,13 +450,23 @@ async fn soak(
         drone: rig.drone.clone().context("no drone address")?,
         bridge: Arc::new(tokio::sync::Mutex::new(bridge_stdin)),
     };
-    let operator = open_session(rig, "operator", ttl, stop.clone()).await?;
-    let admin = open_session(rig, "admin:soak-admin", ttl, stop.clone()).await?;
-    let probe = open_session(rig, "read_only:soak-probe", ttl, stop.clone()).await?;
+    let operator = open_session(rig, "operator", ttl, sessions_stop.clone()).await?;
+    let admin = open_session(rig, "admin:soak-admin", ttl, sessions_stop.clone()).await?;
+    let probe = open_session(rig, "read_only:soak-probe", ttl, sessions_stop.clone()).await?;
     let mut tasks = Vec::new();
     for i in 0..args.sessions {
-        let session = open_session(rig, &format!("read_only:soak-{i}"), ttl, stop.clone()).await?;
-        tasks.push(tokio::spawn(session_load(ctx.clone(), session, i)));
+        let session = open_session(
+            rig,
+            &format!("read_only:soak-{i}"),
+            ttl,
+            sessions_stop.clone(),
+        )
+        .await?;
+        tasks.push(tokio::spawn(session_load_then_close(
+            ctx.clone(),
+            session,
+            i,
+        )));
     }
     let churn = SessionRecipe::new(rig, "read_only:soak-churn", ttl)?;
     tasks.push(tokio::spawn(session_churn(ctx.clone(), churn)));
@@ -496,6 +517,17 @@ async fn soak(
     stop.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
+    if args.session_burst > 0 {
+        session_bursts(
+            rig,
+            &ctx,
+            pid,
+            args.session_burst,
+            ttl,
+            &out.join("sessions.csv"),
+        )
+        .await?;
     }
     let mut bridge_child = bridge_child;
     let _ = bridge_child.kill().await;
@@ -566,6 +598,72 @@ async fn open_session(
     SessionRecipe::new(rig, principal, ttl)?.open(stop).await
 }
 
+/// Rounds of the session burst: enough to tell the allocator's high-water mark, which the
+/// first rounds raise less and less, from a leak, which costs the same every round.
+const BURST_ROUNDS: usize = 5;
+
+/// Sessions opened together and closed, `BURST_ROUNDS` rounds, with the load stopped: the daemon's
+/// RSS before, with them open, and 5 s after they closed.
+async fn session_bursts(
+    rig: &Rig,
+    ctx: &Ctx,
+    pid: u32,
+    n: usize,
+    ttl: Duration,
+    csv: &Path,
+) -> anyhow::Result<()> {
+    let rss = || proc_sample(pid).map_or(0, |s| s.rss_kb);
+    let mut recipes = Vec::new();
+    for i in 0..n {
+        recipes.push(SessionRecipe::new(
+            rig,
+            &format!("read_only:soak-burst-{i}"),
+            ttl,
+        )?);
+    }
+    let mut text = String::from("round,sessions,rss_before_kb,rss_open_kb,rss_closed_kb\n");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for round in 1..=BURST_ROUNDS {
+        let before = rss();
+        let stop = rig.stop.child_token();
+        let mut sessions = Vec::new();
+        for recipe in &recipes {
+            sessions.push(recipe.open(stop.clone()).await?);
+        }
+        let calls = sessions
+            .iter()
+            .map(|session| session.call("get_status", json!({}), Duration::from_secs(10)));
+        let answered = futures::future::join_all(calls)
+            .await
+            .iter()
+            .filter(|o| o.ok)
+            .count();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let open = rss();
+        for session in &sessions {
+            session.close(Duration::from_secs(5)).await;
+        }
+        stop.cancel();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let closed = rss();
+        ctx.load.note(
+            ctx.epoch,
+            format!(
+                "session burst {round}: {answered} of {n} sessions answered; RSS {before} kB \
+                 before, {open} kB open ({:+.1} kB a session), {closed} kB closed",
+                (open as f64 - before as f64) / n as f64
+            ),
+        );
+        ctx.load
+            .bursts
+            .lock()
+            .unwrap()
+            .push((before, open, closed, answered));
+        text.push_str(&format!("{round},{answered},{before},{open},{closed}\n"));
+    }
+    std::fs::write(csv, text).with_context(|| format!("cannot write {}", csv.display()))
+}
+
 /// One busy ground client: subscribed to the status, calling the read-only tools twice a
 /// second; it subscribes again every 30 s (a broker restart ends every session).
 async fn session_load(ctx: Ctx, session: Session, index: usize) {
@@ -599,6 +697,13 @@ async fn session_load(ctx: Ctx, session: Session, index: usize) {
             ctx.sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// [`session_load`], then the session closed as a client closes it (the session burst
+/// after the run counts on the daemon's sessions being its own).
+async fn session_load_then_close(ctx: Ctx, session: Session, index: usize) {
+    session_load(ctx, session.clone(), index).await;
+    session.close(Duration::from_secs(5)).await;
 }
 
 fn count(load: &Load, outcome: &CallOutcome) {
@@ -1229,6 +1334,25 @@ fn judge(
     if let Err(e) = audit {
         failed.push(format!("the audit log does not verify: {e}"));
     }
+    // Sessions opened and closed again and again: what they cost is reused. glibc's malloc
+    // keeps freed pages, so the RSS does not fall back after the first round; a leak costs
+    // the same every round, reuse makes each round cost less. The last round may add at most
+    // a quarter of what the first round's sessions cost while open (or 256 kB of noise).
+    let bursts = load.bursts.lock().unwrap().clone();
+    if let (Some(first), Some(last)) = (bursts.first(), bursts.last())
+        && bursts.len() > 1
+    {
+        let cost = first.1.saturating_sub(first.0);
+        let allowed = (cost / 4).max(256);
+        let added = last.2.saturating_sub(last.0);
+        if added > allowed {
+            failed.push(format!(
+                "sessions do not return their memory: the last round of sessions opened and \
+                 closed added {added} kB ({allowed} kB allowed; the first round's cost {cost} kB \
+                 while open)"
+            ));
+        }
+    }
     if load.flights_done.load(Ordering::Relaxed) == 0 {
         failed.push("no flight was completed: the run did not exercise the flight path".into());
     }
@@ -1352,8 +1476,16 @@ fn summary(
             latencies.join(", ")
         }
     ));
+    for (i, (before, open, closed, answered)) in load.bursts.lock().unwrap().iter().enumerate() {
+        line(format!(
+            "session burst {}: {answered} sessions opened together: RSS {before} kB before, \
+             {open} kB open ({:+.1} kB a session), {closed} kB 5 s after they closed",
+            i + 1,
+            (*open as f64 - *before as f64) / (*answered).max(1) as f64
+        ));
+    }
     line(match audit {
-        Ok(text) => format!("audit verify: {}", text.lines().last().unwrap_or("ok")),
+        Ok(text) => format!("audit verify: {}", text.lines().next().unwrap_or("ok")),
         Err(e) => format!("audit verify FAILED: {e}"),
     });
     if failed.is_empty() {
@@ -1434,6 +1566,7 @@ mod tests {
             warm_up_s: 120.0,
             sample_every_s: 10.0,
             rss_growth_percent_max: 10.0,
+            session_burst: 0,
         };
         let load = Load::default();
         load.flights_done.store(1, Ordering::Relaxed);
