@@ -36,5 +36,6 @@ fn soak_of_five_minutes_stays_flat_recovers_and_verifies() {
     let faults = std::fs::read_to_string(out.join("faults.csv")).unwrap();
     assert_eq!(faults.lines().count(), 1 + 4, "{faults}");
     let estops = std::fs::read_to_string(out.join("estops.csv")).unwrap();
-    assert!(estops.lines().count() >= 1 + 2, "{estops}\n{log}");
+    // The header and at least two e-stops.
+    assert!(estops.lines().count() >= 3, "{estops}\n{log}");
 }

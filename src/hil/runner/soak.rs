@@ -104,8 +104,10 @@ pub struct SoakArgs {
     /// After the run, with the load stopped: this many sessions (each its own identity)
     /// opened at once, then closed, three times; the daemon's RSS before, with them open
     /// and after they closed goes to `sessions.csv` (what a session costs, and whether it is
-    /// returned). 0: none.
-    #[arg(long, default_value_t = 40)]
+    /// returned). 0: none. At most the daemon's `mcp.candidates_max` (32): beyond it the
+    /// oldest pending `initialize` is dropped before its client's next message makes it a
+    /// session, as designed, and that client is told it has no session.
+    #[arg(long, default_value_t = 30)]
     pub session_burst: usize,
 }
 
@@ -827,6 +829,8 @@ async fn flights(ctx: Ctx, operator: Session, admin: Session, estop_every: Durat
             Err(e) => {
                 ctx.load.flights_failed.fetch_add(1, Ordering::Relaxed);
                 ctx.load.note(ctx.epoch, format!("flight {n}: {e:#}"));
+                // A refusal is at once (the autopilot not heard): not a loop of refusals.
+                ctx.sleep(Duration::from_secs(2)).await;
             }
         }
     }
@@ -1248,7 +1252,7 @@ async fn audit_verify(exe: &Path, dir: &Path) -> Result<String, String> {
 }
 
 /// Samples after the warm-up, cut in thirds by time: (first, last).
-fn thirds<'a>(samples: &'a [Sample], warm_up_s: f64) -> (Vec<&'a Sample>, Vec<&'a Sample>) {
+fn thirds(samples: &[Sample], warm_up_s: f64) -> (Vec<&Sample>, Vec<&Sample>) {
     let after: Vec<&Sample> = samples.iter().filter(|s| s.t_s >= warm_up_s).collect();
     let n = after.len() / 3;
     if n == 0 {
