@@ -75,6 +75,10 @@ pub enum Command {
 pub enum HilCommand {
     /// Run scenarios (default: every file in hil/scenarios). Exits 0 only when none failed.
     Run(crate::hil::cmd::HilRunArgs),
+    /// Keep the rig up for minutes under telemetry load, MCP sessions, flights, a fault a
+    /// minute and e-stops; sample the daemon from /proc; judge memory, recovery, e-stops
+    /// and the audit log. Exits 0 only when every criterion held.
+    Soak(crate::hil::runner::soak::SoakArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +238,10 @@ pub fn main() -> ExitCode {
         Command::Hil(HilCommand::Run(args)) => {
             crate::logging::init("warn");
             run_async(|shutdown| crate::hil::cmd::run(args, shutdown))
+        }
+        Command::Hil(HilCommand::Soak(args)) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::hil::runner::soak::run(args, shutdown))
         }
         Command::BridgeSim(args) => {
             crate::logging::init("warn");

@@ -539,6 +539,12 @@ pub struct SimAutopilot {
     gps_disabled: bool,
     params: Vec<Param>,
     streams: Vec<Stream>,
+    /// Extra telemetry (`--extra-telemetry-hz`): frames per second of the high-rate mix on
+    /// top of the requested streams, the fraction not yet sent, and where in the mix it is.
+    extra_telemetry_hz: f64,
+    extra_telemetry_carry: f64,
+    extra_telemetry_at: Option<Duration>,
+    extra_telemetry_next: usize,
     outbox: VecDeque<MavMessage>,
     events: VecDeque<SimEvent>,
     link_drop_until: Option<Duration>,
@@ -590,6 +596,10 @@ impl SimAutopilot {
             gps_disabled: false,
             params: default_params(personality),
             streams: default_streams(personality),
+            extra_telemetry_hz: 0.0,
+            extra_telemetry_carry: 0.0,
+            extra_telemetry_at: None,
+            extra_telemetry_next: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             link_drop_until: None,
@@ -793,6 +803,47 @@ impl SimAutopilot {
             }
             self.streams[i].next_due = next;
             if !silent && let Some(message) = self.build(stream.message_id, now) {
+                self.outbox.push_back(message);
+            }
+        }
+        self.queue_extra_telemetry(now, silent);
+    }
+
+    /// Streams `hz` frames per second of ArduCopter's high-rate mix (ATTITUDE,
+    /// GLOBAL_POSITION_INT, VFR_HUD, SYS_STATUS in turn, as the routing benchmark's fake
+    /// autopilot sends) on top of the requested streams: a flight controller streaming at
+    /// its loop rate, as the soak's load (2,000 frames/s), which `SET_MESSAGE_INTERVAL` cannot
+    /// ask of this simulator (its streams are capped at the 50 Hz physics step). 0: off.
+    pub fn set_extra_telemetry_hz(&mut self, hz: f64) {
+        self.extra_telemetry_hz = if hz.is_finite() { hz.max(0.0) } else { 0.0 };
+    }
+
+    fn queue_extra_telemetry(&mut self, now: Duration, silent: bool) {
+        const MIX: [u32; 4] = [
+            MSG_ATTITUDE,
+            MSG_GLOBAL_POSITION_INT,
+            MSG_VFR_HUD,
+            MSG_SYS_STATUS,
+        ];
+        // After a pause (a stalled process) the missed frames are skipped, not burst.
+        const CATCH_UP_MAX: Duration = Duration::from_millis(100);
+        if self.extra_telemetry_hz <= 0.0 {
+            return;
+        }
+        let since = self.extra_telemetry_at.map_or(Duration::ZERO, |at| {
+            now.saturating_sub(at).min(CATCH_UP_MAX)
+        });
+        self.extra_telemetry_at = Some(now);
+        self.extra_telemetry_carry += self.extra_telemetry_hz * since.as_secs_f64();
+        let due = self.extra_telemetry_carry.floor();
+        self.extra_telemetry_carry -= due;
+        if silent {
+            return;
+        }
+        for _ in 0..due as u64 {
+            let id = MIX[self.extra_telemetry_next % MIX.len()];
+            self.extra_telemetry_next = self.extra_telemetry_next.wrapping_add(1);
+            if let Some(message) = self.build(id, now) {
                 self.outbox.push_back(message);
             }
         }
@@ -3048,6 +3099,30 @@ mod tests {
         );
         assert!(h.events.contains(&SimEvent::ModeChanged("AUTO.LAND")));
         h.run_until(40.0, |s| !s.armed());
+    }
+
+    #[test]
+    fn extra_telemetry_adds_the_high_rate_mix_at_its_rate() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(2.0);
+        let t0 = h.now;
+        h.run(10.0);
+        let before = h.count("ATTITUDE", t0, h.now);
+        h.sim.set_extra_telemetry_hz(1000.0);
+        h.run(1.0);
+        let t1 = h.now;
+        h.run(10.0);
+        // A quarter of 10,000 frames on top of the 4 Hz stream, within a physics step.
+        let attitude = h.count("ATTITUDE", t1, h.now);
+        assert!(
+            (before + 2490..=before + 2510).contains(&attitude),
+            "{attitude} ATTITUDE in 10 s, {before} without the extra telemetry"
+        );
+        assert!((2490..=2550).contains(&h.count("VFR_HUD", t1, h.now)));
+        h.sim.set_extra_telemetry_hz(0.0);
+        let t2 = h.now;
+        h.run(10.0);
+        assert_eq!(h.count("ATTITUDE", t2, h.now), before);
     }
 
     #[test]

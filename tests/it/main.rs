@@ -18,6 +18,7 @@ mod gcs_share;
 mod ground_bridge;
 mod hil_inject;
 mod hil_runner;
+mod hil_soak;
 mod hostile;
 mod link_flow;
 mod link_interop;
