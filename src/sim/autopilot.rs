@@ -1872,6 +1872,14 @@ impl SimAutopilot {
         }
     }
 
+    /// ArduPilot's broadcast of a changed value: index 65535 (-1).
+    fn broadcast_param(&mut self, index: usize) {
+        self.send_param(index);
+        if let Some(MavMessage::PARAM_VALUE(p)) = self.outbox.back_mut() {
+            p.param_index = u16::MAX;
+        }
+    }
+
     fn send_param(&mut self, index: usize) {
         let Some(param) = self.params.get(index).copied() else {
             return;
@@ -1886,6 +1894,20 @@ impl SimAutopilot {
             }));
     }
 
+    /// PARAM_SET as each firmware takes it.
+    ///
+    /// ArduPilot (`GCS_MAVLINK::handle_param_set`, `libraries/GCS_MAVLink/GCS_Param.cpp`,
+    /// and `AP_Param::set_float`, `libraries/AP_Param/AP_Param.cpp`): an unknown name, a NaN
+    /// or an infinity is ignored; the declared type of the message is not looked at; an
+    /// integer parameter takes the value nudged by 0.01 away from zero, limited to its
+    /// type's range and truncated; the new value is broadcast as PARAM_VALUE with index
+    /// 65535 (`GCS::send_parameter_value`). No @Range is enforced.
+    ///
+    /// PX4 (`MavlinkParametersManager::handle_message`,
+    /// `src/modules/mavlink/mavlink_parameters.cpp`): an unknown name or a `param_type` other
+    /// than the parameter's own (INT32 or REAL32) is refused with a STATUSTEXT and nothing
+    /// changes; integers come bytewise; the answer carries the parameter's index. Its
+    /// metadata's min/max are not enforced either.
     fn handle_param_set(&mut self, p: &PARAM_SET_DATA) {
         let Some(index) = self.param_index(&p.param_id) else {
             self.counters.rejected += 1;
@@ -1894,15 +1916,36 @@ impl SimAutopilot {
         let Some(kind) = self.params.get(index).map(|p| p.kind) else {
             return;
         };
+        // The `SIM_*` faults are SITL's, taken as ArduPilot takes them in both personalities
+        // (the harnesses write them as REAL32).
+        let sim_fault = self
+            .params
+            .get(index)
+            .is_some_and(|p| p.name.starts_with("SIM_"));
+        if self.personality == Personality::Px4 && !sim_fault && p.param_type != kind {
+            self.counters.rejected += 1;
+            self.status_text(MavSeverity::MAV_SEVERITY_ERROR, "param types mismatch");
+            return;
+        }
         let value = self.decode_param(kind, p.param_value);
         if !value.is_finite() {
             self.counters.rejected += 1;
             return;
         }
+        let value = match (self.personality, integer_range(kind)) {
+            (Personality::ArduPilot, Some((low, high))) => {
+                let nudged = value + if value < 0.0 { -0.01 } else { 0.01 };
+                (nudged as f64).clamp(low, high).trunc() as f32
+            }
+            _ => value,
+        };
         if let Some(param) = self.params.get_mut(index) {
             param.value = value;
         }
-        self.send_param(index);
+        match self.personality {
+            Personality::ArduPilot => self.broadcast_param(index),
+            Personality::Px4 => self.send_param(index),
+        }
         if self
             .params
             .get(index)
@@ -2403,6 +2446,20 @@ impl SimAutopilot {
 /// `lib/battery/module.yaml`, `geofence_params.c`) as SITL's start-up overrides them
 /// (`init.d/rc.mc_defaults`: `RTL_RETURN_ALT` 30, `RTL_DESCEND_ALT` 10; `init.d-posix/rcS`:
 /// `COM_LOW_BAT_ACT` 3) — the values read from PX4 SIH (`/work/sitl/NOTES.md` §6).
+/// The values an integer parameter type holds (`None`: a float).
+fn integer_range(kind: MavParamType) -> Option<(f64, f64)> {
+    use MavParamType::*;
+    match kind {
+        MAV_PARAM_TYPE_INT8 => Some((f64::from(i8::MIN), f64::from(i8::MAX))),
+        MAV_PARAM_TYPE_UINT8 => Some((0.0, f64::from(u8::MAX))),
+        MAV_PARAM_TYPE_INT16 => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
+        MAV_PARAM_TYPE_UINT16 => Some((0.0, f64::from(u16::MAX))),
+        MAV_PARAM_TYPE_INT32 => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+        MAV_PARAM_TYPE_UINT32 => Some((0.0, f64::from(u32::MAX))),
+        _ => None,
+    }
+}
+
 fn default_params(personality: Personality) -> Vec<Param> {
     use MavParamType::*;
     let p = |name, value, kind| Param { name, value, kind };
@@ -3295,17 +3352,60 @@ mod tests {
             param_type: MavParamType::MAV_PARAM_TYPE_INT32,
         }));
         assert_eq!(h.sim.param("COM_DL_LOSS_T"), 5.0);
+        // PX4 refuses a write whose type is not the parameter's own (mavlink_parameters.cpp).
+        h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+            param_value: 7.0,
+            target_system: 1,
+            target_component: 1,
+            param_id: "COM_DL_LOSS_T".into(),
+            param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+        }));
+        assert_eq!(h.sim.param("COM_DL_LOSS_T"), 5.0);
+        assert_eq!(h.sim.counters().rejected, 1);
         // An unknown name is ignored, as the firmware does, and counted.
         let before = h.sent.len();
         h.set_param("NO_SUCH_PARAM", 1.0);
         assert_eq!(h.sent.len(), before);
-        assert_eq!(h.sim.counters().rejected, 1);
+        assert_eq!(h.sim.counters().rejected, 2);
         // Messages for another system are not for us.
         h.send(MavMessage::PARAM_REQUEST_LIST(PARAM_REQUEST_LIST_DATA {
             target_system: 7,
             target_component: 1,
         }));
         assert_eq!(h.sent.len(), before);
+    }
+
+    /// ArduPilot `AP_Param::set_float` (AP_Param.cpp): an integer takes the value nudged by
+    /// 0.01 and truncated, within its type's range, whatever type the message declares; the
+    /// change is broadcast with index 65535 (`GCS::send_parameter_value`, GCS_Param.cpp).
+    #[test]
+    fn ardupilot_integers_are_rounded_and_limited_and_broadcast() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        for (value, kept) in [
+            (4.999, 5.0),
+            (-3.0, -3.0),
+            (1000.0, 127.0),
+            (-1000.0, -128.0),
+        ] {
+            h.sent.clear();
+            h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+                param_value: value,
+                target_system: 1,
+                target_component: 1,
+                param_id: "DISARM_DELAY".into(),
+                param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+            }));
+            assert_eq!(h.sim.param("DISARM_DELAY"), kept, "{value}");
+            let echo = h
+                .sent
+                .iter()
+                .find_map(|(_, m)| match m {
+                    MavMessage::PARAM_VALUE(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!((echo.param_value, echo.param_index), (kept, u16::MAX));
+        }
     }
 
     // ----- fidelity to the firmware: one test per behaviour, citing its source -----
