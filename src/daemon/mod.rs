@@ -86,6 +86,7 @@ enum Arrival {
     Stop(StopRequest),
     Control(ControlRequest),
     EnvelopeChange(EnvelopeChange),
+    Param(crate::control::param::ParamRequest),
     /// A ground station's frame or connection (issue 19).
     Gcs(crate::gcs::GcsInput),
 }
@@ -120,6 +121,12 @@ struct Shell {
     ground: watch::Receiver<crate::estop::GroundState>,
     control: mpsc::Receiver<ControlRequest>,
     envelope_changes: mpsc::Receiver<EnvelopeChange>,
+    params: mpsc::Receiver<crate::control::param::ParamRequest>,
+    /// Parameter writes waiting for the autopilot's echo, and where their answer goes.
+    param_waiting: HashMap<
+        crate::vehicle::param_table::WriteId,
+        oneshot::Sender<crate::control::param::ParamAnswer>,
+    >,
     envelope: watch::Sender<EnvelopeView>,
     cpu_temperature: watch::Receiver<Option<f64>>,
     bridge: Option<BridgeIo>,
@@ -166,6 +173,7 @@ impl Shell {
             Some(request) = self.control.recv() => Arrival::Control(request),
             Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(input),
             Some(change) = self.envelope_changes.recv() => Arrival::EnvelopeChange(change),
+            Some(request) = self.params.recv() => Arrival::Param(request),
             Ok(()) = self.cpu_temperature.changed() => {
                 Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
             }
@@ -199,6 +207,17 @@ impl Shell {
                 return Ok(());
             }
             Arrival::Control(request) => self.accept(now, request),
+            Arrival::Param(crate::control::param::ParamRequest { ask, reply }) => {
+                match self.core.handle(now, Input::Param(ask)) {
+                    Handled::Param(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                    Handled::ParamWrite(id) => {
+                        self.param_waiting.insert(id, reply);
+                    }
+                    _ => {}
+                }
+            }
             Arrival::EnvelopeChange(EnvelopeChange {
                 changes,
                 caller,
@@ -280,6 +299,11 @@ impl Shell {
                     self.stop_status.send_replace(status);
                 }
                 Event::WatchdogPing => self.ping_watchdog(),
+                Event::ParamWritten { id, answer } => {
+                    if let Some(reply) = self.param_waiting.remove(&id) {
+                        let _ = reply.send(answer);
+                    }
+                }
                 Event::Fatal {
                     reason,
                     flush_bridge,

@@ -55,6 +55,9 @@ pub(super) async fn start(
     // An ADMIN's set_envelope: its own small channel, answered after the status is published.
     let (envelope_changes_tx, envelope_changes) = mpsc::channel(crate::control::ENVELOPE_CHANGES);
     let control = control.with_envelope_changes(envelope_changes_tx);
+    // The parameter tools: their own small channel (reads answered in one turn).
+    let (params_tx, params) = mpsc::channel(crate::control::param::PARAM_REQUESTS);
+    let control = control.with_params(params_tx);
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let (stop_client, stop_loop) = crate::estop::channel(core.stop_status());
     // The MCP shell's view of the broker connection (skip to latest).
@@ -135,6 +138,8 @@ pub(super) async fn start(
         ground,
         control: control_rx,
         envelope_changes,
+        params,
+        param_waiting: HashMap::new(),
         envelope,
         cpu_temperature,
         bridge,

@@ -94,8 +94,7 @@ pub enum Bounds {
     PositionTarget,
     /// `PARAM_SET`: only [`PARAM_ALLOWLIST`], within each entry's bounds.
     ParamSet,
-    /// `PARAM_REQUEST_READ`: by name (index -1), only the pre-flight check's parameters
-    /// (`safety::preflight::is_readable`) and those of [`PARAM_ALLOWLIST`].
+    /// `PARAM_REQUEST_READ`: by name (index -1) or by index (the download's gaps).
     ParamRead,
 }
 
@@ -351,6 +350,8 @@ pub struct Whitelist {
     speed_horizontal_m_s_max: f64,
     speed_vertical_m_s_max: f64,
     altitude_m_max: f64,
+    /// `[[parameters.allow]]`: the configured writable parameters (see `param_allow`).
+    parameters: Vec<crate::safety::param_allow::ParamAllow>,
 }
 
 /// Largest yaw rate accepted in `CONDITION_YAW`.
@@ -364,6 +365,43 @@ impl Whitelist {
             speed_horizontal_m_s_max: envelope.speed_horizontal_m_s_max,
             speed_vertical_m_s_max: envelope.speed_vertical_m_s_max,
             altitude_m_max: envelope.altitude_m_max,
+            parameters: Vec::new(),
+        }
+    }
+
+    /// The same whitelist, with the configured writable parameters (`[parameters]`, checked
+    /// by `ParametersConfig::check`; a never-write name stays refused here anyway).
+    pub fn with_parameters(
+        mut self,
+        parameters: &crate::safety::param_allow::ParametersConfig,
+    ) -> Self {
+        self.parameters = parameters.allow.clone();
+        self
+    }
+
+    /// What `set_parameter` may write, for refusals and `list_parameters`: each name with
+    /// its range in firmware units.
+    pub fn writable_parameters(&self) -> Vec<crate::safety::param_allow::ParamAllow> {
+        let mut out: Vec<crate::safety::param_allow::ParamAllow> = self.parameters.clone();
+        for (name, scale, limit) in PARAM_ALLOWLIST {
+            let max = self.limit(*limit) / scale;
+            match out.iter_mut().find(|a| a.name == *name) {
+                Some(a) => a.max = a.max.min(max),
+                None => out.push(crate::safety::param_allow::ParamAllow {
+                    name: (*name).into(),
+                    min: 0.0,
+                    max,
+                }),
+            }
+        }
+        out
+    }
+
+    fn limit(&self, limit: ParamLimit) -> f64 {
+        match limit {
+            ParamLimit::HorizontalSpeed => self.speed_horizontal_m_s_max,
+            ParamLimit::VerticalSpeed => self.speed_vertical_m_s_max,
+            ParamLimit::Ceiling => self.altitude_m_max,
         }
     }
 
@@ -633,21 +671,24 @@ impl Whitelist {
                 }
             }
             Bounds::PositionTarget => self.position_target(msg),
-            Bounds::ParamSet => self.param_set(msg),
+            Bounds::ParamSet => self.param_set(msg, state),
             Bounds::ParamRead => {
                 let MavMessage::PARAM_REQUEST_READ(r) = msg else {
                     return Err("not a PARAM_REQUEST_READ".into());
                 };
-                let name = r.param_id.to_str().unwrap_or_default();
-                if r.param_index == -1
-                    && (crate::safety::preflight::is_readable(name)
-                        || PARAM_ALLOWLIST.iter().any(|(n, _, _)| *n == name))
-                {
+                let name = r
+                    .param_id
+                    .to_str()
+                    .unwrap_or_default()
+                    .trim_end_matches('\0');
+                // Reading changes nothing: the whole table is downloaded (`ParamTable`), the
+                // stream's gaps asked for by index.
+                if (r.param_index == -1 && !name.is_empty()) || r.param_index >= 0 {
                     Ok(())
                 } else {
                     Err(format!(
-                        "only the pre-flight check's parameters are read, by name (param_index \
-                         -1); `{name}` at index {} is not one of them",
+                        "a parameter is read by name (param_index -1) or by index (0 or more); \
+                         got `{name}` at index {}",
                         r.param_index
                     ))
                 }
@@ -731,7 +772,9 @@ impl Whitelist {
         Ok(())
     }
 
-    fn param_set(&self, msg: &MavMessage) -> Result<(), String> {
+    /// A parameter write: never a never-write family; otherwise a configured entry within
+    /// its bounds, and a built-in one within the envelope (a name in both: both).
+    fn param_set(&self, msg: &MavMessage, state: &VehicleView) -> Result<(), String> {
         let MavMessage::PARAM_SET(p) = msg else {
             return Err("not a parameter write".into());
         };
@@ -739,35 +782,50 @@ impl Whitelist {
             return Err("the parameter name is not text".into());
         };
         let id = id.trim_end_matches('\0');
-        if PARAM_FORBIDDEN_PREFIXES.iter().any(|f| id.starts_with(f)) {
+        if crate::safety::param_allow::never_writable(id).is_some() {
             return Err(format!(
                 "`{id}` is a fence, failsafe, arming-check or signing parameter: never writable from the ground"
             ));
         }
-        let Some((_, scale, limit)) = PARAM_ALLOWLIST.iter().find(|(n, _, _)| *n == id) else {
+        let allowed = || {
+            self.writable_parameters()
+                .iter()
+                .map(|a| format!("{} {}..{}", a.name, a.min, a.max))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let configured = self.parameters.iter().find(|a| a.name == id);
+        let builtin = PARAM_ALLOWLIST.iter().find(|(n, _, _)| *n == id);
+        if configured.is_none() && builtin.is_none() {
             return Err(format!(
-                "`{id}` is not in the parameter allowlist ({})",
-                PARAM_ALLOWLIST
-                    .iter()
-                    .map(|(n, _, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "`{id}` is not in the parameter allowlist; writable: {}",
+                allowed()
             ));
-        };
-        let max = match limit {
-            ParamLimit::HorizontalSpeed => self.speed_horizontal_m_s_max,
-            ParamLimit::VerticalSpeed => self.speed_vertical_m_s_max,
-            ParamLimit::Ceiling => self.altitude_m_max,
-        };
-        let si = f64::from(p.param_value) * scale;
-        if si.is_finite() && si > 0.0 && si <= max + 1e-9 {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{id}` = {} is {si} in SI units; it must be above 0 and at most {max}",
-                p.param_value
-            ))
         }
+        // As the autopilot will read it: PX4 integers are bytewise.
+        let Some(value) =
+            crate::vehicle::params::decode(state.autopilot, p.param_type, p.param_value)
+        else {
+            return Err(format!("`{id}`: the value is not a number"));
+        };
+        if let Some(a) = configured
+            && !(a.min..=a.max).contains(&value)
+        {
+            return Err(format!(
+                "`{id}` = {value} is outside its allowlisted range {}..{}",
+                a.min, a.max
+            ));
+        }
+        if let Some((_, scale, limit)) = builtin {
+            let max = self.limit(*limit);
+            let si = value * scale;
+            if !(si.is_finite() && si > 0.0 && si <= max + 1e-9) {
+                return Err(format!(
+                    "`{id}` = {value} is {si} in SI units; it must be above 0 and at most {max} (the envelope's limit)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

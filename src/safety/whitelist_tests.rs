@@ -577,7 +577,8 @@ fn table_of_allowed_and_refused_messages() {
             Role::Operator,
             Some("at most 120 m above home"),
         ),
-        // The pre-flight check reads its own parameters by name, nothing else.
+        // Reads change nothing: by name (the pre-flight check) or by index (the download's
+        // gaps); a request that is neither is refused.
         (
             "read a pre-flight parameter",
             MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
@@ -600,7 +601,7 @@ fn table_of_allowed_and_refused_messages() {
             }),
             GROUND,
             Role::System,
-            Some("not one of them"),
+            None,
         ),
         (
             "read a parameter by index",
@@ -612,7 +613,19 @@ fn table_of_allowed_and_refused_messages() {
             }),
             GROUND,
             Role::System,
-            Some("by name"),
+            None,
+        ),
+        (
+            "read neither by name nor by index",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: -1,
+                target_system: 1,
+                target_component: 1,
+                param_id: "".into(),
+            }),
+            GROUND,
+            Role::System,
+            Some("by name (param_index -1) or by index"),
         ),
     ];
     let wl = wl();

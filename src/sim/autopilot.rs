@@ -101,12 +101,13 @@
 //! `WPNAV_SPEED`, `WPNAV_SPEED_UP`, `WPNAV_SPEED_DN` (cm/s), `WPNAV_ACCEL` (cm/s²),
 //! `BATT_MONITOR`, `BATT_CAPACITY` (mAh), `BATT_ARM_VOLT`, `BATT_ARM_MAH`, `BATT_LOW_VOLT`,
 //! `BATT_LOW_MAH`, `BATT_CRT_VOLT`, `BATT_CRT_MAH`; stored and not acted on: `BATT_FS_LOW_ACT`,
-//! `BATT_FS_CRT_ACT`, `FENCE_ENABLE`, `FENCE_TYPE`, `FENCE_ACTION`, `FENCE_ALT_MAX`,
-//! `FENCE_RADIUS`, `FENCE_MARGIN`, `FS_GCS_ENABLE`. PX4 `COM_DISARM_LAND`, `MIS_TAKEOFF_ALT`,
+//! `BATT_FS_CRT_ACT`, `FENCE_MARGIN`, `FS_GCS_ENABLE`; the fence
+//! (`FENCE_ENABLE`, `FENCE_TYPE` bits 0 and 1, `FENCE_ALT_MAX`, `FENCE_RADIUS`, `FENCE_ACTION`)
+//! is enforced by the simulator itself (`check_fence`). PX4 `COM_DISARM_LAND`, `MIS_TAKEOFF_ALT`,
 //! `MPC_LAND_SPEED`, `MPC_XY_CRUISE`, `MPC_XY_VEL_MAX`, `MPC_Z_VEL_MAX_UP`, `MPC_Z_VEL_MAX_DN`,
 //! `RTL_RETURN_ALT`; stored and not acted on: `COM_DL_LOSS_T`, `COM_LOW_BAT_ACT`,
-//! `BAT1_CAPACITY`, `BAT_LOW_THR`, `BAT_CRIT_THR`, `BAT_EMERGEN_THR`, `GF_ACTION`,
-//! `GF_MAX_HOR_DIST`, `GF_MAX_VER_DIST`, `RTL_DESCEND_ALT` (SI units; INT32 values encoded
+//! `BAT1_CAPACITY`, `BAT_LOW_THR`, `BAT_CRIT_THR`, `BAT_EMERGEN_THR`, `RTL_DESCEND_ALT`;
+//! enforced: the geofence `GF_ACTION`, `GF_MAX_HOR_DIST`, `GF_MAX_VER_DIST` (SI units; INT32 values encoded
 //! bytewise as PX4 does).
 //!
 //! The faults are ArduPilot-SITL-style `SIM_*` parameters, for both personalities, so a test
@@ -537,6 +538,8 @@ pub struct SimAutopilot {
     velocity_target_at: Option<Duration>,
     terminated: bool,
     gps_disabled: bool,
+    /// The autopilot's own fence is breached (its action taken once, until it clears).
+    fence_breached: bool,
     params: Vec<Param>,
     streams: Vec<Stream>,
     /// Extra telemetry (`--extra-telemetry-hz`): frames per second of the high-rate mix on
@@ -594,6 +597,7 @@ impl SimAutopilot {
             velocity_target_at: None,
             terminated: false,
             gps_disabled: false,
+            fence_breached: false,
             params: default_params(personality),
             streams: default_streams(personality),
             extra_telemetry_hz: 0.0,
@@ -1436,6 +1440,72 @@ impl SimAutopilot {
         MavResult::MAV_RESULT_ACCEPTED
     }
 
+    /// The autopilot's own fence, which holds whatever the companion does (or if it is dead).
+    ///
+    /// ArduCopter (`AC_Fence::check`, `libraries/AC_Fence/AC_Fence.cpp`; the action in
+    /// `Copter::fence_check`, `ArduCopter/fence.cpp`): with `FENCE_ENABLE` = 1, `FENCE_TYPE`
+    /// bit 0 breaches above `FENCE_ALT_MAX` (m above home), bit 1 beyond `FENCE_RADIUS` from
+    /// home; a new breach in the air takes `FENCE_ACTION`: 0 report only, 1 and 3 and 5 RTL
+    /// (the SmartRTL variants fall back to RTL), 2 LAND, 4 BRAKE. Polygons (bit 2) need the
+    /// mission protocol's fence items and are not simulated here.
+    ///
+    /// PX4 (`Geofence::isInsidePolygonOrCircle` and `Geofence::checkAll`,
+    /// `src/modules/navigator/geofence.cpp`; the action in the commander's failsafe):
+    /// `GF_MAX_HOR_DIST` and `GF_MAX_VER_DIST` (0 disables each) around home; `GF_ACTION`:
+    /// 0 none, 1 warn, 2 Hold, 3 Return, 5 Land (4, terminate, is not simulated: reported
+    /// only).
+    fn check_fence(&mut self, on_ground: bool) {
+        let ned = self.physics.position_ned_m();
+        let horizontal_m = ned.x.hypot(ned.y);
+        let altitude_m = self.physics.altitude_m();
+        let (breach, action) = match self.personality {
+            Personality::ArduPilot => {
+                let types = self.param("FENCE_TYPE") as i32;
+                let enabled = self.param("FENCE_ENABLE") >= 0.5;
+                let above = types & 1 != 0 && altitude_m > f64::from(self.param("FENCE_ALT_MAX"));
+                let beyond = types & 2 != 0 && horizontal_m > f64::from(self.param("FENCE_RADIUS"));
+                let action = match self.param("FENCE_ACTION") as i32 {
+                    1 | 3 | 5 => Some(FlightMode::Rtl),
+                    2 => Some(FlightMode::Land),
+                    4 => Some(FlightMode::Brake),
+                    _ => None,
+                };
+                (enabled && (above || beyond), action)
+            }
+            Personality::Px4 => {
+                let horizontal_max = f64::from(self.param("GF_MAX_HOR_DIST"));
+                let vertical_max = f64::from(self.param("GF_MAX_VER_DIST"));
+                let beyond = horizontal_max > 0.0 && horizontal_m > horizontal_max;
+                let above = vertical_max > 0.0 && altitude_m > vertical_max;
+                let action = match self.param("GF_ACTION") as i32 {
+                    2 => Some(FlightMode::Loiter),
+                    3 => Some(FlightMode::Rtl),
+                    5 => Some(FlightMode::Land),
+                    _ => None,
+                };
+                (beyond || above, action)
+            }
+        };
+        if !breach {
+            self.fence_breached = false;
+            return;
+        }
+        if self.fence_breached || !self.armed || on_ground {
+            return;
+        }
+        self.fence_breached = true;
+        let text = match self.personality {
+            Personality::ArduPilot => "Fence Breached",
+            Personality::Px4 => "Geofence violation",
+        };
+        self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, text);
+        if let Some(mode) = action
+            && !matches!(self.mode, FlightMode::Land)
+        {
+            self.set_mode(mode);
+        }
+    }
+
     /// Enters a mode (no checks) and sets what the airframe does in it.
     fn set_mode(&mut self, mode: FlightMode) {
         if mode != self.mode {
@@ -1661,6 +1731,8 @@ impl SimAutopilot {
             self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, text);
             self.set_mode(FlightMode::Land);
         }
+
+        self.check_fence(on_ground);
 
         if let Some(target_m) = self.takeoff_altitude_m
             && self.physics.altitude_m() >= target_m - 0.1
@@ -1923,6 +1995,14 @@ impl SimAutopilot {
         }
     }
 
+    /// ArduPilot's broadcast of a changed value: index 65535 (-1).
+    fn broadcast_param(&mut self, index: usize) {
+        self.send_param(index);
+        if let Some(MavMessage::PARAM_VALUE(p)) = self.outbox.back_mut() {
+            p.param_index = u16::MAX;
+        }
+    }
+
     fn send_param(&mut self, index: usize) {
         let Some(param) = self.params.get(index).copied() else {
             return;
@@ -1937,6 +2017,20 @@ impl SimAutopilot {
             }));
     }
 
+    /// PARAM_SET as each firmware takes it.
+    ///
+    /// ArduPilot (`GCS_MAVLINK::handle_param_set`, `libraries/GCS_MAVLink/GCS_Param.cpp`,
+    /// and `AP_Param::set_float`, `libraries/AP_Param/AP_Param.cpp`): an unknown name, a NaN
+    /// or an infinity is ignored; the declared type of the message is not looked at; an
+    /// integer parameter takes the value nudged by 0.01 away from zero, limited to its
+    /// type's range and truncated; the new value is broadcast as PARAM_VALUE with index
+    /// 65535 (`GCS::send_parameter_value`). No @Range is enforced.
+    ///
+    /// PX4 (`MavlinkParametersManager::handle_message`,
+    /// `src/modules/mavlink/mavlink_parameters.cpp`): an unknown name or a `param_type` other
+    /// than the parameter's own (INT32 or REAL32) is refused with a STATUSTEXT and nothing
+    /// changes; integers come bytewise; the answer carries the parameter's index. Its
+    /// metadata's min/max are not enforced either.
     fn handle_param_set(&mut self, p: &PARAM_SET_DATA) {
         let Some(index) = self.param_index(&p.param_id) else {
             self.counters.rejected += 1;
@@ -1945,15 +2039,36 @@ impl SimAutopilot {
         let Some(kind) = self.params.get(index).map(|p| p.kind) else {
             return;
         };
+        // The `SIM_*` faults are SITL's, taken as ArduPilot takes them in both personalities
+        // (the harnesses write them as REAL32).
+        let sim_fault = self
+            .params
+            .get(index)
+            .is_some_and(|p| p.name.starts_with("SIM_"));
+        if self.personality == Personality::Px4 && !sim_fault && p.param_type != kind {
+            self.counters.rejected += 1;
+            self.status_text(MavSeverity::MAV_SEVERITY_ERROR, "param types mismatch");
+            return;
+        }
         let value = self.decode_param(kind, p.param_value);
         if !value.is_finite() {
             self.counters.rejected += 1;
             return;
         }
+        let value = match (self.personality, integer_range(kind)) {
+            (Personality::ArduPilot, Some((low, high))) => {
+                let nudged = value + if value < 0.0 { -0.01 } else { 0.01 };
+                (nudged as f64).clamp(low, high).trunc() as f32
+            }
+            _ => value,
+        };
         if let Some(param) = self.params.get_mut(index) {
             param.value = value;
         }
-        self.send_param(index);
+        match self.personality {
+            Personality::ArduPilot => self.broadcast_param(index),
+            Personality::Px4 => self.send_param(index),
+        }
         if self
             .params
             .get(index)
@@ -2454,6 +2569,20 @@ impl SimAutopilot {
 /// `lib/battery/module.yaml`, `geofence_params.c`) as SITL's start-up overrides them
 /// (`init.d/rc.mc_defaults`: `RTL_RETURN_ALT` 30, `RTL_DESCEND_ALT` 10; `init.d-posix/rcS`:
 /// `COM_LOW_BAT_ACT` 3) — the values read from PX4 SIH (`/work/sitl/NOTES.md` §6).
+/// The values an integer parameter type holds (`None`: a float).
+fn integer_range(kind: MavParamType) -> Option<(f64, f64)> {
+    use MavParamType::*;
+    match kind {
+        MAV_PARAM_TYPE_INT8 => Some((f64::from(i8::MIN), f64::from(i8::MAX))),
+        MAV_PARAM_TYPE_UINT8 => Some((0.0, f64::from(u8::MAX))),
+        MAV_PARAM_TYPE_INT16 => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
+        MAV_PARAM_TYPE_UINT16 => Some((0.0, f64::from(u16::MAX))),
+        MAV_PARAM_TYPE_INT32 => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+        MAV_PARAM_TYPE_UINT32 => Some((0.0, f64::from(u32::MAX))),
+        _ => None,
+    }
+}
+
 fn default_params(personality: Personality) -> Vec<Param> {
     use MavParamType::*;
     let p = |name, value, kind| Param { name, value, kind };
@@ -3370,17 +3499,123 @@ mod tests {
             param_type: MavParamType::MAV_PARAM_TYPE_INT32,
         }));
         assert_eq!(h.sim.param("COM_DL_LOSS_T"), 5.0);
+        // PX4 refuses a write whose type is not the parameter's own (mavlink_parameters.cpp).
+        h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+            param_value: 7.0,
+            target_system: 1,
+            target_component: 1,
+            param_id: "COM_DL_LOSS_T".into(),
+            param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+        }));
+        assert_eq!(h.sim.param("COM_DL_LOSS_T"), 5.0);
+        assert_eq!(h.sim.counters().rejected, 1);
         // An unknown name is ignored, as the firmware does, and counted.
         let before = h.sent.len();
         h.set_param("NO_SUCH_PARAM", 1.0);
         assert_eq!(h.sent.len(), before);
-        assert_eq!(h.sim.counters().rejected, 1);
+        assert_eq!(h.sim.counters().rejected, 2);
         // Messages for another system are not for us.
         h.send(MavMessage::PARAM_REQUEST_LIST(PARAM_REQUEST_LIST_DATA {
             target_system: 7,
             target_component: 1,
         }));
         assert_eq!(h.sent.len(), before);
+    }
+
+    /// The autopilot's own fence holds without anyone on the link: ArduCopter's
+    /// `FENCE_ACTION` (`ArduCopter/fence.cpp`) on a circle breach flying away from home, PX4's
+    /// `GF_ACTION` (`navigator/geofence.cpp`) on an altitude breach in the takeoff.
+    #[test]
+    fn the_autopilots_fence_turns_the_vehicle_back_by_its_action() {
+        for (action, mode) in [
+            (1.0, FlightMode::Rtl),
+            (2.0, FlightMode::Land),
+            (4.0, FlightMode::Brake),
+        ] {
+            let mut h = Harness::new(Personality::ArduPilot);
+            h.ardupilot_airborne(10.0);
+            for (name, value) in [
+                ("FENCE_TYPE", 3.0),
+                ("FENCE_RADIUS", 40.0),
+                ("FENCE_ACTION", action),
+                ("FENCE_ENABLE", 1.0),
+            ] {
+                h.set_param(name, value);
+            }
+            let goal = h.sim.home.offset_by(&Vector3::new(150.0, 0.0, -10.0));
+            h.send(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(
+                SET_POSITION_TARGET_GLOBAL_INT_DATA {
+                    lat_int: (goal.lat_deg * 1e7) as i32,
+                    lon_int: (goal.lon_deg * 1e7) as i32,
+                    alt: 10.0,
+                    type_mask: PositionTargetTypemask::from_bits_truncate(0b0000_1111_1111_1000),
+                    target_system: 1,
+                    target_component: 1,
+                    coordinate_frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                    ..SET_POSITION_TARGET_GLOBAL_INT_DATA::DEFAULT
+                },
+            ));
+            h.run_until(30.0, |s| s.mode() != FlightMode::Guided);
+            assert_eq!(h.sim.mode(), mode, "FENCE_ACTION {action}");
+            assert!(h.status_texts().iter().any(|t| t == "Fence Breached"));
+            // The action keeps it from flying on to the goal.
+            h.run(20.0);
+            let north_m = h.sim.physics().position_ned_m().x;
+            assert!(north_m < 70.0, "FENCE_ACTION {action}: {north_m} m north");
+        }
+        let mut h = Harness::new(Personality::Px4);
+        h.set_param("GF_MAX_VER_DIST", 8.0);
+        h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+            param_value: f32::from_bits(5),
+            target_system: 1,
+            target_component: 1,
+            param_id: "GF_ACTION".into(),
+            param_type: MavParamType::MAV_PARAM_TYPE_INT32,
+        }));
+        h.run(1.0);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+        let amsl = 488.0 + 20.0;
+        h.command(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, amsl],
+        );
+        h.run_until(30.0, |s| s.mode() == FlightMode::Land);
+        assert_eq!(h.sim.mode(), FlightMode::Land);
+        assert!(h.status_texts().iter().any(|t| t == "Geofence violation"));
+        assert!(h.sim.altitude_m() < 12.0);
+    }
+
+    /// ArduPilot `AP_Param::set_float` (AP_Param.cpp): an integer takes the value nudged by
+    /// 0.01 and truncated, within its type's range, whatever type the message declares; the
+    /// change is broadcast with index 65535 (`GCS::send_parameter_value`, GCS_Param.cpp).
+    #[test]
+    fn ardupilot_integers_are_rounded_and_limited_and_broadcast() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        for (value, kept) in [
+            (4.999, 5.0),
+            (-3.0, -3.0),
+            (1000.0, 127.0),
+            (-1000.0, -128.0),
+        ] {
+            h.sent.clear();
+            h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+                param_value: value,
+                target_system: 1,
+                target_component: 1,
+                param_id: "DISARM_DELAY".into(),
+                param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+            }));
+            assert_eq!(h.sim.param("DISARM_DELAY"), kept, "{value}");
+            let echo = h
+                .sent
+                .iter()
+                .find_map(|(_, m)| match m {
+                    MavMessage::PARAM_VALUE(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!((echo.param_value, echo.param_index), (kept, u16::MAX));
+        }
     }
 
     // ----- fidelity to the firmware: one test per behaviour, citing its source -----

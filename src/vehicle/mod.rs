@@ -4,10 +4,12 @@
 //! - `modes`: ArduPilot and PX4 flight modes, decoded and encoded.
 //! - `state`: `VehicleState`, fed every decoded message with `now`.
 //! - `command`: `CommandProtocol`, COMMAND_LONG/INT with ACK matching, retries and timeouts.
+//! - `param_table`: `ParamTable`, the whole parameter table (download, confirmed writes).
 //! - `view`: `VehicleView`, the typed facts every safety check decides on, and `Landed`.
 
 pub mod command;
 pub mod modes;
+pub mod param_table;
 pub mod params;
 pub mod snapshot;
 pub mod state;

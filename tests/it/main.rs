@@ -30,5 +30,6 @@ mod mcp_broker;
 mod mcp_client;
 mod mcp_interop;
 mod mcp_server;
+mod params_mcp;
 mod sim_pymavlink;
 mod support;
