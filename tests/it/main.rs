@@ -29,5 +29,6 @@ mod mcp_broker;
 mod mcp_client;
 mod mcp_interop;
 mod mcp_server;
+mod sim_mission;
 mod sim_pymavlink;
 mod support;
