@@ -264,10 +264,9 @@ impl SimAutopilot {
                     }
                     return;
                 }
-                C::MAV_CMD_DO_CHANGE_SPEED => {
-                    if item.params[1] > 0.0 {
-                        self.auto.speed_m_s = Some(f64::from(item.params[1]));
-                    }
+                // A speed of 0 or -1 leaves the speed as it is.
+                C::MAV_CMD_DO_CHANGE_SPEED if item.params[1] > 0.0 => {
+                    self.auto.speed_m_s = Some(f64::from(item.params[1]));
                 }
                 C::MAV_CMD_DO_DIGICAM_CONTROL | C::MAV_CMD_IMAGE_START_CAPTURE => {
                     self.events.push_back(SimEvent::CameraTrigger {
