@@ -94,6 +94,10 @@ pub enum Bounds {
     PositionTarget,
     /// `PARAM_SET`: only [`PARAM_ALLOWLIST`], within each entry's bounds.
     ParamSet,
+    /// `MISSION_ITEM_INT`: in the mission list only [`MISSION_COMMANDS`] at a real position,
+    /// altitude at most the ceiling above home, speeds within the limit, `current` 0; in the
+    /// fence list only fence items; in the rally list only rally points.
+    MissionItem,
     /// `PARAM_REQUEST_READ`: by name (index -1) or by index (the download's gaps).
     ParamRead,
 }
@@ -142,6 +146,15 @@ pub const RULES: &[Rule] = &[
     msg(23, Role::Admin, When::DisarmedOnGround, Bounds::ParamSet), // PARAM_SET
     msg(84, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_LOCAL_NED
     msg(86, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_GLOBAL_INT
+    // The mission protocol (`vehicle::mission`); the list type's authority is checked first
+    // (`mission_authority`): the fence and rally lists are ADMIN's and written only disarmed.
+    msg(41, Role::Operator, When::Always, Bounds::None), // MISSION_SET_CURRENT
+    msg(43, Role::ReadOnly, When::Always, Bounds::None), // MISSION_REQUEST_LIST
+    msg(44, Role::Operator, When::Always, Bounds::None), // MISSION_COUNT
+    msg(45, Role::Operator, When::Always, Bounds::None), // MISSION_CLEAR_ALL
+    msg(47, Role::ReadOnly, When::Always, Bounds::None), // MISSION_ACK
+    msg(51, Role::ReadOnly, When::Always, Bounds::None), // MISSION_REQUEST_INT
+    msg(73, Role::Operator, When::Always, Bounds::MissionItem), // MISSION_ITEM_INT
     cmd(
         MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
         Role::System,
@@ -262,7 +275,6 @@ pub const NEVER: &[(MavCmd, &str)] = &[
 
 /// Message ids never sent, with the reason.
 pub const NEVER_MESSAGES: &[(u32, &str)] = &[
-    (45, "MISSION_CLEAR_ALL would clear the fence or mission"),
     (69, "MANUAL_CONTROL injects stick input"),
     (70, "RC_CHANNELS_OVERRIDE injects stick input"),
     (82, "SET_ATTITUDE_TARGET bypasses position control"),
@@ -274,6 +286,18 @@ pub const NEVER_MESSAGES: &[(u32, &str)] = &[
     (121, "LOG_ERASE deletes the flight logs"),
     (232, "GPS_INPUT spoofs the position"),
     (256, "SETUP_SIGNING changes the link key"),
+];
+
+/// What a mission uploaded through the daemon may contain: the items the mission tools build.
+pub const MISSION_COMMANDS: &[MavCmd] = &[
+    MavCmd::MAV_CMD_NAV_WAYPOINT,
+    MavCmd::MAV_CMD_NAV_TAKEOFF,
+    MavCmd::MAV_CMD_NAV_LOITER_TIME,
+    MavCmd::MAV_CMD_NAV_LAND,
+    MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH,
+    MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+    MavCmd::MAV_CMD_DO_DIGICAM_CONTROL,
+    MavCmd::MAV_CMD_IMAGE_START_CAPTURE,
 ];
 
 /// Parameter writes the ground may make (disarmed only), with the accepted value range as a
@@ -432,6 +456,9 @@ impl Whitelist {
             .find(|(id, _)| Key::Message(*id) == key)
         {
             return Err(violation(format!("never sent: {why}")));
+        }
+        if let Err(reason) = mission_authority(msg, state, role) {
+            return Err(violation(reason));
         }
         let rows: Vec<&Rule> = RULES.iter().filter(|r| r.key == key).collect();
         if rows.is_empty() {
@@ -672,6 +699,7 @@ impl Whitelist {
             }
             Bounds::PositionTarget => self.position_target(msg),
             Bounds::ParamSet => self.param_set(msg, state),
+            Bounds::MissionItem => self.mission_item(msg, state),
             Bounds::ParamRead => {
                 let MavMessage::PARAM_REQUEST_READ(r) = msg else {
                     return Err("not a PARAM_REQUEST_READ".into());
@@ -693,6 +721,112 @@ impl Whitelist {
                     ))
                 }
             }
+        }
+    }
+
+    /// A mission, fence or rally item the daemon uploads (`Bounds::MissionItem`).
+    #[allow(deprecated)] // the *_INT frames: what both autopilots take in mission items
+    fn mission_item(&self, msg: &MavMessage, state: &VehicleView) -> Result<(), String> {
+        use crate::link::dialect::MavMissionType as T;
+        let MavMessage::MISSION_ITEM_INT(m) = msg else {
+            return Err("not a MISSION_ITEM_INT".into());
+        };
+        if m.current != 0 {
+            return Err(format!(
+                "current = {} makes an item a guided command; mission items go with current = 0",
+                m.current
+            ));
+        }
+        if m.x.unsigned_abs() > 900_000_000 || m.y.unsigned_abs() > 1_800_000_000 {
+            return Err(format!(
+                "latitude {} / longitude {} (1e-7°) is not on Earth",
+                m.x, m.y
+            ));
+        }
+        match m.mission_type {
+            T::MAV_MISSION_TYPE_FENCE => {
+                return if matches!(
+                    m.command,
+                    MavCmd::MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_CIRCLE_INCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_CIRCLE_EXCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_RETURN_POINT
+                ) {
+                    Ok(())
+                } else {
+                    Err(format!("{:?} is not a fence item", m.command))
+                };
+            }
+            T::MAV_MISSION_TYPE_RALLY => {
+                return if m.command == MavCmd::MAV_CMD_NAV_RALLY_POINT {
+                    Ok(())
+                } else {
+                    Err(format!("{:?} is not a rally point", m.command))
+                };
+            }
+            T::MAV_MISSION_TYPE_MISSION => {}
+            T::MAV_MISSION_TYPE_ALL => return Err("an item belongs to one list, not ALL".into()),
+        }
+        if !MISSION_COMMANDS.contains(&m.command) {
+            return Err(format!(
+                "{:?} is not one of the mission items the daemon uploads ({})",
+                m.command,
+                MISSION_COMMANDS
+                    .iter()
+                    .map(|c| format!("{c:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if m.command == MavCmd::MAV_CMD_DO_CHANGE_SPEED {
+            let limit = self.speed_horizontal_m_s_max as f32;
+            let speed = m.param2;
+            return if speed == -1.0 || (speed > 0.0 && speed <= limit) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "speed {speed} m/s must be above 0 and at most {limit} m/s"
+                ))
+            };
+        }
+        if matches!(
+            m.command,
+            MavCmd::MAV_CMD_DO_DIGICAM_CONTROL
+                | MavCmd::MAV_CMD_IMAGE_START_CAPTURE
+                | MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH
+        ) {
+            return Ok(());
+        }
+        let above_home_m = match m.frame {
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+            | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT => f64::from(m.z),
+            // ArduPilot's home slot (index 0) is the only AMSL item the daemon sends.
+            MavFrame::MAV_FRAME_GLOBAL | MavFrame::MAV_FRAME_GLOBAL_INT => {
+                if m.seq == 0 && m.x == 0 && m.y == 0 && m.z == 0.0 {
+                    0.0
+                } else if let Some(home) = state.home_altitude_msl_m {
+                    f64::from(m.z) - home
+                } else {
+                    return Err(
+                        "an altitude above sea level needs home's altitude, not known yet".into(),
+                    );
+                }
+            }
+            other => {
+                return Err(format!(
+                    "frame {other:?} cannot be checked against the ceiling"
+                ));
+            }
+        };
+        let ceiling = self.altitude_m_max;
+        if above_home_m.is_finite() && above_home_m <= ceiling {
+            Ok(())
+        } else {
+            Err(format!(
+                "item {} at {above_home_m:.1} m above home is above the ceiling, {ceiling} m",
+                m.seq
+            ))
         }
     }
 
@@ -826,6 +960,47 @@ impl Whitelist {
             }
         }
         Ok(())
+    }
+}
+
+/// Who may touch which list: the mission is the OPERATOR's (the rows), the fence and rally
+/// lists are ADMIN's and are written only disarmed on the ground (a fence is never weakened in
+/// flight), and `MAV_MISSION_TYPE_ALL` is never written (one clear would take the fence too).
+/// Messages outside the mission protocol pass.
+fn mission_authority(msg: &MavMessage, state: &VehicleView, role: Role) -> Result<(), String> {
+    use crate::link::dialect::MavMissionType as T;
+    let (mission_type, writes) = match msg {
+        MavMessage::MISSION_COUNT(m) => (m.mission_type, true),
+        MavMessage::MISSION_CLEAR_ALL(m) => (m.mission_type, true),
+        MavMessage::MISSION_ITEM_INT(m) => (m.mission_type, true),
+        MavMessage::MISSION_REQUEST_LIST(m) => (m.mission_type, false),
+        MavMessage::MISSION_REQUEST_INT(m) => (m.mission_type, false),
+        MavMessage::MISSION_ACK(m) => (m.mission_type, false),
+        _ => return Ok(()),
+    };
+    match mission_type {
+        T::MAV_MISSION_TYPE_MISSION => Ok(()),
+        T::MAV_MISSION_TYPE_ALL if writes => {
+            Err("the mission, fence and rally lists are never written at once".into())
+        }
+        T::MAV_MISSION_TYPE_ALL => Ok(()),
+        T::MAV_MISSION_TYPE_FENCE | T::MAV_MISSION_TYPE_RALLY => {
+            if writes && role < Role::Admin {
+                Err(format!(
+                    "the autopilot's {} list is written only by ADMIN (the fence mirror), the \
+                     caller is {role}",
+                    if mission_type == T::MAV_MISSION_TYPE_FENCE {
+                        "fence"
+                    } else {
+                        "rally"
+                    }
+                ))
+            } else if writes && !When::DisarmedOnGround.allows(state) {
+                Err("the fence and rally lists are written only disarmed on the ground".into())
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 

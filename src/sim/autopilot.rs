@@ -138,10 +138,13 @@ use std::time::Duration;
 use mavlink::Message;
 use nalgebra::Vector3;
 
+use super::mission::MissionServer;
 use super::physics::{GeoPoint, Physics, SplitMix64, Target, WindProfile};
 use super::signing::StoredKey;
 use crate::link::MavHeader;
 use crate::link::dialect::*;
+
+mod auto;
 
 /// Fixed physics step.
 pub const PHYSICS_STEP: Duration = Duration::from_millis(20);
@@ -447,6 +450,10 @@ pub enum SimEvent {
     CompanionHeartbeatBack,
     /// A STATUSTEXT the vehicle sent.
     StatusText(String),
+    /// A mission's camera item (`DO_DIGICAM_CONTROL`, `IMAGE_START_CAPTURE`) ran.
+    CameraTrigger {
+        item: u16,
+    },
 }
 
 impl fmt::Display for SimEvent {
@@ -468,6 +475,7 @@ impl fmt::Display for SimEvent {
             SimEvent::CompanionHeartbeatLost => write!(f, "companion heartbeat lost"),
             SimEvent::CompanionHeartbeatBack => write!(f, "companion heartbeat back"),
             SimEvent::StatusText(text) => write!(f, "statustext {text}"),
+            SimEvent::CameraTrigger { item } => write!(f, "camera trigger at item {item}"),
         }
     }
 }
@@ -570,6 +578,10 @@ pub struct SimAutopilot {
     px4_cruise_m_s: f64,
     /// PX4: the last mode that allows arming, where it returns after disarming.
     px4_mode_after_disarm: FlightMode,
+    /// The mission, fence and rally lists and their protocol (`sim::mission`).
+    missions: MissionServer,
+    /// AUTO's progress through the mission (`autopilot/auto.rs`).
+    auto: auto::AutoState,
     /// SETUP_SIGNING keys for the shell to store and activate (ArduPilot).
     signing_setups: VecDeque<StoredKey>,
 }
@@ -626,6 +638,8 @@ impl SimAutopilot {
             px4_cruise_m_s: -1.0,
             px4_mode_after_disarm: FlightMode::Loiter,
             signing_setups: VecDeque::new(),
+            missions: MissionServer::new(personality, options.system_id, AUTOPILOT_COMPONENT_ID),
+            auto: auto::AutoState::new(),
         };
         if personality == Personality::ArduPilot {
             // SITL's quad: a 3S pack whose voltage does not follow its charge.
@@ -663,6 +677,9 @@ impl SimAutopilot {
         }
         if !self.addressed_to_me(message) {
             self.counters.ignored += 1;
+            return;
+        }
+        if self.handle_mission_message(now, header, message) {
             return;
         }
         match message {
@@ -775,6 +792,7 @@ impl SimAutopilot {
             let t = self.physics_time;
             self.tick_flight(t);
         }
+        self.tick_missions(now);
         if let Some(seconds) = self.link_drop_pending_s.take() {
             self.link_drop_until = Some(now + Duration::from_secs_f64(seconds));
         }
@@ -936,6 +954,7 @@ impl SimAutopilot {
             MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH => self.request_mode(now, FlightMode::Rtl),
             MavCmd::MAV_CMD_DO_REPOSITION => self.reposition(now, c),
             MavCmd::MAV_CMD_DO_CHANGE_SPEED => self.change_speed(p1, p2),
+            MavCmd::MAV_CMD_DO_PAUSE_CONTINUE => self.pause_continue(now, p1 > 0.5),
             MavCmd::MAV_CMD_BATTERY_RESET if self.personality == Personality::ArduPilot => {
                 self.battery_reset(p1, p2)
             }
@@ -1412,8 +1431,10 @@ impl SimAutopilot {
         let checks = self.armed || self.personality == Personality::Px4;
         let reason = if checks && mode.requires_position() && !self.position_ok() {
             Some("requires position")
-        } else if mode == FlightMode::Mission {
-            Some("no mission")
+        } else if mode == FlightMode::Mission
+            && let Some(refusal) = self.auto_refusal()
+        {
+            Some(refusal)
         } else if self.personality == Personality::Px4
             && mode == FlightMode::Guided
             && self
@@ -1517,6 +1538,8 @@ impl SimAutopilot {
                 .push_back(SimEvent::ModeChanged(mode.name(self.personality)));
             match (self.personality, mode) {
                 // ModeGuided::init: velocity-acceleration control at WPNAV_SPEED.
+                // Entering AUTO resumes the current item at the next step (`autopilot/auto.rs`).
+                (_, FlightMode::Mission) => self.enter_auto(),
                 (Personality::ArduPilot, FlightMode::Guided) => {
                     self.guided_sub = GuidedSub::VelAccel;
                     self.guided_speed_m_s = self.wpnav_speed_m_s();
@@ -1601,11 +1624,15 @@ impl SimAutopilot {
                 FlightMode::Guided => self.guided_speed_m_s,
                 FlightMode::Rtl => self.rtl_speed_m_s,
                 FlightMode::Loiter | FlightMode::PosHold => self.param("LOIT_SPEED") as f64 / 100.0,
+                FlightMode::Mission => self
+                    .auto_speed_m_s()
+                    .unwrap_or_else(|| self.wpnav_speed_m_s()),
                 _ => self.wpnav_speed_m_s(),
             },
             Personality::Px4 => {
                 let cruise = match self.mode {
                     FlightMode::Guided => f64::INFINITY,
+                    FlightMode::Mission if let Some(speed) = self.auto_speed_m_s() => speed,
                     _ if self.px4_cruise_m_s > 0.0 => self.px4_cruise_m_s,
                     _ => self.param("MPC_XY_CRUISE") as f64,
                 };
@@ -1755,6 +1782,7 @@ impl SimAutopilot {
                 speed_m_s: self.land_speed_m_s(),
             }),
             FlightMode::Rtl if !on_ground || self.rtl_stage != RtlStage::Descend => self.tick_rtl(),
+            FlightMode::Mission => self.tick_auto(now),
             _ => {}
         }
 

@@ -31,5 +31,6 @@ mod mcp_client;
 mod mcp_interop;
 mod mcp_server;
 mod params_mcp;
+mod sim_mission;
 mod sim_pymavlink;
 mod support;
