@@ -17,8 +17,11 @@
 //!
 //! - [`config`]: `ground.toml` → [`config::GroundConfig`].
 //! - [`bridge`]: the sans-IO core (presence, session, routing, timeouts).
+//! - [`fleet`]: fleet mode (`--fleet PATTERN`, `[fleet]`): every matching drone as one MCP
+//!   server, one [`bridge::Bridge`] per drone.
 //! - [`shell`]: the async shell (stdin/stdout, rumqttc, timers).
 
 pub mod bridge;
 pub mod config;
+pub mod fleet;
 pub mod shell;
