@@ -15,8 +15,10 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ground::GroundCore;
 use crate::ground::bridge::{Action, Bridge, BridgeSettings};
 use crate::ground::config::GroundConfig;
+use crate::ground::era::EraAdapter;
 use crate::ground::fleet::{Fleet, FleetSettings};
 use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent, Will};
 use crate::mcp::transport::{self, ComponentType, PROP_SERVER_NAME_FILTERS};
@@ -68,7 +70,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
     ));
 
     let bridge_settings = settings(&config, &client_id)?;
-    let mut bridge: Box<dyn Core> = if config.fleet.enabled() {
+    let bridge: Box<dyn GroundCore> = if config.fleet.enabled() {
         tracing::info!(
             "fleet mode: serving every drone matching {}",
             config.fleet.server_names.join(", ")
@@ -80,6 +82,8 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
     } else {
         Box::new(Bridge::new(bridge_settings))
     };
+    // MCP 2026-07-28 clients are detected by their first request; the others pass through.
+    let mut bridge = EraAdapter::new(bridge);
     let mut stdout = tokio::io::stdout();
     let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
     let mut publish_failures: u64 = 0;
@@ -192,89 +196,6 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         bridge.summary()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The deciding core the shell drives: one drone ([`Bridge`]) or a fleet ([`Fleet`]); both
-/// take the same inputs and return the same [`Action`]s.
-trait Core: Send {
-    fn handle_connected(&mut self, now: Instant, filters: Option<Vec<String>>);
-    fn handle_disconnected(&mut self, now: Instant);
-    fn handle_taken_over(&mut self, now: Instant);
-    fn handle_stdin_line(&mut self, now: Instant, line: &str);
-    fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]);
-    fn handle_timeout(&mut self, now: Instant);
-    fn poll_timeout(&self) -> Option<Instant>;
-    fn poll_action(&mut self) -> Option<Action>;
-    /// The counters, for the log at exit.
-    fn summary(&self) -> String;
-}
-
-impl Core for Bridge {
-    fn handle_connected(&mut self, now: Instant, filters: Option<Vec<String>>) {
-        Bridge::handle_connected(self, now, filters)
-    }
-    fn handle_disconnected(&mut self, now: Instant) {
-        Bridge::handle_disconnected(self, now)
-    }
-    fn handle_taken_over(&mut self, _now: Instant) {
-        Bridge::handle_taken_over(self)
-    }
-    fn handle_stdin_line(&mut self, now: Instant, line: &str) {
-        Bridge::handle_stdin_line(self, now, line)
-    }
-    fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
-        Bridge::handle_mqtt_message(self, now, topic, payload)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Bridge::handle_timeout(self, now)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Bridge::poll_timeout(self)
-    }
-    fn poll_action(&mut self) -> Option<Action> {
-        Bridge::poll_action(self)
-    }
-    fn summary(&self) -> String {
-        let c = self.counters();
-        format!(
-            "{} stdin messages refused, {} MQTT messages dropped, {} requests timed out, {} failed while offline",
-            c.stdin_refused, c.mqtt_dropped, c.requests_timed_out, c.requests_failed_offline
-        )
-    }
-}
-
-impl Core for Fleet {
-    fn handle_connected(&mut self, now: Instant, filters: Option<Vec<String>>) {
-        Fleet::handle_connected(self, now, filters)
-    }
-    fn handle_disconnected(&mut self, now: Instant) {
-        Fleet::handle_disconnected(self, now)
-    }
-    fn handle_taken_over(&mut self, now: Instant) {
-        Fleet::handle_taken_over(self, now)
-    }
-    fn handle_stdin_line(&mut self, now: Instant, line: &str) {
-        Fleet::handle_stdin_line(self, now, line)
-    }
-    fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
-        Fleet::handle_mqtt_message(self, now, topic, payload)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Fleet::handle_timeout(self, now)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Fleet::poll_timeout(self)
-    }
-    fn poll_action(&mut self) -> Option<Action> {
-        Fleet::poll_action(self)
-    }
-    fn summary(&self) -> String {
-        let c = self.counters();
-        format!(
-            "fleet: {} stdin messages refused, {} MQTT messages dropped, {} calls refused before any drone",
-            c.stdin_refused, c.mqtt_dropped, c.calls_refused
-        )
-    }
 }
 
 /// The bridge's MQTT connection: its client id, its departure as the Will, the packet limit.
