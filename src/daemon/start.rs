@@ -55,6 +55,7 @@ pub(super) async fn start(
     // An ADMIN's set_envelope: its own small channel, answered after the status is published.
     let (envelope_changes_tx, envelope_changes) = mpsc::channel(crate::control::ENVELOPE_CHANGES);
     let control = control.with_envelope_changes(envelope_changes_tx);
+    let lease_holder = control.lease_holder_watch();
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let (stop_client, stop_loop) = crate::estop::channel(core.stop_status());
     // The MCP shell's view of the broker connection (skip to latest).
@@ -142,6 +143,7 @@ pub(super) async fn start(
         status,
         camera,
         local_estop,
+        lease_holder,
         home_kept,
         waiting: HashMap::new(),
         monitor_tick: interval(Duration::from_secs_f64(monitor_period)),

@@ -147,6 +147,7 @@ fn ground_fleet_three_drones_two_flown_at_once_all_stopped_one_killed() {
         "ok: tools/list: the drones' tools with a required `drone` argument",
         "ok: a call to an unknown drone is refused",
         "ok: flew fleet/alpha and fleet/bravo at once, progress from both",
+        "ok: list_drones names each flown drone's lease holder",
         "ok: emergency_stop_all latched all 3 within",
         "ok: fleet/charlie killed with SIGKILL -> offline in list_drones",
         "ok: notifications/tools/list_changed when it went",

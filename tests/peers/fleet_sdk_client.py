@@ -167,6 +167,12 @@ async def run(args):
                     raise Failure(f"no progress from {name}: {progress_seen}")
             ok(f"flew {' and '.join(args.fly)} at once, progress from both ({', '.join(f'{n}: {len(p)}' for n, p in progress_seen.items())})")
 
+            drones = await list_drones(session)
+            holders = {n: drones[n]["lease_holder"] for n in args.fly}
+            if any(h is None for h in holders.values()):
+                raise Failure(f"list_drones names no lease holder of a drone just flown: {holders}")
+            ok(f"list_drones names each flown drone's lease holder: {holders}")
+
             started = time.monotonic()
             stop = await session.call_tool("emergency_stop_all", {"reason": "fleet test"})
             elapsed_s = time.monotonic() - started
