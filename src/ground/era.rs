@@ -319,10 +319,7 @@ impl EraAdapter {
 
     /// Everything the core asked for since the last call, translated.
     fn pump(&mut self, now: Instant) {
-        loop {
-            let Some(action) = self.inner.poll_action() else {
-                return;
-            };
+        while let Some(action) = self.inner.poll_action() {
             match action {
                 Action::Stdout(line) if self.is_modern() => self.core_output(now, &line),
                 other => self.actions.push_back(other),

@@ -720,10 +720,7 @@ impl Fleet {
     fn pump(&mut self, now: Instant) {
         let names: Vec<String> = self.drones.keys().cloned().collect();
         for name in names {
-            loop {
-                let Some(d) = self.drones.get_mut(&name) else {
-                    break;
-                };
+            while let Some(d) = self.drones.get_mut(&name) {
                 if d.bridge.poll_timeout().is_some_and(|t| t <= now) {
                     d.bridge.handle_timeout(now);
                 }

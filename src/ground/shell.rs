@@ -69,21 +69,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         lines_tx,
     ));
 
-    let bridge_settings = settings(&config, &client_id)?;
-    let bridge: Box<dyn GroundCore> = if config.fleet.enabled() {
-        tracing::info!(
-            "fleet mode: serving every drone matching {}",
-            config.fleet.server_names.join(", ")
-        );
-        Box::new(Fleet::new(FleetSettings::from_config(
-            &config,
-            bridge_settings,
-        )))
-    } else {
-        Box::new(Bridge::new(bridge_settings))
-    };
-    // MCP 2026-07-28 clients are detected by their first request; the others pass through.
-    let mut bridge = EraAdapter::new(bridge);
+    let mut bridge = core(&config, &client_id)?;
     let mut stdout = tokio::io::stdout();
     let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
     let mut publish_failures: u64 = 0;
@@ -196,6 +182,25 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         bridge.summary()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The deciding core: one drone or, with fleet patterns, the fleet; behind the 2026-07-28
+/// adapter, which detects such clients by their first request and passes the others through.
+fn core(config: &GroundConfig, client_id: &str) -> anyhow::Result<EraAdapter> {
+    let bridge_settings = settings(config, client_id)?;
+    let inner: Box<dyn GroundCore> = if config.fleet.enabled() {
+        tracing::info!(
+            "fleet mode: serving every drone matching {}",
+            config.fleet.server_names.join(", ")
+        );
+        Box::new(Fleet::new(FleetSettings::from_config(
+            config,
+            bridge_settings,
+        )))
+    } else {
+        Box::new(Bridge::new(bridge_settings))
+    };
+    Ok(EraAdapter::new(inner))
 }
 
 /// The bridge's MQTT connection: its client id, its departure as the Will, the packet limit.
