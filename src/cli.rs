@@ -203,6 +203,10 @@ pub struct GroundArgs {
     /// File holding the JWT to present; overrides `ground.token_path`.
     #[arg(long)]
     pub token: Option<PathBuf>,
+    /// Fleet mode: serve every drone whose server name matches this pattern (MQTT filter
+    /// style, `fleet/#`) as one MCP server. Repeatable; overrides `fleet.server_names`.
+    #[arg(long = "fleet", value_name = "PATTERN")]
+    pub fleet: Vec<String>,
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -314,6 +318,7 @@ fn ground(args: GroundArgs) -> ExitCode {
         &args.config,
         args.server_name,
         args.client_id,
+        args.fleet,
     ) {
         Ok(mut c) => {
             if args.token.is_some() {

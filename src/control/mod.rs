@@ -127,6 +127,11 @@ impl ControlClient {
         });
     }
 
+    /// The lease holder as it changes (skip to latest), for the status report.
+    pub fn lease_holder_watch(&self) -> watch::Receiver<Option<String>> {
+        self.lease_holder.subscribe()
+    }
+
     /// The subject holding the MCP control lease, as last published.
     pub fn lease_holder(&self) -> Option<String> {
         self.lease_holder.borrow().clone()

@@ -135,6 +135,8 @@ struct Shell {
     status: watch::Sender<StatusReport>,
     camera: Option<crate::camera::CameraHandle>,
     local_estop: crate::estop::local::LocalEstopStatus,
+    /// The MCP control lease's holder, published by the MCP shell (skip to latest).
+    lease_holder: watch::Receiver<Option<String>>,
     /// The autopilot's home as last kept on disk for check-config (`vehicle.last_home_path`).
     home_kept: Option<crate::last_home::LastHome>,
     waiting: HashMap<JobId, Waiter>,
@@ -416,6 +418,7 @@ impl Shell {
         }
         report.audit = self.audit.status();
         report.local_estop = self.local_estop.clone();
+        report.lease_holder = self.lease_holder.borrow().clone();
         start::keep_home(&self.config, &report, &mut self.home_kept);
         report.health = self.core.assess_health(&report);
         let view = self.core.envelope_view();

@@ -58,6 +58,7 @@ pub(super) async fn start(
     // The parameter tools: their own small channel (reads answered in one turn).
     let (params_tx, params) = mpsc::channel(crate::control::param::PARAM_REQUESTS);
     let control = control.with_params(params_tx);
+    let lease_holder = control.lease_holder_watch();
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let (stop_client, stop_loop) = crate::estop::channel(core.stop_status());
     // The MCP shell's view of the broker connection (skip to latest).
@@ -147,6 +148,7 @@ pub(super) async fn start(
         status,
         camera,
         local_estop,
+        lease_holder,
         home_kept,
         waiting: HashMap::new(),
         wake: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),

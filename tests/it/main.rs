@@ -16,6 +16,8 @@ mod flight_mcp;
 mod flight_rig;
 mod gcs_share;
 mod ground_bridge;
+mod ground_era;
+mod ground_fleet;
 mod hil_inject;
 mod hil_runner;
 mod hil_soak;
