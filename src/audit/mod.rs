@@ -233,7 +233,7 @@ const OUTAGE_RETRY: Duration = Duration::from_secs(1);
 impl Outage {
     fn describe(&self) -> String {
         format!(
-            "{}: {} records not written since {} ms since the Unix epoch",
+            "{}: {} records not written since time_unix_ms {}",
             self.error, self.lost, self.since_unix_ms
         )
     }
