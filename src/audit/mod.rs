@@ -219,6 +219,30 @@ fn commit_group(writer: &mut log::LogWriter, group: &[Written], failures: &mut F
     }
 }
 
+/// Group commit, last step: the written records go to `audit://recent` and every waiting
+/// call learns whether its record is durable. Returns how many records were lost.
+fn acknowledge_group(group: Vec<Written>, committed: bool, recent: &Mutex<VecDeque<Value>>) -> u64 {
+    if let Ok(mut r) = recent.lock() {
+        for w in group.iter().filter(|w| w.ok && committed) {
+            if r.len() >= RECENT_MAX {
+                r.pop_front();
+            }
+            r.push_back(
+                json!({"seq": w.seq, "time_unix_ms": w.time_unix_ms, "event": w.json_event}),
+            );
+        }
+    }
+    let mut lost = 0;
+    for w in group {
+        let durable = w.ok && committed;
+        lost += u64::from(!durable);
+        if let Some(ack) = w.ack {
+            let _ = ack.send(durable);
+        }
+    }
+    lost
+}
+
 /// The log while its writes fail (a full disk, an IO error): since when, how many records
 /// were lost, the last error.
 struct Outage {
@@ -568,11 +592,7 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                 } else {
                     checkpoint_interval
                 };
-                let retry = if outage.is_some() {
-                    OUTAGE_RETRY
-                } else {
-                    fsync_tick
-                };
+                let retry = outage.as_ref().map_or(fsync_tick, |_| OUTAGE_RETRY);
                 let received = rx.recv_timeout(retry.min(due));
                 // While the disk refuses writes, what was lost is recorded first, at the
                 // next record or retry: its success is what ends the outage.
@@ -593,29 +613,10 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                             &mut failures,
                         );
                         let committed = commit_group(&mut writer, &group, &mut failures);
-                        let lost = group.iter().filter(|w| !(w.ok && committed)).count();
-                        note_group(
-                            &mut outage,
-                            lost as u64,
-                            &failures,
-                            &unwritable,
-                            &status,
-                        );
-                        if let Ok(mut r) = recent.lock() {
-                            for w in group.iter().filter(|w| w.ok && committed) {
-                                if r.len() >= RECENT_MAX {
-                                    r.pop_front();
-                                }
-                                r.push_back(json!({"seq": w.seq, "time_unix_ms": w.time_unix_ms, "event": w.json_event}));
-                            }
-                        }
+                        let lost = acknowledge_group(group, committed, &recent);
+                        note_group(&mut outage, lost, &failures, &unwritable, &status);
                         if let Ok(mut s) = status.lock() {
                             s.records = writer.next_seq();
-                        }
-                        for w in group {
-                            if let Some(ack) = w.ack {
-                                let _ = ack.send(w.ok && committed);
-                            }
                         }
                         if let Some(signed) = writer.take_pending() {
                             publish(signed, &status);
@@ -636,7 +637,8 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         let _ = writer.sync();
-                        if writer.unanchored() > 0 && last_checkpoint.elapsed() >= checkpoint_interval
+                        if writer.unanchored() > 0
+                            && last_checkpoint.elapsed() >= checkpoint_interval
                         {
                             checkpoint(&mut writer, &mut last_checkpoint, &status);
                         }
