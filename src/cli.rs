@@ -274,6 +274,17 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 eprintln!("error: {}: vehicle.signing.key_path: {e}", file.display());
                 return ExitCode::from(2);
             }
+            // The daemon refuses to start without a writable audit log: say so now.
+            if let Some(dir) = config.audit.resolved_dir()
+                && let Some(why) = crate::audit::read_only_reason(&dir)
+            {
+                eprintln!(
+                    "error: {}: audit.dir {}: {why}",
+                    file.display(),
+                    dir.display()
+                );
+                return ExitCode::from(2);
+            }
             // Valid, but perhaps drawn for another place: said now, not at the field.
             let warnings = crate::last_home::site_warnings(&config);
             for warning in &warnings {
