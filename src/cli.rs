@@ -84,6 +84,10 @@ pub enum Command {
 pub enum HilCommand {
     /// Run scenarios (default: every file in hil/scenarios). Exits 0 only when none failed.
     Run(crate::hil::cmd::HilRunArgs),
+    /// Keep the rig up for minutes under telemetry load, MCP sessions, flights, a fault a
+    /// minute and e-stops; sample the daemon from /proc; judge memory, recovery, e-stops
+    /// and the audit log. Exits 0 only when every criterion held.
+    Soak(crate::hil::runner::soak::SoakArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +212,10 @@ pub struct GroundArgs {
     /// File holding the JWT to present; overrides `ground.token_path`.
     #[arg(long)]
     pub token: Option<PathBuf>,
+    /// Fleet mode: serve every drone whose server name matches this pattern (MQTT filter
+    /// style, `fleet/#`) as one MCP server. Repeatable; overrides `fleet.server_names`.
+    #[arg(long = "fleet", value_name = "PATTERN")]
+    pub fleet: Vec<String>,
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -248,6 +256,11 @@ pub fn main() -> ExitCode {
             crate::logging::init("warn");
             run_async(|shutdown| crate::hil::cmd::run(args, shutdown))
         }
+        #[cfg(feature = "hil")]
+        Command::Hil(HilCommand::Soak(args)) => {
+            crate::logging::init("warn");
+            run_async(|shutdown| crate::hil::runner::soak::run(args, shutdown))
+        }
         #[cfg(feature = "sim")]
         Command::BridgeSim(args) => {
             crate::logging::init("warn");
@@ -275,6 +288,17 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 && let Err(e) = crate::link::keys::load_key(path)
             {
                 eprintln!("error: {}: vehicle.signing.key_path: {e}", file.display());
+                return ExitCode::from(2);
+            }
+            // The daemon refuses to start without a writable audit log: say so now.
+            if let Some(dir) = config.audit.resolved_dir()
+                && let Some(why) = crate::audit::read_only_reason(&dir)
+            {
+                eprintln!(
+                    "error: {}: audit.dir {}: {why}",
+                    file.display(),
+                    dir.display()
+                );
                 return ExitCode::from(2);
             }
             // Valid, but perhaps drawn for another place: said now, not at the field.
@@ -321,6 +345,7 @@ fn ground(args: GroundArgs) -> ExitCode {
         &args.config,
         args.server_name,
         args.client_id,
+        args.fleet,
     ) {
         Ok(mut c) => {
             if args.token.is_some() {

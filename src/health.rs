@@ -84,7 +84,7 @@ pub struct HealthSummary {
 }
 
 /// The alert names, in the order they are reported.
-pub const ALERTS: [&str; 7] = [
+pub const ALERTS: [&str; 8] = [
     "battery_low",
     "link_degraded",
     "gps_lost",
@@ -92,6 +92,7 @@ pub const ALERTS: [&str; 7] = [
     "audit_damaged",
     "local_estop_unavailable",
     "link_untrusted",
+    "audit_unwritable",
 ];
 
 /// `link_untrusted` is raised by a refusal at most this old (refusals that go on are
@@ -283,18 +284,31 @@ impl HealthMonitor {
     }
 
     fn audit(&mut self, report: &HealthFacts<'_>, out: &mut Findings) {
-        // The audit log: damage kept as evidence, or records it could not write.
+        // The audit log: damage kept as evidence...
         let audit = report.audit;
-        let audit_bad = !audit.damage.is_empty() || audit.failed > 0;
+        let audit_bad = !audit.damage.is_empty();
         let audit_damaged = self.edge("audit_damaged", audit_bad, !audit_bad, || {
-            match audit.damage.first() {
-                Some(d) => format!("audit log damaged: {d}; kept as evidence, the log continues"),
-                None => format!("audit log: {} records could not be written", audit.failed),
-            }
+            format!(
+                "audit log damaged: {}; kept as evidence, the log continues",
+                audit.damage.first().map_or("", String::as_str)
+            )
         });
         if audit_damaged {
+            out.reasons.push("the audit log is damaged".to_owned());
+        }
+        // ...and writes failing now (a full disk): raised by the writer's first failed write,
+        // cleared once it writes again (the log then records how many records were lost).
+        let unwritable = audit.unwritable.is_some();
+        let audit_unwritable = self.edge("audit_unwritable", unwritable, !unwritable, || {
+            format!(
+                "audit log cannot be written ({}): calls that must be recorded are refused; \
+                 the emergency stop, hold, land and return home are not",
+                audit.unwritable.as_deref().unwrap_or_default()
+            )
+        });
+        if audit_unwritable {
             out.reasons
-                .push("the audit log is damaged or failing".to_owned());
+                .push("the audit log cannot be written (disk full?)".to_owned());
         }
         if let Some(why) = &audit.disabled_reason {
             out.reasons.push(why.clone());
@@ -445,6 +459,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unwritable_audit_log_raises_its_alert_until_it_writes_again() {
+        let mut m = HealthMonitor::new(HealthConfig::default());
+        let mut report = good();
+        report.audit.failed = 3;
+        report.audit.unwritable = Some("No space left on device (os error 28): 3 records".into());
+        let s = m.assess(&report, Some(50.0));
+        assert_eq!(s.state, HealthState::Degraded, "{s:?}");
+        assert!(s.alerts["audit_unwritable"], "{s:?}");
+        assert!(!s.alerts["audit_damaged"], "{s:?}");
+        assert!(
+            s.recent_alerts[0].message.contains("No space left"),
+            "{s:?}"
+        );
+        // Space again: cleared, though the count of lost records stays in the status.
+        report.audit.unwritable = None;
+        let s = m.assess(&report, Some(50.0));
+        assert_eq!(s.state, HealthState::Healthy, "{s:?}");
+        assert!(!s.alerts["audit_unwritable"], "{s:?}");
+    }
+
+    #[test]
     fn a_damaged_or_disabled_audit_log_is_said() {
         let mut m = HealthMonitor::new(HealthConfig::default());
         let mut report = good();
@@ -470,8 +505,8 @@ mod tests {
         assert_eq!(s.state, HealthState::Healthy, "{s:?}");
         assert!(s.reasons.is_empty());
         // The four of issue 7, `audit_damaged` (issue 15), `local_estop_unavailable` (issue 13)
-        // and `link_untrusted` (issue 19).
-        assert_eq!(s.alerts.len(), 7);
+        // `link_untrusted` (issue 19) and `audit_unwritable` (issue 21).
+        assert_eq!(s.alerts.len(), 8);
         let s = HealthMonitor::new(HealthConfig::default())
             .assess(&StatusReport::without_vehicle(), None);
         assert_eq!(s.state, HealthState::Failed);

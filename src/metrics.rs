@@ -418,7 +418,7 @@ fn render_health(out: &mut Out, p: &str, status: &StatusReport) {
     out.family(
         &format!("{p}_alert_active"),
         "gauge",
-        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable, link_untrusted).",
+        "1 while an alert condition holds (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable, link_untrusted, audit_unwritable).",
     );
     for (alert, active) in &health.alerts {
         out.sample(
@@ -670,6 +670,12 @@ fn render_audit(out: &mut Out, p: &str, status: &StatusReport) {
         "gauge",
         "1 when damage was found in the audit log (kept as evidence; the log continues).",
         flag(!audit.damage.is_empty()),
+    );
+    out.one(
+        &format!("{p}_audit_unwritable"),
+        "gauge",
+        "1 while the audit log cannot be written (a full disk): calls that must be recorded are refused.",
+        flag(audit.unwritable.is_some()),
     );
     out.one(
         &format!("{p}_audit_records"),

@@ -23,7 +23,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::dialect::{
@@ -34,7 +33,7 @@ use crate::link::endpoint::Endpoint;
 use crate::link::keys;
 use crate::link::pin::{PeerPolicy, PinRule};
 use crate::link::signing::{Acceptance, LinkSigning, SigningKey, SigningMode, timestamp_at};
-use crate::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions, SigningSetup};
+use crate::link::transport::{Link, LinkEvent, LinkEvents, LinkHandle, LinkOptions, SigningSetup};
 use crate::link::{MavMessage, is_autopilot_heartbeat};
 
 /// The tool's own identity on the link: a ground station.
@@ -118,7 +117,7 @@ fn say(line: &str) {
 /// The link and its events, with the autopilot it talks to.
 struct Session {
     link: LinkHandle,
-    events: mpsc::Receiver<LinkEvent>,
+    events: LinkEvents,
     target: (u8, u8),
     next_heartbeat: Instant,
     /// What the link refused while waiting (why a proof did not come).
@@ -311,7 +310,7 @@ async fn run_install(
     args: &InstallArgs,
     key: SigningKey,
     link: LinkHandle,
-    events: mpsc::Receiver<LinkEvent>,
+    events: LinkEvents,
 ) -> anyhow::Result<ExitCode> {
     let mut session = Session {
         link,

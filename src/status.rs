@@ -51,6 +51,9 @@ pub struct StatusReport {
     /// The audit log: on or off (and why), records, the newest signed checkpoint, the
     /// verifier key, damage found, dropped and failed records.
     pub audit: crate::audit::AuditStatus,
+    /// The subject (never a client id) holding the control lease, the one pilot in command
+    /// over MCP; null when nobody does.
+    pub lease_holder: Option<String>,
     /// The local e-stop socket (`flight-companion estop`): listening, unavailable (with the
     /// error; also the health alert `local_estop_unavailable`) or disabled.
     pub local_estop: crate::estop::local::LocalEstopStatus,
@@ -148,6 +151,7 @@ impl StatusReport {
             emergency_stop: crate::estop::StopStatus::default(),
             audit: crate::audit::AuditStatus::default(),
             local_estop: crate::estop::local::LocalEstopStatus::default(),
+            lease_holder: None,
             preflight: None,
             serialized: SerializedCache::default(),
         };

@@ -728,6 +728,12 @@ pub struct LogWriter {
     pending: Option<Signed>,
     retention_bytes_max: u64,
     retention_age_max: Option<Duration>,
+    /// A failed write left part of a frame that could not be removed (the file could not be
+    /// shortened): the next record goes to a new file whose segment names it.
+    torn_write: Option<Gap>,
+    /// The current file still needs its segment (its write failed, e.g. on a full disk):
+    /// written before the next record, so every file starts with one.
+    segment_due: Option<(String, Option<Gap>)>,
 }
 
 /// What scanning the newest file found.
@@ -1080,6 +1086,8 @@ impl LogWriter {
             pending: None,
             retention_bytes_max: options.retention_bytes_max,
             retention_age_max: options.retention_age_max,
+            torn_write: None,
+            segment_due: None,
         };
         if let Some((reason, after)) = start_new_file {
             writer.write_segment(&reason, after)?;
@@ -1107,7 +1115,6 @@ impl LogWriter {
     }
 
     fn write_record(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
-        self.last_record_offset = self.file_bytes;
         let record = Record {
             seq: self.next_seq,
             time_unix_ms,
@@ -1116,7 +1123,23 @@ impl LogWriter {
         };
         let (frame, hash, leaf) =
             record::encode_with_leaf(&record).map_err(std::io::Error::other)?;
-        self.file.write_all(&frame)?;
+        if let Err(e) = self.file.write_all(&frame) {
+            // A full disk (or any write error) can leave part of the frame behind. That part
+            // was never chained nor acknowledged, so it is removed (shortening a file frees
+            // space, it never needs any); if even that fails, the bytes stay as a torn
+            // record and the next record starts a new file that names them.
+            self.unsynced = true;
+            if self.file.set_len(self.file_bytes).is_err() {
+                self.torn_write = Some(Gap {
+                    file: self.file_number,
+                    offset: self.file_bytes,
+                    kind: "torn".into(),
+                    detail: format!("a write failed ({e}) and its part could not be removed"),
+                });
+            }
+            return Err(e);
+        }
+        self.last_record_offset = self.file_bytes;
         self.file_bytes += frame.len() as u64;
         self.last_hash = hash;
         self.next_seq += 1;
@@ -1126,6 +1149,17 @@ impl LogWriter {
         }
         self.unsynced = true;
         Ok(record.seq)
+    }
+
+    /// Writes the current file's segment if its write failed before.
+    fn write_due_segment(&mut self) -> std::io::Result<()> {
+        if let Some((reason, after)) = self.segment_due.take()
+            && let Err(e) = self.write_segment(&reason, after.clone())
+        {
+            self.segment_due = Some((reason, after));
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Appends one record (one `write` of the whole frame) and makes it as durable as the
@@ -1141,10 +1175,21 @@ impl LogWriter {
     /// [`LogWriter::commit`] (group commit: one `fdatasync` for every record of the group).
     /// A kill -9 loses none of them (they are in the kernel's page cache); a power cut before
     /// the commit can.
+    /// A failed write changes nothing in the log (its partial frame is removed, or left as
+    /// a torn record the next file's segment names): the caller may try again later.
     pub fn write(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
-        if self.file_bytes >= self.file_bytes_max {
-            self.rotate()?;
+        if let Some(gap) = self.torn_write.take() {
+            if let Err(e) = self.rotate("after a failed write", Some(gap.clone())) {
+                // Not yet in a new file: try again with the next record.
+                if self.segment_due.is_none() {
+                    self.torn_write = Some(gap);
+                }
+                return Err(e);
+            }
+        } else if self.file_bytes >= self.file_bytes_max && self.segment_due.is_none() {
+            self.rotate("rotation", None)?;
         }
+        self.write_due_segment()?;
         self.write_record(time_unix_ms, event)
     }
 
@@ -1175,18 +1220,19 @@ impl LogWriter {
     }
 
     /// Every file boundary is anchored: a checkpoint, then the new file and its segment.
-    fn rotate(&mut self) -> std::io::Result<()> {
+    /// Once the new file is open, a failed segment write is retried before the next record.
+    fn rotate(&mut self, reason: &str, after: Option<Gap>) -> std::io::Result<()> {
         if let Some(signed) = self.checkpoint()? {
             self.pending = Some(signed);
         }
         self.file.sync_all()?;
-        self.file_number += 1;
-        let path = self.dir.join(file_name(self.file_number));
+        let path = self.dir.join(file_name(self.file_number + 1));
         self.file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.file_number += 1;
         self.file_bytes = 0;
-        self.write_segment("rotation", None)?;
+        self.segment_due = Some((reason.into(), after));
         sync_dir(&self.dir);
-        Ok(())
+        self.write_due_segment()
     }
 
     /// Records since the last checkpoint.
@@ -1515,10 +1561,24 @@ fn read_own_checkpoint(dir: &Path) -> Option<Checkpoint> {
 }
 
 /// Replaces a file's contents via a temporary file and a rename.
+/// The temporary file is synced before the rename (a power cut leaves the old contents or
+/// the new, never an empty file) and removed when it cannot be written whole (a full disk
+/// keeps no half file).
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
 }
 
 /// Makes a created file's directory entry durable (best effort).

@@ -28,7 +28,7 @@ pub mod witness;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -107,6 +107,22 @@ struct Written {
     ok: bool,
 }
 
+/// What the writer knows of failed writes: the count every handle reads, and the last error.
+struct Failures {
+    count: Arc<AtomicU64>,
+    last_error: Option<String>,
+}
+
+impl Failures {
+    fn count(&mut self, error: &std::io::Error) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::error!(error = %error, failed = n, "audit write failed");
+        }
+        self.last_error = Some(error.to_string());
+    }
+}
+
 /// Group commit, first half: writes `first` and every record already queued behind it (at
 /// most [`GROUP_RECORDS_MAX`], and never past `checkpoint_records_max` unanchored records)
 /// without syncing; stops at a `Close`, which it returns.
@@ -115,7 +131,7 @@ fn write_group(
     first: Msg,
     rx: &std::sync::mpsc::Receiver<Msg>,
     checkpoint_records_max: u64,
-    failed: &AtomicU64,
+    failures: &mut Failures,
 ) -> (Vec<Written>, Option<tokio::sync::oneshot::Sender<bool>>) {
     let mut group: Vec<Written> = Vec::new();
     let mut next = Some(first);
@@ -131,7 +147,7 @@ fn write_group(
                 let ok = match writer.write(time_unix_ms, *event) {
                     Ok(_) => true,
                     Err(e) => {
-                        count_failure(failed, &e);
+                        failures.count(&e);
                         false
                     }
                 };
@@ -155,22 +171,127 @@ fn write_group(
 /// Group commit, second half: one commit (one `fdatasync` under `always`) for the whole
 /// group; true when it is as durable as the policy asks. A failed commit fails every record
 /// of the group that was written.
-fn commit_group(writer: &mut log::LogWriter, group: &[Written], failed: &AtomicU64) -> bool {
+fn commit_group(writer: &mut log::LogWriter, group: &[Written], failures: &mut Failures) -> bool {
     match writer.commit() {
         Ok(()) => true,
         Err(e) => {
             for _ in group.iter().filter(|w| w.ok) {
-                count_failure(failed, &e);
+                failures.count(&e);
             }
             false
         }
     }
 }
 
-fn count_failure(failed: &AtomicU64, error: &std::io::Error) {
-    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
-    if n.is_power_of_two() {
-        tracing::error!(error = %error, failed = n, "audit write failed");
+/// Group commit, last step: the written records go to `audit://recent` and every waiting
+/// call learns whether its record is durable. Returns how many records were lost.
+fn acknowledge_group(group: Vec<Written>, committed: bool, recent: &Mutex<VecDeque<Value>>) -> u64 {
+    if let Ok(mut r) = recent.lock() {
+        for w in group.iter().filter(|w| w.ok && committed) {
+            if r.len() >= RECENT_MAX {
+                r.pop_front();
+            }
+            r.push_back(
+                json!({"seq": w.seq, "time_unix_ms": w.time_unix_ms, "event": w.json_event}),
+            );
+        }
+    }
+    let mut lost = 0;
+    for w in group {
+        let durable = w.ok && committed;
+        lost += u64::from(!durable);
+        if let Some(ack) = w.ack {
+            let _ = ack.send(durable);
+        }
+    }
+    lost
+}
+
+/// The log while its writes fail (a full disk, an IO error): since when, how many records
+/// were lost, the last error.
+struct Outage {
+    since_unix_ms: u64,
+    lost: u64,
+    error: String,
+}
+
+/// How often an unwritable log is tried again when no record arrives.
+const OUTAGE_RETRY: Duration = Duration::from_secs(1);
+
+impl Outage {
+    fn describe(&self) -> String {
+        format!(
+            "{}: {} records not written since time_unix_ms {}",
+            self.error, self.lost, self.since_unix_ms
+        )
+    }
+}
+
+/// Follows the writer's outages: a group with a failed record starts one (or adds to it);
+/// while one lasts, [`end_outage`] tries first to write the record of what was lost, whose
+/// success ends it. The handles see it through `unwritable` and the status.
+fn note_group(
+    outage: &mut Option<Outage>,
+    lost: u64,
+    failures: &Failures,
+    unwritable: &AtomicBool,
+    status: &Mutex<AuditStatus>,
+) {
+    if lost == 0 {
+        return;
+    }
+    let o = outage.get_or_insert_with(|| Outage {
+        since_unix_ms: unix_ms_now(),
+        lost: 0,
+        error: String::new(),
+    });
+    o.lost += lost;
+    o.error = failures
+        .last_error
+        .clone()
+        .unwrap_or_else(|| "write failed".into());
+    if !unwritable.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            "audit log cannot be written ({}): calls that must be recorded are refused until it can",
+            o.error
+        );
+    }
+    if let Ok(mut s) = status.lock() {
+        s.unwritable = Some(o.describe());
+    }
+}
+
+/// Writes and commits the record of an outage (`Notice audit_records_lost`); true when it is
+/// over (or there was none).
+fn end_outage(
+    writer: &mut log::LogWriter,
+    outage: &mut Option<Outage>,
+    failures: &mut Failures,
+    unwritable: &AtomicBool,
+    status: &Mutex<AuditStatus>,
+) -> bool {
+    let Some(o) = outage else { return true };
+    let event = Event::Notice {
+        kind: "audit_records_lost".into(),
+        detail: o.describe(),
+    };
+    let written = writer
+        .write(unix_ms_now(), event)
+        .and_then(|_| writer.commit());
+    match written {
+        Ok(()) => {
+            tracing::warn!("audit log writable again; {}", o.describe());
+            *outage = None;
+            unwritable.store(false, Ordering::Relaxed);
+            if let Ok(mut s) = status.lock() {
+                s.unwritable = None;
+            }
+            true
+        }
+        Err(e) => {
+            failures.last_error = Some(e.to_string());
+            false
+        }
     }
 }
 
@@ -181,6 +302,9 @@ pub struct AuditHandle {
     tx: Option<SyncSender<Msg>>,
     dropped: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// The writer's last write failed and no write succeeded since (a full disk): what must
+    /// be recorded before it is answered is refused meanwhile (read without a lock).
+    unwritable: Arc<AtomicBool>,
     recent: Arc<Mutex<VecDeque<Value>>>,
     status: Arc<Mutex<AuditStatus>>,
     checkpoints: tokio::sync::watch::Receiver<Option<Arc<Published>>>,
@@ -199,6 +323,7 @@ impl AuditHandle {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicU64::new(0)),
+            unwritable: Arc::new(AtomicBool::new(false)),
             recent: Arc::new(Mutex::new(VecDeque::new())),
             status: Arc::new(Mutex::new(AuditStatus {
                 disabled_reason: reason,
@@ -276,6 +401,12 @@ impl AuditHandle {
     /// Records the writer could not write (disk errors).
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The log cannot be written now (its last write failed, e.g. a full disk, and none
+    /// succeeded since); cleared by the writer's next successful write. Never waits.
+    pub fn unwritable(&self) -> bool {
+        self.enabled() && self.unwritable.load(Ordering::Relaxed)
     }
 
     /// The status (never waits on the writer: a busy lock returns the counters only).
@@ -365,7 +496,11 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
         ..AuditHandle::disabled()
     };
     let recent = handle.recent.clone();
-    let failed = handle.failed.clone();
+    let mut failures = Failures {
+        count: handle.failed.clone(),
+        last_error: None,
+    };
+    let unwritable = handle.unwritable.clone();
     let status = handle.status.clone();
     let options = options.clone();
     let fsync_tick = if options.fsync == FsyncPolicy::Interval {
@@ -414,37 +549,38 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
             // The log as found is anchored at once (and the drone's own checkpoint
             // published again for a witness that missed it).
             checkpoint(&mut writer, &mut last_checkpoint, &status);
+            let mut outage: Option<Outage> = None;
             loop {
                 let due = if writer.unanchored() > 0 {
                     checkpoint_interval.saturating_sub(last_checkpoint.elapsed())
                 } else {
                     checkpoint_interval
                 };
-                match rx.recv_timeout(fsync_tick.min(due)) {
+                let retry = outage.as_ref().map_or(fsync_tick, |_| OUTAGE_RETRY);
+                let received = rx.recv_timeout(retry.min(due));
+                // While the disk refuses writes, what was lost is recorded first, at the
+                // next record or retry: its success is what ends the outage.
+                end_outage(
+                    &mut writer,
+                    &mut outage,
+                    &mut failures,
+                    &unwritable,
+                    &status,
+                );
+                match received {
                     Ok(first) => {
                         let (group, close) = write_group(
                             &mut writer,
                             first,
                             &rx,
                             options.checkpoint_records_max,
-                            &failed,
+                            &mut failures,
                         );
-                        let committed = commit_group(&mut writer, &group, &failed);
-                        if let Ok(mut r) = recent.lock() {
-                            for w in group.iter().filter(|w| w.ok && committed) {
-                                if r.len() >= RECENT_MAX {
-                                    r.pop_front();
-                                }
-                                r.push_back(json!({"seq": w.seq, "time_unix_ms": w.time_unix_ms, "event": w.json_event}));
-                            }
-                        }
+                        let committed = commit_group(&mut writer, &group, &mut failures);
+                        let lost = acknowledge_group(group, committed, &recent);
+                        note_group(&mut outage, lost, &failures, &unwritable, &status);
                         if let Ok(mut s) = status.lock() {
                             s.records = writer.next_seq();
-                        }
-                        for w in group {
-                            if let Some(ack) = w.ack {
-                                let _ = ack.send(w.ok && committed);
-                            }
                         }
                         if let Some(signed) = writer.take_pending() {
                             publish(signed, &status);
@@ -465,7 +601,8 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         let _ = writer.sync();
-                        if writer.unanchored() > 0 && last_checkpoint.elapsed() >= checkpoint_interval
+                        if writer.unanchored() > 0
+                            && last_checkpoint.elapsed() >= checkpoint_interval
                         {
                             checkpoint(&mut writer, &mut last_checkpoint, &status);
                         }
@@ -479,6 +616,25 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
             }
         })?;
     Ok((handle, recovery))
+}
+
+/// Why the audit log cannot be kept in `dir` because its file system is mounted read-only
+/// (the directory itself, or the nearest existing directory above it when it is still to be
+/// made), `None` when it is not. Whether this user may write there is not judged here: the
+/// service runs as another user than the person who runs `check-config`.
+pub fn read_only_reason(dir: &Path) -> Option<String> {
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `c_path` is a valid NUL-terminated string; `statvfs` only writes `stat`.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    (rc == 0 && stat.f_flag & libc::ST_RDONLY != 0).then(|| {
+        format!(
+            "{} is on a read-only file system: the audit log cannot be written there (set [audit] dir \
+             to a writable directory, e.g. the service's StateDirectory=)",
+            existing.display()
+        )
+    })
 }
 
 /// Opens the audit log `config` asks for and starts its writer, recording the daemon's
@@ -497,6 +653,9 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<AuditHandle> {
     let hint = "set [audit] dir to a writable directory (or run as the systemd service, whose \
                 StateDirectory= is used), or audit.danger_disabled = true to run without an \
                 audit log";
+    if let Some(why) = read_only_reason(&dir) {
+        anyhow::bail!("audit.dir {}: {why}", dir.display());
+    }
     let signing_key = match a.resolved_signing_key() {
         Some((path, may_create)) => match checkpoint::load_signing_key(&path) {
             Ok(key) => Some(key),
@@ -895,3 +1054,6 @@ pub fn describe(event: &Event) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod power_cut_tests;

@@ -28,4 +28,8 @@ pub struct AuditStatus {
     pub dropped: u64,
     /// Records the writer could not write (disk errors).
     pub failed: u64,
+    /// Why the log cannot be written now (the last error, since when, records lost), null
+    /// when it can: meanwhile every call that must be recorded before it is answered is
+    /// refused (the emergency stop, hold, land, return home and reads are not).
+    pub unwritable: Option<String>,
 }

@@ -576,10 +576,13 @@ fn queued_records_are_written_as_one_group_and_made_durable_by_one_sync() {
     .unwrap();
     let (tx, rx) = std::sync::mpsc::sync_channel(64);
     let mut acks = queue(&tx, 10);
-    let failed = AtomicU64::new(0);
+    let mut failed = Failures {
+        count: Arc::new(AtomicU64::new(0)),
+        last_error: None,
+    };
     let syncs = w.syncs();
     let first = rx.recv().unwrap();
-    let (group, close) = write_group(&mut w, first, &rx, 1000, &failed);
+    let (group, close) = write_group(&mut w, first, &rx, 1000, &mut failed);
     assert_eq!(group.len(), 10);
     assert!(close.is_none());
     assert!(group.iter().all(|r| r.ok));
@@ -590,9 +593,9 @@ fn queued_records_are_written_as_one_group_and_made_durable_by_one_sync() {
     // Written, not yet synced, and no one is answered before the sync.
     assert_eq!(w.syncs(), syncs);
     assert!(acks.iter_mut().all(|a| a.try_recv().is_err()));
-    assert!(commit_group(&mut w, &group, &failed));
+    assert!(commit_group(&mut w, &group, &mut failed));
     assert_eq!(w.syncs(), syncs + 1, "one fdatasync for the ten records");
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert_eq!(failed.count.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -606,10 +609,13 @@ fn a_group_stops_at_the_checkpoint_bound_and_at_close() {
     w.checkpoint().unwrap();
     let (tx, rx) = std::sync::mpsc::sync_channel(64);
     let _acks = queue(&tx, 10);
-    let failed = AtomicU64::new(0);
+    let mut failed = Failures {
+        count: Arc::new(AtomicU64::new(0)),
+        last_error: None,
+    };
     // checkpoint_records_max = 4: the group ends when 4 records await a checkpoint.
     let first = rx.recv().unwrap();
-    let (group, _) = write_group(&mut w, first, &rx, 4, &failed);
+    let (group, _) = write_group(&mut w, first, &rx, 4, &mut failed);
     assert_eq!(group.len(), 4);
     assert_eq!(w.unanchored(), 4);
     w.checkpoint().unwrap();
@@ -622,7 +628,7 @@ fn a_group_stops_at_the_checkpoint_bound_and_at_close() {
     tx.send(Msg::Close { ack: close_ack }).unwrap();
     let _after = queue(&tx, 1);
     let first = rx.recv().unwrap();
-    let (group, close) = write_group(&mut w, first, &rx, 1000, &failed);
+    let (group, close) = write_group(&mut w, first, &rx, 1000, &mut failed);
     assert_eq!(group.len(), 2);
     assert!(close.is_some());
 }

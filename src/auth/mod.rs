@@ -692,9 +692,8 @@ mod tests {
         Ok(id)
     }
 
-    fn gate() -> (Gate, impl Fn(&str, &str) -> String) {
-        let f = fixture();
-        let config = GateConfig {
+    fn gate_config(f: &super::token::tests::Fixture) -> GateConfig {
+        GateConfig {
             verifier: f.config.clone(),
             denylist: Denylist::default(),
             allow_anonymous: false,
@@ -717,7 +716,12 @@ mod tests {
                 reserved_admin: 1,
                 identity_sessions_max: 2,
             },
-        };
+        }
+    }
+
+    fn gate() -> (Gate, impl Fn(&str, &str) -> String) {
+        let f = fixture();
+        let config = gate_config(&f);
         let key = f.ed_private.clone();
         let mint = move |role: &str, sub: &str| {
             issue(
@@ -1104,5 +1108,85 @@ mod tests {
                 .kind,
             "role_denied"
         );
+    }
+
+    /// A wall-clock step of ±1 h while flying (an NTP correction, a GPS time fix): the
+    /// lease, the rate limits and the holder's silence timeout follow the monotonic `now` and
+    /// do not move; a token's expiry follows the wall clock (`now_unix_s`), as documented: a
+    /// step forward ends a session whose token had less than the step left (and its lease
+    /// with it), a step back keeps every session.
+    #[test]
+    fn a_wall_clock_step_moves_token_expiry_and_nothing_monotonic() {
+        let f = fixture();
+        let token = |sub: &str, exp: u64| {
+            issue(
+                f.ed_private.as_bytes(),
+                KeyAlg::EdDsa,
+                "ed1",
+                &Claims {
+                    sub: sub.into(),
+                    jti: Some(format!("jti-{sub}")),
+                    exp,
+                    ..claims("OPERATOR")
+                },
+            )
+            .unwrap()
+        };
+        let t0 = Instant::now();
+        // Alice holds the lease with a token of two hours left; Bob's has ten minutes.
+        let flying = || {
+            let mut g = Gate::new(gate_config(&f));
+            init(&mut g, t0, "a", Some(&token("alice", NOW + 7200))).unwrap();
+            init(&mut g, t0, "b", Some(&token("bob", NOW + 600))).unwrap();
+            let a = g
+                .authorize_tool(t0, NOW, "a#1", "request_control", needs("request_control"))
+                .unwrap();
+            assert_eq!(g.handle_control(t0, &a, true), ControlResult::Granted);
+            g.handle_call_finished(t0, "a#1");
+            g
+        };
+        let hour = 3600;
+        for (step, wall) in [("back", NOW - hour), ("forward", NOW + hour)] {
+            let t = t0 + Duration::from_secs(1);
+            // The motion budget (burst 2) is spent and refilled on the monotonic clock only.
+            let mut g = flying();
+            for _ in 0..2 {
+                g.authorize_tool(t, wall, "a#1", "goto", needs("goto"))
+                    .unwrap_or_else(|d| panic!("{step}: {d:?}"));
+                g.handle_call_finished(t, "a#1");
+            }
+            let d = g
+                .authorize_tool(t, wall, "a#1", "goto", needs("goto"))
+                .unwrap_err();
+            assert_eq!(d.kind, "rate_limited", "{step}");
+            let retry_ms = d.retry_after_ms.unwrap();
+            assert!((900..=1100).contains(&retry_ms), "{step}: {retry_ms} ms");
+            // The holder keeps the lease: its silence timeout (5 s) runs on `now`.
+            assert_eq!(g.poll_expired(t + Duration::from_secs(4)), None, "{step}");
+            assert_eq!(
+                g.lease_holder(t + Duration::from_secs(4)),
+                Some("a#1"),
+                "{step}"
+            );
+            let later = t + Duration::from_secs(1);
+            g.authorize_tool(later, wall, "a#1", "hold", needs("hold"))
+                .unwrap_or_else(|d| panic!("{step}: {d:?}"));
+            g.handle_call_finished(later, "a#1");
+            // Bob's ten minutes: gone after a step forward, still there after a step back.
+            let bob = g.authorize_tool(later, wall, "b#1", "get_status", needs("get_status"));
+            match step {
+                "back" => assert!(bob.is_ok(), "{step}: {bob:?}"),
+                _ => assert_eq!(bob.unwrap_err().kind, "expired_token", "{step}"),
+            }
+        }
+        // A step larger than what is left of the holder's token ends the session and frees
+        // the lease: the wall clock is the token's authority.
+        let mut g = flying();
+        let t = t0 + Duration::from_secs(1);
+        let d = g
+            .authorize_tool(t, NOW + 3 * hour, "a#1", "hold", needs("hold"))
+            .unwrap_err();
+        assert_eq!(d.kind, "expired_token");
+        assert_eq!(g.lease_holder(t), None);
     }
 }

@@ -72,6 +72,19 @@ impl Permission {
     pub fn needs_lease(&self) -> bool {
         self.class == Class::Motion
     }
+
+    /// Whether a call is refused while the audit log cannot be written (a full disk): a
+    /// motion that is not towards safety and an administration (the e-stop reset included:
+    /// it lets the vehicle fly again) must be on record before they are answered. The
+    /// emergency stop, the holder's hold, land and return home, the lease (needed to land)
+    /// and reads are never refused for the disk's sake: stopping never waits on the disk.
+    pub fn refused_unrecorded(&self) -> bool {
+        match self.class {
+            Class::Read | Class::EmergencyStop | Class::Control => false,
+            Class::Motion => self.pool != Pool::Reserved,
+            Class::Admin => true,
+        }
+    }
 }
 
 /// Least role of a JSON-RPC method other than `tools/call` and `resources/read`.

@@ -43,6 +43,11 @@ pub enum StoreError {
     NotFound(String),
     #[error("capture {bytes} bytes is larger than camera.captures_bytes_max ({bytes_max})")]
     TooLarge { bytes: u64, bytes_max: u64 },
+    #[error(
+        "the capture was not saved: {dir} is full ({error}); nothing else is affected (the \
+         flight, the audit log); free space there or take the picture with save = false"
+    )]
+    Full { dir: PathBuf, error: std::io::Error },
     #[error("{path}: {error}")]
     Io {
         path: PathBuf,
@@ -51,9 +56,15 @@ pub enum StoreError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |error| StoreError::Io {
-        path: path.to_owned(),
-        error,
+    move |error| match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => StoreError::Full {
+            dir: path.parent().unwrap_or(path).to_owned(),
+            error,
+        },
+        _ => StoreError::Io {
+            path: path.to_owned(),
+            error,
+        },
     }
 }
 
@@ -86,12 +97,21 @@ pub fn save(
             bytes_max,
         });
     }
-    // Write to a temporary name and rename, so a reader never sees half a file.
+    // Write to a temporary name and rename, so a reader never sees half a file. A failed
+    // write (a full disk) removes what it left: half a file would hold the space it lacks.
     let temporary = dir.join(format!(".{}.jpg.tmp", info.id));
-    std::fs::write(&temporary, jpeg).map_err(io(&temporary))?;
+    if let Err(e) = std::fs::write(&temporary, jpeg) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(io(&temporary)(e));
+    }
     std::fs::rename(&temporary, &image_path).map_err(io(&image_path))?;
     let sidecar_path = dir.join(format!("{}.json", info.id));
-    std::fs::write(&sidecar_path, sidecar).map_err(io(&sidecar_path))?;
+    if let Err(e) = std::fs::write(&sidecar_path, sidecar) {
+        // An image without its sidecar is not a capture (`list` reads the sidecars).
+        let _ = std::fs::remove_file(&sidecar_path);
+        let _ = std::fs::remove_file(&image_path);
+        return Err(io(&sidecar_path)(e));
+    }
     let evicted = evict(dir, bytes_max)?;
     Ok((info, evicted))
 }

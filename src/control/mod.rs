@@ -9,6 +9,7 @@
 //! The emergency stop (issue 5) gets its own channel and the first `biased` branch of the
 //! loop; nothing here can delay it.
 
+pub mod param;
 pub mod reply;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -77,6 +78,8 @@ pub struct ControlClient {
     /// and after every lease tool) for the other ways in: a ground-station endpoint may
     /// command only while nobody holds it.
     lease_holder: std::sync::Arc<watch::Sender<Option<String>>>,
+    /// Parameter requests to the loop; `None` when the loop takes none.
+    params: Option<mpsc::Sender<param::ParamRequest>>,
 }
 
 /// The channel: the client for the MCP server, the receiver for the loop, and the sender
@@ -95,6 +98,7 @@ pub fn channel() -> (
             envelope,
             envelope_changes: None,
             lease_holder: std::sync::Arc::new(watch::Sender::new(None)),
+            params: None,
         },
         rx,
         envelope_tx,
@@ -123,6 +127,11 @@ impl ControlClient {
         });
     }
 
+    /// The lease holder as it changes (skip to latest), for the status report.
+    pub fn lease_holder_watch(&self) -> watch::Receiver<Option<String>> {
+        self.lease_holder.subscribe()
+    }
+
     /// The subject holding the MCP control lease, as last published.
     pub fn lease_holder(&self) -> Option<String> {
         self.lease_holder.borrow().clone()
@@ -132,6 +141,37 @@ impl ControlClient {
     pub fn with_envelope_changes(mut self, changes: mpsc::Sender<EnvelopeChange>) -> Self {
         self.envelope_changes = Some(changes);
         self
+    }
+
+    /// Sends parameter requests to the loop over `requests` (bounded by
+    /// [`param::PARAM_REQUESTS`]).
+    pub fn with_params(mut self, requests: mpsc::Sender<param::ParamRequest>) -> Self {
+        self.params = Some(requests);
+        self
+    }
+
+    /// Asks the loop about the autopilot's parameters; a full queue is refused at once.
+    pub async fn params(&self, ask: param::ParamAsk) -> Result<param::ParamAnswer, String> {
+        let Some(tx) = &self.params else {
+            return Err("this daemon serves no parameters".into());
+        };
+        let (reply, answer) = oneshot::channel();
+        match tx.try_send(param::ParamRequest { ask, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(format!(
+                    "busy: {} parameter requests are waiting; retry in {BUSY_RETRY_MS} ms \
+                     (nothing was sent)",
+                    param::PARAM_REQUESTS
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(SubmitError::Closed.to_string());
+            }
+        }
+        answer
+            .await
+            .map_err(|_| "the daemon stopped before answering".to_string())
     }
 
     /// Asks the loop to tighten the envelope in force; the answer is the new envelope or why

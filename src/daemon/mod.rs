@@ -29,7 +29,7 @@ use crate::control::{ControlReply, ControlRequest, EnvelopeChange, EnvelopeView,
 use crate::estop::StopRequest;
 use crate::flight::{ExecutorEvent, JobId, ProgressUpdate};
 use crate::link::event::LinkEvent;
-use crate::link::transport::{LinkHandle, SendError};
+use crate::link::transport::{LinkEvents, LinkHandle, SendError};
 use crate::notify::{Notifier, State};
 use crate::status::StatusReport;
 
@@ -86,6 +86,7 @@ enum Arrival {
     Stop(StopRequest),
     Control(ControlRequest),
     EnvelopeChange(EnvelopeChange),
+    Param(crate::control::param::ParamRequest),
     /// A ground station's frame or connection (issue 19).
     Gcs(crate::gcs::GcsInput),
 }
@@ -112,7 +113,7 @@ struct Shell {
     audit: crate::audit::AuditHandle,
     shutdown: CancellationToken,
     link: LinkHandle,
-    link_events: mpsc::Receiver<LinkEvent>,
+    link_events: LinkEvents,
     link_shutdown: CancellationToken,
     notifier: Notifier,
     stop_requests: mpsc::Receiver<StopRequest>,
@@ -120,6 +121,12 @@ struct Shell {
     ground: watch::Receiver<crate::estop::GroundState>,
     control: mpsc::Receiver<ControlRequest>,
     envelope_changes: mpsc::Receiver<EnvelopeChange>,
+    params: mpsc::Receiver<crate::control::param::ParamRequest>,
+    /// Parameter writes waiting for the autopilot's echo, and where their answer goes.
+    param_waiting: HashMap<
+        crate::vehicle::param_table::WriteId,
+        oneshot::Sender<crate::control::param::ParamAnswer>,
+    >,
     envelope: watch::Sender<EnvelopeView>,
     cpu_temperature: watch::Receiver<Option<f64>>,
     bridge: Option<BridgeIo>,
@@ -128,9 +135,14 @@ struct Shell {
     status: watch::Sender<StatusReport>,
     camera: Option<crate::camera::CameraHandle>,
     local_estop: crate::estop::local::LocalEstopStatus,
+    /// The MCP control lease's holder, published by the MCP shell (skip to latest).
+    lease_holder: watch::Receiver<Option<String>>,
     /// The autopilot's home as last kept on disk for check-config (`vehicle.last_home_path`).
     home_kept: Option<crate::last_home::LastHome>,
     waiting: HashMap<JobId, Waiter>,
+    /// The Core's own `poll_timeout`, re-armed only when that deadline moves (a new timer per
+    /// turn cost a timer-wheel insertion and removal per read of the link).
+    wake: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// The loop turns at least this often: the envelope monitor and cancellations.
     monitor_tick: tokio::time::Interval,
     status_tick: tokio::time::Interval,
@@ -140,6 +152,9 @@ impl Shell {
     /// Waits for the next input, the e-stop first; `None` when the daemon stops.
     async fn next_input(&mut self) -> anyhow::Result<Option<Arrival>> {
         let wake = tokio::time::Instant::from_std(self.core.poll_timeout());
+        if self.wake.deadline() != wake {
+            self.wake.as_mut().reset(wake);
+        }
         Ok(Some(tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -160,10 +175,11 @@ impl Shell {
             Some(request) = self.control.recv() => Arrival::Control(request),
             Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(input),
             Some(change) = self.envelope_changes.recv() => Arrival::EnvelopeChange(change),
+            Some(request) = self.params.recv() => Arrival::Param(request),
             Ok(()) = self.cpu_temperature.changed() => {
                 Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
             }
-            _ = tokio::time::sleep_until(wake) => Arrival::Input(Input::Tick),
+            _ = self.wake.as_mut() => Arrival::Input(Input::Tick),
             _ = self.monitor_tick.tick() => Arrival::Input(Input::Tick),
             _ = self.status_tick.tick() => Arrival::StatusTick,
         }))
@@ -193,6 +209,17 @@ impl Shell {
                 return Ok(());
             }
             Arrival::Control(request) => self.accept(now, request),
+            Arrival::Param(crate::control::param::ParamRequest { ask, reply }) => {
+                match self.core.handle(now, Input::Param(ask)) {
+                    Handled::Param(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                    Handled::ParamWrite(id) => {
+                        self.param_waiting.insert(id, reply);
+                    }
+                    _ => {}
+                }
+            }
             Arrival::EnvelopeChange(EnvelopeChange {
                 changes,
                 caller,
@@ -225,7 +252,7 @@ impl Shell {
             self.core.handle(now, Input::Link(event));
             taken += 1;
             if taken < LINK_EVENTS_PER_TURN && self.stop_requests.is_empty() {
-                next = self.link_events.try_recv().ok();
+                next = self.link_events.try_recv();
             }
         }
     }
@@ -274,6 +301,11 @@ impl Shell {
                     self.stop_status.send_replace(status);
                 }
                 Event::WatchdogPing => self.ping_watchdog(),
+                Event::ParamWritten { id, answer } => {
+                    if let Some(reply) = self.param_waiting.remove(&id) {
+                        let _ = reply.send(answer);
+                    }
+                }
                 Event::Fatal {
                     reason,
                     flush_bridge,
@@ -386,6 +418,7 @@ impl Shell {
         }
         report.audit = self.audit.status();
         report.local_estop = self.local_estop.clone();
+        report.lease_holder = self.lease_holder.borrow().clone();
         start::keep_home(&self.config, &report, &mut self.home_kept);
         report.health = self.core.assess_health(&report);
         let view = self.core.envelope_view();

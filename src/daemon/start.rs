@@ -55,6 +55,10 @@ pub(super) async fn start(
     // An ADMIN's set_envelope: its own small channel, answered after the status is published.
     let (envelope_changes_tx, envelope_changes) = mpsc::channel(crate::control::ENVELOPE_CHANGES);
     let control = control.with_envelope_changes(envelope_changes_tx);
+    // The parameter tools: their own small channel (reads answered in one turn).
+    let (params_tx, params) = mpsc::channel(crate::control::param::PARAM_REQUESTS);
+    let control = control.with_params(params_tx);
+    let lease_holder = control.lease_holder_watch();
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let (stop_client, stop_loop) = crate::estop::channel(core.stop_status());
     // The MCP shell's view of the broker connection (skip to latest).
@@ -135,6 +139,8 @@ pub(super) async fn start(
         ground,
         control: control_rx,
         envelope_changes,
+        params,
+        param_waiting: HashMap::new(),
         envelope,
         cpu_temperature,
         bridge,
@@ -142,8 +148,10 @@ pub(super) async fn start(
         status,
         camera,
         local_estop,
+        lease_holder,
         home_kept,
         waiting: HashMap::new(),
+        wake: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         monitor_tick: interval(Duration::from_secs_f64(monitor_period)),
         status_tick: interval(STATUS_PUBLISH_INTERVAL),
         config,
@@ -173,7 +181,7 @@ async fn open_link(
     shutdown: CancellationToken,
 ) -> anyhow::Result<(
     crate::link::transport::LinkHandle,
-    mpsc::Receiver<crate::link::event::LinkEvent>,
+    crate::link::transport::LinkEvents,
 )> {
     let link_options = LinkOptions::for_vehicle(&config.vehicle)
         .map_err(anyhow::Error::msg)

@@ -154,7 +154,7 @@ impl GcsLoop {
         Ok(Some(GcsLoop {
             router: Router::new(
                 &config.gcs_endpoint,
-                crate::safety::Whitelist::new(&config.envelope),
+                crate::safety::Whitelist::new(&config.envelope).with_parameters(&config.parameters),
             ),
             links,
             inputs,

@@ -20,6 +20,40 @@ pub struct GroundConfig {
     pub mqtt: MqttConfig,
     /// The bridge itself.
     pub ground: GroundSection,
+    /// Fleet mode: many drones served as one MCP server (`ground::fleet`). Off unless
+    /// `fleet.server_names` (or `--fleet PATTERN`) names at least one pattern.
+    pub fleet: FleetSection,
+}
+
+/// `[fleet]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// Server-name patterns of the drones to serve, MQTT-filter style (`fleet/#`,
+    /// `site-a/+/companion`). Default none: single-drone mode.
+    pub server_names: Vec<String>,
+    /// The drone a tool call goes to when it names none. Default none: `drone` is required.
+    pub default_drone: Option<String>,
+    /// How long `list_drones` and `emergency_stop_all` wait for each drone's answer before
+    /// reporting it as not answering. Default 3000 ms.
+    pub answer_timeout_ms: u64,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        Self {
+            server_names: Vec::new(),
+            default_drone: None,
+            answer_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl FleetSection {
+    /// Fleet mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.server_names.is_empty()
+    }
 }
 
 /// `[ground]`.
@@ -99,8 +133,12 @@ impl GroundConfig {
         path: &Path,
         server_name: Option<String>,
         client_id: Option<String>,
+        fleet: Vec<String>,
     ) -> Result<GroundConfig, ConfigError> {
         let mut config = Self::load(path)?;
+        if !fleet.is_empty() {
+            config.fleet.server_names = fleet;
+        }
         if server_name.is_some() {
             config.ground.server_name = server_name;
         }
@@ -207,6 +245,34 @@ impl GroundConfig {
                 return Err((key, "must be above 0".into()));
             }
         }
+        let f = &self.fleet;
+        for pattern in &f.server_names {
+            if !valid_server_name_pattern(pattern) {
+                return Err((
+                    "fleet.server_names",
+                    format!(
+                        "`{pattern}` is not a server-name pattern: non-empty, no leading `/`, `+` only as a whole level, `#` only as the whole last level"
+                    ),
+                ));
+            }
+        }
+        if let Some(name) = &f.default_drone {
+            if name.is_empty() || name.starts_with('/') || name.contains(['+', '#']) {
+                return Err((
+                    "fleet.default_drone",
+                    format!("must be a server name (no `+` or `#`), got `{name}`"),
+                ));
+            }
+        }
+        if f.answer_timeout_ms == 0 {
+            return Err(("fleet.answer_timeout_ms", "must be above 0".into()));
+        }
+        if f.enabled() && g.server_name.is_some() {
+            return Err((
+                "ground.server_name",
+                "names one drone, but fleet mode (fleet.server_names or --fleet) serves many: use fleet.default_drone for the drone a call goes to when it names none".into(),
+            ));
+        }
         if g.message_bytes_max < 1024 {
             return Err((
                 "ground.message_bytes_max",
@@ -223,6 +289,36 @@ impl GroundConfig {
             self.mqtt.client_cert_path.as_ref()?,
             self.mqtt.client_key_path.as_ref()?,
         ))
+    }
+}
+
+/// An MQTT topic filter over server names: levels split by `/`, `+` a whole level, `#` the
+/// whole last level.
+pub fn valid_server_name_pattern(pattern: &str) -> bool {
+    if pattern.is_empty() || pattern.starts_with('/') {
+        return false;
+    }
+    let levels: Vec<&str> = pattern.split('/').collect();
+    levels.iter().enumerate().all(|(i, level)| match *level {
+        "+" => true,
+        "#" => i + 1 == levels.len(),
+        l => !l.contains(['+', '#']),
+    })
+}
+
+/// Whether `name` matches the filter `pattern` (MQTT rules: `+` one level, `#` the rest,
+/// including none after its parent level).
+pub fn server_name_matches(pattern: &str, name: &str) -> bool {
+    let mut names = name.split('/');
+    let mut patterns = pattern.split('/');
+    loop {
+        match (patterns.next(), names.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(p), Some(n)) if p == n => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -313,6 +409,53 @@ mod tests {
             assert_eq!(error.key.as_deref(), Some(key), "{shown}");
             assert!(shown.contains(needle), "{text:?}: {shown}");
             assert!(!shown.contains('\n'), "one line: {shown}");
+        }
+    }
+
+    #[test]
+    fn fleet_patterns_match_as_mqtt_filters_and_bad_ones_name_the_key() {
+        for (pattern, name, matches) in [
+            ("fleet/#", "fleet/alpha", true),
+            ("fleet/#", "fleet", true),
+            ("fleet/#", "fleet/a/b", true),
+            ("fleet/+", "fleet/alpha", true),
+            ("fleet/+", "fleet/a/b", false),
+            ("fleet/+/cam", "fleet/a/cam", true),
+            ("fleet/alpha", "fleet/alpha", true),
+            ("fleet/alpha", "fleet/alphax", false),
+            ("#", "anything/at/all", true),
+            ("other/#", "fleet/alpha", false),
+        ] {
+            assert_eq!(
+                server_name_matches(pattern, name),
+                matches,
+                "{pattern} vs {name}"
+            );
+        }
+        let text =
+            format!("{CERTS}[fleet]\nserver_names = [\"fleet/#\"]\ndefault_drone = \"fleet/a\"\n");
+        let config = parse(&text).unwrap();
+        assert!(config.fleet.enabled());
+        assert_eq!(config.fleet.answer_timeout_ms, 3_000);
+        for (extra, key) in [
+            (
+                "[fleet]\nserver_names = [\"fleet/a#\"]\n",
+                "fleet.server_names",
+            ),
+            ("[fleet]\nserver_names = [\"#/a\"]\n", "fleet.server_names"),
+            ("[fleet]\nserver_names = [\"\"]\n", "fleet.server_names"),
+            ("[fleet]\ndefault_drone = \"a/+\"\n", "fleet.default_drone"),
+            (
+                "[fleet]\nanswer_timeout_ms = 0\n",
+                "fleet.answer_timeout_ms",
+            ),
+            (
+                "[ground]\nserver_name = \"a/b\"\n[fleet]\nserver_names = [\"a/#\"]\n",
+                "ground.server_name",
+            ),
+        ] {
+            let error = parse(&format!("{CERTS}{extra}")).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
         }
     }
 }

@@ -17,8 +17,103 @@
 //!
 //! - [`config`]: `ground.toml` → [`config::GroundConfig`].
 //! - [`bridge`]: the sans-IO core (presence, session, routing, timeouts).
+//! - [`fleet`]: fleet mode (`--fleet PATTERN`, `[fleet]`): every matching drone as one MCP
+//!   server, one [`bridge::Bridge`] per drone.
+//! - [`era`]: MCP 2026-07-28 (stateless) on the stdio side, in front of either core, detected
+//!   from the client's first request.
 //! - [`shell`]: the async shell (stdin/stdout, rumqttc, timers).
 
 pub mod bridge;
 pub mod config;
+pub mod era;
+pub mod fleet;
 pub mod shell;
+
+use std::time::Instant;
+
+use bridge::{Action, Bridge};
+use fleet::Fleet;
+
+/// A deciding core the shell drives: one drone ([`Bridge`]) or a fleet ([`Fleet`]), and the
+/// 2026-07-28 adapter in front of either ([`era::EraAdapter`]); all take the same inputs and
+/// return the same [`Action`]s.
+pub trait GroundCore: Send {
+    fn handle_connected(&mut self, now: Instant, filters: Option<Vec<String>>);
+    fn handle_disconnected(&mut self, now: Instant);
+    fn handle_taken_over(&mut self, now: Instant);
+    fn handle_stdin_line(&mut self, now: Instant, line: &str);
+    fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll_action(&mut self) -> Option<Action>;
+    /// The counters, for the log at exit.
+    fn summary(&self) -> String;
+}
+
+impl GroundCore for Bridge {
+    fn handle_connected(&mut self, now: Instant, filters: Option<Vec<String>>) {
+        Bridge::handle_connected(self, now, filters)
+    }
+    fn handle_disconnected(&mut self, now: Instant) {
+        Bridge::handle_disconnected(self, now)
+    }
+    fn handle_taken_over(&mut self, _now: Instant) {
+        Bridge::handle_taken_over(self)
+    }
+    fn handle_stdin_line(&mut self, now: Instant, line: &str) {
+        Bridge::handle_stdin_line(self, now, line)
+    }
+    fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+        Bridge::handle_mqtt_message(self, now, topic, payload)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Bridge::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Bridge::poll_timeout(self)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        Bridge::poll_action(self)
+    }
+    fn summary(&self) -> String {
+        let c = self.counters();
+        format!(
+            "{} stdin messages refused, {} MQTT messages dropped, {} requests timed out, {} failed while offline",
+            c.stdin_refused, c.mqtt_dropped, c.requests_timed_out, c.requests_failed_offline
+        )
+    }
+}
+
+impl GroundCore for Fleet {
+    fn handle_connected(&mut self, now: Instant, filters: Option<Vec<String>>) {
+        Fleet::handle_connected(self, now, filters)
+    }
+    fn handle_disconnected(&mut self, now: Instant) {
+        Fleet::handle_disconnected(self, now)
+    }
+    fn handle_taken_over(&mut self, now: Instant) {
+        Fleet::handle_taken_over(self, now)
+    }
+    fn handle_stdin_line(&mut self, now: Instant, line: &str) {
+        Fleet::handle_stdin_line(self, now, line)
+    }
+    fn handle_mqtt_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+        Fleet::handle_mqtt_message(self, now, topic, payload)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Fleet::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Fleet::poll_timeout(self)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        Fleet::poll_action(self)
+    }
+    fn summary(&self) -> String {
+        let c = self.counters();
+        format!(
+            "fleet: {} stdin messages refused, {} MQTT messages dropped, {} calls refused before any drone",
+            c.stdin_refused, c.mqtt_dropped, c.calls_refused
+        )
+    }
+}

@@ -15,8 +15,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ground::GroundCore;
 use crate::ground::bridge::{Action, Bridge, BridgeSettings};
 use crate::ground::config::GroundConfig;
+use crate::ground::era::EraAdapter;
+use crate::ground::fleet::{Fleet, FleetSettings};
 use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent, Will};
 use crate::mcp::transport::{self, ComponentType, PROP_SERVER_NAME_FILTERS};
 
@@ -66,7 +69,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         lines_tx,
     ));
 
-    let mut bridge = Bridge::new(settings(&config, &client_id)?);
+    let mut bridge = core(&config, &client_id)?;
     let mut stdout = tokio::io::stdout();
     let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
     let mut publish_failures: u64 = 0;
@@ -119,7 +122,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
                 }
                 Some(MqttEvent::SubscribeSent(_)) => {}
                 // The core stops the connection (Action::StopConnection) and says why.
-                Some(MqttEvent::TakenOver { .. }) => bridge.handle_taken_over(),
+                Some(MqttEvent::TakenOver { .. }) => bridge.handle_taken_over(Instant::now()),
                 None => anyhow::bail!("the MQTT driver stopped unexpectedly"),
             },
             _ = sleep_until(timeout) => bridge.handle_timeout(Instant::now()),
@@ -174,16 +177,30 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
     {
         stop_driver.cancel();
     }
-    let c = bridge.counters();
     tracing::info!(
-        "ground bridge stopped: {} stdin messages refused, {} MQTT messages dropped, {} requests timed out, {} failed while offline, {} MQTT sends failed",
-        c.stdin_refused,
-        c.mqtt_dropped,
-        c.requests_timed_out,
-        c.requests_failed_offline,
-        publish_failures
+        "ground bridge stopped: {}, {publish_failures} MQTT sends failed",
+        bridge.summary()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The deciding core: one drone or, with fleet patterns, the fleet; behind the 2026-07-28
+/// adapter, which detects such clients by their first request and passes the others through.
+fn core(config: &GroundConfig, client_id: &str) -> anyhow::Result<EraAdapter> {
+    let bridge_settings = settings(config, client_id)?;
+    let inner: Box<dyn GroundCore> = if config.fleet.enabled() {
+        tracing::info!(
+            "fleet mode: serving every drone matching {}",
+            config.fleet.server_names.join(", ")
+        );
+        Box::new(Fleet::new(FleetSettings::from_config(
+            config,
+            bridge_settings,
+        )))
+    } else {
+        Box::new(Bridge::new(bridge_settings))
+    };
+    Ok(EraAdapter::new(inner))
 }
 
 /// The bridge's MQTT connection: its client id, its departure as the Will, the packet limit.

@@ -512,9 +512,10 @@ pub struct CallOutcome {
 }
 
 enum Ask {
-    Call {
-        tool: String,
-        args: Value,
+    /// A request (`tools/call`, `resources/subscribe`, ...) and where its answer goes.
+    Request {
+        method: String,
+        params: Value,
         reply: oneshot::Sender<CallOutcome>,
     },
     Publish {
@@ -522,6 +523,8 @@ enum Ask {
         payload: Vec<u8>,
         done: oneshot::Sender<anyhow::Result<()>>,
     },
+    /// End the session as a client does, then the task.
+    Close { done: oneshot::Sender<()> },
 }
 
 /// One MCP session on its own MQTT connection, driven by a task of its own (the rig's).
@@ -579,10 +582,21 @@ impl Session {
 
     /// Calls `tool`; `limit` bounds the wait (a lost answer is a failed call, not a hang).
     pub async fn call(&self, tool: &str, args: Value, limit: Duration) -> CallOutcome {
+        self.request(
+            "tools/call",
+            json!({"name": tool, "arguments": args}),
+            limit,
+        )
+        .await
+    }
+
+    /// Sends any request (e.g. `resources/subscribe`); `limit` bounds the wait. The answer's
+    /// `result` or `error` is the outcome, as for a tool call.
+    pub async fn request(&self, method: &str, params: Value, limit: Duration) -> CallOutcome {
         let (reply, answer) = oneshot::channel();
-        let ask = Ask::Call {
-            tool: tool.to_owned(),
-            args,
+        let ask = Ask::Request {
+            method: method.to_owned(),
+            params,
             reply,
         };
         if self.asks.send(ask).await.is_err() {
@@ -612,6 +626,17 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Ends the session as a client does (`notifications/disconnected`, then the MQTT
+    /// DISCONNECT) and stops its task; every clone of it is ended too.
+    pub async fn close(&self, limit: Duration) {
+        let (done, closed) = oneshot::channel();
+        if self.asks.send(Ask::Close { done }).await.is_ok() {
+            let _ = tokio::time::timeout(limit, closed).await;
+        }
+    }
+}
+
 fn lost(why: &str) -> CallOutcome {
     CallOutcome {
         ok: false,
@@ -623,7 +648,7 @@ fn lost(why: &str) -> CallOutcome {
 struct Actor {
     client: Client,
     pending: HashMap<u64, oneshot::Sender<CallOutcome>>,
-    /// Calls asked before the session was initialized.
+    /// Requests (method, params) asked before the session was initialized.
     waiting: Vec<(u64, String, Value, oneshot::Sender<CallOutcome>)>,
     init_id: Option<u64>,
     initialized: bool,
@@ -644,6 +669,16 @@ impl Actor {
                     Err(_) => return,
                 },
                 ask = asks.recv() => match ask {
+                    Some(Ask::Close { done }) => {
+                        if self.initialized
+                            && let Err(e) = self.client.disconnect().await
+                        {
+                            tracing::debug!("hil session {name}: disconnect: {e:#}");
+                        }
+                        self.fail_pending("the session was closed");
+                        let _ = done.send(());
+                        return;
+                    }
                     Some(ask) => self.on_ask(ask).await,
                     None => return,
                 },
@@ -653,12 +688,16 @@ impl Actor {
 
     async fn on_ask(&mut self, ask: Ask) {
         match ask {
-            Ask::Call { tool, args, reply } => {
+            Ask::Request {
+                method,
+                params,
+                reply,
+            } => {
                 let id = self.client.next_id();
                 if self.initialized {
-                    self.send_call(id, &tool, args, reply).await;
+                    self.send_request(id, &method, params, reply).await;
                 } else {
-                    self.waiting.push((id, tool, args, reply));
+                    self.waiting.push((id, method, params, reply));
                 }
             }
             Ask::Publish {
@@ -668,18 +707,21 @@ impl Actor {
             } => {
                 let _ = done.send(self.client.publish_raw(topic, payload).await);
             }
+            // Handled by the loop, which ends with it.
+            Ask::Close { done } => {
+                let _ = done.send(());
+            }
         }
     }
 
-    async fn send_call(
+    async fn send_request(
         &mut self,
         id: u64,
-        tool: &str,
-        args: Value,
+        method: &str,
+        params: Value,
         reply: oneshot::Sender<CallOutcome>,
     ) {
-        let request = json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
-            "params":{"name":tool,"arguments":args}});
+        let request = json!({"jsonrpc":"2.0","id":id,"method":method,"params":params});
         match self.client.send(&request).await {
             Ok(()) => {
                 self.pending.insert(id, reply);
@@ -741,8 +783,8 @@ impl Actor {
             self.client
                 .notify("notifications/initialized", json!({}))
                 .await?;
-            for (id, tool, args, reply) in std::mem::take(&mut self.waiting) {
-                self.send_call(id, &tool, args, reply).await;
+            for (id, method, params, reply) in std::mem::take(&mut self.waiting) {
+                self.send_request(id, &method, params, reply).await;
             }
             return Ok(());
         }

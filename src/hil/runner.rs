@@ -43,6 +43,8 @@ use crate::link::dialect::{
 use crate::role::Role;
 use crate::vehicle::modes::FlightMode;
 
+pub mod soak;
+
 /// The daemon's component id on the wire (`MAV_COMP_ID_ONBOARD_COMPUTER`).
 const COMPANION_COMPONENT_ID: u8 = 191;
 /// The rig speaks for "the pilot" as a ground station would: system 255.
@@ -328,6 +330,8 @@ struct Rig {
     gcs: Option<RigGcs>,
     /// Its endpoint's port in the daemon's configuration.
     gcs_port: Option<u16>,
+    /// More arguments of the built-in simulator (the soak's telemetry load).
+    sim_extra_args: Vec<String>,
 }
 
 /// The rig's own ground station on a `gcs` endpoint of the daemon: system 255, as
@@ -527,6 +531,7 @@ impl Rig {
             truth_cursor: 0,
             gcs: None,
             gcs_port: None,
+            sim_extra_args: Vec::new(),
         }
     }
 
@@ -618,6 +623,7 @@ impl Rig {
                     "--ekf-ready-s",
                     &self.options.sim_ekf_ready_s.to_string(),
                 ])
+                .args(&self.sim_extra_args)
                 .stdout(Stdio::piped())
                 .stderr(self.log_file("sim.stderr.log")?);
                 let mut child = self.spawn("simulator", sim)?;

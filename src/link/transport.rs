@@ -35,18 +35,23 @@ use super::trust::{Refusal, RefusalReporter, TrustCounters};
 use crate::backoff::Backoff;
 use crate::config::VehicleConfig;
 
-/// Events from the link to its owner, bounded. Overflow policy: the IO task awaits capacity
-/// before reading more, so a slow owner pushes back on the kernel's socket or tty buffer
-/// (and, for UDP, the kernel drops datagrams, which shows as sequence gaps). No frame is
-/// dropped by the link itself.
-pub const EVENT_CHANNEL_CAPACITY: usize = 256;
+/// Batches of events from the link to its owner, bounded: one batch per read (every frame
+/// of that read) or per connection event, so the owner is woken once per read rather than
+/// once per frame. Overflow policy: the IO task awaits capacity before reading more, so a
+/// slow owner pushes back on the kernel's socket or tty buffer (and, for UDP, the kernel
+/// drops datagrams, which shows as sequence gaps). No frame is dropped by the link itself.
+/// At most this many batches wait, and the task holds one more: each is at most one read of
+/// [`READ_BUFFER_LEN`] bytes (or one datagram).
+pub const EVENT_CHANNEL_CAPACITY: usize = 16;
+/// Emptied batches kept for reuse, so a read costs no allocation once the link is warm.
+const SPARE_BATCHES_MAX: usize = 4;
 /// Encoded frames waiting for the writer, bounded. Overflow policy: `send` refuses with
 /// [`SendError::Full`]; the caller decides (a command is reported as not sent).
 pub const SEND_CHANNEL_CAPACITY: usize = 64;
 /// A TCP connect that has not completed by then is abandoned and retried after backoff.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffer; larger than one frame so a burst is decoded per wake-up.
-const READ_BUFFER_LEN: usize = 4096;
+pub const READ_BUFFER_LEN: usize = 4096;
 
 /// How the link identifies itself, how patiently it reopens, and whom it trusts.
 #[derive(Debug, Clone)]
@@ -145,6 +150,79 @@ impl LinkOptions {
 }
 
 pub use super::event::LinkEvent;
+
+/// Emptied batch vectors handed back by the owner for the IO task to fill again.
+#[derive(Default)]
+struct SpareBatches(Mutex<Vec<Vec<LinkEvent>>>);
+
+impl SpareBatches {
+    fn take(&self) -> Vec<LinkEvent> {
+        let mut spare = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        spare.pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, mut batch: Vec<LinkEvent>) {
+        batch.clear();
+        if batch.capacity() == 0 {
+            return;
+        }
+        let mut spare = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < SPARE_BATCHES_MAX {
+            spare.push(batch);
+        }
+    }
+}
+
+/// The owner's side of a link's events: one event at a time, in order, though the IO task
+/// hands them over one batch per read (one channel send and one wake-up per read).
+pub struct LinkEvents {
+    batches: mpsc::Receiver<Vec<LinkEvent>>,
+    /// The rest of the batch being read, in reverse order (the next event is last).
+    current: Vec<LinkEvent>,
+    spare: Arc<SpareBatches>,
+}
+
+impl LinkEvents {
+    /// The next event; `None` once the IO task ended and every event was read. Cancel-safe:
+    /// a batch received is kept before this returns.
+    pub async fn recv(&mut self) -> Option<LinkEvent> {
+        loop {
+            if let Some(event) = self.current.pop() {
+                return Some(event);
+            }
+            let batch = self.batches.recv().await?;
+            self.take_batch(batch);
+        }
+    }
+
+    /// The next event if one is already here, without waiting.
+    pub fn try_recv(&mut self) -> Option<LinkEvent> {
+        if self.current.is_empty() {
+            let batch = self.batches.try_recv().ok()?;
+            self.take_batch(batch);
+        }
+        self.current.pop()
+    }
+
+    /// Events of a batch already received are waiting (the next `recv` does not wait).
+    pub fn has_buffered(&self) -> bool {
+        !self.current.is_empty()
+    }
+
+    fn take_batch(&mut self, mut batch: Vec<LinkEvent>) {
+        batch.reverse();
+        let emptied = std::mem::replace(&mut self.current, batch);
+        self.spare.give_back(emptied);
+    }
+}
+
+impl std::fmt::Debug for LinkEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkEvents")
+            .field("buffered", &self.current.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// A link that can never work as configured.
 #[derive(Debug, thiserror::Error)]
@@ -397,7 +475,7 @@ impl Link {
         endpoint: &Endpoint,
         options: LinkOptions,
         shutdown: CancellationToken,
-    ) -> Result<(LinkHandle, mpsc::Receiver<LinkEvent>), LinkError> {
+    ) -> Result<(LinkHandle, LinkEvents), LinkError> {
         let name = endpoint.to_string();
         let bind_error = |source| LinkError::Bind {
             endpoint: name.clone(),
@@ -439,6 +517,7 @@ impl Link {
         };
         let (outgoing_tx, outgoing_rx) = mpsc::channel(SEND_CHANNEL_CAPACITY);
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let spare = Arc::new(SpareBatches::default());
         let codec = Codec {
             encoder: FrameEncoder::new(options.system_id, options.component_id),
             signing: options.signing.as_ref().map(SigningSetup::start),
@@ -487,6 +566,8 @@ impl Link {
             name,
             shared: shared.clone(),
             events: events_tx,
+            batch: Vec::new(),
+            spare: spare.clone(),
             outgoing: outgoing_rx,
             decoder: FrameDecoder::new(),
             candidate_decoder: FrameDecoder::new(),
@@ -503,7 +584,12 @@ impl Link {
             io.shared.connected.store(false, Ordering::Release);
             tracing::debug!(link = %io.name, "link task ended");
         });
-        Ok((LinkHandle { shared }, events_rx))
+        let events = LinkEvents {
+            batches: events_rx,
+            current: Vec::new(),
+            spare,
+        };
+        Ok((LinkHandle { shared }, events))
     }
 }
 
@@ -562,7 +648,10 @@ enum StreamEnd {
 struct Io {
     name: String,
     shared: Arc<Shared>,
-    events: mpsc::Sender<LinkEvent>,
+    events: mpsc::Sender<Vec<LinkEvent>>,
+    /// Events not yet handed over: the frames of the read being decoded.
+    batch: Vec<LinkEvent>,
+    spare: Arc<SpareBatches>,
     outgoing: mpsc::Receiver<Vec<u8>>,
     /// The peer's byte stream.
     decoder: FrameDecoder,
@@ -875,8 +964,8 @@ impl Io {
         }
     }
 
-    /// Decodes bytes and delivers every frame the link trusts, waiting for channel
-    /// capacity. A `udpin` candidate becomes the peer at its first autopilot heartbeat the
+    /// Decodes bytes and delivers every frame the link trusts, as one batch, waiting for
+    /// channel capacity. A `udpin` candidate becomes the peer at its first autopilot heartbeat the
     /// signing accepted (the link comes up before that frame is delivered); before that, its
     /// frames are delivered only while the link has never had a peer (nothing depends on them
     /// yet: the vehicle state ignores everything until an autopilot's heartbeat), and dropped
@@ -936,17 +1025,15 @@ impl Io {
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
                 Source::Candidate(_) => {}
             }
-            let event = LinkEvent::Frame {
+            self.batch.push(LinkEvent::Frame {
                 header: frame.header,
                 message: frame.message,
                 received_at,
-            };
-            // Keep counters current before waiting, so they match what was read.
-            self.store_counters();
-            self.emit(event).await?;
+            });
         }
+        // Keep counters current before waiting, so they match what was read.
         self.store_counters();
-        Ok(())
+        self.flush().await
     }
 
     fn store_counters(&self) {
@@ -1049,10 +1136,21 @@ impl Io {
         }
     }
 
+    /// Hands `event` over after the frames already decoded, in order.
     async fn emit(&mut self, event: LinkEvent) -> Result<(), Stop> {
+        self.batch.push(event);
+        self.flush().await
+    }
+
+    /// Hands the events decoded so far over as one batch (nothing when there are none).
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, self.spare.take());
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(Stop),
-            sent = self.events.send(event) => sent.map_err(|_| Stop),
+            sent = self.events.send(batch) => sent.map_err(|_| Stop),
         }
     }
 

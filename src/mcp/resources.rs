@@ -109,7 +109,7 @@ pub const RESOURCES: &[ResourceEntry] = &[
         name: "health-summary",
         title: "Health summary",
         description: "healthy, degraded or failed, with the reasons, the alerts active now \
-            (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable, link_untrusted) and the last ones raised. \
+            (battery_low, link_degraded, gps_lost, cpu_hot, audit_damaged, local_estop_unavailable, link_untrusted, audit_unwritable) and the last ones raised. \
             Raised alerts are also sent as notifications/message (level warning).",
         mime_type: "application/json",
         role: Role::ReadOnly,

@@ -220,6 +220,44 @@ impl DroneServer {
         )
     }
 
+    /// The answer to a call that must be recorded before it is answered while the audit log
+    /// cannot be written (a full disk): refused before it runs, with the reason and what
+    /// still works. Its own record is tried (and counted as lost) without waiting.
+    async fn refuse_unrecorded(
+        &self,
+        caller: &crate::auth::Caller,
+        tool: &str,
+        context: &RequestContext<RoleServer>,
+        started: std::time::Instant,
+    ) -> rmcp::model::CallToolResult {
+        let why = self
+            .guard
+            .audit
+            .status()
+            .unwritable
+            .unwrap_or_else(|| "its last write failed".into());
+        let text = format!(
+            "refused: `{tool}` must be in the audit log before it is answered, and the audit \
+             log cannot be written ({}); still available: emergency_stop, hold, land, \
+             return_home, the control lease and every read; the log resumes by itself once its \
+             disk has space again (alert `audit_unwritable`)",
+            crate::audit::escape(&why)
+        );
+        self.guard
+            .record_call(
+                caller,
+                &format!("tools/call:{tool}"),
+                serde_json::to_string(&context.id).unwrap_or_default(),
+                &Value::Null,
+                "refused: audit_unwritable".into(),
+                started,
+                false,
+            )
+            .await;
+        crate::metrics::global().record_tool_call(tool, ToolOutcome::Error, started.elapsed());
+        errors::tool_error(text)
+    }
+
     /// The error of a `tools/call` for a tool this caller cannot see (`-32602`), listing the
     /// tools it may call: a READ_ONLY caller is not shown the flight tools, and no caller is
     /// shown the camera's tools on a drone without a camera.
@@ -436,6 +474,12 @@ impl ServerHandler for DroneServer {
         )
         .await;
         let features = self.shared.features();
+        if entry.permission.refused_unrecorded() && self.guard.audit.unwritable() {
+            return Ok(self
+                .refuse_unrecorded(&caller, entry.name, &context, started)
+                .await
+                .into());
+        }
         let progress = Progress::new(&context.peer, context.meta.get_progress_token(), features);
         let arguments = request.arguments.unwrap_or_default();
         let args_json = Value::Object(arguments.clone());

@@ -48,6 +48,11 @@ pub struct SimArgs {
     /// ArduPilot keeps it in its storage; 44 bytes in its layout). Default: in memory only.
     #[arg(long, value_name = "FILE")]
     pub signing_store: Option<PathBuf>,
+    /// Frames per second of ArduCopter's high-rate mix (ATTITUDE, GLOBAL_POSITION_INT,
+    /// VFR_HUD, SYS_STATUS) sent on top of the streams the daemon asks for: a busy link for
+    /// the soak (`hil soak`). Default 0.
+    #[arg(long, default_value_t = 0.0, value_name = "HZ")]
+    pub extra_telemetry_hz: f64,
 }
 
 /// `LAT,LON,ALT_M` (degrees, degrees, metres above mean sea level), checked.

@@ -101,12 +101,13 @@
 //! `WPNAV_SPEED`, `WPNAV_SPEED_UP`, `WPNAV_SPEED_DN` (cm/s), `WPNAV_ACCEL` (cm/s²),
 //! `BATT_MONITOR`, `BATT_CAPACITY` (mAh), `BATT_ARM_VOLT`, `BATT_ARM_MAH`, `BATT_LOW_VOLT`,
 //! `BATT_LOW_MAH`, `BATT_CRT_VOLT`, `BATT_CRT_MAH`; stored and not acted on: `BATT_FS_LOW_ACT`,
-//! `BATT_FS_CRT_ACT`, `FENCE_ENABLE`, `FENCE_TYPE`, `FENCE_ACTION`, `FENCE_ALT_MAX`,
-//! `FENCE_RADIUS`, `FENCE_MARGIN`, `FS_GCS_ENABLE`. PX4 `COM_DISARM_LAND`, `MIS_TAKEOFF_ALT`,
+//! `BATT_FS_CRT_ACT`, `FENCE_MARGIN`, `FS_GCS_ENABLE`; the fence
+//! (`FENCE_ENABLE`, `FENCE_TYPE` bits 0 and 1, `FENCE_ALT_MAX`, `FENCE_RADIUS`, `FENCE_ACTION`)
+//! is enforced by the simulator itself (`check_fence`). PX4 `COM_DISARM_LAND`, `MIS_TAKEOFF_ALT`,
 //! `MPC_LAND_SPEED`, `MPC_XY_CRUISE`, `MPC_XY_VEL_MAX`, `MPC_Z_VEL_MAX_UP`, `MPC_Z_VEL_MAX_DN`,
 //! `RTL_RETURN_ALT`; stored and not acted on: `COM_DL_LOSS_T`, `COM_LOW_BAT_ACT`,
-//! `BAT1_CAPACITY`, `BAT_LOW_THR`, `BAT_CRIT_THR`, `BAT_EMERGEN_THR`, `GF_ACTION`,
-//! `GF_MAX_HOR_DIST`, `GF_MAX_VER_DIST`, `RTL_DESCEND_ALT` (SI units; INT32 values encoded
+//! `BAT1_CAPACITY`, `BAT_LOW_THR`, `BAT_CRIT_THR`, `BAT_EMERGEN_THR`, `RTL_DESCEND_ALT`;
+//! enforced: the geofence `GF_ACTION`, `GF_MAX_HOR_DIST`, `GF_MAX_VER_DIST` (SI units; INT32 values encoded
 //! bytewise as PX4 does).
 //!
 //! The faults are ArduPilot-SITL-style `SIM_*` parameters, for both personalities, so a test
@@ -137,10 +138,13 @@ use std::time::Duration;
 use mavlink::Message;
 use nalgebra::Vector3;
 
+use super::mission::MissionServer;
 use super::physics::{GeoPoint, Physics, SplitMix64, Target, WindProfile};
 use super::signing::StoredKey;
 use crate::link::MavHeader;
 use crate::link::dialect::*;
+
+mod auto;
 
 /// Fixed physics step.
 pub const PHYSICS_STEP: Duration = Duration::from_millis(20);
@@ -446,6 +450,10 @@ pub enum SimEvent {
     CompanionHeartbeatBack,
     /// A STATUSTEXT the vehicle sent.
     StatusText(String),
+    /// A mission's camera item (`DO_DIGICAM_CONTROL`, `IMAGE_START_CAPTURE`) ran.
+    CameraTrigger {
+        item: u16,
+    },
 }
 
 impl fmt::Display for SimEvent {
@@ -467,6 +475,7 @@ impl fmt::Display for SimEvent {
             SimEvent::CompanionHeartbeatLost => write!(f, "companion heartbeat lost"),
             SimEvent::CompanionHeartbeatBack => write!(f, "companion heartbeat back"),
             SimEvent::StatusText(text) => write!(f, "statustext {text}"),
+            SimEvent::CameraTrigger { item } => write!(f, "camera trigger at item {item}"),
         }
     }
 }
@@ -537,8 +546,16 @@ pub struct SimAutopilot {
     velocity_target_at: Option<Duration>,
     terminated: bool,
     gps_disabled: bool,
+    /// The autopilot's own fence is breached (its action taken once, until it clears).
+    fence_breached: bool,
     params: Vec<Param>,
     streams: Vec<Stream>,
+    /// Extra telemetry (`--extra-telemetry-hz`): frames per second of the high-rate mix on
+    /// top of the requested streams, the fraction not yet sent, and where in the mix it is.
+    extra_telemetry_hz: f64,
+    extra_telemetry_carry: f64,
+    extra_telemetry_at: Option<Duration>,
+    extra_telemetry_next: usize,
     outbox: VecDeque<MavMessage>,
     events: VecDeque<SimEvent>,
     link_drop_until: Option<Duration>,
@@ -561,6 +578,10 @@ pub struct SimAutopilot {
     px4_cruise_m_s: f64,
     /// PX4: the last mode that allows arming, where it returns after disarming.
     px4_mode_after_disarm: FlightMode,
+    /// The mission, fence and rally lists and their protocol (`sim::mission`).
+    missions: MissionServer,
+    /// AUTO's progress through the mission (`autopilot/auto.rs`).
+    auto: auto::AutoState,
     /// SETUP_SIGNING keys for the shell to store and activate (ArduPilot).
     signing_setups: VecDeque<StoredKey>,
 }
@@ -588,8 +609,13 @@ impl SimAutopilot {
             velocity_target_at: None,
             terminated: false,
             gps_disabled: false,
+            fence_breached: false,
             params: default_params(personality),
             streams: default_streams(personality),
+            extra_telemetry_hz: 0.0,
+            extra_telemetry_carry: 0.0,
+            extra_telemetry_at: None,
+            extra_telemetry_next: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             link_drop_until: None,
@@ -612,6 +638,8 @@ impl SimAutopilot {
             px4_cruise_m_s: -1.0,
             px4_mode_after_disarm: FlightMode::Loiter,
             signing_setups: VecDeque::new(),
+            missions: MissionServer::new(personality, options.system_id, AUTOPILOT_COMPONENT_ID),
+            auto: auto::AutoState::new(),
         };
         if personality == Personality::ArduPilot {
             // SITL's quad: a 3S pack whose voltage does not follow its charge.
@@ -649,6 +677,9 @@ impl SimAutopilot {
         }
         if !self.addressed_to_me(message) {
             self.counters.ignored += 1;
+            return;
+        }
+        if self.handle_mission_message(now, header, message) {
             return;
         }
         match message {
@@ -761,6 +792,7 @@ impl SimAutopilot {
             let t = self.physics_time;
             self.tick_flight(t);
         }
+        self.tick_missions(now);
         if let Some(seconds) = self.link_drop_pending_s.take() {
             self.link_drop_until = Some(now + Duration::from_secs_f64(seconds));
         }
@@ -793,6 +825,47 @@ impl SimAutopilot {
             }
             self.streams[i].next_due = next;
             if !silent && let Some(message) = self.build(stream.message_id, now) {
+                self.outbox.push_back(message);
+            }
+        }
+        self.queue_extra_telemetry(now, silent);
+    }
+
+    /// Streams `hz` frames per second of ArduCopter's high-rate mix (ATTITUDE,
+    /// GLOBAL_POSITION_INT, VFR_HUD, SYS_STATUS in turn, as the routing benchmark's fake
+    /// autopilot sends) on top of the requested streams: a flight controller streaming at
+    /// its loop rate, as the soak's load (2,000 frames/s), which `SET_MESSAGE_INTERVAL` cannot
+    /// ask of this simulator (its streams are capped at the 50 Hz physics step). 0: off.
+    pub fn set_extra_telemetry_hz(&mut self, hz: f64) {
+        self.extra_telemetry_hz = if hz.is_finite() { hz.max(0.0) } else { 0.0 };
+    }
+
+    fn queue_extra_telemetry(&mut self, now: Duration, silent: bool) {
+        const MIX: [u32; 4] = [
+            MSG_ATTITUDE,
+            MSG_GLOBAL_POSITION_INT,
+            MSG_VFR_HUD,
+            MSG_SYS_STATUS,
+        ];
+        // After a pause (a stalled process) the missed frames are skipped, not burst.
+        const CATCH_UP_MAX: Duration = Duration::from_millis(100);
+        if self.extra_telemetry_hz <= 0.0 {
+            return;
+        }
+        let since = self.extra_telemetry_at.map_or(Duration::ZERO, |at| {
+            now.saturating_sub(at).min(CATCH_UP_MAX)
+        });
+        self.extra_telemetry_at = Some(now);
+        self.extra_telemetry_carry += self.extra_telemetry_hz * since.as_secs_f64();
+        let due = self.extra_telemetry_carry.floor();
+        self.extra_telemetry_carry -= due;
+        if silent {
+            return;
+        }
+        for _ in 0..due as u64 {
+            let id = MIX[self.extra_telemetry_next % MIX.len()];
+            self.extra_telemetry_next = self.extra_telemetry_next.wrapping_add(1);
+            if let Some(message) = self.build(id, now) {
                 self.outbox.push_back(message);
             }
         }
@@ -881,6 +954,7 @@ impl SimAutopilot {
             MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH => self.request_mode(now, FlightMode::Rtl),
             MavCmd::MAV_CMD_DO_REPOSITION => self.reposition(now, c),
             MavCmd::MAV_CMD_DO_CHANGE_SPEED => self.change_speed(p1, p2),
+            MavCmd::MAV_CMD_DO_PAUSE_CONTINUE => self.pause_continue(now, p1 > 0.5),
             MavCmd::MAV_CMD_BATTERY_RESET if self.personality == Personality::ArduPilot => {
                 self.battery_reset(p1, p2)
             }
@@ -1357,8 +1431,10 @@ impl SimAutopilot {
         let checks = self.armed || self.personality == Personality::Px4;
         let reason = if checks && mode.requires_position() && !self.position_ok() {
             Some("requires position")
-        } else if mode == FlightMode::Mission {
-            Some("no mission")
+        } else if mode == FlightMode::Mission
+            && let Some(refusal) = self.auto_refusal()
+        {
+            Some(refusal)
         } else if self.personality == Personality::Px4
             && mode == FlightMode::Guided
             && self
@@ -1385,6 +1461,72 @@ impl SimAutopilot {
         MavResult::MAV_RESULT_ACCEPTED
     }
 
+    /// The autopilot's own fence, which holds whatever the companion does (or if it is dead).
+    ///
+    /// ArduCopter (`AC_Fence::check`, `libraries/AC_Fence/AC_Fence.cpp`; the action in
+    /// `Copter::fence_check`, `ArduCopter/fence.cpp`): with `FENCE_ENABLE` = 1, `FENCE_TYPE`
+    /// bit 0 breaches above `FENCE_ALT_MAX` (m above home), bit 1 beyond `FENCE_RADIUS` from
+    /// home; a new breach in the air takes `FENCE_ACTION`: 0 report only, 1 and 3 and 5 RTL
+    /// (the SmartRTL variants fall back to RTL), 2 LAND, 4 BRAKE. Polygons (bit 2) need the
+    /// mission protocol's fence items and are not simulated here.
+    ///
+    /// PX4 (`Geofence::isInsidePolygonOrCircle` and `Geofence::checkAll`,
+    /// `src/modules/navigator/geofence.cpp`; the action in the commander's failsafe):
+    /// `GF_MAX_HOR_DIST` and `GF_MAX_VER_DIST` (0 disables each) around home; `GF_ACTION`:
+    /// 0 none, 1 warn, 2 Hold, 3 Return, 5 Land (4, terminate, is not simulated: reported
+    /// only).
+    fn check_fence(&mut self, on_ground: bool) {
+        let ned = self.physics.position_ned_m();
+        let horizontal_m = ned.x.hypot(ned.y);
+        let altitude_m = self.physics.altitude_m();
+        let (breach, action) = match self.personality {
+            Personality::ArduPilot => {
+                let types = self.param("FENCE_TYPE") as i32;
+                let enabled = self.param("FENCE_ENABLE") >= 0.5;
+                let above = types & 1 != 0 && altitude_m > f64::from(self.param("FENCE_ALT_MAX"));
+                let beyond = types & 2 != 0 && horizontal_m > f64::from(self.param("FENCE_RADIUS"));
+                let action = match self.param("FENCE_ACTION") as i32 {
+                    1 | 3 | 5 => Some(FlightMode::Rtl),
+                    2 => Some(FlightMode::Land),
+                    4 => Some(FlightMode::Brake),
+                    _ => None,
+                };
+                (enabled && (above || beyond), action)
+            }
+            Personality::Px4 => {
+                let horizontal_max = f64::from(self.param("GF_MAX_HOR_DIST"));
+                let vertical_max = f64::from(self.param("GF_MAX_VER_DIST"));
+                let beyond = horizontal_max > 0.0 && horizontal_m > horizontal_max;
+                let above = vertical_max > 0.0 && altitude_m > vertical_max;
+                let action = match self.param("GF_ACTION") as i32 {
+                    2 => Some(FlightMode::Loiter),
+                    3 => Some(FlightMode::Rtl),
+                    5 => Some(FlightMode::Land),
+                    _ => None,
+                };
+                (beyond || above, action)
+            }
+        };
+        if !breach {
+            self.fence_breached = false;
+            return;
+        }
+        if self.fence_breached || !self.armed || on_ground {
+            return;
+        }
+        self.fence_breached = true;
+        let text = match self.personality {
+            Personality::ArduPilot => "Fence Breached",
+            Personality::Px4 => "Geofence violation",
+        };
+        self.status_text(MavSeverity::MAV_SEVERITY_CRITICAL, text);
+        if let Some(mode) = action
+            && !matches!(self.mode, FlightMode::Land)
+        {
+            self.set_mode(mode);
+        }
+    }
+
     /// Enters a mode (no checks) and sets what the airframe does in it.
     fn set_mode(&mut self, mode: FlightMode) {
         if mode != self.mode {
@@ -1396,6 +1538,8 @@ impl SimAutopilot {
                 .push_back(SimEvent::ModeChanged(mode.name(self.personality)));
             match (self.personality, mode) {
                 // ModeGuided::init: velocity-acceleration control at WPNAV_SPEED.
+                // Entering AUTO resumes the current item at the next step (`autopilot/auto.rs`).
+                (_, FlightMode::Mission) => self.enter_auto(),
                 (Personality::ArduPilot, FlightMode::Guided) => {
                     self.guided_sub = GuidedSub::VelAccel;
                     self.guided_speed_m_s = self.wpnav_speed_m_s();
@@ -1480,11 +1624,15 @@ impl SimAutopilot {
                 FlightMode::Guided => self.guided_speed_m_s,
                 FlightMode::Rtl => self.rtl_speed_m_s,
                 FlightMode::Loiter | FlightMode::PosHold => self.param("LOIT_SPEED") as f64 / 100.0,
+                FlightMode::Mission => self
+                    .auto_speed_m_s()
+                    .unwrap_or_else(|| self.wpnav_speed_m_s()),
                 _ => self.wpnav_speed_m_s(),
             },
             Personality::Px4 => {
                 let cruise = match self.mode {
                     FlightMode::Guided => f64::INFINITY,
+                    FlightMode::Mission if let Some(speed) = self.auto_speed_m_s() => speed,
                     _ if self.px4_cruise_m_s > 0.0 => self.px4_cruise_m_s,
                     _ => self.param("MPC_XY_CRUISE") as f64,
                 };
@@ -1611,6 +1759,8 @@ impl SimAutopilot {
             self.set_mode(FlightMode::Land);
         }
 
+        self.check_fence(on_ground);
+
         if let Some(target_m) = self.takeoff_altitude_m
             && self.physics.altitude_m() >= target_m - 0.1
         {
@@ -1632,6 +1782,7 @@ impl SimAutopilot {
                 speed_m_s: self.land_speed_m_s(),
             }),
             FlightMode::Rtl if !on_ground || self.rtl_stage != RtlStage::Descend => self.tick_rtl(),
+            FlightMode::Mission => self.tick_auto(now),
             _ => {}
         }
 
@@ -1872,6 +2023,14 @@ impl SimAutopilot {
         }
     }
 
+    /// ArduPilot's broadcast of a changed value: index 65535 (-1).
+    fn broadcast_param(&mut self, index: usize) {
+        self.send_param(index);
+        if let Some(MavMessage::PARAM_VALUE(p)) = self.outbox.back_mut() {
+            p.param_index = u16::MAX;
+        }
+    }
+
     fn send_param(&mut self, index: usize) {
         let Some(param) = self.params.get(index).copied() else {
             return;
@@ -1886,6 +2045,20 @@ impl SimAutopilot {
             }));
     }
 
+    /// PARAM_SET as each firmware takes it.
+    ///
+    /// ArduPilot (`GCS_MAVLINK::handle_param_set`, `libraries/GCS_MAVLink/GCS_Param.cpp`,
+    /// and `AP_Param::set_float`, `libraries/AP_Param/AP_Param.cpp`): an unknown name, a NaN
+    /// or an infinity is ignored; the declared type of the message is not looked at; an
+    /// integer parameter takes the value nudged by 0.01 away from zero, limited to its
+    /// type's range and truncated; the new value is broadcast as PARAM_VALUE with index
+    /// 65535 (`GCS::send_parameter_value`). No @Range is enforced.
+    ///
+    /// PX4 (`MavlinkParametersManager::handle_message`,
+    /// `src/modules/mavlink/mavlink_parameters.cpp`): an unknown name or a `param_type` other
+    /// than the parameter's own (INT32 or REAL32) is refused with a STATUSTEXT and nothing
+    /// changes; integers come bytewise; the answer carries the parameter's index. Its
+    /// metadata's min/max are not enforced either.
     fn handle_param_set(&mut self, p: &PARAM_SET_DATA) {
         let Some(index) = self.param_index(&p.param_id) else {
             self.counters.rejected += 1;
@@ -1894,15 +2067,36 @@ impl SimAutopilot {
         let Some(kind) = self.params.get(index).map(|p| p.kind) else {
             return;
         };
+        // The `SIM_*` faults are SITL's, taken as ArduPilot takes them in both personalities
+        // (the harnesses write them as REAL32).
+        let sim_fault = self
+            .params
+            .get(index)
+            .is_some_and(|p| p.name.starts_with("SIM_"));
+        if self.personality == Personality::Px4 && !sim_fault && p.param_type != kind {
+            self.counters.rejected += 1;
+            self.status_text(MavSeverity::MAV_SEVERITY_ERROR, "param types mismatch");
+            return;
+        }
         let value = self.decode_param(kind, p.param_value);
         if !value.is_finite() {
             self.counters.rejected += 1;
             return;
         }
+        let value = match (self.personality, integer_range(kind)) {
+            (Personality::ArduPilot, Some((low, high))) => {
+                let nudged = value + if value < 0.0 { -0.01 } else { 0.01 };
+                (nudged as f64).clamp(low, high).trunc() as f32
+            }
+            _ => value,
+        };
         if let Some(param) = self.params.get_mut(index) {
             param.value = value;
         }
-        self.send_param(index);
+        match self.personality {
+            Personality::ArduPilot => self.broadcast_param(index),
+            Personality::Px4 => self.send_param(index),
+        }
         if self
             .params
             .get(index)
@@ -2403,6 +2597,20 @@ impl SimAutopilot {
 /// `lib/battery/module.yaml`, `geofence_params.c`) as SITL's start-up overrides them
 /// (`init.d/rc.mc_defaults`: `RTL_RETURN_ALT` 30, `RTL_DESCEND_ALT` 10; `init.d-posix/rcS`:
 /// `COM_LOW_BAT_ACT` 3) — the values read from PX4 SIH (`/work/sitl/NOTES.md` §6).
+/// The values an integer parameter type holds (`None`: a float).
+fn integer_range(kind: MavParamType) -> Option<(f64, f64)> {
+    use MavParamType::*;
+    match kind {
+        MAV_PARAM_TYPE_INT8 => Some((f64::from(i8::MIN), f64::from(i8::MAX))),
+        MAV_PARAM_TYPE_UINT8 => Some((0.0, f64::from(u8::MAX))),
+        MAV_PARAM_TYPE_INT16 => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
+        MAV_PARAM_TYPE_UINT16 => Some((0.0, f64::from(u16::MAX))),
+        MAV_PARAM_TYPE_INT32 => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+        MAV_PARAM_TYPE_UINT32 => Some((0.0, f64::from(u32::MAX))),
+        _ => None,
+    }
+}
+
 fn default_params(personality: Personality) -> Vec<Param> {
     use MavParamType::*;
     let p = |name, value, kind| Param { name, value, kind };
@@ -3051,6 +3259,30 @@ mod tests {
     }
 
     #[test]
+    fn extra_telemetry_adds_the_high_rate_mix_at_its_rate() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        h.run(2.0);
+        let t0 = h.now;
+        h.run(10.0);
+        let before = h.count("ATTITUDE", t0, h.now);
+        h.sim.set_extra_telemetry_hz(1000.0);
+        h.run(1.0);
+        let t1 = h.now;
+        h.run(10.0);
+        // A quarter of 10,000 frames on top of the 4 Hz stream, within a physics step.
+        let attitude = h.count("ATTITUDE", t1, h.now);
+        assert!(
+            (before + 2490..=before + 2510).contains(&attitude),
+            "{attitude} ATTITUDE in 10 s, {before} without the extra telemetry"
+        );
+        assert!((2490..=2550).contains(&h.count("VFR_HUD", t1, h.now)));
+        h.sim.set_extra_telemetry_hz(0.0);
+        let t2 = h.now;
+        h.run(10.0);
+        assert_eq!(h.count("ATTITUDE", t2, h.now), before);
+    }
+
+    #[test]
     fn set_message_interval_changes_rates() {
         let mut h = Harness::new(Personality::ArduPilot);
         h.run(2.0);
@@ -3295,17 +3527,123 @@ mod tests {
             param_type: MavParamType::MAV_PARAM_TYPE_INT32,
         }));
         assert_eq!(h.sim.param("COM_DL_LOSS_T"), 5.0);
+        // PX4 refuses a write whose type is not the parameter's own (mavlink_parameters.cpp).
+        h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+            param_value: 7.0,
+            target_system: 1,
+            target_component: 1,
+            param_id: "COM_DL_LOSS_T".into(),
+            param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+        }));
+        assert_eq!(h.sim.param("COM_DL_LOSS_T"), 5.0);
+        assert_eq!(h.sim.counters().rejected, 1);
         // An unknown name is ignored, as the firmware does, and counted.
         let before = h.sent.len();
         h.set_param("NO_SUCH_PARAM", 1.0);
         assert_eq!(h.sent.len(), before);
-        assert_eq!(h.sim.counters().rejected, 1);
+        assert_eq!(h.sim.counters().rejected, 2);
         // Messages for another system are not for us.
         h.send(MavMessage::PARAM_REQUEST_LIST(PARAM_REQUEST_LIST_DATA {
             target_system: 7,
             target_component: 1,
         }));
         assert_eq!(h.sent.len(), before);
+    }
+
+    /// The autopilot's own fence holds without anyone on the link: ArduCopter's
+    /// `FENCE_ACTION` (`ArduCopter/fence.cpp`) on a circle breach flying away from home, PX4's
+    /// `GF_ACTION` (`navigator/geofence.cpp`) on an altitude breach in the takeoff.
+    #[test]
+    fn the_autopilots_fence_turns_the_vehicle_back_by_its_action() {
+        for (action, mode) in [
+            (1.0, FlightMode::Rtl),
+            (2.0, FlightMode::Land),
+            (4.0, FlightMode::Brake),
+        ] {
+            let mut h = Harness::new(Personality::ArduPilot);
+            h.ardupilot_airborne(10.0);
+            for (name, value) in [
+                ("FENCE_TYPE", 3.0),
+                ("FENCE_RADIUS", 40.0),
+                ("FENCE_ACTION", action),
+                ("FENCE_ENABLE", 1.0),
+            ] {
+                h.set_param(name, value);
+            }
+            let goal = h.sim.home.offset_by(&Vector3::new(150.0, 0.0, -10.0));
+            h.send(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(
+                SET_POSITION_TARGET_GLOBAL_INT_DATA {
+                    lat_int: (goal.lat_deg * 1e7) as i32,
+                    lon_int: (goal.lon_deg * 1e7) as i32,
+                    alt: 10.0,
+                    type_mask: PositionTargetTypemask::from_bits_truncate(0b0000_1111_1111_1000),
+                    target_system: 1,
+                    target_component: 1,
+                    coordinate_frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                    ..SET_POSITION_TARGET_GLOBAL_INT_DATA::DEFAULT
+                },
+            ));
+            h.run_until(30.0, |s| s.mode() != FlightMode::Guided);
+            assert_eq!(h.sim.mode(), mode, "FENCE_ACTION {action}");
+            assert!(h.status_texts().iter().any(|t| t == "Fence Breached"));
+            // The action keeps it from flying on to the goal.
+            h.run(20.0);
+            let north_m = h.sim.physics().position_ned_m().x;
+            assert!(north_m < 70.0, "FENCE_ACTION {action}: {north_m} m north");
+        }
+        let mut h = Harness::new(Personality::Px4);
+        h.set_param("GF_MAX_VER_DIST", 8.0);
+        h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+            param_value: f32::from_bits(5),
+            target_system: 1,
+            target_component: 1,
+            param_id: "GF_ACTION".into(),
+            param_type: MavParamType::MAV_PARAM_TYPE_INT32,
+        }));
+        h.run(1.0);
+        assert_eq!(h.arm(), MavResult::MAV_RESULT_ACCEPTED);
+        let amsl = 488.0 + 20.0;
+        h.command(
+            MavCmd::MAV_CMD_NAV_TAKEOFF,
+            [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, amsl],
+        );
+        h.run_until(30.0, |s| s.mode() == FlightMode::Land);
+        assert_eq!(h.sim.mode(), FlightMode::Land);
+        assert!(h.status_texts().iter().any(|t| t == "Geofence violation"));
+        assert!(h.sim.altitude_m() < 12.0);
+    }
+
+    /// ArduPilot `AP_Param::set_float` (AP_Param.cpp): an integer takes the value nudged by
+    /// 0.01 and truncated, within its type's range, whatever type the message declares; the
+    /// change is broadcast with index 65535 (`GCS::send_parameter_value`, GCS_Param.cpp).
+    #[test]
+    fn ardupilot_integers_are_rounded_and_limited_and_broadcast() {
+        let mut h = Harness::new(Personality::ArduPilot);
+        for (value, kept) in [
+            (4.999, 5.0),
+            (-3.0, -3.0),
+            (1000.0, 127.0),
+            (-1000.0, -128.0),
+        ] {
+            h.sent.clear();
+            h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+                param_value: value,
+                target_system: 1,
+                target_component: 1,
+                param_id: "DISARM_DELAY".into(),
+                param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+            }));
+            assert_eq!(h.sim.param("DISARM_DELAY"), kept, "{value}");
+            let echo = h
+                .sent
+                .iter()
+                .find_map(|(_, m)| match m {
+                    MavMessage::PARAM_VALUE(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!((echo.param_value, echo.param_index), (kept, u16::MAX));
+        }
     }
 
     // ----- fidelity to the firmware: one test per behaviour, citing its source -----

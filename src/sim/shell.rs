@@ -123,6 +123,7 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
         system_id: args.system_id,
         ekf_ready_s: args.ekf_ready_s,
     });
+    sim.set_extra_telemetry_hz(args.extra_telemetry_hz);
     let start = Instant::now();
     let virtual_now = || start.elapsed().mul_f64(args.speedup);
     let mut ticker = tokio::time::interval(PHYSICS_STEP.div_f64(args.speedup).max(TICK_PERIOD_MIN));

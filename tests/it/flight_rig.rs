@@ -92,6 +92,11 @@ pub struct RigSetup<'a> {
     pub sim_args: &'a [&'a str],
     /// TOML appended to the daemon's configuration (e.g. `[vehicle.signing]`).
     pub sections: &'a str,
+    /// Run on the dev-setup directory before the daemon starts (e.g. to mount a small file
+    /// system on its state directory).
+    pub prepare: Option<&'a dyn Fn(&crate::support::broker::DevDir)>,
+    /// More environment variables for the daemon (e.g. libfaketime's).
+    pub daemon_env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for RigSetup<'_> {
@@ -104,6 +109,8 @@ impl Default for RigSetup<'_> {
             daemon_link: DaemonLink::Connects { second: false },
             sim_args: &[],
             sections: "",
+            prepare: None,
+            daemon_env: &[],
         }
     }
 }
@@ -156,8 +163,13 @@ impl Rig {
             daemon_link,
             sim_args,
             sections,
+            prepare,
+            daemon_env,
         } = setup;
         let broker = Broker::start(tag);
+        if let Some(prepare) = prepare {
+            prepare(&broker.dev);
+        }
         let speedup = speedup.to_string();
         let port = |line: String| -> u16 {
             line.rsplit(':')
@@ -186,7 +198,11 @@ impl Rig {
                 };
                 let link = format!("tcpout:127.0.0.1:{daemon_port}");
                 let config = write_config(&broker, &link, envelope, extra, sections);
-                let mut daemon = flight_companion("daemon", &["run", "--config", &config]);
+                let mut daemon = crate::support::flight_companion_env(
+                    "daemon",
+                    &["run", "--config", &config],
+                    daemon_env,
+                );
                 daemon.wait_for_line("flight-companion ready", START_WAIT);
                 (sim, daemon, config, harness_port)
             }
@@ -197,7 +213,11 @@ impl Rig {
                 };
                 let link = format!("{kind}:127.0.0.1:{daemon_port}");
                 let config = write_config(&broker, &link, envelope, extra, sections);
-                let mut daemon = flight_companion("daemon", &["run", "--config", &config]);
+                let mut daemon = crate::support::flight_companion_env(
+                    "daemon",
+                    &["run", "--config", &config],
+                    daemon_env,
+                );
                 daemon.wait_for_line("flight-companion ready", START_WAIT);
                 let out = format!("{}out:127.0.0.1:{daemon_port}", &kind[..3]);
                 args.extend(["--link", &out, "--link", "tcpin:127.0.0.1:0"]);

@@ -16,7 +16,7 @@ use crate::support::{Proc, binary, free_tcp_port, peer, python};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
-fn fake_drone(broker: &Broker) -> Proc {
+pub(crate) fn fake_drone(broker: &Broker) -> Proc {
     let mut command = Command::new(python());
     command
         .arg(peer("mcp_fake_drone.py"))

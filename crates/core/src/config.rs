@@ -50,6 +50,9 @@ pub struct Config {
     pub gcs_endpoint: Vec<GcsEndpointConfig>,
     /// `[gcs]`: what every ground-station endpoint shares (the telemetry log).
     pub gcs: GcsConfig,
+    /// `[parameters]`: the autopilot parameters an ADMIN may write, with their bounds
+    /// (`[[parameters.allow]]`); the never-write families can never be listed.
+    pub parameters: crate::safety::param_allow::ParametersConfig,
     /// Where this configuration came from (not a key: set by `parse`), for the audit log.
     #[serde(skip)]
     pub source: Option<ConfigSource>,
@@ -1662,6 +1665,7 @@ impl Config {
         self.check_audit()?;
         self.check_camera()?;
         self.health.check()?;
+        self.parameters.check()?;
         crate::safety::envelope::check_config(&self.envelope)?;
         if let Some([lat, lon]) = self.envelope.expected_home_lat_lon_deg
             && !(lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0)

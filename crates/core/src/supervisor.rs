@@ -35,6 +35,9 @@ use crate::vehicle::command::{
     telemetry_requests,
 };
 use crate::vehicle::modes::FlightMode;
+use crate::vehicle::param_table::{
+    DownloadProgress, ParamTable, ParamValue, WriteId, WriteOutcome,
+};
 use crate::vehicle::params::{ParamReader, ReadState};
 use crate::vehicle::snapshot::{AutopilotKind, VehicleSnapshot};
 use crate::vehicle::state::{VehicleState, VehicleStateOptions};
@@ -55,6 +58,10 @@ pub struct SupervisorOptions {
     pub command_in_progress_timeout: Duration,
     /// The safety envelope (`[envelope]`); built once home is known.
     pub envelope: EnvelopeConfig,
+    /// `[parameters]`: what an ADMIN may write (the whitelist's parameter table).
+    pub parameters: crate::safety::param_allow::ParametersConfig,
+    /// Download the autopilot's whole parameter table at link-up (the daemon; not `probe`).
+    pub download_parameters: bool,
 }
 
 impl SupervisorOptions {
@@ -74,6 +81,8 @@ impl SupervisorOptions {
                 vehicle.command_in_progress_timeout_ms,
             ),
             envelope: EnvelopeConfig::default(),
+            parameters: Default::default(),
+            download_parameters: false,
         }
     }
 }
@@ -181,6 +190,9 @@ pub struct Supervisor {
     stop_refusal: Option<String>,
     /// The autopilot's parameters the pre-flight check reads.
     params: ParamReader,
+    /// The autopilot's whole parameter table (`get_parameter`, `list_parameters`,
+    /// `set_parameter`), downloaded at link-up when `download_parameters`.
+    param_table: ParamTable,
     /// The live speed check: since when the ground speed exceeds the limit (with tolerance).
     speed_over_since: Option<Instant>,
     /// A speed excess was reported (once per excess) and, in a return or landing, when the
@@ -243,7 +255,7 @@ impl Supervisor {
             telemetry_refused: 0,
             autopilot_present: false,
             notices: VecDeque::new(),
-            whitelist: Whitelist::new(&options.envelope),
+            whitelist: Whitelist::new(&options.envelope).with_parameters(&options.parameters),
             executor: Executor::new(ExecutorOptions::default()),
             link_down: None,
             envelope: None,
@@ -257,6 +269,7 @@ impl Supervisor {
             envelope_event_sequence: 0,
             stop_refusal: None,
             params: ParamReader::new(preflight::params_for),
+            param_table: ParamTable::new(),
             speed_over_since: None,
             speed_excess_reported: false,
             speed_reasserted_at: None,
@@ -579,7 +592,7 @@ impl Supervisor {
             }
             Err(e) => return Err(e.to_string()),
         };
-        self.whitelist = Whitelist::new(&proposed);
+        self.whitelist = Whitelist::new(&proposed).with_parameters(&self.options.parameters);
         self.options.envelope = proposed;
         self.envelope = Some(new);
         self.refresh_speed_policy();
@@ -921,6 +934,7 @@ impl Supervisor {
                 self.commands.abort_all(AbortReason::LinkLost);
                 self.forget_telemetry_requests();
                 self.params.stop();
+                self.param_table.stop();
                 self.notice(Notice::LinkDown {
                     reason: reason.clone(),
                 });
@@ -946,6 +960,7 @@ impl Supervisor {
         let was_armed = self.vehicle.is_armed();
         self.vehicle.handle_message(now, header, message);
         self.params.handle_message(now, header, message);
+        self.param_table.handle_message(now, header, message);
         if was_armed && !self.vehicle.is_armed() {
             // Landed: read again, so a change made on the ground is seen before the next arm.
             self.params.refresh(now);
@@ -1019,6 +1034,17 @@ impl Supervisor {
         {
             return Some((request, Role::System));
         }
+        // Writes were checked against the caller's role when accepted (`set_parameter`);
+        // the whitelist checks them again here, with the vehicle's state of the moment.
+        if self.link_down.is_none()
+            && let Some(message) = self.param_table.poll_transmit(now)
+        {
+            let role = match message {
+                MavMessage::PARAM_SET(_) => Role::Admin,
+                _ => Role::System,
+            };
+            return Some((message, role));
+        }
         self.refresh_speed_policy();
         self.executor.poll(now, &self.vehicle, &mut self.commands);
         if let Some(message) = self.executor.poll_transmit() {
@@ -1055,10 +1081,90 @@ impl Supervisor {
         if let Some(params_at) = self.params.poll_timeout() {
             at = at.min(params_at);
         }
+        if let Some(table_at) = self.param_table.poll_timeout() {
+            at = at.min(table_at);
+        }
         if self.vehicle.is_armed() {
             at = at.min(self.next_monitor_at);
         }
         at
+    }
+
+    /// One parameter of the autopilot's table, if read.
+    pub fn parameter(&self, name: &str) -> Option<ParamValue> {
+        self.param_table.get(name)
+    }
+
+    /// The table's parameters starting with `prefix` (at most `limit`), and how many match.
+    pub fn parameters(&self, prefix: &str, limit: usize) -> (Vec<ParamValue>, usize) {
+        self.param_table.list(prefix, limit)
+    }
+
+    /// How far the table's download got.
+    pub fn parameter_progress(&self) -> DownloadProgress {
+        self.param_table.progress()
+    }
+
+    /// What `set_parameter` may write, with the bounds in force.
+    pub fn writable_parameters(&self) -> Vec<crate::safety::param_allow::ParamAllow> {
+        self.whitelist.writable_parameters()
+    }
+
+    /// Queues a write of `name` = `value` (firmware units) for `role`: refused at once, with
+    /// what would be allowed, unless the whitelist would send it now (never-write families,
+    /// allowlist and bounds, ADMIN, disarmed on the ground) and the value fits the
+    /// parameter's type. The old value comes back for the audit.
+    pub fn set_parameter(
+        &mut self,
+        now: Instant,
+        name: &str,
+        value: f64,
+        role: Role,
+    ) -> Result<(WriteId, f64), String> {
+        let Some(current) = self.param_table.get(name) else {
+            if let Some(prefix) = crate::safety::param_allow::never_writable(name) {
+                return Err(format!(
+                    "`{name}` is a {prefix}* parameter (fence, failsafe, arming checks, \
+                     signing): never writable from the ground"
+                ));
+            }
+            let progress = self.param_table.progress();
+            return Err(format!(
+                "`{name}` is not in the autopilot's parameter table as read so far ({} of {} \
+                 read, {:?}); check the name with list_parameters",
+                progress.received,
+                progress.count.map_or("?".into(), |c| c.to_string()),
+                progress.state
+            ));
+        };
+        let Some((system, component)) = self.telemetry_target else {
+            return Err("no autopilot is connected".into());
+        };
+        let kind_of_value = crate::vehicle::param_table::mav_type(current.kind);
+        let message = MavMessage::PARAM_SET(dialect::PARAM_SET_DATA {
+            param_value: crate::vehicle::params::encode(
+                self.param_table.autopilot(),
+                kind_of_value,
+                value,
+            ),
+            target_system: system,
+            target_component: component,
+            param_id: name.into(),
+            param_type: kind_of_value,
+        });
+        if let Err(violation) = self
+            .whitelist
+            .check(&message, &self.vehicle.view(now), role)
+        {
+            return Err(violation.reason);
+        }
+        let id = self.param_table.set(name, value)?;
+        Ok((id, current.value))
+    }
+
+    /// The outcome of a parameter write, once it has one.
+    pub fn poll_parameter_outcome(&mut self) -> Option<(WriteId, WriteOutcome)> {
+        self.param_table.poll_outcome()
     }
 
     /// The next notice for the log.
@@ -1123,6 +1229,9 @@ impl Supervisor {
                     self.telemetry_target = Some((system, component));
                     // The pre-flight check reads the autopilot at link-up.
                     self.params.start(now, kind, system, component);
+                    if self.options.download_parameters {
+                        self.param_table.start(now, kind, system, component);
+                    }
                     self.telemetry_queue =
                         telemetry_requests(kind, self.options.telemetry_rate_hz).into();
                     self.telemetry_accepted = 0;
@@ -1144,6 +1253,7 @@ impl Supervisor {
                 );
                 self.forget_telemetry_requests();
                 self.params.stop();
+                self.param_table.stop();
                 self.notice(Notice::AutopilotLost { silent_for });
             }
             _ => {}

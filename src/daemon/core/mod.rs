@@ -21,6 +21,7 @@
 //! press (a bridge frame) stops the vehicle in the turn the frame arrives.
 
 mod bridge;
+pub mod params;
 mod stop;
 #[cfg(test)]
 mod tests;
@@ -67,6 +68,9 @@ pub enum Input {
         changes: serde_json::Map<String, serde_json::Value>,
         caller: Caller,
     },
+    /// A parameter tool's request (answered with [`Handled::Param`] or
+    /// [`Handled::ParamWrite`]).
+    Param(crate::control::param::ParamAsk),
     /// A reading of the CPU temperature (`None`: the sensor could not be read).
     CpuTemperature(Option<f64>),
     /// A timer: the Core's own `poll_timeout`, the envelope monitor's tick, the status tick.
@@ -85,6 +89,10 @@ pub enum Handled {
     Refused(Refusal),
     /// The envelope in force after the change, or why the change was refused.
     Envelope(EnvelopeView),
+    /// A parameter read's answer, or a write's refusal.
+    Param(crate::control::param::ParamAnswer),
+    /// A parameter write accepted: its answer comes as [`Event::ParamWritten`].
+    ParamWrite(crate::vehicle::param_table::WriteId),
 }
 
 /// Something to send.
@@ -109,6 +117,11 @@ pub enum Event {
     StopStatus(StopStatus),
     /// `WATCHDOG=1` is due.
     WatchdogPing,
+    /// A parameter write ended (confirmed or not): the answer for its waiting call.
+    ParamWritten {
+        id: crate::vehicle::param_table::WriteId,
+        answer: crate::control::param::ParamAnswer,
+    },
     /// The daemon must stop: why. `flush_bridge`: let the frames already queued to the MCU go
     /// out first.
     Fatal { reason: String, flush_bridge: bool },
@@ -153,6 +166,8 @@ impl CoreOptions {
         CoreOptions {
             supervisor: SupervisorOptions {
                 envelope: config.envelope.clone(),
+                parameters: config.parameters.clone(),
+                download_parameters: true,
                 ..SupervisorOptions::from_config(&config.vehicle)
             },
             stop: config.stop_options(),
@@ -188,6 +203,8 @@ pub struct Core {
     events: VecDeque<Event>,
     /// A job ended since the last `take_publish`.
     publish_due: bool,
+    /// Parameter writes waiting for the autopilot's echo.
+    param_writes: params::PendingWrites,
 }
 
 impl Core {
@@ -209,6 +226,7 @@ impl Core {
             alerts_logged: 0,
             events: VecDeque::new(),
             publish_due: false,
+            param_writes: Default::default(),
         }
     }
 
@@ -247,6 +265,7 @@ impl Core {
                 self.publish_due = true;
                 Handled::Envelope(self.change_envelope(changes, &caller))
             }
+            Input::Param(ask) => self.param_ask(now, ask),
             Input::CpuTemperature(reading) => {
                 self.cpu_temperature_c = reading;
                 Handled::Done
@@ -304,6 +323,10 @@ impl Core {
 
     /// The next thing for the shell to carry out.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        self.param_outcomes();
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }

@@ -8,7 +8,8 @@
 //! - `envelope`: `get_envelope`, `preflight_check`, `set_envelope`;
 //! - `estop`: `emergency_stop`, `reset_emergency_stop`;
 //! - `control`: `request_control`, `release_control` (the lease);
-//! - `audit`: `revoke_token`.
+//! - `audit`: `revoke_token`;
+//! - `params`: `get_parameter`, `list_parameters`, `set_parameter`.
 //!
 //! Everything that needs to know about a tool reads its entry: `tools/list` and `tools/call`
 //! (`mcp::server`), authorization (the gate is handed the entry's permission), the session
@@ -26,6 +27,7 @@ pub mod control;
 pub mod envelope;
 pub mod estop;
 pub mod flight;
+pub mod params;
 pub mod status;
 
 use std::sync::Arc;
@@ -143,6 +145,7 @@ pub fn all() -> impl Iterator<Item = &'static ToolEntry> {
         estop::TOOLS,
         control::TOOLS,
         audit::TOOLS,
+        params::TOOLS,
     ]
     .into_iter()
     .flatten()

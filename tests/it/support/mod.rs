@@ -220,12 +220,18 @@ impl Drop for Proc {
 /// Each has its own `$STATE_DIRECTORY`, as systemd gives the service: a daemon whose
 /// configuration names no `[audit] dir` keeps its audit log there, never beside another's.
 pub fn flight_companion(name: &str, args: &[&str]) -> Proc {
+    flight_companion_env(name, args, &[])
+}
+
+/// [`flight_companion`] with more environment variables (e.g. libfaketime's).
+pub fn flight_companion_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let state = tempfile::tempdir().unwrap();
     let mut command = Command::new(binary());
     command
         .args(args)
         .env("RUST_LOG", "info")
-        .env("STATE_DIRECTORY", state.path());
+        .env("STATE_DIRECTORY", state.path())
+        .envs(env.iter().copied());
     let mut proc = Proc::spawn(name, command);
     proc.state = Some(state);
     proc

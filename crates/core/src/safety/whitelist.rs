@@ -94,8 +94,11 @@ pub enum Bounds {
     PositionTarget,
     /// `PARAM_SET`: only [`PARAM_ALLOWLIST`], within each entry's bounds.
     ParamSet,
-    /// `PARAM_REQUEST_READ`: by name (index -1), only the pre-flight check's parameters
-    /// (`safety::preflight::is_readable`) and those of [`PARAM_ALLOWLIST`].
+    /// `MISSION_ITEM_INT`: in the mission list only [`MISSION_COMMANDS`] at a real position,
+    /// altitude at most the ceiling above home, speeds within the limit, `current` 0; in the
+    /// fence list only fence items; in the rally list only rally points.
+    MissionItem,
+    /// `PARAM_REQUEST_READ`: by name (index -1) or by index (the download's gaps).
     ParamRead,
 }
 
@@ -143,6 +146,15 @@ pub const RULES: &[Rule] = &[
     msg(23, Role::Admin, When::DisarmedOnGround, Bounds::ParamSet), // PARAM_SET
     msg(84, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_LOCAL_NED
     msg(86, Role::Operator, When::ArmedInAir, Bounds::PositionTarget), // SET_POSITION_TARGET_GLOBAL_INT
+    // The mission protocol (`vehicle::mission`); the list type's authority is checked first
+    // (`mission_authority`): the fence and rally lists are ADMIN's and written only disarmed.
+    msg(41, Role::Operator, When::Always, Bounds::None), // MISSION_SET_CURRENT
+    msg(43, Role::ReadOnly, When::Always, Bounds::None), // MISSION_REQUEST_LIST
+    msg(44, Role::Operator, When::Always, Bounds::None), // MISSION_COUNT
+    msg(45, Role::Operator, When::Always, Bounds::None), // MISSION_CLEAR_ALL
+    msg(47, Role::ReadOnly, When::Always, Bounds::None), // MISSION_ACK
+    msg(51, Role::ReadOnly, When::Always, Bounds::None), // MISSION_REQUEST_INT
+    msg(73, Role::Operator, When::Always, Bounds::MissionItem), // MISSION_ITEM_INT
     cmd(
         MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
         Role::System,
@@ -263,7 +275,6 @@ pub const NEVER: &[(MavCmd, &str)] = &[
 
 /// Message ids never sent, with the reason.
 pub const NEVER_MESSAGES: &[(u32, &str)] = &[
-    (45, "MISSION_CLEAR_ALL would clear the fence or mission"),
     (69, "MANUAL_CONTROL injects stick input"),
     (70, "RC_CHANNELS_OVERRIDE injects stick input"),
     (82, "SET_ATTITUDE_TARGET bypasses position control"),
@@ -275,6 +286,18 @@ pub const NEVER_MESSAGES: &[(u32, &str)] = &[
     (121, "LOG_ERASE deletes the flight logs"),
     (232, "GPS_INPUT spoofs the position"),
     (256, "SETUP_SIGNING changes the link key"),
+];
+
+/// What a mission uploaded through the daemon may contain: the items the mission tools build.
+pub const MISSION_COMMANDS: &[MavCmd] = &[
+    MavCmd::MAV_CMD_NAV_WAYPOINT,
+    MavCmd::MAV_CMD_NAV_TAKEOFF,
+    MavCmd::MAV_CMD_NAV_LOITER_TIME,
+    MavCmd::MAV_CMD_NAV_LAND,
+    MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH,
+    MavCmd::MAV_CMD_DO_CHANGE_SPEED,
+    MavCmd::MAV_CMD_DO_DIGICAM_CONTROL,
+    MavCmd::MAV_CMD_IMAGE_START_CAPTURE,
 ];
 
 /// Parameter writes the ground may make (disarmed only), with the accepted value range as a
@@ -351,6 +374,8 @@ pub struct Whitelist {
     speed_horizontal_m_s_max: f64,
     speed_vertical_m_s_max: f64,
     altitude_m_max: f64,
+    /// `[[parameters.allow]]`: the configured writable parameters (see `param_allow`).
+    parameters: Vec<crate::safety::param_allow::ParamAllow>,
 }
 
 /// Largest yaw rate accepted in `CONDITION_YAW`.
@@ -364,6 +389,43 @@ impl Whitelist {
             speed_horizontal_m_s_max: envelope.speed_horizontal_m_s_max,
             speed_vertical_m_s_max: envelope.speed_vertical_m_s_max,
             altitude_m_max: envelope.altitude_m_max,
+            parameters: Vec::new(),
+        }
+    }
+
+    /// The same whitelist, with the configured writable parameters (`[parameters]`, checked
+    /// by `ParametersConfig::check`; a never-write name stays refused here anyway).
+    pub fn with_parameters(
+        mut self,
+        parameters: &crate::safety::param_allow::ParametersConfig,
+    ) -> Self {
+        self.parameters = parameters.allow.clone();
+        self
+    }
+
+    /// What `set_parameter` may write, for refusals and `list_parameters`: each name with
+    /// its range in firmware units.
+    pub fn writable_parameters(&self) -> Vec<crate::safety::param_allow::ParamAllow> {
+        let mut out: Vec<crate::safety::param_allow::ParamAllow> = self.parameters.clone();
+        for (name, scale, limit) in PARAM_ALLOWLIST {
+            let max = self.limit(*limit) / scale;
+            match out.iter_mut().find(|a| a.name == *name) {
+                Some(a) => a.max = a.max.min(max),
+                None => out.push(crate::safety::param_allow::ParamAllow {
+                    name: (*name).into(),
+                    min: 0.0,
+                    max,
+                }),
+            }
+        }
+        out
+    }
+
+    fn limit(&self, limit: ParamLimit) -> f64 {
+        match limit {
+            ParamLimit::HorizontalSpeed => self.speed_horizontal_m_s_max,
+            ParamLimit::VerticalSpeed => self.speed_vertical_m_s_max,
+            ParamLimit::Ceiling => self.altitude_m_max,
         }
     }
 
@@ -394,6 +456,9 @@ impl Whitelist {
             .find(|(id, _)| Key::Message(*id) == key)
         {
             return Err(violation(format!("never sent: {why}")));
+        }
+        if let Err(reason) = mission_authority(msg, state, role) {
+            return Err(violation(reason));
         }
         let rows: Vec<&Rule> = RULES.iter().filter(|r| r.key == key).collect();
         if rows.is_empty() {
@@ -633,25 +698,135 @@ impl Whitelist {
                 }
             }
             Bounds::PositionTarget => self.position_target(msg),
-            Bounds::ParamSet => self.param_set(msg),
+            Bounds::ParamSet => self.param_set(msg, state),
+            Bounds::MissionItem => self.mission_item(msg, state),
             Bounds::ParamRead => {
                 let MavMessage::PARAM_REQUEST_READ(r) = msg else {
                     return Err("not a PARAM_REQUEST_READ".into());
                 };
-                let name = r.param_id.to_str().unwrap_or_default();
-                if r.param_index == -1
-                    && (crate::safety::preflight::is_readable(name)
-                        || PARAM_ALLOWLIST.iter().any(|(n, _, _)| *n == name))
-                {
+                let name = r
+                    .param_id
+                    .to_str()
+                    .unwrap_or_default()
+                    .trim_end_matches('\0');
+                // Reading changes nothing: the whole table is downloaded (`ParamTable`), the
+                // stream's gaps asked for by index.
+                if (r.param_index == -1 && !name.is_empty()) || r.param_index >= 0 {
                     Ok(())
                 } else {
                     Err(format!(
-                        "only the pre-flight check's parameters are read, by name (param_index \
-                         -1); `{name}` at index {} is not one of them",
+                        "a parameter is read by name (param_index -1) or by index (0 or more); \
+                         got `{name}` at index {}",
                         r.param_index
                     ))
                 }
             }
+        }
+    }
+
+    /// A mission, fence or rally item the daemon uploads (`Bounds::MissionItem`).
+    #[allow(deprecated)] // the *_INT frames: what both autopilots take in mission items
+    fn mission_item(&self, msg: &MavMessage, state: &VehicleView) -> Result<(), String> {
+        use crate::link::dialect::MavMissionType as T;
+        let MavMessage::MISSION_ITEM_INT(m) = msg else {
+            return Err("not a MISSION_ITEM_INT".into());
+        };
+        if m.current != 0 {
+            return Err(format!(
+                "current = {} makes an item a guided command; mission items go with current = 0",
+                m.current
+            ));
+        }
+        if m.x.unsigned_abs() > 900_000_000 || m.y.unsigned_abs() > 1_800_000_000 {
+            return Err(format!(
+                "latitude {} / longitude {} (1e-7°) is not on Earth",
+                m.x, m.y
+            ));
+        }
+        match m.mission_type {
+            T::MAV_MISSION_TYPE_FENCE => {
+                return if matches!(
+                    m.command,
+                    MavCmd::MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_CIRCLE_INCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_CIRCLE_EXCLUSION
+                        | MavCmd::MAV_CMD_NAV_FENCE_RETURN_POINT
+                ) {
+                    Ok(())
+                } else {
+                    Err(format!("{:?} is not a fence item", m.command))
+                };
+            }
+            T::MAV_MISSION_TYPE_RALLY => {
+                return if m.command == MavCmd::MAV_CMD_NAV_RALLY_POINT {
+                    Ok(())
+                } else {
+                    Err(format!("{:?} is not a rally point", m.command))
+                };
+            }
+            T::MAV_MISSION_TYPE_MISSION => {}
+            T::MAV_MISSION_TYPE_ALL => return Err("an item belongs to one list, not ALL".into()),
+        }
+        if !MISSION_COMMANDS.contains(&m.command) {
+            return Err(format!(
+                "{:?} is not one of the mission items the daemon uploads ({})",
+                m.command,
+                MISSION_COMMANDS
+                    .iter()
+                    .map(|c| format!("{c:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if m.command == MavCmd::MAV_CMD_DO_CHANGE_SPEED {
+            let limit = self.speed_horizontal_m_s_max as f32;
+            let speed = m.param2;
+            return if speed == -1.0 || (speed > 0.0 && speed <= limit) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "speed {speed} m/s must be above 0 and at most {limit} m/s"
+                ))
+            };
+        }
+        if matches!(
+            m.command,
+            MavCmd::MAV_CMD_DO_DIGICAM_CONTROL
+                | MavCmd::MAV_CMD_IMAGE_START_CAPTURE
+                | MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH
+        ) {
+            return Ok(());
+        }
+        let above_home_m = match m.frame {
+            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+            | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT => f64::from(m.z),
+            // ArduPilot's home slot (index 0) is the only AMSL item the daemon sends.
+            MavFrame::MAV_FRAME_GLOBAL | MavFrame::MAV_FRAME_GLOBAL_INT => {
+                if m.seq == 0 && m.x == 0 && m.y == 0 && m.z == 0.0 {
+                    0.0
+                } else if let Some(home) = state.home_altitude_msl_m {
+                    f64::from(m.z) - home
+                } else {
+                    return Err(
+                        "an altitude above sea level needs home's altitude, not known yet".into(),
+                    );
+                }
+            }
+            other => {
+                return Err(format!(
+                    "frame {other:?} cannot be checked against the ceiling"
+                ));
+            }
+        };
+        let ceiling = self.altitude_m_max;
+        if above_home_m.is_finite() && above_home_m <= ceiling {
+            Ok(())
+        } else {
+            Err(format!(
+                "item {} at {above_home_m:.1} m above home is above the ceiling, {ceiling} m",
+                m.seq
+            ))
         }
     }
 
@@ -731,7 +906,9 @@ impl Whitelist {
         Ok(())
     }
 
-    fn param_set(&self, msg: &MavMessage) -> Result<(), String> {
+    /// A parameter write: never a never-write family; otherwise a configured entry within
+    /// its bounds, and a built-in one within the envelope (a name in both: both).
+    fn param_set(&self, msg: &MavMessage, state: &VehicleView) -> Result<(), String> {
         let MavMessage::PARAM_SET(p) = msg else {
             return Err("not a parameter write".into());
         };
@@ -739,34 +916,90 @@ impl Whitelist {
             return Err("the parameter name is not text".into());
         };
         let id = id.trim_end_matches('\0');
-        if PARAM_FORBIDDEN_PREFIXES.iter().any(|f| id.starts_with(f)) {
+        if crate::safety::param_allow::never_writable(id).is_some() {
             return Err(format!(
                 "`{id}` is a fence, failsafe, arming-check or signing parameter: never writable from the ground"
             ));
         }
-        let Some((_, scale, limit)) = PARAM_ALLOWLIST.iter().find(|(n, _, _)| *n == id) else {
+        let allowed = || {
+            self.writable_parameters()
+                .iter()
+                .map(|a| format!("{} {}..{}", a.name, a.min, a.max))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let configured = self.parameters.iter().find(|a| a.name == id);
+        let builtin = PARAM_ALLOWLIST.iter().find(|(n, _, _)| *n == id);
+        if configured.is_none() && builtin.is_none() {
             return Err(format!(
-                "`{id}` is not in the parameter allowlist ({})",
-                PARAM_ALLOWLIST
-                    .iter()
-                    .map(|(n, _, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "`{id}` is not in the parameter allowlist; writable: {}",
+                allowed()
             ));
+        }
+        // As the autopilot will read it: PX4 integers are bytewise.
+        let Some(value) =
+            crate::vehicle::params::decode(state.autopilot, p.param_type, p.param_value)
+        else {
+            return Err(format!("`{id}`: the value is not a number"));
         };
-        let max = match limit {
-            ParamLimit::HorizontalSpeed => self.speed_horizontal_m_s_max,
-            ParamLimit::VerticalSpeed => self.speed_vertical_m_s_max,
-            ParamLimit::Ceiling => self.altitude_m_max,
-        };
-        let si = f64::from(p.param_value) * scale;
-        if si.is_finite() && si > 0.0 && si <= max + 1e-9 {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{id}` = {} is {si} in SI units; it must be above 0 and at most {max}",
-                p.param_value
-            ))
+        if let Some(a) = configured
+            && !(a.min..=a.max).contains(&value)
+        {
+            return Err(format!(
+                "`{id}` = {value} is outside its allowlisted range {}..{}",
+                a.min, a.max
+            ));
+        }
+        if let Some((_, scale, limit)) = builtin {
+            let max = self.limit(*limit);
+            let si = value * scale;
+            if !(si.is_finite() && si > 0.0 && si <= max + 1e-9) {
+                return Err(format!(
+                    "`{id}` = {value} is {si} in SI units; it must be above 0 and at most {max} (the envelope's limit)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who may touch which list: the mission is the OPERATOR's (the rows), the fence and rally
+/// lists are ADMIN's and are written only disarmed on the ground (a fence is never weakened in
+/// flight), and `MAV_MISSION_TYPE_ALL` is never written (one clear would take the fence too).
+/// Messages outside the mission protocol pass.
+fn mission_authority(msg: &MavMessage, state: &VehicleView, role: Role) -> Result<(), String> {
+    use crate::link::dialect::MavMissionType as T;
+    let (mission_type, writes) = match msg {
+        MavMessage::MISSION_COUNT(m) => (m.mission_type, true),
+        MavMessage::MISSION_CLEAR_ALL(m) => (m.mission_type, true),
+        MavMessage::MISSION_ITEM_INT(m) => (m.mission_type, true),
+        MavMessage::MISSION_REQUEST_LIST(m) => (m.mission_type, false),
+        MavMessage::MISSION_REQUEST_INT(m) => (m.mission_type, false),
+        MavMessage::MISSION_ACK(m) => (m.mission_type, false),
+        _ => return Ok(()),
+    };
+    match mission_type {
+        T::MAV_MISSION_TYPE_MISSION => Ok(()),
+        T::MAV_MISSION_TYPE_ALL if writes => {
+            Err("the mission, fence and rally lists are never written at once".into())
+        }
+        T::MAV_MISSION_TYPE_ALL => Ok(()),
+        T::MAV_MISSION_TYPE_FENCE | T::MAV_MISSION_TYPE_RALLY => {
+            if writes && role < Role::Admin {
+                Err(format!(
+                    "the autopilot's {} list is written only by ADMIN (the fence mirror), the \
+                     caller is {role}",
+                    if mission_type == T::MAV_MISSION_TYPE_FENCE {
+                        "fence"
+                    } else {
+                        "rally"
+                    }
+                ))
+            } else if writes && !When::DisarmedOnGround.allows(state) {
+                Err("the fence and rally lists are written only disarmed on the ground".into())
+            } else {
+                Ok(())
+            }
         }
     }
 }

@@ -467,11 +467,11 @@ fn table_of_allowed_and_refused_messages() {
             Some("not in the parameter allowlist"),
         ),
         (
-            "mission clear",
+            "mission clear (the mission list; the fence list is ADMIN's, disarmed)",
             MavMessage::MISSION_CLEAR_ALL(Default::default()),
             GROUND,
             Role::System,
-            Some("never sent: MISSION_CLEAR_ALL"),
+            None,
         ),
         (
             "rc override",
@@ -495,11 +495,11 @@ fn table_of_allowed_and_refused_messages() {
             Some("never sent"),
         ),
         (
-            "mission upload",
+            "mission upload (the mission core's MISSION_COUNT)",
             MavMessage::MISSION_COUNT(Default::default()),
             GROUND,
             Role::System,
-            Some("not in the whitelist"),
+            None,
         ),
         (
             "reposition as COMMAND_INT",
@@ -577,7 +577,8 @@ fn table_of_allowed_and_refused_messages() {
             Role::Operator,
             Some("at most 120 m above home"),
         ),
-        // The pre-flight check reads its own parameters by name, nothing else.
+        // Reads change nothing: by name (the pre-flight check) or by index (the download's
+        // gaps); a request that is neither is refused.
         (
             "read a pre-flight parameter",
             MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
@@ -600,7 +601,7 @@ fn table_of_allowed_and_refused_messages() {
             }),
             GROUND,
             Role::System,
-            Some("not one of them"),
+            None,
         ),
         (
             "read a parameter by index",
@@ -612,7 +613,19 @@ fn table_of_allowed_and_refused_messages() {
             }),
             GROUND,
             Role::System,
-            Some("by name"),
+            None,
+        ),
+        (
+            "read neither by name nor by index",
+            MavMessage::PARAM_REQUEST_READ(PARAM_REQUEST_READ_DATA {
+                param_index: -1,
+                target_system: 1,
+                target_component: 1,
+                param_id: "".into(),
+            }),
+            GROUND,
+            Role::System,
+            Some("by name (param_index -1) or by index"),
         ),
     ];
     let wl = wl();
@@ -703,6 +716,17 @@ fn oracle_may_send(msg: &MavMessage, state: &VehicleView, role: Role) -> bool {
                 .any(|n| *n == id)
         }
         MavMessage::HEARTBEAT(_) => role >= Role::System,
+        // The mission list only (these generators make no fence items), the OPERATOR's.
+        MavMessage::MISSION_CLEAR_ALL(m) => {
+            role >= Role::Operator
+                && m.mission_type == crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_MISSION
+        }
+        MavMessage::MISSION_ITEM_INT(m) => {
+            role >= Role::Operator
+                && m.mission_type == crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_MISSION
+                && m.current == 0
+                && m.z <= 120.0
+        }
         MavMessage::SET_POSITION_TARGET_LOCAL_NED(t) => {
             role >= Role::Operator
                 && state.armed
@@ -886,4 +910,125 @@ fn px4_set_mode_reads_main_mode_in_param2_and_sub_mode_in_param3() {
         w.check(&mode(4.0, f32::NAN), &flying, Role::Operator)
             .is_err()
     );
+}
+
+mod mission_protocol {
+    use super::*;
+    use crate::link::dialect::{
+        MISSION_CLEAR_ALL_DATA, MISSION_COUNT_DATA, MISSION_ITEM_INT_DATA,
+        MISSION_REQUEST_LIST_DATA, MavMissionType,
+    };
+
+    const MISSION: MavMissionType = MavMissionType::MAV_MISSION_TYPE_MISSION;
+    const FENCE: MavMissionType = MavMissionType::MAV_MISSION_TYPE_FENCE;
+
+    fn item(command: MavCmd, z: f32, mission_type: MavMissionType) -> MavMessage {
+        MavMessage::MISSION_ITEM_INT(MISSION_ITEM_INT_DATA {
+            seq: 1,
+            command,
+            x: 473_977_000,
+            y: 85_456_000,
+            z,
+            frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+            target_system: 1,
+            target_component: 1,
+            mission_type,
+            ..MISSION_ITEM_INT_DATA::DEFAULT
+        })
+    }
+
+    fn count(mission_type: MavMissionType) -> MavMessage {
+        MavMessage::MISSION_COUNT(MISSION_COUNT_DATA {
+            count: 3,
+            target_system: 1,
+            target_component: 1,
+            mission_type,
+            opaque_id: 0,
+        })
+    }
+
+    #[test]
+    fn the_mission_core_messages_pass_at_their_authority() {
+        let wl = wl();
+        let ceiling = EnvelopeConfig::default().altitude_m_max as f32;
+        let list = MavMessage::MISSION_REQUEST_LIST(MISSION_REQUEST_LIST_DATA {
+            target_system: 1,
+            target_component: 1,
+            mission_type: MISSION,
+        });
+        assert!(wl.check(&list, &AIR, Role::ReadOnly).is_ok());
+        assert!(wl.check(&count(MISSION), &AIR, Role::Operator).is_ok());
+        assert!(wl.check(&count(MISSION), &AIR, Role::ReadOnly).is_err());
+        let wp = item(MavCmd::MAV_CMD_NAV_WAYPOINT, ceiling - 1.0, MISSION);
+        assert!(wl.check(&wp, &AIR, Role::Operator).is_ok());
+        let clear = MavMessage::MISSION_CLEAR_ALL(MISSION_CLEAR_ALL_DATA {
+            target_system: 1,
+            target_component: 1,
+            mission_type: MISSION,
+        });
+        assert!(wl.check(&clear, &GROUND, Role::Operator).is_ok());
+    }
+
+    #[test]
+    fn mission_items_are_bounded() {
+        let wl = wl();
+        let ceiling = EnvelopeConfig::default().altitude_m_max as f32;
+        let high = item(MavCmd::MAV_CMD_NAV_WAYPOINT, ceiling + 1.0, MISSION);
+        let err = wl.check(&high, &AIR, Role::Operator).unwrap_err();
+        assert!(err.reason.contains("ceiling"), "{err}");
+        let servo = item(MavCmd::MAV_CMD_DO_SET_SERVO, 0.0, MISSION);
+        assert!(
+            wl.check(&servo, &AIR, Role::Operator)
+                .unwrap_err()
+                .reason
+                .contains("not one of the mission items")
+        );
+        let MavMessage::MISSION_ITEM_INT(mut fast) =
+            item(MavCmd::MAV_CMD_DO_CHANGE_SPEED, 0.0, MISSION)
+        else {
+            unreachable!()
+        };
+        fast.param2 = EnvelopeConfig::default().speed_horizontal_m_s_max as f32 + 1.0;
+        assert!(
+            wl.check(&MavMessage::MISSION_ITEM_INT(fast), &AIR, Role::Operator)
+                .is_err()
+        );
+        let MavMessage::MISSION_ITEM_INT(mut guided) =
+            item(MavCmd::MAV_CMD_NAV_WAYPOINT, 10.0, MISSION)
+        else {
+            unreachable!()
+        };
+        guided.current = 2;
+        assert!(
+            wl.check(&MavMessage::MISSION_ITEM_INT(guided), &AIR, Role::Operator)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_fence_list_is_admins_and_written_only_disarmed_on_the_ground() {
+        let wl = wl();
+        assert!(
+            wl.check(&count(FENCE), &GROUND, Role::Operator)
+                .unwrap_err()
+                .reason
+                .contains("ADMIN")
+        );
+        assert!(wl.check(&count(FENCE), &GROUND, Role::Admin).is_ok());
+        assert!(wl.check(&count(FENCE), &AIR, Role::Admin).is_err());
+        let vertex = item(
+            MavCmd::MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION,
+            0.0,
+            FENCE,
+        );
+        assert!(wl.check(&vertex, &GROUND, Role::Admin).is_ok());
+        let wp_in_fence = item(MavCmd::MAV_CMD_NAV_WAYPOINT, 10.0, FENCE);
+        assert!(wl.check(&wp_in_fence, &GROUND, Role::Admin).is_err());
+        let clear_all = MavMessage::MISSION_CLEAR_ALL(MISSION_CLEAR_ALL_DATA {
+            target_system: 1,
+            target_component: 1,
+            mission_type: MavMissionType::MAV_MISSION_TYPE_ALL,
+        });
+        assert!(wl.check(&clear_all, &GROUND, Role::System).is_err());
+    }
 }

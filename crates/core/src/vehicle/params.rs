@@ -258,8 +258,31 @@ impl ParamReader {
     }
 }
 
+/// A value as `PARAM_SET`'s float field carries it for this firmware: PX4 copies an
+/// integer's bytes into it (`PARAM_ENCODE_BYTEWISE`), ArduPilot casts (`C_CAST`). The value
+/// must already fit the type (`ParamTable::set` checks).
+pub(crate) fn encode(kind: Option<AutopilotKind>, kind_of_value: MavParamType, value: f64) -> f32 {
+    use MavParamType as T;
+    if kind != Some(AutopilotKind::Px4) {
+        return value as f32;
+    }
+    match kind_of_value {
+        T::MAV_PARAM_TYPE_UINT8 => f32::from_bits(u32::from(value as u8)),
+        T::MAV_PARAM_TYPE_INT8 => f32::from_bits(value as i8 as u8 as u32),
+        T::MAV_PARAM_TYPE_UINT16 => f32::from_bits(u32::from(value as u16)),
+        T::MAV_PARAM_TYPE_INT16 => f32::from_bits(value as i16 as u16 as u32),
+        T::MAV_PARAM_TYPE_UINT32 => f32::from_bits(value as u32),
+        T::MAV_PARAM_TYPE_INT32 => f32::from_bits(value as i32 as u32),
+        _ => value as f32,
+    }
+}
+
 /// A `PARAM_VALUE` as a number: PX4 copies integers bytewise into the float, ArduPilot casts.
-fn decode(kind: Option<AutopilotKind>, kind_of_value: MavParamType, wire: f32) -> Option<f64> {
+pub(crate) fn decode(
+    kind: Option<AutopilotKind>,
+    kind_of_value: MavParamType,
+    wire: f32,
+) -> Option<f64> {
     use MavParamType as T;
     let integer = matches!(
         kind_of_value,

@@ -1,0 +1,57 @@
+//! The parameter tools' requests to the decision loop (`get_parameter`, `list_parameters`,
+//! `set_parameter`): reads are answered from the supervisor's cached table in the same turn;
+//! a write is answered once the autopilot's `PARAM_VALUE` echo confirms it, or not.
+
+use tokio::sync::oneshot;
+
+use crate::role::Caller;
+use crate::safety::param_allow::ParamAllow;
+use crate::vehicle::param_table::{DownloadProgress, ParamValue};
+
+/// Parameter requests waiting for the loop. Overflow policy: refused at once with "busy", as
+/// envelope changes are (reads are answered in one turn, so a full queue is a burst).
+pub const PARAM_REQUESTS: usize = 8;
+
+/// What a parameter tool asks.
+#[derive(Debug, Clone)]
+pub enum ParamAsk {
+    Get {
+        name: String,
+    },
+    List {
+        prefix: String,
+        limit: usize,
+    },
+    Set {
+        name: String,
+        value: f64,
+        caller: Caller,
+    },
+}
+
+/// The loop's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamAnswer {
+    Value {
+        value: Option<ParamValue>,
+        progress: DownloadProgress,
+    },
+    List {
+        parameters: Vec<ParamValue>,
+        /// How many matched (more than `parameters` when cut at the limit).
+        matched: usize,
+        progress: DownloadProgress,
+        writable: Vec<ParamAllow>,
+    },
+    /// The autopilot echoed the new value.
+    Written { name: String, old: f64, new: f64 },
+    /// Refused before anything was sent, or not confirmed: why (and what would be allowed).
+    Refused(String),
+}
+
+/// One request with its reply.
+#[derive(Debug)]
+pub struct ParamRequest {
+    pub ask: ParamAsk,
+    pub reply: oneshot::Sender<ParamAnswer>,
+}
