@@ -8,7 +8,28 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::whitelist::PARAM_FORBIDDEN_PREFIXES;
+/// Parameter families never writable from the ground, even if someone adds them to the
+/// allowlist by mistake: fence, failsafe, arming checks, signing, circuit breakers.
+pub const PARAM_FORBIDDEN_PREFIXES: &[&str] = &[
+    "FENCE_",
+    "GF_",
+    "FS_",
+    "BATT_FS",
+    "BATT_LOW",
+    "BATT_CRT",
+    "ARMING_",
+    "CBRK_",
+    "COM_",
+    "NAV_DLL",
+    "NAV_RCL",
+    "MAV_SIGN",
+    "SIGNING",
+    "BRD_SAFETY",
+    "AVOID_",
+    "SYSID_",
+    "SCR_",
+    "SERIAL",
+];
 
 /// `[parameters]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -316,28 +316,9 @@ pub const PARAM_ALLOWLIST: &[(&str, f64, ParamLimit)] = &[
     ("RTL_RETURN_ALT", 1.0, ParamLimit::Ceiling),
 ];
 
-/// Parameter families never writable from the ground, even if someone adds them to the
-/// allowlist by mistake: fence, failsafe, arming checks, signing, circuit breakers.
-pub const PARAM_FORBIDDEN_PREFIXES: &[&str] = &[
-    "FENCE_",
-    "GF_",
-    "FS_",
-    "BATT_FS",
-    "BATT_LOW",
-    "BATT_CRT",
-    "ARMING_",
-    "CBRK_",
-    "COM_",
-    "NAV_DLL",
-    "NAV_RCL",
-    "MAV_SIGN",
-    "SIGNING",
-    "BRD_SAFETY",
-    "AVOID_",
-    "SYSID_",
-    "SCR_",
-    "SERIAL",
-];
+// Owned by `param_allow` (the allowlist's check reads it), so the two do not import each
+// other; named here too, where the whitelist's tables are.
+pub use super::param_allow::PARAM_FORBIDDEN_PREFIXES;
 
 /// Which envelope limit bounds an allowlisted parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
