@@ -201,8 +201,10 @@ impl Shell {
             }
             Arrival::Stop(StopRequest { ask, reply }) => {
                 let answer = self.core.handle(now, Input::Stop(ask));
-                // Decided, sent, then answered.
-                self.drain(now, publish).await?;
+                // Decided, sent, published, then answered: the stop's commands leave first
+                // (drain), and a client reading get_status right after the answer sees the
+                // latch the answer reported.
+                self.drain(now, true).await?;
                 if let (Some(reply), Handled::Stop(ack)) = (reply, answer) {
                     let _ = reply.send(ack);
                 }

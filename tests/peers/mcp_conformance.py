@@ -175,6 +175,8 @@ async def run(binary, config, admin_config, camera):
                 await anyio.sleep(0.3)
         await call(op, checker, "get_envelope", {})
         await call(op, checker, "preflight_check", {})
+        await call(op, checker, "list_parameters", {"prefix": "WPNAV", "limit": 5})
+        await call(op, checker, "get_parameter", {"name": "WPNAV_SPEED"})
         if camera:
             await call(op, checker, "camera_status", {})
             await call(op, checker, "capture_image", {"save": True, "max_width_px": 160})
@@ -219,6 +221,8 @@ async def run(binary, config, admin_config, camera):
                 raise Failure(f"reset_emergency_stop as ADMIN failed: {reset}")
             await call(ad, checker, "revoke_token", {"jti": "conformance-unused-jti"})
             await call(ad, checker, "set_envelope", {})
+            # Not in the conformance drone's allowlist: a refusal whose result must validate too.
+            await call(ad, checker, "set_parameter", {"name": "WPNAV_SPEED", "value": 500})
 
     missing = checker.listed - checker.called
     if missing:
