@@ -125,6 +125,34 @@ pub struct Metrics {
     mqtt_reconnects: AtomicU64,
     watchdog_pings: AtomicU64,
     cpu_temperature_millicelsius: AtomicI64,
+    queues: QueueGauges,
+}
+
+/// Reads one bounded queue's depth and capacity at scrape time; `None` once the queue is
+/// gone (its gauge is then dropped).
+pub type QueueProbe = Box<dyn Fn() -> Option<QueueDepth> + Send + Sync>;
+
+/// Messages waiting in a bounded queue, and how many it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub depth: usize,
+    pub capacity: usize,
+}
+
+/// The internal queues' probes by name (`link_events.autopilot`, `audit_writer`, ...).
+/// A probe reads atomics only: a scrape never waits on the queue's owner.
+#[derive(Default)]
+struct QueueGauges(Mutex<BTreeMap<String, QueueProbe>>);
+
+impl std::fmt::Debug for QueueGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .0
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_tuple("QueueGauges").field(&names).finish()
+    }
 }
 
 impl Default for Metrics {
@@ -138,6 +166,7 @@ impl Default for Metrics {
             mqtt_reconnects: AtomicU64::new(0),
             watchdog_pings: AtomicU64::new(0),
             cpu_temperature_millicelsius: AtomicI64::new(NO_TEMPERATURE),
+            queues: QueueGauges::default(),
         }
     }
 }
@@ -193,6 +222,50 @@ impl Metrics {
     /// A `WATCHDOG=1` was sent to systemd.
     pub fn record_watchdog_ping(&self) {
         self.watchdog_pings.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Watches a bounded queue under `name`, replacing an earlier queue of that name (a
+    /// reconnected link makes new channels).
+    pub fn watch_queue(&self, name: impl Into<String>, probe: QueueProbe) {
+        if let Ok(mut queues) = self.queues.0.lock() {
+            if queues.len() < LABEL_SETS_MAX {
+                queues.insert(name.into(), probe);
+            }
+        }
+    }
+
+    /// Watches a tokio channel through a weak sender, so watching never keeps it open.
+    pub fn watch_channel<T: Send + 'static>(
+        &self,
+        name: impl Into<String>,
+        tx: &tokio::sync::mpsc::Sender<T>,
+    ) {
+        let weak = tx.downgrade();
+        self.watch_queue(
+            name,
+            Box::new(move || {
+                weak.upgrade().map(|tx| QueueDepth {
+                    depth: tx.max_capacity() - tx.capacity(),
+                    capacity: tx.max_capacity(),
+                })
+            }),
+        );
+    }
+
+    /// Every watched queue's depth now, by name; queues that are gone are forgotten.
+    pub fn queue_depths(&self) -> Vec<(String, QueueDepth)> {
+        let Ok(mut queues) = self.queues.0.lock() else {
+            return Vec::new();
+        };
+        let mut depths = Vec::with_capacity(queues.len());
+        queues.retain(|name, probe| match probe() {
+            Some(depth) => {
+                depths.push((name.clone(), depth));
+                true
+            }
+            None => false,
+        });
+        depths
     }
 
     /// The latest CPU temperature reading (`None`: no sensor).
@@ -705,8 +778,40 @@ fn render_audit(out: &mut Out, p: &str, status: &StatusReport) {
     );
 }
 
+/// The bounded internal queues: a depth that stays near its capacity is work piling up
+/// (the soak samples these; a full queue drops or pushes back, as each owner documents).
+fn render_queues(out: &mut Out, p: &str, metrics: &Metrics) {
+    let depths = metrics.queue_depths();
+    if depths.is_empty() {
+        return;
+    }
+    let depth_name = format!("{p}_queue_depth");
+    out.family(
+        &depth_name,
+        "gauge",
+        "Messages waiting in a bounded internal queue, at scrape time.",
+    );
+    for (name, q) in &depths {
+        out.sample(&depth_name, &[("queue", name.as_str())], q.depth as f64);
+    }
+    let capacity_name = format!("{p}_queue_capacity");
+    out.family(
+        &capacity_name,
+        "gauge",
+        "How many messages a bounded internal queue holds.",
+    );
+    for (name, q) in &depths {
+        out.sample(
+            &capacity_name,
+            &[("queue", name.as_str())],
+            q.capacity as f64,
+        );
+    }
+}
+
 /// The machine.
 fn render_machine(out: &mut Out, p: &str, metrics: &Metrics, process: &ProcessSample) {
+    render_queues(out, p, metrics);
     if let Some(celsius) = metrics.cpu_temperature_celsius() {
         out.one(
             &format!("{p}_cpu_temperature_celsius"),
@@ -911,6 +1016,51 @@ mod tests {
         assert!(
             line("flight_companion_mcp_tool_calls_total{tool=\"get_status\",outcome=\"ok\"}")
                 .ends_with(" 3")
+        );
+    }
+
+    #[test]
+    fn a_watched_queue_shows_its_depth_and_is_forgotten_when_it_is_gone() {
+        let metrics = Metrics::default();
+        let (tx, rx) = tokio::sync::mpsc::channel::<u8>(8);
+        metrics.watch_channel("test_queue", &tx);
+        for i in 0..3 {
+            tx.try_send(i).unwrap();
+        }
+        let text = render(
+            &metrics,
+            &StatusReport::without_vehicle(),
+            &ProcessSample::default(),
+        );
+        assert!(
+            text.contains("flight_companion_queue_depth{queue=\"test_queue\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flight_companion_queue_capacity{queue=\"test_queue\"} 8\n"),
+            "{text}"
+        );
+        // Watching holds a weak sender: the channel closes when its own senders go.
+        drop(tx);
+        drop(rx);
+        assert!(metrics.queue_depths().is_empty());
+        let text = render(
+            &metrics,
+            &StatusReport::without_vehicle(),
+            &ProcessSample::default(),
+        );
+        assert!(!text.contains("queue_depth"), "{text}");
+    }
+
+    #[test]
+    fn watching_a_channel_does_not_keep_it_open() {
+        let metrics = Metrics::default();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(1);
+        metrics.watch_channel("closing", &tx);
+        drop(tx);
+        assert_eq!(
+            rx.try_recv(),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
         );
     }
 

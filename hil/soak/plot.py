@@ -49,6 +49,10 @@ def main() -> int:
     fds = [int(s["fds"]) for s in samples]
     threads = [int(s["threads"]) for s in samples]
     cpu = [float(s["cpu_s"]) for s in samples]
+    # Older runs have no queue columns; they are drawn with three panels.
+    has_queues = "queue_depth_total" in samples[0]
+    queue_total = [float(s.get("queue_depth_total") or 0) for s in samples]
+    queue_fill_pct = [100 * float(s.get("queue_fill_max") or 0) for s in samples]
     # CPU % of one core between two samples.
     cpu_pct = [0.0] + [
         100 * (cpu[i] - cpu[i - 1]) / max(60 * (t_min[i] - t_min[i - 1]), 1e-9)
@@ -57,7 +61,8 @@ def main() -> int:
     # Samples, faults and e-stops share one clock: seconds since the load started.
     offset_s = 0.0
 
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    panels = 4 if has_queues else 3
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 2.7 * panels), sharex=True)
     axes[0].plot(t_min, rss_mb, color="black", lw=1.2)
     axes[0].set_ylabel("RSS (MiB)")
     axes[0].set_ylim(bottom=0)
@@ -69,7 +74,15 @@ def main() -> int:
     axes[2].plot(t_min, cpu_pct, color="tab:cyan", lw=1.2)
     axes[2].set_ylabel("CPU (% of a core)")
     axes[2].set_ylim(bottom=0)
-    axes[2].set_xlabel("minutes since the load started")
+    if has_queues:
+        axes[3].plot(t_min, queue_total, color="tab:purple", lw=1.2, label="messages queued")
+        axes[3].set_ylabel("queued (messages)")
+        axes[3].set_ylim(bottom=0)
+        fill = axes[3].twinx()
+        fill.plot(t_min, queue_fill_pct, color="tab:orange", lw=0.8, ls="--")
+        fill.set_ylabel("fullest queue (%)", color="tab:orange")
+        fill.set_ylim(0, 100)
+    axes[-1].set_xlabel("minutes since the load started")
 
     seen = set()
     for f in faults:

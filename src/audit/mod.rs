@@ -28,7 +28,7 @@ pub mod witness;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -132,10 +132,17 @@ fn write_group(
     rx: &std::sync::mpsc::Receiver<Msg>,
     checkpoint_records_max: u64,
     failures: &mut Failures,
+    queued: &AtomicUsize,
 ) -> (Vec<Written>, Option<tokio::sync::oneshot::Sender<bool>>) {
     let mut group: Vec<Written> = Vec::new();
     let mut next = Some(first);
     while let Some(msg) = next.take() {
+        if matches!(msg, Msg::Record { .. }) {
+            // Saturating: a record sent around the handle (the tests) is not counted up.
+            let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(1))
+            });
+        }
         match msg {
             Msg::Record {
                 time_unix_ms,
@@ -302,6 +309,9 @@ pub struct AuditHandle {
     tx: Option<SyncSender<Msg>>,
     dropped: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// Records sent and not yet taken by the writer (the queue's depth, for the metrics):
+    /// counted up before the send and down when the writer takes one, so it never wraps.
+    queued: Arc<AtomicUsize>,
     /// The writer's last write failed and no write succeeded since (a full disk): what must
     /// be recorded before it is answered is refused meanwhile (read without a lock).
     unwritable: Arc<AtomicBool>,
@@ -323,6 +333,7 @@ impl AuditHandle {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicU64::new(0)),
+            queued: Arc::new(AtomicUsize::new(0)),
             unwritable: Arc::new(AtomicBool::new(false)),
             recent: Arc::new(Mutex::new(VecDeque::new())),
             status: Arc::new(Mutex::new(AuditStatus {
@@ -344,10 +355,12 @@ impl AuditHandle {
             event: Box::new(event),
             ack,
         };
+        self.queued.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(msg) {
             Ok(()) => true,
             // Full: never block the caller; the loss is counted and reported.
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::error!(
@@ -496,6 +509,18 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
         ..AuditHandle::disabled()
     };
     let recent = handle.recent.clone();
+    let queued = handle.queued.clone();
+    let queue_capacity = options.queue_len.max(1);
+    let watched = Arc::downgrade(&queued);
+    crate::metrics::global().watch_queue(
+        "audit_writer",
+        Box::new(move || {
+            watched.upgrade().map(|q| crate::metrics::QueueDepth {
+                depth: q.load(Ordering::Relaxed),
+                capacity: queue_capacity,
+            })
+        }),
+    );
     let mut failures = Failures {
         count: handle.failed.clone(),
         last_error: None,
@@ -575,6 +600,7 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
                             &rx,
                             options.checkpoint_records_max,
                             &mut failures,
+                            &queued,
                         );
                         let committed = commit_group(&mut writer, &group, &mut failures);
                         let lost = acknowledge_group(group, committed, &recent);

@@ -582,8 +582,11 @@ fn queued_records_are_written_as_one_group_and_made_durable_by_one_sync() {
     };
     let syncs = w.syncs();
     let first = rx.recv().unwrap();
-    let (group, close) = write_group(&mut w, first, &rx, 1000, &mut failed);
+    let queued = std::sync::atomic::AtomicUsize::new(10);
+    let (group, close) = write_group(&mut w, first, &rx, 1000, &mut failed, &queued);
     assert_eq!(group.len(), 10);
+    // The queue's depth for the metrics counts every record taken.
+    assert_eq!(queued.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert!(close.is_none());
     assert!(group.iter().all(|r| r.ok));
     assert_eq!(
@@ -615,7 +618,14 @@ fn a_group_stops_at_the_checkpoint_bound_and_at_close() {
     };
     // checkpoint_records_max = 4: the group ends when 4 records await a checkpoint.
     let first = rx.recv().unwrap();
-    let (group, _) = write_group(&mut w, first, &rx, 4, &mut failed);
+    let (group, _) = write_group(
+        &mut w,
+        first,
+        &rx,
+        4,
+        &mut failed,
+        &std::sync::atomic::AtomicUsize::new(0),
+    );
     assert_eq!(group.len(), 4);
     assert_eq!(w.unanchored(), 4);
     w.checkpoint().unwrap();
@@ -628,7 +638,14 @@ fn a_group_stops_at_the_checkpoint_bound_and_at_close() {
     tx.send(Msg::Close { ack: close_ack }).unwrap();
     let _after = queue(&tx, 1);
     let first = rx.recv().unwrap();
-    let (group, close) = write_group(&mut w, first, &rx, 1000, &mut failed);
+    let (group, close) = write_group(
+        &mut w,
+        first,
+        &rx,
+        1000,
+        &mut failed,
+        &std::sync::atomic::AtomicUsize::new(0),
+    );
     assert_eq!(group.len(), 2);
     assert!(close.is_some());
 }

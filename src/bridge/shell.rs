@@ -85,6 +85,8 @@ pub fn spawn(
 ) -> (BridgeWriter, mpsc::Receiver<BridgeInput>) {
     let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE_LEN);
     let (frame_tx, frame_rx) = mpsc::channel(OUTPUT_QUEUE_LEN);
+    crate::metrics::global().watch_channel("bridge_inputs", &input_tx);
+    crate::metrics::global().watch_channel("bridge_frames", &frame_tx);
     tokio::spawn(run(options, input_tx, frame_rx, shutdown));
     (
         BridgeWriter {

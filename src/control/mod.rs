@@ -90,6 +90,7 @@ pub fn channel() -> (
     watch::Sender<EnvelopeView>,
 ) {
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    crate::metrics::global().watch_channel("control_requests", &tx);
     let (envelope_tx, envelope) =
         watch::channel(Err("the daemon has not built its envelope yet".to_string()));
     (

@@ -79,6 +79,7 @@ pub struct StopLoop {
 /// A new e-stop channel with `initial` as the published status.
 pub fn channel(initial: StopStatus) -> (StopClient, StopLoop) {
     let (tx, requests) = mpsc::channel(STOP_QUEUE);
+    crate::metrics::global().watch_channel("estop_requests", &tx);
     let (status_tx, status) = watch::channel(initial);
     (
         StopClient { tx, status },

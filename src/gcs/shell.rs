@@ -86,6 +86,7 @@ impl GcsLoop {
             return Ok(None);
         }
         let (tx, inputs) = mpsc::channel(INPUT_QUEUE);
+        crate::metrics::global().watch_channel("gcs_inputs", &tx);
         let mut links = Vec::new();
         for (index, endpoint) in config.gcs_endpoint.iter().enumerate() {
             let options = LinkOptions {

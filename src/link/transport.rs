@@ -517,6 +517,8 @@ impl Link {
         };
         let (outgoing_tx, outgoing_rx) = mpsc::channel(SEND_CHANNEL_CAPACITY);
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        crate::metrics::global().watch_channel(format!("link_outgoing {name}"), &outgoing_tx);
+        crate::metrics::global().watch_channel(format!("link_events {name}"), &events_tx);
         let spare = Arc::new(SpareBatches::default());
         let codec = Codec {
             encoder: FrameEncoder::new(options.system_id, options.component_id),

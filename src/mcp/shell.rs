@@ -1000,9 +1000,11 @@ pub async fn serve_with_audit(
     let spec = connection_spec(mcp_config, &topics);
     let (client, eventloop) = mqtt::connect(&config.mqtt, &spec)?;
     let (events_tx, mut events) = mpsc::channel(MQTT_EVENTS);
+    crate::metrics::global().watch_channel("mqtt_events", &events_tx);
     let driver_stop = CancellationToken::new();
     let driver = mqtt::spawn_driver(eventloop, &config.mqtt, events_tx, driver_stop.clone());
     let (outgoing_tx, mut outgoing) = mpsc::channel(OUTGOING_QUEUE);
+    crate::metrics::global().watch_channel("mqtt_outgoing", &outgoing_tx);
     tracing::info!(
         server_id,
         server_name = topics.server_name,

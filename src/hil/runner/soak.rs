@@ -208,6 +208,8 @@ struct Sample {
     audit_records: Option<f64>,
     audit_dropped: Option<f64>,
     mqtt_reconnects: Option<f64>,
+    /// Each bounded internal queue's depth and capacity (`/metrics`), by name.
+    queues: Vec<(String, f64, f64)>,
     calls_ok: u64,
     calls_failed: u64,
     sessions_churned: u64,
@@ -1068,7 +1070,8 @@ async fn sampler(
     samples: Arc<Mutex<Vec<Sample>>>,
 ) {
     let header = "t_s,rss_kb,fds,threads,cpu_s,audit_bytes,frames_received,audit_records,\
-                  audit_dropped,mqtt_reconnects,calls_ok,calls_failed,sessions_churned,flights,fault\n";
+                  audit_dropped,mqtt_reconnects,calls_ok,calls_failed,sessions_churned,flights,\
+                  queue_depth_total,queue_fill_max,queue_depths,fault\n";
     let _ = std::fs::write(&csv, header);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1090,6 +1093,7 @@ async fn sampler(
             sample.audit_records = value("flight_companion_audit_records");
             sample.audit_dropped = value("flight_companion_audit_dropped_total");
             sample.mqtt_reconnects = value("flight_companion_mqtt_reconnects_total");
+            sample.queues = queue_depths(&text);
         }
         let load = &ctx.load;
         sample.calls_ok = load.calls_ok.load(Ordering::Relaxed);
@@ -1099,7 +1103,7 @@ async fn sampler(
         sample.fault = load.fault.lock().unwrap().clone();
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
         let line = format!(
-            "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{},{},{},{}\n",
+            "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             sample.t_s,
             sample.rss_kb,
             sample.fds,
@@ -1114,6 +1118,19 @@ async fn sampler(
             sample.calls_failed,
             sample.sessions_churned,
             sample.flights,
+            sample.queues.iter().map(|q| q.1).sum::<f64>(),
+            sample
+                .queues
+                .iter()
+                .map(|q| q.1 / q.2.max(1.0))
+                .fold(0.0, f64::max),
+            sample
+                .queues
+                .iter()
+                .map(|(name, depth, capacity)| format!("{name}={depth}/{capacity}"))
+                .collect::<Vec<_>>()
+                .join(";")
+                .replace(',', " "),
             sample.fault
         );
         if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&csv) {
@@ -1186,6 +1203,31 @@ async fn scrape(port: u16) -> Option<String> {
         .await
         .ok()
         .flatten()
+}
+
+/// The queues' depths and capacities from `flight_companion_queue_depth{queue="..."}` and
+/// `flight_companion_queue_capacity`, by queue name.
+fn queue_depths(text: &str) -> Vec<(String, f64, f64)> {
+    let labelled = |name: &str| -> Vec<(String, f64)> {
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?.strip_prefix("{queue=\"")?;
+                let (queue, rest) = rest.split_once("\"}")?;
+                Some((queue.to_owned(), rest.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let capacities = labelled("flight_companion_queue_capacity");
+    labelled("flight_companion_queue_depth")
+        .into_iter()
+        .map(|(queue, depth)| {
+            let capacity = capacities
+                .iter()
+                .find(|(q, _)| *q == queue)
+                .map_or(0.0, |(_, c)| *c);
+            (queue, depth, capacity)
+        })
+        .collect()
 }
 
 /// The sum of a metric's samples (all its label sets).
@@ -1369,6 +1411,23 @@ fn judge(
     failed
 }
 
+/// The largest depth each queue reached in any sample, against its capacity.
+fn queue_summary(samples: &[Sample]) -> String {
+    let mut largest: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    for (name, depth, capacity) in samples.iter().flat_map(|s| &s.queues) {
+        let entry = largest.entry(name.as_str()).or_insert((0.0, *capacity));
+        *entry = (entry.0.max(*depth), *capacity);
+    }
+    if largest.is_empty() {
+        return "queues: no depths sampled (the daemon's /metrics had none)".into();
+    }
+    let each: Vec<String> = largest
+        .iter()
+        .map(|(name, (depth, capacity))| format!("{name} {depth} of {capacity}"))
+        .collect();
+    format!("queues, the largest depth sampled: {}", each.join(", "))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn summary(
     args: &SoakArgs,
@@ -1436,6 +1495,7 @@ fn summary(
             b.audit_bytes,
             b.audit_dropped.map_or("unknown".into(), |v| format!("{v}"))
         ));
+        line(queue_summary(samples));
     }
     line(format!(
         "load: {} calls answered, {} failed or refused; {} sessions opened and closed; {} \
@@ -1527,6 +1587,32 @@ mod tests {
         assert_eq!(metric(text, "flight_companion_audit_records"), Some(10.0));
         assert_eq!(metric(text, "flight_companion_estops_total"), Some(3.0));
         assert_eq!(metric(text, "flight_companion_missing"), None);
+    }
+
+    #[test]
+    fn queue_depths_are_read_from_the_daemons_metrics() {
+        let metrics = crate::metrics::Metrics::default();
+        let (tx, _rx) = tokio::sync::mpsc::channel::<u8>(16);
+        metrics.watch_channel("link_events tcp:127.0.0.1:5760", &tx);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        let text = crate::metrics::render(
+            &metrics,
+            &crate::status::StatusReport::without_vehicle(),
+            &crate::metrics::ProcessSample::default(),
+        );
+        assert_eq!(
+            queue_depths(&text),
+            vec![("link_events tcp:127.0.0.1:5760".to_string(), 2.0, 16.0)]
+        );
+        let sample = Sample {
+            queues: queue_depths(&text),
+            ..Sample::default()
+        };
+        assert_eq!(
+            queue_summary(&[sample]),
+            "queues, the largest depth sampled: link_events tcp:127.0.0.1:5760 2 of 16"
+        );
     }
 
     #[test]
