@@ -1118,12 +1118,15 @@ async fn sampler(
             sample.calls_failed,
             sample.sessions_churned,
             sample.flights,
-            sample.queues.iter().map(|q| q.1).sum::<f64>(),
-            sample
-                .queues
-                .iter()
-                .map(|q| q.1 / q.2.max(1.0))
-                .fold(0.0, f64::max),
+            // Empty when the scrape got nothing (a stopped daemon), as the counters are.
+            opt((!sample.queues.is_empty()).then(|| sample.queues.iter().map(|q| q.1).sum())),
+            opt((!sample.queues.is_empty()).then(|| {
+                sample
+                    .queues
+                    .iter()
+                    .map(|q| q.1 / q.2.max(1.0))
+                    .fold(0.0, f64::max)
+            })),
             sample
                 .queues
                 .iter()
