@@ -13,3 +13,4 @@ pub mod speed;
 pub use action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
 pub use executor::{Executor, ExecutorEvent, ExecutorOptions, JobId, Plan};
 pub mod mission;
+pub mod survey;
