@@ -1,5 +1,6 @@
 //! The mission family: `upload_mission`, `get_mission`, `start_mission`, `pause_mission`,
-//! `resume_mission`, `clear_mission`.
+//! `resume_mission`, `clear_mission`, and `plan_survey` (a lawnmower over a polygon, for
+//! review, uploaded only when asked).
 //!
 //! Missions are described in an LLM's terms ([`MissionStep`]: waypoints with altitude above
 //! home, speeds, loiters, photos; [`MissionEnd`]); the loop builds the autopilot's items for
@@ -114,7 +115,74 @@ pub const TOOLS: &[ToolEntry] = &[
         needs_camera: false,
         handler: Handler::Prepared(clear_mission),
     },
+    ToolEntry {
+        name: "plan_survey",
+        title: "Plan a survey",
+        description: "Plans a photo survey of a field: `polygon` (at least 3 [latitude, \
+            longitude] vertices), `altitude_m` above home, forward_overlap and side_overlap \
+            (fractions, default 0.7 and 0.6) and the camera's horizontal_fov_deg and \
+            vertical_fov_deg (default 73.7 and 53.1, a 24 mm-equivalent lens) become a \
+            lawnmower of photo waypoints inside the polygon (lines along its longest edge). \
+            Returns it for review: the steps (ready for upload_mission), line count, spacing, \
+            length and the estimated time at `speed_m_s` (default the envelope's limit). \
+            Moves nothing and uploads nothing unless `upload: true`, which needs the OPERATOR \
+            role and the control lease and is checked against the envelope like \
+            upload_mission.",
+        input_schema: schema::input::<SurveyArgs>,
+        output_schema: schema::output::<SurveyResult>,
+        permission: Permission::READ,
+        // Not read-only: `upload: true` replaces the autopilot's mission.
+        hints: Hints::CHANGE,
+        needs_camera: false,
+        handler: Handler::Run(plan_survey),
+    },
 ];
+
+/// Arguments of `plan_survey`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SurveyArgs {
+    /// The field: [latitude, longitude] in degrees, 3 to 100 vertices.
+    polygon: Vec<[f64; 2]>,
+    /// Above home, metres.
+    altitude_m: f64,
+    /// Overlap of consecutive photos along a line, 0 to 0.95 (default 0.7).
+    forward_overlap: Option<f64>,
+    /// Overlap of neighbouring lines, 0 to 0.95 (default 0.6).
+    side_overlap: Option<f64>,
+    /// The camera's field of view across the track, degrees (default 73.7).
+    horizontal_fov_deg: Option<f64>,
+    /// The camera's field of view along the track, degrees (default 53.1).
+    vertical_fov_deg: Option<f64>,
+    /// Speed of the survey legs, m/s (default: the envelope's limit).
+    speed_m_s: Option<f64>,
+    /// After the last line (default `return_home`).
+    end: Option<MissionEnd>,
+    /// Upload it at once (default false: for review only).
+    #[serde(default)]
+    upload: bool,
+}
+
+/// Result of `plan_survey`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct SurveyResult {
+    message: String,
+    /// The mission, ready for upload_mission's `steps`.
+    steps: Vec<MissionStep>,
+    end: MissionEnd,
+    lines: usize,
+    waypoints: usize,
+    line_spacing_m: f64,
+    photo_spacing_m: f64,
+    footprint_across_m: f64,
+    footprint_along_m: f64,
+    length_m: f64,
+    speed_m_s: Option<f64>,
+    /// The survey's length at the speed, turns and photos not counted.
+    estimated_duration_s: Option<f64>,
+    /// What upload_mission answered, with `upload: true`.
+    uploaded: Option<serde_json::Value>,
+}
 
 /// Arguments of `upload_mission`.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -353,5 +421,88 @@ fn clear_mission(call: ToolCall) -> ToolFuture {
             Ok(other) => tool_error(format!("unexpected answer: {other:?}")),
             Err(why) => tool_error(why),
         }
+    })
+}
+
+/// A typical 24 mm-equivalent lens (36 × 24 mm sensor): 2·atan(18/24) and 2·atan(12/24).
+const HFOV_DEG_DEFAULT: f64 = 73.7;
+const VFOV_DEG_DEFAULT: f64 = 53.1;
+
+fn plan_survey(call: ToolCall) -> ToolFuture {
+    answer(async move {
+        let example = "{\"polygon\": [[47.3977, 8.5456], [47.3977, 8.5470], [47.3986, 8.5470], \
+            [47.3986, 8.5456]], \"altitude_m\": 30}";
+        let args: SurveyArgs = match parse(&call.arguments, example) {
+            Ok(args) => args,
+            Err(e) => return e,
+        };
+        let request = crate::flight::survey::SurveyRequest {
+            polygon: args.polygon,
+            altitude_m: args.altitude_m,
+            forward_overlap: args.forward_overlap.unwrap_or(0.7),
+            side_overlap: args.side_overlap.unwrap_or(0.6),
+            horizontal_fov_deg: args.horizontal_fov_deg.unwrap_or(HFOV_DEG_DEFAULT),
+            vertical_fov_deg: args.vertical_fov_deg.unwrap_or(VFOV_DEG_DEFAULT),
+        };
+        let survey = match crate::flight::survey::plan(&request) {
+            Ok(s) => s,
+            Err(why) => return tool_error(format!("plan_survey: {why}")),
+        };
+        let limit = call
+            .control
+            .as_ref()
+            .and_then(|c| c.envelope().ok())
+            .map(|e| e.speed_horizontal_m_s_max);
+        let speed = args.speed_m_s.or(limit);
+        let mut steps = survey.steps;
+        if let Some(s) = args.speed_m_s {
+            steps.insert(0, MissionStep::Speed { speed_m_s: s });
+        }
+        let end = args.end.unwrap_or(MissionEnd::ReturnHome);
+        let mut message = format!(
+            "{} lines, {} photo waypoints, {:.0} m, lines {:.1} m apart, photos at most {:.1} m \
+             apart",
+            survey.lines,
+            survey.waypoints,
+            survey.length_m,
+            survey.line_spacing_m,
+            survey.photo_spacing_m
+        );
+        let uploaded = if args.upload {
+            let holder = call.control.as_ref().and_then(|c| c.lease_holder());
+            if holder.as_deref() != Some(call.caller.identity.as_str()) {
+                return tool_error(format!(
+                    "plan_survey: upload: true needs the control lease (request_control) and \
+                     the OPERATOR role; nothing was uploaded. The plan: {message}"
+                ));
+            }
+            let result = upload(&call, steps.clone(), end).await;
+            if result.is_error == Some(true) {
+                return result;
+            }
+            message.push_str("; uploaded: start_mission flies it");
+            result.structured_content
+        } else {
+            message.push_str(
+                "; not uploaded: pass `steps` and `end` to upload_mission, or call \
+                again with upload: true",
+            );
+            None
+        };
+        structured(&SurveyResult {
+            message,
+            steps,
+            end,
+            lines: survey.lines,
+            waypoints: survey.waypoints,
+            line_spacing_m: survey.line_spacing_m,
+            photo_spacing_m: survey.photo_spacing_m,
+            footprint_across_m: survey.footprint_across_m,
+            footprint_along_m: survey.footprint_along_m,
+            length_m: survey.length_m,
+            speed_m_s: speed,
+            estimated_duration_s: speed.map(|v| survey.length_m / v),
+            uploaded,
+        })
     })
 }
