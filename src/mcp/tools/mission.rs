@@ -36,7 +36,7 @@ pub const TOOLS: &[ToolEntry] = &[
             goto is; a refusal names the item and the leg and says what would be allowed. \
             Does not fly: start_mission does. Needs the control lease.",
         input_schema: schema::input::<UploadArgs>,
-        output_schema: schema::output::<UploadResult>,
+        output_schema: compact_output::<UploadResult>,
         permission: Permission::MOTION,
         hints: Hints {
             idempotent: true,
@@ -53,7 +53,7 @@ pub const TOOLS: &[ToolEntry] = &[
             length, the current item and whether start_mission would accept it: every leg \
             checked against the safety envelope from where the vehicle is. Read-only.",
         input_schema: no_arguments,
-        output_schema: schema::output::<GetResult>,
+        output_schema: compact_output::<GetResult>,
         permission: Permission::READ,
         hints: Hints::READ,
         needs_camera: false,
@@ -129,7 +129,7 @@ pub const TOOLS: &[ToolEntry] = &[
             role and the control lease and is checked against the envelope like \
             upload_mission.",
         input_schema: schema::input::<SurveyArgs>,
-        output_schema: schema::output::<SurveyResult>,
+        output_schema: compact_output::<SurveyResult>,
         permission: Permission::READ,
         // Not read-only: `upload: true` replaces the autopilot's mission.
         hints: Hints::CHANGE,
@@ -182,6 +182,14 @@ struct SurveyResult {
     estimated_duration_s: Option<f64>,
     /// What upload_mission answered, with `upload: true`.
     uploaded: Option<serde_json::Value>,
+}
+
+/// A result's schema without its descriptions (the tool's description says what it holds):
+/// `tools/list` is sent whole to every client.
+fn compact_output<T: schemars::JsonSchema>() -> serde_json::Value {
+    let mut result = schema::output::<T>();
+    schema::drop_descriptions(&mut result);
+    result
 }
 
 /// Arguments of `upload_mission`.
@@ -505,4 +513,21 @@ fn plan_survey(call: ToolCall) -> ToolFuture {
             uploaded,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tools/list` goes whole to every client (`TOOLS_LIST_BYTES_MAX` in
+    /// `tests/peers/mcp_spec_client.py` bounds it): the mission family (15 KB: the mission step's schema is what a
+    /// model writes missions from) stays within 15.5 KB.
+    #[test]
+    fn the_mission_tools_schemas_are_compact() {
+        let bytes: usize = TOOLS
+            .iter()
+            .map(|t| serde_json::to_string(&t.to_tool()).unwrap().len())
+            .sum();
+        assert!(bytes < 15_500, "{bytes} bytes");
+    }
 }
