@@ -292,7 +292,7 @@ impl Executor {
 
     /// The speed a motion flies at: what it asked, else the last `set_speed`, else the
     /// cruise; never above the limit.
-    fn motion_speed_m_s(&self, asked: Option<f64>) -> Option<f64> {
+    pub(super) fn motion_speed_m_s(&self, asked: Option<f64>) -> Option<f64> {
         let cap = |s: f64| self.speed_limit_m_s.map_or(s, |l| s.min(l));
         asked
             .or(self.speed_wanted_m_s)

@@ -292,14 +292,17 @@ impl Executor {
         if p.kind == AutopilotKind::Px4 {
             expected.extend([FlightMode::Rtl, FlightMode::Loiter, FlightMode::Land]);
         }
-        Ok(p.plan(
-            None,
-            vec![
-                Step::Mode(FlightMode::Auto),
-                Step::Until(Condition::MissionDone),
-            ],
-            expected,
-        ))
+        // AUTO flies at the autopilot's own speed (ArduCopter WPNAV_SPEED) until an item
+        // says otherwise: the keeper says the first leg's speed, or the daemon's, once AUTO
+        // is confirmed (and again on a mode change), never above the envelope's limit. The
+        // mission's own speed items, checked against the limit, take over from there.
+        let first_leg = self
+            .mission()
+            .and_then(|(route, _)| route.points.first().and_then(|p| p.speed_m_s));
+        let mut steps = vec![Step::Mode(FlightMode::Auto)];
+        steps.extend(self.motion_speed_m_s(first_leg).map(Step::KeepSpeed));
+        steps.push(Step::Until(Condition::MissionDone));
+        Ok(p.plan(None, steps, expected))
     }
 
     fn move_relative(
