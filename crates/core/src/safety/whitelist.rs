@@ -269,7 +269,7 @@ pub const NEVER: &[(MavCmd, &str)] = &[
     ),
     (
         MavCmd::MAV_CMD_MISSION_START,
-        "missions are not uploaded through the daemon",
+        "a mission starts only through start_mission (AUTO, after the daemon checked it)",
     ),
 ];
 
