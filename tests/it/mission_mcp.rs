@@ -1,8 +1,9 @@
 //! Missions over MCP through Mosquitto against `sim --speedup`: a survey of a 4-vertex field
 //! planned, uploaded, flown and completed with progress notifications, both dialects; a
 //! mission whose leg crosses a keep-out refused before anything reaches the autopilot (the
-//! autopilot's mission stays empty). Pause, resume and the e-stop during a mission are flown
-//! in process on virtual time (`src/flight/tests/mission.rs`).
+//! autopilot's mission stays empty); a survey paused (the vehicle holds) and resumed to its
+//! end. The e-stop during a mission is flown in process on virtual time
+//! (`src/flight/tests/mission.rs`) and in `hil/missions/`.
 
 use std::time::Duration;
 
@@ -81,9 +82,103 @@ async fn call(rig: &mut Rig, name: &str, arguments: Value) -> (Value, Vec<String
     (found.payload.unwrap()["result"].clone(), progress)
 }
 
+/// The results of the calls `ids`, in that order (notifications and other results meanwhile
+/// are kept aside).
+async fn results(rig: &mut Rig, ids: &[Value]) -> Vec<Value> {
+    let rpc = rig.client.rpc_topic();
+    let mut found: Vec<Option<Value>> = vec![None; ids.len()];
+    let deadline = tokio::time::Instant::now() + FLIGHT_WAIT * 2;
+    while found.iter().any(Option::is_none) {
+        let mut skipped = Vec::new();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = rig
+            .client
+            .wait_for(
+                |m| {
+                    m.topic == rpc
+                        && m.payload.as_ref().is_some_and(|p| {
+                            p.get("method").is_none()
+                                && p.get("id").is_some_and(|id| ids.contains(id))
+                        })
+                },
+                left,
+                &mut skipped,
+            )
+            .await
+            .unwrap_or_else(|| panic!("no results for {ids:?}\n{}", rig.daemon.output()));
+        let payload = m.payload.unwrap();
+        let i = ids
+            .iter()
+            .position(|id| Some(id) == payload.get("id"))
+            .unwrap();
+        found[i] = Some(payload["result"].clone());
+    }
+    found.into_iter().map(Option::unwrap).collect()
+}
+
+/// A mission paused as soon as its first item is reached, held, then resumed to its end.
+async fn pause_and_resume(rig: &mut Rig) -> (Value, Vec<String>) {
+    let start = rig
+        .client
+        .request(
+            "tools/call",
+            json!({"name": "start_mission", "arguments": {},
+                                      "_meta": {"progressToken": "run"}}),
+        )
+        .await;
+    let rpc = rig.client.rpc_topic();
+    let mut skipped = Vec::new();
+    let reached = rig
+        .client
+        .wait_for(
+            |m| {
+                m.topic == rpc
+                    && m.payload.as_ref().is_some_and(|p| {
+                        p["method"] == "notifications/progress"
+                            && p["params"]["message"]
+                                .as_str()
+                                .is_some_and(|t| t.contains("reached"))
+                    })
+            },
+            FLIGHT_WAIT,
+            &mut skipped,
+        )
+        .await;
+    assert!(
+        reached.is_some(),
+        "no item reached\n{}",
+        rig.daemon.output()
+    );
+    let pause = rig
+        .client
+        .request(
+            "tools/call",
+            json!({"name": "pause_mission", "arguments": {}}),
+        )
+        .await;
+    let ended = results(rig, &[start, pause]).await;
+    assert_eq!(
+        ended[0]["structuredContent"]["outcome"], "superseded",
+        "{}",
+        ended[0]
+    );
+    assert_eq!(
+        ended[1]["structuredContent"]["outcome"], "completed",
+        "{}",
+        ended[1]
+    );
+    let held = rig.position();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let now = rig.position();
+    let moved = (now.north_m - held.north_m).hypot(now.east_m - held.east_m);
+    assert!(moved < 2.0, "paused, yet moved {moved:.1} m");
+    call(rig, "resume_mission", json!({})).await
+}
+
 /// Plans a survey of a 60 m × 40 m field west of home, uploads it with `upload: true`, flies
-/// it from 15 m and checks it ends where `end` says, with progress on the way.
-async fn survey(rig: &mut Rig, end: &str) {
+/// it from 15 m (with `pause`: paused after its first item and resumed) and checks it ends
+/// where `end` says, with progress on the way.
+async fn survey(rig: &mut Rig, end: &str, pause: bool) {
     let field = json!([
         point(10.0, -70.0),
         point(10.0, -10.0),
@@ -129,7 +224,11 @@ async fn survey(rig: &mut Rig, end: &str) {
     assert!(mission["waypoints"].as_array().unwrap().len() as u64 >= waypoints);
 
     rig.fly("takeoff", json!({"altitude_m": 15.0})).await;
-    let (result, progress) = call(rig, "start_mission", json!({})).await;
+    let (result, progress) = if pause {
+        pause_and_resume(rig).await
+    } else {
+        call(rig, "start_mission", json!({})).await
+    };
     assert_eq!(
         result["structuredContent"]["outcome"],
         "completed",
@@ -185,15 +284,15 @@ async fn mission_mcp_ardupilot_refuses_a_leg_through_a_keep_out_then_flies_a_sur
     let (mission, _) = call(&mut rig, "get_mission", json!({})).await;
     assert_eq!(mission["structuredContent"]["items"], 0, "{mission}");
 
-    survey(&mut rig, "return_home").await;
+    survey(&mut rig, "return_home", false).await;
     let status = rig.status().await;
     assert_eq!(status["vehicle"]["mode"]["armed"], false, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mission_mcp_px4_flies_a_survey_and_lands_at_its_end() {
+async fn mission_mcp_px4_pauses_resumes_and_lands_at_the_end_of_a_survey() {
     let mut rig = Rig::start("mission-px4", true, 8.0, &envelope()).await;
-    survey(&mut rig, "land").await;
+    survey(&mut rig, "land", true).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let status = rig.status().await;
     assert_eq!(status["vehicle"]["mode"]["armed"], false, "{status}");
