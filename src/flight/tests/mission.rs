@@ -7,6 +7,7 @@ use crate::control::mission::{MissionAnswer, MissionAsk};
 use crate::estop::{Source, StopAsk, Trigger};
 use crate::flight::mission::{MissionEnd, MissionStep};
 use crate::sim::autopilot::FlightMode as SimMode;
+use crate::vehicle::snapshot::AutopilotKind;
 
 fn wp(north_m: f64, east_m: f64, altitude_m: f64) -> MissionStep {
     let (latitude_deg, longitude_deg) =
@@ -292,4 +293,107 @@ fn an_estop_during_a_mission_holds_latches_and_refuses_a_resume() {
         matches!(&answer, MissionAnswer::Refused(w) if w.contains("emergency stop")),
         "{answer:?}"
     );
+}
+
+/// A ground station (system 255) uploads straight to the autopilot, past the daemon, a
+/// mission whose leg crosses a keep-out: start_mission's download finds it, the check refuses
+/// it with the leg named, and a run is refused until a checked mission replaces it.
+#[test]
+fn a_mission_another_station_uploaded_is_checked_before_it_flies() {
+    use crate::link::dialect::MavMissionType;
+    use crate::vehicle::mission::{
+        MissionEvent, MissionOptions, MissionOutcome, MissionProtocol, MissionTarget, Operation,
+    };
+    let mut rig = Rig::new(Personality::ArduPilot);
+    let admin = Caller {
+        role: Role::Admin,
+        identity: "boss".into(),
+    };
+    let (lat, lon) = crate::geodesy::offset_deg(HOME.lat_deg, HOME.lon_deg, 100.0, 0.0);
+    let changes = serde_json::json!({"keep_out": [
+        {"name": "barn", "center_lat_lon_deg": [lat, lon], "radius_m": 10.0}]});
+    rig.set_envelope(changes.as_object().unwrap(), &admin)
+        .unwrap();
+    rig.fly(Action::Takeoff { altitude_m: 15.0 }, 60.0);
+    // The station's own transfer, on its own ids, to the simulator directly.
+    let items = crate::flight::mission::build_items(
+        &[wp(30.0, 0.0, 20.0), wp(170.0, 0.0, 20.0)],
+        MissionEnd::Hold,
+        AutopilotKind::Ardupilot,
+    );
+    let mut station = MissionProtocol::new(MissionOptions {
+        item_timeout: Duration::from_millis(1500),
+        retries_max: 3,
+        source_system: 255,
+        source_component: 190,
+    });
+    let target = MissionTarget {
+        system: 1,
+        component: 1,
+        autopilot: AutopilotKind::Ardupilot,
+    };
+    let header = MavHeader {
+        system_id: 255,
+        component_id: 190,
+        sequence: 0,
+    };
+    station
+        .start(
+            rig.instant(),
+            target,
+            MavMissionType::MAV_MISSION_TYPE_MISSION,
+            Operation::Upload { items, home: None },
+        )
+        .unwrap();
+    let mut uploaded = None;
+    for _ in 0..2000 {
+        let now = rig.instant();
+        while let Some(m) = station.poll_transmit(now) {
+            rig.sim.handle_message(rig.now, &header, &m);
+        }
+        rig.now += PHYSICS_STEP;
+        rig.sim.step(rig.now);
+        let vehicle = MavHeader {
+            system_id: 1,
+            component_id: 1,
+            sequence: 0,
+        };
+        while let Some(m) = rig.sim.poll_transmit(rig.now) {
+            station.handle_message(rig.instant(), &vehicle, &m);
+            rig.turn(Input::Link(LinkEvent::Frame {
+                header: vehicle,
+                message: m,
+                received_at: rig.instant(),
+            }));
+        }
+        station.handle_timeout(rig.instant());
+        if let Some(MissionEvent::Finished { outcome, .. }) = station.poll_event() {
+            uploaded = Some(outcome);
+            break;
+        }
+    }
+    assert!(
+        matches!(uploaded, Some(MissionOutcome::Uploaded { .. })),
+        "{uploaded:?}"
+    );
+    let answer = rig.mission(MissionAsk::Download {
+        from_item: Some(0),
+        caller: operator(),
+    });
+    let MissionAnswer::Downloaded { verdict, .. } = answer else {
+        panic!("{answer:?}");
+    };
+    let why = verdict.unwrap_err();
+    assert!(
+        why.contains("the leg from item 0 at ") && why.contains("keep-out `barn`"),
+        "{why}"
+    );
+    let refused = rig
+        .request(Action::RunMission { resume: false })
+        .unwrap_err();
+    assert!(
+        refused.contains("no mission has been downloaded and checked"),
+        "{refused}"
+    );
+    assert_eq!(rig.sim.mode(), SimMode::Guided, "nothing started");
 }
