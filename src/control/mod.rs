@@ -9,6 +9,7 @@
 //! The emergency stop (issue 5) gets its own channel and the first `biased` branch of the
 //! loop; nothing here can delay it.
 
+pub mod mission;
 pub mod param;
 pub mod reply;
 
@@ -80,6 +81,8 @@ pub struct ControlClient {
     lease_holder: std::sync::Arc<watch::Sender<Option<String>>>,
     /// Parameter requests to the loop; `None` when the loop takes none.
     params: Option<mpsc::Sender<param::ParamRequest>>,
+    /// Mission requests to the loop; `None` when the loop takes none.
+    missions: Option<mpsc::Sender<mission::MissionRequest>>,
 }
 
 /// The channel: the client for the MCP server, the receiver for the loop, and the sender
@@ -100,6 +103,7 @@ pub fn channel() -> (
             envelope_changes: None,
             lease_holder: std::sync::Arc::new(watch::Sender::new(None)),
             params: None,
+            missions: None,
         },
         rx,
         envelope_tx,

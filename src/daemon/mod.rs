@@ -87,6 +87,7 @@ enum Arrival {
     Control(ControlRequest),
     EnvelopeChange(EnvelopeChange),
     Param(crate::control::param::ParamRequest),
+    Mission(crate::control::mission::MissionRequest),
     /// A ground station's frame or connection (issue 19).
     Gcs(crate::gcs::GcsInput),
 }
@@ -126,6 +127,12 @@ struct Shell {
     param_waiting: HashMap<
         crate::vehicle::param_table::WriteId,
         oneshot::Sender<crate::control::param::ParamAnswer>,
+    >,
+    /// Mission requests, and the transfers waiting for their end.
+    missions: mpsc::Receiver<crate::control::mission::MissionRequest>,
+    mission_waiting: HashMap<
+        crate::vehicle::mission::TransferId,
+        oneshot::Sender<crate::control::mission::MissionAnswer>,
     >,
     envelope: watch::Sender<EnvelopeView>,
     cpu_temperature: watch::Receiver<Option<f64>>,
@@ -176,6 +183,7 @@ impl Shell {
             Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(input),
             Some(change) = self.envelope_changes.recv() => Arrival::EnvelopeChange(change),
             Some(request) = self.params.recv() => Arrival::Param(request),
+            Some(request) = self.missions.recv() => Arrival::Mission(request),
             Ok(()) = self.cpu_temperature.changed() => {
                 Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
             }
@@ -218,6 +226,17 @@ impl Shell {
                     }
                     Handled::ParamWrite(id) => {
                         self.param_waiting.insert(id, reply);
+                    }
+                    _ => {}
+                }
+            }
+            Arrival::Mission(crate::control::mission::MissionRequest { ask, reply }) => {
+                match self.core.handle(now, Input::Mission(ask)) {
+                    Handled::Mission(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                    Handled::MissionTransfer(id) => {
+                        self.mission_waiting.insert(id, reply);
                     }
                     _ => {}
                 }
@@ -305,6 +324,11 @@ impl Shell {
                 Event::WatchdogPing => self.ping_watchdog(),
                 Event::ParamWritten { id, answer } => {
                     if let Some(reply) = self.param_waiting.remove(&id) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Event::MissionDone { id, answer } => {
+                    if let Some(reply) = self.mission_waiting.remove(&id) {
                         let _ = reply.send(answer);
                     }
                 }

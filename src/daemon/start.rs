@@ -58,6 +58,9 @@ pub(super) async fn start(
     // The parameter tools: their own small channel (reads answered in one turn).
     let (params_tx, params) = mpsc::channel(crate::control::param::PARAM_REQUESTS);
     let control = control.with_params(params_tx);
+    // The mission tools: their own small channel (one transfer at a time).
+    let (missions_tx, missions) = mpsc::channel(crate::control::mission::MISSION_REQUESTS);
+    let control = control.with_missions(missions_tx);
     let lease_holder = control.lease_holder_watch();
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let (stop_client, stop_loop) = crate::estop::channel(core.stop_status());
@@ -141,6 +144,8 @@ pub(super) async fn start(
         envelope_changes,
         params,
         param_waiting: HashMap::new(),
+        missions,
+        mission_waiting: HashMap::new(),
         envelope,
         cpu_temperature,
         bridge,

@@ -39,6 +39,8 @@ struct Rig {
     sim_events: Vec<(Duration, SimEvent)>,
     ends: Vec<(JobId, JobEnd)>,
     progress: Vec<(JobId, String)>,
+    /// The answers of mission transfers (`Event::MissionDone`).
+    missions: Vec<crate::control::mission::MissionAnswer>,
 }
 
 fn operator() -> Caller {
@@ -73,6 +75,9 @@ impl Rig {
                     bridge: None,
                     health: crate::config::HealthConfig::default(),
                     watchdog_interval: None,
+                    mission: crate::vehicle::mission::MissionOptions::from_config(
+                        &crate::config::VehicleConfig::default(),
+                    ),
                 },
                 t0,
             ),
@@ -83,6 +88,7 @@ impl Rig {
             sim_events: Vec::new(),
             ends: Vec::new(),
             progress: Vec::new(),
+            missions: Vec::new(),
         };
         // Heartbeats, telemetry requests, a position and home.
         rig.run(6.0);
@@ -144,6 +150,7 @@ impl Rig {
                 Event::Job(ExecutorEvent::Progress { job, update }) => {
                     self.progress.push((job, update.message))
                 }
+                Event::MissionDone { answer, .. } => self.missions.push(answer),
                 _ => {}
             }
         }
@@ -646,6 +653,7 @@ fn motion_without_a_position_is_refused_and_a_read_only_caller_is_refused() {
     assert!(refusal.contains("OPERATOR"), "{refusal}");
 }
 
+mod mission;
 mod stop_during;
 
 #[test]

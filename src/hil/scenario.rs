@@ -925,7 +925,7 @@ mod tests {
     #[test]
     fn every_starter_scenario_is_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for (dir, least) in [("hil/scenarios", 13), ("hil/px4", 1)] {
+        for (dir, least) in [("hil/scenarios", 13), ("hil/px4", 1), ("hil/missions", 2)] {
             let mut count = 0;
             for entry in std::fs::read_dir(root.join(dir)).unwrap() {
                 let path = entry.unwrap().path();

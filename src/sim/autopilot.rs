@@ -1287,7 +1287,13 @@ impl SimAutopilot {
                         self.physics.limits_mut().speed_down_m_s_max = speed.clamp(0.1, 10.0);
                         true
                     }
-                    // AUTO takes it too; without a mission there is nothing to fly.
+                    // AUTO: ModeAuto::set_speed_xy_cms, the speed of the legs from here on
+                    // (as the mission's own DO_CHANGE_SPEED item).
+                    (0 | 1, FlightMode::Mission) => {
+                        self.auto.speed_m_s = Some(speed);
+                        true
+                    }
+                    // Climb and descent rates: without a mission there is nothing to fly.
                     (_, FlightMode::Mission) => true,
                     _ => false,
                 };

@@ -33,6 +33,7 @@ mod mcp_broker;
 mod mcp_client;
 mod mcp_interop;
 mod mcp_server;
+mod mission_mcp;
 mod params_mcp;
 mod sim_mission;
 mod sim_pymavlink;

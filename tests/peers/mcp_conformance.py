@@ -199,6 +199,22 @@ async def run(binary, config, admin_config, camera):
                    "completed")
         await call(op, checker, "move_relative", {"forward_m": 2.0}, "completed")
         await call(op, checker, "hold", {}, "completed")
+        # The mission tools: a survey planned for review, a one-waypoint mission uploaded,
+        # read back, flown from its current item (resume) and from its first (start), paused.
+        s_lat, s_lon = north_of(lat, lon, 8.0)
+        e_lat, e_lon = north_of(lat, lon, 14.0)
+        field = [[s_lat, s_lon - 0.0001], [s_lat, s_lon + 0.0001], [e_lat, e_lon + 0.0001],
+                 [e_lat, e_lon - 0.0001]]
+        await call(op, checker, "plan_survey", {"polygon": field, "altitude_m": 9.0})
+        m_lat, m_lon = north_of(lat, lon, 4.0)
+        await call(op, checker, "upload_mission",
+                   {"steps": [{"type": "waypoint", "latitude_deg": m_lat, "longitude_deg": m_lon,
+                               "altitude_m": 9.0, "photo": True}]})
+        await call(op, checker, "get_mission", {})
+        await call(op, checker, "resume_mission", {}, "completed")
+        await call(op, checker, "start_mission", {}, "completed")
+        await call(op, checker, "pause_mission", {}, "completed")
+        await call(op, checker, "clear_mission", {})
         # Refused (2 km away): an error whose structuredContent must validate too.
         f_lat, f_lon = north_of(lat, lon, 2000.0)
         refused = await call(op, checker, "goto",

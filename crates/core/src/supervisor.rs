@@ -412,8 +412,55 @@ impl Supervisor {
             Action::ReturnHome => ActionKind::ReturnHome,
             Action::SetSpeed { speed_m_s } => ActionKind::SetSpeed { speed_m_s },
             Action::SetHeading { heading_deg } => ActionKind::SetHeading { heading_deg },
+            Action::PauseMission => ActionKind::Hold,
+            Action::RunMission { resume } => return self.check_mission(envelope, &facts, resume),
         };
         envelope.check_action(kind, &facts)
+    }
+
+    /// A mission run: every point and leg of the checked mission again, from where the
+    /// vehicle is now to the item it will fly to first (the first, or on resume the current).
+    fn check_mission(&self, envelope: &Envelope, facts: &VehicleView, resume: bool) -> Verdict {
+        let refused = |message: String| {
+            Verdict::Refused(Refusal::new(
+                RefusalKind::Envelope(Default::default()),
+                message,
+            ))
+        };
+        let Some((route, current)) = self.executor.mission() else {
+            return refused(
+                "no mission has been downloaded and checked against the envelope".into(),
+            );
+        };
+        let Some(from) = facts.position else {
+            return refused("the mission cannot be checked without a trusted position".into());
+        };
+        let from_item = if resume { current.unwrap_or(0) } else { 0 };
+        match crate::flight::mission::check_route(envelope, facts, from, route, from_item) {
+            Ok(()) => Verdict::Allowed,
+            Err(why) => refused(format!(
+                "the mission is refused: {why}; nothing was started"
+            )),
+        }
+    }
+
+    /// The mission a run may fly, as the caller downloaded and checked it (`None`: forget
+    /// it, after an upload or a clear, until the autopilot's list is read back).
+    pub fn set_mission(&mut self, route: Option<crate::flight::mission::Route>) {
+        let target = self
+            .vehicle
+            .autopilot()
+            .map(|a| crate::vehicle::mission::MissionTarget {
+                system: a.system_id,
+                component: a.component_id,
+                autopilot: a.autopilot,
+            });
+        self.executor.set_mission(route.zip(target));
+    }
+
+    /// The mission a run would fly and the vehicle's current item, once reported.
+    pub fn mission(&self) -> Option<(&crate::flight::mission::Route, Option<u16>)> {
+        self.executor.mission()
     }
 
     /// The executor flies every motion at the envelope's horizontal limit, or slower when the

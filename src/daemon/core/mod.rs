@@ -21,6 +21,7 @@
 //! press (a bridge frame) stops the vehicle in the turn the frame arrives.
 
 mod bridge;
+mod mission;
 pub mod params;
 mod stop;
 #[cfg(test)]
@@ -71,6 +72,9 @@ pub enum Input {
     /// A parameter tool's request (answered with [`Handled::Param`] or
     /// [`Handled::ParamWrite`]).
     Param(crate::control::param::ParamAsk),
+    /// A mission tool's request (answered with [`Handled::Mission`] or
+    /// [`Handled::MissionTransfer`]).
+    Mission(crate::control::mission::MissionAsk),
     /// A reading of the CPU temperature (`None`: the sensor could not be read).
     CpuTemperature(Option<f64>),
     /// A timer: the Core's own `poll_timeout`, the envelope monitor's tick, the status tick.
@@ -93,6 +97,10 @@ pub enum Handled {
     Param(crate::control::param::ParamAnswer),
     /// A parameter write accepted: its answer comes as [`Event::ParamWritten`].
     ParamWrite(crate::vehicle::param_table::WriteId),
+    /// A mission request refused before anything was sent.
+    Mission(crate::control::mission::MissionAnswer),
+    /// A mission transfer started: its answer comes as [`Event::MissionDone`].
+    MissionTransfer(crate::vehicle::mission::TransferId),
 }
 
 /// Something to send.
@@ -122,6 +130,11 @@ pub enum Event {
         id: crate::vehicle::param_table::WriteId,
         answer: crate::control::param::ParamAnswer,
     },
+    /// A mission transfer ended: the answer for its waiting call.
+    MissionDone {
+        id: crate::vehicle::mission::TransferId,
+        answer: crate::control::mission::MissionAnswer,
+    },
     /// The daemon must stop: why. `flush_bridge`: let the frames already queued to the MCU go
     /// out first.
     Fatal { reason: String, flush_bridge: bool },
@@ -138,6 +151,8 @@ pub struct CoreOptions {
     pub health: HealthConfig,
     /// The systemd watchdog's ping interval (`None`: no watchdog).
     pub watchdog_interval: Option<Duration>,
+    /// The mission protocol's timeouts and ids.
+    pub mission: crate::vehicle::mission::MissionOptions,
 }
 
 /// `[bridge]` as the Core needs it.
@@ -175,6 +190,7 @@ impl CoreOptions {
             bridge,
             health: config.health.clone(),
             watchdog_interval,
+            mission: crate::vehicle::mission::MissionOptions::from_config(&config.vehicle),
         }
     }
 }
@@ -205,6 +221,8 @@ pub struct Core {
     publish_due: bool,
     /// Parameter writes waiting for the autopilot's echo.
     param_writes: params::PendingWrites,
+    /// The mission tools' transfers.
+    mission: mission::MissionSide,
 }
 
 impl Core {
@@ -227,6 +245,7 @@ impl Core {
             events: VecDeque::new(),
             publish_due: false,
             param_writes: Default::default(),
+            mission: mission::MissionSide::new(options.mission),
         }
     }
 
@@ -241,6 +260,7 @@ impl Core {
             Input::Link(event) => {
                 self.supervisor.handle_link_event(now, &event);
                 self.stop_link_event(now, &event);
+                self.mission_link_event(now, &event);
                 Handled::Done
             }
             Input::Ground(ground) => {
@@ -266,6 +286,7 @@ impl Core {
                 Handled::Envelope(self.change_envelope(changes, &caller))
             }
             Input::Param(ask) => self.param_ask(now, ask),
+            Input::Mission(ask) => self.mission_ask(now, ask),
             Input::CpuTemperature(reading) => {
                 self.cpu_temperature_c = reading;
                 Handled::Done
@@ -280,6 +301,8 @@ impl Core {
     /// supervisor sends), the watchdog, the bridge's view of the vehicle.
     fn after_input(&mut self, now: Instant) {
         self.sync_stop(now);
+        self.mission_timeouts(now);
+        self.mission_outcomes(now);
         if self.watchdog.poll_ping(now) {
             self.events.push_back(Event::WatchdogPing);
         }
@@ -308,6 +331,9 @@ impl Core {
             if let Some(message) = self.supervisor.poll_transmit(now) {
                 return Some(Transmit::Autopilot(message));
             }
+            if let Some(message) = self.mission_transmit(now) {
+                return Some(Transmit::Autopilot(message));
+            }
             if let Some(bridge) = &mut self.bridge
                 && let Some(message) = bridge.link.poll_transmit(now)
             {
@@ -316,6 +342,7 @@ impl Core {
             // The bridge's events (a press, a timeout found while polling) act in this turn;
             // a press queues stop commands, which then go first.
             if !self.bridge_events(now) {
+                self.mission_outcomes(now);
                 return None;
             }
         }
@@ -362,6 +389,9 @@ impl Core {
             wake = wake.min(bridge.link.poll_timeout());
         }
         if let Some(w) = self.stop.poll_timeout() {
+            wake = wake.min(w);
+        }
+        if let Some(w) = self.mission_poll_timeout() {
             wake = wake.min(w);
         }
         wake

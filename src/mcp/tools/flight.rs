@@ -454,7 +454,7 @@ mod tests {
         };
         let action = |name: &str, v: Value| match super::super::find(name).unwrap().handler {
             Handler::Motion(action) => action(name, &args(v)),
-            Handler::Run(_) => panic!("{name} is not a motion"),
+            Handler::Run(_) | Handler::Prepared(_) => panic!("{name} is not a motion"),
         };
         assert_eq!(action("land", json!({})), Ok(Action::Land));
         assert_eq!(

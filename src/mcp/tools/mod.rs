@@ -9,7 +9,9 @@
 //! - `estop`: `emergency_stop`, `reset_emergency_stop`;
 //! - `control`: `request_control`, `release_control` (the lease);
 //! - `audit`: `revoke_token`;
-//! - `params`: `get_parameter`, `list_parameters`, `set_parameter`.
+//! - `params`: `get_parameter`, `list_parameters`, `set_parameter`;
+//! - `mission`: `upload_mission`, `get_mission`, `start_mission`, `pause_mission`,
+//!   `resume_mission`, `clear_mission`.
 //!
 //! Everything that needs to know about a tool reads its entry: `tools/list` and `tools/call`
 //! (`mcp::server`), authorization (the gate is handed the entry's permission), the session
@@ -27,6 +29,7 @@ pub mod control;
 pub mod envelope;
 pub mod estop;
 pub mod flight;
+pub mod mission;
 pub mod params;
 pub mod status;
 
@@ -85,6 +88,10 @@ pub enum Handler {
     Motion(fn(&str, &JsonObject) -> Result<Action, String>),
     /// Any other tool.
     Run(fn(ToolCall) -> ToolFuture),
+    /// A motion (or a change of what the vehicle will fly) that prepares before it hands
+    /// anything to the loop (the mission tools: download and check first); its permission is
+    /// a motion's, with the lease.
+    Prepared(fn(ToolCall) -> ToolFuture),
 }
 
 /// One tool.
@@ -130,7 +137,7 @@ impl ToolEntry {
                 let action = action(self.name, &call.arguments).map_err(tool_error);
                 Box::pin(async move { Ok(flight::fly(call, action).await) })
             }
-            Handler::Run(run) => run(call),
+            Handler::Run(run) | Handler::Prepared(run) => run(call),
         }
     }
 }
@@ -146,6 +153,7 @@ pub fn all() -> impl Iterator<Item = &'static ToolEntry> {
         control::TOOLS,
         audit::TOOLS,
         params::TOOLS,
+        mission::TOOLS,
     ]
     .into_iter()
     .flatten()
@@ -200,7 +208,13 @@ mod tests {
             .collect();
         assert_eq!(
             reserved,
-            ["hold", "land", "return_home", "reset_emergency_stop"]
+            [
+                "hold",
+                "land",
+                "return_home",
+                "reset_emergency_stop",
+                "pause_mission"
+            ]
         );
         let waits: Vec<&str> = all()
             .filter(|t| t.permission.pool == Pool::LongWait)
@@ -212,7 +226,7 @@ mod tests {
         // Every motion is a Motion handler (the generic one) and every Motion handler a motion.
         for t in all() {
             assert_eq!(
-                matches!(t.handler, Handler::Motion(_)),
+                matches!(t.handler, Handler::Motion(_) | Handler::Prepared(_)),
                 t.permission.class == Class::Motion,
                 "{}",
                 t.name
@@ -252,7 +266,9 @@ mod tests {
                     assert_eq!(a.open_world_hint, Some(true), "{name}");
                     assert_eq!(a.read_only_hint, Some(false), "{name}");
                 }
-                Class::Read if name != "capture_image" => {
+                // Reads but for the two that may change something: a capture, and a survey
+                // plan uploaded with `upload: true`.
+                Class::Read if name != "capture_image" && name != "plan_survey" => {
                     assert_eq!(a.read_only_hint, Some(true), "{name}");
                     assert_eq!(a.open_world_hint, Some(false), "{name}");
                 }

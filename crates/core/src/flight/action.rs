@@ -44,6 +44,13 @@ pub enum Action {
     Hold,
     Land,
     ReturnHome,
+    /// Fly the autopilot's mission (AUTO), checked first against the envelope; `resume`
+    /// goes on from the current item, otherwise from the first.
+    RunMission {
+        resume: bool,
+    },
+    /// Hold where the vehicle is, keeping the mission's current item for a resume.
+    PauseMission,
 }
 
 impl Action {
@@ -60,6 +67,9 @@ impl Action {
             Action::Hold => "hold",
             Action::Land => "land",
             Action::ReturnHome => "return_home",
+            Action::RunMission { resume: false } => "start_mission",
+            Action::RunMission { resume: true } => "resume_mission",
+            Action::PauseMission => "pause_mission",
         }
     }
 
@@ -73,7 +83,10 @@ impl Action {
     /// Actions that bring the vehicle down or home: accepted even below the battery
     /// reserve or outside the envelope, because they are the way back.
     pub fn is_recovery(&self) -> bool {
-        matches!(self, Action::Hold | Action::Land | Action::ReturnHome)
+        matches!(
+            self,
+            Action::Hold | Action::Land | Action::ReturnHome | Action::PauseMission
+        )
     }
 
     /// Checks the numbers against the bounds in the tool schemas; the refusal says what
@@ -131,9 +144,13 @@ impl Action {
             Action::SetSpeed { speed_m_s } => {
                 within("speed_m_s", speed_m_s, SPEED_M_S_MIN, SPEED_M_S_MAX, "m/s")
             }
-            Action::Arm | Action::Disarm | Action::Hold | Action::Land | Action::ReturnHome => {
-                Ok(())
-            }
+            Action::Arm
+            | Action::Disarm
+            | Action::Hold
+            | Action::Land
+            | Action::ReturnHome
+            | Action::RunMission { .. }
+            | Action::PauseMission => Ok(()),
         }
     }
 }

@@ -40,6 +40,7 @@ use crate::link::{MavHeader, MavMessage};
 use crate::vehicle::command::{
     CommandEvent, CommandId, CommandProtocol, CommandRequest, ModeChange, ModeChangeOutcome,
 };
+use crate::vehicle::mission::{MissionProgress, MissionTarget};
 use crate::vehicle::modes::FlightMode;
 use crate::vehicle::snapshot::AutopilotKind;
 use crate::vehicle::state::VehicleState;
@@ -134,6 +135,18 @@ enum Condition {
     LandedDisarmed {
         home: Option<(f64, f64)>,
     },
+    /// The mission flown to its end ([`MissionRun`]): its last item reached, or on the
+    /// ground and disarmed when it ends with a landing or the return.
+    MissionDone,
+}
+
+/// The checked mission the executor may fly ([`Executor::set_mission`]) and how far the
+/// vehicle says it got (`MISSION_CURRENT`, `MISSION_ITEM_REACHED`).
+#[derive(Debug, Clone)]
+struct MissionRun {
+    route: super::mission::Route,
+    target: MissionTarget,
+    progress: MissionProgress,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -246,6 +259,8 @@ pub struct Executor {
     speed_cruise_m_s: Option<f64>,
     /// The last `set_speed`, for the running and later motions.
     speed_wanted_m_s: Option<f64>,
+    /// The mission checked against the envelope, which `RunMission` flies.
+    mission: Option<MissionRun>,
 }
 
 impl Executor {
@@ -262,6 +277,7 @@ impl Executor {
             speed_limit_m_s: None,
             speed_cruise_m_s: None,
             speed_wanted_m_s: None,
+            mission: None,
         }
     }
 
@@ -276,7 +292,7 @@ impl Executor {
 
     /// The speed a motion flies at: what it asked, else the last `set_speed`, else the
     /// cruise; never above the limit.
-    fn motion_speed_m_s(&self, asked: Option<f64>) -> Option<f64> {
+    pub(super) fn motion_speed_m_s(&self, asked: Option<f64>) -> Option<f64> {
         let cap = |s: f64| self.speed_limit_m_s.map_or(s, |l| s.min(l));
         asked
             .or(self.speed_wanted_m_s)
@@ -295,8 +311,36 @@ impl Executor {
         self.main.as_ref().map(|j| (j.id, j.action))
     }
 
+    /// The mission `RunMission` flies, as the supervisor checked it (`None`: none checked;
+    /// a mission run then is refused).
+    pub fn set_mission(&mut self, mission: Option<(super::mission::Route, MissionTarget)>) {
+        // The vehicle's current item outlives a new check of the same vehicle's list (a
+        // resume checks from it).
+        let kept = self
+            .mission
+            .take()
+            .map(|m| m.progress)
+            .filter(|p| mission.as_ref().is_some_and(|(_, t)| p.target() == *t));
+        self.mission = mission.map(|(route, target)| MissionRun {
+            route,
+            target,
+            progress: kept.unwrap_or_else(|| MissionProgress::new(target)),
+        });
+    }
+
+    /// The mission checked for flying, and the vehicle's current item once reported.
+    pub fn mission(&self) -> Option<(&super::mission::Route, Option<u16>)> {
+        self.mission
+            .as_ref()
+            .map(|m| (&m.route, m.progress.current()))
+    }
+
     /// Starts a planned job. A motion job supersedes the running one.
     pub fn start(&mut self, _now: Instant, plan: Plan, commands: &mut CommandProtocol) -> JobId {
+        if let (Action::RunMission { .. }, Some(m)) = (plan.action, &mut self.mission) {
+            // Only what is reached during this run counts towards its end.
+            m.progress = MissionProgress::new(m.target);
+        }
         let id = JobId(self.next_id);
         self.next_id += 1;
         let job = Job {
@@ -373,6 +417,15 @@ impl Executor {
 
     /// Feeds heartbeats to the mode changes in flight.
     pub fn handle_message(&mut self, now: Instant, header: &MavHeader, msg: &MavMessage) {
+        if let Some(m) = &mut self.mission
+            && matches!(
+                msg,
+                MavMessage::MISSION_CURRENT(_) | MavMessage::MISSION_ITEM_REACHED(_)
+            )
+        {
+            m.progress.handle_message(header, msg);
+            return;
+        }
         if self.mode_changes_watched == 0 || !matches!(msg, MavMessage::HEARTBEAT(_)) {
             return;
         }
@@ -533,7 +586,7 @@ impl Executor {
         if matches!(
             job.running,
             Running::Until {
-                condition: Condition::LandedDisarmed { .. },
+                condition: Condition::LandedDisarmed { .. } | Condition::MissionDone,
                 ..
             }
         ) && (!vehicle.in_air() || !vehicle.is_armed())
@@ -851,6 +904,15 @@ impl Executor {
         let o = &self.options;
         match *condition {
             Condition::LandedDisarmed { .. } => !vehicle.is_armed() && !vehicle.in_air(),
+            Condition::MissionDone => self.mission.as_ref().is_some_and(|m| {
+                if m.route.lands {
+                    !vehicle.is_armed() && !vehicle.in_air()
+                } else {
+                    m.route
+                        .last_reached
+                        .is_some_and(|last| m.progress.last_reached().is_some_and(|r| r >= last))
+                }
+            }),
             Condition::Heading { heading_deg } => vehicle
                 .heading_deg()
                 .is_some_and(|h| geo::heading_error_deg(h, heading_deg) <= o.heading_deg_tolerance),
@@ -910,6 +972,7 @@ impl Executor {
                         .map_or("unknown".into(), |h| format!("{h:.0}°"))
                 ),
             ),
+            Condition::MissionDone => self.mission_progress(vehicle),
             Condition::LandedDisarmed { home } => {
                 let d = home.and_then(|(lat, lon)| distance_to(lat, lon));
                 (
@@ -930,6 +993,37 @@ impl Executor {
         }
     }
 
+    /// A running mission's progress: the current item of the total, the items reached, the
+    /// distance left along the route.
+    fn mission_progress(&self, vehicle: &VehicleState) -> (Option<f64>, String) {
+        let Some(m) = &self.mission else {
+            return (None, "flying the mission".into());
+        };
+        let position = vehicle.position();
+        let current = m.progress.current();
+        let distance = match (position, current) {
+            (Some(p), Some(item)) => {
+                Some(m.route.remaining_m((p.latitude_deg, p.longitude_deg), item))
+            }
+            _ => None,
+        };
+        let mut message = format!(
+            "mission: item {} of {}",
+            current.map_or("?".into(), |c| (c + 1).to_string()),
+            m.route.items
+        );
+        if let Some(r) = m.progress.last_reached() {
+            message.push_str(&format!(", item {} reached", r + 1));
+        }
+        if let Some(d) = distance {
+            message.push_str(&format!(", {d:.0} m to go"));
+        }
+        if let Some(p) = position {
+            message.push_str(&format!(", altitude {:.1} m", p.altitude_relative_m));
+        }
+        (distance, message)
+    }
+
     /// How long a wait may take: its distance at a slow assumed speed, plus slack.
     fn wait_budget(&self, condition: &Condition, vehicle: &VehicleState) -> Duration {
         let position = vehicle.position();
@@ -946,6 +1040,14 @@ impl Executor {
                     + (p.altitude_relative_m - altitude_m).abs()
             }),
             Condition::Heading { .. } => 0.0,
+            // The route, the way down and a minute per item (loiters, photos, turns).
+            Condition::MissionDone => self.mission.as_ref().map_or(0.0, |m| {
+                let from = position.map_or((0.0, 0.0), |p| (p.latitude_deg, p.longitude_deg));
+                let first = m.route.points.first().map_or(0, |p| p.item);
+                m.route.remaining_m(from, first)
+                    + position.map_or(0.0, |p| p.altitude_relative_m.abs() * 2.0)
+                    + f64::from(m.route.items) * 60.0 * self.options.speed_m_s_assumed
+            }),
             Condition::LandedDisarmed { home } => position.map_or(0.0, |p| {
                 p.altitude_relative_m.abs() * 2.0
                     + home.map_or(0.0, |(lat, lon)| {
@@ -1103,6 +1205,8 @@ fn completion(action: Action, vehicle: &VehicleState) -> String {
         Action::Hold => format!("the vehicle holds position{at}"),
         Action::Land => "landed and disarmed".into(),
         Action::ReturnHome => format!("returned home, landed and disarmed{at}"),
+        Action::RunMission { .. } => format!("the mission is complete{at}"),
+        Action::PauseMission => format!("the mission is paused: holding{at}"),
     }
 }
 

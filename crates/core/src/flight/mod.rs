@@ -12,3 +12,5 @@ pub mod speed;
 
 pub use action::{Action, Goal, JobEnd, Outcome, ProgressUpdate};
 pub use executor::{Executor, ExecutorEvent, ExecutorOptions, JobId, Plan};
+pub mod mission;
+pub mod survey;

@@ -269,7 +269,7 @@ pub const NEVER: &[(MavCmd, &str)] = &[
     ),
     (
         MavCmd::MAV_CMD_MISSION_START,
-        "missions are not uploaded through the daemon",
+        "a mission starts only through start_mission (AUTO, after the daemon checked it)",
     ),
 ];
 
@@ -580,11 +580,14 @@ impl Whitelist {
                         | FlightMode::Rtl
                         | FlightMode::SmartRtl
                         | FlightMode::Takeoff
+                        // start_mission and resume_mission, once the supervisor checked every
+                        // leg of the autopilot's mission against the envelope.
+                        | FlightMode::Auto
                 ) {
                     Ok(())
                 } else {
                     Err(format!(
-                        "mode {mode:?} is not one the daemon uses (guided, hold, brake, land, return, takeoff)"
+                        "mode {mode:?} is not one the daemon uses (guided, hold, brake, land, return, takeoff, auto)"
                     ))
                 }
             }

@@ -892,6 +892,8 @@ fn px4_set_mode_reads_main_mode_in_param2_and_sub_mode_in_param3() {
         (4.0, 5.0, "AUTO.RTL"),
         (4.0, 6.0, "AUTO.LAND"),
         (4.0, 2.0, "AUTO.TAKEOFF"),
+        // start_mission: the supervisor checked the mission first.
+        (4.0, 4.0, "AUTO.MISSION"),
     ] {
         assert_eq!(
             w.check(&mode(main, sub), &flying, Role::Operator),
@@ -899,8 +901,8 @@ fn px4_set_mode_reads_main_mode_in_param2_and_sub_mode_in_param3() {
             "{name}"
         );
     }
-    // MANUAL (1), ALTCTL (2), ACRO (5) and AUTO.MISSION (4/4) are refused.
-    for (main, sub) in [(1.0, 0.0), (2.0, 0.0), (5.0, 0.0), (4.0, 4.0)] {
+    // MANUAL (1), ALTCTL (2), ACRO (5) and AUTO.FOLLOW_TARGET (4/8) are refused.
+    for (main, sub) in [(1.0, 0.0), (2.0, 0.0), (5.0, 0.0), (4.0, 8.0)] {
         assert!(
             w.check(&mode(main, sub), &flying, Role::Operator).is_err(),
             "{main}/{sub}"

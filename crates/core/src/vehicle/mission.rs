@@ -972,6 +972,11 @@ impl MissionProgress {
         }
     }
 
+    /// Whose progress this follows.
+    pub fn target(&self) -> MissionTarget {
+        self.target
+    }
+
     /// The current item in the caller's numbering, once known.
     pub fn current(&self) -> Option<u16> {
         self.current.and_then(|c| c.checked_sub(self.offset()))

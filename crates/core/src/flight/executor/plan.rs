@@ -265,10 +265,44 @@ impl Executor {
                 vec![Step::SetSpeed(speed_m_s)],
                 vec![],
             )),
-            Action::Hold => Ok(p.plan(None, vec![Step::Mode(p.hold_mode())], vec![])),
+            Action::Hold | Action::PauseMission => {
+                Ok(p.plan(None, vec![Step::Mode(p.hold_mode())], vec![]))
+            }
             Action::Land => p.land(),
             Action::ReturnHome => self.return_home(&p),
+            Action::RunMission { .. } => self.run_mission(&p),
         }
+    }
+
+    /// AUTO (ArduCopter) / AUTO.MISSION (PX4) until the mission's end. In the air only:
+    /// ArduCopter refuses AUTO armed on the ground without a takeoff item ("Auto: Missing
+    /// Takeoff Cmd"), and the daemon's takeoff is the checked way up. The modes the mission
+    /// itself switches to are expected: PX4's AUTO.RTL for a return item and AUTO.LOITER at
+    /// the end (`navigator/mission.cpp`); ArduCopter stays in AUTO for both.
+    fn run_mission(&self, p: &Planning<'_>) -> Result<Plan, Refusal> {
+        p.flying()?;
+        if self.mission().is_none() {
+            return Err(state(format!(
+                "{}: no mission has been downloaded and checked against the envelope; \
+                 upload one with upload_mission, or check the autopilot's with get_mission",
+                p.action.name()
+            )));
+        }
+        let mut expected = vec![FlightMode::Auto];
+        if p.kind == AutopilotKind::Px4 {
+            expected.extend([FlightMode::Rtl, FlightMode::Loiter, FlightMode::Land]);
+        }
+        // AUTO flies at the autopilot's own speed (ArduCopter WPNAV_SPEED) until an item
+        // says otherwise: the keeper says the first leg's speed, or the daemon's, once AUTO
+        // is confirmed (and again on a mode change), never above the envelope's limit. The
+        // mission's own speed items, checked against the limit, take over from there.
+        let first_leg = self
+            .mission()
+            .and_then(|(route, _)| route.points.first().and_then(|p| p.speed_m_s));
+        let mut steps = vec![Step::Mode(FlightMode::Auto)];
+        steps.extend(self.motion_speed_m_s(first_leg).map(Step::KeepSpeed));
+        steps.push(Step::Until(Condition::MissionDone));
+        Ok(p.plan(None, steps, expected))
     }
 
     fn move_relative(
