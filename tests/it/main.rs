@@ -17,6 +17,7 @@ mod flight_mcp;
 mod flight_rig;
 mod gcs_share;
 mod ground_bridge;
+mod ground_console;
 mod ground_era;
 mod ground_fleet;
 mod hil_inject;
