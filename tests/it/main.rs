@@ -20,6 +20,7 @@ mod ground_bridge;
 mod ground_console;
 mod ground_era;
 mod ground_fleet;
+mod ground_topology;
 mod hil_inject;
 mod hil_runner;
 mod hil_soak;
