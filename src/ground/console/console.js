@@ -285,7 +285,13 @@ async function act(path, body) {
   try {
     const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json", "X-FC-Console": "1" }, body: JSON.stringify(body || {}) });
     const answer = await r.json();
-    const text = answer.ok ? (answer.result && (answer.result.message || JSON.stringify(answer.result))) : answer.message;
+    let text = answer.message;
+    if (answer.ok && answer.result && Array.isArray(answer.result.drones)) {
+      // emergency_stop_all: one line per drone.
+      text = answer.result.drones.map((d) => `${d.drone}: ${d.latched === true ? "latched" : "NOT latched"} (${d.message})`).join("; ");
+    } else if (answer.ok) {
+      text = answer.result && (answer.result.message || JSON.stringify(answer.result));
+    }
     toast(`${path.replace("/api/", "")}${body && body.drone ? " " + body.drone : ""}: ${text}`);
     return answer;
   } catch (e) {
