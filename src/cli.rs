@@ -216,6 +216,10 @@ pub struct GroundArgs {
     /// style, `fleet/#`) as one MCP server. Repeatable; overrides `fleet.server_names`.
     #[arg(long = "fleet", value_name = "PATTERN")]
     pub fleet: Vec<String>,
+    /// Serve the web console on this address (fleet mode; loopback unless
+    /// `console.allow_non_loopback`); overrides `console.listen`.
+    #[arg(long = "console", value_name = "ADDR:PORT")]
+    pub console: Option<std::net::SocketAddr>,
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -350,6 +354,13 @@ fn ground(args: GroundArgs) -> ExitCode {
         Ok(mut c) => {
             if args.token.is_some() {
                 c.ground.token_path = args.token;
+            }
+            if args.console.is_some() {
+                c.console.listen = args.console;
+                if let Err((key, message)) = c.console.check(c.fleet.enabled()) {
+                    eprintln!("error: {key} (--console): {message}");
+                    return ExitCode::from(2);
+                }
             }
             c
         }

@@ -219,6 +219,11 @@ pub fn run(rng: &mut Rng) -> Result<(), String> {
                         asked.push(id.clone());
                     }
                 }
+                Action::Console(text) => {
+                    return Err(format!(
+                        "step {step}: a console answer with no console: {text}"
+                    ));
+                }
                 Action::Subscribe { .. } | Action::Unsubscribe { .. } | Action::StopConnection => {}
             }
         }

@@ -69,6 +69,9 @@ pub enum Action {
     Stdout(String),
     /// Stop the MQTT connection for good: no reconnect (see [`Bridge::handle_taken_over`]).
     StopConnection,
+    /// The answer to a request of the web console (fleet mode only): one JSON-RPC message
+    /// whose id is the console's (`ground::fleet::CONSOLE_ID_PREFIX`), never for stdout.
+    Console(String),
 }
 
 /// What the core needs from the configuration, plus the client id chosen by the shell.

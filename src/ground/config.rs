@@ -23,6 +23,78 @@ pub struct GroundConfig {
     /// Fleet mode: many drones served as one MCP server (`ground::fleet`). Off unless
     /// `fleet.server_names` (or `--fleet PATTERN`) names at least one pattern.
     pub fleet: FleetSection,
+    /// The web console (`ground::console`). Off unless `console.listen` (or `--console`).
+    pub console: ConsoleSection,
+}
+
+/// `[console]`: the web console served by the ground process (fleet mode only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Address and port to listen on, e.g. `127.0.0.1:8080`. Default none: no console.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow an address other than loopback. Default false: the console acts with the ground
+    /// process's identity (its stop, and an ADMIN's reset) and has no login of its own, so
+    /// anyone who can reach the port can use that identity; put it on a network only behind
+    /// something that authenticates (an SSH tunnel, a reverse proxy with client
+    /// certificates).
+    pub allow_non_loopback: bool,
+    /// A map tile URL template (`https://tiles.example/{z}/{x}/{y}.png`) drawn under the
+    /// map when set. Default none: the map draws in local metres only, which needs nothing
+    /// from the network.
+    pub tile_url: Option<String>,
+    /// How often the console asks every drone for its status (`get_status`). Default 1000 ms.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow_non_loopback: false,
+            tile_url: None,
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+impl ConsoleSection {
+    /// The console rules: fleet mode, a loopback address unless allowed, a positive poll
+    /// interval, a tile URL with its three placeholders. The key and the reason otherwise.
+    pub fn check(&self, fleet: bool) -> Result<(), (&'static str, String)> {
+        let Some(listen) = self.listen else {
+            return Ok(());
+        };
+        if !fleet {
+            return Err((
+                "console.listen",
+                "the console shows a fleet: it needs fleet mode (fleet.server_names or --fleet)"
+                    .into(),
+            ));
+        }
+        if !listen.ip().is_loopback() && !self.allow_non_loopback {
+            return Err((
+                "console.listen",
+                format!(
+                    "{listen} is not a loopback address: the console has no login and acts with this process's identity, so it listens on loopback only unless console.allow_non_loopback = true (then put it behind something that authenticates)"
+                ),
+            ));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(("console.poll_interval_ms", "must be above 0".into()));
+        }
+        if let Some(url) = &self.tile_url {
+            if !["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p))
+                || url.contains(['"', '<', '>', ' '])
+            {
+                return Err((
+                    "console.tile_url",
+                    format!("`{url}` is not a tile URL template with {{z}}, {{x}} and {{y}}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[fleet]`.
@@ -273,6 +345,7 @@ impl GroundConfig {
                 "names one drone, but fleet mode (fleet.server_names or --fleet) serves many: use fleet.default_drone for the drone a call goes to when it names none".into(),
             ));
         }
+        self.console.check(f.enabled())?;
         if g.message_bytes_max < 1024 {
             return Err((
                 "ground.message_bytes_max",
@@ -452,6 +525,41 @@ mod tests {
             (
                 "[ground]\nserver_name = \"a/b\"\n[fleet]\nserver_names = [\"a/#\"]\n",
                 "ground.server_name",
+            ),
+        ] {
+            let error = parse(&format!("{CERTS}{extra}")).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_console_needs_fleet_mode_and_loopback_unless_allowed() {
+        let fleet = "[fleet]\nserver_names = [\"fleet/#\"]\n";
+        let ok = parse(&format!(
+            "{CERTS}{fleet}[console]\nlisten = \"127.0.0.1:8080\"\ntile_url = \"https://t.example/{{z}}/{{x}}/{{y}}.png\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.console.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(ok.console.poll_interval_ms, 1_000);
+        let allowed = format!(
+            "{CERTS}{fleet}[console]\nlisten = \"0.0.0.0:8080\"\nallow_non_loopback = true\n"
+        );
+        assert!(parse(&allowed).is_ok());
+        for (extra, key) in [
+            ("[console]\nlisten = \"127.0.0.1:8080\"\n", "console.listen"),
+            (
+                &format!("{fleet}[console]\nlisten = \"0.0.0.0:8080\"\n") as &str,
+                "console.listen",
+            ),
+            (
+                &format!("{fleet}[console]\nlisten = \"[::1]:1\"\npoll_interval_ms = 0\n"),
+                "console.poll_interval_ms",
+            ),
+            (
+                &format!(
+                    "{fleet}[console]\nlisten = \"[::1]:1\"\ntile_url = \"https://t/{{z}}\"\n"
+                ),
+                "console.tile_url",
             ),
         ] {
             let error = parse(&format!("{CERTS}{extra}")).unwrap_err();

@@ -488,6 +488,15 @@ impl GroundCore for EraAdapter {
     fn poll_timeout(&self) -> Option<Instant> {
         self.inner.poll_timeout()
     }
+    fn serve_console(&mut self, now: Instant) {
+        self.inner.serve_console(now);
+        self.pump(now);
+    }
+    fn handle_console_request(&mut self, now: Instant, token: u64, method: &str, params: Value) {
+        self.inner
+            .handle_console_request(now, token, method, params);
+        self.pump(now);
+    }
     fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }

@@ -36,6 +36,14 @@ use crate::mcp::transport::{self, Topics, code};
 
 /// Prefix of the ids of the requests this core sends to a drone's bridge.
 pub const FLEET_ID_PREFIX: &str = "fc-fleet:";
+/// Prefix of the ids of the web console's requests (`ground::console`): their answers are
+/// [`Action::Console`], never stdout.
+pub const CONSOLE_ID_PREFIX: &str = "fc-console:";
+/// The console's own method: the drones known, answered by this core without a drone.
+pub const CONSOLE_DRONES: &str = "console/drones";
+/// The revision of the drone sessions the console opens when no stdio client has (the
+/// transport's own).
+const CONSOLE_VERSION: &str = "2025-11-25";
 /// The fleet's own tool listing the drones.
 pub const LIST_DRONES: &str = "list_drones";
 /// The fleet's own tool stopping every drone.
@@ -164,6 +172,8 @@ pub struct Fleet {
     tools_shown: String,
     resources_shown: String,
     counters: FleetCounters,
+    /// The web console is served: drone sessions are opened without a stdio client.
+    console: bool,
 }
 
 impl Fleet {
@@ -183,6 +193,7 @@ impl Fleet {
             tools_shown: String::new(),
             resources_shown: String::new(),
             counters: FleetCounters::default(),
+            console: false,
         }
     }
 
@@ -319,6 +330,55 @@ impl Fleet {
             (None, Some(method)) => self.client_notification(now, &method, &message),
             // Answers to requests: this server sends the client none.
             _ => tracing::debug!("dropped a response from the stdio client"),
+        }
+        self.pump(now);
+    }
+
+    // --- the web console (`ground::console`) ---
+
+    /// Serves the web console from now on: every online drone gets a session even before
+    /// (or without) a stdio client, so the console can watch and stop them.
+    pub fn serve_console(&mut self, now: Instant) {
+        self.console = true;
+        let names: Vec<String> = self.drones.keys().cloned().collect();
+        for name in names {
+            self.start_session(now, &name);
+        }
+        self.pump(now);
+    }
+
+    /// A request of the web console, under its `token`; the answer is an
+    /// [`Action::Console`] with the id `{CONSOLE_ID_PREFIX}{token}`. Only what the console
+    /// needs: `tools/call` and `resources/read` exactly as a stdio client's (the same
+    /// sessions, tools and refusals), and [`CONSOLE_DRONES`].
+    pub fn handle_console_request(
+        &mut self,
+        now: Instant,
+        token: u64,
+        method: &str,
+        params: Value,
+    ) {
+        let id = Value::String(format!("{CONSOLE_ID_PREFIX}{token}"));
+        match method {
+            "tools/call" => self.call_tool(now, id, params),
+            "resources/read" => self.resource_request(now, id, method, params),
+            CONSOLE_DRONES => {
+                let drones: Vec<Value> = self
+                    .drones
+                    .iter()
+                    .map(|(name, d)| {
+                        json!({"name": name, "online": d.online(), "session": session_name(&d.session),
+                            "tools": d.tools.iter().filter_map(|t| t.get("name").cloned()).collect::<Vec<_>>(),
+                            "resources": d.resources.iter().filter_map(|r| r.get("uri").cloned()).collect::<Vec<_>>()})
+                    })
+                    .collect();
+                self.reply(id, json!({"drones": drones}));
+            }
+            _ => self.reply_error(
+                id,
+                code::METHOD_NOT_FOUND,
+                format!("the console does not send `{method}`"),
+            ),
         }
         self.pump(now);
     }
@@ -661,8 +721,10 @@ impl Fleet {
     /// Asks a drone's bridge for a session, once the client is initialized and the drone is
     /// online; its bridge then keeps it (re-initializing after the drone comes back).
     fn start_session(&mut self, now: Instant, name: &str) {
-        let Some(version) = self.client_version.clone() else {
-            return;
+        let version = match (&self.client_version, self.console) {
+            (Some(v), _) => v.clone(),
+            (None, true) => CONSOLE_VERSION.to_owned(),
+            (None, false) => return,
         };
         let client_info = if self.client_info.is_null() {
             json!({"name": "flight-companion ground (fleet)", "version": crate::VERSION})
@@ -1020,10 +1082,15 @@ impl Fleet {
                 (s, lines.join("\n"), !all_ok)
             }
         };
-        let structured_ok = self
-            .client_version
-            .as_deref()
-            .is_some_and(|v| v >= STRUCTURED_FROM);
+        let for_console = aggregate
+            .id
+            .as_str()
+            .is_some_and(|id| id.starts_with(CONSOLE_ID_PREFIX));
+        let structured_ok = for_console
+            || self
+                .client_version
+                .as_deref()
+                .is_some_and(|v| v >= STRUCTURED_FROM);
         let mut result = json!({"content": [{"type": "text", "text": text}], "isError": is_error});
         if structured_ok {
             result["structuredContent"] = structured;
@@ -1143,7 +1210,15 @@ impl Fleet {
     }
 
     fn emit(&mut self, message: &Value) {
-        self.actions.push_back(Action::Stdout(message.to_string()));
+        let console = message
+            .get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.starts_with(CONSOLE_ID_PREFIX));
+        if console {
+            self.actions.push_back(Action::Console(message.to_string()));
+        } else {
+            self.actions.push_back(Action::Stdout(message.to_string()));
+        }
     }
 
     fn reply(&mut self, id: Value, result: Value) {
@@ -1345,6 +1420,15 @@ fn answer_problem(answer: Option<&Option<Value>>, waited_ms: u128) -> Option<Str
     }
 }
 
+fn session_name(session: &DroneSession) -> &'static str {
+    match session {
+        DroneSession::None => "none",
+        DroneSession::Starting => "starting",
+        DroneSession::Ready => "ready",
+        DroneSession::Refused(_) => "refused",
+    }
+}
+
 /// One drone of `list_drones`.
 fn drone_summary(
     name: &str,
@@ -1355,12 +1439,7 @@ fn drone_summary(
     let mut entry = json!({
         "name": name,
         "online": d.online(),
-        "session": match &d.session {
-            DroneSession::None => "none",
-            DroneSession::Starting => "starting",
-            DroneSession::Ready => "ready",
-            DroneSession::Refused(_) => "refused",
-        },
+        "session": session_name(&d.session),
     });
     if let DroneSession::Refused(why) = &d.session {
         entry["error"] = Value::String(why.clone());

@@ -391,3 +391,79 @@ fn bad_input_is_answered_and_never_panics() {
     h.fleet
         .handle_mqtt_message(h.now, "$mcp-server/presence/", b"");
 }
+
+#[test]
+fn the_console_opens_sessions_without_a_stdio_client_and_its_answers_never_reach_stdout() {
+    let mut h = Harness::new(settings());
+    h.actions();
+    h.online("d1", "fleet/a");
+    // No stdio client: no session yet.
+    assert!(Harness::publishes(&h.actions()).is_empty());
+    h.fleet.serve_console(h.now);
+    h.serve("d1", "fleet/a", &["get_status", "emergency_stop"]);
+    let quiet = h.actions();
+    assert!(
+        !quiet.iter().any(|a| matches!(a, Action::Stdout(_))),
+        "nothing for a stdio client that never came: {quiet:?}"
+    );
+
+    h.fleet
+        .handle_console_request(h.now, 1, CONSOLE_DRONES, json!({}));
+    let answer = match h.actions().as_slice() {
+        [Action::Console(line)] => serde_json::from_str::<Value>(line).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(answer["id"], format!("{CONSOLE_ID_PREFIX}1"));
+    assert_eq!(answer["result"]["drones"][0]["name"], "fleet/a");
+    assert_eq!(answer["result"]["drones"][0]["session"], "ready");
+
+    // A stop goes to exactly the drone named, as a stdio client's would.
+    h.fleet.handle_console_request(
+        h.now,
+        2,
+        "tools/call",
+        json!({"name": "emergency_stop", "arguments": {"drone": "fleet/a", "reason": "web console"}}),
+    );
+    let pubs = Harness::publishes(&h.actions());
+    assert_eq!(pubs.len(), 1, "{pubs:?}");
+    assert_eq!(pubs[0].0, "$mcp-rpc/gcs/d1/fleet/a");
+    assert_eq!(
+        pubs[0].1["params"]["arguments"],
+        json!({"reason": "web console"})
+    );
+    let ours = pubs[0].1["id"].clone();
+    h.drone_says("d1", "fleet/a", json!({"jsonrpc":"2.0","id":ours,"result":{"content":[],"structuredContent":{"emergency_stop":{"latched":true}}}}));
+    let answer = match h.actions().as_slice() {
+        [Action::Console(line)] => serde_json::from_str::<Value>(line).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(answer["id"], format!("{CONSOLE_ID_PREFIX}2"));
+    assert_eq!(
+        answer["result"]["structuredContent"]["emergency_stop"]["latched"],
+        true
+    );
+
+    // An unknown drone is refused before anything is sent; an unknown method too.
+    h.fleet.handle_console_request(
+        h.now,
+        3,
+        "tools/call",
+        json!({"name": "emergency_stop", "arguments": {"drone": "fleet/zz"}}),
+    );
+    h.fleet
+        .handle_console_request(h.now, 4, "tools/list", json!({}));
+    let actions = h.actions();
+    assert!(Harness::publishes(&actions).is_empty(), "{actions:?}");
+    assert!(
+        actions.iter().all(|a| matches!(a, Action::Console(_))),
+        "{actions:?}"
+    );
+    assert_eq!(actions.len(), 2);
+
+    // A stdio client arriving later still gets its own initialize answer on stdout.
+    let init = h.initialize();
+    assert_eq!(
+        init["result"]["serverInfo"]["name"],
+        "flight-companion-fleet"
+    );
+}

@@ -25,6 +25,7 @@
 
 pub mod bridge;
 pub mod config;
+pub mod console;
 pub mod era;
 pub mod fleet;
 pub mod shell;
@@ -48,6 +49,19 @@ pub trait GroundCore: Send {
     fn poll_action(&mut self) -> Option<Action>;
     /// The counters, for the log at exit.
     fn summary(&self) -> String;
+    /// Serves the web console from now on (fleet mode only; see [`Fleet::serve_console`]).
+    fn serve_console(&mut self, _now: Instant) {}
+    /// A web console request; answered by an [`Action::Console`] (see
+    /// [`Fleet::handle_console_request`]). Only the fleet serves the console, which the
+    /// configuration checks.
+    fn handle_console_request(
+        &mut self,
+        _now: Instant,
+        _token: u64,
+        _method: &str,
+        _params: serde_json::Value,
+    ) {
+    }
 }
 
 impl GroundCore for Bridge {
@@ -108,6 +122,18 @@ impl GroundCore for Fleet {
     }
     fn poll_action(&mut self) -> Option<Action> {
         Fleet::poll_action(self)
+    }
+    fn serve_console(&mut self, now: Instant) {
+        Fleet::serve_console(self, now)
+    }
+    fn handle_console_request(
+        &mut self,
+        now: Instant,
+        token: u64,
+        method: &str,
+        params: serde_json::Value,
+    ) {
+        Fleet::handle_console_request(self, now, token, method, params)
     }
     fn summary(&self) -> String {
         let c = self.counters();

@@ -11,13 +11,16 @@ use rumqttc::v5::ClientError;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Filter;
 use serde_json::json;
+use std::collections::HashMap;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ground::GroundCore;
 use crate::ground::bridge::{Action, Bridge, BridgeSettings};
 use crate::ground::config::GroundConfig;
+use crate::ground::console::{self, ConsoleRequest};
 use crate::ground::era::EraAdapter;
 use crate::ground::fleet::{Fleet, FleetSettings};
 use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent, Will};
@@ -70,6 +73,10 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
     ));
 
     let mut bridge = core(&config, &client_id)?;
+    // The web console: its requests enter the loop here and go through the fleet core.
+    let mut console = ConsolePort::open(&config, &mut bridge, &client_id, &shutdown).await?;
+    // With the console, the process outlives its stdio client: the console is a client too.
+    let mut stdin_open = true;
     let mut stdout = tokio::io::stdout();
     let publish_properties = mqtt::publish_properties(ComponentType::Client, &client_id);
     let mut publish_failures: u64 = 0;
@@ -80,15 +87,15 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         let timeout = bridge.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            line = lines.recv() => match line {
+            request = console.recv() => console.hand(&mut bridge, request),
+            line = lines.recv(), if stdin_open => match line {
                 Some(StdinLine::Line(line)) => bridge.handle_stdin_line(Instant::now(), &line),
                 Some(StdinLine::Oversize(bytes)) => {
-                    let refusal = json!({"jsonrpc": "2.0", "id": null, "error": {
-                        "code": transport::code::INVALID_REQUEST,
-                        "message": format!("message of {bytes} bytes exceeds the bridge's limit of {max} bytes (ground.message_bytes_max)"),
-                    }});
-                    tracing::warn!("refused a stdin line of {bytes} bytes");
-                    write_line(&mut stdout, &refusal.to_string()).await?;
+                    write_line(&mut stdout, &oversize_refusal(bytes, max)).await?;
+                }
+                None if console.enabled() => {
+                    tracing::info!("stdin closed: the MCP client is gone; the console stays (stop with SIGINT or SIGTERM)");
+                    stdin_open = false;
                 }
                 None => {
                     tracing::info!("stdin closed: the MCP client is gone; shutting down");
@@ -131,6 +138,10 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
             let sent = match action {
                 Action::Stdout(line) => {
                     write_line(&mut stdout, &line).await?;
+                    Ok(())
+                }
+                Action::Console(line) => {
+                    console.answer(&line);
                     Ok(())
                 }
                 Action::Subscribe { topic, no_local } => {
@@ -261,6 +272,88 @@ fn server_name_filters(connack: &rumqttc::v5::mqttbytes::v5::ConnAck) -> Option<
 
 fn log_send_failure(error: &ClientError) {
     tracing::warn!("cannot hand a message to the MQTT client (queue full or closed): {error}");
+}
+
+/// The answer to a stdin line longer than `max` bytes.
+fn oversize_refusal(bytes: usize, max: usize) -> String {
+    tracing::warn!("refused a stdin line of {bytes} bytes");
+    json!({"jsonrpc": "2.0", "id": null, "error": {
+        "code": transport::code::INVALID_REQUEST,
+        "message": format!("message of {bytes} bytes exceeds the bridge's limit of {max} bytes (ground.message_bytes_max)"),
+    }})
+    .to_string()
+}
+
+/// The web console's side of the loop: its requests, and the answers they wait for.
+struct ConsolePort {
+    requests: Option<mpsc::Receiver<ConsoleRequest>>,
+    /// Token → the request waiting for its answer.
+    waiting: HashMap<u64, oneshot::Sender<serde_json::Value>>,
+    next: u64,
+}
+
+impl ConsolePort {
+    /// Starts the console when `console.listen` is set (the fleet then opens its drone
+    /// sessions without waiting for a stdio client).
+    async fn open(
+        config: &GroundConfig,
+        core: &mut EraAdapter,
+        client_id: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let requests = match config.console.listen {
+            Some(_) => {
+                core.serve_console(Instant::now());
+                let identity = client_id.to_owned();
+                Some(console::start(&config.console, identity, shutdown.child_token()).await?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            requests,
+            waiting: HashMap::new(),
+            next: 0,
+        })
+    }
+
+    fn enabled(&self) -> bool {
+        self.requests.is_some()
+    }
+
+    /// The next console request; never, without a console.
+    async fn recv(&mut self) -> ConsoleRequest {
+        match &mut self.requests {
+            Some(rx) => match rx.recv().await {
+                Some(r) => r,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    fn hand(&mut self, core: &mut EraAdapter, request: ConsoleRequest) {
+        self.next += 1;
+        // Answers the console stopped waiting for are forgotten here, so the table holds at
+        // most what is in flight.
+        self.waiting.retain(|_, reply| !reply.is_closed());
+        self.waiting.insert(self.next, request.reply);
+        core.handle_console_request(Instant::now(), self.next, &request.method, request.params);
+    }
+
+    /// Hands the fleet core's answer to the console request waiting for it.
+    fn answer(&mut self, line: &str) {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        let token = message
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|id| id.strip_prefix(crate::ground::fleet::CONSOLE_ID_PREFIX))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(reply) = token.and_then(|t| self.waiting.remove(&t)) {
+            let _ = reply.send(message);
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -10,7 +10,7 @@ use crate::support::broker::{Broker, s};
 use crate::support::{Proc, binary, flight_companion, peer, python};
 
 /// The fleet's drones: (server name, server id = certificate CN).
-const DRONES: [(&str, &str); 3] = [
+pub(crate) const DRONES: [(&str, &str); 3] = [
     ("fleet/alpha", "drone-alpha"),
     ("fleet/bravo", "drone-bravo"),
     ("fleet/charlie", "drone-charlie"),
@@ -18,7 +18,7 @@ const DRONES: [(&str, &str); 3] = [
 
 /// dev-setup's ACL block of its drone, repeated for every fleet drone (identity, server
 /// name), appended to the broker's ACL file; the broker is restarted to read it.
-fn add_drones_to_acl(broker: &mut Broker) {
+pub(crate) fn add_drones_to_acl(broker: &mut Broker) {
     let path = broker.dev.path("acl");
     let acl = std::fs::read_to_string(&path).unwrap();
     let block: Vec<&str> = acl
@@ -49,7 +49,7 @@ fn add_drones_to_acl(broker: &mut Broker) {
 
 /// dev-setup's drone.toml for one fleet drone: its simulator, certificate, server id and
 /// name, the fleet audience, and its own state files (same directory, so relative paths hold).
-fn drone_config(broker: &Broker, (name, id): (&str, &str), port: u16) -> String {
+pub(crate) fn drone_config(broker: &Broker, (name, id): (&str, &str), port: u16) -> String {
     let (cert, key) = broker.dev.identity(id);
     let text = std::fs::read_to_string(broker.dev.path("drone.toml")).unwrap();
     let tail = id.trim_start_matches("drone-");
@@ -76,15 +76,20 @@ fn drone_config(broker: &Broker, (name, id): (&str, &str), port: u16) -> String 
 
 /// An OPERATOR token for the whole fleet (`aud` = the daemons' `auth.fleet`).
 fn fleet_token(broker: &Broker) -> String {
+    fleet_token_as(broker, "OPERATOR", "fleet-operator")
+}
+
+/// A token of `role` for the whole fleet, for `subject`.
+pub(crate) fn fleet_token_as(broker: &Broker, role: &str, subject: &str) -> String {
     let output = Command::new(binary())
         .args(["token", "issue", "--key"])
         .arg(broker.dev.path("keys/ground-key.key"))
-        .args(["--role", "OPERATOR", "--subject", "fleet-operator"])
+        .args(["--role", role, "--subject", subject])
         .args(["--audience", "fleet", "--ttl", "1h"])
         .output()
         .expect("token issue");
     assert!(output.status.success(), "{output:?}");
-    let path = broker.dev.path("tokens/fleet.jwt");
+    let path = broker.dev.path(&format!("tokens/fleet-{subject}.jwt"));
     std::fs::write(&path, &output.stdout).unwrap();
     s(&path).to_owned()
 }
