@@ -911,6 +911,14 @@ impl SimAutopilot {
         self.physics.altitude_m()
     }
 
+    /// One of the autopilot's lists as stored (the mission without ArduPilot's home slot).
+    pub fn mission_list(
+        &self,
+        mission_type: MavMissionType,
+    ) -> &[crate::vehicle::mission::MissionItem] {
+        self.missions.list(mission_type)
+    }
+
     /// Where the vehicle truly is.
     pub fn position(&self) -> GeoPoint {
         self.home.offset_by(&self.physics.position_ned_m())

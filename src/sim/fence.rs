@@ -192,4 +192,164 @@ mod tests {
         assert_eq!(breached_zone(&items[..2], &home(), &here), None);
         assert_eq!(breached_zone(&[], &home(), &here), None);
     }
+
+    /// The daemon's fence mirror (`vehicle::fence_sync`) against the whole simulated autopilot
+    /// of each firmware: uploaded, written, read back and verified; then a ground station's
+    /// change (fence disabled, list cleared) found by the re-check.
+    #[test]
+    fn the_mirror_is_verified_against_both_firmwares_and_a_change_is_found() {
+        use crate::safety::envelope_config::{EnvelopeConfig, ZoneConfig};
+        use crate::safety::fence_mirror::{FenceAction, plan};
+        use crate::sim::autopilot::{Personality, SimAutopilot, SimOptions};
+        use crate::vehicle::fence_sync::{FenceSync, FenceSyncEvent};
+        use crate::vehicle::mission::{MissionOptions, MissionTarget};
+        use crate::vehicle::modes::AutopilotKind;
+        use std::time::{Duration, Instant};
+
+        let corner = |n: f64, e: f64| {
+            let p = home().offset_by(&Vector3::new(n, e, 0.0));
+            [p.lat_deg, p.lon_deg]
+        };
+        let config = EnvelopeConfig {
+            altitude_m_max: 50.0,
+            keep_in: vec![ZoneConfig {
+                name: "field".into(),
+                polygon_lat_lon_deg: Some(vec![
+                    corner(-80.0, -80.0),
+                    corner(80.0, -80.0),
+                    corner(80.0, 80.0),
+                    corner(-80.0, 80.0),
+                ]),
+                center_lat_lon_deg: None,
+                radius_m: None,
+            }],
+            keep_out: vec![ZoneConfig {
+                name: "mast".into(),
+                polygon_lat_lon_deg: None,
+                center_lat_lon_deg: Some(corner(40.0, 40.0)),
+                radius_m: Some(10.0),
+            }],
+            ..EnvelopeConfig::default()
+        };
+        for (personality, kind) in [
+            (Personality::ArduPilot, AutopilotKind::Ardupilot),
+            (Personality::Px4, AutopilotKind::Px4),
+        ] {
+            let mut sim = SimAutopilot::new(SimOptions {
+                autopilot: personality,
+                home: home(),
+                seed: 7,
+                system_id: 1,
+                ekf_ready_s: Some(1.0),
+            });
+            let mut sync = FenceSync::new(MissionOptions {
+                item_timeout: Duration::from_millis(1500),
+                retries_max: 3,
+                source_system: 255,
+                source_component: 190,
+            });
+            sync.set_target(Some(MissionTarget {
+                system: 1,
+                component: 1,
+                autopilot: kind,
+            }));
+            let start = Instant::now();
+            let mut now = Duration::ZERO;
+            let plan = plan(&config, kind, FenceAction::ReturnHome).unwrap();
+            let gcs = crate::link::MavHeader {
+                system_id: 255,
+                component_id: 190,
+                sequence: 0,
+            };
+            let vehicle = crate::link::MavHeader {
+                system_id: 1,
+                component_id: 1,
+                sequence: 0,
+            };
+            let run = |sync: &mut FenceSync, sim: &mut SimAutopilot, now: &mut Duration| {
+                for _ in 0..20_000 {
+                    *now += Duration::from_millis(5);
+                    let at = start + *now;
+                    sim.step(*now);
+                    while let Some(m) = sync.poll_transmit(at) {
+                        sim.handle_message(*now, &gcs, &m);
+                    }
+                    while let Some(m) = sim.poll_transmit(*now) {
+                        sync.handle_message(at, &vehicle, &m);
+                    }
+                    if let Some(FenceSyncEvent::Finished {
+                        matches,
+                        differences,
+                        error,
+                        ..
+                    }) = sync.poll_event()
+                    {
+                        return (matches, differences, error);
+                    }
+                }
+                panic!("the run did not end");
+            };
+            sync.mirror(start + now, plan.clone()).unwrap();
+            let (matches, differences, error) = run(&mut sync, &mut sim, &mut now);
+            assert_eq!(
+                (matches, error),
+                (Some(true), None),
+                "{personality:?}: {differences:?}"
+            );
+            assert_eq!(
+                sim.mission_list(crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE)
+                    .len(),
+                5
+            );
+
+            // A ground station switches the fence off and clears the list.
+            let off = match kind {
+                AutopilotKind::Px4 => "GF_ACTION",
+                _ => "FENCE_ENABLE",
+            };
+            let kind_of_value = match kind {
+                AutopilotKind::Px4 => crate::link::dialect::MavParamType::MAV_PARAM_TYPE_INT32,
+                _ => crate::link::dialect::MavParamType::MAV_PARAM_TYPE_INT8,
+            };
+            sim.handle_message(
+                now,
+                &gcs,
+                &crate::link::MavMessage::PARAM_SET(crate::link::dialect::PARAM_SET_DATA {
+                    param_value: 0.0,
+                    target_system: 1,
+                    target_component: 1,
+                    param_id: off.into(),
+                    param_type: kind_of_value,
+                }),
+            );
+            sim.handle_message(
+                now,
+                &gcs,
+                &crate::link::MavMessage::MISSION_CLEAR_ALL(
+                    crate::link::dialect::MISSION_CLEAR_ALL_DATA {
+                        target_system: 1,
+                        target_component: 1,
+                        mission_type: crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE,
+                    },
+                ),
+            );
+            while sim.poll_transmit(now).is_some() {}
+            sync.check(start + now, plan.clone()).unwrap();
+            let (matches, differences, _) = run(&mut sync, &mut sim, &mut now);
+            assert_eq!(matches, Some(false), "{personality:?}");
+            assert!(
+                differences
+                    .iter()
+                    .any(|d| d == "autopilot fence has 0 inclusion polygons; envelope has 1"),
+                "{personality:?}: {differences:?}"
+            );
+            assert!(
+                differences
+                    .iter()
+                    .any(|d| d.starts_with(&format!("{off} is 0"))),
+                "{personality:?}: {differences:?}"
+            );
+            assert_eq!(sync.status().matches_envelope, Some(false));
+        }
+    }
 }
