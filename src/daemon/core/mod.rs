@@ -205,6 +205,8 @@ pub struct Core {
     publish_due: bool,
     /// Parameter writes waiting for the autopilot's echo.
     param_writes: params::PendingWrites,
+    /// Counts `mirror_fence` calls (their answers' ids).
+    fence_mirror_next: u64,
 }
 
 impl Core {
@@ -227,6 +229,7 @@ impl Core {
             events: VecDeque::new(),
             publish_due: false,
             param_writes: Default::default(),
+            fence_mirror_next: 0,
         }
     }
 
@@ -327,6 +330,7 @@ impl Core {
             return Some(event);
         }
         self.param_outcomes();
+        self.fence_outcomes();
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }

@@ -9,7 +9,8 @@
 //! - `estop`: `emergency_stop`, `reset_emergency_stop`;
 //! - `control`: `request_control`, `release_control` (the lease);
 //! - `audit`: `revoke_token`;
-//! - `params`: `get_parameter`, `list_parameters`, `set_parameter`.
+//! - `params`: `get_parameter`, `list_parameters`, `set_parameter`;
+//! - `fence`: `mirror_fence` (the envelope into the autopilot's own fence, issue 18).
 //!
 //! Everything that needs to know about a tool reads its entry: `tools/list` and `tools/call`
 //! (`mcp::server`), authorization (the gate is handed the entry's permission), the session
@@ -26,6 +27,7 @@ pub mod camera;
 pub mod control;
 pub mod envelope;
 pub mod estop;
+pub mod fence;
 pub mod flight;
 pub mod params;
 pub mod status;
@@ -146,6 +148,7 @@ pub fn all() -> impl Iterator<Item = &'static ToolEntry> {
         control::TOOLS,
         audit::TOOLS,
         params::TOOLS,
+        fence::TOOLS,
     ]
     .into_iter()
     .flatten()

@@ -28,28 +28,8 @@ use crate::link::dialect::{MavCmd, MavFrame};
 use crate::vehicle::mission::MissionItem;
 use crate::vehicle::modes::AutopilotKind;
 
+pub use super::envelope_config::FenceAction;
 use super::envelope_config::{EnvelopeConfig, ZoneConfig};
-
-/// What the autopilot does when its own fence is breached.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    serde::Serialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FenceAction {
-    /// ArduPilot `FENCE_ACTION` 1 (RTL, or land if it cannot), PX4 `GF_ACTION` 3 (Return).
-    #[default]
-    ReturnHome,
-    /// ArduPilot `FENCE_ACTION` 2, PX4 `GF_ACTION` 5.
-    Land,
-}
 
 /// One parameter the mirror writes, in firmware units.
 #[derive(Debug, Clone, Copy, PartialEq)]
