@@ -387,6 +387,11 @@ impl Core {
         report.active_action = s.active_action().map(|a| a.to_string());
         report.envelope_events = s.envelope_events().cloned().collect();
         report.preflight = Some(s.preflight(now));
+        report.autopilot_fence = Some(crate::status::AutopilotFenceStatus::new(
+            s.fence_status(),
+            now,
+            s.mirrors_to_autopilot(),
+        ));
         if let Some(bridge) = &self.bridge {
             report.bridge = bridge.link.status(now);
         }

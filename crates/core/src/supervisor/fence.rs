@@ -70,6 +70,11 @@ impl Supervisor {
         self.fence.check(now, plan)
     }
 
+    /// `[envelope] mirror_to_autopilot`.
+    pub fn mirrors_to_autopilot(&self) -> bool {
+        self.options.envelope.mirror_to_autopilot
+    }
+
     /// What the status shows of the autopilot's fence.
     pub fn fence_status(&self) -> &FenceStatus {
         self.fence.status()
