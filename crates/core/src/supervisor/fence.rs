@@ -106,6 +106,9 @@ impl Supervisor {
             // Refused in the air: the status keeps showing the mismatch.
             let _ = self.mirror_fence(now);
         }
+        if self.fence.take_recheck() {
+            self.fence_check_due = true;
+        }
         if self.fence_check_due
             && !self.fence.is_busy()
             && self.params.state() != crate::vehicle::params::ReadState::Reading

@@ -14,6 +14,9 @@
 //! `FENCE_ENABLE` last, so the fence is on only once what it enforces is in place), then the
 //! fence list downloaded and every parameter read again, then [`fence_mirror::compare`].
 //! Verified only when nothing differs.
+//! A fence parameter the autopilot broadcasts outside a run with a value other than the one
+//! last read (a ground station changed it) asks for a re-check (`take_recheck`); a changed
+//! fence list is not broadcast by either firmware and is found at the next check.
 //!
 //! The writes go out only disarmed on the ground (the whitelist's `mission_authority` and
 //! `Whitelist::check_fence_mirror`): PX4 drops a new polygon that does not contain the
@@ -106,6 +109,7 @@ pub struct FenceSync {
     outbox: VecDeque<MavMessage>,
     events: VecDeque<FenceSyncEvent>,
     status: FenceStatus,
+    recheck_wanted: bool,
 }
 
 /// The wire type of each mirrored parameter: ArduPilot's `AC_Fence` table (`AP_Int8`
@@ -134,6 +138,7 @@ impl FenceSync {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             status: FenceStatus::default(),
+            recheck_wanted: false,
         }
     }
 
@@ -214,6 +219,10 @@ impl FenceSync {
         let MavMessage::PARAM_VALUE(v) = msg else {
             return;
         };
+        if self.stage == Stage::Idle {
+            self.note_change(header, v);
+            return;
+        }
         let (Some(target), Some(plan)) = (self.target, &self.plan) else {
             return;
         };
@@ -264,6 +273,30 @@ impl FenceSync {
             }
         };
         self.send_param(now);
+    }
+
+    /// A fence parameter the autopilot broadcast outside a run (a ground station wrote it):
+    /// a re-check is wanted when it differs from what was last read.
+    fn note_change(&mut self, header: &MavHeader, v: &crate::link::dialect::PARAM_VALUE_DATA) {
+        let Some(target) = self.target else {
+            return;
+        };
+        if header.system_id != u32::from(target.system) {
+            return;
+        }
+        let name = v.param_id.to_str().unwrap_or("").trim_end_matches('\0');
+        let Some(known) = fence_mirror::MIRROR_PARAMS.iter().find(|n| **n == name) else {
+            return;
+        };
+        let value = super::params::decode(Some(target.autopilot), v.param_type, v.param_value);
+        if value.is_some() && value != self.read.get(known).copied() {
+            self.recheck_wanted = true;
+        }
+    }
+
+    /// True once after a fence parameter changed outside a run.
+    pub fn take_recheck(&mut self) -> bool {
+        std::mem::take(&mut self.recheck_wanted)
     }
 
     fn drain_protocol(&mut self, now: Instant) {
