@@ -30,7 +30,9 @@ impl Supervisor {
             component,
             autopilot: kind,
         }));
-        self.fence_check_due = matches!(kind, AutopilotKind::Ardupilot | AutopilotKind::Px4);
+        // The daemon checks; `probe` (which downloads no parameter table either) only looks.
+        self.fence_check_due = self.options.download_parameters
+            && matches!(kind, AutopilotKind::Ardupilot | AutopilotKind::Px4);
     }
 
     /// The fence the envelope in force makes for the connected autopilot.
