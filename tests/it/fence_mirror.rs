@@ -94,7 +94,10 @@ async fn fence_status(rig: &mut Rig, done: impl Fn(&Value) -> bool) -> Value {
 
 async fn mirror(rig: &mut Rig, tag: &str) -> Value {
     let mut admin = rig.admin_client(tag).await;
+    let started = std::time::Instant::now();
     let r = call(&mut admin, "mirror_fence", json!({})).await;
+    // The figure the closing note quotes (wall clock, simulator at 5x).
+    eprintln!("{tag}: mirror_fence answered in {:?}", started.elapsed());
     let result = r["result"]["structuredContent"].clone();
     assert_eq!(
         result["verified"],
