@@ -280,3 +280,37 @@ async fn fence_mirror_holds_with_the_companion_killed() {
     let p = rig.position();
     assert!(p.north_m < 90.0, "not coming home: {p:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_mirror_at_link_up_when_configured() {
+    let envelope = envelope().replacen(
+        "[envelope]\n",
+        "[envelope]\nmirror_to_autopilot = true\nmirror_fence_action = \"land\"\n",
+        1,
+    );
+    let mut rig = Rig::start_setup(
+        "fence-auto",
+        RigSetup {
+            px4: true,
+            envelope: &envelope,
+            ..RigSetup::default()
+        },
+    )
+    .await;
+    // Nobody called mirror_fence: the check at link-up found the empty fence and mirrored.
+    let fence = fence_status(&mut rig, |f| f["matches_envelope"] == "true").await;
+    assert_eq!(fence["mirror_to_autopilot"], true, "{fence}");
+    assert_eq!(fence["autopilot_zones"]["inclusion_polygons"], 1, "{fence}");
+    let (r, _) = rig
+        .tool("get_parameter", json!({"name": "GF_ACTION"}))
+        .await;
+    assert_eq!(r["structuredContent"]["parameter"]["value"], 5.0, "{r}");
+    let dir = rig.broker().dev.path("state/audit");
+    let records = flight_companion::audit::tail_command(&dir, usize::MAX, true)
+        .unwrap_or_default()
+        .join("\n");
+    assert!(
+        records.contains("fence_mirrored") && records.contains("mirror_to_autopilot"),
+        "{records}"
+    );
+}
