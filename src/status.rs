@@ -63,11 +63,74 @@ pub struct StatusReport {
     /// daemon's loop fills it in (and from tools that run without a vehicle).
     #[schemars(schema_with = "same_as_preflight_check")]
     pub preflight: Option<crate::safety::preflight::PreflightReport>,
+    /// The autopilot's own fence compared with the envelope (issue 18's fence mirror):
+    /// whether it matches, when it was last verified, what differs. Null before the daemon's
+    /// loop fills it in.
+    pub autopilot_fence: Option<AutopilotFenceStatus>,
     /// This report as JSON, made once by the first reader that needs it and shared by all
     /// (not part of the JSON).
     #[serde(skip)]
     #[schemars(skip)]
     pub serialized: SerializedCache,
+}
+
+/// The autopilot's own fence against the envelope (`mirror_fence`, the check at link-up).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct AutopilotFenceStatus {
+    /// `true` when the autopilot's fence list and fence parameters were read back equal to
+    /// the envelope, `false` when they differ (see `differences`), `unknown` before a
+    /// read-back or after a failed one (see `error`).
+    pub matches_envelope: FenceMatch,
+    /// Seconds since the autopilot's fence was last found equal to the envelope; null never.
+    pub verified_age_s: Option<f64>,
+    /// Seconds since it was last read back and compared; null never.
+    pub checked_age_s: Option<f64>,
+    /// What differs, one sentence each (e.g. "autopilot fence has 0 inclusion polygons;
+    /// envelope has 1").
+    pub differences: Vec<String>,
+    /// The zones of the fence list last downloaded from the autopilot.
+    pub autopilot_zones: Option<crate::safety::fence_mirror::FenceCounts>,
+    /// The mirror or check in progress; null when idle.
+    pub running: Option<crate::vehicle::fence_sync::FenceJob>,
+    /// Why the last read-back did not finish.
+    pub error: Option<String>,
+    /// `[envelope] mirror_to_autopilot`: mirrored at link-up when it differs.
+    pub mirror_to_autopilot: bool,
+}
+
+/// Whether the autopilot's fence matches the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceMatch {
+    True,
+    False,
+    Unknown,
+}
+
+impl AutopilotFenceStatus {
+    pub fn new(
+        status: &crate::vehicle::fence_sync::FenceStatus,
+        now: std::time::Instant,
+        mirror_to_autopilot: bool,
+    ) -> AutopilotFenceStatus {
+        let age = |at: Option<std::time::Instant>| {
+            at.map(|at| (now.saturating_duration_since(at).as_secs_f64() * 10.0).round() / 10.0)
+        };
+        AutopilotFenceStatus {
+            matches_envelope: match status.matches_envelope {
+                Some(true) => FenceMatch::True,
+                Some(false) => FenceMatch::False,
+                None => FenceMatch::Unknown,
+            },
+            verified_age_s: age(status.verified_at),
+            checked_age_s: age(status.checked_at),
+            differences: status.differences.clone(),
+            autopilot_zones: status.autopilot_zones,
+            running: status.running,
+            error: status.error.clone(),
+            mirror_to_autopilot,
+        }
+    }
 }
 
 /// A report serialised once: the compact JSON text, and the same text as a JSON string (for
@@ -153,6 +216,7 @@ impl StatusReport {
             local_estop: crate::estop::local::LocalEstopStatus::default(),
             lease_holder: None,
             preflight: None,
+            autopilot_fence: None,
             serialized: SerializedCache::default(),
         };
         // Default thresholds and no history: the daemon loop replaces this with its

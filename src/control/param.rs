@@ -27,6 +27,10 @@ pub enum ParamAsk {
         value: f64,
         caller: Caller,
     },
+    /// `mirror_fence` (issue 18): the envelope into the autopilot's own fence.
+    MirrorFence {
+        caller: Caller,
+    },
 }
 
 /// The loop's answer.
@@ -47,6 +51,27 @@ pub enum ParamAnswer {
     Written { name: String, old: f64, new: f64 },
     /// Refused before anything was sent, or not confirmed: why (and what would be allowed).
     Refused(String),
+    /// The fence mirror ran: what was uploaded and what the read-back showed.
+    FenceMirrored(FenceMirrorReport),
+}
+
+/// What `mirror_fence` uploaded and whether the autopilot's read-back matches it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct FenceMirrorReport {
+    /// True only when the fence list and every fence parameter read back equal the envelope.
+    pub verified: bool,
+    /// `true`/`false` after a read-back; absent when the run failed before it (see `error`).
+    pub matches_envelope: Option<bool>,
+    /// What differs, one sentence each (empty when verified).
+    pub differences: Vec<String>,
+    /// Why the run ended early (upload refused, no answer, link lost).
+    pub error: Option<String>,
+    /// The zones uploaded.
+    pub zones: crate::safety::fence_mirror::FenceCounts,
+    /// Fence items uploaded (vertices and circles).
+    pub items: usize,
+    /// Fence parameters written, `NAME=value` in firmware units.
+    pub parameters: Vec<String>,
 }
 
 /// One request with its reply.

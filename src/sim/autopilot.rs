@@ -911,6 +911,14 @@ impl SimAutopilot {
         self.physics.altitude_m()
     }
 
+    /// One of the autopilot's lists as stored (the mission without ArduPilot's home slot).
+    pub fn mission_list(
+        &self,
+        mission_type: MavMissionType,
+    ) -> &[crate::vehicle::mission::MissionItem] {
+        self.missions.list(mission_type)
+    }
+
     /// Where the vehicle truly is.
     pub fn position(&self) -> GeoPoint {
         self.home.offset_by(&self.physics.position_ned_m())
@@ -1473,14 +1481,14 @@ impl SimAutopilot {
     /// `Copter::fence_check`, `ArduCopter/fence.cpp`): with `FENCE_ENABLE` = 1, `FENCE_TYPE`
     /// bit 0 breaches above `FENCE_ALT_MAX` (m above home), bit 1 beyond `FENCE_RADIUS` from
     /// home; a new breach in the air takes `FENCE_ACTION`: 0 report only, 1 and 3 and 5 RTL
-    /// (the SmartRTL variants fall back to RTL), 2 LAND, 4 BRAKE. Polygons (bit 2) need the
-    /// mission protocol's fence items and are not simulated here.
+    /// (the SmartRTL variants fall back to RTL), 2 LAND, 4 BRAKE. Bit 2 checks the
+    /// fence list's polygons and circles (`sim::fence`, `AC_PolyFence_loader::breached`).
     ///
     /// PX4 (`Geofence::isInsidePolygonOrCircle` and `Geofence::checkAll`,
     /// `src/modules/navigator/geofence.cpp`; the action in the commander's failsafe):
     /// `GF_MAX_HOR_DIST` and `GF_MAX_VER_DIST` (0 disables each) around home; `GF_ACTION`:
     /// 0 none, 1 warn, 2 Hold, 3 Return, 5 Land (4, terminate, is not simulated: reported
-    /// only).
+    /// only); the fence list's polygons and circles are always checked when uploaded.
     fn check_fence(&mut self, on_ground: bool) {
         let ned = self.physics.position_ned_m();
         let horizontal_m = ned.x.hypot(ned.y);
@@ -1491,26 +1499,28 @@ impl SimAutopilot {
                 let enabled = self.param("FENCE_ENABLE") >= 0.5;
                 let above = types & 1 != 0 && altitude_m > f64::from(self.param("FENCE_ALT_MAX"));
                 let beyond = types & 2 != 0 && horizontal_m > f64::from(self.param("FENCE_RADIUS"));
+                let zone = types & 4 != 0 && self.fence_zone_breached(&ned);
                 let action = match self.param("FENCE_ACTION") as i32 {
                     1 | 3 | 5 => Some(FlightMode::Rtl),
                     2 => Some(FlightMode::Land),
                     4 => Some(FlightMode::Brake),
                     _ => None,
                 };
-                (enabled && (above || beyond), action)
+                (enabled && (above || beyond || zone), action)
             }
             Personality::Px4 => {
                 let horizontal_max = f64::from(self.param("GF_MAX_HOR_DIST"));
                 let vertical_max = f64::from(self.param("GF_MAX_VER_DIST"));
                 let beyond = horizontal_max > 0.0 && horizontal_m > horizontal_max;
                 let above = vertical_max > 0.0 && altitude_m > vertical_max;
+                let zone = self.fence_zone_breached(&ned);
                 let action = match self.param("GF_ACTION") as i32 {
                     2 => Some(FlightMode::Loiter),
                     3 => Some(FlightMode::Rtl),
                     5 => Some(FlightMode::Land),
                     _ => None,
                 };
-                (beyond || above, action)
+                (beyond || above || zone, action)
             }
         };
         if !breach {
@@ -1531,6 +1541,15 @@ impl SimAutopilot {
         {
             self.set_mode(mode);
         }
+    }
+
+    /// True when the vehicle is outside an inclusion zone or inside an exclusion zone of the
+    /// uploaded fence list.
+    fn fence_zone_breached(&self, ned: &Vector3<f64>) -> bool {
+        let items = self
+            .missions
+            .list(crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE);
+        super::fence::breached_zone(items, &self.home, ned).is_some()
     }
 
     /// Enters a mode (no checks) and sets what the airframe does in it.
@@ -3617,6 +3636,121 @@ mod tests {
         assert_eq!(h.sim.mode(), FlightMode::Land);
         assert!(h.status_texts().iter().any(|t| t == "Geofence violation"));
         assert!(h.sim.altitude_m() < 12.0);
+    }
+
+    /// The uploaded polygon fence holds with no one on the link: a GUIDED goal beyond the
+    /// inclusion polygon (ArduCopter, `FENCE_TYPE` bit 2) or into an exclusion polygon (PX4,
+    /// always checked) is cut short by the fence's action.
+    #[test]
+    fn the_uploaded_polygons_turn_the_vehicle_back_by_its_action() {
+        let square = |h: &Harness,
+                      command,
+                      north_m: f64,
+                      half_m: f64|
+         -> Vec<crate::vehicle::mission::MissionItem> {
+            [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
+                .into_iter()
+                .map(|(n, e)| {
+                    let p =
+                        h.sim
+                            .home
+                            .offset_by(&Vector3::new(north_m + n * half_m, e * half_m, 0.0));
+                    crate::vehicle::mission::MissionItem {
+                        command,
+                        frame: MavFrame::MAV_FRAME_GLOBAL,
+                        params: [4.0, 0.0, 0.0, 0.0],
+                        x: (p.lat_deg * 1e7).round() as i32,
+                        y: (p.lon_deg * 1e7).round() as i32,
+                        z: 0.0,
+                        autocontinue: false,
+                    }
+                })
+                .collect()
+        };
+        for personality in [Personality::ArduPilot, Personality::Px4] {
+            let mut h = Harness::new(personality);
+            let mut items = square(
+                &h,
+                MavCmd::MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION,
+                0.0,
+                60.0,
+            );
+            items.extend(square(
+                &h,
+                MavCmd::MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION,
+                -40.0,
+                10.0,
+            ));
+            h.sim
+                .missions
+                .set_list(MavMissionType::MAV_MISSION_TYPE_FENCE, items);
+            let (goal_north_m, text) = match personality {
+                Personality::ArduPilot => {
+                    h.ardupilot_airborne(10.0);
+                    for (name, value) in [
+                        ("FENCE_TYPE", 4.0),
+                        ("FENCE_ACTION", 1.0),
+                        ("FENCE_ENABLE", 1.0),
+                    ] {
+                        h.set_param(name, value);
+                    }
+                    (150.0, "Fence Breached")
+                }
+                Personality::Px4 => {
+                    h.px4_airborne(10.0);
+                    // PX4 declares GF_ACTION INT32 and takes it bytewise.
+                    h.send(MavMessage::PARAM_SET(PARAM_SET_DATA {
+                        param_value: f32::from_bits(3),
+                        target_system: 1,
+                        target_component: 1,
+                        param_id: "GF_ACTION".into(),
+                        param_type: MavParamType::MAV_PARAM_TYPE_INT32,
+                    }));
+                    h.run(1.0);
+                    (-40.0, "Geofence violation")
+                }
+            };
+            if personality == Personality::Px4 {
+                let amsl = (h.sim.home.alt_amsl_m + 10.0) as f32;
+                let result = h.reposition(
+                    goal_north_m,
+                    0.0,
+                    MavFrame::MAV_FRAME_GLOBAL_INT,
+                    amsl,
+                    -1.0,
+                    f32::NAN,
+                );
+                assert_eq!(result, MavResult::MAV_RESULT_ACCEPTED);
+            } else {
+                let goal = h
+                    .sim
+                    .home
+                    .offset_by(&Vector3::new(goal_north_m, 0.0, -10.0));
+                h.send(MavMessage::SET_POSITION_TARGET_GLOBAL_INT(
+                    SET_POSITION_TARGET_GLOBAL_INT_DATA {
+                        lat_int: (goal.lat_deg * 1e7) as i32,
+                        lon_int: (goal.lon_deg * 1e7) as i32,
+                        alt: 10.0,
+                        type_mask: PositionTargetTypemask::from_bits_truncate(
+                            0b0000_1111_1111_1000,
+                        ),
+                        target_system: 1,
+                        target_component: 1,
+                        coordinate_frame: MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+                        ..SET_POSITION_TARGET_GLOBAL_INT_DATA::DEFAULT
+                    },
+                ));
+            }
+            h.run_until(40.0, |s| s.mode() == FlightMode::Rtl);
+            assert_eq!(h.sim.mode(), FlightMode::Rtl, "{personality:?}");
+            assert!(
+                h.status_texts().iter().any(|t| t == text),
+                "{personality:?}"
+            );
+            h.run(20.0);
+            let north_m = h.sim.physics().position_ned_m().x;
+            assert!(north_m.abs() < 75.0, "{personality:?}: {north_m} m north");
+        }
     }
 
     /// ArduPilot `AP_Param::set_float` (AP_Param.cpp): an integer takes the value nudged by

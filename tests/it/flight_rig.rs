@@ -404,6 +404,11 @@ impl Rig {
             .to_owned()
     }
 
+    /// Any message from the harness's own ground station (system 255), as another GCS.
+    pub fn gcs_send(&self, message: &MavMessage) {
+        self.harness.send(message).expect("the harness link is up");
+    }
+
     /// PARAM_SET on the harness link (the simulator's fault injection).
     pub fn set_param(&self, name: &str, value: f32) {
         self.harness

@@ -13,6 +13,7 @@ mod deploy_alerts;
 mod deploy_metrics;
 mod deploy_systemd;
 mod estop;
+mod fence_mirror;
 mod flight_mcp;
 mod flight_rig;
 mod gcs_share;

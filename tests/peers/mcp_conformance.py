@@ -237,6 +237,9 @@ async def run(binary, config, admin_config, camera):
                 raise Failure(f"reset_emergency_stop as ADMIN failed: {reset}")
             await call(ad, checker, "revoke_token", {"jti": "conformance-unused-jti"})
             await call(ad, checker, "set_envelope", {})
+            # The envelope into the autopilot's fence: verified (or refused in the air), and
+            # its result validates either way.
+            await call(ad, checker, "mirror_fence", {})
             # Not in the conformance drone's allowlist: a refusal whose result must validate too.
             await call(ad, checker, "set_parameter", {"name": "WPNAV_SPEED", "value": 500})
 

@@ -13,6 +13,8 @@
 //! The companion heartbeat is produced here and nowhere else, so a stalled decision loop
 //! stops heartbeating and the autopilot's own companion/GCS failsafe fires.
 
+mod fence;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -199,6 +201,13 @@ pub struct Supervisor {
     /// limit was last asked for.
     speed_excess_reported: bool,
     speed_reasserted_at: Option<Instant>,
+    /// The envelope mirrored into the autopilot's fence (issue 18, `supervisor/fence.rs`).
+    fence: crate::vehicle::fence_sync::FenceSync,
+    /// A check of the autopilot's fence is due (set at link-up, run once the parameters the
+    /// pre-flight check reads are in, so the link-up burst is not doubled).
+    fence_check_due: bool,
+    /// A check found a difference and `[envelope] mirror_to_autopilot` is set.
+    fence_mirror_due: bool,
 }
 
 /// A ground speed this far above the envelope's limit (at least [`SPEED_TOLERANCE_M_S_MIN`])
@@ -225,6 +234,15 @@ enum WarningKind {
 struct BreachResponse {
     what: String,
     escalate_at: Option<Instant>,
+}
+
+/// Which whitelist check a message leaving the core takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// `Whitelist::check` at the message's role.
+    Normal,
+    /// `Whitelist::check_fence_mirror`: the one sanctioned writer of fence parameters.
+    FenceMirror,
 }
 
 /// At most this many notices wait for the shell; older ones are dropped (they are logs).
@@ -273,6 +291,9 @@ impl Supervisor {
             speed_over_since: None,
             speed_excess_reported: false,
             speed_reasserted_at: None,
+            fence: crate::vehicle::fence_sync::FenceSync::new(fence::mission_options(&options)),
+            fence_check_due: false,
+            fence_mirror_due: false,
             options,
         }
     }
@@ -982,6 +1003,7 @@ impl Supervisor {
                 self.forget_telemetry_requests();
                 self.params.stop();
                 self.param_table.stop();
+                self.fence.set_target(None);
                 self.notice(Notice::LinkDown {
                     reason: reason.clone(),
                 });
@@ -1008,6 +1030,7 @@ impl Supervisor {
         self.vehicle.handle_message(now, header, message);
         self.params.handle_message(now, header, message);
         self.param_table.handle_message(now, header, message);
+        self.fence.handle_message(now, header, message);
         if was_armed && !self.vehicle.is_armed() {
             // Landed: read again, so a change made on the ground is seen before the next arm.
             self.params.refresh(now);
@@ -1041,11 +1064,13 @@ impl Supervisor {
     /// `Whitelist::check` here; a refused one is counted, reported and never returned.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<MavMessage> {
         loop {
-            let (message, role) = self.next_message(now)?;
-            match self
-                .whitelist
-                .check(&message, &self.vehicle.view(now), role)
-            {
+            let (message, role, path) = self.next_message(now)?;
+            let view = self.vehicle.view(now);
+            let verdict = match path {
+                Path::FenceMirror => self.whitelist.check_fence_mirror(&message, &view),
+                Path::Normal => self.whitelist.check(&message, &view, role),
+            };
+            match verdict {
                 Ok(()) => return Some(message),
                 Err(violation) => {
                     self.whitelist_violations += 1;
@@ -1067,7 +1092,17 @@ impl Supervisor {
         }
     }
 
-    fn next_message(&mut self, now: Instant) -> Option<(MavMessage, Role)> {
+    fn next_message(&mut self, now: Instant) -> Option<(MavMessage, Role, Path)> {
+        // The fence mirror's traffic comes last: the heartbeat, the monitor and flight
+        // commands never wait behind it.
+        if let Some((message, role)) = self.next_other_message(now) {
+            return Some((message, role, Path::Normal));
+        }
+        let message = self.next_fence_message(now)?;
+        Some((message, Role::Admin, Path::FenceMirror))
+    }
+
+    fn next_other_message(&mut self, now: Instant) -> Option<(MavMessage, Role)> {
         self.track_autopilot(now);
         self.monitor(now);
         if now >= self.next_heartbeat_at {
@@ -1130,6 +1165,9 @@ impl Supervisor {
         }
         if let Some(table_at) = self.param_table.poll_timeout() {
             at = at.min(table_at);
+        }
+        if let Some(fence_at) = self.fence_poll_timeout() {
+            at = at.min(fence_at);
         }
         if self.vehicle.is_armed() {
             at = at.min(self.next_monitor_at);
@@ -1279,6 +1317,7 @@ impl Supervisor {
                     if self.options.download_parameters {
                         self.param_table.start(now, kind, system, component);
                     }
+                    self.fence_link_up(system, component, kind);
                     self.telemetry_queue =
                         telemetry_requests(kind, self.options.telemetry_rate_hz).into();
                     self.telemetry_accepted = 0;
@@ -1301,6 +1340,7 @@ impl Supervisor {
                 self.forget_telemetry_requests();
                 self.params.stop();
                 self.param_table.stop();
+                self.fence.set_target(None);
                 self.notice(Notice::AutopilotLost { silent_for });
             }
             _ => {}

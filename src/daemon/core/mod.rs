@@ -223,6 +223,8 @@ pub struct Core {
     param_writes: params::PendingWrites,
     /// The mission tools' transfers.
     mission: mission::MissionSide,
+    /// Counts `mirror_fence` calls (their answers' ids).
+    fence_mirror_next: u64,
 }
 
 impl Core {
@@ -246,6 +248,7 @@ impl Core {
             publish_due: false,
             param_writes: Default::default(),
             mission: mission::MissionSide::new(options.mission),
+            fence_mirror_next: 0,
         }
     }
 
@@ -354,6 +357,7 @@ impl Core {
             return Some(event);
         }
         self.param_outcomes();
+        self.fence_outcomes();
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }
@@ -413,6 +417,11 @@ impl Core {
         report.active_action = s.active_action().map(|a| a.to_string());
         report.envelope_events = s.envelope_events().cloned().collect();
         report.preflight = Some(s.preflight(now));
+        report.autopilot_fence = Some(crate::status::AutopilotFenceStatus::new(
+            s.fence_status(),
+            now,
+            s.mirrors_to_autopilot(),
+        ));
         if let Some(bridge) = &self.bridge {
             report.bridge = bridge.link.status(now);
         }

@@ -11,7 +11,8 @@
 //! - `audit`: `revoke_token`;
 //! - `params`: `get_parameter`, `list_parameters`, `set_parameter`;
 //! - `mission`: `upload_mission`, `get_mission`, `start_mission`, `pause_mission`,
-//!   `resume_mission`, `clear_mission`.
+//!   `resume_mission`, `clear_mission`, `plan_survey`;
+//! - `fence`: `mirror_fence` (the envelope into the autopilot's own fence, issue 18).
 //!
 //! Everything that needs to know about a tool reads its entry: `tools/list` and `tools/call`
 //! (`mcp::server`), authorization (the gate is handed the entry's permission), the session
@@ -28,6 +29,7 @@ pub mod camera;
 pub mod control;
 pub mod envelope;
 pub mod estop;
+pub mod fence;
 pub mod flight;
 pub mod mission;
 pub mod params;
@@ -154,6 +156,7 @@ pub fn all() -> impl Iterator<Item = &'static ToolEntry> {
         audit::TOOLS,
         params::TOOLS,
         mission::TOOLS,
+        fence::TOOLS,
     ]
     .into_iter()
     .flatten()

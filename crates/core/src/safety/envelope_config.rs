@@ -59,6 +59,13 @@ pub struct EnvelopeConfig {
     /// refused there or a zone is far from it. The daemon always builds the envelope around
     /// the autopilot's own home. Default none.
     pub expected_home_lat_lon_deg: Option<[f64; 2]>,
+    /// Mirror this envelope into the autopilot's own fence at link-up when the autopilot's
+    /// fence differs (issue 18; `safety::fence_mirror`), disarmed on the ground only. The
+    /// ADMIN tool `mirror_fence` does it on request either way. Default false.
+    pub mirror_to_autopilot: bool,
+    /// What the autopilot's own fence does when breached: `return_home` (ArduPilot
+    /// `FENCE_ACTION` 1, PX4 `GF_ACTION` 3) or `land`. Default `return_home`.
+    pub mirror_fence_action: FenceAction,
 }
 
 impl Default for EnvelopeConfig {
@@ -84,6 +91,8 @@ impl Default for EnvelopeConfig {
             keep_in: Vec::new(),
             keep_out: Vec::new(),
             expected_home_lat_lon_deg: None,
+            mirror_to_autopilot: false,
+            mirror_fence_action: FenceAction::ReturnHome,
         }
     }
 }
@@ -96,6 +105,19 @@ impl Default for EnvelopeConfig {
 pub enum BreachAction {
     Land,
     ReturnHome,
+}
+
+/// What the autopilot does when its own fence (the mirrored envelope) is breached.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceAction {
+    /// ArduPilot `FENCE_ACTION` 1 (RTL, or land if it cannot), PX4 `GF_ACTION` 3 (Return).
+    #[default]
+    ReturnHome,
+    /// ArduPilot `FENCE_ACTION` 2, PX4 `GF_ACTION` 5.
+    Land,
 }
 
 /// One zone: a polygon (`polygon_lat_lon_deg`) or a circle (`center_lat_lon_deg` + `radius_m`).

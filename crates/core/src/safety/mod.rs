@@ -3,6 +3,7 @@
 //!
 //! - `geo`: the local plane around home, polygons, circles, distances (PolyCARP semantics).
 //! - `envelope`: `Envelope::new`, `check_goal`, `check_action`, `monitor`, `tighten`, `summary`.
+//! - `fence_mirror`: the envelope as the autopilot's own fence (plan per dialect, read-back comparison).
 //! - `param_allow`: `[parameters]`, the writable parameters and their bounds.
 //! - `whitelist`: `Whitelist::check`, deny by default.
 //! - `tightening`: an ADMIN's run-time change of the envelope (`set_envelope`): which keys,
@@ -10,6 +11,7 @@
 
 pub mod envelope;
 pub mod envelope_config;
+pub mod fence_mirror;
 pub mod geo;
 pub mod param_allow;
 pub mod preflight;

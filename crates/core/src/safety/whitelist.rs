@@ -947,6 +947,43 @@ impl Whitelist {
     }
 }
 
+impl Whitelist {
+    /// The one sanctioned write of fence parameters: the fence mirror's messages
+    /// (`vehicle::fence_sync`). A `PARAM_SET` of a parameter the mirror writes
+    /// (`fence_mirror::MIRROR_PARAMS`) passes with a finite value, disarmed on the ground;
+    /// every other message is `check`ed as ADMIN's. `check` itself keeps refusing them for
+    /// every role (MCP `set_parameter`, ground stations).
+    pub fn check_fence_mirror(
+        &self,
+        msg: &MavMessage,
+        state: &VehicleView,
+    ) -> Result<(), Violation> {
+        if let MavMessage::PARAM_SET(p) = msg {
+            let id = p.param_id.to_str().unwrap_or("").trim_end_matches('\0');
+            if crate::safety::fence_mirror::MIRROR_PARAMS.contains(&id) {
+                let violation = |reason: String| Violation {
+                    message: msg.message_name(),
+                    command: None,
+                    reason,
+                };
+                if !When::DisarmedOnGround.allows(state) {
+                    return Err(violation(format!(
+                        "the fence mirror writes `{id}` only disarmed on the ground"
+                    )));
+                }
+                if !p.param_value.is_finite() {
+                    return Err(violation(format!(
+                        "`{id}` = {} is not a number",
+                        p.param_value
+                    )));
+                }
+                return Ok(());
+            }
+        }
+        self.check(msg, state, Role::Admin)
+    }
+}
+
 /// Who may touch which list: the mission is the OPERATOR's (the rows), the fence and rally
 /// lists are ADMIN's and are written only disarmed on the ground (a fence is never weakened in
 /// flight), and `MAV_MISSION_TYPE_ALL` is never written (one clear would take the fence too).

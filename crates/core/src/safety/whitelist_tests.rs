@@ -1033,4 +1033,54 @@ mod mission_protocol {
         });
         assert!(wl.check(&clear_all, &GROUND, Role::System).is_err());
     }
+
+    /// The one sanctioned write of fence parameters: the mirror's path passes exactly the
+    /// names it writes, on the ground; `check` keeps refusing them for every role.
+    #[test]
+    fn only_the_fence_mirrors_path_writes_fence_parameters() {
+        let wl = wl();
+        for name in crate::safety::fence_mirror::MIRROR_PARAMS {
+            let write = param_set(name, 1.0);
+            assert!(wl.check_fence_mirror(&write, &GROUND).is_ok(), "{name}");
+            assert!(
+                wl.check_fence_mirror(&write, &AIR)
+                    .unwrap_err()
+                    .reason
+                    .contains("only disarmed on the ground"),
+                "{name}"
+            );
+            for role in [Role::ReadOnly, Role::Operator] {
+                assert!(wl.check(&write, &GROUND, role).is_err(), "{name} as {role}");
+            }
+            for role in [Role::Admin, Role::System] {
+                assert!(
+                    wl.check(&write, &GROUND, role)
+                        .unwrap_err()
+                        .reason
+                        .contains("never writable"),
+                    "{name} as {role}"
+                );
+            }
+        }
+        assert!(
+            wl.check_fence_mirror(&param_set("FENCE_ALT_MAX", f32::NAN), &GROUND)
+                .is_err()
+        );
+        // Other never-write parameters stay refused on the mirror's path too.
+        for other in [
+            "FENCE_AUTOENABLE",
+            "FS_THR_ENABLE",
+            "ARMING_CHECK",
+            "GF_PREDICT",
+        ] {
+            assert!(
+                wl.check_fence_mirror(&param_set(other, 0.0), &GROUND)
+                    .is_err(),
+                "{other}"
+            );
+        }
+        // Its mission messages are checked as ADMIN's: the fence list, not the mission.
+        assert!(wl.check_fence_mirror(&count(FENCE), &GROUND).is_ok());
+        assert!(wl.check_fence_mirror(&count(FENCE), &AIR).is_err());
+    }
 }
