@@ -478,6 +478,36 @@ fn open_writer(options: &AuditOptions) -> std::io::Result<(log::LogWriter, Recov
     })
 }
 
+/// The damage the opening found, as the status lists it.
+fn damage_found(recovery: &Recovery) -> Vec<String> {
+    recovery
+        .damaged
+        .iter()
+        .map(|g| {
+            format!(
+                "{} byte {}: {}",
+                log::file_name(g.file),
+                g.offset,
+                escape(&g.detail)
+            )
+        })
+        .collect()
+}
+
+/// Shows the writer's queue in `/metrics` (weakly held: it goes with the writer).
+fn watch_queue(queued: &Arc<AtomicUsize>, capacity: usize) {
+    let watched = Arc::downgrade(queued);
+    crate::metrics::global().watch_queue(
+        "audit_writer",
+        Box::new(move || {
+            watched.upgrade().map(|q| crate::metrics::QueueDepth {
+                depth: q.load(Ordering::Relaxed),
+                capacity,
+            })
+        }),
+    );
+}
+
 /// Opens the log (resuming from its newest file) and starts the writer thread. The thread
 /// ends on [`AuditHandle::close`] or when every handle is dropped, after a last checkpoint.
 pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)> {
@@ -485,15 +515,7 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
     // Bounded: overflow drops the record and counts it (see `AuditHandle::send`).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(options.queue_len.max(1));
     let (checkpoint_tx, checkpoints) = tokio::sync::watch::channel(None);
-    let mut damage = Vec::new();
-    if let Some(g) = &recovery.damaged {
-        damage.push(format!(
-            "{} byte {}: {}",
-            log::file_name(g.file),
-            g.offset,
-            escape(&g.detail)
-        ));
-    }
+    let damage = damage_found(&recovery);
     let handle = AuditHandle {
         tx: Some(tx),
         checkpoints,
@@ -510,17 +532,7 @@ pub fn start(options: &AuditOptions) -> std::io::Result<(AuditHandle, Recovery)>
     };
     let recent = handle.recent.clone();
     let queued = handle.queued.clone();
-    let queue_capacity = options.queue_len.max(1);
-    let watched = Arc::downgrade(&queued);
-    crate::metrics::global().watch_queue(
-        "audit_writer",
-        Box::new(move || {
-            watched.upgrade().map(|q| crate::metrics::QueueDepth {
-                depth: q.load(Ordering::Relaxed),
-                capacity: queue_capacity,
-            })
-        }),
-    );
+    watch_queue(&queued, options.queue_len.max(1));
     let mut failures = Failures {
         count: handle.failed.clone(),
         last_error: None,

@@ -686,11 +686,12 @@ mod tests {
     /// it output schemas (get_status's 23 KB status schema twice, the e-stop status three
     /// times, schemars' formats and titles everywhere); it was about 73 KB, and 83 KB with the
     /// three parameter tools and the status' new keys (the lease holder, the audit outage), and
-    /// 98 KB with the seven mission tools (15 KB, bounded by `mcp::tools::mission`'s own test).
-    /// The bound leaves room for a few more tools, and fails if a copy of get_status's 20 KB
+    /// 98 KB with the seven mission tools (15 KB, bounded by `mcp::tools::mission`'s own test),
+    /// 103 KB with `mirror_fence` (2.5 KB) and the status' `autopilot_fence` (1.5 KB).
+    /// The bound leaves room for a few more tools, and fails if a copy of get_status's 30 KB
     /// status schema comes back into another tool's outputSchema. `mcp_conformance.py` checks the
     /// list an OPERATOR gets over the wire against its own bound.
-    const TOOLS_LIST_BYTES_MAX: usize = 101_000;
+    const TOOLS_LIST_BYTES_MAX: usize = 106_000;
 
     #[test]
     fn tools_list_is_standard_json_schema_and_compact() {

@@ -982,6 +982,16 @@ fn connection_spec(mcp_config: &crate::config::McpConfig, topics: &Topics) -> Co
     }
 }
 
+/// A bounded channel whose depth `/metrics` shows under `name`.
+fn watched_channel<T: Send + 'static>(
+    name: &str,
+    capacity: usize,
+) -> (mpsc::Sender<T>, mpsc::Receiver<T>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    crate::metrics::global().watch_channel(name, &tx);
+    (tx, rx)
+}
+
 /// [`serve`] with an audit log the caller owns (the daemon records its start and stop).
 pub async fn serve_with_audit(
     config: &Config,
@@ -999,12 +1009,10 @@ pub async fn serve_with_audit(
     let limits = Limits::from_config(mcp_config);
     let spec = connection_spec(mcp_config, &topics);
     let (client, eventloop) = mqtt::connect(&config.mqtt, &spec)?;
-    let (events_tx, mut events) = mpsc::channel(MQTT_EVENTS);
-    crate::metrics::global().watch_channel("mqtt_events", &events_tx);
+    let (events_tx, mut events) = watched_channel("mqtt_events", MQTT_EVENTS);
     let driver_stop = CancellationToken::new();
     let driver = mqtt::spawn_driver(eventloop, &config.mqtt, events_tx, driver_stop.clone());
-    let (outgoing_tx, mut outgoing) = mpsc::channel(OUTGOING_QUEUE);
-    crate::metrics::global().watch_channel("mqtt_outgoing", &outgoing_tx);
+    let (outgoing_tx, mut outgoing) = watched_channel("mqtt_outgoing", OUTGOING_QUEUE);
     tracing::info!(
         server_id,
         server_name = topics.server_name,
