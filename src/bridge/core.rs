@@ -89,6 +89,11 @@ pub struct BridgeLink {
     /// When the last valid message from the MCU arrived.
     last_rx: Instant,
     next_hello: Instant,
+    /// When our last hello went out: an MCU hello within `hello_interval` of it is the MCU's
+    /// answer to it, which must not be answered again (the firmware answers every companion
+    /// hello, so answering every MCU hello bounced two hellos back and forth at the line's
+    /// full speed for as long as neither was lost; the one-hour soak found it).
+    hello_sent_at: Option<Instant>,
     next_heartbeat: Instant,
     heartbeat_seq: u32,
     release_seq: u32,
@@ -116,6 +121,7 @@ impl BridgeLink {
             last_estop_seq: None,
             last_rx: now,
             next_hello: now,
+            hello_sent_at: None,
             next_heartbeat: now,
             heartbeat_seq: 0,
             release_seq: 0,
@@ -275,8 +281,15 @@ impl BridgeLink {
         // must not be taken for its repeat (found by the fuzzer, issue 21); at worst a
         // repeat crossing our hello is one more trigger of a latch already set.
         self.last_estop_seq = None;
-        // The MCU repeats its hello until it hears ours: answer every one.
-        self.queue(Message::Hello(self.hello()));
+        // The MCU repeats its hello until it hears ours (once a second): answer it, unless
+        // it is the answer to the hello we just sent.
+        let answer = self
+            .hello_sent_at
+            .is_none_or(|sent| now.saturating_duration_since(sent) >= self.options.hello_interval);
+        if answer {
+            self.hello_sent_at = Some(now);
+            self.queue(Message::Hello(self.hello()));
+        }
         if first || self.state != BridgeState::Healthy {
             self.state = BridgeState::Healthy;
             self.message = None;
@@ -330,6 +343,7 @@ impl BridgeLink {
         }
         if self.mcu_hello.is_none() && now >= self.next_hello {
             self.next_hello = now + self.options.hello_interval;
+            self.hello_sent_at = Some(now);
             return Some(Message::Hello(self.hello()));
         }
         if self.mcu_hello.is_some() && now >= self.next_heartbeat {

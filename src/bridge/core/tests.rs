@@ -61,13 +61,14 @@ fn hello_then_heartbeats_carrying_the_armed_state() {
     );
     link.set_armed(true);
     let sent = drain(&mut link, t0);
+    // The MCU's hello answered ours: it is not answered again (that bounced for ever).
     assert!(
         matches!(
             sent[..],
-            [
-                Message::Hello(_),
-                Message::CompanionHeartbeat(CompanionHeartbeat { armed: true, .. })
-            ]
+            [Message::CompanionHeartbeat(CompanionHeartbeat {
+                armed: true,
+                ..
+            })]
         ),
         "{sent:?}"
     );
@@ -273,4 +274,83 @@ fn a_restarted_mcu_press_numbered_as_the_last_one_before_is_still_a_press() {
     link.handle_message(t0, &heartbeat(900));
     link.handle_message(t0, &press(1));
     assert!(events(&mut link).is_empty());
+}
+
+/// Hellos each way (daemon → MCU, MCU → daemon) while the daemon's link and the firmware's
+/// own logic talk over a lossless line from `from_ms` to `to_ms`, one millisecond a step.
+/// Each step's exchange is capped, so a storm shows as a count, not a hang.
+fn hellos_between(
+    link: &mut BridgeLink,
+    mcu: &mut fwbridge_logic::Mcu,
+    t0: Instant,
+    from_ms: u64,
+    to_ms: u64,
+) -> (u32, u32) {
+    let is_hello = |m: &Message| matches!(m, Message::Hello(_));
+    let (mut to_mcu, mut to_daemon) = (0, 0);
+    for ms in from_ms..to_ms {
+        let now = t0 + Duration::from_millis(ms);
+        for _ in 0..16 {
+            let mut quiet = true;
+            while let Some(m) = link.poll_transmit(now) {
+                to_mcu += u32::from(is_hello(&m));
+                mcu.handle_message(ms, &m);
+                quiet = false;
+            }
+            while let Some(m) = mcu.poll_transmit(ms) {
+                to_daemon += u32::from(is_hello(&m));
+                link.handle_message(now, &m);
+                quiet = false;
+            }
+            if quiet {
+                break;
+            }
+        }
+        events(link);
+    }
+    (to_mcu, to_daemon)
+}
+
+#[test]
+fn the_hello_handshake_ends_and_does_not_bounce_between_the_daemon_and_the_firmware() {
+    let t0 = Instant::now();
+    let mut link = BridgeLink::new(options(), t0);
+    let mut mcu = fwbridge_logic::Mcu::new(fwbridge_logic::Config::default(), 0);
+    link.handle_connected(t0);
+    let (to_mcu, to_daemon) = hellos_between(&mut link, &mut mcu, t0, 0, 10_000);
+    assert!(mcu.hello_ok(), "the firmware heard a compatible hello");
+    assert_eq!(
+        link.status(t0 + Duration::from_secs(10)).state,
+        BridgeState::Healthy
+    );
+    // Before the fix each hello was answered by the other side's, for ever: 2 per step.
+    assert!(
+        to_mcu <= 2 && to_daemon <= 2,
+        "{to_mcu} hellos to the MCU and {to_daemon} back in 10 s"
+    );
+
+    // The port reopened (a daemon-side reconnect): one handshake again, then quiet.
+    link.handle_connected(t0 + Duration::from_secs(10));
+    let (to_mcu, to_daemon) = hellos_between(&mut link, &mut mcu, t0, 10_000, 20_000);
+    assert_eq!(
+        link.status(t0 + Duration::from_secs(20)).state,
+        BridgeState::Healthy
+    );
+    assert!(
+        to_mcu <= 2 && to_daemon <= 2,
+        "{to_mcu} / {to_daemon} after a reconnect"
+    );
+
+    // The MCU restarted: its hellos are answered, and it is heard again.
+    let mut mcu = fwbridge_logic::Mcu::new(fwbridge_logic::Config::default(), 20_000);
+    let (to_mcu, to_daemon) = hellos_between(&mut link, &mut mcu, t0, 20_000, 30_000);
+    assert!(mcu.hello_ok(), "the restarted firmware heard our hello");
+    assert_eq!(
+        link.status(t0 + Duration::from_secs(30)).state,
+        BridgeState::Healthy
+    );
+    assert!(
+        to_mcu <= 2 && to_daemon <= 3,
+        "{to_mcu} / {to_daemon} after an MCU restart"
+    );
 }
