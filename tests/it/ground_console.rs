@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::ground_bridge::WAIT;
-use crate::ground_fleet::{DRONES, add_drones_to_acl, drone_config, fleet_token_as};
+use crate::ground_fleet::{DRONES, add_drones_to_acl, drone_config, fleet_token_as, start_sim};
 use crate::support::broker::{Broker, s};
 use crate::support::{Proc, binary, flight_companion, flight_companion_env, peer, python};
 
@@ -32,22 +32,7 @@ fn ground_console_in_headless_chromium_map_stop_reset_stop_all() {
         let lat = HOME.0 + north / 111_195.0;
         let lon = HOME.1 + east / (111_195.0 * HOME.0.to_radians().cos());
         let home = format!("{lat:.7},{lon:.7},{}", HOME.2);
-        let mut sim = flight_companion(
-            "sim",
-            &[
-                "sim",
-                "--speedup",
-                "5",
-                "--link",
-                "tcpin:127.0.0.1:0",
-                "--ekf-ready-s",
-                "1",
-                "--home",
-                &home,
-            ],
-        );
-        let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);
-        let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        let (sim, port) = start_sim(&["--home", &home]);
         let config = drone_config(&broker, drone, port);
         if drone.0 == DRONES[0].0 {
             // One drone with the synthetic camera: the console shows its last picture.

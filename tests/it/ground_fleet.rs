@@ -75,6 +75,25 @@ pub(crate) fn drone_config(broker: &Broker, (name, id): (&str, &str), port: u16)
 }
 
 /// An OPERATOR token for the whole fleet (`aud` = the daemons' `auth.fleet`).
+/// A simulator at 5× on an ephemeral TCP port with its EKF ready after a second (plus
+/// `extra` arguments), and the port it serves; the fleet tests start one per drone.
+pub fn start_sim(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec![
+        "sim",
+        "--speedup",
+        "5",
+        "--link",
+        "tcpin:127.0.0.1:0",
+        "--ekf-ready-s",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let mut sim = flight_companion("sim", &args);
+    let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);
+    let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    (sim, port)
+}
+
 fn fleet_token(broker: &Broker) -> String {
     fleet_token_as(broker, "OPERATOR", "fleet-operator")
 }
@@ -101,20 +120,7 @@ fn ground_fleet_three_drones_two_flown_at_once_all_stopped_one_killed() {
     let mut sims = Vec::new();
     let mut daemons = Vec::new();
     for drone in DRONES {
-        let mut sim = flight_companion(
-            "sim",
-            &[
-                "sim",
-                "--speedup",
-                "5",
-                "--link",
-                "tcpin:127.0.0.1:0",
-                "--ekf-ready-s",
-                "1",
-            ],
-        );
-        let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);
-        let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        let (sim, port) = start_sim(&[]);
         let config = drone_config(&broker, drone, port);
         let mut daemon = flight_companion("daemon", &["run", "--config", &config]);
         daemon.wait_for_line("flight-companion ready", WAIT);

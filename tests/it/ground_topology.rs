@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::ground_bridge::WAIT;
-use crate::ground_fleet::{DRONES, add_drones_to_acl, drone_config, fleet_token_as};
+use crate::ground_fleet::{DRONES, add_drones_to_acl, drone_config, fleet_token_as, start_sim};
 use crate::support::broker::{Broker, s};
 use crate::support::{Proc, binary, flight_companion, free_tcp_port, peer, python};
 
@@ -94,20 +94,7 @@ fn start_stack(tag: &str, bridged: bool) -> Stack {
     let mut sims = Vec::new();
     let mut daemons = Vec::new();
     for drone in DRONES {
-        let mut sim = flight_companion(
-            "sim",
-            &[
-                "sim",
-                "--speedup",
-                "5",
-                "--link",
-                "tcpin:127.0.0.1:0",
-                "--ekf-ready-s",
-                "1",
-            ],
-        );
-        let line = sim.wait_for_line("sim: serving tcpin:127.0.0.1:", WAIT);
-        let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        let (sim, port) = start_sim(&[]);
         let config = drone_config(&broker, drone, port);
         let text = std::fs::read_to_string(&config).unwrap().replace(
             &format!("port = {}\n", broker.port()),
