@@ -6,7 +6,7 @@
 
 // The sans-IO cores live in the core crate; every old path keeps working.
 pub use flight_companion_core::{
-    backoff, config, geodesy, refusal, role, safety, supervisor, vehicle, watchdog,
+    backoff, config, geodesy, health, refusal, role, safety, status, supervisor, vehicle, watchdog,
 };
 
 pub mod audit;
@@ -32,7 +32,6 @@ mod function_length;
 pub mod fuzz;
 pub mod gcs;
 pub mod ground;
-pub mod health;
 #[cfg(feature = "hil")]
 pub mod hil;
 pub mod last_home;
@@ -45,10 +44,10 @@ pub mod probe;
 pub mod signing_tool;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod status;
 
-/// The version and the git commit this binary was built from.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FC_GIT_COMMIT"), ")");
+/// The version and the git commit this binary was built from (the core crate's, which the
+/// status report names; both packages share the workspace's version and commit rule).
+pub use flight_companion_core::VERSION;
 
 /// `--version`: the version, the commit and the optional parts compiled in (`sim`, `hil`,
 /// `dev-setup`; the deployed package has none of them), so a binary says what it can do.

@@ -1,9 +1,9 @@
 //! The audit log: append-only, tamper-evident, anchored off-board, bounded, on by default.
 //!
-//! - `record.rs`: the format (postcard payload, length prefix, checksum, SHA-256 chain) and
-//!   the closed set of record kinds ([`Event`]).
-//! - `events.rs`: the one place that decides what is recorded of each source (e-stop
-//!   events, supervisor notices, bridge events, ...), by exhaustive matches.
+//! - `record.rs`: the format (postcard payload, length prefix, checksum, SHA-256 chain); the
+//!   closed set of record kinds ([`Event`]) is the core crate's (`flight_companion_core::audit`).
+//! - `events`: the one place that decides what is recorded of each source (e-stop events,
+//!   supervisor notices, bridge events, ...), by exhaustive matches (the core crate's).
 //! - `merkle.rs`: RFC 9162 Merkle tree hashes and consistency proofs in bounded memory.
 //! - `checkpoint.rs`: C2SP signed-note checkpoints, the drone's key, the witness message.
 //! - `log.rs`: files, segments, resume without replay, rotation, retention, verification.
@@ -19,11 +19,11 @@
 //! on the writer thread and handed to the MQTT shell through a `watch` (skip to latest).
 
 pub mod checkpoint;
-pub mod events;
+// What is recorded of each source and the status are sans-IO, the core crate's.
+pub use flight_companion_core::audit::{events, status};
 pub mod log;
 pub mod merkle;
 pub mod record;
-pub mod status;
 pub mod witness;
 
 use std::collections::VecDeque;

@@ -11,7 +11,8 @@
 
 pub mod mission;
 pub mod param;
-pub mod reply;
+// The loop's answers are plain data, the core crate's; the channels stay here.
+pub use flight_companion_core::control::reply;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;

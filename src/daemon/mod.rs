@@ -7,10 +7,11 @@
 //! Because the companion heartbeat comes out of this loop, a stalled loop stops
 //! heartbeating and the autopilot's own failsafe sees it.
 //!
-//! - `core`: [`Core`], [`Input`] and what comes out of it (sans-IO).
+//! - `core`: [`Core`], [`Input`] and what comes out of it (sans-IO; the core crate's
+//!   `flight_companion_core::daemon`, so Cargo keeps it free of IO).
 //! - `start`: opening the links and spawning the tasks around the loop; the shutdown order.
 
-pub mod core;
+pub use flight_companion_core::daemon as core;
 mod start;
 
 use std::collections::HashMap;

@@ -7,18 +7,29 @@
 //! rule: this crate's dependencies have no tokio, rumqttc or rustls (`tests/deps.rs`).
 //! See the repository's `ARCHITECTURE.md`.
 
+pub mod audit;
 pub mod backoff;
+pub mod bridge;
+pub mod camera;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod escape;
 pub mod estop;
 pub mod flight;
 pub mod gcs;
 pub mod geodesy;
+pub mod health;
 pub mod link;
 pub mod mcp;
 pub mod refusal;
 pub mod role;
 pub mod safety;
+pub mod status;
 pub mod supervisor;
 pub mod vehicle;
 pub mod watchdog;
+
+/// The version and the git commit this build is made from: the status report's
+/// `daemon_version` (the workspace shares one version; `build.rs` finds the commit).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FC_GIT_COMMIT"), ")");

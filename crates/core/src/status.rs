@@ -1,7 +1,7 @@
 //! The daemon's status report: what `get_status` returns and `vehicle://status` contains.
 //!
-//! The daemon loop owns the latest value and publishes it through a
-//! `tokio::sync::watch` channel (telemetry policy: skip to latest); the MCP server reads it.
+//! The daemon loop owns the latest value and publishes it through a watch channel
+//! (telemetry policy: skip to latest; the channel is the daemon's); the MCP server reads it.
 //! The JSON schema of the tool's output comes from this type, so it and the serialised
 //! value cannot drift apart.
 
@@ -38,7 +38,7 @@ pub struct StatusReport {
     /// The flight action the daemon is carrying out (`goto`, `land`, ...); null when idle.
     pub active_action: Option<String>,
     /// The camera's health (source state, last frame age, errors); null without a camera.
-    pub camera: Option<crate::camera::core::CameraStatus>,
+    pub camera: Option<crate::camera::CameraStatus>,
     /// The last envelope warnings (near a margin) and errors (breach, breach action), oldest
     /// first, at most 16; each is also sent once to every MCP session as
     /// `notifications/message`.
@@ -56,7 +56,7 @@ pub struct StatusReport {
     pub lease_holder: Option<String>,
     /// The local e-stop socket (`flight-companion estop`): listening, unavailable (with the
     /// error; also the health alert `local_estop_unavailable`) or disabled.
-    pub local_estop: crate::estop::local::LocalEstopStatus,
+    pub local_estop: crate::estop::local_status::LocalEstopStatus,
     /// The pre-flight check of the autopilot's own settings against the envelope (speeds,
     /// return altitude, battery failsafe, its fence): each finding with the parameter to set,
     /// the speed the margins are sized from, and whether arming is allowed. Null before the
@@ -213,7 +213,7 @@ impl StatusReport {
             bridge: crate::bridge::BridgeStatus::disabled(),
             emergency_stop: crate::estop::StopStatus::default(),
             audit: crate::audit::AuditStatus::default(),
-            local_estop: crate::estop::local::LocalEstopStatus::default(),
+            local_estop: crate::estop::local_status::LocalEstopStatus::default(),
             lease_holder: None,
             preflight: None,
             autopilot_fence: None,
@@ -239,10 +239,10 @@ impl<'a> From<&'a StatusReport> for HealthFacts<'a> {
 
 impl StatusReport {
     /// Where the vehicle was and how it was oriented: a camera frame's tags.
-    pub fn vehicle_at_capture(&self) -> crate::camera::core::VehicleAtCapture {
+    pub fn vehicle_at_capture(&self) -> crate::camera::VehicleAtCapture {
         let p = &self.vehicle.position;
         let a = &self.vehicle.attitude;
-        crate::camera::core::VehicleAtCapture {
+        crate::camera::VehicleAtCapture {
             latitude_deg: p.latitude_deg,
             longitude_deg: p.longitude_deg,
             altitude_msl_m: p.altitude_msl_m,

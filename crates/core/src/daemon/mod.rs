@@ -3,7 +3,8 @@
 //! [`Core`] owns the supervisor (vehicle, commands, executor, envelope, the one whitelist),
 //! the emergency stop, the firmware bridge's link, the systemd watchdog's schedule and the
 //! health monitor. It reads no clock, opens nothing and holds no channel: the shell
-//! (`daemon`) turns every source into one [`Input`] and carries out what comes back.
+//! (`flight_companion::daemon`) turns every source into one [`Input`] and carries out what
+//! comes back.
 //!
 //! Call order, once per loop turn:
 //! 1. `handle(now, input)` with the one input that woke the loop (its answer, if the input

@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_local_estop_that_could_not_be_bound_is_an_alert_and_a_reason() {
-        use crate::estop::local::{LocalEstopState, LocalEstopStatus};
+        use crate::estop::local_status::{LocalEstopState, LocalEstopStatus};
         let mut m = HealthMonitor::new(HealthConfig::default());
         let mut r = good();
         r.local_estop = LocalEstopStatus {

@@ -3,7 +3,7 @@
 //! Every source's own event type is mapped here by an exhaustive `match` (no `_` arm): a new
 //! e-stop source, failsafe, stop event, supervisor notice or bridge event does not compile
 //! until someone decides here what its record is. The sources then hand their events to the
-//! one recorder ([`super::AuditHandle::record`]), never writing records of their own:
+//! one recorder (the daemon's `AuditHandle::record`), never writing records of their own:
 //! - the e-stop driver, for every [`StopEvent`] it drains (in the decision loop's turn);
 //! - the daemon loop, for every supervisor [`Notice`], [`BridgeEvent`], job end, ground-link
 //!   change, envelope change, and its start, configuration and stop;

@@ -155,7 +155,7 @@ impl Core {
 
 fn log_event(event: &StopEvent) {
     // Reasons and identities come from the ground: escaped so they cannot forge log lines.
-    let text = crate::audit::escape(&event.to_string()).into_owned();
+    let text = crate::escape::escape(&event.to_string()).into_owned();
     match event {
         StopEvent::Triggered { .. }
         | StopEvent::FailsafeTriggered { .. }
