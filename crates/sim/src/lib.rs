@@ -8,8 +8,8 @@
 //! - `fence`: the fence list's polygons and circles as both autopilots enforce them.
 //! - `signing`: MAVLink 2 signing as ArduPilot keeps it (the stored key, its rules).
 //!
-//! Its own crate so that editing the simulator does not recompile the daemon's library, and
-//! the deployed daemon (built without the feature `sim`) does not carry it. It builds on
+//! Its own crate so that it is compiled and tested without the daemon's library, and the
+//! deployed daemon (built without the feature `sim`) does not carry it. It builds on
 //! `flight_companion_core` (the dialect, signing, mission items, geodesy) and does no IO:
 //! the root package's `sim::shell` serves it over real MAVLink bytes, and its command line is
 //! the root package's `sim::args`. See the repository's `ARCHITECTURE.md`.
