@@ -15,7 +15,7 @@ pub const LINES_MAX: usize = 150;
 /// by meaning: `(path under src/, name)`. The check fails on any other long function, and on
 /// an entry here that is no longer long (delete it then), so this list only shrinks.
 pub const KNOWN_LONG: &[(&str, &str)] = &[
-    ("sim/autopilot.rs", "build"),
+    ("autopilot.rs", "build"),
     ("flight/executor.rs", "step"),
     ("mcp/session.rs", "rpc"),
     ("safety/whitelist.rs", "bounds"),
@@ -263,9 +263,9 @@ mod tests {
 
     #[test]
     fn no_function_in_src_is_longer_than_the_limit_but_the_known_ones() {
-        // The core crate's files keep their paths under their own `src/` (issue 16's split).
+        // The crates' files keep their paths under their own `src/` (issue 16's split).
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let long: Vec<FunctionSpan> = ["src", "crates/core/src"]
+        let long: Vec<FunctionSpan> = ["src", "crates/core/src", "crates/sim/src"]
             .iter()
             .flat_map(|root| offenders(&manifest.join(root)))
             .collect();

@@ -1,5 +1,5 @@
 //! The procedure's own edges; the whole mirror against the simulated ArduCopter and PX4 is in
-//! the root package (`sim::fence` tests), where the simulator lives.
+//! the simulator's crate (`crates/sim`, the `fence` tests).
 
 use super::*;
 use crate::safety::envelope_config::EnvelopeConfig;

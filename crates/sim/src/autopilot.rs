@@ -141,8 +141,8 @@ use nalgebra::Vector3;
 use super::mission::MissionServer;
 use super::physics::{GeoPoint, Physics, SplitMix64, Target, WindProfile};
 use super::signing::StoredKey;
-use crate::link::MavHeader;
-use crate::link::dialect::*;
+use flight_companion_core::link::MavHeader;
+use flight_companion_core::link::dialect::*;
 
 mod auto;
 
@@ -915,7 +915,7 @@ impl SimAutopilot {
     pub fn mission_list(
         &self,
         mission_type: MavMissionType,
-    ) -> &[crate::vehicle::mission::MissionItem] {
+    ) -> &[flight_companion_core::vehicle::mission::MissionItem] {
         self.missions.list(mission_type)
     }
 
@@ -1548,7 +1548,7 @@ impl SimAutopilot {
     fn fence_zone_breached(&self, ned: &Vector3<f64>) -> bool {
         let items = self
             .missions
-            .list(crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE);
+            .list(flight_companion_core::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE);
         super::fence::breached_zone(items, &self.home, ned).is_some()
     }
 
@@ -3647,7 +3647,7 @@ mod tests {
                       command,
                       north_m: f64,
                       half_m: f64|
-         -> Vec<crate::vehicle::mission::MissionItem> {
+         -> Vec<flight_companion_core::vehicle::mission::MissionItem> {
             [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
                 .into_iter()
                 .map(|(n, e)| {
@@ -3655,7 +3655,7 @@ mod tests {
                         h.sim
                             .home
                             .offset_by(&Vector3::new(north_m + n * half_m, e * half_m, 0.0));
-                    crate::vehicle::mission::MissionItem {
+                    flight_companion_core::vehicle::mission::MissionItem {
                         command,
                         frame: MavFrame::MAV_FRAME_GLOBAL,
                         params: [4.0, 0.0, 0.0, 0.0],

@@ -30,13 +30,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::link::MavMessage;
-use crate::link::dialect::{
+use flight_companion_core::link::MavMessage;
+use flight_companion_core::link::dialect::{
     MISSION_ACK_DATA, MISSION_COUNT_DATA, MISSION_ITEM_DATA, MISSION_ITEM_INT_DATA,
     MISSION_REQUEST_DATA, MISSION_REQUEST_INT_DATA, MavCmd, MavFrame, MavMissionResult,
     MavMissionType,
 };
-use crate::vehicle::mission::{MissionItem, frame_is_global};
+use flight_companion_core::vehicle::mission::{MissionItem, frame_is_global};
 
 use super::autopilot::Personality;
 use super::physics::GeoPoint;

@@ -87,10 +87,14 @@ pub struct GeoPoint {
 
 impl GeoPoint {
     /// The point `ned_m` away from this one, in the plane around `self` of the daemon's one
-    /// Earth model (`crate::geodesy`: ArduPilot's own `LATLON_TO_M`).
+    /// Earth model (`flight_companion_core::geodesy`: ArduPilot's own `LATLON_TO_M`).
     pub fn offset_by(&self, ned_m: &Vector3<f64>) -> GeoPoint {
-        let (lat_deg, lon_deg) =
-            crate::geodesy::offset_deg(self.lat_deg, self.lon_deg, ned_m.x, ned_m.y);
+        let (lat_deg, lon_deg) = flight_companion_core::geodesy::offset_deg(
+            self.lat_deg,
+            self.lon_deg,
+            ned_m.x,
+            ned_m.y,
+        );
         GeoPoint {
             lat_deg,
             lon_deg,
@@ -100,8 +104,12 @@ impl GeoPoint {
 
     /// Where `other` is, in metres NED from this point (inverse of [`GeoPoint::offset_by`]).
     pub fn ned_to(&self, other: &GeoPoint) -> Vector3<f64> {
-        let (north_m, east_m) =
-            crate::geodesy::north_east_m(self.lat_deg, self.lon_deg, other.lat_deg, other.lon_deg);
+        let (north_m, east_m) = flight_companion_core::geodesy::north_east_m(
+            self.lat_deg,
+            self.lon_deg,
+            other.lat_deg,
+            other.lon_deg,
+        );
         Vector3::new(north_m, east_m, self.alt_amsl_m - other.alt_amsl_m)
     }
 }

@@ -11,7 +11,7 @@
 //!   timestamp is "signing off".
 //! - Each channel signs with its own link id (the channel number) and accepts unsigned
 //!   frames only on channel 0 and for RADIO_STATUS/RADIO (`accept_unsigned_callback`; see
-//!   [`crate::link::signing::Acceptance::ArduPilot`]).
+//!   [`flight_companion_core::link::signing::Acceptance::ArduPilot`]).
 //! - The stored timestamp is raised to the newest link timestamp every 30 s
 //!   (`save_signing_timestamp`, called with each heartbeat), and the links' timestamps are
 //!   raised to the GPS time when the GPS gives it (`update_signing_timestamp` from
@@ -19,7 +19,7 @@
 //!   since boot (`SIM_GPS.cpp` `simulation_timeval`), so it runs ahead of the wall clock with
 //!   `--speedup`.
 
-use crate::link::signing::{KEY_LEN, RESTART_MARGIN, SigningKey};
+use flight_companion_core::link::signing::{KEY_LEN, RESTART_MARGIN, SigningKey};
 
 /// ArduPilot's version magic of the stored key (`SIGNING_KEY_MAGIC`).
 pub const SIGNING_KEY_MAGIC: u32 = 0x3852_fcd1;

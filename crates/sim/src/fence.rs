@@ -13,10 +13,10 @@
 
 use nalgebra::Vector3;
 
-use crate::vehicle::mission::MissionItem;
+use flight_companion_core::vehicle::mission::MissionItem;
 
 use super::physics::GeoPoint;
-use crate::link::dialect::MavCmd;
+use flight_companion_core::link::dialect::MavCmd;
 
 /// The first zone of `items` that `position_ned_m` (metres from home) breaches, as the
 /// autopilot would name it ("inclusion polygon 1", "exclusion circle 2"); `None` inside.
@@ -116,7 +116,7 @@ fn crossing_inside(polygon: &[(f64, f64)], (x, y): (f64, f64)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::dialect::MavFrame;
+    use flight_companion_core::link::dialect::MavFrame;
 
     fn home() -> GeoPoint {
         GeoPoint {
@@ -198,12 +198,12 @@ mod tests {
     /// change (fence disabled, list cleared) found by the re-check.
     #[test]
     fn the_mirror_is_verified_against_both_firmwares_and_a_change_is_found() {
-        use crate::safety::envelope_config::{EnvelopeConfig, ZoneConfig};
-        use crate::safety::fence_mirror::{FenceAction, plan};
-        use crate::sim::autopilot::{Personality, SimAutopilot, SimOptions};
-        use crate::vehicle::fence_sync::{FenceSync, FenceSyncEvent};
-        use crate::vehicle::mission::{MissionOptions, MissionTarget};
-        use crate::vehicle::modes::AutopilotKind;
+        use crate::autopilot::{Personality, SimAutopilot, SimOptions};
+        use flight_companion_core::safety::envelope_config::{EnvelopeConfig, ZoneConfig};
+        use flight_companion_core::safety::fence_mirror::{FenceAction, plan};
+        use flight_companion_core::vehicle::fence_sync::{FenceSync, FenceSyncEvent};
+        use flight_companion_core::vehicle::mission::{MissionOptions, MissionTarget};
+        use flight_companion_core::vehicle::modes::AutopilotKind;
         use std::time::{Duration, Instant};
 
         let corner = |n: f64, e: f64| {
@@ -256,12 +256,12 @@ mod tests {
             let start = Instant::now();
             let mut now = Duration::ZERO;
             let plan = plan(&config, kind, FenceAction::ReturnHome).unwrap();
-            let gcs = crate::link::MavHeader {
+            let gcs = flight_companion_core::link::MavHeader {
                 system_id: 255,
                 component_id: 190,
                 sequence: 0,
             };
-            let vehicle = crate::link::MavHeader {
+            let vehicle = flight_companion_core::link::MavHeader {
                 system_id: 1,
                 component_id: 1,
                 sequence: 0,
@@ -297,8 +297,10 @@ mod tests {
                 "{personality:?}: {differences:?}"
             );
             assert_eq!(
-                sim.mission_list(crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE)
-                    .len(),
+                sim.mission_list(
+                    flight_companion_core::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE
+                )
+                .len(),
                 5
             );
 
@@ -308,28 +310,32 @@ mod tests {
                 _ => "FENCE_ENABLE",
             };
             let kind_of_value = match kind {
-                AutopilotKind::Px4 => crate::link::dialect::MavParamType::MAV_PARAM_TYPE_INT32,
-                _ => crate::link::dialect::MavParamType::MAV_PARAM_TYPE_INT8,
+                AutopilotKind::Px4 => {
+                    flight_companion_core::link::dialect::MavParamType::MAV_PARAM_TYPE_INT32
+                }
+                _ => flight_companion_core::link::dialect::MavParamType::MAV_PARAM_TYPE_INT8,
             };
             sim.handle_message(
                 now,
                 &gcs,
-                &crate::link::MavMessage::PARAM_SET(crate::link::dialect::PARAM_SET_DATA {
-                    param_value: 0.0,
-                    target_system: 1,
-                    target_component: 1,
-                    param_id: off.into(),
-                    param_type: kind_of_value,
-                }),
+                &flight_companion_core::link::MavMessage::PARAM_SET(
+                    flight_companion_core::link::dialect::PARAM_SET_DATA {
+                        param_value: 0.0,
+                        target_system: 1,
+                        target_component: 1,
+                        param_id: off.into(),
+                        param_type: kind_of_value,
+                    },
+                ),
             );
             sim.handle_message(
                 now,
                 &gcs,
-                &crate::link::MavMessage::MISSION_CLEAR_ALL(
-                    crate::link::dialect::MISSION_CLEAR_ALL_DATA {
+                &flight_companion_core::link::MavMessage::MISSION_CLEAR_ALL(
+                    flight_companion_core::link::dialect::MISSION_CLEAR_ALL_DATA {
                         target_system: 1,
                         target_component: 1,
-                        mission_type: crate::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE,
+                        mission_type: flight_companion_core::link::dialect::MavMissionType::MAV_MISSION_TYPE_FENCE,
                     },
                 ),
             );

@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::link::MavHeader;
-use crate::vehicle::mission::{
+use flight_companion_core::link::MavHeader;
+use flight_companion_core::vehicle::mission::{
     MissionEvent, MissionOptions, MissionOutcome, MissionProtocol, MissionTarget, Operation,
 };
-use crate::vehicle::modes::AutopilotKind;
+use flight_companion_core::vehicle::modes::AutopilotKind;
 
 const GCS: (u8, u8) = (1, 191);
 const VEHICLE: (u8, u8) = (1, 1);
@@ -264,11 +264,13 @@ fn ardupilot_denies_a_second_station_while_receiving_mission_item_protocol_cpp()
 fn px4_ends_a_download_on_an_unexpected_request_mavlink_mission_cpp() {
     let mut server = MissionServer::new(Personality::Px4, VEHICLE.0, VEHICLE.1);
     server.lists[0] = (0..3).map(waypoint).collect();
-    let list = MavMessage::MISSION_REQUEST_LIST(crate::link::dialect::MISSION_REQUEST_LIST_DATA {
-        target_system: 1,
-        target_component: 1,
-        mission_type: MISSION,
-    });
+    let list = MavMessage::MISSION_REQUEST_LIST(
+        flight_companion_core::link::dialect::MISSION_REQUEST_LIST_DATA {
+            target_system: 1,
+            target_component: 1,
+            mission_type: MISSION,
+        },
+    );
     server.handle_message(Duration::ZERO, GCS, &list, home());
     assert!(matches!(server.poll_transmit(), Some(MavMessage::MISSION_COUNT(c)) if c.count == 3));
     let req = |seq| {

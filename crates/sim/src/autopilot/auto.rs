@@ -32,9 +32,11 @@ use std::time::Duration;
 use nalgebra::Vector3;
 
 use super::*;
-use crate::link::dialect::{MISSION_CURRENT_DATA, MISSION_ITEM_REACHED_DATA, MavMissionType};
-use crate::sim::mission::ListChange;
-use crate::vehicle::mission::MissionItem;
+use crate::mission::ListChange;
+use flight_companion_core::link::dialect::{
+    MISSION_CURRENT_DATA, MISSION_ITEM_REACHED_DATA, MavMissionType,
+};
+use flight_companion_core::vehicle::mission::MissionItem;
 
 const MISSION: MavMissionType = MavMissionType::MAV_MISSION_TYPE_MISSION;
 /// ArduCopter `WPNAV_RADIUS` (200 cm) and PX4 `NAV_ACC_RAD` (2 m) by default.
@@ -783,7 +785,7 @@ mod tests {
         let mut run = fly(Personality::ArduPilot, MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH);
         run.run_until(60.0, |r| r.sim.auto.current == 2);
         run.send(MavMessage::MISSION_SET_CURRENT(
-            crate::link::dialect::MISSION_SET_CURRENT_DATA {
+            flight_companion_core::link::dialect::MISSION_SET_CURRENT_DATA {
                 seq: 7,
                 target_system: 1,
                 target_component: 1,
