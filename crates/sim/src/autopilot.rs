@@ -198,12 +198,9 @@ const MSG_ESTIMATOR_STATUS: u32 = 230;
 const MSG_HOME_POSITION: u32 = 242;
 const MSG_EXTENDED_SYS_STATE: u32 = 245;
 
-/// Which firmware the simulator pretends to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Personality {
-    ArduPilot,
-    Px4,
-}
+// Its own module so that the mission server can name it without importing the autopilot
+// that owns the server (no import cycle between the two).
+pub use crate::personality::Personality;
 
 /// How to start a simulated autopilot.
 #[derive(Debug, Clone, Copy, PartialEq)]

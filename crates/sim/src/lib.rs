@@ -17,5 +17,6 @@
 pub mod autopilot;
 pub mod fence;
 pub mod mission;
+pub mod personality;
 pub mod physics;
 pub mod signing;

@@ -38,7 +38,7 @@ use flight_companion_core::link::dialect::{
 };
 use flight_companion_core::vehicle::mission::{MissionItem, frame_is_global};
 
-use super::autopilot::Personality;
+use crate::personality::Personality;
 use super::physics::GeoPoint;
 
 /// ArduCopter's mission storage on a 16 KB board (about 700 items, `AP_Mission::num_commands_max`).
