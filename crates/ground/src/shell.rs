@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rumqttc::v5::ClientError;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Filter;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::{AsyncClient, ClientError};
 use serde_json::json;
 use std::collections::HashMap;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -178,13 +179,41 @@ pub async fn run(
         }
     }
 
-    // A graceful DISCONNECT discards the Will, so announce the departure explicitly.
-    let _ = client.try_publish_with_properties(
+    let departure = Departure {
         presence_topic,
-        QoS::AtLeastOnce,
-        false,
         disconnected,
         publish_properties,
+    };
+    leave(&client, departure, driver, &stop_driver).await;
+    tracing::info!(
+        "ground bridge stopped: {}, {publish_failures} MQTT sends failed",
+        bridge.summary()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the bridge publishes as it leaves: `disconnected` on its presence topic.
+struct Departure {
+    presence_topic: String,
+    disconnected: String,
+    publish_properties: PublishProperties,
+}
+
+/// Leaves the broker: the departure, a DISCONNECT, then up to a second for the driver to send
+/// both before it is stopped.
+async fn leave(
+    client: &AsyncClient,
+    departure: Departure,
+    driver: tokio::task::JoinHandle<()>,
+    stop_driver: &CancellationToken,
+) {
+    // A graceful DISCONNECT discards the Will, so announce the departure explicitly.
+    let _ = client.try_publish_with_properties(
+        departure.presence_topic,
+        QoS::AtLeastOnce,
+        false,
+        departure.disconnected,
+        departure.publish_properties,
     );
     let _ = client.try_disconnect();
     if tokio::time::timeout(Duration::from_millis(1000), driver)
@@ -193,11 +222,6 @@ pub async fn run(
     {
         stop_driver.cancel();
     }
-    tracing::info!(
-        "ground bridge stopped: {}, {publish_failures} MQTT sends failed",
-        bridge.summary()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The deciding core: one drone or, with fleet patterns, the fleet; behind the 2026-07-28
