@@ -90,6 +90,8 @@ pub enum CertError {
     Invalid(String),
 }
 
+// Only the PKI reads and writes files here; reading a CN is the MQTT crate's.
+#[cfg(feature = "dev-setup")]
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     move |e| CertError::Io {
         path: path.to_owned(),
