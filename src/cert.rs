@@ -90,6 +90,8 @@ pub enum CertError {
     Invalid(String),
 }
 
+// Only the PKI reads and writes files here; reading a CN is the MQTT crate's.
+#[cfg(feature = "dev-setup")]
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     move |e| CertError::Io {
         path: path.to_owned(),
@@ -401,25 +403,19 @@ impl Pki {
 
 /// The common name (CN) of the first certificate in a PEM file: the identity the broker
 /// authenticates (its user name, and its client id with `use_username_as_clientid`).
+/// The MQTT crate's, which the ground bridge shares; here with this module's error.
 pub fn common_name(pem_path: &Path) -> Result<String, CertError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let bytes = std::fs::read(pem_path).map_err(io(pem_path))?;
-    let der = CertificateDer::pem_slice_iter(&bytes)
-        .next()
-        .ok_or_else(|| CertError::Invalid(format!("{}: no certificate", pem_path.display())))?
-        .map_err(|e| CertError::Invalid(format!("{}: not PEM: {e}", pem_path.display())))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| CertError::Invalid(format!("{}: {e}", pem_path.display())))?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .ok_or_else(|| {
-            CertError::Invalid(format!("{}: the certificate has no CN", pem_path.display()))
-        })?;
-    Ok(cn.to_owned())
+    Ok(flight_companion_mqtt::common_name(pem_path)?)
+}
+
+impl From<flight_companion_mqtt::CommonNameError> for CertError {
+    fn from(e: flight_companion_mqtt::CommonNameError) -> Self {
+        use flight_companion_mqtt::CommonNameError;
+        match e {
+            CommonNameError::Io { path, message } => CertError::Io { path, message },
+            CommonNameError::Invalid(message) => CertError::Invalid(message),
+        }
+    }
 }
 
 #[cfg(feature = "dev-setup")]

@@ -370,7 +370,7 @@ fn ground(args: GroundArgs) -> ExitCode {
         }
     };
     crate::logging::init("info");
-    run_async(|shutdown| crate::ground::shell::run(config, shutdown))
+    run_async(|shutdown| crate::ground::shell::run(config, crate::VERSION, shutdown))
 }
 
 /// `audit verify|witness|keygen|vkey|tail`.

@@ -263,12 +263,18 @@ mod tests {
 
     #[test]
     fn no_function_in_src_is_longer_than_the_limit_but_the_known_ones() {
-        // The crates' files keep their paths under their own `src/` (issue 16's split).
+        // The workspace crates' files keep their paths under their own `src/` (issue 16's split).
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let long: Vec<FunctionSpan> = ["src", "crates/core/src", "crates/sim/src"]
-            .iter()
-            .flat_map(|root| offenders(&manifest.join(root)))
-            .collect();
+        let long: Vec<FunctionSpan> = [
+            "src",
+            "crates/core/src",
+            "crates/sim/src",
+            "crates/mqtt/src",
+            "crates/ground/src",
+        ]
+        .iter()
+        .flat_map(|root| offenders(&manifest.join(root)))
+        .collect();
         let is_known = |f: &FunctionSpan| {
             KNOWN_LONG
                 .iter()

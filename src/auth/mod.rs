@@ -46,8 +46,9 @@ use revocation::Denylist;
 use security::{SecurityEvents, SecuritySummary};
 use token::{Identity, VerifierConfig};
 
-/// The `_meta` key of the `initialize` request that carries the JWT.
-pub const TOKEN_META_KEY: &str = "flight-companion/token";
+/// The `_meta` key of the `initialize` request that carries the JWT (the transport's, which
+/// the ground bridge shares).
+pub use flight_companion_core::mcp::transport::TOKEN_META_KEY;
 
 /// The `kid` of an identity the broker attested (no token).
 pub const BROKER_KID: &str = "broker-identity";

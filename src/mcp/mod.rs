@@ -1,7 +1,7 @@
 //! The MCP server over mutual-TLS MQTT 5 (EMQX "MCP over MQTT" transport).
 //!
 //! - `mqtt`: the broker connection (TLS, CONNECT options, reconnecting driver), shared with
-//!   the ground bridge.
+//!   the ground bridge: the `flight-companion-mqtt` crate, re-exported here.
 //! - `session`: sans-IO session bookkeeping (which sessions exist, subscriptions, routing,
 //!   limits).
 //! - `errors`: every JSON-RPC/MCP error code, and the first check of incoming messages.
@@ -19,7 +19,7 @@
 
 pub mod errors;
 pub mod guard;
-pub mod mqtt;
+pub use flight_companion_mqtt as mqtt;
 pub mod resources;
 pub mod schema;
 pub mod server;

@@ -20,16 +20,10 @@ use crate::mcp::guard::Guard;
 use crate::role::Role;
 use crate::status::StatusReport;
 
-/// URI of the status resource.
-pub const STATUS_URI: &str = "vehicle://status";
-/// URI of the latest camera image.
-pub const CAMERA_URI: &str = "camera://latest";
-/// URI of the health summary resource (the `health` part of the status).
-pub const HEALTH_URI: &str = "health://summary";
-/// URI of the security summary (READ_ONLY).
-pub const SECURITY_URI: &str = "audit://security";
-/// URI of the recent audit records (ADMIN).
-pub const AUDIT_RECENT_URI: &str = "audit://recent";
+// The URIs are the core's, which the ground bridge's console shares.
+pub use flight_companion_core::mcp::uri::{
+    AUDIT_RECENT_URI, CAMERA_URI, HEALTH_URI, SECURITY_URI, STATUS_URI,
+};
 
 /// What a read may use.
 pub struct ResourceRead {

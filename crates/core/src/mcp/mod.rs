@@ -1,3 +1,4 @@
 //! The MCP side's pure parts.
 
 pub mod transport;
+pub mod uri;

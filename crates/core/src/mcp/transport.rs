@@ -48,6 +48,11 @@ pub const SERVER_ONLINE: &str = "notifications/server/online";
 /// topic, the server on the client's RPC topic.
 pub const DISCONNECTED: &str = "notifications/disconnected";
 
+/// The `_meta` key of the `initialize` request that carries the JWT. Here, not in the
+/// daemon's `auth`, because the ground bridge puts its token there too and cannot import the
+/// daemon (`auth::TOKEN_META_KEY` re-exports it).
+pub const TOKEN_META_KEY: &str = "flight-companion/token";
+
 /// Which side of the transport a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComponentType {
@@ -367,6 +372,7 @@ mod tests {
         assert_eq!(PROP_META, "MCP-META");
         assert_eq!(PROP_SERVER_NAME, "MCP-SERVER-NAME");
         assert_eq!(PROP_SERVER_NAME_FILTERS, "MCP-SERVER-NAME-FILTERS");
+        assert_eq!(TOKEN_META_KEY, "flight-companion/token");
         assert_eq!(ComponentType::Server.as_str(), "mcp-server");
         assert_eq!(ComponentType::Client.as_str(), "mcp-client");
         for c in [ComponentType::Server, ComponentType::Client] {

@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::ground::bridge::{Bridge, BridgeSettings};
-use crate::ground::config::GroundSection;
+use crate::bridge::{Bridge, BridgeSettings};
+use crate::config::GroundSection;
+use flight_companion_core::mcp::transport;
 
 struct Harness {
     era: EraAdapter,
@@ -25,7 +26,7 @@ impl Harness {
         };
         h.era.handle_connected(h.now, None);
         h.era.handle_timeout(h.now);
-        let online = crate::mcp::transport::server_online("drone/a", "d", json!({}));
+        let online = transport::server_online("drone/a", "d", json!({}));
         h.era.handle_mqtt_message(
             h.now,
             "$mcp-server/presence/s1/drone/a",

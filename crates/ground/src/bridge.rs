@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::ground::config::GroundSection;
-use crate::mcp::transport::{self, Topics, code};
+use crate::config::GroundSection;
+use flight_companion_core::mcp::transport::{self, Topics, code};
 
 /// Prefix of the ids of the bridge's own requests to the drone.
 pub const INTERNAL_ID_PREFIX: &str = "fc-ground:";
@@ -894,7 +894,7 @@ impl Bridge {
             }
             if let Value::Object(m) = meta {
                 m.insert(
-                    crate::auth::TOKEN_META_KEY.into(),
+                    transport::TOKEN_META_KEY.into(),
                     Value::String(token.clone()),
                 );
             }

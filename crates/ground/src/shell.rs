@@ -1,5 +1,5 @@
-//! The bridge's async shell: stdin/stdout, the MQTT connection (`crate::mcp::mqtt`), timers.
-//! It decides nothing; [`crate::ground::bridge::Bridge`] does.
+//! The bridge's async shell: stdin/stdout, the MQTT connection (`flight_companion_mqtt`), timers.
+//! It decides nothing; [`crate::bridge::Bridge`] does.
 //!
 //! stdout carries only the JSON-RPC lines the core emits; every log line goes to stderr.
 
@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rumqttc::v5::ClientError;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Filter;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::{AsyncClient, ClientError};
 use serde_json::json;
 use std::collections::HashMap;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -17,14 +18,14 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::ground::GroundCore;
-use crate::ground::bridge::{Action, Bridge, BridgeSettings};
-use crate::ground::config::GroundConfig;
-use crate::ground::console::{self, ConsoleRequest};
-use crate::ground::era::EraAdapter;
-use crate::ground::fleet::{Fleet, FleetSettings};
-use crate::mcp::mqtt::{self, ConnectionSpec, MqttEvent, Will};
-use crate::mcp::transport::{self, ComponentType, PROP_SERVER_NAME_FILTERS};
+use crate::GroundCore;
+use crate::bridge::{Action, Bridge, BridgeSettings};
+use crate::config::GroundConfig;
+use crate::console::{self, ConsoleRequest};
+use crate::era::EraAdapter;
+use crate::fleet::{Fleet, FleetSettings};
+use flight_companion_core::mcp::transport::{self, ComponentType, PROP_SERVER_NAME_FILTERS};
+use flight_companion_mqtt::{self as mqtt, ConnectionSpec, MqttEvent, Will};
 
 /// Capacity of the stdin line channel. Policy when full: the reader waits, i.e. stdin is not
 /// read until the loop catches up (back-pressure to the client; nothing is dropped).
@@ -44,15 +45,20 @@ enum StdinLine {
     Oversize(usize),
 }
 
-/// Runs the bridge until stdin closes or `shutdown` is cancelled.
-pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+/// Runs the bridge until stdin closes or `shutdown` is cancelled. `version` is what it reports
+/// of itself (the binary's version and commit, which the caller's package knows).
+pub async fn run(
+    config: GroundConfig,
+    version: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let client_id = match &config.ground.client_id {
         Some(id) => id.clone(),
         None => default_client_id(&config),
     };
     let presence_topic = transport::client_presence(&config.ground.client_topic_root, &client_id);
     let disconnected = transport::disconnected().to_string();
-    let spec = connection_spec(&config, &client_id, &presence_topic, &disconnected);
+    let spec = connection_spec(&config, version, &client_id, &presence_topic, &disconnected);
     let (client, eventloop) =
         mqtt::connect(&config.mqtt, &spec).context("cannot set up the MQTT connection")?;
     let (events_tx, mut events) = mpsc::channel(MQTT_EVENTS_CAPACITY);
@@ -72,7 +78,7 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         lines_tx,
     ));
 
-    let mut bridge = core(&config, &client_id)?;
+    let mut bridge = core(&config, version, &client_id)?;
     // The web console: its requests enter the loop here and go through the fleet core.
     let mut console = ConsolePort::open(&config, &mut bridge, &client_id, &shutdown).await?;
     // With the console, the process outlives its stdio client: the console is a client too.
@@ -173,13 +179,41 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
         }
     }
 
-    // A graceful DISCONNECT discards the Will, so announce the departure explicitly.
-    let _ = client.try_publish_with_properties(
+    let departure = Departure {
         presence_topic,
-        QoS::AtLeastOnce,
-        false,
         disconnected,
         publish_properties,
+    };
+    leave(&client, departure, driver, &stop_driver).await;
+    tracing::info!(
+        "ground bridge stopped: {}, {publish_failures} MQTT sends failed",
+        bridge.summary()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the bridge publishes as it leaves: `disconnected` on its presence topic.
+struct Departure {
+    presence_topic: String,
+    disconnected: String,
+    publish_properties: PublishProperties,
+}
+
+/// Leaves the broker: the departure, a DISCONNECT, then up to a second for the driver to send
+/// both before it is stopped.
+async fn leave(
+    client: &AsyncClient,
+    departure: Departure,
+    driver: tokio::task::JoinHandle<()>,
+    stop_driver: &CancellationToken,
+) {
+    // A graceful DISCONNECT discards the Will, so announce the departure explicitly.
+    let _ = client.try_publish_with_properties(
+        departure.presence_topic,
+        QoS::AtLeastOnce,
+        false,
+        departure.disconnected,
+        departure.publish_properties,
     );
     let _ = client.try_disconnect();
     if tokio::time::timeout(Duration::from_millis(1000), driver)
@@ -188,16 +222,11 @@ pub async fn run(config: GroundConfig, shutdown: CancellationToken) -> anyhow::R
     {
         stop_driver.cancel();
     }
-    tracing::info!(
-        "ground bridge stopped: {}, {publish_failures} MQTT sends failed",
-        bridge.summary()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The deciding core: one drone or, with fleet patterns, the fleet; behind the 2026-07-28
 /// adapter, which detects such clients by their first request and passes the others through.
-fn core(config: &GroundConfig, client_id: &str) -> anyhow::Result<EraAdapter> {
+fn core(config: &GroundConfig, version: &str, client_id: &str) -> anyhow::Result<EraAdapter> {
     let bridge_settings = settings(config, client_id)?;
     let inner: Box<dyn GroundCore> = if config.fleet.enabled() {
         tracing::info!(
@@ -207,6 +236,7 @@ fn core(config: &GroundConfig, client_id: &str) -> anyhow::Result<EraAdapter> {
         Box::new(Fleet::new(FleetSettings::from_config(
             config,
             bridge_settings,
+            version,
         )))
     } else {
         Box::new(Bridge::new(bridge_settings))
@@ -217,6 +247,7 @@ fn core(config: &GroundConfig, client_id: &str) -> anyhow::Result<EraAdapter> {
 /// The bridge's MQTT connection: its client id, its departure as the Will, the packet limit.
 fn connection_spec(
     config: &GroundConfig,
+    version: &str,
     client_id: &str,
     presence_topic: &str,
     disconnected: &str,
@@ -226,7 +257,7 @@ fn connection_spec(
         component_type: ComponentType::Client,
         meta: json!({
             "implementation": "flight-companion ground",
-            "version": crate::VERSION,
+            "version": version,
         }),
         will: Some(Will {
             topic: presence_topic.to_owned(),
@@ -348,7 +379,7 @@ impl ConsolePort {
         let token = message
             .get("id")
             .and_then(serde_json::Value::as_str)
-            .and_then(|id| id.strip_prefix(crate::ground::fleet::CONSOLE_ID_PREFIX))
+            .and_then(|id| id.strip_prefix(crate::fleet::CONSOLE_ID_PREFIX))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(reply) = token.and_then(|t| self.waiting.remove(&t)) {
             let _ = reply.send(message);
@@ -381,7 +412,7 @@ fn default_client_id(config: &GroundConfig) -> String {
         .mqtt
         .client_cert_path
         .as_deref()
-        .and_then(|path| crate::cert::common_name(path).ok())
+        .and_then(|path| flight_companion_mqtt::common_name(path).ok())
         .filter(|cn| transport::valid_client_id(cn))
         .unwrap_or_else(generated_client_id)
 }

@@ -15,17 +15,17 @@
 //! of its own (the client's info, no client capabilities: the core then asks the client
 //! nothing) and holds the client's requests until that session is up.
 //!
-//! [`Bridge`]: crate::ground::bridge::Bridge
-//! [`Fleet`]: crate::ground::fleet::Fleet
+//! [`Bridge`]: crate::bridge::Bridge
+//! [`Fleet`]: crate::fleet::Fleet
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::ground::GroundCore;
-use crate::ground::bridge::Action;
-use crate::mcp::transport::code;
+use crate::GroundCore;
+use crate::bridge::Action;
+use flight_companion_core::mcp::transport::code;
 
 /// The stateless revision.
 pub const MODERN: &str = "2026-07-28";

@@ -8,10 +8,14 @@
 //!   Session Expiry 0, user properties, a Will, `TCP_NODELAY`, keep-alive from config).
 //! - [`spawn_driver`] polls the rumqttc event loop in its own task, turns what matters into
 //!   [`MqttEvent`]s and reconnects with capped exponential backoff and jitter
-//!   ([`crate::backoff::Backoff`]).
+//!   ([`flight_companion_core::backoff::Backoff`]).
+//! - [`common_name`] reads the identity a client certificate gives (its CN).
 //!
 //! Crypto provider: rustls with `ring`, passed explicitly (no process-wide default is
 //! installed), because `ring` cross-compiles to aarch64/armv7 with only a C cross compiler.
+//!
+//! A crate of its own (the daemon's package re-exports it as `mcp::mqtt`) so that the ground
+//! bridge (`flight-companion-ground`) shares it without depending on the daemon.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,9 +33,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::transport::{self, ComponentType, valid_client_id};
-use crate::backoff::Backoff;
-use crate::config::MqttConfig;
+use flight_companion_core::backoff::Backoff;
+use flight_companion_core::config::MqttConfig;
+use flight_companion_core::mcp::transport::{self, ComponentType, valid_client_id};
 
 /// The Last Will the broker publishes when the connection ends without a DISCONNECT.
 #[derive(Debug, Clone)]
@@ -339,6 +343,38 @@ pub fn connect(
 ) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
     let options = mqtt_options(config, spec)?;
     Ok(AsyncClient::new(options, spec.request_capacity.max(1)))
+}
+
+/// Why a certificate's common name could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CommonNameError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The common name (CN) of the first certificate in a PEM file: the identity the broker
+/// authenticates (its user name, and its client id with `use_username_as_clientid`).
+pub fn common_name(pem_path: &Path) -> Result<String, CommonNameError> {
+    let bytes = std::fs::read(pem_path).map_err(|e| CommonNameError::Io {
+        path: pem_path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let invalid = |message: String| CommonNameError::Invalid(message);
+    let der = CertificateDer::pem_slice_iter(&bytes)
+        .next()
+        .ok_or_else(|| invalid(format!("{}: no certificate", pem_path.display())))?
+        .map_err(|e| invalid(format!("{}: not PEM: {e}", pem_path.display())))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| invalid(format!("{}: {e}", pem_path.display())))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or_else(|| invalid(format!("{}: the certificate has no CN", pem_path.display())))?;
+    Ok(cn.to_owned())
 }
 
 #[cfg(test)]

@@ -2,14 +2,14 @@
 //!
 //! `[mqtt]` has exactly the keys of the daemon's [`MqttConfig`] so one `dev-setup` writer
 //! serves both; `[ground]` holds what only the bridge needs. Parsed before anything starts;
-//! errors name the file and the key like [`crate::config::Config`].
+//! errors name the file and the key like [`flight_companion_core::config::Config`].
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, MqttConfig, describe};
-use crate::mcp::transport::valid_client_id;
+use flight_companion_core::config::{ConfigError, MqttConfig, describe};
+use flight_companion_core::mcp::transport::{self, valid_client_id};
 
 /// The whole bridge configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,9 +175,9 @@ impl Default for GroundSection {
         Self {
             server_name: None,
             client_id: None,
-            server_topic_root: crate::mcp::transport::SERVER_TOPIC_ROOT.into(),
-            client_topic_root: crate::mcp::transport::CLIENT_TOPIC_ROOT.into(),
-            rpc_topic_root: crate::mcp::transport::RPC_TOPIC_ROOT.into(),
+            server_topic_root: transport::SERVER_TOPIC_ROOT.into(),
+            client_topic_root: transport::CLIENT_TOPIC_ROOT.into(),
+            rpc_topic_root: transport::RPC_TOPIC_ROOT.into(),
             discovery_timeout_ms: 10_000,
             presence_settle_ms: 300,
             call_idle_timeout_ms: 60_000,

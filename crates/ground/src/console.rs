@@ -3,7 +3,7 @@
 //! emergency-stop buttons.
 //!
 //! **No side channel.** Everything the console shows or does is an MCP request through the
-//! fleet core's own drone sessions ([`crate::ground::fleet::Fleet::handle_console_request`]):
+//! fleet core's own drone sessions ([`crate::fleet::Fleet::handle_console_request`]):
 //! `get_status`, `get_envelope`, `audit://recent`, `camera://latest`, `emergency_stop`,
 //! `emergency_stop_all`, `reset_emergency_stop`. So the drones see the ground process's
 //! identity and role, and decide, refuse and audit as for any other call.
@@ -35,8 +35,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::ground::config::ConsoleSection;
-use crate::ground::fleet::CONSOLE_DRONES;
+use flight_companion_core::mcp::uri::{AUDIT_RECENT_URI, CAMERA_URI};
+
+use crate::config::ConsoleSection;
+use crate::fleet::CONSOLE_DRONES;
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const CONSOLE_JS: &str = include_str!("console/console.js");
@@ -184,7 +186,7 @@ fn tool_result(answer: &Value) -> Result<Value, String> {
 
 /// The first content of a `resources/read` answer, or its error text.
 async fn read_resource(shared: &Shared, drone: &str, uri: &str) -> Result<Value, String> {
-    let uri = crate::ground::fleet::fleet_uri(uri, drone);
+    let uri = crate::fleet::fleet_uri(uri, drone);
     let answer = request(shared, "resources/read", json!({"uri": uri})).await?;
     if let Some(e) = answer.get("error") {
         return Err(e
@@ -326,15 +328,15 @@ async fn poll_drone(shared: &Shared, drone: &Value, tick: u64, envelope: bool) -
         }
     };
     let audit = async {
-        if tick % 2 == 0 && has("resources", crate::mcp::resources::AUDIT_RECENT_URI) {
-            Some(read_resource(shared, name, crate::mcp::resources::AUDIT_RECENT_URI).await)
+        if tick % 2 == 0 && has("resources", AUDIT_RECENT_URI) {
+            Some(read_resource(shared, name, AUDIT_RECENT_URI).await)
         } else {
             None
         }
     };
     let camera = async {
-        if tick % 3 == 0 && has("resources", crate::mcp::resources::CAMERA_URI) {
-            Some(read_resource(shared, name, crate::mcp::resources::CAMERA_URI).await)
+        if tick % 3 == 0 && has("resources", CAMERA_URI) {
+            Some(read_resource(shared, name, CAMERA_URI).await)
         } else {
             None
         }
@@ -693,7 +695,7 @@ async fn act(shared: &Shared, path: &str, body: &[u8]) -> Vec<u8> {
             call_tool(
                 shared,
                 None,
-                crate::ground::fleet::STOP_ALL,
+                crate::fleet::STOP_ALL,
                 json!({"reason": reason}),
             )
             .await

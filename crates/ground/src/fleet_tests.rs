@@ -1,7 +1,7 @@
 //! The fleet core, table by table: discovery, routing, the fleet tools, lists changing.
 
 use super::*;
-use crate::ground::config::GroundSection;
+use crate::config::GroundSection;
 
 const CID: &str = "gcs";
 
@@ -11,6 +11,7 @@ fn settings() -> FleetSettings {
         patterns: vec!["fleet/#".into()],
         default_drone: None,
         answer_timeout: Duration::from_millis(3_000),
+        version: "0.0.0 (test)".into(),
     }
 }
 

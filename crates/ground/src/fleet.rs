@@ -21,7 +21,7 @@
 //! `emergency_stop_all` hands every online drone's `emergency_stop` to the shell in one batch
 //! of actions, before waiting for any answer: no drone's stop waits on another's.
 //!
-//! Call order is the single-drone bridge's (see [`crate::ground::bridge`]); the actions are
+//! Call order is the single-drone bridge's (see [`crate::bridge`]); the actions are
 //! its [`Action`]s. The MQTT side of every drone session uses the one connection and client
 //! id of this process.
 
@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::ground::bridge::{Action, Bridge, BridgeSettings, LOGGER};
-use crate::ground::config::{GroundConfig, server_name_matches};
-use crate::mcp::transport::{self, Topics, code};
+use crate::bridge::{Action, Bridge, BridgeSettings, LOGGER};
+use crate::config::{GroundConfig, server_name_matches};
+use flight_companion_core::mcp::transport::{self, Topics, code};
 
 /// Prefix of the ids of the requests this core sends to a drone's bridge.
 pub const FLEET_ID_PREFIX: &str = "fc-fleet:";
@@ -69,15 +69,19 @@ pub struct FleetSettings {
     pub default_drone: Option<String>,
     /// How long `list_drones` and `emergency_stop_all` wait for each drone.
     pub answer_timeout: Duration,
+    /// The version the fleet reports as its `serverInfo` and its own `clientInfo`: the
+    /// binary's, which only the daemon's package knows (its build script records the commit).
+    pub version: String,
 }
 
 impl FleetSettings {
-    pub fn from_config(config: &GroundConfig, bridge: BridgeSettings) -> Self {
+    pub fn from_config(config: &GroundConfig, bridge: BridgeSettings, version: &str) -> Self {
         Self {
             bridge,
             patterns: config.fleet.server_names.clone(),
             default_drone: config.fleet.default_drone.clone(),
             answer_timeout: Duration::from_millis(config.fleet.answer_timeout_ms),
+            version: version.to_owned(),
         }
     }
 }
@@ -492,7 +496,7 @@ impl Fleet {
                     "resources": {"subscribe": true, "listChanged": true},
                     "logging": {},
                 },
-                "serverInfo": {"name": "flight-companion-fleet", "version": crate::VERSION},
+                "serverInfo": {"name": "flight-companion-fleet", "version": self.settings.version},
                 "instructions": format!(
                     "A fleet of drones (server names matching {patterns}). Call list_drones \
                      first: it names every drone, online or not, with its state. Every other \
@@ -727,7 +731,7 @@ impl Fleet {
             (None, false) => return,
         };
         let client_info = if self.client_info.is_null() {
-            json!({"name": "flight-companion ground (fleet)", "version": crate::VERSION})
+            json!({"name": "flight-companion ground (fleet)", "version": self.settings.version})
         } else {
             self.client_info.clone()
         };

@@ -22,6 +22,13 @@
 //! - [`era`]: MCP 2026-07-28 (stateless) on the stdio side, in front of either core, detected
 //!   from the client's first request.
 //! - [`shell`]: the async shell (stdin/stdout, rumqttc, timers).
+//! - [`console`]: the web console (fleet mode), a small HTTP server in the same process.
+//!
+//! A crate of its own (the daemon's package re-exports it as `flight_companion::ground`), so
+//! that editing the bridge does not recompile the daemon and the daemon's library does not
+//! carry it. It builds on the core crate (`config`, `mcp::transport`, the resource URIs) and
+//! the MQTT crate (the broker connection); it cannot import the daemon, so what only the
+//! daemon's package knows (the binary's version) is passed in by the CLI.
 
 pub mod bridge;
 pub mod config;
