@@ -122,7 +122,9 @@ fn no_line(
         format!("not within {timeout:?}")
     };
     let tail: Vec<String> = tail.map(|l| l.as_ref().to_owned()).collect();
-    let log = log.map_or(String::new(), |p| format!(" (all of it in {})", p.display()));
+    let log = log.map_or(String::new(), |p| {
+        format!(" (all of it in {})", p.display())
+    });
     anyhow::anyhow!(
         "{name}: no line containing {needle:?}: {why}; its last {} lines{log}:\n{}",
         tail.len(),
