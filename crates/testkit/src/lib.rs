@@ -348,3 +348,91 @@ impl Drop for AsyncProc {
         let _ = self.child.wait();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]).stdin(Stdio::null());
+        command
+    }
+
+    #[test]
+    fn waits_for_a_line_of_either_stream_and_logs_both() {
+        let dir = std::env::temp_dir().join(format!("fc-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut proc = Proc::spawn("both", Some(&dir), sh("echo one; echo two >&2")).unwrap();
+        assert_eq!(
+            proc.wait_for_line("two", Duration::from_secs(10)).unwrap(),
+            "two"
+        );
+        assert_eq!(proc.wait_exit(Duration::from_secs(10)).unwrap(), Some(0));
+        let output = proc.output();
+        assert!(output.contains("one") && output.contains("two"), "{output}");
+        let log = std::fs::read_to_string(dir.join("both.log")).unwrap();
+        assert!(log.contains("one\n") && log.contains("two\n"), "{log}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_wait_past_the_end_of_the_output_says_so_with_the_last_lines() {
+        let mut proc = Proc::spawn("short", None, sh("echo only")).unwrap();
+        let error = proc
+            .wait_for_line("never", Duration::from_secs(10))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("short: no line containing \"never\""),
+            "{error}"
+        );
+        assert!(
+            error.contains("it exited") && error.ends_with("only"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_wait_that_times_out_says_so() {
+        let mut proc = Proc::spawn("quiet", None, sh("sleep 10")).unwrap();
+        let error = proc
+            .wait_for_line("never", Duration::from_millis(100))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not within 100ms"), "{error}");
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn the_async_form_waits_drains_and_hears_stdin() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", "echo ready; read line; echo got $line"])
+                .stdin(Stdio::piped());
+            let mut proc = AsyncProc::spawn("echo", None, command).unwrap();
+            proc.wait_for_line("ready", Duration::from_secs(10))
+                .await
+                .unwrap();
+            proc.tell("hello").unwrap();
+            assert_eq!(
+                proc.wait_for_line("got", Duration::from_secs(10))
+                    .await
+                    .unwrap(),
+                "got hello"
+            );
+            proc.drain();
+            let error = proc
+                .wait_for_line("never", Duration::from_secs(10))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("it exited"), "{error}");
+        });
+    }
+}
