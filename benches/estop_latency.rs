@@ -22,9 +22,9 @@
 //! GUIDED again from the harness's link. GUIDED matters: a trigger while the vehicle already
 //! holds (BRAKE) sends nothing, since the heartbeat already confirms the hold.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -43,9 +43,9 @@ use flight_companion::link::dialect::{COMMAND_LONG_DATA, MavCmd};
 use flight_companion::link::endpoint::Endpoint;
 use flight_companion::link::transport::{Link, LinkEvent, LinkHandle, LinkOptions};
 use flight_companion::mcp::transport::ComponentType;
+use flight_companion_testkit::{AsyncProc as Proc, free_port, mosquitto_path};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_flight-companion");
@@ -54,85 +54,6 @@ const START_WAIT: Duration = Duration::from_secs(30);
 const COMMAND_WAIT: Duration = Duration::from_secs(3);
 /// ArduCopter's GUIDED custom mode.
 const GUIDED: u32 = 4;
-
-/// A process of ours, killed when dropped; its output lines arrive on `lines` and are kept
-/// in `DIR/NAME.log`.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, dir: &Path, mut command: Command) -> anyhow::Result<Proc> {
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        let log = Arc::new(std::sync::Mutex::new(std::fs::File::create(
-            dir.join(format!("{name}.log")),
-        )?));
-        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().context("stdout")?);
-        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().context("stderr")?);
-        for stream in [out, err] {
-            let (tx, log) = (tx.clone(), log.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(mut log) = log.lock() {
-                        let _ = writeln!(log, "{line}");
-                    }
-                    // The harness may have stopped listening; the log still has the line.
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Ok(Proc {
-            name,
-            child,
-            stdin,
-            lines,
-        })
-    }
-
-    /// The next line containing `needle`, skipping the others.
-    async fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) if line.contains(needle) => return Ok(line),
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("{} exited while waiting for {needle:?}", self.name),
-                Err(_) => bail!("{}: no {needle:?} within {timeout:?}", self.name),
-            }
-        }
-    }
-
-    /// Forgets every line read so far.
-    fn drain(&mut self) {
-        while self.lines.try_recv().is_ok() {}
-    }
-
-    fn tell(&mut self, line: &str) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("stdin")?;
-        writeln!(stdin, "{line}")?;
-        stdin.flush()?;
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `mono_ns=N` in a line.
 fn mono_ns_of(line: &str) -> Option<u64> {
@@ -149,12 +70,6 @@ fn served(line: &str) -> anyhow::Result<String> {
         .1
         .trim()
         .to_owned())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T>
@@ -418,7 +333,7 @@ impl Rig {
                 self.bridge.tell("press")?;
                 let line = self
                     .bridge
-                    .wait_for("bridge-sim: sent estop-asserted", COMMAND_WAIT)
+                    .wait_for_line("bridge-sim: sent estop-asserted", COMMAND_WAIT)
                     .await?;
                 mono_ns_of(&line).context("no mono_ns on bridge-sim's line")?
             }
@@ -426,7 +341,7 @@ impl Rig {
         let read_ns = loop {
             let line = self
                 .sim
-                .wait_for("sim: command MAV_CMD_DO_SET_MODE from 1/191", COMMAND_WAIT)
+                .wait_for_line("sim: command MAV_CMD_DO_SET_MODE from 1/191", COMMAND_WAIT)
                 .await
                 .with_context(|| format!("{trigger:?}: no stop command"))?;
             let ns = mono_ns_of(&line).context("no mono_ns on the simulator's line")?;
@@ -460,7 +375,7 @@ impl Rig {
         )?;
         if trigger == Trigger::Bridge {
             self.bridge
-                .wait_for("bridge-sim: latch released", Duration::from_secs(2))
+                .wait_for_line("bridge-sim: latch released", Duration::from_secs(2))
                 .await?;
         }
         self.station.guided()?;
@@ -468,7 +383,7 @@ impl Rig {
         // status (published every 100 ms) last showed it: the daemon may not have heard the
         // switch yet, which is the race a stop must not lose (estop::core's confirmation).
         self.sim
-            .wait_for("sim: mode GUIDED", COMMAND_WAIT)
+            .wait_for_line("sim: mode GUIDED", COMMAND_WAIT)
             .await
             .context("the simulator did not switch back to GUIDED")?;
         Ok(Duration::from_nanos(read_ns.saturating_sub(sent_ns)))
@@ -544,9 +459,12 @@ async fn main() -> anyhow::Result<()> {
         bail!("dev-setup: {}", String::from_utf8_lossy(&setup.stderr));
     }
     let dev = dir.join("dev");
-    let mut mosquitto = Command::new("mosquitto");
+    let mut mosquitto = Command::new(mosquitto_path());
     mosquitto.arg("-c").arg(dev.join("mosquitto.conf"));
-    let _mosquitto = Proc::spawn("mosquitto", &dir, mosquitto)?;
+    // Every child's stdin is held open (bridge-sim reads its presses there: `tell`) and
+    // none reads the terminal.
+    mosquitto.stdin(Stdio::piped());
+    let _mosquitto = Proc::spawn("mosquitto", Some(&dir), mosquitto)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_err() {
         if Instant::now() > deadline {
@@ -568,9 +486,10 @@ async fn main() -> anyhow::Result<()> {
         "--ekf-ready-s",
         "0",
     ]);
-    let mut sim = Proc::spawn("sim", &dir, sim_command)?;
-    let daemon_link = served(&sim.wait_for("sim: serving ", START_WAIT).await?)?;
-    let harness_link = served(&sim.wait_for("sim: serving ", START_WAIT).await?)?;
+    sim_command.stdin(Stdio::piped());
+    let mut sim = Proc::spawn("sim", Some(&dir), sim_command)?;
+    let daemon_link = served(&sim.wait_for_line("sim: serving ", START_WAIT).await?)?;
+    let harness_link = served(&sim.wait_for_line("sim: serving ", START_WAIT).await?)?;
     let sim_port: u16 = daemon_link.rsplit(':').next().unwrap_or("").parse()?;
 
     // The bridge: socat's pty pair, bridge-sim on `a`, the daemon on `b`.
@@ -581,27 +500,32 @@ async fn main() -> anyhow::Result<()> {
         format!("pty,raw,echo=0,link={}", dev.join("a").display()),
         format!("pty,raw,echo=0,link={}", dev.join("b").display()),
     ]);
-    let mut socat = Proc::spawn("socat", &dir, socat)?;
+    socat.stdin(Stdio::piped());
+    let mut socat = Proc::spawn("socat", Some(&dir), socat)?;
     socat
-        .wait_for("starting data transfer loop", START_WAIT)
+        .wait_for_line("starting data transfer loop", START_WAIT)
         .await?;
     let mut bridge_command = Command::new(BINARY);
     bridge_command
         .args(["bridge-sim", "--stamp-monotonic", "--serial"])
         .arg(dev.join("a"));
-    let mut bridge = Proc::spawn("bridge-sim", &dir, bridge_command)?;
-    bridge.wait_for("bridge-sim: ready on", START_WAIT).await?;
+    bridge_command.stdin(Stdio::piped());
+    let mut bridge = Proc::spawn("bridge-sim", Some(&dir), bridge_command)?;
+    bridge
+        .wait_for_line("bridge-sim: ready on", START_WAIT)
+        .await?;
 
     // The daemon.
     let config = daemon_config(&dev, sim_port)?;
     let mut daemon_command = Command::new(BINARY);
     daemon_command.args(["run", "--config"]).arg(&config);
-    let mut daemon = Proc::spawn("daemon", &dir, daemon_command)?;
+    daemon_command.stdin(Stdio::piped());
+    let mut daemon = Proc::spawn("daemon", Some(&dir), daemon_command)?;
     daemon
-        .wait_for("flight-companion ready", START_WAIT)
+        .wait_for_line("flight-companion ready", START_WAIT)
         .await?;
     bridge
-        .wait_for("bridge-sim: companion hello", START_WAIT)
+        .wait_for_line("bridge-sim: companion hello", START_WAIT)
         .await?;
 
     // Ground clients.

@@ -19,9 +19,8 @@
 //! Per call: 10 sessions call `get_status` back to back, in two passes of `--calls` each;
 //! the RSS after each pass shows whether memory stays flat per call.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,88 +28,13 @@ use anyhow::{Context, bail};
 use flight_companion::ground::config::GroundConfig;
 use flight_companion::hil::bench::{discover, session, tool_result};
 use flight_companion::hil::client::Client;
+use flight_companion_testkit::{AsyncProc as Proc, free_port, mosquitto_path};
 use serde_json::json;
-use tokio::sync::{Barrier, mpsc};
+use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_flight-companion");
 const START_WAIT: Duration = Duration::from_secs(30);
-
-/// A process of ours, killed when dropped; its output lines arrive on `lines` and are kept
-/// in `DIR/NAME.log`.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, dir: &Path, mut command: Command) -> anyhow::Result<Proc> {
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        let log = Arc::new(std::sync::Mutex::new(std::fs::File::create(
-            dir.join(format!("{name}.log")),
-        )?));
-        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().context("stdout")?);
-        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().context("stderr")?);
-        for stream in [out, err] {
-            let (tx, log) = (tx.clone(), log.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(mut log) = log.lock() {
-                        let _ = writeln!(log, "{line}");
-                    }
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Ok(Proc {
-            name,
-            child,
-            stdin,
-            lines,
-        })
-    }
-
-    async fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) if line.contains(needle) => return Ok(line),
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("{} exited while waiting for {needle:?}", self.name),
-                Err(_) => bail!("{}: no {needle:?} within {timeout:?}", self.name),
-            }
-        }
-    }
-
-    fn tell(&mut self, line: &str) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("stdin")?;
-        writeln!(stdin, "{line}")?;
-        stdin.flush()?;
-        Ok(())
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T>
 where
@@ -124,12 +48,6 @@ where
             .parse()
             .map_err(|e| anyhow::anyhow!("{name}: {e}")),
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Fields of `/proc/PID/status` in KiB (and `Threads`).
@@ -271,9 +189,12 @@ async fn main() -> anyhow::Result<()> {
         bail!("dev-setup: {}", String::from_utf8_lossy(&setup.stderr));
     }
     let dev = dir.join("dev");
-    let mut mosquitto = Command::new("mosquitto");
+    let mut mosquitto = Command::new(mosquitto_path());
     mosquitto.arg("-c").arg(dev.join("mosquitto.conf"));
-    let _mosquitto = Proc::spawn("mosquitto", &dir, mosquitto)?;
+    // Every child's stdin is held open (as the ground bridge needs, and `tell` writes to
+    // it) and none reads the terminal.
+    mosquitto.stdin(Stdio::piped());
+    let _mosquitto = Proc::spawn("mosquitto", Some(&dir), mosquitto)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_err() {
         if Instant::now() > deadline {
@@ -283,8 +204,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut sim_command = Command::new(BINARY);
     sim_command.args(["sim", "--link", "tcpin:127.0.0.1:0", "--ekf-ready-s", "0"]);
-    let mut sim = Proc::spawn("sim", &dir, sim_command)?;
-    let line = sim.wait_for("sim: serving ", START_WAIT).await?;
+    sim_command.stdin(Stdio::piped());
+    let mut sim = Proc::spawn("sim", Some(&dir), sim_command)?;
+    let line = sim.wait_for_line("sim: serving ", START_WAIT).await?;
     let sim_port: u16 = line
         .trim()
         .rsplit(':')
@@ -299,7 +221,8 @@ async fn main() -> anyhow::Result<()> {
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn");
-    let daemon = Proc::spawn("daemon", &dir, daemon_command)?;
+    daemon_command.stdin(Stdio::piped());
+    let daemon = Proc::spawn("daemon", Some(&dir), daemon_command)?;
     let ground = GroundConfig::load(&dev.join("ground.toml"))?;
     // The daemon's server is discovered once it is connected to the broker.
     let (sid, name) = discover(&ground, &stop).await?;
@@ -333,9 +256,10 @@ async fn main() -> anyhow::Result<()> {
         .arg("ground")
         .env("FLIGHT_COMPANION_GROUND_CONFIG", dev.join("ground.toml"))
         .env("RUST_LOG", "info");
-    let mut bridge = Proc::spawn("ground", &dir, ground_command)?;
+    ground_command.stdin(Stdio::piped());
+    let mut bridge = Proc::spawn("ground", Some(&dir), ground_command)?;
     bridge
-        .wait_for("connected to the broker", START_WAIT)
+        .wait_for_line("connected to the broker", START_WAIT)
         .await?;
     tokio::time::sleep(idle).await;
     println!(
@@ -346,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
     bridge.tell(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"footprint","version":"1"}}}).to_string())?;
     bridge.tell(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
     bridge.tell(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_status","arguments":{}}}"#)?;
-    bridge.wait_for(r#""id":2"#, START_WAIT).await?;
+    bridge.wait_for_line(r#""id":2"#, START_WAIT).await?;
     tokio::time::sleep(idle).await;
     println!(
         "ground bridge idle {} s after one session and a get_status: {}",

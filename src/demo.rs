@@ -11,6 +11,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use flight_companion_testkit::{free_port, mosquitto_path};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -558,21 +559,6 @@ async fn timeout<T>(
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     let path = dir.join(name);
     std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))
-}
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
-pub(crate) fn mosquitto_path() -> PathBuf {
-    let in_sbin = PathBuf::from("/usr/sbin/mosquitto");
-    if in_sbin.exists() {
-        in_sbin
-    } else {
-        PathBuf::from("mosquitto")
-    }
 }
 
 /// The demo's MCP client: the raw client over the bridge's stdio, saying what it sees.

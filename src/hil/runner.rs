@@ -687,7 +687,7 @@ impl Rig {
     }
 
     async fn start_broker(&mut self) -> anyhow::Result<()> {
-        let mut broker = Command::new(crate::demo::mosquitto_path());
+        let mut broker = Command::new(flight_companion_testkit::mosquitto_path());
         broker
             .arg("-c")
             .arg(self.dir.join("dev/mosquitto.conf"))
@@ -715,7 +715,7 @@ impl Rig {
     }
 
     async fn start_broker_and_proxy(&mut self) -> anyhow::Result<()> {
-        self.broker_port = crate::demo::free_port()?;
+        self.broker_port = flight_companion_testkit::free_port()?;
         let relay = self.relay.as_ref().context("no relay")?;
         let link = format!("serial:{}:921600", relay.device_path().display());
         crate::dev_setup::write(&crate::dev_setup::DevSetupArgs {

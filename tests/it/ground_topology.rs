@@ -75,7 +75,7 @@ fn start_edge(broker: &mut Broker) -> (Proc, u16) {
     );
     let path = broker.dev.path("mosquitto-edge.conf");
     std::fs::write(&path, conf + &bridge).unwrap();
-    let mut command = Command::new("mosquitto");
+    let mut command = Command::new(flight_companion_testkit::mosquitto_path());
     command.arg("-c").arg(&path);
     let mut edge = Proc::spawn("edge mosquitto", command);
     edge.wait_for_line("Connecting bridge", WAIT);

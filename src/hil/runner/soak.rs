@@ -416,7 +416,7 @@ async fn soak(
     rig.runtime_dir = Some(runtime);
     rig.start_autopilot_and_relay().await?;
     rig.start_broker_and_proxy().await?;
-    let metrics_port = crate::demo::free_port()?;
+    let metrics_port = flight_companion_testkit::free_port()?;
     let mut scenario = scenario.clone();
     let metrics: toml::Table = toml::from_str(&format!(
         "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"

@@ -106,7 +106,7 @@ impl Broker {
         let conf = self.dev.path("mosquitto.conf");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut command = Command::new("mosquitto");
+            let mut command = Command::new(flight_companion_testkit::mosquitto_path());
             command.arg("-c").arg(&conf);
             let mut proc = Proc::spawn("mosquitto", command);
             if wait_accepting(self.dev.port, &mut proc, Duration::from_secs(5)) {

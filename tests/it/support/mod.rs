@@ -3,11 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 pub mod broker;
 
@@ -43,11 +41,7 @@ pub fn peer(name: &str) -> PathBuf {
 
 /// A free TCP port on loopback (bound, read, released; good enough for tests on one machine).
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    flight_companion_testkit::free_port().unwrap()
 }
 
 /// A free UDP port on loopback.
@@ -60,21 +54,30 @@ pub fn free_udp_port() -> u16 {
 }
 
 /// A child process that is killed when dropped, with its stderr (and stdout, unless taken)
-/// collected line by line so a test can wait for a line and print everything on failure.
+/// collected line by line so a test can wait for a line and print everything on failure:
+/// the test kit's blocking [`flight_companion_testkit::Proc`] (its fields and `output()`
+/// through `Deref`), with the child's own runtime and state directories, and waits that
+/// fail the test.
 pub struct Proc {
-    pub name: String,
-    pub child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Output streams collected, and how many of them reached their end (every line of a
-    /// stream is in `lines` before it counts as ended).
-    streams: usize,
-    streams_ended: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    seen: Vec<String>,
+    proc: flight_companion_testkit::Proc,
     /// The process's own `$STATE_DIRECTORY` (the audit log's default home), removed with it.
     pub state: Option<tempfile::TempDir>,
     /// The child's own `$XDG_RUNTIME_DIR` (unless the test set one): a daemon's default
     /// e-stop socket goes there, so daemons of parallel tests never meet on one path.
     _runtime_dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Proc {
+    type Target = flight_companion_testkit::Proc;
+    fn deref(&self) -> &Self::Target {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.proc
+    }
 }
 
 impl Proc {
@@ -91,7 +94,6 @@ impl Proc {
     }
 
     fn spawn_keeping_stdin(name: &str, mut command: Command) -> Proc {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let runtime_dir = if command.get_envs().any(|(key, _)| key == "XDG_RUNTIME_DIR") {
             None
         } else {
@@ -102,76 +104,20 @@ impl Proc {
             command.env("XDG_RUNTIME_DIR", dir.path());
             Some(dir)
         };
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let (tx, rx) = mpsc::channel();
-        let streams_ended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut streams = 0;
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            let ended = streams_ended.clone();
-            streams += 1;
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-                ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
-        }
+        let proc = flight_companion_testkit::Proc::spawn(name, None, command)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         Proc {
-            name: name.into(),
-            child,
-            lines: rx,
-            streams,
-            streams_ended,
-            seen: Vec::new(),
+            proc,
             state: None,
             _runtime_dir: runtime_dir,
         }
     }
 
-    /// Waits for a line containing `needle`; panics with everything seen on timeout.
+    /// Waits for a line containing `needle`; panics with the last lines on timeout.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no line containing {needle:?} within {timeout:?}; output so far:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Everything printed so far (drains what is pending).
-    pub fn output(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
+        self.proc
+            .wait_for_line(needle, timeout)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Sends a signal (e.g. `libc`-free: uses the `kill` command).
@@ -185,34 +131,9 @@ impl Proc {
 
     /// Waits for the process to exit within `timeout`; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // A process that exits at once can be gone before its output was read: wait
-                // (bounded: a grandchild may hold the pipes) until both streams ended, so
-                // `output()` has everything it printed.
-                let read_by = Instant::now() + Duration::from_secs(2);
-                while self.streams_ended.load(std::sync::atomic::Ordering::SeqCst) < self.streams
-                    && Instant::now() < read_by
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = self.output();
-        panic!(
-            "{} did not exit within {timeout:?}; output:\n{output}",
-            self.name
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc
+            .wait_exit(timeout)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 }
 
