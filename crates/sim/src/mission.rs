@@ -38,8 +38,8 @@ use flight_companion_core::link::dialect::{
 };
 use flight_companion_core::vehicle::mission::{MissionItem, frame_is_global};
 
-use crate::personality::Personality;
 use super::physics::GeoPoint;
+use crate::personality::Personality;
 
 /// ArduCopter's mission storage on a 16 KB board (about 700 items, `AP_Mission::num_commands_max`).
 const ARDUPILOT_ITEMS_MAX: u16 = 700;
