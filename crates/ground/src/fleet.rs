@@ -112,6 +112,9 @@ struct DroneEntry {
     instances: BTreeSet<String>,
     session: DroneSession,
     tools: Vec<Value>,
+    /// Whether its `tools/list` has answered at least once: until then an
+    /// empty `tools` means "not known yet", not "offers nothing".
+    tools_listed: bool,
     resources: Vec<Value>,
 }
 
@@ -588,6 +591,14 @@ impl Fleet {
             ));
         }
         match &d.session {
+            // The session is up but its tool list has not answered: the
+            // tool may well exist, so the caller is told to retry rather
+            // than that the tool is unknown.
+            DroneSession::Ready if !d.tools_listed => {
+                return Err(format!(
+                    "drone `{drone}`'s session is ready but its tool list has not arrived yet: retry in a moment"
+                ));
+            }
             DroneSession::Ready => {}
             DroneSession::Refused(why) => {
                 return Err(format!(
@@ -692,6 +703,7 @@ impl Fleet {
                     instances: BTreeSet::new(),
                     session: DroneSession::None,
                     tools: Vec::new(),
+                    tools_listed: false,
                     resources: Vec::new(),
                 },
             );
@@ -899,6 +911,7 @@ impl Fleet {
                 if let Some(d) = self.drones.get_mut(name) {
                     if list {
                         d.tools = items;
+                        d.tools_listed = true;
                     } else {
                         d.resources = items;
                     }

@@ -248,6 +248,62 @@ fn unknown_unnamed_and_offline_drones_are_refused_with_the_reason_and_nothing_is
 }
 
 #[test]
+fn a_call_between_the_session_and_its_tool_list_is_told_to_retry_then_goes_through() {
+    let mut h = Harness::new(settings());
+    h.actions();
+    h.initialize();
+    h.online("d1", "fleet/a");
+    let pubs = Harness::publishes(&h.actions());
+    let init = pubs
+        .iter()
+        .find(|(_, m)| m["method"] == "initialize")
+        .unwrap()
+        .1
+        .clone();
+    h.drone_says("d1", "fleet/a", json!({"jsonrpc":"2.0","id":init["id"],"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"fleet/a","version":"1"}}}));
+    let pubs = Harness::publishes(&h.actions());
+    let tools_list = pubs
+        .iter()
+        .find(|(_, m)| m["method"] == "tools/list")
+        .unwrap()
+        .1
+        .clone();
+    // Ready, but the drone's tools are not known yet: a tool error the
+    // client may retry, never "unknown tool" (a protocol error), and
+    // nothing goes to the drone.
+    h.stdin(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_status","arguments":{"drone":"fleet/a"}}}));
+    let actions = h.actions();
+    assert!(Harness::publishes(&actions).is_empty(), "{actions:?}");
+    let out: Vec<Value> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Stdout(s) => Some(serde_json::from_str(s).unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(out[0]["id"], 1, "{out:?}");
+    assert!(out[0].get("error").is_none(), "{out:?}");
+    assert_eq!(out[0]["result"]["isError"], true, "{out:?}");
+    let text = out[0]["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("tool list has not arrived yet: retry"),
+        "{text}"
+    );
+    // Once the list answers, the same call reaches the drone.
+    h.drone_says(
+        "d1",
+        "fleet/a",
+        json!({"jsonrpc":"2.0","id":tools_list["id"],"result":{"tools":[{"name":"get_status","inputSchema":{"type":"object"}}]}}),
+    );
+    h.actions();
+    h.stdin(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_status","arguments":{"drone":"fleet/a"}}}));
+    let pubs = Harness::publishes(&h.actions());
+    assert_eq!(pubs.len(), 1, "{pubs:?}");
+    assert_eq!(pubs[0].0, "$mcp-rpc/gcs/d1/fleet/a");
+    assert_eq!(pubs[0].1["params"]["name"], "get_status");
+}
+
+#[test]
 fn a_default_drone_makes_the_argument_optional() {
     let mut s = settings();
     s.default_drone = Some("fleet/a".into());
