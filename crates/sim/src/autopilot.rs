@@ -2243,9 +2243,7 @@ impl SimAutopilot {
         let yaw_rad = self.physics.yaw_rad();
         let (roll_rad, pitch_rad) = self.physics.roll_pitch_rad();
         let heading_deg = yaw_rad.to_degrees().rem_euclid(360.0);
-        let battery = self.physics.battery().clone();
         let ardupilot = self.personality == Personality::ArduPilot;
-        let deg_e7 = |deg: f64| (deg * 1e7).round() as i32;
         Some(match message_id {
             MSG_HEARTBEAT => MavMessage::HEARTBEAT(self.heartbeat()),
             MSG_GLOBAL_POSITION_INT => {
@@ -2287,165 +2285,9 @@ impl SimAutopilot {
                     ((1.0 - a.z / 9.80665) * 50.0).clamp(0.0, 100.0) as u16
                 },
             }),
-            MSG_SYS_STATUS => {
-                // ArduPilot truncates its percentage to an integer (uint8_t).
-                let percent = self.battery_percent().map_or(-1, |p| p.floor() as i8);
-                let sensors = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_GYRO
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_ACCEL
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_MAG
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ABSOLUTE_PRESSURE
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ANGULAR_RATE_CONTROL
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ATTITUDE_STABILIZATION
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_YAW_POSITION
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_Z_ALTITUDE_CONTROL
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_XY_POSITION_CONTROL
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_MOTOR_OUTPUTS
-                    | MavSysStatusSensor::MAV_SYS_STATUS_AHRS
-                    | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
-                    | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
-                let mut health = sensors;
-                if self.gps_disabled || self.clock < self.ekf.arming_ready {
-                    health.remove(
-                        MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
-                            | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
-                    );
-                }
-                if self.battery_arming_refusal().is_some() {
-                    health.remove(
-                        MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
-                            | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
-                    );
-                }
-                let monitor = if ardupilot {
-                    self.param("BATT_MONITOR") as i32
-                } else {
-                    4
-                };
-                MavMessage::SYS_STATUS(SYS_STATUS_DATA {
-                    onboard_control_sensors_present: sensors,
-                    onboard_control_sensors_enabled: sensors,
-                    onboard_control_sensors_health: health,
-                    load: 250,
-                    voltage_battery: if monitor == 0 {
-                        u16::MAX
-                    } else {
-                        (battery.voltage_v() * 1000.0).round().min(65534.0) as u16
-                    },
-                    current_battery: if monitor == 4 {
-                        (battery.current_a * 100.0).round() as i16
-                    } else {
-                        -1
-                    },
-                    drop_rate_comm: 0,
-                    errors_comm: 0,
-                    errors_count1: 0,
-                    errors_count2: 0,
-                    errors_count3: 0,
-                    errors_count4: 0,
-                    battery_remaining: percent,
-                    onboard_control_sensors_present_extended: MavSysStatusSensorExtended::empty(),
-                    onboard_control_sensors_enabled_extended: MavSysStatusSensorExtended::empty(),
-                    onboard_control_sensors_health_extended: MavSysStatusSensorExtended::empty(),
-                })
-            }
-            MSG_BATTERY_STATUS => {
-                if ardupilot && self.param("BATT_MONITOR") == 0.0 {
-                    return None;
-                }
-                let mut voltages = [u16::MAX; 10];
-                voltages[0] = (battery.voltage_v() * 1000.0).round().min(65534.0) as u16;
-                let charge_state = if ardupilot {
-                    match self.battery_failsafe() {
-                        (_, true) => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL,
-                        (true, _) => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW,
-                        _ => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK,
-                    }
-                } else {
-                    let per_cell_v = battery.resting_voltage_v() / battery.cells.max(1.0);
-                    if per_cell_v < 3.4 {
-                        MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL
-                    } else if per_cell_v < 3.6 {
-                        MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW
-                    } else {
-                        MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK
-                    }
-                };
-                let measures_current = !ardupilot || self.param("BATT_MONITOR") == 4.0;
-                MavMessage::BATTERY_STATUS(BATTERY_STATUS_DATA {
-                    current_consumed: if measures_current {
-                        battery.consumed_mah.round() as i32
-                    } else {
-                        -1
-                    },
-                    energy_consumed: -1,
-                    temperature: i16::MAX,
-                    voltages,
-                    current_battery: if measures_current {
-                        (battery.current_a * 100.0).round() as i16
-                    } else {
-                        -1
-                    },
-                    id: 0,
-                    battery_function: MavBatteryFunction::MAV_BATTERY_FUNCTION_ALL,
-                    mavtype: MavBatteryType::MAV_BATTERY_TYPE_LIPO,
-                    battery_remaining: self.battery_percent().map_or(-1, |p| p.floor() as i8),
-                    time_remaining: 0,
-                    charge_state,
-                    voltages_ext: [0; 4],
-                    mode: MavBatteryMode::MAV_BATTERY_MODE_UNKNOWN,
-                    fault_bitmask: MavBatteryFault::empty(),
-                })
-            }
-            MSG_GPS_RAW_INT => {
-                let detected = now >= self.ekf.gps_detected;
-                let fix = !self.gps_disabled && detected;
-                let noise_m = 0.3;
-                let noisy = self.home.offset_by(&Vector3::new(
-                    ned.x + self.noise.next_gaussian() * noise_m,
-                    ned.y + self.noise.next_gaussian() * noise_m,
-                    ned.z + self.noise.next_gaussian() * noise_m,
-                ));
-                let speed = velocity.xy().norm();
-                MavMessage::GPS_RAW_INT(GPS_RAW_INT_DATA {
-                    time_usec,
-                    lat: if fix { deg_e7(noisy.lat_deg) } else { 0 },
-                    lon: if fix { deg_e7(noisy.lon_deg) } else { 0 },
-                    alt: if fix {
-                        (noisy.alt_amsl_m * 1000.0).round() as i32
-                    } else {
-                        0
-                    },
-                    eph: if fix { 80 } else { u16::MAX },
-                    epv: if fix { 120 } else { u16::MAX },
-                    vel: if fix {
-                        (speed * 100.0).round() as u16
-                    } else {
-                        u16::MAX
-                    },
-                    cog: if fix && speed > 0.2 {
-                        ((velocity.y.atan2(velocity.x).to_degrees().rem_euclid(360.0) * 100.0)
-                            as u16)
-                            % 36000
-                    } else {
-                        u16::MAX
-                    },
-                    fix_type: if fix {
-                        GpsFixType::GPS_FIX_TYPE_3D_FIX
-                    } else if detected {
-                        GpsFixType::GPS_FIX_TYPE_NO_FIX
-                    } else {
-                        GpsFixType::GPS_FIX_TYPE_NO_GPS
-                    },
-                    satellites_visible: if fix { 12 } else { 0 },
-                    alt_ellipsoid: 0,
-                    h_acc: if fix { 500 } else { 0 },
-                    v_acc: if fix { 800 } else { 0 },
-                    vel_acc: if fix { 200 } else { 0 },
-                    hdg_acc: 0,
-                    yaw: 0,
-                })
-            }
+            MSG_SYS_STATUS => self.sys_status(),
+            MSG_BATTERY_STATUS => return self.battery_status(),
+            MSG_GPS_RAW_INT => self.gps_raw_int(now),
             MSG_EXTENDED_SYS_STATE => MavMessage::EXTENDED_SYS_STATE(EXTENDED_SYS_STATE_DATA {
                 vtol_state: MavVtolState::MAV_VTOL_STATE_UNDEFINED,
                 landed_state: self.landed_state(),
@@ -2465,148 +2307,345 @@ impl SimAutopilot {
                 approach_z: 0.0,
                 time_usec,
             }),
-            MSG_EKF_STATUS_REPORT if ardupilot => {
-                // AP_NavEKF3_Control.cpp updateFilterStatus: without GPS aiding the filter is
-                // in constant-position mode (AID_NONE) with no absolute horizontal position.
-                let flags = if now < self.ekf.initialised {
-                    EkfStatusFlags::EKF_UNINITIALIZED
-                } else if self.gps_disabled || !self.position_trusted() {
-                    EkfStatusFlags::EKF_ATTITUDE
-                        | EkfStatusFlags::EKF_VELOCITY_VERT
-                        | EkfStatusFlags::EKF_POS_VERT_ABS
-                        | EkfStatusFlags::EKF_CONST_POS_MODE
-                } else {
-                    EkfStatusFlags::EKF_ATTITUDE
-                        | EkfStatusFlags::EKF_VELOCITY_HORIZ
-                        | EkfStatusFlags::EKF_VELOCITY_VERT
-                        | EkfStatusFlags::EKF_POS_HORIZ_REL
-                        | EkfStatusFlags::EKF_POS_HORIZ_ABS
-                        | EkfStatusFlags::EKF_POS_VERT_ABS
-                        | EkfStatusFlags::EKF_PRED_POS_HORIZ_REL
-                        | EkfStatusFlags::EKF_PRED_POS_HORIZ_ABS
-                };
-                let variance = if self.position_ok() { 0.05 } else { 1.2 };
-                MavMessage::EKF_STATUS_REPORT(EKF_STATUS_REPORT_DATA {
-                    velocity_variance: variance,
-                    pos_horiz_variance: variance,
-                    pos_vert_variance: 0.05,
-                    compass_variance: 0.02,
-                    terrain_alt_variance: 0.0,
-                    flags,
-                    airspeed_variance: 0.0,
-                })
-            }
-            MSG_ESTIMATOR_STATUS if !ardupilot => {
-                // ekf_helper.cpp get_ekf_soln_status: without aiding the EKF fuses a fake
-                // position (CONST_POS_MODE, no absolute position); when healthy, CONST_POS_MODE
-                // is set at rest too (vehicle_at_rest): 1023 on the ground, 895 moving.
-                let at_rest = self.physics.on_ground()
-                    && self.physics.velocity_ned_m_s().norm() < 0.1
-                    && !matches!(self.physics.target(), Target::Position { .. });
-                let flags = if now < self.ekf.initialised {
-                    EstimatorStatusFlags::empty()
-                } else if !self.position_ok() {
-                    EstimatorStatusFlags::ESTIMATOR_ATTITUDE
-                        | EstimatorStatusFlags::ESTIMATOR_VELOCITY_VERT
-                        | EstimatorStatusFlags::ESTIMATOR_POS_VERT_ABS
-                        | EstimatorStatusFlags::ESTIMATOR_CONST_POS_MODE
-                } else if at_rest {
-                    EstimatorStatusFlags::from_bits_truncate(PX4_ESTIMATOR_FLAGS_AT_REST)
-                } else {
-                    EstimatorStatusFlags::from_bits_truncate(PX4_ESTIMATOR_FLAGS_MOVING)
-                };
-                MavMessage::ESTIMATOR_STATUS(ESTIMATOR_STATUS_DATA {
-                    time_usec,
-                    vel_ratio: 0.1,
-                    pos_horiz_ratio: if self.position_ok() { 0.1 } else { 1.5 },
-                    pos_vert_ratio: 0.1,
-                    mag_ratio: 0.05,
-                    hagl_ratio: 0.0,
-                    tas_ratio: 0.0,
-                    pos_horiz_accuracy: if self.position_ok() { 0.5 } else { 50.0 },
-                    pos_vert_accuracy: 0.8,
-                    flags,
-                })
-            }
-            MSG_SIMSTATE if ardupilot => {
-                let a = self.physics.accel_ned_m_s2();
-                MavMessage::SIMSTATE(SIMSTATE_DATA {
-                    roll: roll_rad as f32,
-                    pitch: pitch_rad as f32,
-                    yaw: yaw_rad as f32,
-                    xacc: a.x as f32,
-                    yacc: a.y as f32,
-                    zacc: (a.z - 9.80665) as f32,
-                    xgyro: 0.0,
-                    ygyro: 0.0,
-                    zgyro: self.physics.yaw_rate_rad_s() as f32,
-                    lat: deg_e7(position.lat_deg),
-                    lng: deg_e7(position.lon_deg),
-                })
-            }
-            MSG_SIM_STATE if !ardupilot => {
-                let a = self.physics.accel_ned_m_s2();
-                let q = nalgebra::UnitQuaternion::from_euler_angles(roll_rad, pitch_rad, yaw_rad);
-                MavMessage::SIM_STATE(SIM_STATE_DATA {
-                    q1: q.w as f32,
-                    q2: q.i as f32,
-                    q3: q.j as f32,
-                    q4: q.k as f32,
-                    roll: roll_rad as f32,
-                    pitch: pitch_rad as f32,
-                    yaw: yaw_rad as f32,
-                    xacc: a.x as f32,
-                    yacc: a.y as f32,
-                    zacc: (a.z - 9.80665) as f32,
-                    xgyro: 0.0,
-                    ygyro: 0.0,
-                    zgyro: self.physics.yaw_rate_rad_s() as f32,
-                    lat: position.lat_deg as f32,
-                    lon: position.lon_deg as f32,
-                    alt: position.alt_amsl_m as f32,
-                    std_dev_horz: 0.0,
-                    std_dev_vert: 0.0,
-                    vn: velocity.x as f32,
-                    ve: velocity.y as f32,
-                    vd: velocity.z as f32,
-                    lat_int: deg_e7(position.lat_deg),
-                    lon_int: deg_e7(position.lon_deg),
-                })
-            }
-            MSG_AUTOPILOT_VERSION => {
-                let mut capabilities = MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_MAVLINK2
-                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_MISSION_INT
-                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_COMMAND_INT
-                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_SET_POSITION_TARGET_LOCAL_NED
-                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_SET_POSITION_TARGET_GLOBAL_INT
-                    | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_FLIGHT_TERMINATION;
-                capabilities |= if ardupilot {
-                    MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_C_CAST
-                } else {
-                    MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_BYTEWISE
-                };
-                // major.minor.patch and FIRMWARE_VERSION_TYPE_OFFICIAL (255).
-                let flight_sw_version = if ardupilot {
-                    (4 << 24) | (5 << 16) | (7 << 8) | 255
-                } else {
-                    (1 << 24) | (15 << 16) | 255
-                };
-                MavMessage::AUTOPILOT_VERSION(AUTOPILOT_VERSION_DATA {
-                    capabilities,
-                    uid: 0x5349_4D00_0000_0000 | self.system_id as u64,
-                    flight_sw_version,
-                    middleware_sw_version: 0,
-                    os_sw_version: 0,
-                    board_version: 0,
-                    vendor_id: 0,
-                    product_id: 0,
-                    flight_custom_version: *b"fcsim\0\0\0",
-                    middleware_custom_version: [0; 8],
-                    os_custom_version: [0; 8],
-                    uid2: [0; 18],
-                })
-            }
+            MSG_EKF_STATUS_REPORT if ardupilot => self.ekf_status_report(now),
+            MSG_ESTIMATOR_STATUS if !ardupilot => self.estimator_status(now),
+            MSG_SIMSTATE if ardupilot => self.simstate(),
+            MSG_SIM_STATE if !ardupilot => self.sim_state(),
+            MSG_AUTOPILOT_VERSION => self.autopilot_version(),
             _ => return None,
+        })
+    }
+
+    /// SYS_STATUS: the sensors present and healthy (GPS and the pre-arm bit only once the EKF
+    /// can arm, the battery's once it would not refuse), and the battery as its monitor reports it.
+    fn sys_status(&self) -> MavMessage {
+        let battery = self.physics.battery();
+        let ardupilot = self.personality == Personality::ArduPilot;
+        // ArduPilot truncates its percentage to an integer (uint8_t).
+        let percent = self.battery_percent().map_or(-1, |p| p.floor() as i8);
+        let sensors = MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_GYRO
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_ACCEL
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_MAG
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ABSOLUTE_PRESSURE
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ANGULAR_RATE_CONTROL
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ATTITUDE_STABILIZATION
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_YAW_POSITION
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_Z_ALTITUDE_CONTROL
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_XY_POSITION_CONTROL
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_MOTOR_OUTPUTS
+            | MavSysStatusSensor::MAV_SYS_STATUS_AHRS
+            | MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
+            | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK;
+        let mut health = sensors;
+        if self.gps_disabled || self.clock < self.ekf.arming_ready {
+            health.remove(
+                MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS
+                    | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
+            );
+        }
+        if self.battery_arming_refusal().is_some() {
+            health.remove(
+                MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY
+                    | MavSysStatusSensor::MAV_SYS_STATUS_PREARM_CHECK,
+            );
+        }
+        let monitor = if ardupilot {
+            self.param("BATT_MONITOR") as i32
+        } else {
+            4
+        };
+        MavMessage::SYS_STATUS(SYS_STATUS_DATA {
+            onboard_control_sensors_present: sensors,
+            onboard_control_sensors_enabled: sensors,
+            onboard_control_sensors_health: health,
+            load: 250,
+            voltage_battery: if monitor == 0 {
+                u16::MAX
+            } else {
+                (battery.voltage_v() * 1000.0).round().min(65534.0) as u16
+            },
+            current_battery: if monitor == 4 {
+                (battery.current_a * 100.0).round() as i16
+            } else {
+                -1
+            },
+            drop_rate_comm: 0,
+            errors_comm: 0,
+            errors_count1: 0,
+            errors_count2: 0,
+            errors_count3: 0,
+            errors_count4: 0,
+            battery_remaining: percent,
+            onboard_control_sensors_present_extended: MavSysStatusSensorExtended::empty(),
+            onboard_control_sensors_enabled_extended: MavSysStatusSensorExtended::empty(),
+            onboard_control_sensors_health_extended: MavSysStatusSensorExtended::empty(),
+        })
+    }
+
+    /// BATTERY_STATUS, or `None` on ArduPilot without a battery monitor.
+    fn battery_status(&self) -> Option<MavMessage> {
+        let battery = self.physics.battery();
+        let ardupilot = self.personality == Personality::ArduPilot;
+        if ardupilot && self.param("BATT_MONITOR") == 0.0 {
+            return None;
+        }
+        let mut voltages = [u16::MAX; 10];
+        voltages[0] = (battery.voltage_v() * 1000.0).round().min(65534.0) as u16;
+        let charge_state = if ardupilot {
+            match self.battery_failsafe() {
+                (_, true) => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL,
+                (true, _) => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW,
+                _ => MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK,
+            }
+        } else {
+            let per_cell_v = battery.resting_voltage_v() / battery.cells.max(1.0);
+            if per_cell_v < 3.4 {
+                MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_CRITICAL
+            } else if per_cell_v < 3.6 {
+                MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_LOW
+            } else {
+                MavBatteryChargeState::MAV_BATTERY_CHARGE_STATE_OK
+            }
+        };
+        let measures_current = !ardupilot || self.param("BATT_MONITOR") == 4.0;
+        Some(MavMessage::BATTERY_STATUS(BATTERY_STATUS_DATA {
+            current_consumed: if measures_current {
+                battery.consumed_mah.round() as i32
+            } else {
+                -1
+            },
+            energy_consumed: -1,
+            temperature: i16::MAX,
+            voltages,
+            current_battery: if measures_current {
+                (battery.current_a * 100.0).round() as i16
+            } else {
+                -1
+            },
+            id: 0,
+            battery_function: MavBatteryFunction::MAV_BATTERY_FUNCTION_ALL,
+            mavtype: MavBatteryType::MAV_BATTERY_TYPE_LIPO,
+            battery_remaining: self.battery_percent().map_or(-1, |p| p.floor() as i8),
+            time_remaining: 0,
+            charge_state,
+            voltages_ext: [0; 4],
+            mode: MavBatteryMode::MAV_BATTERY_MODE_UNKNOWN,
+            fault_bitmask: MavBatteryFault::empty(),
+        }))
+    }
+
+    /// GPS_RAW_INT: no GPS until it is detected, no fix while it is disabled, a noisy fix
+    /// otherwise.
+    fn gps_raw_int(&mut self, now: Duration) -> MavMessage {
+        let time_usec = now.as_micros().min(u64::MAX as u128) as u64;
+        let ned = self.physics.position_ned_m();
+        let velocity = self.physics.velocity_ned_m_s();
+        let detected = now >= self.ekf.gps_detected;
+        let fix = !self.gps_disabled && detected;
+        let noise_m = 0.3;
+        let noisy = self.home.offset_by(&Vector3::new(
+            ned.x + self.noise.next_gaussian() * noise_m,
+            ned.y + self.noise.next_gaussian() * noise_m,
+            ned.z + self.noise.next_gaussian() * noise_m,
+        ));
+        let speed = velocity.xy().norm();
+        MavMessage::GPS_RAW_INT(GPS_RAW_INT_DATA {
+            time_usec,
+            lat: if fix { deg_e7(noisy.lat_deg) } else { 0 },
+            lon: if fix { deg_e7(noisy.lon_deg) } else { 0 },
+            alt: if fix {
+                (noisy.alt_amsl_m * 1000.0).round() as i32
+            } else {
+                0
+            },
+            eph: if fix { 80 } else { u16::MAX },
+            epv: if fix { 120 } else { u16::MAX },
+            vel: if fix {
+                (speed * 100.0).round() as u16
+            } else {
+                u16::MAX
+            },
+            cog: if fix && speed > 0.2 {
+                ((velocity.y.atan2(velocity.x).to_degrees().rem_euclid(360.0) * 100.0) as u16)
+                    % 36000
+            } else {
+                u16::MAX
+            },
+            fix_type: if fix {
+                GpsFixType::GPS_FIX_TYPE_3D_FIX
+            } else if detected {
+                GpsFixType::GPS_FIX_TYPE_NO_FIX
+            } else {
+                GpsFixType::GPS_FIX_TYPE_NO_GPS
+            },
+            satellites_visible: if fix { 12 } else { 0 },
+            alt_ellipsoid: 0,
+            h_acc: if fix { 500 } else { 0 },
+            v_acc: if fix { 800 } else { 0 },
+            vel_acc: if fix { 200 } else { 0 },
+            hdg_acc: 0,
+            yaw: 0,
+        })
+    }
+
+    /// ArduPilot's EKF_STATUS_REPORT.
+    fn ekf_status_report(&self, now: Duration) -> MavMessage {
+        // AP_NavEKF3_Control.cpp updateFilterStatus: without GPS aiding the filter is
+        // in constant-position mode (AID_NONE) with no absolute horizontal position.
+        let flags = if now < self.ekf.initialised {
+            EkfStatusFlags::EKF_UNINITIALIZED
+        } else if self.gps_disabled || !self.position_trusted() {
+            EkfStatusFlags::EKF_ATTITUDE
+                | EkfStatusFlags::EKF_VELOCITY_VERT
+                | EkfStatusFlags::EKF_POS_VERT_ABS
+                | EkfStatusFlags::EKF_CONST_POS_MODE
+        } else {
+            EkfStatusFlags::EKF_ATTITUDE
+                | EkfStatusFlags::EKF_VELOCITY_HORIZ
+                | EkfStatusFlags::EKF_VELOCITY_VERT
+                | EkfStatusFlags::EKF_POS_HORIZ_REL
+                | EkfStatusFlags::EKF_POS_HORIZ_ABS
+                | EkfStatusFlags::EKF_POS_VERT_ABS
+                | EkfStatusFlags::EKF_PRED_POS_HORIZ_REL
+                | EkfStatusFlags::EKF_PRED_POS_HORIZ_ABS
+        };
+        let variance = if self.position_ok() { 0.05 } else { 1.2 };
+        MavMessage::EKF_STATUS_REPORT(EKF_STATUS_REPORT_DATA {
+            velocity_variance: variance,
+            pos_horiz_variance: variance,
+            pos_vert_variance: 0.05,
+            compass_variance: 0.02,
+            terrain_alt_variance: 0.0,
+            flags,
+            airspeed_variance: 0.0,
+        })
+    }
+
+    /// PX4's ESTIMATOR_STATUS.
+    fn estimator_status(&self, now: Duration) -> MavMessage {
+        let time_usec = now.as_micros().min(u64::MAX as u128) as u64;
+        // ekf_helper.cpp get_ekf_soln_status: without aiding the EKF fuses a fake
+        // position (CONST_POS_MODE, no absolute position); when healthy, CONST_POS_MODE
+        // is set at rest too (vehicle_at_rest): 1023 on the ground, 895 moving.
+        let at_rest = self.physics.on_ground()
+            && self.physics.velocity_ned_m_s().norm() < 0.1
+            && !matches!(self.physics.target(), Target::Position { .. });
+        let flags = if now < self.ekf.initialised {
+            EstimatorStatusFlags::empty()
+        } else if !self.position_ok() {
+            EstimatorStatusFlags::ESTIMATOR_ATTITUDE
+                | EstimatorStatusFlags::ESTIMATOR_VELOCITY_VERT
+                | EstimatorStatusFlags::ESTIMATOR_POS_VERT_ABS
+                | EstimatorStatusFlags::ESTIMATOR_CONST_POS_MODE
+        } else if at_rest {
+            EstimatorStatusFlags::from_bits_truncate(PX4_ESTIMATOR_FLAGS_AT_REST)
+        } else {
+            EstimatorStatusFlags::from_bits_truncate(PX4_ESTIMATOR_FLAGS_MOVING)
+        };
+        MavMessage::ESTIMATOR_STATUS(ESTIMATOR_STATUS_DATA {
+            time_usec,
+            vel_ratio: 0.1,
+            pos_horiz_ratio: if self.position_ok() { 0.1 } else { 1.5 },
+            pos_vert_ratio: 0.1,
+            mag_ratio: 0.05,
+            hagl_ratio: 0.0,
+            tas_ratio: 0.0,
+            pos_horiz_accuracy: if self.position_ok() { 0.5 } else { 50.0 },
+            pos_vert_accuracy: 0.8,
+            flags,
+        })
+    }
+
+    /// ArduPilot's SIMSTATE: the simulator's truth.
+    fn simstate(&self) -> MavMessage {
+        let position = self.position();
+        let yaw_rad = self.physics.yaw_rad();
+        let (roll_rad, pitch_rad) = self.physics.roll_pitch_rad();
+        let a = self.physics.accel_ned_m_s2();
+        MavMessage::SIMSTATE(SIMSTATE_DATA {
+            roll: roll_rad as f32,
+            pitch: pitch_rad as f32,
+            yaw: yaw_rad as f32,
+            xacc: a.x as f32,
+            yacc: a.y as f32,
+            zacc: (a.z - 9.80665) as f32,
+            xgyro: 0.0,
+            ygyro: 0.0,
+            zgyro: self.physics.yaw_rate_rad_s() as f32,
+            lat: deg_e7(position.lat_deg),
+            lng: deg_e7(position.lon_deg),
+        })
+    }
+
+    /// PX4's SIM_STATE: the simulator's truth.
+    fn sim_state(&self) -> MavMessage {
+        let position = self.position();
+        let velocity = self.physics.velocity_ned_m_s();
+        let yaw_rad = self.physics.yaw_rad();
+        let (roll_rad, pitch_rad) = self.physics.roll_pitch_rad();
+        let a = self.physics.accel_ned_m_s2();
+        let q = nalgebra::UnitQuaternion::from_euler_angles(roll_rad, pitch_rad, yaw_rad);
+        MavMessage::SIM_STATE(SIM_STATE_DATA {
+            q1: q.w as f32,
+            q2: q.i as f32,
+            q3: q.j as f32,
+            q4: q.k as f32,
+            roll: roll_rad as f32,
+            pitch: pitch_rad as f32,
+            yaw: yaw_rad as f32,
+            xacc: a.x as f32,
+            yacc: a.y as f32,
+            zacc: (a.z - 9.80665) as f32,
+            xgyro: 0.0,
+            ygyro: 0.0,
+            zgyro: self.physics.yaw_rate_rad_s() as f32,
+            lat: position.lat_deg as f32,
+            lon: position.lon_deg as f32,
+            alt: position.alt_amsl_m as f32,
+            std_dev_horz: 0.0,
+            std_dev_vert: 0.0,
+            vn: velocity.x as f32,
+            ve: velocity.y as f32,
+            vd: velocity.z as f32,
+            lat_int: deg_e7(position.lat_deg),
+            lon_int: deg_e7(position.lon_deg),
+        })
+    }
+
+    /// AUTOPILOT_VERSION: the capabilities and version each autopilot reports.
+    fn autopilot_version(&self) -> MavMessage {
+        let ardupilot = self.personality == Personality::ArduPilot;
+        let mut capabilities = MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_MAVLINK2
+            | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_MISSION_INT
+            | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_COMMAND_INT
+            | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_SET_POSITION_TARGET_LOCAL_NED
+            | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_SET_POSITION_TARGET_GLOBAL_INT
+            | MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_FLIGHT_TERMINATION;
+        capabilities |= if ardupilot {
+            MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_C_CAST
+        } else {
+            MavProtocolCapability::MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_BYTEWISE
+        };
+        // major.minor.patch and FIRMWARE_VERSION_TYPE_OFFICIAL (255).
+        let flight_sw_version = if ardupilot {
+            (4 << 24) | (5 << 16) | (7 << 8) | 255
+        } else {
+            (1 << 24) | (15 << 16) | 255
+        };
+        MavMessage::AUTOPILOT_VERSION(AUTOPILOT_VERSION_DATA {
+            capabilities,
+            uid: 0x5349_4D00_0000_0000 | self.system_id as u64,
+            flight_sw_version,
+            middleware_sw_version: 0,
+            os_sw_version: 0,
+            board_version: 0,
+            vendor_id: 0,
+            product_id: 0,
+            flight_custom_version: *b"fcsim\0\0\0",
+            middleware_custom_version: [0; 8],
+            os_custom_version: [0; 8],
+            uid2: [0; 18],
         })
     }
 }
@@ -2732,6 +2771,11 @@ fn default_streams(personality: Personality) -> Vec<Stream> {
         next_due: Duration::ZERO,
     })
     .collect()
+}
+
+/// Degrees as MAVLink's integer 1e-7 degrees.
+fn deg_e7(deg: f64) -> i32 {
+    (deg * 1e7).round() as i32
 }
 
 #[cfg(test)]
