@@ -631,149 +631,8 @@ impl Executor {
         commands: &mut CommandProtocol,
         kind: AutopilotKind,
     ) -> StepResult {
-        let target = vehicle.autopilot().map(|a| (a.system_id, a.component_id));
         match &mut job.running {
-            Running::Next => {
-                let Some(step) = job.steps.pop_front() else {
-                    return StepResult::End(Outcome::Completed, completion(job.action, vehicle));
-                };
-                let Some((system, component)) = target else {
-                    return StepResult::End(
-                        Outcome::Failed,
-                        "the autopilot is no longer known".into(),
-                    );
-                };
-                match step {
-                    Step::Mode(mode) => {
-                        if vehicle.flight_mode() == Some(mode) {
-                            return StepResult::Again;
-                        }
-                        let Some((mut change, request)) = ModeChange::new(
-                            now,
-                            kind,
-                            system,
-                            component,
-                            mode,
-                            self.options.mode_change_timeout,
-                        ) else {
-                            return StepResult::End(
-                                Outcome::Failed,
-                                format!("this autopilot has no {mode:?} mode"),
-                            );
-                        };
-                        match commands.submit(now, system, component, request) {
-                            Ok(id) => change.set_command(id),
-                            Err(busy) => return StepResult::End(Outcome::Failed, busy.to_string()),
-                        }
-                        self.progress(
-                            job.id,
-                            format!("switching to {}", mode.name(kind)),
-                            vehicle,
-                            None,
-                        );
-                        job.running = Running::Mode(change);
-                        StepResult::Wait
-                    }
-                    Step::Arm | Step::Disarm => {
-                        let want_armed = step == Step::Arm;
-                        if vehicle.is_armed() == want_armed {
-                            return StepResult::Again;
-                        }
-                        let request = CommandRequest::Long {
-                            command: MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
-                            // param2 0: never the force magic; the autopilot's own checks stand.
-                            params: [
-                                if want_armed { 1.0 } else { 0.0 },
-                                0.0,
-                                0.0,
-                                0.0,
-                                0.0,
-                                0.0,
-                                0.0,
-                            ],
-                        };
-                        match commands.submit(now, system, component, request) {
-                            Ok(id) => {
-                                self.progress(
-                                    job.id,
-                                    if want_armed { "arming" } else { "disarming" }.into(),
-                                    vehicle,
-                                    None,
-                                );
-                                job.running = Running::Arming {
-                                    want_armed,
-                                    id: Some(id),
-                                    deadline: now + self.options.arm_timeout,
-                                };
-                                StepResult::Wait
-                            }
-                            Err(busy) => StepResult::End(Outcome::Failed, busy.to_string()),
-                        }
-                    }
-                    Step::Command(request) => {
-                        match commands.submit(now, system, component, request) {
-                            Ok(id) => {
-                                job.running = Running::Ack {
-                                    id,
-                                    command: request.command(),
-                                };
-                                job.command_sent_at = Some(now);
-                                StepResult::Wait
-                            }
-                            Err(busy) => StepResult::End(Outcome::Failed, busy.to_string()),
-                        }
-                    }
-                    Step::KeepSpeed(speed_m_s) => {
-                        self.keeper.demand(speed_m_s);
-                        StepResult::Again
-                    }
-                    Step::SetSpeed(speed_m_s) => {
-                        self.speed_wanted_m_s = Some(speed_m_s);
-                        if self.keeper.current_demand().is_some() {
-                            self.keeper.demand(speed_m_s);
-                            job.running = Running::SpeedAnswer {
-                                speed_m_s,
-                                deadline: now + SPEED_ANSWER_TIMEOUT,
-                            };
-                            return StepResult::Wait;
-                        }
-                        let flying = vehicle.flight_mode().map_or(String::new(), |m| {
-                            if takes_speed_change(kind, m) {
-                                String::new()
-                            } else {
-                                format!(
-                                    " (the vehicle is in {}, where the autopilot takes no speed \
-                                     change; the daemon sends it with the next motion)",
-                                    m.name(kind)
-                                )
-                            }
-                        });
-                        StepResult::End(
-                            Outcome::Completed,
-                            format!(
-                                "the next goto, move_relative, set_heading or return_home flies \
-                                 at {speed_m_s} m/s: no motion is running now{flying}"
-                            ),
-                        )
-                    }
-                    Step::Send(message) => {
-                        let message = address(*message, system, component);
-                        job.setpoint = Some(message.clone());
-                        self.transmit.push_back(message);
-                        StepResult::Again
-                    }
-                    Step::Until(condition) => {
-                        let deadline = now + self.wait_budget(&condition, vehicle);
-                        job.running = Running::Until {
-                            condition,
-                            started_at: now,
-                            deadline,
-                            next_progress_at: now,
-                        };
-                        StepResult::Again
-                    }
-                }
-            }
+            Running::Next => self.next_step(now, job, vehicle, commands, kind),
             Running::Mode(change) => {
                 change.handle_timeout(now);
                 match change.outcome() {
@@ -851,53 +710,218 @@ impl Executor {
                 }
                 StepResult::Wait
             }
-            Running::Until {
-                condition,
-                started_at,
-                deadline,
-                next_progress_at,
-            } => {
-                let condition = *condition;
-                let first = *started_at == now;
-                if self.condition_met(&condition, vehicle) {
-                    job.running = Running::Next;
+            Running::Until { .. } => self.wait_until(now, job, vehicle),
+        }
+    }
+
+    /// Starts the job's next step: a command submitted, a mode change begun, a wait armed.
+    fn next_step(
+        &mut self,
+        now: Instant,
+        job: &mut Job,
+        vehicle: &VehicleState,
+        commands: &mut CommandProtocol,
+        kind: AutopilotKind,
+    ) -> StepResult {
+        let target = vehicle.autopilot().map(|a| (a.system_id, a.component_id));
+        let Some(step) = job.steps.pop_front() else {
+            return StepResult::End(Outcome::Completed, completion(job.action, vehicle));
+        };
+        let Some((system, component)) = target else {
+            return StepResult::End(Outcome::Failed, "the autopilot is no longer known".into());
+        };
+        match step {
+            Step::Mode(mode) => {
+                if vehicle.flight_mode() == Some(mode) {
                     return StepResult::Again;
                 }
-                if !matches!(condition, Condition::LandedDisarmed { .. }) && !vehicle.is_armed() {
+                let Some((mut change, request)) = ModeChange::new(
+                    now,
+                    kind,
+                    system,
+                    component,
+                    mode,
+                    self.options.mode_change_timeout,
+                ) else {
                     return StepResult::End(
                         Outcome::Failed,
-                        with_status_text(
-                            format!("the vehicle disarmed during {}", job.action),
-                            vehicle,
-                            now,
-                        ),
+                        format!("this autopilot has no {mode:?} mode"),
                     );
+                };
+                match commands.submit(now, system, component, request) {
+                    Ok(id) => change.set_command(id),
+                    Err(busy) => return StepResult::End(Outcome::Failed, busy.to_string()),
                 }
-                if now >= *deadline {
-                    return StepResult::End(
-                        Outcome::Failed,
-                        format!(
-                            "{} did not complete in time: {}. The autopilot may still be \
-                             carrying it out; call hold to stop it",
-                            job.action,
-                            self.remaining(&condition, vehicle).message
-                        ),
-                    );
-                }
-                if now >= *next_progress_at {
-                    *next_progress_at = now + self.options.progress_interval;
-                    if !first && let Some(setpoint) = &job.setpoint {
-                        self.transmit.push_back(setpoint.clone());
-                    }
-                    let update = self.remaining(&condition, vehicle);
-                    self.push_event(ExecutorEvent::Progress {
-                        job: job.id,
-                        update,
-                    });
-                }
+                self.progress(
+                    job.id,
+                    format!("switching to {}", mode.name(kind)),
+                    vehicle,
+                    None,
+                );
+                job.running = Running::Mode(change);
                 StepResult::Wait
             }
+            Step::Arm | Step::Disarm => {
+                let want_armed = step == Step::Arm;
+                if vehicle.is_armed() == want_armed {
+                    return StepResult::Again;
+                }
+                let request = CommandRequest::Long {
+                    command: MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+                    // param2 0: never the force magic; the autopilot's own checks stand.
+                    params: [
+                        if want_armed { 1.0 } else { 0.0 },
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                    ],
+                };
+                match commands.submit(now, system, component, request) {
+                    Ok(id) => {
+                        self.progress(
+                            job.id,
+                            if want_armed { "arming" } else { "disarming" }.into(),
+                            vehicle,
+                            None,
+                        );
+                        job.running = Running::Arming {
+                            want_armed,
+                            id: Some(id),
+                            deadline: now + self.options.arm_timeout,
+                        };
+                        StepResult::Wait
+                    }
+                    Err(busy) => StepResult::End(Outcome::Failed, busy.to_string()),
+                }
+            }
+            Step::Command(request) => match commands.submit(now, system, component, request) {
+                Ok(id) => {
+                    job.running = Running::Ack {
+                        id,
+                        command: request.command(),
+                    };
+                    job.command_sent_at = Some(now);
+                    StepResult::Wait
+                }
+                Err(busy) => StepResult::End(Outcome::Failed, busy.to_string()),
+            },
+            Step::KeepSpeed(speed_m_s) => {
+                self.keeper.demand(speed_m_s);
+                StepResult::Again
+            }
+            Step::SetSpeed(speed_m_s) => self.set_speed(now, job, vehicle, kind, speed_m_s),
+            Step::Send(message) => {
+                let message = address(*message, system, component);
+                job.setpoint = Some(message.clone());
+                self.transmit.push_back(message);
+                StepResult::Again
+            }
+            Step::Until(condition) => {
+                let deadline = now + self.wait_budget(&condition, vehicle);
+                job.running = Running::Until {
+                    condition,
+                    started_at: now,
+                    deadline,
+                    next_progress_at: now,
+                };
+                StepResult::Again
+            }
         }
+    }
+
+    /// A new speed: kept for the running motion (answered once the autopilot takes it),
+    /// or for the next motion when none runs.
+    fn set_speed(
+        &mut self,
+        now: Instant,
+        job: &mut Job,
+        vehicle: &VehicleState,
+        kind: AutopilotKind,
+        speed_m_s: f64,
+    ) -> StepResult {
+        self.speed_wanted_m_s = Some(speed_m_s);
+        if self.keeper.current_demand().is_some() {
+            self.keeper.demand(speed_m_s);
+            job.running = Running::SpeedAnswer {
+                speed_m_s,
+                deadline: now + SPEED_ANSWER_TIMEOUT,
+            };
+            return StepResult::Wait;
+        }
+        let flying = vehicle.flight_mode().map_or(String::new(), |m| {
+            if takes_speed_change(kind, m) {
+                String::new()
+            } else {
+                format!(
+                    " (the vehicle is in {}, where the autopilot takes no speed \
+                     change; the daemon sends it with the next motion)",
+                    m.name(kind)
+                )
+            }
+        });
+        StepResult::End(
+            Outcome::Completed,
+            format!(
+                "the next goto, move_relative, set_heading or return_home flies \
+                 at {speed_m_s} m/s: no motion is running now{flying}"
+            ),
+        )
+    }
+
+    /// A wait for the vehicle: done when its condition is met, failed when the vehicle
+    /// disarms or the budget runs out, with progress (and the setpoint again) meanwhile.
+    fn wait_until(&mut self, now: Instant, job: &mut Job, vehicle: &VehicleState) -> StepResult {
+        let Running::Until {
+            condition,
+            started_at,
+            deadline,
+            next_progress_at,
+        } = &mut job.running
+        else {
+            return StepResult::Wait;
+        };
+        let condition = *condition;
+        let first = *started_at == now;
+        if self.condition_met(&condition, vehicle) {
+            job.running = Running::Next;
+            return StepResult::Again;
+        }
+        if !matches!(condition, Condition::LandedDisarmed { .. }) && !vehicle.is_armed() {
+            return StepResult::End(
+                Outcome::Failed,
+                with_status_text(
+                    format!("the vehicle disarmed during {}", job.action),
+                    vehicle,
+                    now,
+                ),
+            );
+        }
+        if now >= *deadline {
+            return StepResult::End(
+                Outcome::Failed,
+                format!(
+                    "{} did not complete in time: {}. The autopilot may still be \
+                     carrying it out; call hold to stop it",
+                    job.action,
+                    self.remaining(&condition, vehicle).message
+                ),
+            );
+        }
+        if now >= *next_progress_at {
+            *next_progress_at = now + self.options.progress_interval;
+            if !first && let Some(setpoint) = &job.setpoint {
+                self.transmit.push_back(setpoint.clone());
+            }
+            let update = self.remaining(&condition, vehicle);
+            self.push_event(ExecutorEvent::Progress {
+                job: job.id,
+                update,
+            });
+        }
+        StepResult::Wait
     }
 
     fn condition_met(&self, condition: &Condition, vehicle: &VehicleState) -> bool {
