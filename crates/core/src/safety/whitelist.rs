@@ -540,57 +540,8 @@ impl Whitelist {
                     Err("only a plain disarm (param1 = 0, param2 = 0: never forced) is sent while armed on the ground".into())
                 }
             }
-            Bounds::Takeoff => {
-                let (alt, datum) = match state.autopilot {
-                    Some(AutopilotKind::Px4) => {
-                        let Some(home) = state.home_altitude_msl_m else {
-                            return Err("PX4 takes off to an altitude above sea level and home's \
-                                        altitude is not known yet"
-                                .into());
-                        };
-                        // f64: an f32 AMSL altitude keeps only centimetres, enough here.
-                        (f64::from(p[6]) - home, " (param7 minus home's altitude)")
-                    }
-                    _ => (f64::from(p[6]), ""),
-                };
-                if alt.is_finite() && alt > 0.0 && alt <= f64::from(ceiling) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "takeoff altitude {alt:.1} m above home{datum} must be above 0 and at \
-                         most the ceiling, {ceiling} m"
-                    ))
-                }
-            }
-            Bounds::SafeMode => {
-                let Some(kind) = state.autopilot else {
-                    return Err(
-                        "the autopilot is not known yet, so the mode cannot be decoded".into(),
-                    );
-                };
-                let Some(mode) = FlightMode::from_set_mode_params(kind, &p) else {
-                    return Err("mode parameters must be non-negative numbers".into());
-                };
-                if matches!(
-                    mode,
-                    FlightMode::Guided
-                        | FlightMode::Loiter
-                        | FlightMode::Brake
-                        | FlightMode::Land
-                        | FlightMode::Rtl
-                        | FlightMode::SmartRtl
-                        | FlightMode::Takeoff
-                        // start_mission and resume_mission, once the supervisor checked every
-                        // leg of the autopilot's mission against the envelope.
-                        | FlightMode::Auto
-                ) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "mode {mode:?} is not one the daemon uses (guided, hold, brake, land, return, takeoff, auto)"
-                    ))
-                }
-            }
+            Bounds::Takeoff => Self::takeoff(&p, state, ceiling),
+            Bounds::SafeMode => Self::safe_mode(&p, state),
             Bounds::Speed => {
                 let (kind, speed) = (p[0], p[1]);
                 let limit = if kind == 2.0 || kind == 3.0 {
@@ -608,59 +559,7 @@ impl Whitelist {
                     ))
                 }
             }
-            Bounds::Reposition => {
-                let speed = p[0];
-                if !(speed == -1.0 || (speed > 0.0 && speed <= vmax)) {
-                    return Err(format!(
-                        "speed {speed} m/s must be -1 (default) or within 0..{vmax} m/s"
-                    ));
-                }
-                // PX4's navigator takes param7 above mean sea level whatever the frame says
-                // (navigator_main.cpp), so PX4 gets an AMSL altitude in MAV_FRAME_GLOBAL and
-                // the ceiling is checked against it minus home's altitude; ArduPilot honours
-                // the frame and gets a relative one.
-                let (frames_ok, above_home, datum) = match (x_y_z, state.autopilot) {
-                    (Some((_, _, z, frame)), Some(AutopilotKind::Px4)) => {
-                        let Some(home) = state.home_altitude_msl_m else {
-                            return Err("PX4 takes DO_REPOSITION's altitude above sea level and \
-                                        home's altitude is not known yet"
-                                .into());
-                        };
-                        (
-                            matches!(
-                                frame,
-                                MavFrame::MAV_FRAME_GLOBAL | MavFrame::MAV_FRAME_GLOBAL_INT
-                            ),
-                            f64::from(z) - home,
-                            "in MAV_FRAME_GLOBAL (above mean sea level, as PX4 reads it)",
-                        )
-                    }
-                    (Some((_, _, z, frame)), _) => (
-                        matches!(
-                            frame,
-                            MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
-                                | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
-                        ),
-                        f64::from(z),
-                        "in a relative-altitude frame",
-                    ),
-                    (None, _) => (false, f64::NAN, "as COMMAND_INT"),
-                };
-                match x_y_z {
-                    Some((x, y, _, _))
-                        if frames_ok
-                            && x.unsigned_abs() <= 900_000_000
-                            && y.unsigned_abs() <= 1_800_000_000
-                            && above_home.is_finite()
-                            && above_home <= f64::from(ceiling) + 0.01 =>
-                    {
-                        Ok(())
-                    }
-                    _ => Err(format!(
-                        "DO_REPOSITION is sent only as COMMAND_INT {datum}, with a real position and an altitude at most {ceiling} m above home"
-                    )),
-                }
-            }
+            Bounds::Reposition => Self::reposition(&p, x_y_z, state, vmax, ceiling),
             Bounds::Yaw => {
                 if (0.0..=360.0).contains(&p[0])
                     && (0.0..=YAW_RATE_DEG_S_MAX).contains(&p[1])
@@ -684,27 +583,148 @@ impl Whitelist {
             Bounds::PositionTarget => self.position_target(msg),
             Bounds::ParamSet => self.param_set(msg, state),
             Bounds::MissionItem => self.mission_item(msg, state),
-            Bounds::ParamRead => {
-                let MavMessage::PARAM_REQUEST_READ(r) = msg else {
-                    return Err("not a PARAM_REQUEST_READ".into());
+            Bounds::ParamRead => Self::param_read(msg),
+        }
+    }
+
+    /// NAV_TAKEOFF: to an altitude above home and at most the ceiling (PX4 reads param7
+    /// above sea level).
+    fn takeoff(p: &[f32; 7], state: &VehicleView, ceiling: f32) -> Result<(), String> {
+        let (alt, datum) = match state.autopilot {
+            Some(AutopilotKind::Px4) => {
+                let Some(home) = state.home_altitude_msl_m else {
+                    return Err("PX4 takes off to an altitude above sea level and home's \
+                                altitude is not known yet"
+                        .into());
                 };
-                let name = r
-                    .param_id
-                    .to_str()
-                    .unwrap_or_default()
-                    .trim_end_matches('\0');
-                // Reading changes nothing: the whole table is downloaded (`ParamTable`), the
-                // stream's gaps asked for by index.
-                if (r.param_index == -1 && !name.is_empty()) || r.param_index >= 0 {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "a parameter is read by name (param_index -1) or by index (0 or more); \
-                         got `{name}` at index {}",
-                        r.param_index
-                    ))
-                }
+                // f64: an f32 AMSL altitude keeps only centimetres, enough here.
+                (f64::from(p[6]) - home, " (param7 minus home's altitude)")
             }
+            _ => (f64::from(p[6]), ""),
+        };
+        if alt.is_finite() && alt > 0.0 && alt <= f64::from(ceiling) {
+            Ok(())
+        } else {
+            Err(format!(
+                "takeoff altitude {alt:.1} m above home{datum} must be above 0 and at \
+                 most the ceiling, {ceiling} m"
+            ))
+        }
+    }
+
+    /// DO_SET_MODE: only the modes the daemon flies with.
+    fn safe_mode(p: &[f32; 7], state: &VehicleView) -> Result<(), String> {
+        let Some(kind) = state.autopilot else {
+            return Err("the autopilot is not known yet, so the mode cannot be decoded".into());
+        };
+        let Some(mode) = FlightMode::from_set_mode_params(kind, p) else {
+            return Err("mode parameters must be non-negative numbers".into());
+        };
+        if matches!(
+            mode,
+            FlightMode::Guided
+                | FlightMode::Loiter
+                | FlightMode::Brake
+                | FlightMode::Land
+                | FlightMode::Rtl
+                | FlightMode::SmartRtl
+                | FlightMode::Takeoff
+                // start_mission and resume_mission, once the supervisor checked every
+                // leg of the autopilot's mission against the envelope.
+                | FlightMode::Auto
+        ) {
+            Ok(())
+        } else {
+            Err(format!(
+                "mode {mode:?} is not one the daemon uses (guided, hold, brake, land, return, takeoff, auto)"
+            ))
+        }
+    }
+
+    /// DO_REPOSITION: as COMMAND_INT, in the frame each autopilot reads, at most the
+    /// horizontal speed limit and the ceiling.
+    // The deprecated frame names are still what ArduPilot and PX4 accept.
+    #[allow(deprecated)]
+    fn reposition(
+        p: &[f32; 7],
+        x_y_z: Option<(i32, i32, f32, MavFrame)>,
+        state: &VehicleView,
+        vmax: f32,
+        ceiling: f32,
+    ) -> Result<(), String> {
+        let speed = p[0];
+        if !(speed == -1.0 || (speed > 0.0 && speed <= vmax)) {
+            return Err(format!(
+                "speed {speed} m/s must be -1 (default) or within 0..{vmax} m/s"
+            ));
+        }
+        // PX4's navigator takes param7 above mean sea level whatever the frame says
+        // (navigator_main.cpp), so PX4 gets an AMSL altitude in MAV_FRAME_GLOBAL and
+        // the ceiling is checked against it minus home's altitude; ArduPilot honours
+        // the frame and gets a relative one.
+        let (frames_ok, above_home, datum) = match (x_y_z, state.autopilot) {
+            (Some((_, _, z, frame)), Some(AutopilotKind::Px4)) => {
+                let Some(home) = state.home_altitude_msl_m else {
+                    return Err("PX4 takes DO_REPOSITION's altitude above sea level and \
+                                home's altitude is not known yet"
+                        .into());
+                };
+                (
+                    matches!(
+                        frame,
+                        MavFrame::MAV_FRAME_GLOBAL | MavFrame::MAV_FRAME_GLOBAL_INT
+                    ),
+                    f64::from(z) - home,
+                    "in MAV_FRAME_GLOBAL (above mean sea level, as PX4 reads it)",
+                )
+            }
+            (Some((_, _, z, frame)), _) => (
+                matches!(
+                    frame,
+                    MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT
+                        | MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
+                ),
+                f64::from(z),
+                "in a relative-altitude frame",
+            ),
+            (None, _) => (false, f64::NAN, "as COMMAND_INT"),
+        };
+        match x_y_z {
+            Some((x, y, _, _))
+                if frames_ok
+                    && x.unsigned_abs() <= 900_000_000
+                    && y.unsigned_abs() <= 1_800_000_000
+                    && above_home.is_finite()
+                    && above_home <= f64::from(ceiling) + 0.01 =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "DO_REPOSITION is sent only as COMMAND_INT {datum}, with a real position and an altitude at most {ceiling} m above home"
+            )),
+        }
+    }
+
+    /// PARAM_REQUEST_READ: by name or by index.
+    fn param_read(msg: &MavMessage) -> Result<(), String> {
+        let MavMessage::PARAM_REQUEST_READ(r) = msg else {
+            return Err("not a PARAM_REQUEST_READ".into());
+        };
+        let name = r
+            .param_id
+            .to_str()
+            .unwrap_or_default()
+            .trim_end_matches('\0');
+        // Reading changes nothing: the whole table is downloaded (`ParamTable`), the
+        // stream's gaps asked for by index.
+        if (r.param_index == -1 && !name.is_empty()) || r.param_index >= 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "a parameter is read by name (param_index -1) or by index (0 or more); \
+                 got `{name}` at index {}",
+                r.param_index
+            ))
         }
     }
 
