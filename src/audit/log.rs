@@ -287,6 +287,120 @@ impl Walker<'_> {
         true
     }
 
+    /// The first record of a file: its segment header (file number, verifier key, origin),
+    /// a torn end of the file before it, and whether the log continues from there.
+    /// `false`: the rest of this file cannot be checked.
+    fn check_file_start(
+        &mut self,
+        number: u32,
+        at: u64,
+        rec: &Record,
+        segment: Option<&Segment>,
+        sink: &mut dyn FnMut(Item),
+    ) -> bool {
+        if let Some(seg) = segment {
+            if seg.file != number {
+                self.find(
+                    Severity::Tampered,
+                    Some(number),
+                    at,
+                    format!(
+                        "{} holds the records of file {} (renamed or swapped)",
+                        file_name(number),
+                        seg.file
+                    ),
+                    sink,
+                );
+            }
+            if !seg.verifier_key.is_empty()
+                && self.report.verifier_keys.last() != Some(&seg.verifier_key)
+            {
+                self.report.verifier_keys.push(seg.verifier_key.clone());
+            }
+            if !seg.origin.is_empty() {
+                self.report.origin = Some(seg.origin.clone());
+            }
+        }
+        if let Some((torn_file, torn_offset)) = self.pending_torn.take() {
+            let acknowledged = segment.and_then(|s| s.after.as_ref()).is_some_and(|g| {
+                g.file == torn_file && g.offset == torn_offset && g.kind == "torn"
+            });
+            if acknowledged {
+                self.find(
+                    Severity::Note,
+                    Some(torn_file),
+                    torn_offset,
+                    "a torn record (a write cut by a crash or power loss), kept \
+                     as evidence; the daemon continued in the next file"
+                        .into(),
+                    sink,
+                );
+            } else {
+                self.find(
+                    Severity::Damaged,
+                    Some(torn_file),
+                    torn_offset,
+                    "the file ends inside a record and the next file does not \
+                     say so: truncated"
+                        .into(),
+                    sink,
+                );
+                self.continuous = false;
+                self.broken_at = Some((torn_file, torn_offset, self.report.next_seq));
+            }
+        }
+        if !self.continuous || self.report.first_seq.is_none() {
+            if !self.start_from(rec, segment, number, sink) {
+                return false;
+            }
+        } else if rec.seq > self.report.next_seq {
+            self.find(
+                Severity::Tampered,
+                Some(number),
+                at,
+                format!(
+                    "records #{}..#{} are missing: {} starts at #{} (a file \
+                     was deleted)",
+                    self.report.next_seq,
+                    rec.seq - 1,
+                    file_name(number),
+                    rec.seq
+                ),
+                sink,
+            );
+            self.broken_at = None;
+            if !self.start_from(rec, segment, number, sink) {
+                return false;
+            }
+        } else if rec.seq < self.report.next_seq {
+            self.find(
+                Severity::Tampered,
+                Some(number),
+                at,
+                format!(
+                    "{} starts at record #{}, which came before: files are \
+                     out of order (swapped or renamed)",
+                    file_name(number),
+                    rec.seq
+                ),
+                sink,
+            );
+            self.continuous = false;
+            return false;
+        } else if let Some(seg) = segment
+            && seg.frontier.as_slice() != self.report.frontier.nodes()
+        {
+            self.find(
+                Severity::Tampered,
+                Some(number),
+                at,
+                "the segment header's Merkle frontier is not the log's".into(),
+                sink,
+            );
+        }
+        true
+    }
+
     fn walk_file(
         &mut self,
         number: u32,
@@ -308,109 +422,8 @@ impl Walker<'_> {
                     };
                     if first {
                         first = false;
-                        if let Some(seg) = segment {
-                            if seg.file != number {
-                                self.find(
-                                    Severity::Tampered,
-                                    Some(number),
-                                    at,
-                                    format!(
-                                        "{} holds the records of file {} (renamed or swapped)",
-                                        file_name(number),
-                                        seg.file
-                                    ),
-                                    sink,
-                                );
-                            }
-                            if !seg.verifier_key.is_empty()
-                                && self.report.verifier_keys.last() != Some(&seg.verifier_key)
-                            {
-                                self.report.verifier_keys.push(seg.verifier_key.clone());
-                            }
-                            if !seg.origin.is_empty() {
-                                self.report.origin = Some(seg.origin.clone());
-                            }
-                        }
-                        if let Some((torn_file, torn_offset)) = self.pending_torn.take() {
-                            let acknowledged =
-                                segment.and_then(|s| s.after.as_ref()).is_some_and(|g| {
-                                    g.file == torn_file
-                                        && g.offset == torn_offset
-                                        && g.kind == "torn"
-                                });
-                            if acknowledged {
-                                self.find(
-                                    Severity::Note,
-                                    Some(torn_file),
-                                    torn_offset,
-                                    "a torn record (a write cut by a crash or power loss), kept \
-                                     as evidence; the daemon continued in the next file"
-                                        .into(),
-                                    sink,
-                                );
-                            } else {
-                                self.find(
-                                    Severity::Damaged,
-                                    Some(torn_file),
-                                    torn_offset,
-                                    "the file ends inside a record and the next file does not \
-                                     say so: truncated"
-                                        .into(),
-                                    sink,
-                                );
-                                self.continuous = false;
-                                self.broken_at =
-                                    Some((torn_file, torn_offset, self.report.next_seq));
-                            }
-                        }
-                        if !self.continuous || self.report.first_seq.is_none() {
-                            if !self.start_from(rec, segment, number, sink) {
-                                return;
-                            }
-                        } else if rec.seq > self.report.next_seq {
-                            self.find(
-                                Severity::Tampered,
-                                Some(number),
-                                at,
-                                format!(
-                                    "records #{}..#{} are missing: {} starts at #{} (a file \
-                                     was deleted)",
-                                    self.report.next_seq,
-                                    rec.seq - 1,
-                                    file_name(number),
-                                    rec.seq
-                                ),
-                                sink,
-                            );
-                            self.broken_at = None;
-                            if !self.start_from(rec, segment, number, sink) {
-                                return;
-                            }
-                        } else if rec.seq < self.report.next_seq {
-                            self.find(
-                                Severity::Tampered,
-                                Some(number),
-                                at,
-                                format!(
-                                    "{} starts at record #{}, which came before: files are \
-                                     out of order (swapped or renamed)",
-                                    file_name(number),
-                                    rec.seq
-                                ),
-                                sink,
-                            );
-                            self.continuous = false;
+                        if !self.check_file_start(number, at, rec, segment, sink) {
                             return;
-                        } else if let Some(seg) = segment
-                            && seg.frontier.as_slice() != self.report.frontier.nodes()
-                        {
-                            self.find(
-                                Severity::Tampered,
-                                Some(number),
-                                at,
-                                "the segment header's Merkle frontier is not the log's".into(),
-                                sink,
-                            );
                         }
                     } else if segment.is_some() {
                         self.find(
@@ -928,72 +941,8 @@ impl LogWriter {
         let files = list_files(&dir)?;
         let own = options.key.as_ref().and_then(|_| read_own_checkpoint(&dir));
         let mut recovery = Recovery::default();
-        let mut start_new_file: Option<(String, Option<Gap>)> = None;
-        // The fast path: the tail state saved with the drone's own last checkpoint says where
-        // the log ended then; only the records after it are read (none after a clean stop).
-        let fast = own
-            .as_ref()
-            .and_then(|own| resume_from_tail_state(&dir, &files, own).transpose())
-            .transpose()?;
-        let (mut number, scan) = if let Some((number, scan)) = fast {
-            if scan.problem.is_none() && std::fs::metadata(dir.join(file_name(number)))?.len() == 0
-            {
-                // A stop right after a rotation: the new file still needs its segment.
-                start_new_file = Some(("rotation".into(), None));
-                (number - 1, Some(scan))
-            } else {
-                if let Some(problem) = &scan.problem {
-                    start_new_file = Some((
-                        if problem.kind == "torn" {
-                            "after a torn record".into()
-                        } else {
-                            "after damage".into()
-                        },
-                        Some(problem.clone()),
-                    ));
-                }
-                (number, Some(scan))
-            }
-        } else {
-            match files.last() {
-                None => {
-                    start_new_file = Some(("new log".into(), None));
-                    (0, None)
-                }
-                Some((last, path)) => {
-                    // An empty newest file (a stop right after a rotation): resume from the one
-                    // before it and write the segment into the empty one.
-                    let empty = std::fs::metadata(path)?.len() == 0;
-                    let keep_from = own.as_ref().map_or(u64::MAX, |c| c.size);
-                    if empty && files.len() >= 2 {
-                        let (before, before_path) = &files[files.len() - 2];
-                        let scan =
-                            scan_or_replay(&dir, *before, before_path, keep_from, &mut recovery)?;
-                        start_new_file = Some(("rotation".into(), scan.problem.clone()));
-                        (*last - 1, Some(scan))
-                    } else if empty {
-                        start_new_file = Some(("new log".into(), None));
-                        std::fs::remove_file(path)?;
-                        (0, None)
-                    } else {
-                        let scan = scan_or_replay(&dir, *last, path, keep_from, &mut recovery)?;
-                        if let Some(problem) = &scan.problem {
-                            start_new_file = Some((
-                                if problem.kind == "torn" {
-                                    "after a torn record".into()
-                                } else {
-                                    "after damage".into()
-                                },
-                                Some(problem.clone()),
-                            ));
-                        } else if recovery.replayed {
-                            start_new_file = Some(("after a replay".into(), None));
-                        }
-                        (*last, Some(scan))
-                    }
-                }
-            }
-        };
+        let (mut number, scan, mut start_new_file) =
+            find_resume_point(&dir, &files, own.as_ref(), &mut recovery)?;
         let (next_seq, last_hash, frontier, end, leaves, snapshot) = match scan {
             Some(s) => {
                 recovery.unclean_stop = s.next_seq > 0 && !s.last_is_stop;
@@ -1393,6 +1342,84 @@ impl LogWriter {
         self.append(super::unix_ms_now(), Event::Pruned(pruned.clone()))?;
         Ok(Some(pruned))
     }
+}
+
+/// Why a new file is started (its segment's reason), and the gap it follows, if any.
+type NewFileReason = (String, Option<Gap>);
+
+/// Where the log resumes: the file to continue (or the one before a new file), what the scan
+/// of its end found, and why a new file must be started, if it must (with the gap it
+/// follows). The fast path reads from the tail state of the drone's own last checkpoint.
+fn find_resume_point(
+    dir: &Path,
+    files: &[(u32, PathBuf)],
+    own: Option<&Checkpoint>,
+    recovery: &mut Recovery,
+) -> std::io::Result<(u32, Option<Scan>, Option<NewFileReason>)> {
+    let mut start_new_file: Option<NewFileReason> = None;
+    // The fast path: the tail state saved with the drone's own last checkpoint says where
+    // the log ended then; only the records after it are read (none after a clean stop).
+    let fast = own
+        .and_then(|own| resume_from_tail_state(dir, files, own).transpose())
+        .transpose()?;
+    let (number, scan) = if let Some((number, scan)) = fast {
+        if scan.problem.is_none() && std::fs::metadata(dir.join(file_name(number)))?.len() == 0 {
+            // A stop right after a rotation: the new file still needs its segment.
+            start_new_file = Some(("rotation".into(), None));
+            (number - 1, Some(scan))
+        } else {
+            if let Some(problem) = &scan.problem {
+                start_new_file = Some((
+                    if problem.kind == "torn" {
+                        "after a torn record".into()
+                    } else {
+                        "after damage".into()
+                    },
+                    Some(problem.clone()),
+                ));
+            }
+            (number, Some(scan))
+        }
+    } else {
+        match files.last() {
+            None => {
+                start_new_file = Some(("new log".into(), None));
+                (0, None)
+            }
+            Some((last, path)) => {
+                // An empty newest file (a stop right after a rotation): resume from the one
+                // before it and write the segment into the empty one.
+                let empty = std::fs::metadata(path)?.len() == 0;
+                let keep_from = own.map_or(u64::MAX, |c| c.size);
+                if empty && files.len() >= 2 {
+                    let (before, before_path) = &files[files.len() - 2];
+                    let scan = scan_or_replay(dir, *before, before_path, keep_from, recovery)?;
+                    start_new_file = Some(("rotation".into(), scan.problem.clone()));
+                    (*last - 1, Some(scan))
+                } else if empty {
+                    start_new_file = Some(("new log".into(), None));
+                    std::fs::remove_file(path)?;
+                    (0, None)
+                } else {
+                    let scan = scan_or_replay(dir, *last, path, keep_from, recovery)?;
+                    if let Some(problem) = &scan.problem {
+                        start_new_file = Some((
+                            if problem.kind == "torn" {
+                                "after a torn record".into()
+                            } else {
+                                "after damage".into()
+                            },
+                            Some(problem.clone()),
+                        ));
+                    } else if recovery.replayed {
+                        start_new_file = Some(("after a replay".into(), None));
+                    }
+                    (*last, Some(scan))
+                }
+            }
+        }
+    };
+    Ok((number, scan, start_new_file))
 }
 
 fn scan_or_replay(
