@@ -347,6 +347,24 @@ fn tool_name(message: &ClientJsonRpcMessage) -> Option<&str> {
     }
 }
 
+/// Which limit a request counts against: the tool's call kind for `tools/call`, `Other`
+/// for every other method.
+fn request_kind(
+    method: Option<&str>,
+    message: &ClientJsonRpcMessage,
+    call_kind: impl FnOnce(&str) -> CallKind,
+) -> Kind {
+    match (method, tool_name(message)) {
+        (Some("tools/call"), Some(tool)) => match call_kind(tool) {
+            CallKind::Reserved => Kind::Priority,
+            CallKind::LongWait => Kind::Wait,
+            // The e-stop took its fast path before; never here.
+            CallKind::EmergencyStop | CallKind::Ordinary => Kind::Call,
+        },
+        _ => Kind::Other,
+    }
+}
+
 fn token_of(message: &ClientJsonRpcMessage) -> Option<String> {
     let ClientJsonRpcMessage::Request(r) = message else {
         return None;
@@ -688,6 +706,20 @@ impl Sessions {
             );
             return;
         }
+        self.admit_initialize(now, cid, id, message, actions);
+    }
+
+    /// An `initialize` from the control topic that passed the checks of the message: the
+    /// candidate session it starts, unless it contests another candidate for the same client
+    /// id or the server is full; the oldest candidates make room.
+    fn admit_initialize(
+        &mut self,
+        now: Instant,
+        cid: String,
+        id: Value,
+        message: Box<ClientJsonRpcMessage>,
+        actions: &mut Vec<Action>,
+    ) {
         let credential = token_of(&message);
         if let Some(c) = self.slots.get(&cid).and_then(|s| s.candidate.as_ref()) {
             if c.credential == credential {
@@ -861,67 +893,19 @@ impl Sessions {
             .and_then(|v| v.get("method"))
             .and_then(Value::as_str);
         // The emergency stop first: from whoever the broker says this is, session or not.
-        let established = self
-            .slots
-            .get(cid)
-            .and_then(|s| s.established.as_ref())
-            .map(|e| e.generation);
-        if raw_method == Some("tools/call")
-            && let Some(v) = &raw
-            && let Some(tool) = v["params"]["name"].as_str()
-            && authority.call_kind(cid, established, tool) == CallKind::EmergencyStop
-            && let Some(id) = v.get("id").filter(|i| !i.is_null())
-        {
-            let arguments = match &v["params"]["arguments"] {
-                Value::Object(a) => Value::Object(a.clone()),
-                _ => json!({}),
-            };
-            actions.push(Action::EmergencyStop {
-                client_id: cid.to_owned(),
-                generation: established,
-                id: id.clone(),
-                arguments,
-            });
+        if self.emergency_stop_fast_path(cid, raw.as_ref(), authority, actions) {
             return;
         }
         if let Some(claimed) = sender.client_id
             && claimed != cid
         {
-            self.security(
+            self.refuse_client_id_mismatch(
                 now,
+                cid,
+                claimed,
+                raw.as_ref(),
+                raw_method.is_some(),
                 actions,
-                Action::Security {
-                    kind: "client_id_mismatch",
-                    client_id: cid.to_owned(),
-                    attested: true,
-                    detail: format!(
-                        "a message on the RPC topic of {cid} said MCP-MQTT-CLIENT-ID {}: refused \
-                     (a client is who the broker authenticated, never what it says)",
-                        shown(claimed)
-                    ),
-                    generation: None,
-                },
-            );
-            let id = raw.as_ref().and_then(|v| v.get("id")).cloned();
-            if raw_method.is_some()
-                && let Some(id) = id
-            {
-                self.reply_error(
-                    actions,
-                    cid,
-                    Some(&id),
-                    errors::INVALID_REQUEST,
-                    &format!(
-                        "MCP-MQTT-CLIENT-ID {} is not the client id of this RPC topic ({cid}): \
-                         send your own client id",
-                        shown(claimed)
-                    ),
-                    Some(json!({"kind": "client_id_mismatch"})),
-                );
-            }
-            self.refuse(
-                actions,
-                format!("RPC message from {cid} claiming another client id"),
             );
             return;
         }
@@ -956,17 +940,7 @@ impl Sessions {
             } => (message, method, id, cancels),
         };
         if method.as_deref() == Some("initialize") {
-            if let Some(id) = &id {
-                self.reply_error(
-                    actions,
-                    cid,
-                    Some(id),
-                    errors::INVALID_REQUEST,
-                    "`initialize` goes on the server's control topic, not on the RPC topic",
-                    None,
-                );
-            }
-            self.refuse(actions, format!("initialize from {cid} on its RPC topic"));
+            self.refuse_initialize_on_rpc(cid, id.as_ref(), actions);
             return;
         }
         let slot = self.slots.get(cid);
@@ -1013,31 +987,11 @@ impl Sessions {
             return;
         };
         if let Some(id) = &id {
-            let kind = match (method.as_deref(), tool_name(&message)) {
-                (Some("tools/call"), Some(tool)) => {
-                    match authority.call_kind(cid, Some(generation), tool) {
-                        CallKind::Reserved => Kind::Priority,
-                        CallKind::LongWait => Kind::Wait,
-                        // The e-stop took its fast path before; never here.
-                        CallKind::EmergencyStop | CallKind::Ordinary => Kind::Call,
-                    }
-                }
-                _ => Kind::Other,
-            };
-            if let Some(text) = self.admit(cid, kind) {
-                self.reply_error(
-                    actions,
-                    cid,
-                    Some(id),
-                    errors::SERVER_BUSY,
-                    &text,
-                    Some(json!({"kind": "busy"})),
-                );
-                self.refuse(actions, format!("request from {cid}: {text}"));
+            let kind = request_kind(method.as_deref(), &message, |tool| {
+                authority.call_kind(cid, Some(generation), tool)
+            });
+            if !self.admit_request(cid, id, kind, actions) {
                 return;
-            }
-            if let Some(e) = self.slots.get_mut(cid).and_then(|s| s.established.as_mut()) {
-                e.in_flight.insert(id_key(id), (id.clone(), kind));
             }
         }
         if method.as_deref() == Some("notifications/cancelled")
@@ -1054,6 +1008,135 @@ impl Sessions {
             generation,
             message,
         });
+    }
+
+    /// A request of an established session counts against its limits: admitted (and in
+    /// flight until answered), or refused busy with the reason. `false`: refused.
+    fn admit_request(
+        &mut self,
+        cid: &str,
+        id: &Value,
+        kind: Kind,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        if let Some(text) = self.admit(cid, kind) {
+            self.reply_error(
+                actions,
+                cid,
+                Some(id),
+                errors::SERVER_BUSY,
+                &text,
+                Some(json!({"kind": "busy"})),
+            );
+            self.refuse(actions, format!("request from {cid}: {text}"));
+            return false;
+        }
+        if let Some(e) = self.slots.get_mut(cid).and_then(|s| s.established.as_mut()) {
+            e.in_flight.insert(id_key(id), (id.clone(), kind));
+        }
+        true
+    }
+
+    /// `tools/call` of the emergency stop goes out at once, from whoever the broker says sent
+    /// it, session or not, before any other check of the message. `true`: it was one.
+    fn emergency_stop_fast_path(
+        &self,
+        cid: &str,
+        raw: Option<&Value>,
+        authority: &dyn Authority,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let established = self
+            .slots
+            .get(cid)
+            .and_then(|s| s.established.as_ref())
+            .map(|e| e.generation);
+        if let Some(v) = raw
+            && v.get("method").and_then(Value::as_str) == Some("tools/call")
+            && let Some(tool) = v["params"]["name"].as_str()
+            && authority.call_kind(cid, established, tool) == CallKind::EmergencyStop
+            && let Some(id) = v.get("id").filter(|i| !i.is_null())
+        {
+            let arguments = match &v["params"]["arguments"] {
+                Value::Object(a) => Value::Object(a.clone()),
+                _ => json!({}),
+            };
+            actions.push(Action::EmergencyStop {
+                client_id: cid.to_owned(),
+                generation: established,
+                id: id.clone(),
+                arguments,
+            });
+            return true;
+        }
+        false
+    }
+
+    /// A message on `cid`'s RPC topic that claims another client id: a security event, and an
+    /// error answer when it has an id.
+    fn refuse_client_id_mismatch(
+        &mut self,
+        now: Instant,
+        cid: &str,
+        claimed: &str,
+        raw: Option<&Value>,
+        is_request_or_notification: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        self.security(
+            now,
+            actions,
+            Action::Security {
+                kind: "client_id_mismatch",
+                client_id: cid.to_owned(),
+                attested: true,
+                detail: format!(
+                    "a message on the RPC topic of {cid} said MCP-MQTT-CLIENT-ID {}: refused \
+                 (a client is who the broker authenticated, never what it says)",
+                    shown(claimed)
+                ),
+                generation: None,
+            },
+        );
+        let id = raw.and_then(|v| v.get("id")).cloned();
+        if is_request_or_notification && let Some(id) = id {
+            self.reply_error(
+                actions,
+                cid,
+                Some(&id),
+                errors::INVALID_REQUEST,
+                &format!(
+                    "MCP-MQTT-CLIENT-ID {} is not the client id of this RPC topic ({cid}): \
+                     send your own client id",
+                    shown(claimed)
+                ),
+                Some(json!({"kind": "client_id_mismatch"})),
+            );
+        }
+        self.refuse(
+            actions,
+            format!("RPC message from {cid} claiming another client id"),
+        );
+    }
+
+    /// `initialize` belongs on the control topic: refused on the RPC topic.
+    fn refuse_initialize_on_rpc(
+        &mut self,
+        cid: &str,
+        id: Option<&Value>,
+        actions: &mut Vec<Action>,
+    ) {
+        if let Some(id) = &id {
+            self.reply_error(
+                actions,
+                cid,
+                Some(id),
+                errors::INVALID_REQUEST,
+                "`initialize` goes on the server's control topic, not on the RPC topic",
+                None,
+            );
+        }
+        self.refuse(actions, format!("initialize from {cid} on its RPC topic"));
     }
 
     /// Whether one more request of `kind` fits for `cid`; the refusal says which limit.
