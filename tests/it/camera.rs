@@ -134,6 +134,24 @@ async fn fresh_status(client: &mut TestClient) -> Value {
     }
 }
 
+/// Polls `tool` (no arguments) until the camera state at `path` of its structured content
+/// is `streaming` (or `WAIT` passes), and returns that content.
+async fn streaming(client: &mut TestClient, tool_name: &str, path: &[&str]) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let content = tool(client, tool_name, json!({})).await["structuredContent"].clone();
+        let state = path.iter().fold(&content, |v, key| &v[*key]);
+        if state == "streaming" {
+            return content;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never streaming again: {content}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls `capture_image` until it returns an image (or `WAIT` passes).
 async fn capture_when_fresh(client: &mut TestClient, arguments: Value) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -309,8 +327,9 @@ async fn camera_gstreamer_pipeline_fresh_stale_and_back_with_exif() {
     let meta = &result["structuredContent"];
     assert!(meta["frame_seq"].as_u64().unwrap() > seq_before, "{meta}");
     assert!(meta["age_ms"].as_u64().unwrap() <= 1000, "{meta}");
-    let camera = tool(&mut client, "camera_status", json!({})).await["structuredContent"].clone();
-    assert_eq!(camera["state"], "streaming", "{camera}");
+    // A stall on a loaded machine may start one more reconnect between frames: the source is
+    // judged once it is streaming again.
+    let camera = streaming(&mut client, "camera_status", &["state"]).await;
     assert!(camera["connections"].as_u64().unwrap() >= 2, "{camera}");
     assert!(
         camera["errors"]["source_losses"].as_u64().unwrap() >= 1,
@@ -318,13 +337,12 @@ async fn camera_gstreamer_pipeline_fresh_stale_and_back_with_exif() {
     );
     assert!(camera["frame_rate_hz"].as_f64().unwrap() > 3.0, "{camera}");
     // The camera's health is in the vehicle status too.
-    let status = tool(&mut client, "get_status", json!({})).await["structuredContent"].clone();
+    let status = streaming(&mut client, "get_status", &["camera", "state"]).await;
     assert_eq!(
         status["camera"]["source"],
         format!("tcp:127.0.0.1:{gst_port}"),
         "{status}"
     );
-    assert_eq!(status["camera"]["state"], "streaming", "{status}");
     let _ = daemon.output();
 }
 

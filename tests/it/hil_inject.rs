@@ -532,10 +532,15 @@ async fn hil_relay_delay_holds_frames_at_least_the_delay_each_way() {
     let rig = Rig::start(5).await;
     let wire = rig.relay.wire();
     let (from, _) = rig.set(LineFault::Delay { delay_ms: DELAY_MS }).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let delay = Duration::from_millis(DELAY_MS);
 
     // Towards the daemon: each frame arrives at least the delay after the relay read it.
+    // A second is enough on a quiet machine; a loaded one may take longer to deliver five.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while rig.reader.frames_since(from + delay).len() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let arrived = rig.reader.frames_since(from + delay);
     assert!(arrived.len() >= 5, "{arrived:?}");
     let logged = wire.frames_since(Duration::ZERO);
