@@ -1347,6 +1347,16 @@ impl LogWriter {
 /// Why a new file is started (its segment's reason), and the gap it follows, if any.
 type NewFileReason = (String, Option<Gap>);
 
+/// The new file after a scan that found a torn record or damage: the reason and the gap.
+fn after_problem(problem: &Gap) -> NewFileReason {
+    let reason = if problem.kind == "torn" {
+        "after a torn record"
+    } else {
+        "after damage"
+    };
+    (reason.into(), Some(problem.clone()))
+}
+
 /// Where the log resumes: the file to continue (or the one before a new file), what the scan
 /// of its end found, and why a new file must be started, if it must (with the gap it
 /// follows). The fast path reads from the tail state of the drone's own last checkpoint.
@@ -1369,14 +1379,7 @@ fn find_resume_point(
             (number - 1, Some(scan))
         } else {
             if let Some(problem) = &scan.problem {
-                start_new_file = Some((
-                    if problem.kind == "torn" {
-                        "after a torn record".into()
-                    } else {
-                        "after damage".into()
-                    },
-                    Some(problem.clone()),
-                ));
+                start_new_file = Some(after_problem(problem));
             }
             (number, Some(scan))
         }
@@ -1403,14 +1406,7 @@ fn find_resume_point(
                 } else {
                     let scan = scan_or_replay(dir, *last, path, keep_from, recovery)?;
                     if let Some(problem) = &scan.problem {
-                        start_new_file = Some((
-                            if problem.kind == "torn" {
-                                "after a torn record".into()
-                            } else {
-                                "after damage".into()
-                            },
-                            Some(problem.clone()),
-                        ));
+                        start_new_file = Some(after_problem(problem));
                     } else if recovery.replayed {
                         start_new_file = Some(("after a replay".into(), None));
                     }

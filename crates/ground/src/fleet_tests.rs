@@ -85,8 +85,9 @@ impl Harness {
         let out = self.stdout();
         out.into_iter().find(|m| m["id"] == 0).unwrap()
     }
-    /// Answers the fleet's initialize, tools/list and resources/list for a drone, with `tools`.
-    fn serve(&mut self, id: &str, name: &str, tools: &[&str]) {
+    /// Answers the fleet's initialize for a drone; returns the tools/list and resources/list
+    /// requests the fleet sends next.
+    fn answer_initialize(&mut self, id: &str, name: &str) -> (Value, Value) {
         let pubs = Self::publishes(&self.actions());
         let init = pubs
             .iter()
@@ -96,18 +97,18 @@ impl Harness {
             .clone();
         self.drone_says(id, name, json!({"jsonrpc":"2.0","id":init["id"],"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":name,"version":"1"}}}));
         let pubs = Self::publishes(&self.actions());
-        let tools_list = pubs
-            .iter()
-            .find(|(_, m)| m["method"] == "tools/list")
-            .unwrap()
-            .1
-            .clone();
-        let resources_list = pubs
-            .iter()
-            .find(|(_, m)| m["method"] == "resources/list")
-            .unwrap()
-            .1
-            .clone();
+        let request = |method: &str| {
+            pubs.iter()
+                .find(|(_, m)| m["method"] == method)
+                .unwrap_or_else(|| panic!("no {method} to {name}: {pubs:?}"))
+                .1
+                .clone()
+        };
+        (request("tools/list"), request("resources/list"))
+    }
+    /// Answers the fleet's initialize, tools/list and resources/list for a drone, with `tools`.
+    fn serve(&mut self, id: &str, name: &str, tools: &[&str]) {
+        let (tools_list, resources_list) = self.answer_initialize(id, name);
         let tools: Vec<Value> = tools
             .iter()
             .map(|t| json!({"name": t, "inputSchema": {"type":"object","properties":{"x":{"type":"number"}},"required":["x"],"additionalProperties":false}}))
@@ -253,21 +254,7 @@ fn a_call_between_the_session_and_its_tool_list_is_told_to_retry_then_goes_throu
     h.actions();
     h.initialize();
     h.online("d1", "fleet/a");
-    let pubs = Harness::publishes(&h.actions());
-    let init = pubs
-        .iter()
-        .find(|(_, m)| m["method"] == "initialize")
-        .unwrap()
-        .1
-        .clone();
-    h.drone_says("d1", "fleet/a", json!({"jsonrpc":"2.0","id":init["id"],"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"fleet/a","version":"1"}}}));
-    let pubs = Harness::publishes(&h.actions());
-    let tools_list = pubs
-        .iter()
-        .find(|(_, m)| m["method"] == "tools/list")
-        .unwrap()
-        .1
-        .clone();
+    let (tools_list, _) = h.answer_initialize("d1", "fleet/a");
     // Ready, but the drone's tools are not known yet: a tool error the
     // client may retry, never "unknown tool" (a protocol error), and
     // nothing goes to the drone.
