@@ -2,12 +2,14 @@
 //! and under calls: idle memory, memory per session and per call, daemon CPU per
 //! `get_status` call and calls per second with 10 sessions under the audit's fsync policy.
 //!
-//! `cargo bench --bench footprint -- [--daemon PATH] [--idle-s 10] [--sessions 20] [--cycles 3] [--calls 4000] [--fsync always|interval|never] [--keep]`
+//! `cargo bench --bench footprint -- [--daemon PATH] [--ground PATH | --ground-from-daemon] [--idle-s 10] [--sessions 20] [--cycles 3] [--calls 4000] [--fsync always|interval|never] [--keep]`
 //!
 //! It starts everything itself in a temporary directory, as BENCHMARKS.md's commands do by
 //! hand: `dev-setup`, Mosquitto (mTLS), `sim` and the daemon (this build, or `--daemon`: an
 //! older binary measured by the same harness for a before/after in the same run), then the
-//! ground bridge (`flight-companion ground`, its stdin held open by the harness).
+//! ground bridge, its stdin held open by the harness: the ground station's binary
+//! `flight-companion-ground` (this build's, or `--ground PATH`), or with `--ground-from-daemon`
+//! the daemon's binary as `DAEMON ground`.
 //!
 //! Memory is `VmRSS` (and `RssAnon`, `VmHWM`, `Threads`) of `/proc/PID/status` after a
 //! fixed idle time; CPU is the sum of `/proc/PID/task/*/schedstat` (nanoseconds on a CPU,
@@ -34,6 +36,7 @@ use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_flight-companion");
+const GROUND_BINARY: &str = env!("CARGO_BIN_EXE_flight-companion-ground");
 const START_WAIT: Duration = Duration::from_secs(30);
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T>
@@ -170,6 +173,8 @@ async fn main() -> anyhow::Result<()> {
     let calls: usize = arg(&args, "--calls", 4000)?;
     let fsync: String = arg(&args, "--fsync", "always".to_string())?;
     let cycles: usize = arg(&args, "--cycles", 3)?;
+    let ground_binary: PathBuf = arg(&args, "--ground", PathBuf::from(GROUND_BINARY))?;
+    let ground_from_daemon = args.iter().any(|a| a == "--ground-from-daemon");
     let keep = args.iter().any(|a| a == "--keep");
     let callers = 10usize;
 
@@ -251,9 +256,15 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The ground bridge, started with its stdin held open, then given one session.
-    let mut ground_command = Command::new(&daemon_binary);
+    let mut ground_command = if ground_from_daemon {
+        let mut command = Command::new(&daemon_binary);
+        command.arg("ground");
+        command
+    } else {
+        Command::new(&ground_binary)
+    };
+    println!("ground bridge: {ground_command:?}");
     ground_command
-        .arg("ground")
         .env("FLIGHT_COMPANION_GROUND_CONFIG", dev.join("ground.toml"))
         .env("RUST_LOG", "info");
     ground_command.stdin(Stdio::piped());

@@ -222,6 +222,23 @@ pub struct GroundArgs {
     pub console: Option<std::net::SocketAddr>,
 }
 
+// A binary of its own for the ground station because of memory: the bridge runs beside a
+// GCS, and the daemon's binary maps pages of code the bridge never runs (BENCHMARKS.md,
+// issue 17). `flight-companion ground` stays, for a machine that has the daemon's package.
+/// On the ground: a stdio MCP server forwarding to drones over mTLS MQTT 5 (the same bridge
+/// as `flight-companion ground`).
+#[derive(Debug, Parser)]
+#[command(name = "flight-companion-ground", version = crate::VERSION, long_version = crate::LONG_VERSION)]
+pub struct GroundCli {
+    #[command(flatten)]
+    pub args: GroundArgs,
+}
+
+/// Entry point of `flight-companion-ground`; the same bridge as `flight-companion ground`.
+pub fn ground_main() -> ExitCode {
+    ground(GroundCli::parse().args)
+}
+
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,4 +1,5 @@
-//! `flight-companion ground` between a stdio MCP client and a drone on a real mTLS Mosquitto.
+//! The ground bridge (`flight-companion ground`, and the `flight-companion-ground` binary)
+//! between a stdio MCP client and a drone on a real mTLS Mosquitto.
 //!
 //! The drone here is `tests/peers/mcp_fake_drone.py`, an MCP-over-MQTT server written from
 //! the transport spec with paho-mqtt (not our code), so these tests exercise the bridge alone;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::broker::{Broker, DevDir, s};
-use crate::support::{Proc, binary, free_tcp_port, peer, python};
+use crate::support::{Proc, binary, free_tcp_port, ground_binary, peer, python};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
@@ -148,14 +149,18 @@ impl Drop for Bridge {
     }
 }
 
+// The ground station's own binary; `mcp_interop` runs the same client through
+// `flight-companion ground` against the real daemon.
 #[test]
 fn ground_official_sdk_client_lists_and_calls_through_the_bridge() {
     let broker = Broker::start("ground-sdk");
     let _drone = fake_drone(&broker);
     let mut command = Command::new(python());
-    command
-        .arg(peer("mcp_sdk_client.py"))
-        .args([s(&binary()), s(&broker.dev.path("ground.toml"))]);
+    command.arg(peer("mcp_sdk_client.py")).args([
+        s(&ground_binary()),
+        s(&broker.dev.path("ground.toml")),
+        "--standalone",
+    ]);
     let mut client = Proc::spawn("mcp_sdk_client.py", command);
     let code = client.wait_exit(Duration::from_secs(60));
     let output = client.output();
@@ -252,15 +257,19 @@ fn ground_without_a_drone_answers_initialize_with_a_clear_error() {
 #[test]
 fn ground_refuses_a_bad_command_line_before_connecting() {
     let dev = DevDir::create("ground-args", free_tcp_port());
-    let output = Command::new(binary())
-        .args(["ground", "--config", s(&dev.path("ground.toml"))])
-        .args(["--client-id", "a/b"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("ground.client_id"), "{stderr}");
-    assert!(output.stdout.is_empty(), "nothing but JSON-RPC on stdout");
+    let config_path = dev.path("ground.toml");
+    let config = ["--config", s(&config_path)];
+    let mut daemon_binary = Command::new(binary());
+    daemon_binary.arg("ground").args(config);
+    let mut own_binary = Command::new(ground_binary());
+    own_binary.args(config);
+    for mut command in [daemon_binary, own_binary] {
+        let output = command.args(["--client-id", "a/b"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{command:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("ground.client_id"), "{command:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "nothing but JSON-RPC on stdout");
+    }
 }
 
 #[test]

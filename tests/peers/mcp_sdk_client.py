@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The official MCP Python SDK's stdio client against `flight-companion ground`.
 
-Launches `BINARY ground --config CONFIG`, initializes (protocol 2025-11-25), lists the tools,
+Launches `BINARY ground --config CONFIG` (or `BINARY --config CONFIG` with `--standalone`, for
+`flight-companion-ground`), initializes (protocol 2025-11-25), lists the tools,
 calls get_status, reads and subscribes vehicle://status and waits for one
 notifications/resources/updated relayed by the bridge.
 Prints one line per check ("ok: ..."); exits 1 on the first failure with details.
 
-Usage: mcp_sdk_client.py BINARY CONFIG [--server-name NAME]
+Usage: mcp_sdk_client.py BINARY CONFIG [--server-name NAME] [--standalone]
 """
 
 import argparse
@@ -27,8 +28,8 @@ def ok(message):
     print(f"ok: {message}", flush=True)
 
 
-async def run(binary, config, server_name):
-    args = ["ground", "--config", config]
+async def run(binary, config, server_name, standalone):
+    args = ([] if standalone else ["ground"]) + ["--config", config]
     if server_name:
         args += ["--server-name", server_name]
     params = StdioServerParameters(command=binary, args=args)
@@ -82,9 +83,14 @@ def main():
     parser.add_argument("binary")
     parser.add_argument("config")
     parser.add_argument("--server-name")
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="BINARY is the bridge itself (flight-companion-ground), not the daemon's binary",
+    )
     args = parser.parse_args()
     try:
-        anyio.run(run, args.binary, args.config, args.server_name)
+        anyio.run(run, args.binary, args.config, args.server_name, args.standalone)
     except Exception as e:  # noqa: BLE001 (any failure is reported and fails the run)
         detail = e
         while isinstance(detail, BaseExceptionGroup) and detail.exceptions:

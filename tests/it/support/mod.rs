@@ -14,6 +14,11 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_flight-companion"))
 }
 
+/// The ground station's `flight-companion-ground` binary built by this `cargo test` run.
+pub fn ground_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flight-companion-ground"))
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
