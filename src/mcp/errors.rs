@@ -124,16 +124,21 @@ pub fn check(payload: &[u8], bytes_max: usize) -> Checked {
             log,
         };
     }
-    let value: Value = match serde_json::from_slice(payload) {
-        Ok(v) => v,
+    match serde_json::from_slice(payload) {
+        Ok(value) => check_value(value),
         Err(e) => {
             let log = format!("invalid JSON: {e}");
-            return Checked::Refused {
+            Checked::Refused {
                 reply: Some(error_response(None, PARSE_ERROR, &log, None)),
                 log,
-            };
+            }
         }
-    };
+    }
+}
+
+/// [`check`] of a payload already parsed (and within the size limit): the envelope, method
+/// and params; `value` is consumed into rmcp's types without a copy.
+pub fn check_value(value: Value) -> Checked {
     let Value::Object(object) = &value else {
         let log = if value.is_array() {
             "JSON-RPC batches are not supported (removed in MCP 2025-06-18): send one message per PUBLISH".to_string()
@@ -150,11 +155,12 @@ pub fn check(payload: &[u8], bytes_max: usize) -> Checked {
         .get("method")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let has_method = object.contains_key("method");
     let refuse = |code: i32, log: String, data: Option<Value>| Checked::Refused {
         // Only a request (method + id) gets an answer.
         reply: id
             .as_ref()
-            .filter(|_| object.contains_key("method"))
+            .filter(|_| has_method)
             .map(|id| error_response(Some(id), code, &log, data.clone())),
         log,
     };
@@ -204,7 +210,10 @@ pub fn check(payload: &[u8], bytes_max: usize) -> Checked {
             );
         }
     }
-    let message: ClientJsonRpcMessage = match serde_json::from_value(value.clone()) {
+    let cancels = (method.as_deref() == Some("notifications/cancelled"))
+        .then(|| value.pointer("/params/requestId").cloned())
+        .flatten();
+    let message: ClientJsonRpcMessage = match serde_json::from_value(value) {
         Ok(m) => m,
         Err(e) => {
             return refuse(
@@ -236,9 +245,6 @@ pub fn check(payload: &[u8], bytes_max: usize) -> Checked {
             None,
         );
     }
-    let cancels = (method.as_deref() == Some("notifications/cancelled"))
-        .then(|| value.pointer("/params/requestId").cloned())
-        .flatten();
     Checked::Message {
         message: Box::new(message),
         method,

@@ -281,10 +281,16 @@ impl DroneServer {
     }
 
     /// Sends `notifications/message` if the client asked for this level or above.
-    async fn log(&self, peer: &Peer<RoleServer>, level: LoggingLevel, data: Value) {
+    /// `data` is built only when the client asked for `level`: most calls log nothing.
+    async fn log(
+        &self,
+        peer: &Peer<RoleServer>,
+        level: LoggingLevel,
+        data: impl FnOnce() -> Value,
+    ) {
         let wanted = self.log_level.lock().map(|l| *l).unwrap_or(None);
         if wanted.is_some_and(|w| level_rank(level) >= level_rank(w)) {
-            let mut param = LoggingMessageNotificationParam::new(level, data);
+            let mut param = LoggingMessageNotificationParam::new(level, data());
             param.logger = Some("flight-companion".into());
             let _ = peer.notify_logging_message(param).await;
         }
@@ -470,7 +476,7 @@ impl ServerHandler for DroneServer {
         self.log(
             &context.peer,
             LoggingLevel::Debug,
-            json!({"event": "tools/call", "tool": entry.name}),
+            || json!({"event": "tools/call", "tool": entry.name}),
         )
         .await;
         let features = self.shared.features();
@@ -624,7 +630,7 @@ impl ServerHandler for DroneServer {
         self.log(
             &context.peer,
             LoggingLevel::Info,
-            json!({"event": "subscribed", "uri": entry.uri}),
+            || json!({"event": "subscribed", "uri": entry.uri}),
         )
         .await;
         Ok(())
@@ -659,7 +665,7 @@ impl ServerHandler for DroneServer {
         self.log(
             &context.peer,
             LoggingLevel::Info,
-            json!({"event": "logging level set", "level": request.level}),
+            || json!({"event": "logging level set", "level": request.level}),
         )
         .await;
         Ok(())

@@ -920,7 +920,12 @@ impl Sessions {
             }
             return;
         }
-        let checked = errors::check(payload, self.limits.message_bytes_max);
+        // The payload was parsed once above; only a payload that did not parse (or was too
+        // large to) goes through `check` again, for its error.
+        let checked = match raw {
+            Some(value) => errors::check_value(value),
+            None => errors::check(payload, self.limits.message_bytes_max),
+        };
         let (message, method, id, cancels) = match checked {
             Checked::Refused { reply, log } => {
                 if let Some(reply) = reply {
