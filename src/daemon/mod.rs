@@ -91,6 +91,9 @@ enum Arrival {
     Mission(crate::control::mission::MissionRequest),
     /// A ground station's frame or connection (issue 19).
     Gcs(crate::gcs::GcsInput),
+    /// The broker connection went up or down: read with the ground's activity at the start
+    /// of the turn (`ground_turn`).
+    GroundChanged,
 }
 
 /// A request being flown: where its progress and end go, and how its caller cancels.
@@ -121,6 +124,8 @@ struct Shell {
     stop_requests: mpsc::Receiver<StopRequest>,
     stop_status: watch::Sender<crate::estop::StopStatus>,
     ground: watch::Receiver<crate::estop::GroundState>,
+    /// The ground's state as the Core last got it.
+    ground_fed: crate::estop::GroundState,
     control: mpsc::Receiver<ControlRequest>,
     envelope_changes: mpsc::Receiver<EnvelopeChange>,
     params: mpsc::Receiver<crate::control::param::ParamRequest>,
@@ -178,7 +183,8 @@ impl Shell {
                 None => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
             Ok(()) = self.ground.changed() => {
-                Arrival::Input(Input::Ground(*self.ground.borrow_and_update()))
+                self.ground.borrow_and_update();
+                Arrival::GroundChanged
             }
             Some(request) = self.control.recv() => Arrival::Control(request),
             Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(input),
@@ -197,8 +203,10 @@ impl Shell {
     /// One turn: the Core takes the input, then everything it has to say is carried out.
     async fn turn(&mut self, arrival: Arrival) -> anyhow::Result<()> {
         let now = Instant::now();
+        self.ground_turn(now);
         let mut publish = false;
         match arrival {
+            Arrival::GroundChanged => {}
             Arrival::Input(Input::Link(event)) => self.link_events_turn(now, event),
             Arrival::Input(input) => {
                 self.core.handle(now, input);
@@ -259,6 +267,17 @@ impl Shell {
             }
         }
         self.drain(now, publish).await
+    }
+
+    /// The ground's state, when it changed since the Core last got it: first in every turn,
+    /// because ground activity does not wake the loop (`GroundState`), so a failsafe
+    /// deadline is judged with the activity that came before it.
+    fn ground_turn(&mut self, now: Instant) {
+        let ground = *self.ground.borrow();
+        if ground != self.ground_fed {
+            self.ground_fed = ground;
+            self.core.handle(now, Input::Ground(ground));
+        }
     }
 
     /// A link event, and those already queued behind it (at most [`LINK_EVENTS_PER_TURN`],

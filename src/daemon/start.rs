@@ -140,6 +140,7 @@ pub(super) async fn start(
         stop_requests: stop_loop.requests,
         stop_status: stop_loop.status,
         ground,
+        ground_fed: crate::estop::GroundState::default(),
         control: control_rx,
         envelope_changes,
         params,

@@ -650,9 +650,14 @@ impl Shell {
         };
         // Everything that reaches us came through the broker's mTLS and ACL: ground activity.
         if let Some(estop) = &self.estop {
-            estop
-                .ground
-                .send_modify(|g| g.activity = g.activity.wrapping_add(1));
+            // Counted without waking the decision loop, which reads it at its next turn (at
+            // most `envelope.check_interval_s` away, clamped to 40 ms).
+            let now = std::time::Instant::now();
+            estop.ground.send_if_modified(|g| {
+                g.activity = g.activity.wrapping_add(1);
+                g.activity_at = Some(now);
+                false
+            });
         }
         if let Some(publisher) = topic.strip_prefix(&self.panic_prefix) {
             let publisher = publisher.to_owned();

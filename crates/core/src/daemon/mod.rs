@@ -501,7 +501,8 @@ impl Core {
         self.stop.handle_ground_link(now, ground.connected);
         if ground.activity != self.ground_activity {
             self.ground_activity = ground.activity;
-            self.stop.handle_ground_activity(now);
+            let at = ground.activity_at.unwrap_or(now);
+            self.stop.handle_ground_activity_at(now, at);
         }
     }
 }

@@ -667,8 +667,13 @@ impl EmergencyStop {
 
     /// An authenticated message from a ground client.
     pub fn handle_ground_activity(&mut self, now: Instant) {
+        self.handle_ground_activity_at(now, now);
+    }
+
+    /// Ground activity that happened at `at` (not after `now`), read by the loop at `now`.
+    pub fn handle_ground_activity_at(&mut self, now: Instant, at: Instant) {
         let was_inactive = self.failsafes.contains(&Failsafe::GroundInactive);
-        self.last_ground_activity = now;
+        self.last_ground_activity = self.last_ground_activity.max(at.min(now));
         if was_inactive {
             self.event(StopEvent::GroundLinkBack);
         }

@@ -71,6 +71,8 @@ enum In {
     Ack(bool),
     Ground(bool),
     Activity,
+    /// Ground activity that came at this many ms, read by the loop at the step's time.
+    ActivityAt(u64),
     ApLink(bool),
     /// A kill request; `Some(0)` means "the code the previous request returned".
     Kill(Option<u32>),
@@ -138,6 +140,9 @@ fn run(case: &Case) {
             In::Ack(accepted) => stop.handle_mode_ack(now, *accepted, "DENIED"),
             In::Ground(up) => stop.handle_ground_link(now, *up),
             In::Activity => stop.handle_ground_activity(now),
+            In::ActivityAt(at_ms) => {
+                stop.handle_ground_activity_at(now, t0 + Duration::from_millis(*at_ms));
+            }
             In::ApLink(up) => stop.handle_autopilot_link(now, *up),
             In::Kill(code) => {
                 let code = code.map(|c| if c == 0 { last_code } else { c });
@@ -717,6 +722,22 @@ fn failsafe_cases() {
             vec![
                 (0, fly(Guided), vec![]),
                 (15_000, In::Activity, vec![]),
+                (34_999, In::Tick, vec![Want::Latched(false)]),
+                (
+                    35_000,
+                    In::Tick,
+                    vec![
+                        Want::Latched(true),
+                        Want::Failsafe(vec![Failsafe::GroundInactive]),
+                    ],
+                ),
+            ],
+        ),
+        case(
+            "ground activity read 40 ms late counts from when it came, not from the read",
+            vec![
+                (0, fly(Guided), vec![]),
+                (15_040, In::ActivityAt(15_000), vec![]),
                 (34_999, In::Tick, vec![Want::Latched(false)]),
                 (
                     35_000,
