@@ -160,16 +160,26 @@ async fn main() -> anyhow::Result<()> {
         for bare in [false, true] {
             // Every client connects and warms up, then all start timing together.
             let start = Arc::new(Barrier::new(clients + 1));
-            let tasks: Vec<_> = (0..clients)
+            // The scenario's connections close when it ends: one left open would be taken
+            // over by the next scenario's client of the same name, and take it back.
+            let scenario = stop.child_token();
+            // One identity per connection (the broker takes the CN as client id), and per
+            // scenario; issued here, one after the other: the dev CA's index is one file.
+            let names = (0..clients)
                 .map(|i| {
-                    // One identity per connection (the broker takes the CN as client id).
-                    let who = format!("bench-{}-{i}", if bare { "ping" } else { "mcp" });
+                    let who = format!("bench-{}-{clients}-{i}", if bare { "ping" } else { "mcp" });
+                    identity(&ground.mqtt, &who).map(|_| who)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let tasks: Vec<_> = names
+                .into_iter()
+                .map(|who| {
                     let (g, s, n, b, st) = (
                         ground.clone(),
                         sid.clone(),
                         name.clone(),
                         start.clone(),
-                        stop.clone(),
+                        scenario.clone(),
                     );
                     tokio::spawn(async move {
                         if bare {
@@ -180,15 +190,21 @@ async fn main() -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            tokio::time::timeout(TIMEOUT, start.wait())
-                .await
-                .context("clients did not get ready")?;
+            if tokio::time::timeout(TIMEOUT, start.wait()).await.is_err() {
+                // A client that failed before the barrier never reaches it: say why, not
+                // only that the barrier timed out.
+                for t in tasks.into_iter().filter(|t| t.is_finished()) {
+                    t.await?.context("a client failed while getting ready")?;
+                }
+                anyhow::bail!("clients did not get ready within {TIMEOUT:?}");
+            }
             let started = Instant::now();
             let mut samples = Vec::new();
             for t in tasks {
                 samples.extend(t.await??);
             }
             let wall = started.elapsed();
+            scenario.cancel();
             let label = if bare {
                 "bare mqtt publish->echo->reply"
             } else {
