@@ -203,7 +203,11 @@ impl Shell {
     /// One turn: the Core takes the input, then everything it has to say is carried out.
     async fn turn(&mut self, arrival: Arrival) -> anyhow::Result<()> {
         let now = Instant::now();
-        self.ground_turn(now);
+        // A stop goes first: the ground's state waits for the next turn (its activity keeps
+        // its time).
+        if !matches!(arrival, Arrival::Stop(_)) {
+            self.ground_turn(now);
+        }
         let mut publish = false;
         match arrival {
             Arrival::GroundChanged => {}

@@ -648,18 +648,20 @@ impl Shell {
             component_type: transport::user_property(properties, transport::PROP_COMPONENT_TYPE),
             retain: publish.retain,
         };
+        let panic = topic.strip_prefix(&self.panic_prefix);
         // Everything that reaches us came through the broker's mTLS and ACL: ground activity.
         if let Some(estop) = &self.estop {
             // Counted without waking the decision loop, which reads it at its next turn (at
-            // most `envelope.check_interval_s` away, clamped to 40 ms).
+            // most `envelope.check_interval_s` away, clamped to 40 ms). A panic message
+            // wakes it now: its thread is then awake when the stop request reaches it.
             let now = std::time::Instant::now();
             estop.ground.send_if_modified(|g| {
                 g.activity = g.activity.wrapping_add(1);
                 g.activity_at = Some(now);
-                false
+                panic.is_some()
             });
         }
-        if let Some(publisher) = topic.strip_prefix(&self.panic_prefix) {
+        if let Some(publisher) = panic {
             let publisher = publisher.to_owned();
             self.handle_panic(&publisher, &publish.payload, publish.retain);
             return;
