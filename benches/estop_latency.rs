@@ -435,6 +435,9 @@ async fn main() -> anyhow::Result<()> {
     let cli_trials: usize = arg(&args, "--cli-trials", 300)?;
     let bridge_trials: usize = arg(&args, "--bridge-trials", 200)?;
     let keep = args.iter().any(|a| a == "--keep");
+    // `--daemon PATH`: the daemon under test (another build, e.g. the deployed feature set);
+    // dev-setup, the simulators and the CLI trigger stay this build's.
+    let daemon_binary: PathBuf = arg(&args, "--daemon", PathBuf::from(BINARY))?;
     // One line per trial (scenario, microseconds), for plots and for finding the slow ones.
     let samples_path: Option<PathBuf> = arg(&args, "--samples", String::new())
         .map(|p| (!p.is_empty()).then(|| PathBuf::from(p)))?;
@@ -517,7 +520,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The daemon.
     let config = daemon_config(&dev, sim_port)?;
-    let mut daemon_command = Command::new(BINARY);
+    let mut daemon_command = Command::new(&daemon_binary);
     daemon_command.args(["run", "--config"]).arg(&config);
     daemon_command.stdin(Stdio::piped());
     let mut daemon = Proc::spawn("daemon", Some(&dir), daemon_command)?;
