@@ -656,7 +656,6 @@ impl Shell {
             // wakes it now: its thread is then awake when the stop request reaches it.
             let now = std::time::Instant::now();
             estop.ground.send_if_modified(|g| {
-                g.activity = g.activity.wrapping_add(1);
                 g.activity_at = Some(now);
                 panic.is_some()
             });

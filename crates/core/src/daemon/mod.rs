@@ -204,8 +204,8 @@ pub struct Core {
     stop_out: VecDeque<MavMessage>,
     /// The e-stop status last reported (`Event::StopStatus`).
     stop_published: StopStatus,
-    /// The ground's activity counter last seen.
-    ground_activity: u64,
+    /// The ground's last activity as last seen.
+    ground_activity_at: Option<Instant>,
     ground_connected: bool,
     /// Whether the stop was latched at the end of the previous turn (a reset asks the bridge
     /// to release its own latch).
@@ -237,7 +237,7 @@ impl Core {
             stop,
             stop_out: VecDeque::new(),
             stop_published,
-            ground_activity: 0,
+            ground_activity_at: None,
             ground_connected: false,
             was_latched: false,
             bridge: options.bridge.map(|b| bridge::BridgeSide::new(b, now)),
@@ -499,10 +499,11 @@ impl Core {
                 )));
         }
         self.stop.handle_ground_link(now, ground.connected);
-        if ground.activity != self.ground_activity {
-            self.ground_activity = ground.activity;
-            let at = ground.activity_at.unwrap_or(now);
-            self.stop.handle_ground_activity_at(now, at);
+        if ground.activity_at != self.ground_activity_at {
+            self.ground_activity_at = ground.activity_at;
+            if let Some(at) = ground.activity_at {
+                self.stop.handle_ground_activity_at(now, at);
+            }
         }
     }
 }

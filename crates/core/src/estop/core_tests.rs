@@ -626,6 +626,27 @@ fn reset_cases() {
     }
 }
 
+/// In the air, ground activity at 15 s (`activity`: when the Core is told, and how), then
+/// silence: the inactivity failsafe (20 s) latches at 35 s, not a millisecond before.
+fn silent_20_s_after_activity_at_15_s(name: &'static str, activity: (u64, In)) -> Case {
+    case(
+        name,
+        vec![
+            (0, fly(Guided), vec![]),
+            (activity.0, activity.1, vec![]),
+            (34_999, In::Tick, vec![Want::Latched(false)]),
+            (
+                35_000,
+                In::Tick,
+                vec![
+                    Want::Latched(true),
+                    Want::Failsafe(vec![Failsafe::GroundInactive]),
+                ],
+            ),
+        ],
+    )
+}
+
 #[test]
 fn failsafe_cases() {
     let land_after = Case {
@@ -717,37 +738,13 @@ fn failsafe_cases() {
                 (60_000, In::Tick, vec![Want::Latched(false)]),
             ],
         ),
-        case(
+        silent_20_s_after_activity_at_15_s(
             "connected but no ground activity for 20 s in the air",
-            vec![
-                (0, fly(Guided), vec![]),
-                (15_000, In::Activity, vec![]),
-                (34_999, In::Tick, vec![Want::Latched(false)]),
-                (
-                    35_000,
-                    In::Tick,
-                    vec![
-                        Want::Latched(true),
-                        Want::Failsafe(vec![Failsafe::GroundInactive]),
-                    ],
-                ),
-            ],
+            (15_000, In::Activity),
         ),
-        case(
+        silent_20_s_after_activity_at_15_s(
             "ground activity read 40 ms late counts from when it came, not from the read",
-            vec![
-                (0, fly(Guided), vec![]),
-                (15_040, In::ActivityAt(15_000), vec![]),
-                (34_999, In::Tick, vec![Want::Latched(false)]),
-                (
-                    35_000,
-                    In::Tick,
-                    vec![
-                        Want::Latched(true),
-                        Want::Failsafe(vec![Failsafe::GroundInactive]),
-                    ],
-                ),
-            ],
+            (15_040, In::ActivityAt(15_000)),
         ),
         case(
             "battery critical in the air with no stop: land at once (more severe than hold)",

@@ -32,13 +32,11 @@ pub struct StopAck {
 /// The broker connection as the MCP shell sees it.
 ///
 /// A change of `connected` wakes the decision loop; activity does not (one wake-up per MCP
-/// message would turn the loop once per call): the loop reads it at every turn, and
-/// `activity_at` says when the last message came, so a late read loses no precision.
+/// message would turn the loop once per call): the loop reads it at every turn, and a late
+/// read loses no precision because the state says when the last message came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GroundState {
     pub connected: bool,
-    /// Increases with every authenticated message from a ground client.
-    pub activity: u64,
-    /// When the last of them arrived.
+    /// When the last authenticated message from a ground client arrived.
     pub activity_at: Option<std::time::Instant>,
 }
