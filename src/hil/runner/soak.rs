@@ -1391,27 +1391,46 @@ fn judge(
     }
     // Sessions opened and closed again and again: what they cost is reused. glibc's malloc
     // keeps freed pages, so the RSS does not fall back after the first round; a leak costs
-    // the same every round, reuse makes each round cost less. The last round may add at most
-    // a quarter of what the first round's sessions cost while open (or 256 kB of noise).
+    // the same every round, reuse makes each round cost less. The telemetry keeps flowing
+    // during the bursts, so one round may also carry a buffer or an arena grown beside it
+    // (the CI run of 2026-12-06 added 40, 16 and then 324 kB in its last three rounds):
+    // the median of the last three rounds' additions decides, and it may be at most a
+    // quarter of what the first round's sessions cost while open (or 256 kB of noise).
     let bursts = load.bursts.lock().unwrap().clone();
-    if let (Some(first), Some(last)) = (bursts.first(), bursts.last())
-        && bursts.len() > 1
-    {
-        let cost = first.1.saturating_sub(first.0);
-        let allowed = (cost / 4).max(256);
-        let added = last.2.saturating_sub(last.0);
-        if added > allowed {
-            failed.push(format!(
-                "sessions do not return their memory: the last round of sessions opened and \
-                 closed added {added} kB ({allowed} kB allowed; the first round's cost {cost} kB \
-                 while open)"
-            ));
-        }
+    if let Some(verdict) = burst_verdict(&bursts) {
+        failed.push(verdict);
     }
     if load.flights_done.load(Ordering::Relaxed) == 0 {
         failed.push("no flight was completed: the run did not exercise the flight path".into());
     }
     failed
+}
+
+/// Whether the session bursts (RSS before, open, closed in kB, sessions answered) show a
+/// leak: `None` when the later rounds reuse what the first one took.
+fn burst_verdict(bursts: &[(u64, u64, u64, usize)]) -> Option<String> {
+    let (first, later) = bursts.split_first()?;
+    if later.is_empty() {
+        return None;
+    }
+    let cost = first.1.saturating_sub(first.0);
+    let allowed = (cost / 4).max(256);
+    let mut added: Vec<u64> = later
+        .iter()
+        .rev()
+        .take(3)
+        .map(|(before, _, closed, _)| closed.saturating_sub(*before))
+        .collect();
+    added.sort_unstable();
+    // With two later rounds this is the larger of them.
+    let median = added[added.len() / 2];
+    (median > allowed).then(|| {
+        format!(
+            "sessions do not return their memory: the last rounds of sessions opened and \
+             closed added {added:?} kB, a median of {median} kB ({allowed} kB allowed; the \
+             first round's cost {cost} kB while open)"
+        )
+    })
 }
 
 /// The largest depth each queue reached in any sample, against its capacity.
@@ -1673,5 +1692,44 @@ mod tests {
         assert!(judge(&args, &flat, &[], &[], &ok, &load).is_empty());
         let failed = judge(&args, &growing, &[], &[], &ok, &load);
         assert!(failed[0].starts_with("memory grew"), "{failed:?}");
+    }
+
+    #[test]
+    fn a_leak_is_told_from_one_round_that_grew_beside_the_sessions() {
+        // (before, open, closed) kB of five rounds of 30 sessions.
+        let rounds = |figures: &[(u64, u64, u64)]| -> Vec<(u64, u64, u64, usize)> {
+            figures.iter().map(|&(b, o, c)| (b, o, c, 30)).collect()
+        };
+        // The CI run that failed on the last round alone (2026-12-06).
+        let spike = rounds(&[
+            (45_380, 46_132, 46_112),
+            (46_112, 46_388, 46_392),
+            (46_392, 46_432, 46_432),
+            (46_432, 46_608, 46_448),
+            (46_448, 46_772, 46_772),
+        ]);
+        assert_eq!(burst_verdict(&spike), None);
+        // BENCHMARKS.md's five-minute run.
+        let reused = rounds(&[
+            (42_352, 42_952, 43_004),
+            (43_004, 43_592, 43_592),
+            (43_592, 43_716, 43_720),
+            (43_720, 43_956, 43_952),
+            (43_952, 43_992, 43_992),
+        ]);
+        assert_eq!(burst_verdict(&reused), None);
+        // 10 kB kept per session: 300 kB every round, with one round that happened to trim.
+        let leak = rounds(&[
+            (40_000, 40_700, 40_700),
+            (40_700, 41_100, 41_000),
+            (41_000, 41_400, 41_300),
+            (41_300, 41_700, 41_350),
+            (41_350, 41_750, 41_650),
+        ]);
+        let verdict = burst_verdict(&leak).expect("a leak of 300 kB a round");
+        assert!(verdict.contains("a median of 300 kB"), "{verdict}");
+        // One round after the first, a leak or not, is judged on that round.
+        assert!(burst_verdict(&leak[..2]).is_some());
+        assert_eq!(burst_verdict(&leak[..1]), None);
     }
 }
