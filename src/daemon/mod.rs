@@ -43,6 +43,8 @@ const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 const LINK_EVENTS_PER_TURN: usize = 32;
 /// How long a fatal bridge refusal waits for the frames already queued to the MCU.
 const BRIDGE_FLUSH_ON_EXIT: Duration = Duration::from_millis(200);
+/// How long the loop's runtime waits for its own tasks once the loop has stopped.
+const LOOP_RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 /// How long shutdown waits for the audit writer's last checkpoint.
 const AUDIT_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -62,12 +64,46 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     result
 }
 
+/// Runs the loop on a thread of its own, with its own single-threaded runtime: the link's
+/// frames reach it without crossing between worker threads (a wake-up across threads per
+/// read cost a quarter of the ingest's CPU), and the MCP side, camera and metrics keep the
+/// main runtime's workers, so a burst of ground calls never delays a turn of the loop.
 async fn run_with_audit(
     config: Config,
     shutdown: CancellationToken,
     audit: crate::audit::AuditHandle,
 ) -> anyhow::Result<ExitCode> {
-    let (mut shell, tasks) = start::start(config, shutdown, audit).await?;
+    let main_runtime = tokio::runtime::Handle::current();
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("decision-loop".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot start the decision loop's runtime: {e}"))
+                .and_then(|runtime| {
+                    let result = runtime.block_on(run_loop(config, shutdown, audit, &main_runtime));
+                    // Never wait on stuck blocking tasks (serial reads): the stop must end.
+                    runtime.shutdown_timeout(LOOP_RUNTIME_SHUTDOWN);
+                    result
+                });
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the decision loop's thread: {e}"))?;
+    done.await
+        .map_err(|_| anyhow::anyhow!("the decision loop's thread ended without an answer"))?
+}
+
+/// The loop itself, on its own thread: the links it decides on, then the turns, then the
+/// shutdown order.
+async fn run_loop(
+    config: Config,
+    shutdown: CancellationToken,
+    audit: crate::audit::AuditHandle,
+    main_runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<ExitCode> {
+    let (mut shell, tasks) = start::start(config, shutdown, audit, main_runtime).await?;
     while let Some(arrival) = shell.next_input().await? {
         shell.turn(arrival).await?;
     }

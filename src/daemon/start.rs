@@ -41,6 +41,7 @@ pub(super) async fn start(
     config: Config,
     shutdown: CancellationToken,
     audit: crate::audit::AuditHandle,
+    main_runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<(Shell, Tasks)> {
     let link_shutdown = shutdown.child_token();
     let (link, link_events) = open_link(&config, link_shutdown.clone()).await?;
@@ -75,6 +76,8 @@ pub(super) async fn start(
     let camera_shutdown = CancellationToken::new();
     let (camera, camera_task) = match config.camera.enabled {
         true => {
+            // On the main runtime: the camera's blocking work never shares the loop's thread.
+            let _on_main = main_runtime.enter();
             let shutdown = camera_shutdown.clone();
             let (handle, task) =
                 crate::camera::spawn(config.camera.clone(), status_rx.clone(), shutdown);
@@ -82,7 +85,8 @@ pub(super) async fn start(
         }
         false => (None, None),
     };
-    let (side, cpu_temperature) = side_tasks(&config, &status_rx, &link_shutdown).await?;
+    let (side, cpu_temperature) =
+        side_tasks(&config, &status_rx, &link_shutdown, main_runtime).await?;
     // Ground stations beside the daemon (issue 19): their endpoints are one more input.
     let gcs = crate::gcs::GcsLoop::open(
         &config,
@@ -99,8 +103,9 @@ pub(super) async fn start(
         };
         let (config, token, audit) = (config.clone(), mcp_shutdown.clone(), audit.clone());
         let camera = camera.clone();
-        // Its own task: MQTT never blocks the loop (and so never the heartbeat).
-        let task = tokio::spawn(async move {
+        // Its own task on the main runtime: MQTT never blocks the loop (and so never the
+        // heartbeat), and the ground's calls never take the loop's thread.
+        let task = main_runtime.spawn(async move {
             crate::mcp::shell::serve_with_audit(
                 &config,
                 status_rx,
@@ -241,25 +246,32 @@ async fn side_tasks(
     config: &Config,
     status_rx: &watch::Receiver<StatusReport>,
     shutdown: &CancellationToken,
+    main_runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<(tokio_util::task::TaskTracker, watch::Receiver<Option<f64>>)> {
     let side = tokio_util::task::TaskTracker::new();
     if let Some(listen) = config.metrics.listen {
-        let listener = crate::metrics::bind(listen).await?;
+        // Bound on the main runtime, where it is served: a scrape never takes the loop's thread.
+        let listener = main_runtime
+            .spawn(crate::metrics::bind(listen))
+            .await
+            .context("the metrics listener's task failed")??;
         let shown = listener.local_addr().unwrap_or(listen);
         info!("metrics on http://{shown}/metrics");
-        side.spawn(crate::metrics::serve(
-            listener,
-            status_rx.clone(),
-            shutdown.clone(),
-        ));
+        side.spawn_on(
+            crate::metrics::serve(listener, status_rx.clone(), shutdown.clone()),
+            main_runtime,
+        );
     }
     let (temperature_tx, temperature) = watch::channel(None);
-    side.spawn(crate::metrics::sample_cpu_temperature(
-        config.health.cpu_temperature_path.clone(),
-        Duration::from_millis(config.health.cpu_temperature_interval_ms),
-        temperature_tx,
-        shutdown.clone(),
-    ));
+    side.spawn_on(
+        crate::metrics::sample_cpu_temperature(
+            config.health.cpu_temperature_path.clone(),
+            Duration::from_millis(config.health.cpu_temperature_interval_ms),
+            temperature_tx,
+            shutdown.clone(),
+        ),
+        main_runtime,
+    );
     side.close();
     Ok((side, temperature))
 }
