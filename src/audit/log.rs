@@ -1064,14 +1064,29 @@ impl LogWriter {
     }
 
     fn write_record(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
+        self.write_record_kept(time_unix_ms, event).0
+    }
+
+    /// [`LogWriter::write_record`] handing the event back, written or not.
+    fn write_record_kept(
+        &mut self,
+        time_unix_ms: u64,
+        event: Event,
+    ) -> (std::io::Result<u64>, Event) {
         let record = Record {
             seq: self.next_seq,
             time_unix_ms,
             prev: self.last_hash,
             event,
         };
+        let written = self.write_frame(&record);
+        (written, record.event)
+    }
+
+    /// One record's frame, chained after the last one.
+    fn write_frame(&mut self, record: &Record) -> std::io::Result<u64> {
         let (frame, hash, leaf) =
-            record::encode_with_leaf(&record).map_err(std::io::Error::other)?;
+            record::encode_with_leaf(record).map_err(std::io::Error::other)?;
         if let Err(e) = self.file.write_all(&frame) {
             // A full disk (or any write error) can leave part of the frame behind. That part
             // was never chained nor acknowledged, so it is removed (shortening a file frees
@@ -1127,6 +1142,21 @@ impl LogWriter {
     /// A failed write changes nothing in the log (its partial frame is removed, or left as
     /// a torn record the next file's segment names): the caller may try again later.
     pub fn write(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
+        self.write_kept(time_unix_ms, event).0
+    }
+
+    /// [`LogWriter::write`] handing the event back, written or not: the writer's thread keeps
+    /// it for `audit://recent` instead of a JSON copy per record.
+    pub fn write_kept(&mut self, time_unix_ms: u64, event: Event) -> (std::io::Result<u64>, Event) {
+        if let Err(e) = self.before_write() {
+            return (Err(e), event);
+        }
+        self.write_record_kept(time_unix_ms, event)
+    }
+
+    /// A new file when one is due (after a torn write, at the size limit) and the segment a
+    /// failed write left due.
+    fn before_write(&mut self) -> std::io::Result<()> {
         if let Some(gap) = self.torn_write.take() {
             if let Err(e) = self.rotate("after a failed write", Some(gap.clone())) {
                 // Not yet in a new file: try again with the next record.
@@ -1138,8 +1168,7 @@ impl LogWriter {
         } else if self.file_bytes >= self.file_bytes_max && self.segment_due.is_none() {
             self.rotate("rotation", None)?;
         }
-        self.write_due_segment()?;
-        self.write_record(time_unix_ms, event)
+        self.write_due_segment()
     }
 
     /// `fdatasync`s of written records so far (by `commit`, `sync` and the interval).

@@ -99,9 +99,7 @@ const GROUP_RECORDS_MAX: usize = 256;
 
 /// A record of the group being committed, waiting for the commit to be acknowledged.
 struct Written {
-    seq: u64,
-    time_unix_ms: u64,
-    json_event: Value,
+    recent: Recent,
     ack: Option<tokio::sync::oneshot::Sender<bool>>,
     /// Its `write` succeeded.
     ok: bool,
@@ -149,9 +147,9 @@ fn write_group(
                 event,
                 ack,
             } => {
-                let json_event = serde_json::to_value(&event).unwrap_or(Value::Null);
                 let seq = writer.next_seq();
-                let ok = match writer.write(time_unix_ms, *event) {
+                let (written, event) = writer.write_kept(time_unix_ms, *event);
+                let ok = match written {
                     Ok(_) => true,
                     Err(e) => {
                         failures.count(&e);
@@ -159,9 +157,11 @@ fn write_group(
                     }
                 };
                 group.push(Written {
-                    seq,
-                    time_unix_ms,
-                    json_event,
+                    recent: Recent {
+                        seq,
+                        time_unix_ms,
+                        event,
+                    },
                     ack,
                     ok,
                 });
@@ -192,26 +192,47 @@ fn commit_group(writer: &mut log::LogWriter, group: &[Written], failures: &mut F
 
 /// Group commit, last step: the written records go to `audit://recent` and every waiting
 /// call learns whether its record is durable. Returns how many records were lost.
-fn acknowledge_group(group: Vec<Written>, committed: bool, recent: &Mutex<VecDeque<Value>>) -> u64 {
-    if let Ok(mut r) = recent.lock() {
-        for w in group.iter().filter(|w| w.ok && committed) {
-            if r.len() >= RECENT_MAX {
-                r.pop_front();
-            }
-            r.push_back(
-                json!({"seq": w.seq, "time_unix_ms": w.time_unix_ms, "event": w.json_event}),
-            );
-        }
-    }
+fn acknowledge_group(
+    group: Vec<Written>,
+    committed: bool,
+    recent: &Mutex<VecDeque<Recent>>,
+) -> u64 {
     let mut lost = 0;
+    let mut answers = Vec::with_capacity(group.len());
+    // The ring first: a client reading `audit://recent` once answered finds its record.
+    let mut ring = recent.lock().ok();
     for w in group {
         let durable = w.ok && committed;
         lost += u64::from(!durable);
-        if let Some(ack) = w.ack {
+        answers.push((w.ack, durable));
+        if durable && let Some(r) = ring.as_mut() {
+            if r.len() >= RECENT_MAX {
+                r.pop_front();
+            }
+            r.push_back(w.recent);
+        }
+    }
+    drop(ring);
+    for (ack, durable) in answers {
+        if let Some(ack) = ack {
             let _ = ack.send(durable);
         }
     }
     lost
+}
+
+/// A durable record as `audit://recent` shows it, kept as the event itself: its JSON is made
+/// only when the resource is read, not once per record.
+struct Recent {
+    seq: u64,
+    time_unix_ms: u64,
+    event: Event,
+}
+
+impl Recent {
+    fn to_json(&self) -> Value {
+        json!({"seq": self.seq, "time_unix_ms": self.time_unix_ms, "event": self.event})
+    }
 }
 
 /// The log while its writes fail (a full disk, an IO error): since when, how many records
@@ -315,7 +336,7 @@ pub struct AuditHandle {
     /// The writer's last write failed and no write succeeded since (a full disk): what must
     /// be recorded before it is answered is refused meanwhile (read without a lock).
     unwritable: Arc<AtomicBool>,
-    recent: Arc<Mutex<VecDeque<Value>>>,
+    recent: Arc<Mutex<VecDeque<Recent>>>,
     status: Arc<Mutex<AuditStatus>>,
     checkpoints: tokio::sync::watch::Receiver<Option<Arc<Published>>>,
 }
@@ -443,9 +464,11 @@ impl AuditHandle {
 
     /// The last `n` records written, newest last, as JSON.
     pub fn recent(&self, n: usize) -> Vec<Value> {
-        let recent = self.recent.lock().map(|r| r.clone()).unwrap_or_default();
+        let Ok(recent) = self.recent.lock() else {
+            return Vec::new();
+        };
         let skip = recent.len().saturating_sub(n);
-        recent.into_iter().skip(skip).collect()
+        recent.iter().skip(skip).map(Recent::to_json).collect()
     }
 }
 

@@ -450,7 +450,18 @@ async fn writer_acknowledges_checkpoints_and_commands_read_back() {
     // A checkpoint after every 20 records (and at the rotations).
     let published = checkpoints.borrow_and_update().clone().unwrap();
     assert!(published.size >= 40, "{}", published.size);
-    assert_eq!(audit.recent(3).len(), 3);
+    // `audit://recent`: the last records sent, newest last, as JSON made when read.
+    let recent = audit.recent(3);
+    assert_eq!(recent.len(), 3);
+    let expected = serde_json::to_value(Event::Notice {
+        kind: "t".into(),
+        detail: "49".into(),
+    })
+    .unwrap();
+    assert_eq!(recent[2]["event"], expected, "{recent:?}");
+    let seqs: Vec<u64> = recent.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs[0] < seqs[1] && seqs[1] < seqs[2], "{seqs:?}");
+    assert!(recent[2]["time_unix_ms"].as_u64().unwrap() > 0);
     assert!(audit.close(Duration::from_secs(5)).await);
     assert_eq!(audit.status().checkpoint_size, Some(51));
     let own = dir.path().join(log::CHECKPOINT_FILE);
