@@ -601,7 +601,7 @@ fn queued_records_are_written_as_one_group_and_made_durable_by_one_sync() {
     assert!(close.is_none());
     assert!(group.iter().all(|r| r.ok));
     assert_eq!(
-        group.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        group.iter().map(|r| r.recent.seq).collect::<Vec<_>>(),
         (w.next_seq() - 10..w.next_seq()).collect::<Vec<_>>()
     );
     // Written, not yet synced, and no one is answered before the sync.

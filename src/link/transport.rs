@@ -839,9 +839,13 @@ impl Io {
         }
         let listening = peer.is_none();
         let mut buf = vec![0u8; 65_536];
+        // One cancellation future for the socket's life: a new one per datagram locked the
+        // token's tree twice (when polled and when dropped).
+        let cancelled = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             let step = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Stop),
+                _ = &mut cancelled => return Err(Stop),
                 received = socket.recv_from(&mut buf) => UdpStep::Received(received),
                 Some(bytes) = self.outgoing.recv() => UdpStep::Send(bytes),
                 () = report_due(self.reporter.poll_timeout()) => UdpStep::Report,
@@ -925,9 +929,13 @@ impl Io {
     ) -> Result<StreamEnd, Stop> {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut buf = [0u8; READ_BUFFER_LEN];
+        // One cancellation future for the stream's life: a new one per read locked the
+        // token's tree twice (when polled and when dropped).
+        let cancelled = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             let step = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Stop),
+                _ = &mut cancelled => return Err(Stop),
                 read = reader.read(&mut buf) => StreamStep::Read(read),
                 Some(bytes) = self.outgoing.recv() => StreamStep::Write(bytes),
                 accepted = accept_if(listener) => StreamStep::Accepted(accepted),
@@ -944,7 +952,7 @@ impl Io {
                 }
                 StreamStep::Write(bytes) => {
                     let written = tokio::select! {
-                        _ = self.shutdown.cancelled() => return Err(Stop),
+                        _ = &mut cancelled => return Err(Stop),
                         written = writer.write_all(&bytes) => written,
                     };
                     if let Err(error) = written {
