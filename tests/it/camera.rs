@@ -152,6 +152,26 @@ async fn streaming(client: &mut TestClient, tool_name: &str, path: &[&str]) -> V
     }
 }
 
+/// `camera_status` once the source streams and its frame rate is above `hz_min` (or `WAIT`
+/// passes). The rate is taken over the last 5 s of arrivals, so right after a restart it still
+/// spans the gap between the two pipelines, and on a loaded machine the new pipeline's first
+/// frames come slowly: one CI run read 2.66 Hz from the 10 Hz source just after the restart.
+async fn streaming_faster_than(client: &mut TestClient, hz_min: f64) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let camera = tool(client, "camera_status", json!({})).await["structuredContent"].clone();
+        let rate_hz = camera["frame_rate_hz"].as_f64().unwrap_or(0.0);
+        if camera["state"] == "streaming" && rate_hz > hz_min {
+            return camera;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never streaming faster than {hz_min} Hz: {camera}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls `capture_image` until it returns an image (or `WAIT` passes).
 async fn capture_when_fresh(client: &mut TestClient, arguments: Value) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -329,13 +349,12 @@ async fn camera_gstreamer_pipeline_fresh_stale_and_back_with_exif() {
     assert!(meta["age_ms"].as_u64().unwrap() <= 1000, "{meta}");
     // A stall on a loaded machine may start one more reconnect between frames: the source is
     // judged once it is streaming again.
-    let camera = streaming(&mut client, "camera_status", &["state"]).await;
+    let camera = streaming_faster_than(&mut client, 3.0).await;
     assert!(camera["connections"].as_u64().unwrap() >= 2, "{camera}");
     assert!(
         camera["errors"]["source_losses"].as_u64().unwrap() >= 1,
         "{camera}"
     );
-    assert!(camera["frame_rate_hz"].as_f64().unwrap() > 3.0, "{camera}");
     // The camera's health is in the vehicle status too.
     let status = streaming(&mut client, "get_status", &["camera", "state"]).await;
     assert_eq!(
