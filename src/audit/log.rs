@@ -1059,20 +1059,12 @@ impl LogWriter {
             reason: reason.into(),
             after,
         });
-        self.write_record(super::unix_ms_now(), event)?;
+        self.write_record(super::unix_ms_now(), event).0?;
         Ok(())
     }
 
-    fn write_record(&mut self, time_unix_ms: u64, event: Event) -> std::io::Result<u64> {
-        self.write_record_kept(time_unix_ms, event).0
-    }
-
-    /// [`LogWriter::write_record`] handing the event back, written or not.
-    fn write_record_kept(
-        &mut self,
-        time_unix_ms: u64,
-        event: Event,
-    ) -> (std::io::Result<u64>, Event) {
+    /// Writes one record chained after the last one, and hands its event back, written or not.
+    fn write_record(&mut self, time_unix_ms: u64, event: Event) -> (std::io::Result<u64>, Event) {
         let record = Record {
             seq: self.next_seq,
             time_unix_ms,
@@ -1083,7 +1075,7 @@ impl LogWriter {
         (written, record.event)
     }
 
-    /// One record's frame, chained after the last one.
+    /// One record's frame, after the last one in the file and the chain.
     fn write_frame(&mut self, record: &Record) -> std::io::Result<u64> {
         let (frame, hash, leaf) =
             record::encode_with_leaf(record).map_err(std::io::Error::other)?;
@@ -1151,7 +1143,7 @@ impl LogWriter {
         if let Err(e) = self.before_write() {
             return (Err(e), event);
         }
-        self.write_record_kept(time_unix_ms, event)
+        self.write_record(time_unix_ms, event)
     }
 
     /// A new file when one is due (after a torn write, at the size limit) and the segment a
