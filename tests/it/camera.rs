@@ -123,33 +123,19 @@ fn image_of(result: &Value) -> (image::RgbImage, usize) {
 
 /// Polls `get_status` until the position is fresh; returns the status.
 async fn fresh_status(client: &mut TestClient) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let status = tool(client, "get_status", json!({})).await["structuredContent"].clone();
-        if status["vehicle"]["position"]["freshness"]["stale"] == false {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "position never fresh: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(client, "get_status", "a fresh position", |status| {
+        status["vehicle"]["position"]["freshness"]["stale"] == false
+    })
+    .await
 }
 
 /// Polls `tool` (no arguments) until the camera state at `path` of its structured content
 /// is `streaming` (or `WAIT` passes), and returns that content.
 async fn streaming(client: &mut TestClient, tool_name: &str, path: &[&str]) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let content = tool(client, tool_name, json!({})).await["structuredContent"].clone();
-        let state = path.iter().fold(&content, |v, key| &v[*key]);
-        if state == "streaming" {
-            return content;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never streaming again: {content}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(client, tool_name, "streaming again", |content| {
+        path.iter().fold(content, |v, key| &v[*key]) == "streaming"
+    })
+    .await
 }
 
 /// `camera_status` once the source streams and its frame rate is above `hz_min` (or `WAIT`
@@ -157,17 +143,27 @@ async fn streaming(client: &mut TestClient, tool_name: &str, path: &[&str]) -> V
 /// spans the gap between the two pipelines, and on a loaded machine the new pipeline's first
 /// frames come slowly: one CI run read 2.66 Hz from the 10 Hz source just after the restart.
 async fn streaming_faster_than(client: &mut TestClient, hz_min: f64) -> Value {
+    let what = format!("streaming faster than {hz_min} Hz");
+    poll_until(client, "camera_status", &what, |camera| {
+        camera["state"] == "streaming" && camera["frame_rate_hz"].as_f64().unwrap_or(0.0) > hz_min
+    })
+    .await
+}
+
+/// The structured content of `tool_name` once `done` holds for it (or `WAIT` passes).
+async fn poll_until(
+    client: &mut TestClient,
+    tool_name: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let camera = tool(client, "camera_status", json!({})).await["structuredContent"].clone();
-        let rate_hz = camera["frame_rate_hz"].as_f64().unwrap_or(0.0);
-        if camera["state"] == "streaming" && rate_hz > hz_min {
-            return camera;
+        let content = tool(client, tool_name, json!({})).await["structuredContent"].clone();
+        if done(&content) {
+            return content;
         }
-        assert!(
-            Instant::now() < deadline,
-            "never streaming faster than {hz_min} Hz: {camera}"
-        );
+        assert!(Instant::now() < deadline, "never {what}: {content}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
