@@ -88,13 +88,18 @@ pub(super) async fn start(
     let (side, cpu_temperature) =
         side_tasks(&config, &status_rx, &link_shutdown, main_runtime).await?;
     // Ground stations beside the daemon (issue 19): their endpoints are one more input.
-    let gcs = crate::gcs::GcsLoop::open(
-        &config,
-        control.clone(),
-        audit.clone(),
-        link_shutdown.clone(),
-    )
-    .await?;
+    // Opened on the main runtime, so their sockets, reading and decoding live there: a flood
+    // on a ground station's port costs the runtime workers, never the loop's thread.
+    let gcs = {
+        let (config, control, audit) = (config.clone(), control.clone(), audit.clone());
+        let shutdown = link_shutdown.clone();
+        main_runtime
+            .spawn(
+                async move { crate::gcs::GcsLoop::open(&config, control, audit, shutdown).await },
+            )
+            .await
+            .context("opening the ground-station endpoints")??
+    };
     let mcp_shutdown = CancellationToken::new();
     let (mcp, unused_senders, unused_ground) = if config.mqtt.enabled {
         let estop = crate::mcp::EstopLink {

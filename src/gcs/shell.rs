@@ -70,12 +70,16 @@ pub struct GcsLoop {
     dropped: u64,
     /// The last sequence number of each (system, component) of the autopilot link.
     sequences: std::collections::HashMap<(u8, u8), u8>,
+    /// The runtime the endpoints were opened on: their follow-up tasks run there too, off
+    /// the loop's thread.
+    runtime: tokio::runtime::Handle,
 }
 
 impl GcsLoop {
-    /// Opens every configured endpoint; `None` when there is none. Fails (and with it the
-    /// start) only for what can never work: an address that cannot be bound, a host that
-    /// does not resolve, a telemetry log that cannot be created.
+    /// Opens every configured endpoint on the current runtime (the daemon's main one, so the
+    /// endpoints' reading and decoding never share the loop's thread); `None` when there is
+    /// none. Fails (and with it the start) only for what can never work: an address that
+    /// cannot be bound, a host that does not resolve, a telemetry log that cannot be created.
     pub async fn open(
         config: &Config,
         control: ControlClient,
@@ -168,6 +172,7 @@ impl GcsLoop {
             route: Vec::new(),
             dropped: 0,
             sequences: std::collections::HashMap::new(),
+            runtime: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -407,7 +412,7 @@ impl GcsLoop {
         let audit = self.audit.clone();
         self.statustext_id = self.statustext_id.wrapping_add(1).max(1);
         let id = self.statustext_id;
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let Ok(answer) = reply.await else { return };
             if !matches!(answer.outcome, Outcome::Completed | Outcome::Superseded) {
                 let mut from = from;
