@@ -213,7 +213,11 @@ pub fn check_value(value: Value) -> Checked {
     let cancels = (method.as_deref() == Some("notifications/cancelled"))
         .then(|| value.pointer("/params/requestId").cloned())
         .flatten();
-    let message: ClientJsonRpcMessage = match serde_json::from_value(value) {
+    let parsed = match tools_call(&value) {
+        Some(message) => Ok(message),
+        None => serde_json::from_value(value),
+    };
+    let message: ClientJsonRpcMessage = match parsed {
         Ok(m) => m,
         Err(e) => {
             return refuse(
@@ -251,6 +255,33 @@ pub fn check_value(value: Value) -> Checked {
         id,
         cancels,
     }
+}
+
+/// A `tools/call` request parsed straight into rmcp's `CallToolRequest`, by the same
+/// deserializer rmcp's message type ends up in; `None` when it is not one or does not fit,
+/// and the general path then decides (so a refusal reads the same).
+///
+/// Why: rmcp's `ClientRequest` is an untagged union of 22 request types, which serde tries
+/// in turn, each on a buffered copy of the message and each failure an error built and
+/// dropped, until `tools/call`'s, the fourteenth, fits; the most frequent call paid that
+/// every time (issue 17's profile of `get_status`).
+fn tools_call(value: &Value) -> Option<ClientJsonRpcMessage> {
+    use serde::Deserialize as _;
+    let object = value.as_object()?;
+    // rmcp's shape check: a request has a method and an id, and neither result nor error.
+    if object.get("method").and_then(Value::as_str) != Some("tools/call")
+        || object.contains_key("result")
+        || object.contains_key("error")
+    {
+        return None;
+    }
+    let id = rmcp::model::RequestId::deserialize(object.get("id")?).ok()?;
+    // The message object itself: `jsonrpc` and `id` are fields rmcp's request ignores too.
+    let request = rmcp::model::CallToolRequest::deserialize(value).ok()?;
+    Some(ClientJsonRpcMessage::request(
+        ClientRequest::CallToolRequest(request),
+        id,
+    ))
 }
 
 #[cfg(test)]
@@ -342,6 +373,50 @@ mod tests {
                 Checked::Message { method: m, .. } => assert_eq!(m.as_deref(), Some(method)),
                 Checked::Refused { log, .. } => panic!("{payload}: {log}"),
             }
+        }
+    }
+
+    /// The `tools/call` fast path gives what rmcp's own message type gives (the `_meta` with
+    /// its progress token in the request's extensions, not in its params), and leaves what
+    /// does not fit to the general path.
+    #[test]
+    fn tools_call_fast_path_matches_rmcp() {
+        let call = |m: &ClientJsonRpcMessage| match m {
+            ClientJsonRpcMessage::Request(r) => match &r.request {
+                ClientRequest::CallToolRequest(c) => (c.params.clone(), r.id.clone()),
+                other => panic!("not a tools/call: {other:?}"),
+            },
+            other => panic!("not a request: {other:?}"),
+        };
+        for payload in [
+            r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"get_status"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"goto","arguments":{"north_m":3.5,"east_m":-2,"note":"\u00fc"},"_meta":{"progressToken":"p-1","x":[1,2]}}}"#,
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"land","arguments":{}},"extra":true}"#,
+        ] {
+            let value: Value = serde_json::from_str(payload).unwrap();
+            let fast = tools_call(&value).expect(payload);
+            let general: ClientJsonRpcMessage = serde_json::from_value(value).unwrap();
+            assert_eq!(
+                serde_json::to_value(&fast).unwrap(),
+                serde_json::to_value(&general).unwrap(),
+                "{payload}"
+            );
+            assert_eq!(call(&fast), call(&general), "{payload}");
+            assert!(
+                call(&fast).0.meta.is_none(),
+                "{payload}: _meta belongs in the extensions"
+            );
+        }
+        for payload in [
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":5}}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x"},"result":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        ] {
+            let value: Value = serde_json::from_str(payload).unwrap();
+            assert!(tools_call(&value).is_none(), "{payload}");
         }
     }
 }
