@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 /// Bytes around the payload: length and checksum.
 pub const FRAME_OVERHEAD: usize = 4 + 8;
+/// The first allocation of a frame being encoded: a call's record with its arguments cut at
+/// [`ARGS_CHARS_MAX`] fits; a larger one grows it.
+const FRAME_BYTES_TYPICAL: usize = 1024;
 
 // The record types are the core's (the Core's audit events are made of them); the frame
 // format, which only the writer and the readers use, stays here.
@@ -69,18 +72,24 @@ pub fn decode_full(bytes: &[u8]) -> Result<Decoded, FrameError> {
 
 /// Encodes a record as one frame; returns (frame, payload hash).
 pub fn encode(record: &Record) -> Result<(Vec<u8>, [u8; 32]), String> {
-    let payload = postcard::to_stdvec(record).map_err(|e| format!("postcard: {e}"))?;
-    if payload.len() > PAYLOAD_BYTES_MAX {
-        return Err(format!("record of {} bytes is too large", payload.len()));
+    // The payload is serialised straight into the frame, after room for its length: no
+    // second copy, and a typical record fits the first allocation (issue 17: the payload's
+    // growing buffer showed in the audit writer's profile).
+    let mut frame = Vec::with_capacity(FRAME_BYTES_TYPICAL);
+    frame.extend_from_slice(&[0; 4]);
+    let mut frame = postcard::to_extend(record, frame).map_err(|e| format!("postcard: {e}"))?;
+    let payload_bytes = frame.len() - 4;
+    if payload_bytes > PAYLOAD_BYTES_MAX {
+        return Err(format!("record of {payload_bytes} bytes is too large"));
     }
-    let len = u32::try_from(payload.len())
+    let len = u32::try_from(payload_bytes)
         .map_err(|_| "record too large".to_string())?
         .to_le_bytes();
-    let mut frame = Vec::with_capacity(payload.len() + FRAME_OVERHEAD);
-    frame.extend_from_slice(&len);
-    frame.extend_from_slice(&payload);
-    frame.extend_from_slice(&check(len, &payload));
-    Ok((frame, hash(&payload)))
+    frame[..4].copy_from_slice(&len);
+    let payload = &frame[4..];
+    let (checksum, hash) = (check(len, payload), hash(payload));
+    frame.extend_from_slice(&checksum);
+    Ok((frame, hash))
 }
 
 /// Why a frame could not be read.
