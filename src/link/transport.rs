@@ -927,7 +927,10 @@ impl Io {
         stream: S,
         listener: Option<&TcpListener>,
     ) -> Result<StreamEnd, Stop> {
-        let (mut reader, mut writer) = tokio::io::split(stream);
+        // Reads and writes never overlap (a write is its own step, after the `select!` has
+        // dropped the read), so the stream is used whole: `tokio::io::split` would lock a
+        // mutex on every poll of either half (issue 17's ingest profile).
+        tokio::pin!(stream);
         let mut buf = [0u8; READ_BUFFER_LEN];
         // One cancellation future for the stream's life: a new one per read locked the
         // token's tree twice (when polled and when dropped).
@@ -936,7 +939,7 @@ impl Io {
         loop {
             let step = tokio::select! {
                 _ = &mut cancelled => return Err(Stop),
-                read = reader.read(&mut buf) => StreamStep::Read(read),
+                read = stream.read(&mut buf) => StreamStep::Read(read),
                 Some(bytes) = self.outgoing.recv() => StreamStep::Write(bytes),
                 accepted = accept_if(listener) => StreamStep::Accepted(accepted),
                 () = report_due(self.reporter.poll_timeout()) => StreamStep::Report,
@@ -953,7 +956,7 @@ impl Io {
                 StreamStep::Write(bytes) => {
                     let written = tokio::select! {
                         _ = &mut cancelled => return Err(Stop),
-                        written = writer.write_all(&bytes) => written,
+                        written = stream.write_all(&bytes) => written,
                     };
                     if let Err(error) = written {
                         return Ok(StreamEnd::Lost(format!("write failed: {error}")));
