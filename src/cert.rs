@@ -125,7 +125,7 @@ fn random_serial() -> SerialNumber {
 
 #[cfg(feature = "dev-setup")]
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    flight_companion_core::escape::hex(bytes).to_uppercase()
 }
 
 #[cfg(feature = "dev-setup")]

@@ -180,7 +180,7 @@ impl SigningKey {
 
     /// 64 lowercase hex digits: the key file's text form.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::escape::hex(&self.0)
     }
 
     /// Names the key in logs and audit records without revealing it: the first 8 bytes of
@@ -190,7 +190,7 @@ impl SigningKey {
             .chain_update(b"flight-companion signing key")
             .chain_update(self.0)
             .finalize();
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        crate::escape::hex(&digest[..8])
     }
 }
 
