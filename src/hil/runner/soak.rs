@@ -376,6 +376,11 @@ struct Ctx {
     estop_socket: PathBuf,
     drone: DroneAddress,
     bridge: Arc<tokio::sync::Mutex<ChildStdin>>,
+    /// Held by a fault from its start until the daemon serves again, and by an e-stop from
+    /// the goto it stops until its hold is measured: an e-stop while the daemon is stopped,
+    /// its broker killed or its link cut measures the fault, not the stop, so the two take
+    /// turns (whichever comes second waits).
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Ctx {
@@ -453,6 +458,7 @@ async fn soak(
         estop_socket: rig.estop_socket.clone(),
         drone: rig.drone.clone().context("no drone address")?,
         bridge: Arc::new(tokio::sync::Mutex::new(bridge_stdin)),
+        turn: Arc::default(),
     };
     let operator = open_session(rig, "operator", ttl, sessions_stop.clone()).await?;
     let admin = open_session(rig, "admin:soak-admin", ttl, sessions_stop.clone()).await?;
@@ -513,7 +519,10 @@ async fn soak(
         }
         let kind = args.faults[k % args.faults.len()];
         k += 1;
-        let record = fault_cycle(rig, &ctx, &probe, &admin, kind).await?;
+        let turn = ctx.turn.clone().lock_owned().await;
+        let record = fault_cycle(rig, &ctx, &probe, &admin, kind).await;
+        drop(turn);
+        let record = record?;
         write_faults(&out.join("faults.csv"), &faults, &record)?;
         // The simulated pack lasts about ten minutes of flights; below the envelope's 30 %
         // reserve every takeoff is refused. A ground station's MAV_CMD_BATTERY_RESET through
@@ -783,6 +792,7 @@ async fn flights(ctx: Ctx, operator: Session, admin: Session, estop_every: Durat
                 let source = SOURCES[stops % SOURCES.len()];
                 stops += 1;
                 next_estop = Instant::now() + estop_every;
+                let turn = ctx.turn.clone().lock_owned().await;
                 let moving = {
                     let operator = operator.clone();
                     let goto = goto.clone();
@@ -805,6 +815,7 @@ async fn flights(ctx: Ctx, operator: Session, admin: Session, estop_every: Durat
                     ),
                 );
                 ctx.load.estops.lock().unwrap().push(record);
+                drop(turn);
                 if source == "bridge" {
                     ctx.bridge("release").await?;
                 }
