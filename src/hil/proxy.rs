@@ -5,10 +5,13 @@
 //! are the ones a radio link has at the transport: a partition holds every byte both ways
 //! while the connections stay open (a fade: TCP would retransmit, so nothing is lost, only
 //! late), a delay holds each chunk for a while, and a drop resets every connection and
-//! refuses new ones (the listener is closed and bound again at the same address on restore).
+//! refuses new ones (the listener is shut down by `set_fault` itself, so a connection made
+//! after it returns is refused, closed by the accept loop and bound again at the same
+//! address on restore).
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,6 +85,10 @@ struct Shared {
     faults: Mutex<Vec<(Duration, String)>>,
     wire: Option<WireLog>,
     counters: Counters,
+    /// A duplicate of the listening socket while there is one, for `set_fault` to shut it
+    /// down at once on a drop. Its lock also orders a drop against a rebind: the accept
+    /// loop binds again only under it, after reading that the fault is no longer a drop.
+    listening: Mutex<Option<std::net::TcpListener>>,
 }
 
 /// The proxy. Dropping it stops it; `stop` also waits for its tasks.
@@ -130,7 +137,9 @@ impl MqttProxy {
             faults: Mutex::new(Vec::new()),
             wire,
             counters: Counters::default(),
+            listening: Mutex::new(None),
         });
+        *shared.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(duplicate(&listener)?);
         let (fault_tx, fault_rx) = watch::channel(NetFault::None);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(accept_loop(
@@ -174,7 +183,21 @@ impl MqttProxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((at, description));
+        let mut listening = self
+            .shared
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         self.fault.send_replace(fault);
+        if fault == NetFault::Drop
+            && let Some(listener) = listening.take()
+        {
+            // Shutting a listening socket down takes it out of listening at once: new
+            // connections are refused, those still in its backlog are reset. The accept
+            // loop, woken by the fault, closes its own handle of it.
+            // SAFETY: `listener` owns this descriptor for the whole call.
+            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        }
     }
 
     /// Every fault change, with its time since the epoch.
@@ -221,6 +244,30 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(listener)
 }
 
+/// Another handle of the same listening socket (`dup`).
+fn duplicate(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    Ok(std::net::TcpListener::from(
+        listener.as_fd().try_clone_to_owned()?,
+    ))
+}
+
+/// Binds the listener again unless a drop came first, and leaves its duplicate for
+/// `set_fault`. `None` when a drop came first.
+fn rebind(
+    addr: SocketAddr,
+    shared: &Shared,
+    fault: &watch::Receiver<NetFault>,
+) -> std::io::Result<Option<TcpListener>> {
+    let mut listening = shared.listening.lock().unwrap_or_else(|e| e.into_inner());
+    if *fault.borrow() == NetFault::Drop {
+        return Ok(None);
+    }
+    let listener = bind(addr)?;
+    *listening = Some(duplicate(&listener)?);
+    Ok(Some(listener))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -233,11 +280,12 @@ async fn accept_loop(
     loop {
         let dropped = *fault.borrow_and_update() == NetFault::Drop;
         if dropped {
-            // Closing the listener is what makes new connections refused.
+            // `set_fault` has shut it down already; this closes our handle, which frees
+            // the address for the rebind.
             listener = None;
         } else if listener.is_none() {
-            match bind(local_addr) {
-                Ok(bound) => listener = Some(bound),
+            match rebind(local_addr, &shared, &fault) {
+                Ok(bound) => listener = bound,
                 Err(error) => {
                     tracing::warn!(target: "hil::proxy", "cannot listen on {local_addr} again: {error}; retrying");
                     tokio::select! {
@@ -250,11 +298,14 @@ async fn accept_loop(
         tokio::select! {
             _ = cancel.cancelled() => break,
             changed = fault.changed() => if changed.is_err() { break },
-            accepted = accept(listener.as_ref()) => {
-                if let Ok((client, _)) = accepted {
+            accepted = accept(listener.as_ref()) => match accepted {
+                Ok((client, _)) => {
                     shared.counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
                     connections.spawn(serve(client, shared.clone(), fault.clone(), cancel.clone()));
                 }
+                // Shut down by a drop (which a restore may already have followed before this
+                // loop saw it): closed here, and bound again at the top unless still dropped.
+                Err(_) => listener = None,
             },
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {},
