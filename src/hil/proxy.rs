@@ -137,9 +137,8 @@ impl MqttProxy {
             faults: Mutex::new(Vec::new()),
             wire,
             counters: Counters::default(),
-            listening: Mutex::new(None),
+            listening: Mutex::new(Some(duplicate(&listener)?)),
         });
-        *shared.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(duplicate(&listener)?);
         let (fault_tx, fault_rx) = watch::channel(NetFault::None);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(accept_loop(

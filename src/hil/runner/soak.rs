@@ -520,9 +520,8 @@ async fn soak(
         let kind = args.faults[k % args.faults.len()];
         k += 1;
         let turn = ctx.turn.clone().lock_owned().await;
-        let record = fault_cycle(rig, &ctx, &probe, &admin, kind).await;
+        let record = fault_cycle(rig, &ctx, &probe, &admin, kind).await?;
         drop(turn);
-        let record = record?;
         write_faults(&out.join("faults.csv"), &faults, &record)?;
         // The simulated pack lasts about ten minutes of flights; below the envelope's 30 %
         // reserve every takeoff is refused. A ground station's MAV_CMD_BATTERY_RESET through
