@@ -2,7 +2,7 @@
 //! and under calls: idle memory, memory per session and per call, daemon CPU per
 //! `get_status` call and calls per second with 10 sessions under the audit's fsync policy.
 //!
-//! `cargo bench --bench footprint -- [--daemon PATH] [--ground PATH | --ground-from-daemon] [--idle-s 10] [--sessions 20] [--cycles 3] [--calls 4000] [--fsync always|interval|never] [--keep]`
+//! `cargo bench --bench footprint -- [--daemon PATH] [--ground PATH | --ground-from-daemon] [--idle-s 10] [--sessions 20] [--cycles 3] [--calls 4000] [--fsync always|interval|never] [--no-null] [--keep]`
 //!
 //! It starts everything itself in a temporary directory, as BENCHMARKS.md's commands do by
 //! hand: `dev-setup`, Mosquitto (mTLS), `sim` and the daemon (this build, or `--daemon`: an
@@ -20,6 +20,10 @@
 //! that grows.
 //! Per call: 10 sessions call `get_status` back to back, in two passes of `--calls` each;
 //! the RSS after each pass shows whether memory stays flat per call.
+//! Then, in the same run (unless `--no-null`), the floor: the daemon stops, and the same
+//! passes go to a null MCP server (`hil::bench::serve_null_mcp`: the daemon's MQTT stack
+//! answering with bytes of the same size and doing nothing else) in a process of its own;
+//! each pass prints the daemon's CPU per call and p50 over the floor's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,8 +32,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use flight_companion::ground::config::GroundConfig;
-use flight_companion::hil::bench::{discover, session, tool_result};
+use flight_companion::hil::bench::{discover, percentiles, serve_null_mcp, session, tool_result};
 use flight_companion::hil::client::Client;
+use flight_companion::mcp::transport::Topics;
 use flight_companion_testkit::{AsyncProc as Proc, free_port, mosquitto_path};
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -154,19 +159,170 @@ fn token(dev: &Path, role: &str) -> anyhow::Result<String> {
     )
 }
 
-/// One session calling `get_status` sequentially, `calls` times after `start`.
-async fn caller(mut session: Client, calls: usize, start: Arc<Barrier>) -> anyhow::Result<Client> {
+/// One session calling `get_status` sequentially, `calls` times after `start`; with the
+/// time each call took, from its request to its answer.
+async fn caller(
+    mut session: Client,
+    calls: usize,
+    start: Arc<Barrier>,
+) -> anyhow::Result<(Client, Vec<Duration>)> {
     start.wait().await;
+    let mut took = Vec::with_capacity(calls);
     for _ in 0..calls {
+        let started = Instant::now();
         let result = session.call_tool("get_status", json!({})).await?;
+        took.push(started.elapsed());
         tool_result("get_status", result)?;
     }
-    Ok(session)
+    Ok((session, took))
+}
+
+/// What one calls pass measured of a server.
+struct Pass {
+    cpu_us_per_call: f64,
+    p50: Duration,
+}
+
+/// `passes` passes of `open.len()` sessions calling `get_status` back to back, `per` calls
+/// each, against the server `pid`: one line each, named `what`.
+async fn calls_passes(
+    what: &str,
+    pid: u32,
+    open: &mut Vec<Client>,
+    per: usize,
+    fsync: &str,
+) -> anyhow::Result<Vec<Pass>> {
+    let callers = open.len();
+    let mut passes = Vec::new();
+    for pass in 1..=2 {
+        let start = Arc::new(Barrier::new(callers + 1));
+        let tasks: Vec<_> = open
+            .drain(..)
+            .map(|s| tokio::spawn(caller(s, per, start.clone())))
+            .collect();
+        start.wait().await;
+        let (cpu0, t0) = (cpu_ns(pid), Instant::now());
+        let mut took = Vec::with_capacity(per * callers);
+        for t in tasks {
+            let (session, times) = t.await??;
+            open.push(session);
+            took.extend(times);
+        }
+        let wall = t0.elapsed();
+        let cpu = cpu_ns(pid) - cpu0;
+        let n = per * callers;
+        let (p50, p99, _) = percentiles(&mut took).context("no calls")?;
+        let cpu_us_per_call = cpu as f64 / 1000.0 / n as f64;
+        println!(
+            "{what} calls pass {pass}: {callers} sessions x {per} get_status, fsync = {fsync}: {:.0} calls/s, p50 {:.3} ms, p99 {:.3} ms, CPU {cpu_us_per_call:.1} us per call; {}",
+            n as f64 / wall.as_secs_f64(),
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            Memory::of(pid)
+        );
+        passes.push(Pass {
+            cpu_us_per_call,
+            p50,
+        });
+    }
+    Ok(passes)
+}
+
+/// The same 10 sessions' worth of calls, in the same run, against a server that does no work:
+/// [`serve_null_mcp`] in a process of its own (this executable with `--serve-null`), as the
+/// drone on the same broker once the daemon has stopped; then each pass's ratio.
+#[allow(clippy::too_many_arguments)]
+async fn null_floor(
+    dir: &Path,
+    config: &Path,
+    ground: &GroundConfig,
+    (sid, name): (&str, &str),
+    operator: &str,
+    answer_bytes: usize,
+    daemon: &[Pass],
+    (callers, per): (usize, usize),
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("--serve-null")
+        .arg(config)
+        .args(["--sid", sid, "--name", name])
+        .args(["--answer-bytes", &answer_bytes.to_string()]);
+    command.stdin(Stdio::piped());
+    let mut null = Proc::spawn("null-server", Some(dir), command)?;
+    null.wait_for_line("null server: ready", START_WAIT).await?;
+    let mut open = Vec::new();
+    for i in 0..callers {
+        open.push(
+            session(
+                ground,
+                &format!("fp-null-{i}"),
+                sid,
+                name,
+                Some(operator),
+                stop,
+            )
+            .await?,
+        );
+    }
+    for s in open.iter_mut() {
+        for _ in 0..20 {
+            s.call_tool("get_status", json!({})).await?;
+        }
+    }
+    let floor = calls_passes("null server", null.pid(), &mut open, per, "none").await?;
+    for (pass, (d, f)) in daemon.iter().zip(&floor).enumerate() {
+        println!(
+            "pass {}: daemon / null server: CPU per call {:.2}x ({:.1} / {:.1} us), p50 {:.2}x ({:.3} / {:.3} ms); answers of {answer_bytes} B",
+            pass + 1,
+            d.cpu_us_per_call / f.cpu_us_per_call,
+            d.cpu_us_per_call,
+            f.cpu_us_per_call,
+            d.p50.as_secs_f64() / f.p50.as_secs_f64(),
+            d.p50.as_secs_f64() * 1e3,
+            f.p50.as_secs_f64() * 1e3,
+        );
+    }
+    for mut s in open {
+        s.disconnect().await?;
+    }
+    Ok(())
+}
+
+/// `--serve-null CONFIG --sid SID --name NAME --answer-bytes N`: this process is the null
+/// server of [`null_floor`], with the MQTT identity of the daemon's CONFIG.
+async fn serve_null(args: &[String]) -> anyhow::Result<()> {
+    let config: PathBuf = arg(args, "--serve-null", PathBuf::new())?;
+    let sid: String = arg(args, "--sid", String::new())?;
+    let name: String = arg(args, "--name", String::new())?;
+    let answer_bytes: usize = arg(args, "--answer-bytes", 10_000)?;
+    let drone = flight_companion::config::Config::load(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let topics = Topics {
+        server_root: drone.mcp.server_topic_root.clone(),
+        client_root: drone.mcp.client_topic_root.clone(),
+        rpc_root: drone.mcp.rpc_topic_root.clone(),
+        server_id: sid,
+        server_name: name,
+    };
+    let stop = CancellationToken::new();
+    serve_null_mcp(
+        drone.mqtt,
+        topics,
+        answer_bytes,
+        || println!("null server: ready"),
+        stop,
+    )
+    .await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--serve-null") {
+        return serve_null(&args).await;
+    }
     let daemon_binary: PathBuf = arg(&args, "--daemon", PathBuf::from(BINARY))?;
     let idle = Duration::from_secs(arg(&args, "--idle-s", 10u64)?);
     let sessions: usize = arg(&args, "--sessions", 20)?;
@@ -176,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
     let ground_binary: PathBuf = arg(&args, "--ground", PathBuf::from(GROUND_BINARY))?;
     let ground_from_daemon = args.iter().any(|a| a == "--ground-from-daemon");
     let keep = args.iter().any(|a| a == "--keep");
+    let no_null = args.iter().any(|a| a == "--no-null");
     let callers = 10usize;
 
     let temp = tempfile::Builder::new()
@@ -344,29 +501,29 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let per = calls / callers;
-    for pass in 1..=2 {
-        let start = Arc::new(Barrier::new(callers + 1));
-        let tasks: Vec<_> = open
-            .drain(..)
-            .map(|s| tokio::spawn(caller(s, per, start.clone())))
-            .collect();
-        start.wait().await;
-        let (cpu0, t0) = (cpu_ns(daemon.pid()), Instant::now());
-        for t in tasks {
-            open.push(t.await??);
-        }
-        let wall = t0.elapsed();
-        let cpu = cpu_ns(daemon.pid()) - cpu0;
-        let n = per * callers;
-        println!(
-            "calls pass {pass}: {callers} sessions x {per} get_status, fsync = {fsync}: {:.0} calls/s, daemon CPU {:.1} us per call; daemon {}",
-            n as f64 / wall.as_secs_f64(),
-            cpu as f64 / 1000.0 / n as f64,
-            Memory::of(daemon.pid())
-        );
-    }
+    let passes = calls_passes("daemon", daemon.pid(), &mut open, per, &fsync).await?;
+    // The size of the answer the floor must send: a get_status answer as the daemon writes it.
+    let status = open[0].call_tool("get_status", json!({})).await?;
+    let answer_bytes =
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1000, "result": status}))?.len();
     for mut s in open {
         s.disconnect().await?;
+    }
+    if !no_null {
+        // The daemon leaves the broker first: the null server takes its identity.
+        drop(daemon);
+        null_floor(
+            &dir,
+            &config,
+            &ground,
+            (&sid, &name),
+            &operator,
+            answer_bytes,
+            &passes,
+            (callers, per),
+            &stop,
+        )
+        .await?;
     }
     stop.cancel();
     if keep {

@@ -13,7 +13,7 @@ use super::client::{Client, ClientOptions, MqttConn, TIMEOUT};
 use crate::config::MqttConfig;
 use crate::ground::config::GroundConfig;
 use crate::mcp::mqtt::MqttEvent;
-use crate::mcp::transport::{self, ComponentType, Topics};
+use crate::mcp::transport::{self, ComponentType, TopicKind, Topics};
 
 /// `mqtt` with the certificate of the identity `name` (issued by the dev CA beside
 /// `mqtt.ca_cert_path` on first use, as `flight-companion cert issue` does): every
@@ -143,6 +143,80 @@ pub async fn serve_echo(
                 None => return Ok(()),
             },
         }
+    }
+}
+
+/// The floor of an MCP call on the daemon's own MQTT stack: a server that does nothing but
+/// answer, as the drone (`mqtt`, `topics`) would, with the same connection code
+/// ([`MqttConn`]: rumqttc, rustls, the driver task and its channel) on the same broker.
+/// `initialize` gets a minimal result, `tools/call` a text result of about `answer_bytes`
+/// bytes (the size of the daemon's `get_status` answer, measured by the harness), any other
+/// request an empty result; notifications are dropped. Per call it parses the request into a
+/// `Value` and writes the answer's bytes around the request's id, and nothing else: no session,
+/// no token, no audit, no vehicle. `ready` is called once it is subscribed.
+pub async fn serve_null_mcp(
+    mqtt: MqttConfig,
+    topics: Topics,
+    answer_bytes: usize,
+    ready: impl FnOnce(),
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut conn = MqttConn::open(&mqtt, ComponentType::Server, "bench null server", &stop).await?;
+    conn.subscribe(topics.control(), false).await?;
+    conn.subscribe(topics.rpc_filter(), true).await?;
+    ready();
+    let head = br#"{"jsonrpc":"2.0","id":"#;
+    let mut tail =
+        br#","result":{"content":[{"type":"text","text":""}],"isError":false}}"#.to_vec();
+    let filler = answer_bytes.saturating_sub(head.len() + tail.len() + 4);
+    let quote = tail.len() - r#""}],"isError":false}}"#.len();
+    tail.splice(quote..quote, std::iter::repeat_n(b'x', filler));
+    loop {
+        let publish = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            event = conn.next_event() => match event {
+                Some(MqttEvent::Publish(p)) => p,
+                Some(_) => continue,
+                None => return Ok(()),
+            },
+        };
+        let topic = String::from_utf8_lossy(&publish.topic);
+        let client = match topics.classify(&topic) {
+            TopicKind::Rpc(client) => client,
+            TopicKind::Control => match publish.properties.as_ref().and_then(|p| {
+                transport::user_property(&p.user_properties, transport::PROP_CLIENT_ID)
+            }) {
+                Some(client) => client.to_owned(),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let Ok(request) = serde_json::from_slice::<Value>(&publish.payload) else {
+            continue;
+        };
+        let (Some(id), Some(method)) = (request.get("id"), request["method"].as_str()) else {
+            continue;
+        };
+        let answer = match method {
+            "tools/call" => {
+                let mut bytes = Vec::with_capacity(head.len() + 20 + tail.len());
+                bytes.extend_from_slice(head);
+                serde_json::to_writer(&mut bytes, id)?;
+                bytes.extend_from_slice(&tail);
+                bytes
+            }
+            "initialize" => serde_json::to_vec(&serde_json::json!({
+                "jsonrpc": "2.0", "id": id, "result": {
+                    "protocolVersion": request["params"]["protocolVersion"],
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "bench-null-server", "version": crate::VERSION},
+                }
+            }))?,
+            _ => {
+                serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}))?
+            }
+        };
+        conn.publish(topics.rpc(&client), answer).await?;
     }
 }
 
