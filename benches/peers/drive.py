@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Telemetry ingest side by side (issue 17): the same ArduCopter telemetry, made with
 pymavlink, fed at the same time to flight-companion, MAVProxy, mavsdk_server, mavlink-mcp and
-the project's own single-thread FrameDecoder (examples/decode_floor.rs, the floor), each on a
+the project's own single-thread FrameDecoder (examples/decode_floor.rs, the floor) and the same
+decoder read on a single-threaded tokio runtime (decode_floor_tokio), each on a
 TCP connection of its own; prints CPU time per message (the sum of /proc/PID/task/*/schedstat,
 nanoseconds on a CPU, or utime + stime of /proc/PID/stat when larger) and memory (VmRSS of
 /proc/PID/status) of each.
@@ -241,6 +242,8 @@ def main():
 
     consumers = {
         "decode_floor": lambda port: [args.floor, "tcp:127.0.0.1:%d" % port],
+        # The same decoder on a single-threaded tokio runtime, as the daemon's link task reads.
+        "decode_floor_tokio": lambda port: [args.floor, "--tokio", "tcp:127.0.0.1:%d" % port],
         "flight-companion": fc_command,
         "mavsdk_server": lambda port: [mavsdk_server, "-p", "0", "tcpout://127.0.0.1:%d" % port],
         "mavlink-mcp": lambda port: [os.path.join(venv_bin, "mavlink-mcp"), "--conn",
