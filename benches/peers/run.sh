@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Telemetry ingest side by side (BENCHMARKS.md, issue 17): the same pymavlink telemetry fed at
 # the same time to flight-companion, MAVProxy, mavsdk_server, mavlink-mcp and the single-thread
-# FrameDecoder floor; prints CPU per message and RSS of each.
+# FrameDecoder floor (blocking reads, and on tokio: decode_floor_tokio); prints CPU per message
+# and RSS of each.
 #
 #   bash benches/peers/run.sh [drive.py options: --seconds 30 --settle 10 --only a,b --json
 #                              --fc-before OLDER_BINARY]
