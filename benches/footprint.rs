@@ -23,7 +23,8 @@
 //! Then, in the same run (unless `--no-null`), the floor: the daemon stops, and the same
 //! passes go to a null MCP server (`hil::bench::serve_null_mcp`: the daemon's MQTT stack
 //! answering with bytes of the same size and doing nothing else) in a process of its own;
-//! each pass prints the daemon's CPU per call and p50 over the floor's.
+//! each pass prints the daemon's CPU per call and p50 over the floor's. Both servers also get
+//! two passes from one session alone: the latency of a call with nothing queued beside it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -214,7 +215,8 @@ async fn calls_passes(
         let (p50, p99, _) = percentiles(&mut took).context("no calls")?;
         let cpu_us_per_call = cpu as f64 / 1000.0 / n as f64;
         println!(
-            "{what} calls pass {pass}: {callers} sessions x {per} get_status, fsync = {fsync}: {:.0} calls/s, p50 {:.3} ms, p99 {:.3} ms, CPU {cpu_us_per_call:.1} us per call; {}",
+            "{what} calls pass {pass}: {callers} session{} x {per} get_status, fsync = {fsync}: {:.0} calls/s, p50 {:.3} ms, p99 {:.3} ms, CPU {cpu_us_per_call:.1} us per call; {}",
+            if callers == 1 { "" } else { "s" },
             n as f64 / wall.as_secs_f64(),
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
@@ -228,6 +230,28 @@ async fn calls_passes(
     Ok(passes)
 }
 
+/// The passes of [`calls_passes`] with every session of `open`, then with its first session
+/// alone (the latency of a call without the others queued beside it).
+async fn all_then_one(
+    what: &str,
+    pid: u32,
+    open: &mut Vec<Client>,
+    per: usize,
+    fsync: &str,
+) -> anyhow::Result<Passes> {
+    let all = calls_passes(what, pid, open, per, fsync).await?;
+    let mut one = vec![open.remove(0)];
+    let alone = calls_passes(&format!("{what}, 1 session"), pid, &mut one, per, fsync).await;
+    open.splice(0..0, one);
+    Ok(Passes { all, one: alone? })
+}
+
+/// What [`all_then_one`] measured.
+struct Passes {
+    all: Vec<Pass>,
+    one: Vec<Pass>,
+}
+
 /// The same 10 sessions' worth of calls, in the same run, against a server that does no work:
 /// [`serve_null_mcp`] in a process of its own (this executable with `--serve-null`), as the
 /// drone on the same broker once the daemon has stopped; then each pass's ratio.
@@ -239,7 +263,7 @@ async fn null_floor(
     (sid, name): (&str, &str),
     operator: &str,
     answer_bytes: usize,
-    daemon: &[Pass],
+    daemon: &Passes,
     (callers, per): (usize, usize),
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -271,11 +295,14 @@ async fn null_floor(
             s.call_tool("get_status", json!({})).await?;
         }
     }
-    let floor = calls_passes("null server", null.pid(), &mut open, per, "none").await?;
-    for (pass, (d, f)) in daemon.iter().zip(&floor).enumerate() {
+    let floor = all_then_one("null server", null.pid(), &mut open, per, "none").await?;
+    let pairs = (daemon.all.iter().zip(&floor.all)).map(|pair| (callers, pair));
+    let alone = (daemon.one.iter().zip(&floor.one)).map(|pair| (1, pair));
+    for (pass, (sessions, (d, f))) in pairs.chain(alone).enumerate() {
         println!(
-            "pass {}: daemon / null server: CPU per call {:.2}x ({:.1} / {:.1} us), p50 {:.2}x ({:.3} / {:.3} ms); answers of {answer_bytes} B",
-            pass + 1,
+            "pass {} ({sessions} session{}): daemon / null server: CPU per call {:.2}x ({:.1} / {:.1} us), p50 {:.2}x ({:.3} / {:.3} ms); answers of {answer_bytes} B",
+            pass % 2 + 1,
+            if sessions == 1 { "" } else { "s" },
             d.cpu_us_per_call / f.cpu_us_per_call,
             d.cpu_us_per_call,
             f.cpu_us_per_call,
@@ -501,7 +528,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let per = calls / callers;
-    let passes = calls_passes("daemon", daemon.pid(), &mut open, per, &fsync).await?;
+    let passes = all_then_one("daemon", daemon.pid(), &mut open, per, &fsync).await?;
     // The size of the answer the floor must send: a get_status answer as the daemon writes it.
     let status = open[0].call_tool("get_status", json!({})).await?;
     let answer_bytes =
