@@ -12,8 +12,8 @@
 //! the daemon's binary as `DAEMON ground`.
 //!
 //! Memory is `VmRSS` (and `RssAnon`, `VmHWM`, `Threads`) of `/proc/PID/status` after a
-//! fixed idle time; CPU is the sum of `/proc/PID/task/*/schedstat` (nanoseconds on a CPU,
-//! which other processes on a shared machine do not inflate).
+//! fixed idle time; CPU is the process's CPU-time clock (`testkit::cpu`: nanoseconds on a
+//! CPU, which other processes on a shared machine do not inflate).
 //! Per session: N sessions are opened (each its own certificate, MQTT connection and MCP
 //! session), measured, closed (`notifications/disconnected`), measured again after 3 s;
 //! `--cycles` times, so that memory the first cycle kept for reuse is told apart from memory
@@ -36,6 +36,7 @@ use flight_companion::ground::config::GroundConfig;
 use flight_companion::hil::bench::{discover, percentiles, serve_null_mcp, session, tool_result};
 use flight_companion::hil::client::Client;
 use flight_companion::mcp::transport::Topics;
+use flight_companion_testkit::cpu::process_cpu_ns as cpu_ns;
 use flight_companion_testkit::{AsyncProc as Proc, free_port, mosquitto_path};
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -98,20 +99,6 @@ impl std::fmt::Display for Memory {
             self.threads
         )
     }
-}
-
-/// Nanoseconds every thread of `pid` has spent on a CPU.
-fn cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            total += std::fs::read_to_string(task.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-                .unwrap_or(0u64);
-        }
-    }
-    total
 }
 
 /// dev-setup's drone.toml with the simulator's link, call limits a busy client does not

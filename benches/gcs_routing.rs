@@ -8,8 +8,8 @@
 //! GLOBAL_POSITION_INT, SYS_STATUS and VFR_HUD in turn). The daemon (this build, MQTT off)
 //! runs twice per round at the same rate: without ground-station endpoints (the baseline),
 //! then with `--endpoints` `monitor` endpoints (`udpout` to UDP sockets of this harness,
-//! which count what arrives). CPU is the sum of `/proc/PID/task/*/schedstat` over the
-//! measured window (nanoseconds on a CPU, which other processes on a shared machine do not
+//! which count what arrives). CPU is the process's CPU-time clock (`testkit::cpu`) over
+//! the measured window (nanoseconds on a CPU, which other processes on a shared machine do not
 //! inflate); the routing cost is (CPU with − CPU without) / messages forwarded.
 
 use std::io::{BufRead, BufReader};
@@ -23,6 +23,7 @@ use anyhow::{Context, bail};
 use flight_companion::link::MavMessage;
 use flight_companion::link::dialect::*;
 use flight_companion::link::frame::FrameEncoder;
+use flight_companion_testkit::cpu::process_cpu_ns as cpu_ns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -59,19 +60,6 @@ fn args() -> anyhow::Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            total += std::fs::read_to_string(task.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-                .unwrap_or(0u64);
-        }
-    }
-    total
 }
 
 fn telemetry(i: u64) -> MavMessage {

@@ -1,7 +1,7 @@
 //! Figures for BENCHMARKS.md (issue 15): the audit log's append cost per fsync policy,
 //! checkpoint signing, and the daemon's start-up time and idle memory with a 10⁶-record log
-//! against an empty one. CPU time per unit of work from `/proc` (schedstat: nanoseconds on a
-//! CPU), and ratios against a baseline measured in the same run.
+//! against an empty one. CPU time per unit of work from the kernel's CPU-time clocks (`testkit::cpu`:
+//! nanoseconds on a CPU), and ratios against a baseline measured in the same run.
 //!
 //! ```text
 //! cargo build --release --bin flight-companion --example bench_audit
@@ -17,29 +17,7 @@ use std::time::{Duration, Instant};
 use flight_companion::audit::checkpoint::{AuditKey, Checkpoint};
 use flight_companion::audit::log::{FsyncPolicy, LogWriter, WriterOptions};
 use flight_companion::audit::{Call, Event};
-
-/// Nanoseconds this thread has spent on a CPU.
-fn thread_cpu_ns() -> u64 {
-    schedstat(Path::new("/proc/thread-self/schedstat"))
-}
-
-fn schedstat(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
-/// Nanoseconds every thread of `pid` has spent on a CPU.
-fn process_cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            total += schedstat(&task.path().join("schedstat"));
-        }
-    }
-    total
-}
+use flight_companion_testkit::cpu::{process_cpu_ns, thread_cpu_ns};
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -56,14 +56,7 @@ impl Consumer {
 
     fn report(&self) {
         let counters = self.decoder.counters();
-        let cpu_ns = std::fs::read_to_string("/proc/self/schedstat")
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
-            .unwrap_or(0);
+        let cpu_ns = flight_companion_testkit::cpu::process_cpu_ns(std::process::id());
         eprintln!(
             "{}: {} frames, {} CRC errors, {} parse errors, {} unknown, {} garbage bytes, {:.2} us CPU per frame",
             self.name,

@@ -3,8 +3,8 @@
 pymavlink, fed at the same time to flight-companion, MAVProxy, mavsdk_server, mavlink-mcp and
 the project's own single-thread FrameDecoder (examples/decode_floor.rs, the floor) and the same
 decoder read on a single-threaded tokio runtime (decode_floor_tokio), each on a
-TCP connection of its own; prints CPU time per message (the sum of /proc/PID/task/*/schedstat,
-nanoseconds on a CPU, or utime + stime of /proc/PID/stat when larger) and memory (VmRSS of
+TCP connection of its own; prints CPU time per message (the process's CPU-time clock, nanoseconds
+on a CPU, or utime + stime of /proc/PID/stat when larger) and memory (VmRSS of
 /proc/PID/status) of each.
 
 The telemetry: 31 message types at ArduCopter's stream rates, about 2,000 messages/s with
@@ -178,19 +178,28 @@ class Feed:
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+CPU_CLOCK_READABLE = True
 
 
 def cpu_s(pid):
-    """CPU time of the process, seconds: the sum of its threads' `schedstat` (nanoseconds on a
-    CPU), or utime + stime of `/proc/PID/stat` (clock ticks, and also the threads that have
-    ended) when that is larger."""
+    """CPU time of the process, seconds: its CPU-time clock (`clock_getcpuclockid`: the
+    scheduler's runtime of every thread, nanoseconds, ended threads included), or where that
+    cannot be read the sum of its threads' `schedstat` (zero on kernels without
+    CONFIG_SCHEDSTATS); and utime + stime of `/proc/PID/stat` (clock ticks of 10 ms), which
+    `cpu_delta` uses only without the clock."""
+    global CPU_CLOCK_READABLE
     total_ns = 0
-    for task in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
-                total_ns += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
+    try:
+        # glibc's clock_getcpuclockid(pid): the process's CPUCLOCK_SCHED clock.
+        total_ns = time.clock_gettime_ns(((~pid) << 3) | 2)
+    except OSError:
+        CPU_CLOCK_READABLE = False
+        for task in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
+                    total_ns += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -198,6 +207,10 @@ def cpu_s(pid):
 
 
 def cpu_delta(before, after):
+    # The clock when it was read (nanoseconds, ended threads included); ticks otherwise, or
+    # when schedstat (which misses ended threads) counted less.
+    if before[0] > 0 and CPU_CLOCK_READABLE:
+        return after[0] - before[0]
     return max(after[0] - before[0], after[1] - before[1])
 
 

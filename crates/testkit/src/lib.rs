@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod cpu;
+
 /// How many of the last lines a failed wait quotes.
 const TAIL_LINES: usize = 60;
 
