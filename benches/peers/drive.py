@@ -4,7 +4,7 @@ pymavlink, fed at the same time to flight-companion, MAVProxy, mavsdk_server, ma
 the project's own single-thread FrameDecoder (examples/decode_floor.rs, the floor) and the same
 decoder read on a single-threaded tokio runtime (decode_floor_tokio), each on a
 TCP connection of its own; prints CPU time per message (the process's CPU-time clock, nanoseconds
-on a CPU, or utime + stime of /proc/PID/stat when larger) and memory (VmRSS of
+on a CPU; see cpu_s) and memory (VmRSS of
 /proc/PID/status) of each.
 
 The telemetry: 31 message types at ArduCopter's stream rates, about 2,000 messages/s with
@@ -178,40 +178,37 @@ class Feed:
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-CPU_CLOCK_READABLE = True
 
 
 def cpu_s(pid):
-    """CPU time of the process, seconds: its CPU-time clock (`clock_getcpuclockid`: the
-    scheduler's runtime of every thread, nanoseconds, ended threads included), or where that
-    cannot be read the sum of its threads' `schedstat` (zero on kernels without
-    CONFIG_SCHEDSTATS); and utime + stime of `/proc/PID/stat` (clock ticks of 10 ms), which
-    `cpu_delta` uses only without the clock."""
-    global CPU_CLOCK_READABLE
-    total_ns = 0
-    try:
-        # glibc's clock_getcpuclockid(pid): the process's CPUCLOCK_SCHED clock.
-        total_ns = time.clock_gettime_ns(((~pid) << 3) | 2)
-    except OSError:
-        CPU_CLOCK_READABLE = False
-        for task in os.listdir("/proc/%d/task" % pid):
-            try:
-                with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
-                    total_ns += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
+    """CPU time of the process, as (seconds, exact, seconds from ticks).
+
+    Exact: the process's CPU-time clock (glibc's `clock_getcpuclockid(pid)`, the scheduler's
+    runtime of every thread in nanoseconds, ended threads included). Where that cannot be read,
+    the sum of its threads' `schedstat` (zero on kernels without CONFIG_SCHEDSTATS, and missing
+    ended threads). Ticks: utime + stime of `/proc/PID/stat` (clock ticks of 10 ms)."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return (total_ns / 1e9, ticks)
+    try:
+        return (time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9, True, ticks)
+    except OSError:
+        pass
+    total_ns = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
+                total_ns += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return (total_ns / 1e9, False, ticks)
 
 
 def cpu_delta(before, after):
-    # The clock when it was read (nanoseconds, ended threads included); ticks otherwise, or
-    # when schedstat (which misses ended threads) counted less.
-    if before[0] > 0 and CPU_CLOCK_READABLE:
+    # The clock when both ends read it; otherwise the larger of schedstat and ticks.
+    if before[1] and after[1]:
         return after[0] - before[0]
-    return max(after[0] - before[0], after[1] - before[1])
+    return max(after[0] - before[0], after[2] - before[2])
 
 
 def rss_kib(pid):
