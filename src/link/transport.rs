@@ -1161,6 +1161,14 @@ impl Io {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, self.spare.take());
+        // Almost always there is room: handed over without a future for the channel's
+        // capacity or for the shutdown (a new `cancelled()` locks the token's tree when it
+        // is polled and when it is dropped, once per read; issue 17's ingest profile).
+        let batch = match self.events.try_send(batch) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop),
+            Err(mpsc::error::TrySendError::Full(batch)) => batch,
+        };
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(Stop),
             sent = self.events.send(batch) => sent.map_err(|_| Stop),
