@@ -13,6 +13,7 @@
 
 pub use flight_companion_core::daemon as core;
 mod start;
+mod timer;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -36,6 +37,11 @@ use crate::status::StatusReport;
 
 /// How often the status seen by MCP clients is refreshed from the cores.
 const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// A status that is due is published by the next turn of the loop, whatever woke it; the
+/// loop's timer wakes it for the status only when no turn came this long after it was due. A
+/// busy link turns the loop every few milliseconds, so the status then costs no wake-up of
+/// its own.
+const STATUS_LATE_MAX: Duration = Duration::from_millis(10);
 /// Link events handled in one loop turn at most: the frames already queued behind the one
 /// that woke the loop are taken in the same turn, so the loop turns about once per read of
 /// the link rather than once per frame, and a batch stays short next to an e-stop (which
@@ -118,8 +124,6 @@ async fn run_loop(
 #[allow(clippy::large_enum_variant)]
 enum Arrival {
     Input(Input),
-    /// The status tick: publish after the turn.
-    StatusTick,
     Stop(StopRequest),
     Control(ControlRequest),
     EnvelopeChange(EnvelopeChange),
@@ -152,7 +156,9 @@ struct Shell {
     core: Core,
     config: Config,
     audit: crate::audit::AuditHandle,
-    shutdown: CancellationToken,
+    /// The daemon's shutdown, as one future for the loop's life: a new `cancelled()` per turn
+    /// locked the token's tree when polled and when dropped (issue 17's ingest profile).
+    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     link: LinkHandle,
     link_events: LinkEvents,
     link_shutdown: CancellationToken,
@@ -189,26 +195,30 @@ struct Shell {
     /// The autopilot's home as last kept on disk for check-config (`vehicle.last_home_path`).
     home_kept: Option<crate::last_home::LastHome>,
     waiting: HashMap<JobId, Waiter>,
-    /// The Core's own `poll_timeout`, re-armed only when that deadline moves (a new timer per
-    /// turn cost a timer-wheel insertion and removal per read of the link).
-    wake: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// The loop turns at least this often: the envelope monitor and cancellations.
-    monitor_tick: tokio::time::Interval,
-    status_tick: tokio::time::Interval,
+    /// Armed for the earliest of the Core's own `poll_timeout` and the status's
+    /// `status_due + STATUS_LATE_MAX`; re-armed only when that deadline moves.
+    timer: timer::LoopTimer,
+    /// While a request is being flown, the loop turns at least this often, so a caller that
+    /// cancels or goes away is seen within a tick. Not polled otherwise: an idle loop wakes
+    /// for nothing (the envelope monitor of an armed vehicle is the Core's own deadline, in
+    /// `poll_timeout`, at the same period).
+    job_tick: tokio::time::Interval,
+    /// When the status is next published (by the first turn at or after it).
+    status_due: Instant,
 }
 
 impl Shell {
     /// Waits for the next input, the e-stop first; `None` when the daemon stops.
     async fn next_input(&mut self) -> anyhow::Result<Option<Arrival>> {
-        let wake = tokio::time::Instant::from_std(self.core.poll_timeout());
-        if self.wake.deadline() != wake {
-            self.wake.as_mut().reset(wake);
-        }
+        let deadline = (self.core.poll_timeout()).min(self.status_due + STATUS_LATE_MAX);
+        self.timer
+            .set(deadline)
+            .map_err(|e| anyhow::anyhow!("cannot arm the decision loop's timer: {e}"))?;
         Ok(Some(tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
             Some(request) = self.stop_requests.recv() => Arrival::Stop(request),
-            _ = self.shutdown.cancelled() => return Ok(None),
+            () = self.shutdown.as_mut() => return Ok(None),
             // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
             Some(input) = next_bridge_input(&mut self.bridge) => Arrival::Input(Input::Bridge(input)),
             event = self.link_events.recv() => match event {
@@ -230,9 +240,11 @@ impl Shell {
             Ok(()) = self.cpu_temperature.changed() => {
                 Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
             }
-            _ = self.wake.as_mut() => Arrival::Input(Input::Tick),
-            _ = self.monitor_tick.tick() => Arrival::Input(Input::Tick),
-            _ = self.status_tick.tick() => Arrival::StatusTick,
+            expired = self.timer.expired() => {
+                expired.map_err(|e| anyhow::anyhow!("the decision loop's timer failed: {e}"))?;
+                Arrival::Input(Input::Tick)
+            }
+            _ = self.job_tick.tick(), if !self.waiting.is_empty() => Arrival::Input(Input::Tick),
         }))
     }
 
@@ -244,7 +256,6 @@ impl Shell {
         if !matches!(arrival, Arrival::Stop(_)) {
             self.ground_turn(now);
         }
-        let mut publish = false;
         match arrival {
             Arrival::GroundChanged => {}
             Arrival::Input(Input::Link(event)) => self.link_events_turn(now, event),
@@ -252,10 +263,6 @@ impl Shell {
                 self.core.handle(now, input);
             }
             Arrival::Gcs(input) => self.gcs_input(now, input),
-            Arrival::StatusTick => {
-                self.core.handle(now, Input::Tick);
-                publish = true;
-            }
             Arrival::Stop(StopRequest { ask, reply }) => {
                 let answer = self.core.handle(now, Input::Stop(ask));
                 // Decided, sent, published, then answered: the stop's commands leave first
@@ -299,14 +306,14 @@ impl Shell {
                     .core
                     .handle(now, Input::EnvelopeChange { changes, caller });
                 // Answered after the new envelope is published.
-                self.drain(now, publish).await?;
+                self.drain(now, false).await?;
                 if let Handled::Envelope(view) = answer {
                     let _ = reply.send(view);
                 }
                 return Ok(());
             }
         }
-        self.drain(now, publish).await
+        self.drain(now, false).await
     }
 
     /// The ground's state, when it changed since the Core last got it: first in every turn,
@@ -398,7 +405,7 @@ impl Shell {
                 } => return self.fail(reason, flush_bridge).await,
             }
         }
-        if publish | self.core.take_publish() {
+        if publish | self.core.take_publish() | (now >= self.status_due) {
             self.publish(now);
         }
         // Answered after the status is published, so a client that reads get_status right
@@ -493,6 +500,7 @@ impl Shell {
     /// Publishes the status every MCP client reads (and the envelope in force when it
     /// changed). A `watch` keeps only the latest value: slow readers skip to the newest.
     fn publish(&mut self, now: Instant) {
+        self.status_due = now + STATUS_PUBLISH_INTERVAL;
         let (counters, reconnects) = self.link.counters();
         let mut report = self.core.status(now, counters, reconnects);
         // Never waits for the camera: when its core is busy, the last health stands.

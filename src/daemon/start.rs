@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{AUDIT_CLOSE_GRACE, BridgeIo, Core, CoreOptions, STATUS_PUBLISH_INTERVAL, Shell};
+use super::{AUDIT_CLOSE_GRACE, BridgeIo, Core, CoreOptions, Shell};
 use crate::bridge::shell::BridgeShellOptions;
 use crate::config::Config;
 use crate::estop::local::{LocalEstopState, LocalEstopStatus};
@@ -138,11 +138,12 @@ pub(super) async fn start(
     ]);
     let home_kept = (config.vehicle.last_home_path.as_deref())
         .and_then(|p| crate::last_home::read(p).ok().flatten());
-    let monitor_period = config.envelope.check_interval_s.clamp(0.005, 0.04);
+    // The envelope monitor's period: a cancelled call holds as soon as the monitor would act.
+    let job_tick_period = config.envelope.check_interval_s.clamp(0.005, 0.04);
     let shell = Shell {
         core,
         audit,
-        shutdown,
+        shutdown: Box::pin(shutdown.cancelled_owned()),
         link,
         link_events,
         link_shutdown,
@@ -167,9 +168,11 @@ pub(super) async fn start(
         lease_holder,
         home_kept,
         waiting: HashMap::new(),
-        wake: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-        monitor_tick: interval(Duration::from_secs_f64(monitor_period)),
-        status_tick: interval(STATUS_PUBLISH_INTERVAL),
+        timer: super::timer::LoopTimer::new()
+            .map_err(|e| anyhow::anyhow!("cannot create the decision loop's timer: {e}"))?,
+        job_tick: interval(Duration::from_secs_f64(job_tick_period)),
+        // The first turn publishes.
+        status_due: std::time::Instant::now(),
         config,
     };
     let tasks = Tasks {

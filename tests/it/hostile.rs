@@ -659,7 +659,7 @@ async fn hostile_retained_panic_never_latches_again() {
             Duration::from_secs(5),
         )
     });
-    // The status is published on the loop's next status tick.
+    // The status is published by the loop within its 100 ms period.
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         let (status, _) = rig.tool("get_status", json!({})).await;

@@ -78,7 +78,7 @@ pub enum Input {
     Mission(crate::control::mission::MissionAsk),
     /// A reading of the CPU temperature (`None`: the sensor could not be read).
     CpuTemperature(Option<f64>),
-    /// A timer: the Core's own `poll_timeout`, the envelope monitor's tick, the status tick.
+    /// A timer: the Core's own `poll_timeout`, the status's deadline, the job tick.
     Tick,
 }
 
