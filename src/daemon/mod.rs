@@ -500,7 +500,14 @@ impl Shell {
     /// Publishes the status every MCP client reads (and the envelope in force when it
     /// changed). A `watch` keeps only the latest value: slow readers skip to the newest.
     fn publish(&mut self, now: Instant) {
-        self.status_due = now + STATUS_PUBLISH_INTERVAL;
+        if now >= self.status_due {
+            // The next one is due a period after this one was, not after it went out: the
+            // status keeps its 100 ms cadence however late a turn carried it.
+            self.status_due += STATUS_PUBLISH_INTERVAL;
+            if self.status_due <= now {
+                self.status_due = now + STATUS_PUBLISH_INTERVAL;
+            }
+        }
         let (counters, reconnects) = self.link.counters();
         let mut report = self.core.status(now, counters, reconnects);
         // Never waits for the camera: when its core is busy, the last health stands.
