@@ -211,6 +211,22 @@ def cpu_delta(before, after):
     return max(after[0] - before[0], after[2] - before[2])
 
 
+def wakes(pid):
+    """Times the process's threads went to sleep and were woken (the sum of their
+    `voluntary_ctxt_switches`; threads that ended are not counted). A consumer that sleeps once
+    per write of the feed reads 1.0 per write."""
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -295,7 +311,8 @@ def main():
             print("%s did not connect within 30 s (see %s)" % (name, os.path.join(work, name + ".log")),
                   file=sys.stderr)
     time.sleep(args.settle)
-    start = {n: (cpu_s(p.pid), feeds[n].messages) for n, p in procs.items() if p.poll() is None}
+    start = {n: (cpu_s(p.pid), feeds[n].messages, wakes(p.pid))
+             for n, p in procs.items() if p.poll() is None}
     time.sleep(args.seconds)
     rows = []
     for name, p in procs.items():
@@ -304,7 +321,9 @@ def main():
             continue
         cpu = cpu_delta(start[name][0], cpu_s(p.pid))
         messages = feeds[name].messages - start[name][1]
+        woken = wakes(p.pid) - start[name][2]
         rows.append({"consumer": name, "messages": messages, "cpu_s": cpu,
+                     "wakes_per_write": woken * BURST / max(1, messages),
                      "us_per_message": 1e6 * cpu / max(1, messages),
                      "core_percent": 100 * cpu / args.seconds, "rss_mib": rss_kib(p.pid) / 1024})
     for feed in feeds.values():
@@ -320,15 +339,15 @@ def main():
                   and "us_per_message" in r), None)
     print("telemetry: %d messages/s (%d types), %d per write every %.0f ms; window %d s after %d s"
           % (rate, len(MIX), BURST, PERIOD_S * 1000, args.seconds, args.settle))
-    print("%-18s %10s %12s %10s %10s %10s" % ("consumer", "messages", "CPU us/msg", "x floor",
-                                              "% of core", "RSS MiB"))
+    print("%-18s %10s %12s %10s %10s %10s %12s" % ("consumer", "messages", "CPU us/msg", "x floor",
+                                                   "% of core", "RSS MiB", "wakes/write"))
     for r in rows:
         if "error" in r:
             print("%-18s %s" % (r["consumer"], r["error"]))
             continue
         ratio = r["us_per_message"] / floor if floor else float("nan")
-        print("%-18s %10d %12.2f %10.1f %10.2f %10.1f" % (r["consumer"], r["messages"],
-              r["us_per_message"], ratio, r["core_percent"], r["rss_mib"]))
+        print("%-18s %10d %12.2f %10.1f %10.2f %10.1f %12.2f" % (r["consumer"], r["messages"],
+              r["us_per_message"], ratio, r["core_percent"], r["rss_mib"], r["wakes_per_write"]))
     if args.json:
         print(json.dumps(rows))
     print("logs in %s" % work, file=sys.stderr)
