@@ -138,8 +138,6 @@ pub(super) async fn start(
     ]);
     let home_kept = (config.vehicle.last_home_path.as_deref())
         .and_then(|p| crate::last_home::read(p).ok().flatten());
-    // The envelope monitor's period: a cancelled call holds as soon as the monitor would act.
-    let job_tick_period = config.envelope.check_interval_s.clamp(0.005, 0.04);
     let shell = Shell {
         core,
         audit,
@@ -170,7 +168,7 @@ pub(super) async fn start(
         waiting: HashMap::new(),
         timer: super::timer::LoopTimer::new()
             .map_err(|e| anyhow::anyhow!("cannot create the decision loop's timer: {e}"))?,
-        job_tick: interval(Duration::from_secs_f64(job_tick_period)),
+        job_tick: job_tick(&config),
         // The first turn publishes.
         status_due: std::time::Instant::now(),
         config,
@@ -189,8 +187,11 @@ pub(super) async fn start(
     Ok((shell, tasks))
 }
 
-fn interval(period: Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval(period);
+/// The loop's tick while a request is flown, at the envelope monitor's period: a cancelled
+/// call holds as soon as the monitor would act.
+fn job_tick(config: &Config) -> tokio::time::Interval {
+    let period = config.envelope.check_interval_s.clamp(0.005, 0.04);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(period));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick
 }
