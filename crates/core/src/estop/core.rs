@@ -733,22 +733,38 @@ impl EmergencyStop {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if let Some(active) = &self.active
+        // Only the deadlines `step` and `poll_transmit` act on now, mirroring their conditions:
+        // one they skip would stay passed and turn the decision loop at once, forever (it spun
+        // a core with the stop latched and no autopilot heard). What lifts a condition (a link
+        // event, a heartbeat, the pilot's switch) is an input of its own, and every turn polls
+        // the stop.
+        // While the pilot flies, the ladder neither sends nor escalates.
+        let ladder_acts = !self.pilot_in_control || self.terminated;
+        if ladder_acts
+            && let Some(active) = &self.active
             && !active.confirmed
             && !(active.rung == Rung::Terminate && active.sends >= TERMINATE_SENDS)
         {
-            consider(active.next_send_at);
+            // A command goes only over a link to an autopilot heard, and a hold only where the
+            // autopilot has a hold mode.
+            if self.can_send() && (active.rung != Rung::Hold || self.hold_mode().is_some()) {
+                consider(active.next_send_at);
+            }
             if active.rung < Rung::Land {
                 consider(active.started_at + self.options.hold_confirm_timeout);
             }
         }
-        if let Some(t) = self.ground_loss_escalate_at {
-            consider(t);
-        }
-        if let (Some(active), Some(since)) = (&self.active, self.position_missing_since)
+        // Escalations below Land only: from Land on, `step` looks no further.
+        if ladder_acts
+            && let Some(active) = &self.active
             && active.rung < Rung::Land
         {
-            consider(since + self.options.position_loss_grace);
+            if let Some(t) = self.ground_loss_escalate_at {
+                consider(t);
+            }
+            if let Some(since) = self.position_missing_since {
+                consider(since + self.options.position_loss_grace);
+            }
         }
         if self.vehicle.may_be_flying() {
             if let (Some(since), Some(timeout)) =
