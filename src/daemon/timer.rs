@@ -94,6 +94,11 @@ impl LoopTimer {
                 )
             };
             if read == 8 {
+                // Read: not readable until it expires again. Cleared, so that the next wait goes
+                // through the runtime's driver, which lets the runtime's other tasks (the link,
+                // the bridge's port) run between two expiries even if the loop were to ask
+                // for a passed deadline turn after turn.
+                ready.clear_ready();
                 self.armed_for = None;
                 return Ok(());
             }
@@ -147,6 +152,38 @@ mod tests {
         timer.set(later).unwrap();
         timer.expired().await.unwrap();
         assert!(Instant::now() >= later);
+    }
+
+    /// A loop that asks for a passed deadline turn after turn spins, but must not starve the
+    /// tasks that share its runtime (on the decision loop's runtime: the link and the bridge).
+    #[test]
+    fn a_passed_deadline_again_and_again_lets_other_tasks_run() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let beside = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counter = beside.clone();
+            tokio::spawn(async move {
+                loop {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            let mut timer = LoopTimer::new().unwrap();
+            for _ in 0..200 {
+                timer
+                    .set(Instant::now() - Duration::from_millis(1))
+                    .unwrap();
+                timer.expired().await.unwrap();
+            }
+            let ran = beside.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                ran >= 100,
+                "the task beside ran {ran} times in 200 expiries"
+            );
+        });
     }
 
     #[tokio::test]
