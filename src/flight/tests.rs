@@ -154,6 +154,15 @@ impl Rig {
                 _ => {}
             }
         }
+        // After a whole turn nothing is due at once: a passed deadline would turn the loop
+        // again at once, forever (the stop once asked for one it could not act on).
+        let wake = self.core.poll_timeout();
+        assert!(
+            wake > now,
+            "after a turn at {:?} the Core asks for another {:?} earlier",
+            self.now,
+            now - wake
+        );
         handled
     }
 
