@@ -704,7 +704,7 @@ impl EmergencyStop {
     /// The next command to send now.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<StopCommand> {
         self.step(now);
-        if !self.can_send() {
+        if !self.command_can_go(self.active.as_ref()?.rung) {
             return None;
         }
         let hold_mode = self.hold_mode();
@@ -738,16 +738,13 @@ impl EmergencyStop {
         // a core with the stop latched and no autopilot heard). What lifts a condition (a link
         // event, a heartbeat, the pilot's switch) is an input of its own, and every turn polls
         // the stop.
-        // While the pilot flies, the ladder neither sends nor escalates.
-        let ladder_acts = !self.pilot_in_control || self.terminated;
+        let ladder_acts = self.ladder_acts();
         if ladder_acts
             && let Some(active) = &self.active
             && !active.confirmed
             && !(active.rung == Rung::Terminate && active.sends >= TERMINATE_SENDS)
         {
-            // A command goes only over a link to an autopilot heard, and a hold only where the
-            // autopilot has a hold mode.
-            if self.can_send() && (active.rung != Rung::Hold || self.hold_mode().is_some()) {
+            if self.command_can_go(active.rung) {
                 consider(active.next_send_at);
             }
             if active.rung < Rung::Land {
@@ -839,6 +836,18 @@ impl EmergencyStop {
             && (!self.pilot_in_control || self.terminated)
     }
 
+    /// While the pilot flies, the ladder neither sends nor escalates (unless it terminated).
+    /// `step` and `poll_timeout` both ask here, so a deadline is offered only when acted on.
+    fn ladder_acts(&self) -> bool {
+        !self.pilot_in_control || self.terminated
+    }
+
+    /// A command of `rung` can go now: over a link to an autopilot heard, and a hold only
+    /// where that autopilot has a hold mode. `poll_transmit` and `poll_timeout` both ask here.
+    fn command_can_go(&self, rung: Rung) -> bool {
+        self.can_send() && (rung != Rung::Hold || self.hold_mode().is_some())
+    }
+
     fn hold_mode(&self) -> Option<FlightMode> {
         match self.vehicle.autopilot? {
             AutopilotKind::Ardupilot => Some(match self.options.hold_mode {
@@ -892,7 +901,7 @@ impl EmergencyStop {
         }
         let v = self.vehicle;
         self.track_pilot(v);
-        if self.pilot_in_control && !self.terminated {
+        if !self.ladder_acts() {
             return;
         }
         // Confirmation from the heartbeat: one newer than the rung, or one showing a more
