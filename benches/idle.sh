@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # What the daemon costs when nothing happens (BENCHMARKS.md, issue 17): each binary given runs in
 # turn with no autopilot (a `udpin` link nobody sends to), no broker and no local e-stop socket;
-# after 4 s, prints its CPU time per second (the process's CPU-time clock) and how often its
-# threads, and its decision loop alone, go to sleep and are woken.
+# after 4 s, prints its CPU time per second and how often its
+# threads, and its decision loop alone, go to sleep and are woken (benches/proc_cpu.py).
 #
 #   bash benches/idle.sh [--seconds 30] [--rounds 2] BINARY...
 #
 # The binaries alternate within each round, so a machine that slows down does not favour one.
 set -euo pipefail
+benches=$(cd "$(dirname "$0")" && pwd)
 seconds=30
 rounds=2
 binaries=()
@@ -44,32 +45,18 @@ for round in $(seq "$rounds"); do
       cat "$work/daemon.log" >&2
       exit 1
     fi
-    python3 - "$pid" "$seconds" "$round" "$binary" <<'PY'
+    python3 - "$pid" "$seconds" "$round" "$binary" "$benches" <<'PY'
 import os, sys, time
 pid, seconds, round_, binary = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
-clock = ((~pid) << 3) | 2  # the process's CPU-time clock (glibc's clock_getcpuclockid)
+sys.path.insert(0, sys.argv[5])
+from proc_cpu import cpu_delta, cpu_s, wakes
 
-def wakes():
-    loop, everything = 0, 0
-    for task in os.listdir("/proc/%d/task" % pid):
-        base = "/proc/%d/task/%s/" % (pid, task)
-        try:
-            name = open(base + "comm").read().strip()
-            count = next(int(line.split()[1]) for line in open(base + "status")
-                         if line.startswith("voluntary_ctxt_switches:"))
-        except (OSError, StopIteration, ValueError):
-            continue
-        everything += count
-        if name == "decision-loop":
-            loop += count
-    return loop, everything
-
-cpu_before, wakes_before = time.clock_gettime_ns(clock), wakes()
+before = (cpu_s(pid), wakes(pid, "decision-loop"), wakes(pid))
 time.sleep(seconds)
-cpu_after, wakes_after = time.clock_gettime_ns(clock), wakes()
+after = (cpu_s(pid), wakes(pid, "decision-loop"), wakes(pid))
 print("%-6s %-40s %12.3f %16.1f %16.1f" % (
-    round_, os.path.basename(binary), (cpu_after - cpu_before) / 1e6 / seconds,
-    (wakes_after[0] - wakes_before[0]) / seconds, (wakes_after[1] - wakes_before[1]) / seconds))
+    round_, os.path.basename(binary), cpu_delta(before[0], after[0]) * 1e3 / seconds,
+    (after[1] - before[1]) / seconds, (after[2] - before[2]) / seconds))
 PY
     kill "$pid"
     wait "$pid" 2>/dev/null || true

@@ -4,7 +4,7 @@ pymavlink, fed at the same time to flight-companion, MAVProxy, mavsdk_server, ma
 the project's own single-thread FrameDecoder (examples/decode_floor.rs, the floor) and the same
 decoder read on a single-threaded tokio runtime (decode_floor_tokio), each on a
 TCP connection of its own; prints CPU time per message (the process's CPU-time clock, nanoseconds
-on a CPU; see cpu_s) and memory (VmRSS of
+on a CPU; see benches/proc_cpu.py) and memory (VmRSS of
 /proc/PID/status) of each.
 
 The telemetry: 31 message types at ArduCopter's stream rates, about 2,000 messages/s with
@@ -24,6 +24,9 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from proc_cpu import cpu_delta, cpu_s, wakes  # noqa: E402
 
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink import mavutil  # noqa: E402
@@ -175,56 +178,6 @@ class Feed:
             self.error = str(e)
         finally:
             conn.close()
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid):
-    """CPU time of the process, as (seconds, exact, seconds from ticks).
-
-    Exact: the process's CPU-time clock (glibc's `clock_getcpuclockid(pid)`, the scheduler's
-    runtime of every thread in nanoseconds, ended threads included). Where that cannot be read,
-    the sum of its threads' `schedstat` (zero on kernels without CONFIG_SCHEDSTATS, and missing
-    ended threads). Ticks: utime + stime of `/proc/PID/stat` (clock ticks of 10 ms)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    try:
-        return (time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9, True, ticks)
-    except OSError:
-        pass
-    total_ns = 0
-    for task in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
-                total_ns += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return (total_ns / 1e9, False, ticks)
-
-
-def cpu_delta(before, after):
-    # The clock when both ends read it; otherwise the larger of schedstat and ticks.
-    if before[1] and after[1]:
-        return after[0] - before[0]
-    return max(after[0] - before[0], after[2] - before[2])
-
-
-def wakes(pid):
-    """Times the process's threads went to sleep and were woken (the sum of their
-    `voluntary_ctxt_switches`; threads that ended are not counted). A consumer that sleeps once
-    per write of the feed reads 1.0 per write."""
-    total = 0
-    for task in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
-                for line in f:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except (OSError, ValueError):
-            pass
-    return total
 
 
 def rss_kib(pid):
