@@ -32,7 +32,7 @@ pub const OLD_TIMESTAMP_TOLERATED: std::time::Duration = std::time::Duration::fr
 #[derive(Debug, Default)]
 pub struct LinkHealth {
     /// Last sequence number seen per sender.
-    last_sequence: HashMap<(u32, u8), u8>,
+    last_sequence: SequenceTable,
     frames_seen: u64,
     frames_lost: u64,
     duplicates: u64,
@@ -45,6 +45,43 @@ pub struct LinkHealth {
     last_refusal: Option<String>,
     /// Since when old-timestamp refusals go on without an autopilot heartbeat in between.
     old_timestamps_since: Option<Instant>,
+}
+
+/// The last sequence number of each sender, looked up for every frame: a table indexed by
+/// system and component (a frame's system id is one byte on the wire), so a frame costs an
+/// index, not a SipHash of its sender (issue 17). A system's row of 256 components is made
+/// when it is first heard: 2 KiB for the row pointers, 512 bytes per system heard, bounded
+/// whatever a hostile link sends.
+#[derive(Debug, Default)]
+struct SequenceTable {
+    /// Indexed by system id, then component id; `UNSEEN` where nothing was heard.
+    systems: Vec<Option<Box<[u16; 256]>>>,
+    /// Senders whose system id does not fit a byte (never decoded from a link; a header
+    /// made by hand can hold one).
+    others: HashMap<(u32, u8), u8>,
+}
+
+impl SequenceTable {
+    const UNSEEN: u16 = u16::MAX;
+
+    /// Records `sequence` for `sender`; the sequence it had before, if it was heard.
+    fn insert(&mut self, (system, component): (u32, u8), sequence: u8) -> Option<u8> {
+        let Ok(system) = u8::try_from(system) else {
+            return self.others.insert((system, component), sequence);
+        };
+        if self.systems.is_empty() {
+            self.systems.resize_with(256, || None);
+        }
+        let row =
+            self.systems[usize::from(system)].get_or_insert_with(|| Box::new([Self::UNSEEN; 256]));
+        let last = std::mem::replace(&mut row[usize::from(component)], u16::from(sequence));
+        u8::try_from(last).ok()
+    }
+
+    fn clear(&mut self) {
+        self.systems.clear();
+        self.others.clear();
+    }
 }
 
 impl LinkHealth {
@@ -229,6 +266,24 @@ mod tests {
                 "gaps per sender add up",
                 &[(1, 1, 0), (1, 154, 0), (1, 1, 2), (1, 154, 5)],
                 1 + 4,
+                0,
+            ),
+            (
+                "the edges of the table: system 0 and 255, component 0 and 255",
+                &[
+                    (0, 0, 1),
+                    (255, 255, 7),
+                    (0, 0, 3),
+                    (255, 255, 7),
+                    (0, 255, 9),
+                ],
+                1,
+                1,
+            ),
+            (
+                "a system id wider than a byte is still a sender of its own",
+                &[(256, 1, 0), (0, 1, 40), (256, 1, 2), (0, 1, 41)],
+                1,
                 0,
             ),
             (
