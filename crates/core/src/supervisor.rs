@@ -1038,7 +1038,11 @@ impl Supervisor {
         self.commands.handle_message(now, header, message);
         self.executor.handle_message(now, header, message);
         self.drain_command_events(now);
-        self.track_autopilot(now);
+        // Who the autopilot is and whether it is alive change only with its heartbeat (its
+        // silence is found by `poll_transmit`, which every turn runs).
+        if matches!(message, MavMessage::HEARTBEAT(_)) {
+            self.track_autopilot(now);
+        }
         // A new position is checked on the next `poll_transmit`, not at the next tick: the
         // breach action then starts within a loop turn of the report that shows the breach.
         if matches!(message, MavMessage::GLOBAL_POSITION_INT(_)) {
@@ -1289,7 +1293,8 @@ impl Supervisor {
 
     /// Notices the autopilot appearing and disappearing; requests telemetry once per appearance.
     fn track_autopilot(&mut self, now: Instant) {
-        // Called for every frame: the description is formatted only when it is announced.
+        // Called for every heartbeat and every turn: the description is formatted only when it
+        // is announced.
         let identity = self
             .vehicle
             .autopilot()
