@@ -188,6 +188,27 @@ def rss_kib(pid):
     return 0
 
 
+def callgrind_control(*args):
+    subprocess.run(["callgrind_control"] + [str(a) for a in args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def callgrind_instructions(pid, work, name):
+    """Dumps the counts since they were zeroed and returns their total of instructions (Ir),
+    or None when the dump cannot be read."""
+    callgrind_control("-d", pid)
+    total = 0
+    for entry in os.listdir(work):
+        if entry.startswith(name + ".callgrind"):
+            with open(os.path.join(work, entry)) as f:
+                for line in f:
+                    if line.startswith("totals:") or line.startswith("summary:"):
+                        total += int(line.split()[1])
+                        break
+            os.rename(os.path.join(work, entry), os.path.join(work, "dumped-" + entry))
+    return total or None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fc", required=True, help="the flight-companion binary")
@@ -200,6 +221,11 @@ def main():
                              "as `flight-companion-before`")
     parser.add_argument("--only", default="", help="comma-separated subset of consumers")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="run the Rust consumers (the daemons and the floors) under valgrind's "
+                             "callgrind and print the user-space instructions each executes per "
+                             "message in the window (repeatable on a loaded machine; the kernel's "
+                             "share is not counted)")
     args = parser.parse_args()
     args.fc, args.floor, args.venv = (os.path.abspath(p) for p in (args.fc, args.floor, args.venv))
 
@@ -235,13 +261,19 @@ def main():
         before = os.path.abspath(args.fc_before)
         consumers["flight-companion-before"] = lambda port: fc_command(port, before, "fc-before")
     chosen = [c for c in consumers if not args.only or c in args.only.split(",")]
+    counted = [c for c in chosen if c.startswith(("flight-companion", "decode_floor"))] \
+        if args.callgrind else []
     feeds, procs, logs = {}, {}, {}
     env = dict(os.environ, RUST_LOG="warn")
     for name in chosen:
         feeds[name] = Feed(name, writes)
         logs[name] = open(os.path.join(work, name + ".log"), "w")
         stdin = subprocess.PIPE if name == "mavlink-mcp" else subprocess.DEVNULL
-        procs[name] = subprocess.Popen(consumers[name](feeds[name].port), stdin=stdin,
+        command = consumers[name](feeds[name].port)
+        if name in counted:
+            command = ["valgrind", "--tool=callgrind",
+                       "--callgrind-out-file=" + os.path.join(work, name + ".callgrind")] + command
+        procs[name] = subprocess.Popen(command, stdin=stdin,
                                        stdout=logs[name] if name != "mavlink-mcp" else subprocess.PIPE,
                                        stderr=logs[name], cwd=work, env=env)
     if "mavlink-mcp" in procs:
@@ -264,9 +296,13 @@ def main():
             print("%s did not connect within 30 s (see %s)" % (name, os.path.join(work, name + ".log")),
                   file=sys.stderr)
     time.sleep(args.settle)
+    for name in counted:
+        callgrind_control("-z", procs[name].pid)
     start = {n: (cpu_s(p.pid), feeds[n].messages, wakes(p.pid))
              for n, p in procs.items() if p.poll() is None}
     time.sleep(args.seconds)
+    ended = {n: feeds[n].messages for n in counted}
+    instructions = {n: callgrind_instructions(procs[n].pid, work, n) for n in counted}
     rows = []
     for name, p in procs.items():
         if name not in start or p.poll() is not None:
@@ -279,6 +315,9 @@ def main():
                      "wakes_per_write": woken * BURST / max(1, messages),
                      "us_per_message": 1e6 * cpu / max(1, messages),
                      "core_percent": 100 * cpu / args.seconds, "rss_mib": rss_kib(p.pid) / 1024})
+        if instructions.get(name):
+            rows[-1]["instructions_per_message"] = instructions[name] / max(
+                1, ended[name] - start[name][1])
     for feed in feeds.values():
         feed.stop.set()
     for p in procs.values():
@@ -301,6 +340,16 @@ def main():
         ratio = r["us_per_message"] / floor if floor else float("nan")
         print("%-18s %10d %12.2f %10.1f %10.2f %10.1f %12.2f" % (r["consumer"], r["messages"],
               r["us_per_message"], ratio, r["core_percent"], r["rss_mib"], r["wakes_per_write"]))
+    if counted:
+        base = next((r.get("instructions_per_message") for r in rows
+                     if r["consumer"] == "decode_floor"), None)
+        print("under callgrind (CPU and wake-ups above are valgrind's): user-space instructions "
+              "per message")
+        for r in rows:
+            if "instructions_per_message" in r:
+                ratio = r["instructions_per_message"] / base if base else float("nan")
+                print("%-26s %10.0f %8.2fx floor" % (r["consumer"], r["instructions_per_message"],
+                                                      ratio))
     if args.json:
         print(json.dumps(rows))
     print("logs in %s" % work, file=sys.stderr)
