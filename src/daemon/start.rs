@@ -15,7 +15,7 @@ use super::{AUDIT_CLOSE_GRACE, BridgeIo, Core, CoreOptions, Shell};
 use crate::bridge::shell::BridgeShellOptions;
 use crate::config::Config;
 use crate::estop::local::{LocalEstopState, LocalEstopStatus};
-use crate::link::transport::{Link, LinkOptions};
+use crate::link::transport::{Link, LinkHandle, LinkOptions};
 use crate::notify::State;
 use crate::status::StatusReport;
 
@@ -48,7 +48,7 @@ pub(super) async fn start(
     // systemd: READY once the configuration is loaded and the link is open (see notify.rs
     // for why not "autopilot heard"); WATCHDOG from the loop only.
     let (mut notifier, watchdog) = crate::notify::from_process(Instant::now());
-    let core = Core::new(
+    let mut core = Core::new(
         CoreOptions::from_config(&config, watchdog.interval()),
         Instant::now(),
     );
@@ -69,8 +69,7 @@ pub(super) async fn start(
     let (ground_tx, ground) = watch::channel(crate::estop::GroundState::default());
     let local_shutdown = CancellationToken::new();
     let (local_estop, local) = local_estop(&config, &stop_client, &local_shutdown);
-    let (counters, reconnects) = link.counters();
-    let (status, status_rx) = watch::channel(core.status(Instant::now(), counters, reconnects));
+    let (status, status_rx) = watch::channel(first_status(&mut core, &link));
     // The camera runs in its own task and on blocking threads, never on this loop; it reads
     // the vehicle status through the same `watch` (skip to latest) to tag its frames.
     let camera_shutdown = CancellationToken::new();
@@ -379,4 +378,12 @@ pub(super) fn keep_home(
         }
         Err(e) => warn!("cannot keep the home in {}: {e}", path.display()),
     });
+}
+
+/// The status published before the loop's first turn, complete with its health.
+fn first_status(core: &mut Core, link: &LinkHandle) -> StatusReport {
+    let (counters, reconnects) = link.counters();
+    let mut report = core.status(Instant::now(), counters, reconnects);
+    report.health = core.assess_health(&report);
+    report
 }

@@ -413,7 +413,7 @@ impl Core {
     /// e-stop socket, bridge writer) and then asks [`Core::assess_health`].
     pub fn status(&self, now: Instant, counters: FrameCounters, reconnects: u64) -> StatusReport {
         let s = &self.supervisor;
-        let mut report = StatusReport::from_snapshot(s.snapshot(now, counters, reconnects));
+        let mut report = StatusReport::unassessed(s.snapshot(now, counters, reconnects));
         report.envelope_warning = s.envelope_warning().map(str::to_owned);
         report.active_action = s.active_action().map(|a| a.to_string());
         report.envelope_events = s.envelope_events().cloned().collect();
