@@ -671,6 +671,22 @@ struct Io {
     peer: Option<SocketAddr>,
 }
 
+/// What decoding a read stopped for: a step only the IO task's async side can take.
+enum Pause {
+    /// A frame's signature was refused: reported within the budget, the frame dropped.
+    Refused {
+        reason: Refusal,
+        from: Option<SocketAddr>,
+        detail: String,
+    },
+    /// A `udpin` candidate's autopilot heartbeat: the candidate becomes the peer, then its
+    /// frame is delivered.
+    TakePeer {
+        from: SocketAddr,
+        frame: Box<LinkEvent>,
+    },
+}
+
 /// Where a frame came from, for the trust decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -992,12 +1008,36 @@ impl Io {
                 self.candidate_decoder.push(bytes);
             }
         }
+        while let Some(pause) = self.decode(source, received_at) {
+            match pause {
+                Pause::Refused {
+                    reason,
+                    from,
+                    detail,
+                } => {
+                    self.refused(reason, from, detail).await?;
+                }
+                Pause::TakePeer { from, frame } => {
+                    tracing::info!(link = %self.name, %from, "autopilot peer pinned");
+                    self.take_udp_peer(from).await?;
+                    self.batch.push(*frame);
+                }
+            }
+        }
+        // Keep counters current before waiting, so they match what was read.
+        self.store_counters();
+        self.flush().await
+    }
+
+    /// Decodes what was pushed into the batch until it is all decoded (`None`) or something
+    /// only the task's async side can do comes up. Never awaits, so no frame is moved into
+    /// the task's future on its way to the batch (issue 17).
+    fn decode(&mut self, source: Source, received_at: Instant) -> Option<Pause> {
         loop {
             let item = match source {
                 Source::Peer => self.decoder.poll(),
                 Source::Candidate(_) => self.candidate_decoder.poll(),
-            };
-            let Some(item) = item else { break };
+            }?;
             let frame = match item {
                 Ok(frame) => frame,
                 // Counted by the decoder; noise on a serial line would flood the log.
@@ -1006,8 +1046,8 @@ impl Io {
                     continue;
                 }
             };
-            if !self.check_signature(&frame, source).await? {
-                continue;
+            if let Some(refusal) = self.check_signature(&frame, source) {
+                return Some(refusal);
             }
             let autopilot_heartbeat = matches!(
                 &frame.message,
@@ -1032,8 +1072,14 @@ impl Io {
                     self.pin.heard(received_at);
                 }
                 Source::Candidate(from) if autopilot_heartbeat => {
-                    tracing::info!(link = %self.name, %from, "autopilot peer pinned");
-                    self.take_udp_peer(from).await?;
+                    return Some(Pause::TakePeer {
+                        from,
+                        frame: Box::new(LinkEvent::Frame {
+                            header: frame.header,
+                            message: frame.message,
+                            received_at,
+                        }),
+                    });
                 }
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
                 Source::Candidate(_) => {}
@@ -1044,9 +1090,6 @@ impl Io {
                 received_at,
             });
         }
-        // Keep counters current before waiting, so they match what was read.
-        self.store_counters();
-        self.flush().await
     }
 
     fn store_counters(&self) {
@@ -1060,9 +1103,9 @@ impl Io {
         self.shared.store_counters(c);
     }
 
-    /// The signing verdict on one frame; a refusal is counted (by the signing state) and
-    /// reported. True: the frame may be delivered.
-    async fn check_signature(&mut self, frame: &Frame, source: Source) -> Result<bool, Stop> {
+    /// The signing verdict on one frame: `None` when it may be delivered, else its refusal
+    /// (counted by the signing state) to report.
+    fn check_signature(&mut self, frame: &Frame, source: Source) -> Option<Pause> {
         let verdict = {
             let mut codec = self.shared.codec();
             let clock = codec.clock();
@@ -1072,16 +1115,17 @@ impl Io {
                 .map(|signing| (signing.check(frame.view(), clock), signing.timestamp()))
         };
         let Some((Err(reason), local)) = verdict else {
-            return Ok(true);
+            return None;
         };
         let from = match source {
             Source::Candidate(from) => Some(from),
             Source::Peer => self.peer,
         };
-        let detail = describe_refused(frame, reason, local);
-        self.refused(Refusal::Signature(reason), from, detail)
-            .await?;
-        Ok(false)
+        Some(Pause::Refused {
+            reason: Refusal::Signature(reason),
+            from,
+            detail: describe_refused(frame, reason, local),
+        })
     }
 
     /// Reports a refusal within the budget (already counted by the caller).
