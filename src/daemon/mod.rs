@@ -30,7 +30,6 @@ use crate::config::Config;
 use crate::control::{ControlReply, ControlRequest, EnvelopeChange, EnvelopeView, VehicleSummary};
 use crate::estop::StopRequest;
 use crate::flight::{ExecutorEvent, JobId, ProgressUpdate};
-use crate::link::event::LinkEvent;
 use crate::link::transport::{LinkEvents, LinkHandle, SendError};
 use crate::notify::{Notifier, State};
 use crate::status::StatusReport;
@@ -119,11 +118,13 @@ async fn run_loop(
 }
 
 /// What woke the loop: an input for the Core, and where its answer goes.
-// Almost every arrival is a link frame (`Input::Link`): boxing it would add an allocation per
-// frame.
+// `Input` is as large as its one link frame (`Input::Link`, which the Core's tests feed one by
+// one); the loop reads the link's frames in place (`Arrival::Link`), and the rest are rare.
 #[allow(clippy::large_enum_variant)]
 enum Arrival {
     Input(Input),
+    /// Link events are buffered: read in place by the turn (`link_events_turn`).
+    Link,
     Stop(StopRequest),
     Control(ControlRequest),
     EnvelopeChange(EnvelopeChange),
@@ -221,12 +222,12 @@ impl Shell {
             () = self.shutdown.as_mut() => return Ok(None),
             // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
             Some(input) = next_bridge_input(&mut self.bridge) => Arrival::Input(Input::Bridge(input)),
-            event = self.link_events.recv() => match event {
-                Some(event) => Arrival::Input(Input::Link(event)),
+            ready = self.link_events.ready() => match ready {
+                true => Arrival::Link,
                 // Cancelling `shutdown` cancels its children (the link) before it marks
                 // itself cancelled: a link that ended because we are stopping is no error.
-                None if self.link_shutdown.is_cancelled() => return Ok(None),
-                None => anyhow::bail!("the autopilot link task ended unexpectedly"),
+                false if self.link_shutdown.is_cancelled() => return Ok(None),
+                false => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
             Ok(()) = self.ground.changed() => {
                 self.ground.borrow_and_update();
@@ -258,7 +259,7 @@ impl Shell {
         }
         match arrival {
             Arrival::GroundChanged => {}
-            Arrival::Input(Input::Link(event)) => self.link_events_turn(now, event),
+            Arrival::Link => self.link_events_turn(now),
             Arrival::Input(input) => {
                 self.core.handle(now, input);
             }
@@ -327,20 +328,40 @@ impl Shell {
         }
     }
 
-    /// A link event, and those already queued behind it (at most [`LINK_EVENTS_PER_TURN`],
-    /// ending at once when an e-stop request waits): one turn per read of the link, not per
-    /// frame. Ground stations see every frame of the vehicle.
-    fn link_events_turn(&mut self, now: Instant, event: LinkEvent) {
-        let mut next = Some(event);
+    /// The link events buffered, and those already queued behind them (at most
+    /// [`LINK_EVENTS_PER_TURN`], ending at once when an e-stop request waits): one turn per
+    /// read of the link, not per frame, each read handed to the Core in place. Ground
+    /// stations see every frame of the vehicle.
+    fn link_events_turn(&mut self, now: Instant) {
         let mut taken = 0;
-        while let Some(event) = next.take() {
-            if let Some(gcs) = &mut self.gcs {
-                gcs.from_autopilot(&event);
-            }
-            self.core.handle(now, Input::Link(event));
-            taken += 1;
-            if taken < LINK_EVENTS_PER_TURN && self.stop_requests.is_empty() {
-                next = self.link_events.try_recv();
+        loop {
+            let Shell {
+                core,
+                link_events,
+                gcs,
+                stop_requests,
+                ..
+            } = self;
+            let mut handed = 0;
+            let events = (link_events.buffered().iter())
+                .take(LINK_EVENTS_PER_TURN - taken)
+                .take_while(|_| {
+                    // The first event of the turn always; after it, none once a stop waits.
+                    let more = taken + handed == 0 || stop_requests.is_empty();
+                    handed += usize::from(more);
+                    more
+                })
+                .inspect(|event| {
+                    if let Some(gcs) = gcs.as_mut() {
+                        gcs.from_autopilot(event);
+                    }
+                });
+            core.handle_link_events(now, events);
+            link_events.consume(handed);
+            taken += handed;
+            if taken >= LINK_EVENTS_PER_TURN || !stop_requests.is_empty() || !link_events.try_fill()
+            {
+                return;
             }
         }
     }

@@ -107,7 +107,8 @@ impl Rig {
         self.core.supervisor()
     }
 
-    /// One loop turn per message from the simulator (a timer's turn when there is none).
+    /// One loop turn for what the simulator sent in this step, handed over together as the
+    /// daemon's link task hands over one read (a timer's turn when there is nothing).
     fn exchange(&mut self) {
         let now = self.instant();
         let header = MavHeader {
@@ -115,18 +116,19 @@ impl Rig {
             component_id: 1,
             sequence: 0,
         };
-        let mut turned = false;
+        let mut read = Vec::new();
         while let Some(message) = self.sim.poll_transmit(self.now) {
-            let event = LinkEvent::Frame {
+            read.push(LinkEvent::Frame {
                 header,
                 message,
                 received_at: now,
-            };
-            self.turn(Input::Link(event));
-            turned = true;
+            });
         }
-        if !turned {
+        if read.is_empty() {
             self.turn(Input::Tick);
+        } else {
+            self.core.handle_link_events(now, &read);
+            self.carry_out(now);
         }
     }
 
@@ -135,6 +137,12 @@ impl Rig {
     fn turn(&mut self, input: Input) -> Handled {
         let now = self.instant();
         let handled = self.core.handle(now, input);
+        self.carry_out(now);
+        handled
+    }
+
+    /// The rest of a turn, after its input.
+    fn carry_out(&mut self, now: Instant) {
         while let Some(transmit) = self.core.poll_transmit(now) {
             if let Transmit::Autopilot(m) = transmit {
                 self.sent.push((self.now, m.clone()));
@@ -163,7 +171,6 @@ impl Rig {
             self.now,
             now - wake
         );
-        handled
     }
 
     fn set_envelope(

@@ -262,9 +262,7 @@ impl Core {
                 Handled::Done
             }
             Input::Link(event) => {
-                self.supervisor.handle_link_event(now, &event);
-                self.stop_link_event(now, &event);
-                self.mission_link_event(now, &event);
+                self.link_event(now, &event);
                 Handled::Done
             }
             Input::Ground(ground) => {
@@ -299,6 +297,29 @@ impl Core {
         };
         self.after_input(now);
         handled
+    }
+
+    /// Link events handed over together (one read of the link): each is taken in order, as
+    /// [`Input::Link`] would take it, and what every turn does after its input runs once,
+    /// after the last. The events of one read share the turn's `now` and nothing leaves
+    /// between them, so the e-stop's ladder judges the vehicle as the last of them left it,
+    /// as it would after each; it is not run again per frame (issue 17: it was most of the
+    /// Core's work per frame).
+    pub fn handle_link_events<'a>(
+        &mut self,
+        now: Instant,
+        events: impl IntoIterator<Item = &'a LinkEvent>,
+    ) {
+        for event in events {
+            self.link_event(now, event);
+        }
+        self.after_input(now);
+    }
+
+    fn link_event(&mut self, now: Instant, event: &LinkEvent) {
+        self.supervisor.handle_link_event(now, event);
+        self.stop_link_event(now, event);
+        self.mission_link_event(now, event);
     }
 
     /// What every turn does after its input: the e-stop's ladder (before anything the
