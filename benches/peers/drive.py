@@ -240,9 +240,11 @@ def main():
     def fc_command(port, binary=None, name="fc"):
         config = os.path.join(work, name + ".toml")
         with open(config, "w") as f:
+            # The audit key is made beside the log's directory: one directory per daemon, or
+            # two started at once race to make the same key.
             f.write('[vehicle]\nlink = "tcpout:127.0.0.1:%d"\n[mqtt]\nenabled = false\n'
                     '[estop]\nsocket_path = ""\n[audit]\ndir = "%s"\n'
-                    % (port, os.path.join(work, name + "-audit")))
+                    % (port, os.path.join(work, name, "audit")))
         return [binary or args.fc, "run", "--config", config]
 
     consumers = {
