@@ -830,22 +830,20 @@ impl EmergencyStop {
         }
     }
 
-    fn can_send(&self) -> bool {
-        self.autopilot_link_up
-            && self.vehicle.autopilot.is_some()
-            && (!self.pilot_in_control || self.terminated)
-    }
-
     /// While the pilot flies, the ladder neither sends nor escalates (unless it terminated).
     /// `step` and `poll_timeout` both ask here, so a deadline is offered only when acted on.
     fn ladder_acts(&self) -> bool {
         !self.pilot_in_control || self.terminated
     }
 
-    /// A command of `rung` can go now: over a link to an autopilot heard, and a hold only
-    /// where that autopilot has a hold mode. `poll_transmit` and `poll_timeout` both ask here.
+    /// A command of `rung` can go now: over a link to an autopilot heard, while the ladder
+    /// acts, and a hold only where that autopilot has a hold mode. `poll_transmit` and
+    /// `poll_timeout` both ask here.
     fn command_can_go(&self, rung: Rung) -> bool {
-        self.can_send() && (rung != Rung::Hold || self.hold_mode().is_some())
+        self.autopilot_link_up
+            && self.vehicle.autopilot.is_some()
+            && self.ladder_acts()
+            && (rung != Rung::Hold || self.hold_mode().is_some())
     }
 
     fn hold_mode(&self) -> Option<FlightMode> {
