@@ -1077,7 +1077,8 @@ impl Io {
                 &frame.message,
                 MavMessage::HEARTBEAT(hb) if super::is_autopilot_heartbeat(hb)
             );
-            match source {
+            // A candidate's autopilot heartbeat makes it the peer before its frame goes.
+            let takes_peer = match source {
                 Source::Peer => {
                     self.pin.heard(received_at);
                     // `tcpin`: the first autopilot heartbeat on a connection pins its host.
@@ -1089,30 +1090,32 @@ impl Io {
                         self.pin.pin(received_at, peer);
                         tracing::info!(link = %self.name, %peer, "autopilot peer pinned");
                     }
+                    None
                 }
                 // Pinned by an earlier frame of this datagram (which is still decoded by
                 // the candidate decoder).
                 Source::Candidate(from) if self.pin.pinned() == Some(from) => {
                     self.pin.heard(received_at);
+                    None
                 }
-                Source::Candidate(from) if autopilot_heartbeat => {
-                    return Some(Pause::TakePeer {
-                        from,
-                        frame: Box::new(LinkEvent::Frame {
-                            header: frame.header,
-                            message: frame.message,
-                            received_at,
-                        }),
-                    });
-                }
+                Source::Candidate(from) if autopilot_heartbeat => Some(from),
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
-                Source::Candidate(_) => {}
-            }
-            self.batch.push(LinkEvent::Frame {
+                Source::Candidate(_) => None,
+            };
+            let event = LinkEvent::Frame {
                 header: frame.header,
                 message: frame.message,
                 received_at,
-            });
+            };
+            match takes_peer {
+                Some(from) => {
+                    return Some(Pause::TakePeer {
+                        from,
+                        frame: Box::new(event),
+                    });
+                }
+                None => self.batch.push(event),
+            }
         }
     }
 
