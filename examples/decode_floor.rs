@@ -42,7 +42,7 @@ impl Consumer {
 
     fn feed(&mut self, bytes: &[u8]) {
         self.decoder.push(bytes);
-        while let Some(result) = self.decoder.poll() {
+        while let Some(result) = self.decoder.poll_boxed() {
             if let Ok(frame) = result {
                 std::hint::black_box(&frame.message);
                 self.frames += 1;

@@ -1059,8 +1059,8 @@ impl Io {
     fn decode(&mut self, source: Source, received_at: Instant) -> Option<Pause> {
         loop {
             let item = match source {
-                Source::Peer => self.decoder.poll(),
-                Source::Candidate(_) => self.candidate_decoder.poll(),
+                Source::Peer => self.decoder.poll_boxed(),
+                Source::Candidate(_) => self.candidate_decoder.poll_boxed(),
             }?;
             let frame = match item {
                 Ok(frame) => frame,
@@ -1102,19 +1102,24 @@ impl Io {
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
                 Source::Candidate(_) => None,
             };
-            let event = LinkEvent::Frame {
-                header: frame.header,
-                message: frame.message,
-                received_at,
-            };
+            // Built where it goes: the message is copied once, from the decoder's box into
+            // the batch (a named event was copied three more times; issue 17).
             match takes_peer {
                 Some(from) => {
                     return Some(Pause::TakePeer {
                         from,
-                        frame: Box::new(event),
+                        frame: Box::new(LinkEvent::Frame {
+                            header: frame.header,
+                            message: frame.message,
+                            received_at,
+                        }),
                     });
                 }
-                None => self.batch.push(event),
+                None => self.batch.push(LinkEvent::Frame {
+                    header: frame.header,
+                    message: frame.message,
+                    received_at,
+                }),
             }
         }
     }

@@ -165,6 +165,13 @@ impl FrameDecoder {
     /// The next decoded frame or rejected frame, or `None` when more bytes are needed.
     /// Garbage before a start marker is counted, never returned.
     pub fn poll(&mut self) -> Option<Result<Frame, FrameError>> {
+        self.poll_boxed().map(|item| item.map(|frame| *frame))
+    }
+
+    /// [`poll`](Self::poll), with the frame left where it was decoded: a frame is a few
+    /// hundred bytes, and a caller that moves its message on (the link task, into a batch)
+    /// copies it once from here rather than once per move (issue 17).
+    pub fn poll_boxed(&mut self) -> Option<Result<Box<Frame>, FrameError>> {
         loop {
             // Skip everything up to the next start marker in one go.
             let start = self
@@ -186,7 +193,7 @@ impl FrameDecoder {
                 Head::Frame(frame) => {
                     self.buffer.drain(..frame.raw.len());
                     self.counters.frames += 1;
-                    return Some(Ok(*frame));
+                    return Some(Ok(frame));
                 }
                 Head::Reject { error, skip } => {
                     match error {
