@@ -241,7 +241,7 @@ impl std::error::Error for EnvelopeError {}
 pub struct MarginSpeed {
     pub speed_m_s: f64,
     /// `envelope.speed_horizontal_m_s_max` or the autopilot parameter (`WPNAV_SPEED`, ...).
-    pub source: String,
+    pub source: &'static str,
 }
 
 /// Keep-in or keep-out.
@@ -708,7 +708,7 @@ impl Envelope {
             gps_fix_min,
             margin_speed: MarginSpeed {
                 speed_m_s: config.speed_horizontal_m_s_max,
-                source: "envelope.speed_horizontal_m_s_max".into(),
+                source: "envelope.speed_horizontal_m_s_max",
             },
         };
         envelope.require_inside("home", home.point())?;
@@ -755,7 +755,7 @@ impl Envelope {
         } else {
             MarginSpeed {
                 speed_m_s: self.config.speed_horizontal_m_s_max,
-                source: "envelope.speed_horizontal_m_s_max".into(),
+                source: "envelope.speed_horizontal_m_s_max",
             }
         };
     }
@@ -1227,7 +1227,7 @@ impl Envelope {
             margin_horizontal_m: self.margin_horizontal_m(),
             margin_horizontal_m_configured: c.margin_horizontal_m,
             margin_speed_m_s: self.margin_speed.speed_m_s,
-            margin_speed_source: self.margin_speed.source.clone(),
+            margin_speed_source: self.margin_speed.source.to_string(),
             margin_vertical_m: c.margin_vertical_m,
             speed_horizontal_m_s_max: c.speed_horizontal_m_s_max,
             speed_vertical_m_s_max: c.speed_vertical_m_s_max,

@@ -1105,7 +1105,7 @@ fn the_margins_grow_when_the_autopilot_flies_faster_than_the_limit_and_say_why()
     assert!(env.check_goal(&target, &good_facts(here)).is_allowed());
     env.set_margin_speed(crate::safety::preflight::MarginSpeed {
         speed_m_s: 10.0,
-        source: "WPNAV_SPEED".into(),
+        source: "WPNAV_SPEED",
     });
     assert!((env.margin_horizontal_m() - 24.4).abs() < 1e-9);
     let refusal = reason(env.check_goal(&target, &good_facts(here)));
@@ -1127,7 +1127,7 @@ fn the_margins_grow_when_the_autopilot_flies_faster_than_the_limit_and_say_why()
     // A slower autopilot never shrinks the margin below the configured one.
     env.set_margin_speed(crate::safety::preflight::MarginSpeed {
         speed_m_s: 3.0,
-        source: "WPNAV_SPEED".into(),
+        source: "WPNAV_SPEED",
     });
     assert_eq!(env.margin_horizontal_m(), 10.0);
     assert_eq!(

@@ -149,13 +149,13 @@ pub fn margin_speed(
 ) -> MarginSpeed {
     let mut basis = MarginSpeed {
         speed_m_s: limit_m_s,
-        source: "envelope.speed_horizontal_m_s_max".into(),
+        source: "envelope.speed_horizontal_m_s_max",
     };
-    let mut consider = |speed_m_s: Option<f64>, source: &str| {
+    let mut consider = |speed_m_s: Option<f64>, source: &'static str| {
         if let Some(speed) = speed_m_s.filter(|s| s.is_finite() && *s > basis.speed_m_s) {
             basis = MarginSpeed {
                 speed_m_s: speed,
-                source: source.into(),
+                source,
             };
         }
     };
@@ -243,9 +243,9 @@ pub fn check(params: &Parameters, config: &EnvelopeConfig) -> (Vec<Finding>, Mar
     if margin_m >= config.distance_from_home_m_max {
         add(
             Severity::Error,
-            &basis.source,
-            value(&basis.source),
-            match basis.source.as_str() {
+            basis.source,
+            value(basis.source),
+            match basis.source {
                 "WPNAV_SPEED" | "RTL_SPEED" => format!("{} or less", fmt(limit * 100.0)),
                 _ => format!("{} or less", fmt(limit)),
             },
