@@ -12,6 +12,7 @@
 //! - `start`: opening the links and spawning the tasks around the loop; the shutdown order.
 
 pub use flight_companion_core::daemon as core;
+mod signals;
 mod start;
 mod timer;
 
@@ -118,11 +119,13 @@ async fn run_loop(
 }
 
 /// What woke the loop: an input for the Core, and where its answer goes.
-// `Input` is as large as its one link frame (`Input::Link`, which the Core's tests feed one by
-// one); the loop reads the link's frames in place (`Arrival::Link`), and the rest are rare.
-#[allow(clippy::large_enum_variant)]
+///
+/// Kept small: it is moved several times on every turn, and a variant holding a frame (an
+/// `Input`, a ground station's frame) made each move a copy of a few hundred bytes (issue 17).
 enum Arrival {
-    Input(Input),
+    /// `Input::Tick`: a deadline of the Core or the status, or a request being flown.
+    Tick,
+    Bridge(crate::bridge::BridgeInput),
     /// Link events are buffered: read in place by the turn (`link_events_turn`).
     Link,
     Stop(StopRequest),
@@ -130,11 +133,11 @@ enum Arrival {
     EnvelopeChange(EnvelopeChange),
     Param(crate::control::param::ParamRequest),
     Mission(crate::control::mission::MissionRequest),
-    /// A ground station's frame or connection (issue 19).
-    Gcs(crate::gcs::GcsInput),
-    /// The broker connection went up or down: read with the ground's activity at the start
-    /// of the turn (`ground_turn`).
-    GroundChanged,
+    /// A ground station's frame or connection (issue 19), boxed: rare next to the link.
+    Gcs(Box<crate::gcs::GcsInput>),
+    /// The flags of `signals` raised: the broker connection went up or down (read with the
+    /// ground's activity at the start of the turn, `ground_turn`), or a new CPU temperature.
+    Changed(u8),
 }
 
 /// A request being flown: where its progress and end go, and how its caller cancels.
@@ -157,9 +160,9 @@ struct Shell {
     core: Core,
     config: Config,
     audit: crate::audit::AuditHandle,
-    /// The daemon's shutdown, as one future for the loop's life: a new `cancelled()` per turn
-    /// locked the token's tree when polled and when dropped (issue 17's ingest profile).
-    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// The daemon's shutdown, the ground's state and the CPU temperature, as flags raised by
+    /// small tasks (`signals`): cheaper to wait on than a future per source on every turn.
+    signals: signals::LoopSignals,
     link: LinkHandle,
     link_events: LinkEvents,
     link_shutdown: CancellationToken,
@@ -219,9 +222,9 @@ impl Shell {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
             Some(request) = self.stop_requests.recv() => Arrival::Stop(request),
-            () = self.shutdown.as_mut() => return Ok(None),
+            _ = self.signals.take(signals::SHUTDOWN) => return Ok(None),
             // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
-            Some(input) = next_bridge_input(&mut self.bridge) => Arrival::Input(Input::Bridge(input)),
+            Some(input) = next_bridge_input(&mut self.bridge) => Arrival::Bridge(input),
             ready = self.link_events.ready() => match ready {
                 true => Arrival::Link,
                 // Cancelling `shutdown` cancels its children (the link) before it marks
@@ -229,23 +232,20 @@ impl Shell {
                 false if self.link_shutdown.is_cancelled() => return Ok(None),
                 false => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
-            Ok(()) = self.ground.changed() => {
-                self.ground.borrow_and_update();
-                Arrival::GroundChanged
+            // The ground's state is read at the start of the turn (`ground_turn`).
+            changed = self.signals.take(signals::GROUND | signals::CPU_TEMPERATURE) => {
+                Arrival::Changed(changed)
             }
             Some(request) = self.control.recv() => Arrival::Control(request),
-            Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(input),
+            Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(Box::new(input)),
             Some(change) = self.envelope_changes.recv() => Arrival::EnvelopeChange(change),
             Some(request) = self.params.recv() => Arrival::Param(request),
             Some(request) = self.missions.recv() => Arrival::Mission(request),
-            Ok(()) = self.cpu_temperature.changed() => {
-                Arrival::Input(Input::CpuTemperature(*self.cpu_temperature.borrow_and_update()))
-            }
             expired = self.timer.expired() => {
                 expired.map_err(|e| anyhow::anyhow!("the decision loop's timer failed: {e}"))?;
-                Arrival::Input(Input::Tick)
+                Arrival::Tick
             }
-            _ = self.job_tick.tick(), if !self.waiting.is_empty() => Arrival::Input(Input::Tick),
+            _ = self.job_tick.tick(), if !self.waiting.is_empty() => Arrival::Tick,
         }))
     }
 
@@ -258,12 +258,20 @@ impl Shell {
             self.ground_turn(now);
         }
         match arrival {
-            Arrival::GroundChanged => {}
-            Arrival::Link => self.link_events_turn(now),
-            Arrival::Input(input) => {
-                self.core.handle(now, input);
+            Arrival::Changed(changed) => {
+                if changed & signals::CPU_TEMPERATURE != 0 {
+                    let celsius = *self.cpu_temperature.borrow_and_update();
+                    self.core.handle(now, Input::CpuTemperature(celsius));
+                }
             }
-            Arrival::Gcs(input) => self.gcs_input(now, input),
+            Arrival::Link => self.link_events_turn(now),
+            Arrival::Tick => {
+                self.core.handle(now, Input::Tick);
+            }
+            Arrival::Bridge(input) => {
+                self.core.handle(now, Input::Bridge(input));
+            }
+            Arrival::Gcs(input) => self.gcs_input(now, *input),
             Arrival::Stop(StopRequest { ask, reply }) => {
                 let answer = self.core.handle(now, Input::Stop(ask));
                 // Decided, sent, published, then answered: the stop's commands leave first

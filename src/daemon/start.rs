@@ -140,7 +140,7 @@ pub(super) async fn start(
     let shell = Shell {
         core,
         audit,
-        shutdown: Box::pin(shutdown.cancelled_owned()),
+        signals: loop_signals(&shutdown, &ground, &cpu_temperature),
         link,
         link_events,
         link_shutdown,
@@ -184,6 +184,21 @@ pub(super) async fn start(
         _ground: unused_ground,
     };
     Ok((shell, tasks))
+}
+
+/// The loop's rare wake-ups as flags, each raised by a task of the loop's runtime that waits
+/// on its source (`signals`).
+fn loop_signals(
+    shutdown: &CancellationToken,
+    ground: &watch::Receiver<crate::estop::GroundState>,
+    cpu_temperature: &watch::Receiver<Option<f64>>,
+) -> super::signals::LoopSignals {
+    use super::signals::{CPU_TEMPERATURE, GROUND};
+    let (signals, raiser) = super::signals::channel();
+    tokio::spawn(raiser.clone().on_cancel(shutdown.clone()));
+    tokio::spawn(raiser.clone().on_change(ground.clone(), GROUND));
+    tokio::spawn(raiser.on_change(cpu_temperature.clone(), CPU_TEMPERATURE));
+    signals
 }
 
 /// The loop's tick while a request is flown, at the envelope monitor's period: a cancelled
