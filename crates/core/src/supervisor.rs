@@ -208,6 +208,33 @@ pub struct Supervisor {
     fence_check_due: bool,
     /// A check found a difference and `[envelope] mirror_to_autopilot` is set.
     fence_mirror_due: bool,
+    /// The pre-flight check as the status last showed it, and what it was computed from
+    /// (`preflight_shown`).
+    preflight_shown: Option<PreflightShown>,
+}
+
+/// The pre-flight check's verdict and everything it was computed from. The check formats a
+/// sentence per finding (16,000 instructions and a dozen allocations, ten times a second for
+/// the status); its inputs change a few times per flight.
+#[derive(Debug, Clone)]
+struct PreflightShown {
+    parameters_generation: u64,
+    kind: AutopilotKind,
+    state: ReadState,
+    reading: bool,
+    missing: Vec<&'static str>,
+    envelope: EnvelopeConfig,
+    verdict: PreflightVerdict,
+}
+
+/// What `preflight::check` and the cruise speed say, before the report adds the times.
+#[derive(Debug, Clone)]
+struct PreflightVerdict {
+    findings: std::sync::Arc<[preflight::Finding]>,
+    margin_speed: preflight::MarginSpeed,
+    margin_horizontal_m: f64,
+    cruise_speed_m_s: f64,
+    arming_allowed: bool,
 }
 
 /// A ground speed this far above the envelope's limit (at least [`SPEED_TOLERANCE_M_S_MIN`])
@@ -294,6 +321,7 @@ impl Supervisor {
             fence: crate::vehicle::fence_sync::FenceSync::new(fence::mission_options(&options)),
             fence_check_due: false,
             fence_mirror_due: false,
+            preflight_shown: None,
             options,
         }
     }
@@ -516,14 +544,56 @@ impl Supervisor {
 
     /// The pre-flight check of the autopilot against the envelope, as of now.
     pub fn preflight(&self, now: Instant) -> PreflightReport {
-        let config = self
-            .envelope
+        self.preflight_report(now, self.preflight_verdict())
+    }
+
+    /// [`preflight`](Self::preflight) for the status, ten times a second: the verdict is
+    /// computed again only when something it is computed from changed (the parameters'
+    /// values, the autopilot, the reading's progress, the names given up on, the envelope).
+    /// The arming gate never uses it: it asks `preflight`, so a key that missed an input
+    /// could only make the status lag, never let an arming through.
+    pub fn preflight_shown(&mut self, now: Instant) -> PreflightReport {
+        let config = self.envelope_config();
+        let params = &self.params;
+        let fresh = |shown: &PreflightShown| {
+            shown.parameters_generation == params.generation()
+                && shown.kind == params.autopilot().unwrap_or(AutopilotKind::Other)
+                && shown.state == params.state()
+                && shown.reading == self.preflight_reading()
+                && shown.missing == params.missing()
+                && shown.envelope == *config
+        };
+        let verdict = match &self.preflight_shown {
+            Some(shown) if fresh(shown) => shown.verdict.clone(),
+            _ => {
+                let verdict = self.preflight_verdict();
+                self.preflight_shown = Some(PreflightShown {
+                    parameters_generation: self.params.generation(),
+                    kind: self.params.autopilot().unwrap_or(AutopilotKind::Other),
+                    state: self.params.state(),
+                    reading: self.preflight_reading(),
+                    missing: self.params.missing().to_vec(),
+                    envelope: self.envelope_config().clone(),
+                    verdict: verdict.clone(),
+                });
+                verdict
+            }
+        };
+        self.preflight_report(now, verdict)
+    }
+
+    /// The envelope's configuration in force, or the configured one before home is known.
+    fn envelope_config(&self) -> &EnvelopeConfig {
+        self.envelope
             .as_ref()
-            .map_or(&self.options.envelope, |e| e.config());
+            .map_or(&self.options.envelope, |e| e.config())
+    }
+
+    fn preflight_verdict(&self) -> PreflightVerdict {
+        let config = self.envelope_config();
         let kind = self.params.autopilot().unwrap_or(AutopilotKind::Other);
         let params = &self.params;
         let value = |name: &str| params.value(name);
-        let state = params.state();
         let reading = self.preflight_reading();
         let (findings, margin_speed, margin_horizontal_m) = preflight::check(
             &preflight::Parameters {
@@ -537,10 +607,21 @@ impl Supervisor {
         let limit = config.speed_horizontal_m_s_max;
         let cruise = preflight::autopilot_cruise_m_s(kind, &value).map_or(limit, |c| c.min(limit));
         let arming_allowed = !reading
-            && state != ReadState::NotStarted
+            && params.state() != ReadState::NotStarted
             && findings.iter().all(|f| f.severity != Severity::Error);
+        PreflightVerdict {
+            findings: findings.into(),
+            margin_speed,
+            margin_horizontal_m,
+            cruise_speed_m_s: cruise,
+            arming_allowed,
+        }
+    }
+
+    fn preflight_report(&self, now: Instant, verdict: PreflightVerdict) -> PreflightReport {
+        let params = &self.params;
         PreflightReport {
-            state: match state {
+            state: match params.state() {
                 ReadState::NotStarted => "not_started",
                 ReadState::Reading => "reading",
                 ReadState::Done => "done",
@@ -552,11 +633,11 @@ impl Supervisor {
             parameters_age_ms: params.oldest_at().map(|at| {
                 u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
             }),
-            findings,
-            margin_speed,
-            margin_horizontal_m,
-            cruise_speed_m_s: cruise,
-            arming_allowed,
+            findings: verdict.findings,
+            margin_speed: verdict.margin_speed,
+            margin_horizontal_m: verdict.margin_horizontal_m,
+            cruise_speed_m_s: verdict.cruise_speed_m_s,
+            arming_allowed: verdict.arming_allowed,
         }
     }
 
@@ -1463,6 +1544,85 @@ mod tests {
             .count()
     }
 
+    /// The status shows the pre-flight check from a kept verdict while its inputs stand
+    /// (`preflight_shown`); at every step of a parameter read it must say what the arming
+    /// gate's fresh check says: values arriving, a value changing, names given up on.
+    #[test]
+    fn the_status_preflight_says_what_the_fresh_check_says_at_every_step() {
+        use crate::link::dialect::{MavParamType, PARAM_VALUE_DATA};
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(options(), t0);
+        let mut seen = Vec::new();
+        let mut check = |s: &mut Supervisor, now: Instant, step: &str| {
+            let shown = s.preflight_shown(now);
+            assert_eq!(shown, s.preflight(now), "{step}");
+            // Twice: the second comes from the kept verdict.
+            assert_eq!(s.preflight_shown(now), shown, "{step}, kept");
+            seen.push(shown);
+        };
+        check(&mut s, t0, "no autopilot");
+        let (header, heartbeat) = autopilot_heartbeat();
+        s.handle_message(t0, &header, &heartbeat);
+        let mut now = t0;
+        let mut asked = Vec::new();
+        let ask = |s: &mut Supervisor, now: Instant, asked: &mut Vec<String>| {
+            for message in drain(s, now) {
+                if let MavMessage::PARAM_REQUEST_READ(r) = message {
+                    asked.extend(r.param_id.to_str().ok().map(str::to_owned));
+                }
+            }
+        };
+        ask(&mut s, now, &mut asked);
+        check(&mut s, now, "reading");
+        let answer = |s: &mut Supervisor, now: Instant, name: &str, value: f32| {
+            let message = MavMessage::PARAM_VALUE(PARAM_VALUE_DATA {
+                param_id: name.into(),
+                param_value: value,
+                param_type: MavParamType::MAV_PARAM_TYPE_REAL32,
+                param_count: 900,
+                param_index: 0,
+            });
+            s.handle_message(now, &header, &message);
+        };
+        // Every name but the first is answered (ArduPilot's WPNAV_SPEED above the limit first);
+        // the first is never answered, so it ends up missing.
+        let mut unanswered = None;
+        for _ in 0..400 {
+            let Some(name) = asked.pop() else {
+                now += Duration::from_millis(100);
+                // The autopilot stays heard: a silent one is forgotten with its reading.
+                s.handle_message(now, &header, &heartbeat);
+                ask(&mut s, now, &mut asked);
+                if asked.is_empty() && s.params.state() == ReadState::Done {
+                    break;
+                }
+                check(&mut s, now, "waiting");
+                continue;
+            };
+            if unanswered.is_none() {
+                unanswered = Some(name);
+                continue;
+            }
+            if unanswered.as_deref() == Some(name.as_str()) {
+                continue;
+            }
+            let value = if name == "WPNAV_SPEED" { 1500.0 } else { 1.0 };
+            answer(&mut s, now, &name, value);
+            check(&mut s, now, &format!("{name} answered"));
+        }
+        let missing = s.preflight(now).parameters_missing;
+        assert_eq!(missing, unanswered.into_iter().collect::<Vec<_>>());
+        check(&mut s, now, "one name missing");
+        answer(&mut s, now, "WPNAV_SPEED", 300.0);
+        check(&mut s, now, "WPNAV_SPEED lowered");
+        let findings: std::collections::BTreeSet<_> =
+            seen.iter().map(|r| format!("{:?}", r.findings)).collect();
+        assert!(
+            findings.len() >= 3,
+            "the findings changed with the inputs: {findings:?}"
+        );
+    }
+
     #[test]
     fn heartbeats_at_the_interval_and_never_bursts_after_a_stall() {
         let t0 = Instant::now();
@@ -1511,7 +1671,7 @@ mod tests {
         );
 
         let mut requested = 1;
-        for _ in 0..64 {
+        for _ in 0..400 {
             let (h, m) = ack(MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL);
             s.handle_message(t0, &h, &m);
             let (h, m) = ack(MavCmd::MAV_CMD_REQUEST_MESSAGE);

@@ -432,13 +432,19 @@ impl Core {
 
     /// The status report of the Core's parts. The shell adds its own (camera, audit, local
     /// e-stop socket, bridge writer) and then asks [`Core::assess_health`].
-    pub fn status(&self, now: Instant, counters: FrameCounters, reconnects: u64) -> StatusReport {
+    pub fn status(
+        &mut self,
+        now: Instant,
+        counters: FrameCounters,
+        reconnects: u64,
+    ) -> StatusReport {
+        let preflight = self.supervisor.preflight_shown(now);
         let s = &self.supervisor;
         let mut report = StatusReport::unassessed(s.snapshot(now, counters, reconnects));
         report.envelope_warning = s.envelope_warning().map(str::to_owned);
         report.active_action = s.active_action().map(|a| a.to_string());
         report.envelope_events = s.envelope_events().cloned().collect();
-        report.preflight = Some(s.preflight(now));
+        report.preflight = Some(preflight);
         report.autopilot_fence = Some(crate::status::AutopilotFenceStatus::new(
             s.fence_status(),
             now,

@@ -9,7 +9,7 @@ fn options() -> CoreOptions {
     CoreOptions::from_config(&Config::default(), None)
 }
 
-fn report(core: &Core, now: Instant) -> StatusReport {
+fn report(core: &mut Core, now: Instant) -> StatusReport {
     core.status(now, FrameCounters::default(), 0)
 }
 
@@ -18,10 +18,16 @@ fn the_cpu_temperature_is_an_input_and_the_health_alert_follows_it_with_hysteres
     let t0 = Instant::now();
     let mut core = Core::new(options(), t0);
     let hot = |summary: &HealthSummary| summary.recent_alerts.iter().any(|a| a.alert == "cpu_hot");
-    let summary = core.assess_health(&report(&core, t0));
+    let summary = {
+        let report = report(&mut core, t0);
+        core.assess_health(&report)
+    };
     assert!(!hot(&summary), "no reading, no alert: {summary:?}");
     core.handle(t0, Input::CpuTemperature(Some(80.0)));
-    let summary = core.assess_health(&report(&core, t0));
+    let summary = {
+        let report = report(&mut core, t0);
+        core.assess_health(&report)
+    };
     assert!(
         hot(&summary),
         "80 °C is over the default 75 °C: {summary:?}"
@@ -32,13 +38,19 @@ fn the_cpu_temperature_is_an_input_and_the_health_alert_follows_it_with_hysteres
     );
     // Just under the threshold is still hot (hysteresis); well under clears the reason.
     core.handle(t0, Input::CpuTemperature(Some(74.0)));
-    let summary = core.assess_health(&report(&core, t0));
+    let summary = {
+        let report = report(&mut core, t0);
+        core.assess_health(&report)
+    };
     assert!(
         summary.reasons.iter().any(|r| r.contains("CPU at 74.0")),
         "{summary:?}"
     );
     core.handle(t0, Input::CpuTemperature(Some(50.0)));
-    let summary = core.assess_health(&report(&core, t0));
+    let summary = {
+        let report = report(&mut core, t0);
+        core.assess_health(&report)
+    };
     assert!(
         !summary.reasons.iter().any(|r| r.contains("CPU")),
         "{summary:?}"

@@ -109,8 +109,9 @@ pub struct PreflightReport {
     pub parameters_missing: Vec<String>,
     /// Milliseconds since the oldest value was read; null before any.
     pub parameters_age_ms: Option<u64>,
-    /// Errors first.
-    pub findings: Vec<Finding>,
+    /// Errors first. Shared: the status shows the same findings until the check's inputs
+    /// change (`Supervisor::preflight_shown`), and a status is built ten times a second.
+    pub findings: std::sync::Arc<[Finding]>,
     /// The highest horizontal speed the vehicle can fly on its own or when told (the
     /// envelope's limit or the autopilot's speeds, whichever is higher): the horizontal margin
     /// is at least the stopping distance at this speed.

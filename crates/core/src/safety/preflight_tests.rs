@@ -338,10 +338,7 @@ fn the_margins_are_sized_from_the_fastest_speed_and_name_it() {
     params.insert("MPC_XY_CRUISE", 9.0);
     params.insert("MPC_XY_VEL_MAX", 7.0);
     let (_, basis, _) = run(AutopilotKind::Px4, &params, &[], &config);
-    assert_eq!(
-        (basis.source, basis.speed_m_s),
-        ("MPC_XY_CRUISE", 7.0)
-    );
+    assert_eq!((basis.source, basis.speed_m_s), ("MPC_XY_CRUISE", 7.0));
     // A margin that leaves no room is an error naming the speed that drove it.
     let small = EnvelopeConfig {
         distance_from_home_m_max: 20.0,
