@@ -46,6 +46,7 @@ pub mod probe;
 pub mod signing_tool;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod wake;
 
 /// The version and the git commit this binary was built from (the core crate's, which the
 /// status report names; both packages share the workspace's version and commit rule).

@@ -12,7 +12,6 @@
 //! - `start`: opening the links and spawning the tasks around the loop; the shutdown order.
 
 pub use flight_companion_core::daemon as core;
-mod signals;
 mod start;
 mod timer;
 
@@ -35,6 +34,12 @@ use crate::link::transport::{LinkEvents, LinkHandle, SendError};
 use crate::notify::{Notifier, State};
 use crate::status::StatusReport;
 
+/// The flags of the loop's rare wake-ups (`Shell::signals`): the daemon is stopping.
+const SHUTDOWN: u8 = 1;
+/// The ground's state (`GroundState`) changed.
+const GROUND: u8 = 1 << 1;
+/// A new CPU temperature reading.
+const CPU_TEMPERATURE: u8 = 1 << 2;
 /// How often the status seen by MCP clients is refreshed from the cores.
 const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// A status that is due is published by the next turn of the loop, whatever woke it; the
@@ -135,7 +140,7 @@ enum Arrival {
     Mission(crate::control::mission::MissionRequest),
     /// A ground station's frame or connection (issue 19), boxed: rare next to the link.
     Gcs(Box<crate::gcs::GcsInput>),
-    /// The flags of `signals` raised: the broker connection went up or down (read with the
+    /// The flags of `Shell::signals` raised: the broker connection went up or down (read with the
     /// ground's activity at the start of the turn, `ground_turn`), or a new CPU temperature.
     Changed(u8),
 }
@@ -161,8 +166,8 @@ struct Shell {
     config: Config,
     audit: crate::audit::AuditHandle,
     /// The daemon's shutdown, the ground's state and the CPU temperature, as flags raised by
-    /// small tasks (`signals`): cheaper to wait on than a future per source on every turn.
-    signals: signals::LoopSignals,
+    /// small tasks (`crate::wake`): cheaper to wait on than a future per source on every turn.
+    signals: crate::wake::Flags,
     link: LinkHandle,
     link_events: LinkEvents,
     link_shutdown: CancellationToken,
@@ -222,7 +227,7 @@ impl Shell {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
             Some(request) = self.stop_requests.recv() => Arrival::Stop(request),
-            _ = self.signals.take(signals::SHUTDOWN) => return Ok(None),
+            _ = self.signals.take(SHUTDOWN) => return Ok(None),
             // Second only to shutdown: a bridge e-stop is never behind MQTT or telemetry.
             Some(input) = next_bridge_input(&mut self.bridge) => Arrival::Bridge(input),
             ready = self.link_events.ready() => match ready {
@@ -233,7 +238,7 @@ impl Shell {
                 false => anyhow::bail!("the autopilot link task ended unexpectedly"),
             },
             // The ground's state is read at the start of the turn (`ground_turn`).
-            changed = self.signals.take(signals::GROUND | signals::CPU_TEMPERATURE) => {
+            changed = self.signals.take(GROUND | CPU_TEMPERATURE) => {
                 Arrival::Changed(changed)
             }
             Some(request) = self.control.recv() => Arrival::Control(request),
@@ -259,7 +264,7 @@ impl Shell {
         }
         match arrival {
             Arrival::Changed(changed) => {
-                if changed & signals::CPU_TEMPERATURE != 0 {
+                if changed & CPU_TEMPERATURE != 0 {
                     let celsius = *self.cpu_temperature.borrow_and_update();
                     self.core.handle(now, Input::CpuTemperature(celsius));
                 }

@@ -187,15 +187,15 @@ pub(super) async fn start(
 }
 
 /// The loop's rare wake-ups as flags, each raised by a task of the loop's runtime that waits
-/// on its source (`signals`).
+/// on its source (`crate::wake`).
 fn loop_signals(
     shutdown: &CancellationToken,
     ground: &watch::Receiver<crate::estop::GroundState>,
     cpu_temperature: &watch::Receiver<Option<f64>>,
-) -> super::signals::LoopSignals {
-    use super::signals::{CPU_TEMPERATURE, GROUND};
-    let (signals, raiser) = super::signals::channel();
-    tokio::spawn(raiser.clone().on_cancel(shutdown.clone()));
+) -> crate::wake::Flags {
+    use super::{CPU_TEMPERATURE, GROUND, SHUTDOWN};
+    let (signals, raiser) = crate::wake::flags();
+    tokio::spawn(raiser.clone().on_cancel(shutdown.clone(), SHUTDOWN));
     tokio::spawn(raiser.clone().on_change(ground.clone(), GROUND));
     tokio::spawn(raiser.on_change(cpu_temperature.clone(), CPU_TEMPERATURE));
     signals

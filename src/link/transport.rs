@@ -597,6 +597,7 @@ impl Link {
             decoder: FrameDecoder::new(),
             candidate_decoder: FrameDecoder::new(),
             options,
+            stopping: stopping_flag(&shutdown),
             shutdown,
             ever_connected: false,
             down_reported: false,
@@ -617,6 +618,16 @@ impl Link {
         };
         Ok((LinkHandle { shared }, events))
     }
+}
+
+/// The flag of `Io::stopping`.
+const STOPPING: u8 = 1;
+
+/// `STOPPING`, raised by a task of the link's runtime once `shutdown` is cancelled.
+fn stopping_flag(shutdown: &CancellationToken) -> crate::wake::Flags {
+    let (flags, raiser) = crate::wake::flags();
+    tokio::spawn(raiser.on_cancel(shutdown.clone(), STOPPING));
+    flags
 }
 
 /// Persists the link's signing timestamp every [`PERSIST_INTERVAL`] and once more at
@@ -686,6 +697,9 @@ struct Io {
     candidate_decoder: FrameDecoder,
     options: LinkOptions,
     shutdown: CancellationToken,
+    /// `STOPPING` once `shutdown` is cancelled, for the read loops, which wait again after
+    /// every read: cheaper to poll than a `cancelled()` future (`crate::wake`).
+    stopping: crate::wake::Flags,
     ever_connected: bool,
     /// A `Disconnected` was sent since the last `Connected`; retries are only logged.
     down_reported: bool,
@@ -879,13 +893,9 @@ impl Io {
         }
         let listening = peer.is_none();
         let mut buf = vec![0u8; 65_536];
-        // One cancellation future for the socket's life: a new one per datagram locked the
-        // token's tree twice (when polled and when dropped).
-        let cancelled = self.shutdown.clone().cancelled_owned();
-        tokio::pin!(cancelled);
         loop {
             let step = tokio::select! {
-                _ = &mut cancelled => return Err(Stop),
+                _ = self.stopping.take(STOPPING) => return Err(Stop),
                 received = socket.recv_from(&mut buf) => UdpStep::Received(received),
                 Some(bytes) = self.outgoing.recv() => UdpStep::Send(bytes),
                 () = report_due(self.reporter.poll_timeout()) => UdpStep::Report,
@@ -972,13 +982,9 @@ impl Io {
         // mutex on every poll of either half (issue 17's ingest profile).
         tokio::pin!(stream);
         let mut buf = [0u8; READ_BUFFER_LEN];
-        // One cancellation future for the stream's life: a new one per read locked the
-        // token's tree twice (when polled and when dropped).
-        let cancelled = self.shutdown.clone().cancelled_owned();
-        tokio::pin!(cancelled);
         loop {
             let step = tokio::select! {
-                _ = &mut cancelled => return Err(Stop),
+                _ = self.stopping.take(STOPPING) => return Err(Stop),
                 read = stream.read(&mut buf) => StreamStep::Read(read),
                 Some(bytes) = self.outgoing.recv() => StreamStep::Write(bytes),
                 accepted = accept_if(listener) => StreamStep::Accepted(accepted),
@@ -995,7 +1001,7 @@ impl Io {
                 }
                 StreamStep::Write(bytes) => {
                     let written = tokio::select! {
-                        _ = &mut cancelled => return Err(Stop),
+                        _ = self.stopping.take(STOPPING) => return Err(Stop),
                         written = stream.write_all(&bytes) => written,
                     };
                     if let Err(error) = written {
@@ -1057,6 +1063,11 @@ impl Io {
     /// only the task's async side can do comes up. Never awaits, so no frame is moved into
     /// the task's future on its way to the batch (issue 17).
     fn decode(&mut self, source: Source, received_at: Instant) -> Option<Pause> {
+        // The codec (signing state) is locked once per read rather than per frame (a lock
+        // per frame was a percent of the daemon's instructions per message, issue 17); a
+        // sender waits at most for one read's frames.
+        let shared = Arc::clone(&self.shared);
+        let mut codec = shared.codec();
         loop {
             let item = match source {
                 Source::Peer => self.decoder.poll_boxed(),
@@ -1070,7 +1081,7 @@ impl Io {
                     continue;
                 }
             };
-            if let Some(refusal) = self.check_signature(&frame, source) {
+            if let Some(refusal) = self.check_signature(&mut codec, &frame, source) {
                 return Some(refusal);
             }
             let autopilot_heartbeat = matches!(
@@ -1137,15 +1148,10 @@ impl Io {
 
     /// The signing verdict on one frame: `None` when it may be delivered, else its refusal
     /// (counted by the signing state) to report.
-    fn check_signature(&mut self, frame: &Frame, source: Source) -> Option<Pause> {
-        let verdict = {
-            let mut codec = self.shared.codec();
-            let clock = codec.clock();
-            codec
-                .signing
-                .as_mut()
-                .map(|signing| (signing.check(frame.view(), clock), signing.timestamp()))
-        };
+    fn check_signature(&self, codec: &mut Codec, frame: &Frame, source: Source) -> Option<Pause> {
+        let signing = codec.signing.as_mut()?;
+        let clock = codec.wall_clock.then(wall_clock_timestamp);
+        let verdict = Some((signing.check(frame.view(), clock), signing.timestamp()));
         let Some((Err(reason), local)) = verdict else {
             return None;
         };

@@ -1,12 +1,15 @@
-//! The loop's rare wake-ups (the daemon's shutdown, the ground's state, the CPU
-//! temperature) as flags with one waker, raised by small tasks that wait on the sources.
+//! Rare wake-ups as flags with one waker: a task that waits again after every read (the
+//! decision loop, a link's IO task) takes the flags of a mask in one branch of its
+//! `select!`, and small tasks raise them when their source changes (a cancellation token, a
+//! `watch`).
 //!
-//! Why not a branch per source: the loop waits again after every read of the link, and a
-//! `watch::changed()` or a `cancelled()` future locks its `Notify`'s list when it is polled
-//! and again when the `select!` drops it, for a change that comes a few times a minute.
-//! Those three branches cost about 1,400 instructions per turn, a twentieth of the daemon's
-//! work per message (issue 17's callgrind profile). Polling a flag costs an atomic swap and
-//! the waker's registration; the locks are taken by the forwarding tasks, once per change.
+//! Why not a branch on the source itself: a `watch::changed()` or a `cancelled()` future
+//! locks its `Notify`'s list when it is polled and again when the `select!` drops it, for a
+//! change that comes a few times a minute, or once in the daemon's life. In the decision
+//! loop those branches cost about 1,400 instructions per turn, a twentieth of the daemon's
+//! work per message (issue 17's callgrind profile). Polling a flag costs an atomic
+//! operation and the waker's registration; the locks are taken by the forwarding tasks,
+//! once per change.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -17,22 +20,15 @@ use futures::task::AtomicWaker;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// The daemon is stopping.
-pub const SHUTDOWN: u8 = 1;
-/// The ground's state (`GroundState`) changed.
-pub const GROUND: u8 = 1 << 1;
-/// A new CPU temperature reading.
-pub const CPU_TEMPERATURE: u8 = 1 << 2;
-
 #[derive(Default)]
 struct Shared {
     raised: AtomicU8,
     waker: AtomicWaker,
 }
 
-/// The loop's side: waits for flags of a mask, so each keeps its own place in the loop's
-/// biased `select!`.
-pub struct LoopSignals {
+/// The waiting task's side: takes the flags of a mask, so each source keeps its own place in
+/// a biased `select!`.
+pub struct Flags {
     shared: Arc<Shared>,
 }
 
@@ -42,17 +38,18 @@ pub struct Raiser {
     shared: Arc<Shared>,
 }
 
-pub fn channel() -> (LoopSignals, Raiser) {
+/// Flags (all lowered), and what raises them.
+pub fn flags() -> (Flags, Raiser) {
     let shared = Arc::new(Shared::default());
     (
-        LoopSignals {
+        Flags {
             shared: shared.clone(),
         },
         Raiser { shared },
     )
 }
 
-impl LoopSignals {
+impl Flags {
     /// The flags of `mask` raised since they were last taken, once any is; the others stay
     /// raised. Cancel-safe: nothing is taken unless this returns.
     pub async fn take(&self, mask: u8) -> u8 {
@@ -74,10 +71,10 @@ impl Raiser {
         self.shared.waker.wake();
     }
 
-    /// Raises `SHUTDOWN` once `shutdown` is cancelled.
-    pub async fn on_cancel(self, shutdown: CancellationToken) {
-        shutdown.cancelled().await;
-        self.raise(SHUTDOWN);
+    /// Raises `flag` once `token` is cancelled.
+    pub async fn on_cancel(self, token: CancellationToken, flag: u8) {
+        token.cancelled().await;
+        self.raise(flag);
     }
 
     /// Raises `flag` at every change of `source`, until its sender is gone.
@@ -93,9 +90,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const SHUTDOWN: u8 = 1;
+    const GROUND: u8 = 1 << 1;
+    const CPU_TEMPERATURE: u8 = 1 << 2;
+
     #[tokio::test]
     async fn a_mask_takes_only_its_flags_and_the_rest_stay_raised() {
-        let (signals, raiser) = channel();
+        let (signals, raiser) = flags();
         raiser.raise(GROUND | CPU_TEMPERATURE);
         assert_eq!(signals.take(SHUTDOWN | GROUND).await, GROUND);
         assert_eq!(signals.take(CPU_TEMPERATURE).await, CPU_TEMPERATURE);
@@ -105,11 +106,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_raise_from_another_task_wakes_the_waiting_loop() {
-        let (signals, raiser) = channel();
+        let (signals, raiser) = flags();
         let (tx, rx) = watch::channel(0u8);
         let token = CancellationToken::new();
         tokio::spawn(raiser.clone().on_change(rx, CPU_TEMPERATURE));
-        tokio::spawn(raiser.on_cancel(token.clone()));
+        tokio::spawn(raiser.on_cancel(token.clone(), SHUTDOWN));
         tx.send_replace(1);
         let taken = tokio::time::timeout(Duration::from_secs(5), signals.take(CPU_TEMPERATURE));
         assert_eq!(taken.await.expect("woken"), CPU_TEMPERATURE);
