@@ -78,7 +78,7 @@ pub struct HealthSummary {
     /// Why the state is not healthy, one sentence each (empty when healthy).
     pub reasons: Vec<String>,
     /// Every alert and whether it is active now (after hysteresis).
-    pub alerts: BTreeMap<String, bool>,
+    pub alerts: BTreeMap<&'static str, bool>,
     /// The last raised alerts, oldest first (at most 16).
     pub recent_alerts: Vec<RaisedAlert>,
 }
@@ -384,14 +384,10 @@ impl HealthMonitor {
                 HealthState::Healthy
             },
             reasons,
+            // Static names: the summary is built with every status, ten times a second.
             alerts: ALERTS
                 .iter()
-                .map(|a| {
-                    (
-                        (*a).to_owned(),
-                        self.active.get(a).copied().unwrap_or(false),
-                    )
-                })
+                .map(|a| (*a, self.active.get(a).copied().unwrap_or(false)))
                 .collect(),
             recent_alerts: self.recent.iter().cloned().collect(),
         }
