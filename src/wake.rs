@@ -27,7 +27,8 @@ struct Shared {
 }
 
 /// The waiting task's side: takes the flags of a mask, so each source keeps its own place in
-/// a biased `select!`.
+/// a biased `select!`. One task waits on it (the waker is the last one registered); it may
+/// wait on several masks at once.
 pub struct Flags {
     shared: Arc<Shared>,
 }

@@ -1149,10 +1149,9 @@ impl Io {
     /// The signing verdict on one frame: `None` when it may be delivered, else its refusal
     /// (counted by the signing state) to report.
     fn check_signature(&self, codec: &mut Codec, frame: &Frame, source: Source) -> Option<Pause> {
+        let clock = codec.clock();
         let signing = codec.signing.as_mut()?;
-        let clock = codec.wall_clock.then(wall_clock_timestamp);
-        let verdict = Some((signing.check(frame.view(), clock), signing.timestamp()));
-        let Some((Err(reason), local)) = verdict else {
+        let (Err(reason), local) = (signing.check(frame.view(), clock), signing.timestamp()) else {
             return None;
         };
         let from = match source {

@@ -210,7 +210,7 @@ pub struct Supervisor {
     fence_mirror_due: bool,
     /// The pre-flight check as the status last showed it, and what it was computed from
     /// (`preflight_shown`).
-    preflight_shown: Option<PreflightShown>,
+    preflight_kept: Option<PreflightShown>,
 }
 
 /// The pre-flight check's verdict and everything it was computed from. The check formats a
@@ -321,7 +321,7 @@ impl Supervisor {
             fence: crate::vehicle::fence_sync::FenceSync::new(fence::mission_options(&options)),
             fence_check_due: false,
             fence_mirror_due: false,
-            preflight_shown: None,
+            preflight_kept: None,
             options,
         }
     }
@@ -563,11 +563,11 @@ impl Supervisor {
                 && shown.missing == params.missing()
                 && shown.envelope == *config
         };
-        let verdict = match &self.preflight_shown {
+        let verdict = match &self.preflight_kept {
             Some(shown) if fresh(shown) => shown.verdict.clone(),
             _ => {
                 let verdict = self.preflight_verdict();
-                self.preflight_shown = Some(PreflightShown {
+                self.preflight_kept = Some(PreflightShown {
                     parameters_generation: self.params.generation(),
                     kind: self.params.autopilot().unwrap_or(AutopilotKind::Other),
                     state: self.params.state(),
