@@ -151,15 +151,15 @@ impl Station {
                             let _ = tx.send(());
                         }
                     }
-                    LinkEvent::Frame {
-                        header,
-                        message: MavMessage::HEARTBEAT(h),
-                        ..
-                    } if header.component_id == 1 => mode.store(h.custom_mode, Ordering::SeqCst),
-                    LinkEvent::Frame {
-                        message: MavMessage::GLOBAL_POSITION_INT(p),
-                        ..
-                    } => alt.store(p.relative_alt, Ordering::SeqCst),
+                    LinkEvent::Frame { frame, .. } => match frame.message {
+                        MavMessage::HEARTBEAT(h) if frame.header.component_id == 1 => {
+                            mode.store(h.custom_mode, Ordering::SeqCst)
+                        }
+                        MavMessage::GLOBAL_POSITION_INT(p) => {
+                            alt.store(p.relative_alt, Ordering::SeqCst)
+                        }
+                        _ => {}
+                    },
                     _ => {}
                 }
             }

@@ -161,15 +161,11 @@ impl Session {
             if let LinkEvent::Refused(refusal) = &event {
                 self.refused.insert(refusal.reason.as_str());
             }
-            if let LinkEvent::Frame {
-                header,
-                message,
-                received_at,
-            } = event
+            if let LinkEvent::Frame { frame, received_at } = event
                 && received_at >= since
-                && u8::try_from(header.system_id) == Ok(self.target.0)
-                && header.component_id == self.target.1
-                && let Some(found) = want(&message)
+                && u8::try_from(frame.header.system_id) == Ok(self.target.0)
+                && frame.header.component_id == self.target.1
+                && let Some(found) = want(&frame.message)
             {
                 return Some(found);
             }
@@ -280,11 +276,7 @@ async fn find_autopilot(
             () = tokio::time::sleep_until(deadline) => break,
         };
         let Some(event) = event else { break };
-        if let LinkEvent::Frame {
-            header,
-            message: MavMessage::HEARTBEAT(hb),
-            ..
-        } = &event
+        if let Some((header, MavMessage::HEARTBEAT(hb))) = event.as_frame()
             && is_autopilot_heartbeat(hb)
             && let Ok(system) = u8::try_from(header.system_id)
             && wanted.0.is_none_or(|s| s == system)

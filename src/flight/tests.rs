@@ -118,11 +118,7 @@ impl Rig {
         };
         let mut read = Vec::new();
         while let Some(message) = self.sim.poll_transmit(self.now) {
-            read.push(LinkEvent::Frame {
-                header,
-                message,
-                received_at: now,
-            });
+            read.push(LinkEvent::frame(header, message, now));
         }
         if read.is_empty() {
             self.turn(Input::Tick);

@@ -128,12 +128,10 @@ impl GcsLoop {
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
                     let input = match event {
-                        LinkEvent::Frame {
-                            header, message, ..
-                        } => GcsInput::Frame {
+                        LinkEvent::Frame { frame, .. } => GcsInput::Frame {
                             endpoint: index,
-                            header,
-                            message,
+                            header: frame.header,
+                            message: frame.message,
                         },
                         LinkEvent::Connected { peer } => GcsInput::Connected {
                             endpoint: index,
@@ -196,10 +194,7 @@ impl GcsLoop {
 
     /// An event of the autopilot link: its frames go to the endpoints routing sends them to.
     pub fn from_autopilot(&mut self, event: &LinkEvent) {
-        let LinkEvent::Frame {
-            header, message, ..
-        } = event
-        else {
+        let Some((header, message)) = event.as_frame() else {
             return;
         };
         if self.sequences.len() < 64 || self.sequences.contains_key(&source_of(header)) {

@@ -369,14 +369,14 @@ impl RigGcs {
                 {
                     let _ = tx.send(());
                 }
-                if let LinkEvent::Frame { message, .. } = event
+                if let LinkEvent::Frame { frame, .. } = event
                     && matches!(
-                        message,
+                        frame.message,
                         crate::link::MavMessage::COMMAND_ACK(_)
                             | crate::link::MavMessage::STATUSTEXT(_)
                     )
                 {
-                    keep.lock().unwrap().push(message);
+                    keep.lock().unwrap().push(frame.message);
                 }
             }
         });

@@ -187,13 +187,17 @@ pub struct LinkEvents {
 }
 
 impl LinkEvents {
-    /// The next event (a copy of it); `None` once the IO task ended and every event was read.
+    /// The next event; `None` once the IO task ended and every event was read.
     /// Cancel-safe: a batch received is kept before this returns.
     pub async fn recv(&mut self) -> Option<LinkEvent> {
         if !self.ready().await {
             return None;
         }
-        let event = self.current[self.next].clone();
+        // Taken out of the batch, leaving an event that owns nothing in its read place.
+        let read = LinkEvent::Disconnected {
+            reason: String::new(),
+        };
+        let event = std::mem::replace(&mut self.current[self.next], read);
         self.next += 1;
         Some(event)
     }
@@ -719,10 +723,7 @@ enum Pause {
     },
     /// A `udpin` candidate's autopilot heartbeat: the candidate becomes the peer, then its
     /// frame is delivered.
-    TakePeer {
-        from: SocketAddr,
-        frame: Box<LinkEvent>,
-    },
+    TakePeer { from: SocketAddr, event: LinkEvent },
 }
 
 /// Where a frame came from, for the trust decisions.
@@ -1047,10 +1048,10 @@ impl Io {
                 } => {
                     self.refused(reason, from, detail).await?;
                 }
-                Pause::TakePeer { from, frame } => {
+                Pause::TakePeer { from, event } => {
                     tracing::info!(link = %self.name, %from, "autopilot peer pinned");
                     self.take_udp_peer(from).await?;
-                    self.batch.push(*frame);
+                    self.batch.push(event);
                 }
             }
         }
@@ -1113,24 +1114,11 @@ impl Io {
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
                 Source::Candidate(_) => None,
             };
-            // Built where it goes: the message is copied once, from the decoder's box into
-            // the batch (a named event was copied three more times; issue 17).
+            // The frame stays in the decoder's box: never copied on its way to the loop.
+            let event = LinkEvent::Frame { frame, received_at };
             match takes_peer {
-                Some(from) => {
-                    return Some(Pause::TakePeer {
-                        from,
-                        frame: Box::new(LinkEvent::Frame {
-                            header: frame.header,
-                            message: frame.message,
-                            received_at,
-                        }),
-                    });
-                }
-                None => self.batch.push(LinkEvent::Frame {
-                    header: frame.header,
-                    message: frame.message,
-                    received_at,
-                }),
+                Some(from) => return Some(Pause::TakePeer { from, event }),
+                None => self.batch.push(event),
             }
         }
     }

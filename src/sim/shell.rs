@@ -136,9 +136,9 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<E
             biased;
             _ = shutdown.cancelled() => break,
             event = merged.recv() => match event {
-                Some(LinkEvent::Frame { header, message, received_at }) => {
+                Some(LinkEvent::Frame { frame, received_at }) => {
                     let now = virtual_now();
-                    sim.handle_message(now, &header, &message);
+                    sim.handle_message(now, &frame.header, &frame.message);
                     let read_ns = stamp.map(|s| s.ns(received_at));
                     send_failures += flush(&mut sim, now, &links, read_ns);
                     while let Some(setup) = sim.poll_signing_setup() {

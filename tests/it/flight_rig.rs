@@ -542,10 +542,10 @@ async fn harness(port: u16, stop: CancellationToken) -> (LinkHandle, Arc<Mutex<V
                         let _ = tx.send(());
                     }
                 }
-                LinkEvent::Frame {
-                    message: MavMessage::GLOBAL_POSITION_INT(p),
-                    ..
-                } => {
+                LinkEvent::Frame { frame, .. } => {
+                    let MavMessage::GLOBAL_POSITION_INT(p) = frame.message else {
+                        continue;
+                    };
                     let (north_m, east_m) =
                         from_home(f64::from(p.lat) / 1e7, f64::from(p.lon) / 1e7);
                     sink.lock().unwrap().push(Reported {

@@ -73,14 +73,10 @@ impl Reader {
                 let entry = match event {
                     LinkEvent::Connected { .. } => Seen::Connected,
                     LinkEvent::Disconnected { reason } => Seen::Disconnected { reason },
-                    LinkEvent::Frame {
-                        header,
-                        message,
-                        received_at,
-                    } => Seen::Frame {
+                    LinkEvent::Frame { frame, received_at } => Seen::Frame {
                         at: received_at,
-                        header,
-                        message,
+                        header: frame.header,
+                        message: frame.message,
                     },
                     // An unpinned link without a key refuses nothing.
                     LinkEvent::Refused(refusal) => panic!("refused: {refusal:?}"),

@@ -64,9 +64,7 @@ pub async fn expect_disconnected(events: &mut LinkEvents) -> String {
 /// The next event, which must be a frame; returns (system id, message).
 pub async fn expect_frame(events: &mut LinkEvents) -> (u32, MavMessage) {
     match next_event(events).await {
-        LinkEvent::Frame {
-            header, message, ..
-        } => (header.system_id, message),
+        LinkEvent::Frame { frame, .. } => (frame.header.system_id, frame.message),
         other => panic!("expected a frame, got {other:?}"),
     }
 }

@@ -1089,9 +1089,9 @@ impl Supervisor {
                     reason: reason.clone(),
                 });
             }
-            LinkEvent::Frame {
-                header, message, ..
-            } => self.handle_message(now, header, message),
+            LinkEvent::Frame { frame, .. } => {
+                self.handle_message(now, &frame.header, &frame.message)
+            }
             LinkEvent::Refused(refusal) => {
                 self.health.handle_refused(now, refusal);
                 self.notice(Notice::LinkRefused {

@@ -360,11 +360,7 @@ fn a_mission_another_station_uploaded_is_checked_before_it_flies() {
         };
         while let Some(m) = rig.sim.poll_transmit(rig.now) {
             station.handle_message(rig.instant(), &vehicle, &m);
-            rig.turn(Input::Link(LinkEvent::Frame {
-                header: vehicle,
-                message: m,
-                received_at: rig.instant(),
-            }));
+            rig.turn(Input::Link(LinkEvent::frame(vehicle, m, rig.instant())));
         }
         station.handle_timeout(rig.instant());
         if let Some(MissionEvent::Finished { outcome, .. }) = station.poll_event() {

@@ -184,9 +184,9 @@ impl Core {
     /// Every link event: frames to the transfer, a lost link ends it.
     pub(super) fn mission_link_event(&mut self, now: Instant, event: &LinkEvent) {
         match event {
-            LinkEvent::Frame {
-                header, message, ..
-            } => self.mission.protocol.handle_message(now, header, message),
+            LinkEvent::Frame { frame, .. } => {
+                (self.mission.protocol).handle_message(now, &frame.header, &frame.message)
+            }
             LinkEvent::Disconnected { .. } => self.mission.protocol.abort(AbortReason::LinkLost),
             _ => {}
         }

@@ -74,11 +74,14 @@ impl Core {
         match event {
             LinkEvent::Connected { .. } => self.stop.handle_autopilot_link(now, true),
             LinkEvent::Disconnected { .. } => self.stop.handle_autopilot_link(now, false),
-            LinkEvent::Frame {
-                header,
-                message: MavMessage::COMMAND_ACK(ack),
-                ..
-            } if wire::is_stop_ack(ack.command) => {
+            LinkEvent::Frame { frame, .. } => {
+                let MavMessage::COMMAND_ACK(ack) = &frame.message else {
+                    return;
+                };
+                if !wire::is_stop_ack(ack.command) {
+                    return;
+                }
+                let header = &frame.header;
                 let from_autopilot = self.supervisor.vehicle().autopilot().is_some_and(|a| {
                     u32::from(a.system_id) == header.system_id
                         && a.component_id == header.component_id
@@ -92,7 +95,7 @@ impl Core {
                 }
             }
             // Refused frames never reached anyone; the supervisor reports them.
-            LinkEvent::Frame { .. } | LinkEvent::Refused(_) => {}
+            LinkEvent::Refused(_) => {}
         }
     }
 
