@@ -1074,7 +1074,7 @@ impl Io {
                 Source::Peer => self.decoder.poll_boxed(),
                 Source::Candidate(_) => self.candidate_decoder.poll_boxed(),
             }?;
-            let frame = match item {
+            let mut frame = match item {
                 Ok(frame) => frame,
                 // Counted by the decoder; noise on a serial line would flood the log.
                 Err(error) => {
@@ -1114,6 +1114,9 @@ impl Io {
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
                 Source::Candidate(_) => None,
             };
+            // The raw bytes were only for the signature: freed now, each read's frames would
+            // otherwise hold them until the loop has read the batch.
+            frame.raw = Vec::new();
             // The frame stays in the decoder's box: never copied on its way to the loop.
             let event = LinkEvent::Frame { frame, received_at };
             match takes_peer {
