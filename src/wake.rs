@@ -20,7 +20,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Shared {
     raised: AtomicU8,
     waker: AtomicWaker,
@@ -34,7 +34,7 @@ pub struct Flags {
 }
 
 /// What raises the flags: cheap to clone, one per forwarding task.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Raiser {
     shared: Arc<Shared>,
 }
@@ -63,6 +63,14 @@ impl Flags {
             }
         })
         .await
+    }
+}
+
+impl Flags {
+    /// Raises `flags` again from the waiting task itself, to take them at its next wait
+    /// (no wake-up: it is not waiting).
+    pub fn keep(&self, flags: u8) {
+        self.shared.raised.fetch_or(flags, Ordering::AcqRel);
     }
 }
 

@@ -35,7 +35,7 @@ impl ControlClient {
         };
         let (reply, answer) = oneshot::channel();
         match tx.try_send(MissionRequest { ask, reply }) {
-            Ok(()) => {}
+            Ok(()) => self.queued(),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 return Err(format!(
                     "busy: {MISSION_REQUESTS} mission requests are waiting; retry in \

@@ -84,6 +84,9 @@ pub struct ControlClient {
     params: Option<mpsc::Sender<param::ParamRequest>>,
     /// Mission requests to the loop; `None` when the loop takes none.
     missions: Option<mpsc::Sender<mission::MissionRequest>>,
+    /// Raised after every request queued: the loop waits on this flag, not on each channel
+    /// (`with_wake`); `None`: the receivers are read some other way (tests).
+    wake: Option<(crate::wake::Raiser, u8)>,
 }
 
 /// The channel: the client for the MCP server, the receiver for the loop, and the sender
@@ -105,6 +108,7 @@ pub fn channel() -> (
             lease_holder: std::sync::Arc::new(watch::Sender::new(None)),
             params: None,
             missions: None,
+            wake: None,
         },
         rx,
         envelope_tx,
@@ -143,6 +147,22 @@ impl ControlClient {
         self.lease_holder.borrow().clone()
     }
 
+    /// Raises `flag` of `raiser` after every request this client (or a clone) queues, on any
+    /// of its channels. The decision loop waits on that one flag and then reads the channels
+    /// without waiting: a `recv` future per channel on every turn of the loop cost a few
+    /// hundred instructions per turn, for requests that come a few times a minute (issue 17).
+    pub fn with_wake(mut self, raiser: crate::wake::Raiser, flag: u8) -> Self {
+        self.wake = Some((raiser, flag));
+        self
+    }
+
+    /// Tells the loop that a request was queued.
+    fn queued(&self) {
+        if let Some((raiser, flag)) = &self.wake {
+            raiser.raise(*flag);
+        }
+    }
+
     /// Sends envelope changes to the loop over `changes` (bounded by [`ENVELOPE_CHANGES`]).
     pub fn with_envelope_changes(mut self, changes: mpsc::Sender<EnvelopeChange>) -> Self {
         self.envelope_changes = Some(changes);
@@ -163,7 +183,7 @@ impl ControlClient {
         };
         let (reply, answer) = oneshot::channel();
         match tx.try_send(param::ParamRequest { ask, reply }) {
-            Ok(()) => {}
+            Ok(()) => self.queued(),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 return Err(format!(
                     "busy: {} parameter requests are waiting; retry in {BUSY_RETRY_MS} ms \
@@ -197,7 +217,7 @@ impl ControlClient {
             reply,
         };
         match tx.try_send(change) {
-            Ok(()) => {}
+            Ok(()) => self.queued(),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 return Err(format!(
                     "busy: another envelope change is waiting; retry in {BUSY_RETRY_MS} ms \
@@ -230,7 +250,10 @@ impl ControlClient {
             cancel,
         };
         match self.tx.try_send(request) {
-            Ok(()) => Ok(Pending { reply, progress }),
+            Ok(()) => {
+                self.queued();
+                Ok(Pending { reply, progress })
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Busy),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
         }
@@ -247,6 +270,79 @@ mod tests {
             role: Role::Operator,
             identity: "test".into(),
         }
+    }
+
+    /// The decision loop waits on the flag alone: every kind of request queued must raise it,
+    /// and a refused one must not (nothing is there to read).
+    #[tokio::test]
+    async fn every_request_queued_raises_the_loop_flag_and_a_refused_one_does_not() {
+        const REQUESTS: u8 = 1 << 3;
+        let (flags, raiser) = crate::wake::flags();
+        let (client, mut rx, _envelope) = channel();
+        let (changes_tx, mut changes) = mpsc::channel(1);
+        let (params_tx, mut params) = mpsc::channel(1);
+        let (missions_tx, mut missions) = mpsc::channel(1);
+        let client = (client.with_envelope_changes(changes_tx))
+            .with_params(params_tx)
+            .with_missions(missions_tx)
+            .with_wake(raiser, REQUESTS);
+        let raised = |flags: &crate::wake::Flags| {
+            let take = flags.take(REQUESTS);
+            futures::FutureExt::now_or_never(take).is_some()
+        };
+        assert!(!raised(&flags), "nothing queued yet");
+
+        let _pending = client
+            .submit(Action::Hold, operator(), CancellationToken::new())
+            .unwrap();
+        assert!(raised(&flags), "a flight request");
+        assert!(rx.try_recv().is_ok());
+
+        let ask = async {
+            let answer = client.params(param::ParamAsk::Get { name: "X".into() }).await;
+            assert!(answer.is_err(), "nobody answers: the reply is dropped");
+        };
+        let serve = async {
+            let request = params.recv().await.unwrap();
+            assert!(raised(&flags), "a parameter request");
+            drop(request);
+        };
+        tokio::join!(ask, serve);
+
+        let ask = async {
+            let view = client
+                .change_envelope(serde_json::Map::new(), operator())
+                .await;
+            assert!(view.is_err(), "nobody answers: the reply is dropped");
+        };
+        let serve = async {
+            let change = changes.recv().await.unwrap();
+            assert!(raised(&flags), "an envelope change");
+            drop(change);
+        };
+        tokio::join!(ask, serve);
+
+        let ask = async {
+            let answer = client.mission(mission::MissionAsk::Clear { caller: operator() }).await;
+            assert!(answer.is_err(), "nobody answers: the reply is dropped");
+        };
+        let serve = async {
+            let request = missions.recv().await.unwrap();
+            assert!(raised(&flags), "a mission request");
+            drop(request);
+        };
+        tokio::join!(ask, serve);
+
+        // A full queue refuses, and raises nothing.
+        let mut accepted = Vec::new();
+        while let Ok(pending) = client.submit(Action::Hold, operator(), CancellationToken::new()) {
+            accepted.push(pending);
+        }
+        assert!(raised(&flags), "the requests accepted");
+        assert!(client
+            .submit(Action::Hold, operator(), CancellationToken::new())
+            .is_err());
+        assert!(!raised(&flags), "a refused request raised the flag");
     }
 
     #[tokio::test]

@@ -40,6 +40,8 @@ const SHUTDOWN: u8 = 1;
 const GROUND: u8 = 1 << 1;
 /// A new CPU temperature reading.
 const CPU_TEMPERATURE: u8 = 1 << 2;
+/// A tool queued a request (`Requests`; raised by `ControlClient` itself).
+const REQUESTS: u8 = 1 << 3;
 /// How often the status seen by MCP clients is refreshed from the cores.
 const STATUS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// A status that is due is published by the next turn of the loop, whatever woke it; the
@@ -160,13 +162,40 @@ struct BridgeIo {
     shutdown: CancellationToken,
 }
 
+/// The tools' requests to the loop, each kind on a channel of its own with its own bound. The
+/// loop does not wait on them: the client raises [`REQUESTS`] with each request it queues, and
+/// the loop then reads them in this order without waiting ([`Requests::next`]).
+struct Requests {
+    control: mpsc::Receiver<ControlRequest>,
+    envelope_changes: mpsc::Receiver<EnvelopeChange>,
+    params: mpsc::Receiver<crate::control::param::ParamRequest>,
+    missions: mpsc::Receiver<crate::control::mission::MissionRequest>,
+}
+
+impl Requests {
+    /// The next request queued, if any: flight and lease requests first.
+    fn next(&mut self) -> Option<Arrival> {
+        if let Ok(request) = self.control.try_recv() {
+            return Some(Arrival::Control(request));
+        }
+        if let Ok(change) = self.envelope_changes.try_recv() {
+            return Some(Arrival::EnvelopeChange(change));
+        }
+        if let Ok(request) = self.params.try_recv() {
+            return Some(Arrival::Param(request));
+        }
+        self.missions.try_recv().ok().map(Arrival::Mission)
+    }
+}
+
 /// The loop's side of every channel, and the Core.
 struct Shell {
     core: Core,
     config: Config,
     audit: crate::audit::AuditHandle,
     /// The daemon's shutdown, the ground's state and the CPU temperature, as flags raised by
-    /// small tasks (`crate::wake`): cheaper to wait on than a future per source on every turn.
+    /// small tasks (`crate::wake`), and the tools' requests, raised by their client: cheaper
+    /// to wait on than a future per source on every turn.
     signals: crate::wake::Flags,
     link: LinkHandle,
     link_events: LinkEvents,
@@ -177,16 +206,13 @@ struct Shell {
     ground: watch::Receiver<crate::estop::GroundState>,
     /// The ground's state as the Core last got it.
     ground_fed: crate::estop::GroundState,
-    control: mpsc::Receiver<ControlRequest>,
-    envelope_changes: mpsc::Receiver<EnvelopeChange>,
-    params: mpsc::Receiver<crate::control::param::ParamRequest>,
+    requests: Requests,
     /// Parameter writes waiting for the autopilot's echo, and where their answer goes.
     param_waiting: HashMap<
         crate::vehicle::param_table::WriteId,
         oneshot::Sender<crate::control::param::ParamAnswer>,
     >,
-    /// Mission requests, and the transfers waiting for their end.
-    missions: mpsc::Receiver<crate::control::mission::MissionRequest>,
+    /// Mission transfers waiting for their end.
     mission_waiting: HashMap<
         crate::vehicle::mission::TransferId,
         oneshot::Sender<crate::control::mission::MissionAnswer>,
@@ -223,6 +249,25 @@ impl Shell {
         self.timer
             .set(deadline)
             .map_err(|e| anyhow::anyhow!("cannot arm the decision loop's timer: {e}"))?;
+        loop {
+            let arrival = self.wait().await?;
+            if let Some(Arrival::Changed(REQUESTS)) = arrival {
+                match self.requests.next() {
+                    Some(request) => {
+                        // Others may wait behind it: the flag stays up until one finds none.
+                        self.signals.keep(REQUESTS);
+                        return Ok(Some(request));
+                    }
+                    None => continue,
+                }
+            }
+            return Ok(arrival);
+        }
+    }
+
+    /// The biased `select!` of [`Shell::next_input`]; the tools' requests come as
+    /// `Arrival::Changed(REQUESTS)`, taken apart from the other flags.
+    async fn wait(&mut self) -> anyhow::Result<Option<Arrival>> {
         Ok(Some(tokio::select! {
             biased;
             // First: the e-stop. Decided and sent before anything else in this turn.
@@ -241,11 +286,9 @@ impl Shell {
             changed = self.signals.take(GROUND | CPU_TEMPERATURE) => {
                 Arrival::Changed(changed)
             }
-            Some(request) = self.control.recv() => Arrival::Control(request),
+            // The tools' requests (`Requests::next`), each queued request once.
+            _ = self.signals.take(REQUESTS) => Arrival::Changed(REQUESTS),
             Some(input) = crate::gcs::GcsLoop::next_input(&mut self.gcs) => Arrival::Gcs(Box::new(input)),
-            Some(change) = self.envelope_changes.recv() => Arrival::EnvelopeChange(change),
-            Some(request) = self.params.recv() => Arrival::Param(request),
-            Some(request) = self.missions.recv() => Arrival::Mission(request),
             expired = self.timer.expired() => {
                 expired.map_err(|e| anyhow::anyhow!("the decision loop's timer failed: {e}"))?;
                 Arrival::Tick

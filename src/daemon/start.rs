@@ -52,16 +52,8 @@ pub(super) async fn start(
         CoreOptions::from_config(&config, watchdog.interval()),
         Instant::now(),
     );
-    let (control, control_rx, envelope) = crate::control::channel();
-    // An ADMIN's set_envelope: its own small channel, answered after the status is published.
-    let (envelope_changes_tx, envelope_changes) = mpsc::channel(crate::control::ENVELOPE_CHANGES);
-    let control = control.with_envelope_changes(envelope_changes_tx);
-    // The parameter tools: their own small channel (reads answered in one turn).
-    let (params_tx, params) = mpsc::channel(crate::control::param::PARAM_REQUESTS);
-    let control = control.with_params(params_tx);
-    // The mission tools: their own small channel (one transfer at a time).
-    let (missions_tx, missions) = mpsc::channel(crate::control::mission::MISSION_REQUESTS);
-    let control = control.with_missions(missions_tx);
+    let (signals, raiser) = crate::wake::flags();
+    let (control, requests, envelope) = requests(&raiser);
     let lease_holder = control.lease_holder_watch();
     // The e-stop: its own bounded channel, read by the loop's first branch.
     let (stop_client, stop_loop) = crate::estop::channel(core.stop_status());
@@ -140,7 +132,7 @@ pub(super) async fn start(
     let shell = Shell {
         core,
         audit,
-        signals: loop_signals(&shutdown, &ground, &cpu_temperature),
+        signals: loop_signals(signals, raiser, &shutdown, &ground, &cpu_temperature),
         link,
         link_events,
         link_shutdown,
@@ -149,11 +141,8 @@ pub(super) async fn start(
         stop_status: stop_loop.status,
         ground,
         ground_fed: crate::estop::GroundState::default(),
-        control: control_rx,
-        envelope_changes,
-        params,
+        requests,
         param_waiting: HashMap::new(),
-        missions,
         mission_waiting: HashMap::new(),
         envelope,
         cpu_temperature,
@@ -186,15 +175,45 @@ pub(super) async fn start(
     Ok((shell, tasks))
 }
 
+/// The tools' channels to the loop: the client, which raises [`super::REQUESTS`] with every
+/// request it queues, and the loop's receivers.
+fn requests(
+    raiser: &crate::wake::Raiser,
+) -> (
+    crate::control::ControlClient,
+    super::Requests,
+    watch::Sender<crate::control::EnvelopeView>,
+) {
+    let (control, control_rx, envelope) = crate::control::channel();
+    // An ADMIN's set_envelope: its own small channel, answered after the status is published.
+    let (envelope_changes_tx, envelope_changes) = mpsc::channel(crate::control::ENVELOPE_CHANGES);
+    // The parameter tools: their own small channel (reads answered in one turn).
+    let (params_tx, params) = mpsc::channel(crate::control::param::PARAM_REQUESTS);
+    // The mission tools: their own small channel (one transfer at a time).
+    let (missions_tx, missions) = mpsc::channel(crate::control::mission::MISSION_REQUESTS);
+    let control = (control.with_envelope_changes(envelope_changes_tx))
+        .with_params(params_tx)
+        .with_missions(missions_tx)
+        .with_wake(raiser.clone(), super::REQUESTS);
+    let requests = super::Requests {
+        control: control_rx,
+        envelope_changes,
+        params,
+        missions,
+    };
+    (control, requests, envelope)
+}
+
 /// The loop's rare wake-ups as flags, each raised by a task of the loop's runtime that waits
-/// on its source (`crate::wake`).
+/// on its source (`crate::wake`); the tools' requests raise theirs themselves.
 fn loop_signals(
+    signals: crate::wake::Flags,
+    raiser: crate::wake::Raiser,
     shutdown: &CancellationToken,
     ground: &watch::Receiver<crate::estop::GroundState>,
     cpu_temperature: &watch::Receiver<Option<f64>>,
 ) -> crate::wake::Flags {
     use super::{CPU_TEMPERATURE, GROUND, SHUTDOWN};
-    let (signals, raiser) = crate::wake::flags();
     tokio::spawn(raiser.clone().on_cancel(shutdown.clone(), SHUTDOWN));
     tokio::spawn(raiser.clone().on_change(ground.clone(), GROUND));
     tokio::spawn(raiser.on_change(cpu_temperature.clone(), CPU_TEMPERATURE));
