@@ -299,7 +299,9 @@ mod tests {
         assert!(rx.try_recv().is_ok());
 
         let ask = async {
-            let answer = client.params(param::ParamAsk::Get { name: "X".into() }).await;
+            let answer = client
+                .params(param::ParamAsk::Get { name: "X".into() })
+                .await;
             assert!(answer.is_err(), "nobody answers: the reply is dropped");
         };
         let serve = async {
@@ -323,7 +325,9 @@ mod tests {
         tokio::join!(ask, serve);
 
         let ask = async {
-            let answer = client.mission(mission::MissionAsk::Clear { caller: operator() }).await;
+            let answer = client
+                .mission(mission::MissionAsk::Clear { caller: operator() })
+                .await;
             assert!(answer.is_err(), "nobody answers: the reply is dropped");
         };
         let serve = async {
@@ -339,9 +343,11 @@ mod tests {
             accepted.push(pending);
         }
         assert!(raised(&flags), "the requests accepted");
-        assert!(client
-            .submit(Action::Hold, operator(), CancellationToken::new())
-            .is_err());
+        assert!(
+            client
+                .submit(Action::Hold, operator(), CancellationToken::new())
+                .is_err()
+        );
         assert!(!raised(&flags), "a refused request raised the flag");
     }
 
