@@ -46,6 +46,7 @@ impl Consumer {
             if let Ok(frame) = result {
                 std::hint::black_box(&frame.message);
                 self.frames += 1;
+                self.decoder.recycle(frame);
             }
         }
         if self.last_report.elapsed().as_secs() >= 1 {

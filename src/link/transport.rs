@@ -151,7 +151,9 @@ impl LinkOptions {
 
 pub use super::event::LinkEvent;
 
-/// Emptied batch vectors handed back by the owner for the IO task to fill again.
+/// Batches the owner has read, handed back with their events for the IO task to fill again:
+/// their frames go back to the decoder (`FrameDecoder::recycle`), so the link decodes
+/// without allocating.
 #[derive(Default)]
 struct SpareBatches(Mutex<Vec<Vec<LinkEvent>>>);
 
@@ -161,8 +163,7 @@ impl SpareBatches {
         spare.pop().unwrap_or_default()
     }
 
-    fn give_back(&self, mut batch: Vec<LinkEvent>) {
-        batch.clear();
+    fn give_back(&self, batch: Vec<LinkEvent>) {
         if batch.capacity() == 0 {
             return;
         }
@@ -1074,7 +1075,7 @@ impl Io {
                 Source::Peer => self.decoder.poll_boxed(),
                 Source::Candidate(_) => self.candidate_decoder.poll_boxed(),
             }?;
-            let mut frame = match item {
+            let frame = match item {
                 Ok(frame) => frame,
                 // Counted by the decoder; noise on a serial line would flood the log.
                 Err(error) => {
@@ -1114,9 +1115,6 @@ impl Io {
                 Source::Candidate(_) if self.pin.pinned().is_some() => continue,
                 Source::Candidate(_) => None,
             };
-            // The raw bytes were only for the signature: freed now, each read's frames would
-            // otherwise hold them until the loop has read the batch.
-            frame.raw = Vec::new();
             // The frame stays in the decoder's box: never copied on its way to the loop.
             let event = LinkEvent::Frame { frame, received_at };
             match takes_peer {
@@ -1232,7 +1230,13 @@ impl Io {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, self.spare.take());
+        let mut next = self.spare.take();
+        for event in next.drain(..) {
+            if let LinkEvent::Frame { frame, .. } = event {
+                self.decoder.recycle(frame);
+            }
+        }
+        let batch = std::mem::replace(&mut self.batch, next);
         // Almost always there is room: handed over without a future for the channel's
         // capacity or for the shutdown (a new `cancelled()` locks the token's tree when it
         // is polled and when it is dropped, once per read; issue 17's ingest profile).

@@ -18,8 +18,8 @@ pub enum LinkEvent {
     Disconnected { reason: String },
     /// A decoded frame the link trusts, in the box the decoder made it in
     /// (`FrameDecoder::poll_boxed`): a message is a few hundred bytes, and each move of it
-    /// into and out of the link's batch was a copy (issue 17). The link drops its raw bytes
-    /// once it has checked the signature: nothing after the link reads them.
+    /// into and out of the link's batch was a copy (issue 17). The link decodes later frames
+    /// into the same boxes once the owner has read them (`FrameDecoder::recycle`).
     Frame {
         frame: Box<Frame>,
         received_at: Instant,

@@ -124,7 +124,20 @@ pub enum FrameError {
 pub struct FrameDecoder {
     buffer: VecDeque<u8>,
     counters: FrameCounters,
+    /// Frames handed back by the caller ([`recycle`](Self::recycle)), decoded into again:
+    /// their box and their raw bytes' vector, so a caller that hands every frame back
+    /// decodes without allocating (issue 17).
+    spare: SpareFrames,
 }
+
+/// The frames a decoder may decode into again: boxes, because the box itself is what is
+/// reused (a caller gets frames as `Box<Frame>` and hands the same boxes back).
+#[derive(Debug, Default)]
+#[allow(clippy::vec_box)]
+struct SpareFrames(Vec<Box<Frame>>);
+
+/// How many frames [`FrameDecoder::recycle`] keeps: more than one read of the link holds.
+const SPARE_FRAMES_MAX: usize = 64;
 
 /// What the bytes at the head of the buffer are.
 enum Head {
@@ -141,6 +154,14 @@ enum Head {
 impl FrameDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Hands a frame from [`poll_boxed`](Self::poll_boxed) back, to decode a later frame into
+    /// it without allocating; at most [`SPARE_FRAMES_MAX`] are kept.
+    pub fn recycle(&mut self, frame: Box<Frame>) {
+        if self.spare.0.len() < SPARE_FRAMES_MAX {
+            self.spare.0.push(frame);
+        }
     }
 
     /// Appends bytes received from the link.
@@ -187,7 +208,7 @@ impl FrameDecoder {
             }
             self.buffer.make_contiguous();
             let (bytes, _) = self.buffer.as_slices();
-            match classify(bytes) {
+            match classify(bytes, &mut self.spare) {
                 Head::Incomplete => return None,
                 Head::Garbage => self.discard(1),
                 Head::Frame(frame) => {
@@ -235,16 +256,16 @@ impl FrameDecoder {
 
 /// Decides what the bytes at `bytes[0]` (a start marker) are. Never panics: every index
 /// is checked against the length first.
-fn classify(bytes: &[u8]) -> Head {
+fn classify(bytes: &[u8], spare: &mut SpareFrames) -> Head {
     match bytes.first() {
-        Some(&STX_V2) => classify_v2(bytes),
-        Some(&STX_V1) => classify_v1(bytes),
+        Some(&STX_V2) => classify_v2(bytes, spare),
+        Some(&STX_V1) => classify_v1(bytes, spare),
         Some(_) => Head::Garbage,
         None => Head::Incomplete,
     }
 }
 
-fn classify_v2(bytes: &[u8]) -> Head {
+fn classify_v2(bytes: &[u8], spare: &mut SpareFrames) -> Head {
     let Some(header) = bytes.get(1..=HEADER_V2) else {
         return Head::Incomplete;
     };
@@ -276,10 +297,11 @@ fn classify_v2(bytes: &[u8]) -> Head {
         message_id,
         crc_end,
         frame_len,
+        spare,
     )
 }
 
-fn classify_v1(bytes: &[u8]) -> Head {
+fn classify_v1(bytes: &[u8], spare: &mut SpareFrames) -> Head {
     let Some(header) = bytes.get(1..=HEADER_V1) else {
         return Head::Incomplete;
     };
@@ -299,6 +321,7 @@ fn classify_v1(bytes: &[u8]) -> Head {
         message_id,
         crc_end,
         frame_len,
+        spare,
     )
 }
 
@@ -310,6 +333,7 @@ fn decode_checked(
     message_id: u32,
     crc_end: usize,
     frame_len: usize,
+    spare: &mut SpareFrames,
 ) -> Head {
     // Unknown ids are decided on the header alone: waiting for a length that a false
     // marker made up would hold back the real frames behind it.
@@ -347,12 +371,25 @@ fn decode_checked(
     let payload = bytes.get(payload_start..crc_end).unwrap_or_default();
     // `parse` zero-pads payloads that MAVLink 2 truncated, so short payloads parse.
     match MavMessage::parse(version, message_id, payload) {
-        Ok(message) => Head::Frame(Box::new(Frame {
-            version,
-            header,
-            message,
-            raw: bytes.get(..frame_len).unwrap_or_default().to_vec(),
-        })),
+        Ok(message) => {
+            let raw = bytes.get(..frame_len).unwrap_or_default();
+            Head::Frame(match spare.0.pop() {
+                Some(mut frame) => {
+                    frame.version = version;
+                    frame.header = header;
+                    frame.message = message;
+                    frame.raw.clear();
+                    frame.raw.extend_from_slice(raw);
+                    frame
+                }
+                None => Box::new(Frame {
+                    version,
+                    header,
+                    message,
+                    raw: raw.to_vec(),
+                }),
+            })
+        }
         // The checksum (with this message's CRC extra) matched, so this is a real frame
         // whose contents we refuse: skip it whole rather than rescanning its payload.
         Err(error) => Head::Reject {
@@ -514,6 +551,35 @@ mod tests {
             out.push(item);
         }
         (out, decoder)
+    }
+
+    /// A frame decoded into a recycled box, whose message and raw bytes were another frame's
+    /// (longer, shorter, another version), is the frame a fresh decoder makes of those bytes.
+    #[test]
+    fn a_recycled_frame_decodes_as_a_fresh_one() {
+        let mut encoder = FrameEncoder::new(42, 191);
+        let mut stream = Vec::new();
+        for message in samples().iter().chain(samples().iter().rev()) {
+            stream.extend(encoder.encode(message));
+        }
+        stream.extend(v1_frame(7, 1, 1, &heartbeat()));
+        let (fresh, _) = decode_all(&stream);
+        let mut decoder = FrameDecoder::new();
+        let mut recycled = Vec::new();
+        // Byte by byte, each frame handed back as soon as it is read: every frame after the
+        // first is decoded into the box of the one before it.
+        for byte in &stream {
+            decoder.push(std::slice::from_ref(byte));
+            while let Some(item) = decoder.poll_boxed() {
+                let frame = item.expect("a valid stream");
+                recycled.push((*frame).clone());
+                decoder.recycle(frame);
+            }
+        }
+        assert_eq!(decoder.spare.0.len(), 1, "one box did all the work");
+        let fresh: Vec<Frame> = fresh.into_iter().map(Result::unwrap).collect();
+        assert_eq!(recycled.len(), samples().len() * 2 + 1);
+        assert_eq!(recycled, fresh);
     }
 
     /// A MAVLink 1 frame built by hand, to check the decoder against the wire format
