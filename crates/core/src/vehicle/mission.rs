@@ -576,6 +576,7 @@ impl MissionProtocol {
         self.transfer.as_ref().map(|t| t.deadline)
     }
 
+    #[inline]
     pub fn poll_event(&mut self) -> Option<MissionEvent> {
         self.events.pop_front()
     }
@@ -617,7 +618,18 @@ impl MissionProtocol {
     }
 
     /// Takes the mission messages of the target; every other message is ignored.
+    ///
+    /// Inlined test first: every frame of the link comes here twice (the mission tools and
+    /// the fence mirror), almost always with no transfer running, and the call of the whole
+    /// handler cost more than the test (issue 17).
+    #[inline]
     pub fn handle_message(&mut self, now: Instant, header: &MavHeader, msg: &MavMessage) {
+        if self.transfer.is_some() {
+            self.handle_transfer_message(now, header, msg);
+        }
+    }
+
+    fn handle_transfer_message(&mut self, now: Instant, header: &MavHeader, msg: &MavMessage) {
         let Some(t) = &self.transfer else {
             return;
         };
