@@ -64,9 +64,7 @@ impl Flags {
         })
         .await
     }
-}
 
-impl Flags {
     /// Raises `flags` again from the waiting task itself, to take them at its next wait
     /// (no wake-up: it is not waiting).
     pub fn keep(&self, flags: u8) {

@@ -272,6 +272,28 @@ mod tests {
         }
     }
 
+    /// Runs `ask` against a loop side that receives its request, checks `raised` once it is
+    /// queued, and drops it unanswered (so `ask` ends with an error).
+    async fn asked_with_flag<T, E: std::fmt::Debug, R>(
+        ask: impl std::future::Future<Output = Result<T, E>>,
+        receive: impl std::future::Future<Output = Option<R>>,
+        raised: impl Fn() -> bool,
+        what: &str,
+    ) {
+        let ask = async {
+            assert!(
+                ask.await.is_err(),
+                "{what}: nobody answers, the reply is dropped"
+            );
+        };
+        let serve = async {
+            let request = receive.await.expect(what);
+            assert!(raised(), "{what} did not raise the flag");
+            drop(request);
+        };
+        tokio::join!(ask, serve);
+    }
+
     /// The decision loop waits on the flag alone: every kind of request queued must raise it,
     /// and a refused one must not (nothing is there to read).
     #[tokio::test]
@@ -298,44 +320,31 @@ mod tests {
         assert!(raised(&flags), "a flight request");
         assert!(rx.try_recv().is_ok());
 
-        let ask = async {
-            let answer = client
-                .params(param::ParamAsk::Get { name: "X".into() })
-                .await;
-            assert!(answer.is_err(), "nobody answers: the reply is dropped");
-        };
-        let serve = async {
-            let request = params.recv().await.unwrap();
-            assert!(raised(&flags), "a parameter request");
-            drop(request);
-        };
-        tokio::join!(ask, serve);
-
-        let ask = async {
-            let view = client
-                .change_envelope(serde_json::Map::new(), operator())
-                .await;
-            assert!(view.is_err(), "nobody answers: the reply is dropped");
-        };
-        let serve = async {
-            let change = changes.recv().await.unwrap();
-            assert!(raised(&flags), "an envelope change");
-            drop(change);
-        };
-        tokio::join!(ask, serve);
-
-        let ask = async {
-            let answer = client
-                .mission(mission::MissionAsk::Clear { caller: operator() })
-                .await;
-            assert!(answer.is_err(), "nobody answers: the reply is dropped");
-        };
-        let serve = async {
-            let request = missions.recv().await.unwrap();
-            assert!(raised(&flags), "a mission request");
-            drop(request);
-        };
-        tokio::join!(ask, serve);
+        // Each asks and waits for an answer: the flag must be up once the request is queued.
+        let ask_get = client.params(param::ParamAsk::Get { name: "X".into() });
+        asked_with_flag(
+            ask_get,
+            params.recv(),
+            || raised(&flags),
+            "a parameter request",
+        )
+        .await;
+        let ask_change = client.change_envelope(serde_json::Map::new(), operator());
+        asked_with_flag(
+            ask_change,
+            changes.recv(),
+            || raised(&flags),
+            "an envelope change",
+        )
+        .await;
+        let ask_clear = client.mission(mission::MissionAsk::Clear { caller: operator() });
+        asked_with_flag(
+            ask_clear,
+            missions.recv(),
+            || raised(&flags),
+            "a mission request",
+        )
+        .await;
 
         // A full queue refuses, and raises nothing.
         let mut accepted = Vec::new();
