@@ -357,7 +357,9 @@ fn run_daemon(config: Option<PathBuf>) -> ExitCode {
         None => Config::default(),
     };
     crate::logging::init(&config.logging.filter);
-    run_async(|shutdown| crate::daemon::run(config, shutdown))
+    run_async_on(DAEMON_WORKERS, |shutdown| {
+        crate::daemon::run(config, shutdown)
+    })
 }
 
 /// `ground`: the ground bridge.
@@ -551,6 +553,18 @@ fn estop(args: EstopArgs) -> ExitCode {
     }
 }
 
+/// Worker threads of the tools, simulators and the ground bridge.
+const WORKERS: usize = 2;
+
+/// Worker threads of the daemon's main runtime: one. The decision loop has a thread of its
+/// own (`daemon::run`), the audit writer too, and the camera's decoding and file IO run on the
+/// blocking pool, so what is left on the workers is short tasks handing each MCP call along
+/// (the MQTT driver, the shell, the session's rmcp service, its request's task), where a
+/// second worker only turned each hand-off into waking the other thread: with one, a
+/// `get_status` costs 0.8x the daemon's CPU (BENCHMARKS.md, issue 17), and the second core
+/// is left to the loop, the audit writer and the companion's vision.
+const DAEMON_WORKERS: usize = 1;
+
 /// Runs an async entry point on a tokio runtime, cancelling it on SIGTERM/SIGINT.
 /// The entry point returns its exit code; an error is printed and exits 1.
 fn run_async<F, Fut>(entry: F) -> ExitCode
@@ -558,8 +572,17 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<ExitCode>>,
 {
+    run_async_on(WORKERS, entry)
+}
+
+/// [`run_async`] with `workers` worker threads.
+fn run_async_on<F, Fut>(workers: usize, entry: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
