@@ -41,6 +41,16 @@ struct Rig {
     progress: Vec<(JobId, String)>,
     /// The answers of mission transfers (`Event::MissionDone`).
     missions: Vec<crate::control::mission::MissionAnswer>,
+    /// The audit records the Core asked for, with the virtual time.
+    audits: Vec<(Duration, crate::audit::Event)>,
+    /// The MCP shell's side of the ground link, when the rig has one: connected, and the
+    /// shell stamping while `serving` (`GroundState::serving_at`, fed as the loop feeds it).
+    ground: Option<GroundFeed>,
+}
+
+struct GroundFeed {
+    serving: bool,
+    stamped: Duration,
 }
 
 fn operator() -> Caller {
@@ -52,6 +62,16 @@ fn operator() -> Caller {
 
 impl Rig {
     fn new(personality: Personality) -> Rig {
+        Rig::build(personality, false)
+    }
+
+    /// A rig whose Core has a ground link (the e-stop's ground failsafes on), connected and
+    /// served by a shell that stamps every `GROUND_SERVING_STAMP_PERIOD`.
+    fn with_ground_link(personality: Personality) -> Rig {
+        Rig::build(personality, true)
+    }
+
+    fn build(personality: Personality, ground_link: bool) -> Rig {
         let options = SupervisorOptions::from_config(&crate::config::VehicleConfig::default());
         let companion = MavHeader {
             system_id: options.system_id.into(),
@@ -71,7 +91,7 @@ impl Rig {
                 CoreOptions {
                     supervisor: options,
                     stop: crate::estop::StopOptions::default(),
-                    without_ground_link: true,
+                    without_ground_link: !ground_link,
                     bridge: None,
                     health: crate::config::HealthConfig::default(),
                     watchdog_interval: None,
@@ -89,7 +109,15 @@ impl Rig {
             ends: Vec::new(),
             progress: Vec::new(),
             missions: Vec::new(),
+            audits: Vec::new(),
+            ground: ground_link.then_some(GroundFeed {
+                serving: true,
+                stamped: Duration::ZERO,
+            }),
         };
+        if ground_link {
+            rig.feed_ground();
+        }
         // Heartbeats, telemetry requests, a position and home.
         rig.run(6.0);
         assert!(
@@ -107,9 +135,31 @@ impl Rig {
         self.core.supervisor()
     }
 
+    /// The ground's state as the loop hands it to the Core: connected, with the shell's
+    /// newest stamp.
+    fn feed_ground(&mut self) {
+        let Some(ground) = &mut self.ground else {
+            return;
+        };
+        ground.stamped = self.now;
+        let state = crate::estop::GroundState {
+            connected: true,
+            activity_at: None,
+            serving_at: Some(self.t0 + ground.stamped),
+        };
+        self.turn(Input::Ground(state));
+    }
+
     /// One loop turn for what the simulator sent in this step, handed over together as the
-    /// daemon's link task hands over one read (a timer's turn when there is nothing).
+    /// daemon's link task hands over one read (a timer's turn when there is nothing); a new
+    /// stamp of the ground's shell first, when one is due.
     fn exchange(&mut self) {
+        if let Some(ground) = &self.ground
+            && ground.serving
+            && self.now >= ground.stamped + crate::estop::request::GROUND_SERVING_STAMP_PERIOD
+        {
+            self.feed_ground();
+        }
         let now = self.instant();
         let header = MavHeader {
             system_id: 1,
@@ -155,6 +205,7 @@ impl Rig {
                     self.progress.push((job, update.message))
                 }
                 Event::MissionDone { answer, .. } => self.missions.push(answer),
+                Event::Audit(record) => self.audits.push((self.now, record)),
                 _ => {}
             }
         }
@@ -348,6 +399,91 @@ fn goto_offset(north_m: f64, east_m: f64, altitude_m: f64) -> Action {
         altitude_m,
         speed_m_s: None,
     }
+}
+
+/// The ground link's records (`link: "ground"`), up or down, with their virtual time.
+fn ground_link_records(rig: &Rig) -> Vec<(Duration, bool, String)> {
+    (rig.audits.iter())
+        .filter_map(|(at, record)| match record {
+            crate::audit::Event::Link { link, up, detail } if link == "ground" => {
+                Some((*at, *up, detail.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// An MCP side that stops serving in flight (its runtime stalled: the shell no longer stamps
+/// the ground's state, and would never report the broker dropping the connection) is a lost
+/// ground link: the failsafe holds, then brings the vehicle home, as on a lost connection;
+/// each change is recorded, and the shell's next stamp is the link back.
+#[test]
+fn a_silent_mcp_side_in_flight_is_a_lost_ground_link_and_the_vehicle_comes_home() {
+    use crate::estop::Failsafe;
+    use crate::estop::request::GROUND_SILENT_MAX;
+    let mut rig = Rig::with_ground_link(Personality::ArduPilot);
+    let end = rig.fly(Action::Takeoff { altitude_m: 10.0 }, 60.0);
+    assert_eq!(end.outcome, Outcome::Completed, "{end:?}");
+    // Served and stamped for longer than any failsafe's timeout: nothing acts.
+    rig.run(12.0);
+    assert!(rig.core.stop_status().failsafes_active.is_empty());
+    let connected = ground_link_records(&rig);
+    assert_eq!(connected.len(), 1, "only the connection: {connected:?}");
+    assert!(connected[0].1, "{connected:?}");
+
+    // The shell stalls: no more stamps.
+    rig.ground.as_mut().unwrap().serving = false;
+    let last_stamp = rig.ground.as_ref().unwrap().stamped;
+    rig.run(GROUND_SILENT_MAX.as_secs_f64() - 0.2);
+    assert_eq!(ground_link_records(&rig).len(), 1, "too early");
+    rig.run(0.4);
+    let records = ground_link_records(&rig);
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (at, up, detail) = &records[1];
+    assert!(!up && detail.contains("has not stamped"), "{detail}");
+    // Decided at the Core's own deadline, not at some later input.
+    assert!(
+        *at >= last_stamp + GROUND_SILENT_MAX
+            && *at < last_stamp + GROUND_SILENT_MAX + PHYSICS_STEP * 2,
+        "recorded at {at:?}, last stamp {last_stamp:?}"
+    );
+    // The ground-link timeout (5 s) later, the failsafe holds; its hold (5 s) later, home.
+    let silent_at = *at;
+    rig.run(5.5);
+    assert_eq!(
+        rig.core.stop_status().failsafes_active,
+        vec![Failsafe::GroundLinkLost]
+    );
+    rig.run(6.0);
+    let modes: Vec<_> = (rig.sim_events.iter())
+        .filter(|(t, _)| *t >= silent_at)
+        .filter_map(|(_, e)| match e {
+            SimEvent::ModeChanged(mode) => Some(*mode),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        ["BRAKE", "RTL"],
+        "{:?}",
+        rig.sim_events.iter().rev().take(5).collect::<Vec<_>>()
+    );
+
+    // The shell serves again: the link is back, and recorded, by the loop and by the stop,
+    // which stays latched: the vehicle does not resume by itself.
+    rig.ground.as_mut().unwrap().serving = true;
+    rig.feed_ground();
+    let records = ground_link_records(&rig);
+    assert_eq!(records.len(), 4, "{records:?}");
+    assert!(
+        records[2].1 && records[2].2.contains("serving again"),
+        "{records:?}"
+    );
+    assert!(
+        records[3].1 && records[3].2.contains("ground link back"),
+        "{records:?}"
+    );
+    assert!(rig.core.stop_status().latched);
 }
 
 #[test]

@@ -303,6 +303,18 @@ impl Shell {
         tracing::debug!(error, ?retry_in, "MQTT reconnect scheduled");
     }
 
+    /// Stamps that this shell still serves, without waking the loop (it reads the stamp at
+    /// its next turn, and its own deadline wakes it if the stamps stop).
+    fn stamp_serving(&mut self) {
+        if let Some(estop) = &self.estop {
+            let now = std::time::Instant::now();
+            estop.ground.send_if_modified(|g| {
+                g.serving_at = Some(now);
+                false
+            });
+        }
+    }
+
     /// The status tick: session timeouts, the lease's expiry, `status://` updates.
     fn on_tick(
         &mut self,
@@ -998,6 +1010,34 @@ fn watched_channel<T: Send + 'static>(
     (tx, rx)
 }
 
+/// The shell's periodic work, each skipping the ticks it missed.
+struct Tickers {
+    /// Session timeouts, the lease's expiry, `status://` updates (`mcp.status_update_rate_hz`).
+    status: tokio::time::Interval,
+    /// `camera://latest` updates: at most at the configured low rate, only when a new frame
+    /// arrived since the last one (images are large; subscribers fetch them when told).
+    camera: tokio::time::Interval,
+    /// The stamps that say this shell still serves (`GroundState::serving_at`): the first at
+    /// once, so the loop knows the shell before the broker answers.
+    serving: tokio::time::Interval,
+}
+
+impl Tickers {
+    fn new(config: &Config) -> Tickers {
+        let every = |period: Duration| {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            interval
+        };
+        let hz = |rate: f32| Duration::from_secs_f64(1.0 / f64::from(rate));
+        Tickers {
+            status: every(hz(config.mcp.status_update_rate_hz)),
+            camera: every(hz(config.camera.resource_update_rate_hz.max(0.01))),
+            serving: every(crate::estop::request::GROUND_SERVING_STAMP_PERIOD),
+        }
+    }
+}
+
 /// [`serve`] with an audit log the caller owns (the daemon records its start and stop).
 pub async fn serve_with_audit(
     config: &Config,
@@ -1048,16 +1088,8 @@ pub async fn serve_with_audit(
         camera: camera.clone(),
     };
     let mut stop_status = shell.estop.as_ref().map(|e| e.client.status());
-    // `camera://latest` updates: at most at the configured low rate, only when a new frame
-    // arrived since the last one (images are large; subscribers fetch them when told).
-    let camera_period =
-        Duration::from_secs_f64(1.0 / f64::from(config.camera.resource_update_rate_hz.max(0.01)));
-    let mut camera_ticker = tokio::time::interval(camera_period);
-    camera_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut tickers = Tickers::new(config);
     let mut camera_frames = camera.as_ref().map(|c| c.frames());
-    let period = Duration::from_secs_f64(1.0 / f64::from(mcp_config.status_update_rate_hz));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_rx = status;
     // The audit log's checkpoints, retained on their own topic for the ground's witness.
     let mut checkpoints = guard.audit.checkpoints();
@@ -1118,11 +1150,12 @@ pub async fn serve_with_audit(
                     shell.publish_checkpoint(&checkpoint_topic, &checkpoint);
                 }
             }
-            _ = ticker.tick() => {
+            _ = tickers.status.tick() => {
                 let compat = mcp_config.compat_resource_updates_on_rpc;
                 shell.on_tick(connected, &mut status_rx, compat);
             }
-            _ = camera_ticker.tick(), if camera_frames.is_some() => {
+            _ = tickers.serving.tick(), if shell.estop.is_some() => shell.stamp_serving(),
+            _ = tickers.camera.tick(), if camera_frames.is_some() => {
                 if connected
                     && let Some(frames) = camera_frames.as_mut()
                     && frames.has_changed().unwrap_or(false)

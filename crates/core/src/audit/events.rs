@@ -279,6 +279,23 @@ pub fn ground_link(connected: bool) -> Event {
     }
 }
 
+/// The MCP shell stopped stamping that it serves (its runtime stalled) while connected, or
+/// stamps again: the loop counts its silence as the ground link lost (`Core`).
+pub fn ground_serving(serving: bool, silent_max: std::time::Duration) -> Event {
+    Event::Link {
+        link: "ground".into(),
+        up: serving,
+        detail: if serving {
+            "the MCP side is serving again".into()
+        } else {
+            format!(
+                "the MCP side has not stamped for {} s: the connection it reports is taken as lost",
+                silent_max.as_secs_f64()
+            )
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

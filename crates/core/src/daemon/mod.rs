@@ -36,6 +36,7 @@ use tracing::{info, warn};
 use crate::bridge::{BridgeInput, BridgeLinkOptions};
 use crate::config::{Config, HealthConfig};
 use crate::control::{Caller, EnvelopeView};
+use crate::estop::request::GROUND_SILENT_MAX;
 use crate::estop::{EmergencyStop, GroundState, StopAck, StopAsk, StopOptions, StopStatus};
 use crate::flight::{Action, ExecutorEvent, JobId};
 use crate::health::{HealthMonitor, HealthSummary};
@@ -206,7 +207,13 @@ pub struct Core {
     stop_published: StopStatus,
     /// The ground's last activity as last seen.
     ground_activity_at: Option<Instant>,
+    /// The broker connection as the MCP shell last reported it.
     ground_connected: bool,
+    /// The MCP shell's last stamp that it is serving (`GroundState::serving_at`).
+    ground_serving_at: Option<Instant>,
+    /// The shell is connected but has not stamped for `GROUND_SILENT_MAX`: the connection
+    /// it reports can no longer be believed, and the e-stop takes it as lost.
+    ground_silent: bool,
     /// Whether the stop was latched at the end of the previous turn (a reset asks the bridge
     /// to release its own latch).
     was_latched: bool,
@@ -239,6 +246,8 @@ impl Core {
             stop_published,
             ground_activity_at: None,
             ground_connected: false,
+            ground_serving_at: None,
+            ground_silent: false,
             was_latched: false,
             bridge: options.bridge.map(|b| bridge::BridgeSide::new(b, now)),
             watchdog: Watchdog::new(options.watchdog_interval, now),
@@ -325,6 +334,9 @@ impl Core {
     /// What every turn does after its input: the e-stop's ladder (before anything the
     /// supervisor sends), the watchdog, the bridge's view of the vehicle.
     fn after_input(&mut self, now: Instant) {
+        if self.ground_connected {
+            self.sync_ground_link(now);
+        }
         self.sync_stop(now);
         self.mission_timeouts(now);
         self.mission_outcomes(now);
@@ -419,6 +431,12 @@ impl Core {
         }
         if let Some(w) = self.mission_poll_timeout() {
             wake = wake.min(w);
+        }
+        if self.ground_connected
+            && !self.ground_silent
+            && let Some(at) = self.ground_serving_at
+        {
+            wake = wake.min(at + GROUND_SILENT_MAX);
         }
         wake
     }
@@ -525,13 +543,45 @@ impl Core {
                     ground.connected,
                 )));
         }
-        self.stop.handle_ground_link(now, ground.connected);
+        self.ground_serving_at = ground.serving_at;
+        self.sync_ground_link(now);
         if ground.activity_at != self.ground_activity_at {
             self.ground_activity_at = ground.activity_at;
             if let Some(at) = ground.activity_at {
                 self.stop.handle_ground_activity_at(now, at);
             }
         }
+    }
+}
+
+impl Core {
+    /// The ground link as the e-stop's failsafes see it: connected, and its MCP shell still
+    /// stamping. A shell that stopped (its runtime stalled) would never report the broker
+    /// dropping the connection, so its silence counts as the connection lost; its next stamp
+    /// is the link back.
+    fn sync_ground_link(&mut self, now: Instant) {
+        let silent = self.ground_connected
+            && self
+                .ground_serving_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= GROUND_SILENT_MAX);
+        if silent != self.ground_silent {
+            self.ground_silent = silent;
+            if silent {
+                warn!(
+                    "the MCP side has not stamped for {} s: the ground link counts as lost",
+                    GROUND_SILENT_MAX.as_secs_f64()
+                );
+            } else {
+                info!("the MCP side is serving again");
+            }
+            self.events
+                .push_back(Event::Audit(crate::audit::events::ground_serving(
+                    !silent,
+                    GROUND_SILENT_MAX,
+                )));
+        }
+        self.stop
+            .handle_ground_link(now, self.ground_connected && !silent);
     }
 }
 
