@@ -560,9 +560,11 @@ const WORKERS: usize = 2;
 /// own (`daemon::run`), the audit writer too, and the camera's decoding and file IO run on the
 /// blocking pool, so what is left on the workers is short tasks handing each MCP call along
 /// (the MQTT driver, the shell, the session's rmcp service, its request's task), where a
-/// second worker only turned each hand-off into waking the other thread: with one, a
-/// `get_status` costs 0.8x the daemon's CPU (BENCHMARKS.md, issue 17), and the second core
-/// is left to the loop, the audit writer and the companion's vision.
+/// second worker made hand-offs wake the other thread (twice the `futex` calls per call):
+/// with one, the daemon's CPU per `get_status` is 0.71-0.88x with `fsync = "never"` and
+/// 0.92-0.94x with `"always"` (BENCHMARKS.md, issue 17), and the second core is left to the
+/// loop, the audit writer and the companion's vision. A stall of this runtime is seen by the
+/// loop (`GroundState::serving_at`).
 const DAEMON_WORKERS: usize = 1;
 
 /// Runs an async entry point on a tokio runtime, cancelling it on SIGTERM/SIGINT.
