@@ -441,7 +441,8 @@ fn a_silent_mcp_side_in_flight_is_a_lost_ground_link_and_the_vehicle_comes_home(
     assert_eq!(records.len(), 2, "{records:?}");
     let (at, up, detail) = &records[1];
     assert!(!up && detail.contains("has not stamped"), "{detail}");
-    // Decided at the Core's own deadline, not at some later input.
+    // Within a step of the deadline (the rig turns every physics step; the daemon's loop
+    // wakes at `poll_timeout`, which the rig checks after every turn).
     assert!(
         *at >= last_stamp + GROUND_SILENT_MAX
             && *at < last_stamp + GROUND_SILENT_MAX + PHYSICS_STEP * 2,
