@@ -552,9 +552,7 @@ impl Core {
             }
         }
     }
-}
 
-impl Core {
     /// The ground link as the e-stop's failsafes see it: connected, and its MCP shell still
     /// stamping. A shell that stopped (its runtime stalled) would never report the broker
     /// dropping the connection, so its silence counts as the connection lost; its next stamp
